@@ -1,0 +1,2 @@
+"""torchrl_amago: AMAGO (in-context RL with long-context sequence models) as TorchRL components."""
+__version__ = "0.1.0"

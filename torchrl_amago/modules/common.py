@@ -1,0 +1,146 @@
+"""Small building blocks shared by the encoders and heads: activations, norms, MLP, FF residual block, symlog."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+class SlowAdaptiveRational(nn.Module):
+    """Learnable rational activation (5th/4th order), initialised close to leaky-ReLU (the original's 'adaptive')."""
+
+    def __init__(self):
+        super().__init__()
+        # least-squares fit of leaky_relu(0.01) on [-3, 3]
+        x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+        y = F.leaky_relu(x, 0.01)
+        num = torch.stack([x**i for i in range(6)], -1)
+        coef = torch.linalg.lstsq(num, y.unsqueeze(-1)).solution.squeeze(-1)
+        self.num = nn.Parameter(coef.float())
+        self.den = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        p = sum(self.num[i] * x**i for i in range(6))
+        q = 1 + sum((self.den[j - 1] * x**j).abs() for j in range(1, 5))
+        return p / q
+
+
+ACTIVATIONS = {
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "mish": nn.Mish,
+    "adaptive": SlowAdaptiveRational,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """Activation module by name (leaky_relu is AMAGO's default everywhere)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return self.scale * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+class UnitBall(nn.Module):
+    def __init__(self, detach: bool = False):
+        super().__init__()
+        self.detach = detach
+
+    def forward(self, x):
+        n = x.norm(dim=-1, keepdim=True) + 1e-5
+        return x / (n.detach() if self.detach else n)
+
+
+class Hypersphere(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.scale = math.sqrt(d)
+
+    def forward(self, x):
+        return F.normalize(x, dim=-1) * self.scale
+
+
+class SimNorm(nn.Module):
+    """Softmax inside groups of 8 features."""
+
+    def __init__(self, group: int = 8):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x):
+        shp = x.shape
+        return F.softmax(x.unflatten(-1, (shp[-1] // self.group, self.group)), -1).reshape(shp)
+
+
+def normalization(method: str | None, d: int) -> nn.Module:
+    """Norm over the last dim by name: None/'none' (identity), 'layer', 'rmsnorm', 'unitball',
+    'unitball-detach', 'hypersphere', 'simnorm'."""
+    if method is None or method == "none":
+        return nn.Identity()
+    table = {
+        "layer": lambda: nn.LayerNorm(d),
+        "rmsnorm": lambda: RMSNorm(d),
+        "unitball": lambda: UnitBall(False),
+        "unitball-detach": lambda: UnitBall(True),
+        "hypersphere": lambda: Hypersphere(d),
+        "simnorm": lambda: SimNorm(),
+    }
+    if method not in table:
+        raise ValueError(f"unknown normalization {method!r}; expected None or one of {sorted(table)}")
+    return table[method]()
+
+
+class MLP(nn.Module):
+    """`n_layers` hidden layers (Linear -> norm -> act -> dropout) then an output Linear (n_layers + 1 Linears)."""
+
+    def __init__(self, d_inp: int, d_hidden: int, n_layers: int, d_output: int, act: str = "leaky_relu",
+                 norm: str | None = None, dropout: float = 0.0):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"MLP needs n_layers >= 1, got {n_layers}")
+        layers: list[nn.Module] = []
+        d = d_inp
+        for _ in range(n_layers):
+            layers += [nn.Linear(d, d_hidden), normalization(norm, d_hidden), activation(act), nn.Dropout(dropout)]
+            d = d_hidden
+        layers.append(nn.Linear(d, d_output))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class FFBlock(nn.Module):
+    """AMAGO's residual FF block: x + drop(act(norm2(ff2(drop(act(norm1(ff1(x)))))))) (activation after both)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, act: str = "leaky_relu", norm: str | None = None):
+        super().__init__()
+        self.ff1, self.ff2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.norm1, self.norm2 = normalization(norm, d_ff), normalization(norm, d_model)
+        self.act1, self.act2 = activation(act), activation(act)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = self.drop(self.act1(self.norm1(self.ff1(x))))
+        h = self.drop(self.act2(self.norm2(self.ff2(h))))
+        return x + h

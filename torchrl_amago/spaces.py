@@ -1,0 +1,76 @@
+"""Action-space description shared by every layer (envs, modules, objectives).
+
+AMAGO distinguishes three action kinds. TorchRL encodes them with different specs; this module maps a
+TorchRL action spec to one `ActionSpace` record so that every component agrees on the encoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchrl.data import Binary, Bounded, Categorical, MultiOneHot, OneHot, TensorSpec, Unbounded
+
+KINDS = ("discrete", "continuous", "multibinary")
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """kind: 'discrete' | 'continuous' | 'multibinary'; dim: A (number of actions for discrete, vector size
+    otherwise); one_hot: True when the env expects one-hot discrete actions (TorchRL `OneHot`), False when it
+    expects an integer index (TorchRL `Categorical`). low/high: continuous bounds (the policy acts in [-1, 1])."""
+
+    kind: str
+    dim: int
+    one_hot: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unsupported action kind {self.kind!r}; expected one of {KINDS}")
+        if self.dim < 1:
+            raise ValueError(f"action dim must be >= 1, got {self.dim}")
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind == "discrete"
+
+    def to_features(self, action: torch.Tensor) -> torch.Tensor:
+        """Env action -> float feature vector [..., A] (one-hot for discrete, raw otherwise)."""
+        if self.kind == "discrete":
+            if self.one_hot:
+                if action.shape[-1] != self.dim:
+                    raise ValueError(f"one-hot action must end in dim {self.dim}, got shape {tuple(action.shape)}")
+                return action.float()
+            idx = action.long()
+            if idx.ndim and idx.shape[-1] == 1 and self.dim != 1:
+                idx = idx.squeeze(-1)
+            return torch.nn.functional.one_hot(idx, self.dim).float()
+        if action.shape[-1] != self.dim:
+            raise ValueError(f"{self.kind} action must end in dim {self.dim}, got shape {tuple(action.shape)}")
+        return action.float()
+
+    def from_index(self, index: torch.Tensor) -> torch.Tensor:
+        """Discrete index [...] -> the env's encoding (one-hot [..., A] or int64 index [...])."""
+        if self.kind != "discrete":
+            raise ValueError("from_index is only defined for discrete action spaces")
+        if self.one_hot:
+            return torch.nn.functional.one_hot(index.long(), self.dim).to(torch.bool)
+        return index.long()
+
+
+def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
+    """Map a TorchRL action spec (batched or not) to an `ActionSpace`; clear error on unsupported specs."""
+    if isinstance(spec, Binary):  # Binary subclasses Categorical: test it first
+        return ActionSpace("multibinary", int(spec.shape[-1]))
+    if isinstance(spec, OneHot):
+        return ActionSpace("discrete", int(spec.space.n), one_hot=True)
+    if isinstance(spec, Categorical):
+        return ActionSpace("discrete", int(spec.space.n), one_hot=False)
+    if isinstance(spec, (Bounded, Unbounded)) and spec.dtype.is_floating_point:
+        if spec.ndim == 0:
+            raise ValueError("continuous action spec must have a trailing action dimension, got a scalar spec")
+        return ActionSpace("continuous", int(spec.shape[-1]))
+    if isinstance(spec, MultiOneHot):
+        raise ValueError("MultiOneHot (multi-discrete) action specs are not supported; flatten them into one "
+                         "Categorical or use a MultiBinary encoding")
+    raise ValueError(f"unsupported action spec {type(spec).__name__} (dtype {spec.dtype}); supported: OneHot, "
+                     "Categorical, Binary, and float Bounded/Unbounded")
