@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchrl.data import Binary, Bounded, Categorical, MultiOneHot, OneHot, TensorSpec, Unbounded
+from torchrl.data import Binary, Bounded, Categorical, MultiCategorical, MultiOneHot, OneHot, TensorSpec, Unbounded
 
 KINDS = ("discrete", "continuous", "multibinary")
 
@@ -40,10 +40,9 @@ class ActionSpace:
                 if action.shape[-1] != self.dim:
                     raise ValueError(f"one-hot action must end in dim {self.dim}, got shape {tuple(action.shape)}")
                 return action.float()
-            idx = action.long()
-            if idx.ndim and idx.shape[-1] == 1 and self.dim != 1:
-                idx = idx.squeeze(-1)
-            return torch.nn.functional.one_hot(idx, self.dim).float()
+            # TorchRL Categorical actions have exactly the batch shape (no trailing dim), so never squeeze:
+            # a [1]-shaped tensor is one env's index, not an index with a trailing axis.
+            return torch.nn.functional.one_hot(action.long(), self.dim).float()
         if action.shape[-1] != self.dim:
             raise ValueError(f"{self.kind} action must end in dim {self.dim}, got shape {tuple(action.shape)}")
         return action.float()
@@ -59,6 +58,9 @@ class ActionSpace:
 
 def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
     """Map a TorchRL action spec (batched or not) to an `ActionSpace`; clear error on unsupported specs."""
+    if isinstance(spec, (MultiOneHot, MultiCategorical)):  # subclasses of OneHot / Categorical: test first
+        raise ValueError(f"{type(spec).__name__} (multi-discrete) action specs are not supported; flatten them into "
+                         "one Categorical or use a MultiBinary encoding")
     if isinstance(spec, Binary):  # Binary subclasses Categorical: test it first
         return ActionSpace("multibinary", int(spec.shape[-1]))
     if isinstance(spec, OneHot):
@@ -69,8 +71,5 @@ def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
         if spec.ndim == 0:
             raise ValueError("continuous action spec must have a trailing action dimension, got a scalar spec")
         return ActionSpace("continuous", int(spec.shape[-1]))
-    if isinstance(spec, MultiOneHot):
-        raise ValueError("MultiOneHot (multi-discrete) action specs are not supported; flatten them into one "
-                         "Categorical or use a MultiBinary encoding")
     raise ValueError(f"unsupported action spec {type(spec).__name__} (dtype {spec.dtype}); supported: OneHot, "
                      "Categorical, Binary, and float Bounded/Unbounded")

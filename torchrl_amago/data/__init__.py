@@ -1,1 +1,27 @@
-"""torchrl_amago subpackage."""
+"""Sequence replay on disk (LazyMemmapStorage): [B, T] windows of one trial with a padding mask, offline
+trials, mixing of several buffers, and hindsight relabeling of whole trials."""
+from .mixed import MixedReplay
+from .offline import arrays_to_trials, load_offline_trials, split_trials
+from .relabel import HindsightRelabel, RelabelResult, sequential_goal_rewards
+from .replay import SequenceReplayBuffer, make_sequence_replay
+from .sampler import TrialWindowSampler, draw_starts, window_offsets
+from .trial_index import TrialIndex
+from .writer import TrialWriter, plan_pieces
+
+__all__ = [
+    "make_sequence_replay",
+    "SequenceReplayBuffer",
+    "TrialWriter",
+    "TrialWindowSampler",
+    "TrialIndex",
+    "plan_pieces",
+    "draw_starts",
+    "window_offsets",
+    "load_offline_trials",
+    "arrays_to_trials",
+    "split_trials",
+    "MixedReplay",
+    "HindsightRelabel",
+    "RelabelResult",
+    "sequential_goal_rewards",
+]

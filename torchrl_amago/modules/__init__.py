@@ -1,1 +1,29 @@
-"""torchrl_amago subpackage."""
+"""Network pieces of AMAGO as TensorDict modules / tensor modules (no env, replay or training code here)."""
+from .common import MLP, FFBlock, activation, normalization, symexp, symlog
+from .distributions import BetaOutput, DiscreteOutput, MultiBinaryOutput, TanhGaussianOutput
+from .heads import ActorHead, ContinuousCritic, DiscreteCritic, PopArt, TwoHotCritic, gamma_features
+from .input_norm import InputNorm
+from .policy import AMAGOPolicy
+from .timestep import CNNTimestepEncoder, MLPTimestepEncoder
+from .trajectory import (
+    FFTrajEncoder,
+    GRUTrajEncoder,
+    IdentityTrajEncoder,
+    LSTMTrajEncoder,
+    MambaTrajEncoder,
+    SigmaReparam,
+    TrajectoryEncoder,
+    TrajectoryEncoderModule,
+    TransformerTrajEncoder,
+    make_trajectory_encoder,
+)
+
+__all__ = [
+    "MLP", "FFBlock", "activation", "normalization", "symexp", "symlog",
+    "BetaOutput", "DiscreteOutput", "MultiBinaryOutput", "TanhGaussianOutput",
+    "ActorHead", "ContinuousCritic", "DiscreteCritic", "PopArt", "TwoHotCritic", "gamma_features",
+    "InputNorm", "AMAGOPolicy", "CNNTimestepEncoder", "MLPTimestepEncoder",
+    "FFTrajEncoder", "GRUTrajEncoder", "IdentityTrajEncoder", "LSTMTrajEncoder", "MambaTrajEncoder",
+    "SigmaReparam", "TrajectoryEncoder", "TrajectoryEncoderModule", "TransformerTrajEncoder",
+    "make_trajectory_encoder",
+]

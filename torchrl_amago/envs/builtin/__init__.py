@@ -1,1 +1,9 @@
-"""torchrl_amago subpackage."""
+"""Batched pure-torch builtin envs (``EnvBase`` with batch size ``[N]``, or ``[]`` with ``num_envs=None``)."""
+from ._base import BatchedTorchEnv
+from .frozen_lake import MetaFrozenLake, random_lake_maps
+from .key_door import DarkKeyDoor
+from .mazerunner import MazeRunner, mazerunner_relabel_rewards, random_maze
+from .tmaze import TMaze
+
+__all__ = ["BatchedTorchEnv", "TMaze", "MetaFrozenLake", "DarkKeyDoor", "MazeRunner", "mazerunner_relabel_rewards",
+           "random_maze", "random_lake_maps"]

@@ -1,0 +1,121 @@
+"""Learner throughput: full AMAGO gradient updates per second on [batch, T] windows.
+
+One update = AMAGOLoss forward (one backbone pass over T+1 steps, target/online heads, PopArt, filtered BC)
++ backward + global grad-norm clip (1.0) + AdamW step + SoftUpdate of the target heads. Settings follow the
+original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 24, discrete actions (4),
+10-d observations, 7 gammas, 4 critics; default timestep encoder (512/512 -> 256) and heads (256 hidden).
+
+Prints one JSON object per setting, e.g.
+{"encoder": "transformer", "d_model": 128, "layers": 2, "seq_len": 128, "batch": 24, "updates_per_s": ...,
+ "timesteps_per_s": ...}
+Usage: python benchmarks/learner_update.py [--quick] [--compile] [--threads N] [--device cpu|cuda]
+Reference: the original implementation does ~2 updates/s (~6,000 timesteps/s) at T=128 on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import torch
+from tensordict import TensorDict
+
+from torchrl.objectives import SoftUpdate
+from torchrl_amago.modules.heads import ActorHead, DiscreteCritic
+from torchrl_amago.modules.timestep import MLPTimestepEncoder
+from torchrl_amago.modules.trajectory import make_trajectory_encoder
+from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss
+from torchrl_amago.spaces import ActionSpace
+
+OBS, ACT, G, C = 10, 4, 7, 4
+
+
+def make_batch(B: int, T: int, device) -> TensorDict:
+    td = TensorDict({}, [B, T], device=device)
+    for root, shift in (((), 0), (("next",), 1)):
+        td.set(root + ("observation",), torch.randn(B, T, OBS, device=device))
+        td.set(root + ("prev_action",), torch.nn.functional.one_hot(torch.randint(0, ACT, (B, T), device=device), ACT).float())
+        td.set(root + ("prev_reward",), torch.randn(B, T, 1, device=device))
+        td.set(root + ("time_idx",), (torch.arange(T, device=device) + shift).view(1, T, 1).expand(B, T, 1).clone())
+    td.set("action", torch.randint(0, ACT, (B, T), device=device))
+    td.set(("next", "reward"), torch.randn(B, T, 1, device=device))
+    td.set(("next", "terminated"), torch.rand(B, T, 1, device=device) < 0.01)
+    mask = torch.ones(B, T, dtype=torch.bool, device=device)
+    mask[: B // 4, T - T // 8:] = False  # some right padding, as replay windows at trial ends
+    td.set("mask", mask)
+    return td
+
+
+def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool):
+    asp = ActionSpace("discrete", ACT)
+    te = MLPTimestepEncoder({"observation": (OBS,)}, ACT)
+    tr = make_trajectory_encoder("transformer", te.emb_dim, T + 1, d_model=d_model, n_layers=layers, n_heads=heads,
+                                 compile=compile_)
+    actor = ActorHead(tr.emb_dim, asp, G)
+    critic = DiscreteCritic(tr.emb_dim, ACT, G, C)
+    loss = AMAGOLoss(te, tr, actor, critic, action_space=asp).to(device)
+    return loss
+
+
+def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
+          min_updates: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    loss = build(T, d_model, layers, heads, device, compile_)
+    updater = SoftUpdate(loss, tau=DEFAULT_TAU)
+    params = [p for p in loss.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
+    batch = make_batch(B, T, device)
+
+    def update():
+        out = loss(batch)
+        opt.zero_grad(set_to_none=True)
+        (out["loss_actor"] + out["loss_critic"]).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        updater.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        update()
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while n < min_updates or time.perf_counter() - t0 < min_time:
+        update()
+        n += 1
+        if device.type == "cuda" and n % 10 == 0:
+            sync()
+    sync()
+    dt = time.perf_counter() - t0
+    ups = n / dt
+    return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
+            "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1), "heads": heads,
+            "gammas": G, "critics": C, "updates": n, "compile": compile_, "device": str(device),
+            "threads": torch.get_num_threads()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="only T=128, short timing (< 60 s)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the Transformer layer stack")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=None)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
+    for T in seq_lens:
+        res = bench(T, args.batch, 128, 2, 8, device, args.compile,
+                    min_time=8.0 if args.quick else 20.0, min_updates=5, warmup=5 if args.compile else 2)
+        print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

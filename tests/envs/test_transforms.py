@@ -1,0 +1,210 @@
+"""PrevActionReward / EpisodeTime / MetaTrial / make_amago_env: specs, collector alignment, trial structure."""
+
+import pytest
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs import GymEnv, TransformedEnv
+from torchrl.envs.utils import check_env_specs
+
+from torchrl_amago.envs import (DarkKeyDoor, EpisodeTime, MetaFrozenLake, MetaTrial, PrevActionReward, TMaze,
+                                make_amago_env)
+from torchrl_amago.spaces import action_space_from_spec
+
+from .toy_env import ToyTaskEnv
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def collect(env, frames, policy=None):
+    torch.manual_seed(0)
+    c = Collector(env, policy, frames_per_batch=frames, total_frames=frames)
+    d = next(iter(c))
+    c.shutdown()
+    return d if d.ndim == 2 else d.unsqueeze(0)
+
+
+def check_alignment(d, action_spec):
+    """The AMAGO per-step contract on collected data [N, T]."""
+    space = action_space_from_spec(action_spec)
+    a = d["action"]
+    feats = torch.nn.functional.one_hot(a.long(), space.dim).float() if space.discrete and not space.one_hot \
+        else a.float()
+    assert torch.equal(d["next", "prev_action"], feats)
+    assert torch.equal(d["next", "prev_reward"], d["next", "reward"].float())
+    init = d["is_init"].squeeze(-1)
+    assert init[:, 0].all()
+    assert (d["prev_action"][init] == 0).all() and (d["prev_reward"][init] == 0).all()
+    assert (d["time_idx"][init] == 0).all()
+    # within a trial the root of t+1 is the "next" of t; across a done the root is a fresh reset
+    cont = ~d["next", "done"].squeeze(-1)[:, :-1]
+    assert torch.equal(init[:, 1:], ~cont)
+    for k in ("prev_action", "prev_reward", "time_idx"):
+        assert torch.equal(d[k][:, 1:][cont], d["next", k][:, :-1][cont]), k
+    assert torch.equal(d["next", "time_idx"], d["time_idx"] + 1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: make_amago_env(TMaze(4, corridor_length=3, seed=0)),
+    lambda: make_amago_env(TMaze(4, corridor_length=3, seed=0, categorical_action_encoding=True)),
+    lambda: make_amago_env(MetaFrozenLake(5, size=3, k_episodes=2, seed=0)),
+    lambda: make_amago_env(DarkKeyDoor(3, size=3, max_episode_steps=4, meta_horizon=15, seed=0)),
+    lambda: make_amago_env(ToyTaskEnv(3), k_episodes=3, reset_mode="dummy_step"),
+    lambda: make_amago_env(ToyTaskEnv(3, terminate=False), k_episodes=2, horizon=7),
+    lambda: make_amago_env(GymEnv("Pendulum-v1"), max_steps=9),
+])
+def test_collector_alignment(make):
+    env = make()
+    check_env_specs(env)
+    d = collect(env, 30 * env.batch_size.numel())
+    check_alignment(d, env.action_spec)
+    assert d["next", "done"].any()
+
+
+def test_prev_action_reward_partial_reset_keeps_other_envs():
+    env = make_amago_env(TMaze(3, corridor_length=2, seed=0, categorical_action_encoding=True))
+    td = env.reset()
+    td["action"] = torch.tensor([1, 2, 3])
+    td = env.step(td)["next"]
+    td.set("_reset", torch.tensor([[False], [True], [False]]))
+    td2 = env.reset(td)  # the input holds the current step: only env 1 is overwritten
+    assert td2["prev_action"].argmax(-1).tolist()[0::2] == [1, 3]
+    assert (td2["prev_action"][1] == 0).all() and td2["time_idx"].squeeze(-1).tolist() == [1, 0, 1]
+    assert td2["is_init"].squeeze(-1).tolist() == [False, True, False]
+
+
+def test_prev_action_reward_continuous_and_explicit_spec():
+    env = TransformedEnv(GymEnv("Pendulum-v1"), PrevActionReward(GymEnv("Pendulum-v1").action_spec))
+    td = env.rand_step(env.reset())
+    assert td["next", "prev_action"].shape == (1,) and td["next", "prev_action"].dtype == torch.float32
+    assert torch.equal(td["next", "prev_action"], td["action"])
+    assert env.reset()["prev_action"].tolist() == [0.0]
+
+
+def test_episode_time_truncation():
+    env = TransformedEnv(TMaze(2, corridor_length=50, seed=0), EpisodeTime(max_steps=4))
+    ro = env.rollout(10, break_when_any_done=False)
+    assert ro["time_idx"][0].squeeze(-1).tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert ro["next", "truncated"][0].squeeze(-1).nonzero().squeeze(-1).tolist() == [3, 7]
+
+
+def _trials(d):
+    """Split [N, T] collected data into complete trials: list of (env, start, end) with end inclusive."""
+    out = []
+    done = d["next", "done"].squeeze(-1)
+    for i in range(d.shape[0]):
+        ends = done[i].nonzero().squeeze(-1).tolist()
+        starts = [0] + [e + 1 for e in ends[:-1]]
+        out += [(i, s, e) for s, e in zip(starts, ends) if d["is_init"][i, s]]
+    return out
+
+
+@pytest.mark.parametrize("reset_mode", ["same_step", "dummy_step"])
+def test_meta_trial_k_episodes_one_done_and_same_task(reset_mode):
+    L, k = 3, 3
+    env = make_amago_env(ToyTaskEnv(4, episode_len=L), k_episodes=k, reset_mode=reset_mode)
+    d = collect(env, 4 * 50)
+    trials = _trials(d)
+    trial_len = k * L + (k - 1) * (reset_mode == "dummy_step")
+    assert len(trials) >= 8
+    tasks = []
+    for i, s, e in trials:
+        assert e - s + 1 == trial_len  # exactly one done, after the k-th episode
+        assert d["next", "done"][i, s:e + 1].sum() == 1
+        assert d["next", "terminated"][i, e] and not d["next", "truncated"][i, e]
+        assert d["next", "episode_end"][i, s:e + 1].sum() == k
+        assert d["next", "episode_count"][i, e].item() == k
+        # every inner episode of the toy env returns 1 + 2 + ... + L
+        assert d["next", "episode_return"][i, s:e + 1].sum().item() == k * L * (L + 1) / 2
+        obs = torch.cat([d["observation"][i, s:e + 1], d["next", "observation"][i, s:e + 1]])
+        assert (obs[:, 0] == obs[0, 0]).all()  # same task within the trial
+        tasks.append(obs[0, 0].item())
+        assert d["soft_reset"][i, s].item() == 1.0
+        assert d["next", "soft_reset"][i, s:e + 1].sum().item() == k - 1
+    assert len(set(tasks)) == len(tasks)  # new task per trial (10k tasks: collisions ~impossible)
+
+
+def test_meta_trial_same_step_semantics():
+    env = make_amago_env(ToyTaskEnv(1, episode_len=2), k_episodes=2)
+    ro = env.rollout(4, break_when_any_done=False)[0]
+    # episode step counter in obs[1]: the end step already shows the next episode's start (0)
+    assert ro["next", "observation"][:, 1].tolist() == [1, 0, 1, 2]
+    assert ro["next", "reward"].squeeze(-1).tolist() == [1, 2, 1, 2]
+    assert ro["next", "soft_reset"].squeeze(-1).tolist() == [0, 1, 0, 0]
+    assert ro["next", "done"].squeeze(-1).tolist() == [False, False, False, True]
+    assert ro["next", "time_idx"].squeeze(-1).tolist() == [1, 2, 3, 4]
+
+
+def test_meta_trial_dummy_step_semantics():
+    env = make_amago_env(ToyTaskEnv(1, episode_len=2), k_episodes=2, reset_mode="dummy_step")
+    ro = env.rollout(5, break_when_any_done=False)[0]
+    # the end step shows the true last obs (2), the dummy step pays 0 and shows the start (0)
+    assert ro["next", "observation"][:, 1].tolist() == [1, 2, 0, 1, 2]
+    assert ro["next", "reward"].squeeze(-1).tolist() == [1, 2, 0, 1, 2]
+    assert ro["next", "prev_reward"].squeeze(-1).tolist() == [1, 2, 0, 1, 2]
+    assert ro["next", "soft_reset"].squeeze(-1).tolist() == [0, 0, 1, 0, 0]
+    assert ro["next", "episode_end"].squeeze(-1).tolist() == [False, True, False, False, True]
+    assert ro["next", "episode_return"].squeeze(-1).tolist() == [0, 3, 0, 0, 3]
+    assert ro["next", "done"].squeeze(-1).tolist() == [False] * 4 + [True]
+
+
+def test_meta_trial_horizon_truncates_and_max_episode_steps():
+    env = make_amago_env(ToyTaskEnv(2, episode_len=100), horizon=5, max_episode_steps=2)
+    ro = env.rollout(5, break_when_any_done=False)
+    assert ro["next", "observation"][0, :, 1].tolist() == [1, 0, 1, 0, 1]  # soft reset every 2 steps
+    assert ro["next", "done"][:, -1].all() and ro["next", "truncated"][:, -1].all()
+    assert not ro["next", "terminated"].any()  # a horizon end mid-episode is a truncation
+
+
+def test_meta_trial_without_soft_reset_support_redraws_task():
+    env = make_amago_env(ToyTaskEnv(2, episode_len=2, keep_task=False), k_episodes=3)
+    ro = env.rollout(6, break_when_any_done=False)
+    tasks = ro["next", "observation"][0, :, 0]
+    assert tasks[0] != tasks[1] and tasks[2] != tasks[3]  # each soft reset used the env's ordinary reset
+
+
+def test_meta_trial_bad_args():
+    with pytest.raises(ValueError, match="k_episodes or horizon"):
+        MetaTrial()
+    with pytest.raises(ValueError, match="reset_mode"):
+        MetaTrial(k_episodes=2, reset_mode="later")
+    with pytest.raises(ValueError, match="k_episodes"):
+        MetaTrial(k_episodes=0)
+
+
+def test_meta_trial_gym_cartpole_smoke():
+    env = make_amago_env(GymEnv("CartPole-v1"), k_episodes=2)
+    check_env_specs(env)
+    torch.manual_seed(0)
+    env.set_seed(0)
+    ro = env.rollout(300, break_when_any_done=False)
+    done = ro["next", "done"].squeeze(-1).nonzero().squeeze(-1).tolist()
+    assert len(done) >= 3
+    ends = ro["next", "episode_end"].squeeze(-1)
+    steps = torch.arange(300)
+    prev = -1
+    for e in done:
+        seg = slice(prev + 1, e + 1)
+        assert ends[seg].sum() == 2 and ends[e]  # two CartPole episodes per trial, the 2nd ends the trial
+        # CartPole pays 1 per step: an episode's return is its length
+        end_steps = steps[seg][ends[seg]]
+        lens = torch.diff(torch.cat([torch.tensor([prev]), end_steps]))
+        assert ro["next", "episode_return"].squeeze(-1)[seg][ends[seg]].tolist() == lens.float().tolist()
+        assert ro["time_idx"][prev + 1].item() == 0 and ro["is_init"][prev + 1].item()
+        prev = e
+    check_alignment(ro.unsqueeze(0), env.action_spec)
+
+
+def test_make_amago_env_stack_and_double_to_float():
+    env = make_amago_env(GymEnv("Pendulum-v1"), k_episodes=2, max_episode_steps=5)
+    names = [type(t).__name__ for t in env.transform]
+    assert names == ["MetaTrial", "InitTracker", "PrevActionReward", "EpisodeTime"]
+    td = env.reset()
+    for k in ("prev_action", "prev_reward", "time_idx", "is_init", "soft_reset"):
+        assert k in td.keys()
+    assert td["observation"].dtype == torch.float32
+    ro = env.rollout(10, break_when_any_done=False)
+    assert ro["next", "done"].squeeze(-1).tolist() == [False] * 9 + [True]
+    assert ro["next", "episode_end"].squeeze(-1).nonzero().squeeze(-1).tolist() == [4, 9]
+    plain = make_amago_env(TMaze(2, seed=0), max_episode_steps=3)
+    assert [type(t).__name__ for t in plain.transform] == ["InitTracker", "PrevActionReward", "EpisodeTime"]
+    assert plain.transform[-1].max_steps == 3

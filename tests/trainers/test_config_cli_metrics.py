@@ -1,0 +1,79 @@
+"""Config validation, the common CLI, rollout metrics and checkpoint-file errors (no training)."""
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from torchrl_amago.trainers.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
+from torchrl_amago.trainers.cli import build_parser, parse_config
+from torchrl_amago.trainers.config import TrainConfig
+from torchrl_amago.trainers.metrics import bottom_quintile, episode_metrics, finished_trial_returns
+
+
+def test_config_rejects_bad_flags():
+    with pytest.raises(ValueError, match="traj_encoder"):
+        TrainConfig(traj_encoder="lstmx")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="num_critics_td"):
+        TrainConfig(num_critics=2, num_critics_td=3)
+    assert TrainConfig(gamma=0.99).gammas == [0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.99]
+    assert TrainConfig(multigammas=[0.5]).gammas == [0.5, 0.999]
+
+
+def test_cli_covers_every_field_and_parses_types():
+    parser = build_parser(defaults={"epochs": 7})
+    flags = {a.dest for a in parser._actions}
+    assert {f for f in TrainConfig.__dataclass_fields__} <= flags
+    cfg, _ = parse_config(defaults={"epochs": 7}, argv=["--no-sample_actions_train", "--multigammas", "0.9", "--seed", "3"])
+    assert (cfg.epochs, cfg.sample_actions_train, cfg.gammas, cfg.seed) == (7, False, [0.9, 0.999], 3)
+    with pytest.raises(SystemExit):
+        parse_config(argv=["--agent_type", "nope"])
+    with pytest.raises(ValueError, match="unknown TrainConfig defaults"):
+        build_parser(defaults={"not_a_flag": 1})
+
+
+def _rollout(rewards, dones):
+    r = torch.tensor(rewards, dtype=torch.float32).unsqueeze(-1)
+    d = torch.tensor(dones, dtype=torch.bool).unsqueeze(-1)
+    return TensorDict({"next": {"reward": r, "done": d}}, batch_size=r.shape[:2])
+
+
+def test_finished_trial_returns_carry_partial_trials_across_batches():
+    ro1 = _rollout([[1, 1, 1], [2, 0, 0]], [[0, 1, 0], [0, 0, 0]])
+    ret, running = finished_trial_returns(ro1)
+    assert ret == [2.0] and running.tolist() == [1.0, 2.0]
+    ro2 = _rollout([[5, 0], [1, 1]], [[1, 0], [0, 1]])
+    ret, running = finished_trial_returns(ro2, running)
+    assert sorted(ret) == [4.0, 6.0] and running.tolist() == [0.0, 0.0]
+
+
+def test_bottom_quintile_and_episode_metrics():
+    assert bottom_quintile(list(range(11))) == pytest.approx(2.0)
+    assert math.isnan(bottom_quintile([]))
+    T = 4
+    td = TensorDict({"next": {
+        "episode_end": torch.tensor([[0, 1, 0, 1]], dtype=torch.bool).unsqueeze(-1),
+        "episode_count": torch.tensor([[0, 1, 1, 2]]).unsqueeze(-1),
+        "episode_success": torch.tensor([[0., 0., 0., 1.]]).unsqueeze(-1)}}, batch_size=[1, T])
+    m = episode_metrics(td, "eval")
+    assert m == {"eval/episode_0_success": 0.0, "eval/episode_1_success": 1.0}
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(str(bad))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "missing.pt"))
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a torchrl_amago checkpoint"):
+        load_checkpoint(str(tmp_path / "other.pt"))
+    m = torch.nn.Linear(3, 2)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_module_state(m, torch.nn.Linear(4, 2).state_dict(), "model", "x.pt")
+    path = str(tmp_path / "ok.pt")
+    save_checkpoint(path, {"loss": m.state_dict(), "optimizer": {}, "scheduler": {}, "counters": {}, "config": {}})
+    assert set(load_checkpoint(path)["loss"]) == {"weight", "bias"}

@@ -1,0 +1,117 @@
+"""MixedReplay: one [B, T] batch whose windows come from several sequence replays by weight.
+
+Each window's source is drawn independently with the current weights, renormalised over the buffers that
+can be sampled (AMAGO's MixtureOfDatasets: e.g. offline demos 0.8 + online data 0.2). A ``schedule`` hook
+can change the weights over time.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tensordict import TensorDictBase
+
+Schedule = Callable[[int], Sequence[float]]
+
+
+class MixedReplay:
+    """Sample windows from ``buffers`` with probabilities ``weights`` (renormalised over non-empty buffers).
+
+    Args:
+        buffers: sequence replays with the same ``seq_len`` (see :func:`make_sequence_replay`).
+        weights: non-negative mixing weights, one per buffer.
+        batch_size: windows per ``sample()`` (default: the first buffer's).
+        schedule: optional ``f(num_batches_sampled) -> weights``, called before every ``sample()``.
+        generator: RNG for the source draw.
+
+    The batch holds the keys common to all sources (e.g. offline data lacks ``("collector", ...)``).
+    ``last_counts`` holds how many windows came from each buffer in the last batch.
+    """
+
+    def __init__(self, buffers: Sequence, weights: Sequence[float], *, batch_size: int | None = None,
+                 schedule: Schedule | None = None, generator: torch.Generator | None = None):
+        self.buffers = list(buffers)
+        if not self.buffers:
+            raise ValueError("MixedReplay needs at least one buffer")
+        seq_lens = {getattr(b, "seq_len", None) for b in self.buffers}
+        if len(seq_lens) != 1:
+            raise ValueError(f"all buffers must have the same seq_len, got {sorted(map(str, seq_lens))}")
+        self.set_weights(weights)
+        self.batch_size = batch_size if batch_size is not None else getattr(self.buffers[0], "batch_size", None)
+        self.schedule = schedule
+        self.generator = generator
+        self.num_batches = 0
+        self.last_counts = torch.zeros(len(self.buffers), dtype=torch.long)
+
+    def set_weights(self, weights: Sequence[float]) -> None:
+        w = torch.as_tensor(list(weights), dtype=torch.float64)
+        if w.shape != (len(self.buffers),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+            raise ValueError(f"weights must be {len(self.buffers)} finite non-negative numbers, got {list(weights)}")
+        self.weights = w
+
+    @property
+    def seq_len(self) -> int:
+        return self.buffers[0].seq_len
+
+    def num_trials(self) -> int:
+        return sum(b.num_trials() for b in self.buffers)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.buffers)
+
+    def current_weights(self) -> torch.Tensor:
+        """Normalised sampling probabilities now (0 for buffers that cannot be sampled)."""
+        if self.schedule is not None:
+            self.set_weights(self.schedule(self.num_batches))
+        ready = torch.tensor([b.num_trials() > 0 for b in self.buffers], dtype=torch.float64)
+        w = self.weights * ready
+        if float(w.sum()) <= 0:
+            raise RuntimeError("MixedReplay: no buffer with positive weight holds a finished trial yet")
+        return w / w.sum()
+
+    def sample(self, batch_size: int | None = None) -> TensorDictBase:
+        batch_size = batch_size or self.batch_size
+        if batch_size is None:
+            raise ValueError("MixedReplay.sample needs a batch_size (here or in the constructor)")
+        probs = self.current_weights()
+        src = torch.multinomial(probs, batch_size, replacement=True, generator=self.generator)
+        counts = torch.bincount(src, minlength=len(self.buffers))
+        parts = []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Got conflicting batch_sizes")
+            for buf, c in zip(self.buffers, counts.tolist()):
+                if c:
+                    parts.append(buf.sample(c))
+        keys = set(parts[0].keys(True, True))
+        for p in parts[1:]:
+            keys &= set(p.keys(True, True))
+        parts = [p.select(*keys) for p in parts]
+        try:
+            out = torch.cat(parts, 0)
+        except Exception as e:
+            raise ValueError(f"MixedReplay: sources disagree on a shared key's shape or dtype ({e})") from e
+        perm = torch.randperm(batch_size, generator=self.generator)
+        self.num_batches += 1
+        self.last_counts = counts
+        return out[perm]
+
+    # ------------------------------------------------------------------ checkpointing
+    def dumps(self, path) -> None:
+        path = Path(path).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        for i, b in enumerate(self.buffers):
+            b.dumps(path / f"buffer_{i}")
+        with open(path / "mixed.json", "w") as f:
+            json.dump({"num_batches": self.num_batches, "weights": self.weights.tolist()}, f)
+
+    def loads(self, path) -> None:
+        path = Path(path).absolute()
+        for i, b in enumerate(self.buffers):
+            b.loads(path / f"buffer_{i}")
+        with open(path / "mixed.json") as f:
+            meta = json.load(f)
+        self.num_batches = int(meta["num_batches"])
+        self.set_weights(meta["weights"])

@@ -1,0 +1,174 @@
+"""Offline data: D4RL/Minari-style flat arrays -> AMAGO trials, and loading trials into a sequence replay."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+
+from .replay import SequenceReplayBuffer
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(x)
+    except Exception as e:  # numpy object arrays, lists of odd shapes, ...
+        raise ValueError(f"{name}: cannot convert to a tensor ({e})") from e
+
+
+def _flat_flag(x, n: int, name: str) -> torch.Tensor:
+    t = _as_tensor(x, name)
+    if t.numel() != n:
+        raise ValueError(f"{name} must hold one flag per step ({n}), got shape {tuple(t.shape)}")
+    return t.reshape(n).bool()
+
+
+def arrays_to_trials(
+    observations,
+    actions,
+    rewards,
+    terminals,
+    timeouts=None,
+    next_observations=None,
+    *,
+    num_actions: int | None = None,
+    one_hot_actions: bool = False,
+    obs_key: NestedKey = "observation",
+) -> TensorDict:
+    """Build trials in the package's key layout from flat transition arrays (D4RL / Minari style).
+
+    Args:
+        observations: ``[N, ...]`` array, or a mapping of key -> ``[N, ...]`` array (dict observations).
+        actions: ``[N]`` integers (discrete; needs ``num_actions``) or ``[N, A]`` floats (continuous,
+            already in [-1, 1], or multi-binary 0/1).
+        rewards, terminals, timeouts: ``[N]``; a trial ends where ``terminals | timeouts`` (and at the end
+            of the arrays). ``terminals`` become ``terminated``; other ends become ``truncated``.
+        next_observations: ``[N, ...]`` successor observations. Without them the successor is the next row;
+            a terminal step then repeats its own observation as ``"next"`` (never bootstrapped from), and a
+            timeout step is dropped, because its successor is unknown (the previous step becomes the
+            truncated end of that trial).
+        num_actions: number of discrete actions (prev_action is one-hot of this size).
+        one_hot_actions: store discrete ``"action"`` one-hot (TorchRL ``OneHot`` encoding) instead of an index.
+
+    Returns:
+        A flat TensorDict ``[M]`` of consecutive trials with ``("next", "done")`` at each trial end, the root
+        and ``"next"`` views of the observations, ``prev_action``, ``prev_reward``, ``time_idx``,
+        ``is_init``, plus ``action`` and ``("next", "reward"|"terminated"|"truncated"|"done")``.
+        Feed it to :func:`load_offline_trials`.
+    """
+    obs = ({k: _as_tensor(v, f"observations[{k!r}]") for k, v in observations.items()}
+           if isinstance(observations, Mapping) else {obs_key: _as_tensor(observations, "observations")})
+    rew = _as_tensor(rewards, "rewards").float()
+    n = rew.numel()
+    if n == 0:
+        raise ValueError("arrays_to_trials got empty arrays")
+    rew = rew.reshape(n)
+    for k, v in obs.items():
+        if v.shape[0] != n:
+            raise ValueError(f"observations {k!r} has {v.shape[0]} rows, rewards has {n}")
+    act = _as_tensor(actions, "actions")
+    if act.shape[0] != n:
+        raise ValueError(f"actions has {act.shape[0]} rows, rewards has {n}")
+    discrete = not act.is_floating_point() and act.dim() == 1
+    if discrete:
+        if num_actions is None:
+            raise ValueError("integer actions of shape [N] are discrete: pass num_actions")
+        act = act.long()
+        if bool((act < 0).any() or (act >= num_actions).any()):
+            raise ValueError(f"discrete actions must be in [0, num_actions={num_actions})")
+        act_feat = torch.nn.functional.one_hot(act, num_actions).float()
+        stored_act = act_feat.bool() if one_hot_actions else act
+    else:
+        act_feat = act.float().reshape(n, -1)
+        stored_act = act_feat
+    term = _flat_flag(terminals, n, "terminals")
+    tout = _flat_flag(timeouts, n, "timeouts") if timeouts is not None else torch.zeros(n, dtype=torch.bool)
+    tout = tout & ~term
+    tout[-1] |= ~term[-1]  # the data ends: an open final trial is truncated there
+
+    if next_observations is None:
+        nxt = {k: torch.cat([v[1:], v[-1:]], 0) for k, v in obs.items()}
+        for k in nxt:  # terminal step: repeat its own observation
+            nxt[k][term] = obs[k][term]
+        keep = ~tout
+        prev_in_trial = torch.zeros(n, dtype=torch.bool)
+        prev_in_trial[:-1] = ~(term | tout)[:-1]  # step t+1 belongs to step t's trial
+        new_trunc = torch.zeros(n, dtype=torch.bool)
+        new_trunc[:-1] = tout[1:] & prev_in_trial[:-1]  # the step before a dropped timeout ends the trial
+        tout = new_trunc
+        idx = keep.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            raise ValueError("no transition left: every trial ends in a timeout of length 1 and "
+                             "next_observations were not given")
+        obs = {k: v[idx] for k, v in obs.items()}
+        nxt = {k: v[idx] for k, v in nxt.items()}
+        act_feat, stored_act, rew, term, tout = act_feat[idx], stored_act[idx], rew[idx], term[idx], tout[idx]
+        n = idx.numel()
+    else:
+        if isinstance(observations, Mapping) != isinstance(next_observations, Mapping):
+            raise ValueError("observations and next_observations must both be arrays or both be mappings")
+        nxt = ({k: _as_tensor(v, f"next_observations[{k!r}]") for k, v in next_observations.items()}
+               if isinstance(next_observations, Mapping) else {obs_key: _as_tensor(next_observations,
+                                                                                   "next_observations")})
+        if set(nxt) != set(obs) or any(nxt[k].shape != obs[k].shape for k in obs):
+            raise ValueError("next_observations must have the same keys and shapes as observations")
+
+    end = term | tout
+    start = torch.zeros(n, dtype=torch.bool)
+    start[0] = True
+    start[1:] = end[:-1]
+    first = start.nonzero().squeeze(-1)
+    trial_of = start.long().cumsum(0) - 1
+    time_idx = torch.arange(n) - first[trial_of]
+    prev_act = torch.cat([torch.zeros_like(act_feat[:1]), act_feat[:-1]], 0)
+    prev_act[start] = 0.0
+    prev_rew = torch.cat([rew.new_zeros(1), rew[:-1]], 0)
+    prev_rew[start] = 0.0
+
+    col = lambda x: x.reshape(n, 1)  # noqa: E731
+    root = {**obs, "prev_action": prev_act, "prev_reward": col(prev_rew), "time_idx": col(time_idx),
+            "is_init": col(start), "action": stored_act}
+    nxt_td = {**nxt, "prev_action": act_feat, "prev_reward": col(rew), "time_idx": col(time_idx + 1),
+              "is_init": col(torch.zeros(n, dtype=torch.bool)), "reward": col(rew), "terminated": col(term),
+              "truncated": col(tout), "done": col(end)}
+    td = TensorDict(root, batch_size=[n])
+    td["next"] = TensorDict(nxt_td, batch_size=[n])
+    return td
+
+
+def split_trials(trials: TensorDictBase | Sequence[TensorDictBase],
+                 done_key: NestedKey = ("next", "done")) -> tuple[TensorDictBase, torch.Tensor]:
+    """Concatenation ``[sum L]`` and lengths of trials given as a list of ``[L_i]`` or a flat TensorDict."""
+    if isinstance(trials, TensorDictBase):
+        if trials.batch_dims != 1:
+            raise ValueError(f"a flat trial TensorDict must be 1-D, got batch {tuple(trials.batch_size)}")
+        if done_key not in trials.keys(True):
+            raise ValueError(f"a flat trial TensorDict needs {done_key!r} to mark trial ends")
+        n = trials.batch_size[0]
+        done = trials.get(done_key).reshape(n).bool().clone()
+        done[-1] = True  # the data ends the last trial
+        ends = done.nonzero().squeeze(-1)
+        return trials, torch.diff(ends, prepend=torch.tensor([-1]))
+    trials = list(trials)
+    if not trials:
+        raise ValueError("no trials given")
+    for i, tr in enumerate(trials):
+        if not isinstance(tr, TensorDictBase) or tr.batch_dims != 1 or tr.batch_size[0] == 0:
+            raise ValueError(f"trial {i} must be a non-empty TensorDict [L]")
+    return torch.cat(trials, 0), torch.tensor([tr.batch_size[0] for tr in trials])
+
+
+def load_offline_trials(rb: SequenceReplayBuffer, trials, *, done_key: NestedKey = ("next", "done")) -> int:
+    """Write whole trials into ``rb`` (a list of ``[L_i]`` TensorDicts, or a flat one split at ``done_key``).
+
+    In-progress online trials are left untouched. Returns the number of trials written. Raises ValueError if
+    the data does not fit (FIFO would evict it while loading).
+    """
+    data, lengths = split_trials(trials, done_key)
+    total = int(lengths.sum())
+    if total > rb.capacity_steps:
+        raise ValueError(f"offline data has {total} steps but the buffer holds capacity_steps={rb.capacity_steps}; "
+                         f"build it with capacity_steps >= {total}")
+    rb.extend_trials(data, lengths)
+    return int(lengths.numel())

@@ -1,0 +1,181 @@
+"""Hindsight relabeling of whole trials (AMAGO's "hindsight instruction replay"), as a trial transform.
+
+Pass an instance as ``make_sequence_replay(..., trial_transform=HindsightRelabel(...))``: every sampled trial
+is relabeled whole, then cut into a window. Goal choice follows the original: goals reached in the trial
+are kept, alternative goals are positions achieved at other timesteps, all sorted by time and written over
+the first slots of the goal sequence. The env-specific part (which reward and termination the env would
+have produced for the new goals) is a user function, so any goal-conditioned env with a sequence of goals
+can use it; :func:`sequential_goal_rewards` implements the MazeRunner rule (goals in order, one per step).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+
+STRATEGIES = ("none", "all", "some")
+
+
+class RelabelResult(NamedTuple):
+    """What the env would have produced over a trial of L steps for the new goals.
+
+    rewards [L] (reward of transition t), terminated [L] bool (the trial ends at the first True), goals
+    [L+1, k, *G] (goal observation at obs index 0..L; obs index t+1 is ``("next", goals)`` of step t).
+    A relabel function may return this or a plain ``(rewards, terminated, goals)`` tuple.
+    """
+
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    goals: torch.Tensor
+
+
+RelabelFn = Callable[[torch.Tensor, torch.Tensor], "RelabelResult | tuple"]
+
+
+def sequential_goal_rewards(achieved: torch.Tensor, goals: torch.Tensor, *, reward: float = 1.0,
+                            completed_value: int | float = -1) -> RelabelResult:
+    """Replay a k-goal sequence over achieved positions (MazeRunner rule).
+
+    ``achieved`` [L+1, *G] (position at obs index t), ``goals`` [k, *G]. Goal j is reached at the first obs
+    index t >= 1 after goal j-1's that has ``achieved[t] == goals[j]``; that transition (t-1) gets
+    ``reward``, the goal's row reads ``completed_value`` from obs index t on, and reaching goal k-1
+    terminates. A step never completes two goals. Reaching requires a step, so the start position (t=0)
+    never counts.
+    """
+    n_obs, k = achieved.shape[0], goals.shape[0]
+    match = (achieved[:, None] == goals[None]).reshape(n_obs, k, -1).all(-1)  # [L+1, k]
+    t = torch.arange(n_obs)
+    rewards = torch.zeros(n_obs - 1)
+    terminated = torch.zeros(n_obs - 1, dtype=torch.bool)
+    seq = goals.expand(n_obs, *goals.shape).clone()
+    prev = 0
+    for j in range(k):
+        hit = (match[:, j] & (t > prev)).nonzero()
+        if hit.numel() == 0:
+            break
+        prev = int(hit[0, 0])
+        rewards[prev - 1] = reward
+        seq[prev:, j] = completed_value
+        if j == k - 1:
+            terminated[prev - 1] = True
+    return RelabelResult(rewards, terminated, seq)
+
+
+class HindsightRelabel:
+    """Relabel the goals of one whole trial ``[L]`` (a ``trial_transform`` for the sequence replay).
+
+    Args:
+        relabel_fn: ``(achieved [L+1, *G], new_goals [k, *G]) -> (rewards [L], terminated [L], goals
+            [L+1, k, *G])`` (see :class:`RelabelResult`); must reproduce the env's reward, goal observation and
+            termination exactly (e.g. :func:`sequential_goal_rewards`, or the env's own pure function such as
+            ``torchrl_amago.envs.mazerunner_relabel_rewards``).
+        strategy: ``"none"`` (no change), ``"all"`` (fill every unreached goal slot with achieved positions),
+            ``"some"`` (a uniform number in ``[0, k - n]`` of them; the original's default).
+        goals_key / achieved_key: observation keys (root and ``"next"``) of the goal sequence ``[k, *G]`` and
+            the achieved position (any shape with ``prod(G)`` elements).
+        reward_key, prev_reward_key, terminated_key, done_key, init_key: key names.
+        generator: RNG for the random choices.
+
+    Goals already reached are the steps with non-zero reward (as the original). A trial that does not start
+    at a hard reset (``init_key`` present and False at step 0, e.g. a snippet) is returned unchanged. When
+    the relabel function terminates the trial, it is cut after that step (which becomes terminated/done);
+    otherwise the original end flags are kept. ``achieved`` stays in the data; the
+    timestep encoder should not read it.
+    """
+
+    def __init__(self, relabel_fn: RelabelFn = sequential_goal_rewards, strategy: str = "some", *,
+                 goals_key: NestedKey = "goals", achieved_key: NestedKey = "achieved",
+                 reward_key: NestedKey = ("next", "reward"), prev_reward_key: NestedKey = "prev_reward",
+                 terminated_key: NestedKey = ("next", "terminated"), done_key: NestedKey = ("next", "done"),
+                 init_key: NestedKey | None = "is_init", generator: torch.Generator | None = None):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.relabel_fn = relabel_fn
+        self.strategy = strategy
+        self.goals_key, self.achieved_key = goals_key, achieved_key
+        self.reward_key, self.prev_reward_key = reward_key, prev_reward_key
+        self.terminated_key, self.done_key = terminated_key, done_key
+        self.init_key = init_key
+        self.generator = generator
+
+    @staticmethod
+    def _next(key: NestedKey) -> tuple:
+        return ("next", *((key,) if isinstance(key, str) else key))
+
+    def choose_goals(self, trial: TensorDictBase) -> torch.Tensor | None:
+        """New goal sequence ``[k, *G]`` for this trial, or None when nothing changes."""
+        goals0 = trial.get(self.goals_key)[0]
+        k, gshape = goals0.shape[0], goals0.shape[1:]
+        achieved = self.achieved_sequence(trial, gshape)
+        hit = (trial.get(self.reward_key).reshape(trial.batch_size[0]) != 0).nonzero().squeeze(-1) + 1
+        hit = hit[:k]
+        n = hit.numel()
+        if self.strategy == "all":
+            h = k - n
+        else:
+            h = int(torch.randint(0, k - n + 1, (), generator=self.generator))
+        cand = torch.ones(achieved.shape[0], dtype=torch.bool)
+        cand[0] = False
+        cand[hit] = False
+        cand = cand.nonzero().squeeze(-1)
+        h = min(h, cand.numel())
+        if h == 0:
+            return None
+        alt = cand[torch.randperm(cand.numel(), generator=self.generator)[:h]]
+        times = torch.cat([hit, alt])
+        chosen = torch.cat([goals0[:n], achieved[alt].to(goals0.dtype)])[torch.argsort(times)]
+        new = goals0.clone()
+        new[: n + h] = chosen
+        return new
+
+    def achieved_sequence(self, trial: TensorDictBase, gshape: torch.Size) -> torch.Tensor:
+        """Achieved position at obs index 0..L: ``[L+1, *G]``."""
+        a0 = trial.get(self.achieved_key)[:1]
+        a1 = trial.get(self._next(self.achieved_key))
+        seq = torch.cat([a0, a1], 0)
+        return seq.reshape(seq.shape[0], *gshape)
+
+    def __call__(self, trial: TensorDictBase) -> TensorDictBase:
+        if self.strategy == "none":
+            return trial
+        if trial.batch_dims != 1:
+            raise ValueError(f"HindsightRelabel expects one trial [L], got batch {tuple(trial.batch_size)}")
+        if self.init_key is not None and self.init_key in trial.keys(True):
+            if not bool(trial.get(self.init_key)[0].all()):
+                return trial  # not a whole trial (e.g. a snippet): its goals cannot be replayed from the start
+        new_goals = self.choose_goals(trial)
+        if new_goals is None:
+            return trial
+        achieved = self.achieved_sequence(trial, new_goals.shape[1:])
+        res = RelabelResult(*self.relabel_fn(achieved, new_goals))
+        return self.apply(trial, res)
+
+    def apply(self, trial: TensorDictBase, res: RelabelResult) -> TensorDictBase:
+        """Write a :class:`RelabelResult` into the trial (cut after the first terminated step)."""
+        length = trial.batch_size[0]
+        term = res.terminated.reshape(length)
+        cut = bool(term.any())
+        if cut:
+            length = int(term.nonzero()[0, 0]) + 1
+        out = trial[:length].clone()
+        goals = out.get(self.goals_key)
+        out.set(self.goals_key, res.goals[:length].to(goals.dtype).reshape(goals.shape))
+        out.set(self._next(self.goals_key), res.goals[1: length + 1].to(goals.dtype).reshape(goals.shape))
+        rew_old = out.get(self.reward_key)
+        rew = res.rewards[:length].to(rew_old.dtype).reshape(rew_old.shape)
+        out.set(self.reward_key, rew)
+        if self.prev_reward_key in out.keys(True):
+            prev = out.get(self.prev_reward_key)
+            out.set(self.prev_reward_key, torch.cat([prev[:1], rew[:-1].reshape(-1, *prev.shape[1:])], 0))
+            nk = self._next(self.prev_reward_key)
+            if nk in out.keys(True):
+                out.set(nk, rew.reshape(out.get(nk).shape).to(out.get(nk).dtype))
+        if cut:  # truncated is left as stored: False before the original end, the env's own value at it
+            for key in (self.terminated_key, self.done_key):
+                if key in out.keys(True):
+                    flags = out.get(key).clone()
+                    flags[-1] = True
+                    out.set(key, flags)
+        return out

@@ -1,0 +1,187 @@
+"""Sequence replay: a TorchRL ReplayBuffer on LazyMemmapStorage that samples [B, T] windows of one trial.
+
+``rb.extend(collector_batch)`` takes what a TorchRL Collector yields (``[N, T]`` from a batched env, ``[T]``
+from an unbatched one; trials may span batches) and writes it to disk at once. ``rb.sample()`` returns a
+TensorDict ``[B, T]`` with every stored key (root and ``"next"``) plus ``"mask"`` (False on right padding
+past a trial's end). ``rb.dumps(path)`` / ``rb.loads(path)`` checkpoint the memmaps, the trial table, the
+in-progress trials of every env and the sampling RNG.
+
+With a ``trial_transform`` (e.g. :class:`~torchrl_amago.data.relabel.HindsightRelabel`) each sampled trial
+is read whole, transformed (it may get shorter), and only then cut into a window, as AMAGO relabels whole
+trajectory files before slicing.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.data import LazyMemmapStorage, ReplayBuffer
+
+from .sampler import TrialWindowSampler, draw_starts, window_offsets
+from .writer import TrialWriter
+
+TrialTransform = Callable[[TensorDictBase], TensorDictBase]
+
+
+class SequenceReplayBuffer(ReplayBuffer):
+    """ReplayBuffer holding whole trials; use :func:`make_sequence_replay` to build one.
+
+    Beyond the ReplayBuffer API: :meth:`num_trials`, :meth:`extend_trials` (whole trials, e.g. offline
+    data), :meth:`end_trials` (close in-progress trials), and ``len(rb)`` = stored steps.
+    """
+
+    def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,
+                 trial_transform: TrialTransform | None = None, mask_key: NestedKey = "mask", **kwargs):
+        if not isinstance(writer, TrialWriter) or not isinstance(sampler, TrialWindowSampler):
+            raise ValueError("SequenceReplayBuffer needs a TrialWriter and a TrialWindowSampler")
+        if storage.max_size != writer.index.capacity:
+            raise ValueError(f"storage max_size={storage.max_size} != writer capacity={writer.index.capacity}")
+        if storage.ndim != 1:
+            raise ValueError(f"SequenceReplayBuffer needs a flat storage (ndim=1), got ndim={storage.ndim}")
+        super().__init__(storage=storage, writer=writer, sampler=sampler, batch_size=batch_size, **kwargs)
+        self._sampler.attach(self._writer.index)
+        self.trial_transform = trial_transform
+        self.mask_key = mask_key
+
+    # ------------------------------------------------------------------ info
+    @property
+    def seq_len(self) -> int:
+        return self._sampler.seq_len
+
+    @property
+    def capacity_steps(self) -> int:
+        return self._writer.index.capacity
+
+    def num_trials(self) -> int:
+        """Number of finished trials (or snippets) that can be sampled."""
+        return int(self._writer.index.sampleable()[0].numel())
+
+    def trial_lengths(self) -> torch.Tensor:
+        """Lengths of the sampleable trials, oldest first."""
+        return self._writer.index.sampleable()[1]
+
+    # ------------------------------------------------------------------ writing
+    def extend_trials(self, trials: TensorDictBase, lengths: torch.Tensor) -> torch.Tensor:
+        """Write whole trials given as their concatenation ``[sum(lengths)]`` (see ``load_offline_trials``)."""
+        with self._replay_lock, self._write_lock:
+            return self._writer.write_trials(trials, lengths)
+
+    def end_trials(self) -> None:
+        """Close every in-progress trial so it can be sampled (e.g. at the end of collection)."""
+        with self._replay_lock, self._write_lock:
+            self._writer.end_trials()
+
+    # ------------------------------------------------------------------ checkpointing
+    _EMPTY_MARKER = "empty_sequence_replay.json"
+
+    def dumps(self, path) -> None:
+        """Save storage (memmaps), trial table, in-progress trials and RNG; works on an empty buffer too."""
+        path = Path(path).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        marker = path / self._EMPTY_MARKER
+        if self._storage.initialized:
+            if marker.exists():
+                marker.unlink()
+            return super().dumps(path)
+        # TorchRL cannot dump a storage that was never written: save the (empty) trial table only
+        self._writer.dumps(path / "writer")
+        self._sampler.dumps(path / "sampler")
+        marker.write_text(json.dumps({"batch_size": self._batch_size}))
+
+    def loads(self, path) -> None:
+        path = Path(path).absolute()
+        self._writer.check_compatible(self._writer.read(path / "writer"))  # before touching the storage
+        if (path / self._EMPTY_MARKER).exists():
+            if self._storage.initialized:
+                self._storage._empty()
+            self._writer.loads(path / "writer")
+            self._sampler.loads(path / "sampler")
+            return
+        super().loads(path)
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(self, batch_size: int) -> tuple[TensorDictBase, dict]:
+        with self._replay_lock, self._write_lock:
+            if self.trial_transform is None:
+                index, info = self._sampler.sample(self._storage, batch_size)
+                data = self._collate_fn(self._storage.get(index))
+                info["index"] = index
+            else:
+                ids, lengths = self._sampler.sample_trials(batch_size)
+                unit = torch.repeat_interleave(ids, lengths)
+                offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths,
+                                                                                    lengths)
+                flat = self._collate_fn(self._storage.get(self._writer.index.physical(unit, offset)))
+                info = {"trial": ids}
+        if self.trial_transform is not None:
+            data, info = self._window_transformed(flat, lengths, info)
+        with data.unlock_() if data.is_locked else contextlib.nullcontext():
+            data.set(self.mask_key, info["mask"])
+        if self._transform is not None and len(self._transform):
+            with data.unlock_():
+                data = self._transform(data)
+        return data, info
+
+    def _window_transformed(self, flat: TensorDictBase, lengths: torch.Tensor, info: dict):
+        trials = [self.trial_transform(tr) for tr in flat.split(lengths.tolist(), 0)]
+        new_len = torch.tensor([tr.batch_size[0] for tr in trials], dtype=torch.long)
+        if bool((new_len <= 0).any()):
+            raise ValueError("trial_transform returned an empty trial")
+        starts = draw_starts(new_len, self.seq_len, self._sampler.padded_sampling, self._sampler._rng)
+        offsets, mask = window_offsets(new_len, starts, self.seq_len)
+        data = torch.stack([tr[o] for tr, o in zip(trials, offsets)], 0)
+        info.update(start=starts, mask=mask, length=new_len)
+        return data, info
+
+
+def make_sequence_replay(
+    capacity_steps: int,
+    seq_len: int,
+    batch_size: int | None,
+    *,
+    scratch_dir: str | None = None,
+    sampling: str = "trial",
+    padded_sampling: str = "none",
+    trial_transform: TrialTransform | None = None,
+    max_trial_len: int | None = None,
+    done_key: NestedKey = ("next", "done"),
+    init_key: NestedKey | None = "is_init",
+    traj_key: NestedKey | None = ("collector", "traj_ids"),
+    mask_key: NestedKey = "mask",
+    transform=None,
+    generator: torch.Generator | None = None,
+    prefetch: int | None = None,
+) -> SequenceReplayBuffer:
+    """Sequence replay on disk (``LazyMemmapStorage``) that samples ``[batch_size, seq_len]`` windows.
+
+    Args:
+        capacity_steps: FIFO capacity in timesteps; the oldest trials are dropped whole when overwritten.
+        seq_len: window length T (AMAGO's ``max_seq_len``; each window step carries its ``"next"`` view).
+        batch_size: windows per ``sample()``.
+        scratch_dir: folder for the memmap files (kept); ``None`` = a temporary folder deleted at exit
+            (or when the buffer is garbage-collected).
+        sampling: ``"trial"`` (uniform over trials, the original) or ``"timestep"`` (proportional to length).
+        padded_sampling: ``"none"`` (start in ``[0, L-T]``) or ``"right"`` (start in ``[0, L-1]``).
+        trial_transform: callable applied to each sampled whole trial ``[L]`` before windowing.
+        max_trial_len: store long trials as non-overlapping snippets of at most this many steps.
+        done_key / init_key / traj_key / mask_key: key names (trial end, hard-reset flag, the collector's
+            trajectory id, output mask); a trial also ends where the trajectory id changes.
+        transform: a TorchRL transform applied to the ``[B, T]`` batch (sample time).
+        generator: RNG for sampling (checkpointed by ``dumps``).
+    """
+    temp = scratch_dir is None
+    if temp:  # an explicit temp folder, so a buffer restored by loads() is on disk too (not anonymous memory)
+        scratch_dir = tempfile.mkdtemp(prefix="torchrl_amago_replay_")
+    storage = LazyMemmapStorage(capacity_steps, scratch_dir=scratch_dir, auto_cleanup=temp)
+    writer = TrialWriter(capacity_steps, done_key=done_key, init_key=init_key, traj_key=traj_key,
+                         max_trial_len=max_trial_len)
+    sampler = TrialWindowSampler(seq_len, sampling=sampling, padded_sampling=padded_sampling)
+    return SequenceReplayBuffer(storage=storage, writer=writer, sampler=sampler, batch_size=batch_size,
+                                trial_transform=trial_transform, mask_key=mask_key, transform=transform,
+                                generator=generator, prefetch=prefetch)

@@ -1,0 +1,120 @@
+"""TrialWindowSampler: draws [B, T] windows of consecutive steps of one trial, as storage indices + mask.
+
+Trial choice: ``sampling="trial"`` draws stored trials uniformly (the original AMAGO: files are chosen
+uniformly, so short trials are over-represented per step); ``sampling="timestep"`` draws a trial with
+probability proportional to its length (each stored step equally likely to be in the chosen trial).
+Window start (``padded_sampling``): ``"none"`` uniform in ``[0, max(L - T, 0)]`` (windows run past the end
+only when the trial is shorter than T), ``"right"`` uniform in ``[0, L - 1]`` (windows may run off the end).
+Steps past the trial's end are padding: their index repeats the last step and ``mask`` is False.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torchrl.data.replay_buffers.samplers import Sampler
+
+from .trial_index import TrialIndex
+
+SAMPLING_MODES = ("trial", "timestep")
+PADDING_MODES = ("none", "right")
+
+
+def draw_starts(lengths: torch.Tensor, seq_len: int, padded_sampling: str,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Window start per trial of length ``lengths`` (see module docstring)."""
+    if padded_sampling == "none":
+        n_starts = (lengths - seq_len).clamp(min=0) + 1
+    else:
+        n_starts = lengths
+    u = torch.rand(lengths.shape, generator=generator, dtype=torch.float64)
+    return torch.minimum((u * n_starts).long(), n_starts - 1)
+
+
+def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets ``[B, T]`` inside each trial (clamped to its last step) and the mask (False past the end)."""
+    offsets = starts[:, None] + torch.arange(seq_len)
+    mask = offsets < lengths[:, None]
+    return torch.minimum(offsets, lengths[:, None] - 1), mask
+
+
+class TrialWindowSampler(Sampler):
+    """Sampler over the trials recorded by a :class:`~torchrl_amago.data.writer.TrialWriter`.
+
+    ``sample(storage, B)`` returns the storage index ``[B, T]`` and an info dict with ``"mask"`` ``[B, T]``,
+    ``"trial"`` (unit id) ``[B]``, ``"start"`` ``[B]``. The trial table is shared with the writer
+    (``attach``), which checkpoints it.
+    """
+
+    def __init__(self, seq_len: int, *, sampling: str = "trial", padded_sampling: str = "none"):
+        if seq_len <= 0:
+            raise ValueError(f"seq_len must be positive, got {seq_len}")
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        if padded_sampling not in PADDING_MODES:
+            raise ValueError(f"padded_sampling must be one of {PADDING_MODES}, got {padded_sampling!r}")
+        self.seq_len = int(seq_len)
+        self.sampling = sampling
+        self.padded_sampling = padded_sampling
+        self.index: TrialIndex | None = None
+
+    def attach(self, index: TrialIndex) -> None:
+        self.index = index
+
+    def sample_trials(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` trial ids (with replacement) and their lengths."""
+        if self.index is None:
+            raise RuntimeError("TrialWindowSampler is not attached to a TrialWriter's index")
+        ids, lengths = self.index.sampleable()
+        if ids.numel() == 0:
+            raise RuntimeError("the sequence replay holds no finished trial yet; collect more before sampling "
+                               "(or use max_trial_len so long trials are stored as snippets)")
+        if self.sampling == "trial":
+            pick = torch.randint(ids.numel(), (batch_size,), generator=self._rng)
+        else:
+            pick = torch.multinomial(lengths.double(), batch_size, replacement=True, generator=self._rng)
+        return ids[pick], lengths[pick]
+
+    def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
+        ids, lengths = self.sample_trials(batch_size)
+        starts = draw_starts(lengths, self.seq_len, self.padded_sampling, self._rng)
+        offsets, mask = window_offsets(lengths, starts, self.seq_len)
+        index = self.index.physical(ids[:, None], offsets)
+        return index, {"mask": mask, "trial": ids, "start": starts}
+
+    def _sampleable_count(self, storage, batch_size: int) -> int:
+        return 0 if self.index is None else int(self.index.sampleable()[0].numel())
+
+    # ------------------------------------------------------------------ state (the table lives in the writer)
+    def _config(self) -> dict:
+        return {"seq_len": self.seq_len, "sampling": self.sampling, "padded_sampling": self.padded_sampling}
+
+    def state_dict(self) -> dict:
+        return self._config()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._check(state_dict)
+
+    def _check(self, cfg: dict) -> None:
+        # settings come from the constructor (the data does not depend on them); only flag a change
+        if cfg != self._config():
+            warnings.warn(f"sampling settings changed since the checkpoint: {cfg} -> {self._config()}")
+
+    def _empty(self) -> None:
+        return
+
+    def dumps(self, path) -> None:
+        path = Path(path).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / "sampler_metadata.json", "w") as f:
+            json.dump(self._config(), f)
+
+    def loads(self, path) -> None:
+        with open(Path(path).absolute() / "sampler_metadata.json") as f:
+            self._check(json.load(f))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(seq_len={self.seq_len}, sampling={self.sampling!r}, "
+                f"padded_sampling={self.padded_sampling!r})")

@@ -1,0 +1,252 @@
+"""TrialWriter: writes collector batches step by step into a circular storage and tracks trial membership.
+
+A TorchRL collector on a batched env yields ``[N, T]`` TensorDicts (``[T]`` for an unbatched env); a trial
+of one env continues across batches and ends at ``("next", "done")``. Every step is written at once (FIFO,
+one storage write per batch), and :class:`~torchrl_amago.data.trial_index.TrialIndex` records which steps
+belong to which trial, so the in-progress part of every env's trial is already on disk: a checkpoint taken
+between two batches loses nothing, and windows never mix trials of different envs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tensordict import LazyStackedTensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.data.replay_buffers.writers import Writer
+
+from .trial_index import TrialIndex
+
+
+def plan_pieces(
+    done: torch.Tensor,
+    init: torch.Tensor | None,
+    open_unit: torch.Tensor,
+    open_len: torch.Tensor,
+    max_len: int | None,
+    traj: torch.Tensor | None = None,
+    open_traj: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Split ``[N, T]`` rows into pieces that each belong to one unit (vectorised, no per-env loop).
+
+    A new unit starts after a ``done``, at an ``is_init`` step, where the collector's trajectory id changes
+    (``traj`` [N, T]; ``open_traj`` [N] is the id of each env's open unit), at the start of a row whose env has
+    no open unit, and (with ``max_len``) every ``max_len`` steps of a unit. Each row start is also a piece start
+    (rows of different envs are adjacent in storage but belong to different trials).
+    Returns flat positions ``pos`` (row-major), ``length``, ``row``, ``is_new`` (piece opens a new unit),
+    ``ends_done``, ``cut`` (a later piece of the same row closes this unit) and ``closes_open`` ([N]: the
+    env's open unit does not continue in this batch).
+    """
+    n_env, t_len = done.shape
+    t = torch.arange(t_len)
+    start = torch.zeros_like(done)
+    start[:, 1:] = done[:, :-1]
+    if init is not None:
+        start |= init
+    start[:, 0] |= open_unit < 0
+    if traj is not None:
+        start[:, 1:] |= traj[:, 1:] != traj[:, :-1]
+        if open_traj is not None:
+            start[:, 0] |= traj[:, 0] != open_traj
+    if max_len is not None:
+        last_start = torch.cummax(torch.where(start, t, -1), dim=1).values
+        offset = torch.where(last_start >= 0, t - last_start, open_len[:, None] + t)
+        start |= (offset > 0) & (offset % max_len == 0)
+    piece = start.clone()
+    piece[:, 0] = True
+    pos = piece.reshape(-1).nonzero().squeeze(-1)
+    length = torch.diff(pos, append=torch.tensor([n_env * t_len]))
+    end = pos + length - 1
+    return {
+        "pos": pos,
+        "length": length,
+        "row": pos // t_len,
+        "is_new": start.reshape(-1)[pos],
+        "ends_done": done.reshape(-1)[end],
+        "cut": (end % t_len) < t_len - 1,
+        "closes_open": (open_unit >= 0) & start[:, 0],
+    }
+
+
+def _flag(data: TensorDictBase, key: NestedKey, shape: torch.Size) -> torch.Tensor:
+    v = data.get(key)
+    if v.numel() != shape.numel():
+        raise ValueError(f"key {key!r} must hold one flag per step (shape {tuple(shape)} or "
+                         f"{tuple(shape) + (1,)}), got shape {tuple(v.shape)}")
+    return v.reshape(shape).bool()
+
+
+class TrialWriter(Writer):
+    """FIFO writer that keeps the trial structure of collector data (see module docstring).
+
+    Args:
+        capacity: storage size in steps (must equal the storage's ``max_size``).
+        done_key: flag that ends a trial (TorchRL ``("next", "done")``; soft resets are never ``done``).
+        init_key: flag of the first step after a hard reset, used when present in the data (a collector that
+            resets without ``done`` still starts a new trial); ``None`` to ignore it.
+        traj_key: the collector's trajectory id, used when present: a change of id starts a new trial, so
+            batches from a different env layout (e.g. alternating workers of an async collector) never
+            continue another env's trial (their trials are then stored in fragments); ``None`` to ignore it.
+        max_trial_len: store trials longer than this as consecutive, non-overlapping snippets of at most this
+            many steps (each snippet is sampled as a unit; stored keys such as ``time_idx`` stay trial-global).
+    """
+
+    def __init__(self, capacity: int, *, done_key: NestedKey = ("next", "done"),
+                 init_key: NestedKey | None = "is_init", traj_key: NestedKey | None = ("collector", "traj_ids"),
+                 max_trial_len: int | None = None):
+        super().__init__()
+        if max_trial_len is not None and not 0 < max_trial_len <= capacity:
+            raise ValueError(f"max_trial_len must be in [1, capacity_steps={capacity}], got {max_trial_len}")
+        self.index = TrialIndex(capacity)
+        self.done_key = done_key
+        self.init_key = init_key
+        self.traj_key = traj_key
+        self.max_trial_len = max_trial_len
+        self._write_count = 0
+
+    # ------------------------------------------------------------------ Writer API
+    def add(self, data: TensorDictBase) -> torch.Tensor:
+        """One step of an unbatched env."""
+        return self.extend(data.unsqueeze(0))
+
+    def extend(self, data: TensorDictBase) -> torch.Tensor:
+        """Write collector output ``[T]`` or ``[..., N, T]`` (time is the last batch dim)."""
+        if not isinstance(data, TensorDictBase):
+            raise ValueError(f"the sequence replay stores TensorDicts, got {type(data).__name__}")
+        if data.batch_dims == 0:
+            raise ValueError("extend() needs a time dimension: got a TensorDict with batch_size []; "
+                             "use add() for a single step")
+        if self.done_key not in data.keys(include_nested=True):
+            raise ValueError(f"extend() needs the trial-end flag {self.done_key!r} in the data")
+        if isinstance(data, LazyStackedTensorDict):  # e.g. stacked worker outputs
+            data = data.contiguous()
+        rows = data.reshape(-1, data.batch_size[-1])
+        n_env, t_len = rows.batch_size
+        done = _flag(rows, self.done_key, rows.batch_size)
+        init = None
+        if self.init_key is not None and self.init_key in rows.keys(include_nested=True):
+            init = _flag(rows, self.init_key, rows.batch_size)
+        traj = None
+        if self.traj_key is not None and self.traj_key in rows.keys(include_nested=True):
+            traj = rows.get(self.traj_key).reshape(n_env, t_len).long()
+        idx = self.index
+        if idx.env_unit is None or idx.env_unit.numel() != n_env:
+            if idx.env_unit is not None and bool((idx.env_unit >= 0).any()):
+                if traj is None:
+                    raise ValueError(
+                        f"extend() got data from {n_env} envs but {idx.env_unit.numel()} envs have trials in "
+                        f"progress; call end_trials() first or use one buffer per collector layout")
+                self.end_trials()  # a new layout: with trajectory ids, close the old trials safely
+            idx.env_unit = torch.full((n_env,), -1, dtype=torch.long)
+            idx.env_traj = torch.full((n_env,), -1, dtype=torch.long)
+        return self._write(rows, done, init, online=True, traj=traj)
+
+    def write_trials(self, data: TensorDictBase, lengths: torch.Tensor) -> torch.Tensor:
+        """Write whole trials (``data`` is their concatenation, ``lengths`` their sizes); all are finished.
+
+        Does not touch the in-progress trials of the online stream.
+        """
+        lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
+        if data.batch_dims != 1 or int(lengths.sum()) != data.batch_size[0] or bool((lengths <= 0).any()):
+            raise ValueError(f"write_trials() needs flat data [sum(lengths)] and positive lengths; got batch "
+                             f"{tuple(data.batch_size)} and lengths summing to {int(lengths.sum())}")
+        done = torch.zeros(1, data.batch_size[0], dtype=torch.bool)
+        done[0, lengths.cumsum(0) - 1] = True
+        return self._write(data.unsqueeze(0), done, None, online=False)
+
+    def end_trials(self) -> None:
+        """Mark every in-progress trial of the online stream as finished (e.g. before changing collectors)."""
+        idx = self.index
+        if idx.env_unit is not None:
+            idx.finish(idx.env_unit[idx.env_unit >= 0])
+            idx.env_unit = None
+            idx.env_traj = None
+
+    # ------------------------------------------------------------------ core
+    def _write(self, rows: TensorDictBase, done: torch.Tensor, init: torch.Tensor | None,
+               online: bool, traj: torch.Tensor | None = None) -> torch.Tensor:
+        idx = self.index
+        n_env, t_len = done.shape
+        n = n_env * t_len
+        if n > idx.capacity:
+            raise ValueError(f"one write of {n} steps exceeds capacity_steps={idx.capacity}")
+        gpos0 = idx.write_count
+        idx.prune(gpos0 + n - idx.capacity)  # units that this write overwrites are dropped whole
+        if online:
+            open_unit = idx.env_unit
+            open_len = torch.zeros(n_env, dtype=torch.long)
+            has = open_unit >= 0
+            open_len[has] = idx.length_of(open_unit[has])
+        else:
+            open_unit = torch.full((n_env,), -1, dtype=torch.long)
+            open_len = torch.zeros(n_env, dtype=torch.long)
+        open_traj = idx.env_traj if (online and traj is not None and idx.env_traj is not None) else None
+        plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj, open_traj)
+
+        slots = (gpos0 + torch.arange(n)) % idx.capacity
+        flat = rows.reshape(-1)
+        if flat.device is not None and flat.device.type != "cpu":
+            flat = flat.cpu()
+        self._storage.set(slots, flat)
+        idx.write_count += n
+        self._write_count += n
+
+        idx.finish(open_unit[plan["closes_open"]])
+        is_new = plan["is_new"]
+        unit = torch.empty_like(plan["pos"])
+        unit[is_new] = idx.new_units(gpos0 + plan["pos"][is_new])
+        unit[~is_new] = open_unit[plan["row"][~is_new]]
+        idx.add_segments(unit, gpos0 + plan["pos"], plan["length"])
+        finished = plan["ends_done"] | plan["cut"] | (not online)
+        if self.max_trial_len is not None:
+            finished = finished | (idx.length_of(unit) >= self.max_trial_len)
+        idx.finish(unit[finished])
+        if online:
+            last = torch.searchsorted(plan["row"], torch.arange(n_env), right=True) - 1
+            idx.env_unit = torch.where(finished[last], -1, unit[last])
+            idx.env_traj = traj[:, -1].clone() if traj is not None else torch.full((n_env,), -1, dtype=torch.long)
+        return slots
+
+    # ------------------------------------------------------------------ state
+    def _empty(self, empty_write_count: bool = True) -> None:
+        self.index.reset()
+        if empty_write_count:
+            self._write_count = 0
+
+    def state_dict(self) -> dict:
+        return {"index": self.index.state_dict(), "_write_count": self._write_count,
+                "max_trial_len": self.max_trial_len}
+
+    def check_compatible(self, state_dict: dict) -> None:
+        """Raise ValueError if a checkpoint was written with another capacity or max_trial_len."""
+        cap = int(state_dict["index"]["capacity"])
+        if cap != self.index.capacity:
+            raise ValueError(f"checkpoint was written by a buffer with capacity_steps={cap}, "
+                             f"this buffer has capacity_steps={self.index.capacity}")
+        if state_dict.get("max_trial_len") != self.max_trial_len:
+            raise ValueError(f"checkpoint has max_trial_len={state_dict.get('max_trial_len')}, "
+                             f"this buffer has max_trial_len={self.max_trial_len}")
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.check_compatible(state_dict)
+        self.index.load_state_dict(state_dict["index"])
+        self._write_count = int(state_dict["_write_count"])
+
+    def dumps(self, path) -> None:
+        path = Path(path).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), path / "trial_writer.pt")
+        with open(path / "metadata.json", "w") as f:
+            json.dump({"write_count": self._write_count, "num_units": self.index.num_units}, f)
+
+    @staticmethod
+    def read(path) -> dict:
+        return torch.load(Path(path).absolute() / "trial_writer.pt")
+
+    def loads(self, path) -> None:
+        self.load_state_dict(self.read(path))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(capacity={self.index.capacity}, max_trial_len={self.max_trial_len}, "
+                f"units={self.index.num_units})")

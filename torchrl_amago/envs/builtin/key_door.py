@@ -1,0 +1,119 @@
+"""Dark Key-To-Door (AMAGO ``toy_gym.RoomKeyDoor``), batched in torch.
+
+A ``size x size`` room with a start, a key and a door cell, each drawn uniformly per trial (they may coincide).
+Each attempt starts at the start cell without the key; stepping on the key (without holding it) pays 1 and picks it
+up, stepping on the door while holding the key pays 1 and ends the attempt; an attempt also ends after
+``max_episode_steps`` moves. Attempts restart with the *dummy-step* pattern: the step that ends an attempt returns
+the true last observation, the next step ignores its action, pays 0 and returns the start observation. The trial
+lasts exactly ``meta_horizon`` steps (dummy steps included); at the end ``terminated`` and ``truncated`` are both
+True, as in the original.
+
+Actions (5): (dx, dy) = (0, -1), (-1, 0), (0, 1), (1, 0), (0, 0) (permuted per trial if ``randomize_actions``).
+Observation ``[*, 4]`` = ``[x/size, y/size, has_key, attempt_time/max_episode_steps]``; with ``dark=False`` also
+``[door_x, door_y, key_x, key_y] / size`` (8 dims).
+Bookkeeping keys: ``episode_end``, ``episode_return``, ``episode_count``, ``episode_success`` (door reached).
+"""
+from __future__ import annotations
+
+import torch
+from torchrl.data import Bounded, Composite
+
+from ..transforms import EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, \
+    episode_stats_spec
+from ._base import BatchedTorchEnv, where_mask
+
+_DIRS = torch.tensor([[0, -1], [-1, 0], [0, 1], [1, 0], [0, 0]], dtype=torch.int64)
+
+
+class DarkKeyDoor(BatchedTorchEnv):
+    """Batched RoomKeyDoor. ``start_location`` / ``key_location`` / ``goal_location``: ``None`` (random per trial)
+    or a fixed ``(x, y)``. Task keys: ``start``, ``key``, ``goal`` ([*B, 2] int64), ``action_perm`` ([*B, 5])."""
+
+    n_actions = 5
+    task_keys = ("start", "key", "goal", "action_perm")
+
+    def __init__(self, num_envs: int | None = 1, size: int = 9, max_episode_steps: int = 50,
+                 meta_horizon: int = 500, dark: bool = True, randomize_actions: bool = False,
+                 start_location=None, key_location=None, goal_location=None, **kw):
+        if size < 1 or max_episode_steps < 1 or meta_horizon < 1:
+            raise ValueError(f"size, max_episode_steps and meta_horizon must be >= 1, got {size}, "
+                             f"{max_episode_steps}, {meta_horizon}")
+        self.size, self.H, self.meta_horizon = int(size), int(max_episode_steps), int(meta_horizon)
+        self.dark, self.randomize_actions = dark, randomize_actions
+        self.fixed = {"start": start_location, "key": key_location, "goal": goal_location}
+        for name, loc in self.fixed.items():
+            if loc is not None and (len(loc) != 2 or not all(0 <= int(c) < size for c in loc)):
+                raise ValueError(f"{name}_location must be None or (x, y) inside the {size}x{size} room, got {loc}")
+        super().__init__(num_envs, **kw)
+        n, dev, B = self.n, self.device, self.batch_size
+        z2 = torch.zeros(n, 2, dtype=torch.int64, device=dev)
+        self.start, self.key, self.goal, self.pos = z2.clone(), z2.clone(), z2.clone(), z2.clone()
+        self.action_perm = torch.arange(5, device=dev).repeat(n, 1)
+        z = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.ep_time, self.global_time = z.clone(), z.clone()
+        f = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.has_key, self.reset_next, self.ep_end, self.ep_success = f.clone(), f.clone(), f.clone(), f.clone()
+        self.ep_ret, self.last_ret = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+        self.count = z.clone()
+        self._dirs = _DIRS.to(dev)
+        self.observation_spec = Composite(
+            observation=Bounded(0.0, 1.0, (*B, 4 if dark else 8), dtype=torch.float32, device=dev),
+            **episode_stats_spec(B, dev, success=True), shape=B, device=dev)
+
+    def _hard_reset(self, mask):
+        for name, loc in self.fixed.items():
+            new = self._randint(self.size, self.n, 2) if loc is None else \
+                torch.tensor(loc, dtype=torch.int64, device=self.device).expand(self.n, 2)
+            setattr(self, name, where_mask(mask, new, getattr(self, name)))
+        if self.randomize_actions:
+            perm = self._rand(self.n, 5).argsort(-1)
+            self.action_perm = where_mask(mask, perm, self.action_perm)
+        self._soft_reset(mask)
+
+    def _soft_reset(self, mask):  # restart the whole trial with the same room (MetaTrial semantics)
+        self.global_time = torch.where(mask, 0, self.global_time)
+        self.count = torch.where(mask, 0, self.count)
+        self.last_ret = torch.where(mask, 0.0, self.last_ret)
+        self.ep_end = self.ep_end & ~mask
+        self.ep_success = self.ep_success & ~mask
+        self._new_attempt(mask)
+
+    def _on_task_set(self, mask):
+        self._soft_reset(mask)
+
+    def _new_attempt(self, mask):
+        self.pos = where_mask(mask, self.start, self.pos)
+        self.ep_time = torch.where(mask, 0, self.ep_time)
+        self.has_key = self.has_key & ~mask
+        self.reset_next = self.reset_next & ~mask
+        self.ep_ret = torch.where(mask, 0.0, self.ep_ret)
+
+    def _obs(self):
+        s = float(self.size)
+        parts = [self.pos.float() / s, self.has_key.float().unsqueeze(-1), (self.ep_time.float() / self.H)[:, None]]
+        if not self.dark:
+            parts += [self.goal.float() / s, self.key.float() / s]
+        return {"observation": torch.cat(parts, -1), EPISODE_END_KEY: self.ep_end.unsqueeze(-1),
+                EPISODE_RETURN_KEY: self.last_ret.unsqueeze(-1), EPISODE_COUNT_KEY: self.count.unsqueeze(-1),
+                EPISODE_SUCCESS_KEY: self.ep_success.unsqueeze(-1)}
+
+    def _advance(self, action):
+        self.global_time = self.global_time + 1
+        dummy = self.reset_next.clone()
+        live = ~dummy
+        self._new_attempt(dummy)  # the dummy step: ignore the action, restart the attempt, reward 0
+        move = self._dirs[self.action_perm.gather(1, action.unsqueeze(-1)).squeeze(-1)]
+        self.ep_time = torch.where(live, self.ep_time + 1, self.ep_time)
+        self.pos = torch.where(live.unsqueeze(-1), (self.pos + move).clamp(0, self.size - 1), self.pos)
+        door = live & self.has_key & (self.pos == self.goal).all(-1)
+        got_key = live & ~self.has_key & (self.pos == self.key).all(-1)
+        self.has_key = self.has_key | got_key
+        reward = (door | got_key).float()
+        end = door | (live & (self.ep_time >= self.H))
+        self.reset_next = end
+        self.ep_ret = self.ep_ret + reward
+        self.ep_end, self.ep_success = end, door
+        self.last_ret = torch.where(end, self.ep_ret, 0.0)
+        self.count = self.count + end.long()
+        over = self.global_time >= self.meta_horizon
+        return reward, over, over.clone()

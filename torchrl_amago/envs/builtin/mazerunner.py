@@ -1,0 +1,211 @@
+"""MazeRunner: goal-conditioned navigation in a random maze (AMAGO appendix C.4), batched in torch.
+
+Each hard reset draws a random maze (walls grown by the classic randomized "complexity/density" algorithm with
+complexity = density = 0.75, a walled border, and a spawn pocket at the bottom middle), a start cell
+``(dim-2, dim//2)`` and ``num_goals`` distinct goal cells. The agent must visit the goals in order.
+
+Observation keys: ``"obs"`` [7] float = ``[i/dim, j/dim, free_west/dim, free_north/dim, free_east/dim,
+free_south/dim, timer/time_limit]`` (free_* = empty cells up to the next wall), ``"goals"`` [k, 2] int64 (raw
+cell coordinates, completed goals replaced by -1), ``"achieved"`` [1, 2] int64 (the current cell; a policy
+should not read it — it is there for hindsight relabeling).
+Reward 1 each time the agent stands on the active goal after a move; terminated when the last goal is
+reached; truncated at ``time_limit`` steps and, as in the original, ``terminated |= truncated``.
+
+:func:`mazerunner_relabel_rewards` recomputes rewards/terminals/goal observations of a trajectory from its
+achieved cells and any goal list, exactly as the env would have produced them (used by the relabeler).
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from torchrl.data import Bounded, Composite, Unbounded
+
+from ._base import BatchedTorchEnv, where_mask
+
+# action -> (di, dj): west, north, east, south, stay (i = row, j = column)
+_DIRS = torch.tensor([[0, -1], [-1, 0], [0, 1], [1, 0], [0, 0]], dtype=torch.int64)
+
+
+def mazerunner_relabel_rewards(achieved: torch.Tensor, goals: torch.Tensor, time_limit: int | None = None):
+    """Rewards, terminals and goal observations MazeRunner gives for a trajectory of cells and a goal list.
+
+    Args:
+        achieved: ``[..., T+1, 2]`` int cells visited (``achieved[t]`` = the agent's cell in observation t; the
+            env's ``"achieved"`` key with its singleton axis squeezed).
+        goals: ``[..., k, 2]`` int goal cells in the order they must be reached (rows equal to -1 never match).
+        time_limit: the env's ``time_limit``; when given, ``terminated[t]`` is also True at step ``t+1 >=
+            time_limit`` (the env's ``terminated |= truncated``).
+
+    Returns:
+        ``(rewards [..., T] float32, terminated [..., T] bool, goals_seq [..., T+1, k, 2])``: ``rewards[t]`` is the
+        reward of the step from observation t to t+1 (1 when ``achieved[t+1]`` equals the active goal),
+        ``terminated[t]`` is True on the step that reaches the last goal, ``goals_seq[t]`` is the ``"goals"``
+        observation at t (goals reached by then set to -1). The env ends at the first terminated step; entries
+        after it describe steps the env would never have taken (the caller truncates or masks them).
+        A goal is never reached at t = 0 (the env only checks after a move), and at most one goal per step.
+    """
+    if achieved.shape[-1] != 2 or goals.shape[-1] != 2:
+        raise ValueError(f"achieved and goals must end in 2 (cell coordinates), got {tuple(achieved.shape)} and "
+                         f"{tuple(goals.shape)}")
+    if achieved.ndim < 2 or achieved.shape[-2] < 1:
+        raise ValueError(f"achieved must be [..., T+1, 2], got {tuple(achieved.shape)}")
+    T, k = achieved.shape[-2] - 1, goals.shape[-2]
+    batch = torch.broadcast_shapes(achieved.shape[:-2], goals.shape[:-2])
+    achieved = achieved.expand(*batch, T + 1, 2)
+    goals = goals.expand(*batch, k, 2)
+    dev = achieved.device
+    # match[..., t, j]: the cell after step t is goal j
+    match = (achieved[..., 1:, None, :] == goals[..., None, :, :].to(achieved.dtype)).all(-1)
+    steps = torch.arange(T, device=dev)
+    prev = torch.full(batch, -1, dtype=torch.long, device=dev)
+    hits = []
+    for j in range(k):  # goal j can only be reached on a step strictly after goal j-1
+        cand = match[..., j] & (steps > prev.unsqueeze(-1))
+        first = torch.where(cand.any(-1), cand.long().argmax(-1), torch.full_like(prev, T))
+        hits.append(first)
+        prev = first
+    hit = torch.stack(hits, -1) if k else torch.zeros(*batch, 0, dtype=torch.long, device=dev)  # [..., k]; T = never
+    reached = hit < T
+    rewards = torch.zeros(*batch, T + 1, device=dev)
+    rewards.scatter_add_(-1, hit.clamp(max=T), reached.float())
+    rewards = rewards[..., :T]
+    terminated = torch.zeros(*batch, T + 1, dtype=torch.bool, device=dev)
+    if k:
+        last = hit[..., -1:]
+        terminated.scatter_(-1, last.clamp(max=T), reached[..., -1:])
+    terminated = terminated[..., :T]
+    if time_limit is not None:
+        terminated = terminated | (steps + 1 >= time_limit)
+    # number of goals completed by observation t: hit step s means completed from observation s+1 on
+    obs_t = torch.arange(T + 1, device=dev)
+    n_done = ((hit.unsqueeze(-2) + 1) <= obs_t[:, None]).sum(-1)  # [..., T+1]
+    done_rows = torch.arange(k, device=dev) < n_done.unsqueeze(-1)  # [..., T+1, k]
+    goals_seq = torch.where(done_rows.unsqueeze(-1), torch.full_like(goals[..., None, :, :], -1),
+                            goals[..., None, :, :].expand(*batch, T + 1, k, 2))
+    return rewards, terminated, goals_seq
+
+
+def random_maze(dim: int, rnd: random.Random, complexity: float = 0.75, density: float = 0.75) -> torch.Tensor:
+    """[dim, dim] bool wall grid (dim odd): border walls plus wall trees grown from random even cells.
+
+    Each tree grows by random two-cell moves into empty cells only, so wall components never merge and the free
+    cells stay connected."""
+    c = int(complexity * 5 * (2 * dim))
+    d = int(density * (dim // 2) ** 2)
+    wall = bytearray(dim * dim)
+    for i in range(dim):
+        wall[i] = wall[(dim - 1) * dim + i] = wall[i * dim] = wall[i * dim + dim - 1] = 1
+    half = dim // 2
+    for _ in range(d):
+        y, x = rnd.randint(0, half) * 2, rnd.randint(0, half) * 2
+        wall[y * dim + x] = 1
+        for _ in range(c):
+            nbrs = []
+            if x > 1:
+                nbrs.append((y, x - 2))
+            if x < dim - 2:
+                nbrs.append((y, x + 2))
+            if y > 1:
+                nbrs.append((y - 2, x))
+            if y < dim - 2:
+                nbrs.append((y + 2, x))
+            y2, x2 = nbrs[rnd.randrange(len(nbrs))]
+            if not wall[y2 * dim + x2]:
+                wall[y2 * dim + x2] = 1
+                wall[(y2 + (y - y2) // 2) * dim + x2 + (x - x2) // 2] = 1
+                y, x = y2, x2
+    grid = torch.tensor(list(wall), dtype=torch.bool).view(dim, dim)
+    # spawn pocket: clear the bottom rows, then wall off a 1-wide pocket around the start column
+    grid[dim - 5:dim - 1, 1:dim - 1] = False
+    grid[dim - 4:dim - 1, dim // 2 - 1] = True
+    grid[dim - 4:dim - 1, dim // 2 + 1] = True
+    return grid
+
+
+class MazeRunner(BatchedTorchEnv):
+    """Batched MazeRunner (``maze_dim`` odd, forced odd like the original; 5 actions: W, N, E, S, stay).
+
+    ``randomized_actions=True`` permutes the action -> direction map per hard reset ("rewired actions").
+    ``reset(task=TensorDict(maze=[*B,d,d] bool, goals=[*B,k,2] int, action_perm=[*B,5] int))`` (any subset of
+    the keys) replays fixed tasks; ``get_task()`` returns the current ones.
+    """
+
+    n_actions = 5
+    task_keys = ("maze", "goals", "action_perm")
+
+    def __init__(self, num_envs: int | None = 1, maze_dim: int = 11, num_goals: int = 3, time_limit: int = 250,
+                 randomized_actions: bool = False, **kw):
+        if maze_dim < 7:
+            raise ValueError(f"maze_dim must be >= 7 (room for the spawn pocket), got {maze_dim}")
+        if num_goals < 1 or time_limit < 1:
+            raise ValueError(f"num_goals and time_limit must be >= 1, got {num_goals}, {time_limit}")
+        self.dim = maze_dim if maze_dim % 2 else maze_dim + 1
+        self.k, self.time_limit, self.randomized_actions = int(num_goals), int(time_limit), randomized_actions
+        super().__init__(num_envs, **kw)
+        n, d, dev, B = self.n, self.dim, self.device, self.batch_size
+        self.maze = torch.ones(n, d, d, dtype=torch.bool, device=dev)
+        self.goals = torch.zeros(n, self.k, 2, dtype=torch.int64, device=dev)
+        self.action_perm = torch.arange(5, device=dev).repeat(n, 1)
+        self.pos = torch.zeros(n, 2, dtype=torch.int64, device=dev)
+        self.active = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.timer = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.start = torch.tensor([d - 2, d // 2], device=dev)
+        self._dirs = _DIRS.to(dev)
+        self._offsets = torch.arange(1, d, device=dev)
+        self.observation_spec = Composite(
+            obs=Bounded(0.0, 1.0, (*B, 7), dtype=torch.float32, device=dev),
+            goals=Unbounded((*B, self.k, 2), dtype=torch.int64, device=dev),
+            achieved=Unbounded((*B, 1, 2), dtype=torch.int64, device=dev),
+            shape=B, device=dev)
+
+    def _hard_reset(self, mask):
+        ids = mask.nonzero().squeeze(-1).tolist()
+        if ids:
+            seeds = torch.randint(2 ** 62, (len(ids),), generator=self.rng, device=self.device).tolist()
+            mazes = torch.stack([random_maze(self.dim, random.Random(s)) for s in seeds]).to(self.device)
+            self.maze[ids] = mazes
+            free = ~mazes.flatten(1)
+            free[:, int(self.start[0]) * self.dim + int(self.start[1])] = False
+            score = torch.rand(free.shape, generator=self.rng, device=self.device).masked_fill(~free, -1.0)
+            cells = score.topk(self.k, dim=-1).indices  # a uniformly random ordered subset of free cells
+            self.goals[ids] = torch.stack([cells // self.dim, cells % self.dim], -1)
+            if self.randomized_actions:
+                perm = torch.rand(len(ids), 5, generator=self.rng, device=self.device).argsort(-1)
+                self.action_perm[ids] = perm
+        self._soft_reset(mask)
+
+    def _soft_reset(self, mask):  # MazeRunner has a single episode per trial: restart the attempt
+        self.pos = where_mask(mask, self.start.expand_as(self.pos), self.pos)
+        self.active = torch.where(mask, 0, self.active)
+        self.timer = torch.where(mask, 0, self.timer)
+
+    def _free_counts(self) -> torch.Tensor:
+        """[n, 4] empty cells in each direction (W, N, E, S) before the next wall."""
+        lines = self.pos[:, None, None, :] + self._dirs[None, :4, None, :] * self._offsets[None, None, :, None]
+        lines = lines.clamp(0, self.dim - 1)  # borders are walls, so clamping never counts past them
+        ar = torch.arange(self.n, device=self.device)[:, None, None]
+        empty = ~self.maze[ar, lines[..., 0], lines[..., 1]]  # [n, 4, d-1]
+        return empty.long().cumprod(-1).sum(-1)
+
+    def _obs(self):
+        d = float(self.dim)
+        obs = torch.cat([self.pos.float() / d, self._free_counts().float() / d,
+                         (self.timer.float() / self.time_limit).unsqueeze(-1)], -1)
+        done_rows = torch.arange(self.k, device=self.device) < self.active.unsqueeze(-1)
+        goals = self.goals.masked_fill(done_rows.unsqueeze(-1), -1)
+        return {"obs": obs, "goals": goals, "achieved": self.pos.unsqueeze(1).clone()}
+
+    def _advance(self, action):
+        self.timer = self.timer + 1
+        move = self._dirs[self.action_perm.gather(1, action.unsqueeze(-1)).squeeze(-1)]
+        target = self.pos + move
+        ar = torch.arange(self.n, device=self.device)
+        blocked = self.maze[ar, target[:, 0], target[:, 1]]
+        self.pos = torch.where(blocked.unsqueeze(-1), self.pos, target)
+        goal = self.goals.gather(1, self.active.clamp(max=self.k - 1).view(self.n, 1, 1).expand(self.n, 1, 2))[:, 0]
+        success = (self.pos == goal).all(-1) & (self.active < self.k)
+        self.active = self.active + success.long()
+        truncated = self.timer >= self.time_limit
+        terminated = (self.active >= self.k) | truncated
+        return success.float(), terminated, truncated

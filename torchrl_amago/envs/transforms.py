@@ -1,0 +1,354 @@
+"""TorchRL transforms that give any env AMAGO's per-step format (docs/architecture.md §1).
+
+- :class:`PrevActionReward` writes ``prev_action`` / ``prev_reward`` (a_{t-1}, r_{t-1}; zeros after a hard reset).
+- :class:`EpisodeTime` writes ``time_idx`` (steps since the hard reset; soft resets do not restart it).
+- :class:`MetaTrial` turns an env's episodes into one multi-episode trial with soft resets.
+- :func:`make_amago_env` stacks them in the right order in one call.
+
+Soft resets are never TorchRL resets: only the trial end sets ``done``, so ``InitTracker``, ``PrevActionReward``
+and ``EpisodeTime`` placed *after* ``MetaTrial`` see one continuous trial.
+
+Per-episode bookkeeping keys (written by ``MetaTrial`` and by the builtin multi-episode envs; observation-spec
+entries, present at the root and under ``"next"``, never meant as policy inputs — every name starts with
+``"episode_"``):
+
+- ``"episode_end"`` ``[*, 1]`` bool: this step ended an inner episode (its reward was the episode's last).
+- ``"episode_return"`` ``[*, 1]`` float32: the undiscounted return of that episode (0 where not ``episode_end``).
+- ``"episode_count"`` ``[*, 1]`` int64: inner episodes finished so far in this trial (the episode that ended at
+  an ``episode_end`` step has index ``episode_count - 1``).
+- ``"episode_success"`` ``[*, 1]`` bool (builtin envs with a success notion only): that episode succeeded.
+
+A trainer logs per-episode statistics from ``td["next", k][td["next", "episode_end"]]``.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, TensorSpec, Unbounded
+from torchrl.envs import Compose, DoubleToFloat, EnvBase, InitTracker, Transform, TransformedEnv
+
+from ..spaces import ActionSpace, action_space_from_spec
+
+EPISODE_END_KEY = "episode_end"
+EPISODE_RETURN_KEY = "episode_return"
+EPISODE_COUNT_KEY = "episode_count"
+EPISODE_SUCCESS_KEY = "episode_success"
+SOFT_RESET_KEY = "soft_reset"
+#: keys a timestep encoder must not read (bookkeeping, not observations)
+BOOKKEEPING_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUCCESS_KEY)
+
+
+def episode_stats_spec(batch_shape, device=None, success: bool = False) -> dict:
+    """Specs of the per-episode bookkeeping keys for an env with batch shape ``batch_shape``."""
+    B = tuple(batch_shape)
+    specs = {
+        EPISODE_END_KEY: Categorical(2, (*B, 1), dtype=torch.bool, device=device),
+        EPISODE_RETURN_KEY: Unbounded((*B, 1), dtype=torch.float32, device=device),
+        EPISODE_COUNT_KEY: Unbounded((*B, 1), dtype=torch.int64, device=device),
+    }
+    if success:
+        specs[EPISODE_SUCCESS_KEY] = Categorical(2, (*B, 1), dtype=torch.bool, device=device)
+    return specs
+
+
+def _reset_mask(tensordict: TensorDictBase | None, batch_shape) -> torch.Tensor | None:
+    """The ``"_reset"`` mask reshaped to ``batch_shape`` (None = everything is reset)."""
+    if tensordict is None:
+        return None
+    m = tensordict.get("_reset", None)
+    return None if m is None else m.reshape(batch_shape)
+
+
+def _bcast(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """View a batch-shaped mask so it broadcasts against ``x`` (batch dims first)."""
+    return mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim)))
+
+
+class PrevActionReward(Transform):
+    """Writes ``prev_action`` ``[*, A]`` float and ``prev_reward`` ``[*, 1]`` float (raw env reward) under
+    ``"next"`` at every step, and zeros at the root on (partial) resets.
+
+    ``prev_action`` is one-hot for discrete actions whatever the env's encoding (``OneHot`` or ``Categorical``
+    index), the raw value for continuous actions, and 0/1 for multi-binary ones. ``action_spec`` may be a TorchRL
+    action spec or an :class:`~torchrl_amago.spaces.ActionSpace`; ``None`` reads the parent env's action spec.
+    """
+
+    def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key="action",
+                 reward_key="reward", prev_action_key="prev_action", prev_reward_key="prev_reward"):
+        super().__init__(in_keys=[action_key, reward_key], out_keys=[prev_action_key, prev_reward_key])
+        self.action_key, self.reward_key = action_key, reward_key
+        self.prev_action_key, self.prev_reward_key = prev_action_key, prev_reward_key
+        self._space = action_spec if isinstance(action_spec, ActionSpace) or action_spec is None \
+            else action_space_from_spec(action_spec)
+
+    @property
+    def space(self) -> ActionSpace:
+        if self._space is None:
+            if self.parent is None:
+                raise ValueError("PrevActionReward needs an action_spec when it is not inside an env")
+            self._space = action_space_from_spec(self.parent.full_action_spec[self.action_key])
+        return self._space
+
+    def _features(self, action: torch.Tensor, batch_shape) -> torch.Tensor:
+        sp = self.space
+        if sp.discrete and not sp.one_hot:
+            idx = action.reshape(batch_shape).long()  # Categorical [*B] (or [*B, 1]) -> one-hot
+            return torch.nn.functional.one_hot(idx, sp.dim).float()
+        if action.shape[-1] != sp.dim:
+            raise ValueError(f"{self.action_key!r} must end in dim {sp.dim} for a {sp.kind} action space, got "
+                             f"shape {tuple(action.shape)}")
+        return action.float()
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        B = next_tensordict.batch_size
+        next_tensordict.set(self.prev_action_key, self._features(tensordict.get(self.action_key), B))
+        r = next_tensordict.get(self.reward_key)
+        next_tensordict.set(self.prev_reward_key, r.reshape(*B, 1).float())
+        return next_tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        B, dev = tensordict_reset.batch_size, tensordict_reset.device
+        tensordict_reset.set(self.prev_action_key, torch.zeros(*B, self.space.dim, device=dev))
+        tensordict_reset.set(self.prev_reward_key, torch.zeros(*B, 1, device=dev))
+        return tensordict_reset
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        B, dev = observation_spec.shape, observation_spec.device
+        observation_spec[self.prev_action_key] = Unbounded((*B, self.space.dim), dtype=torch.float32, device=dev)
+        observation_spec[self.prev_reward_key] = Unbounded((*B, 1), dtype=torch.float32, device=dev)
+        return observation_spec
+
+    def forward(self, tensordict):  # not a replay-buffer transform
+        return tensordict
+
+
+class EpisodeTime(Transform):
+    """``time_idx`` ``[*, 1]`` int64: 0 at a hard reset, +1 per step (soft resets inside ``MetaTrial`` or the env
+    do not restart it). With ``max_steps`` the trial is truncated (``truncated`` and ``done`` set) once
+    ``time_idx >= max_steps``. Stateless: the next value is the root value + 1."""
+
+    def __init__(self, max_steps: int | None = None, *, time_key="time_idx"):
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+        super().__init__(in_keys=[], out_keys=[time_key])
+        self.max_steps, self.time_key = max_steps, time_key
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        B = tensordict_reset.batch_size
+        tensordict_reset.set(self.time_key, torch.zeros(*B, 1, dtype=torch.int64, device=tensordict_reset.device))
+        return tensordict_reset
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        t = tensordict.get(self.time_key, None)
+        if t is None:
+            raise ValueError(f"EpisodeTime: the root tensordict has no {self.time_key!r}; reset the env first")
+        t = t + 1
+        next_tensordict.set(self.time_key, t)
+        if self.max_steps is not None:
+            over = t >= self.max_steps
+            for k in ("truncated", "done"):
+                cur = next_tensordict.get(k, None)
+                if cur is not None:
+                    next_tensordict.set(k, cur | over.reshape(cur.shape))
+        return next_tensordict
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        B = observation_spec.shape
+        observation_spec[self.time_key] = Unbounded((*B, 1), dtype=torch.int64, device=observation_spec.device)
+        return observation_spec
+
+    def forward(self, tensordict):
+        return tensordict
+
+
+def _base_env(env: EnvBase) -> EnvBase:
+    while isinstance(env, TransformedEnv):
+        env = env.base_env
+    return env
+
+
+class MetaTrial(Transform):
+    """Runs several inner episodes of the parent env as one trial (AMAGO's meta-RL "rollout").
+
+    The trial ends after ``k_episodes`` inner episodes or ``horizon`` steps (whichever comes first; at least one
+    must be given); only then is ``done`` set. Before that, when the inner env reports ``done`` (or an inner
+    episode reaches ``max_episode_steps``) the inner env is **soft-reset**: a partial reset of the parent env
+    (base env + transforms before this one) for those sub-envs only, with ``terminated``/``done`` kept False.
+    At the trial end ``terminated`` is True only if the inner env terminated the last episode, otherwise the
+    trial is ``truncated``.
+
+    reset_mode:
+        ``"same_step"``: the step that ends an inner episode returns the next episode's first observation (the
+        true last observation is not shown), with ``soft_reset = 1``.
+        ``"dummy_step"``: that step returns the true last observation; the next step ignores its action (its
+        reward is 0) and returns the new episode's first observation with ``soft_reset = 1``. (The parent env
+        is reset on the end step so that it is never stepped while done, stepped with the ignored action, and
+        reset once more — so the inner env spends one extra step that nobody sees.)
+
+    Same task across soft resets: if the base env has ``supports_soft_reset = True`` (the builtin envs), it is
+    reset with ``reset(td, soft_reset=True)`` and keeps its task. Any other env is reset the ordinary way: the
+    trial then re-uses whatever its reset does (e.g. a Gymnasium env whose ``reset`` redraws the task gives a
+    new task per episode). To keep a third-party task, make ``_reset`` accept a ``soft_reset`` keyword.
+
+    Observation keys added: ``soft_reset`` ``[*, 1]`` float (1 on the first observation of every inner
+    episode, including the hard reset), and the ``episode_*`` bookkeeping keys of this module's docstring.
+    Only single-agent envs with root ``done``/``terminated`` keys are supported.
+    """
+
+    def __init__(self, k_episodes: int | None = None, horizon: int | None = None, reset_mode: str = "same_step",
+                 max_episode_steps: int | None = None, *, soft_reset_key: str = SOFT_RESET_KEY,
+                 reward_key="reward"):
+        if k_episodes is None and horizon is None:
+            raise ValueError("MetaTrial needs k_episodes or horizon (or both)")
+        for name, v in (("k_episodes", k_episodes), ("horizon", horizon), ("max_episode_steps", max_episode_steps)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        if reset_mode not in ("same_step", "dummy_step"):
+            raise ValueError(f"reset_mode must be 'same_step' or 'dummy_step', got {reset_mode!r}")
+        super().__init__(in_keys=[], out_keys=[soft_reset_key, *BOOKKEEPING_KEYS[:3]])
+        self.k_episodes, self.horizon, self.reset_mode = k_episodes, horizon, reset_mode
+        self.max_episode_steps = max_episode_steps
+        self.soft_reset_key, self.reward_key = soft_reset_key, reward_key
+        self._st: dict[str, torch.Tensor] | None = None
+        self._obs_keys = None
+
+    # ---- state ------------------------------------------------------------------------------------------
+    def _init_state(self, B, dev):
+        z = torch.zeros(B, dtype=torch.int64, device=dev)
+        self._st = dict(count=z, t=z.clone(), ep_steps=z.clone(), ep_ret=torch.zeros(B, device=dev),
+                        pending=torch.zeros(B, dtype=torch.bool, device=dev))
+
+    def _write_obs(self, td: TensorDictBase, soft, end, ret, count):
+        B = td.batch_size
+        td.set(self.soft_reset_key, soft.reshape(*B, 1).float())
+        td.set(EPISODE_END_KEY, end.reshape(*B, 1).clone())
+        td.set(EPISODE_RETURN_KEY, ret.reshape(*B, 1).float())
+        td.set(EPISODE_COUNT_KEY, count.reshape(*B, 1).clone())
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        B, dev = tensordict_reset.batch_size, tensordict_reset.device
+        mask = _reset_mask(tensordict, B)
+        if self._st is None or self._st["t"].shape != B or mask is None:
+            self._init_state(B, dev)
+        else:
+            for k, v in self._st.items():
+                self._st[k] = torch.where(mask, torch.zeros_like(v), v)
+        zeros = torch.zeros(B, dtype=torch.int64, device=dev)
+        self._write_obs(tensordict_reset, torch.ones(B, device=dev), zeros.bool(), zeros.float(), zeros)
+        return tensordict_reset
+
+    # ---- step ---------------------------------------------------------------------------------------------
+    def _soft_reset_parent(self, mask: torch.Tensor, next_td: TensorDictBase) -> TensorDictBase:
+        parent = self.parent
+        B = next_td.batch_size
+        td = TensorDict({"_reset": mask.reshape(*B, 1)}, batch_size=B, device=next_td.device)
+        for k in ("done", "terminated", "truncated"):
+            if k in next_td.keys():
+                td.set(k, next_td.get(k).clone())
+        kw = {"soft_reset": True} if getattr(_base_env(parent), "supports_soft_reset", False) else {}
+        return parent.reset(td, **kw)
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        B, dev = next_tensordict.batch_size, next_tensordict.device
+        if self._st is None or self._st["t"].shape != B:
+            raise RuntimeError("MetaTrial: step called before reset")
+        st = self._st
+        if self._obs_keys is None:
+            self._obs_keys = [k for k in self.parent.full_observation_spec.keys(True, True)]
+        inner_done = next_tensordict.get("done").reshape(B)
+        inner_term = next_tensordict.get("terminated", next_tensordict.get("done")).reshape(B)
+        reward = next_tensordict.get(self.reward_key)
+        pend = st["pending"]
+        live = ~pend
+        t = st["t"] + 1
+        ep_steps = torch.where(pend, 0, st["ep_steps"] + 1)
+        if self.max_episode_steps is not None:
+            inner_done = inner_done | (ep_steps >= self.max_episode_steps)
+        ep_end = inner_done & live
+        r = torch.where(_bcast(pend, reward), torch.zeros_like(reward), reward)
+        ep_ret = st["ep_ret"] + r.reshape(B).float()
+        count = st["count"] + ep_end.long()
+        trial_end = torch.zeros(B, dtype=torch.bool, device=dev)
+        if self.k_episodes is not None:
+            trial_end = trial_end | (count >= self.k_episodes)
+        if self.horizon is not None:
+            trial_end = trial_end | (t >= self.horizon)
+        new_ep = ep_end & ~trial_end
+        if self.reset_mode == "same_step":
+            show_start = new_ep
+            reset_now = new_ep
+            next_pending = torch.zeros_like(pend)
+        else:
+            show_start = pend
+            reset_now = new_ep | pend
+            next_pending = new_ep
+            next_tensordict.set(self.reward_key, r)
+        if reset_now.any():
+            td_r = self._soft_reset_parent(reset_now, next_tensordict)
+            for k in self._obs_keys:
+                if k in td_r.keys(True, True) and k in next_tensordict.keys(True, True):
+                    v = next_tensordict.get(k)
+                    next_tensordict.set(k, torch.where(_bcast(show_start, v), td_r.get(k).to(v.dtype), v))
+        terminated = trial_end & ep_end & inner_term
+        for k, v in (("done", trial_end), ("terminated", terminated), ("truncated", trial_end & ~terminated)):
+            next_tensordict.set(k, v.reshape(*B, 1))
+        self._write_obs(next_tensordict, show_start, ep_end, torch.where(ep_end, ep_ret, 0.0), count)
+        st["t"], st["count"], st["pending"] = t, count, next_pending
+        st["ep_steps"] = torch.where(ep_end, 0, ep_steps)
+        st["ep_ret"] = torch.where(ep_end, 0.0, ep_ret)
+        return next_tensordict
+
+    # ---- specs ---------------------------------------------------------------------------------------------
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        B, dev = observation_spec.shape, observation_spec.device
+        observation_spec[self.soft_reset_key] = Bounded(0.0, 1.0, (*B, 1), dtype=torch.float32, device=dev)
+        for k, s in episode_stats_spec(B, dev).items():
+            observation_spec[k] = s
+        return observation_spec
+
+    def transform_done_spec(self, done_spec: Composite) -> Composite:
+        B, dev = done_spec.shape, done_spec.device
+        for k in ("done", "terminated", "truncated"):
+            if k not in done_spec.keys():
+                done_spec[k] = Categorical(2, (*B, 1), dtype=torch.bool, device=dev)
+        return done_spec
+
+    def forward(self, tensordict):
+        return tensordict
+
+
+def _has_double(spec) -> bool:
+    return any(getattr(s, "dtype", None) == torch.float64 for s in spec.values(True, True))
+
+
+def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int | None = None,
+                   reset_mode: str = "same_step", max_episode_steps: int | None = None,
+                   max_steps: int | None = None, action_spec: TensorSpec | ActionSpace | None = None
+                   ) -> TransformedEnv:
+    """Wrap any TorchRL env into AMAGO's per-step format with one call.
+
+    Stack (in order): ``DoubleToFloat`` (only if the env has float64 entries) → ``MetaTrial(k_episodes, horizon,
+    reset_mode, max_episode_steps)`` (only if ``k_episodes`` or ``horizon`` is given) → ``InitTracker`` →
+    ``PrevActionReward`` → ``EpisodeTime(max_steps)``.
+
+    Args:
+        env: any single-agent TorchRL env (batched or not).
+        k_episodes / horizon / reset_mode: make each trial several inner episodes (see :class:`MetaTrial`).
+        max_episode_steps: time limit of one inner episode (MetaTrial soft-resets it); without a MetaTrial it
+            is simply the trial time limit.
+        max_steps: trial time limit (truncation) counted on ``time_idx``.
+        action_spec: override the action spec used for ``prev_action`` (default: the env's).
+    Returns:
+        a ``TransformedEnv`` whose steps carry ``prev_action``, ``prev_reward``, ``time_idx`` and ``is_init``.
+    """
+    ts = []
+    if _has_double(env.full_observation_spec) or _has_double(env.full_reward_spec) or \
+            _has_double(env.full_action_spec):
+        ts.append(DoubleToFloat())
+    if k_episodes is not None or horizon is not None:
+        ts.append(MetaTrial(k_episodes=k_episodes, horizon=horizon, reset_mode=reset_mode,
+                            max_episode_steps=max_episode_steps))
+    elif max_episode_steps is not None:
+        max_steps = max_episode_steps if max_steps is None else min(max_steps, max_episode_steps)
+    ts += [InitTracker(), PrevActionReward(action_spec), EpisodeTime(max_steps)]
+    return TransformedEnv(env, Compose(*ts))

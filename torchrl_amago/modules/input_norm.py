@@ -1,0 +1,88 @@
+"""InputNorm: AMAGO's running mean / second-moment normaliser for vector observations.
+
+Stats live in buffers (so they checkpoint with the module, but never get gradients). Padding rows are
+excluded with an explicit boolean mask instead of the original's "every feature == 4.0" magic value, which
+`hide_rl2s` or a legitimately constant observation could break.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class InputNorm(nn.Module):
+    """Normalise the last dim with bias-corrected EMA stats (`mu`, `nu` = E[x^2]).
+
+    `beta_t = beta / (1 - (1 - beta)^t)` with `t` starting at 1 and incremented before each update, so the first
+    update mixes ~50/50 with the init (`mu=0`, `nu=init_nu`). `forward` updates the stats only in `train()` mode.
+    """
+
+    def __init__(self, dim: int, beta: float = 1e-4, init_nu: float = 1.0, skip: bool = False):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"InputNorm dim must be >= 1, got {dim}")
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"InputNorm beta must be in (0, 1), got {beta}")
+        self.dim, self.beta, self.skip = dim, beta, skip
+        self.register_buffer("mu", torch.zeros(dim))
+        self.register_buffer("nu", torch.full((dim,), float(init_nu)))
+        self.register_buffer("_t", torch.ones(()))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return torch.nan_to_num(torch.sqrt(self.nu - self.mu.square() + 1e-5)).clamp(1e-3, 1e6)
+
+    def _check(self, x: torch.Tensor, mask: torch.Tensor | None):
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"InputNorm expected last dim {self.dim}, got shape {tuple(x.shape)}")
+        if mask is not None and tuple(mask.shape) != tuple(x.shape[:-1]):
+            raise ValueError(f"InputNorm mask must have shape {tuple(x.shape[:-1])} (input without its feature "
+                             f"dim), got {tuple(mask.shape)}")
+
+    @torch.no_grad()
+    def update_stats(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """EMA update from the rows of `x [..., dim]` where `mask [...]` is True (all rows if mask is None).
+
+        No host sync: an all-masked batch is a no-op done with `torch.where`, not a Python branch."""
+        self._check(x, mask)
+        x = x.detach().reshape(-1, self.dim).to(self.mu.dtype)
+        if mask is None:
+            w = torch.ones(x.shape[0], 1, device=x.device, dtype=x.dtype)
+        else:
+            w = mask.reshape(-1, 1).to(x.dtype)
+        x = torch.where(w > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))  # NaN/inf on padding is harmless
+        count = w.sum()
+        has = count > 0
+        mean = (x * w).sum(0) / count.clamp(min=1.0)
+        sq_mean = (x.square() * w).sum(0) / count.clamp(min=1.0)
+        t = self._t + has.to(self._t.dtype)
+        # beta / (1 - (1 - beta)^t), written with expm1/log1p: the direct form loses ~3 digits in float32
+        beta_t = self.beta / -torch.expm1(t * math.log1p(-self.beta))
+        beta_t = torch.where(has, beta_t, torch.zeros_like(beta_t))
+        self._t.copy_(t)
+        self.mu.mul_(1.0 - beta_t).add_(beta_t * mean)
+        self.nu.mul_(1.0 - beta_t).add_(beta_t * sq_mean)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mu) / sigma clamped to +-1e4; features with sigma <= 0.01 (or NaN results) are only centred."""
+        sigma = self.sigma
+        n = ((x - self.mu) / sigma).clamp(-1e4, 1e4)
+        fallback = x - torch.nan_to_num(self.mu)
+        return torch.where((sigma <= 0.01) | torch.isnan(n), fallback, n)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of `normalize` (same centring-only fallback where sigma <= 0.01)."""
+        sigma = self.sigma
+        return torch.where(sigma <= 0.01, x + torch.nan_to_num(self.mu), x * sigma + self.mu)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.skip:
+            return x
+        if self.training:
+            self.update_stats(x, mask)
+        return self.normalize(x)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, beta={self.beta}, skip={self.skip}"

@@ -1,0 +1,118 @@
+"""Trajectory-encoder base class (sequence mode + step mode) and its TensorDict wrapper for the loss.
+
+Sequence mode runs a causal pass over `[B, T]` windows (training); step mode advances `N` envs by one
+timestep each with a per-env state (acting). Both must agree on the same inputs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+
+def check_sequence_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None = None) -> torch.Tensor:
+    """Validate sequence-mode inputs; returns time_idx as int64 [B, T] (accepts a trailing singleton dim)."""
+    if x.ndim != 3:
+        raise ValueError(f"sequence mode expects x of shape [B, T, D], got {tuple(x.shape)}")
+    if input_dim is not None and x.shape[-1] != input_dim:
+        raise ValueError(f"x has feature dim {x.shape[-1]} but the encoder was built for input_dim={input_dim}")
+    if time_idx.ndim == 3 and time_idx.shape[-1] == 1:
+        time_idx = time_idx.squeeze(-1)
+    if time_idx.shape != x.shape[:2]:
+        raise ValueError(f"time_idx must have shape [B, T] = {tuple(x.shape[:2])}, got {tuple(time_idx.shape)}")
+    if time_idx.is_floating_point():
+        raise ValueError(f"time_idx must be an integer tensor, got dtype {time_idx.dtype}")
+    return time_idx.long()
+
+
+def check_step_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None = None) -> torch.Tensor:
+    """Validate step-mode inputs; returns time_idx as int64 [N] (accepts [N, 1])."""
+    if x.ndim != 2:
+        raise ValueError(f"step mode expects x of shape [N, D], got {tuple(x.shape)}")
+    if input_dim is not None and x.shape[-1] != input_dim:
+        raise ValueError(f"x has feature dim {x.shape[-1]} but the encoder was built for input_dim={input_dim}")
+    if time_idx.ndim == 2 and time_idx.shape[-1] == 1:
+        time_idx = time_idx.squeeze(-1)
+    if time_idx.shape != x.shape[:1]:
+        raise ValueError(f"time_idx must have shape [N] = {tuple(x.shape[:1])}, got {tuple(time_idx.shape)}")
+    if time_idx.is_floating_point():
+        raise ValueError(f"time_idx must be an integer tensor, got dtype {time_idx.dtype}")
+    return time_idx.long()
+
+
+def check_is_init(is_init: torch.Tensor, n: int) -> torch.Tensor:
+    """is_init as bool [N] (accepts [N, 1])."""
+    if is_init.ndim == 2 and is_init.shape[-1] == 1:
+        is_init = is_init.squeeze(-1)
+    if is_init.shape != (n,):
+        raise ValueError(f"is_init must have shape [N] = ({n},), got {tuple(is_init.shape)}")
+    return is_init.bool()
+
+
+class TrajectoryEncoder(nn.Module):
+    """Base: `forward(x [B,T,D], time_idx [B,T]) -> [B,T,emb_dim]` (causal) and the step-mode trio
+    `init_state` / `reset_state` / `step`. Subclasses set `emb_dim`. The default step mode is stateless:
+    it runs sequence mode on a length-1 sequence (correct for memory-free encoders only)."""
+
+    emb_dim: int
+
+    def __init__(self, input_dim: int, max_seq_len: int):
+        super().__init__()
+        if input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {input_dim}")
+        if max_seq_len < 1:
+            raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+        self.input_dim = int(input_dim)
+        self.max_seq_len = int(max_seq_len)
+
+    def forward(self, x: torch.Tensor, time_idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
+        return None
+
+    def reset_state(self, state: Any, is_init: torch.Tensor) -> Any:
+        return state
+
+    def step(self, x: torch.Tensor, time_idx: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        time_idx = check_step_inputs(x, time_idx, self.input_dim)
+        return self.forward(x.unsqueeze(1), time_idx.unsqueeze(1)).squeeze(1), state
+
+
+class TrajectoryEncoderModule(TensorDictModuleBase):
+    """Runs a `TrajectoryEncoder` in sequence mode on a `[B, T]` TensorDict (the loss uses it).
+
+    Reads `in_key` ([B, T, D]) and `time_key` ([B, T, 1] or [B, T] int64) and writes `out_key`
+    ([B, T, emb_dim]). Extra leading batch dims are flattened into B and restored."""
+
+    def __init__(self, encoder: TrajectoryEncoder, in_key="tstep_emb", time_key="time_idx", out_key="state_emb"):
+        super().__init__()
+        self.encoder = encoder
+        self.in_key, self.time_key, self.out_key = in_key, time_key, out_key
+        self.in_keys = [in_key, time_key]
+        self.out_keys = [out_key]
+
+    @property
+    def emb_dim(self) -> int:
+        return self.encoder.emb_dim
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        x = tensordict.get(self.in_key)
+        t = tensordict.get(self.time_key)
+        if x is None:
+            raise KeyError(f"TrajectoryEncoderModule: key {self.in_key!r} not found in the tensordict")
+        if t is None:
+            raise KeyError(f"TrajectoryEncoderModule: key {self.time_key!r} not found in the tensordict")
+        if x.ndim < 3:
+            raise ValueError(f"{self.in_key!r} must have shape [B, T, D] (sequence mode), got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        if t.shape == (*lead, 1):
+            t = t.squeeze(-1)
+        if t.shape != lead:
+            raise ValueError(f"{self.time_key!r} must have shape {tuple(lead)} or {(*lead, 1)}, got {tuple(t.shape)}")
+        out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]))
+        tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
+        return tensordict

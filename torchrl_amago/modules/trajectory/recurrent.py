@@ -1,0 +1,67 @@
+"""GRU / LSTM trajectory encoders (AMAGO's "rnn"): RNN -> Linear -> norm. A [B, T] training window starts from
+a zero state (as in the original); step mode carries the per-env hidden state, zeroed where is_init."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..common import normalization
+from .base import TrajectoryEncoder, check_is_init, check_sequence_inputs, check_step_inputs
+
+
+class _RNNTrajEncoder(TrajectoryEncoder):
+    rnn_cls: type[nn.RNNBase]
+
+    def __init__(self, input_dim: int, max_seq_len: int, d_hidden: int = 256, n_layers: int = 2,
+                 d_output: int = 256, norm: str = "layer"):
+        super().__init__(input_dim, max_seq_len)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        self.d_hidden, self.n_layers = d_hidden, n_layers
+        self.rnn = self.rnn_cls(input_dim, d_hidden, num_layers=n_layers, bias=True, batch_first=True)
+        self.out = nn.Linear(d_hidden, d_output)
+        self.norm = normalization(norm, d_output)
+        self.emb_dim = d_output
+
+    def forward(self, x: torch.Tensor, time_idx: torch.Tensor) -> torch.Tensor:
+        check_sequence_inputs(x, time_idx, self.input_dim)
+        h, _ = self.rnn(x)
+        return self.norm(self.out(h))
+
+    def _zeros(self, batch_size: int, device) -> torch.Tensor:
+        p = self.out.weight
+        device = p.device if device is None else torch.device(device)
+        return torch.zeros(self.n_layers, batch_size, self.d_hidden, device=device, dtype=p.dtype)
+
+    def step(self, x: torch.Tensor, time_idx: torch.Tensor, state):
+        check_step_inputs(x, time_idx, self.input_dim)
+        h, state = self.rnn(x.unsqueeze(1), state)
+        return self.norm(self.out(h.squeeze(1))), state
+
+
+class GRUTrajEncoder(_RNNTrajEncoder):
+    """nn.GRU(d_hidden, n_layers) -> Linear(d_hidden, d_output) -> LayerNorm. State: h [n_layers, N, d_hidden]."""
+
+    rnn_cls = nn.GRU
+
+    def init_state(self, batch_size: int, device=None) -> torch.Tensor:
+        return self._zeros(batch_size, device)
+
+    def reset_state(self, state: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+        keep = ~check_is_init(is_init, state.shape[1]).to(state.device)
+        return state * keep[None, :, None].to(state.dtype)
+
+
+class LSTMTrajEncoder(_RNNTrajEncoder):
+    """nn.LSTM variant. State: (h, c), each [n_layers, N, d_hidden]."""
+
+    rnn_cls = nn.LSTM
+
+    def init_state(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._zeros(batch_size, device), self._zeros(batch_size, device)
+
+    def reset_state(self, state, is_init: torch.Tensor):
+        h, c = state
+        keep = ~check_is_init(is_init, h.shape[1]).to(h.device)
+        keep = keep[None, :, None].to(h.dtype)
+        return h * keep, c * keep

@@ -1,0 +1,55 @@
+"""σ-reparam linear layer (Zhai et al. 2023), as AMAGO's Transformer uses it to keep attention logits tame."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SigmaReparam(nn.Linear):
+    """`W_hat = gamma / sigma(W) * W` with sigma estimated by power iteration.
+
+    Init: weight ~ trunc_normal(std=0.02) (bias keeps nn.Linear's default), u/v = exact top singular vectors
+    (buffers), gamma = 1. One power-iteration step per forward in *training* mode only (eval reuses u, v).
+    sigma = u^T W v with u, v detached, so the gradient flows through W."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        with torch.no_grad():
+            u, _, vh = torch.linalg.svd(self.weight.detach().float(), full_matrices=False)
+        self.register_buffer("u", u[:, 0].to(self.weight.dtype).clone())
+        self.register_buffer("v", vh[0].to(self.weight.dtype).clone())
+        self.gamma = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
+        self._cached: tuple | None = None  # (key, W_hat) for eval + no-grad calls (acting)
+
+    def power_iteration_(self) -> None:
+        """One in-place power-iteration step on the u, v buffers."""
+        with torch.no_grad():
+            w = self.weight
+            u = F.normalize(w @ self.v, dim=0)
+            v = F.normalize(w.t() @ u, dim=0)
+            self.u.copy_(u)
+            self.v.copy_(v)
+
+    def sigma(self) -> torch.Tensor:
+        return torch.dot(self.u.detach(), self.weight @ self.v.detach())
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.gamma / self.sigma() * self.weight
+
+    def _cache_key(self) -> tuple:
+        ts = (self.weight, self.gamma, self.u, self.v)
+        return tuple(t._version for t in ts) + tuple(t.data_ptr() for t in ts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.power_iteration_()
+        elif not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # acting calls this every env step: reuse W_hat until a parameter/buffer changes (in-place
+            # optimizer steps and load_state_dict bump the tensors' version counters)
+            key = self._cache_key()
+            if self._cached is None or self._cached[0] != key:
+                self._cached = (key, self.effective_weight())
+            return F.linear(x, self._cached[1], self.bias)
+        return F.linear(x, self.effective_weight(), self.bias)

@@ -1,0 +1,452 @@
+"""AMAGO's learning update as a TorchRL ``LossModule``: multi-gamma actor-critic over one shared sequence model.
+
+One call on a ``[B, T]`` replay window:
+  1. builds the T+1 sequence ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` and runs the timestep encoder and
+     the trajectory encoder ONCE over it (no target copy of the backbone);
+  2. TD targets (no grad): target actor on ``s_{t+1}``, target critic ensemble, PopArt-denormalised with the old
+     stats, REDQ reduce (min of ``num_critics_td`` random members if the online actor term is on, else mean),
+     multi-gamma n-step return (stops at ``terminated`` and padding), PopArt stats update, normalise;
+  3. critic loss: PopArt-normalised MSE (or two-hot cross-entropy for a ``TwoHotCritic``);
+  4. actor loss: ``online_coeff * -Q(s, a~pi)`` through critic params that are detached (the actor term never
+     moves the critic) plus ``offline_coeff * -f(A) log pi(a_buf|s)`` (filtered BC), A = Q(s, a_buf) - V(s) in
+     the critic's raw output space as the original.
+
+Targets exist only for the actor and critic heads (``target_actor_head_params``, ``target_critic_head_params``);
+update them with ``torchrl.objectives.SoftUpdate(loss, tau=DEFAULT_TAU)`` after each optimizer step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+from torch.nn import functional as F
+from torchrl.objectives import LossModule
+
+from ..modules.heads import ContinuousCritic, DiscreteCritic, PopArt, TwoHotCritic
+from ..modules.trajectory import TrajectoryEncoderModule
+from ..spaces import ActionSpace
+from .filters import make_filter
+from .returns import nstep_return
+
+__all__ = ["AMAGOLoss", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS", "masked_mean", "redq_reduce"]
+
+#: Polyak factor of the original agent; pass it to ``SoftUpdate(loss, tau=DEFAULT_TAU)``.
+DEFAULT_TAU = 0.003
+#: Auxiliary discounts trained beside the acting gamma (which is appended last).
+DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum(x * m) / (sum(m) + 1e-5) with ``mask`` broadcast over x's trailing dims (the original's masked_avg).
+    Uses ``where`` so NaN/inf at masked entries cannot leak in."""
+    m = mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).expand_as(x)
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / (m.sum() + 1e-5)
+
+
+def redq_reduce(values: torch.Tensor, num: int, use_min: bool) -> torch.Tensor:
+    """REDQ: per entry of ``values [..., C, G]`` draw ``num`` members with replacement (independently per
+    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``."""
+    C = values.shape[-2]
+    pick = torch.randint(0, C, (*values.shape[:-2], num, values.shape[-1]), device=values.device)
+    sel = torch.take_along_dim(values, pick, dim=-2)
+    return sel.amin(-2) if use_min else sel.mean(-2)
+
+
+def _as_tuple(key: NestedKey) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
+    """[B, T] or [B, T, 1] -> [B, T]."""
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if tuple(x.shape) != (B, T):
+        raise ValueError(f"{name!r} must have shape [B, T] or [B, T, 1] = ({B}, {T}[, 1]), got {tuple(x.shape)}")
+    return x
+
+
+class AMAGOLoss(LossModule):
+    """AMAGO's multi-gamma actor-critic loss (see the module docstring for the computation).
+
+    Args:
+        timestep_encoder: TensorDict module reading the env's observation keys + ``prev_action`` /
+            ``prev_reward`` and writing ``"tstep_emb"`` (e.g. ``MLPTimestepEncoder``).
+        trajectory_encoder: a ``TrajectoryEncoder`` (wrapped here in ``TrajectoryEncoderModule``) or an
+            already wrapped ``TrajectoryEncoderModule``.
+        actor_head: ``ActorHead``; critic_head: ``DiscreteCritic`` | ``ContinuousCritic`` | ``TwoHotCritic``.
+        action_space: the env's ``ActionSpace`` (actions may be one-hot or index for discrete spaces).
+        gammas: all discounts (last = acting gamma). Default ``DEFAULT_MULTIGAMMAS + (gamma,)``.
+        gamma: the acting discount (used only when ``gammas`` is None).
+        num_critics_td: ensemble members drawn (with replacement, per (b, t, gamma)) for each TD target.
+        online_coeff / offline_coeff: weights of the DPG term and of the filtered-BC term.
+        critic_loss_weight: ``loss_critic`` is already multiplied by it.
+        reward_multiplier: rewards are scaled by it inside the loss only.
+        n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
+        fbc_filter: 'binary' | 'exp' | 'leaky_relu' | callable ``f(adv) -> weights``; ``fbc_filter_kwargs``
+            are bound to it.
+        num_actions_for_value_in_critic_loss / _actor_loss: K sampled actions for E_pi Q with action-input
+            critics (ignored by ``DiscreteCritic``, which uses the probability vector exactly).
+        popart: PopArt-normalise the critic (MSE critics); two-hot critics use its stats only for the DPG term.
+        use_target_actor: sample a' from the target actor (else the online actor, detached).
+        two_hot: force the two-hot path (auto when ``critic_head`` is a ``TwoHotCritic``).
+        gumbel_temperature: straight-through Gumbel-softmax temperature for discrete DPG through an
+            action-input critic (the original's ``DiscreteLikeContinuous``).
+    """
+
+    actor_head: nn.Module
+    actor_head_params: TensorDictParams
+    target_actor_head_params: TensorDictParams
+    critic_head: nn.Module
+    critic_head_params: TensorDictParams
+    target_critic_head_params: TensorDictParams
+
+    @dataclass
+    class _AcceptedKeys:
+        """Batch keys read by the loss (override with ``loss.set_keys(...)``)."""
+
+        action: NestedKey = "action"
+        reward: NestedKey = ("next", "reward")
+        terminated: NestedKey = ("next", "terminated")
+        mask: NestedKey = "mask"
+        time_idx: NestedKey = "time_idx"
+        prev_action: NestedKey = "prev_action"
+        prev_reward: NestedKey = "prev_reward"
+
+    default_keys = _AcceptedKeys
+
+    def __init__(
+        self,
+        timestep_encoder: TensorDictModuleBase,
+        trajectory_encoder: nn.Module,
+        actor_head: nn.Module,
+        critic_head: nn.Module,
+        *,
+        action_space: ActionSpace,
+        gammas: Optional[Sequence[float]] = None,
+        gamma: float = 0.999,
+        num_critics_td: int = 2,
+        online_coeff: float = 1.0,
+        offline_coeff: float = 0.1,
+        critic_loss_weight: float = 10.0,
+        reward_multiplier: float = 10.0,
+        n_step: int = 1,
+        fbc_filter: Union[str, Callable] = "binary",
+        fbc_filter_kwargs: Optional[dict] = None,
+        num_actions_for_value_in_critic_loss: int = 1,
+        num_actions_for_value_in_actor_loss: int = 1,
+        popart: bool = True,
+        popart_beta: float = 5e-4,
+        popart_init_nu: float = 100.0,
+        use_target_actor: bool = True,
+        two_hot: bool = False,
+        gumbel_temperature: float = 0.5,
+    ):
+        super().__init__()
+        if not isinstance(action_space, ActionSpace):
+            raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")
+        self.action_space = action_space
+        if gammas is None:
+            gammas = list(DEFAULT_MULTIGAMMAS) + [gamma]
+        g = torch.as_tensor(list(gammas), dtype=torch.float32)
+        if g.ndim != 1 or g.numel() < 1 or bool(((g < 0) | (g >= 1)).any()):
+            raise ValueError(f"gammas must be a non-empty list of values in [0, 1), got {list(gammas)}")
+        self.register_buffer("gammas", g)
+        G = g.numel()
+
+        # ---- heads: kind detection and compatibility checks
+        if isinstance(critic_head, TwoHotCritic):
+            two_hot = True
+        if two_hot and not (hasattr(critic_head, "labels") and hasattr(critic_head, "to_value")):
+            raise ValueError("two_hot=True needs a critic with `labels` and `to_value` (a TwoHotCritic)")
+        self.two_hot = bool(two_hot)
+        self.q_per_action = isinstance(critic_head, DiscreteCritic) and not self.two_hot
+        if self.q_per_action and not action_space.discrete:
+            raise ValueError(f"DiscreteCritic needs a discrete action space, got kind {action_space.kind!r}")
+        if self.q_per_action and critic_head.num_actions != action_space.dim:
+            raise ValueError(f"DiscreteCritic has num_actions={critic_head.num_actions} but the action space has "
+                             f"{action_space.dim} actions")
+        if not self.q_per_action and getattr(critic_head, "action_dim", action_space.dim) != action_space.dim:
+            raise ValueError(f"critic action_dim={critic_head.action_dim} != action space dim {action_space.dim}")
+        for name, head in (("actor_head", actor_head), ("critic_head", critic_head)):
+            hg = getattr(head, "num_gammas", G)
+            if hg != G:
+                raise ValueError(f"{name} was built for {hg} gammas but the loss uses {G}: {g.tolist()}")
+        cg = getattr(critic_head, "gammas", None)
+        if isinstance(cg, torch.Tensor) and (cg.shape != g.shape or not torch.allclose(cg.float().cpu(), g)):
+            raise ValueError(f"critic_head gammas {cg.tolist()} differ from the loss gammas {g.tolist()}")
+        self.num_critics = int(getattr(critic_head, "num_critics", 1))
+        if not 1 <= num_critics_td:
+            raise ValueError(f"num_critics_td must be >= 1, got {num_critics_td}")
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
+        if min(num_actions_for_value_in_critic_loss, num_actions_for_value_in_actor_loss) < 1:
+            raise ValueError("num_actions_for_value_in_critic_loss / _actor_loss must be >= 1")
+        self.actions_differentiable = bool(getattr(actor_head, "actions_differentiable", True)) or action_space.discrete
+        if online_coeff > 0 and not self.actions_differentiable:
+            raise ValueError(f"online_coeff={online_coeff} > 0 needs reparameterisable actions; the "
+                             f"{action_space.kind} policy has none: set online_coeff=0")
+
+        self.num_critics_td = int(num_critics_td)
+        self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
+        self.critic_loss_weight, self.reward_multiplier = float(critic_loss_weight), float(reward_multiplier)
+        self.n_step = int(n_step)
+        self.fbc_filter = make_filter(fbc_filter, **(fbc_filter_kwargs or {}))
+        self.k_critic = 1 if self.q_per_action else int(num_actions_for_value_in_critic_loss)
+        self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
+        self.use_popart, self.use_target_actor = bool(popart), bool(use_target_actor)
+        self.gumbel_temperature = float(gumbel_temperature)
+        self.popart = PopArt(G, beta=popart_beta, init_nu=popart_init_nu)
+
+        # ---- backbone: plain submodules, run once per batch, trained by both losses
+        self.timestep_encoder = timestep_encoder
+        if not isinstance(trajectory_encoder, TensorDictModuleBase):
+            trajectory_encoder = TrajectoryEncoderModule(trajectory_encoder)
+        self.trajectory_encoder = trajectory_encoder
+
+        self.convert_to_functional(actor_head, "actor_head", create_target_params=True)
+        self.convert_to_functional(critic_head, "critic_head", create_target_params=True)
+
+    # ------------------------------------------------------------------------------------------ factories
+    @classmethod
+    def multi_task(cls, timestep_encoder, trajectory_encoder, actor_head, critic_head=None, *,
+                   action_space: ActionSpace, gammas=None, gamma: float = 0.999, num_critics: int = 4,
+                   critic_kwargs: Optional[dict] = None, **kwargs) -> "AMAGOLoss":
+        """The original's ``MultiTaskAgent`` defaults: online 0, offline 1, two-hot critic, K_a = 3.
+
+        ``critic_head=None`` builds a ``TwoHotCritic(state_dim, action_dim, gammas, num_critics, **critic_kwargs)``
+        on the trajectory encoder's ``emb_dim``."""
+        if gammas is None:
+            gammas = list(DEFAULT_MULTIGAMMAS) + [gamma]
+        if critic_head is None:
+            critic_head = TwoHotCritic(trajectory_encoder.emb_dim, action_space.dim, gammas, num_critics,
+                                       **(critic_kwargs or {}))
+        elif not isinstance(critic_head, TwoHotCritic):
+            raise ValueError(f"multi_task expects a TwoHotCritic critic_head, got {type(critic_head).__name__}")
+        defaults = dict(online_coeff=0.0, offline_coeff=1.0, num_actions_for_value_in_actor_loss=3)
+        defaults.update(kwargs)
+        return cls(timestep_encoder, trajectory_encoder, actor_head, critic_head, action_space=action_space,
+                   gammas=gammas, **defaults)
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass  # no TorchRL value estimator: targets come from `nstep_return`
+
+    # --------------------------------------------------------------------------------------------- inputs
+    def _sequence(self, td: TensorDictBase, mask: torch.Tensor) -> TensorDictBase:
+        """The T+1 model inputs [root[:, 0], next[:, 0..T-1]] with padded positions zeroed, plus their mask."""
+        k = self.tensor_keys
+        B, T = mask.shape
+        seq_mask = torch.cat([mask[:, :1], mask], dim=1)
+        enc = self.timestep_encoder
+        mask_key = getattr(enc, "mask_key", "mask")
+        rename = {getattr(enc, "prev_action_key", "prev_action"): k.prev_action,
+                  getattr(enc, "prev_reward_key", "prev_reward"): k.prev_reward}
+        pairs = [(key, rename.get(key, key)) for key in enc.in_keys if key != mask_key]
+        pairs.append((self.trajectory_encoder.time_key, k.time_idx))
+        out = TensorDict({}, batch_size=[B, T + 1], device=td.device)
+        for dst, src in pairs:
+            root = td.get(src, None)
+            nxt = td.get(("next", *_as_tuple(src)), None)
+            if root is None or nxt is None:
+                missing = src if root is None else ("next", *_as_tuple(src))
+                raise ValueError(f"AMAGOLoss: batch has no key {missing!r} (needed for the T+1 sequence: the model "
+                                 f"reads {dst!r} at the root and under 'next')")
+            x = torch.cat([root[:, :1], nxt], dim=1)
+            m = seq_mask.reshape(B, T + 1, *([1] * (x.ndim - 2)))
+            out.set(dst, torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)))
+        out.set(mask_key, seq_mask)
+        return out
+
+    def _actions(self, action: torch.Tensor, mask: torch.Tensor):
+        """Buffer action -> (features [B, T, A] float, discrete index [B, T] or None); padding -> action 0."""
+        B, T = mask.shape
+        A = self.action_space.dim
+        if self.action_space.discrete:
+            if self.action_space.one_hot:
+                if action.shape[:2] != (B, T) or action.shape[-1] != A or action.ndim != 3:
+                    raise ValueError(f"one-hot action must be [B, T, {A}], got {tuple(action.shape)}")
+                feat = torch.where(mask.unsqueeze(-1), action.float().clamp(0, 1), F.one_hot(
+                    torch.zeros_like(mask, dtype=torch.long), A).float())
+                feat = self.action_space.to_features(feat)
+                return feat, feat.argmax(-1)
+            idx = torch.where(mask, _bt(action, B, T, self.tensor_keys.action).long(), 0)
+            return self.action_space.to_features(idx), idx
+        if action.ndim != 3 or action.shape[:2] != (B, T):
+            raise ValueError(f"{self.action_space.kind} action must be [B, T, {A}], got {tuple(action.shape)}")
+        lo = 0.0 if self.action_space.kind == "multibinary" else -1.0
+        feat = torch.where(mask.unsqueeze(-1), self.action_space.to_features(action).clamp(lo, 1.0), 0.0)
+        return feat, None
+
+    # ---------------------------------------------------------------------------------------------- heads
+    def _actor(self, params: TensorDictBase, state: torch.Tensor) -> torch.Tensor:
+        with params.to_module(self.actor_head):
+            return self.actor_head(state)
+
+    def _critic(self, params: TensorDictBase, state: torch.Tensor, action: Optional[torch.Tensor] = None):
+        with params.to_module(self.critic_head):
+            return self.critic_head(state) if action is None else self.critic_head(state, action)
+
+    def _sample(self, dist, k: int, reparam: bool) -> torch.Tensor:
+        """k actions from `dist` as critic inputs [k, B, T, G, A] (discrete -> one-hot; reparam -> with grad)."""
+        if self.action_space.discrete:
+            if reparam:  # straight-through Gumbel-softmax (the original's DiscreteLikeContinuous.rsample)
+                logits = dist.logits.unsqueeze(0).expand(k, *dist.logits.shape)
+                return F.gumbel_softmax(logits, tau=self.gumbel_temperature, hard=True)
+            return F.one_hot(dist.sample((k,)), self.action_space.dim).float()
+        if reparam:
+            return dist.rsample((k,))
+        return dist.sample((k,)).float()
+
+    def _values(self, out: torch.Tensor) -> torch.Tensor:
+        """Critic output -> per-member value [..., C, G] in the critic's raw output space."""
+        return self.critic_head.to_value(out) if self.two_hot else out
+
+    # -------------------------------------------------------------------------------------------- forward
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        k = self.tensor_keys
+        if tensordict.batch_dims != 2:
+            raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
+        B, T = tensordict.batch_size
+        G, C = self.gammas.numel(), self.num_critics
+        mask = tensordict.get(k.mask, None)
+        mask = torch.ones(B, T, dtype=torch.bool, device=tensordict.device) if mask is None \
+            else _bt(mask, B, T, k.mask).bool()
+        reward = tensordict.get(k.reward, None)
+        term = tensordict.get(k.terminated, None)
+        action = tensordict.get(k.action, None)
+        for name, v in ((k.reward, reward), (k.terminated, term), (k.action, action)):
+            if v is None:
+                raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
+        reward, term = _bt(reward, B, T, k.reward), _bt(term, B, T, k.terminated)
+        a_feat, a_idx = self._actions(action, mask)
+
+        # ---- ONE backbone pass over the T+1 sequence
+        seq = self._sequence(tensordict, mask)
+        seq = self.trajectory_encoder(self.timestep_encoder(seq))
+        emb = seq.get(self.trajectory_encoder.out_key)  # [B, T+1, D]
+        s, s_next = emb[:, :-1], emb[:, 1:].detach()
+
+        # ---- actor (online) and a' ~ pi_target(s')
+        if self.use_target_actor:
+            params = self._actor(self.actor_head_params, s).float()
+            with torch.no_grad():
+                params_next = self._actor(self.target_actor_head_params, s_next).float()
+        else:
+            params_full = self._actor(self.actor_head_params, emb).float()
+            params, params_next = params_full[:, :-1], params_full[:, 1:].detach()
+        dist = self.actor_head.dist(params)  # batch [B, T, G]
+
+        # ---- TD targets (no grad)
+        with torch.no_grad():
+            dist_next = self.actor_head.dist(params_next)
+            if self.q_per_action:
+                q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
+                v_next = (q_next * dist_next.probs.unsqueeze(-3)).sum(-1)  # E_pi' Q, [B, T, C, G]
+            else:
+                a_next = self._sample(dist_next, self.k_critic, reparam=False)
+                v_next = self._values(self._critic(self.target_critic_head_params, s_next, a_next).float()).mean(0)
+            if self.use_popart and not self.two_hot:
+                v_next = self.popart(v_next, normalized=False)  # old stats
+            v_next = redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)  # [B, T, G]
+            td_target = nstep_return(reward, term, mask, v_next, self.gammas, self.n_step, self.reward_multiplier)
+            if self.use_popart:
+                self.popart.update_stats(td_target, mask)
+                td_norm = self.popart.normalize_values(td_target)
+            else:
+                td_norm = td_target
+
+        # ---- critic loss on Q(s, a_buffer)
+        if self.q_per_action:
+            q_all = self._critic(self.critic_head_params, s).float()  # [B, T, C, G, A]
+            soft = a_feat.clamp(1e-3, 0.99)
+            soft = soft / soft.sum(-1, keepdim=True)  # the original's softened one-hot buffer action
+            q_sa = (q_all * soft[:, :, None, None, :]).sum(-1)  # [B, T, C, G]
+        else:
+            a_crit = a_feat
+            if self.action_space.discrete:
+                a_crit = a_feat.clamp(1e-3, 0.99)
+                a_crit = a_crit / a_crit.sum(-1, keepdim=True)
+            q_out = self._critic(self.critic_head_params, s, a_crit).float()
+            q_sa = self._values(q_out) if self.two_hot else q_out
+        if self.two_hot:
+            labels = self.critic_head.labels(td_target)  # [B, T, G, bins]
+            critic_el = -(labels.unsqueeze(2) * torch.log_softmax(q_out, -1)).sum(-1)  # [B, T, C, G]
+        else:
+            pred = self.popart(q_sa) if self.use_popart else q_sa
+            critic_el = (pred - td_norm.unsqueeze(2)).square()
+        critic_loss = masked_mean(critic_el, mask)
+
+        # ---- actor loss
+        actor_el = torch.zeros((), device=emb.device)
+        q_pi = None  # E_pi Q(s, .) per member [B, T, C, G], raw critic output space
+        if self.q_per_action:
+            # critic evaluated on detached s with detached params == q_all.detach(): reuse it
+            if self.online_coeff > 0 or self.offline_coeff > 0:
+                q_pi = (q_all.detach() * dist.probs.unsqueeze(-3)).sum(-1)
+        elif self.online_coeff > 0:
+            a_pi = self._sample(dist, self.k_actor, reparam=True)
+            with self.critic_head_params.detach().to_module(self.critic_head):
+                q_pi = self._values(self.critic_head(s.detach(), a_pi).float()).mean(0)
+        dpg = None
+        if self.online_coeff > 0:
+            q_min = q_pi.amin(2)  # min over all C critics, [B, T, G]
+            if self.two_hot:
+                dpg = -(self.popart.normalize_values(q_min) if self.use_popart else q_min)
+            else:
+                dpg = -(self.popart(q_min) if self.use_popart else q_min)
+            actor_el = actor_el + self.online_coeff * dpg
+        bc = adv = weights = None
+        if self.offline_coeff > 0:
+            with torch.no_grad():
+                if q_pi is None:
+                    a_v = self._sample(dist, self.k_actor, reparam=False)
+                    q_pi = self._values(self._critic(self.critic_head_params, s.detach(), a_v).float()).mean(0)
+                adv = q_sa.detach().mean(2) - q_pi.detach().mean(2)  # [B, T, G]
+                weights = self.fbc_filter(adv).to(emb.dtype)
+            if self.action_space.discrete:
+                logp = dist.log_prob(a_idx.unsqueeze(-1).expand(B, T, G))
+            else:
+                logp = dist.log_prob(a_feat.unsqueeze(-2).expand(B, T, G, a_feat.shape[-1]))
+            bc = -(weights * logp)
+            actor_el = actor_el + self.offline_coeff * bc
+        actor_el = actor_el.expand(B, T, G) if actor_el.ndim == 0 else actor_el
+        actor_loss = masked_mean(actor_el, mask)
+
+        out = TensorDict(
+            {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
+        with torch.no_grad():
+            self._diagnostics(out, mask, critic_loss, q_sa, td_target, reward, dist, dpg, bc, adv, weights,
+                              logp if bc is not None else None)
+        return out
+
+    def _diagnostics(self, out, mask, critic_loss, q_sa, td_target, reward, dist, dpg, bc, adv, weights, logp):
+        """Detached logging scalars (no host sync)."""
+        n = mask.sum().clamp(min=1)
+        m3 = mask.unsqueeze(-1).expand_as(td_target)
+        q_raw = q_sa.detach()
+        if self.use_popart and not self.two_hot:
+            q_raw = self.popart(q_raw, normalized=False)
+        q_raw = q_raw.mean(2)  # [B, T, G]
+        out.set("critic_loss_unweighted", critic_loss.detach())
+        out.set("q_mean", (q_raw * m3).sum((0, 1)) / n)  # [G], reward-multiplied units
+        inf = torch.tensor(float("inf"), device=td_target.device)
+        out.set("td_target_min", torch.where(m3, td_target, inf).amin())
+        out.set("td_target_max", torch.where(m3, td_target, -inf).amax())
+        out.set("td_target_mean", masked_mean(td_target[..., -1], mask))
+        out.set("reward_mean", masked_mean(reward.float(), mask))
+        out.set("valid_steps", mask.sum().float())
+        out.set("popart_mu", self.popart.mu[-1].clone())
+        out.set("popart_sigma", self.popart.sigma[-1].clone())
+        out.set("policy_entropy", masked_mean(dist.entropy()[..., -1].detach(), mask))
+        if dpg is not None:
+            out.set("loss_actor_online", masked_mean(dpg.detach(), mask))
+        if bc is not None:
+            out.set("loss_actor_offline", masked_mean(bc.detach(), mask))
+            out.set("adv_mean", masked_mean(adv, mask))
+            out.set("filter_acceptance", masked_mean((weights > 0).float(), mask))
+            out.set("filter_mean", masked_mean(weights, mask))
+            out.set("logp_mean", masked_mean(logp.detach(), mask))

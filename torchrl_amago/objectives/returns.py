@@ -1,0 +1,84 @@
+"""Multi-gamma n-step TD targets that stop at terminals and at padding.
+
+One function, used by the loss and by anything else that needs AMAGO's targets, so the masking rules live
+in one place: rewards are accumulated with gamma^i until a step is ``terminated`` (its reward counts, no
+bootstrap) or the next step is padding / outside the window (bootstrap from the successor of the last
+accumulated step). ``truncated`` is not an input on purpose: it never stops bootstrapping.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["nstep_return"]
+
+
+def _shift_left(x: torch.Tensor, i: int, fill) -> torch.Tensor:
+    """x[:, t] -> x[:, t + i] along dim 1, filling the last i positions with `fill`."""
+    if i == 0:
+        return x
+    pad = torch.full_like(x[:, :i], fill)
+    return torch.cat([x[:, i:], pad], dim=1)
+
+
+def nstep_return(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    valid: torch.Tensor,
+    next_value: torch.Tensor,
+    gammas: torch.Tensor,
+    n: int = 1,
+    reward_multiplier: float = 1.0,
+) -> torch.Tensor:
+    """n-step targets for every step of a ``[B, T]`` window and every discount in ``gammas``.
+
+    Args:
+        reward: ``[B, T]`` or ``[B, T, 1]`` reward of step t (raw env reward).
+        terminated: ``[B, T]`` or ``[B, T, 1]`` bool, step t ended in a terminal state.
+        valid: ``[B, T]`` or ``[B, T, 1]`` bool, False on padding.
+        next_value: ``[B, T, ..., G]`` value of the successor state s_{t+1} of step t (already a state value,
+            e.g. the reduced target Q at the target policy's action), in the same scale as
+            ``reward * reward_multiplier``.
+        gammas: ``[G]`` discounts.
+        n: number of reward steps before bootstrapping (>= 1).
+        reward_multiplier: rewards are scaled by this constant first.
+
+    Returns:
+        ``[B, T, ..., G]``: ``sum_{i<k} g^i r_{t+i} + g^k (1 - term_{t+k-1}) V(s_{t+k})`` where k <= n stops at the
+        first terminal or before the first invalid step; 0 where step t itself is invalid.
+    """
+    if n < 1:
+        raise ValueError(f"n_step must be >= 1, got {n}")
+    if next_value.ndim < 3:
+        raise ValueError(f"next_value must be [B, T, ..., G], got shape {tuple(next_value.shape)}")
+    B, T = next_value.shape[:2]
+    G = next_value.shape[-1]
+    if gammas.ndim != 1 or gammas.shape[0] != G:
+        raise ValueError(f"gammas must be [G={G}], got shape {tuple(gammas.shape)}")
+
+    def _bt(x: torch.Tensor, name: str) -> torch.Tensor:
+        if x.ndim == 3 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if tuple(x.shape) != (B, T):
+            raise ValueError(f"{name} must be [B, T] or [B, T, 1] with B, T = {B}, {T}; got {tuple(x.shape)}")
+        return x
+
+    extra = (1,) * (next_value.ndim - 2)  # broadcast [B, T] over [..., G]
+    r = (_bt(reward, "reward").to(next_value.dtype) * reward_multiplier).reshape(B, T, *extra)
+    term = _bt(terminated, "terminated").bool().reshape(B, T, *extra)
+    val = _bt(valid, "valid").bool().reshape(B, T, *extra)
+    gammas = gammas.to(next_value.dtype)
+
+    ret = torch.zeros_like(next_value)
+    alive = torch.ones_like(val)  # still accumulating into step t's return
+    for i in range(n):
+        r_i = _shift_left(r, i, 0.0)
+        term_i = _shift_left(term, i, True)
+        valid_i = _shift_left(val, i, False)
+        q_i = _shift_left(next_value, i, 0.0)
+        active = alive & valid_i
+        ret = ret + torch.where(active, gammas**i * r_i, 0.0)
+        next_ok = _shift_left(val, i + 1, False) if i + 1 < n else torch.zeros_like(val)
+        stop = active & ~term_i & ~next_ok  # last accumulated step, non-terminal: bootstrap from its successor
+        ret = ret + torch.where(stop, gammas ** (i + 1) * q_i, 0.0)
+        alive = active & ~term_i & next_ok
+    return ret

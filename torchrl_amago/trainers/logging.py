@@ -1,0 +1,113 @@
+"""Run logging through TorchRL loggers (CSV always, wandb on request) plus one wide `metrics.csv` and a PNG curve.
+
+Every record carries `env_steps`, `grad_steps` and `wall_s`, so curves can be drawn against env steps or
+wall time. TorchRL's `CSVLogger` writes one file per scalar; `metrics.csv` holds whole records (one row
+per `log` call) so that a run can be compared by scripts.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from typing import Mapping
+
+import torch
+
+from .._optional import require
+
+
+def _scalar(v) -> float | None:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            return None
+        v = v.item()
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    return None
+
+
+class RunLogger:
+    """Logs scalar records to TorchRL loggers and `metrics.csv`; draws `learning_curve.png` at the end."""
+
+    def __init__(self, log_dir: str, run_name: str, config: Mapping | None = None, use_wandb: bool = False,
+                 wandb_project: str = "torchrl_amago", resume: bool = False):
+        from torchrl.record import CSVLogger
+
+        os.makedirs(log_dir, exist_ok=True)
+        self.log_dir = log_dir
+        self.loggers = [CSVLogger(run_name, log_dir=log_dir)]
+        if use_wandb:
+            require("wandb", "wandb", "--log_to_wandb")
+            from torchrl.record import WandbLogger
+
+            offline = os.environ.get("WANDB_MODE", "") == "offline"
+            self.loggers.append(WandbLogger(exp_name=run_name, project=wandb_project, save_dir=log_dir,
+                                            offline=offline))
+        if config:
+            for lg in self.loggers:
+                lg.log_hparams({k: str(v) for k, v in dict(config).items()})
+        self.csv_path = os.path.join(log_dir, "metrics.csv")
+        self.records: list[dict] = []
+        if resume and os.path.exists(self.csv_path):
+            with open(self.csv_path) as f:
+                self.records = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        self._fields: list[str] = list(self.records[0].keys()) if self.records else []
+        self.t0 = time.time()
+        self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
+
+    def wall_time(self) -> float:
+        return self.wall_offset + time.time() - self.t0
+
+    def log(self, metrics: Mapping, env_steps: int, grad_steps: int) -> dict:
+        rec = {"env_steps": float(env_steps), "grad_steps": float(grad_steps), "wall_s": round(self.wall_time(), 3)}
+        for k, v in metrics.items():
+            s = _scalar(v)
+            if s is not None:
+                rec[k] = s
+        for lg in self.loggers:
+            for k, v in rec.items():
+                if k != "env_steps" and not math.isnan(v):
+                    lg.log_scalar(k, v, step=int(env_steps))
+        self.records.append(rec)
+        self._write_csv(rec)
+        return rec
+
+    def _write_csv(self, rec: dict) -> None:
+        new_fields = [k for k in rec if k not in self._fields]
+        if new_fields:  # rewrite with the widened header
+            self._fields += new_fields
+            with open(self.csv_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self._fields)
+                w.writeheader()
+                w.writerows(self.records)
+            return
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._fields).writerow(rec)
+
+    def plot_curve(self, key: str = "eval/return", path: str | None = None) -> str | None:
+        """Return-vs-env-steps and return-vs-wall-time PNG next to the CSV; None if nothing to plot."""
+        pts = [(r["env_steps"], r["wall_s"], r[key]) for r in self.records if key in r and not math.isnan(r[key])]
+        if not pts:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = path or os.path.join(self.log_dir, "learning_curve.png")
+        steps, wall, val = zip(*pts)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        axes[0].plot(steps, val, marker="o")
+        axes[0].set_xlabel("env steps")
+        axes[1].plot(wall, val, marker="o")
+        axes[1].set_xlabel("wall time (s)")
+        for ax in axes:
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path

@@ -1,0 +1,76 @@
+"""Turn rollout TensorDicts ([N, T] from batched envs) into per-trial and per-episode metrics."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from tensordict import TensorDictBase
+
+
+def _flag(td: TensorDictBase, key) -> torch.Tensor:
+    v = td.get(key)
+    return v.reshape(*td.batch_size, -1)[..., 0].bool()
+
+
+def finished_trial_returns(rollout: TensorDictBase, running: torch.Tensor | None = None
+                           ) -> tuple[list[float], torch.Tensor]:
+    """Returns of trials that finished inside `rollout` ([N, T] or [T]).
+
+    `running` carries each env's partial return over from a previous rollout (trials span collector
+    batches); the updated partial returns are returned for the next call.
+    """
+    ro = rollout if rollout.ndim == 2 else rollout.unsqueeze(0)
+    rew = ro.get(("next", "reward")).reshape(*ro.batch_size, -1)[..., 0].double()
+    done = _flag(ro, ("next", "done"))
+    acc = torch.zeros(ro.batch_size[0], dtype=torch.float64) if running is None else running.clone().double()
+    out: list[float] = []
+    for t in range(ro.batch_size[1]):
+        acc += rew[:, t]
+        d = done[:, t]
+        if d.any():
+            out += acc[d].tolist()
+            acc[d] = 0
+    return out, acc
+
+
+def bottom_quintile(values: list[float]) -> float:
+    if not values:
+        return math.nan
+    v = torch.tensor(values, dtype=torch.float64)
+    return float(torch.quantile(v, 0.2))
+
+
+def return_metrics(returns: list[float], prefix: str, env_name: str | None = None) -> dict[str, float]:
+    """Mean and bottom-quintile return (the original's val metrics); NaN when no trial finished."""
+    sfx = f"/{env_name}" if env_name else ""
+    mean = float(sum(returns) / len(returns)) if returns else math.nan
+    return {f"{prefix}/return{sfx}": mean, f"{prefix}/return_bottom_quintile{sfx}": bottom_quintile(returns),
+            f"{prefix}/trials{sfx}": float(len(returns))}
+
+
+def episode_metrics(rollout: TensorDictBase, prefix: str, end_key=("next", "episode_end"),
+                    count_key=("next", "episode_count"),
+                    value_keys=(("next", "episode_return"), ("next", "episode_success"))) -> dict[str, float]:
+    """Per-episode averages inside meta-RL trials: `{prefix}/episode_{k}_{name}` for every inner episode k.
+
+    Reads the keys the env (or `MetaTrial`) writes on the step an inner episode ends (`episode_count` counts
+    finished episodes, so the one ending has index count - 1); envs without inner episodes log nothing here.
+    """
+    if end_key not in rollout.keys(True) or count_key not in rollout.keys(True):
+        return {}
+    end = _flag(rollout, end_key).reshape(-1)
+    idx = rollout.get(count_key).reshape(end.shape[0], -1)[..., 0].long() - 1
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for vk in value_keys:
+        if vk not in rollout.keys(True):
+            continue
+        name = vk[-1] if isinstance(vk, tuple) else vk
+        name = name.removeprefix("episode_")
+        val = rollout.get(vk).reshape(end.shape[0], -1)[..., 0].double()
+        for k, v in zip(idx[end].tolist(), val[end].tolist()):
+            key = f"{prefix}/episode_{k}_{name}"
+            sums[key] += v
+            counts[key] += 1
+    return {k: sums[k] / counts[k] for k in sorted(sums)}

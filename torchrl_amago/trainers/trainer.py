@@ -1,0 +1,312 @@
+"""The off-policy sequence trainer: collect -> extend replay -> K updates -> eval -> checkpoint, per epoch.
+
+Built only from public pieces (Collector, the sequence replay, AMAGOLoss, SoftUpdate, AMAGOPolicy), so a
+TorchRL user can rebuild the same loop by hand (docs/torchrl_composability.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from typing import Callable
+
+import torch
+from tensordict.nn import TensorDictSequential
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives import SoftUpdate
+
+from ..data import make_sequence_replay
+from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
+from .logging import RunLogger
+from .metrics import episode_metrics, finished_trial_returns, return_metrics
+
+EnvFactory = Callable[[int], EnvBase]  # num_envs -> env with batch_size [num_envs]
+
+
+def _warmup(steps: int):
+    return lambda i: 1.0 if steps <= 0 else min(1.0, (i + 1) / steps)
+
+
+class AMAGOTrainer:
+    """Epoch loop of the original `Experiment.learn`, over TorchRL pieces.
+
+    Args:
+        config: the run's `TrainConfig`.
+        make_train_env / make_eval_env: `num_envs -> batched env` (the standard AMAGO transform stack applied).
+        modules: prebuilt `AgentModules` (default: built from the config and the env specs).
+        timestep_encoder: only replace the default timestep encoder.
+        exploration: module rewriting `"action"` after the policy (default: from the config; None = off).
+        trial_transform: whole-trial replay transform (e.g. hindsight relabeling).
+        offline_data: optional list of trial TensorDicts loaded into a second (protected) replay buffer that is
+            mixed with the online one at `offline_weight`.
+        rollout_horizon: trial length, used by the bilevel exploration schedule.
+        env_name: name used in the per-env eval metrics (`eval/return/<env_name>`).
+        success_threshold: a trial with return >= this counts as a success (`eval/success`), e.g. 1 on T-Maze.
+    """
+
+    def __init__(self, config: TrainConfig, make_train_env: EnvFactory, make_eval_env: EnvFactory | None = None, *,
+                 modules: AgentModules | None = None, timestep_encoder=None, exploration="config",
+                 trial_transform=None, offline_data=None, offline_weight: float = 0.8,
+                 rollout_horizon: int | None = None, env_name: str = "env",
+                 success_threshold: float | None = None):
+        self.cfg = cfg = config
+        torch.manual_seed(cfg.seed)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.env_name = env_name
+        self.success_threshold = success_threshold
+        self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
+        self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
+        self.device = torch.device(cfg.device)
+        self.train_env = make_train_env(cfg.parallel_envs)
+        self.train_env.set_seed(cfg.seed)
+        self.eval_env = make_eval_env(cfg.eval_envs) if make_eval_env is not None else None
+        if self.eval_env is not None:
+            self.eval_env.set_seed(cfg.seed + 10_000)
+        self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
+                                                      timestep_encoder=timestep_encoder)
+        self.loss = build_loss(cfg, self.modules).to(self.device)
+        self.policy = build_policy(self.modules)
+        self.policy.deterministic = None if cfg.sample_actions_train else True
+        self.exploration = (build_exploration(cfg, self.train_env.action_spec, rollout_horizon)
+                            if exploration == "config" else exploration)
+        actor = self.policy if self.exploration is None else TensorDictSequential(self.policy, self.exploration)
+        self.params = [p for p in self.loss.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.l2_coeff)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(cfg.lr_warmup_steps))
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
+        # Each process writes its replay memmaps into a new "generation" folder; a checkpoint records its
+        # generation (dumped in place, no copy) and resuming copies it into the next one. Old generations are
+        # deleted only after this process has written its own checkpoint, so a crash never loses the buffer.
+        self.buffer_root = os.path.join(self.run_dir, "buffer")
+        os.makedirs(self.buffer_root, exist_ok=True)
+        self.buffer_gen = 1 + max((int(d) for d in os.listdir(self.buffer_root) if d.isdigit()), default=-1)
+        self.replay = make_sequence_replay(
+            cfg.dset_max_size, cfg.max_seq_len, cfg.batch_size,
+            scratch_dir=os.path.join(self.buffer_root, str(self.buffer_gen), "storage"),
+            sampling=cfg.sampling, padded_sampling=cfg.padded_sampling, trial_transform=trial_transform)
+        self.offline_replay = None
+        self.sampler = self.replay
+        if offline_data is not None:
+            from ..data import MixedReplay, load_offline_trials
+
+            self.offline_replay = make_sequence_replay(
+                max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
+                scratch_dir=os.path.join(self.run_dir, "offline_buffer"), sampling=cfg.sampling,
+                padded_sampling=cfg.padded_sampling, trial_transform=trial_transform)
+            load_offline_trials(self.offline_replay, offline_data)
+            self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
+                                       batch_size=cfg.batch_size)
+        self.collector = Collector(self.train_env, actor, frames_per_batch=cfg.parallel_envs * cfg.timesteps_per_epoch,
+                                   total_frames=-1, exploration_type=ExplorationType.RANDOM)
+        self._collector_iter = None
+        self.epoch = 0
+        self.env_steps = 0
+        self.grad_steps = 0
+        self._running_returns = None
+        resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
+        self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
+                                cfg.wandb_project, resume=resume)
+        self.autocast = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
+        self.last_eval: dict = {}
+
+    # ------------------------------------------------------------------ collection
+    def collect(self) -> dict:
+        if self._collector_iter is None:
+            self._collector_iter = iter(self.collector)
+        self.policy.eval()
+        t0 = time.time()
+        data = next(self._collector_iter)
+        dt = time.time() - t0
+        self.replay.extend(data)
+        self.env_steps += data.numel()
+        returns, self._running_returns = finished_trial_returns(data, self._running_returns)
+        out = return_metrics(returns, "train", None)
+        out.update(episode_metrics(data, "train"))
+        out["train/env_steps_per_s"] = data.numel() / max(dt, 1e-9)
+        return out
+
+    # ------------------------------------------------------------------ learning
+    def ready_to_learn(self) -> bool:
+        n = self.replay.num_trials() if hasattr(self.replay, "num_trials") else len(self.replay)
+        if self.offline_replay is not None:
+            n += self.offline_replay.num_trials() if hasattr(self.offline_replay, "num_trials") else len(self.offline_replay)
+        return n >= self.cfg.min_trials_to_learn
+
+    def update(self) -> dict:
+        """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
+        self.loss.train()
+        batch = self.sampler.sample().to(self.device)
+        if self.autocast is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                out = self.loss(batch)
+        else:
+            out = self.loss(batch)
+        total = out["loss_actor"] + out["loss_critic"]
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.target_updater.step()
+        self.grad_steps += 1
+        out = out.detach()
+        out.set("grad_norm", gnorm.detach())
+        return out
+
+    def learn(self) -> dict:
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        n = self.cfg.grads_per_epoch
+        for _ in range(n):
+            out = self.update()
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    sums[k] = sums.get(k, 0.0) + float(v)
+        dt = time.time() - t0
+        res = {f"train-update/{k}": v / n for k, v in sums.items()}
+        res["train-update/grad_steps_per_s"] = n / max(dt, 1e-9)
+        res["train-update/lr"] = self.scheduler.get_last_lr()[0]
+        return res
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, timesteps: int | None = None) -> dict:
+        """Fresh acting state, fresh envs, `eval_timesteps` steps; returns of finished trials."""
+        if self.eval_env is None:
+            return {}
+        policy = self.policy.fresh_copy()
+        policy.deterministic = None
+        policy.eval()
+        etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
+        t0 = time.time()
+        with set_exploration_type(etype):
+            ro = self.eval_env.rollout(timesteps or self.cfg.eval_timesteps, policy, break_when_any_done=False)
+        dt = time.time() - t0
+        ro = ro if ro.ndim == 2 else ro.unsqueeze(0)
+        returns, _ = finished_trial_returns(ro)
+        res = return_metrics(returns, "eval", None)
+        res.update(return_metrics(returns, "eval", self.env_name))
+        res.update(episode_metrics(ro, "eval"))
+        if self.success_threshold is not None:
+            res["eval/success"] = (sum(r >= self.success_threshold for r in returns) / len(returns)
+                                   if returns else math.nan)
+        res["eval/env_steps_per_s"] = ro.numel() / max(dt, 1e-9)
+        self.last_eval = res
+        return res
+
+    # ------------------------------------------------------------------ loop
+    def train(self, epochs: int | None = None) -> dict:
+        """Run until `epochs` (default: config.epochs); returns the last logged record."""
+        cfg = self.cfg
+        last = {}
+        stop = cfg.epochs if epochs is None else epochs
+        bar = None
+        if cfg.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=stop, initial=self.epoch, desc=cfg.run_name, unit="epoch")
+        while self.epoch < stop:
+            epoch = self.epoch
+            rec: dict = {"epoch": epoch}
+            if cfg.eval_interval and epoch % cfg.eval_interval == 0:
+                rec.update(self.evaluate())
+            if epoch >= cfg.start_collecting_at_epoch and cfg.timesteps_per_epoch > 0:
+                rec.update(self.collect())
+            if epoch >= cfg.start_learning_at_epoch and cfg.grads_per_epoch > 0 and self.ready_to_learn():
+                rec.update(self.learn())
+            self.epoch = epoch + 1
+            last = self.logger.log(rec, self.env_steps, self.grad_steps)
+            if cfg.ckpt_interval and self.epoch % cfg.ckpt_interval == 0:
+                self.save(tag=f"epoch_{self.epoch}")
+            self.save(tag="latest")
+            if bar is not None:
+                bar.update(1)
+                shown = {k.split("/")[-1]: round(v, 3) for k, v in last.items() if k in ("eval/return", "train/return")}
+                bar.set_postfix(env_steps=self.env_steps, grads=self.grad_steps, **shown)
+        if bar is not None:
+            bar.close()
+        return last
+
+    def finish(self, final_eval_timesteps: int | None = None) -> dict:
+        """Final evaluation + learning-curve PNG; returns the summary dict the examples print as JSON."""
+        res = self.evaluate(final_eval_timesteps)
+        if res:
+            self.logger.log(res, self.env_steps, self.grad_steps)
+        self.logger.plot_curve("eval/return")
+        summary = {"env_steps": self.env_steps, "grad_steps": self.grad_steps,
+                   "wall_s": round(self.logger.wall_time(), 1),
+                   "eval_return": res.get("eval/return", math.nan)}
+        if "eval/success" in res:
+            summary["eval_success"] = res["eval/success"]
+        summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k})
+        return summary
+
+    def close(self) -> None:
+        self.collector.shutdown()
+        for env in (self.train_env, self.eval_env):
+            if env is not None and not env.is_closed:
+                env.close()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ckpt_path(self, tag: str) -> str:
+        return os.path.join(self.ckpt_dir, f"{tag}.pt")
+
+    def save(self, tag: str = "latest") -> str:
+        path = self._ckpt_path(tag)
+        payload = {
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "exploration": self.exploration.state_dict() if self.exploration is not None else None,
+            "counters": {"epoch": self.epoch, "env_steps": self.env_steps, "grad_steps": self.grad_steps},
+            "running_returns": self._running_returns,
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        if tag == "latest":
+            self.replay.dumps(os.path.join(self.buffer_root, str(self.buffer_gen)))
+            payload["replay_generation"] = self.buffer_gen
+        save_checkpoint(path, payload)
+        if tag == "latest":
+            for d in os.listdir(self.buffer_root):
+                if d.isdigit() and int(d) != self.buffer_gen:
+                    shutil.rmtree(os.path.join(self.buffer_root, d), ignore_errors=True)
+        return path
+
+    def resume(self, tag: str = "latest") -> bool:
+        """Load `tag` if it exists (False otherwise). Raises CheckpointError on corrupt/mismatched files."""
+        path = self._ckpt_path(tag)
+        if not os.path.exists(path):
+            return False
+        ckpt = load_checkpoint(path)
+        load_module_state(self.loss, ckpt["loss"], "model", path)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.exploration is not None and ckpt.get("exploration") is not None:
+                self.exploration.load_state_dict(ckpt["exploration"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path}: optimizer/schedule/exploration state does not match ({e})") from e
+        c = ckpt["counters"]
+        self.epoch, self.env_steps, self.grad_steps = c["epoch"], c["env_steps"], c["grad_steps"]
+        self._running_returns = ckpt.get("running_returns")
+        gen = ckpt.get("replay_generation")
+        if gen is not None:
+            replay_dir = os.path.join(self.buffer_root, str(gen))
+            if not os.path.isdir(replay_dir):
+                raise CheckpointError(f"checkpoint {path} refers to replay data {replay_dir}, which is missing")
+            self.replay.loads(replay_dir)
+        set_rng_state(ckpt["rng"])
+        return True
+
+
+def print_summary(example: str, summary: dict) -> None:
+    """The one JSON line every example ends with."""
+    print(json.dumps({"example": example, **summary}), flush=True)
