@@ -10,7 +10,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m torchrl_amago.demo
+	$(PY) examples/04_tmaze.py --horizon 10 --run_name demo_tmaze --buffer_dir runs --epochs 30
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -8,7 +8,7 @@ original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 2
 Prints one JSON object per setting, e.g.
 {"encoder": "transformer", "d_model": 128, "layers": 2, "seq_len": 128, "batch": 24, "updates_per_s": ...,
  "timesteps_per_s": ...}
-Usage: python benchmarks/learner_update.py [--quick] [--compile] [--threads N] [--device cpu|cuda]
+Usage: python benchmarks/learner_update.py [--quick] [--compile] [--bf16] [--threads N] [--device cpu|cuda]
 Reference: the original implementation does ~2 updates/s (~6,000 timesteps/s) at T=128 on a 2-core CPU.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool)
 
 
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
-          min_updates: int, warmup: int) -> dict:
+          min_updates: int, warmup: int, bf16: bool = False) -> dict:
     torch.manual_seed(0)
     loss = build(T, d_model, layers, heads, device, compile_)
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
@@ -68,7 +68,8 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     batch = make_batch(B, T, device)
 
     def update():
-        out = loss(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = loss(batch)
         opt.zero_grad(set_to_none=True)
         (out["loss_actor"] + out["loss_critic"]).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -93,7 +94,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     ups = n / dt
     return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
             "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1), "heads": heads,
-            "gammas": G, "critics": C, "updates": n, "compile": compile_, "device": str(device),
+            "gammas": G, "critics": C, "updates": n, "compile": compile_, "bf16": bf16, "device": str(device),
             "threads": torch.get_num_threads()}
 
 
@@ -101,6 +102,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only T=128, short timing (< 60 s)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the Transformer layer stack")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the loss forward (fp32 master weights; "
+                    "the loss keeps targets, PopArt and distributions in fp32)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=24)
@@ -113,7 +116,7 @@ def main():
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
     for T in seq_lens:
         res = bench(T, args.batch, 128, 2, 8, device, args.compile,
-                    min_time=8.0 if args.quick else 20.0, min_updates=5, warmup=5 if args.compile else 2)
+                    min_time=8.0 if args.quick else 20.0, min_updates=5, warmup=5 if args.compile else 2, bf16=args.bf16)
         print(json.dumps(res), flush=True)
 
 

@@ -29,7 +29,8 @@ def test_features_and_index_roundtrip():
     assert idx.to_features(torch.tensor([1])).tolist() == [[0, 1, 0]]  # N=1 batch keeps its batch dim
     oh = ActionSpace("discrete", 3, one_hot=True)
     a = oh.from_index(torch.tensor([1]))
-    assert a.dtype == torch.bool and oh.to_features(a).tolist() == [[0, 1, 0]]
+    assert a.dtype == torch.long and oh.to_features(a).tolist() == [[0, 1, 0]]
+    assert action_space_from_spec(OneHot(3, dtype=torch.bool)).from_index(torch.tensor([2])).dtype == torch.bool
     with pytest.raises(ValueError, match="end in dim 2"):
         ActionSpace("continuous", 2).to_features(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="unsupported action kind"):

@@ -5,7 +5,7 @@ TorchRL action spec to one `ActionSpace` record so that every component agrees o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchrl.data import Binary, Bounded, Categorical, MultiCategorical, MultiOneHot, OneHot, TensorSpec, Unbounded
@@ -22,6 +22,7 @@ class ActionSpace:
     kind: str
     dim: int
     one_hot: bool = False
+    dtype: torch.dtype | None = field(default=None, compare=False)  # the env's action dtype, if known
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -52,8 +53,8 @@ class ActionSpace:
         if self.kind != "discrete":
             raise ValueError("from_index is only defined for discrete action spaces")
         if self.one_hot:
-            return torch.nn.functional.one_hot(index.long(), self.dim).to(torch.bool)
-        return index.long()
+            return torch.nn.functional.one_hot(index.long(), self.dim).to(self.dtype or torch.long)
+        return index.to(self.dtype or torch.long)
 
 
 def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
@@ -62,14 +63,14 @@ def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
         raise ValueError(f"{type(spec).__name__} (multi-discrete) action specs are not supported; flatten them into "
                          "one Categorical or use a MultiBinary encoding")
     if isinstance(spec, Binary):  # Binary subclasses Categorical: test it first
-        return ActionSpace("multibinary", int(spec.shape[-1]))
+        return ActionSpace("multibinary", int(spec.shape[-1]), dtype=spec.dtype)
     if isinstance(spec, OneHot):
-        return ActionSpace("discrete", int(spec.space.n), one_hot=True)
+        return ActionSpace("discrete", int(spec.space.n), one_hot=True, dtype=spec.dtype)
     if isinstance(spec, Categorical):
-        return ActionSpace("discrete", int(spec.space.n), one_hot=False)
+        return ActionSpace("discrete", int(spec.space.n), one_hot=False, dtype=spec.dtype)
     if isinstance(spec, (Bounded, Unbounded)) and spec.dtype.is_floating_point:
         if spec.ndim == 0:
             raise ValueError("continuous action spec must have a trailing action dimension, got a scalar spec")
-        return ActionSpace("continuous", int(spec.shape[-1]))
+        return ActionSpace("continuous", int(spec.shape[-1]), dtype=spec.dtype)
     raise ValueError(f"unsupported action spec {type(spec).__name__} (dtype {spec.dtype}); supported: OneHot, "
                      "Categorical, Binary, and float Bounded/Unbounded")

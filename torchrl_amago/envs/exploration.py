@@ -134,8 +134,9 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         if self.space.discrete:
             replace = self._rand(n, dev) < eps
             idx = self._randint(self.space.dim, (n,), dev)
-            if self.space.one_hot:
-                rand_a = torch.nn.functional.one_hot(idx, self.space.dim).to(action.dtype).reshape(action.shape)
+            if self.space.one_hot:  # one-hot by scatter: F.one_hot range-checks its input (a host sync)
+                rand_a = torch.zeros((n, self.space.dim), dtype=action.dtype, device=dev).scatter_(
+                    -1, idx.unsqueeze(-1), 1).reshape(action.shape)
                 new = torch.where(replace.reshape(*action.shape[:-1], 1), rand_a, action)
             else:
                 new = torch.where(replace.reshape(action.shape), idx.reshape(action.shape).to(action.dtype), action)

@@ -77,12 +77,27 @@ class ActorHead(nn.Module):
     @torch.no_grad()
     def act(self, params: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Action of the acting gamma: discrete int64 index [*]; continuous / multibinary float [*, A]."""
+        if type(self.policy_output) is DiscreteOutput:  # acting hot path: no Distribution object per env step
+            return self._act_discrete(params[..., -1, :], deterministic)
         d = self.dist(params[..., -1, :])
         if self.action_space.kind == "discrete":
             return (d.mode if deterministic else d.sample()).long()
         if self.action_space.kind == "multibinary":
             return d.mode if deterministic else d.sample()
         return d.mean if deterministic else d.sample()
+
+
+    def _act_discrete(self, params: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Same numbers as `dist(params).sample()` / `.mode` (including Categorical's renormalisation, so a seeded
+        sample is identical), without building the Distribution."""
+        _check_last_dim(params, self.param_dim, "actor params")
+        out = self.policy_output
+        probs = torch.softmax(params, dim=-1).clamp(out.clip_low, out.clip_high)
+        probs = probs / probs.sum(-1, keepdim=True)
+        if deterministic:
+            return probs.argmax(-1)
+        probs = probs / probs.sum(-1, keepdim=True)  # torch.distributions.Categorical normalises once more
+        return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).reshape(probs.shape[:-1])
 
 
 # -------------------------------------------------------------------------------------------------- critics

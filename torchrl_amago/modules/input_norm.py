@@ -65,12 +65,27 @@ class InputNorm(nn.Module):
         self.mu.mul_(1.0 - beta_t).add_(beta_t * mean)
         self.nu.mul_(1.0 - beta_t).add_(beta_t * sq_mean)
 
+    def _constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu, sigma, nan_to_num(mu), sigma <= 0.01). Under no_grad (acting) they are cached until `mu`/`nu`
+        change (stat updates and load_state_dict bump the buffers' version counters)."""
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cacheable:
+            mu, nu = self.mu, self.nu
+            key = (mu._version, nu._version, mu.data_ptr(), nu.data_ptr())
+            cached = self.__dict__.get("_norm_cache")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        sigma = self.sigma
+        consts = (self.mu, sigma, torch.nan_to_num(self.mu), sigma <= 0.01)
+        if cacheable:
+            self.__dict__["_norm_cache"] = (key, consts)
+        return consts
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(x - mu) / sigma clamped to +-1e4; features with sigma <= 0.01 (or NaN results) are only centred."""
-        sigma = self.sigma
-        n = ((x - self.mu) / sigma).clamp(-1e4, 1e4)
-        fallback = x - torch.nan_to_num(self.mu)
-        return torch.where((sigma <= 0.01) | torch.isnan(n), fallback, n)
+        mu, sigma, mu_finite, small = self._constants()
+        n = ((x - mu) / sigma).clamp(-1e4, 1e4)
+        return torch.where(small | torch.isnan(n), x - mu_finite, n)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Inverse of `normalize` (same centring-only fallback where sigma <= 0.01)."""

@@ -154,5 +154,8 @@ class AMAGOPolicy(TensorDictModuleBase):
         action = self.actor_head.act(
             params, acting_is_deterministic() if self.deterministic is None else self.deterministic)
         if self.action_space.discrete:
+            if self.action_space.one_hot:  # == from_index, without one_hot()'s range check (a host sync)
+                return torch.zeros((*action.shape, self.action_space.dim), dtype=self.action_space.dtype or torch.long,
+                                   device=action.device).scatter_(-1, action.long().unsqueeze(-1), 1)
             return self.action_space.from_index(action)
         return action.float()

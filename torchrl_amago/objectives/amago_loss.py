@@ -27,47 +27,19 @@ from torch import nn
 from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
-from ..modules.heads import ContinuousCritic, DiscreteCritic, PopArt, TwoHotCritic
+from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
 from ..modules.trajectory import TrajectoryEncoderModule
 from ..spaces import ActionSpace
+from .batch import as_bt, buffer_actions, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import make_filter
 from .returns import nstep_return
 
-__all__ = ["AMAGOLoss", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS", "masked_mean", "redq_reduce"]
+__all__ = ["AMAGOLoss", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
 
 #: Polyak factor of the original agent; pass it to ``SoftUpdate(loss, tau=DEFAULT_TAU)``.
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sum(x * m) / (sum(m) + 1e-5) with ``mask`` broadcast over x's trailing dims (the original's masked_avg).
-    Uses ``where`` so NaN/inf at masked entries cannot leak in."""
-    m = mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).expand_as(x)
-    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / (m.sum() + 1e-5)
-
-
-def redq_reduce(values: torch.Tensor, num: int, use_min: bool) -> torch.Tensor:
-    """REDQ: per entry of ``values [..., C, G]`` draw ``num`` members with replacement (independently per
-    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``."""
-    C = values.shape[-2]
-    pick = torch.randint(0, C, (*values.shape[:-2], num, values.shape[-1]), device=values.device)
-    sel = torch.take_along_dim(values, pick, dim=-2)
-    return sel.amin(-2) if use_min else sel.mean(-2)
-
-
-def _as_tuple(key: NestedKey) -> tuple:
-    return key if isinstance(key, tuple) else (key,)
-
-
-def _bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
-    """[B, T] or [B, T, 1] -> [B, T]."""
-    if x.ndim == 3 and x.shape[-1] == 1:
-        x = x[..., 0]
-    if tuple(x.shape) != (B, T):
-        raise ValueError(f"{name!r} must have shape [B, T] or [B, T, 1] = ({B}, {T}[, 1]), got {tuple(x.shape)}")
-    return x
 
 
 class AMAGOLoss(LossModule):
@@ -237,49 +209,14 @@ class AMAGOLoss(LossModule):
 
     # --------------------------------------------------------------------------------------------- inputs
     def _sequence(self, td: TensorDictBase, mask: torch.Tensor) -> TensorDictBase:
-        """The T+1 model inputs [root[:, 0], next[:, 0..T-1]] with padded positions zeroed, plus their mask."""
-        k = self.tensor_keys
-        B, T = mask.shape
-        seq_mask = torch.cat([mask[:, :1], mask], dim=1)
-        enc = self.timestep_encoder
+        """The T+1 model inputs, with this loss's key names mapped to the names the encoders read."""
+        k, enc = self.tensor_keys, self.timestep_encoder
         mask_key = getattr(enc, "mask_key", "mask")
         rename = {getattr(enc, "prev_action_key", "prev_action"): k.prev_action,
                   getattr(enc, "prev_reward_key", "prev_reward"): k.prev_reward}
         pairs = [(key, rename.get(key, key)) for key in enc.in_keys if key != mask_key]
-        pairs.append((self.trajectory_encoder.time_key, k.time_idx))
-        out = TensorDict({}, batch_size=[B, T + 1], device=td.device)
-        for dst, src in pairs:
-            root = td.get(src, None)
-            nxt = td.get(("next", *_as_tuple(src)), None)
-            if root is None or nxt is None:
-                missing = src if root is None else ("next", *_as_tuple(src))
-                raise ValueError(f"AMAGOLoss: batch has no key {missing!r} (needed for the T+1 sequence: the model "
-                                 f"reads {dst!r} at the root and under 'next')")
-            x = torch.cat([root[:, :1], nxt], dim=1)
-            m = seq_mask.reshape(B, T + 1, *([1] * (x.ndim - 2)))
-            out.set(dst, torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)))
-        out.set(mask_key, seq_mask)
-        return out
-
-    def _actions(self, action: torch.Tensor, mask: torch.Tensor):
-        """Buffer action -> (features [B, T, A] float, discrete index [B, T] or None); padding -> action 0."""
-        B, T = mask.shape
-        A = self.action_space.dim
-        if self.action_space.discrete:
-            if self.action_space.one_hot:
-                if action.shape[:2] != (B, T) or action.shape[-1] != A or action.ndim != 3:
-                    raise ValueError(f"one-hot action must be [B, T, {A}], got {tuple(action.shape)}")
-                feat = torch.where(mask.unsqueeze(-1), action.float().clamp(0, 1), F.one_hot(
-                    torch.zeros_like(mask, dtype=torch.long), A).float())
-                feat = self.action_space.to_features(feat)
-                return feat, feat.argmax(-1)
-            idx = torch.where(mask, _bt(action, B, T, self.tensor_keys.action).long(), 0)
-            return self.action_space.to_features(idx), idx
-        if action.ndim != 3 or action.shape[:2] != (B, T):
-            raise ValueError(f"{self.action_space.kind} action must be [B, T, {A}], got {tuple(action.shape)}")
-        lo = 0.0 if self.action_space.kind == "multibinary" else -1.0
-        feat = torch.where(mask.unsqueeze(-1), self.action_space.to_features(action).clamp(lo, 1.0), 0.0)
-        return feat, None
+        pairs.append((getattr(self.trajectory_encoder, "time_key", "time_idx"), k.time_idx))
+        return t_plus_one_sequence(td, pairs, mask, mask_key)
 
     # ---------------------------------------------------------------------------------------------- heads
     def _actor(self, params: TensorDictBase, state: torch.Tensor) -> torch.Tensor:
@@ -312,22 +249,22 @@ class AMAGOLoss(LossModule):
             raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
         B, T = tensordict.batch_size
         G, C = self.gammas.numel(), self.num_critics
-        mask = tensordict.get(k.mask, None)
-        mask = torch.ones(B, T, dtype=torch.bool, device=tensordict.device) if mask is None \
-            else _bt(mask, B, T, k.mask).bool()
         reward = tensordict.get(k.reward, None)
         term = tensordict.get(k.terminated, None)
         action = tensordict.get(k.action, None)
         for name, v in ((k.reward, reward), (k.terminated, term), (k.action, action)):
             if v is None:
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
-        reward, term = _bt(reward, B, T, k.reward), _bt(term, B, T, k.terminated)
-        a_feat, a_idx = self._actions(action, mask)
+        reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
+        mask = tensordict.get(k.mask, None)
+        mask = torch.ones(B, T, dtype=torch.bool, device=reward.device) if mask is None \
+            else as_bt(mask, B, T, k.mask).bool()
+        a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
 
         # ---- ONE backbone pass over the T+1 sequence
         seq = self._sequence(tensordict, mask)
         seq = self.trajectory_encoder(self.timestep_encoder(seq))
-        emb = seq.get(self.trajectory_encoder.out_key)  # [B, T+1, D]
+        emb = seq.get(getattr(self.trajectory_encoder, "out_key", "state_emb"))  # [B, T+1, D]
         s, s_next = emb[:, :-1], emb[:, 1:].detach()
 
         # ---- actor (online) and a' ~ pi_target(s')

@@ -70,12 +70,12 @@ class BatchedTorchEnv(EnvBase):
         a = td.get("action")
         if self.categorical_action_encoding:
             idx = a.reshape(self.n).long()
-        else:
+            if ((idx < 0) | (idx >= self.n_actions)).any():
+                raise ValueError(f"'action' index out of range [0, {self.n_actions})")
+        else:  # argmax of a one-hot row is always in range: no check (it would cost a host sync per step)
             if a.shape[-1] != self.n_actions:
                 raise ValueError(f"one-hot 'action' must end in {self.n_actions}, got shape {tuple(a.shape)}")
             idx = a.reshape(self.n, self.n_actions).long().argmax(-1)
-        if ((idx < 0) | (idx >= self.n_actions)).any():
-            raise ValueError(f"'action' index out of range [0, {self.n_actions})")
         return idx.to(self.device)
 
     def _reset_mask(self, td: TensorDictBase | None) -> torch.Tensor:
@@ -115,17 +115,16 @@ class BatchedTorchEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         reward, terminated, truncated = self._advance(self._action_index(tensordict))
-        out = self._make_td(self._obs(), reward)
-        done = terminated | truncated
-        out.set("terminated", self._flag(terminated))
-        out.set("truncated", self._flag(truncated))
-        out.set("done", self._flag(done))
-        return out
+        flags = {"terminated": self._flag(terminated), "truncated": self._flag(truncated),
+                 "done": self._flag(terminated | truncated)}
+        return self._make_td(self._obs(), reward, flags)
 
-    def _make_td(self, obs: dict, reward) -> TensorDict:
+    def _make_td(self, obs: dict, reward, extra: dict | None = None) -> TensorDict:
         data = {k: self._out(v) for k, v in obs.items()}
         if reward is not None:
             data["reward"] = self._out(reward.reshape(self.n, 1).float())
+        if extra:
+            data.update(extra)
         return TensorDict(data, batch_size=self.batch_size, device=self.device)
 
     def _set_seed(self, seed: int | None):

@@ -39,8 +39,9 @@ class SigmaReparam(nn.Linear):
         return self.gamma / self.sigma() * self.weight
 
     def _cache_key(self) -> tuple:
-        ts = (self.weight, self.gamma, self.u, self.v)
-        return tuple(t._version for t in ts) + tuple(t.data_ptr() for t in ts)
+        w, g, u, v = self.weight, self.gamma, self.u, self.v  # unrolled: this runs per linear per env step
+        return (w._version, g._version, u._version, v._version, w.data_ptr(), g.data_ptr(), u.data_ptr(),
+                v.data_ptr())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:

@@ -95,6 +95,14 @@ class KVCacheState:
         """Number of cached tokens per env [N]."""
         return self.lengths.clamp(max=self.capacity)
 
+    def index_helpers(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(arange(capacity), arange(N)) on `device`, built once per state (step mode reuses them every step)."""
+        h = getattr(self, "_helpers", None)
+        if h is None or h[0].device != torch.device(device):
+            h = (torch.arange(self.capacity, device=device), torch.arange(self.batch_size, device=device))
+            self._helpers = h
+        return h
+
 
 class TransformerTrajEncoder(TrajectoryEncoder):
     """AMAGO's Transformer over timestep embeddings.
@@ -227,17 +235,21 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         cap = state.capacity
         write = state.lengths % cap                                   # ring slot of the new token [N]
         count = (state.lengths + 1).clamp(max=cap)                    # valid tokens incl. the new one [N]
-        smax = int(count.max()) if n else 0                           # valid slots are a prefix [0, count)
-        mask = (torch.arange(smax, device=x.device) < count[:, None])[:, None, None, :]  # [N, 1, 1, smax]
-        rows = torch.arange(n, device=x.device)
+        # valid slots are a prefix [0, count). On CPU, read the longest prefix (a cheap host read) so short
+        # trials attend over few slots; on accelerators attend over the whole ring to avoid a device sync.
+        smax = (int(count.max()) if n else 0) if x.device.type == "cpu" else cap
+        slots, rows = state.index_helpers(x.device)
+        # one additive mask per step, shared by all layers (a bool mask is re-converted by every SDPA call)
+        mask = torch.zeros((n, 1, 1, smax), dtype=state.k.dtype, device=x.device).masked_fill_(
+            (slots[:smax] >= count[:, None])[:, None, None, :], float("-inf"))  # [N, 1, 1, smax]
 
         def make_attend(i: int) -> Attend:
             def attend(q, k, v):
                 kc, vc = state.k[i], state.v[i]                      # [N, H, S, Dh]
                 kc[rows, :, write] = k[:, 0].to(kc.dtype)
                 vc[rows, :, write] = v[:, 0].to(vc.dtype)
-                out = F.scaled_dot_product_attention(q.transpose(1, 2), kc[:, :, :smax], vc[:, :, :smax],
-                                                     attn_mask=mask)
+                out = F.scaled_dot_product_attention(q.transpose(1, 2).to(kc.dtype), kc[:, :, :smax],
+                                                     vc[:, :, :smax], attn_mask=mask)
                 return out.transpose(1, 2).to(q.dtype)
             return attend
 

@@ -1,0 +1,55 @@
+"""00 — Meta-Frozen-Lake: k-episode meta-RL. Each trial is `--k_episodes` attempts on one random lake; the holes are
+invisible, so the agent has to remember where it fell in and which path reached the goal. Shows: in-context
+adaptation within a trial (the per-episode success rises from the first to the last attempt; the final JSON line
+lists `eval_episode_<k>_success` for every attempt k).
+
+    python examples/00_meta_frozen_lake.py --lake_size 4 --k_episodes 3 --run_name lake4
+"""
+import argparse
+
+from torchrl_amago.envs import MetaFrozenLake, make_amago_env
+from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+
+
+def extra(p):
+    p.add_argument("--lake_size", type=int, default=4, help="lake is size x size (the original's CLI uses 5)")
+    p.add_argument("--k_episodes", type=int, default=3, help="attempts per trial (the original uses 10)")
+    p.add_argument("--hard_mode", action="store_true", help="swapped actions, melting ice, noisy position")
+    p.add_argument("--recover_mode", action="store_true", help="falling in a hole costs 0.1 instead of ending the attempt")
+    p.add_argument("--slip_chance", type=float, default=0.0, help="probability that an action becomes 'stay'")
+    p.add_argument("--max_episode_steps", type=int, default=None, help="steps per attempt (default: size^2, see env)")
+    p.add_argument("--hide_k_progress", action="store_true", help="do not show attempts_done/k in the observation")
+    p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * trial length")
+
+
+def main(argv=None):
+    pre = argparse.ArgumentParser(add_help=False)
+    extra(pre)
+    a = pre.parse_known_args(argv)[0]
+
+    def make_env(n):
+        return make_amago_env(MetaFrozenLake(n, size=a.lake_size, k_episodes=a.k_episodes, hard_mode=a.hard_mode,
+                                             recover_mode=a.recover_mode, slip_chance=a.slip_chance,
+                                             max_episode_steps=a.max_episode_steps,
+                                             show_k_progress=not a.hide_k_progress))
+
+    # the original's trial length R = steps per attempt * k (the longest possible trial)
+    trial_len = make_env(1).base_env.max_episode_steps * a.k_episodes
+    epochs = 60
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+        run_name=f"lake{a.lake_size}_k{a.k_episodes}", max_seq_len=trial_len, timesteps_per_epoch=trial_len,
+        parallel_envs=16, grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * trial_len,
+        eval_envs=32, tstep_layers=1, tstep_hidden=128, tstep_out=64, tstep_normalize_inputs=False,
+        memory_size=64, memory_layers=2, n_heads=4, tau=0.004, lr_warmup_steps=200, learning_rate=3e-4,
+        batch_size=24, dset_max_size=200_000, ckpt_interval=0, eps_steps_anneal=epochs * trial_len // 2))
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
+    trainer.resume()
+    trainer.train()
+    summary = trainer.finish(final_eval_timesteps=args.test_mult * trial_len)
+    trainer.close()
+    print_summary("00_meta_frozen_lake", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""POPGym (Morad et al. 2023) as batched TorchRL envs, prepared like the original AMAGO ``POPGym`` wrapper.
+
+Per env: the popgym class is built by name; the observation is flattened into one float vector (``Discrete`` and
+``MultiDiscrete`` parts become one-hot, ``Box`` parts stay as floats) with ``timer / 1000`` appended (steps since
+the reset); ``MultiDiscrete`` actions become one ``Discrete`` (popgym's ``DiscreteAction``); ``Box`` actions are
+rescaled to ``[-1, 1]`` (the range AMAGO's policy acts in); with ``truncated_is_done`` (the original's default)
+``terminated |= truncated``, so the value of the last step is not bootstrapped. The gymnasium env is then wrapped
+by TorchRL's ``GymWrapper`` and batched in one process with ``SerialEnv``.
+
+``popgym`` is optional and imported lazily: ``pip install popgym``.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from torchrl.envs import GymWrapper, SerialEnv
+
+from ..._optional import require
+
+_FEATURE = "POPGym envs (torchrl_amago.envs.libs.popgym)"
+
+
+def _popgym_envs():
+    require("popgym", "popgym", _FEATURE)
+    return require("popgym.envs", "popgym", _FEATURE)
+
+
+def popgym_env_names() -> list[str]:
+    """Class names of every popgym env (e.g. ``"RepeatPreviousEasy"``), sorted."""
+    return sorted(cls.__name__ for cls in _popgym_envs().ALL)
+
+
+def _popgym_class(name: str):
+    envs = _popgym_envs()
+    by_name = {cls.__name__: cls for cls in envs.ALL}
+    if name not in by_name:
+        raise ValueError(f"unknown POPGym env {name!r}; choose one of {sorted(by_name)}")
+    return by_name[name]
+
+
+class POPGymObservation(gym.Wrapper):
+    """Flat float observation ``[flatten(obs), timer / timer_scale]``, discrete actions, ``terminated |= truncated``.
+
+    Works on any gymnasium env whose observation space gymnasium can flatten (Discrete, MultiDiscrete, Box,
+    Tuple, Dict of those) and whose action space is Discrete, MultiDiscrete or Box.
+    """
+
+    def __init__(self, env: gym.Env, truncated_is_done: bool = True, timer_scale: float = 1000.0):
+        super().__init__(env)
+        self.truncated_is_done = truncated_is_done
+        self.timer_scale = float(timer_scale)
+        self.timer = 0
+        inner_obs = env.observation_space
+        flat = gym.spaces.utils.flatten_space(inner_obs)
+        low = np.append(np.asarray(flat.low, dtype=np.float32), 0.0).astype(np.float32)
+        high = np.append(np.asarray(flat.high, dtype=np.float32), np.inf).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+        act = env.action_space
+        self._unravel = None
+        self._loc = self._scale = None
+        if isinstance(act, gym.spaces.MultiDiscrete):
+            self._unravel = act.nvec
+            self.action_space = gym.spaces.Discrete(int(np.prod(act.nvec)))
+        elif isinstance(act, gym.spaces.Box):
+            if not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
+                raise ValueError(f"POPGym Box action space must be bounded to be rescaled to [-1, 1], got {act}")
+            self._loc = (act.high + act.low) / 2.0
+            self._scale = (act.high - act.low) / 2.0
+            self.action_space = gym.spaces.Box(-1.0, 1.0, act.shape, dtype=np.float32)
+        elif not isinstance(act, gym.spaces.Discrete):
+            raise ValueError(f"POPGym action space {act} is not supported (Discrete, MultiDiscrete or Box)")
+
+    def _obs(self, obs) -> np.ndarray:
+        flat = gym.spaces.utils.flatten(self.env.observation_space, obs).astype(np.float32)
+        return np.append(flat, np.float32(self.timer / self.timer_scale)).astype(np.float32)
+
+    def _action(self, action):
+        if self._unravel is not None:
+            return np.array(np.unravel_index(int(np.asarray(action).reshape(())), self._unravel))
+        if self._loc is not None:
+            a = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+            return (a * self._scale + self._loc).astype(self.env.action_space.dtype)
+        return int(np.asarray(action).reshape(()))
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.timer = 0
+        return self._obs(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(self._action(action))
+        self.timer += 1
+        if self.truncated_is_done:
+            terminated = bool(terminated) or bool(truncated)
+        return self._obs(obs), float(reward), bool(terminated), bool(truncated), info
+
+
+def make_popgym_gym(name: str, truncated_is_done: bool = True) -> gym.Env:
+    """One gymnasium popgym env, prepared (see :class:`POPGymObservation`)."""
+    return POPGymObservation(_popgym_class(name)(), truncated_is_done=truncated_is_done)
+
+
+def make_popgym_torchrl(name: str, truncated_is_done: bool = True, categorical_action_encoding: bool = False
+                        ) -> GymWrapper:
+    """One unbatched TorchRL env (``GymWrapper``) for popgym env ``name``."""
+    return GymWrapper(make_popgym_gym(name, truncated_is_done),
+                      categorical_action_encoding=categorical_action_encoding)
+
+
+def make_popgym_env(name: str, num_envs: int, truncated_is_done: bool = True,
+                    categorical_action_encoding: bool = False) -> SerialEnv:
+    """``num_envs`` copies of popgym env ``name`` batched in this process (``SerialEnv``, batch size ``[num_envs]``).
+
+    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
+    """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    _popgym_class(name)  # fail here, with the list of names, rather than inside SerialEnv
+
+    def make():
+        return make_popgym_torchrl(name, truncated_is_done, categorical_action_encoding)
+
+    return SerialEnv(num_envs, make)
+
+
+__all__ = ["POPGymObservation", "make_popgym_gym", "make_popgym_torchrl", "make_popgym_env", "popgym_env_names"]

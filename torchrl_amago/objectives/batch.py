@@ -1,0 +1,89 @@
+"""Reading a ``[B, T]`` replay window for the loss: the T+1 model sequence, buffer actions, masked reductions.
+
+Padded steps may hold anything (NaN included): every value read at a padded position is replaced with
+``where`` (never multiplied by the mask), so nothing from padding reaches a loss, a gradient or a statistic.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+from torch.nn import functional as F
+
+from ..spaces import ActionSpace
+
+__all__ = ["as_bt", "buffer_actions", "masked_mean", "redq_reduce", "t_plus_one_sequence"]
+
+
+def as_bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
+    """[B, T] or [B, T, 1] -> [B, T]; ValueError naming the key otherwise."""
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if tuple(x.shape) != (B, T):
+        raise ValueError(f"{name!r} must have shape [B, T] or [B, T, 1] = ({B}, {T}[, 1]), got {tuple(x.shape)}")
+    return x
+
+
+def _zero_where_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    m = valid.reshape(*valid.shape, *([1] * (x.ndim - valid.ndim)))
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, NestedKey]], mask: torch.Tensor,
+                        mask_key: NestedKey = "mask") -> TensorDictBase:
+    """The model inputs over T+1 positions: ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` per key.
+
+    ``keys``: (key written in the output, key read from ``td`` at the root and under "next"). Position 0 is
+    valid iff step 0 is, position t+1 iff step t is (so InputNorm statistics skip padding); invalid positions
+    are zeroed. The sequence mask is written under ``mask_key``."""
+    B, T = mask.shape
+    seq_mask = torch.cat([mask[:, :1], mask], dim=1)
+    out = TensorDict({}, batch_size=[B, T + 1], device=td.device)
+    for dst, src in keys:
+        nxt_key = ("next", *(src if isinstance(src, tuple) else (src,)))
+        root, nxt = td.get(src, None), td.get(nxt_key, None)
+        if root is None or nxt is None:
+            raise ValueError(f"AMAGOLoss: batch has no key {src if root is None else nxt_key!r} (the T+1 sequence "
+                             f"reads {dst!r} at the root (step 0) and under 'next')")
+        out.set(dst, _zero_where_invalid(torch.cat([root[:, :1], nxt], dim=1), seq_mask))
+    out.set(mask_key, seq_mask)
+    return out
+
+
+def buffer_actions(action: torch.Tensor, mask: torch.Tensor, space: ActionSpace, name="action"):
+    """Buffer action in the env's encoding -> (features [B, T, A] float, discrete index [B, T] or None).
+
+    Discrete: one-hot (bool/long/float [B, T, A]) or index ([B, T] / [B, T, 1] int); continuous clamped to
+    [-1, 1], multi-binary to [0, 1]. Padded steps become action 0 / zeros."""
+    B, T = mask.shape
+    A = space.dim
+    if space.discrete:
+        if space.one_hot:
+            if action.ndim != 3 or action.shape[:2] != (B, T) or action.shape[-1] != A:
+                raise ValueError(f"one-hot {name!r} must be [B, T, {A}] = [{B}, {T}, {A}], got {tuple(action.shape)}")
+            first = F.one_hot(torch.zeros_like(mask, dtype=torch.long), A).float()
+            feat = torch.where(mask.unsqueeze(-1), action.float().clamp(0, 1), first)
+            return space.to_features(feat), feat.argmax(-1)
+        idx = torch.where(mask, as_bt(action, B, T, name).long(), 0)
+        return space.to_features(idx), idx
+    if action.ndim != 3 or action.shape[:2] != (B, T):
+        raise ValueError(f"{space.kind} {name!r} must be [B, T, {A}] = [{B}, {T}, {A}], got {tuple(action.shape)}")
+    lo = 0.0 if space.kind == "multibinary" else -1.0
+    return _zero_where_invalid(space.to_features(action).clamp(lo, 1.0), mask), None
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum(x * m) / (sum(m) + 1e-5), ``mask`` broadcast over x's trailing dims (the original's masked_avg)."""
+    m = mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).expand_as(x)
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / (m.sum() + 1e-5)
+
+
+def redq_reduce(values: torch.Tensor, num: int, use_min: bool) -> torch.Tensor:
+    """REDQ: per entry of ``values [..., C, G]`` draw ``num`` members with replacement (independently per
+    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``."""
+    C = values.shape[-2]
+    pick = torch.randint(0, C, (*values.shape[:-2], num, values.shape[-1]), device=values.device)
+    sel = torch.take_along_dim(values, pick, dim=-2)
+    return sel.amin(-2) if use_min else sel.mean(-2)
