@@ -115,8 +115,11 @@ def main():
     device = torch.device(args.device)
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
     for T in seq_lens:
-        res = bench(T, args.batch, 128, 2, 8, device, args.compile,
-                    min_time=8.0 if args.quick else 20.0, min_updates=5, warmup=5 if args.compile else 2, bf16=args.bf16)
+        try:
+            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=8.0 if args.quick else 20.0,
+                        min_updates=5, warmup=5 if args.compile else 2, bf16=args.bf16)
+        except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
+            res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)
 
 

@@ -5,7 +5,10 @@ Stack: ``make_amago_env(TMaze(n_envs, corridor_length))`` -> ``Collector`` with 
 -> ActorHead(7 gammas)), EpsilonGreedy)``; ``frames_per_batch = n_envs * steps``. One batch is collected as
 warm-up, then ``--batches`` batches are timed. One JSON object per line::
 
-    {"env": "tmaze", "encoder": "transformer", "n_envs": 8, "env_steps_per_s": ...}
+    {"env": "tmaze", "encoder": "transformer", "n_envs": 8, "env_steps_per_s": ..., "env_steps_per_cpu_s": ...}
+
+``env_steps_per_s`` is wall-clock throughput (median over ``--repeat`` runs); ``env_steps_per_cpu_s`` divides by
+the process CPU time instead, which is steadier on a shared machine (with 2 threads it counts both).
 
     python benchmarks/rollout.py            # transformer at 8, 64, 512 envs + GRU at 8, 64, 512
     python benchmarks/rollout.py --quick    # transformer at 8 envs only (< 60 s)
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 import warnings
@@ -45,31 +49,31 @@ def build(n_envs: int, encoder: str, corridor: int, max_seq_len: int, seed: int 
     return env, TensorDictSequential(policy, explore)
 
 
-def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, max_seq_len: int) -> dict:
+def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, max_seq_len: int) -> tuple:
+    """(wall env steps/s, process-CPU env steps/s) over `batches` collector batches after one warm-up batch."""
     env, policy = build(n_envs, encoder, corridor, max_seq_len)
     fpb = n_envs * steps
     coll = Collector(env, policy, frames_per_batch=fpb, total_frames=fpb * (batches + 1))
     it = iter(coll)
     next(it)  # warm-up batch (allocation, first KV cache, lazy specs)
-    start = time.perf_counter()
-    frames = 0
+    start, cpu0, frames = time.perf_counter(), time.process_time(), 0
     for data in it:
         frames += data.numel()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     coll.shutdown()
-    return {"env": "tmaze", "encoder": encoder, "n_envs": n_envs, "env_steps_per_s": round(frames / elapsed, 1),
-            "frames": frames, "seconds": round(elapsed, 3), "steps_per_batch": steps,
-            "corridor_length": corridor, "max_seq_len": max_seq_len, "threads": torch.get_num_threads()}
+    return frames / elapsed, frames / cpu
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="transformer at 8 envs only (< 60 s)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--n-envs", type=int, nargs="*", default=None, help="override the env counts")
-    ap.add_argument("--encoders", nargs="*", default=None, help="override the encoders (transformer, gru)")
-    ap.add_argument("--steps", type=int, default=None, help="env steps per collector batch (per env)")
-    ap.add_argument("--batches", type=int, default=None, help="timed batches after the warm-up batch")
+    ap.add_argument("--n-envs", type=int, nargs="+", default=None, help="env counts (default 8 64 512)")
+    ap.add_argument("--encoders", nargs="+", default=None, choices=["transformer", "gru"],
+                    help="acting encoders (default: transformer gru; --quick: transformer)")
+    ap.add_argument("--steps", type=int, default=None, help="env steps per env per collector batch")
+    ap.add_argument("--batches", type=int, default=3, help="timed batches after the warm-up batch")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each config this many times; report the median")
     ap.add_argument("--corridor", type=int, default=100, help="T-Maze corridor length")
     ap.add_argument("--max-seq-len", type=int, default=128, help="transformer context (KV cache length)")
     args = ap.parse_args()
@@ -79,9 +83,16 @@ def main():
     encoders = args.encoders or (["transformer"] if args.quick else ["transformer", "gru"])
     for encoder in encoders:
         for n in n_envs_list:
-            steps = args.steps or (200 if n <= 8 else 100 if n <= 64 else 50)
-            batches = args.batches or (3 if args.quick else 3)
-            print(json.dumps(measure(n, encoder, steps, batches, args.corridor, args.max_seq_len)), flush=True)
+            steps = args.steps or (100 if args.quick else 200 if n <= 8 else 100 if n <= 64 else 50)
+            runs = [measure(n, encoder, steps, args.batches, args.corridor, args.max_seq_len)
+                    for _ in range(args.repeat)]
+            wall, cpu = [r[0] for r in runs], [r[1] for r in runs]
+            print(json.dumps({"env": "tmaze", "encoder": encoder, "n_envs": n,
+                              "env_steps_per_s": round(statistics.median(wall), 1),
+                              "env_steps_per_cpu_s": round(statistics.median(cpu), 1),
+                              "runs": [round(w, 1) for w in wall], "steps_per_batch": steps, "batches": args.batches,
+                              "corridor_length": args.corridor, "max_seq_len": args.max_seq_len,
+                              "threads": torch.get_num_threads()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def main(argv=None):
         grads_per_epoch=100, epochs=epochs, eval_interval=5, eval_timesteps=600, eval_envs=4,
         reward_multiplier=1.0, discrete_clip=(1e-6, 1.0), tstep_layers=2, tstep_hidden=128, tstep_out=64,
         memory_size=64, memory_layers=2, n_heads=4, lr_warmup_steps=200, learning_rate=3e-4,
-        dset_max_size=200_000, ckpt_interval=0, eps_steps_anneal=epochs * 250 // 2))
+        dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * 250 // 2))
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
     trainer.resume()
     trainer.train()

@@ -13,6 +13,11 @@ One call on a ``[B, T]`` replay window:
 
 Targets exist only for the actor and critic heads (``target_actor_head_params``, ``target_critic_head_params``);
 update them with ``torchrl.objectives.SoftUpdate(loss, tau=DEFAULT_TAU)`` after each optimizer step.
+
+Deliberate differences from the original: the DPG term reads the *current* online critic through detached
+parameters instead of a one-step-lagged "maximized" copy (so it never accumulates phantom critic gradients),
+and with a ``DiscreteCritic`` the value E_pi Q reuses the online critic pass (``q.detach() . pi``) instead of a
+second, identical critic pass.
 """
 from __future__ import annotations
 
@@ -323,7 +328,8 @@ class AMAGOLoss(LossModule):
         if self.q_per_action:
             # critic evaluated on detached s with detached params == q_all.detach(): reuse it
             if self.online_coeff > 0 or self.offline_coeff > 0:
-                q_pi = (q_all.detach() * dist.probs.unsqueeze(-3)).sum(-1)
+                probs = dist.probs if self.online_coeff > 0 else dist.probs.detach()
+                q_pi = (q_all.detach() * probs.unsqueeze(-3)).sum(-1)
         elif self.online_coeff > 0:
             a_pi = self._sample(dist, self.k_actor, reparam=True)
             with self.critic_head_params.detach().to_module(self.critic_head):
@@ -343,7 +349,7 @@ class AMAGOLoss(LossModule):
                     a_v = self._sample(dist, self.k_actor, reparam=False)
                     q_pi = self._values(self._critic(self.critic_head_params, s.detach(), a_v).float()).mean(0)
                 adv = q_sa.detach().mean(2) - q_pi.detach().mean(2)  # [B, T, G]
-                weights = self.fbc_filter(adv).to(emb.dtype)
+                weights = self.fbc_filter(adv).float()
             if self.action_space.discrete:
                 logp = dist.log_prob(a_idx.unsqueeze(-1).expand(B, T, G))
             else:
@@ -362,14 +368,14 @@ class AMAGOLoss(LossModule):
 
     def _diagnostics(self, out, mask, critic_loss, q_sa, td_target, reward, dist, dpg, bc, adv, weights, logp):
         """Detached logging scalars (no host sync)."""
-        n = mask.sum().clamp(min=1)
         m3 = mask.unsqueeze(-1).expand_as(td_target)
         q_raw = q_sa.detach()
         if self.use_popart and not self.two_hot:
             q_raw = self.popart(q_raw, normalized=False)
         q_raw = q_raw.mean(2)  # [B, T, G]
         out.set("critic_loss_unweighted", critic_loss.detach())
-        out.set("q_mean", (q_raw * m3).sum((0, 1)) / n)  # [G], reward-multiplied units
+        n = mask.sum().clamp(min=1)
+        out.set("q_mean", torch.where(m3, q_raw, 0.0).sum((0, 1)) / n)  # [G], reward-multiplied units
         inf = torch.tensor(float("inf"), device=td_target.device)
         out.set("td_target_min", torch.where(m3, td_target, inf).amin())
         out.set("td_target_max", torch.where(m3, td_target, -inf).amax())

@@ -1,0 +1,52 @@
+"""03 — POPGym memory tasks (`pip install popgym`). Shows: a third-party suite through a TorchRL adapter
+(`torchrl_amago.envs.libs.popgym`: flat one-hot observations plus a timer, `terminated |= truncated`, batched with
+`SerialEnv`), with the whole episode as the Transformer's context. `--env` takes any popgym class name, e.g.
+RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy.
+
+    python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
+"""
+import argparse
+import sys
+
+from torchrl_amago._optional import require
+from torchrl_amago.envs import make_amago_env
+from torchrl_amago.envs.libs.popgym import make_popgym_env
+from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+
+
+def extra(p):
+    p.add_argument("--env", type=str, default="RepeatPreviousEasy", help="popgym env class name")
+    p.add_argument("--multidomain", action="store_true", help="MultiDomainPOPGym (not implemented yet)")
+    p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
+
+
+def main(argv=None):
+    pre = argparse.ArgumentParser(add_help=False)
+    extra(pre)
+    a = pre.parse_known_args(argv)[0]
+    epochs = 40
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+        run_name=f"popgym_{a.env}", max_seq_len=128, timesteps_per_epoch=104, parallel_envs=8, grads_per_epoch=60,
+        epochs=epochs, eval_interval=5, eval_timesteps=208, eval_envs=8, reward_multiplier=100.0, tau=0.0025,
+        lr_warmup_steps=200, learning_rate=3e-4, grad_clip=1.0, tstep_layers=2, tstep_hidden=128, tstep_out=64,
+        memory_size=64, memory_layers=2, n_heads=4, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
+        eps_steps_anneal=epochs * 104 // 2))
+    if args.multidomain:
+        sys.exit("03_popgym: --multidomain (MultiDomainPOPGym: one of 27 popgym games per trial) is not implemented "
+                 "yet; run one game with --env <popgym class name>")
+    require("popgym", "popgym", "examples/03_popgym.py")
+
+    def make_env(n):
+        return make_amago_env(make_popgym_env(a.env, n))
+
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
+    trainer.resume()
+    trainer.train()
+    summary = trainer.finish(final_eval_timesteps=args.final_eval_timesteps)
+    trainer.close()
+    print_summary("03_popgym", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The acting hot-path shortcuts give the same numbers as the general code they bypass: ActorHead's discrete
+sampler vs the Distribution, InputNorm's no-grad constant cache vs a fresh computation (and it follows updates),
+AMAGOPolicy's cached mode switching (exact per-module flags restored) and its one-hot encoding."""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+
+from torchrl_amago.modules import ActorHead, AMAGOPolicy, InputNorm, MLPTimestepEncoder, make_trajectory_encoder
+from torchrl_amago.spaces import ActionSpace
+
+
+def test_discrete_act_equals_distribution_sample_and_mode():
+    head = ActorHead(8, ActionSpace("discrete", 5), num_gammas=3, d_hidden=16)
+    for shape in [(64,), (3, 7)]:
+        params = torch.randn(*shape, 3, 5) * 4
+        torch.manual_seed(11)
+        fast = head.act(params)
+        torch.manual_seed(11)
+        ref = head.dist(params[..., -1, :]).sample()
+        assert fast.dtype == torch.int64 and fast.shape == shape
+        assert torch.equal(fast, ref)
+        assert torch.equal(head.act(params, deterministic=True), head.dist(params[..., -1, :]).mode)
+
+
+def test_input_norm_cached_constants_follow_updates():
+    norm = InputNorm(3)
+    x = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]])
+    norm.train()
+    norm(x * 10)  # move the stats away from the init
+    norm.eval()
+    expected = norm.normalize(x)  # grad enabled: computed from scratch
+    with torch.no_grad():
+        assert torch.equal(norm(x), expected)
+        assert torch.equal(norm(x), expected)  # second call: from the cache
+    norm.train()
+    norm(x)  # in-place stat update bumps the buffers' versions
+    norm.eval()
+    fresh = norm.normalize(x)
+    assert not torch.equal(fresh, expected)
+    with torch.no_grad():
+        assert torch.equal(norm(x), fresh)
+        other = InputNorm(3)
+        norm.load_state_dict(other.state_dict())  # back to mu=0, nu=1: x is unchanged (sigma ~ 1)
+        torch.testing.assert_close(norm(x), x, atol=1e-4, rtol=0)
+
+
+def _policy(one_hot: bool):
+    torch.manual_seed(0)
+    space = ActionSpace("discrete", 4, one_hot=one_hot)
+    tstep = MLPTimestepEncoder({"observation": (3,)}, 4, d_hidden=16, d_output=16)
+    traj = make_trajectory_encoder("transformer", 16, 8, d_model=16, n_layers=2, n_heads=2)
+    return AMAGOPolicy(tstep, traj, ActorHead(16, space, num_gammas=2, d_hidden=16), space)
+
+
+def _td(n=5, t=0):
+    return TensorDict(observation=torch.randn(n, 3), prev_action=torch.zeros(n, 4), prev_reward=torch.zeros(n, 1),
+                      time_idx=torch.full((n, 1), t), is_init=torch.full((n, 1), t == 0), batch_size=[n])
+
+
+def test_policy_restores_exact_mixed_training_flags_and_acts_in_eval():
+    policy = _policy(one_hot=False)
+    policy.train()
+    policy.trajectory_encoder.layers[0].eval()  # a mixed tree: some modules train, some eval
+    before = {name: m.training for name, m in policy.named_modules()}
+    seen = []
+    hook = policy.trajectory_encoder.layers[1].register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    policy(_td())
+    hook.remove()
+    assert seen == [False]  # acted in eval mode
+    assert {name: m.training for name, m in policy.named_modules()} == before
+
+
+def test_policy_one_hot_action_matches_index_action():
+    td = _td()
+    torch.manual_seed(3)
+    idx = _policy(one_hot=False)(td.clone())["action"]
+    torch.manual_seed(3)
+    policy = _policy(one_hot=True)
+    onehot = policy(td.clone())["action"]
+    expected = policy.action_space.from_index(idx)  # the general encoding the policy's shortcut replaces
+    assert onehot.shape == (5, 4) and onehot.dtype == expected.dtype
+    assert torch.equal(onehot, expected) and (onehot.sum(-1) == 1).all()
