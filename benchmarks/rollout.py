@@ -13,7 +13,10 @@ the process CPU time instead, which is steadier on a shared machine (with 2 thre
     python benchmarks/rollout.py            # transformer at 8, 64, 512 envs + GRU at 8, 64, 512
     python benchmarks/rollout.py --quick    # transformer at 8 envs only (< 60 s)
 
-Reference: the original AMAGO steps about 500 env steps/s with 8 subprocess actors on T-Maze on a 2-core box.
+Reference: the original AMAGO steps about 500 env steps/s with 8 subprocess actors on T-Maze on a 2-core box
+(target here: >= 2,500 at 8 envs). Threads: with few envs every op is tiny, and on a machine whose cores are busy
+with other work, ``--threads 2`` can be ~10x slower than ``--threads 1`` (intra-op parallel regions, e.g. the CPU
+SDPA kernel and LayerNorm, wait for the second thread to be scheduled); compare both before trusting a number.
 """
 from __future__ import annotations
 
@@ -49,8 +52,10 @@ def build(n_envs: int, encoder: str, corridor: int, max_seq_len: int, seed: int 
     return env, TensorDictSequential(policy, explore)
 
 
-def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, max_seq_len: int) -> tuple:
-    """(wall env steps/s, process-CPU env steps/s) over `batches` collector batches after one warm-up batch."""
+def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, max_seq_len: int,
+            max_seconds: float | None = None) -> tuple:
+    """(wall env steps/s, process-CPU env steps/s) over `batches` collector batches after one warm-up batch
+    (fewer if `max_seconds` of timed collection have passed; at least one)."""
     env, policy = build(n_envs, encoder, corridor, max_seq_len)
     fpb = n_envs * steps
     coll = Collector(env, policy, frames_per_batch=fpb, total_frames=fpb * (batches + 1))
@@ -59,6 +64,8 @@ def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, 
     start, cpu0, frames = time.perf_counter(), time.process_time(), 0
     for data in it:
         frames += data.numel()
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     coll.shutdown()
     return frames / elapsed, frames / cpu
@@ -72,7 +79,9 @@ def main():
     ap.add_argument("--encoders", nargs="+", default=None, choices=["transformer", "gru"],
                     help="acting encoders (default: transformer gru; --quick: transformer)")
     ap.add_argument("--steps", type=int, default=None, help="env steps per env per collector batch")
-    ap.add_argument("--batches", type=int, default=3, help="timed batches after the warm-up batch")
+    ap.add_argument("--batches", type=int, default=None, help="timed batches after the warm-up batch (3; --quick 10)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop timing a config after this many seconds (default: none; --quick: 15)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each config this many times; report the median")
     ap.add_argument("--corridor", type=int, default=100, help="T-Maze corridor length")
     ap.add_argument("--max-seq-len", type=int, default=128, help="transformer context (KV cache length)")
@@ -83,14 +92,16 @@ def main():
     encoders = args.encoders or (["transformer"] if args.quick else ["transformer", "gru"])
     for encoder in encoders:
         for n in n_envs_list:
-            steps = args.steps or (100 if args.quick else 200 if n <= 8 else 100 if n <= 64 else 50)
-            runs = [measure(n, encoder, steps, args.batches, args.corridor, args.max_seq_len)
+            steps = args.steps or (50 if args.quick else 200 if n <= 8 else 100 if n <= 64 else 50)
+            batches = args.batches or (10 if args.quick else 3)
+            max_seconds = args.max_seconds if args.max_seconds is not None else (15.0 if args.quick else None)
+            runs = [measure(n, encoder, steps, batches, args.corridor, args.max_seq_len, max_seconds)
                     for _ in range(args.repeat)]
             wall, cpu = [r[0] for r in runs], [r[1] for r in runs]
             print(json.dumps({"env": "tmaze", "encoder": encoder, "n_envs": n,
                               "env_steps_per_s": round(statistics.median(wall), 1),
                               "env_steps_per_cpu_s": round(statistics.median(cpu), 1),
-                              "runs": [round(w, 1) for w in wall], "steps_per_batch": steps, "batches": args.batches,
+                              "runs": [round(w, 1) for w in wall], "steps_per_batch": steps, "max_batches": batches,
                               "corridor_length": args.corridor, "max_seq_len": args.max_seq_len,
                               "threads": torch.get_num_threads()}), flush=True)
 

@@ -40,13 +40,14 @@ def main(argv=None):
     def make_env(n):
         return make_amago_env(SerialEnv(n, lambda: make_gym_env(a.env, a.max_episode_steps)))
 
-    epochs = 40
+    epochs, steps = 30, 200
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
-        run_name=a.env.lower().replace("/", "_"), max_seq_len=128, timesteps_per_epoch=250, parallel_envs=4,
-        grads_per_epoch=100, epochs=epochs, eval_interval=5, eval_timesteps=600, eval_envs=4,
+        run_name=a.env.lower().replace("/", "_"), max_seq_len=64, timesteps_per_epoch=steps, parallel_envs=4,
+        grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=600, eval_envs=4,
         reward_multiplier=1.0, discrete_clip=(1e-6, 1.0), tstep_layers=2, tstep_hidden=128, tstep_out=64,
-        memory_size=64, memory_layers=2, n_heads=4, lr_warmup_steps=200, learning_rate=3e-4,
-        dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * 250 // 2))
+        memory_size=64, memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=200,
+        learning_rate=3e-4, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
+        eps_steps_anneal=epochs * steps // 2))
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
     trainer.resume()
     trainer.train()

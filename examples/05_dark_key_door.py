@@ -31,13 +31,13 @@ def main(argv=None):
         return make_amago_env(DarkKeyDoor(n, size=a.room_size, max_episode_steps=a.episode_length, meta_horizon=H,
                                           dark=not a.light_room_observation, randomize_actions=a.randomize_actions))
 
-    epochs = 50
+    epochs = 30
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name=f"keydoor{a.room_size}_h{H}", max_seq_len=H, timesteps_per_epoch=H, parallel_envs=12,
         grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * H, eval_envs=16,
         reward_multiplier=100.0, tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2,
-        n_heads=4, lr_warmup_steps=200, learning_rate=3e-4, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
-        exploration="bilevel", eps_steps_anneal=epochs * H // 2))
+        n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=200, learning_rate=3e-4,
+        dset_max_size=200_000, ckpt_interval=0, num_threads=1, exploration="bilevel", eps_steps_anneal=epochs * H // 2))
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, success_threshold=2.0,
                            env_name=f"DarkKeyDoor-{a.room_size}x{a.room_size}-H{H}")
     trainer.resume()

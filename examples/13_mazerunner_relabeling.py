@@ -45,7 +45,7 @@ def main(argv=None):
         return make_amago_env(MazeRunner(n, maze_dim=a.maze_size, num_goals=a.goals, time_limit=a.time_limit,
                                          randomized_actions=a.randomized_actions))
 
-    epochs = 50
+    epochs = 30
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name=f"maze{a.maze_size}_k{a.goals}_{a.relabel}", max_seq_len=trial_len, timesteps_per_epoch=a.time_limit,
         parallel_envs=12, grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * a.time_limit,

@@ -2,6 +2,10 @@
 
 Init follows einops' EinMix (AMAGO's critic layers): weight U(+-sqrt(3/fan_in)), bias U(+-sqrt(1/fan_in)),
 drawn independently per member. That is sqrt(3) wider than the nn.Linear default, which matters for parity.
+
+Speed: inside `EnsembleMLP` the hidden activations live member-major (`[C, N, d]`, contiguous), so every
+layer is one `baddbmm` (bias fused, no permute copies) and activations run on contiguous memory; the public
+shapes stay `[*, C, d]` (the output is a transposed view).
 """
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .common import activation
 
 
 class EnsembleLinear(nn.Module):
     """C independent Linear layers. `shared_input=True`: x [*, d_in] -> [*, C, d_out] (same input to every
-    member); otherwise x [*, C, d_in] -> [*, C, d_out]."""
+    member); otherwise x [*, C, d_in] -> [*, C, d_out]. `forward_members(x [C, N, d_in]) -> [C, N, d_out]` is
+    the member-major form the ensemble MLP uses internally."""
 
     def __init__(self, ensemble_size: int, d_in: int, d_out: int, shared_input: bool = False):
         super().__init__()
@@ -31,15 +37,33 @@ class EnsembleLinear(nn.Module):
         self.weight.uniform_(-math.sqrt(3.0 / self.d_in), math.sqrt(3.0 / self.d_in))
         self.bias.uniform_(-math.sqrt(1.0 / self.d_in), math.sqrt(1.0 / self.d_in))
 
+    def forward_members(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """x [C, N, d_in] (or [N, d_in], broadcast to every member) -> [C, N, d_out], one (bad)dbmm."""
+        w = self.weight
+        if x.ndim == 2:
+            x = x.expand(self.ensemble_size, *x.shape)
+        if bias:
+            return torch.baddbmm(self.bias.unsqueeze(1), x, w)
+        return torch.bmm(x, w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared_input:
-            # one [*, d_in] @ [d_in, C*d_out] matmul
-            w = self.weight.permute(1, 0, 2).reshape(self.d_in, -1)
-            return (x @ w).unflatten(-1, (self.ensemble_size, self.d_out)) + self.bias
+            lead = x.shape[:-1]
+            y = self.forward_members(x.reshape(-1, self.d_in))  # [C, N, d_out]
+            return y.transpose(0, 1).reshape(*lead, self.ensemble_size, self.d_out)
         return torch.einsum("...ci,cio->...co", x, self.weight) + self.bias
 
     def extra_repr(self) -> str:
         return f"C={self.ensemble_size}, d_in={self.d_in}, d_out={self.d_out}, shared_input={self.shared_input}"
+
+
+def _act_(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Apply `act`; in place for the piecewise-linear ones (h is a fresh matmul output nobody else reads)."""
+    if type(act) is nn.LeakyReLU:
+        return F.leaky_relu_(h, act.negative_slope)
+    if type(act) is nn.ReLU:
+        return F.relu_(h)
+    return act(h)
 
 
 class EnsembleMLP(nn.Module):
@@ -64,12 +88,25 @@ class EnsembleMLP(nn.Module):
         y = (x @ w).unflatten(-1, (self.inp.ensemble_size, self.inp.d_out))
         return y + self.inp.bias if bias else y
 
+    def _trunk_members(self, h: torch.Tensor, own_input: bool = False) -> torch.Tensor:
+        """First layer's pre-activation [C, N, d_hidden] -> output [C, N, d_out] (member-major).
+        `own_input`: h is a temporary of ours, so the first activation may overwrite it."""
+        h = self.drop(_act_(self.acts[0], h) if own_input else self.acts[0](h))
+        for layer, act in zip(self.core, self.acts[1:]):
+            h = self.drop(_act_(act, layer.forward_members(h)))
+        return self.out.forward_members(h)
+
     def trunk(self, h: torch.Tensor) -> torch.Tensor:
         """From the first layer's pre-activation [*, C, d_hidden] to the output [*, C, d_out]."""
-        h = self.drop(self.acts[0](h))
-        for layer, act in zip(self.core, self.acts[1:]):
-            h = self.drop(act(layer(h)))
-        return self.out(h)
+        C = self.inp.ensemble_size
+        if h.ndim < 2 or h.shape[-2] != C:
+            raise ValueError(f"EnsembleMLP.trunk expects [*, C={C}, d_hidden], got {tuple(h.shape)}")
+        lead = h.shape[:-2]
+        hm = h.movedim(-2, 0).reshape(C, -1, h.shape[-1])  # one copy into member-major layout
+        out = self._trunk_members(hm)
+        return out.transpose(0, 1).reshape(*lead, C, out.shape[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.inp(x))
+        lead = x.shape[:-1]
+        out = self._trunk_members(self.inp.forward_members(x.reshape(-1, x.shape[-1])), own_input=True)
+        return out.transpose(0, 1).reshape(*lead, self.out.ensemble_size, self.out.d_out)  # view of [C, N, d_out]

@@ -38,6 +38,12 @@ def _popgym_class(name: str):
     return by_name[name]
 
 
+def popgym_episode_length(name: str) -> int | None:
+    """The env's own episode length (popgym's ``max_episode_length``), or None where the game has no fixed one."""
+    length = getattr(_popgym_class(name)(), "max_episode_length", None)
+    return None if length is None else int(length)
+
+
 class POPGymObservation(gym.Wrapper):
     """Flat float observation ``[flatten(obs), timer / timer_scale]``, discrete actions, ``terminated |= truncated``.
 
@@ -123,4 +129,5 @@ def make_popgym_env(name: str, num_envs: int, truncated_is_done: bool = True,
     return SerialEnv(num_envs, make)
 
 
-__all__ = ["POPGymObservation", "make_popgym_gym", "make_popgym_torchrl", "make_popgym_env", "popgym_env_names"]
+__all__ = ["POPGymObservation", "make_popgym_gym", "make_popgym_torchrl", "make_popgym_env", "popgym_env_names",
+           "popgym_episode_length"]

@@ -25,15 +25,19 @@ class SigmaReparam(nn.Linear):
 
     def power_iteration_(self) -> None:
         """One in-place power-iteration step on the u, v buffers."""
-        with torch.no_grad():
-            w = self.weight
+        w = self.weight
+        with torch.no_grad(), torch.autocast(w.device.type, enabled=False):
             u = F.normalize(w @ self.v, dim=0)
             v = F.normalize(w.t() @ u, dim=0)
             self.u.copy_(u)
             self.v.copy_(v)
 
     def sigma(self) -> torch.Tensor:
-        return torch.dot(self.u.detach(), self.weight @ self.v.detach())
+        # in the weight's own precision even under autocast (a bf16 matvec would put ~3 digits of noise on
+        # every weight's scale, and torch.dot refuses the mixed fp32/bf16 pair autocast would produce)
+        w = self.weight
+        with torch.autocast(w.device.type, enabled=False):
+            return torch.dot(self.u.detach().to(w.dtype), torch.mv(w, self.v.detach().to(w.dtype)))
 
     def effective_weight(self) -> torch.Tensor:
         return self.gamma / self.sigma() * self.weight
