@@ -7,14 +7,21 @@ original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 2
 
 Prints one JSON object per setting, e.g.
 {"encoder": "transformer", "d_model": 128, "layers": 2, "seq_len": 128, "batch": 24, "updates_per_s": ...,
- "timesteps_per_s": ...}
-Usage: python benchmarks/learner_update.py [--quick] [--compile] [--bf16] [--threads N] [--device cpu|cuda]
+ "timesteps_per_s": ..., "vs_original": ...}
+`updates_per_s` is the median over `--repeats` timing windows; `vs_original` = updates_per_s / 2.0 (T = 128
+only). `cpu_s_per_update` is process CPU time per update: on a busy machine, with one thread, it is a
+better estimate of the quiet-machine time than the wall clock. `compile_s` is the warm-up time (it includes
+torch.compile's compilation with --compile).
+Usage: python benchmarks/learner_update.py [--quick] [--compile] [--bf16] [--threads N] [--repeats R]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...]
 Reference: the original implementation does ~2 updates/s (~6,000 timesteps/s) at T=128 on a 2-core CPU.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 import warnings
 
@@ -29,6 +36,7 @@ from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss
 from torchrl_amago.spaces import ActionSpace
 
 OBS, ACT, G, C = 10, 4, 7, 4
+ORIGINAL_UPDATES_PER_S = 2.0  # the original at T=128, batch 24, d_model 128, 2 layers, 2-core CPU
 
 
 def make_batch(B: int, T: int, device) -> TensorDict:
@@ -59,7 +67,7 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool)
 
 
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
-          min_updates: int, warmup: int, bf16: bool = False) -> dict:
+          min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3) -> dict:
     torch.manual_seed(0)
     loss = build(T, d_model, layers, heads, device, compile_)
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
@@ -80,22 +88,32 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    t0 = time.perf_counter()
     for _ in range(warmup):
         update()
     sync()
-    n, t0 = 0, time.perf_counter()
-    while n < min_updates or time.perf_counter() - t0 < min_time:
-        update()
-        n += 1
-        if device.type == "cuda" and n % 10 == 0:
-            sync()
-    sync()
-    dt = time.perf_counter() - t0
-    ups = n / dt
+    compile_s = time.perf_counter() - t0
+    runs, n_total, cpu_total = [], 0, 0.0
+    for _ in range(repeats):
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while n < min_updates or time.perf_counter() - t0 < min_time:
+            update()
+            n += 1
+            if device.type == "cuda" and n % 10 == 0:
+                sync()
+        sync()
+        runs.append(n / (time.perf_counter() - t0))
+        cpu_total += time.process_time() - c0
+        n_total += n
+    ups = statistics.median(runs)
+    d_ff = getattr(loss.trajectory_encoder.encoder.layers[0].ff1, "out_features", None)
     return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
-            "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1), "heads": heads,
-            "gammas": G, "critics": C, "updates": n, "compile": compile_, "bf16": bf16, "device": str(device),
-            "threads": torch.get_num_threads()}
+            "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
+            "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 else None,
+            "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
+            "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total, "compile": compile_,
+            "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
+            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
 def main():
@@ -105,6 +123,7 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the loss forward (fp32 master weights; "
                     "the loss keeps targets, PopArt and distributions in fp32)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--repeats", type=int, default=3, help="timing windows per setting; the median is reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--seq-lens", type=int, nargs="+", default=None)
@@ -116,8 +135,8 @@ def main():
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
     for T in seq_lens:
         try:
-            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=8.0 if args.quick else 20.0,
-                        min_updates=5, warmup=5 if args.compile else 2, bf16=args.bf16)
+            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=3.0 if args.quick else 8.0,
+                        min_updates=3, warmup=3 if args.compile else 2, bf16=args.bf16, repeats=args.repeats)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)

@@ -15,7 +15,8 @@ def extra(p):
     p.add_argument("--lake_size", type=int, default=4, help="lake is size x size (the original's CLI uses 5)")
     p.add_argument("--k_episodes", type=int, default=3, help="attempts per trial (the original uses 10)")
     p.add_argument("--hard_mode", action="store_true", help="swapped actions, melting ice, noisy position")
-    p.add_argument("--recover_mode", action="store_true", help="falling in a hole costs 0.1 instead of ending the attempt")
+    p.add_argument("--recover_mode", action="store_true",
+                   help="falling in a hole costs 0.1 instead of ending the attempt")
     p.add_argument("--slip_chance", type=float, default=0.0, help="probability that an action becomes 'stay'")
     p.add_argument("--max_episode_steps", type=int, default=None, help="steps per attempt (default: size^2, see env)")
     p.add_argument("--hide_k_progress", action="store_true", help="do not show attempts_done/k in the observation")
@@ -41,8 +42,10 @@ def main(argv=None):
         parallel_envs=16, grads_per_epoch=50, epochs=epochs, eval_interval=5, eval_timesteps=2 * trial_len,
         eval_envs=32, tstep_layers=1, tstep_hidden=128, tstep_out=64, tstep_normalize_inputs=False,
         memory_size=64, memory_layers=2, n_heads=4, tau=0.004, lr_warmup_steps=200, learning_rate=3e-4,
-        batch_size=24, dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * trial_len // 2))
-    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
+        batch_size=24, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
+        eps_steps_anneal=epochs * trial_len // 2))
+    trainer = AMAGOTrainer(cfg, make_env, make_env,
+                           env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
     trainer.resume()
     trainer.train()
     summary = trainer.finish(final_eval_timesteps=args.test_mult * trial_len)

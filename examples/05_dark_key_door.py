@@ -4,7 +4,7 @@ so an agent that remembers the key and door positions solves more attempts per t
 per trial with the original's bilevel epsilon-greedy exploration (epsilon decays over training *and* within each
 trial; `rollout_horizon` = the meta horizon).
 
-    python examples/05_dark_key_door.py --room_size 5 --episode_length 15 --meta_horizon 120 --run_name keydoor5
+    python examples/05_dark_key_door.py --room_size 4 --episode_length 10 --meta_horizon 100 --run_name keydoor4
 """
 import argparse
 
@@ -13,9 +13,9 @@ from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
 
 
 def extra(p):
-    p.add_argument("--meta_horizon", type=int, default=120, help="steps per trial (the original uses 500)")
-    p.add_argument("--room_size", type=int, default=5, help="room is size x size (the original's CLI uses 8)")
-    p.add_argument("--episode_length", type=int, default=15, help="steps per attempt (the original uses 50)")
+    p.add_argument("--meta_horizon", type=int, default=100, help="steps per trial (the original uses 500)")
+    p.add_argument("--room_size", type=int, default=4, help="room is size x size (the original's CLI uses 8)")
+    p.add_argument("--episode_length", type=int, default=10, help="steps per attempt (the original uses 50)")
     p.add_argument("--light_room_observation", action="store_true", help="show the key and door positions")
     p.add_argument("--randomize_actions", action="store_true", help="permute the action -> direction map per trial")
     p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * meta_horizon")
@@ -34,7 +34,7 @@ def main(argv=None):
     epochs = 30
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name=f"keydoor{a.room_size}_h{H}", max_seq_len=H, timesteps_per_epoch=H, parallel_envs=12,
-        grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * H, eval_envs=16,
+        grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * H, eval_envs=32,
         reward_multiplier=100.0, tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2,
         n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=200, learning_rate=3e-4,
         dset_max_size=200_000, ckpt_interval=0, num_threads=1, exploration="bilevel", eps_steps_anneal=epochs * H // 2))

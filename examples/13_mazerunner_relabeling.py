@@ -5,7 +5,8 @@ pure reward function `mazerunner_relabel_rewards`), and a timestep encoder restr
 ["obs", "goals"] (the "achieved" cell is stored for relabeling but hidden from the policy). Compare
 `--relabel some` (default), `all` and `none` at equal env steps.
 
-    python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel some --run_name maze9_some
+    python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel some
+    python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel none
 """
 import argparse
 
@@ -49,9 +50,9 @@ def main(argv=None):
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name=f"maze{a.maze_size}_k{a.goals}_{a.relabel}", max_seq_len=trial_len, timesteps_per_epoch=a.time_limit,
         parallel_envs=12, grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * a.time_limit,
-        eval_envs=16, obs_keys=["obs", "goals"], tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64,
-        memory_layers=2, n_heads=4, lr_warmup_steps=200, learning_rate=3e-4, dset_max_size=200_000,
-        ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * a.time_limit // 2))
+        eval_envs=32, obs_keys=["obs", "goals"], tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64,
+        memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=200, learning_rate=3e-4,
+        dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * a.time_limit // 2))
     dim = a.maze_size if a.maze_size % 2 else a.maze_size + 1
     trainer = AMAGOTrainer(cfg, make_env, make_env, trial_transform=make_relabeler(args.relabel, args.time_limit),
                            success_threshold=float(a.goals), env_name=f"MazeRunner-{dim}x{dim}-k{a.goals}")

@@ -17,9 +17,10 @@ from .memory_task import NUM_ARMS, OBS_DIM, collect
 
 
 def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: int = 1, seed: int = 0,
-                   batch: int = 32, envs_per_round: int = 32, updates_per_round: int = 8) -> float:
+                   batch: int = 32, envs_per_round: int = 32, updates_per_round: int = 8,
+                   autocast_dtype: torch.dtype | None = None) -> float:
     """Alternate collection (policy sampling + 20% random actions) and updates; return the deterministic
-    success rate on 400 fresh episodes."""
+    success rate on 400 fresh episodes. `autocast_dtype` runs the loss forward under CPU autocast."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     asp = ActionSpace("discrete", NUM_ARMS)
@@ -39,7 +40,8 @@ def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: in
         buffer = (buffer + [data])[-100:]
         pool = torch.cat(buffer, 0)
         for _ in range(updates_per_round):
-            out = loss(pool[torch.randint(0, pool.shape[0], (batch,), generator=gen)])
+            with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                out = loss(pool[torch.randint(0, pool.shape[0], (batch,), generator=gen)])
             opt.zero_grad()
             (out["loss_actor"] + out["loss_critic"]).backward()
             torch.nn.utils.clip_grad_norm_(loss.parameters(), 1.0)
@@ -56,6 +58,12 @@ def test_memory_bandit_fast():
     assert train_and_eval("transformer", K, updates) >= 0.95
     assert train_and_eval("gru", K, updates) >= 0.95
     assert train_and_eval("ff", K, updates) <= 0.65
+
+
+@pytest.mark.filterwarnings("ignore:No target network updater")
+def test_memory_bandit_bf16_autocast():
+    """The trainer's `--mixed_precision bf16` path still learns (the loss keeps targets and PopArt in fp32)."""
+    assert train_and_eval("transformer", 6, 300, autocast_dtype=torch.bfloat16) >= 0.95
 
 
 @pytest.mark.slow

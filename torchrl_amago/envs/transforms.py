@@ -351,4 +351,6 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
     elif max_episode_steps is not None:
         max_steps = max_episode_steps if max_steps is None else min(max_steps, max_episode_steps)
     ts += [InitTracker(), PrevActionReward(action_spec), EpisodeTime(max_steps)]
-    return TransformedEnv(env, Compose(*ts))
+    # auto_unwrap=False: never merge into an inner TransformedEnv, whose action transforms (e.g. ActionScaling)
+    # would then run before PrevActionReward and store the env-side action instead of the policy action
+    return TransformedEnv(env, Compose(*ts), auto_unwrap=False)

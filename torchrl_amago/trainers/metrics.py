@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import torch
@@ -73,4 +74,7 @@ def episode_metrics(rollout: TensorDictBase, prefix: str, end_key=("next", "epis
             key = f"{prefix}/episode_{k}_{name}"
             sums[key] += v
             counts[key] += 1
-    return {k: sums[k] / counts[k] for k in sorted(sums)}
+    def natural(key: str):  # episode_2 before episode_10
+        return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+    return {k: sums[k] / counts[k] for k in sorted(sums, key=natural)}

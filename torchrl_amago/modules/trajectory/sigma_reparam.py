@@ -24,13 +24,14 @@ class SigmaReparam(nn.Linear):
         self._cached: tuple | None = None  # (key, W_hat) for eval + no-grad calls (acting)
 
     def power_iteration_(self) -> None:
-        """One in-place power-iteration step on the u, v buffers."""
-        w = self.weight
+        """One in-place power-iteration step on the u, v buffers (F.normalize's numbers, fewer Python calls:
+        it runs for every σ-reparam linear on every training forward)."""
+        w = self.weight.detach()
         with torch.no_grad(), torch.autocast(w.device.type, enabled=False):
-            u = F.normalize(w @ self.v, dim=0)
-            v = F.normalize(w.t() @ u, dim=0)
-            self.u.copy_(u)
-            self.v.copy_(v)
+            u = torch.mv(w, self.v, out=self.u)
+            u.div_(torch.linalg.vector_norm(u).clamp_min_(1e-12))
+            v = torch.mv(w.t(), u, out=self.v)
+            v.div_(torch.linalg.vector_norm(v).clamp_min_(1e-12))
 
     def sigma(self) -> torch.Tensor:
         # in the weight's own precision even under autocast (a bf16 matvec would put ~3 digits of noise on

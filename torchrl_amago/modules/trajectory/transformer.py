@@ -3,7 +3,6 @@ positions, and a per-env ring-buffer KV cache for step mode (each step attends o
 re-running of the window)."""
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import torch
@@ -28,15 +27,10 @@ def _linear(d_in: int, d_out: int, sigma_reparam: bool, bias: bool = True) -> nn
     return SigmaReparam(d_in, d_out, bias=bias) if sigma_reparam else nn.Linear(d_in, d_out, bias=bias)
 
 
-@contextlib.contextmanager
-def _cpu_fp32_attention(q: torch.Tensor):
-    """On CPU, run SDPA in fp32 with autocast off (yields True then): the CPU flash kernel's bf16 backward is
-    ~5x slower than its fp32 one at small head dims, and attention is a small share of the FLOPs."""
-    if q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
-        with torch.autocast("cpu", enabled=False):
-            yield True
-    else:
-        yield False
+def _sdpa_fp32_on_cpu(q: torch.Tensor) -> bool:
+    """On CPU, SDPA runs in fp32 with autocast off: the CPU flash kernel's bf16 backward is ~5x slower than its
+    fp32 one at small head dims, and attention is a small share of the FLOPs."""
+    return q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
 
 
 class AttentionLayer(nn.Module):
@@ -194,18 +188,21 @@ class TransformerTrajEncoder(TrajectoryEncoder):
                                           window_size=ws).to(q.dtype)
             return attend
 
+        def sdpa(q, k, v):
+            if window is None:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            i = torch.arange(q.shape[2], device=q.device)
+            d = i[:, None] - i[None, :]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=(d >= 0) & (d < window), dropout_p=p)
+
         def attend(q, k, v):
             dtype = q.dtype
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            with _cpu_fp32_attention(q) as fp32:
-                if fp32:
-                    q, k, v = q.float(), k.float(), v.float()
-                if window is None:
-                    out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-                else:
-                    i = torch.arange(q.shape[2], device=q.device)
-                    d = i[:, None] - i[None, :]
-                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=(d >= 0) & (d < window), dropout_p=p)
+            if _sdpa_fp32_on_cpu(q):
+                with torch.autocast("cpu", enabled=False):
+                    out = sdpa(q.float(), k.float(), v.float())
+            else:
+                out = sdpa(q, k, v)
             return out.transpose(1, 2).to(dtype)
         return attend
 
