@@ -11,7 +11,7 @@ CORE = [
     "matplotlib",
 ]
 EXTRAS = {
-    "test": ["pytest>=7", "pytest-timeout"],
+    "test": ["pytest>=7", "pytest-timeout", "popgym"],  # popgym: pure Python, lets CI exercise the adapter
     "flash": ["flash-attn"],
     "mamba": ["mamba-ssm"],
     "wandb": ["wandb"],
