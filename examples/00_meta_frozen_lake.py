@@ -8,7 +8,7 @@ lists `eval_episode_<k>_success` for every attempt k).
 import argparse
 
 from torchrl_amago.envs import MetaFrozenLake, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+from torchrl_amago.trainers import AMAGOTrainer, parse_config
 
 
 def extra(p):
@@ -46,12 +46,7 @@ def main(argv=None):
         eps_steps_anneal=epochs * trial_len // 2))
     trainer = AMAGOTrainer(cfg, make_env, make_env,
                            env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
-    trainer.resume()
-    trainer.train()
-    summary = trainer.finish(final_eval_timesteps=args.test_mult * trial_len)
-    trainer.close()
-    print_summary("00_meta_frozen_lake", summary)
-    return summary
+    return trainer.run("00_meta_frozen_lake", final_eval_timesteps=args.test_mult * trial_len)
 
 
 if __name__ == "__main__":

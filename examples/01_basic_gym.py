@@ -11,7 +11,7 @@ import numpy as np
 from torchrl.envs import GymEnv, GymWrapper, SerialEnv
 
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+from torchrl_amago.trainers import AMAGOTrainer, parse_config
 
 
 def extra(p):
@@ -49,12 +49,7 @@ def main(argv=None):
         learning_rate=3e-4, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
         eps_steps_anneal=epochs * steps // 2))
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
-    trainer.resume()
-    trainer.train()
-    summary = trainer.finish(final_eval_timesteps=args.final_eval_timesteps)
-    trainer.close()
-    print_summary("01_basic_gym", summary)
-    return summary
+    return trainer.run("01_basic_gym", final_eval_timesteps=args.final_eval_timesteps)
 
 
 if __name__ == "__main__":

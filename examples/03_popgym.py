@@ -11,7 +11,7 @@ import sys
 from torchrl_amago._optional import available, require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.popgym import make_popgym_env, popgym_env_names, popgym_episode_length
-from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+from torchrl_amago.trainers import AMAGOTrainer, parse_config
 
 
 def extra(p):
@@ -43,12 +43,7 @@ def main(argv=None):
         return make_amago_env(make_popgym_env(args.env, n))
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
-    trainer.resume()
-    trainer.train()
-    summary = trainer.finish(final_eval_timesteps=args.final_eval_timesteps)
-    trainer.close()
-    print_summary("03_popgym", summary)
-    return summary
+    return trainer.run("03_popgym", final_eval_timesteps=args.final_eval_timesteps)
 
 
 if __name__ == "__main__":

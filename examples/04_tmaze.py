@@ -7,7 +7,7 @@ with the original's T-Maze exploration schedule (greedy actions; epsilon-greedy 
 import argparse
 
 from torchrl_amago.envs import TMaze, TMazeExploration, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+from torchrl_amago.trainers import AMAGOTrainer, parse_config
 
 
 def extra(p):
@@ -35,12 +35,7 @@ def main(argv=None):
     explore = TMazeExploration(action_spec, horizon=trial_len, steps_anneal=cfg.eps_steps_anneal)
     trainer = AMAGOTrainer(cfg, make_env, make_env, exploration=explore, env_name=f"TMaze-{args.horizon}",
                            success_threshold=0.5)
-    trainer.resume()
-    trainer.train()
-    summary = trainer.finish(final_eval_timesteps=args.test_mult * trial_len)
-    trainer.close()
-    print_summary("04_tmaze", summary)
-    return summary
+    return trainer.run("04_tmaze", final_eval_timesteps=args.test_mult * trial_len)
 
 
 if __name__ == "__main__":

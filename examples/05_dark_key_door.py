@@ -9,7 +9,7 @@ trial; `rollout_horizon` = the meta horizon).
 import argparse
 
 from torchrl_amago.envs import DarkKeyDoor, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+from torchrl_amago.trainers import AMAGOTrainer, parse_config
 
 
 def extra(p):
@@ -40,12 +40,7 @@ def main(argv=None):
         dset_max_size=200_000, ckpt_interval=0, num_threads=1, exploration="bilevel", eps_steps_anneal=epochs * H // 2))
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, success_threshold=2.0,
                            env_name=f"DarkKeyDoor-{a.room_size}x{a.room_size}-H{H}")
-    trainer.resume()
-    trainer.train()
-    summary = trainer.finish(final_eval_timesteps=args.test_mult * H)
-    trainer.close()
-    print_summary("05_dark_key_door", summary)
-    return summary
+    return trainer.run("05_dark_key_door", final_eval_timesteps=args.test_mult * H)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 
 from torchrl_amago.data import HindsightRelabel
 from torchrl_amago.envs import MazeRunner, make_amago_env, mazerunner_relabel_rewards
-from torchrl_amago.trainers import AMAGOTrainer, parse_config, print_summary
+from torchrl_amago.trainers import AMAGOTrainer, parse_config
 
 
 def extra(p):
@@ -56,12 +56,7 @@ def main(argv=None):
     dim = a.maze_size if a.maze_size % 2 else a.maze_size + 1
     trainer = AMAGOTrainer(cfg, make_env, make_env, trial_transform=make_relabeler(args.relabel, args.time_limit),
                            success_threshold=float(a.goals), env_name=f"MazeRunner-{dim}x{dim}-k{a.goals}")
-    trainer.resume()
-    trainer.train()
-    summary = trainer.finish(final_eval_timesteps=args.test_mult * a.time_limit)
-    trainer.close()
-    print_summary("13_mazerunner_relabeling", summary)
-    return summary
+    return trainer.run("13_mazerunner_relabeling", final_eval_timesteps=args.test_mult * a.time_limit)
 
 
 if __name__ == "__main__":

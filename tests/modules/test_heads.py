@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from torchrl_amago.modules.common import symexp, symlog
+from torchrl_amago.modules.common import symlog
 from torchrl_amago.modules.ensemble import EnsembleLinear, EnsembleMLP
 from torchrl_amago.modules.heads import (ActorHead, ContinuousCritic, DiscreteCritic, PopArt, TwoHotCritic,
                                          gamma_features)

@@ -253,7 +253,7 @@ class AMAGOLoss(LossModule):
         if tensordict.batch_dims != 2:
             raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
         B, T = tensordict.batch_size
-        G, C = self.gammas.numel(), self.num_critics
+        G = self.gammas.numel()
         reward = tensordict.get(k.reward, None)
         term = tensordict.get(k.terminated, None)
         action = tensordict.get(k.action, None)

@@ -248,6 +248,18 @@ class AMAGOTrainer:
         summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k})
         return summary
 
+    def run(self, example: str, final_eval_timesteps: int | None = None) -> dict:
+        """What every example does: resume if a checkpoint exists, train, final eval + curve, close, and print
+        the one JSON summary line. Returns the summary."""
+        try:
+            self.resume()
+            self.train()
+            summary = self.finish(final_eval_timesteps)
+        finally:
+            self.close()
+        print_summary(example, summary)
+        return summary
+
     def close(self) -> None:
         self.collector.shutdown()
         for env in (self.train_env, self.eval_env):
