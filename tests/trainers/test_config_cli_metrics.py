@@ -77,3 +77,21 @@ def test_checkpoint_errors_are_clear(tmp_path):
     path = str(tmp_path / "ok.pt")
     save_checkpoint(path, {"loss": m.state_dict(), "optimizer": {}, "scheduler": {}, "counters": {}, "config": {}})
     assert set(load_checkpoint(path)["loss"]) == {"weight", "bias"}
+
+
+def test_run_logger_csv_records_and_curve(tmp_path):
+    from torchrl_amago._optional import available
+    from torchrl_amago.trainers.logging import RunLogger
+
+    lg = RunLogger(str(tmp_path), "run", {"a": 1})
+    lg.log({"eval/return": 1.0}, env_steps=10, grad_steps=2)
+    lg.log({"eval/return": 3.0, "train/return": torch.tensor(2.0)}, env_steps=20, grad_steps=4)
+    text = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert text[0].split(",")[:4] == ["env_steps", "grad_steps", "wall_s", "eval/return"] and len(text) == 3
+    assert (tmp_path / "run" / "scalars" / "eval" / "return.csv").exists()  # TorchRL's CSVLogger
+    assert lg.plot_curve() == str(tmp_path / "learning_curve.png") and (tmp_path / "learning_curve.png").exists()
+    resumed = RunLogger(str(tmp_path), "run", resume=True)
+    assert [r["env_steps"] for r in resumed.records] == [10.0, 20.0]
+    if not available("wandb"):
+        with pytest.raises(ImportError, match="pip install wandb"):
+            RunLogger(str(tmp_path), "run", use_wandb=True)

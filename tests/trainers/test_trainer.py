@@ -107,3 +107,22 @@ def test_tmaze_learns_with_full_trainer(tmp_path):
     res = tr.evaluate(timesteps=2 * (H + 1))
     tr.close()
     assert res["eval/success"] >= 0.9, res
+
+
+def test_offline_then_online_training(tmp_path):
+    """Offline data only for the first epochs (no env steps, but gradient steps from the offline buffer), then
+    online collection starts at `start_collecting_at_epoch` and both buffers are sampled."""
+    H = 3
+    env = _make_env(4, H)
+    ro = env.rollout(4 * (H + 1), break_when_any_done=False)  # random actions: 4 whole trials per env
+    env.close()
+    offline = torch.cat([ro[i] for i in range(ro.batch_size[0])])  # flat: split into trials at ("next", "done")
+    cfg = _tiny_cfg(tmp_path, epochs=4, start_collecting_at_epoch=2, max_seq_len=H + 1, eval_interval=0)
+    tr = AMAGOTrainer(cfg, lambda n: _make_env(n, H), None, offline_data=offline, offline_weight=0.5)
+    assert tr.offline_replay.num_trials() == 16
+    tr.train(epochs=2)
+    assert tr.env_steps == 0 and tr.grad_steps == 2 * cfg.grads_per_epoch and len(tr.replay) == 0
+    tr.train(epochs=4)
+    assert tr.env_steps == 2 * cfg.parallel_envs * cfg.timesteps_per_epoch and len(tr.replay) > 0
+    assert tr.grad_steps == 4 * cfg.grads_per_epoch
+    tr.close()

@@ -278,7 +278,6 @@ class AMAGOTrainer:
             "scheduler": self.scheduler.state_dict(),
             "exploration": self.exploration.state_dict() if self.exploration is not None else None,
             "counters": {"epoch": self.epoch, "env_steps": self.env_steps, "grad_steps": self.grad_steps},
-            "running_returns": self._running_returns,
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
         }
@@ -308,7 +307,9 @@ class AMAGOTrainer:
             raise CheckpointError(f"checkpoint {path}: optimizer/schedule/exploration state does not match ({e})") from e
         c = ckpt["counters"]
         self.epoch, self.env_steps, self.grad_steps = c["epoch"], c["env_steps"], c["grad_steps"]
-        self._running_returns = ckpt.get("running_returns")
+        # the envs restart fresh trials after a restart, so partial returns of the cut trials are dropped (their
+        # steps are kept: the replay closes them as trials at the new trials' is_init)
+        self._running_returns = None
         gen = ckpt.get("replay_generation")
         if gen is not None:
             replay_dir = os.path.join(self.buffer_root, str(gen))
