@@ -103,8 +103,11 @@ class AMAGOTrainer:
             load_offline_trials(self.offline_replay, offline_data)
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
                                        batch_size=cfg.batch_size)
+        # the policy runs on `device` (its modules are the loss's); envs and stored data stay where the env is
         self.collector = Collector(self.train_env, actor, frames_per_batch=cfg.parallel_envs * cfg.timesteps_per_epoch,
-                                   total_frames=-1, exploration_type=ExplorationType.RANDOM)
+                                   total_frames=-1, exploration_type=ExplorationType.RANDOM,
+                                   policy_device=self.device, env_device=self.train_env.device,
+                                   storing_device="cpu")
         self._collector_iter = None
         self.epoch = 0
         self.env_steps = 0
