@@ -126,3 +126,6 @@ def test_offline_then_online_training(tmp_path):
     assert tr.env_steps == 2 * cfg.parallel_envs * cfg.timesteps_per_epoch and len(tr.replay) > 0
     assert tr.grad_steps == 4 * cfg.grads_per_epoch
     tr.close()
+    again = AMAGOTrainer(cfg, lambda n: _make_env(n, H), None, offline_data=offline, offline_weight=0.5)
+    assert again.resume() and again.epoch == 4 and again.offline_replay.num_trials() == 16  # restart with offline data
+    again.close()

@@ -97,9 +97,11 @@ class AMAGOTrainer:
         if offline_data is not None:
             from ..data import MixedReplay, load_offline_trials
 
+            offline_dir = os.path.join(self.run_dir, "offline_buffer")
+            shutil.rmtree(offline_dir, ignore_errors=True)  # rebuilt from `offline_data` at every start
             self.offline_replay = make_sequence_replay(
                 max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
-                scratch_dir=os.path.join(self.run_dir, "offline_buffer"), sampling=cfg.sampling,
+                scratch_dir=offline_dir, sampling=cfg.sampling,
                 padded_sampling=cfg.padded_sampling, trial_transform=trial_transform)
             load_offline_trials(self.offline_replay, offline_data)
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
