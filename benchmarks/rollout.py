@@ -58,7 +58,9 @@ def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, 
     (fewer if `max_seconds` of timed collection have passed; at least one)."""
     env, policy = build(n_envs, encoder, corridor, max_seq_len)
     fpb = n_envs * steps
-    coll = Collector(env, policy, frames_per_batch=fpb, total_frames=fpb * (batches + 1))
+    # same device arguments as AMAGOTrainer (no per-step TensorDict casts)
+    coll = Collector(env, policy, frames_per_batch=fpb, total_frames=fpb * (batches + 1),
+                     policy_device=env.device, env_device=env.device, storing_device="cpu")
     it = iter(coll)
     next(it)  # warm-up batch (allocation, first KV cache, lazy specs)
     start, cpu0, frames = time.perf_counter(), time.process_time(), 0

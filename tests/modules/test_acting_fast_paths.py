@@ -3,6 +3,7 @@ sampler vs the Distribution, InputNorm's no-grad constant cache vs a fresh compu
 AMAGOPolicy's cached mode switching (exact per-module flags restored) and its one-hot encoding."""
 from __future__ import annotations
 
+import pytest
 import torch
 from tensordict import TensorDict
 
@@ -81,3 +82,42 @@ def test_policy_one_hot_action_matches_index_action():
     expected = policy.action_space.from_index(idx)  # the general encoding the policy's shortcut replaces
     assert onehot.shape == (5, 4) and onehot.dtype == expected.dtype
     assert torch.equal(onehot, expected) and (onehot.sum(-1) == 1).all()
+
+
+def _steps(enc, x, is_init, time_idx):
+    state, outs = enc.init_state(x.shape[0]), []
+    for t in range(x.shape[1]):
+        state = enc.reset_state(state, is_init[:, t])
+        outs.append(enc.step(x[:, t], time_idx[:, t], state)[0])
+    return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("pos_emb", ["fixed", "learnable", "rope"])
+def test_transformer_step_fast_path_equals_module_path_and_sequence_mode(pos_emb):
+    """Eval + no-grad steps take the direct F.* path; grad-enabled steps the module path. Both must give
+    sequence mode's numbers, across resets and past the ring buffer's capacity (S=6 < 20 steps)."""
+    from torchrl_amago.modules.trajectory.transformer import TransformerTrajEncoder
+    torch.manual_seed(0)
+    enc = TransformerTrajEncoder(5, 6, d_model=16, n_heads=2, d_ff=32, n_layers=2, pos_emb=pos_emb,
+                                 max_time_idx=64).eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 20, 5, generator=gen)
+    is_init = torch.zeros(3, 20, dtype=torch.bool)
+    is_init[:, 0], is_init[1, 9] = True, True
+    time_idx = torch.arange(20).expand(3, 20).clone()
+    time_idx[1, 9:] = torch.arange(11)
+    calls = []
+    hook = enc.layers[0].register_forward_pre_hook(lambda m, a: calls.append(1))
+    module_path = _steps(enc, x, is_init, time_idx)  # grad enabled -> module path (the hook fires)
+    assert len(calls) == 20
+    with torch.no_grad():
+        hooked = _steps(enc, x, is_init, time_idx)   # a hook forces the module path even under no_grad
+        assert len(calls) == 40
+        hook.remove()
+        fast = _steps(enc, x, is_init, time_idx)
+        assert len(calls) == 40  # the fast path bypassed the layer's __call__
+        torch.testing.assert_close(fast, module_path.detach(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(hooked, module_path.detach(), atol=1e-5, rtol=0)
+        for t in (4, 12, 19):  # trial of env 0: window of the last 6 tokens ending at t
+            seq = enc(x[:1, :t + 1], time_idx[:1, :t + 1], window=6)[0, -1]
+            torch.testing.assert_close(fast[0, t], seq, atol=1e-5, rtol=0)

@@ -44,18 +44,24 @@ class SigmaReparam(nn.Linear):
         return self.gamma / self.sigma() * self.weight
 
     def _cache_key(self) -> tuple:
-        w, g, u, v = self.weight, self.gamma, self.u, self.v  # unrolled: this runs per linear per env step
+        # runs per linear per env step: read the dicts directly (module __getattr__ is a Python call per name)
+        p, b = self._parameters, self._buffers
+        w, g, u, v = p["weight"], p["gamma"], b["u"], b["v"]
         return (w._version, g._version, u._version, v._version, w.data_ptr(), g.data_ptr(), u.data_ptr(),
                 v.data_ptr())
+
+    def cached_weight(self) -> torch.Tensor:
+        """W_hat for eval + no-grad calls (acting, every env step): reused until a parameter/buffer changes
+        (in-place optimizer steps and load_state_dict bump the tensors' version counters). The Transformer's
+        step fast path calls this directly."""
+        key = self._cache_key()
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self.effective_weight())
+        return self._cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.power_iteration_()
         elif not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            # acting calls this every env step: reuse W_hat until a parameter/buffer changes (in-place
-            # optimizer steps and load_state_dict bump the tensors' version counters)
-            key = self._cache_key()
-            if self._cached is None or self._cached[0] != key:
-                self._cached = (key, self.effective_weight())
-            return F.linear(x, self._cached[1], self.bias)
+            return F.linear(x, self.cached_weight(), self.bias)
         return F.linear(x, self.effective_weight(), self.bias)
