@@ -5,10 +5,8 @@ lists `eval_episode_<k>_success` for every attempt k).
 
     python examples/00_meta_frozen_lake.py --lake_size 4 --k_episodes 3 --run_name lake4
 """
-import argparse
-
 from torchrl_amago.envs import MetaFrozenLake, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
 
 
 def extra(p):
@@ -24,9 +22,7 @@ def extra(p):
 
 
 def main(argv=None):
-    pre = argparse.ArgumentParser(add_help=False)
-    extra(pre)
-    a = pre.parse_known_args(argv)[0]
+    a = example_args(extra, argv)
 
     def make_env(n):
         return make_amago_env(MetaFrozenLake(n, size=a.lake_size, k_episodes=a.k_episodes, hard_mode=a.hard_mode,

@@ -4,14 +4,12 @@ train. Continuous action spaces with bounds other than [-1, 1] are rescaled to [
 
     python examples/01_basic_gym.py --env CartPole-v1 --run_name cartpole
 """
-import argparse
-
 import gymnasium as gym
 import numpy as np
 from torchrl.envs import GymEnv, GymWrapper, SerialEnv
 
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
 
 
 def extra(p):
@@ -33,9 +31,7 @@ def make_gym_env(env_id: str, max_episode_steps: int | None = None):
 
 
 def main(argv=None):
-    pre = argparse.ArgumentParser(add_help=False)
-    extra(pre)
-    a = pre.parse_known_args(argv)[0]
+    a = example_args(extra, argv)
 
     def make_env(n):
         return make_amago_env(SerialEnv(n, lambda: make_gym_env(a.env, a.max_episode_steps)))

@@ -5,13 +5,12 @@ RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSwee
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
 """
-import argparse
 import sys
 
 from torchrl_amago._optional import available, require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.popgym import make_popgym_env, popgym_env_names, popgym_episode_length
-from torchrl_amago.trainers import AMAGOTrainer, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
 
 
 def extra(p):
@@ -21,9 +20,7 @@ def extra(p):
 
 
 def main(argv=None):
-    pre = argparse.ArgumentParser(add_help=False)
-    extra(pre)
-    a = pre.parse_known_args(argv)[0]
+    a = example_args(extra, argv)
     # the whole episode is the context, as the original (--max_seq_len 2000); games without a fixed length: 256
     ep_len = popgym_episode_length(a.env) if available("popgym") and a.env in popgym_env_names() else None
     seq = ep_len + 1 if ep_len else 256

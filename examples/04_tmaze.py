@@ -4,10 +4,8 @@ with the original's T-Maze exploration schedule (greedy actions; epsilon-greedy 
 
     python examples/04_tmaze.py --horizon 100 --run_name tmaze100
 """
-import argparse
-
 from torchrl_amago.envs import TMaze, TMazeExploration, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
 
 
 def extra(p):
@@ -16,9 +14,7 @@ def extra(p):
 
 
 def main(argv=None):
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--horizon", type=int, default=20)
-    trial_len = pre.parse_known_args(argv)[0].horizon + 1
+    trial_len = example_args(extra, argv).horizon + 1
     epochs = 40
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name=f"tmaze{trial_len - 1}", max_seq_len=trial_len, timesteps_per_epoch=trial_len, parallel_envs=24,

@@ -6,10 +6,8 @@ trial; `rollout_horizon` = the meta horizon).
 
     python examples/05_dark_key_door.py --room_size 4 --episode_length 10 --meta_horizon 100 --run_name keydoor4
 """
-import argparse
-
 from torchrl_amago.envs import DarkKeyDoor, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
 
 
 def extra(p):
@@ -22,9 +20,7 @@ def extra(p):
 
 
 def main(argv=None):
-    pre = argparse.ArgumentParser(add_help=False)
-    extra(pre)
-    a = pre.parse_known_args(argv)[0]
+    a = example_args(extra, argv)
     H = a.meta_horizon
 
     def make_env(n):

@@ -8,11 +8,9 @@ pure reward function `mazerunner_relabel_rewards`), and a timestep encoder restr
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel some
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel none
 """
-import argparse
-
 from torchrl_amago.data import HindsightRelabel
 from torchrl_amago.envs import MazeRunner, make_amago_env, mazerunner_relabel_rewards
-from torchrl_amago.trainers import AMAGOTrainer, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
 
 
 def extra(p):
@@ -37,9 +35,7 @@ def make_relabeler(strategy: str, time_limit: int) -> HindsightRelabel | None:
 
 
 def main(argv=None):
-    pre = argparse.ArgumentParser(add_help=False)
-    extra(pre)
-    a = pre.parse_known_args(argv)[0]
+    a = example_args(extra, argv)
     trial_len = a.time_limit + 1
 
     def make_env(n):

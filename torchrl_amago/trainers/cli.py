@@ -72,6 +72,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**kw)
 
 
+def example_args(extra: Callable[[argparse.ArgumentParser], None], argv: list[str] | None = None
+                 ) -> argparse.Namespace:
+    """The example's own flags only (unknown flags ignored), for values the TrainConfig defaults depend on,
+    e.g. T-Maze's `max_seq_len = horizon + 1`. `--help` is left to `parse_config`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    extra(pre)
+    return pre.parse_known_args(argv)[0]
+
+
 def parse_config(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None,
                  argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:

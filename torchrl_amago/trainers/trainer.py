@@ -140,10 +140,7 @@ class AMAGOTrainer:
 
     # ------------------------------------------------------------------ learning
     def ready_to_learn(self) -> bool:
-        n = self.replay.num_trials() if hasattr(self.replay, "num_trials") else len(self.replay)
-        if self.offline_replay is not None:
-            n += self.offline_replay.num_trials() if hasattr(self.offline_replay, "num_trials") else len(self.offline_replay)
-        return n >= self.cfg.min_trials_to_learn
+        return self.sampler.num_trials() >= self.cfg.min_trials_to_learn  # online (+ offline) finished trials
 
     def update(self) -> dict:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""

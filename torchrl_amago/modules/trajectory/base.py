@@ -13,34 +13,32 @@ from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 
-def check_sequence_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None = None) -> torch.Tensor:
-    """Validate sequence-mode inputs; returns time_idx as int64 [B, T] (accepts a trailing singleton dim)."""
-    if x.ndim != 3:
-        raise ValueError(f"sequence mode expects x of shape [B, T, D], got {tuple(x.shape)}")
+def _check_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None, batch_dims: int,
+                  mode: str) -> torch.Tensor:
+    """Shared validation of (x [*batch, D], time_idx [*batch] or [*batch, 1]); returns time_idx as int64 [*batch]."""
+    names, time_names = ("[B, T, D]", "[B, T]") if batch_dims == 2 else ("[N, D]", "[N]")
+    if x.ndim != batch_dims + 1:
+        raise ValueError(f"{mode} mode expects x of shape {names}, got {tuple(x.shape)}")
     if input_dim is not None and x.shape[-1] != input_dim:
         raise ValueError(f"x has feature dim {x.shape[-1]} but the encoder was built for input_dim={input_dim}")
-    if time_idx.ndim == 3 and time_idx.shape[-1] == 1:
+    if time_idx.ndim == batch_dims + 1 and time_idx.shape[-1] == 1:
         time_idx = time_idx.squeeze(-1)
-    if time_idx.shape != x.shape[:2]:
-        raise ValueError(f"time_idx must have shape [B, T] = {tuple(x.shape[:2])}, got {tuple(time_idx.shape)}")
+    if time_idx.shape != x.shape[:batch_dims]:
+        raise ValueError(f"time_idx must have shape {time_names} = {tuple(x.shape[:batch_dims])}, got "
+                         f"{tuple(time_idx.shape)}")
     if time_idx.is_floating_point():
         raise ValueError(f"time_idx must be an integer tensor, got dtype {time_idx.dtype}")
     return time_idx.long()
+
+
+def check_sequence_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None = None) -> torch.Tensor:
+    """Validate sequence-mode inputs; returns time_idx as int64 [B, T] (accepts a trailing singleton dim)."""
+    return _check_inputs(x, time_idx, input_dim, 2, "sequence")
 
 
 def check_step_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None = None) -> torch.Tensor:
     """Validate step-mode inputs; returns time_idx as int64 [N] (accepts [N, 1])."""
-    if x.ndim != 2:
-        raise ValueError(f"step mode expects x of shape [N, D], got {tuple(x.shape)}")
-    if input_dim is not None and x.shape[-1] != input_dim:
-        raise ValueError(f"x has feature dim {x.shape[-1]} but the encoder was built for input_dim={input_dim}")
-    if time_idx.ndim == 2 and time_idx.shape[-1] == 1:
-        time_idx = time_idx.squeeze(-1)
-    if time_idx.shape != x.shape[:1]:
-        raise ValueError(f"time_idx must have shape [N] = {tuple(x.shape[:1])}, got {tuple(time_idx.shape)}")
-    if time_idx.is_floating_point():
-        raise ValueError(f"time_idx must be an integer tensor, got dtype {time_idx.dtype}")
-    return time_idx.long()
+    return _check_inputs(x, time_idx, input_dim, 1, "step")
 
 
 def check_is_init(is_init: torch.Tensor, n: int) -> torch.Tensor:
