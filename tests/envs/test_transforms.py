@@ -2,45 +2,19 @@
 
 import pytest
 import torch
-from torchrl.collectors import Collector
 from torchrl.envs import GymEnv, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_amago.envs import (DarkKeyDoor, EpisodeTime, MetaFrozenLake, MetaTrial, PrevActionReward, TMaze,
                                 make_amago_env)
-from torchrl_amago.spaces import action_space_from_spec
+from torchrl_amago.envs.checks import check_alignment, check_amago_env, collect_batch
 
 from .toy_env import ToyTaskEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def collect(env, frames, policy=None):
-    torch.manual_seed(0)
-    c = Collector(env, policy, frames_per_batch=frames, total_frames=frames)
-    d = next(iter(c))
-    c.shutdown()
-    return d if d.ndim == 2 else d.unsqueeze(0)
-
-
-def check_alignment(d, action_spec):
-    """The AMAGO per-step contract on collected data [N, T]."""
-    space = action_space_from_spec(action_spec)
-    a = d["action"]
-    feats = torch.nn.functional.one_hot(a.long(), space.dim).float() if space.discrete and not space.one_hot \
-        else a.float()
-    assert torch.equal(d["next", "prev_action"], feats)
-    assert torch.equal(d["next", "prev_reward"], d["next", "reward"].float())
-    init = d["is_init"].squeeze(-1)
-    assert init[:, 0].all()
-    assert (d["prev_action"][init] == 0).all() and (d["prev_reward"][init] == 0).all()
-    assert (d["time_idx"][init] == 0).all()
-    # within a trial the root of t+1 is the "next" of t; across a done the root is a fresh reset
-    cont = ~d["next", "done"].squeeze(-1)[:, :-1]
-    assert torch.equal(init[:, 1:], ~cont)
-    for k in ("prev_action", "prev_reward", "time_idx"):
-        assert torch.equal(d[k][:, 1:][cont], d["next", k][:, :-1][cont]), k
-    assert torch.equal(d["next", "time_idx"], d["time_idx"] + 1)
+collect = collect_batch
 
 
 @pytest.mark.parametrize("make", [
@@ -53,10 +27,7 @@ def check_alignment(d, action_spec):
     lambda: make_amago_env(GymEnv("Pendulum-v1"), max_steps=9),
 ])
 def test_collector_alignment(make):
-    env = make()
-    check_env_specs(env)
-    d = collect(env, 30 * env.batch_size.numel())
-    check_alignment(d, env.action_spec)
+    d = check_amago_env(make())
     assert d["next", "done"].any()
 
 

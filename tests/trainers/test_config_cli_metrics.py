@@ -8,7 +8,8 @@ from tensordict import TensorDict
 from torchrl_amago.trainers.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 from torchrl_amago.trainers.cli import build_parser, parse_config
 from torchrl_amago.trainers.config import TrainConfig
-from torchrl_amago.trainers.metrics import bottom_quintile, episode_metrics, finished_trial_returns
+from torchrl_amago.trainers.metrics import (bottom_quintile, episode_metrics, finished_trial_returns,
+                                           per_task_return_metrics)
 
 
 def test_config_rejects_bad_flags():
@@ -47,6 +48,18 @@ def test_finished_trial_returns_carry_partial_trials_across_batches():
     ro2 = _rollout([[5, 0], [1, 1]], [[1, 0], [0, 1]])
     ret, running = finished_trial_returns(ro2, running)
     assert sorted(ret) == [4.0, 6.0] and running.tolist() == [0.0, 0.0]
+
+
+def test_per_task_returns_follow_each_trials_task_id():
+    ro = _rollout([[1, 1, 1], [2, 3, 4]], [[0, 1, 1], [1, 0, 1]])
+    ro["next", "task_id"] = torch.tensor([[0, 0, 1], [1, 1, 0]]).unsqueeze(-1)
+    ret, _ = finished_trial_returns(ro)  # ends: t0 env1 (2, task 1), t1 env0 (2, task 0), t2 env0 (1, task 1),
+    m = per_task_return_metrics(ro, ret, "eval", ["a", "b"])  # t2 env1 (7, task 0)
+    assert m["eval/return/a"] == pytest.approx(4.5) and m["eval/trials/a"] == 2
+    assert m["eval/return/b"] == pytest.approx(1.5) and m["eval/trials/b"] == 2
+    assert per_task_return_metrics(_rollout([[1]], [[1]]), [1.0], "eval", ["a"]) == {}
+    with pytest.raises(ValueError, match="task_id 1 has no name"):
+        per_task_return_metrics(ro, ret, "eval", ["a"])
 
 
 def test_bottom_quintile_and_episode_metrics():

@@ -18,6 +18,8 @@ entries, present at the root and under ``"next"``, never meant as policy inputs 
   an ``episode_end`` step has index ``episode_count - 1``).
 - ``"episode_success"`` ``[*, 1]`` bool (builtin envs with a success notion only): that episode succeeded.
 
+Multi-task envs also write ``"task_id"`` ``[*, 1]`` int64 (which task/game the slot runs; see ``TASK_ID_KEY``).
+
 A trainer logs per-episode statistics from ``td["next", k][td["next", "episode_end"]]``.
 """
 from __future__ import annotations
@@ -34,6 +36,9 @@ EPISODE_RETURN_KEY = "episode_return"
 EPISODE_COUNT_KEY = "episode_count"
 EPISODE_SUCCESS_KEY = "episode_success"
 SOFT_RESET_KEY = "soft_reset"
+#: int64 ``[*, 1]`` index of the task/game an env slot is running (multi-task envs); the trainer splits eval
+#: returns per task name with it. A bookkeeping key, never a policy input.
+TASK_ID_KEY = "task_id"
 #: keys a timestep encoder must not read (bookkeeping, not observations)
 BOOKKEEPING_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUCCESS_KEY)
 

@@ -22,7 +22,7 @@ from .input_norm import InputNorm
 
 # keys the env transforms add for bookkeeping; never treated as observations by `from_specs` (nor are keys
 # named `episode_*`, the per-episode statistics of meta-RL trials, or keys starting with '_')
-BOOKKEEPING_KEYS = frozenset({"prev_action", "prev_reward", "time_idx", "is_init", "step_count"})
+BOOKKEEPING_KEYS = frozenset({"prev_action", "prev_reward", "time_idx", "is_init", "step_count", "task_id"})
 
 
 def _key_str(key: NestedKey) -> str:

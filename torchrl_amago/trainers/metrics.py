@@ -35,6 +35,38 @@ def finished_trial_returns(rollout: TensorDictBase, running: torch.Tensor | None
     return out, acc
 
 
+def finished_trial_values(rollout: TensorDictBase, key) -> list[float]:
+    """`key`'s value at the last step of every trial that finished inside `rollout`, in the order
+    `finished_trial_returns` lists the returns (e.g. the `task_id` of each finished trial)."""
+    ro = rollout if rollout.ndim == 2 else rollout.unsqueeze(0)
+    done = _flag(ro, ("next", "done"))
+    val = ro.get(key).reshape(*ro.batch_size, -1)[..., 0]
+    out: list[float] = []
+    for t in range(ro.batch_size[1]):
+        d = done[:, t]
+        if d.any():
+            out += val[d, t].tolist()
+    return out
+
+
+def per_task_return_metrics(rollout: TensorDictBase, returns: list[float], prefix: str,
+                            task_names: list[str], task_key=("next", "task_id")) -> dict[str, float]:
+    """`return_metrics` split by the env's `task_id` key: `{prefix}/return/<task name>` for every task that
+    finished a trial (multi-task envs; nothing when the rollout has no task key)."""
+    if task_key not in rollout.keys(True):
+        return {}
+    ids = finished_trial_values(rollout, task_key)
+    by_task: dict[int, list[float]] = defaultdict(list)
+    for i, r in zip(ids, returns):
+        by_task[int(i)].append(r)
+    out: dict[str, float] = {}
+    for i in sorted(by_task):
+        if not 0 <= i < len(task_names):
+            raise ValueError(f"task_id {i} has no name: task_names has {len(task_names)} entries")
+        out.update(return_metrics(by_task[i], prefix, task_names[i]))
+    return out
+
+
 def bottom_quintile(values: list[float]) -> float:
     if not values:
         return math.nan

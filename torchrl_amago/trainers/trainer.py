@@ -24,7 +24,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng
 from .config import TrainConfig
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
-from .metrics import episode_metrics, finished_trial_returns, return_metrics
+from .metrics import episode_metrics, finished_trial_returns, per_task_return_metrics, return_metrics
 
 EnvFactory = Callable[[int], EnvBase]  # num_envs -> env with batch_size [num_envs]
 
@@ -48,19 +48,22 @@ class AMAGOTrainer:
         rollout_horizon: trial length, used by the bilevel exploration schedule.
         env_name: name used in the per-env eval metrics (`eval/return/<env_name>`).
         success_threshold: a trial with return >= this counts as a success (`eval/success`), e.g. 1 on T-Maze.
+        task_names: names of a multi-task env's tasks, indexed by its `"task_id"` key: eval returns are then also
+            logged per task (`eval/return/<task name>`).
     """
 
     def __init__(self, config: TrainConfig, make_train_env: EnvFactory, make_eval_env: EnvFactory | None = None, *,
                  modules: AgentModules | None = None, timestep_encoder=None, exploration="config",
                  trial_transform=None, offline_data=None, offline_weight: float = 0.8,
                  rollout_horizon: int | None = None, env_name: str = "env",
-                 success_threshold: float | None = None):
+                 success_threshold: float | None = None, task_names: list[str] | None = None):
         self.cfg = cfg = config
         torch.manual_seed(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.env_name = env_name
         self.success_threshold = success_threshold
+        self.task_names = list(task_names) if task_names else None
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
         self.device = torch.device(cfg.device)
@@ -196,6 +199,8 @@ class AMAGOTrainer:
         returns, _ = finished_trial_returns(ro)
         res = return_metrics(returns, "eval", None)
         res.update(return_metrics(returns, "eval", self.env_name))
+        if self.task_names:
+            res.update(per_task_return_metrics(ro, returns, "eval", self.task_names))
         res.update(episode_metrics(ro, "eval"))
         if self.success_threshold is not None:
             res["eval/success"] = (sum(r >= self.success_threshold for r in returns) / len(returns)

@@ -1,0 +1,58 @@
+"""`check_amago_env`: the checks every env adapter must pass — TorchRL's `check_env_specs` plus AMAGO's per-step
+alignment contract (docs/architecture.md §1) on data from a real `Collector`."""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import check_env_specs
+
+from ..spaces import action_space_from_spec
+
+
+def collect_batch(env: EnvBase, frames: int, policy=None, seed: int = 0) -> TensorDictBase:
+    """One `Collector` batch of `frames` steps from `env` (random actions without a policy), shaped [N, T]."""
+    torch.manual_seed(seed)
+    c = Collector(env, policy, frames_per_batch=frames, total_frames=frames)
+    try:
+        d = next(iter(c))
+    finally:
+        c.shutdown()
+    return d if d.ndim == 2 else d.unsqueeze(0)
+
+
+def check_alignment(data: TensorDictBase, action_spec) -> None:
+    """Assert the AMAGO per-step contract on collected data [N, T]: `("next", "prev_action")` is the action
+    taken (one-hot for discrete), `("next", "prev_reward")` the reward received, zeros and `time_idx` 0 after
+    every hard reset, the root of t+1 equals the `"next"` of t inside a trial, and `time_idx` counts up by one."""
+    d = data
+    space = action_space_from_spec(action_spec)
+    a = d["action"]
+    feats = torch.nn.functional.one_hot(a.long(), space.dim).float() if space.discrete and not space.one_hot \
+        else a.float()
+    assert torch.equal(d["next", "prev_action"], feats), "next/prev_action is not the action taken"
+    assert torch.equal(d["next", "prev_reward"], d["next", "reward"].float()), "next/prev_reward is not the reward"
+    init = d["is_init"].squeeze(-1)
+    assert init[:, 0].all(), "the first step of a batch is not marked is_init"
+    assert (d["prev_action"][init] == 0).all() and (d["prev_reward"][init] == 0).all(), \
+        "prev_action/prev_reward are not zero after a hard reset"
+    assert (d["time_idx"][init] == 0).all(), "time_idx does not restart at a hard reset"
+    # within a trial the root of t+1 is the "next" of t; across a done the root is a fresh reset
+    cont = ~d["next", "done"].squeeze(-1)[:, :-1]
+    assert torch.equal(init[:, 1:], ~cont), "is_init does not follow done"
+    for k in ("prev_action", "prev_reward", "time_idx"):
+        assert torch.equal(d[k][:, 1:][cont], d["next", k][:, :-1][cont]), f"{k} at t+1 is not next/{k} at t"
+    assert torch.equal(d["next", "time_idx"], d["time_idx"] + 1), "time_idx does not count up by one"
+
+
+def check_amago_env(env: EnvBase, steps_per_env: int = 30, policy=None) -> TensorDictBase:
+    """`check_env_specs(env)`, then `check_alignment` on `steps_per_env` collected steps per env; returns the data
+    (so a test can assert more, e.g. that a trial ended)."""
+    check_env_specs(env)
+    data = collect_batch(env, steps_per_env * max(env.batch_size.numel(), 1), policy)
+    check_alignment(data, env.action_spec)
+    return data
+
+
+__all__ = ["check_amago_env", "check_alignment", "collect_batch"]
