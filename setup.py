@@ -10,12 +10,27 @@ CORE = [
     "tqdm",
     "matplotlib",
 ]
+DOMAINS = {  # one extra per env suite of the examples (see README "Examples")
+    "popgym": ["popgym"],
+    "gymnax": ["jax", "gymnax>=1.0.1", "six"],  # gymnax 1.0.1 imports six without declaring it
+    "xland": ["jax", "xminigrid>=0.9.3"],
+    "babyai": ["minigrid>=3.0"],
+    "atari": ["ale-py>=0.9"],  # wheels ship the ROMs
+    "mujoco": ["gymnasium[mujoco]>=1.0"],
+    "metaworld": ["metaworld>=3.1"],
+    "procgen": ["procgen-mirror>=0.10.7"],  # pins numpy<2: install it in its own env (not part of "envs")
+    "offline": ["h5py"],
+    "minari": ["minari", "h5py"],
+    "dm_env": ["dm-env"],  # dm_alchemy itself is not on PyPI: pip install git+https://github.com/google-deepmind/dm_alchemy.git
+}
 EXTRAS = {
-    "test": ["pytest>=7", "pytest-timeout", "popgym"],  # popgym: pure Python, lets CI exercise the adapter
+    # popgym, h5py, dm-env: small pure-Python/wheel packages that let CI exercise those adapters for real
+    "test": ["pytest>=7", "pytest-timeout", "popgym", "h5py", "dm-env"],
     "flash": ["flash-attn"],
     "mamba": ["mamba-ssm"],
     "wandb": ["wandb"],
-    "envs": ["popgym", "minigrid", "ale-py", "mujoco", "metaworld", "minari", "h5py", "gymnax", "xminigrid", "jax"],
+    **DOMAINS,
+    "envs": sorted({p for name, pkgs in DOMAINS.items() if name != "procgen" for p in pkgs}),
 }
 
 setup(

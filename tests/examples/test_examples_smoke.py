@@ -35,7 +35,7 @@ OWN_FLAGS = {
     "00_meta_frozen_lake": ["--lake_size", "--k_episodes", "--hard_mode", "--recover_mode", "--slip_chance",
                             "--max_episode_steps", "--hide_k_progress"],
     "01_basic_gym": ["--env", "--max_episode_steps"],
-    "03_popgym": ["--env", "--multidomain"],
+    "03_popgym": ["--env", "--multidomain", "--games", "--warmup_episodes"],
     "04_tmaze": ["--horizon"],
     "05_dark_key_door": ["--meta_horizon", "--room_size", "--episode_length", "--light_room_observation",
                          "--randomize_actions"],
@@ -85,12 +85,6 @@ def test_example_help(name, capsys):
                  *OWN_FLAGS[name]]:
         assert flag in out, (name, flag)
     assert name.split("_")[0] + " " in out  # the module docstring opens the help ("00 — ...")
-
-
-def test_popgym_multidomain_is_a_clear_error(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("03_popgym").main(["--multidomain"])
-    assert "not implemented yet" in str(e.value.code)
 
 
 def test_mazerunner_relabeler_gives_every_goal_in_hindsight():

@@ -1,5 +1,7 @@
 """Sequence replay on disk (LazyMemmapStorage): [B, T] windows of one trial with a padding mask, offline
 trials, mixing of several buffers, and hindsight relabeling of whole trials."""
+from .d4rl import load_d4rl_trials, read_d4rl_hdf5, write_d4rl_hdf5
+from .minari import load_minari_trials
 from .mixed import MixedReplay
 from .offline import arrays_to_trials, load_offline_trials, split_trials
 from .relabel import HindsightRelabel, RelabelResult, sequential_goal_rewards
@@ -20,6 +22,10 @@ __all__ = [
     "load_offline_trials",
     "arrays_to_trials",
     "split_trials",
+    "load_d4rl_trials",
+    "read_d4rl_hdf5",
+    "write_d4rl_hdf5",
+    "load_minari_trials",
     "MixedReplay",
     "HindsightRelabel",
     "RelabelResult",

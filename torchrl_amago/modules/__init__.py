@@ -1,4 +1,5 @@
 """Network pieces of AMAGO as TensorDict modules / tensor modules (no env, replay or training code here)."""
+from .babyai_encoder import BabyAITimestepEncoder
 from .common import MLP, FFBlock, activation, normalization, symexp, symlog
 from .distributions import BetaOutput, DiscreteOutput, MultiBinaryOutput, TanhGaussianOutput
 from .heads import ActorHead, ContinuousCritic, DiscreteCritic, PopArt, TwoHotCritic, gamma_features
@@ -22,7 +23,7 @@ __all__ = [
     "MLP", "FFBlock", "activation", "normalization", "symexp", "symlog",
     "BetaOutput", "DiscreteOutput", "MultiBinaryOutput", "TanhGaussianOutput",
     "ActorHead", "ContinuousCritic", "DiscreteCritic", "PopArt", "TwoHotCritic", "gamma_features",
-    "InputNorm", "AMAGOPolicy", "CNNTimestepEncoder", "MLPTimestepEncoder",
+    "InputNorm", "AMAGOPolicy", "CNNTimestepEncoder", "MLPTimestepEncoder", "BabyAITimestepEncoder",
     "FFTrajEncoder", "GRUTrajEncoder", "IdentityTrajEncoder", "LSTMTrajEncoder", "MambaTrajEncoder",
     "SigmaReparam", "TrajectoryEncoder", "TrajectoryEncoderModule", "TransformerTrajEncoder",
     "make_trajectory_encoder",

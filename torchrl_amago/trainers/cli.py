@@ -19,6 +19,8 @@ _DOC_HELP = {
     "grads_per_epoch": "gradient updates per epoch (the original's --batches_per_epoch)",
     "parallel_envs": "number of batched training envs (the original's --parallel_actors)",
     "dset_max_size": "replay capacity in timesteps (FIFO)",
+    "traj_save_len": "store long trials as non-overlapping snippets of at most this many steps, so learning "
+                     "starts before a long episode ends (default: whole trials)",
     "memory_size": "width of the trajectory encoder (d_model / hidden size)",
     "memory_layers": "depth of the trajectory encoder",
     "agent_type": "'agent' (AMAGO) or 'multitask' (AMAGO-2: two-hot critic, filtered BC)",

@@ -44,6 +44,7 @@ class TrainConfig:
     # replay
     max_seq_len: int = 128
     dset_max_size: int = 1_000_000  # replay capacity in timesteps (the original counts files)
+    traj_save_len: int | None = None  # store trials as snippets of at most this many steps (None: whole)
     sampling: str = "trial"  # 'trial' (original: uniform over trials) | 'timestep'
     padded_sampling: str = "none"  # 'none' | 'right'
     min_trials_to_learn: int = 2
@@ -122,6 +123,8 @@ class TrainConfig:
                      "lr_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.traj_save_len is not None and self.traj_save_len < 2:
+            raise ValueError(f"--traj_save_len must be >= 2 (or unset), got {self.traj_save_len}")
         if not 0 < self.gamma < 1:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:

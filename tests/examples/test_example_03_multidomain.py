@@ -1,0 +1,87 @@
+"""`examples/03_popgym.py --multidomain` (AMAGO-2 multi-domain POPGym): its flags are in `--help`, a missing popgym
+is a clear error, and a tiny in-process run over two fast games reports finite returns, per game and per episode."""
+import csv
+import math
+import sys
+
+import pytest
+import torch
+
+from tests.examples.test_examples_smoke import TINY, load_example
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_help_lists_the_multidomain_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        load_example("03_popgym").main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--multidomain", "--games", "--warmup_episodes", "--env"):
+        assert flag in out, flag
+
+
+def test_missing_popgym_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "popgym", None)
+    monkeypatch.delitem(sys.modules, "popgym.envs", raising=False)
+    with pytest.raises(ImportError, match="pip install popgym"):
+        load_example("03_popgym").main(["--multidomain", "--buffer_dir", str(tmp_path)] + TINY)
+
+
+def test_multidomain_defaults_follow_the_original():
+    pytest.importorskip("popgym")
+    mod = load_example("03_popgym")
+    games = ["RepeatPreviousEasy", "MineSweeperEasy"]
+    seen = {}
+
+    class _Stop(Exception):
+        pass
+
+    def fake_trainer(cfg, make_train, make_eval, **kw):  # capture the config, build one env, stop
+        seen.update(cfg=cfg, kw=kw, env=make_train(2))
+        raise _Stop
+
+    orig = mod.AMAGOTrainer
+    mod.AMAGOTrainer = fake_trainer
+    try:
+        with pytest.raises(_Stop):
+            mod.main(["--multidomain", "--games", *games, "--warmup_episodes", "2"])
+    finally:
+        mod.AMAGOTrainer = orig
+    cfg, kw, env = seen["cfg"], seen["kw"], seen["env"]
+    trial = 3 * (51 + 1)  # 2 warm-up + 1 scored RepeatPreviousEasy episodes, each with its dummy step
+    assert kw["task_names"] == games and kw["rollout_horizon"] == trial
+    assert cfg.max_seq_len == trial + 1 and cfg.max_time_idx >= trial + 1 and cfg.pos_emb == "learnable"
+    assert cfg.agent_type == "multitask" and cfg.reward_multiplier == 200.0 and cfg.two_hot_bins == 64
+    assert cfg.tau == 0.0025 and len(mod.MULTIDOMAIN_GAMMAS) == 18  # the original's list, opt-in (slow on CPU)
+    assert env.batch_size == torch.Size([2]) and env.observation_spec["observation"].shape == (2, 30)
+    assert env.base_env.warmup_episodes == 2 and env.base_env.games == games
+    env.close()
+
+
+def test_tiny_multidomain_run(tmp_path):
+    pytest.importorskip("popgym")
+    games = ["MineSweeperEasy", "RepeatPreviousEasy"]
+    steps = 104  # the longest trial (RepeatPreviousEasy: 2 x (51 + 1)), so every env finishes one in epoch 0
+    argv = TINY + ["--multidomain", "--games", *games, "--timesteps_per_epoch", str(steps), "--max_seq_len", "32",
+                   "--final_eval_timesteps", "110", "--eval_interval", "1", "--eval_timesteps", "110", "--buffer_dir", str(tmp_path),
+                   "--run_name", "md"]
+    summary = load_example("03_popgym").main(argv)
+    assert summary["env_steps"] == 2 * 2 * steps and summary["grad_steps"] == 2 * 2
+    assert math.isfinite(summary["eval_return"])
+    for k in ("eval_episode_0_return", "eval_episode_1_return"):  # warm-up and scored episodes
+        assert math.isfinite(summary[k]) and -1.01 <= summary[k] <= 1.01
+    with open(tmp_path / "md" / "logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    per_game = [f"eval/return/{g}" for g in games]
+    assert any(any(r.get(k) not in (None, "") for k in per_game) for r in rows)  # eval returns per game
+    for r in rows:
+        vals = [float(r[k]) for k in per_game if r.get(k) not in (None, "")]
+        trials = [float(r[f"eval/trials/{g}"]) for g in games if r.get(f"eval/trials/{g}") not in (None, "")]
+        if vals:
+            assert all(math.isfinite(v) for v in vals) and sum(trials) == float(r["eval/trials"])

@@ -1,0 +1,41 @@
+"""06_alchemy: --help lists its flags; a tiny in-process run on the symbolic-Alchemy stand-in (dm_alchemy is not on
+PyPI); a missing dm_alchemy names its GitHub install."""
+import math
+import sys
+
+import pytest
+
+from tests.envs.libs.alchemy_standin import install_fake_dm_alchemy
+from tests.examples.test_examples_smoke import TINY, load_example
+
+
+def test_help_lists_own_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        load_example("06_alchemy").main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.lstrip().startswith("usage") and "06 — Symbolic DeepMind Alchemy" in out
+    for flag in ["--level", "--num_trials", "--steps_per_trial", "--test_mult", "--max_seq_len", "--exploration",
+                 "--timesteps_per_epoch"]:
+        assert flag in out, flag
+    assert "(default: 201)" in out  # max_seq_len = 10 trials x 20 steps + 1, as the original
+
+
+def test_tiny_run_on_the_stand_in(monkeypatch, tmp_path):
+    levels = install_fake_dm_alchemy(monkeypatch)
+    H = 2 * 4
+    argv = TINY + ["--timesteps_per_epoch", str(H), "--buffer_dir", str(tmp_path), "--run_name", "smoke",
+                   "--num_trials", "2", "--steps_per_trial", "4", "--test_mult", "1"]
+    summary = load_example("06_alchemy").main(argv)
+    assert summary["env_steps"] == 2 * 2 * H and summary["grad_steps"] == 2 * 2
+    assert math.isfinite(summary["eval_return"])
+    assert levels.calls and all(c[0].startswith("alchemy/") and c[2:] == (2, 4) for c in levels.calls)
+    assert (tmp_path / "smoke" / "logs" / "metrics.csv").exists()
+
+
+def test_missing_dm_alchemy(monkeypatch, tmp_path):
+    install_fake_dm_alchemy(monkeypatch)
+    monkeypatch.setitem(sys.modules, "dm_alchemy", None)
+    monkeypatch.setitem(sys.modules, "dm_alchemy.symbolic_alchemy", None)
+    with pytest.raises(ImportError, match="dm_alchemy.git"):
+        load_example("06_alchemy").main(["--buffer_dir", str(tmp_path)])

@@ -1,0 +1,108 @@
+"""examples/08_ale.py: `--help`, and tiny in-process runs on the Atari stand-in (a fake `ale_py` with two toy games,
+tests/envs/libs/atari_standin.py), so the multi-game wiring (one game per slot, per-game eval returns, the
+multi-task agent default, replay snippets) is tested without ale-py."""
+import csv
+import math
+import sys
+
+import pytest
+import torch
+
+from tests.envs.libs.atari_standin import EPISODE_FRAMES, REWARD, install_fake_ale
+from tests.examples.test_examples_smoke import TINY, load_example
+from torchrl_amago.trainers.checkpoint import load_checkpoint
+
+OWN = ["--games", "--cnn", "--resolution", "--grayscale", "--frame_skip", "--sticky_action_prob",
+       "--time_limit_frames", "--action_space", "--terminal_on_life_loss", "--drqv2_aug", "--traj_save_len"]
+STEPS = EPISODE_FRAMES // 4  # one toy episode = 12 agent steps at frame skip 4
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_help_lists_the_example_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        load_example("08_ale").main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in OWN + ["--timesteps_per_epoch", "--max_seq_len", "--agent_type", "--reward_multiplier"]:
+        assert flag in out, flag
+    assert "08 " in out
+
+
+def _run(tmp_path, games, extra=()):
+    argv = TINY + ["--timesteps_per_epoch", str(STEPS), "--eval_timesteps", str(STEPS + 1),
+                   "--final_eval_timesteps", str(STEPS + 1), "--max_seq_len", "6", "--resolution", "36", "36",
+                   "--buffer_dir", str(tmp_path), "--run_name", "ale", "--games", *games, *extra]
+    return load_example("08_ale").main(argv)
+
+
+def _last_eval_row(tmp_path):
+    with open(tmp_path / "ale" / "logs" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("eval/return")]
+    return rows[-1]
+
+
+def test_two_games_run_multitask_with_per_game_returns(monkeypatch, tmp_path):
+    install_fake_ale(monkeypatch)
+    summary = _run(tmp_path, ["ToyGame", "OtherToy"])
+    assert summary["env_steps"] == 2 * 2 * STEPS and summary["grad_steps"] == 2 * 2
+    # each eval env (one per game) finishes exactly one episode; toy episodes pay a fixed, unclipped return
+    toy, other = EPISODE_FRAMES * REWARD["ToyGame"], EPISODE_FRAMES * REWARD["OtherToy"]
+    assert summary["eval_return"] == pytest.approx((toy + other) / 2)
+    row = _last_eval_row(tmp_path)
+    assert float(row["eval/return/ToyGame"]) == pytest.approx(toy)
+    assert float(row["eval/return/OtherToy"]) == pytest.approx(other)
+    cfg = load_checkpoint(str(tmp_path / "ale" / "ckpts" / "latest.pt"))["config"]
+    assert cfg["agent_type"] == "multitask" and cfg["offline_coeff"] == 1.0 and cfg["reward_multiplier"] == 0.25
+
+
+def test_one_game_uses_the_plain_agent_and_an_explicit_agent_type_wins(monkeypatch, tmp_path):
+    install_fake_ale(monkeypatch)
+    summary = _run(tmp_path, ["ToyGame"], ["--cnn", "drq", "--no-grayscale", "--resolution", "24", "24",
+                                           "--no-drqv2_aug"])
+    assert math.isfinite(summary["eval_return"]) and summary["eval_return"] == EPISODE_FRAMES * REWARD["ToyGame"]
+    cfg = load_checkpoint(str(tmp_path / "ale" / "ckpts" / "latest.pt"))["config"]
+    assert cfg["agent_type"] == "agent" and cfg["offline_coeff"] == 0.0
+    summary = _run(tmp_path / "mt", ["ToyGame"], ["--agent_type", "multitask", "--epochs", "1",
+                                                  "--eval_interval", "0", "--final_eval_timesteps", "1"])
+    cfg = load_checkpoint(str(tmp_path / "mt" / "ale" / "ckpts" / "latest.pt"))["config"]
+    assert cfg["agent_type"] == "multitask" and cfg["offline_coeff"] == 1.0
+
+
+def test_long_episodes_are_stored_as_snippets(monkeypatch, tmp_path):
+    """A 12-step episode with --traj_save_len 5 is learnable from the first epoch (5 + 5 + 2 steps per episode);
+    without snippets nothing would be ready before the first episode ends."""
+    install_fake_ale(monkeypatch)
+    mod = load_example("08_ale")
+    argv = TINY + ["--timesteps_per_epoch", "6", "--eval_interval", "0", "--final_eval_timesteps", "1",
+                   "--max_seq_len", "4", "--traj_save_len", "5", "--epochs", "1", "--buffer_dir", str(tmp_path),
+                   "--run_name", "ale", "--games", "ToyGame"]
+    summary = mod.main(argv)
+    assert summary["grad_steps"] == 2  # the 6 steps of each env hold a finished 5-step snippet
+
+
+def test_slots_must_divide_evenly_between_games(monkeypatch, tmp_path):
+    install_fake_ale(monkeypatch)
+    with pytest.raises(SystemExit, match="multiple of the number of games"):
+        _run(tmp_path, ["ToyGame", "OtherToy"], ["--parallel_envs", "3"])
+
+
+def test_missing_ale_py_names_the_pip_package(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ale_py", None)
+    with pytest.raises(ImportError, match="pip install ale-py"):
+        _run(tmp_path, ["Pong"])
+
+
+def test_real_ale_tiny_run(tmp_path):
+    pytest.importorskip("ale_py")
+    # a 48-frame time limit makes every trial 12 steps long, truncated
+    summary = _run(tmp_path, ["Pong", "Breakout"], ["--time_limit_frames", str(EPISODE_FRAMES)])
+    assert summary["env_steps"] == 2 * 2 * STEPS and summary["grad_steps"] == 2 * 2
+    assert math.isfinite(summary["eval_return"])
+    row = _last_eval_row(tmp_path)
+    assert float(row["eval/trials/Pong"]) == 1.0 and float(row["eval/trials/Breakout"]) == 1.0

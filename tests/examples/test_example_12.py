@@ -1,0 +1,55 @@
+"""12_half_cheetah_vel: `--help` lists the example's flags; a tiny in-process run over the stand-in physics env
+(tests/envs/libs/test_half_cheetah_vel.py) reports a finite eval return and per-velocity-bucket returns."""
+import csv
+import math
+
+import pytest
+import torch
+
+from tests.envs.libs.test_half_cheetah_vel import _FakeCheetah
+from tests.examples.test_examples_smoke import TINY, load_example
+from torchrl_amago.envs.libs.half_cheetah_vel import MetaVelocity
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_help_lists_own_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        load_example("12_half_cheetah_vel").main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "12 " in out
+    for flag in ["--task_min_velocity", "--task_max_velocity", "--cheetah_version", "--episode_length",
+                 "--velocity_buckets", "--timesteps_per_epoch", "--max_seq_len", "--run_name"]:
+        assert flag in out, flag
+
+
+def test_tiny_run_on_stand_in_physics(tmp_path):
+    ep = 8
+
+    def make_gym():
+        return MetaVelocity(_FakeCheetah(), 0.0, 3.0, max_episode_steps=ep, velocity_buckets=3)
+
+    argv = TINY + ["--timesteps_per_epoch", str(ep), "--buffer_dir", str(tmp_path), "--run_name", "hc",
+                   "--episode_length", str(ep), "--max_seq_len", "8"]
+    summary = load_example("12_half_cheetah_vel").main(argv, make_gym=make_gym)
+    assert summary["env_steps"] == 2 * 2 * ep and summary["grad_steps"] == 2 * 2
+    assert math.isfinite(summary["eval_return"])
+    # per-step reward <= 0 (|x_vel - target| + control cost), so an episode's return is <= 0
+    assert summary["eval_return"] <= 0.0
+    with open(tmp_path / "hc" / "logs" / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert any(h.startswith("eval/return/vel_") for h in header)
+
+
+def test_real_mujoco_tiny_run(tmp_path):
+    pytest.importorskip("mujoco")
+    argv = TINY + ["--timesteps_per_epoch", "10", "--buffer_dir", str(tmp_path), "--run_name", "hc_real",
+                   "--episode_length", "10", "--max_seq_len", "8"]
+    summary = load_example("12_half_cheetah_vel").main(argv)
+    assert summary["env_steps"] == 2 * 2 * 10 and math.isfinite(summary["eval_return"])

@@ -1,0 +1,184 @@
+"""Minari datasets (local, no download) -> AMAGO trials for the sequence replay.
+
+A Minari dataset lives in ``<datasets root>/<dataset id>/data/`` (root: ``$MINARI_DATASETS_PATH``, default
+``~/.minari/datasets``) as ``metadata.json`` + ``main_data.hdf5``, one HDF5 group ``episode_<i>`` per episode with
+``observations [L+1, ...]`` (a group for Dict spaces), ``actions [L, ...]``, ``rewards``, ``terminations``,
+``truncations`` ``[L]``. :func:`load_minari_trials` reads the episodes with the ``minari`` package
+(``MinariDataset(data_path).iterate_episodes()``) when it is installed, or else reads that HDF5 layout directly
+(``h5py`` only), and turns every episode into one trial with :func:`torchrl_amago.data.arrays_to_trials`
+(``terminations`` -> ``terminated``; ``truncations``, and an episode that just stops, -> ``truncated``).
+
+Optional packages, imported lazily: ``pip install minari`` (API path) or ``pip install h5py`` (direct reader).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+from tensordict import TensorDict
+from tensordict.utils import NestedKey
+
+from .._optional import available, require
+from .d4rl import _float32, rescale_actions
+from .offline import arrays_to_trials
+
+_FEATURE = "Minari datasets (torchrl_amago.data.minari)"
+MAIN_FILE = "main_data.hdf5"
+METADATA_FILE = "metadata.json"
+
+
+def minari_datasets_root() -> pathlib.Path:
+    """Where ``minari`` keeps local datasets: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    return pathlib.Path(root) if root else pathlib.Path.home() / ".minari" / "datasets"
+
+
+def resolve_minari_data_path(dataset: str | os.PathLike) -> pathlib.Path:
+    """The ``data/`` folder of a dataset given as its ``data/`` folder, its dataset folder, or a dataset id
+    (looked up under :func:`minari_datasets_root`). Raises FileNotFoundError listing what was tried."""
+    p = pathlib.Path(dataset)
+    tried = []
+    for cand in (p, p / "data", minari_datasets_root() / str(dataset) / "data"):
+        tried.append(str(cand))
+        if (cand / METADATA_FILE).is_file():
+            return cand
+    raise FileNotFoundError(f"no Minari dataset at {dataset!r} (looked for {METADATA_FILE} in {tried}); "
+                            "datasets are never downloaded here: create or download it first")
+
+
+def read_minari_metadata(data_path: str | os.PathLike) -> dict:
+    """``metadata.json`` of a dataset, with ``observation_space``/``action_space`` parsed from their JSON strings."""
+    with open(pathlib.Path(data_path) / METADATA_FILE) as f:
+        meta = json.load(f)
+    for k in ("observation_space", "action_space"):
+        if isinstance(meta.get(k), str):
+            meta[k] = json.loads(meta[k])
+    return meta
+
+
+def _read_group(node):
+    h5py = require("h5py", "h5py", _FEATURE)
+    if isinstance(node, h5py.Group):
+        return {k: _read_group(node[k]) for k in node.keys()}
+    if node.dtype.kind == "O":
+        raise ValueError(f"{node.name}: variable-length (e.g. JPEG-encoded) data needs the minari package to decode "
+                         "(pip install minari)")
+    return node[()]
+
+
+def iterate_minari_episodes_hdf5(data_path: str | os.PathLike) -> Iterator[dict]:
+    """Episodes of a Minari HDF5 dataset read directly with h5py, in episode-id order. Each is a dict with
+    ``observations`` (array or dict, ``L+1`` rows), ``actions``, ``rewards``, ``terminations``, ``truncations``."""
+    h5py = require("h5py", "h5py", _FEATURE)
+    file = pathlib.Path(data_path) / MAIN_FILE
+    if not file.is_file():
+        fmt = read_minari_metadata(data_path).get("data_format")
+        raise FileNotFoundError(f"{file} not found (data_format={fmt!r}); the direct reader handles HDF5 datasets "
+                                "only: install minari to read other formats")
+    with h5py.File(file, "r") as f:
+        names = sorted((k for k in f.keys() if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+        for name in names:
+            g = f[name]
+            yield {"id": int(name.split("_")[1]), **{k: _read_group(g[k]) for k in
+                                                      ("observations", "actions", "rewards", "terminations",
+                                                       "truncations")}}
+
+
+def iterate_minari_episodes(data_path: str | os.PathLike, backend: str = "auto") -> Iterator[dict]:
+    """Episodes as dicts (see :func:`iterate_minari_episodes_hdf5`). ``backend``: ``"minari"`` (the package's
+    ``MinariDataset.iterate_episodes``), ``"hdf5"`` (direct reader), or ``"auto"`` (minari when installed)."""
+    if backend not in ("auto", "minari", "hdf5"):
+        raise ValueError(f"backend must be 'auto', 'minari' or 'hdf5', got {backend!r}")
+    if backend == "minari" or (backend == "auto" and available("minari")):
+        minari = require("minari", "minari", _FEATURE)
+        for ep in minari.MinariDataset(str(data_path)).iterate_episodes():
+            yield {"id": ep.id, "observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+                   "terminations": ep.terminations, "truncations": ep.truncations}
+    else:
+        yield from iterate_minari_episodes_hdf5(data_path)
+
+
+def _rows(x, sl):
+    return {k: _rows(v, sl) for k, v in x.items()} if isinstance(x, Mapping) else np.asarray(x)[sl]
+
+
+def _cat(parts: list):
+    if isinstance(parts[0], Mapping):
+        return {k: _cat([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts, 0)
+
+
+def episodes_to_trials(episodes: Iterable[Mapping], *, num_actions: int | None = None, action_start: int = 0,
+                       one_hot_actions: bool = False, action_bounds=None,
+                       obs_key: NestedKey = "observation") -> TensorDict:
+    """Minari-style episodes (observations ``L+1`` rows, the rest ``L``) -> one flat trial TensorDict.
+
+    Each episode is one trial; its last step is ``terminated`` if the episode terminated, else ``truncated``.
+    Discrete actions are shifted by ``-action_start`` (gymnasium ``Discrete(n, start)``).
+    """
+    obs, nxt, acts, rews, terms, touts = [], [], [], [], [], []
+    for ep in episodes:
+        n = len(ep["rewards"])
+        if n == 0:
+            continue
+        o = _float32(ep["observations"])
+        first = next(iter(o.values())) if isinstance(o, Mapping) else o
+        if len(first) != n + 1:
+            raise ValueError(f"episode {ep.get('id')}: {len(first)} observations for {n} steps (expected {n + 1})")
+        obs.append(_rows(o, slice(0, n)))
+        nxt.append(_rows(o, slice(1, n + 1)))
+        a = np.asarray(ep["actions"])
+        acts.append(a - action_start if num_actions is not None else a)
+        rews.append(np.asarray(ep["rewards"], dtype=np.float32).reshape(n))
+        term = np.asarray(ep["terminations"], dtype=bool).reshape(n).copy()
+        trunc = np.asarray(ep["truncations"], dtype=bool).reshape(n).copy()
+        trunc[-1] |= ~term[-1]  # an episode that just stops ends its trial as a truncation
+        terms.append(term)
+        touts.append(trunc & ~term)
+    if not rews:
+        raise ValueError("no non-empty episode in the dataset")
+    act = _cat(acts)
+    if action_bounds is not None:
+        act = rescale_actions(act, *action_bounds)
+    return arrays_to_trials(_cat(obs), _float32(act), _cat(rews), _cat(terms), _cat(touts),
+                            next_observations=_cat(nxt), num_actions=num_actions, one_hot_actions=one_hot_actions,
+                            obs_key=obs_key)
+
+
+def _action_info(space: Mapping | None):
+    """(num_actions, start, Box bounds or None) from a serialized gymnasium action space."""
+    if not space:
+        return None, 0, None
+    if space.get("type") == "Discrete":
+        return int(space["n"]), int(space.get("start", 0)), None
+    if space.get("type") == "Box":
+        low, high = np.asarray(space["low"], np.float32), np.asarray(space["high"], np.float32)
+        if np.isfinite(low).all() and np.isfinite(high).all() and not (np.all(low == -1) and np.all(high == 1)):
+            return None, 0, (low, high)
+    return None, 0, None
+
+
+def load_minari_trials(dataset: str | os.PathLike, *, backend: str = "auto", num_actions: int | None = None,
+                       one_hot_actions: bool = False, rescale_box_actions: bool = True,
+                       obs_key: NestedKey = "observation") -> TensorDict:
+    """Load a local Minari dataset (a ``data/`` folder, its dataset folder, or a dataset id under
+    ``$MINARI_DATASETS_PATH``) as one flat trial TensorDict for ``AMAGOTrainer(offline_data=...)``.
+
+    Discrete actions become indices (``one_hot_actions`` for a ``OneHot`` env); bounded Box actions other than
+    ``[-1, 1]`` are rescaled to ``[-1, 1]`` when ``rescale_box_actions`` (use the same rescaling on the env).
+    ``num_actions`` is read from the dataset's ``Discrete`` action space; pass it only if the metadata lacks it.
+    """
+    data_path = resolve_minari_data_path(dataset)
+    meta = read_minari_metadata(data_path)
+    n, start, bounds = _action_info(meta.get("action_space"))
+    n = n if num_actions is None else num_actions
+    return episodes_to_trials(iterate_minari_episodes(data_path, backend), num_actions=n, action_start=start,
+                              one_hot_actions=one_hot_actions,
+                              action_bounds=bounds if rescale_box_actions else None, obs_key=obs_key)
+
+
+__all__ = ["load_minari_trials", "episodes_to_trials", "iterate_minari_episodes", "iterate_minari_episodes_hdf5",
+           "read_minari_metadata", "resolve_minari_data_path", "minari_datasets_root"]

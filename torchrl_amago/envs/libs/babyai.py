@@ -1,0 +1,319 @@
+"""Multi-task meta-RL BabyAI (AMAGO's ``MultitaskMetaBabyAI``) as one batched TorchRL env.
+
+A *trial* draws one BabyAI task (uniformly from ``task_names``) and one layout seed (uniformly from the inclusive
+``seed_range``); the agent then gets ``k_episodes`` attempts on that same (task, layout) pair: every attempt resets
+the minigrid env with the same seed (the original's ``ReseedWrapper``). The task is never shown (no task label),
+only the language mission.
+
+Between attempts the original's *dummy-step* soft reset is used: the step that ends an attempt returns the
+attempt's real last observation; the next step ignores its action, resets the attempt (same seed) and returns its
+first observation with reward 0. The trial ends (``done``) when the k-th attempt ends; as in the original the
+trial end is ``terminated`` (also when the last attempt ran out of time; ``timeout_terminates=False`` makes that
+case ``truncated`` instead).
+
+Per-step keys (batch ``[*B]``):
+
+- ``"image"`` ``[*B, H, W, 3]`` uint8: the minigrid view for ``obs_kind`` — ``"partial-grid"`` 7x7 (object,
+  colour, state) ints, ``"full-grid"`` the whole map padded to 22x22, ``"partial-image"`` / ``"full-image"``
+  63x63 RGB.
+- ``"mission"`` ``[*B, 9]`` int32 tokens: 0 blank, 1 unknown word, ``BABYAI_WORDS.index(w) + 2`` otherwise.
+- ``"extra"`` ``[*B, 5]`` float32: the agent's direction one-hot (4), then ``attempt / k_episodes`` with the
+  1-based attempt counter of the original (it moves to the next value on the step that ends an attempt, so it
+  reaches ``(k + 1) / k`` on the trial's last step).
+- ``"task_id"`` ``[*B, 1]`` int64: index of the trial's task in ``task_names`` (bookkeeping, for per-task logs).
+- ``"episode_end"`` / ``"episode_return"`` / ``"episode_count"`` / ``"episode_success"``: the per-attempt
+  bookkeeping of ``torchrl_amago.envs.transforms`` (success = the attempt's last reward > 0, the original's
+  ``"Episode {i} Success"`` log).
+
+Actions: ``Discrete(7)`` (minigrid's left, right, forward, pickup, drop, toggle, done), one-hot by default.
+Wrap the env with :func:`torchrl_amago.envs.make_amago_env` (no ``MetaTrial``: the trial logic is here).
+
+``minigrid`` is optional and imported lazily: ``pip install minigrid``. ``env_factory`` replaces it with any
+gymnasium env with minigrid's observation dict (``image``, ``direction``, ``mission``), e.g. in tests.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torchrl.data import Bounded, Categorical, Composite
+
+from ..._optional import require
+from ..builtin._base import BatchedTorchEnv
+from ..transforms import (EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, TASK_ID_KEY,
+                          episode_stats_spec)
+
+_FEATURE = "BabyAI envs (torchrl_amago.envs.libs.babyai)"
+
+#: the mission vocabulary of the original (token = index + 2; 0 = blank, 1 = unknown word)
+BABYAI_WORDS = ("a", "ball", "behind", "blue", "box", "door", "door,", "front", "go", "green", "grey", "in", "key",
+                "left", "object", "of", "on", "open", "pick", "purple", "red", "right", "the", "then", "to", "up",
+                "yellow", "you", "your")
+BLANK_TOKEN, UNKNOWN_TOKEN = 0, 1
+#: number of distinct mission tokens (blank + unknown + words)
+BABYAI_VOCAB_SIZE = len(BABYAI_WORDS) + 2
+MISSION_LENGTH = 9
+#: per-step image shape of each observation kind
+OBS_KINDS = {"partial-grid": (7, 7, 3), "full-grid": (22, 22, 3), "partial-image": (63, 63, 3),
+             "full-image": (63, 63, 3)}
+#: tasks the original leaves out of "all BabyAI tasks" (missions longer than 9 words or very hard levels)
+BANNED_BABYAI_TASKS = ("GoToSeq", "OpenRedBlueDoorsDebug", "OpenTwoDoors", "OpenDoorsOrderN4Debug", "OpenDoorsOrder",
+                       "PutNextLocal", "PutNext", "MiniBossLevel", "BossLevel", "BossLevelNoUnlock", "SynthSeq",
+                       "SynthLoc", "Synth", "MoveTwoAcross")
+_WORD_TOKEN = {w: i + 2 for i, w in enumerate(BABYAI_WORDS)}
+
+
+def tokenize_mission(mission: str, length: int = MISSION_LENGTH) -> np.ndarray:
+    """``[length]`` int32 tokens of a mission string (split on whitespace; words past ``length`` are dropped)."""
+    out = np.zeros(length, dtype=np.int32)
+    for i, word in enumerate(str(mission).split()[:length]):
+        out[i] = _WORD_TOKEN.get(word, UNKNOWN_TOKEN)
+    return out
+
+
+def _minigrid():
+    return require("minigrid", "minigrid", _FEATURE)
+
+
+def full_task_name(name: str) -> str:
+    """``"GoToObj-v0"`` or ``"BabyAI-GoToObj-v0"`` -> ``"BabyAI-GoToObj-v0"``."""
+    return name if name.startswith("BabyAI-") else f"BabyAI-{name}"
+
+
+def babyai_task_names(include_banned: bool = False) -> list[str]:
+    """Every registered BabyAI env id (``"BabyAI-..."``), without the original's banned ones unless asked."""
+    _minigrid()
+    names = [n for n in gym.envs.registry if n.startswith("BabyAI-")]
+    if not include_banned:
+        names = [n for n in names if not any(b in n for b in BANNED_BABYAI_TASKS)]
+    return sorted(names)
+
+
+def make_minigrid_env(task: str, obs_kind: str = "partial-grid") -> gym.Env:
+    """One gymnasium BabyAI env with the minigrid observation wrapper ``obs_kind`` needs (``minigrid`` required)."""
+    mg = _minigrid()
+    from minigrid import wrappers
+
+    task = full_task_name(task)
+    if task not in gym.envs.registry:
+        raise ValueError(f"unknown BabyAI task {task!r}; choose from babyai_task_names() (minigrid {mg.__version__})")
+    env = gym.make(task)
+    if obs_kind == "full-grid":
+        env = wrappers.FullyObsWrapper(env)
+    elif obs_kind == "partial-image":
+        env = wrappers.RGBImgPartialObsWrapper(env, tile_size=9)
+    elif obs_kind == "full-image":
+        env = wrappers.RGBImgObsWrapper(env)
+    return env
+
+
+def babyai_max_steps(task: str) -> int:
+    """The time limit of one attempt of ``task`` (minigrid's ``max_steps``, read after a reset: BabyAI levels set
+    it there)."""
+    env = make_minigrid_env(task)
+    try:
+        env.reset(seed=0)
+        return int(env.unwrapped.max_steps)
+    finally:
+        env.close()
+
+
+def max_trial_length(max_steps: int, k_episodes: int) -> int:
+    """Longest possible trial: k attempts of ``max_steps`` plus one dummy step between attempts."""
+    return k_episodes * max_steps + (k_episodes - 1)
+
+
+class MultitaskMetaBabyAI(BatchedTorchEnv):
+    """Batched k-attempt multi-task BabyAI (see the module docstring). ``num_envs=None`` gives an unbatched env.
+
+    Args:
+        task_names: BabyAI env ids (``"BabyAI-GoToObj-v0"``; the ``"BabyAI-"`` prefix may be left out).
+        num_envs: number of sub-envs (each holds its own minigrid envs, stepped in a Python loop).
+        k_episodes: attempts per trial.
+        seed_range: inclusive range of layout seeds (the original trains on ``(0, train_seeds)`` and tests on
+            ``(train_seeds + 1, 1_000_000)``).
+        obs_kind: one of ``OBS_KINDS``.
+        timeout_terminates: the trial end is ``terminated`` even when the last attempt timed out (the original).
+        env_factory: ``task_name -> gymnasium env`` with minigrid's observation dict; default
+            :func:`make_minigrid_env` (needs ``minigrid``).
+        categorical_action_encoding / device / seed: as the builtin envs.
+
+    Task keys (``get_task()`` / ``reset(task=...)``): ``task_index`` and ``layout_seed`` (``[*B]`` int64).
+    """
+
+    n_actions = 7
+    task_keys = ("task_index", "layout_seed")
+
+    def __init__(self, task_names: Sequence[str], num_envs: int | None = 1, k_episodes: int = 2,
+                 seed_range: tuple[int, int] = (0, 1_000_000), obs_kind: str = "partial-grid",
+                 timeout_terminates: bool = True, env_factory: Callable[[str], gym.Env] | None = None, **kw):
+        if isinstance(task_names, str) or not task_names:
+            raise ValueError(f"task_names must be a non-empty list of BabyAI env ids, got {task_names!r}")
+        if not isinstance(k_episodes, int) or k_episodes < 1:
+            raise ValueError(f"k_episodes must be a positive int, got {k_episodes!r}")
+        lo, hi = (int(s) for s in seed_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"seed_range must be (low, high) with 0 <= low <= high, got {seed_range!r}")
+        if obs_kind not in OBS_KINDS:
+            raise ValueError(f"obs_kind must be one of {list(OBS_KINDS)}, got {obs_kind!r}")
+        if env_factory is None:
+            _minigrid()
+            task_names = [full_task_name(t) for t in task_names]
+            unknown = [t for t in task_names if t not in gym.envs.registry]
+            if unknown:
+                raise ValueError(f"unknown BabyAI task(s) {unknown}; choose from babyai_task_names()")
+            kind = obs_kind
+            env_factory = lambda task: make_minigrid_env(task, kind)  # noqa: E731
+        self.task_names = list(task_names)
+        self.k_episodes, self.seed_range, self.obs_kind = k_episodes, (lo, hi), obs_kind
+        self.timeout_terminates = bool(timeout_terminates)
+        self.env_factory = env_factory
+        super().__init__(num_envs, **kw)
+        n, dev, B = self.n, self.device, self.batch_size
+        self.img_shape = OBS_KINDS[obs_kind]
+        self._envs: list[dict[int, gym.Env]] = [{} for _ in range(n)]  # per slot: task index -> env (reused)
+        self.task_index = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.layout_seed = torch.zeros(n, dtype=torch.int64, device=dev)
+        # host-side state, one row per slot
+        self._img = np.zeros((n, *self.img_shape), dtype=np.uint8)
+        self._mission = np.zeros((n, MISSION_LENGTH), dtype=np.int32)
+        self._dir = np.zeros(n, dtype=np.int64)
+        self._count = np.zeros(n, dtype=np.int64)  # attempts finished in this trial
+        self._pending = np.zeros(n, dtype=bool)  # the next step is the dummy (reset) step
+        self._ep_ret = np.zeros(n, dtype=np.float64)
+        self._ep_end = np.zeros(n, dtype=bool)
+        self._ep_success = np.zeros(n, dtype=bool)
+        self._last_ret = np.zeros(n, dtype=np.float32)
+        self.observation_spec = Composite(
+            image=Bounded(0, 255, (*B, *self.img_shape), dtype=torch.uint8, device=dev),
+            mission=Bounded(0, BABYAI_VOCAB_SIZE - 1, (*B, MISSION_LENGTH), dtype=torch.int32, device=dev),
+            extra=Bounded(0.0, 2.0, (*B, 5), dtype=torch.float32, device=dev),
+            **{TASK_ID_KEY: Categorical(len(self.task_names), (*B, 1), dtype=torch.int64, device=dev)},
+            **episode_stats_spec(B, dev, success=True), shape=B, device=dev)
+
+    # ---- inner envs ------------------------------------------------------------------------------------------
+    def _env(self, i: int) -> gym.Env:
+        t = int(self.task_index[i])
+        env = self._envs[i].get(t)
+        if env is None:
+            env = self._envs[i][t] = self.env_factory(self.task_names[t])
+        return env
+
+    def _image(self, raw) -> np.ndarray:
+        img = np.asarray(raw, dtype=np.uint8)
+        if img.shape == self.img_shape:
+            return img
+        if self.obs_kind == "full-image":  # the original resizes the whole-map render to 63x63
+            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+            x = torch.nn.functional.interpolate(x, size=self.img_shape[:2], mode="area")
+            return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        h, w = min(img.shape[0], self.img_shape[0]), min(img.shape[1], self.img_shape[1])
+        out = np.zeros(self.img_shape, dtype=np.uint8)  # full-grid: zero-pad (maps up to 22x22)
+        out[:h, :w] = img[:h, :w, : self.img_shape[2]]
+        return out
+
+    def _store(self, i: int, obs: dict, new_attempt: bool) -> None:
+        self._img[i] = self._image(obs["image"])
+        self._dir[i] = int(obs["direction"])
+        if new_attempt:
+            self._mission[i] = tokenize_mission(obs["mission"])
+
+    def _start_attempt(self, i: int) -> None:
+        obs, _ = self._env(i).reset(seed=int(self.layout_seed[i]))
+        self._store(i, obs, True)
+        self._ep_ret[i] = 0.0
+
+    # ---- BatchedTorchEnv hooks ---------------------------------------------------------------------------
+    def _hard_reset(self, mask):
+        ids = mask.nonzero().squeeze(-1)
+        if len(ids):
+            lo, hi = self.seed_range
+            self.task_index[ids] = self._randint(len(self.task_names), len(ids))
+            self.layout_seed[ids] = torch.randint(lo, hi + 1, (len(ids),), generator=self.rng, device=self.device)
+        self._soft_reset(mask)
+
+    def _soft_reset(self, mask):  # restart the trial on the same task and layout
+        for i in mask.nonzero().squeeze(-1).tolist():
+            self._count[i] = 0
+            self._pending[i] = False
+            self._ep_end[i] = self._ep_success[i] = False
+            self._last_ret[i] = 0.0
+            self._start_attempt(i)
+
+    def _on_task_set(self, mask):
+        self._soft_reset(mask)
+
+    def _obs(self):
+        dev, n = self.device, self.n
+        extra = np.zeros((n, 5), dtype=np.float32)
+        extra[np.arange(n), self._dir % 4] = 1.0
+        extra[:, 4] = (self._count + 1) / self.k_episodes
+        t = lambda x: torch.from_numpy(x.copy()).to(dev)  # noqa: E731
+        return {"image": t(self._img), "mission": t(self._mission), "extra": t(extra),
+                TASK_ID_KEY: self.task_index.unsqueeze(-1).clone(),
+                EPISODE_END_KEY: t(self._ep_end).unsqueeze(-1), EPISODE_RETURN_KEY: t(self._last_ret).unsqueeze(-1),
+                EPISODE_COUNT_KEY: t(self._count).unsqueeze(-1), EPISODE_SUCCESS_KEY: t(self._ep_success).unsqueeze(-1)}
+
+    def _advance(self, action):
+        n = self.n
+        acts = action.cpu().tolist()
+        reward = np.zeros(n, dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        self._ep_end[:] = False
+        self._ep_success[:] = False
+        self._last_ret[:] = 0.0
+        for i in range(n):
+            if self._pending[i]:  # dummy step: the action is ignored, the next attempt starts (same layout)
+                self._pending[i] = False
+                self._start_attempt(i)
+                continue
+            obs, r, term, trunc, _ = self._env(i).step(int(acts[i]))
+            self._store(i, obs, False)
+            reward[i] = r
+            self._ep_ret[i] += r
+            if term or trunc:
+                self._ep_end[i] = True
+                self._ep_success[i] = r > 0.0
+                self._last_ret[i] = self._ep_ret[i]
+                self._count[i] += 1
+                if self._count[i] >= self.k_episodes:
+                    terminated[i] = bool(term) or self.timeout_terminates
+                    truncated[i] = not terminated[i]
+                else:
+                    self._pending[i] = True
+        dev = self.device
+        return (torch.from_numpy(reward).to(dev), torch.from_numpy(terminated).to(dev),
+                torch.from_numpy(truncated).to(dev))
+
+    def close(self, *, raise_if_closed: bool = True):
+        for envs in getattr(self, "_envs", []):
+            for env in envs.values():
+                env.close()
+            envs.clear()
+        return super().close(raise_if_closed=raise_if_closed)
+
+    # ---- names -------------------------------------------------------------------------------------------
+    def current_tasks(self) -> list[str]:
+        """Task name of every sub-env's current trial."""
+        return [self.task_names[int(i)] for i in self.task_index]
+
+
+def make_babyai_env(task_names: Sequence[str], num_envs: int, k_episodes: int = 2,
+                    seed_range: tuple[int, int] = (0, 1_000_000), obs_kind: str = "partial-grid",
+                    **kw) -> MultitaskMetaBabyAI:
+    """``num_envs`` batched k-attempt BabyAI trials (batch size ``[num_envs]``); see :class:`MultitaskMetaBabyAI`.
+
+    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
+    """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    return MultitaskMetaBabyAI(task_names, num_envs, k_episodes=k_episodes, seed_range=seed_range,
+                               obs_kind=obs_kind, **kw)
+
+
+__all__ = ["MultitaskMetaBabyAI", "make_babyai_env", "make_minigrid_env", "babyai_task_names", "babyai_max_steps",
+           "max_trial_length", "tokenize_mission", "full_task_name", "BABYAI_WORDS", "BABYAI_VOCAB_SIZE",
+           "MISSION_LENGTH", "OBS_KINDS", "BANNED_BABYAI_TASKS"]

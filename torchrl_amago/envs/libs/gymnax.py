@@ -1,0 +1,115 @@
+"""gymnax (JAX) envs as one batched TorchRL env: ``num_envs`` copies stepped by one jitted, vmapped call.
+
+The original AMAGO wraps gymnax with ``GymnaxToVectorGymWrapper`` ("already vectorized", relying on gymnax's
+auto-reset). Here :class:`GymnaxFunctionalEnv` exposes a gymnax env + params as a functional env and
+:class:`~torchrl_amago.envs.libs.jax_bridge.JaxBatchedEnv` batches it: the step shows the episode's true last
+observation and auto-resets finished slots inside the same compiled call; TorchRL partial resets then pick the reset
+observation up. Per slot: observations become float32 (``"observation"``; gymnax Box bounds are not trusted — e.g.
+MemoryChain shows -1 under a ``Box(0, 2)`` — so the spec is unbounded); ``terminated`` is gymnax's natural
+termination and ``truncated`` its time limit (``max_steps_in_episode``); ``Box`` actions are rescaled from
+``[-1, 1]`` (where AMAGO's policy acts) to the env's bounds. Each gymnax episode is one AMAGO trial.
+
+``gymnax`` and ``jax`` are optional and imported lazily: ``pip install gymnax``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..._optional import require
+from .jax_bridge import ArraySpec, JaxBatchedEnv, make_backend
+
+_FEATURE = "gymnax envs (torchrl_amago.envs.libs.gymnax)"
+
+
+def _gymnax():
+    require("jax", "jax", _FEATURE)
+    return require("gymnax", "gymnax", _FEATURE)
+
+
+def gymnax_env_names() -> list[str]:
+    """Every env id gymnax registers (e.g. ``"MemoryChain-bsuite"``), sorted."""
+    return sorted(_gymnax().registered_envs)
+
+
+class GymnaxFunctionalEnv:
+    """A gymnax env + its params as a functional env for :class:`JaxBatchedEnv` (one env, no batch axis).
+
+    Args:
+        env: a gymnax ``Environment`` (``reset_env``, ``step_env``, ``observation_space``, ``action_space``,
+            optionally ``is_truncated``).
+        params: its ``EnvParams`` (default: ``env.default_params``).
+        backend: ``"jax"`` (default) or ``"numpy"`` (for numpy stand-ins in tests).
+    """
+
+    def __init__(self, env, params=None, backend="jax"):
+        self.be = make_backend(backend, "cpu", _FEATURE)
+        xp = self.be.xp
+        self.env = env
+        self.params = env.default_params if params is None else params
+        obs_space = env.observation_space(self.params)
+        if not hasattr(obs_space, "shape") or type(obs_space).__name__ not in ("Box", "Discrete"):
+            raise ValueError(f"gymnax observation space {obs_space} is not supported (Box or Discrete only)")
+        self.obs_shape = tuple(int(d) for d in (obs_space.shape or ()))
+        self.observation_specs = {"observation": ArraySpec(self.obs_shape, "float32")}
+        act = env.action_space(self.params)
+        kind = type(act).__name__
+        self._loc = self._scale = None
+        if kind == "Discrete":
+            self.action_spec = ArraySpec((), "int32", n=int(act.n))
+        elif kind == "Box":
+            low = np.broadcast_to(np.asarray(act.low, dtype=np.float32), act.shape)
+            high = np.broadcast_to(np.asarray(act.high, dtype=np.float32), act.shape)
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise ValueError(f"gymnax Box action space must be bounded to be rescaled to [-1, 1], got {act}")
+            self._loc, self._scale = xp.asarray((high + low) / 2), xp.asarray((high - low) / 2)
+            self.action_spec = ArraySpec(tuple(act.shape), "float32", -1.0, 1.0)
+        else:
+            raise ValueError(f"gymnax action space {act} is not supported (Discrete or Box)")
+
+    def _obs(self, obs):
+        xp = self.be.xp
+        return {"observation": xp.asarray(obs, dtype=xp.float32).reshape(self.obs_shape)}
+
+    def reset(self, key):
+        obs, state = self.env.reset_env(key, self.params)
+        return self._obs(obs), state
+
+    def step(self, key, state, action):
+        jnp = self.be.xp
+        if self._loc is not None:
+            action = jnp.clip(action, -1.0, 1.0) * self._scale + self._loc
+        obs, state, reward, terminated, _ = self.env.step_env(key, state, action, self.params)
+        terminated = jnp.asarray(terminated, dtype=bool)
+        if hasattr(self.env, "is_truncated"):
+            truncated = jnp.asarray(self.env.is_truncated(state, self.params), dtype=bool) & ~terminated
+        else:  # older gymnax: the time limit is folded into `done`
+            truncated = jnp.zeros((), dtype=bool)
+        return self._obs(obs), state, jnp.asarray(reward, dtype=jnp.float32), terminated, truncated
+
+
+def make_gymnax_env(name: str, num_envs: int, *, env_kwargs: dict | None = None, params: dict | None = None,
+                    categorical_action_encoding: bool = False, device="cpu", seed: int | None = None
+                    ) -> JaxBatchedEnv:
+    """``num_envs`` copies of gymnax env ``name`` as one TorchRL env (batch size ``[num_envs]``).
+
+    Args:
+        name: a gymnax env id, e.g. ``"MemoryChain-bsuite"``, ``"CartPole-v1"``.
+        env_kwargs: passed to ``gymnax.make`` (the env constructor, e.g. ``{"num_bits": 2}``).
+        params: overrides of the env's ``EnvParams`` fields (e.g. ``{"memory_length": 20}``).
+    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
+    """
+    gymnax = _gymnax()
+    if name not in gymnax.registered_envs:
+        raise ValueError(f"unknown gymnax env {name!r}; choose one of {sorted(gymnax.registered_envs)}")
+    env, env_params = gymnax.make(name, **(env_kwargs or {}))
+    if params:
+        unknown = [k for k in params if not hasattr(env_params, k)]
+        if unknown:
+            raise ValueError(f"gymnax {name} EnvParams has no field(s) {unknown}; fields: "
+                             f"{sorted(vars(env_params)) if hasattr(env_params, '__dict__') else env_params}")
+        env_params = env_params.replace(**params)
+    return JaxBatchedEnv(GymnaxFunctionalEnv(env, env_params), num_envs, backend="jax",
+                         categorical_action_encoding=categorical_action_encoding, device=device, seed=seed)
+
+
+__all__ = ["GymnaxFunctionalEnv", "make_gymnax_env", "gymnax_env_names"]

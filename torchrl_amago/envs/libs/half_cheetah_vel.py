@@ -1,0 +1,166 @@
+"""HalfCheetah with a hidden target velocity (the original AMAGO ``HalfCheetahV4_MetaVelocity``), as TorchRL envs.
+
+Every reset draws a target velocity ``v* ~ U(task_min_velocity, task_max_velocity)`` that the agent never sees; it
+has to infer it from the rewards within the episode (one task per 1000-step episode, adaptation in context):
+
+    reward = -velocity_reward_weight * |x_vel - v*| - ctrl_cost_weight * sum(a**2),   x_vel = (x_after - x_before) / dt
+
+with ``x`` the root's ``qpos[0]`` before and after the (frame-skipped) MuJoCo step and ``dt = 0.05``. The episode
+never terminates; it is truncated after ``max_episode_steps = 1000`` steps (counted here, as the original does).
+The observation is gymnasium's 17-d HalfCheetah observation (no x position), the action ``Box(-1, 1, (6,))``.
+
+:class:`MetaVelocity` is the task logic as a ``gymnasium.Wrapper`` around any env that exposes MuJoCo's
+``unwrapped.data.qpos`` and ``unwrapped.dt`` (gymnasium's ``HalfCheetahEnv`` v4 or v5; the tests use a stand-in).
+:func:`make_half_cheetah_vel_env` batches ``num_envs`` of them with TorchRL's ``GymWrapper`` + ``SerialEnv``; wrap
+the result with :func:`torchrl_amago.envs.make_amago_env`. Optionally (``velocity_buckets > 0``) each step carries
+``"task_id"``: the bucket of ``[min, max)`` the hidden target falls in, so the trainer can log eval returns per
+velocity range (the original buckets its ``env_name`` by velocity for the same purpose).
+
+MuJoCo is optional and imported lazily: ``pip install "gymnasium[mujoco]"``.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torchrl.data import Unbounded
+from torchrl.envs import GymWrapper, SerialEnv
+from torchrl.envs.gym_like import default_info_dict_reader
+
+from ..._optional import require
+from ..transforms import TASK_ID_KEY
+
+_FEATURE = "HalfCheetahVel (torchrl_amago.envs.libs.half_cheetah_vel)"
+_PIP = '"gymnasium[mujoco]"'
+
+
+class MetaVelocity(gym.Wrapper):
+    """Replaces the wrapped locomotion env's reward with the hidden-target-velocity reward (see module docstring).
+
+    ``reset(options={"target_velocity": v})`` fixes the target for that episode (evaluation / tests); otherwise it
+    is drawn from the env's seeded ``np_random``. ``info`` carries ``x_velocity``, ``target_velocity`` and, on the
+    last step, the original's summary metrics (``mean_velocity``, ``max_velocity``, ``avg_last_50_velocity``,
+    ``target_error_last_50``). With ``velocity_buckets > 0`` info also holds ``task_id`` (the target's bucket).
+    """
+
+    def __init__(self, env: gym.Env, task_min_velocity: float = 0.0, task_max_velocity: float = 3.0,
+                 ctrl_cost_weight: float = 0.05, velocity_reward_weight: float = 1.0, max_episode_steps: int = 1000,
+                 velocity_buckets: int = 0):
+        super().__init__(env)
+        if task_max_velocity < task_min_velocity:
+            raise ValueError(f"task_max_velocity ({task_max_velocity}) < task_min_velocity ({task_min_velocity})")
+        if max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.task_min_velocity, self.task_max_velocity = float(task_min_velocity), float(task_max_velocity)
+        self.ctrl_cost_weight, self.velocity_reward_weight = float(ctrl_cost_weight), float(velocity_reward_weight)
+        self.max_episode_steps, self.velocity_buckets = int(max_episode_steps), int(velocity_buckets)
+        self.target_velocity = 0.5 * (self.task_min_velocity + self.task_max_velocity)
+        self.t = 0
+        self._vels: list[float] = []
+
+    def _x(self) -> float:
+        return float(self.env.unwrapped.data.qpos[0])
+
+    @property
+    def task_id(self) -> int:
+        """Bucket of the current target in ``velocity_buckets`` equal bins of [min, max] (0 without buckets)."""
+        if self.velocity_buckets <= 0:
+            return 0
+        span = self.task_max_velocity - self.task_min_velocity
+        frac = 0.0 if span <= 0 else (self.target_velocity - self.task_min_velocity) / span
+        return int(min(max(int(frac * self.velocity_buckets), 0), self.velocity_buckets - 1))
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if options and "target_velocity" in options:
+            self.target_velocity = float(options["target_velocity"])
+        else:
+            self.target_velocity = float(self.np_random.uniform(self.task_min_velocity, self.task_max_velocity))
+        self.t = 0
+        self._vels = []
+        info = dict(info, target_velocity=self.target_velocity)
+        if self.velocity_buckets > 0:
+            info["task_id"] = np.array([self.task_id], dtype=np.int64)
+        return obs, info
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64)
+        x_before = self._x()
+        obs, _, _, _, info = self.env.step(action)
+        x_vel = (self._x() - x_before) / float(self.env.unwrapped.dt)
+        reward = -self.velocity_reward_weight * abs(x_vel - self.target_velocity) \
+            - self.ctrl_cost_weight * float(np.sum(a * a))
+        self.t += 1
+        self._vels.append(x_vel)
+        truncated = self.t >= self.max_episode_steps
+        info = dict(info, x_velocity=x_vel, target_velocity=self.target_velocity)
+        if self.velocity_buckets > 0:
+            info["task_id"] = np.array([self.task_id], dtype=np.int64)
+        if truncated:
+            v = np.asarray(self._vels)
+            info.update(mean_velocity=float(v.mean()), max_velocity=float(v.max()),
+                        avg_last_50_velocity=float(v[-50:].mean()),
+                        target_error_last_50=float(np.abs(v[-50:] - self.target_velocity).mean()))
+        return obs, float(reward), False, bool(truncated), info
+
+
+def _cheetah_class(version: str):
+    require("mujoco", _PIP, _FEATURE)
+    if version not in ("v4", "v5"):
+        raise ValueError(f"HalfCheetah version must be 'v4' or 'v5', got {version!r}")
+    mod = require(f"gymnasium.envs.mujoco.half_cheetah_{version}", _PIP, _FEATURE)
+    return mod.HalfCheetahEnv
+
+
+def make_half_cheetah_vel_gym(task_min_velocity: float = 0.0, task_max_velocity: float = 3.0, *,
+                              version: str = "v4", ctrl_cost_weight: float = 0.05,
+                              velocity_reward_weight: float = 1.0, max_episode_steps: int = 1000,
+                              velocity_buckets: int = 0) -> MetaVelocity:
+    """One gymnasium HalfCheetah-velocity env (gymnasium's ``HalfCheetahEnv`` ``version``, default ``"v4"`` like the
+    original; ``"v5"`` has the same model and observation)."""
+    inner = _cheetah_class(version)()
+    return MetaVelocity(inner, task_min_velocity, task_max_velocity, ctrl_cost_weight=ctrl_cost_weight,
+                        velocity_reward_weight=velocity_reward_weight, max_episode_steps=max_episode_steps,
+                        velocity_buckets=velocity_buckets)
+
+
+def velocity_bucket_names(task_min_velocity: float, task_max_velocity: float, buckets: int) -> list[str]:
+    """Names of the ``task_id`` buckets, e.g. ``["vel_0.0-1.0", "vel_1.0-2.0", "vel_2.0-3.0"]``."""
+    edges = np.linspace(task_min_velocity, task_max_velocity, buckets + 1)
+    return [f"vel_{lo:.1f}-{hi:.1f}" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def wrap_torchrl(env: gym.Env) -> GymWrapper:
+    """A gymnasium velocity env as an unbatched TorchRL ``GymWrapper``; reads ``task_id`` from info when the env
+    has velocity buckets."""
+    out = GymWrapper(env)
+    if getattr(env, "velocity_buckets", 0) > 0:
+        out.set_info_dict_reader(default_info_dict_reader(
+            [TASK_ID_KEY], spec={TASK_ID_KEY: Unbounded((1,), dtype=torch.int64)}))
+    return out
+
+
+def make_half_cheetah_vel_env(num_envs: int, task_min_velocity: float = 0.0, task_max_velocity: float = 3.0, *,
+                              version: str = "v4", velocity_buckets: int = 0, make_gym=None, **kw) -> SerialEnv:
+    """``num_envs`` HalfCheetah-velocity envs batched in this process (``SerialEnv``, batch size ``[num_envs]``).
+
+    ``make_gym`` (a no-argument callable returning a :class:`MetaVelocity`) replaces the MuJoCo env, e.g. with a
+    stand-in in tests. Wrap the result with :func:`torchrl_amago.envs.make_amago_env`.
+    """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    if make_gym is None:
+        _cheetah_class(version)  # fail here, naming the pip package, rather than inside SerialEnv
+
+        def make_gym():
+            return make_half_cheetah_vel_gym(task_min_velocity, task_max_velocity, version=version,
+                                             velocity_buckets=velocity_buckets, **kw)
+
+    def make():
+        return wrap_torchrl(make_gym())
+
+    return SerialEnv(num_envs, make)
+
+
+__all__ = ["MetaVelocity", "make_half_cheetah_vel_gym", "make_half_cheetah_vel_env", "velocity_bucket_names",
+           "wrap_torchrl"]

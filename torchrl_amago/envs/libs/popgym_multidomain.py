@@ -1,0 +1,275 @@
+"""Multi-domain POPGym (AMAGO-2's ``MultiDomainPOPGym``) as one batched TorchRL env.
+
+Every trial (hard reset) draws one game uniformly from ``games`` (by default the original's 27 popgym games) and
+plays it for ``warmup_episodes + 1`` episodes: the warm-up episodes pay a *shown* reward of 0 (the agent still
+sees the true reward in its observation), only the last episode is scored. The agent is never told which game
+it plays; it must tell from the observations and the rewards it sees.
+
+Per sub-env, as the original:
+
+* observation ``[*, obs_size + 4]`` float32 (30 by default) =
+  ``[raw game obs (<= obs_size) | 0-padding | timer / 1000, episode / warmup_episodes, valid_action, last_reward]``.
+  The raw obs is the game's observation flattened like the single-game adapter
+  (:class:`~torchrl_amago.envs.libs.popgym.POPGymObservation`: Discrete / MultiDiscrete parts one-hot, Box parts
+  as floats); ``timer`` counts steps since the hard reset (it does not restart between episodes); ``episode`` is
+  the index of the current episode; ``last_reward`` is the game's true reward of this step (also in warm-up).
+* actions: ``Discrete(num_actions)`` (26 by default). An index the current game does not have is replaced by a
+  uniformly drawn valid one, and ``valid_action = 0`` is shown.
+* episode ends use the *dummy-step* pattern: the step that ends an episode returns its true last observation;
+  the next step ignores its action, pays 0 and returns the first observation of the next episode.
+* the trial ends (``terminated = done = True``, ``truncated = False``) on the dummy step after the scored
+  episode, i.e. when ``episode > warmup_episodes`` (that step shows the first observation of an unplayed episode).
+  A trial's return is therefore the return of the scored episode.
+
+Keys besides ``observation`` (bookkeeping, never policy inputs): ``task_id`` ``[*, 1]`` int64 (index of the game in
+``games``; pass ``task_names=env.games`` to ``AMAGOTrainer`` to log eval returns per game), and the per-episode
+keys of :mod:`torchrl_amago.envs.transforms`: ``episode_end`` (the step whose reward was an episode's last),
+``episode_return`` (that episode's *true* return, so warm-up episodes are measured too) and ``episode_count``.
+Episode ``k < warmup_episodes`` is a warm-up episode, episode ``warmup_episodes`` is the scored one.
+
+``reset(task={"game": idx})`` starts trials on given games (an int64 ``[*B]`` tensor of indices into ``games``).
+
+Differences from the original (documented in docs/domains/popgym.md): ``Tuple`` observations are flattened with
+gymnasium's flatten (AutoencodeX: 2 + 4 = 6 dims; the original's MultiDiscrete one-hot used 2 x 4 = 8); with
+``warmup_episodes = 0`` the episode feature is ``episode`` (the original divides by zero); randomness (game draw,
+action replacement, the games' own seeds, drawn per episode) comes from the env's seeded ``torch.Generator``.
+
+``popgym`` is optional and imported lazily (``pip install popgym``); ``games`` may also map names to factories of
+any gymnasium env with a flattenable observation and a Discrete / MultiDiscrete action space.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torchrl.data import Categorical, Composite, Unbounded
+
+from ..builtin._base import BatchedTorchEnv
+from ..transforms import EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, TASK_ID_KEY, episode_stats_spec
+from .popgym import POPGymObservation, _popgym_class
+
+#: The 27 games of the original ``MultiDomainPOPGym.mt_names`` (popgym class names; the original spells the
+#: popgym id ``VelocityOnlyCartpole*``, whose classes are ``VelocityOnlyCartPole*``).
+MULTIDOMAIN_POPGYM_GAMES = (
+    "AutoencodeEasy", "AutoencodeMedium", "AutoencodeHard",
+    "RepeatPreviousEasy", "RepeatPreviousMedium", "RepeatPreviousHard",
+    "RepeatFirstEasy", "RepeatFirstMedium", "RepeatFirstHard",
+    "CountRecallEasy", "CountRecallMedium", "CountRecallHard",
+    "PositionOnlyCartPoleEasy", "PositionOnlyCartPoleMedium", "PositionOnlyCartPoleHard",
+    "VelocityOnlyCartPoleEasy", "VelocityOnlyCartPoleMedium", "VelocityOnlyCartPoleHard",
+    "NoisyPositionOnlyCartPoleEasy", "NoisyPositionOnlyCartPoleMedium", "NoisyPositionOnlyCartPoleHard",
+    "MultiarmedBanditEasy", "MultiarmedBanditMedium",
+    "HigherLowerEasy", "HigherLowerMedium", "HigherLowerHard",
+    "MineSweeperEasy",
+)
+
+GameFactory = Callable[[], gym.Env]
+
+
+def _factories(games) -> dict[str, GameFactory]:
+    if games is None:
+        games = MULTIDOMAIN_POPGYM_GAMES
+    if isinstance(games, str):
+        games = [games]
+    if isinstance(games, Mapping):
+        out = dict(games)
+        for name, f in out.items():
+            if not callable(f):
+                raise ValueError(f"games[{name!r}] must be a callable returning a gymnasium env, got {f!r}")
+    else:
+        names = list(games)
+        if len(set(names)) != len(names):
+            raise ValueError(f"games has duplicates: {names}")
+        out = {name: _popgym_class(name) for name in names}  # popgym classes are their own factories
+    if not out:
+        raise ValueError("games is empty")
+    return out
+
+
+def _episode_length(env: gym.Env) -> int | None:
+    """The game's longest episode if known (popgym ``max_episode_length``, HigherLower's deck), else None."""
+    base = env.unwrapped
+    length = getattr(base, "max_episode_length", None)
+    if length is None and getattr(base, "deck_size", None) is not None:
+        length = int(base.deck_size) - 1  # HigherLower: one guess per remaining card
+    return None if length is None else int(length)
+
+
+class MultiDomainPOPGym(BatchedTorchEnv):
+    """Batched multi-domain POPGym (see the module docstring).
+
+    Args:
+        num_envs: number of sub-envs (``None``: an unbatched env).
+        games: popgym class names (default :data:`MULTIDOMAIN_POPGYM_GAMES`) or ``{name: factory}``.
+        warmup_episodes: zero-reward episodes before the scored one.
+        obs_size: width of the raw-observation slot (26 as the original; a game with a wider flat obs is an error).
+        num_actions: size of the shared Discrete action space (26 as the original; a game with more actions keeps
+            its extra ones out of reach — in popgym 1.0.7 that is CountRecall's answer 26).
+        categorical_action_encoding / device / seed: as the builtin envs (``OneHot`` actions by default).
+    Attributes: ``games`` (names, indexed by ``task_id``), ``game_num_actions``, ``game_obs_dims``,
+        ``game_episode_lengths`` (None where unknown), ``max_trial_length`` (None if any length is unknown).
+    """
+
+    task_keys = ("game",)
+    supports_soft_reset = False  # the env runs its episodes itself; a soft reset is a hard one
+
+    def __init__(self, num_envs: int | None = 1, games: Sequence[str] | Mapping[str, GameFactory] | None = None,
+                 warmup_episodes: int = 1, obs_size: int = 26, num_actions: int = 26, **kw):
+        if not isinstance(warmup_episodes, int) or warmup_episodes < 0:
+            raise ValueError(f"warmup_episodes must be an int >= 0, got {warmup_episodes!r}")
+        if obs_size < 1 or num_actions < 1:
+            raise ValueError(f"obs_size and num_actions must be >= 1, got {obs_size}, {num_actions}")
+        self._factories = _factories(games)
+        self.games = list(self._factories)
+        self.warmup_episodes, self.obs_size, self.n_actions = int(warmup_episodes), int(obs_size), int(num_actions)
+        self.game_obs_dims, self.game_num_actions, self.game_episode_lengths = [], [], []
+        for name in self.games:  # build each game once: check that it fits the padded spaces
+            env = self._make_game(name)
+            dim = env.observation_space.shape[0] - 1  # POPGymObservation appends its own timer; we drop it
+            if dim > self.obs_size:
+                raise ValueError(f"game {name!r} has a {dim}-dim flat observation, more than obs_size={obs_size}")
+            self.game_obs_dims.append(dim)
+            self.game_num_actions.append(int(env.action_space.n))
+            self.game_episode_lengths.append(_episode_length(env))
+            env.close()
+        lengths = self.game_episode_lengths
+        # warmup + 1 episodes, each followed by one dummy step
+        self.max_trial_length = None if None in lengths else (self.warmup_episodes + 1) * (max(lengths) + 1)
+        super().__init__(num_envs, **kw)
+        n, B, dev = self.n, self.batch_size, self.device
+        self.observation_spec = Composite(
+            observation=Unbounded((*B, self.obs_size + 4), dtype=torch.float32, device=dev),
+            **{TASK_ID_KEY: Categorical(len(self.games), (*B, 1), dtype=torch.int64, device=dev)},
+            **episode_stats_spec(B, dev), shape=B, device=dev)
+        self.game = torch.zeros(n, dtype=torch.int64)  # task key (reset(task={"game": ...}))
+        self._envs: list[dict[int, gym.Env]] = [{} for _ in range(n)]
+        self._obs_buf = np.zeros((n, self.obs_size + 4), dtype=np.float32)
+        self._timer = np.zeros(n, dtype=np.int64)
+        self._episode = np.zeros(n, dtype=np.int64)
+        self._reset_next = np.zeros(n, dtype=bool)
+        self._ep_ret = np.zeros(n, dtype=np.float64)
+        self._ep_end = np.zeros(n, dtype=bool)
+        self._last_ret = np.zeros(n, dtype=np.float32)
+        self._count = np.zeros(n, dtype=np.int64)
+
+    # ---- games ---------------------------------------------------------------------------------------------
+    def _make_game(self, name: str) -> POPGymObservation:
+        env = POPGymObservation(self._factories[name](), truncated_is_done=True)
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise ValueError(f"game {name!r}: only Discrete / MultiDiscrete action spaces can share one Discrete "
+                             f"action space, got {env.env.action_space}")
+        return env
+
+    def _game_env(self, i: int) -> POPGymObservation:
+        g = int(self.game[i])
+        env = self._envs[i].get(g)
+        if env is None:
+            env = self._envs[i][g] = self._make_game(self.games[g])
+        return env
+
+    def _seed(self) -> int:
+        return int(self._randint(2 ** 31 - 1, 1))
+
+    def _write_obs(self, i: int, flat: np.ndarray, valid: bool, reward: float) -> None:
+        buf = self._obs_buf[i]
+        buf[:] = 0.0
+        raw = flat[:-1]  # drop POPGymObservation's per-episode timer
+        buf[: raw.shape[0]] = raw
+        buf[-4] = self._timer[i] / 1000.0
+        buf[-3] = self._episode[i] / self.warmup_episodes if self.warmup_episodes else self._episode[i]
+        buf[-2] = float(valid)
+        buf[-1] = reward
+
+    def _start(self, i: int) -> None:
+        """Start a trial of game ``self.game[i]`` in sub-env ``i``."""
+        self._timer[i] = self._episode[i] = self._count[i] = 0
+        self._reset_next[i] = self._ep_end[i] = False
+        self._ep_ret[i] = self._last_ret[i] = 0.0
+        flat, _ = self._game_env(i).reset(seed=self._seed())
+        self._write_obs(i, flat, True, 0.0)
+
+    # ---- BatchedTorchEnv hooks -------------------------------------------------------------------------------
+    def _hard_reset(self, mask: torch.Tensor) -> None:
+        new = self._randint(len(self.games), self.n)
+        self.game = torch.where(mask.cpu(), new.cpu(), self.game)
+        for i in torch.nonzero(mask.cpu()).flatten().tolist():
+            self._start(i)
+
+    def _soft_reset(self, mask: torch.Tensor) -> None:
+        self._hard_reset(mask)
+
+    def _on_task_set(self, mask: torch.Tensor) -> None:
+        self.game = self.game.cpu()
+        if ((self.game < 0) | (self.game >= len(self.games))).any():
+            raise ValueError(f"task 'game' must index games (0..{len(self.games) - 1}), got {self.game.tolist()}")
+        for i in torch.nonzero(mask.cpu()).flatten().tolist():
+            self._start(i)
+
+    def _advance(self, action: torch.Tensor):
+        acts = action.reshape(self.n).tolist()
+        shown = np.zeros(self.n, dtype=np.float32)
+        done = np.zeros(self.n, dtype=bool)
+        for i, a in enumerate(acts):
+            self._timer[i] += 1
+            n_valid = self.game_num_actions[int(self.game[i])]
+            valid = 0 <= a < n_valid
+            if not valid:
+                a = int(self._randint(n_valid, 1))
+            env = self._game_env(i)
+            self._ep_end[i] = False
+            if self._reset_next[i]:  # dummy step: the action is ignored, the next episode starts
+                flat, _ = env.reset(seed=self._seed())
+                self._reset_next[i] = False
+                self._episode[i] += 1
+                reward = 0.0
+            else:
+                flat, reward, terminated, truncated, _ = env.step(a)
+                reward = float(reward)
+                self._ep_ret[i] += reward
+                if terminated or truncated:
+                    self._reset_next[i] = True
+                    self._ep_end[i] = True
+                    self._last_ret[i] = self._ep_ret[i]
+                    self._ep_ret[i] = 0.0
+                    self._count[i] += 1
+            self._write_obs(i, flat, valid, reward)
+            done[i] = self._episode[i] > self.warmup_episodes
+            shown[i] = 0.0 if self._episode[i] < self.warmup_episodes else reward
+        dev = self.device
+        return (torch.from_numpy(shown).to(dev), torch.from_numpy(done).to(dev),
+                torch.zeros(self.n, dtype=torch.bool, device=dev))
+
+    def _obs(self) -> dict:
+        dev, n = self.device, self.n
+        end = torch.from_numpy(self._ep_end.copy())
+        return {
+            "observation": torch.from_numpy(self._obs_buf.copy()).to(dev),
+            TASK_ID_KEY: self.game.reshape(n, 1).to(dev),
+            EPISODE_END_KEY: end.reshape(n, 1).to(dev),
+            EPISODE_RETURN_KEY: torch.where(end, torch.from_numpy(self._last_ret), 0.0).reshape(n, 1).to(dev),
+            EPISODE_COUNT_KEY: torch.from_numpy(self._count.copy()).reshape(n, 1).to(dev),
+        }
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        for envs in getattr(self, "_envs", ()):
+            for env in envs.values():
+                env.close()
+            envs.clear()
+        super().close(raise_if_closed=raise_if_closed)
+
+
+def make_multidomain_popgym_env(num_envs: int, games: Sequence[str] | Mapping[str, GameFactory] | None = None,
+                                warmup_episodes: int = 1, **kw) -> MultiDomainPOPGym:
+    """``num_envs`` multi-domain POPGym sub-envs in this process (batch size ``[num_envs]``).
+
+    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` (no ``k_episodes``: the env runs its episodes
+    itself) to add AMAGO's per-step keys.
+    """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    return MultiDomainPOPGym(num_envs, games=games, warmup_episodes=warmup_episodes, **kw)
+
+
+__all__ = ["MULTIDOMAIN_POPGYM_GAMES", "MultiDomainPOPGym", "make_multidomain_popgym_env"]
