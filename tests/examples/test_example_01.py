@@ -22,6 +22,7 @@ def test_defaults_are_the_recorded_cartpole_settings():
     for name, value in mod.CARTPOLE_TUNED.items():
         assert getattr(cfg, name) == value, name
     assert cfg.gamma == 0.99 and cfg.n_step > 1 and cfg.tau > 0.003  # not the slow AMAGO defaults
+    assert min(cfg.gammas) >= 0.9  # no near-constant-return gamma (PopArt w blow-up, docs/domains/gym.md)
     # exploration anneals early: per-env acting calls, well inside the run
     assert cfg.eps_steps_anneal * cfg.parallel_envs < cfg.epochs * cfg.timesteps_per_epoch * cfg.parallel_envs / 4
     assert "python examples/01_basic_gym.py\n" in mod.__doc__  # the usage line is the plain command
