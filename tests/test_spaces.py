@@ -35,3 +35,15 @@ def test_features_and_index_roundtrip():
         ActionSpace("continuous", 2).to_features(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="unsupported action kind"):
         ActionSpace("box", 2)
+
+
+def test_unit_box_affine_maps_unit_range_onto_bounds_and_rejects_unbounded():
+    import numpy as np
+
+    from torchrl_amago.spaces import unit_box_affine
+    loc, scale = unit_box_affine([-2.0, 0.0], [2.0, 1.0])
+    np.testing.assert_allclose(np.array([-1.0, 1.0])[:, None] * scale + loc, [[-2.0, 0.0], [2.0, 1.0]])
+    with pytest.raises(ValueError, match="my space must be finite"):
+        unit_box_affine([-np.inf], [1.0], "my space")
+    with pytest.raises(ValueError, match="high > low"):
+        unit_box_affine([1.0], [1.0])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torchrl.data import Binary, Bounded, Categorical, MultiCategorical, MultiOneHot, OneHot, TensorSpec, Unbounded
 
@@ -74,3 +75,15 @@ def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
         return ActionSpace("continuous", int(spec.shape[-1]), dtype=spec.dtype)
     raise ValueError(f"unsupported action spec {type(spec).__name__} (dtype {spec.dtype}); supported: OneHot, "
                      "Categorical, Binary, and float Bounded/Unbounded")
+
+
+def unit_box_affine(low, high, what: str = "action space") -> tuple[np.ndarray, np.ndarray]:
+    """``(loc, scale)`` (float32) mapping the policy's ``[-1, 1]`` onto ``[low, high]``: ``a_env = a * scale + loc``
+    (and back: ``(a_env - loc) / scale``). Every adapter with Box actions uses it; unbounded or empty bounds are a
+    ValueError naming ``what``."""
+    low = np.asarray(low, dtype=np.float32)
+    high = np.asarray(high, dtype=np.float32)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or bool((high <= low).any()):
+        raise ValueError(f"{what} must be finite with high > low to be rescaled to [-1, 1], got low={low}, "
+                         f"high={high}")
+    return (high + low) / 2.0, (high - low) / 2.0

@@ -1,6 +1,5 @@
 """Example 01 (any gymnasium env): the CartPole-tuned defaults reach the config, a time limit is a truncation that
 the TD target bootstraps through, and continuous actions with other bounds are rescaled to [-1, 1]."""
-import pytest
 import torch
 from torchrl.envs import SerialEnv
 
@@ -61,11 +60,3 @@ def test_continuous_actions_are_rescaled_to_unit_box():
     env = mod.make_gym_env("CartPole-v1")
     assert env.action_spec.shape[-1] == 2
     env.close()
-
-
-@pytest.mark.parametrize("flag", ["--env", "--max_episode_steps", "--final_eval_timesteps"])
-def test_help_lists_its_flags(flag, capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("01_basic_gym").main(["--help"])
-    assert e.value.code == 0
-    assert flag in capsys.readouterr().out

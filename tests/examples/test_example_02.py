@@ -16,16 +16,6 @@ def _stand_in(n):
     return make_amago_env(JaxBatchedEnv(GymnaxFunctionalEnv(ToyMemory(), backend="numpy"), n, backend="numpy"))
 
 
-def test_help_lists_its_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("02_gymnax").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ["--env", "--env_param", "--episode_length", "--final_eval_timesteps", "--max_seq_len",
-                 "--timesteps_per_epoch", "--run_name"]:
-        assert flag in out, flag
-    assert "02 " in out
-
 
 def test_env_params_parse_values():
     mod = load_example("02_gymnax")

@@ -10,20 +10,6 @@ import torch
 from tests.examples.test_examples_smoke import TINY, load_example
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def test_help_lists_the_multidomain_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("03_popgym").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--multidomain", "--games", "--warmup_episodes", "--env"):
-        assert flag in out, flag
 
 
 def test_missing_popgym_is_a_clear_error(monkeypatch, tmp_path):

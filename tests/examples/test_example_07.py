@@ -4,28 +4,11 @@ import csv
 import math
 
 import pytest
-import torch
 
 from tests.envs.libs.test_metaworld import FakeBenchmark
 from tests.examples.test_examples_smoke import TINY, load_example
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def test_help_lists_own_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("07_metaworld").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    assert "07 " in out
-    for flag in ["--benchmark", "--k", "--split", "--eval_split", "--episode_length", "--final_eval_trials",
-                 "--timesteps_per_epoch", "--max_seq_len", "--run_name"]:
-        assert flag in out, flag
 
 
 def test_tiny_run_on_stand_in_benchmark(tmp_path):

@@ -6,7 +6,6 @@ import math
 import sys
 
 import pytest
-import torch
 
 from tests.envs.libs.atari_standin import EPISODE_FRAMES, REWARD, install_fake_ale
 from tests.examples.test_examples_smoke import TINY, load_example
@@ -17,21 +16,6 @@ OWN = ["--games", "--cnn", "--resolution", "--grayscale", "--frame_skip", "--sti
 STEPS = EPISODE_FRAMES // 4  # one toy episode = 12 agent steps at frame skip 4
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def test_help_lists_the_example_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("08_ale").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    for flag in OWN + ["--timesteps_per_epoch", "--max_seq_len", "--agent_type", "--reward_multiplier"]:
-        assert flag in out, flag
-    assert "08 " in out
 
 
 def _run(tmp_path, games, extra=()):

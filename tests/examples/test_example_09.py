@@ -11,15 +11,6 @@ from tests.examples.test_examples_smoke import TINY, load_example
 NAME = "09_multitask_procgen"
 
 
-def test_help_lists_its_own_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example(NAME).main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--games", "--distribution", "--train_seeds", "--cnn", "--horizon", "--final_eval_timesteps",
-                 "--agent_type", "--max_seq_len"):
-        assert flag in out, flag
-
 
 def test_missing_procgen_exits_naming_the_pip_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "procgen", None)  # makes `import procgen` raise ImportError

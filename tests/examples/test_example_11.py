@@ -21,16 +21,6 @@ def _stand_in(a):
     return make, make, a.max_steps
 
 
-def test_help_lists_its_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("11_xland_minigrid").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ["--benchmark", "--k_episodes", "--rooms", "--grid_size", "--max_steps", "--num_distractors",
-                 "--final_eval_timesteps", "--max_seq_len", "--run_name"]:
-        assert flag in out, flag
-    assert "11 " in out
-
 
 def test_tiny_run_on_the_stand_in(tmp_path):
     argv = TINY + ["--k_episodes", "2", "--max_steps", "3", "--final_eval_timesteps", "12",

@@ -4,29 +4,12 @@ import csv
 import math
 
 import pytest
-import torch
 
 from tests.envs.libs.test_half_cheetah_vel import _FakeCheetah
 from tests.examples.test_examples_smoke import TINY, load_example
 from torchrl_amago.envs.libs.half_cheetah_vel import MetaVelocity
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def test_help_lists_own_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("12_half_cheetah_vel").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    assert "12 " in out
-    for flag in ["--task_min_velocity", "--task_max_velocity", "--cheetah_version", "--episode_length",
-                 "--velocity_buckets", "--timesteps_per_epoch", "--max_seq_len", "--run_name"]:
-        assert flag in out, flag
 
 
 def test_tiny_run_on_stand_in_physics(tmp_path):

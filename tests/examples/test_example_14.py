@@ -8,16 +8,6 @@ import pytest
 from tests.examples.test_examples_smoke import TINY, load_example
 
 
-def test_help_lists_own_flags(capsys):
-    with pytest.raises(SystemExit) as e:
-        load_example("14_offline").main(["--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    assert "14 — Offline and offline-to-online RL" in out
-    for flag in ["--dataset", "--format", "--env", "--online_after_epoch", "--offline_weight", "--make_dataset",
-                 "--max_episode_steps", "--max_seq_len", "--buffer_dir"]:
-        assert flag in out, flag
-
 
 def _argv(tmp_path, *extra):
     return TINY + ["--timesteps_per_epoch", "20", "--buffer_dir", str(tmp_path), "--run_name", "smoke",

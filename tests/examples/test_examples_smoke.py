@@ -34,12 +34,27 @@ CASES = {
 OWN_FLAGS = {
     "00_meta_frozen_lake": ["--lake_size", "--k_episodes", "--hard_mode", "--recover_mode", "--slip_chance",
                             "--max_episode_steps", "--hide_k_progress"],
-    "01_basic_gym": ["--env", "--max_episode_steps"],
+    "01_basic_gym": ["--env", "--max_episode_steps", "--final_eval_timesteps"],
     "03_popgym": ["--env", "--multidomain", "--games", "--warmup_episodes"],
     "04_tmaze": ["--horizon"],
     "05_dark_key_door": ["--meta_horizon", "--room_size", "--episode_length", "--light_room_observation",
                          "--randomize_actions"],
     "13_mazerunner_relabeling": ["--maze_size", "--goals", "--time_limit", "--randomized_actions", "--relabel"],
+    "02_gymnax": ["--env", "--env_param", "--episode_length", "--final_eval_timesteps"],
+    "06_alchemy": ["--level", "--num_trials", "--steps_per_trial", "--test_mult", "--exploration"],
+    "07_metaworld": ["--benchmark", "--k", "--split", "--eval_split", "--episode_length", "--final_eval_trials"],
+    "08_ale": ["--games", "--cnn", "--resolution", "--grayscale", "--frame_skip", "--sticky_action_prob",
+                "--time_limit_frames", "--action_space", "--terminal_on_life_loss", "--drqv2_aug", "--traj_save_len"],
+    "09_multitask_procgen": ["--games", "--distribution", "--train_seeds", "--cnn", "--horizon",
+                             "--final_eval_timesteps"],
+    "10_babyai": ["--tasks", "--eval_tasks", "--k_episodes", "--train_seeds", "--obs_kind", "--grid_net",
+                  "--mission_net", "--attempt_steps", "--test_mult"],
+    "11_xland_minigrid": ["--benchmark", "--k_episodes", "--rooms", "--grid_size", "--max_steps",
+                          "--num_distractors", "--final_eval_timesteps"],
+    "12_half_cheetah_vel": ["--task_min_velocity", "--task_max_velocity", "--cheetah_version", "--episode_length",
+                            "--velocity_buckets"],
+    "14_offline": ["--dataset", "--format", "--env", "--online_after_epoch", "--offline_weight", "--make_dataset",
+                   "--max_episode_steps"],
 }
 
 
@@ -49,12 +64,6 @@ def load_example(name: str):
     spec.loader.exec_module(mod)
     return mod
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -75,12 +84,18 @@ def test_example_runs_and_reports(name, tmp_path):
     assert os.path.exists(tmp_path / "smoke" / "logs" / "metrics.csv")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_example_help(name, capsys):
+def help_text(name: str, capsys) -> str:
+    """The example's `--help` output (it must exit 0)."""
     with pytest.raises(SystemExit) as e:
         load_example(name).main(["--help"])
     assert e.value.code == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(OWN_FLAGS))
+def test_example_help(name, capsys):
+    """Every example (also those whose package is not installed): the common flags, its own, its docstring."""
+    out = help_text(name, capsys)
     for flag in ["--timesteps_per_epoch", "--grads_per_epoch", "--max_seq_len", "--buffer_dir", "--run_name",
                  *OWN_FLAGS[name]]:
         assert flag in out, (name, flag)

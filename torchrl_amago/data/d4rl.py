@@ -20,6 +20,7 @@ from tensordict import TensorDict
 from tensordict.utils import NestedKey
 
 from .._optional import require
+from ..spaces import unit_box_affine
 from .offline import arrays_to_trials
 
 _FEATURE = "D4RL-format HDF5 datasets (torchrl_amago.data.d4rl)"
@@ -62,12 +63,9 @@ def _float32(x):
 
 def rescale_actions(actions, low, high) -> np.ndarray:
     """Map env-native Box actions in ``[low, high]`` to the policy's range ``[-1, 1]`` (clipped)."""
-    low = np.asarray(low, dtype=np.float32)
-    high = np.asarray(high, dtype=np.float32)
-    if not (np.isfinite(low).all() and np.isfinite(high).all()) or bool((high <= low).any()):
-        raise ValueError(f"action_bounds must be finite with high > low, got low={low}, high={high}")
+    loc, scale = unit_box_affine(low, high, "action_bounds")
     a = np.asarray(actions, dtype=np.float32)
-    return np.clip(2.0 * (a - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+    return np.clip((a - loc) / scale, -1.0, 1.0).astype(np.float32)
 
 
 def trials_from_arrays(data: Mapping, *, num_actions: int | None = None, one_hot_actions: bool = False,

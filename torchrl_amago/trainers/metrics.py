@@ -37,16 +37,11 @@ def finished_trial_returns(rollout: TensorDictBase, running: torch.Tensor | None
 
 def finished_trial_values(rollout: TensorDictBase, key) -> list[float]:
     """`key`'s value at the last step of every trial that finished inside `rollout`, in the order
-    `finished_trial_returns` lists the returns (e.g. the `task_id` of each finished trial)."""
+    `finished_trial_returns` lists the returns (time-major, then env; e.g. the `task_id` of each trial)."""
     ro = rollout if rollout.ndim == 2 else rollout.unsqueeze(0)
     done = _flag(ro, ("next", "done"))
     val = ro.get(key).reshape(*ro.batch_size, -1)[..., 0]
-    out: list[float] = []
-    for t in range(ro.batch_size[1]):
-        d = done[:, t]
-        if d.any():
-            out += val[d, t].tolist()
-    return out
+    return val.transpose(0, 1)[done.transpose(0, 1)].tolist()
 
 
 def per_task_return_metrics(rollout: TensorDictBase, returns: list[float], prefix: str,

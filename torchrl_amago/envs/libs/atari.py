@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from torchrl.envs import GymWrapper, SerialEnv
 
 from ..._optional import require
+from ...spaces import unit_box_affine
 
 _FEATURE = "Atari envs (torchrl_amago.envs.libs.atari)"
 PACKAGE = "ale-py"
@@ -149,8 +150,7 @@ class AtariPreprocess(gym.Wrapper):
         if action_space == "continuous":
             if not isinstance(inner, gym.spaces.Box):
                 raise ValueError(f"action_space='continuous' needs an ALE env made with continuous=True, got {inner}")
-            self._loc = ((inner.high + inner.low) / 2.0).astype(np.float32)
-            self._scale = ((inner.high - inner.low) / 2.0).astype(np.float32)
+            self._loc, self._scale = unit_box_affine(inner.low, inner.high, "ALE continuous action space")
             self.action_space = gym.spaces.Box(-1.0, 1.0, inner.shape, dtype=np.float32)
         else:
             if not (isinstance(inner, gym.spaces.Discrete) and inner.n == NUM_ACTIONS):

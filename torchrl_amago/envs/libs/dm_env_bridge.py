@@ -33,6 +33,7 @@ from torchrl.data import Binary, Bounded, Categorical, Composite, OneHot, Unboun
 from torchrl.envs import EnvBase, SerialEnv
 
 from ..._optional import require
+from ...spaces import unit_box_affine
 
 _LAST = 2  # dm_env.StepType.LAST (an IntEnum)
 
@@ -125,9 +126,7 @@ class ActionMap:
             if kind == "bounded" and rescale_actions:
                 low = np.broadcast_to(np.asarray(spec.minimum, np.float32), self.native_shape).reshape(shape)
                 high = np.broadcast_to(np.asarray(spec.maximum, np.float32), self.native_shape).reshape(shape)
-                if not (np.isfinite(low).all() and np.isfinite(high).all()):
-                    raise ValueError(f"dm_env action spec {spec} must be finite to be rescaled to [-1, 1]")
-                self.loc, self.scale = (high + low) / 2.0, (high - low) / 2.0
+                self.loc, self.scale = unit_box_affine(low, high, f"dm_env action spec {spec}")
                 self.spec = Bounded(-1.0, 1.0, shape=shape, dtype=torch.float32)
             elif kind == "bounded":
                 lim = [torch.as_tensor(np.broadcast_to(np.asarray(x, np.float32), self.native_shape)

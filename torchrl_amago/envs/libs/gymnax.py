@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._optional import require
+from ...spaces import unit_box_affine
 from .jax_bridge import ArraySpec, JaxBatchedEnv, make_backend
 
 _FEATURE = "gymnax envs (torchrl_amago.envs.libs.gymnax)"
@@ -59,9 +60,8 @@ class GymnaxFunctionalEnv:
         elif kind == "Box":
             low = np.broadcast_to(np.asarray(act.low, dtype=np.float32), act.shape)
             high = np.broadcast_to(np.asarray(act.high, dtype=np.float32), act.shape)
-            if not (np.isfinite(low).all() and np.isfinite(high).all()):
-                raise ValueError(f"gymnax Box action space must be bounded to be rescaled to [-1, 1], got {act}")
-            self._loc, self._scale = xp.asarray((high + low) / 2), xp.asarray((high - low) / 2)
+            loc, scale = unit_box_affine(low, high, f"gymnax Box action space {act}")
+            self._loc, self._scale = xp.asarray(loc), xp.asarray(scale)
             self.action_spec = ArraySpec(tuple(act.shape), "float32", -1.0, 1.0)
         else:
             raise ValueError(f"gymnax action space {act} is not supported (Discrete or Box)")

@@ -16,6 +16,7 @@ import numpy as np
 from torchrl.envs import GymWrapper, SerialEnv
 
 from ..._optional import require
+from ...spaces import unit_box_affine
 
 _FEATURE = "POPGym envs (torchrl_amago.envs.libs.popgym)"
 
@@ -68,10 +69,7 @@ class POPGymObservation(gym.Wrapper):
             self._unravel = act.nvec
             self.action_space = gym.spaces.Discrete(int(np.prod(act.nvec)))
         elif isinstance(act, gym.spaces.Box):
-            if not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
-                raise ValueError(f"POPGym Box action space must be bounded to be rescaled to [-1, 1], got {act}")
-            self._loc = (act.high + act.low) / 2.0
-            self._scale = (act.high - act.low) / 2.0
+            self._loc, self._scale = unit_box_affine(act.low, act.high, f"POPGym Box action space {act}")
             self.action_space = gym.spaces.Box(-1.0, 1.0, act.shape, dtype=np.float32)
         elif not isinstance(act, gym.spaces.Discrete):
             raise ValueError(f"POPGym action space {act} is not supported (Discrete, MultiDiscrete or Box)")
