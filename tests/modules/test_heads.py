@@ -214,6 +214,26 @@ def test_popart_preserves_denormalised_outputs_and_tracks_ema():
     torch.testing.assert_close(pa.denormalize(pa.normalize_values(v)), v, atol=1e-5, rtol=1e-5)
 
 
+def test_popart_min_sigma_caps_w_for_constant_returns_and_keeps_outputs():
+    """Constant returns (CartPole's gamma 0.1): sigma collapses to ~1e-2 and w to ~1e3 with the original's floor;
+    min_sigma=1 caps w at sigma_0 / 1 = 10 while still preserving the denormalised outputs."""
+    x = torch.randn(5, G)
+    const = torch.full((64, G), 11.1)
+    for floor, w_max in ((1e-4, None), (1.0, 10.0)):
+        pa = PopArt(G, beta=0.05, min_sigma=floor)
+        for _ in range(400):
+            before = pa(x, normalized=False)
+            pa.update_stats(const + 0.01 * torch.randn_like(const))
+            torch.testing.assert_close(pa(x, normalized=False), before, atol=1e-3, rtol=1e-4)
+        if w_max is None:
+            assert float(pa.sigma.max()) < 0.05 and float(pa.w.min()) > 200.0
+        else:
+            torch.testing.assert_close(pa.sigma, torch.ones(G))
+            torch.testing.assert_close(pa.w, torch.full((G,), w_max), rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="min_sigma"):
+        PopArt(G, min_sigma=0.0)
+
+
 def test_popart_mask_forms_and_errors():
     a, b = PopArt(G), PopArt(G)
     values = torch.randn(2, 5, C, G)

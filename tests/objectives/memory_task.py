@@ -4,6 +4,10 @@ Episode of K+1 steps. Obs (4-d): [good_arm==0, good_arm==1] at t=0 only, [1] in 
 t=K, slot 3 = 1 on the intermediate steps. Only the action at t=K matters: reward 1 if it is the good arm,
 then `terminated`. A memory-free policy is at chance (50%) at t=K; one with memory gets 100%.
 
+`continuous=True` is the same task for a 1-d continuous action in [-1, 1]: a cue x ~ U(-0.8, 0.8) is shown at
+t=0 (obs slot 0) and the reward at t=K is 1 - |a - x|. The best memory-free action (a = 0) scores 0.6 on average;
+recalling x scores 1.
+
 Data are collected with `AMAGOPolicy` in a plain batched loop (no TorchRL env), and stored as full-episode
 `[N, K+1]` windows in the loss's key layout (root + "next").
 """
@@ -16,10 +20,13 @@ from tensordict.nn import InteractionType, set_interaction_type
 OBS_DIM, NUM_ARMS = 4, 2
 
 
-def _obs(arm: torch.Tensor, t: int, K: int) -> torch.Tensor:
-    o = torch.zeros(arm.shape[0], OBS_DIM)
+def _obs(cue: torch.Tensor, t: int, K: int, continuous: bool = False) -> torch.Tensor:
+    o = torch.zeros(cue.shape[0], OBS_DIM)
     if t == 0:
-        o[torch.arange(arm.shape[0]), arm] = 1.0
+        if continuous:
+            o[:, 0] = cue
+        else:
+            o[torch.arange(cue.shape[0]), cue] = 1.0
     elif t == K:
         o[:, 2] = 1.0
     elif t < K:
@@ -28,29 +35,42 @@ def _obs(arm: torch.Tensor, t: int, K: int) -> torch.Tensor:
 
 
 def collect(policy, n: int, K: int, generator: torch.Generator, deterministic: bool = False,
-            epsilon: float = 0.0) -> TensorDict:
-    """Run n episodes in parallel; return a [n, K+1] TensorDict (root + next keys) and the success rate."""
-    arm = torch.randint(0, NUM_ARMS, (n,), generator=generator)
-    prev_a = torch.zeros(n, NUM_ARMS)
+            epsilon: float = 0.0, continuous: bool = False) -> TensorDict:
+    """Run n episodes in parallel; return a [n, K+1] TensorDict (root + next keys) and the mean final reward.
+    Exploration: discrete -> epsilon random arms; continuous -> N(0, epsilon) action noise (clipped)."""
+    if continuous:
+        cue = torch.rand(n, generator=generator) * 1.6 - 0.8
+        prev_a = torch.zeros(n, 1)
+    else:
+        cue = torch.randint(0, NUM_ARMS, (n,), generator=generator)
+        prev_a = torch.zeros(n, NUM_ARMS)
     prev_r = torch.zeros(n, 1)
     steps = []
     policy.reset_state()
     itype = InteractionType.DETERMINISTIC if deterministic else InteractionType.RANDOM
     for t in range(K + 1):
-        td = TensorDict({"observation": _obs(arm, t, K), "prev_action": prev_a, "prev_reward": prev_r,
+        td = TensorDict({"observation": _obs(cue, t, K, continuous), "prev_action": prev_a, "prev_reward": prev_r,
                          "time_idx": torch.full((n, 1), t, dtype=torch.long),
                          "is_init": torch.full((n, 1), t == 0, dtype=torch.bool)}, [n])
         with set_interaction_type(itype):
-            a = policy(td.clone())["action"].long().reshape(n)
-        if epsilon > 0:
-            rnd = torch.rand(n, generator=generator) < epsilon
-            a = torch.where(rnd, torch.randint(0, NUM_ARMS, (n,), generator=generator), a)
-        r = ((a == arm) & (t == K)).float().unsqueeze(-1)
+            a = policy(td.clone())["action"]
+        if continuous:
+            a = a.reshape(n, 1)
+            if epsilon > 0:
+                a = (a + epsilon * torch.randn(n, 1, generator=generator)).clamp(-1.0, 1.0)
+            r = ((1.0 - (a[:, 0] - cue).abs()) * (t == K)).unsqueeze(-1)
+            prev_a = a
+        else:
+            a = a.long().reshape(n)
+            if epsilon > 0:
+                rnd = torch.rand(n, generator=generator) < epsilon
+                a = torch.where(rnd, torch.randint(0, NUM_ARMS, (n,), generator=generator), a)
+            r = ((a == cue) & (t == K)).float().unsqueeze(-1)
+            prev_a = torch.nn.functional.one_hot(a, NUM_ARMS).float()
         td["action"] = a
-        prev_a = torch.nn.functional.one_hot(a, NUM_ARMS).float()
         prev_r = r
-        nxt = TensorDict({"observation": _obs(arm, t + 1, K), "prev_action": prev_a, "prev_reward": prev_r,
-                          "time_idx": torch.full((n, 1), t + 1, dtype=torch.long),
+        nxt = TensorDict({"observation": _obs(cue, t + 1, K, continuous), "prev_action": prev_a,
+                          "prev_reward": prev_r, "time_idx": torch.full((n, 1), t + 1, dtype=torch.long),
                           "is_init": torch.zeros(n, 1, dtype=torch.bool), "reward": r,
                           "terminated": torch.full((n, 1), t == K, dtype=torch.bool),
                           "truncated": torch.zeros(n, 1, dtype=torch.bool),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchrl.objectives import SoftUpdate
 
-from torchrl_amago.modules.heads import ActorHead, DiscreteCritic
+from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCritic
 from torchrl_amago.modules.policy import AMAGOPolicy
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
@@ -18,25 +18,28 @@ from .memory_task import NUM_ARMS, OBS_DIM, collect
 
 def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: int = 1, seed: int = 0,
                    batch: int = 32, envs_per_round: int = 32, updates_per_round: int = 8,
-                   autocast_dtype: torch.dtype | None = None) -> float:
-    """Alternate collection (policy sampling + 20% random actions) and updates; return the deterministic
-    success rate on 400 fresh episodes. `autocast_dtype` runs the loss forward under CPU autocast."""
+                   autocast_dtype: torch.dtype | None = None, continuous: bool = False) -> float:
+    """Alternate collection (policy sampling + 20% random actions, or N(0, 0.2) noise when `continuous`) and
+    updates; return the deterministic mean final reward (= success rate) on 400 fresh episodes.
+    `autocast_dtype` runs the loss forward under CPU autocast; `continuous` is the 1-d continuous-cue task
+    (tanh-Gaussian actor, action-input critic, DPG through the reparameterised sample)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    asp = ActionSpace("discrete", NUM_ARMS)
+    asp = ActionSpace("continuous", 1) if continuous else ActionSpace("discrete", NUM_ARMS)
     # hide_rl2s: without it a memory-free policy could carry the arm in its own previous action
-    te = MLPTimestepEncoder({"observation": (OBS_DIM,)}, NUM_ARMS, d_hidden=d, d_output=d, hide_rl2s=True)
+    te = MLPTimestepEncoder({"observation": (OBS_DIM,)}, asp.dim, d_hidden=d, d_output=d, hide_rl2s=True)
     kw = dict(n_heads=2, dropout_ff=0.0, dropout_emb=0.0) if encoder == "transformer" else {}
     tr = make_trajectory_encoder(encoder, d, K + 1, d_model=d, n_layers=n_layers, **kw)
     actor = ActorHead(tr.emb_dim, asp, 7, d_hidden=d)
-    critic = DiscreteCritic(tr.emb_dim, NUM_ARMS, 7, 4, d_hidden=d)
+    critic = (ContinuousCritic(tr.emb_dim, 1, [0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999], 4, d_hidden=d)
+              if continuous else DiscreteCritic(tr.emb_dim, NUM_ARMS, 7, 4, d_hidden=d))
     loss = AMAGOLoss(te, tr, actor, critic, action_space=asp)
     updater = SoftUpdate(loss, tau=0.01)
     opt = torch.optim.AdamW(loss.parameters(), lr=1e-3, weight_decay=1e-3)
     policy = AMAGOPolicy(te, tr, actor, asp)
     buffer, done = [], 0
     while done < updates:
-        data, _ = collect(policy, envs_per_round, K, gen, epsilon=0.2)
+        data, _ = collect(policy, envs_per_round, K, gen, epsilon=0.2, continuous=continuous)
         buffer = (buffer + [data])[-100:]
         pool = torch.cat(buffer, 0)
         for _ in range(updates_per_round):
@@ -48,7 +51,8 @@ def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: in
             opt.step()
             updater.step()
             done += 1
-    _, success = collect(policy, 400, K, torch.Generator().manual_seed(seed + 1000), deterministic=True)
+    _, success = collect(policy, 400, K, torch.Generator().manual_seed(seed + 1000), deterministic=True,
+                         continuous=continuous)
     return success
 
 
@@ -58,6 +62,14 @@ def test_memory_bandit_fast():
     assert train_and_eval("transformer", K, updates) >= 0.95
     assert train_and_eval("gru", K, updates) >= 0.95
     assert train_and_eval("ff", K, updates) <= 0.65
+
+
+@pytest.mark.filterwarnings("ignore:No target network updater")
+def test_continuous_memory_task():
+    """The continuous path (tanh-Gaussian actor, action-input critics, DPG): recalling the cue scores ~1, the best
+    memory-free action 0.6."""
+    assert train_and_eval("transformer", 4, 400, continuous=True) >= 0.9
+    assert train_and_eval("ff", 4, 400, continuous=True) <= 0.7
 
 
 @pytest.mark.filterwarnings("ignore:No target network updater")

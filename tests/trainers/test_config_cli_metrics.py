@@ -19,8 +19,21 @@ def test_config_rejects_bad_flags():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="num_critics_td"):
         TrainConfig(num_critics=2, num_critics_td=3)
+    with pytest.raises(ValueError, match="popart_min_sigma"):
+        TrainConfig(popart_min_sigma=0.0)
     assert TrainConfig(gamma=0.99).gammas == [0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.99]
     assert TrainConfig(multigammas=[0.5]).gammas == [0.5, 0.999]
+
+
+def test_popart_min_sigma_flag_reaches_the_loss():
+    from torchrl_amago.envs.builtin import TMaze
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.trainers.factory import build_agent_modules, build_loss
+
+    cfg, _ = parse_config(argv=["--popart_min_sigma", "1.5", "--memory_size", "16", "--tstep_out", "16"])
+    env = make_amago_env(TMaze(num_envs=2, corridor_length=4))
+    m = build_agent_modules(cfg, env.observation_spec, env.action_spec)
+    assert build_loss(cfg, m).popart.min_sigma == 1.5
 
 
 def test_cli_covers_every_field_and_parses_types():

@@ -247,22 +247,28 @@ class PopArt(nn.Module):
 
     All state is buffers (no gradients): mu, nu (second moment), w, b, _t, each [G]. Raw value =
     sigma * (w x + b) + mu for a critic output x; `update_stats` changes mu/sigma and adjusts w, b so that this
-    raw value is unchanged."""
+    raw value is unchanged.
 
-    def __init__(self, num_gammas: int, beta: float = 5e-4, init_nu: float = 100.0):
+    `min_sigma` floors sigma (the original: 1e-4). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
+    constant reward) otherwise drives sigma -> 0 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
+    errors then dominate a globally clipped gradient. A floor of ~1 reward unit (after `reward_multiplier`) caps
+    w at sigma_0 / min_sigma."""
+
+    def __init__(self, num_gammas: int, beta: float = 5e-4, init_nu: float = 100.0, min_sigma: float = 1e-4):
         super().__init__()
         if num_gammas < 1:
             raise ValueError(f"num_gammas must be >= 1, got {num_gammas}")
-        self.num_gammas, self.beta = num_gammas, beta
+        if not 0 < min_sigma < 1e6:
+            raise ValueError(f"PopArt min_sigma must be in (0, 1e6), got {min_sigma}")
+        self.num_gammas, self.beta, self.min_sigma = num_gammas, beta, float(min_sigma)
         self.register_buffer("mu", torch.zeros(num_gammas))
         self.register_buffer("nu", torch.full((num_gammas,), float(init_nu)))
         self.register_buffer("w", torch.ones(num_gammas))
         self.register_buffer("b", torch.zeros(num_gammas))
         self.register_buffer("_t", torch.ones(num_gammas))
 
-    @staticmethod
-    def _sigma(mu, nu):
-        return torch.sqrt((nu - mu.square()).clamp(1e-4, 1e8)).clamp(1e-4, 1e6)
+    def _sigma(self, mu, nu):
+        return torch.sqrt((nu - mu.square()).clamp(1e-4, 1e8)).clamp(self.min_sigma, 1e6)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -322,4 +328,4 @@ class PopArt(nn.Module):
         self._t.copy_(t)
 
     def extra_repr(self) -> str:
-        return f"num_gammas={self.num_gammas}, beta={self.beta}"
+        return f"num_gammas={self.num_gammas}, beta={self.beta}, min_sigma={self.min_sigma}"

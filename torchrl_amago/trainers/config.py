@@ -73,6 +73,7 @@ class TrainConfig:
     offline_coeff: float | None = None
     critic_loss_weight: float = 10.0
     reward_multiplier: float = 10.0
+    popart_min_sigma: float = 1e-4  # the original's floor; ~1 guards near-constant-return gammas
     n_step: int = 1
     fbc_filter: str = "binary"
     tau: float = 0.003
@@ -125,6 +126,8 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.traj_save_len is not None and self.traj_save_len < 2:
             raise ValueError(f"--traj_save_len must be >= 2 (or unset), got {self.traj_save_len}")
+        if not 0 < self.popart_min_sigma < 1e6:
+            raise ValueError(f"--popart_min_sigma must be in (0, 1e6), got {self.popart_min_sigma}")
         if not 0 < self.gamma < 1:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:

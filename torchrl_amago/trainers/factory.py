@@ -95,7 +95,7 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
         m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic, action_space=m.action_space,
         gammas=cfg.gammas, gamma=cfg.gamma, num_critics_td=cfg.num_critics_td, online_coeff=online,
         offline_coeff=offline, critic_loss_weight=cfg.critic_loss_weight, reward_multiplier=cfg.reward_multiplier,
-        n_step=cfg.n_step, fbc_filter=cfg.fbc_filter,
+        n_step=cfg.n_step, fbc_filter=cfg.fbc_filter, popart_min_sigma=cfg.popart_min_sigma,
         num_actions_for_value_in_actor_loss=3 if multitask else 1)
 
 
