@@ -249,8 +249,9 @@ class PopArt(nn.Module):
     sigma * (w x + b) + mu for a critic output x; `update_stats` changes mu/sigma and adjusts w, b so that this
     raw value is unchanged.
 
-    `min_sigma` floors sigma (the original: 1e-4). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
-    constant reward) otherwise drives sigma -> 0 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
+    `min_sigma` floors sigma on top of the original's variance clamp (sigma >= 0.01 whatever min_sigma; the default
+    1e-4 adds nothing, i.e. the original's maths). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
+    constant reward) otherwise drives sigma to ~0.01 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
     errors then dominate a globally clipped gradient. A floor of ~1 reward unit (after `reward_multiplier`) caps
     w at sigma_0 / min_sigma."""
 

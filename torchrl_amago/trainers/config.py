@@ -73,7 +73,7 @@ class TrainConfig:
     offline_coeff: float | None = None
     critic_loss_weight: float = 10.0
     reward_multiplier: float = 10.0
-    popart_min_sigma: float = 1e-4  # the original's floor; ~1 guards near-constant-return gammas
+    popart_min_sigma: float = 1e-4  # default inert (the original's maths); ~1 guards near-constant-return gammas
     n_step: int = 1
     fbc_filter: str = "binary"
     tau: float = 0.003
