@@ -2,7 +2,6 @@
 
 Needs h5py (skipped without it, except the missing-package test); the Minari API tests also need minari."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from torchrl_amago.data import load_offline_trials, make_sequence_replay
 from torchrl_amago.data.d4rl import load_d4rl_trials, read_d4rl_hdf5, rescale_actions, write_d4rl_hdf5
 from torchrl_amago.data.minari import load_minari_trials, resolve_minari_data_path
+from tests.missing_package import assert_missing_package_named
 
 # 7 transitions: trial A = steps 0-2 (terminal at 2), trial B = steps 3-5 (timeout at 5), trial C = step 6 (data end)
 OBS = np.arange(7, dtype=np.float64)[:, None] * 10 + np.array([[0.0, 0.5]])  # float64 on disk -> float32 trials
@@ -107,9 +107,8 @@ def test_d4rl_round_trip_dict_observations_and_errors(tmp_path):
 
 def test_missing_h5py_names_the_pip_package(monkeypatch, tmp_path):
     (tmp_path / "x.hdf5").write_bytes(b"")
-    monkeypatch.setitem(sys.modules, "h5py", None)
-    with pytest.raises(ImportError, match="pip install h5py"):
-        load_d4rl_trials(tmp_path / "x.hdf5", num_actions=3)
+    assert_missing_package_named(monkeypatch, "h5py", "pip install h5py",
+                                 lambda: load_d4rl_trials(tmp_path / "x.hdf5", num_actions=3))
 
 
 # ---------------------------------------------------------------------------------------------- Minari

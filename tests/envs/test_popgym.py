@@ -3,7 +3,6 @@
 The wrapper tests use a hand-made gymnasium env (no popgym needed); the tests on real popgym envs skip when the
 package is missing.
 """
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +12,7 @@ from torchrl.envs.utils import check_env_specs
 
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.popgym import POPGymObservation, make_popgym_env, popgym_env_names
+from tests.missing_package import assert_missing_package_named
 
 
 class _Toy(gym.Env):
@@ -73,12 +73,8 @@ def test_box_actions_are_rescaled_to_unit_range():
 
 
 def test_missing_popgym_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "popgym", None)  # makes `import popgym` raise ImportError
-    monkeypatch.delitem(sys.modules, "popgym.envs", raising=False)
-    with pytest.raises(ImportError, match="pip install popgym"):
-        popgym_env_names()
-    with pytest.raises(ImportError, match="pip install popgym"):
-        make_popgym_env("RepeatPreviousEasy", 2)
+    assert_missing_package_named(monkeypatch, "popgym", "pip install popgym",
+                                 popgym_env_names, lambda: make_popgym_env("RepeatPreviousEasy", 2))
 
 
 def test_real_popgym_env_specs_and_values():

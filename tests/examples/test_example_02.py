@@ -1,7 +1,6 @@
 """Example 02 (gymnax): `--help`, the KEY=VALUE params, and a tiny in-process run on a numpy stand-in with gymnax's
 env API batched by the JAX bridge (no jax needed); the run on the real MemoryChain skips without gymnax."""
 import math
-import sys
 
 import pytest
 
@@ -10,6 +9,7 @@ from tests.examples.test_examples_smoke import TINY, load_example
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.gymnax import GymnaxFunctionalEnv
 from torchrl_amago.envs.libs.jax_bridge import JaxBatchedEnv
+from tests.missing_package import assert_missing_package_named
 
 
 def _stand_in(n):
@@ -33,9 +33,8 @@ def test_tiny_run_on_the_stand_in(tmp_path):
 
 
 def test_missing_gymnax_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "gymnax", None)
-    with pytest.raises(ImportError, match="pip install (gymnax|jax)"):
-        load_example("02_gymnax").main(TINY + ["--buffer_dir", str(tmp_path)])
+    assert_missing_package_named(monkeypatch, "gymnax", "pip install (gymnax|jax)",
+                                 lambda: load_example("02_gymnax").main(TINY + ["--buffer_dir", str(tmp_path)]))
 
 
 def test_tiny_run_on_real_memory_chain(tmp_path):

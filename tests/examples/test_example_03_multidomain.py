@@ -2,21 +2,20 @@
 is a clear error, and a tiny in-process run over two fast games reports finite returns, per game and per episode."""
 import csv
 import math
-import sys
 
 import pytest
 import torch
 
 from tests.examples.test_examples_smoke import TINY, load_example
+from tests.missing_package import assert_missing_package_named
 
 
 
 
 def test_missing_popgym_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "popgym", None)
-    monkeypatch.delitem(sys.modules, "popgym.envs", raising=False)
-    with pytest.raises(ImportError, match="pip install popgym"):
-        load_example("03_popgym").main(["--multidomain", "--buffer_dir", str(tmp_path)] + TINY)
+    assert_missing_package_named(
+        monkeypatch, "popgym", "pip install popgym",
+        lambda: load_example("03_popgym").main(["--multidomain", "--buffer_dir", str(tmp_path)] + TINY))
 
 
 def test_multidomain_defaults_follow_the_original():

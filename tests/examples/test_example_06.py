@@ -1,12 +1,10 @@
 """06_alchemy: --help lists its flags; a tiny in-process run on the symbolic-Alchemy stand-in (dm_alchemy is not on
 PyPI); a missing dm_alchemy names its GitHub install."""
 import math
-import sys
-
-import pytest
 
 from tests.envs.libs.alchemy_standin import install_fake_dm_alchemy
 from tests.examples.test_examples_smoke import TINY, help_text, load_example
+from tests.missing_package import assert_missing_package_named
 
 
 def test_help_shows_the_original_defaults(capsys):
@@ -29,7 +27,5 @@ def test_tiny_run_on_the_stand_in(monkeypatch, tmp_path):
 
 def test_missing_dm_alchemy(monkeypatch, tmp_path):
     install_fake_dm_alchemy(monkeypatch)
-    monkeypatch.setitem(sys.modules, "dm_alchemy", None)
-    monkeypatch.setitem(sys.modules, "dm_alchemy.symbolic_alchemy", None)
-    with pytest.raises(ImportError, match="dm_alchemy.git"):
-        load_example("06_alchemy").main(["--buffer_dir", str(tmp_path)])
+    assert_missing_package_named(monkeypatch, "dm_alchemy", "dm_alchemy.git",
+                                 lambda: load_example("06_alchemy").main(["--buffer_dir", str(tmp_path)]))

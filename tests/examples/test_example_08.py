@@ -3,13 +3,13 @@ tests/envs/libs/atari_standin.py), so the multi-game wiring (one game per slot, 
 multi-task agent default, replay snippets) is tested without ale-py."""
 import csv
 import math
-import sys
 
 import pytest
 
 from tests.envs.libs.atari_standin import EPISODE_FRAMES, REWARD, install_fake_ale
 from tests.examples.test_examples_smoke import TINY, load_example
 from torchrl_amago.trainers.checkpoint import load_checkpoint
+from tests.missing_package import assert_missing_package_named
 
 OWN = ["--games", "--cnn", "--resolution", "--grayscale", "--frame_skip", "--sticky_action_prob",
        "--time_limit_frames", "--action_space", "--terminal_on_life_loss", "--drqv2_aug", "--traj_save_len"]
@@ -77,9 +77,7 @@ def test_slots_must_divide_evenly_between_games(monkeypatch, tmp_path):
 
 
 def test_missing_ale_py_names_the_pip_package(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "ale_py", None)
-    with pytest.raises(ImportError, match="pip install ale-py"):
-        _run(tmp_path, ["Pong"])
+    assert_missing_package_named(monkeypatch, "ale_py", "pip install ale-py", lambda: _run(tmp_path, ["Pong"]))
 
 
 def test_real_ale_tiny_run(tmp_path):

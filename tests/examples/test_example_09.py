@@ -1,19 +1,19 @@
 """examples/09_multitask_procgen.py: `--help`, and a tiny in-process run on the procgen stand-in (no procgen needed;
 the real-package run skips without `procgen`)."""
 import math
-import sys
 
 import pytest
 
 from tests.envs.libs.test_procgen import FakeLevel
 from tests.examples.test_examples_smoke import TINY, load_example
+from tests.missing_package import hide_modules
 
 NAME = "09_multitask_procgen"
 
 
 
 def test_missing_procgen_exits_naming_the_pip_package(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "procgen", None)  # makes `import procgen` raise ImportError
+    hide_modules(monkeypatch, "procgen")
     with pytest.raises(SystemExit) as e:
         load_example(NAME).main(["--games", "coinrun", "--buffer_dir", str(tmp_path)])
     assert "pip install procgen-mirror" in str(e.value.code)

@@ -2,13 +2,11 @@
 train layouts come from [0, train_seeds] and eval layouts from above it; a missing minigrid names the pip package."""
 import csv
 import math
-import sys
-
-import pytest
 
 from tests.envs.libs.test_babyai import FakeMiniGrid
 from tests.examples.test_examples_smoke import TINY, help_text, load_example
 from torchrl_amago.envs.libs.babyai import make_babyai_env
+from tests.missing_package import assert_missing_package_named
 
 
 def test_help_shows_the_cpu_defaults(capsys):
@@ -43,6 +41,5 @@ def test_tiny_run_on_the_stand_in(monkeypatch, tmp_path):
 
 
 def test_missing_minigrid(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "minigrid", None)
-    with pytest.raises(ImportError, match="pip install minigrid"):
-        load_example("10_babyai").main(["--buffer_dir", str(tmp_path), "--run_name", "x"])
+    assert_missing_package_named(monkeypatch, "minigrid", "pip install minigrid",
+                                 lambda: load_example("10_babyai").main(["--buffer_dir", str(tmp_path), "--run_name", "x"]))

@@ -2,7 +2,6 @@
 API (k-episode trials, per-attempt returns in the summary); the run on the real package is slow and skips without
 xminigrid."""
 import math
-import sys
 
 import pytest
 
@@ -11,6 +10,7 @@ from tests.examples.test_examples_smoke import TINY, load_example
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.jax_bridge import JaxBatchedEnv
 from torchrl_amago.envs.libs.xland import XLandTrialEnv
+from tests.missing_package import assert_missing_package_named
 
 
 def _stand_in(a):
@@ -34,9 +34,8 @@ def test_tiny_run_on_the_stand_in(tmp_path):
 
 
 def test_missing_xminigrid_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "xminigrid", None)
-    with pytest.raises(ImportError, match="pip install (xminigrid|jax)"):
-        load_example("11_xland_minigrid").main(TINY + ["--buffer_dir", str(tmp_path)])
+    assert_missing_package_named(monkeypatch, "xminigrid", "pip install (xminigrid|jax)",
+                                 lambda: load_example("11_xland_minigrid").main(TINY + ["--buffer_dir", str(tmp_path)]))
 
 
 @pytest.mark.slow  # compiles XLand twice (train + eval env), ~3 min on a busy CPU

@@ -1,7 +1,6 @@
 """Symbolic Alchemy adapter. dm_alchemy is not on PyPI, so the adapter's real loader code runs here against a stand-in
 module (tests/envs/libs/alchemy_standin.py) with the same specs and trial structure; the last test uses the real
 dm_alchemy when it is installed (from GitHub)."""
-import sys
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.alchemy import (ALCHEMY_LEVEL, ALCHEMY_NUM_ACTIONS, ALCHEMY_OBS_DIM, ALCHEMY_PIP,
                                              alchemy_episode_length, make_alchemy_env, make_alchemy_torchrl)
+from tests.missing_package import assert_missing_package_named
 
 
 def test_constants_match_the_stand_in_and_the_original():
@@ -21,17 +21,14 @@ def test_constants_match_the_stand_in_and_the_original():
 
 def test_missing_dm_alchemy_names_the_github_install(monkeypatch):
     install_fake_dm_alchemy(monkeypatch)  # (a fake dm_env too where it is missing, so dm_alchemy is named)
-    monkeypatch.setitem(sys.modules, "dm_alchemy", None)
-    monkeypatch.setitem(sys.modules, "dm_alchemy.symbolic_alchemy", None)
-    with pytest.raises(ImportError, match="pip install git\\+https://github.com/google-deepmind/dm_alchemy.git"):
-        make_alchemy_env(2)
+    assert_missing_package_named(monkeypatch, "dm_alchemy",
+                                 "pip install git\\+https://github.com/google-deepmind/dm_alchemy.git",
+                                 lambda: make_alchemy_env(2))
     assert ALCHEMY_PIP in "pip install " + ALCHEMY_PIP
 
 
 def test_missing_dm_env_is_named(monkeypatch):
-    monkeypatch.setitem(sys.modules, "dm_env", None)
-    with pytest.raises(ImportError, match="pip install dm-env"):
-        make_alchemy_torchrl()
+    assert_missing_package_named(monkeypatch, "dm_env", "pip install dm-env", make_alchemy_torchrl)
 
 
 def test_specs_values_and_a_new_level_per_trial(monkeypatch):

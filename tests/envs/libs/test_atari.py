@@ -4,7 +4,6 @@ rewards, one game per slot with a task id.
 Most tests run the adapter on the stand-in (tests/envs/libs/atari_standin.py: a fake ``ale_py`` module and tiny
 gymnasium envs with ALE's spaces); the last ones use the real ``ale-py`` (ROMs ship in its wheel) and skip without it.
 """
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +16,7 @@ from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.atari import (AtariPreprocess, atari_action_dim, atari_game_id, atari_game_names,
                                            atari_obs_shape, buttons_to_action, make_atari_env, make_atari_gym,
                                            resize_area, slot_games)
+from tests.missing_package import assert_missing_package_named
 
 
 def _close(env):
@@ -162,11 +162,8 @@ def test_unknown_and_repeated_games(fake_ale):
 
 
 def test_missing_ale_py_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` raise ImportError
-    with pytest.raises(ImportError, match="pip install ale-py"):
-        atari_game_names()
-    with pytest.raises(ImportError, match="pip install ale-py"):
-        make_atari_env(["Pong"], 2)
+    assert_missing_package_named(monkeypatch, "ale_py", "pip install ale-py",
+                                 atari_game_names, lambda: make_atari_env(["Pong"], 2))
 
 
 def test_batched_env_one_game_per_slot_with_task_ids(fake_ale):

@@ -4,7 +4,6 @@ features, per-attempt bookkeeping and task ids.
 The adapter logic is tested on a stand-in gymnasium env with minigrid's observation dict (no minigrid needed);
 the tests on real BabyAI levels skip when `minigrid` is missing.
 """
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +14,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.babyai import (BABYAI_VOCAB_SIZE, BABYAI_WORDS, MultitaskMetaBabyAI, babyai_task_names,
                                             make_babyai_env, max_trial_length, tokenize_mission)
+from tests.missing_package import assert_missing_package_named
 
 MISSIONS = {"FakeGoTo-v0": "go to the red ball", "FakePick-v0": "pick up the zorblax key"}  # 'zorblax' is unknown
 
@@ -222,11 +222,8 @@ def test_full_grid_is_zero_padded_to_22():
 
 
 def test_missing_minigrid_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "minigrid", None)  # makes `import minigrid` raise ImportError
-    with pytest.raises(ImportError, match="pip install minigrid"):
-        make_babyai_env(["BabyAI-GoToObj-v0"], 2)
-    with pytest.raises(ImportError, match="pip install minigrid"):
-        babyai_task_names()
+    assert_missing_package_named(monkeypatch, "minigrid", "pip install minigrid",
+                                 lambda: make_babyai_env(["BabyAI-GoToObj-v0"], 2), babyai_task_names)
 
 
 # ---------------------------------------------------------------------------------------------- real minigrid

@@ -1,7 +1,6 @@
 """dm_env -> TorchRL bridge: spec mapping, StepType/discount -> done/terminated/truncated, action mapping, a new env
 per reset, and the full AMAGO stack. Runs on dm_env look-alikes (tests/envs/libs/alchemy_standin.py); the last
 tests use the real ``dm_env`` package when it is installed."""
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.dm_env_bridge import (ActionMap, DMEnvWrapper, dm_env_module, make_dm_env,
                                                    observation_spec_from_dm)
+from tests.missing_package import assert_missing_package_named
 
 
 class Counter(Environment):
@@ -185,9 +185,7 @@ def test_full_amago_stack_passes_checks():
 
 
 def test_missing_dm_env_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "dm_env", None)
-    with pytest.raises(ImportError, match="pip install dm-env"):
-        dm_env_module()
+    assert_missing_package_named(monkeypatch, "dm_env", "pip install dm-env", dm_env_module)
 
 
 # ---------------------------------------------------------------- the real dm_env package (skipped without it)

@@ -1,7 +1,6 @@
 """gymnax adapter: float32 observations, terminated vs truncated, Box actions rescaled from [-1, 1], batched through
 the JAX bridge. The adapter logic runs on a numpy stand-in with gymnax's env API (no jax needed); the tests on real
 gymnax envs skip when gymnax is missing."""
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +11,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.gymnax import GymnaxFunctionalEnv, gymnax_env_names, make_gymnax_env
 from torchrl_amago.envs.libs.jax_bridge import JaxBatchedEnv
+from tests.missing_package import assert_missing_package_named
 
 
 class Box:
@@ -109,11 +109,8 @@ def test_full_amago_stack_on_the_stand_in():
 
 
 def test_missing_gymnax_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gymnax", None)
-    with pytest.raises(ImportError, match="pip install (gymnax|jax)"):
-        gymnax_env_names()
-    with pytest.raises(ImportError, match="pip install (gymnax|jax)"):
-        make_gymnax_env("MemoryChain-bsuite", 2)
+    assert_missing_package_named(monkeypatch, "gymnax", "pip install (gymnax|jax)",
+                                 gymnax_env_names, lambda: make_gymnax_env("MemoryChain-bsuite", 2))
 
 
 def test_real_memory_chain():

@@ -4,7 +4,6 @@ truncation, velocity-bucket task ids, TorchRL specs.
 The logic tests use a stand-in physics env (MuJoCo-like ``unwrapped.data.qpos`` and ``dt``, HalfCheetah's spaces);
 the tests on the real MuJoCo env skip when ``mujoco`` is missing.
 """
-import sys
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -16,6 +15,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.half_cheetah_vel import MetaVelocity, make_half_cheetah_vel_env, \
     make_half_cheetah_vel_gym, velocity_bucket_names
+from tests.missing_package import assert_missing_package_named
 
 
 class _FakeCheetah(gym.Env):
@@ -130,11 +130,8 @@ def test_torchrl_stack_over_stand_in():
 
 
 def test_missing_mujoco_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mujoco", None)  # makes `import mujoco` raise ImportError
-    with pytest.raises(ImportError, match=r'pip install "gymnasium\[mujoco\]"'):
-        make_half_cheetah_vel_env(2)
-    with pytest.raises(ImportError, match=r'pip install "gymnasium\[mujoco\]"'):
-        make_half_cheetah_vel_gym()
+    assert_missing_package_named(monkeypatch, "mujoco", r'pip install "gymnasium\[mujoco\]"',
+                                 lambda: make_half_cheetah_vel_env(2), make_half_cheetah_vel_gym)
 
 
 def test_real_mujoco_half_cheetah_vel():

@@ -3,7 +3,6 @@
 Everything but the last tests runs on the numpy backend with a numpy stand-in functional env (no jax needed); the
 jax tests skip when jax is missing.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from torchrl.envs.utils import check_env_specs
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.jax_bridge import ArraySpec, JaxBatchedEnv, NumpyBackend, batched_functions
+from tests.missing_package import assert_missing_package_named
 
 
 class Countdown:
@@ -172,9 +172,8 @@ def test_numpy_backend_vmap_and_batched_functions():
 
 
 def test_missing_jax_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "jax", None)
-    with pytest.raises(ImportError, match="pip install jax"):
-        JaxBatchedEnv(Countdown(), 2)  # backend="jax" is the default
+    # backend="jax" is the default
+    assert_missing_package_named(monkeypatch, "jax", "pip install jax", lambda: JaxBatchedEnv(Countdown(), 2))
 
 
 # ------------------------------------------------------------------------------------------------ with jax

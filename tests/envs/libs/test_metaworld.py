@@ -5,7 +5,6 @@ The logic tests use a stand-in benchmark (same spaces and API as Meta-World's: `
 ``test_classes`` / ``test_tasks``, ``set_task``, ``max_path_length``, ``info["success"]``); the tests on the real
 package skip when ``metaworld`` is missing.
 """
-import sys
 from collections import namedtuple
 
 import gymnasium as gym
@@ -17,6 +16,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.metaworld import KShotMetaworld, canonical_benchmark_name, make_metaworld_env, \
     metaworld_task_names
+from tests.missing_package import assert_missing_package_named
 
 Task = namedtuple("Task", ["env_name", "data"])
 
@@ -204,11 +204,8 @@ def test_names_map_v2_to_v3():
 
 
 def test_missing_metaworld_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "metaworld", None)  # makes `import metaworld` raise ImportError
-    with pytest.raises(ImportError, match="pip install metaworld"):
-        make_metaworld_env("reach-v3", 2)
-    with pytest.raises(ImportError, match="pip install metaworld"):
-        metaworld_task_names("ml10")
+    assert_missing_package_named(monkeypatch, "metaworld", "pip install metaworld",
+                                 lambda: make_metaworld_env("reach-v3", 2), lambda: metaworld_task_names("ml10"))
 
 
 def test_real_metaworld_reach_trials():

@@ -4,7 +4,6 @@ reward during warm-up, dummy-step episode resets, trial length, a game per trial
 The adapter tests use hand-made gymnasium games (no popgym needed); the tests on real popgym games skip when the
 package is missing.
 """
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +14,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.popgym_multidomain import MULTIDOMAIN_POPGYM_GAMES, MultiDomainPOPGym, \
     make_multidomain_popgym_env
+from tests.missing_package import assert_missing_package_named
 
 
 class _Guess(gym.Env):
@@ -224,12 +224,8 @@ def test_warmup_zero_scores_the_only_episode():
 
 
 def test_missing_popgym_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "popgym", None)  # makes `import popgym` raise ImportError
-    monkeypatch.delitem(sys.modules, "popgym.envs", raising=False)
-    with pytest.raises(ImportError, match="pip install popgym"):
-        MultiDomainPOPGym(1)
-    with pytest.raises(ImportError, match="pip install popgym"):
-        make_multidomain_popgym_env(2, ["RepeatPreviousEasy"])
+    assert_missing_package_named(monkeypatch, "popgym", "pip install popgym", lambda: MultiDomainPOPGym(1),
+                                 lambda: make_multidomain_popgym_env(2, ["RepeatPreviousEasy"]))
 
 
 # ---------------------------------------------------------------------------------------------- real popgym

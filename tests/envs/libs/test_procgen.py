@@ -4,7 +4,6 @@ The adapter logic is tested on ``FakeLevel``, a stand-in with procgen's gym3 int
 ``close``, auto-reset to the same level, 64x64x3 uint8 frames), so these tests need no procgen. The tests on the
 real package skip when ``procgen`` (pip: ``procgen-mirror``) is missing.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.procgen import (PROCGEN_GAMES, TwoAttemptMTProcgen, make_procgen_env,
                                              paint_attempt_marker, procgen_distribution)
+from tests.missing_package import assert_missing_package_named
 
 
 class FakeLevel:
@@ -208,9 +208,8 @@ def test_bad_arguments_name_the_problem():
 
 
 def test_missing_procgen_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "procgen", None)  # makes `import procgen` raise ImportError
-    with pytest.raises(ImportError, match="pip install procgen-mirror"):
-        make_procgen_env(["coinrun"], 2)
+    assert_missing_package_named(monkeypatch, "procgen", "pip install procgen-mirror",
+                                 lambda: make_procgen_env(["coinrun"], 2))
 
 
 # ---------------------------------------------------------------- real procgen (pip install procgen-mirror)

@@ -2,7 +2,6 @@
 after the k-th episode, a new ruleset per trial). The trial logic runs on a numpy stand-in with xminigrid's
 Environment API (no jax needed); the tests on the real package skip when xminigrid is missing."""
 import math
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -14,6 +13,7 @@ from torchrl_amago.envs.checks import check_amago_env
 from torchrl_amago.envs.libs.jax_bridge import JaxBatchedEnv
 from torchrl_amago.envs.libs.xland import XLandTrialEnv, make_xland_env, xland_benchmark_names
 from torchrl_amago.trainers.metrics import episode_metrics
+from tests.missing_package import assert_missing_package_named
 
 
 class Agent(NamedTuple):
@@ -147,11 +147,8 @@ def test_full_amago_stack_on_the_stand_in():
 
 
 def test_missing_xminigrid_names_the_pip_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "xminigrid", None)
-    with pytest.raises(ImportError, match="pip install (xminigrid|jax)"):
-        xland_benchmark_names()
-    with pytest.raises(ImportError, match="pip install (xminigrid|jax)"):
-        make_xland_env(2, ruleset_benchmark="local-trivial")
+    assert_missing_package_named(monkeypatch, "xminigrid", "pip install (xminigrid|jax)", xland_benchmark_names,
+                                 lambda: make_xland_env(2, ruleset_benchmark="local-trivial"))
 
 
 @pytest.mark.slow  # compiling XLand's step takes ~1 min on CPU
