@@ -3,7 +3,8 @@ target velocity drawn per 1000-step episode from U(--task_min_velocity, --task_m
 meta-RL where the task is inferred from the rewards (the original's `HalfCheetahV4_MetaVelocity`). Eval returns are
 also logged per target-velocity bucket (`eval/return/vel_<lo>-<hi>`). The defaults are the run that learned on a
 2-core CPU (40k updates, ~35 min; docs/domains/half_cheetah_vel.md): a memory-free encoder, 256-wide heads, one
-update per env step, gamma .95 with 3-step returns. The original's Transformer with a 32-step context:
+update per env step, gamma .95 with 3-step returns. The original's Transformer with a 32-step context (RoPE;
+not learned within 40k updates here):
 
     python examples/12_half_cheetah_vel.py --run_name cheetah_vel
     python examples/12_half_cheetah_vel.py --traj_encoder transformer --pos_emb rope --max_seq_len 32 --batch_size 8

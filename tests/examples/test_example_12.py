@@ -36,3 +36,28 @@ def test_real_mujoco_tiny_run(tmp_path):
                    "--episode_length", "10", "--max_seq_len", "8"]
     summary = load_example("12_half_cheetah_vel").main(argv)
     assert summary["env_steps"] == 2 * 2 * 10 and math.isfinite(summary["eval_return"])
+
+
+def test_defaults_are_the_measured_run(monkeypatch):
+    """The config the example builds with no flags is MEASURED_DEFAULTS (the run docs/domains/half_cheetah_vel.md
+    reports), and a flag still overrides it."""
+    ex = load_example("12_half_cheetah_vel")
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(cfg, *args, **kwargs):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(ex, "AMAGOTrainer", capture)
+    make_gym = lambda: MetaVelocity(_FakeCheetah(), 0.0, 3.0, max_episode_steps=8)  # noqa: E731
+    for argv in ([], ["--gamma", "0.99", "--traj_encoder", "transformer"]):
+        with pytest.raises(Stop):
+            ex.main(argv, make_gym=make_gym)
+    default, overridden = seen
+    for key, value in ex.MEASURED_DEFAULTS.items():
+        assert getattr(default, key) == value, key
+    assert default.gammas == [0.9, 0.95]
+    assert (overridden.gamma, overridden.traj_encoder, overridden.n_step) == (0.99, "transformer", 3)
