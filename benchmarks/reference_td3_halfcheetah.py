@@ -5,10 +5,10 @@ answers "how many updates should a working off-policy learner need here?" and, w
 AMAGO's actor-side choices (tanh-Gaussian policy trained by DPG through ``rsample`` with no entropy term, REDQ
 min-of-2-drawn-with-replacement targets without target-policy smoothing, the original's exploration noise
 ``clip(a + U[0,1) * eps * N(0, 1))`` with eps annealed, leaky-ReLU, AdamW 1e-3) still learn without a sequence
-model. Needs ``pip install "gymnasium[mujoco]"``. One JSON line per evaluation (one deterministic 1000-step
+model. Both variants keep TD3's delayed (every 2nd update) actor and target updates. Needs ``pip install "gymnasium[mujoco]"``. One JSON line per evaluation (one deterministic 1000-step
 episode)::
 
-    {"env_steps": 30000, "updates": 25000, "eval_return": 615.9, "wall_s": 303}
+    {"env_steps": 30000, "updates": 25000, "eval_return": -12.7, "wall_s": 317}
 
     python benchmarks/reference_td3_halfcheetah.py                 # TD3: 5k uniform-random steps, then 1 update/step
     python benchmarks/reference_td3_halfcheetah.py --amago_actor   # AMAGO's actor-side choices, same critic sizes
