@@ -22,12 +22,8 @@ import torch
 from torch import nn
 
 from torchrl_amago._optional import require
+from torchrl_amago.modules.common import MLP
 from torchrl_amago.modules.distributions import TanhGaussianOutput
-
-
-def mlp(d_in, d_hidden, d_out, act):
-    return nn.Sequential(nn.Linear(d_in, d_hidden), act(), nn.Linear(d_hidden, d_hidden), act(),
-                         nn.Linear(d_hidden, d_out))
 
 
 def soft_update(net, target, tau):
@@ -57,12 +53,12 @@ def main(argv=None):
     torch.set_num_threads(1)
     env, eval_env = gym.make(a.env), gym.make(a.env)
     O, A = env.observation_space.shape[0], env.action_space.shape[0]
-    act = nn.LeakyReLU if a.amago_actor else nn.ReLU
+    act = "leaky_relu" if a.amago_actor else "relu"
     dist = TanhGaussianOutput()
     P = 2 * A if a.amago_actor else A
-    actor, actor_t = mlp(O, a.hidden, P, act), mlp(O, a.hidden, P, act)
-    critics = nn.ModuleList(mlp(O + A, a.hidden, 1, act) for _ in range(a.num_critics))
-    critics_t = nn.ModuleList(mlp(O + A, a.hidden, 1, act) for _ in range(a.num_critics))
+    actor, actor_t = MLP(O, a.hidden, 2, P, act=act), MLP(O, a.hidden, 2, P, act=act)
+    critics = nn.ModuleList(MLP(O + A, a.hidden, 2, 1, act=act) for _ in range(a.num_critics))
+    critics_t = nn.ModuleList(MLP(O + A, a.hidden, 2, 1, act=act) for _ in range(a.num_critics))
     actor_t.load_state_dict(actor.state_dict())
     critics_t.load_state_dict(critics.state_dict())
     wd = 1e-3 if a.amago_actor else 0.0
@@ -90,9 +86,42 @@ def main(argv=None):
         return ret
 
     N, B = a.steps, a.batch_size
+    updates = 0
+
+    def update(bo, ba, br, bo2, bd):
+        """One critic step; every 2nd call also an actor step and the target updates (TD3's delay)."""
+        nonlocal updates
+        with torch.no_grad():
+            a2 = policy(actor_t, bo2, True)
+            if not a.amago_actor:  # TD3's target-policy smoothing
+                a2 = (a2 + (0.2 * torch.randn_like(a2)).clamp(-0.5, 0.5)).clamp(-1, 1)
+            q2 = q_all(critics_t, bo2, a2)
+            if a.amago_actor:  # REDQ: min of 2 members drawn with replacement, per sample
+                pick, rows = torch.randint(0, a.num_critics, (2, B)), torch.arange(B)
+                q2 = torch.minimum(q2[pick[0], rows], q2[pick[1], rows])
+            else:
+                q2 = q2.amin(0)
+            y = br + 0.99 * (1 - bd) * q2
+        loss_c = (q_all(critics, bo, ba) - y).square().mean()
+        opt_c.zero_grad()
+        loss_c.backward()
+        opt_c.step()
+        updates += 1
+        if updates % 2:
+            return
+        critics.requires_grad_(False)
+        q_pi = q_all(critics, bo, policy(actor, bo, True))
+        loss_a = -(q_pi.amin(0) if a.amago_actor else q_pi[0]).mean()
+        critics.requires_grad_(True)
+        opt_a.zero_grad()
+        loss_a.backward()
+        opt_a.step()
+        soft_update(actor, actor_t, 0.005)
+        soft_update(critics, critics_t, 0.005)
+
     buf = {k: np.zeros((N, d), np.float32) for k, d in (("o", O), ("a", A), ("r", 1), ("o2", O), ("d", 1))}
     o, _ = env.reset(seed=a.seed)
-    mult, updates, t0 = rng.random(), 0, time.time()
+    mult, t0 = rng.random(), time.time()
     for t in range(N):
         if t < a.random_steps:
             x = rng.uniform(-1, 1, A).astype(np.float32)
@@ -113,32 +142,7 @@ def main(argv=None):
             mult = rng.random()
         if t >= a.random_steps:
             idx = rng.integers(0, t + 1, B)
-            bo, ba, br, bo2, bd = (torch.as_tensor(buf[k][idx]) for k in ("o", "a", "r", "o2", "d"))
-            with torch.no_grad():
-                a2 = policy(actor_t, bo2, True)
-                q2 = q_all(critics_t, bo2, a2 if a.amago_actor else
-                           (a2 + (0.2 * torch.randn_like(a2)).clamp(-0.5, 0.5)).clamp(-1, 1))
-                if a.amago_actor:  # REDQ: min of 2 members drawn with replacement, per sample
-                    pick = torch.randint(0, a.num_critics, (2, B))
-                    q2 = torch.minimum(q2[pick[0], torch.arange(B)], q2[pick[1], torch.arange(B)])
-                else:
-                    q2 = q2.amin(0)
-                y = br + 0.99 * (1 - bd) * q2
-            loss_c = (q_all(critics, bo, ba) - y).square().mean()
-            opt_c.zero_grad()
-            loss_c.backward()
-            opt_c.step()
-            updates += 1
-            if updates % 2 == 0:
-                critics.requires_grad_(False)
-                q_pi = q_all(critics, bo, policy(actor, bo, True))
-                loss_a = -(q_pi.amin(0) if a.amago_actor else q_pi[0]).mean()
-                critics.requires_grad_(True)
-                opt_a.zero_grad()
-                loss_a.backward()
-                opt_a.step()
-                soft_update(actor, actor_t, 0.005)
-                soft_update(critics, critics_t, 0.005)
+            update(*(torch.as_tensor(buf[k][idx]) for k in ("o", "a", "r", "o2", "d")))
         if (t + 1) % a.eval_every == 0:
             print(json.dumps({"env_steps": t + 1, "updates": updates, "eval_return": round(evaluate(), 1),
                               "wall_s": round(time.time() - t0)}), flush=True)

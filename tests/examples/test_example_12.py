@@ -1,7 +1,10 @@
 """12_half_cheetah_vel: `--help` lists the example's flags; a tiny in-process run over the stand-in physics env
 (tests/envs/libs/test_half_cheetah_vel.py) reports a finite eval return and per-velocity-bucket returns."""
 import csv
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +64,31 @@ def test_defaults_are_the_measured_run(monkeypatch):
         assert getattr(default, key) == value, key
     assert default.gammas == [0.9, 0.95]
     assert (overridden.gamma, overridden.traj_encoder, overridden.n_step) == (0.99, "transformer", 3)
+
+
+def test_fixed_target_eval_of_a_finished_run(tmp_path, monkeypatch, capsys):
+    """benchmarks/half_cheetah_vel_fixed_targets.py resumes a copy of a run and evaluates it at the given targets:
+    the stand-in moves at most 2 m/s, so an 8-step episode scores >= -(2 + ctrl) * 8 at target 0 and
+    <= -(100 - 2) * 8 at target 100; the run itself is left untouched."""
+    ep = 8
+    flags = TINY + ["--timesteps_per_epoch", str(ep), "--episode_length", str(ep), "--max_seq_len", "8"]
+    make_gym = lambda: MetaVelocity(_FakeCheetah(), 0.0, 3.0, max_episode_steps=ep, velocity_buckets=3)  # noqa: E731
+    load_example("12_half_cheetah_vel").main(flags + ["--buffer_dir", str(tmp_path), "--run_name", "hc"],
+                                             make_gym=make_gym)
+    ckpt = tmp_path / "hc" / "ckpts" / "latest.pt"
+    before = ckpt.stat().st_mtime_ns
+    spec = importlib.util.spec_from_file_location(
+        "fixed_targets", Path(__file__).parents[2] / "benchmarks" / "half_cheetah_vel_fixed_targets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "make_half_cheetah_vel_gym", lambda lo, hi, velocity_buckets: MetaVelocity(
+        _FakeCheetah(), lo, hi, max_episode_steps=ep, velocity_buckets=velocity_buckets))
+    capsys.readouterr()
+    bench.main([str(tmp_path / "hc"), "--targets", "0", "100"] + flags)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    returns = result["eval_return_by_target"]
+    assert set(returns) == {"0", "100"} and result["standing_still"] == {"0": -0.0, "100": -100_000.0}
+    assert returns["0"] >= -(2 + 0.05 * 6) * ep and returns["100"] <= -(100 - 2) * ep
+    assert ckpt.stat().st_mtime_ns == before
+    with pytest.raises(FileNotFoundError, match="no ckpts/latest.pt"):
+        bench.main([str(tmp_path / "missing")])
