@@ -5,6 +5,10 @@ One update = AMAGOLoss forward (one backbone pass over T+1 steps, target/online 
 original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 24, discrete actions (4),
 10-d observations, 7 gammas, 4 critics; default timestep encoder (512/512 -> 256) and heads (256 hidden).
 
+`--critic twohot` benchmarks the multi-task agent instead (AMAGO-2: two-hot critic with gamma and action as
+inputs, 128 bins, filtered BC with 3 sampled actions); `--critic continuous` a 4-d tanh-Gaussian actor with the
+action-input critic. Both run the critic once per gamma (and sampled action), as the original.
+
 Prints one JSON object per setting, e.g.
 {"encoder": "transformer", "d_model": 128, "layers": 2, "seq_len": 128, "batch": 24, "updates_per_s": ...,
  "timesteps_per_s": ..., "vs_original": ...}
@@ -29,24 +33,30 @@ import torch
 from tensordict import TensorDict
 
 from torchrl.objectives import SoftUpdate
-from torchrl_amago.modules.heads import ActorHead, DiscreteCritic
+from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCritic
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
-from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss
+from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from torchrl_amago.spaces import ActionSpace
 
 OBS, ACT, G, C = 10, 4, 7, 4
 ORIGINAL_UPDATES_PER_S = 2.0  # the original at T=128, batch 24, d_model 128, 2 layers, 2-core CPU
 
 
-def make_batch(B: int, T: int, device) -> TensorDict:
+def make_batch(B: int, T: int, device, continuous: bool = False) -> TensorDict:
     td = TensorDict({}, [B, T], device=device)
+
+    def action():
+        if continuous:
+            return torch.rand(B, T, ACT, device=device) * 2 - 1
+        return torch.nn.functional.one_hot(torch.randint(0, ACT, (B, T), device=device), ACT).float()
+
     for root, shift in (((), 0), (("next",), 1)):
         td.set(root + ("observation",), torch.randn(B, T, OBS, device=device))
-        td.set(root + ("prev_action",), torch.nn.functional.one_hot(torch.randint(0, ACT, (B, T), device=device), ACT).float())
+        td.set(root + ("prev_action",), action())
         td.set(root + ("prev_reward",), torch.randn(B, T, 1, device=device))
         td.set(root + ("time_idx",), (torch.arange(T, device=device) + shift).view(1, T, 1).expand(B, T, 1).clone())
-    td.set("action", torch.randint(0, ACT, (B, T), device=device))
+    td.set("action", action() if continuous else torch.randint(0, ACT, (B, T), device=device))
     td.set(("next", "reward"), torch.randn(B, T, 1, device=device))
     td.set(("next", "terminated"), torch.rand(B, T, 1, device=device) < 0.01)
     mask = torch.ones(B, T, dtype=torch.bool, device=device)
@@ -55,25 +65,27 @@ def make_batch(B: int, T: int, device) -> TensorDict:
     return td
 
 
-def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool):
-    asp = ActionSpace("discrete", ACT)
+def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool, critic: str = "discrete"):
+    asp = ActionSpace("continuous" if critic == "continuous" else "discrete", ACT)
     te = MLPTimestepEncoder({"observation": (OBS,)}, ACT)
     tr = make_trajectory_encoder("transformer", te.emb_dim, T + 1, d_model=d_model, n_layers=layers, n_heads=heads,
                                  compile=compile_)
     actor = ActorHead(tr.emb_dim, asp, G)
-    critic = DiscreteCritic(tr.emb_dim, ACT, G, C)
-    loss = AMAGOLoss(te, tr, actor, critic, action_space=asp).to(device)
-    return loss
+    gammas = [*DEFAULT_MULTIGAMMAS, 0.999]  # the loss's default: G = 7
+    if critic == "twohot":
+        return AMAGOLoss.multi_task(te, tr, actor, action_space=asp, num_critics=C).to(device)
+    head = ContinuousCritic(tr.emb_dim, ACT, gammas, C) if critic == "continuous" else DiscreteCritic(tr.emb_dim, ACT, G, C)
+    return AMAGOLoss(te, tr, actor, head, action_space=asp).to(device)
 
 
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
-          min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3) -> dict:
+          min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete") -> dict:
     torch.manual_seed(0)
-    loss = build(T, d_model, layers, heads, device, compile_)
+    loss = build(T, d_model, layers, heads, device, compile_, critic)
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
-    batch = make_batch(B, T, device)
+    batch = make_batch(B, T, device, continuous=critic == "continuous")
 
     def update():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -109,9 +121,9 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     d_ff = getattr(loss.trajectory_encoder.encoder.layers[0].ff1, "out_features", None)
     return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
             "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
-            "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 else None,
+            "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
-            "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total, "compile": compile_,
+            "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total, "compile": compile_,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
@@ -127,6 +139,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--seq-lens", type=int, nargs="+", default=None)
+    ap.add_argument("--critic", choices=["discrete", "twohot", "continuous"], default="discrete",
+                    help="critic head: the original's discrete default, the multi-task two-hot one, or continuous")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -136,7 +150,7 @@ def main():
     for T in seq_lens:
         try:
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=3.0 if args.quick else 8.0,
-                        min_updates=3, warmup=3 if args.compile else 2, bf16=args.bf16, repeats=args.repeats)
+                        min_updates=3, warmup=3 if args.compile else 2, bf16=args.bf16, repeats=args.repeats, critic=args.critic)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)

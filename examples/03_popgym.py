@@ -5,13 +5,15 @@ RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSwee
 
 `--multidomain` is AMAGO-2's multi-domain POPGym (`torchrl_amago.envs.libs.popgym_multidomain`): one agent over
 many games (`--games`, default the original's 27), a game drawn per trial, observations padded to 30 and actions
-to 26, `--warmup_episodes` zero-reward episodes before the scored one, and the multi-task agent (two-hot critic,
-filtered BC, learnable position embedding, reward multiplier 200). Eval returns are logged per game. The original
-trains 18 multigammas (`--multigammas` + MULTIDOMAIN_GAMMAS below); the default here is the usual 6 (+ gamma), since
-the multi-task agent's cost on CPU grows with the gamma count (~4.5 vs ~0.9 CPU-s per update at batch 24 / 16).
+to 26 (`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes
+before the scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns
+are logged per game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch.
+The original trains 18 multigammas (`--multigammas` + MULTIDOMAIN_GAMMAS below); the default here is the usual 6
+(+ gamma), since the multi-task agent's cost on CPU grows with the gamma count.
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
-    python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy CountRecallEasy
+    python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy --agent_type agent \
+        --num_actions 0        # both games solved in ~11 min on 2 CPU cores
 """
 from torchrl_amago._optional import available, require
 from torchrl_amago.envs import make_amago_env
@@ -32,6 +34,9 @@ def extra(p):
                    help="--multidomain: popgym class names to draw from (default: the original's 27 games)")
     p.add_argument("--warmup_episodes", type=int, default=1,
                    help="--multidomain: zero-reward warm-up episodes before the scored one")
+    p.add_argument("--num_actions", type=int, default=26,
+                   help="--multidomain: size of the shared action space (26 as the original; 0 = the most actions "
+                        "any of --games has, which learns faster on a few games)")
     p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
 
 
@@ -62,29 +67,34 @@ def multidomain_main(a, argv=None):
     """`--multidomain`: AMAGO-2's MultiDomainPOPGym with the multi-task agent."""
     trial = None
     games = a.games
+    num_actions = a.num_actions
     if available("popgym"):
         from torchrl_amago.envs.libs.popgym_multidomain import MULTIDOMAIN_POPGYM_GAMES, MultiDomainPOPGym
 
         games = list(a.games or MULTIDOMAIN_POPGYM_GAMES)
         probe = MultiDomainPOPGym(1, games=games, warmup_episodes=a.warmup_episodes)  # checks names and sizes
         trial = probe.max_trial_length  # (warmup + 1) episodes of the longest game, each with its dummy step
+        num_actions = a.num_actions or max(probe.game_num_actions)
         probe.close()
-    # the whole trial is the context (the original: max_seq_len 2000, learnable pos-emb over 2000 steps)
+    # the whole trial is the context (the original: max_seq_len 2000, learnable pos-emb over 2000 steps).
+    # Measured on CPU (docs/domains/popgym.md): rotary positions learn RepeatPrevious with the warm-up episode where
+    # fixed / learnable ones stay at chance, and 300 updates per 8 trials beat 60 (the original's ratio is GPU-sized)
     seq = min(trial + 1, 2000) if trial else 2000
     epochs = 40
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name="popgym_multidomain", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8,
-        grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * seq, eval_envs=12,
-        agent_type="multitask", reward_multiplier=200.0, tau=0.0025,
-        two_hot_bins=64, pos_emb="learnable", max_time_idx=max(seq, (trial or 2000) + 1),
+        grads_per_epoch=300, epochs=epochs, eval_interval=4, eval_timesteps=2 * seq, eval_envs=12,
+        agent_type="multitask", reward_multiplier=200.0, tau=0.0025, eps_steps_anneal=800,
+        two_hot_bins=64, pos_emb="rope", max_time_idx=max(seq, (trial or 2000) + 1),
         lr_warmup_steps=200, learning_rate=3e-4, grad_clip=1.0, tstep_layers=2, tstep_hidden=128, tstep_out=64,
         memory_size=64, memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, dset_max_size=200_000,
-        ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * seq // 2))
+        ckpt_interval=0, num_threads=1))
     require("popgym", "popgym", "examples/03_popgym.py --multidomain")
     from torchrl_amago.envs.libs.popgym_multidomain import make_multidomain_popgym_env
 
     def make_env(n):
-        return make_amago_env(make_multidomain_popgym_env(n, games, warmup_episodes=args.warmup_episodes))
+        return make_amago_env(make_multidomain_popgym_env(n, games, warmup_episodes=args.warmup_episodes,
+                                                                num_actions=num_actions))
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="MultiDomainPOPGym", task_names=games,
                            rollout_horizon=trial)

@@ -1,4 +1,4 @@
-"""`examples/03_popgym.py --multidomain` (AMAGO-2 multi-domain POPGym): its flags are in `--help`, a missing popgym
+"""`examples/03_popgym.py --multidomain` (AMAGO-2 multi-domain POPGym): its defaults and flags, a missing popgym
 is a clear error, and a tiny in-process run over two fast games reports finite returns, per game and per episode."""
 import csv
 import math
@@ -10,18 +10,15 @@ from tests.examples.test_examples_smoke import TINY, load_example
 from tests.missing_package import assert_missing_package_named
 
 
-
-
 def test_missing_popgym_is_a_clear_error(monkeypatch, tmp_path):
     assert_missing_package_named(
         monkeypatch, "popgym", "pip install popgym",
         lambda: load_example("03_popgym").main(["--multidomain", "--buffer_dir", str(tmp_path)] + TINY))
 
 
-def test_multidomain_defaults_follow_the_original():
-    pytest.importorskip("popgym")
+def _config_and_env(argv):
+    """Run the example's main up to the trainer: the config, the trainer kwargs and one built env (2 slots)."""
     mod = load_example("03_popgym")
-    games = ["RepeatPreviousEasy", "MineSweeperEasy"]
     seen = {}
 
     class _Stop(Exception):
@@ -35,17 +32,37 @@ def test_multidomain_defaults_follow_the_original():
     mod.AMAGOTrainer = fake_trainer
     try:
         with pytest.raises(_Stop):
-            mod.main(["--multidomain", "--games", *games, "--warmup_episodes", "2"])
+            mod.main(argv)
     finally:
         mod.AMAGOTrainer = orig
-    cfg, kw, env = seen["cfg"], seen["kw"], seen["env"]
+    return mod, seen["cfg"], seen["kw"], seen["env"]
+
+
+def test_multidomain_defaults_follow_the_original():
+    pytest.importorskip("popgym")
+    games = ["RepeatPreviousEasy", "MineSweeperEasy"]
+    mod, cfg, kw, env = _config_and_env(["--multidomain", "--games", *games, "--warmup_episodes", "2"])
     trial = 3 * (51 + 1)  # 2 warm-up + 1 scored RepeatPreviousEasy episodes, each with its dummy step
     assert kw["task_names"] == games and kw["rollout_horizon"] == trial
-    assert cfg.max_seq_len == trial + 1 and cfg.max_time_idx >= trial + 1 and cfg.pos_emb == "learnable"
+    assert cfg.max_seq_len == trial + 1 and cfg.max_time_idx >= trial + 1
+    # CPU choices measured in docs/domains/popgym.md (the original: learnable positions, a GPU update ratio)
+    assert cfg.pos_emb == "rope" and cfg.grads_per_epoch == 300 and cfg.eps_steps_anneal == 800
     assert cfg.agent_type == "multitask" and cfg.reward_multiplier == 200.0 and cfg.two_hot_bins == 64
     assert cfg.tau == 0.0025 and len(mod.MULTIDOMAIN_GAMMAS) == 18  # the original's list, opt-in (slow on CPU)
     assert env.batch_size == torch.Size([2]) and env.observation_spec["observation"].shape == (2, 30)
     assert env.base_env.warmup_episodes == 2 and env.base_env.games == games
+    assert env.action_spec.shape == (2, 26)  # the original's shared action space
+    env.close()
+
+
+def test_num_actions_zero_is_the_largest_game_action_space():
+    pytest.importorskip("popgym")
+    games = ["RepeatPreviousEasy", "HigherLowerEasy"]  # 4 and 2 actions
+    _, _, _, env = _config_and_env(["--multidomain", "--games", *games, "--num_actions", "0"])
+    assert env.action_spec.shape == (2, 4) and env.base_env.game_num_actions == [4, 2]
+    env.close()
+    _, _, _, env = _config_and_env(["--multidomain", "--games", *games, "--num_actions", "7"])
+    assert env.action_spec.shape == (2, 7)
     env.close()
 
 

@@ -35,7 +35,7 @@ OWN_FLAGS = {
     "00_meta_frozen_lake": ["--lake_size", "--k_episodes", "--hard_mode", "--recover_mode", "--slip_chance",
                             "--max_episode_steps", "--hide_k_progress"],
     "01_basic_gym": ["--env", "--max_episode_steps", "--final_eval_timesteps"],
-    "03_popgym": ["--env", "--multidomain", "--games", "--warmup_episodes"],
+    "03_popgym": ["--env", "--multidomain", "--games", "--warmup_episodes", "--num_actions"],
     "04_tmaze": ["--horizon"],
     "05_dark_key_door": ["--meta_horizon", "--room_size", "--episode_length", "--light_room_observation",
                          "--randomize_actions"],

@@ -103,15 +103,22 @@ def test_gamma_features_match_reference_table():
 
 @pytest.mark.parametrize("cls", [ContinuousCritic, TwoHotCritic])
 def test_action_critics_equal_the_concatenated_input(cls):
-    """The split first layer equals running cat(state, gamma_feat, clamp(action)) through the ensemble."""
+    """The split first layer equals running cat(state, gamma_feat, clamp(action)) through the ensemble, for
+    per-gamma actions, one action for every gamma, extra leading sample dims and a broadcast state."""
     torch.manual_seed(0)
     critic = cls(D, 2, GAMMAS, num_critics=C, d_hidden=32)
+
+    def reference(s, a):
+        lead = torch.broadcast_shapes(s.shape[:-1], a.shape[:-2])
+        inp = torch.cat([s.unsqueeze(-2).expand(*lead, G, D), gamma_features(GAMMAS).expand(*lead, G, 1),
+                         a.clamp(-0.999, 0.999).expand(*lead, G, 2)], -1)
+        ref = critic.net(inp).transpose(-3, -2)  # [*, G, C, out] -> [*, C, G, out]
+        return ref.squeeze(-1) if cls is ContinuousCritic else ref
+
     s, a = torch.randn(3, 5, D), torch.randn(3, 5, G, 2) * 2  # some actions beyond +-0.999
-    out = critic(s, a)
-    inp = torch.cat([s.unsqueeze(-2).expand(3, 5, G, D), gamma_features(GAMMAS).expand(3, 5, G, 1),
-                     a.clamp(-0.999, 0.999)], -1)
-    ref = critic.net(inp).transpose(-3, -2)  # [3, 5, G, C, out] -> [3, 5, C, G, out]
-    torch.testing.assert_close(out, ref.squeeze(-1) if cls is ContinuousCritic else ref, atol=1e-5, rtol=1e-5)
+    for state, action in ((s, a), (s, a[..., :1, :]), (s, torch.randn(4, 3, 5, G, 2)), (s[:1], a)):
+        torch.testing.assert_close(critic(state, action), reference(state, action), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(critic(s, a[..., 0, :]), reference(s, a[..., :1, :]), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("space", SPACES, ids=lambda s: s.kind)
