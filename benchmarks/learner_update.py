@@ -74,7 +74,10 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool,
     gammas = [*DEFAULT_MULTIGAMMAS, 0.999]  # the loss's default: G = 7
     if critic == "twohot":
         return AMAGOLoss.multi_task(te, tr, actor, action_space=asp, num_critics=C).to(device)
-    head = ContinuousCritic(tr.emb_dim, ACT, gammas, C) if critic == "continuous" else DiscreteCritic(tr.emb_dim, ACT, G, C)
+    if critic == "continuous":
+        head = ContinuousCritic(tr.emb_dim, ACT, gammas, C)
+    else:
+        head = DiscreteCritic(tr.emb_dim, ACT, G, C)
     return AMAGOLoss(te, tr, actor, head, action_space=asp).to(device)
 
 
@@ -123,7 +126,8 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
             "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
-            "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total, "compile": compile_,
+            "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
+            "compile": compile_,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
@@ -150,7 +154,8 @@ def main():
     for T in seq_lens:
         try:
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=3.0 if args.quick else 8.0,
-                        min_updates=3, warmup=3 if args.compile else 2, bf16=args.bf16, repeats=args.repeats, critic=args.critic)
+                        min_updates=3, warmup=3 if args.compile else 2, bf16=args.bf16, repeats=args.repeats,
+                        critic=args.critic)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)

@@ -78,7 +78,8 @@ def multidomain_main(a, argv=None):
         probe.close()
     # the whole trial is the context (the original: max_seq_len 2000, learnable pos-emb over 2000 steps).
     # Measured on CPU (docs/domains/popgym.md): rotary positions learn RepeatPrevious with the warm-up episode where
-    # fixed / learnable ones stay at chance, and 300 updates per 8 trials beat 60 (the original's ratio is GPU-sized)
+    # fixed / learnable ones stay at chance; 300 updates per 8 trials = 2.8 env steps per update (the original: 12;
+    # 60-150 updates per epoch did not learn here in sessions 2-3)
     seq = min(trial + 1, 2000) if trial else 2000
     epochs = 40
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
@@ -93,8 +94,8 @@ def multidomain_main(a, argv=None):
     from torchrl_amago.envs.libs.popgym_multidomain import make_multidomain_popgym_env
 
     def make_env(n):
-        return make_amago_env(make_multidomain_popgym_env(n, games, warmup_episodes=args.warmup_episodes,
-                                                                num_actions=num_actions))
+        base = make_multidomain_popgym_env(n, games, warmup_episodes=args.warmup_episodes, num_actions=num_actions)
+        return make_amago_env(base)
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="MultiDomainPOPGym", task_names=games,
                            rollout_horizon=trial)

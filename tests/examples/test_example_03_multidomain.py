@@ -38,7 +38,7 @@ def _config_and_env(argv):
     return mod, seen["cfg"], seen["kw"], seen["env"]
 
 
-def test_multidomain_defaults_follow_the_original():
+def test_multidomain_defaults_original_and_cpu_choices():
     pytest.importorskip("popgym")
     games = ["RepeatPreviousEasy", "MineSweeperEasy"]
     mod, cfg, kw, env = _config_and_env(["--multidomain", "--games", *games, "--warmup_episodes", "2"])
@@ -71,8 +71,8 @@ def test_tiny_multidomain_run(tmp_path):
     games = ["MineSweeperEasy", "RepeatPreviousEasy"]
     steps = 104  # the longest trial (RepeatPreviousEasy: 2 x (51 + 1)), so every env finishes one in epoch 0
     argv = TINY + ["--multidomain", "--games", *games, "--timesteps_per_epoch", str(steps), "--max_seq_len", "32",
-                   "--final_eval_timesteps", "110", "--eval_interval", "1", "--eval_timesteps", "110", "--buffer_dir", str(tmp_path),
-                   "--run_name", "md"]
+                   "--final_eval_timesteps", "110", "--eval_interval", "1", "--eval_timesteps", "110",
+                   "--buffer_dir", str(tmp_path), "--run_name", "md"]
     summary = load_example("03_popgym").main(argv)
     assert summary["env_steps"] == 2 * 2 * steps and summary["grad_steps"] == 2 * 2
     assert math.isfinite(summary["eval_return"])
