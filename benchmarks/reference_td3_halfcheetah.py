@@ -5,8 +5,8 @@ answers "how many updates should a working off-policy learner need here?" and, w
 AMAGO's actor-side choices (tanh-Gaussian policy trained by DPG through ``rsample`` with no entropy term, REDQ
 min-of-2-drawn-with-replacement targets without target-policy smoothing, the original's exploration noise
 ``clip(a + U[0,1) * eps * N(0, 1))`` with eps annealed, leaky-ReLU, AdamW 1e-3) still learn without a sequence
-model. Both variants keep TD3's delayed (every 2nd update) actor and target updates. Needs ``pip install "gymnasium[mujoco]"``. One JSON line per evaluation (one deterministic 1000-step
-episode)::
+model. Both variants keep TD3's delayed (every 2nd update) actor and target updates. Needs
+``pip install "gymnasium[mujoco]"``. One JSON line per evaluation (one deterministic 1000-step episode)::
 
     {"env_steps": 30000, "updates": 25000, "eval_return": -12.7, "wall_s": 317}
 
@@ -72,6 +72,11 @@ def main(argv=None):
         d = dist(out)
         return d.rsample() if sample else d.mean
 
+    def act(o):
+        """The online actor's deterministic action for one numpy observation."""
+        with torch.no_grad():
+            return policy(actor, torch.as_tensor(o, dtype=torch.float32)[None], False)[0].numpy()
+
     def q_all(nets, obs, action):
         return torch.stack([c(torch.cat([obs, action], -1)) for c in nets])  # [C, B, 1]
 
@@ -79,9 +84,7 @@ def main(argv=None):
         o, _ = eval_env.reset(seed=a.seed + 10_000)
         ret, done = 0.0, False
         while not done:
-            with torch.no_grad():
-                x = policy(actor, torch.as_tensor(o, dtype=torch.float32)[None], False)[0].numpy()
-            o, r, term, trunc, _ = eval_env.step(x)
+            o, r, term, trunc, _ = eval_env.step(act(o))
             ret, done = ret + r, term or trunc
         return ret
 
@@ -126,8 +129,7 @@ def main(argv=None):
         if t < a.random_steps:
             x = rng.uniform(-1, 1, A).astype(np.float32)
         else:
-            with torch.no_grad():
-                x = policy(actor, torch.as_tensor(o, dtype=torch.float32)[None], False)[0].numpy()
+            x = act(o)
             if a.amago_actor:
                 eps = max(1.0 - 0.95 * (t - a.random_steps) / a.eps_steps_anneal, 0.05)
                 x = np.clip(x + mult * eps * rng.standard_normal(A), -1, 1)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from tests.examples.test_examples_smoke import TINY, load_example
+from tests.examples.test_examples_smoke import TINY, example_config, load_example
 from tests.missing_package import assert_missing_package_named
 
 
@@ -17,25 +17,9 @@ def test_missing_popgym_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def _config_and_env(argv):
-    """Run the example's main up to the trainer: the config, the trainer kwargs and one built env (2 slots)."""
-    mod = load_example("03_popgym")
-    seen = {}
-
-    class _Stop(Exception):
-        pass
-
-    def fake_trainer(cfg, make_train, make_eval, **kw):  # capture the config, build one env, stop
-        seen.update(cfg=cfg, kw=kw, env=make_train(2))
-        raise _Stop
-
-    orig = mod.AMAGOTrainer
-    mod.AMAGOTrainer = fake_trainer
-    try:
-        with pytest.raises(_Stop):
-            mod.main(argv)
-    finally:
-        mod.AMAGOTrainer = orig
-    return mod, seen["cfg"], seen["kw"], seen["env"]
+    """The example's config, trainer kwargs and one built train env (2 slots), without training."""
+    mod, cfg, kw, make_train = example_config("03_popgym", argv)
+    return mod, cfg, kw, make_train(2)
 
 
 def test_multidomain_defaults_original_and_cpu_choices():

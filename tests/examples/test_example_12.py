@@ -1,7 +1,6 @@
 """12_half_cheetah_vel: `--help` lists the example's flags; a tiny in-process run over the stand-in physics env
 (tests/envs/libs/test_half_cheetah_vel.py) reports a finite eval return and per-velocity-bucket returns."""
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -9,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.envs.libs.test_half_cheetah_vel import _FakeCheetah
-from tests.examples.test_examples_smoke import TINY, load_example
+from tests.examples.test_examples_smoke import TINY, example_config, load_example, load_module
 from torchrl_amago.envs.libs.half_cheetah_vel import MetaVelocity
-
-
 
 
 def test_tiny_run_on_stand_in_physics(tmp_path):
@@ -41,25 +38,13 @@ def test_real_mujoco_tiny_run(tmp_path):
     assert summary["env_steps"] == 2 * 2 * 10 and math.isfinite(summary["eval_return"])
 
 
-def test_defaults_are_the_measured_run(monkeypatch):
+def test_defaults_are_the_measured_run():
     """The config the example builds with no flags is MEASURED_DEFAULTS (the run docs/domains/half_cheetah_vel.md
     reports), and a flag still overrides it."""
-    ex = load_example("12_half_cheetah_vel")
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def capture(cfg, *args, **kwargs):
-        seen.append(cfg)
-        raise Stop
-
-    monkeypatch.setattr(ex, "AMAGOTrainer", capture)
     make_gym = lambda: MetaVelocity(_FakeCheetah(), 0.0, 3.0, max_episode_steps=8)  # noqa: E731
-    for argv in ([], ["--gamma", "0.99", "--traj_encoder", "transformer"]):
-        with pytest.raises(Stop):
-            ex.main(argv, make_gym=make_gym)
-    default, overridden = seen
+    ex, default, _, _ = example_config("12_half_cheetah_vel", [], make_gym=make_gym)
+    _, overridden, _, _ = example_config("12_half_cheetah_vel", ["--gamma", "0.99", "--traj_encoder", "transformer"],
+                                         make_gym=make_gym)
     for key, value in ex.MEASURED_DEFAULTS.items():
         assert getattr(default, key) == value, key
     assert default.gammas == [0.9, 0.95]
@@ -77,10 +62,7 @@ def test_fixed_target_eval_of_a_finished_run(tmp_path, monkeypatch, capsys):
                                              make_gym=make_gym)
     ckpt = tmp_path / "hc" / "ckpts" / "latest.pt"
     before = ckpt.stat().st_mtime_ns
-    spec = importlib.util.spec_from_file_location(
-        "fixed_targets", Path(__file__).parents[2] / "benchmarks" / "half_cheetah_vel_fixed_targets.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_module(Path(__file__).parents[2] / "benchmarks" / "half_cheetah_vel_fixed_targets.py", "fixed_targets")
     monkeypatch.setattr(bench, "make_half_cheetah_vel_gym", lambda lo, hi, velocity_buckets: MetaVelocity(
         _FakeCheetah(), lo, hi, max_episode_steps=ep, velocity_buckets=velocity_buckets))
     capsys.readouterr()

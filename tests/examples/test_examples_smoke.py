@@ -58,12 +58,38 @@ OWN_FLAGS = {
 }
 
 
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+def load_module(path: Path, name: str):
+    """A script loaded from its path (example and benchmark file names are not importable names)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
+
+def load_example(name: str):
+    return load_module(EXAMPLES / f"{name}.py", f"example_{name}")
+
+
+def example_config(name: str, argv, **main_kwargs):
+    """Run an example's `main(argv)` up to building its trainer: (module, config, trainer kwargs, train-env factory).
+    Nothing is trained; the test checks the config and may build envs with the factory."""
+    mod = load_example(name)
+    seen = {}
+
+    class _Stop(Exception):
+        pass
+
+    def fake_trainer(cfg, make_train, make_eval, **kw):
+        seen.update(cfg=cfg, kw=kw, make_train=make_train)
+        raise _Stop
+
+    orig, mod.AMAGOTrainer = mod.AMAGOTrainer, fake_trainer
+    try:
+        with pytest.raises(_Stop):
+            mod.main(argv, **main_kwargs)
+    finally:
+        mod.AMAGOTrainer = orig
+    return mod, seen["cfg"], seen["kw"], seen["make_train"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
