@@ -16,8 +16,14 @@ Prints one JSON object per setting, e.g.
 only). `cpu_s_per_update` is process CPU time per update: on a busy machine, with one thread, it is a
 better estimate of the quiet-machine time than the wall clock. `compile_s` is the warm-up time (it includes
 torch.compile's compilation with --compile).
+`--variable` measures the work of short and variable-length trials instead of full windows: trials with
+lengths drawn from a wide distribution (exponential, mean `--mean-trial-len` 30, at least 2 steps) stored in a
+real sequence replay with max_seq_len 256 (`--seq-lens`), and each update *samples its batch from the replay*.
+It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq_len) and `"trimmed"` (each
+batch cut to its longest valid window, the default), interleaved `--repeats` times, with `mean_T`, the mean
+batch length, and `speedup` = trimmed / fixed updates_per_s on the trimmed line.
 Usage: python benchmarks/learner_update.py [--quick] [--compile] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--variable [--mean-trial-len L]]
 Reference: the original implementation does ~2 updates/s (~6,000 timesteps/s) at T=128 on a 2-core CPU.
 """
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl.objectives import SoftUpdate
+from torchrl_amago.data import load_offline_trials, make_sequence_replay
 from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCritic
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
@@ -132,6 +139,67 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
+def variable_length_replay(T: int, B: int, mean_len: float, trim: bool, n_trials: int = 400):
+    """A sequence replay holding `n_trials` trials of exponential(mean_len) length (>= 2 steps, seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    lengths = (torch.empty(n_trials).exponential_(1.0 / mean_len, generator=g).long() + 2).tolist()
+    rb = make_sequence_replay(sum(lengths), T, B, trim=trim, generator=torch.Generator().manual_seed(1))
+    trials = []
+    for L in lengths:
+        td = make_batch(1, L, torch.device("cpu"))[0].exclude("mask")
+        td["next", "terminated"][-1] = True
+        td["next", "done"] = td["next", "terminated"].clone()
+        td["next", "done"][-1] = True
+        trials.append(td)
+    load_offline_trials(rb, trials)
+    return rb, lengths
+
+
+def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, repeats: int, bf16: bool) -> list[dict]:
+    """fixed vs trimmed windows on the same replay data and model, interleaved; one update includes sampling."""
+    torch.manual_seed(0)
+    loss = build(T, 128, 2, 8, device, False)
+    updater = SoftUpdate(loss, tau=DEFAULT_TAU)
+    params = [p for p in loss.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
+    replays = {mode: variable_length_replay(T, B, mean_len, mode == "trimmed")[0] for mode in ("fixed", "trimmed")}
+    lengths = variable_length_replay(T, B, mean_len, True, n_trials=400)[1]
+
+    def update(rb) -> int:
+        batch = rb.sample().to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = loss(batch)
+        opt.zero_grad(set_to_none=True)
+        (out["loss_actor"] + out["loss_critic"]).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        updater.step()
+        return batch.shape[1]
+
+    runs = {mode: [] for mode in replays}
+    seq = {mode: [] for mode in replays}
+    for mode, rb in replays.items():  # warm-up
+        update(rb)
+    for _ in range(repeats):
+        for mode, rb in replays.items():
+            n, t0 = 0, time.perf_counter()
+            while n < 3 or time.perf_counter() - t0 < min_time:
+                seq[mode].append(update(rb))
+                n += 1
+            runs[mode].append(n / (time.perf_counter() - t0))
+    out = []
+    for mode in replays:
+        ups = statistics.median(runs[mode])
+        out.append({"encoder": "transformer", "windows": mode, "max_seq_len": T, "batch": B,
+                    "trial_len_mean": round(statistics.mean(lengths), 1), "trial_len_max": max(lengths),
+                    "mean_T": round(statistics.mean(seq[mode]), 1), "updates_per_s": round(ups, 3),
+                    "updates_per_s_runs": [round(r, 3) for r in runs[mode]], "bf16": bf16, "device": str(device),
+                    "threads": torch.get_num_threads(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None})
+    out[1]["speedup"] = round(out[1]["updates_per_s"] / out[0]["updates_per_s"], 2)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only T=128, short timing (< 60 s)")
@@ -145,11 +213,19 @@ def main():
     ap.add_argument("--seq-lens", type=int, nargs="+", default=None)
     ap.add_argument("--critic", choices=["discrete", "twohot", "continuous"], default="discrete",
                     help="critic head: the original's discrete default, the multi-task two-hot one, or continuous")
+    ap.add_argument("--variable", action="store_true",
+                    help="variable-length trials sampled from a replay: fixed vs trimmed windows (max_seq_len 256)")
+    ap.add_argument("--mean-trial-len", type=float, default=30.0, help="mean trial length for --variable")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.variable:
+        for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
+                                  min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16):
+            print(json.dumps(res), flush=True)
+        return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
     for T in seq_lens:
         try:

@@ -129,11 +129,12 @@ def test_replay_buffer_relabels_whole_trials_before_windowing():
         rb.extend(d)
     lengths = rb.trial_lengths()
     s = rb.sample()
-    assert s.batch_size == torch.Size([32, HORIZON])
     n_valid = s["mask"].sum(1)
+    T = int(n_valid.max())  # the batch is trimmed to its longest (relabeled) window
+    assert s.batch_size == torch.Size([32, T]) and T <= HORIZON
     for b in range(32):  # T = horizon >= every trial, so each window is a whole relabeled trial (start 0)
         n = int(n_valid[b])
-        assert torch.equal(s["mask"][b], torch.arange(HORIZON) < n)
+        assert torch.equal(s["mask"][b], torch.arange(T) < n)
         assert bool(s["is_init"][b, 0]) and not s["is_init"][b, 1:n].any()
         env = replay_env(s["goals"][b, 0], s["action"][b, :n])
         assert torch.equal(s["next", "reward"][b, :n], env["next", "reward"])

@@ -27,7 +27,9 @@ class MixedReplay:
         schedule: optional ``f(num_batches_sampled) -> weights``, called before every ``sample()``.
         generator: RNG for the source draw.
 
-    The batch holds the keys common to all sources (e.g. offline data lacks ``("collector", ...)``).
+    The batch holds the keys common to all sources (e.g. offline data lacks ``("collector", ...)``); sources
+that trimmed their windows to different lengths are right-padded to the longest (last step repeated, mask
+False), the sequence replay's own padding.
     ``last_counts`` holds how many windows came from each buffer in the last batch.
     """
 
@@ -88,7 +90,9 @@ class MixedReplay:
         keys = set(parts[0].keys(True, True))
         for p in parts[1:]:
             keys &= set(p.keys(True, True))
-        parts = [p.select(*keys) for p in parts]
+        T = max(p.shape[1] for p in parts)
+        mask_key = getattr(self.buffers[0], "mask_key", "mask")
+        parts = [_pad_windows(p.select(*keys), T, mask_key) for p in parts]
         try:
             out = torch.cat(parts, 0)
         except Exception as e:
@@ -115,3 +119,14 @@ class MixedReplay:
             meta = json.load(f)
         self.num_batches = int(meta["num_batches"])
         self.set_weights(meta["weights"])
+
+
+def _pad_windows(windows: TensorDictBase, T: int, mask_key="mask") -> TensorDictBase:
+    """Right-pad ``[B, t]`` windows to ``[B, T]``: the last step repeats and ``mask`` is False on the new steps."""
+    t = windows.shape[1]
+    if t == T:
+        return windows
+    out = windows[:, torch.arange(T).clamp(max=t - 1)]
+    if mask_key in out.keys():
+        out.set(mask_key, out.get(mask_key) & (torch.arange(T) < t))
+    return out

@@ -134,7 +134,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         if bool((new_len <= 0).any()):
             raise ValueError("trial_transform returned an empty trial")
         starts = draw_starts(new_len, self.seq_len, self._sampler.padded_sampling, self._sampler._rng)
-        offsets, mask = window_offsets(new_len, starts, self.seq_len)
+        offsets, mask = window_offsets(new_len, starts, self.seq_len, self._sampler.trim)
         data = torch.stack([tr[o] for tr, o in zip(trials, offsets)], 0)
         info.update(start=starts, mask=mask, length=new_len)
         return data, info
@@ -150,6 +150,7 @@ def make_sequence_replay(
     padded_sampling: str = "none",
     trial_transform: TrialTransform | None = None,
     max_trial_len: int | None = None,
+    trim: bool = True,
     done_key: NestedKey = ("next", "done"),
     init_key: NestedKey | None = "is_init",
     traj_key: NestedKey | None = ("collector", "traj_ids"),
@@ -170,6 +171,8 @@ def make_sequence_replay(
         padded_sampling: ``"none"`` (start in ``[0, L-T]``) or ``"right"`` (start in ``[0, L-1]``).
         trial_transform: callable applied to each sampled whole trial ``[L]`` before windowing.
         max_trial_len: store long trials as non-overlapping snippets of at most this many steps.
+        trim: cut each batch to its longest valid window (``[B, T']``, ``T' <= seq_len``); ``False`` always
+            returns ``seq_len`` steps (fixed shapes, e.g. for ``torch.compile`` without recompilation).
         done_key / init_key / traj_key / mask_key: key names (trial end, hard-reset flag, the collector's
             trajectory id, output mask); a trial also ends where the trajectory id changes.
         transform: a TorchRL transform applied to the ``[B, T]`` batch (sample time).
@@ -181,7 +184,7 @@ def make_sequence_replay(
     storage = LazyMemmapStorage(capacity_steps, scratch_dir=scratch_dir, auto_cleanup=temp)
     writer = TrialWriter(capacity_steps, done_key=done_key, init_key=init_key, traj_key=traj_key,
                          max_trial_len=max_trial_len)
-    sampler = TrialWindowSampler(seq_len, sampling=sampling, padded_sampling=padded_sampling)
+    sampler = TrialWindowSampler(seq_len, sampling=sampling, padded_sampling=padded_sampling, trim=trim)
     return SequenceReplayBuffer(storage=storage, writer=writer, sampler=sampler, batch_size=batch_size,
                                 trial_transform=trial_transform, mask_key=mask_key, transform=transform,
                                 generator=generator, prefetch=prefetch)

@@ -6,6 +6,9 @@ probability proportional to its length (each stored step equally likely to be in
 Window start (``padded_sampling``): ``"none"`` uniform in ``[0, max(L - T, 0)]`` (windows run past the end
 only when the trial is shorter than T), ``"right"`` uniform in ``[0, L - 1]`` (windows may run off the end).
 Steps past the trial's end are padding: their index repeats the last step and ``mask`` is False.
+With ``trim=True`` (default) each batch is cut to its longest valid window, so a batch of short trials is
+``[B, T']`` with ``T' <= seq_len`` (as the original pads each batch only to its longest trial); the valid
+steps of every row are a prefix, so trimming drops padding only.
 """
 from __future__ import annotations
 
@@ -33,8 +36,13 @@ def draw_starts(lengths: torch.Tensor, seq_len: int, padded_sampling: str,
     return torch.minimum((u * n_starts).long(), n_starts - 1)
 
 
-def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offsets ``[B, T]`` inside each trial (clamped to its last step) and the mask (False past the end)."""
+def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int,
+                   trim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets ``[B, T]`` inside each trial (clamped to its last step) and the mask (False past the end).
+
+    ``trim``: ``T`` = the longest valid window of the batch (at most ``seq_len``) instead of ``seq_len``."""
+    if trim:
+        seq_len = max(1, min(seq_len, int((lengths - starts).max())))
     offsets = starts[:, None] + torch.arange(seq_len)
     mask = offsets < lengths[:, None]
     return torch.minimum(offsets, lengths[:, None] - 1), mask
@@ -48,7 +56,7 @@ class TrialWindowSampler(Sampler):
     (``attach``), which checkpoints it.
     """
 
-    def __init__(self, seq_len: int, *, sampling: str = "trial", padded_sampling: str = "none"):
+    def __init__(self, seq_len: int, *, sampling: str = "trial", padded_sampling: str = "none", trim: bool = True):
         if seq_len <= 0:
             raise ValueError(f"seq_len must be positive, got {seq_len}")
         if sampling not in SAMPLING_MODES:
@@ -58,6 +66,7 @@ class TrialWindowSampler(Sampler):
         self.seq_len = int(seq_len)
         self.sampling = sampling
         self.padded_sampling = padded_sampling
+        self.trim = bool(trim)
         self.index: TrialIndex | None = None
 
     def attach(self, index: TrialIndex) -> None:
@@ -80,7 +89,7 @@ class TrialWindowSampler(Sampler):
     def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
         ids, lengths = self.sample_trials(batch_size)
         starts = draw_starts(lengths, self.seq_len, self.padded_sampling, self._rng)
-        offsets, mask = window_offsets(lengths, starts, self.seq_len)
+        offsets, mask = window_offsets(lengths, starts, self.seq_len, self.trim)
         index = self.index.physical(ids[:, None], offsets)
         return index, {"mask": mask, "trial": ids, "start": starts}
 
@@ -89,7 +98,8 @@ class TrialWindowSampler(Sampler):
 
     # ------------------------------------------------------------------ state (the table lives in the writer)
     def _config(self) -> dict:
-        return {"seq_len": self.seq_len, "sampling": self.sampling, "padded_sampling": self.padded_sampling}
+        return {"seq_len": self.seq_len, "sampling": self.sampling, "padded_sampling": self.padded_sampling,
+                "trim": self.trim}
 
     def state_dict(self) -> dict:
         return self._config()
@@ -117,4 +127,4 @@ class TrialWindowSampler(Sampler):
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(seq_len={self.seq_len}, sampling={self.sampling!r}, "
-                f"padded_sampling={self.padded_sampling!r})")
+                f"padded_sampling={self.padded_sampling!r}, trim={self.trim})")

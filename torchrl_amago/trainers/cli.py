@@ -21,6 +21,8 @@ _DOC_HELP = {
     "dset_max_size": "replay capacity in timesteps (FIFO)",
     "traj_save_len": "store long trials as non-overlapping snippets of at most this many steps, so learning "
                      "starts before a long episode ends (default: whole trials)",
+    "trim_windows": "cut each sampled [B, T] batch to its longest valid window, as the original pads a batch only "
+                    "to its longest trial (--no-trim_windows: always max_seq_len steps, fixed shapes for compile)",
     "memory_size": "width of the trajectory encoder (d_model / hidden size)",
     "memory_layers": "depth of the trajectory encoder",
     "agent_type": "'agent' (AMAGO) or 'multitask' (AMAGO-2: two-hot critic, filtered BC)",

@@ -47,6 +47,7 @@ class TrainConfig:
     traj_save_len: int | None = None  # store trials as snippets of at most this many steps (None: whole)
     sampling: str = "trial"  # 'trial' (original: uniform over trials) | 'timestep'
     padded_sampling: str = "none"  # 'none' | 'right'
+    trim_windows: bool = True  # cut each batch to its longest valid window (False: always max_seq_len steps)
     min_trials_to_learn: int = 2
     # model
     traj_encoder: str = "transformer"

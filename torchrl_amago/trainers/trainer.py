@@ -95,7 +95,7 @@ class AMAGOTrainer:
             cfg.dset_max_size, cfg.max_seq_len, cfg.batch_size,
             scratch_dir=os.path.join(self.buffer_root, str(self.buffer_gen), "storage"),
             sampling=cfg.sampling, padded_sampling=cfg.padded_sampling, trial_transform=trial_transform,
-            max_trial_len=cfg.traj_save_len)
+            max_trial_len=cfg.traj_save_len, trim=cfg.trim_windows)
         self.offline_replay = None
         self.sampler = self.replay
         if offline_data is not None:
@@ -106,7 +106,8 @@ class AMAGOTrainer:
             self.offline_replay = make_sequence_replay(
                 max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
                 scratch_dir=offline_dir, sampling=cfg.sampling,
-                padded_sampling=cfg.padded_sampling, trial_transform=trial_transform, max_trial_len=cfg.traj_save_len)
+                padded_sampling=cfg.padded_sampling, trial_transform=trial_transform, max_trial_len=cfg.traj_save_len,
+                trim=cfg.trim_windows)
             load_offline_trials(self.offline_replay, offline_data)
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
                                        batch_size=cfg.batch_size)
