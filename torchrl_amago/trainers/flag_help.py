@@ -96,3 +96,23 @@ FIELD_HELP = {
     "mixed_precision": "autocast dtype of the learner",
     "num_threads": "torch CPU threads (default: torch's own)",
 }
+
+
+def markdown_table() -> str:
+    """Every flag with its default, choices and help as a markdown table: the reference in docs/api/trainers.md is
+    this output (`python -m torchrl_amago.trainers.flag_help`; a test keeps the two equal)."""
+    import dataclasses
+
+    from .config import FIELD_CHOICES, TrainConfig
+
+    base = TrainConfig()
+    rows = ["| flag | default | help |", "|---|---|---|"]
+    for f in dataclasses.fields(TrainConfig):
+        choices = FIELD_CHOICES.get(f.name)
+        text = FIELD_HELP[f.name] + (" (" + " \\| ".join(map(str, choices)) + ")" if choices else "")
+        rows.append(f"| `--{f.name}` | `{getattr(base, f.name)!r}` | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
