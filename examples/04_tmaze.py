@@ -20,14 +20,15 @@ def main(argv=None):
         grads_per_epoch=40, epochs=40, eval_interval=5, eval_timesteps=trial_len, eval_envs=32,
         sample_actions_train=False, sample_actions_eval=False, reward_multiplier=100.0, gamma=0.9999,
         tstep_layers=2, tstep_hidden=128, tstep_out=128, tstep_normalize_inputs=False, memory_size=128,
-        memory_layers=2, lr_warmup_steps=100, learning_rate=3e-4, ckpt_interval=0,
+        memory_layers=2, lr_warmup_steps=100, learning_rate=3e-4, ckpt_interval=0, eps_end=0.01,
         eps_steps_anneal=share_of_run(0.5)))
 
     def make_env(n):
         return make_amago_env(TMaze(n, corridor_length=args.horizon, passive=True, penalty=-1.0 / trial_len))
 
     action_spec = make_env(1).action_spec
-    explore = TMazeExploration(action_spec, horizon=trial_len, steps_anneal=cfg.eps_steps_anneal)
+    explore = TMazeExploration(action_spec, horizon=trial_len, eps_start=cfg.eps_start, eps_end=cfg.eps_end,
+                               steps_anneal=cfg.eps_steps_anneal)
     trainer = AMAGOTrainer(cfg, make_env, make_env, exploration=explore, env_name=f"TMaze-{args.horizon}",
                            success_threshold=0.5)
     return trainer.run("04_tmaze", final_eval_timesteps=args.test_mult * trial_len)

@@ -131,5 +131,6 @@ def build_exploration(cfg: TrainConfig, action_spec, rollout_horizon: int | None
     if cfg.exploration == "bilevel":
         if rollout_horizon is None:
             raise ValueError("--exploration bilevel needs the trial horizon (rollout_horizon)")
-        return BilevelEpsilonGreedy(action_spec, rollout_horizon=rollout_horizon, steps_anneal=cfg.eps_steps_anneal)
+        return BilevelEpsilonGreedy(action_spec, rollout_horizon=rollout_horizon, eps_start_start=cfg.eps_start,
+                                    eps_start_end=cfg.eps_end, steps_anneal=cfg.eps_steps_anneal)
     return EpsilonGreedy(action_spec, eps_start=cfg.eps_start, eps_end=cfg.eps_end, steps_anneal=cfg.eps_steps_anneal)

@@ -84,8 +84,8 @@ FIELD_HELP = {
     "two_hot_max_return": "highest return of the two-hot critic's bins",
     # exploration
     "exploration": "egreedy (annealed epsilon), bilevel (also decays within each trial) or none",
-    "eps_start": "epsilon at the start of training",
-    "eps_end": "epsilon after --eps_steps_anneal",
+    "eps_start": "epsilon at the start of training (bilevel: at the start of a trial; it decays within the trial)",
+    "eps_end": "epsilon after --eps_steps_anneal (bilevel: at the start of a trial)",
     "eps_steps_anneal": "batched env steps over which epsilon anneals",
     # optimisation
     "batch_size": "windows per gradient update",
