@@ -9,6 +9,7 @@ is given.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import types
 import typing
@@ -79,16 +80,18 @@ def build_parser(description: str = "", defaults: dict | None = None,
     return parser
 
 
-def _key_values(flag: str, pairs: list[str]) -> dict[str, float]:
+def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
+    """`["a=1", "b=x"]` -> `{"a": 1, "b": "x"}`: values are Python literals where they parse as one, else strings.
+    A pair without `=` is a ValueError naming `--flag`."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
         if not sep or not key.strip():
-            raise ValueError(f"--{flag} wants KEY=VALUE pairs with numeric values, got {pair!r}")
+            raise ValueError(f"--{flag} wants KEY=VALUE pairs, got {pair!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
     return out
 
 
@@ -98,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if isinstance(kw.get("discrete_clip"), list):
         kw["discrete_clip"] = tuple(kw["discrete_clip"])
     if isinstance(kw.get("fbc_filter_kwargs"), list):
-        kw["fbc_filter_kwargs"] = _key_values("fbc_filter_kwargs", kw["fbc_filter_kwargs"])
+        kw["fbc_filter_kwargs"] = parse_key_values("fbc_filter_kwargs", kw["fbc_filter_kwargs"])
     return TrainConfig(**kw)
 
 

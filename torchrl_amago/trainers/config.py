@@ -182,6 +182,8 @@ class TrainConfig:
             raise ValueError(f"--gumbel_temperature must be > 0, got {self.gumbel_temperature}")
         allowed = set(inspect.signature(FILTER_FUNCTIONS[self.fbc_filter]).parameters) - {"adv"}
         unknown = set(self.fbc_filter_kwargs or {}) - allowed
+        if any(not isinstance(v, (int, float)) for v in (self.fbc_filter_kwargs or {}).values()):
+            raise ValueError(f"--fbc_filter_kwargs values must be numbers, got {self.fbc_filter_kwargs}")
         if unknown:
             raise ValueError(f"--fbc_filter_kwargs: {sorted(unknown)} are not arguments of the {self.fbc_filter!r} "
                              f"filter (it takes {sorted(allowed)})")
