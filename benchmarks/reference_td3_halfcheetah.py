@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchrl_amago._optional import require
+from torchrl_amago import require
 from torchrl_amago.modules.common import MLP
 from torchrl_amago.modules.distributions import TanhGaussianOutput
 

@@ -6,7 +6,7 @@ lists `eval_episode_<k>_success` for every attempt k).
     python examples/00_meta_frozen_lake.py --lake_size 4 --k_episodes 3 --run_name lake4
 """
 from torchrl_amago.envs import MetaFrozenLake, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -32,14 +32,10 @@ def main(argv=None):
 
     # the original's trial length R = steps per attempt * k (the longest possible trial)
     trial_len = make_env(1).base_env.max_episode_steps * a.k_episodes
-    epochs = 40
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"lake{a.lake_size}_k{a.k_episodes}", max_seq_len=trial_len, timesteps_per_epoch=trial_len,
-        parallel_envs=16, grads_per_epoch=50, epochs=epochs, eval_interval=5, eval_timesteps=2 * trial_len,
-        eval_envs=32, tstep_layers=1, tstep_hidden=128, tstep_out=64, tstep_normalize_inputs=False,
-        memory_size=64, memory_layers=2, n_heads=4, tau=0.004, lr_warmup_steps=200, learning_rate=3e-4,
-        batch_size=24, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
-        eps_steps_anneal=epochs * trial_len // 2))
+        parallel_envs=16, grads_per_epoch=50, epochs=40, eval_interval=5, eval_timesteps=2 * trial_len,
+        eval_envs=32, tstep_layers=1, tstep_normalize_inputs=False, actor_hidden=256, critic_hidden=256, tau=0.004))
     trainer = AMAGOTrainer(cfg, make_env, make_env,
                            env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
     return trainer.run("00_meta_frozen_lake", final_eval_timesteps=args.test_mult * trial_len)

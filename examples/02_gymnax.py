@@ -6,11 +6,10 @@ context bit is shown only at the first step and must be recalled at the last one
 
     python examples/02_gymnax.py --env MemoryChain-bsuite --env_param memory_length=10 --run_name gymnax_mc10
 """
-import ast
-
-from torchrl_amago._optional import require
+from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.envs.libs import make_gymnax_env
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config, parse_key_values
 
 
 def extra(p):
@@ -22,22 +21,7 @@ def extra(p):
     p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
 
 
-def env_params(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"02_gymnax: --env_param wants KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        try:
-            out[k.strip()] = ast.literal_eval(v.strip())
-        except (ValueError, SyntaxError):
-            out[k.strip()] = v.strip()
-    return out
-
-
 def make_env_factory(name: str, params: dict):
-    from torchrl_amago.envs.libs.gymnax import make_gymnax_env
-
     def make_env(n):
         return make_amago_env(make_gymnax_env(name, n, params=params))
 
@@ -46,19 +30,17 @@ def make_env_factory(name: str, params: dict):
 
 def main(argv=None, make_env=None):
     a = example_args(extra, argv)
-    params = env_params(a.env_param)
+    try:
+        params = parse_key_values("env_param", a.env_param)
+    except ValueError as e:
+        raise SystemExit(f"02_gymnax: {e}")
     ep_len = a.episode_length
     if ep_len is None:
         ep_len = params.get("memory_length", 5) + 1 if a.env.startswith("MemoryChain") else 128
-    seq = ep_len
-    epochs, steps = 30, max(4 * ep_len, 40)
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
-        run_name=f"gymnax_{a.env}", max_seq_len=seq, timesteps_per_epoch=steps, parallel_envs=16,
-        grads_per_epoch=40, epochs=epochs, eval_interval=5, eval_timesteps=4 * ep_len, eval_envs=32,
-        reward_multiplier=10.0, grad_clip=2.0, l2_coeff=1e-4, tstep_layers=2, tstep_hidden=128, tstep_out=64,
-        memory_size=64, memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=100,
-        learning_rate=3e-4, batch_size=32, dset_max_size=200_000, ckpt_interval=0, num_threads=1,
-        eps_steps_anneal=epochs * steps // 2))
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
+        run_name=f"gymnax_{a.env}", max_seq_len=ep_len, timesteps_per_epoch=max(4 * ep_len, 40), parallel_envs=16,
+        grads_per_epoch=40, epochs=30, eval_interval=5, eval_timesteps=4 * ep_len, eval_envs=32, grad_clip=2.0,
+        l2_coeff=1e-4, lr_warmup_steps=100, batch_size=32))
     if make_env is None:  # tests pass a stand-in factory; the real one needs jax + gymnax
         require("jax", "jax", "examples/02_gymnax.py")
         require("gymnax", "gymnax", "examples/02_gymnax.py")

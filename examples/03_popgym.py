@@ -8,22 +8,18 @@ many games (`--games`, default the original's 27), a game drawn per trial, obser
 to 26 (`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes
 before the scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns
 are logged per game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch.
-The original trains 18 multigammas (`--multigammas` + MULTIDOMAIN_GAMMAS below); the default here is the usual 6
-(+ gamma), since the multi-task agent's cost on CPU grows with the gamma count.
+The original trains 18 multigammas (`--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`); the default here is
+the usual 6 (+ gamma), since the multi-task agent's cost on CPU grows with the gamma count.
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
     python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy --agent_type agent \
         --num_actions 0        # both games solved in ~11 min on 2 CPU cores
 """
-from torchrl_amago._optional import available, require
+from torchrl_amago import available, require
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.popgym import make_popgym_env, popgym_env_names, popgym_episode_length
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
-
-# the original's `Multigammas.discrete` for POPGym ("paper version defaulted to large set of gamma values");
-# pass them with `--multigammas 0.1 0.7 0.9 ...` (slow on CPU)
-MULTIDOMAIN_GAMMAS = [0.1, 0.7, 0.9, 0.93, 0.95, 0.98, 0.99, 0.992, 0.994, 0.995, 0.997, 0.998, 0.999, 0.9991,
-                      0.9992, 0.9993, 0.9994, 0.9995]
+from torchrl_amago.envs.libs import (make_multidomain_popgym_env, make_popgym_env, multidomain_popgym_layout,
+                                     popgym_env_names, popgym_episode_length)
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -47,13 +43,9 @@ def main(argv=None):
     # the whole episode is the context, as the original (--max_seq_len 2000); games without a fixed length: 256
     ep_len = popgym_episode_length(a.env) if available("popgym") and a.env in popgym_env_names() else None
     seq = ep_len + 1 if ep_len else 256
-    epochs = 30
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"popgym_{a.env}", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8, grads_per_epoch=60,
-        epochs=epochs, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0, tau=0.0025,
-        lr_warmup_steps=200, learning_rate=3e-4, grad_clip=1.0, tstep_layers=2, tstep_hidden=128, tstep_out=64,
-        memory_size=64, memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, dset_max_size=200_000,
-        ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * seq // 2))
+        epochs=30, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0, tau=0.0025))
     require("popgym", "popgym", "examples/03_popgym.py")
 
     def make_env(n):
@@ -65,33 +57,20 @@ def main(argv=None):
 
 def multidomain_main(a, argv=None):
     """`--multidomain`: AMAGO-2's MultiDomainPOPGym with the multi-task agent."""
-    trial = None
-    games = a.games
-    num_actions = a.num_actions
+    games, trial, num_actions = a.games, None, a.num_actions
     if available("popgym"):
-        from torchrl_amago.envs.libs.popgym_multidomain import MULTIDOMAIN_POPGYM_GAMES, MultiDomainPOPGym
-
-        games = list(a.games or MULTIDOMAIN_POPGYM_GAMES)
-        probe = MultiDomainPOPGym(1, games=games, warmup_episodes=a.warmup_episodes)  # checks names and sizes
-        trial = probe.max_trial_length  # (warmup + 1) episodes of the longest game, each with its dummy step
-        num_actions = a.num_actions or max(probe.game_num_actions)
-        probe.close()
+        games, trial, num_actions = multidomain_popgym_layout(a.games, a.warmup_episodes, a.num_actions)
     # the whole trial is the context (the original: max_seq_len 2000, learnable pos-emb over 2000 steps).
     # Measured on CPU (docs/domains/popgym.md): rotary positions learn RepeatPrevious with the warm-up episode where
     # fixed / learnable ones stay at chance; 300 updates per 8 trials = 2.8 env steps per update (the original: 12;
     # 60-150 updates per epoch did not learn here in sessions 2-3)
     seq = min(trial + 1, 2000) if trial else 2000
-    epochs = 40
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name="popgym_multidomain", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8,
-        grads_per_epoch=300, epochs=epochs, eval_interval=4, eval_timesteps=2 * seq, eval_envs=12,
+        grads_per_epoch=300, epochs=40, eval_interval=4, eval_timesteps=2 * seq, eval_envs=12,
         agent_type="multitask", reward_multiplier=200.0, tau=0.0025, eps_steps_anneal=800,
-        two_hot_bins=64, pos_emb="rope", max_time_idx=max(seq, (trial or 2000) + 1),
-        lr_warmup_steps=200, learning_rate=3e-4, grad_clip=1.0, tstep_layers=2, tstep_hidden=128, tstep_out=64,
-        memory_size=64, memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, dset_max_size=200_000,
-        ckpt_interval=0, num_threads=1))
+        two_hot_bins=64, pos_emb="rope", max_time_idx=max(seq, (trial or 2000) + 1)))
     require("popgym", "popgym", "examples/03_popgym.py --multidomain")
-    from torchrl_amago.envs.libs.popgym_multidomain import make_multidomain_popgym_env
 
     def make_env(n):
         base = make_multidomain_popgym_env(n, games, warmup_episodes=args.warmup_episodes, num_actions=num_actions)

@@ -5,7 +5,7 @@ with the original's T-Maze exploration schedule (greedy actions; epsilon-greedy 
     python examples/04_tmaze.py --horizon 100 --run_name tmaze100
 """
 from torchrl_amago.envs import TMaze, TMazeExploration, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config, share_of_run
 
 
 def extra(p):
@@ -15,20 +15,20 @@ def extra(p):
 
 def main(argv=None):
     trial_len = example_args(extra, argv).horizon + 1
-    epochs = 40
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
         run_name=f"tmaze{trial_len - 1}", max_seq_len=trial_len, timesteps_per_epoch=trial_len, parallel_envs=24,
-        grads_per_epoch=40, epochs=epochs, eval_interval=5, eval_timesteps=trial_len, eval_envs=32,
+        grads_per_epoch=40, epochs=40, eval_interval=5, eval_timesteps=trial_len, eval_envs=32,
         sample_actions_train=False, sample_actions_eval=False, reward_multiplier=100.0, gamma=0.9999,
         tstep_layers=2, tstep_hidden=128, tstep_out=128, tstep_normalize_inputs=False, memory_size=128,
-        memory_layers=2, lr_warmup_steps=100, learning_rate=3e-4, ckpt_interval=0,
-        eps_steps_anneal=epochs * trial_len // 2))
+        memory_layers=2, lr_warmup_steps=100, learning_rate=3e-4, ckpt_interval=0, eps_end=0.01,
+        eps_steps_anneal=share_of_run(0.5)))
 
     def make_env(n):
         return make_amago_env(TMaze(n, corridor_length=args.horizon, passive=True, penalty=-1.0 / trial_len))
 
     action_spec = make_env(1).action_spec
-    explore = TMazeExploration(action_spec, horizon=trial_len, steps_anneal=cfg.eps_steps_anneal)
+    explore = TMazeExploration(action_spec, horizon=trial_len, eps_start=cfg.eps_start, eps_end=cfg.eps_end,
+                               steps_anneal=cfg.eps_steps_anneal)
     trainer = AMAGOTrainer(cfg, make_env, make_env, exploration=explore, env_name=f"TMaze-{args.horizon}",
                            success_threshold=0.5)
     return trainer.run("04_tmaze", final_eval_timesteps=args.test_mult * trial_len)

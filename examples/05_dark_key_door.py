@@ -7,7 +7,7 @@ trial; `rollout_horizon` = the meta horizon).
     python examples/05_dark_key_door.py --room_size 4 --episode_length 10 --meta_horizon 100 --run_name keydoor4
 """
 from torchrl_amago.envs import DarkKeyDoor, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -27,13 +27,10 @@ def main(argv=None):
         return make_amago_env(DarkKeyDoor(n, size=a.room_size, max_episode_steps=a.episode_length, meta_horizon=H,
                                           dark=not a.light_room_observation, randomize_actions=a.randomize_actions))
 
-    epochs = 30
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"keydoor{a.room_size}_h{H}", max_seq_len=H, timesteps_per_epoch=H, parallel_envs=12,
-        grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * H, eval_envs=32,
-        reward_multiplier=100.0, tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2,
-        n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=200, learning_rate=3e-4,
-        dset_max_size=200_000, ckpt_interval=0, num_threads=1, exploration="bilevel", eps_steps_anneal=epochs * H // 2))
+        grads_per_epoch=60, epochs=30, eval_interval=5, eval_timesteps=2 * H, eval_envs=32,
+        reward_multiplier=100.0, exploration="bilevel"))
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, success_threshold=2.0,
                            env_name=f"DarkKeyDoor-{a.room_size}x{a.room_size}-H{H}")
     return trainer.run("05_dark_key_door", final_eval_timesteps=args.test_mult * H)

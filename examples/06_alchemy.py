@@ -9,9 +9,9 @@ the agent must infer the chemistry in context. Original settings: max_seq_len 20
     python examples/06_alchemy.py --run_name alchemy
 """
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.alchemy import (ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL,
-                                             alchemy_episode_length, make_alchemy_env, symbolic_alchemy_module)
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.envs.libs import (ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length,
+                                     make_alchemy_env, symbolic_alchemy_module)
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -24,13 +24,11 @@ def extra(p):
 def main(argv=None):
     a = example_args(extra, argv)
     H = alchemy_episode_length(a.num_trials, a.steps_per_trial)  # 200 with the defaults
-    epochs = 300
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name="alchemy", max_seq_len=H + 1, timesteps_per_epoch=H, parallel_envs=8, grads_per_epoch=100,
-        epochs=epochs, eval_interval=10, eval_timesteps=H + 1, eval_envs=8, reward_multiplier=100.0,
-        tstep_layers=2, tstep_hidden=256, tstep_out=256, memory_size=128, memory_layers=3, n_heads=8,
-        actor_hidden=256, critic_hidden=256, lr_warmup_steps=500, learning_rate=1e-4, dset_max_size=500_000,
-        ckpt_interval=0, num_threads=1, exploration="bilevel", eps_steps_anneal=epochs * H // 2))
+        epochs=300, eval_interval=10, eval_timesteps=H + 1, eval_envs=8, reward_multiplier=100.0,
+        tstep_hidden=256, tstep_out=256, memory_size=128, memory_layers=3, n_heads=8, actor_hidden=256,
+        critic_hidden=256, lr_warmup_steps=500, learning_rate=1e-4, dset_max_size=500_000, exploration="bilevel"))
     symbolic_alchemy_module()  # ImportError with the install line when dm_alchemy (or dm-env) is missing
 
     def make_env(n):

@@ -6,11 +6,10 @@ per attempt i, the original's "Trial {i} Success"), eval returns per task name, 
 
     python examples/07_metaworld.py --benchmark reach-v3 --k 3 --run_name mw_reach
 """
-from torchrl_amago._optional import require
+from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.metaworld import canonical_benchmark_name, make_benchmark, make_metaworld_env, \
-    metaworld_task_names
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.envs.libs import canonical_benchmark_name, make_benchmark, make_metaworld_env, metaworld_task_names
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -30,14 +29,12 @@ def main(argv=None, benchmark_obj=None):
     """`benchmark_obj`: optional Meta-World-like benchmark object replacing `--benchmark` (tests use a stand-in)."""
     a = example_args(extra, argv)
     trial_len = a.k * a.episode_length
-    epochs = 25
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"metaworld_{canonical_benchmark_name(a.benchmark)}_k{a.k}", max_seq_len=min(64, trial_len),
-        timesteps_per_epoch=trial_len, parallel_envs=8, grads_per_epoch=60, epochs=epochs, eval_interval=5,
+        timesteps_per_epoch=trial_len, parallel_envs=8, grads_per_epoch=60, epochs=25, eval_interval=5,
         eval_timesteps=trial_len, eval_envs=8, reward_multiplier=0.1, learning_rate=5e-4, grad_clip=2.0,
-        lr_warmup_steps=100, tstep_layers=2, tstep_hidden=64, tstep_out=32, memory_size=32, memory_layers=2,
-        n_heads=2, actor_hidden=64, critic_hidden=64, num_critics=2, batch_size=16, dset_max_size=400_000,
-        ckpt_interval=0, num_threads=1, exploration="bilevel", eps_steps_anneal=epochs * trial_len // 2))
+        lr_warmup_steps=100, tstep_hidden=64, tstep_out=32, memory_size=32, n_heads=2, actor_hidden=64,
+        critic_hidden=64, num_critics=2, batch_size=16, dset_max_size=400_000, exploration="bilevel"))
     if benchmark_obj is None:
         require("metaworld", "metaworld", "examples/07_metaworld.py")
         bench = make_benchmark(args.benchmark, seed=args.seed)

@@ -12,15 +12,13 @@ CPU-sized defaults (docs/domains/procgen.md): one game learns a little in ~12 mi
     python examples/09_multitask_procgen.py --distribution easy   # the original's 5 easy games
 """
 import sys
+from fractions import Fraction
 
-from torchrl_amago._optional import available
+from torchrl_amago import available
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.procgen import PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, make_procgen_env
-from torchrl_amago.trainers import AMAGOTrainer, build_timestep_encoder, example_args, parse_config
-
-CNNS = ("nature", "impala", "drq")  # CNNTimestepEncoder backbones for 64x64 frames
-
-TEST_SEED_MAX = 10_000_000
+from torchrl_amago.envs.libs import (PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX,
+                                     make_procgen_env)
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config, share_of_run
 
 
 def extra(p):
@@ -30,9 +28,7 @@ def extra(p):
                    help="the original's settings: easy (climber coinrun jumper ninja leaper), easy-rescaled (same, "
                         "coinrun x100, climber x0.1), memory-hard (all 16 games, procgen memory/hard mode)")
     p.add_argument("--train_seeds", type=int, default=10_000, help="train levels are seeds [0, train_seeds]; eval "
-                   "levels are (train_seeds, 10M]")
-    p.add_argument("--cnn", default="nature", choices=CNNS,
-                   help="CNN of the timestep encoder (the original uses an IMPALA-style CNN: --cnn impala)")
+                   f"levels are (train_seeds, {PROCGEN_TEST_SEED_MAX:,}]")
     p.add_argument("--horizon", type=int, default=None,
                    help="trial time limit in steps (default: the original's 2000 on easy, 5000 on memory-hard)")
     p.add_argument("--final_eval_timesteps", type=int, default=None,
@@ -46,19 +42,17 @@ def main(argv=None, game_factory=None):
     games = list(a.games or setting["games"])
     horizon = a.horizon or setting["horizon"]
     multitask = len(games) > 1
-    epochs, steps = 45, 100
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"procgen_{a.distribution}_{'_'.join(games) if len(games) <= 2 else len(games)}",
-        agent_type="multitask" if multitask else "agent", max_seq_len=16, timesteps_per_epoch=steps,
-        parallel_envs=8, grads_per_epoch=50, epochs=epochs, eval_interval=5, eval_timesteps=horizon,
-        eval_envs=8, batch_size=8, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2, n_heads=4,
-        actor_hidden=128, critic_hidden=128, gamma=0.99, learning_rate=3e-4, lr_warmup_steps=100,
-        dset_max_size=50_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * steps // 3))
+        agent_type="multitask" if multitask else "agent", image_key="observation", cnn="nature", max_seq_len=16,
+        timesteps_per_epoch=100, parallel_envs=8, grads_per_epoch=50, epochs=45, eval_interval=5,
+        eval_timesteps=horizon, eval_envs=8, batch_size=8, gamma=0.99, lr_warmup_steps=100, dset_max_size=50_000,
+        eps_steps_anneal=share_of_run(Fraction(1, 3))))
     if game_factory is None and not available("procgen"):
         sys.exit(f"09_multitask_procgen needs procgen: `pip install {PROCGEN_PIP_PACKAGE}` (the official `procgen` "
                  "package has no wheels for Python > 3.10)")
-    if args.train_seeds < 0 or args.train_seeds + 1 >= TEST_SEED_MAX:
-        sys.exit(f"--train_seeds must be in [0, {TEST_SEED_MAX - 1}), got {args.train_seeds}")
+    if args.train_seeds < 0 or args.train_seeds + 1 >= PROCGEN_TEST_SEED_MAX:
+        sys.exit(f"--train_seeds must be in [0, {PROCGEN_TEST_SEED_MAX - 1}), got {args.train_seeds}")
     kw = dict(distribution_mode=setting["distribution_mode"], reward_scales=setting["reward_scales"])
     if game_factory is not None:
         kw["game_factory"] = game_factory
@@ -67,15 +61,10 @@ def main(argv=None, game_factory=None):
         return make_amago_env(make_procgen_env(games, n, seed_range=(0, args.train_seeds), **kw), max_steps=horizon)
 
     def make_eval_env(n):
-        return make_amago_env(make_procgen_env(games, n, seed_range=(args.train_seeds + 1, TEST_SEED_MAX), **kw),
-                              max_steps=horizon)
+        return make_amago_env(make_procgen_env(games, n, seed_range=(args.train_seeds + 1, PROCGEN_TEST_SEED_MAX),
+                                               **kw), max_steps=horizon)
 
-    probe = make_train_env(1)
-    tstep = build_timestep_encoder(cfg, probe.observation_spec, probe.action_spec, image_key="observation",
-                                   cnn_type=args.cnn, img_features=cfg.tstep_hidden, d_output=cfg.tstep_out)
-    probe.close()
-    trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, timestep_encoder=tstep,
-                           env_name=f"procgen-{a.distribution}", task_names=games if multitask else None)
+    trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, env_name=f"procgen-{a.distribution}", task_names=games if multitask else None)
     # a trial lasts at most `horizon` steps, so every eval env finishes at least two trials
     return trainer.run("09_multitask_procgen", final_eval_timesteps=args.final_eval_timesteps or 2 * horizon)
 

@@ -9,12 +9,12 @@ task. Training uses layout seeds [0, --train_seeds], evaluation unseen ones.
 
     python examples/10_babyai.py --tasks BabyAI-GoToRedBallNoDists-v0 BabyAI-GoToObj-v0 --run_name babyai2
 """
-from torchrl_amago._optional import available, require
+from torchrl_amago import available, require
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.babyai import (OBS_KINDS, babyai_max_steps, full_task_name, make_babyai_env,
-                                            max_trial_length)
-from torchrl_amago.modules.babyai_encoder import BabyAITimestepEncoder
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.envs.libs import (BABYAI_OBS_KINDS, babyai_max_steps, babyai_max_trial_length, full_task_name,
+                                     make_babyai_env)
+from torchrl_amago.modules import BabyAITimestepEncoder
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 DEFAULT_TASKS = ["BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObj-v0"]
 
@@ -25,7 +25,7 @@ def extra(p):
     p.add_argument("--k_episodes", type=int, default=2, help="attempts per trial on the same layout")
     p.add_argument("--train_seeds", type=int, default=5000,
                    help="training layouts use seeds [0, train_seeds]; evaluation uses [train_seeds + 1, 1e6]")
-    p.add_argument("--obs_kind", choices=sorted(OBS_KINDS), default="partial-grid", help="image observation kind")
+    p.add_argument("--obs_kind", choices=sorted(BABYAI_OBS_KINDS), default="partial-grid", help="image observation kind")
     p.add_argument("--grid_net", choices=["cnn", "mlp"], default="mlp",
                    help="grid image branch of the timestep encoder (the original: cnn; mlp is cheaper on CPU)")
     p.add_argument("--mission_net", choices=["flat", "rnn"], default="flat", help="mission-token branch")
@@ -44,18 +44,16 @@ def main(argv=None):
         attempt = max(babyai_max_steps(t) for t in tasks)
     else:
         attempt = 64
-    trial_len = max_trial_length(attempt, a.k_episodes)
-    epochs = 40
+    trial_len = babyai_max_trial_length(attempt, a.k_episodes)
     # CPU-sized defaults (the original: --agent_type multitask with reward_multiplier 1000, memory 256 x 3, 4 critics,
     # the default gammas, max_seq_len 512). On 2 shared CPU cores the AMAGO-1 agent learned within 25 minutes and
     # the multi-task agent (filtered BC + two-hot critic) did not (docs/domains/babyai.md), hence agent_type=agent.
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
-        run_name="babyai", agent_type="agent", reward_multiplier=10.0, two_hot_bins=32, two_hot_min_return=-100.0,
-        two_hot_max_return=3000.0, max_seq_len=trial_len + 1, timesteps_per_epoch=trial_len // 2, parallel_envs=12,
-        grads_per_epoch=20, epochs=epochs, eval_interval=5, eval_timesteps=trial_len + 1, eval_envs=16,
-        batch_size=16, memory_size=64, memory_layers=2, n_heads=4, actor_hidden=64, critic_hidden=64, tstep_out=96,
-        num_critics=2, multigammas=[0.9, 0.99], learning_rate=2e-4, lr_warmup_steps=100, tau=0.004,
-        dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * (trial_len // 2) // 2))
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
+        run_name="babyai", agent_type="agent", two_hot_bins=32, two_hot_min_return=-100.0, two_hot_max_return=3000.0,
+        max_seq_len=trial_len + 1, timesteps_per_epoch=trial_len // 2, parallel_envs=12, grads_per_epoch=20,
+        epochs=40, eval_interval=5, eval_timesteps=trial_len + 1, eval_envs=16, batch_size=16, actor_hidden=64,
+        critic_hidden=64, tstep_out=96, num_critics=2, multigammas=[0.9, 0.99], learning_rate=2e-4,
+        lr_warmup_steps=100, tau=0.004))
     require("minigrid", "minigrid", "examples/10_babyai.py")
     lo, hi = (0, args.train_seeds), (args.train_seeds + 1, 1_000_000)
 
@@ -67,11 +65,10 @@ def main(argv=None):
         return make_amago_env(make_babyai_env(eval_tasks, n, k_episodes=args.k_episodes, seed_range=hi,
                                               obs_kind=args.obs_kind))
 
-    spec_env = make_train_env(1)
-    encoder = BabyAITimestepEncoder.from_specs(
-        spec_env.observation_spec, spec_env.action_spec, grid_net=args.grid_net, mission_net=args.mission_net,
-        emb_dim=cfg.tstep_out)
-    spec_env.close()
+    def encoder(observation_spec, action_spec):  # built by the trainer after it seeds torch
+        return BabyAITimestepEncoder.from_specs(observation_spec, action_spec, grid_net=args.grid_net,
+                                                mission_net=args.mission_net, emb_dim=cfg.tstep_out)
+
     trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, timestep_encoder=encoder, rollout_horizon=trial_len,
                            env_name=f"MultitaskMetaBabyAI-k{args.k_episodes}", task_names=eval_tasks)
     return trainer.run("10_babyai", final_eval_timesteps=args.test_mult * (trial_len + 1))

@@ -11,9 +11,10 @@ which one must be found and remembered across attempts). The defaults are a CPU-
 
     python examples/11_xland_minigrid.py --benchmark local-hidden-rule --grid_size 7 --k_episodes 3 --run_name xland
 """
-from torchrl_amago._optional import require
+from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.envs.libs import make_xland_env
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -31,8 +32,6 @@ def extra(p):
 
 
 def xland_factory(a, split: str):
-    from torchrl_amago.envs.libs.xland import make_xland_env
-
     def make_env(n):
         return make_amago_env(make_xland_env(
             n, k_episodes=a.k_episodes, rooms=a.rooms, grid_size=a.grid_size, ruleset_benchmark=a.benchmark,
@@ -46,14 +45,10 @@ def main(argv=None, make_envs=None):
     a = example_args(extra, argv)
     steps = a.max_steps or 3 * a.grid_size ** 2
     trial_len = steps * a.k_episodes  # the longest trial: every attempt runs out of time
-    epochs = 30
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"xland_{a.benchmark}_R{a.rooms}_{a.grid_size}x{a.grid_size}_k{a.k_episodes}",
-        max_seq_len=trial_len, timesteps_per_epoch=trial_len, parallel_envs=24, grads_per_epoch=40, epochs=epochs,
-        eval_interval=5, eval_timesteps=trial_len, eval_envs=32, reward_multiplier=10.0, grad_clip=2.0,
-        tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2, n_heads=4,
-        actor_hidden=128, critic_hidden=128, lr_warmup_steps=100, learning_rate=3e-4, batch_size=24,
-        dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * trial_len // 2))
+        max_seq_len=trial_len, timesteps_per_epoch=trial_len, parallel_envs=24, grads_per_epoch=40, epochs=30,
+        eval_interval=5, eval_timesteps=trial_len, eval_envs=32, grad_clip=2.0, lr_warmup_steps=100))
     if make_envs is None:
         require("jax", "jax", "examples/11_xland_minigrid.py")
         require("xminigrid", "xminigrid", "examples/11_xland_minigrid.py")

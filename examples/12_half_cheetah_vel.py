@@ -9,10 +9,10 @@ not learned within 40k updates here):
     python examples/12_half_cheetah_vel.py --run_name cheetah_vel
     python examples/12_half_cheetah_vel.py --traj_encoder transformer --pos_emb rope --max_seq_len 32 --batch_size 8
 """
-from torchrl_amago._optional import require
+from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.half_cheetah_vel import make_half_cheetah_vel_env, velocity_bucket_names
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.envs.libs import make_half_cheetah_vel_env, velocity_bucket_names
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -47,9 +47,9 @@ def main(argv=None, make_gym=None):
     """`make_gym`: optional no-argument factory of `MetaVelocity` envs replacing MuJoCo (tests use a stand-in)."""
     a = example_args(extra, argv)
     ep = a.episode_length
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
-        run_name="cheetah_vel", eval_timesteps=ep, reward_multiplier=1.0, ckpt_interval=0,
-        num_threads=1, dset_max_size=400_000, lr_warmup_steps=500, **MEASURED_DEFAULTS))
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
+        run_name="cheetah_vel", eval_timesteps=ep, reward_multiplier=1.0, dset_max_size=400_000, lr_warmup_steps=500,
+        **MEASURED_DEFAULTS))
     if make_gym is None:
         require("mujoco", '"gymnasium[mujoco]"', "examples/12_half_cheetah_vel.py")
     lo, hi = args.task_min_velocity, args.task_max_velocity

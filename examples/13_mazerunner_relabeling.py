@@ -10,7 +10,7 @@ pure reward function `mazerunner_relabel_rewards`), and a timestep encoder restr
 """
 from torchrl_amago.data import HindsightRelabel
 from torchrl_amago.envs import MazeRunner, make_amago_env, mazerunner_relabel_rewards
-from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -42,13 +42,10 @@ def main(argv=None):
         return make_amago_env(MazeRunner(n, maze_dim=a.maze_size, num_goals=a.goals, time_limit=a.time_limit,
                                          randomized_actions=a.randomized_actions))
 
-    epochs = 30
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=dict(
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"maze{a.maze_size}_k{a.goals}_{a.relabel}", max_seq_len=trial_len, timesteps_per_epoch=a.time_limit,
-        parallel_envs=12, grads_per_epoch=60, epochs=epochs, eval_interval=5, eval_timesteps=2 * a.time_limit,
-        eval_envs=32, obs_keys=["obs", "goals"], tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64,
-        memory_layers=2, n_heads=4, actor_hidden=128, critic_hidden=128, lr_warmup_steps=200, learning_rate=3e-4,
-        dset_max_size=200_000, ckpt_interval=0, num_threads=1, eps_steps_anneal=epochs * a.time_limit // 2))
+        parallel_envs=12, grads_per_epoch=60, epochs=30, eval_interval=5, eval_timesteps=2 * a.time_limit,
+        eval_envs=32, obs_keys=["obs", "goals"]))
     dim = a.maze_size if a.maze_size % 2 else a.maze_size + 1
     trainer = AMAGOTrainer(cfg, make_env, make_env, trial_transform=make_relabeler(args.relabel, args.time_limit),
                            success_threshold=float(a.goals), env_name=f"MazeRunner-{dim}x{dim}-k{a.goals}")

@@ -9,6 +9,7 @@ from tests.examples.test_examples_smoke import TINY, load_example
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.gymnax import GymnaxFunctionalEnv
 from torchrl_amago.envs.libs.jax_bridge import JaxBatchedEnv
+from torchrl_amago.trainers import parse_key_values
 from tests.missing_package import assert_missing_package_named
 
 
@@ -18,10 +19,10 @@ def _stand_in(n):
 
 
 def test_env_params_parse_values():
-    mod = load_example("02_gymnax")
-    assert mod.env_params(["memory_length=10", "name=abc", "x=0.5"]) == {"memory_length": 10, "name": "abc", "x": 0.5}
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
-        mod.env_params(["memory_length"])
+    assert parse_key_values("env_param", ["memory_length=10", "name=abc", "x=0.5"]) == {
+        "memory_length": 10, "name": "abc", "x": 0.5}
+    with pytest.raises(SystemExit, match="--env_param wants KEY=VALUE"):
+        load_example("02_gymnax").main(["--env_param", "memory_length"])
 
 
 def test_tiny_run_on_the_stand_in(tmp_path):

@@ -32,7 +32,7 @@ def test_multidomain_defaults_original_and_cpu_choices():
     # CPU choices measured in docs/domains/popgym.md (the original: learnable positions, a GPU update ratio)
     assert cfg.pos_emb == "rope" and cfg.grads_per_epoch == 300 and cfg.eps_steps_anneal == 800
     assert cfg.agent_type == "multitask" and cfg.reward_multiplier == 200.0 and cfg.two_hot_bins == 64
-    assert cfg.tau == 0.0025 and len(mod.MULTIDOMAIN_GAMMAS) == 18  # the original's list, opt-in (slow on CPU)
+    assert cfg.tau == 0.0025 and cfg.multigammas is None  # the usual 6 (+ gamma); the original's 18 are opt-in
     assert env.batch_size == torch.Size([2]) and env.observation_spec["observation"].shape == (2, 30)
     assert env.base_env.warmup_episodes == 2 and env.base_env.games == games
     assert env.action_spec.shape == (2, 26)  # the original's shared action space

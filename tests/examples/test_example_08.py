@@ -7,12 +7,11 @@ import math
 import pytest
 
 from tests.envs.libs.atari_standin import EPISODE_FRAMES, REWARD, install_fake_ale
-from tests.examples.test_examples_smoke import TINY, load_example
+from tests.examples.test_examples_smoke import TINY, example_config, load_example
+from torchrl_amago.trainers import build_agent_modules, build_loss
 from torchrl_amago.trainers.checkpoint import load_checkpoint
 from tests.missing_package import assert_missing_package_named
 
-OWN = ["--games", "--cnn", "--resolution", "--grayscale", "--frame_skip", "--sticky_action_prob",
-       "--time_limit_frames", "--action_space", "--terminal_on_life_loss", "--drqv2_aug", "--traj_save_len"]
 STEPS = EPISODE_FRAMES // 4  # one toy episode = 12 agent steps at frame skip 4
 
 
@@ -23,6 +22,14 @@ def _run(tmp_path, games, extra=()):
                    "--final_eval_timesteps", str(STEPS + 1), "--max_seq_len", "6", "--resolution", "36", "36",
                    "--buffer_dir", str(tmp_path), "--run_name", "ale", "--games", *games, *extra]
     return load_example("08_ale").main(argv)
+
+
+def _agent(tmp_path, games, extra=()):
+    """(config, loss) the example builds for these flags, nothing trained."""
+    argv = TINY + ["--resolution", "36", "36", "--buffer_dir", str(tmp_path), "--games", *games, *extra]
+    _, cfg, _, make_train = example_config("08_ale", argv)
+    env = make_train(cfg.parallel_envs)
+    return cfg, build_loss(cfg, build_agent_modules(cfg, env.observation_spec, env.action_spec))
 
 
 def _last_eval_row(tmp_path):
@@ -42,7 +49,9 @@ def test_two_games_run_multitask_with_per_game_returns(monkeypatch, tmp_path):
     assert float(row["eval/return/ToyGame"]) == pytest.approx(toy)
     assert float(row["eval/return/OtherToy"]) == pytest.approx(other)
     cfg = load_checkpoint(str(tmp_path / "ale" / "ckpts" / "latest.pt"))["config"]
-    assert cfg["agent_type"] == "multitask" and cfg["offline_coeff"] == 1.0 and cfg["reward_multiplier"] == 0.25
+    assert cfg["agent_type"] == "multitask" and cfg["reward_multiplier"] == 0.25
+    cfg, loss = _agent(tmp_path / "agent", ["ToyGame", "OtherToy"])  # the multi-task agent: filtered BC only
+    assert cfg.agent_type == "multitask" and (loss.online_coeff, loss.offline_coeff) == (0.0, 1.0) and loss.two_hot
 
 
 def test_one_game_uses_the_plain_agent_and_an_explicit_agent_type_wins(monkeypatch, tmp_path):
@@ -51,11 +60,15 @@ def test_one_game_uses_the_plain_agent_and_an_explicit_agent_type_wins(monkeypat
                                            "--no-drqv2_aug"])
     assert math.isfinite(summary["eval_return"]) and summary["eval_return"] == EPISODE_FRAMES * REWARD["ToyGame"]
     cfg = load_checkpoint(str(tmp_path / "ale" / "ckpts" / "latest.pt"))["config"]
-    assert cfg["agent_type"] == "agent" and cfg["offline_coeff"] == 0.0
+    assert cfg["agent_type"] == "agent" and cfg["offline_coeff"] == 0.0 and cfg["image_key"] == "observation"
     summary = _run(tmp_path / "mt", ["ToyGame"], ["--agent_type", "multitask", "--epochs", "1",
                                                   "--eval_interval", "0", "--final_eval_timesteps", "1"])
     cfg = load_checkpoint(str(tmp_path / "mt" / "ale" / "ckpts" / "latest.pt"))["config"]
-    assert cfg["agent_type"] == "multitask" and cfg["offline_coeff"] == 1.0
+    assert cfg["agent_type"] == "multitask"
+    # one game: the DPG-only agent; --agent_type multitask: the multi-task agent's filtered BC; --offline_coeff wins
+    assert [(loss.online_coeff, loss.offline_coeff) for _, loss in (
+        _agent(tmp_path / "a", ["ToyGame"]), _agent(tmp_path / "b", ["ToyGame"], ["--agent_type", "multitask"]),
+        _agent(tmp_path / "c", ["ToyGame"], ["--offline_coeff", "0.5"]))] == [(1.0, 0.0), (0.0, 1.0), (1.0, 0.5)]
 
 
 def test_long_episodes_are_stored_as_snippets(monkeypatch, tmp_path):

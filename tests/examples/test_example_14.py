@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from tests.examples.test_examples_smoke import TINY, load_example
+from torchrl_amago.data import load_dataset_trials
+from torchrl_amago.envs.libs import gym_action_info
 
 
 
@@ -67,8 +69,7 @@ def test_continuous_env_with_rescaled_actions(tmp_path):
             obs = nxt
     write_d4rl_hdf5(tmp_path / "pend.hdf5", **{k: np.asarray(v) for k, v in cols.items()})
     mod = load_example("14_offline")
-    trials = mod.load_trials(type("A", (), {"format": "d4rl", "dataset": str(tmp_path / "pend.hdf5")}), None,
-                             *mod.action_info("Pendulum-v1")[1:], False)
+    trials = load_dataset_trials(tmp_path / "pend.hdf5", "d4rl", action_bounds=gym_action_info("Pendulum-v1")[1])
     np.testing.assert_allclose(trials["action"].numpy(), np.asarray(cols["actions"]) / 2, atol=1e-6)
     assert int(trials["next", "truncated"].sum()) == 3 and not trials["next", "terminated"].any()
     argv = TINY + ["--timesteps_per_epoch", "20", "--buffer_dir", str(tmp_path), "--run_name", "pend",

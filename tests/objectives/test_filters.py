@@ -22,7 +22,9 @@ def test_exp():
 
 
 def test_leaky_relu_values():
-    w = leaky_relu_filter(ADV)
+    """The original's leaky_relu_filter (reference/amago_nets.md, amago_crosscheck.md): ramp, clip to [1e-7, 10],
+    then + 1 for A > 0 by default, so the weights reach 11."""
+    w = leaky_relu_filter(ADV, add_binary=False)
     # f(0) = target_f0 by construction
     assert w[2].item() == pytest.approx(1e-2, abs=1e-7)
     # above the hinge tau=0.01: bias + (a - tau)/beta with bias = .01 + .05*.01/2
@@ -33,9 +35,11 @@ def test_leaky_relu_values():
     assert w[1].item() == pytest.approx(1e-7)
     assert w[0].item() == pytest.approx(1e-7)
     assert w[-1].item() == pytest.approx(10.0)  # clip high
-    wb = leaky_relu_filter(ADV, add_binary=True)
+    wb = leaky_relu_filter(ADV)  # the default adds the binary term, after the clip
     assert wb[4].item() == pytest.approx(1 + bias + (0.5 - 0.01) / 2)
-    assert wb[1].item() == pytest.approx(w[1].item())  # no bonus for A <= 0
+    assert wb[-1].item() == pytest.approx(11.0)  # clipped ramp 10 + 1: the original's maximum
+    assert wb[3].item() == pytest.approx(1 + bias + 0.05 * (0.005 - 0.01) / 2)  # 0 < A < tau: still + 1
+    assert wb[1].item() == pytest.approx(1e-7) and wb[2].item() == pytest.approx(1e-2, abs=1e-7)  # A <= 0: no + 1
 
 
 def test_make_filter():

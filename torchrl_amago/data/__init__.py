@@ -1,6 +1,8 @@
 """Sequence replay on disk (LazyMemmapStorage): [B, T] windows of one trial with a padding mask, offline
 trials, mixing of several buffers, and hindsight relabeling of whole trials."""
+from .cartpole_dataset import write_cartpole_dataset
 from .d4rl import load_d4rl_trials, read_d4rl_hdf5, write_d4rl_hdf5
+from .dataset_files import DATASET_FORMATS, load_dataset_trials
 from .minari import load_minari_trials
 from .mixed import MixedReplay
 from .offline import arrays_to_trials, load_offline_trials, split_trials
@@ -30,4 +32,7 @@ __all__ = [
     "HindsightRelabel",
     "RelabelResult",
     "sequential_goal_rewards",
+    "write_cartpole_dataset",
+    "DATASET_FORMATS",
+    "load_dataset_trials",
 ]

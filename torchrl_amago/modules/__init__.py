@@ -1,7 +1,8 @@
 """Network pieces of AMAGO as TensorDict modules / tensor modules (no env, replay or training code here)."""
 from .babyai_encoder import BabyAITimestepEncoder
 from .common import MLP, FFBlock, activation, normalization, symexp, symlog
-from .distributions import BetaOutput, DiscreteOutput, MultiBinaryOutput, TanhGaussianOutput
+from .distributions import (CONTINUOUS_OUTPUTS, DEFAULT_DISCRETE_CLIP, BetaOutput, DiscreteOutput, MultiBinaryOutput,
+                            TanhGaussianOutput, discrete_clip_of)
 from .heads import ActorHead, ContinuousCritic, DiscreteCritic, PopArt, TwoHotCritic, gamma_features
 from .input_norm import InputNorm
 from .policy import AMAGOPolicy
@@ -21,7 +22,8 @@ from .trajectory import (
 
 __all__ = [
     "MLP", "FFBlock", "activation", "normalization", "symexp", "symlog",
-    "BetaOutput", "DiscreteOutput", "MultiBinaryOutput", "TanhGaussianOutput",
+    "BetaOutput", "DiscreteOutput", "MultiBinaryOutput", "TanhGaussianOutput", "CONTINUOUS_OUTPUTS",
+    "DEFAULT_DISCRETE_CLIP", "discrete_clip_of",
     "ActorHead", "ContinuousCritic", "DiscreteCritic", "PopArt", "TwoHotCritic", "gamma_features",
     "InputNorm", "AMAGOPolicy", "CNNTimestepEncoder", "MLPTimestepEncoder", "BabyAITimestepEncoder",
     "FFTrajEncoder", "GRUTrajEncoder", "IdentityTrajEncoder", "LSTMTrajEncoder", "MambaTrajEncoder",

@@ -15,6 +15,11 @@ from torch.nn import functional as F
 
 
 # ----------------------------------------------------------------------------------------------- discrete
+#: The original's discrete policy clip (low, high) on the softmax probabilities. The actor owns it; the loss softens
+#: buffer actions with the actor's own clip (`discrete_clip_of`), and the config's `--discrete_clip` defaults to it.
+DEFAULT_DISCRETE_CLIP = (1e-3, 0.99)
+
+
 class ClampedCategorical(D.Categorical):
     """Categorical over clamped-and-renormalised softmax probs. `.mode` is the argmax index."""
 
@@ -25,12 +30,12 @@ class ClampedCategorical(D.Categorical):
 
 class DiscreteOutput:
     """softmax -> clamp to [clip_low, clip_high] -> divide by the (detached) sum. Clamped probs get no gradient,
-    which is the original's stability device (AMAGO default clips 1e-3 / 0.99)."""
+    which is the original's stability device (default `DEFAULT_DISCRETE_CLIP`)."""
 
     is_discrete = True
     actions_differentiable = True  # DPG goes through `.probs`, not rsample
 
-    def __init__(self, clip_low: float = 1e-3, clip_high: float = 0.99):
+    def __init__(self, clip_low: float = DEFAULT_DISCRETE_CLIP[0], clip_high: float = DEFAULT_DISCRETE_CLIP[1]):
         if not 0.0 <= clip_low < clip_high <= 1.0:
             raise ValueError(f"discrete prob clips need 0 <= clip_low < clip_high <= 1, got ({clip_low}, {clip_high})")
         self.clip_low, self.clip_high = clip_low, clip_high
@@ -191,3 +196,12 @@ class MultiBinaryOutput:
 
 
 CONTINUOUS_OUTPUTS = {"tanh_gaussian": TanhGaussianOutput, "beta": BetaOutput}
+
+
+def discrete_clip_of(actor_head) -> tuple[float, float]:
+    """The (low, high) probability clip of an actor's discrete policy output (`DEFAULT_DISCRETE_CLIP` for an actor
+    without a `DiscreteOutput`, e.g. a user's own head)."""
+    out = getattr(actor_head, "policy_output", None)
+    if isinstance(out, DiscreteOutput):
+        return (float(out.clip_low), float(out.clip_high))
+    return DEFAULT_DISCRETE_CLIP

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..spaces import ActionSpace
 from .common import MLP, symexp, symlog
-from .distributions import CONTINUOUS_OUTPUTS, DiscreteOutput, MultiBinaryOutput
+from .distributions import CONTINUOUS_OUTPUTS, DEFAULT_DISCRETE_CLIP, DiscreteOutput, MultiBinaryOutput
 from .ensemble import EnsembleMLP
 
 
@@ -42,7 +42,7 @@ class ActorHead(nn.Module):
 
     def __init__(self, state_dim: int, action_space: ActionSpace, num_gammas: int, d_hidden: int = 256,
                  n_layers: int = 2, activation: str = "leaky_relu", continuous_dist: str = "tanh_gaussian",
-                 discrete_clip: tuple[float, float] = (1e-3, 0.99), dropout: float = 0.0):
+                 discrete_clip: tuple[float, float] = DEFAULT_DISCRETE_CLIP, dropout: float = 0.0):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
             raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")

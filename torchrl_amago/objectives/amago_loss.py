@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
+from ..modules.distributions import discrete_clip_of
 from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
 from ..modules.trajectory import TrajectoryEncoderModule
 from ..spaces import ActionSpace
@@ -180,6 +181,7 @@ class AMAGOLoss(LossModule):
         self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
         self.use_popart, self.use_target_actor = bool(popart), bool(use_target_actor)
         self.gumbel_temperature = float(gumbel_temperature)
+        self.discrete_clip = discrete_clip_of(actor_head)  # buffer actions are softened with the policy's own clip
         self.popart = PopArt(G, beta=popart_beta, init_nu=popart_init_nu, min_sigma=popart_min_sigma)
 
         # ---- backbone: plain submodules, run once per batch, trained by both losses
@@ -307,13 +309,13 @@ class AMAGOLoss(LossModule):
         # ---- critic loss on Q(s, a_buffer)
         if self.q_per_action:
             q_all = self._critic(self.critic_head_params, s).float()  # [B, T, C, G, A]
-            soft = a_feat.clamp(1e-3, 0.99)
+            soft = a_feat.clamp(*self.discrete_clip)
             soft = soft / soft.sum(-1, keepdim=True)  # the original's softened one-hot buffer action
             q_sa = (q_all * soft[:, :, None, None, :]).sum(-1)  # [B, T, C, G]
         else:
             a_crit = a_feat
             if self.action_space.discrete:
-                a_crit = a_feat.clamp(1e-3, 0.99)
+                a_crit = a_feat.clamp(*self.discrete_clip)
                 a_crit = a_crit / a_crit.sum(-1, keepdim=True)
             q_out = self._critic(self.critic_head_params, s, a_crit).float()
             q_sa = self._values(q_out) if self.two_hot else q_out

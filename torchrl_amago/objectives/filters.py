@@ -45,19 +45,20 @@ def leaky_relu_filter(
     target_f0: float = 1e-2,
     clip_weights_low: Optional[float] = 1e-7,
     clip_weights_high: Optional[float] = 10.0,
-    add_binary: bool = False,
+    add_binary: bool = True,
 ) -> torch.Tensor:
-    """Leaky-ReLU ramp in A with hinge at ``tau``, slope 1/beta above it, ``neg_slope``/beta below, f(0)=target_f0.
+    """Leaky-ReLU ramp in A with hinge at ``tau``, slope 1/beta above it, ``neg_slope``/beta below, f(0)=target_f0,
+    clipped to [``clip_weights_low``, ``clip_weights_high``].
 
-    ``add_binary=True`` adds the binary filter's 0/1 weight on top of the ramp (before clipping), so actions
-    with A > 0 always get weight >= 1 (our reading of the original's flag; off by default).
+    ``add_binary=True`` (the original's default) then adds the binary filter's 0/1 weight *after* the clip, so an
+    action with A > 0 always gets weight >= 1 and the largest weight is ``clip_weights_high + 1`` (11 by default).
     """
     bias = target_f0 + neg_slope * tau / beta
     w = bias + F.leaky_relu((adv - tau) / beta, negative_slope=neg_slope)
-    if add_binary:
-        w = w + (adv > 0).to(w.dtype)
     if clip_weights_low is not None or clip_weights_high is not None:
         w = w.clamp(min=clip_weights_low, max=clip_weights_high)
+    if add_binary:
+        w = w + binary_filter(adv).to(w.dtype)
     return w
 
 

@@ -1,56 +1,66 @@
 """The common CLI of every example: one flag per `TrainConfig` field, plus example-specific flags.
 
 `parse_config(defaults=..., extra=...)` gives every example the same `--help`, with the example's own
-defaults (e.g. T-Maze sets `max_seq_len` from its horizon) and its domain flags added by `extra`.
+defaults (e.g. T-Maze sets `max_seq_len` from its horizon) and its domain flags added by `extra`. Every flag's
+help comes from `flag_help.FIELD_HELP`, its choices from `config.FIELD_CHOICES`. A default may be `Derived`:
+it is computed after parsing from the parsed values (e.g. `eps_steps_anneal` from `--epochs`), unless the flag
+is given.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import types
 import typing
 from typing import Any, Callable
 
-from .config import TrainConfig
-
-_DOC_HELP = {
-    "run_name": "name of the run (folder under --buffer_dir)",
-    "buffer_dir": "root folder for replay memmaps, checkpoints and logs",
-    "timesteps_per_epoch": "env steps per parallel env per epoch",
-    "grads_per_epoch": "gradient updates per epoch (the original's --batches_per_epoch)",
-    "parallel_envs": "number of batched training envs (the original's --parallel_actors)",
-    "dset_max_size": "replay capacity in timesteps (FIFO)",
-    "traj_save_len": "store long trials as non-overlapping snippets of at most this many steps, so learning "
-                     "starts before a long episode ends (default: whole trials)",
-    "trim_windows": "cut each sampled [B, T] batch to its longest valid window, as the original pads a batch only "
-                    "to its longest trial (--no-trim_windows: always max_seq_len steps, fixed shapes for compile)",
-    "memory_size": "width of the trajectory encoder (d_model / hidden size)",
-    "memory_layers": "depth of the trajectory encoder",
-    "agent_type": "'agent' (AMAGO) or 'multitask' (AMAGO-2: two-hot critic, filtered BC)",
-    "eval_timesteps": "env steps per eval env per evaluation",
-    "mixed_precision": "autocast dtype for the learner: no | bf16 | fp16",
-    "popart_min_sigma": "floor of PopArt's sigma in scaled-reward units; ~1 stops a gamma with near-constant "
-                        "returns (e.g. 0.1 under a constant reward) from dominating the clipped gradient",
-}
+from .config import FIELD_CHOICES, TrainConfig
+from .flag_help import FIELD_HELP
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, default: Any) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    tp = hints[f.name]
+class Derived:
+    """A default computed after parsing: `fn(namespace)` sees every parsed flag (TrainConfig fields and the
+    example's own); used only when the flag is not on the command line. `text` is what `--help` shows."""
+
+    def __init__(self, fn: Callable[[argparse.Namespace], Any], text: str):
+        self.fn, self.text = fn, text
+
+    def __call__(self, ns: argparse.Namespace) -> Any:
+        return self.fn(ns)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_UNSET = object()  # argparse default of a Derived field: replaced after parsing
+
+
+def _field_type(name: str):
+    tp = typing.get_type_hints(TrainConfig)[name]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    optional = origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args
-    if optional:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         tp = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-    help_ = _DOC_HELP.get(f.name, "") + f" (default: {default})"
+    return tp, origin, args
+
+
+def _add_field(parser, f: dataclasses.Field, default: Any) -> None:
+    tp, origin, args = _field_type(f.name)
+    choices = FIELD_CHOICES.get(f.name)
+    help_ = FIELD_HELP[f.name] + (f" {{{', '.join(map(str, choices))}}}" if choices else "") + f" (default: {default})"
+    kw = dict(default=_UNSET if isinstance(default, Derived) else default, help=help_)
     flag = f"--{f.name}"
     if tp is bool:
-        parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction, help=help_)
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    elif origin is dict:
+        parser.add_argument(flag, nargs="+", type=str, metavar="KEY=VALUE", **kw)
     elif origin is list:
-        parser.add_argument(flag, default=default, nargs="+", type=args[0], help=help_)
+        parser.add_argument(flag, nargs="+", type=args[0], **kw)
     elif origin is tuple:
-        parser.add_argument(flag, default=default, nargs=len(args), type=args[0], help=help_)
+        parser.add_argument(flag, nargs=len(args), type=args[0], **kw)
     else:
-        parser.add_argument(flag, default=default, type=tp, help=help_)
+        parser.add_argument(flag, type=tp, metavar=f.name.upper() if choices else None, **kw)
 
 
 def build_parser(description: str = "", defaults: dict | None = None,
@@ -70,11 +80,28 @@ def build_parser(description: str = "", defaults: dict | None = None,
     return parser
 
 
+def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
+    """`["a=1", "b=x"]` -> `{"a": 1, "b": "x"}`: values are Python literals where they parse as one, else strings.
+    A pair without `=` is a ValueError naming `--flag`."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--{flag} wants KEY=VALUE pairs, got {pair!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names}
     if isinstance(kw.get("discrete_clip"), list):
         kw["discrete_clip"] = tuple(kw["discrete_clip"])
+    if isinstance(kw.get("fbc_filter_kwargs"), list):
+        kw["fbc_filter_kwargs"] = parse_key_values("fbc_filter_kwargs", kw["fbc_filter_kwargs"])
     return TrainConfig(**kw)
 
 
@@ -87,6 +114,14 @@ def example_args(extra: Callable[[argparse.ArgumentParser], None], argv: list[st
     return pre.parse_known_args(argv)[0]
 
 
+def resolve_derived(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
+    """Replace every field left at its `Derived` default by its value, in the order `defaults` lists them."""
+    for name, default in defaults.items():
+        if isinstance(default, Derived) and getattr(args, name) is _UNSET:
+            setattr(args, name, default(args))
+    return args
+
+
 def parse_config(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None,
                  argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -94,6 +129,7 @@ def parse_config(description: str = "", defaults: dict | None = None,
     parser = build_parser(description, defaults, extra)
     args = parser.parse_args(argv)
     try:
+        args = resolve_derived(args, defaults or {})
         return config_from_args(args), args
     except ValueError as e:
         parser.error(str(e))

@@ -2,17 +2,55 @@
 
 Names follow the original CLI where one exists (`--epochs`, `--timesteps_per_epoch`, `--batches_per_epoch`
 is `grads_per_epoch` here, `--parallel_actors` is `parallel_envs`, `--traj_encoder`, `--memory_size`, ...).
-Every field is a CLI flag of every example (see `trainers/cli.py`).
+Every field is a CLI flag of every example (see `trainers/cli.py`); its help text is in `trainers/flag_help.py`.
+Defaults and choices that belong to a lower layer are read from it (the loss, the heads, the replay sampler), so
+the config, the CLI and the docs never hold a copy.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
+
+from ..data.sampler import PADDING_MODES, SAMPLING_MODES, TrialWindowSampler
+from ..envs.exploration import EpsilonGreedy
+from ..modules.cnn import BACKBONES
+from ..modules.distributions import CONTINUOUS_OUTPUTS, DEFAULT_DISCRETE_CLIP
+from ..modules.heads import ActorHead, DiscreteCritic, TwoHotCritic
+from ..modules.timestep import CNNTimestepEncoder
+from ..modules.trajectory.transformer import POS_EMBS
+from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
+from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
 
 TRAJ_ENCODERS = ("transformer", "gru", "lstm", "ff", "identity", "mamba")
 AGENT_TYPES = ("agent", "multitask")
 PRECISIONS = ("no", "bf16", "fp16")
-FILTERS = ("binary", "exp", "leaky_relu")
+FILTERS = tuple(FILTER_FUNCTIONS)
+EXPLORATIONS = ("egreedy", "bilevel", "none")
+
+
+def default_of(fn, name: str):
+    """The default of argument `name` of `fn` (a class: its constructor), so the config repeats no default."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def _loss(name: str):
+    return default_of(AMAGOLoss, name)
+
+
+#: The allowed values of the fields that take a name, each read from the layer that defines the names.
+FIELD_CHOICES = {
+    "traj_encoder": TRAJ_ENCODERS,
+    "agent_type": AGENT_TYPES,
+    "mixed_precision": PRECISIONS,
+    "fbc_filter": FILTERS,
+    "sampling": SAMPLING_MODES,
+    "padded_sampling": PADDING_MODES,
+    "exploration": EXPLORATIONS,
+    "pos_emb": POS_EMBS,
+    "continuous_dist": tuple(CONTINUOUS_OUTPUTS),
+    "cnn": tuple(BACKBONES),
+}
 
 
 @dataclass
@@ -21,7 +59,7 @@ class TrainConfig:
 
     # run / io
     run_name: str = "amago"
-    buffer_dir: str = "runs"  # holds <run_name>/{buffer,ckpts,logs}
+    buffer_dir: str = "runs"
     seed: int = 0
     device: str = "cpu"
     log_to_wandb: bool = False
@@ -29,65 +67,76 @@ class TrainConfig:
     progress_bar: bool = True
     # schedule
     epochs: int = 100
-    timesteps_per_epoch: int = 1000  # env steps per parallel env per epoch
-    grads_per_epoch: int = 1000  # gradient updates per epoch
+    timesteps_per_epoch: int = 1000
+    grads_per_epoch: int = 1000
     start_learning_at_epoch: int = 0
     start_collecting_at_epoch: int = 0
-    eval_interval: int = 10  # epochs; 0 disables
-    eval_timesteps: int = 1000  # env steps per eval env per evaluation
+    eval_interval: int = 10
+    eval_timesteps: int = 1000
     eval_envs: int = 8
-    ckpt_interval: int = 10  # epochs; 0 disables periodic checkpoints (the latest one is always written)
+    ckpt_interval: int = 10
     sample_actions_train: bool = True
     sample_actions_eval: bool = True
     # envs
     parallel_envs: int = 8
     # replay
     max_seq_len: int = 128
-    dset_max_size: int = 1_000_000  # replay capacity in timesteps (the original counts files)
-    traj_save_len: int | None = None  # store trials as snippets of at most this many steps (None: whole)
-    sampling: str = "trial"  # 'trial' (original: uniform over trials) | 'timestep'
-    padded_sampling: str = "none"  # 'none' | 'right'
-    trim_windows: bool = True  # cut each batch to its longest valid window (False: always max_seq_len steps)
+    dset_max_size: int = 1_000_000
+    traj_save_len: int | None = None
+    sampling: str = "trial"
+    padded_sampling: str = "none"
+    trim_windows: bool = default_of(TrialWindowSampler.__init__, "trim")
     min_trials_to_learn: int = 2
     # model
     traj_encoder: str = "transformer"
-    memory_size: int = 256  # d_model (transformer / ff / mamba) or hidden size (gru / lstm)
+    memory_size: int = 256
     memory_layers: int = 3
     n_heads: int = 8
     pos_emb: str = "fixed"
-    max_time_idx: int | None = None  # required by pos_emb='learnable'
+    max_time_idx: int | None = None
     dropout: float = 0.05
     tstep_hidden: int = 512
     tstep_layers: int = 2
     tstep_out: int = 256
     tstep_normalize_inputs: bool = True
+    image_key: str | None = None
+    cnn: str = default_of(CNNTimestepEncoder, "cnn_type")
+    drqv2_aug: bool = default_of(CNNTimestepEncoder, "drqv2_aug")
     obs_keys: list[str] | None = None
     actor_hidden: int = 256
     critic_hidden: int = 256
     # agent / loss
     agent_type: str = "agent"
-    gamma: float = 0.999
-    multigammas: list[float] | None = None  # None -> the original's defaults
-    num_critics: int = 4
-    num_critics_td: int = 2
-    online_coeff: float | None = None  # None -> agent-type default
+    gamma: float = _loss("gamma")
+    multigammas: list[float] | None = None
+    num_critics: int = default_of(DiscreteCritic, "num_critics")
+    num_critics_td: int = _loss("num_critics_td")
+    online_coeff: float | None = None
     offline_coeff: float | None = None
-    critic_loss_weight: float = 10.0
-    reward_multiplier: float = 10.0
-    popart_min_sigma: float = 1e-4  # default inert (the original's maths); ~1 guards near-constant-return gammas
-    n_step: int = 1
-    fbc_filter: str = "binary"
-    tau: float = 0.003
-    continuous_dist: str = "tanh_gaussian"
-    discrete_clip: tuple[float, float] = (1e-3, 0.99)
-    two_hot_bins: int = 128
-    two_hot_min_return: float = -1e5
-    two_hot_max_return: float = 1e5
+    critic_loss_weight: float = _loss("critic_loss_weight")
+    reward_multiplier: float = _loss("reward_multiplier")
+    popart: bool = _loss("popart")
+    popart_beta: float = _loss("popart_beta")
+    popart_init_nu: float = _loss("popart_init_nu")
+    popart_min_sigma: float = _loss("popart_min_sigma")
+    n_step: int = _loss("n_step")
+    fbc_filter: str = _loss("fbc_filter")
+    fbc_filter_kwargs: dict[str, float] | None = None
+    num_actions_for_value_in_critic_loss: int = _loss("num_actions_for_value_in_critic_loss")
+    num_actions_for_value_in_actor_loss: int | None = None
+    use_target_actor: bool = _loss("use_target_actor")
+    gumbel_temperature: float = _loss("gumbel_temperature")
+    tau: float = DEFAULT_TAU
+    continuous_dist: str = default_of(ActorHead, "continuous_dist")
+    discrete_clip: tuple[float, float] = DEFAULT_DISCRETE_CLIP
+    two_hot_bins: int = default_of(TwoHotCritic, "num_bins")
+    two_hot_min_return: float = default_of(TwoHotCritic, "min_return")
+    two_hot_max_return: float = default_of(TwoHotCritic, "max_return")
     # exploration
-    exploration: str = "egreedy"  # 'egreedy' | 'bilevel' | 'none'
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_steps_anneal: int = 1_000_000
+    exploration: str = "egreedy"
+    eps_start: float = default_of(EpsilonGreedy, "eps_start")
+    eps_end: float = default_of(EpsilonGreedy, "eps_end")
+    eps_steps_anneal: int = default_of(EpsilonGreedy, "steps_anneal")
     # optimisation
     batch_size: int = 24
     learning_rate: float = 1e-4
@@ -102,18 +151,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad flag."""
-        choices = {
-            "traj_encoder": TRAJ_ENCODERS,
-            "agent_type": AGENT_TYPES,
-            "mixed_precision": PRECISIONS,
-            "fbc_filter": FILTERS,
-            "sampling": ("trial", "timestep"),
-            "padded_sampling": ("none", "right"),
-            "exploration": ("egreedy", "bilevel", "none"),
-            "pos_emb": ("fixed", "learnable", "rope"),
-            "continuous_dist": ("tanh_gaussian", "beta"),
-        }
-        for name, allowed in choices.items():
+        for name, allowed in FIELD_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {list(allowed)}")
         positive = ("epochs", "parallel_envs", "max_seq_len", "batch_size", "memory_size", "memory_layers",
@@ -133,10 +171,27 @@ class TrainConfig:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:
             raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
+        self._validate_loss_options()
+
+    def _validate_loss_options(self) -> None:
+        for name in ("num_actions_for_value_in_critic_loss", "num_actions_for_value_in_actor_loss"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.popart_beta < 1:
+            raise ValueError(f"--popart_beta must be in (0, 1), got {self.popart_beta}")
+        if not self.gumbel_temperature > 0:
+            raise ValueError(f"--gumbel_temperature must be > 0, got {self.gumbel_temperature}")
+        allowed = set(inspect.signature(FILTER_FUNCTIONS[self.fbc_filter]).parameters) - {"adv"}
+        unknown = set(self.fbc_filter_kwargs or {}) - allowed
+        if any(not isinstance(v, (int, float)) for v in (self.fbc_filter_kwargs or {}).values()):
+            raise ValueError(f"--fbc_filter_kwargs values must be numbers, got {self.fbc_filter_kwargs}")
+        if unknown:
+            raise ValueError(f"--fbc_filter_kwargs: {sorted(unknown)} are not arguments of the {self.fbc_filter!r} "
+                             f"filter (it takes {sorted(allowed)})")
 
     @property
     def gammas(self) -> list[float]:
-        base = [0.1, 0.9, 0.95, 0.97, 0.99, 0.995] if self.multigammas is None else list(self.multigammas)
+        base = list(DEFAULT_MULTIGAMMAS if self.multigammas is None else self.multigammas)
         return base + [self.gamma]
 
     def replace(self, **kw) -> "TrainConfig":

@@ -6,6 +6,7 @@ encoder builds the modules themselves and passes them to `AMAGOTrainer(modules=.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -38,7 +39,12 @@ def _single_env_spec(spec):
 
 def build_timestep_encoder(cfg: TrainConfig, observation_spec, action_spec, image_key: str | None = None,
                            **kw) -> nn.Module:
+    """An MLP timestep encoder, or a CNN on `image_key` (default `cfg.image_key`) with `--cnn`, `--drqv2_aug`,
+    image features `--tstep_hidden` and output `--tstep_out`; `kw` override the constructor's arguments."""
+    image_key = image_key or cfg.image_key
     if image_key is not None:
+        kw = dict(dict(cnn_type=cfg.cnn, img_features=cfg.tstep_hidden, d_output=cfg.tstep_out,
+                       drqv2_aug=cfg.drqv2_aug), **kw)
         return CNNTimestepEncoder.from_specs(observation_spec, action_spec, obs_keys=[image_key], **kw)
     return MLPTimestepEncoder.from_specs(
         observation_spec, action_spec, obs_keys=cfg.obs_keys, n_layers=cfg.tstep_layers, d_hidden=cfg.tstep_hidden,
@@ -75,28 +81,44 @@ def build_heads(cfg: TrainConfig, state_dim: int, action_space: ActionSpace) -> 
     return actor, critic
 
 
-def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec, timestep_encoder: nn.Module | None = None
-                        ) -> AgentModules:
-    """Default modules for an env: MLP timestep encoder (unless given), the configured trajectory encoder, heads."""
+TimestepEncoderFactory = Callable[[object, object], nn.Module]  # (observation_spec, action_spec) -> module
+
+
+def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
+                        timestep_encoder: nn.Module | TimestepEncoderFactory | None = None) -> AgentModules:
+    """Default modules for an env: the configured timestep encoder (or `timestep_encoder`: a module, or a factory
+    `(observation_spec, action_spec) -> module` called here, so that it is initialised after the trainer seeds
+    torch), the configured trajectory encoder, heads."""
     action_space = action_space_from_spec(action_spec)
-    tstep = timestep_encoder or build_timestep_encoder(cfg, observation_spec, action_spec)
+    if timestep_encoder is None:
+        tstep = build_timestep_encoder(cfg, observation_spec, action_spec)
+    elif isinstance(timestep_encoder, nn.Module):
+        tstep = timestep_encoder
+    else:
+        tstep = timestep_encoder(observation_spec, action_spec)
     traj = build_trajectory_encoder(cfg, tstep.emb_dim)
     actor, critic = build_heads(cfg, traj.emb_dim, action_space)
     return AgentModules(tstep, traj, actor, critic, action_space)
 
 
 def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
-    multitask = cfg.agent_type == "multitask"
-    # multi-binary policies have no reparameterised sample, so their default is filtered BC only (as the original)
-    no_dpg = multitask or m.action_space.kind == "multibinary"
-    online = cfg.online_coeff if cfg.online_coeff is not None else (0.0 if no_dpg else 1.0)
-    offline = cfg.offline_coeff if cfg.offline_coeff is not None else (1.0 if multitask else 0.1)
-    return AMAGOLoss(
-        m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic, action_space=m.action_space,
-        gammas=cfg.gammas, gamma=cfg.gamma, num_critics_td=cfg.num_critics_td, online_coeff=online,
-        offline_coeff=offline, critic_loss_weight=cfg.critic_loss_weight, reward_multiplier=cfg.reward_multiplier,
-        n_step=cfg.n_step, fbc_filter=cfg.fbc_filter, popart_min_sigma=cfg.popart_min_sigma,
-        num_actions_for_value_in_actor_loss=3 if multitask else 1)
+    """`AMAGOLoss` (or `AMAGOLoss.multi_task` for `--agent_type multitask`) with every loss option of the config;
+    options left at None take the loss's own default for the agent type."""
+    kw = dict(gammas=cfg.gammas, num_critics_td=cfg.num_critics_td, critic_loss_weight=cfg.critic_loss_weight,
+              reward_multiplier=cfg.reward_multiplier, n_step=cfg.n_step, fbc_filter=cfg.fbc_filter,
+              fbc_filter_kwargs=cfg.fbc_filter_kwargs, popart=cfg.popart, popart_beta=cfg.popart_beta,
+              popart_init_nu=cfg.popart_init_nu, popart_min_sigma=cfg.popart_min_sigma,
+              num_actions_for_value_in_critic_loss=cfg.num_actions_for_value_in_critic_loss,
+              use_target_actor=cfg.use_target_actor, gumbel_temperature=cfg.gumbel_temperature)
+    for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):
+        if getattr(cfg, name) is not None:
+            kw[name] = getattr(cfg, name)
+    if cfg.agent_type == "multitask":
+        return AMAGOLoss.multi_task(m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic,
+                                    action_space=m.action_space, **kw)
+    if m.action_space.kind == "multibinary":  # no reparameterised sample: filtered BC only (as the original)
+        kw.setdefault("online_coeff", 0.0)
+    return AMAGOLoss(m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic, action_space=m.action_space, **kw)
 
 
 def build_policy(m: AgentModules) -> AMAGOPolicy:
@@ -109,5 +131,6 @@ def build_exploration(cfg: TrainConfig, action_spec, rollout_horizon: int | None
     if cfg.exploration == "bilevel":
         if rollout_horizon is None:
             raise ValueError("--exploration bilevel needs the trial horizon (rollout_horizon)")
-        return BilevelEpsilonGreedy(action_spec, rollout_horizon=rollout_horizon, steps_anneal=cfg.eps_steps_anneal)
+        return BilevelEpsilonGreedy(action_spec, rollout_horizon=rollout_horizon, eps_start_start=cfg.eps_start,
+                                    eps_start_end=cfg.eps_end, steps_anneal=cfg.eps_steps_anneal)
     return EpsilonGreedy(action_spec, eps_start=cfg.eps_start, eps_end=cfg.eps_end, steps_anneal=cfg.eps_steps_anneal)

@@ -40,7 +40,8 @@ class AMAGOTrainer:
         config: the run's `TrainConfig`.
         make_train_env / make_eval_env: `num_envs -> batched env` (the standard AMAGO transform stack applied).
         modules: prebuilt `AgentModules` (default: built from the config and the env specs).
-        timestep_encoder: only replace the default timestep encoder.
+        timestep_encoder: only replace the default timestep encoder: a module, or a factory
+            `(observation_spec, action_spec) -> module` built after torch is seeded (so `--seed` decides its weights).
         exploration: module rewriting `"action"` after the policy (default: from the config; None = off).
         trial_transform: whole-trial replay transform (e.g. hindsight relabeling).
         offline_data: optional list of trial TensorDicts loaded into a second (protected) replay buffer that is

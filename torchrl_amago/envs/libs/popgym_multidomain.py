@@ -65,6 +65,11 @@ MULTIDOMAIN_POPGYM_GAMES = (
     "MineSweeperEasy",
 )
 
+#: The original's ``Multigammas.discrete`` for POPGym ("paper version defaulted to large set of gamma values"), for
+#: ``--multigammas`` (slow on CPU: the multi-task agent's cost grows with the gamma count).
+MULTIDOMAIN_POPGYM_GAMMAS = (0.1, 0.7, 0.9, 0.93, 0.95, 0.98, 0.99, 0.992, 0.994, 0.995, 0.997, 0.998, 0.999, 0.9991,
+                             0.9992, 0.9993, 0.9994, 0.9995)
+
 GameFactory = Callable[[], gym.Env]
 
 
@@ -272,4 +277,17 @@ def make_multidomain_popgym_env(num_envs: int, games: Sequence[str] | Mapping[st
     return MultiDomainPOPGym(num_envs, games=games, warmup_episodes=warmup_episodes, **kw)
 
 
-__all__ = ["MULTIDOMAIN_POPGYM_GAMES", "MultiDomainPOPGym", "make_multidomain_popgym_env"]
+def multidomain_popgym_layout(games: Sequence[str] | None = None, warmup_episodes: int = 1, num_actions: int = 26
+                              ) -> tuple[list[str], int, int]:
+    """``(games, longest trial in steps, shared action count)`` of a multi-domain setting, read from one probe env
+    (which also checks the names): ``games`` None is the original's 27; ``num_actions`` 0 is the most actions any of
+    the games has. The longest trial is ``(warmup + 1)`` episodes of the longest game, each with its dummy step."""
+    probe = MultiDomainPOPGym(1, games=list(games or MULTIDOMAIN_POPGYM_GAMES), warmup_episodes=warmup_episodes)
+    try:
+        return list(probe.games), probe.max_trial_length, num_actions or max(probe.game_num_actions)
+    finally:
+        probe.close()
+
+
+__all__ = ["MULTIDOMAIN_POPGYM_GAMES", "MULTIDOMAIN_POPGYM_GAMMAS", "MultiDomainPOPGym", "make_multidomain_popgym_env",
+           "multidomain_popgym_layout"]

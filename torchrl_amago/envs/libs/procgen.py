@@ -43,6 +43,8 @@ from ..transforms import EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY,
 _FEATURE = "Procgen envs (torchrl_amago.envs.libs.procgen)"
 #: pip package that provides ``import procgen`` on Python 3.11 (the official ``procgen`` stops at 3.10)
 PROCGEN_PIP_PACKAGE = "procgen-mirror"
+#: Level seeds above the train range, up to this bound, are the unseen evaluation levels.
+PROCGEN_TEST_SEED_MAX = 10_000_000
 
 #: the 16 procgen games, in the original's order
 PROCGEN_GAMES = ("dodgeball", "caveflyer", "heist", "jumper", "maze", "miner", "fruitbot", "plunder", "chaser",

@@ -1,0 +1,120 @@
+"""The help text of every `TrainConfig` field: one line each, shown by every example's `--help` (with the field's
+default and, where it takes a name, its choices: `trainers/cli.py` adds both). A test checks that every field has one.
+"""
+from __future__ import annotations
+
+FIELD_HELP = {
+    # run / io
+    "run_name": "name of the run (folder under --buffer_dir)",
+    "buffer_dir": "root folder for runs: <buffer_dir>/<run_name>/{buffer,ckpts,logs}",
+    "seed": "seed of torch (all weight initialisation, the timestep encoder included), the replay and the envs",
+    "device": "learner device, e.g. cpu or cuda",
+    "log_to_wandb": "also log metrics to Weights & Biases (pip install wandb)",
+    "wandb_project": "Weights & Biases project name",
+    "progress_bar": "show a progress bar per epoch",
+    # schedule
+    "epochs": "training epochs (collect, update, eval, checkpoint)",
+    "timesteps_per_epoch": "env steps per parallel env per epoch",
+    "grads_per_epoch": "gradient updates per epoch (the original's --batches_per_epoch)",
+    "start_learning_at_epoch": "first epoch with gradient updates",
+    "start_collecting_at_epoch": "first epoch that collects env data (later: learn from offline data only)",
+    "eval_interval": "evaluate every this many epochs (0: never)",
+    "eval_timesteps": "env steps per eval env per evaluation",
+    "eval_envs": "number of batched eval envs",
+    "ckpt_interval": "keep a checkpoint every this many epochs (0: only the latest one, which is always written)",
+    "sample_actions_train": "sample actions while collecting (else the policy's mode)",
+    "sample_actions_eval": "sample actions while evaluating (else the policy's mode)",
+    # envs
+    "parallel_envs": "number of batched training envs (the original's --parallel_actors)",
+    # replay
+    "max_seq_len": "context length: steps per training window (and the acting policy's context)",
+    "dset_max_size": "replay capacity in timesteps, FIFO (the original counts files)",
+    "traj_save_len": "store long trials as non-overlapping snippets of at most this many steps, so learning "
+                     "starts before a long episode ends (default: whole trials)",
+    "sampling": "trial: uniform over stored trials (the original); timestep: proportional to trial length",
+    "trim_windows": "cut each sampled [B, T] batch to its longest valid window, as the original pads a batch only "
+                    "to its longest trial (--no-trim_windows: always max_seq_len steps, fixed shapes for compile)",
+    "padded_sampling": "none: windows start in [0, L-T]; right: in [0, L-1] (windows may run off the end)",
+    "min_trials_to_learn": "finished trials in the replay before the first update",
+    # model
+    "traj_encoder": "trajectory encoder (sequence model)",
+    "memory_size": "width of the trajectory encoder (d_model / hidden size)",
+    "memory_layers": "depth of the trajectory encoder",
+    "n_heads": "attention heads (transformer)",
+    "pos_emb": "transformer positions: fixed sinusoid, learnable table (needs --max_time_idx) or rope",
+    "max_time_idx": "largest time_idx + 1 of the learnable position table (required by --pos_emb learnable)",
+    "dropout": "transformer dropout (feed-forward and embedding)",
+    "tstep_hidden": "width of the timestep encoder's MLP (CNN encoder: image feature size)",
+    "tstep_layers": "layers of the timestep encoder's MLP",
+    "tstep_out": "output width of the timestep encoder",
+    "tstep_normalize_inputs": "normalise the MLP timestep encoder's inputs with running statistics",
+    "image_key": "observation key of an image: the timestep encoder is then a CNN on it (default: an MLP)",
+    "cnn": "CNN backbone of the image timestep encoder (with --image_key)",
+    "drqv2_aug": "DrQ-v2 random-shift augmentation of the images in training (with --image_key)",
+    "obs_keys": "observation keys the MLP timestep encoder reads (default: all of the env's)",
+    "actor_hidden": "width of the actor head",
+    "critic_hidden": "width of the critic heads",
+    # agent / loss
+    "agent_type": "agent (AMAGO: scalar critics, DPG + filtered BC) or multitask (AMAGO-2: two-hot critic, "
+                  "filtered BC only)",
+    "gamma": "the acting discount (the last of the trained gammas)",
+    "multigammas": "auxiliary discounts trained beside --gamma (default: the original's set)",
+    "num_critics": "critic ensemble size",
+    "num_critics_td": "ensemble members drawn for each TD target (REDQ)",
+    "online_coeff": "weight of the DPG actor term (default: 1 for agent, 0 for multitask and multi-binary actions)",
+    "offline_coeff": "weight of the filtered-BC actor term (default: 0.1 for agent, 1 for multitask)",
+    "critic_loss_weight": "weight of the critic loss",
+    "reward_multiplier": "rewards are scaled by this inside the loss",
+    "popart": "PopArt-normalise the critic targets (two-hot critics use its statistics only for the DPG term)",
+    "popart_beta": "PopArt's EMA rate",
+    "popart_init_nu": "PopArt's initial second moment",
+    "popart_min_sigma": "floor of PopArt's sigma in scaled-reward units; ~1 stops a gamma with near-constant "
+                        "returns (e.g. 0.1 under a constant reward) from dominating the clipped gradient",
+    "n_step": "n-step TD returns (stop at terminated and at padding; truncated bootstraps)",
+    "fbc_filter": "advantage filter f(A) of the filtered-BC term",
+    "fbc_filter_kwargs": "KEY=VALUE arguments of the filter, e.g. beta=2 add_binary=0 (see objectives/filters.py)",
+    "num_actions_for_value_in_critic_loss": "actions sampled for E_pi Q in the TD target (action-input critics)",
+    "num_actions_for_value_in_actor_loss": "actions sampled for V(s) in the advantage (default: 1 for agent, "
+                                           "3 for multitask)",
+    "use_target_actor": "sample the TD target's next action from the target actor (else the online one)",
+    "gumbel_temperature": "straight-through Gumbel-softmax temperature of discrete DPG through an action-input critic",
+    "tau": "Polyak factor of the target actor and critics (SoftUpdate after every optimizer step)",
+    "continuous_dist": "policy distribution for continuous actions",
+    "discrete_clip": "LOW HIGH clip of the discrete policy's probabilities (the loss softens buffer actions with it)",
+    "two_hot_bins": "bins of the two-hot critic (multitask)",
+    "two_hot_min_return": "lowest return of the two-hot critic's bins",
+    "two_hot_max_return": "highest return of the two-hot critic's bins",
+    # exploration
+    "exploration": "egreedy (annealed epsilon), bilevel (also decays within each trial) or none",
+    "eps_start": "epsilon at the start of training (bilevel: at the start of a trial; it decays within the trial)",
+    "eps_end": "epsilon after --eps_steps_anneal (bilevel: at the start of a trial)",
+    "eps_steps_anneal": "batched env steps over which epsilon anneals",
+    # optimisation
+    "batch_size": "windows per gradient update",
+    "learning_rate": "AdamW learning rate",
+    "lr_warmup_steps": "linear learning-rate warm-up in updates",
+    "grad_clip": "global gradient-norm clip",
+    "l2_coeff": "AdamW weight decay",
+    "mixed_precision": "autocast dtype of the learner",
+    "num_threads": "torch CPU threads (default: torch's own)",
+}
+
+
+def markdown_table() -> str:
+    """Every flag with its default, choices and help as a markdown table: the reference in docs/api/trainers.md is
+    this output (`python -m torchrl_amago.trainers.flag_help`; a test keeps the two equal)."""
+    import dataclasses
+
+    from .config import FIELD_CHOICES, TrainConfig
+
+    base = TrainConfig()
+    rows = ["| flag | default | help |", "|---|---|---|"]
+    for f in dataclasses.fields(TrainConfig):
+        choices = FIELD_CHOICES.get(f.name)
+        text = FIELD_HELP[f.name] + (" (" + " \\| ".join(map(str, choices)) + ")" if choices else "")
+        rows.append(f"| `--{f.name}` | `{getattr(base, f.name)!r}` | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

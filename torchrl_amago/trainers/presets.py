@@ -1,0 +1,32 @@
+"""Named sets of `TrainConfig` defaults, and the derived defaults the examples share.
+
+`cpu_preset(**overrides)` is the CPU-sized setting most examples start from (measured on 2 CPU cores; each
+example overrides what its domain needs). `share_of_run(f)` is a `Derived` default: f x epochs x
+timesteps_per_epoch, resolved after parsing, so `--epochs 100` stretches the exploration schedule with the run.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .cli import Derived
+
+
+def share_of_run(share: float | Fraction) -> Derived:
+    """`Derived` default: `share` of the run's batched env steps (epochs x timesteps_per_epoch), rounded down."""
+    f = Fraction(share).limit_denominator(1000)
+    if not 0 < f <= 1:
+        raise ValueError(f"share_of_run needs a share in (0, 1], got {share}")
+    return Derived(lambda c: c.epochs * c.timesteps_per_epoch * f.numerator // f.denominator,
+                   f"{f} x epochs x timesteps_per_epoch")
+
+
+#: Small widths, one thread, no periodic checkpoints, epsilon annealed over the first half of the run.
+CPU_PRESET = dict(
+    num_threads=1, ckpt_interval=0, tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2,
+    n_heads=4, actor_hidden=128, critic_hidden=128, learning_rate=3e-4, lr_warmup_steps=200, dset_max_size=200_000,
+    eps_steps_anneal=share_of_run(Fraction(1, 2)))
+
+
+def cpu_preset(**overrides) -> dict:
+    """`CPU_PRESET` with an example's own defaults on top (a dict for `parse_config(defaults=...)`)."""
+    return {**CPU_PRESET, **overrides}
