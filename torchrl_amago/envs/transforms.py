@@ -29,16 +29,17 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, TensorSpec, Unbounded
 from torchrl.envs import Compose, DoubleToFloat, EnvBase, InitTracker, Transform, TransformedEnv
 
+from .. import keys as K
 from ..spaces import ActionSpace, action_space_from_spec
 
-EPISODE_END_KEY = "episode_end"
-EPISODE_RETURN_KEY = "episode_return"
-EPISODE_COUNT_KEY = "episode_count"
-EPISODE_SUCCESS_KEY = "episode_success"
-SOFT_RESET_KEY = "soft_reset"
+EPISODE_END_KEY = K.EPISODE_END
+EPISODE_RETURN_KEY = K.EPISODE_RETURN
+EPISODE_COUNT_KEY = K.EPISODE_COUNT
+EPISODE_SUCCESS_KEY = K.EPISODE_SUCCESS
+SOFT_RESET_KEY = K.SOFT_RESET
 #: int64 ``[*, 1]`` index of the task/game an env slot is running (multi-task envs); the trainer splits eval
 #: returns per task name with it. A bookkeeping key, never a policy input.
-TASK_ID_KEY = "task_id"
+TASK_ID_KEY = K.TASK_ID
 #: keys a timestep encoder must not read (bookkeeping, not observations)
 BOOKKEEPING_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUCCESS_KEY)
 
@@ -78,8 +79,8 @@ class PrevActionReward(Transform):
     action spec or an :class:`~torchrl_amago.spaces.ActionSpace`; ``None`` reads the parent env's action spec.
     """
 
-    def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key="action",
-                 reward_key="reward", prev_action_key="prev_action", prev_reward_key="prev_reward"):
+    def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key=K.ACTION,
+                 reward_key=K.REWARD, prev_action_key=K.PREV_ACTION, prev_reward_key=K.PREV_REWARD):
         super().__init__(in_keys=[action_key, reward_key], out_keys=[prev_action_key, prev_reward_key])
         self.action_key, self.reward_key = action_key, reward_key
         self.prev_action_key, self.prev_reward_key = prev_action_key, prev_reward_key
@@ -132,7 +133,7 @@ class EpisodeTime(Transform):
     do not restart it). With ``max_steps`` the trial is truncated (``truncated`` and ``done`` set) once
     ``time_idx >= max_steps``. Stateless: the next value is the root value + 1."""
 
-    def __init__(self, max_steps: int | None = None, *, time_key="time_idx"):
+    def __init__(self, max_steps: int | None = None, *, time_key=K.TIME_IDX):
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
         super().__init__(in_keys=[], out_keys=[time_key])
@@ -202,7 +203,7 @@ class MetaTrial(Transform):
 
     def __init__(self, k_episodes: int | None = None, horizon: int | None = None, reset_mode: str = "same_step",
                  max_episode_steps: int | None = None, *, soft_reset_key: str = SOFT_RESET_KEY,
-                 reward_key="reward"):
+                 reward_key=K.REWARD):
         if k_episodes is None and horizon is None:
             raise ValueError("MetaTrial needs k_episodes or horizon (or both)")
         for name, v in (("k_episodes", k_episodes), ("horizon", horizon), ("max_episode_steps", max_episode_steps)):
