@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-TRAJ_ENCODERS = ("transformer", "gru", "lstm", "ff", "identity", "mamba")
+from ..modules.trajectory.registry import trajectory_encoder_names
+
+# --traj_encoder choices: the trajectory-encoder registry (`register_trajectory_encoder` adds to it)
+TRAJ_ENCODERS = trajectory_encoder_names()
 AGENT_TYPES = ("agent", "multitask")
 PRECISIONS = ("no", "bf16", "fp16")
 FILTERS = ("binary", "exp", "leaky_relu")
@@ -102,7 +105,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the bad flag."""
         choices = {
-            "traj_encoder": TRAJ_ENCODERS,
+            "traj_encoder": trajectory_encoder_names(),  # read now: includes encoders registered after import
             "agent_type": AGENT_TYPES,
             "mixed_precision": PRECISIONS,
             "fbc_filter": FILTERS,

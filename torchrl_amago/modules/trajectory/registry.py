@@ -70,7 +70,7 @@ def _identity(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
 def _torchrl_rnn(kind: str) -> Builder:
     def build(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
         cls = LSTMModule if kind == "lstm" else GRUModule
-        return cls(input_size=input_dim, hidden_size=d_model or 256, num_layers=n_layers or 1, batch_first=True,
+        return cls(input_size=input_dim, hidden_size=d_model or 256, num_layers=n_layers or 1,
                    in_key=K.TSTEP_EMB, out_key=K.STATE_EMB, **kw)
 
     return build
