@@ -31,6 +31,11 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from ..spaces import ActionSpace, action_space_from_spec
 
 
+# Not built on torchrl.modules.EGreedyModule: that module has one global epsilon annealed by explicit `.step()`
+# calls and draws random actions from the spec, while AMAGO's schedule needs a per-env epsilon (a random
+# multiplier redrawn at each env's hard reset, a within-trial decay on `time_idx`, per-env hooks such as the
+# T-Maze corridor rule) and Gaussian noise for continuous actions. Subclassing it would override all of its
+# forward, so it would add nothing but a base class.
 class BilevelEpsilonGreedy(TensorDictModuleBase):
     """Epsilon-greedy annealed over training (``global_step``) and within each trial (``local_step``).
 
