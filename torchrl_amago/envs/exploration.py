@@ -28,6 +28,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
+from .. import keys as K
 from ..spaces import ActionSpace, action_space_from_spec
 
 
@@ -46,8 +47,8 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, rollout_horizon: float, eps_start_start: float = 1.0,
                  eps_start_end: float = 0.05, eps_end_start: float = 0.8, eps_end_end: float = 0.01,
-                 steps_anneal: int = 1_000_000, randomize_eps: bool = True, *, action_key="action",
-                 time_key="time_idx", init_key="is_init",
+                 steps_anneal: int = 1_000_000, randomize_eps: bool = True, *, action_key=K.ACTION,
+                 time_key=K.TIME_IDX, init_key=K.IS_INIT,
                  schedule_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  seed: int | None = None):
         super().__init__()
