@@ -40,7 +40,7 @@ from torchrl.objectives import LossModule
 
 from .. import keys as K
 from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
-from ..modules.trajectory.adapters import as_sequence_module
+from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
 from ..spaces import ActionSpace
 from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import make_filter
@@ -246,7 +246,7 @@ class AMAGOLoss(LossModule):
         if gammas is None:
             gammas = list(DEFAULT_MULTIGAMMAS) + [gamma]
         if critic_head is None:
-            critic_head = TwoHotCritic(trajectory_encoder.emb_dim, action_space.dim, gammas, num_critics,
+            critic_head = TwoHotCritic(encoder_emb_dim(trajectory_encoder), action_space.dim, gammas, num_critics,
                                        **(critic_kwargs or {}))
         elif not isinstance(critic_head, TwoHotCritic):
             raise ValueError(f"multi_task expects a TwoHotCritic critic_head, got {type(critic_head).__name__}")
@@ -278,12 +278,14 @@ class AMAGOLoss(LossModule):
     def in_keys(self) -> list[NestedKey]:
         """Every batch key the loss reads (model inputs at the root and under ``"next"``, action, reward, ...)."""
         k = self.tensor_keys
+
+        def under_next(key):
+            return ("next", *(key if isinstance(key, tuple) else (key,)))
+
         keys: list = []
-        for _, src in self._input_pairs():
-            src = src if isinstance(src, tuple) else (src,)
-            keys += [src if len(src) > 1 else src[0], ("next", *src)]
-        keys += [k.action, k.reward, k.terminated, k.mask, ("next", *((k.is_init,) if isinstance(k.is_init, str)
-                                                                        else k.is_init))]
+        for _, src in self._input_pairs():  # read at the root (step 0) and under "next" (steps 1..T)
+            keys += [src, under_next(src)]
+        keys += [k.action, k.reward, k.terminated, k.mask, under_next(k.is_init)]
         return list(dict.fromkeys(keys))
 
     @property
