@@ -9,7 +9,9 @@ t=0 (obs slot 0) and the reward at t=K is 1 - |a - x|. The best memory-free acti
 recalling x scores 1.
 
 Data are collected with `AMAGOPolicy` in a plain batched loop (no TorchRL env), and stored as full-episode
-`[N, K+1]` windows in the loss's key layout (root + "next").
+`[N, K+1]` windows in the loss's key layout (root + "next"). Whatever the policy writes under "next" (a TorchRL
+recurrent module's state) becomes the next step's root input, as TorchRL's `step_mdp` does (it is not stored:
+the loss starts each window from a fresh state).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def collect(policy, n: int, K: int, generator: torch.Generator, deterministic: b
         cue = torch.randint(0, NUM_ARMS, (n,), generator=generator)
         prev_a = torch.zeros(n, NUM_ARMS)
     prev_r = torch.zeros(n, 1)
+    carry = None  # the policy's "next" outputs (TorchRL recurrent state), fed back at the next step
     steps = []
     policy.reset_state()
     itype = InteractionType.DETERMINISTIC if deterministic else InteractionType.RANDOM
@@ -52,8 +55,11 @@ def collect(policy, n: int, K: int, generator: torch.Generator, deterministic: b
         td = TensorDict({"observation": _obs(cue, t, K, continuous), "prev_action": prev_a, "prev_reward": prev_r,
                          "time_idx": torch.full((n, 1), t, dtype=torch.long),
                          "is_init": torch.full((n, 1), t == 0, dtype=torch.bool)}, [n])
+        inp = td.clone() if carry is None else td.clone().update(carry)  # stored data holds no memory state
         with set_interaction_type(itype):
-            a = policy(td.clone())["action"]
+            out = policy(inp)
+        a = out["action"]
+        carry = out.get("next", None)
         if continuous:
             a = a.reshape(n, 1)
             if epsilon > 0:

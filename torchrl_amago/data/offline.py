@@ -7,6 +7,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
+from .. import keys as K
 from .replay import SequenceReplayBuffer
 
 
@@ -127,11 +128,11 @@ def arrays_to_trials(
     prev_rew[start] = 0.0
 
     col = lambda x: x.reshape(n, 1)  # noqa: E731
-    root = {**obs, "prev_action": prev_act, "prev_reward": col(prev_rew), "time_idx": col(time_idx),
-            "is_init": col(start), "action": stored_act}
-    nxt_td = {**nxt, "prev_action": act_feat, "prev_reward": col(rew), "time_idx": col(time_idx + 1),
-              "is_init": col(torch.zeros(n, dtype=torch.bool)), "reward": col(rew), "terminated": col(term),
-              "truncated": col(tout), "done": col(end)}
+    root = {**obs, K.PREV_ACTION: prev_act, K.PREV_REWARD: col(prev_rew), K.TIME_IDX: col(time_idx),
+            K.IS_INIT: col(start), K.ACTION: stored_act}
+    nxt_td = {**nxt, K.PREV_ACTION: act_feat, K.PREV_REWARD: col(rew), K.TIME_IDX: col(time_idx + 1),
+              K.IS_INIT: col(torch.zeros(n, dtype=torch.bool)), K.REWARD: col(rew), K.TERMINATED: col(term),
+              K.TRUNCATED: col(tout), K.DONE: col(end)}
     td = TensorDict(root, batch_size=[n])
     td["next"] = TensorDict(nxt_td, batch_size=[n])
     return td

@@ -28,9 +28,15 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
+from .. import keys as K
 from ..spaces import ActionSpace, action_space_from_spec
 
 
+# Not built on torchrl.modules.EGreedyModule: that module has one global epsilon annealed by explicit `.step()`
+# calls and draws random actions from the spec, while AMAGO's schedule needs a per-env epsilon (a random
+# multiplier redrawn at each env's hard reset, a within-trial decay on `time_idx`, per-env hooks such as the
+# T-Maze corridor rule) and Gaussian noise for continuous actions. Subclassing it would override all of its
+# forward, so it would add nothing but a base class.
 class BilevelEpsilonGreedy(TensorDictModuleBase):
     """Epsilon-greedy annealed over training (``global_step``) and within each trial (``local_step``).
 
@@ -41,8 +47,8 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, rollout_horizon: float, eps_start_start: float = 1.0,
                  eps_start_end: float = 0.05, eps_end_start: float = 0.8, eps_end_end: float = 0.01,
-                 steps_anneal: int = 1_000_000, randomize_eps: bool = True, *, action_key="action",
-                 time_key="time_idx", init_key="is_init",
+                 steps_anneal: int = 1_000_000, randomize_eps: bool = True, *, action_key=K.ACTION,
+                 time_key=K.TIME_IDX, init_key=K.IS_INIT,
                  schedule_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  seed: int | None = None):
         super().__init__()

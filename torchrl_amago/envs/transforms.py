@@ -27,18 +27,19 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, TensorSpec, Unbounded
-from torchrl.envs import Compose, DoubleToFloat, EnvBase, InitTracker, Transform, TransformedEnv
+from torchrl.envs import Compose, DoubleToFloat, EnvBase, InitTracker, StepCounter, Transform, TransformedEnv
 
+from .. import keys as K
 from ..spaces import ActionSpace, action_space_from_spec
 
-EPISODE_END_KEY = "episode_end"
-EPISODE_RETURN_KEY = "episode_return"
-EPISODE_COUNT_KEY = "episode_count"
-EPISODE_SUCCESS_KEY = "episode_success"
-SOFT_RESET_KEY = "soft_reset"
+EPISODE_END_KEY = K.EPISODE_END
+EPISODE_RETURN_KEY = K.EPISODE_RETURN
+EPISODE_COUNT_KEY = K.EPISODE_COUNT
+EPISODE_SUCCESS_KEY = K.EPISODE_SUCCESS
+SOFT_RESET_KEY = K.SOFT_RESET
 #: int64 ``[*, 1]`` index of the task/game an env slot is running (multi-task envs); the trainer splits eval
 #: returns per task name with it. A bookkeeping key, never a policy input.
-TASK_ID_KEY = "task_id"
+TASK_ID_KEY = K.TASK_ID
 #: keys a timestep encoder must not read (bookkeeping, not observations)
 BOOKKEEPING_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUCCESS_KEY)
 
@@ -78,8 +79,8 @@ class PrevActionReward(Transform):
     action spec or an :class:`~torchrl_amago.spaces.ActionSpace`; ``None`` reads the parent env's action spec.
     """
 
-    def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key="action",
-                 reward_key="reward", prev_action_key="prev_action", prev_reward_key="prev_reward"):
+    def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key=K.ACTION,
+                 reward_key=K.REWARD, prev_action_key=K.PREV_ACTION, prev_reward_key=K.PREV_REWARD):
         super().__init__(in_keys=[action_key, reward_key], out_keys=[prev_action_key, prev_reward_key])
         self.action_key, self.reward_key = action_key, reward_key
         self.prev_action_key, self.prev_reward_key = prev_action_key, prev_reward_key
@@ -127,42 +128,22 @@ class PrevActionReward(Transform):
         return tensordict
 
 
-class EpisodeTime(Transform):
+class EpisodeTime(StepCounter):
     """``time_idx`` ``[*, 1]`` int64: 0 at a hard reset, +1 per step (soft resets inside ``MetaTrial`` or the env
     do not restart it). With ``max_steps`` the trial is truncated (``truncated`` and ``done`` set) once
-    ``time_idx >= max_steps``. Stateless: the next value is the root value + 1."""
+    ``time_idx >= max_steps``.
 
-    def __init__(self, max_steps: int | None = None, *, time_key="time_idx"):
+    This is TorchRL's ``StepCounter`` writing AMAGO's key (``step_count_key=time_key``): the same counting,
+    partial-reset and truncation rules. It adds no behaviour; the subclass only fixes the key name and keeps the
+    transform inert as a replay-buffer transform."""
+
+    def __init__(self, max_steps: int | None = None, *, time_key=K.TIME_IDX):
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
-        super().__init__(in_keys=[], out_keys=[time_key])
-        self.max_steps, self.time_key = max_steps, time_key
+        super().__init__(max_steps=max_steps, step_count_key=time_key)
+        self.time_key = time_key
 
-    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
-        B = tensordict_reset.batch_size
-        tensordict_reset.set(self.time_key, torch.zeros(*B, 1, dtype=torch.int64, device=tensordict_reset.device))
-        return tensordict_reset
-
-    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
-        t = tensordict.get(self.time_key, None)
-        if t is None:
-            raise ValueError(f"EpisodeTime: the root tensordict has no {self.time_key!r}; reset the env first")
-        t = t + 1
-        next_tensordict.set(self.time_key, t)
-        if self.max_steps is not None:
-            over = t >= self.max_steps
-            for k in ("truncated", "done"):
-                cur = next_tensordict.get(k, None)
-                if cur is not None:
-                    next_tensordict.set(k, cur | over.reshape(cur.shape))
-        return next_tensordict
-
-    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
-        B = observation_spec.shape
-        observation_spec[self.time_key] = Unbounded((*B, 1), dtype=torch.int64, device=observation_spec.device)
-        return observation_spec
-
-    def forward(self, tensordict):
+    def forward(self, tensordict):  # not a replay-buffer transform
         return tensordict
 
 
@@ -202,7 +183,7 @@ class MetaTrial(Transform):
 
     def __init__(self, k_episodes: int | None = None, horizon: int | None = None, reset_mode: str = "same_step",
                  max_episode_steps: int | None = None, *, soft_reset_key: str = SOFT_RESET_KEY,
-                 reward_key="reward"):
+                 reward_key=K.REWARD):
         if k_episodes is None and horizon is None:
             raise ValueError("MetaTrial needs k_episodes or horizon (or both)")
         for name, v in (("k_episodes", k_episodes), ("horizon", horizon), ("max_episode_steps", max_episode_steps)):

@@ -17,7 +17,11 @@ from .trajectory import (
     TrajectoryEncoder,
     TrajectoryEncoderModule,
     TransformerTrajEncoder,
+    as_sequence_module,
+    encoder_emb_dim,
     make_trajectory_encoder,
+    register_trajectory_encoder,
+    trajectory_encoder_names,
 )
 
 __all__ = [
@@ -28,5 +32,6 @@ __all__ = [
     "InputNorm", "AMAGOPolicy", "CNNTimestepEncoder", "MLPTimestepEncoder", "BabyAITimestepEncoder",
     "FFTrajEncoder", "GRUTrajEncoder", "IdentityTrajEncoder", "LSTMTrajEncoder", "MambaTrajEncoder",
     "SigmaReparam", "TrajectoryEncoder", "TrajectoryEncoderModule", "TransformerTrajEncoder",
-    "make_trajectory_encoder",
+    "make_trajectory_encoder", "register_trajectory_encoder", "trajectory_encoder_names", "as_sequence_module",
+    "encoder_emb_dim",
 ]

@@ -72,6 +72,8 @@ def tanh_bounded_positive(raw: torch.Tensor, low: float, high: float) -> torch.T
     return torch.exp(lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1.0))
 
 
+# Not torchrl.modules.TanhNormal: rsample is identical, but log_prob differs near the bounds (61 nats at a = 0.995,
+# where AMAGO clips the inverse tanh at 0.99), and filtered BC evaluates log pi(a_buffer) at such actions.
 class TanhGaussian(D.Independent):
     """tanh(Normal(mu, std)) over the last (action) dim; batch shape [*, G], event [A]. `.mean` = tanh(mu)
     (AMAGO's deterministic action); `entropy()` is a one-sample estimate (there is no closed form)."""

@@ -1,17 +1,19 @@
-"""The acting policy for TorchRL collectors: timestep encoder -> trajectory encoder in step mode (per-env state
-it owns, cleared where `is_init`) -> actor head -> action in the env's encoding."""
+"""The acting policy for TorchRL collectors: timestep encoder -> trajectory encoder in step mode (per-env state,
+cleared where `is_init`) -> actor head -> action in the env's encoding."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.nn.probabilistic import InteractionType, interaction_type
 from torch import nn
 
+from .. import keys as K
 from ..spaces import ActionSpace
-from .trajectory.base import TrajectoryEncoder
+from .trajectory.adapters import RecurrentSequenceModule, as_sequence_module, is_torchrl_recurrent
+from .trajectory.base import TrajectoryEncoder, TrajectoryEncoderModule
 
 _DETERMINISTIC = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN, InteractionType.MEDIAN)
 
@@ -26,22 +28,33 @@ class AMAGOPolicy(TensorDictModuleBase):
 
     Reads the timestep encoder's in_keys plus `time_key` ([N, 1] int64) and `init_key` ([N, 1] bool); writes
     `action_key` (one-hot bool for OneHot envs, int64 index for Categorical, float [N, A] in [-1, 1] for
-    continuous, float 0/1 for multi-binary). The per-env recurrent state lives on the policy (not in the
-    tensordict), so it is neither stored by the collector nor part of `state_dict()`.
+    continuous, float 0/1 for multi-binary).
+
+    The trajectory encoder may be any memory of `trajectory/adapters.py`:
+    - a `TrajectoryEncoder`: its per-env state (KV cache, RNN state) lives on the policy, not in the tensordict,
+      so it is neither stored by the collector nor part of `state_dict()`;
+    - TorchRL's `LSTMModule` / `GRUModule` (in_key = the timestep encoder's out key): the TorchRL way, the state
+      is read from the tensordict and the next state written under `"next"`; put `policy.make_tensordict_primer()`
+      on the env (`AMAGOTrainer` does);
+    - a feed-forward `TensorDictModule` (no state).
 
     `eval_when_acting=True` runs the submodules in eval mode during `forward` (no dropout, no InputNorm
     statistic updates, no σ-reparam power iteration) and restores their modes afterwards, because the
     modules are shared with the loss, which keeps them in train mode."""
 
-    def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: TrajectoryEncoder, actor_head: nn.Module,
-                 action_space: ActionSpace, *, time_key="time_idx", init_key="is_init", action_key="action",
+    def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, actor_head: nn.Module,
+                 action_space: ActionSpace, *, time_key=K.TIME_IDX, init_key=K.IS_INIT, action_key=K.ACTION,
                  eval_when_acting: bool = True, deterministic: bool | None = None):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
             raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")
-        if not isinstance(trajectory_encoder, TrajectoryEncoder):
-            raise ValueError("trajectory_encoder must be a TrajectoryEncoder (step mode API), got "
-                             f"{type(trajectory_encoder).__name__}")
+        if isinstance(trajectory_encoder, TrajectoryEncoderModule):
+            trajectory_encoder = trajectory_encoder.encoder  # the loss's wrapper: act with the encoder itself
+        elif isinstance(trajectory_encoder, RecurrentSequenceModule):
+            trajectory_encoder = trajectory_encoder.module
+        as_sequence_module(trajectory_encoder)  # raises, naming the wrapper to use, for anything not accepted
+        self._memory_kind = ("encoder" if isinstance(trajectory_encoder, TrajectoryEncoder) else
+                             "torchrl_rnn" if is_torchrl_recurrent(trajectory_encoder) else "feedforward")
         self.timestep_encoder = timestep_encoder
         self.trajectory_encoder = trajectory_encoder
         self.actor_head = actor_head
@@ -62,11 +75,28 @@ class AMAGOPolicy(TensorDictModuleBase):
         self._tstep_key = tout[0]
         self.in_keys = tin + [time_key, init_key]
         self.out_keys = [action_key]
+        self._state_keys: list = []  # TorchRL recurrent modules: the hidden-state keys read at the root
+        if self._memory_kind == "torchrl_rnn":
+            if trajectory_encoder.in_keys[0] != self._tstep_key:
+                raise ValueError(f"{type(trajectory_encoder).__name__} reads {trajectory_encoder.in_keys[0]!r} but the "
+                                 f"timestep encoder writes {self._tstep_key!r}: build it with in_key={self._tstep_key!r}")
+            self._state_keys = [k for k in trajectory_encoder.in_keys[1:] if k != K.IS_INIT]
+            self.in_keys += self._state_keys
+            self.out_keys += list(trajectory_encoder.out_keys[1:])
+        elif self._memory_kind == "feedforward":
+            self._ff_out_key = trajectory_encoder.out_keys[0]
         self._state: Any = None
         self._state_n: int | None = None
+        self._next_state: dict = {}
         self._mode_cache: tuple | None = None  # (ids of the 3 submodules, flat module list or None)
 
     # ------------------------------------------------------------------ state
+    def make_tensordict_primer(self):
+        """The env transform that creates the memory's state keys (TorchRL recurrent modules), else None."""
+        if self._memory_kind != "torchrl_rnn":
+            return None
+        return self.trajectory_encoder.make_tensordict_primer()
+
     def reset_state(self) -> None:
         """Forget every env's context (the next call allocates a fresh state)."""
         self._state, self._state_n = None, None
@@ -140,16 +170,42 @@ class AMAGOPolicy(TensorDictModuleBase):
                 for m in to_restore:
                     m.train(True)
         tensordict.set(self.action_key, action.reshape((*shape, *action.shape[1:])))
+        for key, val in self._next_state.items():  # TorchRL recurrent state, written under "next"
+            tensordict.set(key, val.reshape((*shape, *val.shape[1:])))
+        self._next_state = {}
         return tensordict
+
+    def _memory_step(self, flat: TensorDictBase, tstep: torch.Tensor, time_idx: torch.Tensor,
+                     is_init: torch.Tensor, n: int) -> torch.Tensor:
+        """One step of the trajectory encoder for n envs -> state embedding [n, D]."""
+        dev = tstep.device
+        enc = self.trajectory_encoder
+        if self._memory_kind == "encoder":
+            if self._state is None or self._state_n != n:
+                self._state = enc.init_state(n, dev)
+                self._state_n = n
+            self._state = enc.reset_state(self._state, is_init.to(dev))
+            state_emb, self._state = enc.step(tstep, time_idx.to(dev), self._state)
+            return state_emb
+        sub = TensorDict({self._tstep_key: tstep, self.time_key: time_idx.to(dev).unsqueeze(-1),
+                          K.IS_INIT: is_init.to(dev).unsqueeze(-1)}, batch_size=[n], device=dev)
+        if self._memory_kind == "feedforward":
+            return enc(sub).get(self._ff_out_key)
+        from torchrl.modules import set_recurrent_mode
+
+        for key in self._state_keys:  # absent (no primer yet / first call): the module starts from zeros
+            val = flat.get(key, None)
+            if val is not None:
+                sub.set(key, val.to(dev))
+        with set_recurrent_mode(False):
+            out = enc(sub)
+        self._next_state = {key: out.get(key) for key in enc.out_keys[1:]}
+        return out.get(enc.out_keys[0])
 
     def _act(self, flat: TensorDictBase, time_idx: torch.Tensor, is_init: torch.Tensor, n: int) -> torch.Tensor:
         sub = flat.select(*self._tstep_in_keys, strict=False)  # keeps tstep_emb out of the env data
         tstep = self.timestep_encoder(sub).get(self._tstep_key)
-        if self._state is None or self._state_n != n:
-            self._state = self.trajectory_encoder.init_state(n, tstep.device)
-            self._state_n = n
-        self._state = self.trajectory_encoder.reset_state(self._state, is_init.to(tstep.device))
-        state_emb, self._state = self.trajectory_encoder.step(tstep, time_idx.to(tstep.device), self._state)
+        state_emb = self._memory_step(flat, tstep, time_idx, is_init, n)
         params = self.actor_head(state_emb)
         action = self.actor_head.act(
             params, acting_is_deterministic() if self.deterministic is None else self.deterministic)

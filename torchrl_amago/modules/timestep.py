@@ -14,6 +14,7 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
+from .. import keys as K
 from ..spaces import action_space_from_spec
 from .cnn import make_backbone, random_shift
 from .common import MLP, normalization, symlog
@@ -22,7 +23,7 @@ from .input_norm import InputNorm
 
 # keys the env transforms add for bookkeeping; never treated as observations by `from_specs` (nor are keys
 # named `episode_*`, the per-episode statistics of meta-RL trials, or keys starting with '_')
-BOOKKEEPING_KEYS = frozenset({"prev_action", "prev_reward", "time_idx", "is_init", "step_count", "task_id"})
+BOOKKEEPING_KEYS = K.NOT_OBSERVATIONS
 
 
 def _key_str(key: NestedKey) -> str:
@@ -84,8 +85,8 @@ class TimestepEncoderBase(TensorDictModuleBase):
     """
 
     def __init__(self, obs_shapes: Mapping[NestedKey, tuple], action_dim: int, hide_rl2s: bool = False,
-                 hide_rewards: bool = False, prev_action_key: NestedKey = "prev_action",
-                 prev_reward_key: NestedKey = "prev_reward", mask_key: NestedKey = "mask",
+                 hide_rewards: bool = False, prev_action_key: NestedKey = K.PREV_ACTION,
+                 prev_reward_key: NestedKey = K.PREV_REWARD, mask_key: NestedKey = K.MASK,
                  out_key: NestedKey = "tstep_emb"):
         super().__init__()
         if not obs_shapes:

@@ -12,7 +12,12 @@ One call on a ``[B, T]`` replay window:
      the critic's raw output space as the original.
 
 Targets exist only for the actor and critic heads (``target_actor_head_params``, ``target_critic_head_params``);
-update them with ``torchrl.objectives.SoftUpdate(loss, tau=DEFAULT_TAU)`` after each optimizer step.
+update them with ``torchrl.objectives.SoftUpdate(loss, tau=DEFAULT_TAU)`` after each optimizer step (the updater
+may be built before or after the first loss call).
+
+``forward`` reads as the steps above: :meth:`_read_batch`, :meth:`_backbone`, :meth:`_policy_outputs`,
+:meth:`_targets`, :meth:`_critic_loss`, :meth:`_actor_loss`. A variant is a subclass that overrides one step
+(docs/swapping.md shows a custom actor objective trained by the stock trainer).
 
 Deliberate differences from the original: the DPG term reads the *current* online critic through detached
 parameters instead of a one-step-lagged "maximized" copy (so it never accumulates phantom critic gradients),
@@ -22,30 +27,49 @@ second, identical critic pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
+from .. import keys as K
 from ..modules.distributions import discrete_clip_of
 from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
-from ..modules.trajectory import TrajectoryEncoderModule
+from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
 from ..spaces import ActionSpace
-from .batch import as_bt, buffer_actions, masked_mean, redq_reduce, t_plus_one_sequence
+from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import make_filter
 from .returns import nstep_return
 
-__all__ = ["AMAGOLoss", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
+__all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
 
 #: Polyak factor of the original agent; pass it to ``SoftUpdate(loss, tau=DEFAULT_TAU)``.
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
+
+
+class AMAGOBatch(NamedTuple):
+    """What :meth:`AMAGOLoss._read_batch` extracts from a ``[B, T]`` window (padding already neutralised)."""
+
+    mask: torch.Tensor  #: [B, T] bool, False on padding
+    reward: torch.Tensor  #: [B, T] raw env reward r_t
+    terminated: torch.Tensor  #: [B, T] bool
+    action_features: torch.Tensor  #: [B, T, A] float buffer action as critic input (one-hot for discrete)
+    action_index: Optional[torch.Tensor]  #: [B, T] long for discrete spaces, else None
+
+
+class CriticOutputs(NamedTuple):
+    """Online critic outputs of :meth:`AMAGOLoss._critic_loss`, reused by the actor step."""
+
+    q_sa: torch.Tensor  #: Q(s, a_buffer) per member [B, T, C, G], raw critic output space (with grad)
+    q_all: Optional[torch.Tensor]  #: DiscreteCritic only: Q(s, .) [B, T, C, G, A] (with grad)
 
 
 class AMAGOLoss(LossModule):
@@ -54,8 +78,11 @@ class AMAGOLoss(LossModule):
     Args:
         timestep_encoder: TensorDict module reading the env's observation keys + ``prev_action`` /
             ``prev_reward`` and writing ``"tstep_emb"`` (e.g. ``MLPTimestepEncoder``).
-        trajectory_encoder: a ``TrajectoryEncoder`` (wrapped here in ``TrajectoryEncoderModule``) or an
-            already wrapped ``TrajectoryEncoderModule``.
+        trajectory_encoder: any memory the acting policy accepts (``modules.trajectory.adapters``): a
+            ``TrajectoryEncoder`` (wrapped here in ``TrajectoryEncoderModule``), TorchRL's ``LSTMModule`` /
+            ``GRUModule`` (run in recurrent mode; the T+1 sequence carries ``is_init``), or a feed-forward
+            ``TensorDictModule`` reading ``"tstep_emb"``. Assigning ``loss.trajectory_encoder = enc`` later adapts
+            it the same way.
         actor_head: ``ActorHead``; critic_head: ``DiscreteCritic`` | ``ContinuousCritic`` | ``TwoHotCritic``.
         action_space: the env's ``ActionSpace`` (actions may be one-hot or index for discrete spaces).
         gammas: all discounts (last = acting gamma). Default ``DEFAULT_MULTIGAMMAS + (gamma,)``.
@@ -87,17 +114,35 @@ class AMAGOLoss(LossModule):
 
     @dataclass
     class _AcceptedKeys:
-        """Batch keys read by the loss (override with ``loss.set_keys(...)``)."""
+        """Batch keys read by the loss (override with ``loss.set_keys(...)``); defaults from ``torchrl_amago.keys``.
 
-        action: NestedKey = "action"
-        reward: NestedKey = ("next", "reward")
-        terminated: NestedKey = ("next", "terminated")
-        mask: NestedKey = "mask"
-        time_idx: NestedKey = "time_idx"
-        prev_action: NestedKey = "prev_action"
-        prev_reward: NestedKey = "prev_reward"
+        Attributes:
+            action (NestedKey): the buffer action a_t, in the env's encoding (one-hot or index for discrete
+                spaces, ``[B, T, A]`` floats otherwise).
+            reward (NestedKey): r_t, ``[B, T(, 1)]``; scaled by ``reward_multiplier`` inside the loss only.
+            terminated (NestedKey): ``[B, T(, 1)]`` bool; stops bootstrapping (``truncated`` does not).
+            mask (NestedKey): ``[B, T]`` bool, False on padding; absent means every step is valid.
+            time_idx (NestedKey): steps since the hard reset, read at the root (step 0) and under ``"next"``; fed to
+                the trajectory encoder's time key.
+            is_init (NestedKey): first step after a hard reset, read under ``"next"`` (optional; False if absent).
+                The sequence the loss builds marks position 0 as ``is_init`` (a window starts from a fresh memory
+                state), so TorchRL's recurrent modules reset there and wherever a new trial starts inside it.
+            prev_action (NestedKey): a_{t-1} features, root and ``"next"``; fed to the timestep encoder.
+            prev_reward (NestedKey): r_{t-1}, root and ``"next"``; fed to the timestep encoder.
+        """
+
+        action: NestedKey = K.ACTION
+        reward: NestedKey = ("next", K.REWARD)
+        terminated: NestedKey = ("next", K.TERMINATED)
+        mask: NestedKey = K.MASK
+        time_idx: NestedKey = K.TIME_IDX
+        is_init: NestedKey = K.IS_INIT
+        prev_action: NestedKey = K.PREV_ACTION
+        prev_reward: NestedKey = K.PREV_REWARD
 
     default_keys = _AcceptedKeys
+    #: the two differentiable terms; their sum is the objective (every other output is a detached diagnostic)
+    LOSS_KEYS = ("loss_actor", "loss_critic")
 
     def __init__(
         self,
@@ -186,9 +231,7 @@ class AMAGOLoss(LossModule):
 
         # ---- backbone: plain submodules, run once per batch, trained by both losses
         self.timestep_encoder = timestep_encoder
-        if not isinstance(trajectory_encoder, TensorDictModuleBase):
-            trajectory_encoder = TrajectoryEncoderModule(trajectory_encoder)
-        self.trajectory_encoder = trajectory_encoder
+        self.trajectory_encoder = trajectory_encoder  # adapted by __setattr__
 
         self.convert_to_functional(actor_head, "actor_head", create_target_params=True)
         self.convert_to_functional(critic_head, "critic_head", create_target_params=True)
@@ -205,7 +248,7 @@ class AMAGOLoss(LossModule):
         if gammas is None:
             gammas = list(DEFAULT_MULTIGAMMAS) + [gamma]
         if critic_head is None:
-            critic_head = TwoHotCritic(trajectory_encoder.emb_dim, action_space.dim, gammas, num_critics,
+            critic_head = TwoHotCritic(encoder_emb_dim(trajectory_encoder), action_space.dim, gammas, num_critics,
                                        **(critic_kwargs or {}))
         elif not isinstance(critic_head, TwoHotCritic):
             raise ValueError(f"multi_task expects a TwoHotCritic critic_head, got {type(critic_head).__name__}")
@@ -214,28 +257,76 @@ class AMAGOLoss(LossModule):
         return cls(timestep_encoder, trajectory_encoder, actor_head, critic_head, action_space=action_space,
                    gammas=gammas, **defaults)
 
+    def __setattr__(self, name, value):
+        if name == "trajectory_encoder" and isinstance(value, nn.Module):
+            value = as_sequence_module(value)  # a bare encoder works, or the error names the wrapper to use
+        super().__setattr__(name, value)
+
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no TorchRL value estimator: targets come from `nstep_return`
 
+    # --------------------------------------------------------------------------------------------- keys
+    def _input_pairs(self) -> list[tuple[NestedKey, NestedKey]]:
+        """(key the encoders read, key of this batch) for every per-step model input of the T+1 sequence."""
+        k, enc = self.tensor_keys, self.timestep_encoder
+        mask_key = getattr(enc, "mask_key", K.MASK)
+        rename = {getattr(enc, "prev_action_key", K.PREV_ACTION): k.prev_action,
+                  getattr(enc, "prev_reward_key", K.PREV_REWARD): k.prev_reward}
+        pairs = [(key, rename.get(key, key)) for key in enc.in_keys if key != mask_key]
+        pairs.append((getattr(self.trajectory_encoder, "time_key", K.TIME_IDX), k.time_idx))
+        return pairs
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """Every batch key the loss reads (model inputs at the root and under ``"next"``, action, reward, ...)."""
+        k = self.tensor_keys
+
+        def under_next(key):
+            return ("next", *(key if isinstance(key, tuple) else (key,)))
+
+        keys: list = []
+        for _, src in self._input_pairs():  # read at the root (step 0) and under "next" (steps 1..T)
+            keys += [src, under_next(src)]
+        keys += [k.action, k.reward, k.terminated, k.mask, under_next(k.is_init)]
+        return list(dict.fromkeys(keys))
+
+    @property
+    def out_keys(self) -> list[str]:
+        """The keys ``forward`` writes: ``LOSS_KEYS`` first, then the detached diagnostics."""
+        keys = list(self.LOSS_KEYS) + ["critic_loss_unweighted", "q_mean", "td_target_min", "td_target_max",
+                                       "td_target_mean", "reward_mean", "valid_steps", "popart_mu", "popart_sigma",
+                                       "policy_entropy"]
+        if self.online_coeff > 0:
+            keys.append("actor_online")
+        if self.offline_coeff > 0:
+            keys += ["actor_offline", "adv_mean", "filter_acceptance", "filter_mean", "logp_mean"]
+        return keys
+
     # --------------------------------------------------------------------------------------------- inputs
     def _sequence(self, td: TensorDictBase, mask: torch.Tensor) -> TensorDictBase:
-        """The T+1 model inputs, with this loss's key names mapped to the names the encoders read."""
-        k, enc = self.tensor_keys, self.timestep_encoder
-        mask_key = getattr(enc, "mask_key", "mask")
-        rename = {getattr(enc, "prev_action_key", "prev_action"): k.prev_action,
-                  getattr(enc, "prev_reward_key", "prev_reward"): k.prev_reward}
-        pairs = [(key, rename.get(key, key)) for key in enc.in_keys if key != mask_key]
-        pairs.append((getattr(self.trajectory_encoder, "time_key", "time_idx"), k.time_idx))
-        return t_plus_one_sequence(td, pairs, mask, mask_key)
+        """The T+1 model inputs, with this loss's key names mapped to the names the encoders read, plus
+        ``is_init`` (True at position 0 and where a new trial starts) for TorchRL's recurrent modules."""
+        seq = t_plus_one_sequence(td, self._input_pairs(), mask, getattr(self.timestep_encoder, "mask_key", K.MASK))
+        init_key = getattr(self.trajectory_encoder, "init_key", K.IS_INIT)
+        seq.set(init_key, init_sequence(td, self.tensor_keys.is_init, mask))
+        return seq
 
     # ---------------------------------------------------------------------------------------------- heads
+    @staticmethod
+    def _call_with(module: nn.Module, params: TensorDictBase, *args) -> torch.Tensor:
+        if isinstance(params, TensorDictParams) and not any(p.requires_grad for p in params.values(True, True)):
+            # target params: a functional call leaves them untouched. `to_module` would hand them back as
+            # trainable Parameters, after which SoftUpdate refuses them ("part of a graph")
+            return functional_call(module, {".".join(key) if isinstance(key, tuple) else key: v
+                                            for key, v in params.items(True, True)}, args)
+        with params.to_module(module):
+            return module(*args)
+
     def _actor(self, params: TensorDictBase, state: torch.Tensor) -> torch.Tensor:
-        with params.to_module(self.actor_head):
-            return self.actor_head(state)
+        return self._call_with(self.actor_head, params, state)
 
     def _critic(self, params: TensorDictBase, state: torch.Tensor, action: Optional[torch.Tensor] = None):
-        with params.to_module(self.critic_head):
-            return self.critic_head(state) if action is None else self.critic_head(state, action)
+        return self._call_with(self.critic_head, params, state, *(() if action is None else (action,)))
 
     def _sample(self, dist, k: int, reparam: bool) -> torch.Tensor:
         """k actions from `dist` as critic inputs [k, B, T, G, A] (discrete -> one-hot; reparam -> with grad)."""
@@ -254,11 +345,25 @@ class AMAGOLoss(LossModule):
 
     # -------------------------------------------------------------------------------------------- forward
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        batch = self._read_batch(tensordict)
+        emb = self._backbone(tensordict, batch.mask)  # [B, T+1, D]: ONE pass of both encoders
+        s, s_next = emb[:, :-1], emb[:, 1:].detach()
+        dist, params_next = self._policy_outputs(emb)
+        td_target, td_norm = self._targets(batch, s_next, params_next)
+        critic_loss, critic = self._critic_loss(batch, s, td_target, td_norm)
+        actor_loss, terms = self._actor_loss(batch, s, dist, critic)
+        out = TensorDict(
+            {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
+        with torch.no_grad():
+            self._diagnostics(out, batch.mask, critic_loss, critic.q_sa, td_target, batch.reward, dist, **terms)
+        return out
+
+    def _read_batch(self, tensordict: TensorDictBase) -> AMAGOBatch:
+        """Validate the ``[B, T]`` window and read mask, reward, terminated and the buffer action."""
         k = self.tensor_keys
         if tensordict.batch_dims != 2:
             raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
         B, T = tensordict.batch_size
-        G = self.gammas.numel()
         reward = tensordict.get(k.reward, None)
         term = tensordict.get(k.terminated, None)
         action = tensordict.get(k.action, None)
@@ -270,14 +375,16 @@ class AMAGOLoss(LossModule):
         mask = torch.ones(B, T, dtype=torch.bool, device=reward.device) if mask is None \
             else as_bt(mask, B, T, k.mask).bool()
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
+        return AMAGOBatch(mask, reward, term, a_feat, a_idx)
 
-        # ---- ONE backbone pass over the T+1 sequence
-        seq = self._sequence(tensordict, mask)
-        seq = self.trajectory_encoder(self.timestep_encoder(seq))
-        emb = seq.get(getattr(self.trajectory_encoder, "out_key", "state_emb"))  # [B, T+1, D]
+    def _backbone(self, tensordict: TensorDictBase, mask: torch.Tensor) -> torch.Tensor:
+        """Timestep + trajectory encoder over the T+1 sequence -> state embeddings [B, T+1, D]."""
+        seq = self.trajectory_encoder(self.timestep_encoder(self._sequence(tensordict, mask)))
+        return seq.get(getattr(self.trajectory_encoder, "out_key", K.STATE_EMB))
+
+    def _policy_outputs(self, emb: torch.Tensor):
+        """pi(.|s_t) as a distribution [B, T, G] (with grad) and the (target) actor's parameters at s_{t+1}."""
         s, s_next = emb[:, :-1], emb[:, 1:].detach()
-
-        # ---- actor (online) and a' ~ pi_target(s')
         if self.use_target_actor:
             params = self._actor(self.actor_head_params, s).float()
             with torch.no_grad():
@@ -285,37 +392,40 @@ class AMAGOLoss(LossModule):
         else:
             params_full = self._actor(self.actor_head_params, emb).float()
             params, params_next = params_full[:, :-1], params_full[:, 1:].detach()
-        dist = self.actor_head.dist(params)  # batch [B, T, G]
+        return self.actor_head.dist(params), params_next
 
-        # ---- TD targets (no grad)
-        with torch.no_grad():
-            dist_next = self.actor_head.dist(params_next)
-            if self.q_per_action:
-                q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
-                v_next = (q_next * dist_next.probs.unsqueeze(-3)).sum(-1)  # E_pi' Q, [B, T, C, G]
-            else:
-                a_next = self._sample(dist_next, self.k_critic, reparam=False)
-                v_next = self._values(self._critic(self.target_critic_head_params, s_next, a_next).float()).mean(0)
-            if self.use_popart and not self.two_hot:
-                v_next = self.popart(v_next, normalized=False)  # old stats
-            v_next = redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)  # [B, T, G]
-            td_target = nstep_return(reward, term, mask, v_next, self.gammas, self.n_step, self.reward_multiplier)
-            if self.use_popart:
-                self.popart.update_stats(td_target, mask)
-                td_norm = self.popart.normalize_values(td_target)
-            else:
-                td_norm = td_target
+    @torch.no_grad()
+    def _targets(self, batch: AMAGOBatch, s_next: torch.Tensor, params_next: torch.Tensor):
+        """TD targets [B, T, G] (raw, reward-multiplied) and their PopArt-normalised form; updates PopArt."""
+        dist_next = self.actor_head.dist(params_next)
+        if self.q_per_action:
+            q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
+            v_next = (q_next * dist_next.probs.unsqueeze(-3)).sum(-1)  # E_pi' Q, [B, T, C, G]
+        else:
+            a_next = self._sample(dist_next, self.k_critic, reparam=False)
+            v_next = self._values(self._critic(self.target_critic_head_params, s_next, a_next).float()).mean(0)
+        if self.use_popart and not self.two_hot:
+            v_next = self.popart(v_next, normalized=False)  # old stats
+        v_next = redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)  # [B, T, G]
+        td_target = nstep_return(batch.reward, batch.terminated, batch.mask, v_next, self.gammas, self.n_step,
+                                 self.reward_multiplier)
+        if self.use_popart:
+            self.popart.update_stats(td_target, batch.mask)
+            return td_target, self.popart.normalize_values(td_target)
+        return td_target, td_target
 
-        # ---- critic loss on Q(s, a_buffer)
+    def _critic_loss(self, batch: AMAGOBatch, s: torch.Tensor, td_target: torch.Tensor, td_norm: torch.Tensor):
+        """Unweighted critic loss on Q(s, a_buffer) (PopArt MSE or two-hot cross-entropy) and the critic outputs."""
+        q_all = None
         if self.q_per_action:
             q_all = self._critic(self.critic_head_params, s).float()  # [B, T, C, G, A]
-            soft = a_feat.clamp(*self.discrete_clip)
+            soft = batch.action_features.clamp(*self.discrete_clip)
             soft = soft / soft.sum(-1, keepdim=True)  # the original's softened one-hot buffer action
             q_sa = (q_all * soft[:, :, None, None, :]).sum(-1)  # [B, T, C, G]
         else:
-            a_crit = a_feat
+            a_crit = batch.action_features
             if self.action_space.discrete:
-                a_crit = a_feat.clamp(*self.discrete_clip)
+                a_crit = a_crit.clamp(*self.discrete_clip)
                 a_crit = a_crit / a_crit.sum(-1, keepdim=True)
             q_out = self._critic(self.critic_head_params, s, a_crit).float()
             q_sa = self._values(q_out) if self.two_hot else q_out
@@ -325,16 +435,21 @@ class AMAGOLoss(LossModule):
         else:
             pred = self.popart(q_sa) if self.use_popart else q_sa
             critic_el = (pred - td_norm.unsqueeze(2)).square()
-        critic_loss = masked_mean(critic_el, mask)
+        return masked_mean(critic_el, batch.mask), CriticOutputs(q_sa, q_all)
 
-        # ---- actor loss
-        actor_el = torch.zeros((), device=emb.device)
+    def _actor_loss(self, batch: AMAGOBatch, s: torch.Tensor, dist, critic: CriticOutputs):
+        """``online_coeff * DPG + offline_coeff * filtered BC`` -> (loss, per-step terms for the diagnostics).
+
+        The terms dict holds ``dpg``, ``bc``, ``adv``, ``weights``, ``logp`` ([B, T, G] or None)."""
+        B, T = batch.mask.shape
+        G = self.gammas.numel()
+        actor_el = torch.zeros((), device=s.device)
         q_pi = None  # E_pi Q(s, .) per member [B, T, C, G], raw critic output space
         if self.q_per_action:
             # critic evaluated on detached s with detached params == q_all.detach(): reuse it
             if self.online_coeff > 0 or self.offline_coeff > 0:
                 probs = dist.probs if self.online_coeff > 0 else dist.probs.detach()
-                q_pi = (q_all.detach() * probs.unsqueeze(-3)).sum(-1)
+                q_pi = (critic.q_all.detach() * probs.unsqueeze(-3)).sum(-1)
         elif self.online_coeff > 0:
             a_pi = self._sample(dist, self.k_actor, reparam=True)
             with self.critic_head_params.detach().to_module(self.critic_head):
@@ -347,32 +462,28 @@ class AMAGOLoss(LossModule):
             else:
                 dpg = -(self.popart(q_min) if self.use_popart else q_min)
             actor_el = actor_el + self.online_coeff * dpg
-        bc = adv = weights = None
+        bc = adv = weights = logp = None
         if self.offline_coeff > 0:
             with torch.no_grad():
                 if q_pi is None:
                     a_v = self._sample(dist, self.k_actor, reparam=False)
                     q_pi = self._values(self._critic(self.critic_head_params, s.detach(), a_v).float()).mean(0)
-                adv = q_sa.detach().mean(2) - q_pi.detach().mean(2)  # [B, T, G]
+                adv = critic.q_sa.detach().mean(2) - q_pi.detach().mean(2)  # [B, T, G]
                 weights = self.fbc_filter(adv).float()
             if self.action_space.discrete:
-                logp = dist.log_prob(a_idx.unsqueeze(-1).expand(B, T, G))
+                logp = dist.log_prob(batch.action_index.unsqueeze(-1).expand(B, T, G))
             else:
+                a_feat = batch.action_features
                 logp = dist.log_prob(a_feat.unsqueeze(-2).expand(B, T, G, a_feat.shape[-1]))
             bc = -(weights * logp)
             actor_el = actor_el + self.offline_coeff * bc
         actor_el = actor_el.expand(B, T, G) if actor_el.ndim == 0 else actor_el
-        actor_loss = masked_mean(actor_el, mask)
+        return masked_mean(actor_el, batch.mask), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
 
-        out = TensorDict(
-            {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
-        with torch.no_grad():
-            self._diagnostics(out, mask, critic_loss, q_sa, td_target, reward, dist, dpg, bc, adv, weights,
-                              logp if bc is not None else None)
-        return out
-
-    def _diagnostics(self, out, mask, critic_loss, q_sa, td_target, reward, dist, dpg, bc, adv, weights, logp):
-        """Detached logging scalars (no host sync)."""
+    def _diagnostics(self, out, mask, critic_loss, q_sa, td_target, reward, dist, dpg=None, bc=None, adv=None,
+                     weights=None, logp=None):
+        """Detached logging scalars (no host sync). No name starts with ``loss``: TorchRL's ``Trainer`` sums every
+        ``loss*`` entry, so only ``LOSS_KEYS`` may."""
         m3 = mask.unsqueeze(-1).expand_as(td_target)
         q_raw = q_sa.detach()
         if self.use_popart and not self.two_hot:
@@ -391,9 +502,9 @@ class AMAGOLoss(LossModule):
         out.set("popart_sigma", self.popart.sigma[-1].clone())
         out.set("policy_entropy", masked_mean(dist.entropy()[..., -1].detach(), mask))
         if dpg is not None:
-            out.set("loss_actor_online", masked_mean(dpg.detach(), mask))
+            out.set("actor_online", masked_mean(dpg.detach(), mask))
         if bc is not None:
-            out.set("loss_actor_offline", masked_mean(bc.detach(), mask))
+            out.set("actor_offline", masked_mean(bc.detach(), mask))
             out.set("adv_mean", masked_mean(adv, mask))
             out.set("filter_acceptance", masked_mean((weights > 0).float(), mask))
             out.set("filter_mean", masked_mean(weights, mask))

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..spaces import ActionSpace
 
-__all__ = ["as_bt", "buffer_actions", "masked_mean", "redq_reduce", "t_plus_one_sequence"]
+__all__ = ["as_bt", "buffer_actions", "init_sequence", "masked_mean", "redq_reduce", "t_plus_one_sequence"]
 
 
 def as_bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
@@ -50,6 +50,19 @@ def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, Nest
         out.set(dst, _zero_where_invalid(torch.cat([root[:, :1], nxt], dim=1), seq_mask))
     out.set(mask_key, seq_mask)
     return out
+
+
+def init_sequence(td: TensorDictBase, init_key: NestedKey, mask: torch.Tensor) -> torch.Tensor:
+    """``is_init`` over the T+1 positions, ``[B, T+1, 1]`` bool: True at position 0 (a window starts from a fresh
+    memory state, as AMAGO's RNNs do) and at position t+1 where ``("next", init_key)`` is True (a new trial
+    starts inside the window); False elsewhere and on padding. Absent ``("next", init_key)`` means no trial starts
+    inside the window."""
+    B, T = mask.shape
+    nxt_key = ("next", *(init_key if isinstance(init_key, tuple) else (init_key,)))
+    nxt = td.get(nxt_key, None)
+    nxt = torch.zeros(B, T, dtype=torch.bool, device=mask.device) if nxt is None else \
+        as_bt(nxt, B, T, nxt_key).bool() & mask
+    return torch.cat([torch.ones(B, 1, dtype=torch.bool, device=mask.device), nxt], dim=1).unsqueeze(-1)
 
 
 def buffer_actions(action: torch.Tensor, mask: torch.Tensor, space: ActionSpace, name="action"):

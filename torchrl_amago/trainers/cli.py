@@ -5,12 +5,18 @@ defaults (e.g. T-Maze sets `max_seq_len` from its horizon) and its domain flags 
 help comes from `flag_help.FIELD_HELP`, its choices from `config.FIELD_CHOICES`. A default may be `Derived`:
 it is computed after parsing from the parsed values (e.g. `eps_steps_anneal` from `--epochs`), unless the flag
 is given.
+
+Plugins: the modules named in the environment variable `TORCHRL_AMAGO_PLUGINS` (comma-separated, importable) are
+imported before parsing, so what they register (e.g. `register_trajectory_encoder("mine", Mine)`) is selectable
+in every example: `TORCHRL_AMAGO_PLUGINS=my_encoders python examples/04_tmaze.py --traj_encoder mine`.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import dataclasses
+import importlib
+import os
 import types
 import typing
 from typing import Any, Callable
@@ -63,8 +69,23 @@ def _add_field(parser, f: dataclasses.Field, default: Any) -> None:
         parser.add_argument(flag, type=tp, metavar=f.name.upper() if choices else None, **kw)
 
 
+PLUGINS_ENV = "TORCHRL_AMAGO_PLUGINS"
+
+
+def import_plugins() -> list[str]:
+    """Import the modules named in `$TORCHRL_AMAGO_PLUGINS` (comma-separated); returns their names."""
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"{PLUGINS_ENV}: cannot import plugin module {name!r} ({e})") from e
+    return names
+
+
 def build_parser(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+    import_plugins()
     defaults = defaults or {}
     unknown = set(defaults) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:

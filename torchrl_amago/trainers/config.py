@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..data.sampler import PADDING_MODES, SAMPLING_MODES, TrialWindowSampler
@@ -22,7 +23,27 @@ from ..modules.trajectory.transformer import POS_EMBS
 from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
 
-TRAJ_ENCODERS = ("transformer", "gru", "lstm", "ff", "identity", "mamba")
+from ..modules.trajectory.registry import trajectory_encoder_names
+
+
+class _LiveChoices(Sequence):
+    """Choices read when used, from a registry that may grow after import (``register_trajectory_encoder``)."""
+
+    def __init__(self, read):
+        self._read = read
+
+    def __getitem__(self, i):
+        return self._read()[i]
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __repr__(self) -> str:
+        return repr(self._read())
+
+
+# --traj_encoder choices: the trajectory-encoder registry
+TRAJ_ENCODERS = _LiveChoices(trajectory_encoder_names)
 AGENT_TYPES = ("agent", "multitask")
 PRECISIONS = ("no", "bf16", "fp16")
 FILTERS = tuple(FILTER_FUNCTIONS)

@@ -15,7 +15,7 @@ from ..envs import BilevelEpsilonGreedy, EpsilonGreedy
 from ..modules.heads import ActorHead, ContinuousCritic, DiscreteCritic, TwoHotCritic
 from ..modules.policy import AMAGOPolicy
 from ..modules.timestep import CNNTimestepEncoder, MLPTimestepEncoder
-from ..modules.trajectory import make_trajectory_encoder
+from ..modules.trajectory import encoder_emb_dim, make_trajectory_encoder
 from ..objectives import AMAGOLoss
 from ..spaces import ActionSpace, action_space_from_spec
 from .config import TrainConfig
@@ -97,7 +97,7 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
     else:
         tstep = timestep_encoder(observation_spec, action_spec)
     traj = build_trajectory_encoder(cfg, tstep.emb_dim)
-    actor, critic = build_heads(cfg, traj.emb_dim, action_space)
+    actor, critic = build_heads(cfg, encoder_emb_dim(traj), action_space)
     return AgentModules(tstep, traj, actor, critic, action_space)
 
 

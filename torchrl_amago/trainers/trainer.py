@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase
+from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.objectives import SoftUpdate
+from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
@@ -39,7 +39,13 @@ class AMAGOTrainer:
     Args:
         config: the run's `TrainConfig`.
         make_train_env / make_eval_env: `num_envs -> batched env` (the standard AMAGO transform stack applied).
-        modules: prebuilt `AgentModules` (default: built from the config and the env specs).
+        modules: prebuilt `AgentModules` (default: built from the config and the env specs); the acting policy
+            is built from them.
+        loss: any TorchRL `LossModule` to train instead of the configured `AMAGOLoss` (e.g. a subclass with another
+            actor objective; docs/swapping.md). It should hold `modules`' networks, which the policy acts with.
+            The update sums every differentiable `loss_*` entry of its output; the optimizer takes its trainable
+            parameters and `SoftUpdate` runs if it has target parameters. Subclasses may instead override
+            `build_loss`, `build_policy`, `build_optimizer` or `build_target_updater`.
         timestep_encoder: only replace the default timestep encoder: a module, or a factory
             `(observation_spec, action_spec) -> module` built after torch is seeded (so `--seed` decides its weights).
         exploration: module rewriting `"action"` after the policy (default: from the config; None = off).
@@ -54,7 +60,8 @@ class AMAGOTrainer:
     """
 
     def __init__(self, config: TrainConfig, make_train_env: EnvFactory, make_eval_env: EnvFactory | None = None, *,
-                 modules: AgentModules | None = None, timestep_encoder=None, exploration="config",
+                 modules: AgentModules | None = None, loss: LossModule | None = None, timestep_encoder=None,
+                 exploration="config",
                  trial_transform=None, offline_data=None, offline_weight: float = 0.8,
                  rollout_horizon: int | None = None, env_name: str = "env",
                  success_threshold: float | None = None, task_names: list[str] | None = None):
@@ -75,17 +82,17 @@ class AMAGOTrainer:
             self.eval_env.set_seed(cfg.seed + 10_000)
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
-        self.loss = build_loss(cfg, self.modules).to(self.device)
-        self.policy = build_policy(self.modules)
+        self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
+        self.policy = self.build_policy()
+        self._add_memory_primer()
         self.policy.deterministic = None if cfg.sample_actions_train else True
         self.exploration = (build_exploration(cfg, self.train_env.action_spec, rollout_horizon)
                             if exploration == "config" else exploration)
         actor = self.policy if self.exploration is None else TensorDictSequential(self.policy, self.exploration)
         self.params = [p for p in self.loss.parameters() if p.requires_grad]
-        # fused AdamW: one kernel for all parameters (~3x cheaper step on CPU, also on CUDA)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.l2_coeff, fused=True)
+        self.optimizer = self.build_optimizer(self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(cfg.lr_warmup_steps))
-        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
+        self.target_updater = self.build_target_updater()
         # Each process writes its replay memmaps into a new "generation" folder; a checkpoint records its
         # generation (dumped in place, no copy) and resuming copies it into the next one. Old generations are
         # deleted only after this process has written its own checkpoint, so a crash never loses the buffer.
@@ -128,6 +135,47 @@ class AMAGOTrainer:
         self.autocast = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
         self.last_eval: dict = {}
 
+    # ------------------------------------------------------------------ parts (override to swap one)
+    def build_loss(self) -> LossModule:
+        """The configured `AMAGOLoss` on `self.modules` (used when no `loss=` is given)."""
+        return build_loss(self.cfg, self.modules)
+
+    def build_policy(self):
+        """The acting policy on `self.modules` (before exploration)."""
+        return build_policy(self.modules)
+
+    def build_optimizer(self, params: list) -> torch.optim.Optimizer:
+        """AdamW over the loss's trainable parameters (fused: one kernel for all, ~3x cheaper on CPU and CUDA)."""
+        return torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.l2_coeff, fused=True)
+
+    def build_target_updater(self):
+        """`SoftUpdate(loss, tau)` if the loss has target parameters (`target_*_params`), else None."""
+        has_targets = any(n.startswith("target_") and n.endswith("_params") for n, _ in self.loss.named_children())
+        return SoftUpdate(self.loss, tau=self.cfg.tau) if has_targets else None
+
+    def _add_memory_primer(self) -> None:
+        """TorchRL recurrent memories keep their state in TensorDict keys: give the envs the policy's primer."""
+        make = getattr(self.policy, "make_tensordict_primer", None)
+        if make is None or make() is None:
+            return
+        for name in ("train_env", "eval_env"):
+            env = getattr(self, name)
+            if env is None:
+                continue
+            if isinstance(env, TransformedEnv):
+                env.append_transform(make())
+            else:
+                setattr(self, name, TransformedEnv(env, make()))
+
+    @staticmethod
+    def total_loss(out) -> torch.Tensor:
+        """Sum of every differentiable `loss_*` entry (TorchRL's convention; diagnostics never start with `loss`)."""
+        terms = [v for k, v in out.items() if isinstance(k, str) and k.startswith("loss_")
+                 and isinstance(v, torch.Tensor) and v.requires_grad]
+        if not terms:
+            raise ValueError(f"the loss returned no differentiable 'loss_*' entry (keys: {sorted(out.keys())})")
+        return sum(terms[1:], terms[0])
+
     # ------------------------------------------------------------------ collection
     def collect(self) -> dict:
         if self._collector_iter is None:
@@ -157,13 +205,14 @@ class AMAGOTrainer:
                 out = self.loss(batch)
         else:
             out = self.loss(batch)
-        total = out["loss_actor"] + out["loss_critic"]
+        total = self.total_loss(out)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        self.target_updater.step()
+        if self.target_updater is not None:
+            self.target_updater.step()
         self.grad_steps += 1
         out = out.detach()
         out.set("grad_norm", gnorm.detach())

@@ -12,6 +12,8 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
+from ... import keys as K
+
 
 def _check_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None, batch_dims: int,
                   mode: str) -> torch.Tensor:
@@ -86,7 +88,7 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
     Reads `in_key` ([B, T, D]) and `time_key` ([B, T, 1] or [B, T] int64) and writes `out_key`
     ([B, T, emb_dim]). Extra leading batch dims are flattened into B and restored."""
 
-    def __init__(self, encoder: TrajectoryEncoder, in_key="tstep_emb", time_key="time_idx", out_key="state_emb"):
+    def __init__(self, encoder: TrajectoryEncoder, in_key=K.TSTEP_EMB, time_key=K.TIME_IDX, out_key=K.STATE_EMB):
         super().__init__()
         self.encoder = encoder
         self.in_key, self.time_key, self.out_key = in_key, time_key, out_key

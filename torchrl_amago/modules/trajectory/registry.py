@@ -1,0 +1,125 @@
+"""Trajectory encoders by name: ``make_trajectory_encoder(name, ...)`` and ``register_trajectory_encoder(name, cls)``.
+
+Registering a class makes it selectable everywhere a name is taken: ``--traj_encoder name`` in every example
+(the config's choices are this registry's names), the trainer's factory and ``make_trajectory_encoder``.
+
+A registered ``cls`` is called as ``cls(input_dim, max_seq_len, **kw)``; ``d_model`` (width) and ``n_layers``
+(depth) are passed when its constructor accepts parameters of those names (or ``**kwargs``). A ``builder``
+``(input_dim, max_seq_len, d_model, n_layers, **kw) -> module`` overrides that mapping. The result may be any
+memory the policy and loss accept (``adapters.py``): a ``TrajectoryEncoder``, TorchRL's ``LSTMModule`` /
+``GRUModule``, or a feed-forward ``TensorDictModule`` with an ``emb_dim``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+from torchrl.modules import GRUModule, LSTMModule
+
+from ... import keys as K
+from .feedforward import FFTrajEncoder, IdentityTrajEncoder
+from .mamba import MambaTrajEncoder
+from .recurrent import GRUTrajEncoder, LSTMTrajEncoder
+from .transformer import TransformerTrajEncoder
+
+Builder = Callable[..., nn.Module]  # (input_dim, max_seq_len, d_model, n_layers, **kw) -> memory
+
+
+def _accepts(cls, name: str) -> bool:
+    params = inspect.signature(cls).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _by_signature(cls) -> Builder:
+    def build(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
+        if d_model is not None and _accepts(cls, "d_model"):
+            kw.setdefault("d_model", d_model)
+        if n_layers is not None and _accepts(cls, "n_layers"):
+            kw.setdefault("n_layers", n_layers)
+        return cls(input_dim, max_seq_len, **kw)
+
+    return build
+
+
+def _rnn(cls) -> Builder:
+    def build(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
+        if d_model is not None:
+            kw.setdefault("d_hidden", d_model)
+            kw.setdefault("d_output", d_model)
+        if n_layers is not None:
+            kw.setdefault("n_layers", n_layers)
+        return cls(input_dim, max_seq_len, **kw)
+
+    return build
+
+
+def _transformer(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
+    if d_model is not None:
+        kw.setdefault("d_model", d_model)
+        kw.setdefault("d_ff", 4 * d_model)  # as the original's CLI helper
+    if n_layers is not None:
+        kw.setdefault("n_layers", n_layers)
+    return TransformerTrajEncoder(input_dim, max_seq_len, **kw)
+
+
+def _identity(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
+    return IdentityTrajEncoder(input_dim, max_seq_len, **kw)
+
+
+def _torchrl_rnn(kind: str) -> Builder:
+    def build(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
+        cls = LSTMModule if kind == "lstm" else GRUModule
+        return cls(input_size=input_dim, hidden_size=d_model or 256, num_layers=n_layers or 1,
+                   in_key=K.TSTEP_EMB, out_key=K.STATE_EMB, **kw)
+
+    return build
+
+
+_REGISTRY: dict[str, tuple[object, Builder]] = {}
+#: ``{name: class}`` of the registered encoders (kept in step with the registry; do not edit by hand)
+ENCODERS: dict[str, object] = {}
+
+
+def register_trajectory_encoder(name: str, cls, *, builder: Builder | None = None, overwrite: bool = False) -> None:
+    """Make ``cls`` selectable as ``name`` (``--traj_encoder name``, ``make_trajectory_encoder(name, ...)``)."""
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"trajectory encoder names are non-empty [A-Za-z0-9_-] strings, got {name!r}")
+    if name in _REGISTRY and not overwrite and _REGISTRY[name][0] is not cls:
+        raise ValueError(f"trajectory encoder {name!r} is already registered ({_REGISTRY[name][0]!r}); pass "
+                         "overwrite=True to replace it")
+    if builder is None and not callable(cls):
+        raise ValueError(f"register_trajectory_encoder({name!r}, ...) needs a class or a builder")
+    _REGISTRY[name] = (cls, builder or _by_signature(cls))
+    ENCODERS[name] = cls
+
+
+def trajectory_encoder_names() -> tuple[str, ...]:
+    """The registered names, sorted (the config's ``--traj_encoder`` choices)."""
+    return tuple(sorted(_REGISTRY))
+
+
+def make_trajectory_encoder(name: str, input_dim: int, max_seq_len: int, d_model: int | None = None,
+                            n_layers: int | None = None, **kw) -> nn.Module:
+    """Build a registered trajectory encoder. ``d_model`` sets the width (the RNNs' ``d_hidden`` and ``d_output``),
+    ``n_layers`` the depth (a Transformer given ``d_model`` gets ``d_ff = 4 * d_model`` unless ``d_ff`` is passed);
+    both default to each encoder's own default. Other kwargs go to the constructor."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown trajectory encoder {name!r}; expected one of {list(trajectory_encoder_names())} "
+                         "(add one with torchrl_amago.modules.register_trajectory_encoder)")
+    return _REGISTRY[name][1](input_dim, max_seq_len, d_model=d_model, n_layers=n_layers, **kw)
+
+
+for _name, _cls, _builder in (  # the built-ins, with their width/depth mappings
+        ("transformer", TransformerTrajEncoder, _transformer),
+        ("gru", GRUTrajEncoder, _rnn(GRUTrajEncoder)),
+        ("rnn", GRUTrajEncoder, _rnn(GRUTrajEncoder)),
+        ("lstm", LSTMTrajEncoder, _rnn(LSTMTrajEncoder)),
+        ("ff", FFTrajEncoder, None),
+        ("identity", IdentityTrajEncoder, _identity),
+        ("mamba", MambaTrajEncoder, None),
+        ("torchrl_lstm", LSTMModule, _torchrl_rnn("lstm")),
+        ("torchrl_gru", GRUModule, _torchrl_rnn("gru"))):
+    register_trajectory_encoder(_name, _cls, builder=_builder)
+
+__all__ = ["ENCODERS", "make_trajectory_encoder", "register_trajectory_encoder", "trajectory_encoder_names"]
