@@ -104,6 +104,7 @@ class TrialWriter(Writer):
         self.traj_key = traj_key
         self.max_trial_len = max_trial_len
         self._write_count = 0
+        self.before_write = None  # callable(end_global_position) run before each storage write (replay_persist)
 
     # ------------------------------------------------------------------ Writer API
     def add(self, data: TensorDictBase) -> torch.Tensor:
@@ -185,6 +186,8 @@ class TrialWriter(Writer):
         plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj, open_traj)
 
         slots = (gpos0 + torch.arange(n)) % idx.capacity
+        if self.before_write is not None:
+            self.before_write(gpos0 + n)
         flat = rows.reshape(-1)
         if flat.device is not None and flat.device.type != "cpu":
             flat = flat.cpu()
@@ -236,13 +239,15 @@ class TrialWriter(Writer):
     def dumps(self, path) -> None:
         path = Path(path).absolute()
         path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path / "trial_writer.pt")
+        tmp = path / "trial_writer.pt.tmp"
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path / "trial_writer.pt")
         with open(path / "metadata.json", "w") as f:
             json.dump({"write_count": self._write_count, "num_units": self.index.num_units}, f)
 
     @staticmethod
     def read(path) -> dict:
-        return torch.load(Path(path).absolute() / "trial_writer.pt")
+        return torch.load(Path(path).absolute() / "trial_writer.pt", weights_only=True)  # never unpickle code
 
     def loads(self, path) -> None:
         self.load_state_dict(self.read(path))

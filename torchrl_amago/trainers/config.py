@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .config_checks import check_ranges
+
 TRAJ_ENCODERS = ("transformer", "gru", "lstm", "ff", "identity", "mamba")
 AGENT_TYPES = ("agent", "multitask")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -95,6 +97,9 @@ class TrainConfig:
     l2_coeff: float = 1e-3
     mixed_precision: str = "no"
     num_threads: int | None = None
+    # guards (trainers/guards.py)
+    max_nonfinite_updates: int = 10  # this many non-finite updates in a row stop the run
+    nonfinite_data: str = "error"  # NaN/inf in env or offline data: 'error' | 'drop' (offline trials only)
 
     def __post_init__(self):
         self.validate()
@@ -132,6 +137,7 @@ class TrainConfig:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:
             raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
+        check_ranges(self)
 
     @property
     def gammas(self) -> list[float]:

@@ -58,6 +58,22 @@ class RunLogger:
         self.t0 = time.time()
         self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
 
+    def drop_records_after(self, epoch: int) -> int:
+        """Forget rows of epochs >= ``epoch`` (logged after the checkpoint being resumed, e.g. by a run killed
+        between logging and saving), so the resumed run does not log them twice. Returns the rows dropped."""
+        keep = [r for r in self.records if r.get("epoch", -1.0) < epoch]
+        dropped = len(self.records) - len(keep)
+        if dropped:
+            self.records = keep
+            tmp = self.csv_path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self._fields)
+                w.writeheader()
+                w.writerows(self.records)
+            os.replace(tmp, self.csv_path)
+            self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
+        return dropped
+
     def wall_time(self) -> float:
         return self.wall_offset + time.time() - self.t0
 
