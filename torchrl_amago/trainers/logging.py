@@ -52,8 +52,13 @@ class RunLogger:
         self.csv_path = os.path.join(log_dir, "metrics.csv")
         self.records: list[dict] = []
         if resume and os.path.exists(self.csv_path):
-            with open(self.csv_path) as f:
-                self.records = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+            try:
+                with open(self.csv_path, newline="") as f:
+                    self.records = [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                                    for row in csv.DictReader(f)]
+            except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+                raise ValueError(f"{self.csv_path} is not a metrics CSV written by this logger ({type(e).__name__}: "
+                                 f"{e}); move it away to resume the run") from e
         self._fields: list[str] = list(self.records[0].keys()) if self.records else []
         self.t0 = time.time()
         self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0

@@ -24,6 +24,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, nonfinite_keys
 from .run_checkpoint import ReplayGenerations, check_resume, restore_run_replay
 from .config import TrainConfig
+from .config_checks import check_trial_fits
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
 from .resume_config import apply_optimizer_settings
@@ -61,6 +62,7 @@ class AMAGOTrainer:
                  rollout_horizon: int | None = None, env_name: str = "env",
                  success_threshold: float | None = None, task_names: list[str] | None = None):
         self.cfg = cfg = config
+        check_trial_fits(cfg, rollout_horizon)
         torch.manual_seed(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
