@@ -5,11 +5,14 @@
   with :class:`NonFiniteError` naming the first bad key and gradient step.
 - :func:`check_finite_state`: a checkpoint is never written with non-finite weights.
 - :func:`nonfinite_keys`: which float keys of a TensorDict hold NaN/inf (env batches, offline trials).
+- :class:`FiniteCheck` / :func:`guard_env`: an env step or reset with NaN/inf raises, naming the key, before
+  the policy acts on it (online data has no drop mode: a trial continues across collector batches).
 """
 from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
+from torchrl.envs import Transform, TransformedEnv
 
 
 class NonFiniteError(RuntimeError):
@@ -78,3 +81,36 @@ class FiniteGuard:
         name = next((n for n, p in named_params if p.grad is not None and not bool(torch.isfinite(p.grad).all())),
                     "grad norm")
         return self._bad(f"gradient of {name!r} at grad step {step}")
+
+
+class FiniteCheck(Transform):
+    """Env transform that raises NonFiniteError naming the key as soon as a step or reset returns NaN/inf,
+    before the policy sees it (the trainer appends it to its envs)."""
+
+    def __init__(self, what: str = "env"):
+        super().__init__()
+        self.what = what
+        self.calls = 0
+
+    def _check(self, td: TensorDictBase, when: str) -> None:
+        bad = nonfinite_keys(td)
+        if bad:
+            raise NonFiniteError(f"the {self.what} returned NaN/inf at its {when} (call {self.calls}) in {bad} "
+                                 f"(non-finite elements per key); nothing of it was stored")
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        self.calls += 1
+        self._check(next_tensordict, "step")
+        return next_tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        self._check(tensordict_reset, "reset")
+        return tensordict_reset
+
+
+def guard_env(env, what: str):
+    """``env`` with a :class:`FiniteCheck` as its last transform."""
+    if isinstance(env, TransformedEnv):
+        env.append_transform(FiniteCheck(what))
+        return env
+    return TransformedEnv(env, FiniteCheck(what))

@@ -77,4 +77,6 @@ def restore_run_replay(gens: ReplayGenerations, rb, ckpt: dict, path: str, curre
     except (ReplayStateError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: replay in {gens.path(gen)} cannot be resumed: {e}") from e
     gens.attach(rb, gen)
+    if current_gen != gen and not any(fs for _, _, fs in os.walk(gens.path(current_gen))):
+        shutil.rmtree(gens.path(current_gen), ignore_errors=True)  # the unused, empty folder of this process
     return gen

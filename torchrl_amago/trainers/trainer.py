@@ -21,7 +21,7 @@ from torchrl.objectives import SoftUpdate
 
 from ..data import make_sequence_replay
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
-from .guards import FiniteGuard, NonFiniteError, check_finite_state, nonfinite_keys
+from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
 from .run_checkpoint import ReplayGenerations, check_resume, restore_run_replay
 from .config import TrainConfig
 from .config_checks import check_trial_fits
@@ -72,9 +72,9 @@ class AMAGOTrainer:
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
         self.device = torch.device(cfg.device)
-        self.train_env = make_train_env(cfg.parallel_envs)
+        self.train_env = guard_env(make_train_env(cfg.parallel_envs), "training env")
         self.train_env.set_seed(cfg.seed)
-        self.eval_env = make_eval_env(cfg.eval_envs) if make_eval_env is not None else None
+        self.eval_env = guard_env(make_eval_env(cfg.eval_envs), "eval env") if make_eval_env is not None else None
         if self.eval_env is not None:
             self.eval_env.set_seed(cfg.seed + 10_000)
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
