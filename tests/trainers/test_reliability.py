@@ -94,7 +94,7 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
     files = [os.path.join(d, f) for d, _, fs in os.walk(run_dir(tmp_path)) for f in fs if not f.endswith(".memmap")]
     assert any(f.endswith("latest.pt") for f in files) and any(f.endswith("write_mark.json") for f in files)
     read_at_resume = {"latest.pt", "write_mark.json", "metrics.csv"}
-    tried = 0
+    tried = named = 0
     for f in files:
         original = open(f, "rb").read()
         marker = tmp_path / "ran"
@@ -110,6 +110,7 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
             assert os.path.basename(f) not in read_at_resume, f"{f} was read without an error"
         except (CheckpointError, ValueError) as e:
             assert os.path.basename(f) in str(e), (f, str(e))
+            named += 1
         finally:
             if t is not None:
                 t.close()
@@ -117,7 +118,8 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
         with open(f, "wb") as fh:
             fh.write(original)
         tried += 1
-    assert tried >= 5
+    assert tried >= 5 and named == len(read_at_resume)
+    print(f"payload planted in {tried} files; {named} read at resume -> error naming the file; none ran")
 
 
 def test_torchrl_prefetch_state_is_never_unpickled(tmp_path):
@@ -132,7 +134,7 @@ def test_torchrl_prefetch_state_is_never_unpickled(tmp_path):
     rb2.loads(tmp_path / "dump")
     assert not (tmp_path / "ran").exists() and len(rb2) == len(rb) == 16
     torch.save({"index": Marker(tmp_path / "ran")}, tmp_path / "dump" / "writer" / "trial_writer.pt")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="trial_writer.pt is not a trial table"):
         rb2.loads(tmp_path / "dump")
     assert not (tmp_path / "ran").exists()
 
@@ -508,3 +510,27 @@ def test_unused_tensordict_in_checkpoint_is_refused(tmp_path):
     torch.save({"format": FORMAT, "loss": TensorDict({"a": torch.zeros(1)}, [])}, path)
     with pytest.raises(CheckpointError, match="td.pt is corrupt or holds objects other than tensors"):
         load_checkpoint(str(path))
+
+
+def test_d4rl_file_with_nan_observation_is_named_or_dropped(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    from torchrl_amago.data.d4rl import load_d4rl_trials
+
+    n = 12  # three trials of 4 steps; a NaN observation in the second
+    obs = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    obs[5, 1] = np.nan
+    term = np.zeros(n, bool)
+    term[[3, 7, 11]] = True
+    with h5py.File(tmp_path / "d.hdf5", "w") as f:
+        f["observations"], f["next_observations"] = obs, obs + 1
+        f["actions"], f["rewards"] = np.zeros(n, np.int64), np.ones(n, np.float32)
+        f["terminals"], f["timeouts"] = term, np.zeros(n, bool)
+    trials = load_d4rl_trials(tmp_path / "d.hdf5", num_actions=2)
+    rb = make_sequence_replay(100, 4, 2, scratch_dir=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"'observation': 1.*first in trial 1 of 3"):
+        load_offline_trials(rb, trials)
+    report = {}
+    assert load_offline_trials(rb, trials, nonfinite="drop", report=report) == 2 and report["dropped_trials"] == 1
+    assert torch.isfinite(rb.storage[: len(rb)]["observation"]).all() and len(rb) == 8

@@ -9,6 +9,7 @@ between two batches loses nothing, and windows never mix trials of different env
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -247,7 +248,12 @@ class TrialWriter(Writer):
 
     @staticmethod
     def read(path) -> dict:
-        return torch.load(Path(path).absolute() / "trial_writer.pt", weights_only=True)  # never unpickle code
+        f = Path(path).absolute() / "trial_writer.pt"
+        try:
+            return torch.load(f, weights_only=True)  # tensors and plain values only: never unpickles code
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            raise ValueError(f"{f} is not a trial table written by TrialWriter.dumps (it was not loaded): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def loads(self, path) -> None:
         self.load_state_dict(self.read(path))
