@@ -12,3 +12,7 @@ __all__ = ["CheckpointError", "build_parser", "example_args", "parse_config", "T
            "build_exploration", "build_heads", "build_loss", "build_policy", "build_timestep_encoder",
            "build_trajectory_encoder", "RunLogger", "episode_metrics", "finished_trial_returns", "return_metrics",
            "AMAGOTrainer", "print_summary"]
+
+from .guards import NonFiniteError  # noqa: E402
+
+__all__ += ["NonFiniteError"]

@@ -25,12 +25,15 @@ def _key(k) -> str:
 
 def nonfinite_keys(td: TensorDictBase) -> dict[str, int]:
     """``{key: number of non-finite elements}`` over the floating-point leaves of ``td`` (empty if all finite)."""
+    leaves = [(k, v) for k, v in td.items(include_nested=True, leaves_only=True)
+              if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())]
+    if not leaves or bool(torch.stack([torch.isfinite(v).all() for _, v in leaves]).all()):  # one device sync
+        return {}
     out = {}
-    for k, v in td.items(include_nested=True, leaves_only=True):
-        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()):
-            n = int((~torch.isfinite(v)).sum())
-            if n:
-                out[_key(k)] = n
+    for k, v in leaves:
+        n = int((~torch.isfinite(v)).sum())
+        if n:
+            out[_key(k)] = n
     return out
 
 
