@@ -26,6 +26,10 @@ _DOC_HELP = {
     "agent_type": "'agent' (AMAGO) or 'multitask' (AMAGO-2: two-hot critic, filtered BC)",
     "eval_timesteps": "env steps per eval env per evaluation",
     "mixed_precision": "autocast dtype for the learner: no | bf16 | fp16",
+    "max_nonfinite_updates": "stop the run after this many updates in a row skipped for NaN/inf (batch, loss or "
+                             "gradient)",
+    "nonfinite_data": "NaN/inf in offline trials: 'error' (name the key) or 'drop' (drop those trials, counted); "
+                      "env data with NaN/inf is always an error",
     "popart_min_sigma": "floor of PopArt's sigma in scaled-reward units; ~1 stops a gamma with near-constant "
                         "returns (e.g. 0.1 under a constant reward) from dominating the clipped gradient",
 }
