@@ -20,7 +20,7 @@ SAFE_ON_RESUME = frozenset({
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
     "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "batch_size", "mixed_precision",
     # how windows are drawn from the (unchanged) replay
-    "sampling", "padded_sampling",
+    "sampling", "padded_sampling", "trim_windows",
     # guards, io, hardware
     "max_nonfinite_updates", "nonfinite_data", "device", "num_threads", "seed", "progress_bar", "log_to_wandb",
     "wandb_project",
