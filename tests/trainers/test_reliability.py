@@ -92,8 +92,8 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
     tr.train(epochs=2)
     tr.close()
     files = [os.path.join(d, f) for d, _, fs in os.walk(run_dir(tmp_path)) for f in fs if not f.endswith(".memmap")]
-    assert any(f.endswith("latest.pt") for f in files) and any(f.endswith("write_mark.json") for f in files)
-    read_at_resume = {"latest.pt", "write_mark.json", "metrics.csv"}
+    assert any(f.endswith("latest.pt") for f in files) and any(f.endswith("metrics.csv") for f in files)
+    read_at_resume = {"latest.pt", "metrics.csv"}  # + undo files, planted in the wrap-around test
     tried = named = 0
     for f in files:
         original = open(f, "rb").read()
@@ -256,7 +256,7 @@ def test_trainer_offline_data_with_nan_observation(tmp_path):
 # ---------------------------------------------------------------- 3. crash-consistent checkpoints
 SAVE_POINTS_BEFORE_COMMIT = ("replay_before_sync", "replay_synced", "checkpoint_tmp_written",
                              "checkpoint_tmp_synced")
-SAVE_POINTS_AFTER_COMMIT = ("checkpoint_renamed", "generation_removed")
+SAVE_POINTS_AFTER_COMMIT = ("checkpoint_renamed", "undo_discarded", "generation_removed")
 
 
 def _kill_at(monkeypatch, point):
@@ -335,7 +335,7 @@ def test_kill_in_the_middle_of_a_replay_write(tmp_path, monkeypatch):
     r.close()
 
 
-def test_checkpointed_rows_overwritten_after_the_checkpoint_are_never_sampled(tmp_path, monkeypatch):
+def test_checkpointed_rows_overwritten_after_the_checkpoint_are_restored(tmp_path, monkeypatch):
     cap = 24  # 8 steps per epoch: the buffer wraps from epoch 3 on
     tr = trainer(tmp_path, dset_max_size=cap)
     tr.train(epochs=4)
@@ -343,18 +343,36 @@ def test_checkpointed_rows_overwritten_after_the_checkpoint_are_never_sampled(tm
     _kill_at(monkeypatch, "replay_before_sync")  # epoch 5's rows overwrote checkpointed slots, then a kill
     with pytest.raises(Killed):
         tr.train(epochs=5)
+    after_kill = tr.replay.storage._storage.clone()
     tr.close()
     monkeypatch.undo()
+    undo = list((run_dir(tmp_path) / "buffer").rglob("undo/*.pt"))
+    assert undo, "the kill must come after checkpointed rows were overwritten"
     r = resume_fresh(tmp_path, dset_max_size=cap)
-    got = snapshot(r)
-    mark = committed["write_count"] + 2 * (H + 1)
-    idx = r.replay._writer.index
-    overwritten = [u for u in committed["units"].tolist() if u < idx.unit_base]
-    assert overwritten, "the test must overwrite checkpointed trials"
-    assert all(int(committed["rows"][u]["time_idx"].numel()) for u in overwritten)
-    assert_same_replay(got, committed, allow_dropped=overwritten)  # the rest is bit-identical
-    assert idx.unit_base > 0 and mark - cap > 0
+    assert_same_replay(snapshot(r), committed)  # every checkpointed trial is back, bit for bit
+    assert not (r.replay.storage._storage == after_kill).all()  # (the rows had really changed on disk)
+    r.train(epochs=6)
+    assert r.env_steps == r.replay._writer.index.write_count == 6 * 2 * (H + 1)
+    assert not list((run_dir(tmp_path) / "buffer").rglob("undo/4*_*.pt"))  # obsolete undo files are gone
     r.close()
+
+
+def test_payload_in_an_undo_file_never_runs(tmp_path, monkeypatch):
+    cap = 24
+    tr = trainer(tmp_path, dset_max_size=cap)
+    tr.train(epochs=4)
+    _kill_at(monkeypatch, "replay_before_sync")
+    with pytest.raises(Killed):
+        tr.train(epochs=5)
+    tr.close()
+    monkeypatch.undo()
+    f = next((run_dir(tmp_path) / "buffer").rglob("undo/*.pt"))
+    torch.save({"protects": 32, "gpos": Marker(tmp_path / "ran")}, f)
+    t = trainer(tmp_path, dset_max_size=cap)
+    with pytest.raises(CheckpointError, match=f"undo file {f} cannot be applied"):
+        t.resume()
+    t.close()
+    assert not (tmp_path / "ran").exists() and f.exists()
 
 
 def test_truncated_memmap_is_named_and_its_generation_kept(tmp_path):

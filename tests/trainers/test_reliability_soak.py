@@ -1,6 +1,7 @@
 """Kill-anywhere soak (slow): a tiny run is SIGKILLed 20 times at random moments, each time resumed by a new
-process. At the end the counters equal the stored replay, every stored trial is intact, nothing is NaN, the
-metrics have one row per epoch and the replay uses the disk of one run.
+process. At the end the counters equal the stored replay, every stored trial is intact (the FIFO wraps, so
+kills also land after checkpointed rows were overwritten), nothing is NaN, the metrics have one row per epoch
+and the replay uses the disk of one run.
 
 Run: `PYTHONPATH=$PWD python -m pytest -q -m slow tests/trainers/test_reliability_soak.py -s`
 """
@@ -88,7 +89,7 @@ def test_twenty_random_kills_then_resume(tmp_path):
     buf = run_dir(tmp_path) / "buffer"
     assert len(os.listdir(buf)) == 1
     assert len(set(sizes[1:] + [_files_bytes(buf)])) == 1, sizes  # disk flat across 20 kills and resumes
-    assert _files_bytes(buf, memmaps=False) < 4096
+    assert _files_bytes(buf, memmaps=False) < 64 * 1024  # undo rows of at most one epoch, no copies
     r.close()
     print(json.dumps({"soak": "kill-anywhere", "kills": KILLS, "final_epoch": final_epoch,
                       "env_steps": r.env_steps, "stored_trials": int(units.numel()),

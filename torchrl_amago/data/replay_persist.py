@@ -11,14 +11,13 @@ path for checkpoints:
 - :func:`sync_storage` flushes the memmaps (``fsync``) before that file is written.
 - :func:`restore_replay` re-attaches the memmaps **in place** (no copy of the capacity): every file is checked
   for existence and exact size first, and a missing or short file raises :class:`ReplayStateError` naming it.
-- Write-ahead mark: before each storage write the buffer records, durably, the global write position it is
-  about to reach (:func:`install_write_mark`). At resume, trials whose slots a later, uncheckpointed write may
-  have overwritten (only when the buffer is full and wraps) are dropped from the restored table instead of
-  being trained on with foreign rows: what the checkpoint holds is either intact or not sampled.
+- Undo log (:class:`UndoLog`): checkpointed rows never change. Once the FIFO is full, a write overwrites the
+  oldest slots; before a write overwrites rows that the last durable checkpoint holds, their old values are
+  saved (fsynced) to ``<gen>/undo/``. Resuming that checkpoint writes them back, so every trial it holds is
+  restored bit for bit. A new checkpoint makes the older undo files obsolete; they are then deleted.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tensordict import TensorDict
 from tensordict.memmap import MemoryMappedTensor
 
 REPLAY_STATE_VERSION = 1
-WRITE_MARK = "write_mark.json"
+UNDO_DIR = "undo"
 STORAGE_DIR = "storage"  # memmaps of a generation folder: <gen_dir>/storage/<key>.memmap
 _DTYPES = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8,
                                torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
@@ -90,36 +89,81 @@ def sync_storage(rb) -> None:
             os.close(fd)
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class UndoLog:
+    """Copy-on-write of checkpointed rows (see module docstring). ``protect(W)``: the durable checkpoint holds
+    the steps written before global position ``W``; their rows are saved before any write overwrites them."""
+
+    def __init__(self, rb, gen_dir):
+        self.rb = rb
+        self.dir = Path(gen_dir).absolute() / UNDO_DIR
+        self.protected = 0
+
+    def install(self) -> "UndoLog":
+        self.rb._writer.before_write = self.before_write
+        return self
+
+    def protect(self, write_count: int) -> None:
+        self.protected = int(write_count)
+
+    def before_write(self, gpos0: int, n: int) -> None:
+        cap, w = self.rb.capacity_steps, self.protected
+        lo, hi = max(gpos0 - cap, w - cap, 0), min(gpos0 + n - cap, w)  # checkpointed steps about to be overwritten
+        if hi <= lo or not self.rb._storage.initialized:
+            return
+        gpos = torch.arange(lo, hi)
+        rows = self.rb._storage._storage[gpos % cap]
+        keys, values = [], []
+        for key, v in rows.items(include_nested=True, leaves_only=True):
+            keys.append(list(key) if isinstance(key, tuple) else [key])
+            values.append(v.clone())
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{w}_{lo}.pt"
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save({"protects": w, "gpos": gpos, "keys": keys, "values": values}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.dir)
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("*.pt")) if self.dir.is_dir() else []
+
+    def apply(self, write_count: int) -> int:
+        """Write back the saved rows of the checkpoint at ``write_count``; returns the number of rows restored."""
+        cap, restored = self.rb.capacity_steps, 0
+        for f in self.files():
+            try:
+                entry = torch.load(f, map_location="cpu", weights_only=True)
+                if int(entry["protects"]) != write_count:
+                    continue  # belongs to an older checkpoint
+                slots = entry["gpos"].long() % cap
+                for key, value in zip(entry["keys"], entry["values"]):
+                    self.rb._storage._storage.get(tuple(key))[slots] = value
+            except Exception as e:  # noqa: BLE001 - any damage: name the file, restore nothing silently
+                raise ReplayStateError(f"replay undo file {f} cannot be applied ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            restored += int(slots.numel())
+        return restored
+
+    def discard_except(self, write_count: int) -> None:
+        """Delete undo files of older checkpoints (call once the checkpoint at ``write_count`` is durable)."""
+        for f in self.files():
+            if not f.name.startswith(f"{write_count}_"):
+                f.unlink(missing_ok=True)
 
 
-def install_write_mark(rb, gen_dir) -> None:
-    """Before every storage write, durably record the write position it reaches in ``gen_dir/write_mark.json``."""
-    path = Path(gen_dir).absolute() / WRITE_MARK
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def mark(end_gpos: int) -> None:
-        _atomic_json(path, {"write_count_upto": int(end_gpos)})
-
-    rb._writer.before_write = mark
-
-
-def read_write_mark(gen_dir) -> int | None:
-    path = Path(gen_dir).absolute() / WRITE_MARK
-    if not path.exists():
-        return None
+def _fsync_dir(path: Path) -> None:
     try:
-        with open(path) as f:
-            value = json.load(f)["write_count_upto"]
-        return int(value)
-    except (ValueError, KeyError, TypeError, OSError) as e:
-        raise ReplayStateError(f"replay write mark {path} is unreadable ({type(e).__name__}: {e})") from e
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_files(state: dict, folder) -> None:
@@ -149,7 +193,7 @@ def check_files(state: dict, folder) -> None:
 def restore_replay(rb, state: dict, gen_dir) -> dict:
     """Attach ``rb`` to the memmaps in ``gen_dir/storage`` (no copy) and load the trial table from ``state``.
 
-    Returns ``{"dropped_units": n}``: units dropped because an uncheckpointed write may have overwritten them.
+    Rows that a later write overwrote are restored from the undo log. Returns ``{"restored_rows": n}``.
     """
     gen_dir = Path(gen_dir).absolute()
     folder = gen_dir / STORAGE_DIR
@@ -179,11 +223,5 @@ def restore_replay(rb, state: dict, gen_dir) -> dict:
         g = torch.Generator()
         g.set_state(state["rng"])
         rb.set_rng(g)
-    idx = rb._writer.index
-    mark = read_write_mark(gen_dir)
-    dropped = 0
-    if mark is not None and mark > idx.write_count:
-        before = idx.num_units
-        idx.prune(mark - idx.capacity)
-        dropped = before - idx.num_units
-    return {"dropped_units": dropped}
+    restored = UndoLog(rb, gen_dir).apply(rb._writer.index.write_count) if st.initialized else 0
+    return {"restored_rows": restored}

@@ -105,7 +105,7 @@ class TrialWriter(Writer):
         self.traj_key = traj_key
         self.max_trial_len = max_trial_len
         self._write_count = 0
-        self.before_write = None  # callable(end_global_position) run before each storage write (replay_persist)
+        self.before_write = None  # callable(first global position, steps) run before each storage write
 
     # ------------------------------------------------------------------ Writer API
     def add(self, data: TensorDictBase) -> torch.Tensor:
@@ -188,7 +188,7 @@ class TrialWriter(Writer):
 
         slots = (gpos0 + torch.arange(n)) % idx.capacity
         if self.before_write is not None:
-            self.before_write(gpos0 + n)
+            self.before_write(gpos0, n)
         flat = rows.reshape(-1)
         if flat.device is not None and flat.device.type != "cpu":
             flat = flat.cpu()

@@ -1,6 +1,7 @@
 """The replay side of a run checkpoint: generation folders, commit payload, resume, clean-up.
 
-Layout: ``<run>/buffer/<gen>/storage/*.memmap`` (the live replay) and ``<run>/buffer/<gen>/write_mark.json``.
+Layout: ``<run>/buffer/<gen>/storage/*.memmap`` (the live replay) and ``<run>/buffer/<gen>/undo/`` (rows of the
+last checkpoint saved before a write overwrote them).
 ``latest.pt`` carries the replay's table and layout (``data/replay_persist.py``) next to the counters, so one
 rename commits both; it is written last, after the memmaps are fsynced. Resuming re-attaches the generation
 the checkpoint names, in place (no copy); a fresh run gets a new generation. Generations that the newest
@@ -11,8 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from ..data.replay_persist import (STORAGE_DIR, ReplayStateError, install_write_mark, replay_state, restore_replay,
-                                   sync_storage)
+from ..data.replay_persist import STORAGE_DIR, ReplayStateError, UndoLog, replay_state, restore_replay, sync_storage
 from . import checkpoint as _ckpt
 from .checkpoint import CheckpointError
 from .resume_config import check_resume_config
@@ -23,6 +23,7 @@ class ReplayGenerations:
 
     def __init__(self, root: str):
         self.root = root
+        self.undo: UndoLog | None = None
         os.makedirs(root, exist_ok=True)
 
     def existing(self) -> list[int]:
@@ -39,16 +40,21 @@ class ReplayGenerations:
 
     def attach(self, rb, gen: int) -> None:
         rb._storage.scratch_dir = self.storage_dir(gen)
-        install_write_mark(rb, self.path(gen))
+        self.undo = UndoLog(rb, self.path(gen)).install()
+        self.undo.protect(rb._writer.index.write_count)  # what a resumed checkpoint holds (0 for a fresh run)
 
     def commit_payload(self, rb, gen: int) -> dict:
         """fsync the memmaps, then return the replay entries of the checkpoint payload."""
         _ckpt.fault_point("replay_before_sync")
         sync_storage(rb)
         _ckpt.fault_point("replay_synced")
+        self.undo.protect(rb._writer.index.write_count)  # from now on these rows are saved before overwriting
         return {"replay_generation": gen, "replay": replay_state(rb)}
 
     def remove_others(self, keep: int) -> None:
+        """After a durable checkpoint: drop the undo files of older checkpoints and the other generations."""
+        self.undo.discard_except(self.undo.protected)
+        _ckpt.fault_point("undo_discarded")
         for gen in self.existing():
             if gen != keep:
                 shutil.rmtree(self.path(gen), ignore_errors=True)
