@@ -353,7 +353,7 @@ def test_checkpointed_rows_overwritten_after_the_checkpoint_are_restored(tmp_pat
     assert not (r.replay.storage._storage == after_kill).all()  # (the rows had really changed on disk)
     r.train(epochs=6)
     assert r.env_steps == r.replay._writer.index.write_count == 6 * 2 * (H + 1)
-    assert not list((run_dir(tmp_path) / "buffer").rglob("undo/4*_*.pt"))  # obsolete undo files are gone
+    assert not list((run_dir(tmp_path) / "buffer").rglob("undo/*.pt"))  # obsolete once a newer checkpoint is durable
     r.close()
 
 
