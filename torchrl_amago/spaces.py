@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torchrl.data import Binary, Bounded, Categorical, MultiCategorical, MultiOneHot, OneHot, TensorSpec, Unbounded
+from torchrl.data import Binary, Bounded, Categorical, Composite, MultiCategorical, MultiOneHot, OneHot, TensorSpec, Unbounded
 
 KINDS = ("discrete", "continuous", "multibinary")
 
@@ -60,6 +60,9 @@ class ActionSpace:
 
 def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
     """Map a TorchRL action spec (batched or not) to an `ActionSpace`; clear error on unsupported specs."""
+    if isinstance(spec, Composite):
+        raise ValueError(f"composite (dict) action specs are not supported (keys {list(spec.keys(True, True))}); "
+                         "flatten them into one action")
     if isinstance(spec, (MultiOneHot, MultiCategorical)):  # subclasses of OneHot / Categorical: test first
         raise ValueError(f"{type(spec).__name__} (multi-discrete) action specs are not supported; flatten them into "
                          "one Categorical or use a MultiBinary encoding")

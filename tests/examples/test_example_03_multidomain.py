@@ -13,7 +13,8 @@ from tests.missing_package import assert_missing_package_named
 def test_missing_popgym_is_a_clear_error(monkeypatch, tmp_path):
     assert_missing_package_named(
         monkeypatch, "popgym", "pip install popgym",
-        lambda: load_example("03_popgym").main(["--multidomain", "--buffer_dir", str(tmp_path)] + TINY))
+        lambda: load_example("03_popgym").main(["--multidomain", "--buffer_dir", str(tmp_path)] + TINY
+                                               + ["--dset_max_size", "8000"]))  # one epoch (2 x 2000 steps) must fit
 
 
 def _config_and_env(argv):

@@ -250,15 +250,12 @@ def test_set_keys():
         loss(renamed.exclude(("next", "rew")))
 
 
-def test_missing_mask_means_all_valid():
+def test_missing_mask_is_an_error():
+    """A batch without "mask" used to count every step as valid (padding trained on); it now names the key."""
     td = make_batch("discrete", pad_from=(None, None, None))
     loss = build("discrete")
-    torch.manual_seed(0)
-    ref = loss(td).detach()
-    loss = build("discrete")
-    torch.manual_seed(0)
-    out = loss(td.exclude("mask"))
-    torch.testing.assert_close(out["loss_critic"], ref["loss_critic"])
+    with pytest.raises(ValueError, match="no key 'mask'"):
+        loss(td.exclude("mask"))
 
 
 def test_bad_inputs():

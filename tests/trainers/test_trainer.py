@@ -77,7 +77,7 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path):
     a.train(epochs=1)
     a.close()
     other = AMAGOTrainer(_tiny_cfg(tmp_path, memory_size=24), _make_env, None)
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="--memory_size: checkpoint 16 -> now 24"):  # refused config change
         other.resume()
     other.close()
     with open(os.path.join(tmp_path, "tiny", "ckpts", "latest.pt"), "wb") as f:

@@ -160,13 +160,54 @@ def split_trials(trials: TensorDictBase | Sequence[TensorDictBase],
     return torch.cat(trials, 0), torch.tensor([tr.batch_size[0] for tr in trials])
 
 
-def load_offline_trials(rb: SequenceReplayBuffer, trials, *, done_key: NestedKey = ("next", "done")) -> int:
+def screen_nonfinite_trials(data: TensorDictBase, lengths: torch.Tensor, nonfinite: str = "error",
+                            report: dict | None = None) -> tuple[TensorDictBase, torch.Tensor]:
+    """Find trials holding NaN/inf in any float key (observations, rewards, actions, ...).
+
+    ``nonfinite="error"`` raises ValueError naming the keys and the first bad trial; ``"drop"`` removes those
+    trials and fills ``report`` with ``dropped_trials`` and ``bad_keys`` (non-finite elements per key).
+    """
+    if nonfinite not in ("error", "drop"):
+        raise ValueError(f"nonfinite must be 'error' or 'drop', got {nonfinite!r}")
+    trial_of = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+    bad_trial = torch.zeros(lengths.numel(), dtype=torch.bool)
+    bad_keys: dict[str, int] = {}
+    for key, v in data.items(include_nested=True, leaves_only=True):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            continue
+        bad_step = ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
+        if bool(bad_step.any()):
+            name = "/".join(key) if isinstance(key, tuple) else str(key)
+            bad_keys[name] = int((~torch.isfinite(v)).sum())
+            bad_trial[trial_of[bad_step]] = True
+    if report is not None:
+        report.update(dropped_trials=0, bad_keys=bad_keys)
+    if not bad_keys:
+        return data, lengths
+    first = int(bad_trial.nonzero()[0])
+    if nonfinite == "error":
+        raise ValueError(f"offline data holds NaN/inf in keys {bad_keys} (non-finite elements per key), first in "
+                         f"trial {first} of {lengths.numel()}; clean the dataset or pass nonfinite='drop' "
+                         f"(--nonfinite_data drop) to drop those {int(bad_trial.sum())} trials")
+    keep = ~bad_trial
+    if not bool(keep.any()):
+        raise ValueError(f"every offline trial holds NaN/inf (keys {bad_keys}); nothing left to load")
+    if report is not None:
+        report["dropped_trials"] = int(bad_trial.sum())
+    return data[keep[trial_of]], lengths[keep]
+
+
+def load_offline_trials(rb: SequenceReplayBuffer, trials, *, done_key: NestedKey = ("next", "done"),
+                        nonfinite: str = "error", report: dict | None = None) -> int:
     """Write whole trials into ``rb`` (a list of ``[L_i]`` TensorDicts, or a flat one split at ``done_key``).
 
     In-progress online trials are left untouched. Returns the number of trials written. Raises ValueError if
-    the data does not fit (FIFO would evict it while loading).
+    the data does not fit (FIFO would evict it while loading), or (``nonfinite="error"``) if a float key holds
+    NaN/inf; ``nonfinite="drop"`` drops such trials and counts them in ``report`` (see
+    :func:`screen_nonfinite_trials`).
     """
     data, lengths = split_trials(trials, done_key)
+    data, lengths = screen_nonfinite_trials(data, lengths, nonfinite, report)
     total = int(lengths.sum())
     if total > rb.capacity_steps:
         raise ValueError(f"offline data has {total} steps but the buffer holds capacity_steps={rb.capacity_steps}; "

@@ -94,6 +94,20 @@ class SequenceReplayBuffer(ReplayBuffer):
         self._sampler.dumps(path / "sampler")
         marker.write_text(json.dumps({"batch_size": self._batch_size}))
 
+    # TorchRL pickles the prefetch queue to prefetch.pkl and unpickles it on load; a run directory must never
+    # be unpickled, so the (disposable) prefetched samples are dropped and only their capacity kept, as JSON.
+    def _dump_prefetch_state(self, path: Path, prefetch_state: dict) -> None:
+        with open(path / "prefetch.json", "w") as f:
+            json.dump({"version": 1, "capacity": int(prefetch_state.get("capacity", 0))}, f)
+
+    def _load_prefetch_state(self, path: Path) -> dict | None:
+        p = Path(path) / "prefetch.json"
+        if not p.exists():
+            return None
+        with open(p) as f:
+            meta = json.load(f)
+        return {"version": 1, "capacity": int(meta["capacity"]), "queue": ()}
+
     def loads(self, path) -> None:
         path = Path(path).absolute()
         self._writer.check_compatible(self._writer.read(path / "writer"))  # before touching the storage

@@ -9,6 +9,7 @@ between two batches loses nothing, and windows never mix trials of different env
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -104,6 +105,7 @@ class TrialWriter(Writer):
         self.traj_key = traj_key
         self.max_trial_len = max_trial_len
         self._write_count = 0
+        self.before_write = None  # callable(first global position, steps) run before each storage write
 
     # ------------------------------------------------------------------ Writer API
     def add(self, data: TensorDictBase) -> torch.Tensor:
@@ -185,6 +187,8 @@ class TrialWriter(Writer):
         plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj, open_traj)
 
         slots = (gpos0 + torch.arange(n)) % idx.capacity
+        if self.before_write is not None:
+            self.before_write(gpos0, n)
         flat = rows.reshape(-1)
         if flat.device is not None and flat.device.type != "cpu":
             flat = flat.cpu()
@@ -236,13 +240,20 @@ class TrialWriter(Writer):
     def dumps(self, path) -> None:
         path = Path(path).absolute()
         path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path / "trial_writer.pt")
+        tmp = path / "trial_writer.pt.tmp"
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path / "trial_writer.pt")
         with open(path / "metadata.json", "w") as f:
             json.dump({"write_count": self._write_count, "num_units": self.index.num_units}, f)
 
     @staticmethod
     def read(path) -> dict:
-        return torch.load(Path(path).absolute() / "trial_writer.pt")
+        f = Path(path).absolute() / "trial_writer.pt"
+        try:
+            return torch.load(f, weights_only=True)  # tensors and plain values only: never unpickles code
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            raise ValueError(f"{f} is not a trial table written by TrialWriter.dumps (it was not loaded): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def loads(self, path) -> None:
         self.load_state_dict(self.read(path))

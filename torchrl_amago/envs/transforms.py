@@ -92,7 +92,12 @@ class PrevActionReward(Transform):
         if self._space is None:
             if self.parent is None:
                 raise ValueError("PrevActionReward needs an action_spec when it is not inside an env")
-            self._space = action_space_from_spec(self.parent.full_action_spec[self.action_key])
+            specs = self.parent.full_action_spec
+            if self.action_key not in specs.keys(True, True):
+                raise ValueError(f"the env has no action key {self.action_key!r} (its action keys: "
+                                 f"{list(specs.keys(True, True))}); dict/composite action spaces (e.g. gymnasium "
+                                 f"Dict) are not supported: flatten them into one action")
+            self._space = action_space_from_spec(specs[self.action_key])
         return self._space
 
     def _features(self, action: torch.Tensor, batch_shape) -> torch.Tensor:
@@ -339,4 +344,7 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
     ts += [InitTracker(), PrevActionReward(action_spec), EpisodeTime(max_steps)]
     # auto_unwrap=False: never merge into an inner TransformedEnv, whose action transforms (e.g. ActionScaling)
     # would then run before PrevActionReward and store the env-side action instead of the policy action
-    return TransformedEnv(env, Compose(*ts), auto_unwrap=False)
+    out = TransformedEnv(env, Compose(*ts), auto_unwrap=False)
+    if action_spec is None:
+        next(t for t in ts if isinstance(t, PrevActionReward)).space  # unsupported action spaces fail here, named
+    return out

@@ -372,8 +372,10 @@ class AMAGOLoss(LossModule):
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
         reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
         mask = tensordict.get(k.mask, None)
-        mask = torch.ones(B, T, dtype=torch.bool, device=reward.device) if mask is None \
-            else as_bt(mask, B, T, k.mask).bool()
+        if mask is None:  # an all-valid default would silently train on padding
+            raise ValueError(f"AMAGOLoss: batch has no key {k.mask!r} (False on padding; the sequence replay writes "
+                             f"it; pass all-True for unpadded windows)")
+        mask = as_bt(mask, B, T, k.mask).bool()
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
         return AMAGOBatch(mask, reward, term, a_feat, a_idx)
 

@@ -7,6 +7,7 @@ from .factory import (AgentModules, build_agent_modules, build_exploration, buil
 from .flag_help import FIELD_HELP
 from .logging import RunLogger
 from .metrics import episode_metrics, finished_trial_returns, return_metrics
+from .guards import NonFiniteError
 from .presets import CPU_PRESET, cpu_preset, share_of_run
 from .trainer import AMAGOTrainer, print_summary
 
@@ -14,4 +15,4 @@ __all__ = ["CheckpointError", "build_parser", "example_args", "parse_config", "T
            "build_exploration", "build_heads", "build_loss", "build_policy", "build_timestep_encoder",
            "build_trajectory_encoder", "RunLogger", "episode_metrics", "finished_trial_returns", "return_metrics",
            "AMAGOTrainer", "print_summary", "Derived", "FIELD_CHOICES", "FIELD_HELP", "CPU_PRESET", "cpu_preset",
-           "share_of_run", "parse_key_values"]
+           "share_of_run", "parse_key_values", "NonFiniteError"]

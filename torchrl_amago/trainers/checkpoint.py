@@ -1,6 +1,9 @@
 """Checkpoint files: model + optimizer + schedule + exploration + counters + RNG, with clear errors.
 
-The replay buffer is checkpointed next to the file with the buffer's own `dumps`/`loads` (memmaps on disk).
+Loading never unpickles code: files are read with ``torch.load(weights_only=True)`` (tensors, numbers,
+strings, lists, tuples, dicts only), so a crafted ``.pt`` in a run directory raises ``CheckpointError``
+naming the file instead of running. The replay buffer's table lives inside the same file
+(``data/replay_persist.py``); its memmaps stay on disk next to it.
 """
 from __future__ import annotations
 
@@ -21,29 +24,72 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states as plain tensors / ints / tuples (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                       "gauss": gauss}}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fault_point(name: str) -> None:
+    """Named step of a checkpoint write; tests replace it to inject a crash there (see test_reliability)."""
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic write (tmp file + rename) so a crash mid-write never leaves a truncated `latest`."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """Atomic, durable write (tmp file + fsync + rename + directory fsync): a crash at any point leaves
+    either the old file or the new one, never a truncated one."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
-    torch.save({"format": FORMAT, **payload}, tmp)
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **payload}, f)
+        fault_point("checkpoint_tmp_written")
+        f.flush()
+        os.fsync(f.fileno())
+    fault_point("checkpoint_tmp_synced")
     os.replace(tmp, path)
+    fsync_dir(folder)
+    fault_point("checkpoint_renamed")
 
 
 def load_checkpoint(path: str) -> dict:
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: a crafted or foreign file
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unpickler error" in ln or "Unsupported" in ln),
+                   str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise CheckpointError(f"checkpoint {path} is corrupt or holds objects other than tensors and plain values; "
+                              f"it was not loaded (torchrl_amago never unpickles code from a run directory): "
+                              f"{why}") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torchrl_amago checkpoint (expected format {FORMAT!r})")

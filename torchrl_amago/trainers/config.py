@@ -22,8 +22,8 @@ from ..modules.timestep import CNNTimestepEncoder
 from ..modules.trajectory.transformer import POS_EMBS
 from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
-
 from ..modules.trajectory.registry import trajectory_encoder_names
+from .config_checks import NONFINITE_DATA, check_ranges
 
 
 class _LiveChoices(Sequence):
@@ -71,6 +71,7 @@ FIELD_CHOICES = {
     "pos_emb": POS_EMBS,
     "continuous_dist": tuple(CONTINUOUS_OUTPUTS),
     "cnn": tuple(BACKBONES),
+    "nonfinite_data": NONFINITE_DATA,
 }
 
 
@@ -166,6 +167,9 @@ class TrainConfig:
     l2_coeff: float = 1e-3
     mixed_precision: str = "no"
     num_threads: int | None = None
+    # guards (trainers/guards.py)
+    max_nonfinite_updates: int = 10  # this many non-finite updates in a row stop the run
+    nonfinite_data: str = "error"  # NaN/inf in env or offline data: 'error' | 'drop' (offline trials only)
 
     def __post_init__(self):
         self.validate()
@@ -192,6 +196,7 @@ class TrainConfig:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:
             raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
+        check_ranges(self)
         self._validate_loss_options()
 
     def _validate_loss_options(self) -> None:

@@ -68,6 +68,10 @@ FIELD_HELP = {
     "popart": "PopArt-normalise the critic targets (two-hot critics use its statistics only for the DPG term)",
     "popart_beta": "PopArt's EMA rate",
     "popart_init_nu": "PopArt's initial second moment",
+    "max_nonfinite_updates": "stop the run after this many updates in a row skipped for NaN/inf (batch, loss or "
+                             "gradient)",
+    "nonfinite_data": "NaN/inf in offline trials: 'error' (name the key) or 'drop' (drop those trials, counted); "
+                      "env data with NaN/inf is always an error",
     "popart_min_sigma": "floor of PopArt's sigma in scaled-reward units; ~1 stops a gamma with near-constant "
                         "returns (e.g. 0.1 under a constant reward) from dominating the clipped gradient",
     "n_step": "n-step TD returns (stop at terminated and at padding; truncated bootstraps)",

@@ -52,11 +52,32 @@ class RunLogger:
         self.csv_path = os.path.join(log_dir, "metrics.csv")
         self.records: list[dict] = []
         if resume and os.path.exists(self.csv_path):
-            with open(self.csv_path) as f:
-                self.records = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+            try:
+                with open(self.csv_path, newline="") as f:
+                    self.records = [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                                    for row in csv.DictReader(f)]
+            except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+                raise ValueError(f"{self.csv_path} is not a metrics CSV written by this logger ({type(e).__name__}: "
+                                 f"{e}); move it away to resume the run") from e
         self._fields: list[str] = list(self.records[0].keys()) if self.records else []
         self.t0 = time.time()
         self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
+
+    def drop_records_after(self, epoch: int) -> int:
+        """Forget rows of epochs >= ``epoch`` (logged after the checkpoint being resumed, e.g. by a run killed
+        between logging and saving), so the resumed run does not log them twice. Returns the rows dropped."""
+        keep = [r for r in self.records if r.get("epoch", -1.0) < epoch]
+        dropped = len(self.records) - len(keep)
+        if dropped:
+            self.records = keep
+            tmp = self.csv_path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self._fields)
+                w.writeheader()
+                w.writerows(self.records)
+            os.replace(tmp, self.csv_path)
+            self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
+        return dropped
 
     def wall_time(self) -> float:
         return self.wall_offset + time.time() - self.t0

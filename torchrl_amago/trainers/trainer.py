@@ -21,9 +21,13 @@ from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
+from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
+from .run_checkpoint import ReplayGenerations, check_resume, restore_run_replay
 from .config import TrainConfig
+from .config_checks import check_trial_fits
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
+from .resume_config import apply_optimizer_settings
 from .metrics import episode_metrics, finished_trial_returns, per_task_return_metrics, return_metrics
 
 EnvFactory = Callable[[int], EnvBase]  # num_envs -> env with batch_size [num_envs]
@@ -66,6 +70,7 @@ class AMAGOTrainer:
                  rollout_horizon: int | None = None, env_name: str = "env",
                  success_threshold: float | None = None, task_names: list[str] | None = None):
         self.cfg = cfg = config
+        check_trial_fits(cfg, rollout_horizon)
         torch.manual_seed(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -75,9 +80,9 @@ class AMAGOTrainer:
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
         self.device = torch.device(cfg.device)
-        self.train_env = make_train_env(cfg.parallel_envs)
+        self.train_env = guard_env(make_train_env(cfg.parallel_envs), "training env")
         self.train_env.set_seed(cfg.seed)
-        self.eval_env = make_eval_env(cfg.eval_envs) if make_eval_env is not None else None
+        self.eval_env = guard_env(make_eval_env(cfg.eval_envs), "eval env") if make_eval_env is not None else None
         if self.eval_env is not None:
             self.eval_env.set_seed(cfg.seed + 10_000)
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
@@ -93,17 +98,19 @@ class AMAGOTrainer:
         self.optimizer = self.build_optimizer(self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(cfg.lr_warmup_steps))
         self.target_updater = self.build_target_updater()
-        # Each process writes its replay memmaps into a new "generation" folder; a checkpoint records its
-        # generation (dumped in place, no copy) and resuming copies it into the next one. Old generations are
-        # deleted only after this process has written its own checkpoint, so a crash never loses the buffer.
+        # The replay's memmaps live in a "generation" folder that a checkpoint names; resuming re-attaches that
+        # folder in place (no copy). Other generations are deleted only once a new checkpoint is durable, and
+        # never when a resume fails (trainers/run_checkpoint.py).
         self.buffer_root = os.path.join(self.run_dir, "buffer")
-        os.makedirs(self.buffer_root, exist_ok=True)
-        self.buffer_gen = 1 + max((int(d) for d in os.listdir(self.buffer_root) if d.isdigit()), default=-1)
+        self.generations = ReplayGenerations(self.buffer_root)
+        self.buffer_gen = self.generations.fresh()
         self.replay = make_sequence_replay(
             cfg.dset_max_size, cfg.max_seq_len, cfg.batch_size,
-            scratch_dir=os.path.join(self.buffer_root, str(self.buffer_gen), "storage"),
+            scratch_dir=self.generations.storage_dir(self.buffer_gen),
             sampling=cfg.sampling, padded_sampling=cfg.padded_sampling, trial_transform=trial_transform,
             max_trial_len=cfg.traj_save_len, trim=cfg.trim_windows)
+        self.generations.attach(self.replay, self.buffer_gen)
+        self.guard = FiniteGuard(cfg.max_nonfinite_updates)
         self.offline_replay = None
         self.sampler = self.replay
         if offline_data is not None:
@@ -116,7 +123,9 @@ class AMAGOTrainer:
                 scratch_dir=offline_dir, sampling=cfg.sampling,
                 padded_sampling=cfg.padded_sampling, trial_transform=trial_transform, max_trial_len=cfg.traj_save_len,
                 trim=cfg.trim_windows)
-            load_offline_trials(self.offline_replay, offline_data)
+            self.offline_report: dict = {}  # trials dropped for NaN/inf (--nonfinite_data drop), by key
+            load_offline_trials(self.offline_replay, offline_data, nonfinite=cfg.nonfinite_data,
+                                report=self.offline_report)
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
                                        batch_size=cfg.batch_size)
         # the policy runs on `device` (its modules are the loss's); envs and stored data stay where the env is
@@ -130,6 +139,7 @@ class AMAGOTrainer:
         self.grad_steps = 0
         self._running_returns = None
         resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
+        self._latest_is_ours = not resume  # never overwrite a checkpoint this trainer has not resumed
         self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
                                 cfg.wandb_project, resume=resume)
         self.autocast = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
@@ -184,6 +194,11 @@ class AMAGOTrainer:
         t0 = time.time()
         data = next(self._collector_iter)
         dt = time.time() - t0
+        bad = nonfinite_keys(data)
+        if bad:
+            raise NonFiniteError(f"the training env produced NaN/inf in {bad} (non-finite elements per key) during "
+                                 f"env steps {self.env_steps}..{self.env_steps + data.numel()}; nothing of this "
+                                 f"batch was stored")
         self.replay.extend(data)
         self.env_steps += data.numel()
         returns, self._running_returns = finished_trial_returns(data, self._running_returns)
@@ -200,6 +215,8 @@ class AMAGOTrainer:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
         self.loss.train()
         batch = self.sampler.sample().to(self.device)
+        if not self.guard.batch_ok(batch, self.grad_steps):
+            return self._skipped_update()
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = self.loss(batch)
@@ -207,8 +224,14 @@ class AMAGOTrainer:
             out = self.loss(batch)
         total = self.total_loss(out)
         self.optimizer.zero_grad(set_to_none=True)
+        if not self.guard.loss_ok(total, out, self.grad_steps):
+            return self._skipped_update()
         total.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        if not self.guard.grads_ok(self.loss.named_parameters(), gnorm, self.grad_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skipped_update()
+        self.guard.ok()
         self.optimizer.step()
         self.scheduler.step()
         if self.target_updater is not None:
@@ -216,7 +239,13 @@ class AMAGOTrainer:
         self.grad_steps += 1
         out = out.detach()
         out.set("grad_norm", gnorm.detach())
+        out.set("nonfinite_skipped", torch.zeros(()))
         return out
+
+    def _skipped_update(self):
+        from tensordict import TensorDict
+
+        return TensorDict({"nonfinite_skipped": torch.ones(())}, [])
 
     def learn(self) -> dict:
         t0 = time.time()
@@ -332,6 +361,10 @@ class AMAGOTrainer:
 
     def save(self, tag: str = "latest") -> str:
         path = self._ckpt_path(tag)
+        check_finite_state(self.loss.state_dict(), f"checkpoint {path}")
+        if tag == "latest" and not self._latest_is_ours and os.path.exists(path):
+            raise CheckpointError(f"{path} exists and was not resumed by this trainer; call resume() first (or use "
+                                  f"another --run_name) so the run's checkpoint and replay are not overwritten")
         payload = {
             "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -342,13 +375,11 @@ class AMAGOTrainer:
             "config": self.cfg.to_dict(),
         }
         if tag == "latest":
-            self.replay.dumps(os.path.join(self.buffer_root, str(self.buffer_gen)))
-            payload["replay_generation"] = self.buffer_gen
-        save_checkpoint(path, payload)
+            payload.update(self.generations.commit_payload(self.replay, self.buffer_gen))  # memmaps fsynced
+        save_checkpoint(path, payload)  # the file is the manifest: written last, by one rename
         if tag == "latest":
-            for d in os.listdir(self.buffer_root):
-                if d.isdigit() and int(d) != self.buffer_gen:
-                    shutil.rmtree(os.path.join(self.buffer_root, d), ignore_errors=True)
+            self._latest_is_ours = True
+            self.generations.remove_others(self.buffer_gen)
         return path
 
     def resume(self, tag: str = "latest") -> bool:
@@ -357,6 +388,7 @@ class AMAGOTrainer:
         if not os.path.exists(path):
             return False
         ckpt = load_checkpoint(path)
+        check_resume(ckpt, self.cfg, path)  # refuses unsafe config changes, listing them
         load_module_state(self.loss, ckpt["loss"], "model", path)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -365,18 +397,16 @@ class AMAGOTrainer:
                 self.exploration.load_state_dict(ckpt["exploration"])
         except (ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {path}: optimizer/schedule/exploration state does not match ({e})") from e
+        apply_optimizer_settings(self.optimizer, self.scheduler, self.cfg.learning_rate, self.cfg.l2_coeff)
         c = ckpt["counters"]
         self.epoch, self.env_steps, self.grad_steps = c["epoch"], c["env_steps"], c["grad_steps"]
         # the envs restart fresh trials after a restart, so partial returns of the cut trials are dropped (their
         # steps are kept: the replay closes them as trials at the new trials' is_init)
         self._running_returns = None
-        gen = ckpt.get("replay_generation")
-        if gen is not None:
-            replay_dir = os.path.join(self.buffer_root, str(gen))
-            if not os.path.isdir(replay_dir):
-                raise CheckpointError(f"checkpoint {path} refers to replay data {replay_dir}, which is missing")
-            self.replay.loads(replay_dir)
+        self.buffer_gen = restore_run_replay(self.generations, self.replay, ckpt, path, self.buffer_gen)
+        self.logger.drop_records_after(self.epoch)  # rows logged after this checkpoint (a kill before save)
         set_rng_state(ckpt["rng"])
+        self._latest_is_ours = True
         return True
 
 

@@ -1,0 +1,119 @@
+"""Finite-value guards: non-finite data, losses, gradients and weights are caught, named and counted.
+
+- :class:`FiniteGuard` (learner): an update whose batch, loss or gradient holds NaN/inf is skipped (no
+  optimizer, schedule or target step) and counted; ``max_consecutive`` skipped updates in a row stop the run
+  with :class:`NonFiniteError` naming the first bad key and gradient step.
+- :func:`check_finite_state`: a checkpoint is never written with non-finite weights.
+- :func:`nonfinite_keys`: which float keys of a TensorDict hold NaN/inf (env batches, offline trials).
+- :class:`FiniteCheck` / :func:`guard_env`: an env step or reset with NaN/inf raises, naming the key, before
+  the policy acts on it (online data has no drop mode: a trial continues across collector batches).
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs import Transform, TransformedEnv
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or inf reached data, a loss, a gradient or the weights; the message names the key and step."""
+
+
+def _key(k) -> str:
+    return "/".join(k) if isinstance(k, tuple) else str(k)
+
+
+def nonfinite_keys(td: TensorDictBase) -> dict[str, int]:
+    """``{key: number of non-finite elements}`` over the floating-point leaves of ``td`` (empty if all finite)."""
+    leaves = [(k, v) for k, v in td.items(include_nested=True, leaves_only=True)
+              if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())]
+    if not leaves or bool(torch.stack([torch.isfinite(v).all() for _, v in leaves]).all()):  # one device sync
+        return {}
+    out = {}
+    for k, v in leaves:
+        n = int((~torch.isfinite(v)).sum())
+        if n:
+            out[_key(k)] = n
+    return out
+
+
+def check_finite_state(state: dict, where: str) -> None:
+    """Raise NonFiniteError naming the first non-finite tensor of a state dict (nothing is written then)."""
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise NonFiniteError(f"{where}: weight {k!r} holds NaN/inf; the checkpoint was not written (the last "
+                                 f"good checkpoint is kept)")
+
+
+class FiniteGuard:
+    """Skip-and-count policy for non-finite updates (see module docstring)."""
+
+    def __init__(self, max_consecutive: int):
+        self.max_consecutive = int(max_consecutive)
+        self.skipped = 0  # total skipped updates in this process
+        self.streak = 0  # skipped updates in a row
+        self.first: str | None = None  # what went wrong first in the current streak
+
+    def ok(self) -> None:
+        self.streak = 0
+        self.first = None
+
+    def _bad(self, what: str) -> bool:
+        self.skipped += 1
+        self.streak += 1
+        if self.first is None:
+            self.first = what
+        if self.streak >= self.max_consecutive:
+            raise NonFiniteError(f"{self.streak} updates in a row were skipped for non-finite values "
+                                 f"(--max_nonfinite_updates={self.max_consecutive}); first: {self.first}")
+        return False
+
+    def batch_ok(self, batch: TensorDictBase, step: int) -> bool:
+        bad = nonfinite_keys(batch)
+        return True if not bad else self._bad(f"batch key {next(iter(bad))!r} at grad step {step} (all: {bad})")
+
+    def loss_ok(self, total: torch.Tensor, out: TensorDictBase, step: int) -> bool:
+        if bool(torch.isfinite(total).all()):
+            return True
+        bad = [k for k, v in nonfinite_keys(out.detach()).items() if k.startswith("loss")] or ["total loss"]
+        return self._bad(f"loss {bad[0]!r} at grad step {step}")
+
+    def grads_ok(self, named_params, gnorm: torch.Tensor, step: int) -> bool:
+        if bool(torch.isfinite(gnorm)):
+            return True
+        name = next((n for n, p in named_params if p.grad is not None and not bool(torch.isfinite(p.grad).all())),
+                    "grad norm")
+        return self._bad(f"gradient of {name!r} at grad step {step}")
+
+
+class FiniteCheck(Transform):
+    """Env transform that raises NonFiniteError naming the key as soon as a step or reset returns NaN/inf,
+    before the policy sees it (the trainer appends it to its envs)."""
+
+    def __init__(self, what: str = "env"):
+        super().__init__()
+        self.what = what
+        self.calls = 0
+
+    def _check(self, td: TensorDictBase, when: str) -> None:
+        bad = nonfinite_keys(td)
+        if bad:
+            raise NonFiniteError(f"the {self.what} returned NaN/inf at its {when} (call {self.calls}) in {bad} "
+                                 f"(non-finite elements per key); nothing of it was stored")
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        self.calls += 1
+        self._check(next_tensordict, "step")
+        return next_tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        self._check(tensordict_reset, "reset")
+        return tensordict_reset
+
+
+def guard_env(env, what: str):
+    """``env`` with a :class:`FiniteCheck` as its last transform."""
+    if isinstance(env, TransformedEnv):
+        env.append_transform(FiniteCheck(what))
+        return env
+    return TransformedEnv(env, FiniteCheck(what))

@@ -1,0 +1,77 @@
+"""Honest resume: compare the checkpoint's config with the new one; apply safe changes, refuse the rest.
+
+A resumed run keeps the checkpoint's weights, optimizer state, replay and counters. Settings that only steer
+the loop from now on may change, and the new values are used and recorded in the next checkpoint:
+:data:`SAFE_ON_RESUME`. Everything else (model shape, loss and return settings, gammas, replay layout,
+exploration schedule, env layout) would silently mix two runs, so a change there is refused with one
+message listing every refused flag. ``run_name`` / ``buffer_dir`` locate the run and are never compared.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .config import TrainConfig
+
+SAFE_ON_RESUME = frozenset({
+    # length / cadence of the loop
+    "epochs", "timesteps_per_epoch", "grads_per_epoch", "start_learning_at_epoch", "start_collecting_at_epoch",
+    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "min_trials_to_learn",
+    "sample_actions_train", "sample_actions_eval",
+    # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
+    "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "batch_size", "mixed_precision",
+    # how windows are drawn from the (unchanged) replay
+    "sampling", "padded_sampling", "trim_windows",
+    # guards, io, hardware
+    "max_nonfinite_updates", "nonfinite_data", "device", "num_threads", "seed", "progress_bar", "log_to_wandb",
+    "wandb_project",
+})
+RUN_IDENTITY = frozenset({"run_name", "buffer_dir"})
+
+
+def _norm(v):
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    return v
+
+
+def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
+    """``{flag: (stored value, new value)}`` for every flag that differs (a flag missing from an older
+    checkpoint counts as its default)."""
+    defaults = TrainConfig.__dataclass_fields__
+    changes = {}
+    for name, value in new.items():
+        if name in RUN_IDENTITY:
+            continue
+        if name in stored:
+            old = stored[name]
+        elif name in defaults:
+            f = defaults[name]
+            old = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        else:
+            continue
+        if _norm(old) != _norm(value):
+            changes[name] = (old, value)
+    return changes
+
+
+def check_resume_config(stored: dict, new: dict, path: str) -> dict[str, tuple]:
+    """Return the safe changes; raise ValueError listing every change that cannot be applied on resume."""
+    changes = config_changes(stored, new)
+    refused = {k: v for k, v in changes.items() if k not in SAFE_ON_RESUME}
+    if refused:
+        lines = "\n  ".join(f"--{k}: checkpoint {old!r} -> now {now!r}" for k, (old, now) in sorted(refused.items()))
+        raise ValueError(f"checkpoint {path} was made with other settings that cannot change on resume:\n  {lines}\n"
+                         f"use the checkpoint's values, or start a new run (another --run_name). Settings that may "
+                         f"change on resume: {sorted(SAFE_ON_RESUME)}")
+    return changes
+
+
+def apply_optimizer_settings(optimizer, scheduler, learning_rate: float, weight_decay: float) -> None:
+    """Write the current learning rate / weight decay into a loaded optimizer and LambdaLR schedule (the
+    loaded state carries the old run's values)."""
+    scheduler.base_lrs = [learning_rate for _ in optimizer.param_groups]
+    for group, lam in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = learning_rate
+        group["weight_decay"] = weight_decay
+        group["lr"] = learning_rate * lam(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
