@@ -22,6 +22,7 @@ from torchrl.objectives import SoftUpdate
 from ..data import make_sequence_replay
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .distributed import SilentLogger, setup_distributed
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
 from .metrics import episode_metrics, finished_trial_returns, per_task_return_metrics, return_metrics
@@ -58,6 +59,9 @@ class AMAGOTrainer:
                  rollout_horizon: int | None = None, env_name: str = "env",
                  success_threshold: float | None = None, task_names: list[str] | None = None):
         self.cfg = cfg = config
+        # first: a bad --device fails before any work; under torchrun, join the group and compare configs
+        self.dist = setup_distributed(cfg.device, cfg.dist_timeout_s)
+        self.dist.check_same_config(cfg.to_dict())
         torch.manual_seed(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -66,15 +70,17 @@ class AMAGOTrainer:
         self.task_names = list(task_names) if task_names else None
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
-        self.device = torch.device(cfg.device)
+        self.device = self.dist.device
         self.train_env = make_train_env(cfg.parallel_envs)
-        self.train_env.set_seed(cfg.seed)
-        self.eval_env = make_eval_env(cfg.eval_envs) if make_eval_env is not None else None
+        self.train_env.set_seed(cfg.seed + self.dist.seed_offset)
+        self.eval_env = make_eval_env(cfg.eval_envs) if make_eval_env is not None and self.dist.is_main else None
         if self.eval_env is not None:
             self.eval_env.set_seed(cfg.seed + 10_000)
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
         self.loss = build_loss(cfg, self.modules).to(self.device)
+        self.loss_forward = self.dist.wrap(self.loss)  # DDP under torchrun, else the loss itself
+        self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
         self.policy = build_policy(self.modules)
         self.policy.deterministic = None if cfg.sample_actions_train else True
         self.exploration = (build_exploration(cfg, self.train_env.action_spec, rollout_horizon)
@@ -88,7 +94,7 @@ class AMAGOTrainer:
         # Each process writes its replay memmaps into a new "generation" folder; a checkpoint records its
         # generation (dumped in place, no copy) and resuming copies it into the next one. Old generations are
         # deleted only after this process has written its own checkpoint, so a crash never loses the buffer.
-        self.buffer_root = os.path.join(self.run_dir, "buffer")
+        self.buffer_root = self.dist.rank_path(os.path.join(self.run_dir, "buffer"))
         os.makedirs(self.buffer_root, exist_ok=True)
         self.buffer_gen = 1 + max((int(d) for d in os.listdir(self.buffer_root) if d.isdigit()), default=-1)
         self.replay = make_sequence_replay(
@@ -101,7 +107,7 @@ class AMAGOTrainer:
         if offline_data is not None:
             from ..data import MixedReplay, load_offline_trials
 
-            offline_dir = os.path.join(self.run_dir, "offline_buffer")
+            offline_dir = self.dist.rank_path(os.path.join(self.run_dir, "offline_buffer"))
             shutil.rmtree(offline_dir, ignore_errors=True)  # rebuilt from `offline_data` at every start
             self.offline_replay = make_sequence_replay(
                 max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
@@ -122,7 +128,7 @@ class AMAGOTrainer:
         self._running_returns = None
         resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
         self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
-                                cfg.wandb_project, resume=resume)
+                                cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
         self.autocast = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
         self.last_eval: dict = {}
 
@@ -135,7 +141,7 @@ class AMAGOTrainer:
         data = next(self._collector_iter)
         dt = time.time() - t0
         self.replay.extend(data)
-        self.env_steps += data.numel()
+        self.env_steps += data.numel() * self.dist.world_size  # all ranks collect the same number of steps
         returns, self._running_returns = finished_trial_returns(data, self._running_returns)
         out = return_metrics(returns, "train", None)
         out.update(episode_metrics(data, "train"))
@@ -144,7 +150,8 @@ class AMAGOTrainer:
 
     # ------------------------------------------------------------------ learning
     def ready_to_learn(self) -> bool:
-        return self.sampler.num_trials() >= self.cfg.min_trials_to_learn  # online (+ offline) finished trials
+        # online (+ offline) finished trials; under torchrun every rank must take the same decision
+        return self.dist.all_true(self.sampler.num_trials() >= self.cfg.min_trials_to_learn)
 
     def update(self) -> dict:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
@@ -152,9 +159,9 @@ class AMAGOTrainer:
         batch = self.sampler.sample().to(self.device)
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
-                out = self.loss(batch)
+                out = self.loss_forward(batch)
         else:
-            out = self.loss(batch)
+            out = self.loss_forward(batch)
         total = out["loss_actor"] + out["loss_critic"]
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -217,7 +224,7 @@ class AMAGOTrainer:
         last = {}
         stop = cfg.epochs if epochs is None else epochs
         bar = None
-        if cfg.progress_bar:
+        if cfg.progress_bar and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=stop, initial=self.epoch, desc=cfg.run_name, unit="epoch")
@@ -261,12 +268,14 @@ class AMAGOTrainer:
         """What every example does: resume if a checkpoint exists, train, final eval + curve, close, and print
         the one JSON summary line. Returns the summary."""
         try:
-            self.resume()
-            self.train()
-            summary = self.finish(final_eval_timesteps)
+            with self.dist.guard(self._ckpt_path("latest")):
+                self.resume()
+                self.train()
+                summary = self.finish(final_eval_timesteps)
         finally:
             self.close()
-        print_summary(example, summary)
+        if self.dist.is_main:
+            print_summary(example, summary)
         return summary
 
     def close(self) -> None:
@@ -274,6 +283,7 @@ class AMAGOTrainer:
         for env in (self.train_env, self.eval_env):
             if env is not None and not env.is_closed:
                 env.close()
+        self.dist.close()
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt_path(self, tag: str) -> str:
@@ -293,8 +303,11 @@ class AMAGOTrainer:
         if tag == "latest":
             self.replay.dumps(os.path.join(self.buffer_root, str(self.buffer_gen)))
             payload["replay_generation"] = self.buffer_gen
-        save_checkpoint(path, payload)
+            payload["replay_generations"] = self.dist.all_gather_int(self.buffer_gen)  # per rank
+        if self.dist.is_main:
+            save_checkpoint(path, payload)
         if tag == "latest":
+            self.dist.barrier()  # rank 0's file names every rank's new generation before old ones go
             for d in os.listdir(self.buffer_root):
                 if d.isdigit() and int(d) != self.buffer_gen:
                     shutil.rmtree(os.path.join(self.buffer_root, d), ignore_errors=True)
@@ -304,6 +317,7 @@ class AMAGOTrainer:
         """Load `tag` if it exists (False otherwise). Raises CheckpointError on corrupt/mismatched files."""
         path = self._ckpt_path(tag)
         if not os.path.exists(path):
+            self.dist.check_same_counters(False, 0, path)
             return False
         ckpt = load_checkpoint(path)
         load_module_state(self.loss, ckpt["loss"], "model", path)
@@ -319,13 +333,14 @@ class AMAGOTrainer:
         # the envs restart fresh trials after a restart, so partial returns of the cut trials are dropped (their
         # steps are kept: the replay closes them as trials at the new trials' is_init)
         self._running_returns = None
-        gen = ckpt.get("replay_generation")
-        if gen is not None:
-            replay_dir = os.path.join(self.buffer_root, str(gen))
+        replay_dir = self.dist.resume_replay_dir(ckpt, os.path.join(self.run_dir, "buffer"))
+        if replay_dir is not None:
             if not os.path.isdir(replay_dir):
                 raise CheckpointError(f"checkpoint {path} refers to replay data {replay_dir}, which is missing")
             self.replay.loads(replay_dir)
         set_rng_state(ckpt["rng"])
+        self.dist.reseed(self.cfg.seed, step=self.grad_steps)
+        self.dist.check_same_counters(True, self.grad_steps, path)
         return True
 
 
