@@ -28,32 +28,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .device import device_from_flag
+
 SEED_STRIDE = 7919  # rank r seeds its envs, sampling and exploration with seed + r * SEED_STRIDE
 
 
 class DistributedError(RuntimeError):
     """Ranks disagree (configs, checkpoints) or a rank stopped responding."""
-
-
-def device_from_flag(name: str) -> torch.device:
-    """`--device` -> torch.device, or a ValueError naming the flag before any work is done."""
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({e})") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
-                             f"built with CUDA {torch.version.cuda}, torch.cuda.is_available() is False); "
-                             f"use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise ValueError(f"--device {name}: only cpu, cuda[:i] and mps are supported")
-    return dev
 
 
 def _moment_modules(module: nn.Module) -> list[nn.Module]:
@@ -263,5 +244,5 @@ class SilentLogger:
         return self._time() - self._t0
 
 
-__all__ = ["DistContext", "DistributedError", "SEED_STRIDE", "SilentLogger", "device_from_flag",
+__all__ = ["DistContext", "DistributedError", "SEED_STRIDE", "SilentLogger",
            "launched_world_size", "setup_distributed"]

@@ -22,6 +22,7 @@ from torchrl.objectives import SoftUpdate
 from ..data import make_sequence_replay
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .device import autocast_dtype, on_device
 from .distributed import SilentLogger, setup_distributed
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
@@ -129,7 +130,7 @@ class AMAGOTrainer:
         resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
         self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
                                 cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
-        self.autocast = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
+        self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
         self.last_eval: dict = {}
 
     # ------------------------------------------------------------------ collection
@@ -198,6 +199,7 @@ class AMAGOTrainer:
         policy = self.policy.fresh_copy()
         policy.deterministic = None
         policy.eval()
+        policy = on_device(policy, self.device, self.eval_env.device)  # e.g. CPU envs, CUDA learner
         etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
         t0 = time.time()
         with set_exploration_type(etype):
