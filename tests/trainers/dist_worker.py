@@ -4,13 +4,15 @@ ranks (RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in the environment; the tra
     python -m tests.trainers.dist_worker MODE CONFIG_JSON OUT_DIR [BATCH_DIR K]
 
 MODE: `updates` (K updates on this rank's fixed batches, then write the loss state), `train` (a normal run),
-`die` (rank 1 exits hard in its third epoch; rank 0 must stop with a clear error).
+`die` (rank 1 exits hard in its third epoch; rank 0 must stop with a clear error), `hang` (rank 1
+sleeps $HANG_S seconds in its third epoch, then exits; rank 0 must time out first).
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 import traceback
 
 import torch
@@ -63,12 +65,14 @@ def main(argv: list[str]) -> int:
                 tr.update()
             torch.save(loss_state(tr), os.path.join(out_dir, f"state_rank{rank}.pt"))
             tr.close()
-        elif mode in ("train", "die"):
-            if mode == "die" and rank == 1:
+        elif mode in ("train", "die", "hang"):
+            if mode in ("die", "hang") and rank == 1:
                 learn = tr.learn
 
                 def learn_then_die():
                     if tr.epoch == 2:
+                        if mode == "hang":  # alive but silent: the others must time out, then it exits
+                            time.sleep(float(os.environ.get("HANG_S", "120")))
                         os._exit(3)  # a hard crash: no cleanup, no goodbye to the process group
                     return learn()
 

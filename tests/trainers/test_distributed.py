@@ -168,6 +168,21 @@ def test_a_dead_rank_stops_the_other_with_a_clear_error_and_the_checkpoint_survi
     again.close()
 
 
+@pytest.mark.slow
+def test_a_hung_rank_makes_the_other_time_out_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HANG_S", "150")
+    cfg = _cfg(tmp_path, epochs=6, dist_timeout_s=15.0)
+    t0 = time.time()
+    codes = _spawn("hang", [cfg, cfg], tmp_path / "out", timeout=240)
+    assert codes == [2, 3], codes
+    err_file = tmp_path / "out" / "error_rank0.txt"
+    err = err_file.read_text()
+    assert err.startswith("DistributedError") and "--dist_timeout_s=15.0" in err, err
+    # rank 0 gave up while rank 1 was still asleep (150 s): it was the 15 s timeout, not rank 1's exit
+    assert os.path.getmtime(err_file) - t0 < 120
+    assert load_checkpoint(str(tmp_path / "runs" / "dist" / "ckpts" / "latest.pt"))["counters"]["epoch"] == 2
+
+
 # ------------------------------------------------------------------------------------------- device / single
 def test_cuda_flag_without_cuda_fails_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
