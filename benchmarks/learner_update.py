@@ -22,8 +22,11 @@ real sequence replay with max_seq_len 256 (`--seq-lens`), and each update *sampl
 It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq_len) and `"trimmed"` (each
 batch cut to its longest valid window, the default), interleaved `--repeats` times, with `mean_T`, the mean
 batch length, and `speedup` = trimmed / fixed updates_per_s on the trimmed line.
-Usage: python benchmarks/learner_update.py [--quick] [--compile] [--bf16] [--threads N] [--repeats R]
+Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--variable [--mean-trial-len L]]
+`--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
+in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
+the RSS growth with linear growth and with what a materialised [B, heads, T, T] attention matrix would take.
 Reference: the original implementation does ~2 updates/s (~6,000 timesteps/s) at T=128 on a 2-core CPU.
 """
 from __future__ import annotations
@@ -31,7 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 
@@ -72,11 +78,12 @@ def make_batch(B: int, T: int, device, continuous: bool = False) -> TensorDict:
     return td
 
 
-def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool, critic: str = "discrete"):
+def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool, critic: str = "discrete",
+          attention: str = "auto"):
     asp = ActionSpace("continuous" if critic == "continuous" else "discrete", ACT)
     te = MLPTimestepEncoder({"observation": (OBS,)}, ACT)
     tr = make_trajectory_encoder("transformer", te.emb_dim, T + 1, d_model=d_model, n_layers=layers, n_heads=heads,
-                                 compile=compile_)
+                                 compile=compile_, attention=attention)
     actor = ActorHead(tr.emb_dim, asp, G)
     gammas = [*DEFAULT_MULTIGAMMAS, 0.999]  # the loss's default: G = 7
     if critic == "twohot":
@@ -89,9 +96,10 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool,
 
 
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
-          min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete") -> dict:
+          min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
+          attention: str = "auto") -> dict:
     torch.manual_seed(0)
-    loss = build(T, d_model, layers, heads, device, compile_, critic)
+    loss = build(T, d_model, layers, heads, device, compile_, critic, attention)
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
@@ -136,6 +144,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
             "compile": compile_,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
@@ -200,9 +209,43 @@ def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, rep
     return out
 
 
+def run_long(args) -> None:
+    """One subprocess per T (peak RSS is per process), then the linearity summary."""
+    seq_lens = args.seq_lens or [1024, 2048, 4096]
+    batch = args.batch if args.batch != 24 else 4
+    results = []
+    for T in seq_lens:
+        cmd = [sys.executable, os.path.abspath(__file__), "--seq-lens", str(T), "--batch", str(batch), "--repeats",
+               "1", "--device", args.device, "--min-time", "2", "--min-updates", "2", "--warmup", "1"] + (["--threads", str(args.threads)] if args.threads
+                                                                    else []) + (["--bf16"] if args.bf16 else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        res = json.loads(lines[-1]) if lines else {"seq_len": T, "error": out.stderr.strip().splitlines()[-1:]}
+        print(json.dumps(res), flush=True)
+        results.append(res)
+    ok = [r for r in results if "peak_rss_mb" in r]
+    summary = {"long": True, "batch": batch, "seq_lens": [r["seq_len"] for r in ok],
+               "peak_rss_mb": [r["peak_rss_mb"] for r in ok], "updates_per_s": [r["updates_per_s"] for r in ok]}
+    if len(ok) >= 2:
+        (t0, m0), (t1, m1) = (ok[-2]["seq_len"], ok[-2]["peak_rss_mb"]), (ok[-1]["seq_len"], ok[-1]["peak_rss_mb"])
+        slope = (m1 - m0) / (t1 - t0)  # MB per extra step of context
+        summary["rss_mb_per_1k_steps"] = round(1000 * slope, 1)
+        summary["rss_growth_ratio"] = round(m1 / m0, 3)
+        summary["context_ratio"] = round(t1 / t0, 3)
+        # what one layer's materialised fp32 attention probabilities (kept for backward) would add at the longest T
+        summary["materialised_attention_mb_per_layer"] = round(batch * 8 * t1 * t1 * 4 / 2**20, 1)
+    summary["load_avg_1m"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    print(json.dumps(summary), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only T=128, short timing (< 60 s)")
+    ap.add_argument("--long", action="store_true", help="long context: batch 4, T = 1024/2048/4096, each T in its "
+                    "own subprocess, with peak RSS per T")
+    ap.add_argument("--min-time", type=float, default=None, help="seconds per timing window (default 3 quick / 8)")
+    ap.add_argument("--min-updates", type=int, default=3, help="updates per timing window, at least")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed updates first (default 2, 3 with --compile)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the Transformer layer stack")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the loss forward (fp32 master weights; "
                     "the loss keeps targets, PopArt and distributions in fp32)")
@@ -220,6 +263,8 @@ def main():
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.long:
+        return run_long(args)
     device = torch.device(args.device)
     if args.variable:
         for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
@@ -229,8 +274,9 @@ def main():
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
     for T in seq_lens:
         try:
-            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=3.0 if args.quick else 8.0,
-                        min_updates=3, warmup=3 if args.compile else 2, bf16=args.bf16, repeats=args.repeats,
+            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),
+                        min_updates=args.min_updates,
+                        warmup=args.warmup if args.warmup is not None else (3 if args.compile else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}

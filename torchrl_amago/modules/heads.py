@@ -253,7 +253,13 @@ class PopArt(nn.Module):
     1e-4 adds nothing, i.e. the original's maths). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
     constant reward) otherwise drives sigma to ~0.01 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
     errors then dominate a globally clipped gradient. A floor of ~1 reward unit (after `reward_multiplier`) caps
-    w at sigma_0 / min_sigma."""
+    w at sigma_0 / min_sigma.
+
+    `moment_reducer` (default None): a callable that sums the stacked per-gamma [count, sum, sum of squares]
+    [3, G] over data-parallel workers (the distributed trainer sets it), so every worker applies the update
+    of the global batch."""
+
+    moment_reducer = None
 
     def __init__(self, num_gammas: int, beta: float = 5e-4, init_nu: float = 100.0, min_sigma: float = 1e-4):
         super().__init__()
@@ -310,10 +316,12 @@ class PopArt(nn.Module):
                                  f"{tuple(v.shape)}") from e
         v = torch.where(m > 0, v, torch.zeros((), dtype=v.dtype, device=v.device))
         dims = tuple(range(v.ndim - 1))
-        count = m.sum(dims)
+        count, total, sq_total = m.sum(dims), (v * m).sum(dims), (v.square() * m).sum(dims)
+        if self.moment_reducer is not None:  # data-parallel: the moments of the global batch
+            count, total, sq_total = self.moment_reducer(torch.stack([count, total, sq_total])).unbind(0)
         has = count > 0
-        mean = (v * m).sum(dims) / count.clamp(min=1.0)
-        sq_mean = (v.square() * m).sum(dims) / count.clamp(min=1.0)
+        mean = total / count.clamp(min=1.0)
+        sq_mean = sq_total / count.clamp(min=1.0)
         t = self._t + has.to(self._t.dtype)
         # beta / (1 - (1 - beta)^t), written with expm1/log1p: the direct form loses ~3 digits in float32
         beta_t = self.beta / -torch.expm1(t * math.log1p(-self.beta))

@@ -17,7 +17,11 @@ class InputNorm(nn.Module):
 
     `beta_t = beta / (1 - (1 - beta)^t)` with `t` starting at 1 and incremented before each update, so the first
     update mixes ~50/50 with the init (`mu=0`, `nu=init_nu`). `forward` updates the stats only in `train()` mode.
+    `moment_reducer` (default None): a callable summing the stacked [count, sum, sum of squares] [3, dim] over
+    data-parallel workers (set by the distributed trainer), so every worker applies the global batch's update.
     """
+
+    moment_reducer = None
 
     def __init__(self, dim: int, beta: float = 1e-4, init_nu: float = 1.0, skip: bool = False):
         super().__init__()
@@ -53,10 +57,13 @@ class InputNorm(nn.Module):
         else:
             w = mask.reshape(-1, 1).to(x.dtype)
         x = torch.where(w > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))  # NaN/inf on padding is harmless
-        count = w.sum()
+        count, total, sq_total = w.sum().expand(self.dim), (x * w).sum(0), (x.square() * w).sum(0)
+        if self.moment_reducer is not None:  # data-parallel: the moments of the global batch
+            count, total, sq_total = self.moment_reducer(torch.stack([count, total, sq_total])).unbind(0)
+        count = count[0]
         has = count > 0
-        mean = (x * w).sum(0) / count.clamp(min=1.0)
-        sq_mean = (x.square() * w).sum(0) / count.clamp(min=1.0)
+        mean = total / count.clamp(min=1.0)
+        sq_mean = sq_total / count.clamp(min=1.0)
         t = self._t + has.to(self._t.dtype)
         # beta / (1 - (1 - beta)^t), written with expm1/log1p: the direct form loses ~3 digits in float32
         beta_t = self.beta / -torch.expm1(t * math.log1p(-self.beta))

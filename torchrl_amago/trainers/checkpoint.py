@@ -78,7 +78,8 @@ def save_checkpoint(path: str, payload: dict) -> None:
     fault_point("checkpoint_renamed")
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
+    """Read a checkpoint (or another rank's replay file, with its own `required` entries) without unpickling code."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -93,7 +94,7 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torchrl_amago checkpoint (expected format {FORMAT!r})")
-    missing = [k for k in REQUIRED if k not in ckpt]
+    missing = [k for k in required if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks entries {missing}")
     return ckpt

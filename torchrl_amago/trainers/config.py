@@ -87,6 +87,7 @@ class TrainConfig:
     log_to_wandb: bool = False
     wandb_project: str = "torchrl_amago"
     progress_bar: bool = True
+    dist_timeout_s: float = 600.0  # torchrun: a rank waiting longer than this on the others stops with an error
     # schedule
     epochs: int = 100
     timesteps_per_epoch: int = 1000

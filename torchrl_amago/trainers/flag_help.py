@@ -8,7 +8,9 @@ FIELD_HELP = {
     "run_name": "name of the run (folder under --buffer_dir)",
     "buffer_dir": "root folder for runs: <buffer_dir>/<run_name>/{buffer,ckpts,logs}",
     "seed": "seed of torch (all weight initialisation, the timestep encoder included), the replay and the envs",
-    "device": "learner device, e.g. cpu or cuda",
+    "device": "learner device, e.g. cpu or cuda (checked before any work: cuda without CUDA is an error)",
+    "dist_timeout_s": "torchrun: seconds a rank waits on the others (a dead or hung rank) before it stops with an "
+                      "error (docs/scaling.md)",
     "log_to_wandb": "also log metrics to Weights & Biases (pip install wandb)",
     "wandb_project": "Weights & Biases project name",
     "progress_bar": "show a progress bar per epoch",

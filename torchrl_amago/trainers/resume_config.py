@@ -22,7 +22,7 @@ SAFE_ON_RESUME = frozenset({
     # how windows are drawn from the (unchanged) replay
     "sampling", "padded_sampling", "trim_windows",
     # guards, io, hardware
-    "max_nonfinite_updates", "nonfinite_data", "device", "num_threads", "seed", "progress_bar", "log_to_wandb",
+    "max_nonfinite_updates", "nonfinite_data", "device", "dist_timeout_s", "num_threads", "seed", "progress_bar", "log_to_wandb",
     "wandb_project",
 })
 RUN_IDENTITY = frozenset({"run_name", "buffer_dir"})

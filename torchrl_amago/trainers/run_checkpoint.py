@@ -6,6 +6,12 @@ last checkpoint saved before a write overwrote them).
 rename commits both; it is written last, after the memmaps are fsynced. Resuming re-attaches the generation
 the checkpoint names, in place (no copy); a fresh run gets a new generation. Generations that the newest
 durable checkpoint does not name are deleted right after it is written; a failed resume deletes nothing.
+
+Under torchrun every rank keeps its own replay (``buffer`` for rank 0, ``buffer_rank<r>``): rank r > 0 writes its
+table to ``ckpts/replay_rank<r>_e<epoch>_g<grad_steps>.pt`` before rank 0 writes ``latest.pt``, which names those
+files and every rank's generation; a rank's older files go once the new ``latest.pt`` is durable. On resume rank
+r takes old rank ``r % old_world_size``'s replay: in place when it is its own, else as a copy (more ranks than
+before); on fewer ranks the dropped ranks' replays are not loaded (``docs/scaling.md``).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import shutil
 
 from ..data.replay_persist import STORAGE_DIR, ReplayStateError, UndoLog, replay_state, restore_replay, sync_storage
 from . import checkpoint as _ckpt
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .resume_config import check_resume_config
 
 
@@ -86,3 +92,54 @@ def restore_run_replay(gens: ReplayGenerations, rb, ckpt: dict, path: str, curre
     if current_gen != gen and not any(fs for _, _, fs in os.walk(gens.path(current_gen))):
         shutil.rmtree(gens.path(current_gen), ignore_errors=True)  # the unused, empty folder of this process
     return gen
+
+
+REPLAY_REQUIRED = ("replay_generation", "replay")
+
+
+def _rank_file(rank: int, epoch: int, grad_steps: int) -> str:
+    return f"replay_rank{rank}_e{epoch}_g{grad_steps}.pt"
+
+
+def commit_rank_replays(dist, gens: ReplayGenerations, rb, gen: int, ckpt_dir: str, epoch: int,
+                        grad_steps: int) -> dict:
+    """Every rank fsyncs its replay; ranks > 0 write their table to their own file. Returns the replay entries of
+    rank 0's ``latest.pt`` (its own replay, every rank's generation and the other ranks' files)."""
+    entry = gens.commit_payload(rb, gen)
+    if dist.rank > 0:
+        save_checkpoint(os.path.join(ckpt_dir, _rank_file(dist.rank, epoch, grad_steps)), entry)
+    generations = dist.all_gather_int(gen)
+    if dist.world_size > 1:
+        entry["replay_generations"] = generations
+        entry["replay_rank_files"] = [None] + [_rank_file(r, epoch, grad_steps) for r in range(1, dist.world_size)]
+    return entry
+
+
+def remove_old_rank_files(dist, ckpt_dir: str, epoch: int, grad_steps: int) -> None:
+    """After a durable ``latest.pt``: this rank's replay files of older checkpoints."""
+    if dist.rank == 0:
+        return
+    keep, prefix = _rank_file(dist.rank, epoch, grad_steps), f"replay_rank{dist.rank}_"
+    for name in os.listdir(ckpt_dir):
+        if name.startswith(prefix) and name != keep:
+            os.remove(os.path.join(ckpt_dir, name))
+
+
+def restore_rank_replay(dist, gens: ReplayGenerations, rb, ckpt: dict, path: str, current_gen: int,
+                        run_buffer_root: str) -> int:
+    """This rank's replay on resume (see the module docstring); returns the generation now in use."""
+    files = ckpt.get("replay_rank_files") or [None]
+    old = dist.rank % len(files)
+    state, state_path = ckpt, path
+    if old > 0:
+        state_path = os.path.join(os.path.dirname(path), files[old])
+        state = load_checkpoint(state_path, required=REPLAY_REQUIRED)
+    source_root = dist.rank_path(run_buffer_root, old)
+    if "replay" in state and os.path.abspath(source_root) != os.path.abspath(gens.root):
+        source = os.path.join(source_root, str(state["replay_generation"]))  # another rank's: copy, never share
+        if not os.path.isdir(source):
+            raise CheckpointError(f"checkpoint {state_path} refers to replay data {source}, which is missing")
+        shutil.copytree(source, gens.path(current_gen), dirs_exist_ok=True)
+        state = {**state, "replay_generation": current_gen}
+    dist.barrier()  # every copy is taken before any rank restores its own replay in place
+    return restore_run_replay(gens, rb, state, state_path, current_gen)

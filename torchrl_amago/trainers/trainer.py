@@ -22,9 +22,12 @@ from torchrl.objectives import LossModule, SoftUpdate
 from ..data import make_sequence_replay
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
-from .run_checkpoint import ReplayGenerations, check_resume, restore_run_replay
+from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replays, remove_old_rank_files,
+                             restore_rank_replay)
 from .config import TrainConfig
 from .config_checks import check_trial_fits
+from .device import autocast_dtype, on_device
+from .distributed import SilentLogger, setup_distributed
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
 from .resume_config import apply_optimizer_settings
@@ -70,6 +73,9 @@ class AMAGOTrainer:
                  rollout_horizon: int | None = None, env_name: str = "env",
                  success_threshold: float | None = None, task_names: list[str] | None = None):
         self.cfg = cfg = config
+        # first: a bad --device fails before any work; under torchrun, join the group and compare configs
+        self.dist = setup_distributed(cfg.device, cfg.dist_timeout_s)
+        self.dist.check_same_config(cfg.to_dict())
         check_trial_fits(cfg, rollout_horizon)
         torch.manual_seed(cfg.seed)
         if cfg.num_threads:
@@ -79,15 +85,18 @@ class AMAGOTrainer:
         self.task_names = list(task_names) if task_names else None
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
-        self.device = torch.device(cfg.device)
+        self.device = self.dist.device
         self.train_env = guard_env(make_train_env(cfg.parallel_envs), "training env")
-        self.train_env.set_seed(cfg.seed)
-        self.eval_env = guard_env(make_eval_env(cfg.eval_envs), "eval env") if make_eval_env is not None else None
+        self.train_env.set_seed(cfg.seed + self.dist.seed_offset)
+        self.eval_env = (guard_env(make_eval_env(cfg.eval_envs), "eval env")
+                         if make_eval_env is not None and self.dist.is_main else None)
         if self.eval_env is not None:
             self.eval_env.set_seed(cfg.seed + 10_000)
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
+        self.loss_forward = self.dist.wrap(self.loss)  # DDP under torchrun, else the loss itself
+        self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
         self.policy = self.build_policy()
         self._add_memory_primer()
         self.policy.deterministic = None if cfg.sample_actions_train else True
@@ -101,7 +110,7 @@ class AMAGOTrainer:
         # The replay's memmaps live in a "generation" folder that a checkpoint names; resuming re-attaches that
         # folder in place (no copy). Other generations are deleted only once a new checkpoint is durable, and
         # never when a resume fails (trainers/run_checkpoint.py).
-        self.buffer_root = os.path.join(self.run_dir, "buffer")
+        self.buffer_root = self.dist.rank_path(os.path.join(self.run_dir, "buffer"))  # one replay per rank
         self.generations = ReplayGenerations(self.buffer_root)
         self.buffer_gen = self.generations.fresh()
         self.replay = make_sequence_replay(
@@ -116,7 +125,7 @@ class AMAGOTrainer:
         if offline_data is not None:
             from ..data import MixedReplay, load_offline_trials
 
-            offline_dir = os.path.join(self.run_dir, "offline_buffer")
+            offline_dir = self.dist.rank_path(os.path.join(self.run_dir, "offline_buffer"))
             shutil.rmtree(offline_dir, ignore_errors=True)  # rebuilt from `offline_data` at every start
             self.offline_replay = make_sequence_replay(
                 max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
@@ -141,8 +150,8 @@ class AMAGOTrainer:
         resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
         self._latest_is_ours = not resume  # never overwrite a checkpoint this trainer has not resumed
         self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
-                                cfg.wandb_project, resume=resume)
-        self.autocast = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
+                                cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
+        self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
         self.last_eval: dict = {}
 
     # ------------------------------------------------------------------ parts (override to swap one)
@@ -200,7 +209,7 @@ class AMAGOTrainer:
                                  f"env steps {self.env_steps}..{self.env_steps + data.numel()}; nothing of this "
                                  f"batch was stored")
         self.replay.extend(data)
-        self.env_steps += data.numel()
+        self.env_steps += data.numel() * self.dist.world_size  # all ranks collect the same number of steps
         returns, self._running_returns = finished_trial_returns(data, self._running_returns)
         out = return_metrics(returns, "train", None)
         out.update(episode_metrics(data, "train"))
@@ -209,7 +218,8 @@ class AMAGOTrainer:
 
     # ------------------------------------------------------------------ learning
     def ready_to_learn(self) -> bool:
-        return self.sampler.num_trials() >= self.cfg.min_trials_to_learn  # online (+ offline) finished trials
+        # online (+ offline) finished trials; under torchrun every rank must take the same decision
+        return self.dist.all_true(self.sampler.num_trials() >= self.cfg.min_trials_to_learn)
 
     def update(self) -> dict:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
@@ -219,9 +229,9 @@ class AMAGOTrainer:
             return self._skipped_update()
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
-                out = self.loss(batch)
+                out = self.loss_forward(batch)
         else:
-            out = self.loss(batch)
+            out = self.loss_forward(batch)
         total = self.total_loss(out)
         self.optimizer.zero_grad(set_to_none=True)
         if not self.guard.loss_ok(total, out, self.grad_steps):
@@ -271,6 +281,7 @@ class AMAGOTrainer:
         policy = self.policy.fresh_copy()
         policy.deterministic = None
         policy.eval()
+        policy = on_device(policy, self.device, self.eval_env.device)  # e.g. CPU envs, CUDA learner
         etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
         t0 = time.time()
         with set_exploration_type(etype):
@@ -297,7 +308,7 @@ class AMAGOTrainer:
         last = {}
         stop = cfg.epochs if epochs is None else epochs
         bar = None
-        if cfg.progress_bar:
+        if cfg.progress_bar and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=stop, initial=self.epoch, desc=cfg.run_name, unit="epoch")
@@ -341,12 +352,14 @@ class AMAGOTrainer:
         """What every example does: resume if a checkpoint exists, train, final eval + curve, close, and print
         the one JSON summary line. Returns the summary."""
         try:
-            self.resume()
-            self.train()
-            summary = self.finish(final_eval_timesteps)
+            with self.dist.guard(self._ckpt_path("latest")):
+                self.resume()
+                self.train()
+                summary = self.finish(final_eval_timesteps)
         finally:
             self.close()
-        print_summary(example, summary)
+        if self.dist.is_main:
+            print_summary(example, summary)
         return summary
 
     def close(self) -> None:
@@ -354,6 +367,7 @@ class AMAGOTrainer:
         for env in (self.train_env, self.eval_env):
             if env is not None and not env.is_closed:
                 env.close()
+        self.dist.close()
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt_path(self, tag: str) -> str:
@@ -375,17 +389,22 @@ class AMAGOTrainer:
             "config": self.cfg.to_dict(),
         }
         if tag == "latest":
-            payload.update(self.generations.commit_payload(self.replay, self.buffer_gen))  # memmaps fsynced
-        save_checkpoint(path, payload)  # the file is the manifest: written last, by one rename
+            payload.update(commit_rank_replays(self.dist, self.generations, self.replay, self.buffer_gen,
+                                               self.ckpt_dir, self.epoch, self.grad_steps))  # memmaps fsynced
+        if self.dist.is_main:
+            save_checkpoint(path, payload)  # the file is the manifest: written last, by one rename
         if tag == "latest":
+            self.dist.barrier()  # rank 0's file names every rank's new replay before old ones go
             self._latest_is_ours = True
             self.generations.remove_others(self.buffer_gen)
+            remove_old_rank_files(self.dist, self.ckpt_dir, self.epoch, self.grad_steps)
         return path
 
     def resume(self, tag: str = "latest") -> bool:
         """Load `tag` if it exists (False otherwise). Raises CheckpointError on corrupt/mismatched files."""
         path = self._ckpt_path(tag)
         if not os.path.exists(path):
+            self.dist.check_same_counters(False, 0, path)
             return False
         ckpt = load_checkpoint(path)
         check_resume(ckpt, self.cfg, path)  # refuses unsafe config changes, listing them
@@ -403,9 +422,12 @@ class AMAGOTrainer:
         # the envs restart fresh trials after a restart, so partial returns of the cut trials are dropped (their
         # steps are kept: the replay closes them as trials at the new trials' is_init)
         self._running_returns = None
-        self.buffer_gen = restore_run_replay(self.generations, self.replay, ckpt, path, self.buffer_gen)
+        self.buffer_gen = restore_rank_replay(self.dist, self.generations, self.replay, ckpt, path, self.buffer_gen,
+                                              os.path.join(self.run_dir, "buffer"))
         self.logger.drop_records_after(self.epoch)  # rows logged after this checkpoint (a kill before save)
         set_rng_state(ckpt["rng"])
+        self.dist.reseed(self.cfg.seed, step=self.grad_steps)
+        self.dist.check_same_counters(True, self.grad_steps, path)
         self._latest_is_ours = True
         return True
 

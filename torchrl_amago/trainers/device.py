@@ -1,0 +1,73 @@
+"""Where the learner runs: the `--device` check, the autocast dtype, and acting on one device for envs on another.
+
+Everything here is decided before any work, so a run on the wrong machine fails in its first second.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+PRECISION_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device_from_flag(name: str) -> torch.device:
+    """`--device` -> torch.device, or a ValueError naming the flag."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r} is not a torch device ({e})") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
+                             f"built with CUDA {torch.version.cuda}, torch.cuda.is_available() is False); "
+                             f"use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {name}: only cpu, cuda[:i] and mps are supported")
+    return dev
+
+
+def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """`--mixed_precision` -> the learner's autocast dtype on `device` (None: fp32), or a ValueError naming the flag.
+
+    bf16 needs a GPU with bf16 units (Ampere or newer) on CUDA; on CPU it runs everywhere (attention stays fp32 on
+    CPU, see modules/trajectory/transformer.py). fp16 has no loss scaling here: prefer bf16."""
+    if mixed_precision not in PRECISION_DTYPES:
+        raise ValueError(f"--mixed_precision {mixed_precision!r} is not one of {list(PRECISION_DTYPES)}")
+    dtype = PRECISION_DTYPES[mixed_precision]
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"--mixed_precision bf16: the GPU {device} has no bf16 support; use fp16 or no")
+    return dtype
+
+
+class OnDevice(TensorDictModuleBase):
+    """Runs `module` on `device` for tensordicts that live elsewhere (an eval env on CPU, the policy on CUDA):
+    inputs go to `device`, outputs come back to the input's device. The training collector does the same through
+    its `policy_device` / `env_device`."""
+
+    def __init__(self, module: TensorDictModuleBase, device: torch.device):
+        super().__init__()
+        self.module, self.device = module, torch.device(device)
+        self.in_keys = list(getattr(module, "in_keys", []))
+        self.out_keys = list(getattr(module, "out_keys", []))
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        out = self.module(tensordict.to(self.device))
+        return tensordict.update(out.to(tensordict.device) if tensordict.device is not None else out.cpu())
+
+
+def on_device(module: TensorDictModuleBase, device: torch.device, env_device) -> TensorDictModuleBase:
+    """`module` itself when the env's tensordicts are already on `device`, else `OnDevice(module, device)`."""
+    if env_device is not None and torch.device(env_device) == torch.device(device):
+        return module
+    if env_device is None and torch.device(device).type == "cpu":
+        return module
+    return OnDevice(module, device)
+
+
+__all__ = ["PRECISION_DTYPES", "OnDevice", "autocast_dtype", "device_from_flag", "on_device"]
