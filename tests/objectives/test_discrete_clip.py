@@ -9,6 +9,8 @@ from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import AMAGOLoss
 from torchrl_amago.spaces import ActionSpace
 
+pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")  # no SoftUpdate: one forward per loss
+
 Q = torch.tensor([0.0, 1.0, 2.0])  # the critic's Q(s, a) for every s (a constant head)
 
 
