@@ -95,6 +95,17 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool,
     return AMAGOLoss(te, tr, actor, head, action_space=asp).to(device)
 
 
+def update_step(loss, opt, updater, params, batch, bf16: bool) -> None:
+    """One full update: loss forward (optionally bf16 autocast), backward, clip 1.0, AdamW, SoftUpdate."""
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = loss(batch)
+    opt.zero_grad(set_to_none=True)
+    (out["loss_actor"] + out["loss_critic"]).backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    updater.step()
+
+
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
           min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
           attention: str = "auto") -> dict:
@@ -106,13 +117,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     batch = make_batch(B, T, device, continuous=critic == "continuous")
 
     def update():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = loss(batch)
-        opt.zero_grad(set_to_none=True)
-        (out["loss_actor"] + out["loss_critic"]).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        updater.step()
+        update_step(loss, opt, updater, params, batch, bf16)
 
     def sync():
         if device.type == "cuda":
@@ -176,13 +181,7 @@ def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, rep
 
     def update(rb) -> int:
         batch = rb.sample().to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = loss(batch)
-        opt.zero_grad(set_to_none=True)
-        (out["loss_actor"] + out["loss_critic"]).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        updater.step()
+        update_step(loss, opt, updater, params, batch, bf16)
         return batch.shape[1]
 
     runs = {mode: [] for mode in replays}

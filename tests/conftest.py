@@ -10,3 +10,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def restore_encoder_registry():
+    """Encoders a test (or an executed doc block) registers do not outlive it: the registry is global, and the
+    config's --traj_encoder choices (and the generated flag table) read it live."""
+    from torchrl_amago.modules.trajectory import registry
+
+    saved = dict(registry._REGISTRY), dict(registry.ENCODERS)
+    yield
+    for live, before in zip((registry._REGISTRY, registry.ENCODERS), saved):
+        live.clear()
+        live.update(before)

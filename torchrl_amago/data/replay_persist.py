@@ -124,7 +124,7 @@ class UndoLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("*.pt")) if self.dir.is_dir() else []
@@ -153,7 +153,8 @@ class UndoLog:
                 f.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -15,6 +15,8 @@ import zipfile
 import numpy as np
 import torch
 
+from ..data.replay_persist import fsync_dir
+
 FORMAT = "torchrl_amago.checkpoint.v1"
 REQUIRED = ("format", "loss", "optimizer", "scheduler", "counters", "config")
 
@@ -41,20 +43,6 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def fault_point(name: str) -> None:
