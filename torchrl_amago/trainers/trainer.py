@@ -225,7 +225,8 @@ class AMAGOTrainer:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
         self.loss.train()
         batch = self.sampler.sample().to(self.device)
-        if not self.guard.batch_ok(batch, self.grad_steps):
+        # skip decisions are joint under torchrun (a rank that skips a backward would leave DDP's all-reduce waiting)
+        if not self.dist.all_true(self.guard.batch_ok(batch, self.grad_steps)):
             return self._skipped_update()
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
@@ -234,7 +235,7 @@ class AMAGOTrainer:
             out = self.loss_forward(batch)
         total = self.total_loss(out)
         self.optimizer.zero_grad(set_to_none=True)
-        if not self.guard.loss_ok(total, out, self.grad_steps):
+        if not self.dist.all_true(self.guard.loss_ok(total, out, self.grad_steps)):
             return self._skipped_update()
         total.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
