@@ -24,6 +24,7 @@ from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
 from ..modules.trajectory.registry import trajectory_encoder_names
 from .config_checks import NONFINITE_DATA, check_ranges
+from .device import PRECISION_DTYPES
 
 
 class _LiveChoices(Sequence):
@@ -45,7 +46,7 @@ class _LiveChoices(Sequence):
 # --traj_encoder choices: the trajectory-encoder registry
 TRAJ_ENCODERS = _LiveChoices(trajectory_encoder_names)
 AGENT_TYPES = ("agent", "multitask")
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = tuple(PRECISION_DTYPES)  # the autocast dtypes the learner knows (trainers/device.py)
 FILTERS = tuple(FILTER_FUNCTIONS)
 EXPLORATIONS = ("egreedy", "bilevel", "none")
 
