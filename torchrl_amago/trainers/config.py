@@ -23,6 +23,7 @@ from ..modules.trajectory.transformer import POS_EMBS
 from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
 from ..modules.trajectory.registry import trajectory_encoder_names
+from .collection import COLLECT_MODES
 from .config_checks import NONFINITE_DATA, check_ranges
 from .device import PRECISION_DTYPES
 
@@ -73,6 +74,7 @@ FIELD_CHOICES = {
     "continuous_dist": tuple(CONTINUOUS_OUTPUTS),
     "cnn": tuple(BACKBONES),
     "nonfinite_data": NONFINITE_DATA,
+    "collect": COLLECT_MODES,
 }
 
 
@@ -103,6 +105,14 @@ class TrainConfig:
     sample_actions_eval: bool = True
     # envs
     parallel_envs: int = 8
+    # collection beside learning (trainers/collection.py, docs/scaling.md)
+    collect: str = "sync"
+    num_collectors: int = 1
+    collector_batch_steps: int | None = None
+    policy_sync_interval: int = 10
+    replay_ratio: float | None = None
+    collector_timeout_s: float = 120.0
+    collector_address: str | None = None
     # replay
     max_seq_len: int = 128
     dset_max_size: int = 1_000_000
@@ -182,7 +192,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {list(allowed)}")
         positive = ("epochs", "parallel_envs", "max_seq_len", "batch_size", "memory_size", "memory_layers",
-                    "dset_max_size", "num_critics", "n_step")
+                    "dset_max_size", "num_critics", "n_step", "num_collectors", "policy_sync_interval")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")

@@ -43,6 +43,13 @@ def check_ranges(cfg) -> None:
         raise ValueError(f"--min_trials_to_learn must be >= 1, got {cfg.min_trials_to_learn}")
     if cfg.max_nonfinite_updates < 1:
         raise ValueError(f"--max_nonfinite_updates must be >= 1, got {cfg.max_nonfinite_updates}")
+    if cfg.collector_batch_steps is not None and cfg.collector_batch_steps < 1:
+        raise ValueError(f"--collector_batch_steps must be >= 1 (or unset), got {cfg.collector_batch_steps}")
+    if cfg.replay_ratio is not None and not (math.isfinite(cfg.replay_ratio) and cfg.replay_ratio > 0):
+        raise ValueError(f"--replay_ratio must be a number > 0 (updates per stored env step) or unset, got "
+                         f"{cfg.replay_ratio}")
+    if not cfg.collector_timeout_s > 0:
+        raise ValueError(f"--collector_timeout_s must be > 0, got {cfg.collector_timeout_s}")
     if cfg.nonfinite_data not in NONFINITE_DATA:
         raise ValueError(f"--nonfinite_data={cfg.nonfinite_data!r} is not one of {list(NONFINITE_DATA)}")
 

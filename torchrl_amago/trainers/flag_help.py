@@ -28,6 +28,16 @@ FIELD_HELP = {
     "sample_actions_eval": "sample actions while evaluating (else the policy's mode)",
     # envs
     "parallel_envs": "number of batched training envs (the original's --parallel_actors)",
+    # collection
+    "collect": "sync: collect an epoch, then update (one process); async: TorchRL MultiAsyncCollector workers collect "
+               "while the learner updates; distributed: workers on other machines (docs/scaling.md)",
+    "num_collectors": "collector worker processes (async / distributed); each runs parallel_envs / num_collectors envs",
+    "collector_batch_steps": "env steps per env in one worker batch (default: a quarter of --timesteps_per_epoch)",
+    "policy_sync_interval": "async / distributed: push the acting weights to the workers every this many updates",
+    "replay_ratio": "async / distributed: updates per stored env step the learner holds (it waits when ahead; "
+                    "default: grads_per_epoch / (parallel_envs x timesteps_per_epoch), the sync loop's ratio)",
+    "collector_timeout_s": "async / distributed: no batch from any worker for this long is an error (hung worker)",
+    "collector_address": "distributed: address of the cluster the collector workers run on (docs/scaling.md)",
     # replay
     "max_seq_len": "context length: steps per training window (and the acting policy's context)",
     "dset_max_size": "replay capacity in timesteps, FIFO (the original counts files)",

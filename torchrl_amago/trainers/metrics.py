@@ -35,6 +35,42 @@ def finished_trial_returns(rollout: TensorDictBase, running: torch.Tensor | None
     return out, acc
 
 
+class TrialReturnsById:
+    """Returns of finished trials when batches come from different workers (async collection): partial returns
+    are carried per trajectory id (TorchRL's ``("collector", "traj_ids")``), whatever batch a trial continues in."""
+
+    def __init__(self, traj_key=("collector", "traj_ids")):
+        self.traj_key = traj_key
+        self.partial: dict[int, float] = {}
+
+    def add(self, rollout: TensorDictBase) -> list[float]:
+        ro = rollout if rollout.ndim == 2 else rollout.unsqueeze(0)
+        rew = ro.get(("next", "reward")).reshape(*ro.batch_size, -1)[..., 0].double()
+        done = _flag(ro, ("next", "done"))
+        ids = ro.get(self.traj_key).reshape(*ro.batch_size)
+        out: list[float] = []
+        for row in range(ro.batch_size[0]):  # per env row; a row holds a few trials at most
+            ends = done[row].nonzero().squeeze(-1).tolist()
+            start = 0
+            for end in ends + [ro.batch_size[1] - 1]:
+                if end < start:
+                    continue
+                tid = int(ids[row, start])
+                total = self.partial.pop(tid, 0.0) + float(rew[row, start:end + 1].sum())
+                if end in ends:
+                    out.append(total)
+                else:
+                    self.partial[tid] = total
+                start = end + 1
+        return out
+
+    def drop_partial(self) -> int:
+        """Forget the partial returns (after a restart the envs begin fresh trials); returns how many there were."""
+        n = len(self.partial)
+        self.partial.clear()
+        return n
+
+
 def finished_trial_values(rollout: TensorDictBase, key) -> list[float]:
     """`key`'s value at the last step of every trial that finished inside `rollout`, in the order
     `finished_trial_returns` lists the returns (time-major, then env; e.g. the `task_id` of each trial)."""

@@ -19,6 +19,9 @@ SAFE_ON_RESUME = frozenset({
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
     "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "batch_size", "mixed_precision",
+    # how env data is collected from now on (open trials are closed at every resume)
+    "collect", "num_collectors", "collector_batch_steps", "policy_sync_interval", "replay_ratio",
+    "collector_timeout_s", "collector_address",
     # how windows are drawn from the (unchanged) replay
     "sampling", "padded_sampling", "trim_windows",
     # guards, io, hardware

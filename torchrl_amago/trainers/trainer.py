@@ -13,6 +13,7 @@ import time
 from typing import Callable
 
 import torch
+from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, TransformedEnv
@@ -20,6 +21,8 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
+from .collection import (CollectorFeed, build_multiprocess_collector, check_async_config, sync_exploration_step,
+                         target_replay_ratio)
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
 from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replays, remove_old_rank_files,
@@ -31,7 +34,8 @@ from .distributed import SilentLogger, setup_distributed
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
 from .resume_config import apply_optimizer_settings
-from .metrics import episode_metrics, finished_trial_returns, per_task_return_metrics, return_metrics
+from .metrics import (TrialReturnsById, episode_metrics, finished_trial_returns, per_task_return_metrics,
+                      return_metrics)
 
 EnvFactory = Callable[[int], EnvBase]  # num_envs -> env with batch_size [num_envs]
 
@@ -86,7 +90,11 @@ class AMAGOTrainer:
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
         self.device = self.dist.device
-        self.train_env = guard_env(make_train_env(cfg.parallel_envs), "training env")
+        self.async_collect = cfg.collect != "sync"  # collector workers run beside the learner (collection.py)
+        check_async_config(cfg, offline_only=cfg.start_collecting_at_epoch >= cfg.epochs,
+                           world_size=self.dist.world_size)
+        # async: the workers build their own envs; this one (1 env) only gives the specs
+        self.train_env = guard_env(make_train_env(1 if self.async_collect else cfg.parallel_envs), "training env")
         self.train_env.set_seed(cfg.seed + self.dist.seed_offset)
         self.eval_env = (guard_env(make_eval_env(cfg.eval_envs), "eval env")
                          if make_eval_env is not None and self.dist.is_main else None)
@@ -98,11 +106,12 @@ class AMAGOTrainer:
         self.loss_forward = self.dist.wrap(self.loss)  # DDP under torchrun, else the loss itself
         self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
         self.policy = self.build_policy()
-        self._add_memory_primer()
+        primer = self._add_memory_primer()
         self.policy.deterministic = None if cfg.sample_actions_train else True
         self.exploration = (build_exploration(cfg, self.train_env.action_spec, rollout_horizon)
                             if exploration == "config" else exploration)
         actor = self.policy if self.exploration is None else TensorDictSequential(self.policy, self.exploration)
+        self.actor = actor  # what acts in the training envs (async: its weights are pushed to the workers' copies)
         self.params = [p for p in self.loss.parameters() if p.requires_grad]
         self.optimizer = self.build_optimizer(self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(cfg.lr_warmup_steps))
@@ -138,15 +147,27 @@ class AMAGOTrainer:
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
                                        batch_size=cfg.batch_size)
         # the policy runs on `device` (its modules are the loss's); envs and stored data stay where the env is
-        self.collector = Collector(self.train_env, actor, frames_per_batch=cfg.parallel_envs * cfg.timesteps_per_epoch,
-                                   total_frames=-1, exploration_type=ExplorationType.RANDOM,
-                                   policy_device=self.device, env_device=self.train_env.device,
-                                   storing_device="cpu")
+        if self.async_collect:
+            self.collector = self.build_async_collector(make_train_env, actor, primer)
+        else:
+            self.collector = Collector(self.train_env, actor,
+                                       frames_per_batch=cfg.parallel_envs * cfg.timesteps_per_epoch,
+                                       total_frames=-1, exploration_type=ExplorationType.RANDOM,
+                                       policy_device=self.device, env_device=self.train_env.device,
+                                       storing_device="cpu")
         self._collector_iter = None
+        self.feed: CollectorFeed | None = None  # async: started at the first epoch (after a resume)
+        self.replay_ratio = target_replay_ratio(cfg)
         self.epoch = 0
         self.env_steps = 0
         self.grad_steps = 0
         self._running_returns = None
+        self._trial_returns = TrialReturnsById()  # async: partial returns per trajectory id
+        self._ready = False
+        self.weight_pushes = 0
+        self.stored_at_checkpoint = 0  # async: batches stored right before a checkpoint
+        self._pending_returns: list[float] = []  # async: returns of trials stored by a checkpoint, for the next log
+        self.partial_trials_closed = 0  # in-progress trials closed by the last resume
         resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
         self._latest_is_ours = not resume  # never overwrite a checkpoint this trainer has not resumed
         self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
@@ -172,11 +193,22 @@ class AMAGOTrainer:
         has_targets = any(n.startswith("target_") and n.endswith("_params") for n, _ in self.loss.named_children())
         return SoftUpdate(self.loss, tau=self.cfg.tau) if has_targets else None
 
-    def _add_memory_primer(self) -> None:
-        """TorchRL recurrent memories keep their state in TensorDict keys: give the envs the policy's primer."""
+    def build_async_collector(self, make_train_env: EnvFactory, actor, primer):
+        """`--collect async`: TorchRL's MultiAsyncCollector; `--collect distributed`: workers on other machines."""
+        cfg = self.cfg
+        if cfg.collect == "distributed":
+            from .remote_collection import make_remote_collector
+
+            return make_remote_collector(cfg, make_train_env, actor, seed=cfg.seed, primer=primer)
+        return build_multiprocess_collector(cfg, make_train_env, actor, seed=cfg.seed, primer=primer,
+                                            learner_threads=cfg.num_threads)
+
+    def _add_memory_primer(self):
+        """TorchRL recurrent memories keep their state in TensorDict keys: give the envs the policy's primer.
+        Returns the primer (async workers add it to their own envs), or None."""
         make = getattr(self.policy, "make_tensordict_primer", None)
         if make is None or make() is None:
-            return
+            return None
         for name in ("train_env", "eval_env"):
             env = getattr(self, name)
             if env is None:
@@ -185,6 +217,7 @@ class AMAGOTrainer:
                 env.append_transform(make())
             else:
                 setattr(self, name, TransformedEnv(env, make()))
+        return make()
 
     @staticmethod
     def total_loss(out) -> torch.Tensor:
@@ -203,6 +236,14 @@ class AMAGOTrainer:
         t0 = time.time()
         data = next(self._collector_iter)
         dt = time.time() - t0
+        returns = self.store(data)
+        out = return_metrics(returns, "train", None)
+        out.update(episode_metrics(data, "train"))
+        out["train/env_steps_per_s"] = data.numel() / max(dt, 1e-9)
+        return out
+
+    def store(self, data) -> list[float]:
+        """Check a collected batch, write it to the replay, count its steps; returns its finished trials' returns."""
         bad = nonfinite_keys(data)
         if bad:
             raise NonFiniteError(f"the training env produced NaN/inf in {bad} (non-finite elements per key) during "
@@ -210,16 +251,18 @@ class AMAGOTrainer:
                                  f"batch was stored")
         self.replay.extend(data)
         self.env_steps += data.numel() * self.dist.world_size  # all ranks collect the same number of steps
+        if self.async_collect:  # batches of different workers: returns are summed per trajectory id
+            return self._trial_returns.add(data)
         returns, self._running_returns = finished_trial_returns(data, self._running_returns)
-        out = return_metrics(returns, "train", None)
-        out.update(episode_metrics(data, "train"))
-        out["train/env_steps_per_s"] = data.numel() / max(dt, 1e-9)
-        return out
+        return returns
 
     # ------------------------------------------------------------------ learning
     def ready_to_learn(self) -> bool:
-        # online (+ offline) finished trials; under torchrun every rank must take the same decision
-        return self.dist.all_true(self.sampler.num_trials() >= self.cfg.min_trials_to_learn)
+        # online (+ offline) finished trials; under torchrun every rank must take the same decision. Once true it
+        # stays true (the replay only drops trials to make room for newer ones)
+        if not self._ready:
+            self._ready = self.dist.all_true(self.sampler.num_trials() >= self.cfg.min_trials_to_learn)
+        return self._ready
 
     def update(self) -> dict:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
@@ -263,15 +306,77 @@ class AMAGOTrainer:
         sums: dict[str, float] = {}
         n = self.cfg.grads_per_epoch
         for _ in range(n):
-            out = self.update()
-            for k, v in out.items():
-                if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(v)
-        dt = time.time() - t0
-        res = {f"train-update/{k}": v / n for k, v in sums.items()}
-        res["train-update/grad_steps_per_s"] = n / max(dt, 1e-9)
+            _add_scalars(sums, self.update())
+        return self._update_metrics(sums, n, time.time() - t0)
+
+    def _update_metrics(self, sums: dict, n: int, seconds: float) -> dict:
+        res = {f"train-update/{k}": v / n for k, v in sums.items()} if n else {}
+        res["train-update/grad_steps_per_s"] = n / max(seconds, 1e-9)
         res["train-update/lr"] = self.scheduler.get_last_lr()[0]
         return res
+
+    # ------------------------------------------------------------------ async collection (collection.py)
+    def push_weights(self) -> None:
+        """Send the acting policy's current weights to the collector workers (TorchRL's weight-update API)."""
+        if self.feed is not None:
+            self.feed.check_workers()  # a push waits for every worker's answer: never wait on a dead one
+        if self.exploration is not None:
+            sync_exploration_step(self.exploration, self.env_steps, self.cfg.parallel_envs)
+        self.collector.update_policy_weights_(TensorDict.from_module(self.actor))
+        self.weight_pushes += 1
+
+    def _store_ready_batches(self) -> None:
+        """Store every batch the workers have delivered (before a checkpoint: nothing delivered is lost); their
+        finished trials' returns are reported with the next epoch."""
+        for data in self.feed.ready():
+            self._pending_returns += self.store(data)
+            self.stored_at_checkpoint += 1
+
+    def run_async_epoch(self, epoch: int) -> dict:
+        """One epoch with the workers collecting beside the learner: `parallel_envs * timesteps_per_epoch` env
+        steps are stored and `grads_per_epoch` updates made, the learner holding `replay_ratio` updates per stored
+        env step (it waits for data when it is ahead; it stops taking batches, so the workers pause, when behind)."""
+        cfg = self.cfg
+        if self.feed is None:
+            self.push_weights()  # e.g. weights and exploration step restored by resume()
+            self.feed = CollectorFeed(self.collector, max_batches=2 * cfg.num_collectors,
+                                      timeout_s=cfg.collector_timeout_s)
+            self._env_goal = self.env_steps
+        if epoch >= cfg.start_collecting_at_epoch:  # goals add up, so batches stored by a checkpoint count
+            self._env_goal += cfg.parallel_envs * cfg.timesteps_per_epoch
+        env_goal = self._env_goal
+        grads_left = cfg.grads_per_epoch if epoch >= cfg.start_learning_at_epoch else 0
+        t0, steps0, pushes0 = time.time(), self.env_steps, self.weight_pushes
+        returns, self._pending_returns = self._pending_returns, []
+        sums: dict[str, float] = {}
+        n_updates, learner_wait = 0, 0.0
+        while True:
+            learning = grads_left > 0 and self.ready_to_learn()
+            if learning and self.grad_steps < self.replay_ratio * self.env_steps:
+                _add_scalars(sums, self.update())
+                grads_left -= 1
+                n_updates += 1
+                if n_updates % cfg.policy_sync_interval == 0:
+                    self.push_weights()
+                continue
+            if self.env_steps >= env_goal and not learning:
+                break
+            tw = time.time()
+            data = self.feed.get()
+            if learning:
+                learner_wait += time.time() - tw  # the learner is ahead of the ratio: it waits for data
+            returns += self.store(data)
+        dt = time.time() - t0
+        out = return_metrics(returns, "train", None)
+        out["train/env_steps_per_s"] = (self.env_steps - steps0) / max(dt, 1e-9)
+        out["train/learner_wait_s"] = learner_wait
+        out["train/replay_ratio"] = self.grad_steps / max(self.env_steps, 1)
+        out["train/weight_pushes"] = float(self.weight_pushes - pushes0)
+        out["train/batches_stored_at_checkpoint"] = float(self.stored_at_checkpoint)
+        out["train/partial_trials_closed_on_resume"] = float(self.partial_trials_closed)
+        if n_updates:
+            out.update(self._update_metrics(sums, n_updates, dt))
+        return out
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -317,11 +422,14 @@ class AMAGOTrainer:
             epoch = self.epoch
             rec: dict = {"epoch": epoch}
             if cfg.eval_interval and epoch % cfg.eval_interval == 0:
-                rec.update(self.evaluate())
-            if epoch >= cfg.start_collecting_at_epoch and cfg.timesteps_per_epoch > 0:
-                rec.update(self.collect())
-            if epoch >= cfg.start_learning_at_epoch and cfg.grads_per_epoch > 0 and self.ready_to_learn():
-                rec.update(self.learn())
+                rec.update(self.evaluate())  # async: the workers keep collecting meanwhile
+            if self.async_collect:
+                rec.update(self.run_async_epoch(epoch))
+            else:
+                if epoch >= cfg.start_collecting_at_epoch and cfg.timesteps_per_epoch > 0:
+                    rec.update(self.collect())
+                if epoch >= cfg.start_learning_at_epoch and cfg.grads_per_epoch > 0 and self.ready_to_learn():
+                    rec.update(self.learn())
             self.epoch = epoch + 1
             last = self.logger.log(rec, self.env_steps, self.grad_steps)
             if cfg.ckpt_interval and self.epoch % cfg.ckpt_interval == 0:
@@ -364,7 +472,11 @@ class AMAGOTrainer:
         return summary
 
     def close(self) -> None:
-        self.collector.shutdown()
+        if self.feed is not None:
+            self.feed.close()  # stops the feed thread and shuts the collector down
+            self.feed = None
+        else:
+            self.collector.shutdown()
         for env in (self.train_env, self.eval_env):
             if env is not None and not env.is_closed:
                 env.close()
@@ -380,6 +492,9 @@ class AMAGOTrainer:
         if tag == "latest" and not self._latest_is_ours and os.path.exists(path):
             raise CheckpointError(f"{path} exists and was not resumed by this trainer; call resume() first (or use "
                                   f"another --run_name) so the run's checkpoint and replay are not overwritten")
+        if tag == "latest" and self.feed is not None:
+            self._store_ready_batches()  # async: every batch the workers delivered is in the checkpoint
+            sync_exploration_step(self.exploration, self.env_steps, self.cfg.parallel_envs)
         payload = {
             "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -423,14 +538,25 @@ class AMAGOTrainer:
         # the envs restart fresh trials after a restart, so partial returns of the cut trials are dropped (their
         # steps are kept: the replay closes them as trials at the new trials' is_init)
         self._running_returns = None
+        self._trial_returns.drop_partial()
         self.buffer_gen = restore_rank_replay(self.dist, self.generations, self.replay, ckpt, path, self.buffer_gen,
                                               os.path.join(self.run_dir, "buffer"))
+        # trials in progress at the checkpoint (their stored steps are kept) are closed as shorter finished trials:
+        # the restarted collectors begin new trials and number their trajectories from 0 again
+        self.partial_trials_closed = self.replay.num_open_trials()
+        self.replay.end_trials()
         self.logger.drop_records_after(self.epoch)  # rows logged after this checkpoint (a kill before save)
         set_rng_state(ckpt["rng"])
         self.dist.reseed(self.cfg.seed, step=self.grad_steps)
         self.dist.check_same_counters(True, self.grad_steps, path)
         self._latest_is_ours = True
         return True
+
+
+def _add_scalars(sums: dict[str, float], out) -> None:
+    for k, v in out.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            sums[k] = sums.get(k, 0.0) + float(v)
 
 
 def print_summary(example: str, summary: dict) -> None:

@@ -1,0 +1,183 @@
+"""The trainer with --collect async: TorchRL MultiAsyncCollector workers collect while the learner updates.
+
+Every test spawns real worker processes (a few seconds each) and is bounded by pytest's timeout.
+"""
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from torchrl_amago.envs import TMaze, make_amago_env
+from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
+from torchrl_amago.trainers.collection import CollectionError, batch_steps, collector_processes
+
+H = 3  # T-Maze corridor: trials of H + 1 steps
+
+
+def cfg_(tmp_path, **kw):
+    base = dict(run_name="r", buffer_dir=str(tmp_path), epochs=3, timesteps_per_epoch=H + 1, grads_per_epoch=6,
+                parallel_envs=4, eval_interval=0, max_seq_len=H + 1, batch_size=4, memory_size=8, memory_layers=1,
+                n_heads=1, tstep_hidden=8, tstep_out=8, actor_hidden=8, critic_hidden=8, dset_max_size=2000,
+                progress_bar=False, ckpt_interval=0, lr_warmup_steps=2, eps_steps_anneal=100, min_trials_to_learn=1,
+                num_threads=1, collect="async", num_collectors=2, collector_timeout_s=60.0, policy_sync_interval=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def env_(n):
+    return make_amago_env(TMaze(n, corridor_length=H, passive=True, penalty=-0.1))
+
+
+def trainer(tmp_path, make_env=env_, eval_env=None, **kw):
+    return AMAGOTrainer(cfg_(tmp_path, **kw), make_env, eval_env)
+
+
+@pytest.mark.timeout(120)
+def test_async_run_holds_the_replay_ratio_and_stores_every_step(tmp_path):
+    t = trainer(tmp_path)
+    try:
+        rec = t.train()
+        ratio = t.replay_ratio
+        assert ratio == pytest.approx(6 / (4 * (H + 1)))
+        assert t.grad_steps == 3 * 6  # every epoch makes its updates
+        # the learner is never ahead of the ratio, and the collectors never far ahead of the learner
+        assert t.grad_steps <= ratio * t.env_steps + 1e-9
+        frames = (4 // 2) * batch_steps(t.cfg)  # one worker batch
+        in_flight = (2 * t.cfg.num_collectors + t.cfg.num_collectors + 1) * frames  # queue + one ahead per worker
+        assert t.env_steps >= 3 * 4 * (H + 1)
+        assert t.env_steps - t.grad_steps / ratio <= in_flight
+        # every delivered step is in the replay (nothing collected and counted is lost)
+        assert t.replay._writer._write_count == t.env_steps
+        for key in ("train/env_steps_per_s", "train-update/grad_steps_per_s", "train/learner_wait_s",
+                    "train/replay_ratio", "train/weight_pushes"):
+            assert key in rec
+        assert rec["train/weight_pushes"] >= 6  # --policy_sync_interval 1
+        # two workers with different seeds: both delivered data
+        traj = t.replay._storage.get(torch.arange(t.env_steps))["collector", "traj_ids"]
+        assert traj.unique().numel() >= 2 * 2
+    finally:
+        t.close()
+
+
+@pytest.mark.timeout(150)
+def test_async_stop_and_resume_loses_nothing(tmp_path):
+    t = trainer(tmp_path, epochs=2)
+    t.train()
+    t.save("latest")  # a stop: the workers' unfinished batches were never delivered nor counted
+    steps, writes = t.env_steps, t.replay._writer._write_count
+    stored = t.replay._storage.get(torch.arange(steps)).clone()
+    open_trials = t.replay.num_open_trials()
+    t.close()
+    assert steps == writes
+
+    t2 = trainer(tmp_path, epochs=3)
+    try:
+        assert t2.resume()
+        assert t2.env_steps == steps and t2.replay._writer._write_count == steps
+        assert t2.partial_trials_closed == open_trials and t2.replay.num_open_trials() == 0
+        again = t2.replay._storage.get(torch.arange(steps))
+        for key in (("observation",), ("next", "reward"), ("collector", "traj_ids")):
+            assert torch.equal(again[key], stored[key])  # the checkpointed steps, bit for bit
+        rec = t2.train()
+        assert t2.epoch == 3 and t2.grad_steps == 3 * 6
+        assert rec["train/partial_trials_closed_on_resume"] == open_trials
+        assert t2.replay._writer._write_count == t2.env_steps > steps
+    finally:
+        t2.close()
+
+
+class _Unpicklable:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __call__(self, n):
+        return env_(n)
+
+
+def test_unpicklable_env_factory_is_named(tmp_path):
+    with pytest.raises(CollectionError, match="training env factory cannot be sent.*functools.partial"):
+        trainer(tmp_path, make_env=_Unpicklable())
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(num_collectors=0), "--num_collectors must be >= 1"),
+    (dict(num_collectors=5), "--num_collectors=5 exceeds --parallel_envs=4"),
+    (dict(num_collectors=3), "--parallel_envs=4 is not a multiple of --num_collectors=3"),
+    (dict(timesteps_per_epoch=0), "--collect async needs env collection"),
+    (dict(start_collecting_at_epoch=3), "--collect async needs env collection"),
+    (dict(replay_ratio=0.0), "--replay_ratio must be a number > 0"),
+    (dict(collect="threads"), "--collect='threads' is not one of"),
+])
+def test_bad_async_combinations_are_named(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        trainer(tmp_path, **kw)
+
+
+@pytest.mark.timeout(120)
+def test_dead_worker_is_a_clear_error_and_the_replay_resumes(tmp_path):
+    t = trainer(tmp_path, epochs=1)
+    t.train()
+    t.save("latest")
+    steps = t.env_steps
+    procs = collector_processes(t.collector)
+    assert len(procs) == 2
+    os.kill(procs[0].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(CollectionError, match="collector worker"):
+        t.train(epochs=4)
+    assert time.monotonic() - t0 < 30  # bounded: no hang
+    t.close()
+    t2 = trainer(tmp_path, epochs=2)  # the replay on disk is intact: the run resumes from its checkpoint
+    try:
+        assert t2.resume() and t2.env_steps == steps == t2.replay._writer._write_count
+        t2.train()
+        assert t2.epoch == 2
+    finally:
+        t2.close()
+
+
+@pytest.mark.timeout(120)
+def test_eval_does_not_stop_collection(tmp_path):
+    t = trainer(tmp_path, epochs=1, num_collectors=1, eval_envs=2)
+    try:
+        t.train()
+        t.feed.ready()  # empty the queue
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:  # the learner's thread is busy elsewhere (e.g. evaluating)
+            time.sleep(0.1)
+        # the worker kept collecting: the queue is full (2 batches), more than the one batch it runs ahead
+        assert len(t.feed.ready()) == 2
+    finally:
+        t.close()
+
+
+def _greedy_actions(t, n_actions, batches=6):
+    t.feed.ready()
+    data = [t.feed.get() for _ in range(batches)][-2:]  # past the batches collected before the change
+    return torch.cat([d["action"].reshape(-1, n_actions) for d in data]).argmax(-1)
+
+
+@pytest.mark.timeout(120)
+def test_workers_act_with_pushed_weights_only(tmp_path):
+    t = trainer(tmp_path, epochs=1, exploration="none", sample_actions_train=False, grads_per_epoch=0)
+    try:
+        t.train()
+        last = [m for m in t.policy.actor_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        n_actions = t.train_env.action_spec.shape[-1]
+        before = _greedy_actions(t, n_actions)
+        first = 0 if not bool((before == 0).all()) else n_actions - 1  # an action the workers do not take now
+        for wanted in (first, n_actions - 1 - first):
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.fill_(-50.0)
+                last.bias[wanted::n_actions].fill_(50.0)  # every gamma's logits favour `wanted`
+            if wanted == first:  # the learner's weights alone do not reach the workers' copies...
+                assert torch.equal(_greedy_actions(t, n_actions), before)
+            t.push_weights()  # ...a push (TorchRL's update_policy_weights_) does
+            acts = _greedy_actions(t, n_actions)
+            assert bool((acts == wanted).all()), acts.tolist()
+    finally:
+        t.close()

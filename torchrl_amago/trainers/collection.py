@@ -1,0 +1,238 @@
+"""Collection that runs beside learning: TorchRL's multi-process collectors, fed to the learner by a thread.
+
+``--collect sync`` (default) is the single-process loop: collect an epoch, then update. ``--collect async`` runs
+``--num_collectors`` worker processes through TorchRL's :class:`~torchrl.collectors.MultiAsyncCollector`; each
+worker holds its own envs and its own copy of the acting policy (with its own KV cache / RNN state, cleared at
+``is_init``). ``--collect distributed`` does the same with workers on other machines
+(:func:`torchrl_amago.trainers.remote_collection.make_remote_collector`).
+
+In both non-sync modes a :class:`CollectorFeed` thread iterates the collector and keeps up to
+``max_batches`` finished batches in a queue, so the workers keep stepping while the learner updates or
+evaluates. Only the learner's thread touches the replay (it takes batches from the feed). Weights reach the
+workers through TorchRL's weight-update API (``collector.update_policy_weights_()``), every
+``--policy_sync_interval`` updates.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import queue
+import threading
+import time
+from typing import Callable
+
+import torch
+from torchrl.envs import EnvBase
+
+from .guards import guard_env
+
+COLLECT_MODES = ("sync", "async", "distributed")
+BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps (--collector_batch_steps)
+WORKER_SEED_STRIDE = 104_729  # worker w seeds its envs with seed + stride * (w + 1) (off the eval seed, seed + 10000)
+
+
+class CollectionError(RuntimeError):
+    """A collector worker died, hung or could not be started."""
+
+
+def batch_steps(cfg) -> int:
+    """Env steps per env in one worker batch (``--collector_batch_steps``, default a quarter of an epoch)."""
+    if cfg.collector_batch_steps is not None:
+        return cfg.collector_batch_steps
+    return max(1, math.ceil(cfg.timesteps_per_epoch / BATCHES_PER_EPOCH))
+
+
+def target_replay_ratio(cfg) -> float:
+    """Updates per stored env step the async learner holds (``--replay_ratio``, default the epoch's own ratio)."""
+    if cfg.replay_ratio is not None:
+        return cfg.replay_ratio
+    return cfg.grads_per_epoch / max(1, cfg.parallel_envs * cfg.timesteps_per_epoch)
+
+
+def check_async_config(cfg, offline_only: bool, world_size: int) -> None:
+    """Combinations that cannot run asynchronously, each named."""
+    if cfg.collect == "sync":
+        return
+    if cfg.num_collectors < 1:
+        raise ValueError(f"--num_collectors must be >= 1 with --collect {cfg.collect}, got {cfg.num_collectors}")
+    if cfg.num_collectors > cfg.parallel_envs:
+        raise ValueError(f"--num_collectors={cfg.num_collectors} exceeds --parallel_envs={cfg.parallel_envs}: every "
+                         f"collector needs at least one env")
+    if cfg.parallel_envs % cfg.num_collectors:
+        raise ValueError(f"--parallel_envs={cfg.parallel_envs} is not a multiple of --num_collectors="
+                         f"{cfg.num_collectors} (each collector runs parallel_envs / num_collectors envs)")
+    if offline_only or cfg.timesteps_per_epoch == 0:
+        raise ValueError(f"--collect {cfg.collect} needs env collection, but this run collects nothing "
+                         f"(--timesteps_per_epoch 0 or an offline-only run): use --collect sync")
+    if world_size > 1:
+        raise ValueError(f"--collect {cfg.collect} under torchrun is not supported: each rank's learner would wait "
+                         f"on its own collectors at different times; use --collect sync with torchrun")
+
+
+class WorkerEnvs:
+    """Builds one collector worker's envs inside its process: the user's factory, the NaN/inf guard, the acting
+    memory's primer (TorchRL RNNs), and the worker's own seed. Pickled to the worker (TorchRL cloudpickles it)."""
+
+    def __init__(self, make_env: Callable[[int], EnvBase], num_envs: int, seed: int, primer=None):
+        self.make_env, self.num_envs, self.seed, self.primer = make_env, num_envs, seed, primer
+
+    def __call__(self) -> EnvBase:
+        env = guard_env(self.make_env(self.num_envs), "training env")
+        if self.primer is not None:
+            env.append_transform(self.primer.clone())  # guard_env returns a TransformedEnv
+        env.set_seed(self.seed)
+        return env
+
+
+def check_picklable(obj, what: str) -> None:
+    """A worker process gets `obj` by (cloud)pickle: fail here, naming it and the fix, not inside a worker."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as e:  # any pickling failure: lock, open file, generator, C object...
+        raise CollectionError(
+            f"{what} cannot be sent to a collector process ({type(e).__name__}: {e}). Build everything the env "
+            f"needs inside the factory (open files, locks, simulators, handles), or pass a module-level function "
+            f"or functools.partial; or use --collect sync") from e
+
+
+def build_multiprocess_collector(cfg, make_env: Callable[[int], EnvBase], actor, *, seed: int, primer=None,
+                                 learner_threads: int | None = None):
+    """TorchRL's MultiAsyncCollector over `--num_collectors` workers of `parallel_envs / num_collectors` envs."""
+    from torchrl.collectors import MultiAsyncCollector
+    from torchrl.envs.utils import ExplorationType
+
+    n = cfg.num_collectors
+    envs_each = cfg.parallel_envs // n
+    check_picklable(make_env, "the training env factory")
+    factories = [WorkerEnvs(make_env, envs_each, seed + WORKER_SEED_STRIDE * (w + 1), primer) for w in range(n)]
+    threads = learner_threads or max(1, (os.cpu_count() or 1) - n)
+    return MultiAsyncCollector(factories, acting_copy(actor), frames_per_batch=envs_each * batch_steps(cfg),
+                               total_frames=-1,
+                               exploration_type=ExplorationType.RANDOM, device="cpu", storing_device="cpu",
+                               num_threads=threads, num_sub_threads=1)
+
+
+def acting_copy(actor):
+    """The collector's own copy of the acting policy (on CPU).
+
+    TorchRL puts the collector policy's weights in shared memory that its workers read. Handing it the learner's
+    own modules would let every optimizer step reach the workers mid-forward; a copy gets the learner's weights
+    only when they are pushed (`update_policy_weights_`), every `--policy_sync_interval` updates."""
+    check_picklable(actor, "the acting policy")
+    return copy.deepcopy(actor).to("cpu")
+
+
+def collector_processes(collector) -> list:
+    """The worker processes of a TorchRL multi-process collector (empty for remote ones)."""
+    return list(getattr(collector, "procs", []) or [])
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class CollectorFeed:
+    """Iterates a TorchRL collector in a background thread; finished batches wait in a bounded queue.
+
+    The workers therefore keep collecting while the learner updates or evaluates; when the queue is full the
+    thread stops asking, and each worker stops after its next batch (TorchRL's async collectors run at most one
+    batch ahead). A worker failure (TorchRL checks its processes every second while it waits) reaches the learner
+    as a :class:`CollectionError` at its next :meth:`get`; no batch for `timeout_s` is an error too.
+    """
+
+    def __init__(self, collector, max_batches: int = 2, timeout_s: float = 120.0):
+        self.collector = collector
+        self.timeout_s = timeout_s
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_batches))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="collector-feed", daemon=True)
+        self.batches_received = 0
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for batch in self.collector:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the learner's thread
+            if not self._stop.is_set():
+                self._queue.put(_Failure(e))
+
+    def _check(self, item):
+        if isinstance(item, _Failure):
+            self._stop.set()
+            raise CollectionError(f"a collector worker failed: {type(item.error).__name__}: {item.error}. The replay "
+                                  f"on disk holds every batch stored before; resume the run to continue") from item.error
+        self.batches_received += 1
+        return item
+
+    def get(self):
+        """The next batch; waits at most `timeout_s` (then raises, naming the wait)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return self._check(self._queue.get(timeout=0.5))
+            except queue.Empty:
+                pass
+            dead = [p for p in collector_processes(self.collector) if not p.is_alive()]
+            if dead:
+                codes = ", ".join(f"{p.name} (exit code {p.exitcode})" for p in dead)
+                self._stop.set()
+                raise CollectionError(f"collector worker process died: {codes}. The replay on disk holds every "
+                                      f"batch stored before; resume the run to continue")
+            if not self._thread.is_alive() and self._queue.empty():
+                raise CollectionError("the collector stopped yielding batches (its thread ended)")
+            if time.monotonic() > deadline:
+                self._stop.set()
+                raise CollectionError(f"no batch from the collector workers in {self.timeout_s:.0f} s "
+                                      f"(--collector_timeout_s): a worker is hung or far too slow")
+
+    def ready(self) -> list:
+        """Every batch already waiting (no wait)."""
+        out = []
+        while True:
+            try:
+                out.append(self._check(self._queue.get_nowait()))
+            except queue.Empty:
+                return out
+
+    def check_workers(self) -> None:
+        """Raise if a worker process is dead (before a weight push, which would wait for its answer)."""
+        dead = [p for p in collector_processes(self.collector) if not p.is_alive()]
+        if dead:
+            self._stop.set()
+            raise CollectionError("collector worker process died: " + ", ".join(
+                f"{p.name} (exit code {p.exitcode})" for p in dead) + ". The replay on disk holds every batch "
+                "stored before; resume the run to continue")
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread and the collector (batches still queued are dropped: drain them first)."""
+        self._stop.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            self.collector.shutdown()
+        except Exception:  # noqa: BLE001 - a dead worker must not hide the error that stopped the run
+            pass
+        self._thread.join(timeout=timeout_s)
+
+
+def sync_exploration_step(exploration, env_steps: int, parallel_envs: int) -> None:
+    """Workers anneal epsilon on their own counters; before each weight push, set the schedule's step to the run's
+    batched-step count (what a sync run would have reached), so every worker follows the run's schedule."""
+    step = getattr(exploration, "global_step", None)
+    if isinstance(step, torch.Tensor):
+        step.fill_(env_steps // max(1, parallel_envs))
