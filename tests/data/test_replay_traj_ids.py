@@ -290,3 +290,26 @@ def test_real_multi_async_collector_stores_only_whole_trials():
         assert torch.equal(u["next", "reward"], mine["next", "reward"])
         assert torch.equal(u["action"], mine["action"])
         assert (u[TRAJ] == u[TRAJ][0]).all()
+
+
+def test_tables_written_before_trajectory_keys_load():
+    """Older trial tables held one open unit and one trajectory id per row (-1 ids: data without ids)."""
+    stream, truth = _half_stream(6)
+    rb = make_sequence_replay(1000, 5, 16)
+    rb.extend(stream[0])
+    state = rb.writer.state_dict()
+    keys, units = state["index"]["env_traj"], state["index"]["env_unit"]
+    assert units.numel() == keys.numel() >= 2
+    old = {**state, "index": {**state["index"], "env_traj": keys.flip(0), "env_unit": units.flip(0)}}
+    rb2 = make_sequence_replay(1000, 5, 16)
+    rb2.writer.load_state_dict(old)  # per-row layout, in another order: the same map once sorted
+    assert torch.equal(rb2.writer.index.env_traj, keys) and torch.equal(rb2.writer.index.env_unit, units)
+    rows = {**state, "index": {**state["index"], "env_traj": torch.full((3,), -1),
+                               "env_unit": torch.tensor([0, -1, 1])}}
+    rb3 = make_sequence_replay(1000, 5, 16, traj_key=None)
+    rb3.writer.load_state_dict(rows)
+    assert rb3.writer.index.env_traj is None and rb3.num_open_trials() == 2
+    with pytest.raises(ValueError, match="trials written without them are in progress"):
+        rb4 = make_sequence_replay(1000, 5, 16)
+        rb4.writer.load_state_dict(rows)
+        rb4.extend(stream[1])
