@@ -185,6 +185,19 @@ def test_is_init_at_row_start_closes_a_stale_trial_with_the_same_id():
         rb.extend(torch.cat([batch([0], [True], [False], 3)] * 2, 0))
 
 
+def test_switching_between_keyed_and_per_row_data_needs_end_trials():
+    stream, _ = _half_stream(8)
+    rb = make_sequence_replay(1000, 5, 16)
+    rb.extend(stream[0])
+    with pytest.raises(ValueError, match="without trajectory ids .* call end_trials"):
+        rb.extend(stream[1].exclude(TRAJ))
+    rb.end_trials()
+    rb.extend(stream[1].exclude(TRAJ))  # now per row
+    assert rb.writer.index.env_traj is None and rb.num_open_trials() > 0
+    with pytest.raises(ValueError, match="with trajectory ids .* call end_trials"):
+        rb.extend(stream[2])
+
+
 def _half_stream(seed):
     gen = torch.Generator().manual_seed(seed)
     next_id = [0]

@@ -253,7 +253,8 @@ class TrialWriter(Writer):
         first, last = traj[:, 0].contiguous(), traj[:, -1].contiguous()
         if torch.unique(first).numel() != n_env or torch.unique(last).numel() != n_env:
             raise ValueError(f"two rows of one batch share a trajectory id {self.traj_key!r}: ids must be unique "
-                             f"per env (got first ids {first.tolist()}, last ids {last.tolist()})")
+                             f"per env (got first ids {first.tolist()}, last ids {last.tolist()}); build the "
+                             f"buffer with traj_key=None to continue trials by row instead")
         keys, units = self.index.env_traj, self.index.env_unit
         if keys.numel() == 0:
             return torch.full((n_env,), -1, dtype=torch.long)
