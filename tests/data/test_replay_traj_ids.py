@@ -241,8 +241,9 @@ def test_end_trials_closes_trials_keyed_by_trajectory_id():
     in_flight = [t for t in seen if last_step[t] + 1 < truth[t][0].shape[0]]
     assert rb.num_open_trials() == len(in_flight) > 0
     n_before = rb.num_trials()
-    rb.end_trials()
+    assert rb.end_trials() == len(in_flight)
     assert rb.num_open_trials() == 0 and rb.num_trials() == n_before + len(in_flight)
+    assert rb.end_trials() == 0
     partial = {int(u["trial"][0]): u for u in stored_units(rb) if int(u["trial"][0]) in in_flight}
     for t in in_flight:  # kept as shorter finished trials: the prefix collected so far
         assert torch.equal(partial[t]["value"], truth[t][0][: last_step[t] + 1])

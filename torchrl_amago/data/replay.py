@@ -80,14 +80,14 @@ class SequenceReplayBuffer(ReplayBuffer):
         with self._replay_lock, self._write_lock:
             return self._writer.num_open_trials()
 
-    def end_trials(self) -> None:
+    def end_trials(self) -> int:
         """Close every in-progress trial so it can be sampled, keeping its steps as a shorter finished trial.
 
         Call it when the collector changes (its trajectory ids restart at 0), e.g. right after ``loads()`` on
-        resume, or at the end of collection.
+        resume, or at the end of collection. Returns the number of trials closed (0 if none was in progress).
         """
         with self._replay_lock, self._write_lock:
-            self._writer.end_trials()
+            return self._writer.end_trials()
 
     # ------------------------------------------------------------------ checkpointing
     _EMPTY_MARKER = "empty_sequence_replay.json"

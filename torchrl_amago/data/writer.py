@@ -187,16 +187,19 @@ class TrialWriter(Writer):
         """Number of in-progress (unfinished) trials of the online stream, e.g. in flight in collector workers."""
         return self.index.num_open()
 
-    def end_trials(self) -> None:
+    def end_trials(self) -> int:
         """Mark every in-progress trial of the online stream as finished (e.g. before changing collectors).
 
         Trials keyed by trajectory id are closed too; their partial steps stay stored as shorter finished trials.
+        Returns the number of trials closed.
         """
         idx = self.index
+        closed = idx.num_open()
         if idx.env_unit is not None:
             idx.finish(idx.env_unit[idx.env_unit >= 0])
             idx.env_unit = None
             idx.env_traj = None
+        return closed
 
     # ------------------------------------------------------------------ core
     def _write(self, rows: TensorDictBase, done: torch.Tensor, init: torch.Tensor | None,
