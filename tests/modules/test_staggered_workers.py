@@ -76,18 +76,16 @@ def test_staggered_resets_across_two_workers_match_sequence_mode(encoder):
     # the test's premise: envs reset at different steps, and trials continue across batches
     assert (init.any(0) & ~init.all(0)).sum() >= 5
     traj = data["collector", "traj_ids"]
-    n_trials, worst = 0, 0.0
+    n_trials = 0
     for row in range(data.batch_size[0]):
         for tid in traj[row].unique().tolist():
             trial = data[row][traj[row] == tid]
             L = trial.batch_size[0]
             assert torch.equal(trial["time_idx"][:, 0], torch.arange(L)) and bool(trial["is_init"][0])
             expected = _sequence_params(loss, trial)
-            worst = max(worst, (trial[PARAMS] - expected).abs().max().item())
             torch.testing.assert_close(trial[PARAMS], expected, atol=1e-5, rtol=0)
             n_trials += 1
-    spanning = sum(1 for row in range(data.batch_size[0]) for t in traj[row, T - 1:T + 1].unique().tolist()
-                   if (traj[row, T - 1] == t) and (traj[row, T] == t))
+    spanning = sum(int((traj[:, b * T - 1] == traj[:, b * T]).sum()) for b in (1, 2))  # across batch ends
     assert n_trials >= 20 and spanning >= 3, (n_trials, spanning)
     # guard: the check can fail. The same data through a pass that ignores the trial boundaries (one env's
     # steps as a single sequence, as a state kept across a reset would give) is far from the recorded outputs
