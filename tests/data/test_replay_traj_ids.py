@@ -327,3 +327,43 @@ def test_tables_written_before_trajectory_keys_load():
         rb4 = make_sequence_replay(1000, 5, 16)
         rb4.writer.load_state_dict(rows)
         rb4.extend(stream[1])
+
+
+def test_sampling_while_another_thread_extends():
+    """An async trainer extends the replay from a feed thread while the learner samples: every window drawn
+    meanwhile is consecutive steps of one finished trial, and the final table holds every trial whole."""
+    import threading
+
+    gen = torch.Generator().manual_seed(11)
+    next_id = [0]
+    a, truth_a = worker_batches(3, 30, 4, gen, next_id)
+    b, truth_b = worker_batches(3, 30, 4, gen, next_id)
+    truth = {**truth_a, **truth_b}
+    stream = interleave("random", a, b, gen)
+    rb = make_sequence_replay(100_000, 6, 32, padded_sampling="right")
+    rb.extend(stream[0])
+    while rb.num_trials() == 0:
+        rb.extend(stream.pop(1))
+    errors = []
+
+    def feed():
+        try:
+            for d in stream[1:]:
+                rb.extend(d)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    n_samples = 0
+    while thread.is_alive() or n_samples < 5:
+        s = rb.sample()
+        for r in range(s.batch_size[0]):
+            tid, start, n = int(s["trial"][r, 0, 0]), int(s["step"][r, 0, 0]), int(s["mask"][r].sum())
+            assert truth[tid][1] and torch.equal(s["value"][r, :n], truth[tid][0][start:start + n])
+        n_samples += 1
+    thread.join()
+    assert not errors, errors
+    units = stored_units(rb)
+    assert sorted(int(u["trial"][0]) for u in units) == sorted(t for t, (_, f) in truth.items() if f)
+    check_whole(units, truth)
