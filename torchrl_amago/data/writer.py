@@ -16,7 +16,10 @@ Which stored trial a row of a new batch continues:
   always starts a new one (an open unit with the same id is then closed as it stands); a change of id inside
   a row starts a new one. Trajectory ids restart at 0 in a new collector: call :meth:`TrialWriter.end_trials`
   when the collector changes (e.g. after restoring a checkpoint), which keeps the partial trials as shorter
-  finished ones.
+  finished ones (without it, an open unit is closed when its id reappears in a later batch without
+  continuing it). A trial that stops without ``done`` at the end of a row, its env resetting at the start of
+  its next row (e.g. ``reset_at_each_iter=True``), cannot be told apart from one in flight: it stays open
+  until then.
 - **By row** (data without trajectory ids): the open trial of row *i* continues in row *i* of the next batch,
   which must have the same number of rows while any trial is open.
 """
