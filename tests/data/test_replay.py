@@ -298,7 +298,7 @@ def test_checkpoint_of_empty_buffer_and_restore_to_temp_dir(tmp_path):
 
 def test_alternating_collector_workers_never_mix_trials():
     """An async multi-worker collector yields [N, T] batches from different envs in turn: the collector's
-    trajectory ids keep trials apart (each worker's trial is stored in fragments, never joined to another's)."""
+    trajectory ids join each worker's trial across the other worker's batches (never to another's trial)."""
     wa = collect(lambda: CountingEnv(2, base_len=6, seed=1), 8, 6, seed=1)
     wb = collect(lambda: CountingEnv(2, base_len=6, seed=2), 8, 6, seed=2)
     for d in wb:  # distinct trajectory ids and trial ids per worker, as a multi-worker collector provides
@@ -313,11 +313,16 @@ def test_alternating_collector_workers_never_mix_trials():
     m = s["mask"]
     assert ((s["trial"][..., 0] == s["trial"][:, :1, 0]) | ~m).all()
     assert ((s["step"][:, 1:, 0] - s["step"][:, :-1, 0] == 1) | ~m[:, 1:]).all()
+    truth = {**trials_of(wa), **trials_of(wb)}
+    assert sorted(rb.trial_lengths().tolist()) == sorted(st.batch_size[0] for st, f in truth.values() if f)
     rb2 = make_sequence_replay(1000, 3, 8, traj_key=None)  # without ids the layout change is only caught by N
     rb2.extend(wa[0])
     with pytest.raises(ValueError, match="envs have trials in progress"):
         rb2.extend(collect(lambda: CountingEnv(3), 9, 1)[0].exclude(("collector", "traj_ids")))
     n_open = int((rb.writer.index.env_unit >= 0).sum())
+    assert n_open == rb.num_open_trials() == 4  # one per env of both workers
     before = rb.num_trials()
-    rb.extend(collect(lambda: CountingEnv(3, seed=5), 9, 1)[0])  # new layout + ids: old trials are closed
-    assert rb.num_trials() >= before + n_open
+    rb.end_trials()  # a new collector restarts its ids at 0: close the old trials first
+    assert rb.num_trials() == before + n_open and rb.num_open_trials() == 0
+    rb.extend(collect(lambda: CountingEnv(3, seed=5), 9, 1)[0])
+    assert rb.num_open_trials() == 3

@@ -22,7 +22,7 @@ class CountingEnv(EnvBase):
 
     batch_locked = True
 
-    def __init__(self, num_envs: int | None = 3, base_len: int = 4, seed: int = 0):
+    def __init__(self, num_envs: int | None = 3, base_len: int = 4, seed: int = 0, trial_base: int = 0):
         shape = torch.Size([] if num_envs is None else [num_envs])
         super().__init__(batch_size=shape)
         n = 1 if num_envs is None else num_envs
@@ -39,6 +39,7 @@ class CountingEnv(EnvBase):
         self.trial = torch.zeros(n, dtype=torch.long)
         self.horizon = torch.zeros(n, dtype=torch.long)
         self.next_trial = 0
+        self.trial_base = trial_base  # added to every trial id (e.g. distinct ids per collector worker)
 
     def _obs(self, **extra):
         out = {"step": self.t.clone().unsqueeze(-1), "trial": self.trial.clone().unsqueeze(-1), **extra}
@@ -50,7 +51,8 @@ class CountingEnv(EnvBase):
         if tensordict is not None and "_reset" in tensordict.keys():
             mask = tensordict["_reset"].reshape(self.n)
         k = int(mask.sum())
-        self.trial[mask] = torch.arange(self.next_trial, self.next_trial + k) * 10 + torch.arange(self.n)[mask]
+        self.trial[mask] = (torch.arange(self.next_trial, self.next_trial + k) * 10 + torch.arange(self.n)[mask]
+                            + self.trial_base)
         self.next_trial += k
         self.t[mask] = 0
         u = torch.rand(self.n, generator=self.rng)
@@ -67,6 +69,13 @@ class CountingEnv(EnvBase):
 
     def _set_seed(self, seed: int | None):
         self.rng.manual_seed(seed or 0)
+
+
+def make_counting_env(num_envs: int, base_len: int, seed: int, trial_base: int = 0):
+    """A CountingEnv with InitTracker, importable by the spawned workers of a multi-process collector."""
+    from torchrl.envs import InitTracker, TransformedEnv
+
+    return TransformedEnv(CountingEnv(num_envs, base_len=base_len, seed=seed, trial_base=trial_base), InitTracker())
 
 
 def collect(env_fn, frames_per_batch: int, n_batches: int, seed: int = 0):

@@ -242,3 +242,24 @@ def test_missing_keys_raise_clear_errors():
         policy(td.clone().exclude("is_init"))
     with pytest.raises(KeyError, match="time_idx"):
         policy(td.clone().exclude("time_idx"))
+
+
+def test_params_key_writes_the_actor_outputs_opt_in():
+    env = make_env(3, "categorical")
+    policy = make_policy(env, "transformer")
+    tds = _inputs(env, 4)
+    assert policy.out_keys == ["action"] and "actor_params" not in policy(tds[0].clone()).keys()  # default off
+    policy.reset_state()
+    logging_policy = AMAGOPolicy(policy.timestep_encoder, policy.trajectory_encoder, policy.actor_head,
+                                 policy.action_space, params_key="actor_params")
+    assert logging_policy.out_keys == ["action", "actor_params"]
+    assert logging_policy.fresh_copy().params_key == "actor_params"
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        for td in tds:
+            plain = policy(td.clone())
+            out = logging_policy(td.clone())
+            assert torch.equal(out["action"], plain["action"])  # writing the params changes no action
+            params = out["actor_params"]
+            assert params.shape == (3, 3, 3)  # [N, gammas, actions]
+            # the acting gamma is the last one: the greedy action is the argmax of its logits
+            assert torch.equal(params[:, -1].argmax(-1), out["action"])

@@ -1,7 +1,9 @@
 """Sequence replay: a TorchRL ReplayBuffer on LazyMemmapStorage that samples [B, T] windows of one trial.
 
 ``rb.extend(collector_batch)`` takes what a TorchRL Collector yields (``[N, T]`` from a batched env, ``[T]``
-from an unbatched one; trials may span batches) and writes it to disk at once. ``rb.sample()`` returns a
+from an unbatched one; trials may span batches) and writes it to disk at once. Trials are reassembled by the
+collector's ``("collector", "traj_ids")``, so batches of a multi-process collector (``MultiAsyncCollector``,
+``MultiSyncCollector``) may interleave in any order (see :mod:`torchrl_amago.data.writer`). ``rb.sample()`` returns a
 TensorDict ``[B, T]`` with every stored key (root and ``"next"``) plus ``"mask"`` (False on right padding
 past a trial's end). ``rb.dumps(path)`` / ``rb.loads(path)`` checkpoint the memmaps, the trial table, the
 in-progress trials of every env and the sampling RNG.
@@ -33,7 +35,8 @@ class SequenceReplayBuffer(ReplayBuffer):
     """ReplayBuffer holding whole trials; use :func:`make_sequence_replay` to build one.
 
     Beyond the ReplayBuffer API: :meth:`num_trials`, :meth:`extend_trials` (whole trials, e.g. offline
-    data), :meth:`end_trials` (close in-progress trials), and ``len(rb)`` = stored steps.
+    data), :meth:`num_open_trials` / :meth:`end_trials` (count / close in-progress trials), and ``len(rb)`` =
+    stored steps.
     """
 
     def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,
@@ -77,10 +80,19 @@ class SequenceReplayBuffer(ReplayBuffer):
         with self._replay_lock, self._write_lock:
             return self._writer.write_trials(trials, lengths)
 
-    def end_trials(self) -> None:
-        """Close every in-progress trial so it can be sampled (e.g. at the end of collection)."""
+    def num_open_trials(self) -> int:
+        """Number of in-progress trials (steps stored, trial not yet ended), e.g. in flight in collector workers."""
         with self._replay_lock, self._write_lock:
-            self._writer.end_trials()
+            return self._writer.num_open_trials()
+
+    def end_trials(self) -> int:
+        """Close every in-progress trial so it can be sampled, keeping its steps as a shorter finished trial.
+
+        Call it when the collector changes (its trajectory ids restart at 0), e.g. right after ``loads()`` on
+        resume, or at the end of collection. Returns the number of trials closed (0 if none was in progress).
+        """
+        with self._replay_lock, self._write_lock:
+            return self._writer.end_trials()
 
     # ------------------------------------------------------------------ checkpointing
     _EMPTY_MARKER = "empty_sequence_replay.json"
@@ -193,7 +205,8 @@ def make_sequence_replay(
         trim: cut each batch to its longest valid window (``[B, T']``, ``T' <= seq_len``); ``False`` always
             returns ``seq_len`` steps (fixed shapes, e.g. for ``torch.compile`` without recompilation).
         done_key / init_key / traj_key / mask_key: key names (trial end, hard-reset flag, the collector's
-            trajectory id, output mask); a trial also ends where the trajectory id changes.
+            trajectory id, output mask). With trajectory ids in the data, open trials are keyed by them and
+            continue wherever their id arrives (any row, worker or batch); without them, by row.
         transform: a TorchRL transform applied to the ``[B, T]`` batch (sample time).
         generator: RNG for sampling (checkpointed by ``dumps``).
     """

@@ -10,6 +10,11 @@ Units: a stored "unit" is what the sampler draws. It is a whole trial, or a snip
 ``max_trial_len`` steps of one (consecutive snippets do not overlap; stored keys such as ``time_idx`` keep
 their trial-global values). Unit ids grow with the global write position of the unit's first step, so FIFO
 eviction always removes a prefix of ids.
+
+Open units: the in-progress units of the online stream are kept either per env row (``env_unit`` [N],
+``env_traj`` None: data without trajectory ids) or as a map keyed by the collector's trajectory id
+(``env_traj`` [K] sorted unique ids, ``env_unit`` [K] their units: a trial continues wherever its id
+arrives). Both are tensors in :meth:`TrialIndex.state_dict`, so a checkpoint restores them exactly.
 """
 from __future__ import annotations
 
@@ -47,13 +52,19 @@ class TrialIndex:
         self.s_off = _empty_long()
         self.s_gpos = _empty_long()
         self._sorted = True
-        self.env_unit: torch.Tensor | None = None  # [N] open unit per env of the online stream, -1 = none
-        self.env_traj: torch.Tensor | None = None  # [N] collector trajectory id of that unit's last step
+        # open units of the online stream: per row ([N], -1 = none; env_traj None), or keyed by trajectory id
+        # (env_traj [K] sorted unique ids, env_unit [K] their units; -1 = evicted)
+        self.env_unit: torch.Tensor | None = None
+        self.env_traj: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ queries
     @property
     def num_units(self) -> int:
         return int(self.u_len.numel())
+
+    def num_open(self) -> int:
+        """Number of in-progress units of the online stream."""
+        return 0 if self.env_unit is None else int((self.env_unit >= 0).sum())
 
     def sampleable(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and lengths of finished units whose steps are all still stored."""
@@ -144,5 +155,12 @@ class TrialIndex:
         for k in ("u_len", "u_first", "u_finished", "s_unit", "s_off", "s_gpos"):
             setattr(self, k, state[k].clone())
         self.env_unit = None if state["env_unit"] is None else state["env_unit"].clone()
-        self.env_traj = None if state.get("env_traj") is None else state["env_traj"].clone()
+        env_traj = state.get("env_traj")
+        if env_traj is not None and env_traj.numel() and bool((env_traj < 0).all()):
+            env_traj = None  # written before trials were keyed by trajectory id, by data without ids: per row
+        self.env_traj = None if env_traj is None else env_traj.clone()
+        if self.env_traj is not None:  # keyed map (older checkpoints held one id per row: the same map)
+            keep = self.env_unit >= 0
+            order = torch.argsort(self.env_traj[keep])
+            self.env_traj, self.env_unit = self.env_traj[keep][order], self.env_unit[keep][order]
         self._sorted = True

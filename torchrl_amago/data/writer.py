@@ -5,6 +5,23 @@ of one env continues across batches and ends at ``("next", "done")``. Every step
 one storage write per batch), and :class:`~torchrl_amago.data.trial_index.TrialIndex` records which steps
 belong to which trial, so the in-progress part of every env's trial is already on disk: a checkpoint taken
 between two batches loses nothing, and windows never mix trials of different envs.
+
+Which stored trial a row of a new batch continues:
+
+- **By trajectory id** (when the data carries the collector's ``("collector", "traj_ids")``, as every TorchRL
+  collector writes; ids are unique across the workers of ``MultiSyncCollector`` / ``MultiAsyncCollector``).
+  The open (in-progress) trials are a map *trajectory id -> unit*. A row whose first step's id has an open
+  unit continues it, whatever row, worker or batch it arrives in, so batches from different workers may
+  interleave in any order and every trial is still stored whole. ``done`` ends a trial; an ``is_init`` step
+  always starts a new one (an open unit with the same id is then closed as it stands); a change of id inside
+  a row starts a new one. Trajectory ids restart at 0 in a new collector: call :meth:`TrialWriter.end_trials`
+  when the collector changes (e.g. after restoring a checkpoint), which keeps the partial trials as shorter
+  finished ones (without it, an open unit is closed when its id reappears in a later batch without
+  continuing it). A trial that stops without ``done`` at the end of a row, its env resetting at the start of
+  its next row (e.g. ``reset_at_each_iter=True``), cannot be told apart from one in flight: it stays open
+  until then.
+- **By row** (data without trajectory ids): the open trial of row *i* continues in row *i* of the next batch,
+  which must have the same number of rows while any trial is open.
 """
 from __future__ import annotations
 
@@ -86,9 +103,9 @@ class TrialWriter(Writer):
         done_key: flag that ends a trial (TorchRL ``("next", "done")``; soft resets are never ``done``).
         init_key: flag of the first step after a hard reset, used when present in the data (a collector that
             resets without ``done`` still starts a new trial); ``None`` to ignore it.
-        traj_key: the collector's trajectory id, used when present: a change of id starts a new trial, so
-            batches from a different env layout (e.g. alternating workers of an async collector) never
-            continue another env's trial (their trials are then stored in fragments); ``None`` to ignore it.
+        traj_key: the collector's trajectory id, used when present: open trials are keyed by it, so a trial
+            continues in whichever row, worker or batch its id arrives (see the module docstring); ``None`` to
+            ignore it and continue trials by row.
         max_trial_len: store trials longer than this as consecutive, non-overlapping snippets of at most this
             many steps (each snippet is sampled as a unit; stored keys such as ``time_idx`` stay trial-global).
     """
@@ -133,16 +150,28 @@ class TrialWriter(Writer):
         if self.traj_key is not None and self.traj_key in rows.keys(include_nested=True):
             traj = rows.get(self.traj_key).reshape(n_env, t_len).long()
         idx = self.index
+        if traj is not None:
+            if idx.env_traj is None:  # switch to trials keyed by trajectory id
+                if idx.env_unit is not None and bool((idx.env_unit >= 0).any()):
+                    raise ValueError(
+                        f"extend() got data with trajectory ids {self.traj_key!r} but trials written without "
+                        f"them are in progress; call end_trials() first")
+                idx.env_unit = torch.zeros(0, dtype=torch.long)
+                idx.env_traj = torch.zeros(0, dtype=torch.long)
+            return self._write(rows, done, init, online=True, traj=traj)
+        if idx.env_traj is not None:  # trials keyed by trajectory id are open; this data has none
+            if bool((idx.env_unit >= 0).any()):
+                raise ValueError(
+                    f"extend() got data without trajectory ids {self.traj_key!r} but trials keyed by them are "
+                    f"in progress; call end_trials() first")
+            idx.env_unit = idx.env_traj = None
         if idx.env_unit is None or idx.env_unit.numel() != n_env:
             if idx.env_unit is not None and bool((idx.env_unit >= 0).any()):
-                if traj is None:
-                    raise ValueError(
-                        f"extend() got data from {n_env} envs but {idx.env_unit.numel()} envs have trials in "
-                        f"progress; call end_trials() first or use one buffer per collector layout")
-                self.end_trials()  # a new layout: with trajectory ids, close the old trials safely
+                raise ValueError(
+                    f"extend() got data from {n_env} envs but {idx.env_unit.numel()} envs have trials in "
+                    f"progress; call end_trials() first or use one buffer per collector layout")
             idx.env_unit = torch.full((n_env,), -1, dtype=torch.long)
-            idx.env_traj = torch.full((n_env,), -1, dtype=torch.long)
-        return self._write(rows, done, init, online=True, traj=traj)
+        return self._write(rows, done, init, online=True)
 
     def write_trials(self, data: TensorDictBase, lengths: torch.Tensor) -> torch.Tensor:
         """Write whole trials (``data`` is their concatenation, ``lengths`` their sizes); all are finished.
@@ -157,13 +186,23 @@ class TrialWriter(Writer):
         done[0, lengths.cumsum(0) - 1] = True
         return self._write(data.unsqueeze(0), done, None, online=False)
 
-    def end_trials(self) -> None:
-        """Mark every in-progress trial of the online stream as finished (e.g. before changing collectors)."""
+    def num_open_trials(self) -> int:
+        """Number of in-progress (unfinished) trials of the online stream, e.g. in flight in collector workers."""
+        return self.index.num_open()
+
+    def end_trials(self) -> int:
+        """Mark every in-progress trial of the online stream as finished (e.g. before changing collectors).
+
+        Trials keyed by trajectory id are closed too; their partial steps stay stored as shorter finished trials.
+        Returns the number of trials closed.
+        """
         idx = self.index
+        closed = idx.num_open()
         if idx.env_unit is not None:
             idx.finish(idx.env_unit[idx.env_unit >= 0])
             idx.env_unit = None
             idx.env_traj = None
+        return closed
 
     # ------------------------------------------------------------------ core
     def _write(self, rows: TensorDictBase, done: torch.Tensor, init: torch.Tensor | None,
@@ -176,15 +215,14 @@ class TrialWriter(Writer):
         gpos0 = idx.write_count
         idx.prune(gpos0 + n - idx.capacity)  # units that this write overwrites are dropped whole
         if online:
-            open_unit = idx.env_unit
+            open_unit = idx.env_unit if traj is None else self._lookup_open(traj)
             open_len = torch.zeros(n_env, dtype=torch.long)
             has = open_unit >= 0
             open_len[has] = idx.length_of(open_unit[has])
         else:
             open_unit = torch.full((n_env,), -1, dtype=torch.long)
             open_len = torch.zeros(n_env, dtype=torch.long)
-        open_traj = idx.env_traj if (online and traj is not None and idx.env_traj is not None) else None
-        plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj, open_traj)
+        plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj)
 
         slots = (gpos0 + torch.arange(n)) % idx.capacity
         if self.before_write is not None:
@@ -208,9 +246,41 @@ class TrialWriter(Writer):
         idx.finish(unit[finished])
         if online:
             last = torch.searchsorted(plan["row"], torch.arange(n_env), right=True) - 1
-            idx.env_unit = torch.where(finished[last], -1, unit[last])
-            idx.env_traj = traj[:, -1].clone() if traj is not None else torch.full((n_env,), -1, dtype=torch.long)
+            row_open = torch.where(finished[last], -1, unit[last])
+            if traj is None:
+                idx.env_unit = row_open
+            else:
+                self._update_open(traj, open_unit, row_open)
         return slots
+
+    def _lookup_open(self, traj: torch.Tensor) -> torch.Tensor:
+        """[N] open unit continued by each row (the unit keyed by the row's first trajectory id), -1 = none."""
+        n_env = traj.shape[0]
+        first, last = traj[:, 0].contiguous(), traj[:, -1].contiguous()
+        if torch.unique(first).numel() != n_env or torch.unique(last).numel() != n_env:
+            raise ValueError(f"two rows of one batch share a trajectory id {self.traj_key!r}: ids must be unique "
+                             f"per env (got first ids {first.tolist()}, last ids {last.tolist()}); build the "
+                             f"buffer with traj_key=None to continue trials by row instead")
+        keys, units = self.index.env_traj, self.index.env_unit
+        if keys.numel() == 0:
+            return torch.full((n_env,), -1, dtype=torch.long)
+        p = torch.searchsorted(keys, first).clamp(max=keys.numel() - 1)  # keys are sorted and unique
+        return torch.where(keys[p] == first, units[p], -1)
+
+    def _update_open(self, traj: torch.Tensor, looked_up: torch.Tensor, row_open: torch.Tensor) -> None:
+        """Replace the open entries this batch touched by each row's open unit, keyed by its last id."""
+        idx = self.index
+        keys, units = idx.env_traj, idx.env_unit
+        touched = torch.isin(keys, traj.reshape(-1))
+        # an open unit whose id reappears in this batch without being continued is stale (id reused): close it
+        stale = touched & ~torch.isin(units, looked_up)
+        idx.finish(units[stale & (units >= 0)])
+        keep = ~touched & (units >= 0)
+        new = row_open >= 0
+        keys = torch.cat([keys[keep], traj[new, -1]])
+        units = torch.cat([units[keep], row_open[new]])
+        order = torch.argsort(keys)
+        idx.env_traj, idx.env_unit = keys[order], units[order]
 
     # ------------------------------------------------------------------ state
     def _empty(self, empty_write_count: bool = True) -> None:

@@ -40,11 +40,15 @@ class AMAGOPolicy(TensorDictModuleBase):
 
     `eval_when_acting=True` runs the submodules in eval mode during `forward` (no dropout, no InputNorm
     statistic updates, no σ-reparam power iteration) and restores their modes afterwards, because the
-    modules are shared with the loss, which keeps them in train mode."""
+    modules are shared with the loss, which keeps them in train mode.
+
+    `params_key` (default None: not written): also write the actor head's raw output for every step under this
+    key, [*batch, G, P] (e.g. the logits per gamma), so collected data can be checked against a sequence-mode
+    pass of the same modules (or logged)."""
 
     def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, actor_head: nn.Module,
                  action_space: ActionSpace, *, time_key=K.TIME_IDX, init_key=K.IS_INIT, action_key=K.ACTION,
-                 eval_when_acting: bool = True, deterministic: bool | None = None):
+                 eval_when_acting: bool = True, deterministic: bool | None = None, params_key=None):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
             raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")
@@ -74,7 +78,9 @@ class AMAGOPolicy(TensorDictModuleBase):
             raise ValueError(f"timestep_encoder must have exactly one out_key, got {tout}")
         self._tstep_key = tout[0]
         self.in_keys = tin + [time_key, init_key]
-        self.out_keys = [action_key]
+        self.params_key = params_key
+        self.out_keys = [action_key] + ([params_key] if params_key is not None else [])
+        self._params: torch.Tensor | None = None  # the last step's actor params, while params_key is set
         self._state_keys: list = []  # TorchRL recurrent modules: the hidden-state keys read at the root
         if self._memory_kind == "torchrl_rnn":
             if trajectory_encoder.in_keys[0] != self._tstep_key:
@@ -106,7 +112,8 @@ class AMAGOPolicy(TensorDictModuleBase):
         """A policy sharing the same modules (weights) but with its own, empty state (e.g. for eval envs)."""
         return AMAGOPolicy(self.timestep_encoder, self.trajectory_encoder, self.actor_head, self.action_space,
                            time_key=self.time_key, init_key=self.init_key, action_key=self.action_key,
-                           eval_when_acting=self.eval_when_acting, deterministic=self.deterministic)
+                           eval_when_acting=self.eval_when_acting, deterministic=self.deterministic,
+                           params_key=self.params_key)
 
     @property
     def state(self) -> Any:
@@ -170,6 +177,9 @@ class AMAGOPolicy(TensorDictModuleBase):
                 for m in to_restore:
                     m.train(True)
         tensordict.set(self.action_key, action.reshape((*shape, *action.shape[1:])))
+        if self.params_key is not None:
+            tensordict.set(self.params_key, self._params.reshape((*shape, *self._params.shape[1:])))
+            self._params = None
         for key, val in self._next_state.items():  # TorchRL recurrent state, written under "next"
             tensordict.set(key, val.reshape((*shape, *val.shape[1:])))
         self._next_state = {}
@@ -207,6 +217,8 @@ class AMAGOPolicy(TensorDictModuleBase):
         tstep = self.timestep_encoder(sub).get(self._tstep_key)
         state_emb = self._memory_step(flat, tstep, time_idx, is_init, n)
         params = self.actor_head(state_emb)
+        if self.params_key is not None:
+            self._params = params
         action = self.actor_head.act(
             params, acting_is_deterministic() if self.deterministic is None else self.deterministic)
         if self.action_space.discrete:
