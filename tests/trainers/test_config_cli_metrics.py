@@ -8,8 +8,8 @@ from tensordict import TensorDict
 from torchrl_amago.trainers.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 from torchrl_amago.trainers.cli import build_parser, parse_config
 from torchrl_amago.trainers.config import TrainConfig
-from torchrl_amago.trainers.metrics import (bottom_quintile, episode_metrics, finished_trial_returns,
-                                           per_task_return_metrics)
+from torchrl_amago.trainers.metrics import (TrialReturnsById, bottom_quintile, episode_metrics,
+                                           finished_trial_returns, per_task_return_metrics)
 
 
 def test_config_rejects_bad_flags():
@@ -61,6 +61,22 @@ def test_finished_trial_returns_carry_partial_trials_across_batches():
     ro2 = _rollout([[5, 0], [1, 1]], [[1, 0], [0, 1]])
     ret, running = finished_trial_returns(ro2, running)
     assert sorted(ret) == [4.0, 6.0] and running.tolist() == [0.0, 0.0]
+
+
+def test_trial_returns_by_id_follow_trials_across_workers_and_rows():
+    def batch(rew, done, ids):
+        td = _rollout(rew, done)
+        td.set(("collector", "traj_ids"), torch.tensor(ids))
+        return td
+
+    acc = TrialReturnsById()
+    # worker A: env rows hold trajectories 0 and 1; trajectory 0 ends at t=1 and trajectory 2 starts in its row
+    assert acc.add(batch([[1, 2, 4], [1, 1, 1]], [[0, 1, 0], [0, 0, 0]], [[0, 0, 2], [1, 1, 1]])) == [3.0]
+    # worker B (other trajectories) arrives in between, in another row layout
+    assert acc.add(batch([[7, 1]], [[1, 0]], [[5, 6]])) == [7.0]
+    # worker A again, rows swapped: trajectory 1 now in row 0, trajectory 2 in row 1
+    assert sorted(acc.add(batch([[10, 0], [20, 0]], [[1, 0], [1, 0]], [[1, 3], [2, 4]]))) == [13.0, 24.0]
+    assert acc.drop_partial() == 3  # trajectories 6, 3 and 4 were still open
 
 
 def test_per_task_returns_follow_each_trials_task_id():

@@ -65,11 +65,6 @@ class SequenceReplayBuffer(ReplayBuffer):
         """Number of finished trials (or snippets) that can be sampled."""
         return int(self._writer.index.sampleable()[0].numel())
 
-    def num_open_trials(self) -> int:
-        """Trials in progress (stored steps of trials whose end has not been collected yet)."""
-        unit = self._writer.index.env_unit
-        return 0 if unit is None else int((unit >= 0).sum())
-
     def trial_lengths(self) -> torch.Tensor:
         """Lengths of the sampleable trials, oldest first."""
         return self._writer.index.sampleable()[1]

@@ -543,8 +543,7 @@ class AMAGOTrainer:
                                               os.path.join(self.run_dir, "buffer"))
         # trials in progress at the checkpoint (their stored steps are kept) are closed as shorter finished trials:
         # the restarted collectors begin new trials and number their trajectories from 0 again
-        self.partial_trials_closed = self.replay.num_open_trials()
-        self.replay.end_trials()
+        self.partial_trials_closed = self.replay.end_trials()
         self.logger.drop_records_after(self.epoch)  # rows logged after this checkpoint (a kill before save)
         set_rng_state(ckpt["rng"])
         self.dist.reseed(self.cfg.seed, step=self.grad_steps)
