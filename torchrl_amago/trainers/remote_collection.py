@@ -245,13 +245,21 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
         raise RemoteCollectorError(
             f"cannot join the Ray cluster at address {address!r} (--collector_address): {e}. Start it with "
             f"`ray start --head --port=6379` on the head node and pass `--collector_address <head-ip>:6379`")from e
-    have = ray.cluster_resources().get("CPU", 0.0)
-    if have < need_cpus:
+    # Ray queues an actor until its CPUs are free, and TorchRL then waits for it forever: refuse up front
+    # (CPUs of workers killed a moment ago come back within seconds: wait a little for them)
+    deadline = time.monotonic() + 5.0
+    while True:
+        total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
+        if free >= need_cpus or total < need_cpus or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if free < need_cpus:
         lease.release()
         raise RemoteCollectorError(
-            f"the Ray cluster at {address or 'local'} has {have:g} CPUs but the remote collectors ask for "
-            f"{need_cpus:g} (num_cpus_per_worker x workers); add nodes with `ray start --address=...`, or lower "
-            f"num_cpus_per_worker / the number of env factories")
+            f"the Ray cluster at {address or 'local'} has {free:g} free CPUs ({total:g} in all) but the remote "
+            f"collectors ask for {need_cpus:g} (num_cpus_per_worker x workers); add nodes with "
+            f"`ray start --address=...`, stop other Ray jobs, or lower num_cpus_per_worker / the number of env "
+            f"factories")
     return lease
 
 

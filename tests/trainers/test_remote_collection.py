@@ -1,0 +1,209 @@
+"""Collection on remote workers (TorchRL's RayCollector, `trainers/remote_collection.py`), on loopback: a local
+Ray instance on this machine with 2 collector processes, each holding its own T-Maze envs and its own copy of
+the real AMAGOPolicy (built as the trainer builds it)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs import ExplorationType
+
+from tests.missing_package import assert_missing_package_named
+from torchrl_amago.envs import TMaze, make_amago_env
+from torchrl_amago.trainers import TrainConfig, build_agent_modules, build_policy
+from torchrl_amago.trainers.remote_collection import (TRAJ_IDS_KEY, GlobalTrajIds, RemoteCollectorError,
+                                                      make_remote_collector)
+
+N_ENVS, T = 3, 6  # per worker: batches are [3, 6]
+FRAMES = N_ENVS * T
+CORRIDOR = 4  # trials of 5 steps: several trials per row per batch, and trials that span batches
+
+
+def make_env(n: int = N_ENVS):
+    return make_amago_env(TMaze(n, corridor_length=CORRIDOR, passive=True, penalty=-1.0 / (CORRIDOR + 1)))
+
+
+def make_policy(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = TrainConfig(memory_size=16, memory_layers=1, n_heads=2, max_seq_len=16, tstep_hidden=32, tstep_out=16,
+                      actor_hidden=32, critic_hidden=32)
+    env = make_env()
+    return build_policy(build_agent_modules(cfg, env.observation_spec, env.action_spec))
+
+
+def worker_of(batch, n_workers: int = 2) -> int:
+    ids = batch.get(TRAJ_IDS_KEY)
+    owners = (ids % n_workers).unique()
+    assert owners.numel() == 1, f"one batch mixes trajectory ids of workers {owners.tolist()}"
+    return int(owners)
+
+
+def action_index(batch) -> torch.Tensor:
+    return batch.get("action").long().argmax(-1)  # T-Maze actions are one-hot
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """One local Ray instance for the module (workers of every test start in it)."""
+    pytest.importorskip("ray")
+    from torchrl_amago.trainers.remote_collection import _connect
+
+    # CPU slots for the module's collector and one more (Ray queues a worker without a free CPU slot)
+    lease = _connect(None, {"num_cpus": 4}, 2.0)
+    yield
+    lease.release()
+
+
+@pytest.fixture(scope="module")
+def collector(ray_runtime):
+    policy = make_policy()
+    # argmax actions, so that test_weight_push can know the action the pushed weights must produce
+    c = make_remote_collector([make_env, make_env], policy, frames_per_batch=FRAMES,
+                              exploration_type=ExplorationType.DETERMINISTIC,
+                              batch_timeout_s=120)
+    c.main_policy = policy
+    yield c
+    c.shutdown()
+
+
+# ---------------------------------------------------------------- no cluster needed
+def test_global_traj_ids_maps_each_worker_to_its_own_residue():
+    td = TensorDict({TRAJ_IDS_KEY: torch.tensor([[0, 0, 1], [2, -1, 3]])}, [2, 3])
+    out = GlobalTrajIds(1, 3)(td)
+    # id -> id * 3 + 1 (hand computed); TorchRL's -1 padding stays -1
+    assert out.get(TRAJ_IDS_KEY).tolist() == [[1, 1, 4], [7, -1, 10]]
+    assert td.get(TRAJ_IDS_KEY).tolist() == [[0, 0, 1], [2, -1, 3]]  # the worker's own buffer is untouched
+    with pytest.raises(ValueError, match="worker_index"):
+        GlobalTrajIds(3, 3)
+
+
+def test_missing_ray_names_the_pip_extra(monkeypatch):
+    assert_missing_package_named(
+        monkeypatch, "ray", r"pip install torchrl_amago\[ray\]",
+        lambda: make_remote_collector([make_env], make_policy(), frames_per_batch=FRAMES))
+
+
+def test_bad_env_factories_are_named():
+    pytest.importorskip("ray")
+    lock = threading.Lock()
+
+    def holds_a_lock():
+        return lock and make_env()
+
+    with pytest.raises(ValueError, match=r"env_fns\[1\] .*holds_a_lock.* cannot be pickled"):
+        make_remote_collector([make_env, holds_a_lock], make_policy(), frames_per_batch=FRAMES)
+    with pytest.raises(ValueError, match=r"env_fns\[0\] must be a callable returning an EnvBase"):
+        make_remote_collector([make_env()], make_policy(), frames_per_batch=FRAMES)
+    with pytest.raises(ValueError, match="non-empty list"):
+        make_remote_collector([], make_policy(), frames_per_batch=FRAMES)
+
+
+# ---------------------------------------------------------------- 2 workers on loopback
+@pytest.mark.timeout(180)
+def test_batches_from_both_workers_with_globally_unique_traj_ids(collector):
+    batches = []
+    for batch in collector:
+        batches.append(batch)
+        if len(batches) == 8:
+            break
+    by_worker = {0: [], 1: []}
+    for b in batches:
+        assert b.batch_size == torch.Size([N_ENVS, T])
+        for key in ("observation", "prev_action", "prev_reward", ("next", "reward"), ("next", "observation")):
+            assert torch.isfinite(b.get(key).float()).all(), key
+        assert b.get("time_idx").shape == (N_ENVS, T, 1) and b.get("is_init").dtype == torch.bool
+        by_worker[worker_of(b)].append(b)
+    assert len(by_worker[0]) >= 2 and len(by_worker[1]) >= 2, {w: len(bs) for w, bs in by_worker.items()}
+    ids = {w: set(torch.cat([b.get(TRAJ_IDS_KEY).flatten() for b in bs]).tolist()) for w, bs in by_worker.items()}
+    assert not ids[0] & ids[1]
+    for w, bs in by_worker.items():
+        for b in bs:  # at one step, the 3 envs of a worker are in 3 different trials
+            assert b.get(TRAJ_IDS_KEY)[:, 0].unique().numel() == N_ENVS
+        # consecutive batches of a worker: an env row keeps its trial id across the boundary unless its trial
+        # ended on the last step (a trial spans batches, as in one process)
+        for prev, nxt in zip(bs, bs[1:]):
+            done = prev.get(("next", "done"))[:, -1, 0]
+            same = prev.get(TRAJ_IDS_KEY)[:, -1] == nxt.get(TRAJ_IDS_KEY)[:, 0]
+            assert torch.equal(same, ~done), (prev.get(TRAJ_IDS_KEY), nxt.get(TRAJ_IDS_KEY), done)
+        # a new trial starts exactly where is_init is set, and gets a new id
+        for b in bs:
+            ids_b, init = b.get(TRAJ_IDS_KEY), b.get("is_init")[..., 0]
+            changed = torch.cat([torch.zeros(N_ENVS, 1, dtype=torch.bool), ids_b[:, 1:] != ids_b[:, :-1]], 1)
+            assert torch.equal(changed[:, 1:], init[:, 1:])
+    # 5-step trials: 6-step batches hold trial starts of every row
+    assert any(b.get("is_init")[:, 1:].any() for b in batches)
+
+
+@pytest.mark.timeout(180)
+def test_weight_push_changes_the_remote_actors_and_carries_buffers(collector):
+    policy = collector.main_policy
+    main = TensorDict.from_module(policy).data
+    before = [next(iter(collector)) for _ in range(4)]
+    counts = torch.bincount(torch.cat([action_index(b).flatten() for b in before]), minlength=4)
+    k = int(counts.argmin())  # an action the current weights rarely pick: the pushed weights must pick it always
+    assert counts[k] < sum(b.numel() for b in before)
+    with torch.no_grad():
+        last = [m for m in policy.actor_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        bias = torch.zeros(policy.actor_head.num_gammas, 4)
+        bias[:, k] = 5.0
+        last.bias.copy_(bias.flatten())
+        in_norm = policy.timestep_encoder.in_norm  # a buffer-only change (InputNorm statistics)
+        in_norm.mu.fill_(0.25)
+        in_norm._t.fill_(7.0)
+    remote = collector.remote_policy_weights()
+    assert not any(torch.equal(r["timestep_encoder", "in_norm", "mu"], main["timestep_encoder", "in_norm", "mu"])
+                   for r in remote)
+    collector.update_policy_weights_()
+    for r in collector.remote_policy_weights():  # every parameter and buffer of both workers equals the main's
+        for key, val in main.items(True, True):
+            assert torch.equal(r[key], val), key
+    seen = {0: [], 1: []}
+    it = iter(collector)
+    while min(len(v) for v in seen.values()) < 2:
+        b = next(it)
+        seen[worker_of(b)].append(b)
+    for w, bs in seen.items():  # each worker's 2nd batch after the push was requested after it
+        assert (action_index(bs[1]) == k).all(), (w, action_index(bs[1]))
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_worker_gives_a_clear_error_in_bounded_time(ray_runtime):
+    c = make_remote_collector([make_env, make_env], make_policy(), frames_per_batch=FRAMES, batch_timeout_s=120)
+    try:
+        it = iter(c)
+        next(it)
+        victim = c.worker_info()[1]
+        assert victim["pid"] != os.getpid()
+        os.kill(victim["pid"], signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(RemoteCollectorError, match=rf"worker 1 of 2 .*pid {victim['pid']}.* died"):
+            for _ in range(50):
+                next(it)
+        assert time.monotonic() - t0 < 60
+    finally:
+        c.shutdown()
+
+
+@pytest.mark.timeout(180)
+def test_a_cluster_without_free_cpus_is_refused_before_any_worker_starts(collector):
+    # the module's collector holds 2 of the 4 CPU slots: 3 more workers cannot start
+    with pytest.raises(RemoteCollectorError, match=r"has 2 free CPUs \(4 in all\) but the remote collectors ask for 3"):
+        make_remote_collector([make_env] * 3, make_policy(), frames_per_batch=FRAMES)
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_worker_fails_the_weight_push_with_its_name(ray_runtime):
+    c = make_remote_collector([make_env, make_env], make_policy(), frames_per_batch=FRAMES, batch_timeout_s=120)
+    try:
+        victim = c.worker_info()[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        with pytest.raises(RemoteCollectorError, match=rf"worker 0 of 2 .*pid {victim['pid']}.*policy weights"):
+            c.update_policy_weights_()
+    finally:
+        c.shutdown()
