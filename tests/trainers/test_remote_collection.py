@@ -3,8 +3,12 @@ Ray instance on this machine with 2 collector processes, each holding its own T-
 the real AMAGOPolicy (built as the trainer builds it)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -207,3 +211,61 @@ def test_a_dead_worker_fails_the_weight_push_with_its_name(ray_runtime):
             c.update_policy_weights_()
     finally:
         c.shutdown()
+
+
+# ---------------------------------------------------------------- the documented per-node launch, on loopback
+def _ray_cli(*args: str, env: dict) -> subprocess.Popen:
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    return subprocess.Popen([ray, *args, "--disable-usage-stats", "--block"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for_child(parent: int, name: str, timeout_s: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-P", str(parent), "-f", name], capture_output=True, text=True).stdout.split()
+        if found:
+            return int(found[0])
+        time.sleep(0.5)
+    raise TimeoutError(f"no {name} process under pid {parent} after {timeout_s} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_ray_nodes_started_per_node_on_loopback_collect_and_a_lost_node_is_a_clear_error(tmp_path):
+    """docs/scaling.md "Many nodes: Ray": `ray start --head` (1 CPU), `ray start --address=...` (1 CPU), then a fresh
+    learner process joins with the address: its 2 workers must run on the 2 nodes; killing the second node's raylet
+    must stop the learner's iteration with a RemoteCollectorError within 60 s."""
+    pytest.importorskip("ray")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, RAY_AUTH_MODE="token")
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    address = f"{socket.gethostbyname(socket.gethostname())}:{port}"
+    head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", env=env)
+    procs = [head]
+    try:
+        _wait_for_child(head.pid, "raylet")
+        node = _ray_cli("start", f"--address={address}", "--num-cpus=1", env=env)
+        procs.append(node)
+        raylet = _wait_for_child(node.pid, "raylet")
+        done = subprocess.run([sys.executable, "-m", "tests.trainers.remote_driver", address, str(raylet)], env=env,
+                              cwd=root, capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        assert done.returncode == 0 and lines, done.stderr[-3000:]
+        out = json.loads(lines[-1])
+        assert len({w["node_id"] for w in out["workers"]}) == 2, out["workers"]  # one worker per node
+        assert set(out["batch_workers"]) == {0, 1}, out
+        assert out["error"] is not None and "died or became unreachable" in out["error"], out
+        assert out["error_after_s"] < 60, out
+    finally:
+        for p in reversed(procs):  # SIGTERM to `ray start --block` stops that node's processes
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()

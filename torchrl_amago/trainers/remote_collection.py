@@ -74,10 +74,11 @@ class WorkerCollector(Collector):
         """RayCollector calls this on every worker at start; TorchRL's prints the whole collector."""
 
     def worker_info(self) -> dict:
-        """Where this worker runs: node address, host name, process id."""
+        """Where this worker runs: node address, Ray node id, host name, process id."""
         import ray
 
-        return {"node": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid()}
+        return {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+                "host": socket.gethostname(), "pid": os.getpid()}
 
     def policy_weights(self) -> TensorDictBase:
         """The acting policy's current parameters and buffers (a copy)."""
