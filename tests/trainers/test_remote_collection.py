@@ -107,6 +107,19 @@ def test_bad_env_factories_are_named():
         make_remote_collector([], make_policy(), frames_per_batch=FRAMES)
 
 
+def test_an_address_without_a_ray_head_is_refused_at_once():
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nobody listens on (Ray's own client would retry it without end)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(RemoteCollectorError, match=rf"cannot reach the Ray head at 127.0.0.1:{port} \(--collector_address\)"):
+        make_remote_collector([make_env], make_policy(), frames_per_batch=FRAMES, address=f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(ValueError, match=r"address 'headnode' \(--collector_address\) must be <head-ip>:<port>"):
+        make_remote_collector([make_env], make_policy(), frames_per_batch=FRAMES, address="headnode")
+
+
 # ---------------------------------------------------------------- 2 workers on loopback
 @pytest.mark.timeout(180)
 def test_batches_from_both_workers_with_globally_unique_traj_ids(collector):

@@ -228,6 +228,23 @@ def _check_env_fns(env_fns) -> list[Callable[[], EnvBase]]:
     return list(env_fns)
 
 
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """A TCP connect to `host:port` (Ray's own client retries an unreachable address without end)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address {address!r} (--collector_address) must be <head-ip>:<port> as printed by "
+                         f"`ray start --head`, or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RemoteCollectorError(
+            f"cannot reach the Ray head at {address} (--collector_address): {e}. Start it with "
+            f"`ray start --head --port={port}` on that node and check that this machine can reach the port") from e
+
+
 def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float):
     """Join the cluster at `address` (or start a local Ray instance) and check it has the CPUs the workers ask
     for; returns TorchRL's runtime lease (released by `shutdown`)."""
@@ -236,6 +253,7 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
 
     cfg = dict(ray_init_config or {})
     if address is not None:
+        _probe(address)
         cfg["address"] = address
     else:  # a private local instance with a CPU slot for every worker (Ray would queue workers without one)
         cfg.setdefault("num_cpus", max(os.cpu_count() or 1, int(need_cpus + 0.999)))
