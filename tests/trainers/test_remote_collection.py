@@ -226,6 +226,31 @@ def test_a_dead_worker_fails_the_weight_push_with_its_name(ray_runtime):
         c.shutdown()
 
 
+def first_batch_per_worker(c) -> dict:
+    out, it = {}, iter(c)
+    while len(out) < 2:
+        b = next(it)
+        out.setdefault(worker_of(b), b)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_seeded_workers_repeat_their_rollouts_and_differ_from_each_other(ray_runtime):
+    runs = []
+    for _ in range(2):
+        c = make_remote_collector([make_env, make_env], make_policy(), frames_per_batch=FRAMES, seed=11)
+        try:
+            runs.append(first_batch_per_worker(c))
+        finally:
+            c.shutdown()
+    keys = ["observation", "action", ("next", "reward")]
+    for w in (0, 1):  # same seed -> the same envs and the same sampled actions, worker by worker
+        for key in keys:
+            assert torch.equal(runs[0][w].get(key), runs[1][w].get(key)), (w, key)
+    assert not torch.equal(runs[0][0].get("action"), runs[0][1].get("action"))  # but not the same across workers
+
+
 # ---------------------------------------------------------------- the documented per-node launch, on loopback
 def _ray_cli(*args: str, env: dict) -> subprocess.Popen:
     ray = os.path.join(os.path.dirname(sys.executable), "ray")

@@ -73,6 +73,15 @@ class WorkerCollector(Collector):
     def print_remote_collector_info(self) -> None:
         """RayCollector calls this on every worker at start; TorchRL's prints the whole collector."""
 
+    def set_seed(self, seed: int, static_seed: bool = False) -> int:
+        """TorchRL's env seeding, plus this process's torch RNG (the policy's action sampling) from the same seed,
+        then a reset of every env (the Collector reset them once at start, before any seed): the first batch
+        already starts from seeded trials, with `is_init` set, so the policy clears its acting state."""
+        out = super().set_seed(seed, static_seed=static_seed)
+        torch.manual_seed(seed)
+        self.reset()
+        return out
+
     def worker_info(self) -> dict:
         """Where this worker runs: node address, Ray node id, host name, process id."""
         import ray
@@ -255,7 +264,9 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
     if address is not None:
         _probe(address)
         cfg["address"] = address
-    else:  # a private local instance with a CPU slot for every worker (Ray would queue workers without one)
+    else:  # a private local instance with a CPU slot for every worker (Ray would queue workers without one);
+        # "local": never join a cluster that `ray start` left registered on this machine
+        cfg.setdefault("address", "local")
         cfg.setdefault("num_cpus", max(os.cpu_count() or 1, int(need_cpus + 0.999)))
         cfg.setdefault("include_dashboard", False)
     try:
@@ -285,6 +296,7 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
 def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frames_per_batch: int,
                           address: str | None = None, exploration_type: ExplorationType = ExplorationType.RANDOM,
                           num_cpus_per_worker: float = 1.0, batch_timeout_s: float | None = 600.0,
+                          seed: int | None = None,
                           ray_init_config: dict | None = None, remote_config: dict | None = None,
                           collector_kwargs: dict | None = None, **opts) -> AMAGORayCollector:
     """A Ray collector with one remote `Collector` per env factory; use it like a `MultiAsyncCollector`.
@@ -300,6 +312,8 @@ def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frame
         exploration_type: the collectors' exploration type (the trainer collects with RANDOM).
         num_cpus_per_worker: Ray CPUs each worker reserves (Ray places workers where CPUs are free).
         batch_timeout_s: a worker whose batch is not ready this long after it was requested is an error.
+        seed: seeds worker 0's envs and its torch RNG (action sampling) with `seed`, and every next worker with
+            the seed TorchRL's `set_seed` chain hands on (distinct per env); None leaves them unseeded.
         ray_init_config: extra `ray.init` kwargs (e.g. `{"runtime_env": {"working_dir": "."}}`).
         remote_config: extra Ray actor options per worker (e.g. `{"scheduling_strategy": "SPREAD"}`).
         collector_kwargs: extra keyword arguments of every worker's `Collector` (not `postproc`: it is the
@@ -307,7 +321,9 @@ def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frame
         opts: any other `RayCollector` keyword (devices, `max_frames_per_traj`, a driver-side `postproc`, ...).
 
     Returns:
-        an `AMAGORayCollector` whose workers already hold the policy's current weights.
+        an `AMAGORayCollector` whose workers already hold the policy's current weights. Keep one iterator for
+        the whole run: each `iter(collector)` sends every worker a new request, and the batches that an
+        abandoned iterator had requested are never handed out (their trials then have a gap).
     """
     require("ray", RAY_EXTRA, "collection on remote workers (--collect distributed)")
     env_fns = _check_env_fns(env_fns)
@@ -338,5 +354,7 @@ def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frame
         lease.release()  # the collector holds its own lease on the same runtime
     if collector.total_frames < 0:
         collector.total_frames = float("inf")  # RayCollector's loop compares with total_frames: -1 = endless
+    if seed is not None:
+        collector._guarded(lambda: collector.set_seed(int(seed)), "was seeded")
     collector.update_policy_weights_()  # sets up the weight channel; workers then hold exactly these weights
     return collector
