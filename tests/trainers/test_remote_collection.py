@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.envs import ExplorationType
+from torchrl.envs import ExplorationType, Transform
 
 from tests.missing_package import assert_missing_package_named
 from torchrl_amago.envs import TMaze, make_amago_env
@@ -38,6 +38,24 @@ def make_policy(seed: int = 0):
                       actor_hidden=32, critic_hidden=32)
     env = make_env()
     return build_policy(build_agent_modules(cfg, env.observation_spec, env.action_spec))
+
+
+class StallAfter(Transform):
+    """Sleeps `stall_s` in the env step after `steps` steps: a worker that is alive but sends nothing."""
+
+    def __init__(self, steps: int, stall_s: float):
+        super().__init__()
+        self.steps, self.stall_s, self.count = steps, stall_s, 0
+
+    def _step(self, tensordict, next_tensordict):
+        self.count += 1
+        if self.count > self.steps:
+            time.sleep(self.stall_s)
+        return next_tensordict
+
+
+def make_stalling_env():
+    return make_env().append_transform(StallAfter(steps=2 * T, stall_s=120.0))
 
 
 def worker_of(batch, n_workers: int = 2) -> int:
@@ -205,6 +223,20 @@ def test_a_killed_worker_gives_a_clear_error_in_bounded_time(ray_runtime):
         assert time.monotonic() - t0 < 60
     finally:
         c.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_stuck_worker_gives_a_clear_error_after_batch_timeout_s(ray_runtime):
+    c = make_remote_collector([make_env, make_stalling_env], make_policy(), frames_per_batch=FRAMES,
+                              batch_timeout_s=5)
+    t0 = time.monotonic()
+    # worker 1 hands out 2 batches, then sleeps 120 s in its 3rd rollout
+    it = iter(c)
+    with pytest.raises(RemoteCollectorError, match=r"worker 1 of 2 .* sent no batch for 5 s \(batch_timeout_s\)"):
+        for _ in range(10**6):
+            next(it)
+    assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.timeout(180)
