@@ -29,6 +29,7 @@ EXTRAS = {
     "flash": ["flash-attn"],
     "mamba": ["mamba-ssm"],
     "wandb": ["wandb"],
+    "ray": ["ray>=2.60"],  # collection on many nodes: torchrl_amago.trainers.remote_collection (docs/scaling.md)
     **DOMAINS,
     "envs": sorted({p for name, pkgs in DOMAINS.items() if name != "procgen" for p in pkgs}),
 }

@@ -1,0 +1,360 @@
+"""Collection on many nodes: TorchRL's `RayCollector`, one remote `Collector` per env factory.
+
+`make_remote_collector(env_fns, policy, frames_per_batch=..., address=...)` returns a collector that a training
+loop uses like a `MultiAsyncCollector`: iterating it yields one worker's batch `[N_w, T]` at a time (first ready,
+first served), `update_policy_weights_()` pushes the main process policy's current parameters **and buffers**
+(e.g. InputNorm statistics) to every worker, `shutdown()` stops the workers.
+
+Why Ray (docs/scaling.md, "Many nodes: Ray"): a Ray cluster is started by one command per node (`ray start
+--head` / `ray start --address=...`) and the learner joins it with an address; TorchRL's `DistributedCollector`
+and `RPCCollector` start their workers themselves, either as local processes (`launcher="mp"`) or as SLURM jobs
+(`launcher="submitit"`), so they have no per-node command outside SLURM.
+
+What this module adds to `RayCollector` (and nothing else):
+- globally unique `("collector", "traj_ids")`: every remote `Collector` numbers its trajectories from 0, so two
+  workers would hand the replay the same ids; each worker maps its ids `i -> i * n_workers + worker_index`
+  (`GlobalTrajIds`), so `id % n_workers` is the worker and ids never collide;
+- clear errors in bounded time: a worker that dies, raises, or sends nothing for `batch_timeout_s` stops the
+  iteration with a `RemoteCollectorError` naming the worker, its node and pid; the other workers are stopped;
+- checks before any worker starts: factories that cannot be pickled, a cluster without enough CPUs, an address
+  that cannot be reached.
+`ray` is an optional dependency (`pip install torchrl_amago[ray]`), imported when a collector is made.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.collectors.distributed import RayCollector
+from torchrl.envs import EnvBase, ExplorationType
+
+from .._optional import require
+
+TRAJ_IDS_KEY = ("collector", "traj_ids")
+RAY_EXTRA = "torchrl_amago[ray]"
+
+
+class RemoteCollectorError(RuntimeError):
+    """A remote collector worker died, raised, stopped answering, or could not be started."""
+
+
+class GlobalTrajIds:
+    """Postproc of worker `worker_index` of `num_workers`: trajectory id `i -> i * num_workers + worker_index`.
+
+    Ids stay unique across workers (each worker's own ids are unique and the residue mod `num_workers` is the
+    worker), and `id // num_workers` is the worker's own id. Negative ids (TorchRL's -1 padding) are kept."""
+
+    def __init__(self, worker_index: int, num_workers: int):
+        if not 0 <= worker_index < num_workers:
+            raise ValueError(f"worker_index must be in [0, {num_workers}), got {worker_index}")
+        self.worker_index, self.num_workers = int(worker_index), int(num_workers)
+
+    def __call__(self, td: TensorDictBase) -> TensorDictBase:
+        ids = td.get(TRAJ_IDS_KEY, None)
+        if ids is None:
+            raise KeyError(f"GlobalTrajIds: the collector's batch has no {TRAJ_IDS_KEY!r} (track_traj_ids=False?)")
+        td = td.clone(False)  # a new structure: the worker's own rollout buffer keeps its raw ids
+        td.set(TRAJ_IDS_KEY, torch.where(ids >= 0, ids * self.num_workers + self.worker_index, ids))
+        return td
+
+
+class WorkerCollector(Collector):
+    """The `Collector` that runs inside each Ray actor (one per env factory). It only adds three small queries
+    used for error messages and tests; collection is TorchRL's."""
+
+    def __repr__(self) -> str:  # Ray prefixes every log line of the actor with its repr: keep it one line
+        return f"{type(self).__name__}(worker={self.worker_idx})"
+
+    def print_remote_collector_info(self) -> None:
+        """RayCollector calls this on every worker at start; TorchRL's prints the whole collector."""
+
+    def set_seed(self, seed: int, static_seed: bool = False) -> int:
+        """TorchRL's env seeding, plus this process's torch RNG (the policy's action sampling) from the same seed,
+        then a reset of every env (the Collector reset them once at start, before any seed): the first batch
+        already starts from seeded trials, with `is_init` set, so the policy clears its acting state."""
+        out = super().set_seed(seed, static_seed=static_seed)
+        torch.manual_seed(seed)
+        self.reset()
+        return out
+
+    def worker_info(self) -> dict:
+        """Where this worker runs: node address, Ray node id, host name, process id."""
+        import ray
+
+        return {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+                "host": socket.gethostname(), "pid": os.getpid()}
+
+    def policy_weights(self) -> TensorDictBase:
+        """The acting policy's current parameters and buffers (a copy)."""
+        return TensorDict.from_module(self.policy).data.clone()
+
+
+class AMAGORayCollector(RayCollector):
+    """`RayCollector` in asynchronous mode with globally unique trajectory ids and bounded-time failures.
+
+    Build it with `make_remote_collector`. `batch_timeout_s`: a worker whose batch is not ready that long after
+    it was requested is reported as stuck (`RemoteCollectorError`); None waits forever."""
+
+    def __init__(self, *args, batch_timeout_s: float | None = 600.0, address: str | None = None, **kwargs):
+        self._batch_timeout_s = batch_timeout_s
+        self._address = address
+        self._workers_info: list[dict] = []
+        super().__init__(*args, **kwargs)
+        import ray
+
+        self._worker_handles = list(self.remote_collectors)  # `shutdown()` empties remote_collectors
+        self._workers_info = self._guarded(lambda: ray.get([w.worker_info.remote() for w in self._worker_handles]),
+                                           "report where it runs")
+
+    # ------------------------------------------------------------------ errors
+    def _where(self, i: int) -> str:
+        info = self._workers_info[i] if i < len(self._workers_info) else None
+        where = f" on node {info['node']} ({info['host']}, pid {info['pid']})" if info else ""
+        return f"remote collector worker {i} of {self.num_collectors}{where}"
+
+    def _dead_workers(self, timeout_s: float = 10.0) -> list[int]:
+        import ray
+
+        refs = [w.__ray_ready__.remote() for w in self._worker_handles]
+        dead = []
+        for i, ref in enumerate(refs):
+            try:
+                ray.get(ref, timeout=timeout_s)
+            except Exception:
+                dead.append(i)
+        return dead
+
+    def _fail(self, message: str, cause: BaseException | None = None):
+        where = f"the Ray cluster at {self._address}" if self._address else "the local Ray instance"
+        self.shutdown()
+        raise RemoteCollectorError(
+            f"{message}. The other workers were stopped; collected batches already handed out are unaffected. "
+            f"Check the worker's node ({where}: `ray status`, worker logs under /tmp/ray/session_latest/logs) "
+            f"and restart the run, which resumes from its last checkpoint.") from cause
+
+    def _failed_worker(self, i: int, err: BaseException, doing: str):
+        import ray
+
+        if isinstance(err, ray.exceptions.RayTaskError):
+            cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
+            self._fail(f"{self._where(i)} raised {type(cause).__name__} while it {doing}: {cause}", err)
+        self._fail(f"{self._where(i)} died or became unreachable while it {doing} ({type(err).__name__})", err)
+
+    def _guarded(self, call: Callable[[], Any], doing: str):
+        """Run a call on every worker; a Ray failure becomes a RemoteCollectorError naming the dead workers."""
+        import ray
+
+        try:
+            return call()
+        except (ray.exceptions.RayError, RuntimeError) as err:
+            dead = self._dead_workers()
+            if not dead:
+                raise
+            self._failed_worker(dead[0], err, doing)
+
+    # ------------------------------------------------------------------ iteration
+    def _async_iterator(self):
+        """First ready, first served, one pending request per worker (as TorchRL's), with a deadline per
+        request and errors that name the worker."""
+        import ray
+
+        pending: dict = {}  # object ref -> (worker index, time requested)
+
+        def request(i: int):
+            pending[self.remote_collectors[i].next.remote()] = (i, time.monotonic())
+
+        for i in range(len(self.remote_collectors)):
+            request(i)
+        while self.collected_frames < self.total_frames and not self._stop_event.is_set():
+            wait_s = None
+            if self._batch_timeout_s is not None:
+                oldest = min(t for _, t in pending.values())
+                wait_s = max(0.0, oldest + self._batch_timeout_s - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+            if not ready:
+                late = min(pending.values(), key=lambda it: it[1])[0]
+                self._fail(f"{self._where(late)} sent no batch for {self._batch_timeout_s:g} s "
+                           f"(batch_timeout_s); it is alive but stuck, or far slower than expected")
+            ref = ready[0]
+            i, _ = pending.pop(ref)
+            try:
+                data = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                self._failed_worker(i, err, "collected a batch")
+            self.collected_frames += data.numel() if data is not None else self.frames_per_batch
+            yield data
+            if self._stop_event.is_set():
+                break
+            request(i)
+        if self._collection_thread is None:
+            self.shutdown()
+
+    def update_policy_weights_(self, *args, **kwargs) -> None:
+        """TorchRL's weight push (parameters and buffers of the main policy, to every worker); a dead worker
+        gives a RemoteCollectorError naming it."""
+        return self._guarded(lambda: super(AMAGORayCollector, self).update_policy_weights_(*args, **kwargs),
+                             "received new policy weights")
+
+    # ------------------------------------------------------------------ queries
+    def worker_info(self) -> list[dict]:
+        """Node, host and pid of every worker, in worker order."""
+        return list(self._workers_info)
+
+    def remote_policy_weights(self) -> list[TensorDictBase]:
+        """Every worker's current acting weights (parameters and buffers), in worker order."""
+        import ray
+
+        return self._guarded(lambda: ray.get([w.policy_weights.remote() for w in self._worker_handles]),
+                             "reported its policy weights")
+
+    def shutdown(self, timeout: float | None = None, shutdown_ray: bool = False) -> None:
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        super().shutdown(timeout=timeout, shutdown_ray=shutdown_ray)
+
+
+def _check_env_fns(env_fns) -> list[Callable[[], EnvBase]]:
+    if isinstance(env_fns, (str, bytes)) or not isinstance(env_fns, Sequence) or not env_fns:
+        raise ValueError(f"env_fns must be a non-empty list of env factories (one per remote worker), got {env_fns!r}")
+    import ray.cloudpickle as cloudpickle
+
+    for i, fn in enumerate(env_fns):
+        if not callable(fn) or isinstance(fn, EnvBase):
+            raise ValueError(f"env_fns[{i}] must be a callable returning an EnvBase (a factory, not an env), "
+                             f"got {type(fn).__name__}")
+        try:
+            cloudpickle.dumps(fn)
+        except Exception as e:
+            raise ValueError(f"env_fns[{i}] ({getattr(fn, '__qualname__', fn)!r}) cannot be pickled to send it to "
+                             f"a remote worker ({type(e).__name__}: {e}). Use a module-level function or a "
+                             f"functools.partial of one, and open files / sockets inside the factory") from e
+    return list(env_fns)
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """A TCP connect to `host:port` (Ray's own client retries an unreachable address without end)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address {address!r} (--collector_address) must be <head-ip>:<port> as printed by "
+                         f"`ray start --head`, or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RemoteCollectorError(
+            f"cannot reach the Ray head at {address} (--collector_address): {e}. Start it with "
+            f"`ray start --head --port={port}` on that node and check that this machine can reach the port") from e
+
+
+def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float):
+    """Join the cluster at `address` (or start a local Ray instance) and check it has the CPUs the workers ask
+    for; returns TorchRL's runtime lease (released by `shutdown`)."""
+    import ray
+    from torchrl._comm.ray_runtime import _RayRuntimeLease
+
+    cfg = dict(ray_init_config or {})
+    if address is not None:
+        _probe(address)
+        cfg["address"] = address
+    else:  # a private local instance with a CPU slot for every worker (Ray would queue workers without one);
+        # "local": never join a cluster that `ray start` left registered on this machine
+        cfg.setdefault("address", "local")
+        cfg.setdefault("num_cpus", max(os.cpu_count() or 1, int(need_cpus + 0.999)))
+        cfg.setdefault("include_dashboard", False)
+    try:
+        lease = _RayRuntimeLease.acquire(cfg)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RemoteCollectorError(
+            f"cannot join the Ray cluster at address {address!r} (--collector_address): {e}. Start it with "
+            f"`ray start --head --port=6379` on the head node and pass `--collector_address <head-ip>:6379`")from e
+    # Ray queues an actor until its CPUs are free, and TorchRL then waits for it forever: refuse up front
+    # (CPUs of workers killed a moment ago come back within seconds: wait a little for them)
+    deadline = time.monotonic() + 5.0
+    while True:
+        total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
+        if free >= need_cpus or total < need_cpus or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if free < need_cpus:
+        lease.release()
+        raise RemoteCollectorError(
+            f"the Ray cluster at {address or 'local'} has {free:g} free CPUs ({total:g} in all) but the remote "
+            f"collectors ask for {need_cpus:g} (num_cpus_per_worker x workers); add nodes with "
+            f"`ray start --address=...`, stop other Ray jobs, or lower num_cpus_per_worker / the number of env "
+            f"factories")
+    return lease
+
+
+def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frames_per_batch: int,
+                          address: str | None = None, exploration_type: ExplorationType = ExplorationType.RANDOM,
+                          num_cpus_per_worker: float = 1.0, batch_timeout_s: float | None = 600.0,
+                          seed: int | None = None,
+                          ray_init_config: dict | None = None, remote_config: dict | None = None,
+                          collector_kwargs: dict | None = None, **opts) -> AMAGORayCollector:
+    """A Ray collector with one remote `Collector` per env factory; use it like a `MultiAsyncCollector`.
+
+    Args:
+        env_fns: one factory per worker; worker i runs `env_fns[i]()` (a batched env [N_i]) on its node.
+        policy: the acting policy (e.g. `AMAGOPolicy`, or it followed by an exploration module). Each worker
+            gets its own pickled copy, hence its own acting state (KV cache / RNN state) for its own envs.
+        frames_per_batch: frames of one yielded batch, i.e. of one worker's rollout: the batch is
+            `[N_i, frames_per_batch // N_i]` (a multiple of every N_i).
+        address: the Ray cluster to join (`"<head-ip>:6379"`, `"auto"` on a cluster node); None starts a
+            local Ray instance on this machine.
+        exploration_type: the collectors' exploration type (the trainer collects with RANDOM).
+        num_cpus_per_worker: Ray CPUs each worker reserves (Ray places workers where CPUs are free).
+        batch_timeout_s: a worker whose batch is not ready this long after it was requested is an error.
+        seed: seeds worker 0's envs and its torch RNG (action sampling) with `seed`, and every next worker with
+            the seed TorchRL's `set_seed` chain hands on (distinct per env); None leaves them unseeded.
+        ray_init_config: extra `ray.init` kwargs (e.g. `{"runtime_env": {"working_dir": "."}}`).
+        remote_config: extra Ray actor options per worker (e.g. `{"scheduling_strategy": "SPREAD"}`).
+        collector_kwargs: extra keyword arguments of every worker's `Collector` (not `postproc`: it is the
+            trajectory-id map).
+        opts: any other `RayCollector` keyword (devices, `max_frames_per_traj`, a driver-side `postproc`, ...).
+
+    Returns:
+        an `AMAGORayCollector` whose workers already hold the policy's current weights. Keep one iterator for
+        the whole run: each `iter(collector)` sends every worker a new request, and the batches that an
+        abandoned iterator had requested are never handed out (their trials then have a gap).
+    """
+    require("ray", RAY_EXTRA, "collection on remote workers (--collect distributed)")
+    env_fns = _check_env_fns(env_fns)
+    if int(frames_per_batch) != frames_per_batch or frames_per_batch <= 0:
+        raise ValueError(f"frames_per_batch must be a positive integer, got {frames_per_batch!r}")
+    if opts.pop("sync", False):
+        raise ValueError("make_remote_collector is asynchronous (one worker's batch at a time); sync=True is "
+                         "not supported")
+    for name in ("num_collectors", "num_workers_per_collector", "collector_class", "remote_configs"):
+        if name in opts:
+            raise ValueError(f"make_remote_collector sets {name!r} itself (one worker per env factory); "
+                             f"use remote_config / collector_kwargs for per-worker options")
+    extra = dict(collector_kwargs or {})
+    if "postproc" in extra:
+        raise ValueError("collector_kwargs['postproc'] is taken by the trajectory-id map; pass postproc=... to "
+                         "make_remote_collector to post-process batches on the main process")
+    n = len(env_fns)
+    actor_opts = {"num_cpus": num_cpus_per_worker, **(remote_config or {})}
+    lease = _connect(address, ray_init_config, n * float(actor_opts["num_cpus"]))
+    try:
+        collector = AMAGORayCollector(
+            env_fns, policy, frames_per_batch=int(frames_per_batch), total_frames=opts.pop("total_frames", -1),
+            exploration_type=exploration_type, collector_class=WorkerCollector,
+            collector_kwargs=[dict(extra, postproc=GlobalTrajIds(i, n)) for i in range(n)],
+            remote_configs=[dict(actor_opts) for _ in range(n)], sync=False,
+            ray_init_config=None, batch_timeout_s=batch_timeout_s, address=address, **opts)
+    finally:
+        lease.release()  # the collector holds its own lease on the same runtime
+    if collector.total_frames < 0:
+        collector.total_frames = float("inf")  # RayCollector's loop compares with total_frames: -1 = endless
+    if seed is not None:
+        collector._guarded(lambda: collector.set_seed(int(seed)), "was seeded")
+    collector.update_policy_weights_()  # sets up the weight channel; workers then hold exactly these weights
+    return collector
