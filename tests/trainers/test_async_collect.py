@@ -181,3 +181,20 @@ def test_workers_act_with_pushed_weights_only(tmp_path):
             assert bool((acts == wanted).all()), acts.tolist()
     finally:
         t.close()
+
+
+@pytest.mark.slow  # starts a Ray instance and two remote workers: ~1-2 min on 2 cores
+@pytest.mark.timeout(400)
+def test_distributed_mode_trains_with_two_ray_workers_on_this_machine(tmp_path):
+    pytest.importorskip("ray")
+    t = trainer(tmp_path, collect="distributed", epochs=2)  # no --collector_address: a private local Ray instance
+    try:
+        t.train()
+        assert t.grad_steps == 2 * 6 and t.grad_steps <= t.replay_ratio * t.env_steps + 1e-9
+        assert t.replay._writer._write_count == t.env_steps >= 2 * 4 * (H + 1)
+        ids = t.replay._storage.get(torch.arange(t.env_steps))["collector", "traj_ids"]
+        assert set((ids % 2).unique().tolist()) == {0, 1}  # both remote workers delivered (id % n = worker)
+        assert t.weight_pushes >= 12
+        assert t.replay.num_trials() >= 4
+    finally:
+        t.close()

@@ -98,6 +98,14 @@ def check_picklable(obj, what: str) -> None:
             f"or functools.partial; or use --collect sync") from e
 
 
+def worker_env_factories(cfg, make_env: Callable[[int], EnvBase], seed: int, primer=None) -> list[WorkerEnvs]:
+    """One factory per collector worker, each for `parallel_envs / num_collectors` envs with its own seed."""
+    check_picklable(make_env, "the training env factory")
+    envs_each = cfg.parallel_envs // cfg.num_collectors
+    return [WorkerEnvs(make_env, envs_each, seed + WORKER_SEED_STRIDE * (w + 1), primer)
+            for w in range(cfg.num_collectors)]
+
+
 def build_multiprocess_collector(cfg, make_env: Callable[[int], EnvBase], actor, *, seed: int, primer=None,
                                  learner_threads: int | None = None):
     """TorchRL's MultiAsyncCollector over `--num_collectors` workers of `parallel_envs / num_collectors` envs."""
@@ -106,13 +114,23 @@ def build_multiprocess_collector(cfg, make_env: Callable[[int], EnvBase], actor,
 
     n = cfg.num_collectors
     envs_each = cfg.parallel_envs // n
-    check_picklable(make_env, "the training env factory")
-    factories = [WorkerEnvs(make_env, envs_each, seed + WORKER_SEED_STRIDE * (w + 1), primer) for w in range(n)]
+    factories = worker_env_factories(cfg, make_env, seed, primer)
     threads = learner_threads or max(1, (os.cpu_count() or 1) - n)
     return MultiAsyncCollector(factories, acting_copy(actor), frames_per_batch=envs_each * batch_steps(cfg),
                                total_frames=-1,
                                exploration_type=ExplorationType.RANDOM, device="cpu", storing_device="cpu",
                                num_threads=threads, num_sub_threads=1)
+
+
+def build_remote_collector(cfg, make_env: Callable[[int], EnvBase], actor, *, seed: int, primer=None):
+    """`--collect distributed`: TorchRL's RayCollector with `--num_collectors` remote workers on the Ray cluster at
+    `--collector_address` (a local Ray instance when unset); see `remote_collection.py` and docs/scaling.md."""
+    from .remote_collection import make_remote_collector  # imports ray and torchrl.collectors.distributed
+
+    factories = worker_env_factories(cfg, make_env, seed, primer)
+    return make_remote_collector(factories, acting_copy(actor), address=cfg.collector_address,
+                                 frames_per_batch=(cfg.parallel_envs // cfg.num_collectors) * batch_steps(cfg),
+                                 batch_timeout_s=cfg.collector_timeout_s)
 
 
 def acting_copy(actor):
@@ -151,7 +169,11 @@ class CollectorFeed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collector-feed", daemon=True)
         self.batches_received = 0
+
+    def start(self) -> "CollectorFeed":
+        """Start iterating the collector (after the first weight push, e.g. of resumed weights)."""
         self._thread.start()
+        return self
 
     def _run(self) -> None:
         try:
@@ -190,7 +212,7 @@ class CollectorFeed:
                 self._stop.set()
                 raise CollectionError(f"collector worker process died: {codes}. The replay on disk holds every "
                                       f"batch stored before; resume the run to continue")
-            if not self._thread.is_alive() and self._queue.empty():
+            if not self._thread.is_alive() and self._queue.empty() and self._thread.ident is not None:
                 raise CollectionError("the collector stopped yielding batches (its thread ended)")
             if time.monotonic() > deadline:
                 self._stop.set()
@@ -207,13 +229,38 @@ class CollectorFeed:
                 return out
 
     def check_workers(self) -> None:
-        """Raise if a worker process is dead (before a weight push, which would wait for its answer)."""
+        """Raise if a worker process is dead."""
         dead = [p for p in collector_processes(self.collector) if not p.is_alive()]
         if dead:
             self._stop.set()
             raise CollectionError("collector worker process died: " + ", ".join(
                 f"{p.name} (exit code {p.exitcode})" for p in dead) + ". The replay on disk holds every batch "
                 "stored before; resume the run to continue")
+
+    def call(self, fn: Callable[[], None], what: str) -> None:
+        """Run `fn` (e.g. a weight push, which waits for every worker's answer) in a helper thread, checking the
+        workers every half second: a worker that dies meanwhile is an error at once, not a wait without end."""
+        errors: list[BaseException] = []
+
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(e)
+
+        helper = threading.Thread(target=run, name=f"collector-{what}", daemon=True)
+        helper.start()
+        deadline = time.monotonic() + self.timeout_s
+        while helper.is_alive():
+            helper.join(0.5)
+            if helper.is_alive():
+                self.check_workers()
+                if time.monotonic() > deadline:
+                    self._stop.set()
+                    raise CollectionError(f"the collector workers did not finish '{what}' in {self.timeout_s:.0f} s "
+                                          f"(--collector_timeout_s): a worker is hung")
+        if errors:
+            raise CollectionError(f"'{what}' failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the thread and the collector (batches still queued are dropped: drain them first)."""
@@ -227,7 +274,8 @@ class CollectorFeed:
             self.collector.shutdown()
         except Exception:  # noqa: BLE001 - a dead worker must not hide the error that stopped the run
             pass
-        self._thread.join(timeout=timeout_s)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=timeout_s)
 
 
 def sync_exploration_step(exploration, env_steps: int, parallel_envs: int) -> None:

@@ -21,8 +21,8 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
-from .collection import (CollectorFeed, build_multiprocess_collector, check_async_config, sync_exploration_step,
-                         target_replay_ratio)
+from .collection import (CollectorFeed, build_multiprocess_collector, build_remote_collector, check_async_config,
+                         sync_exploration_step, target_replay_ratio)
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
 from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replays, remove_old_rank_files,
@@ -197,9 +197,7 @@ class AMAGOTrainer:
         """`--collect async`: TorchRL's MultiAsyncCollector; `--collect distributed`: workers on other machines."""
         cfg = self.cfg
         if cfg.collect == "distributed":
-            from .remote_collection import make_remote_collector
-
-            return make_remote_collector(cfg, make_train_env, actor, seed=cfg.seed, primer=primer)
+            return build_remote_collector(cfg, make_train_env, actor, seed=cfg.seed, primer=primer)
         return build_multiprocess_collector(cfg, make_train_env, actor, seed=cfg.seed, primer=primer,
                                             learner_threads=cfg.num_threads)
 
@@ -318,11 +316,11 @@ class AMAGOTrainer:
     # ------------------------------------------------------------------ async collection (collection.py)
     def push_weights(self) -> None:
         """Send the acting policy's current weights to the collector workers (TorchRL's weight-update API)."""
-        if self.feed is not None:
-            self.feed.check_workers()  # a push waits for every worker's answer: never wait on a dead one
         if self.exploration is not None:
             sync_exploration_step(self.exploration, self.env_steps, self.cfg.parallel_envs)
-        self.collector.update_policy_weights_(TensorDict.from_module(self.actor))
+        weights = TensorDict.from_module(self.actor)
+        # a push waits for every worker's answer: the feed checks the workers meanwhile (never waits on a dead one)
+        self.feed.call(lambda: self.collector.update_policy_weights_(weights), "weight push")
         self.weight_pushes += 1
 
     def _store_ready_batches(self) -> None:
@@ -338,9 +336,10 @@ class AMAGOTrainer:
         env step (it waits for data when it is ahead; it stops taking batches, so the workers pause, when behind)."""
         cfg = self.cfg
         if self.feed is None:
-            self.push_weights()  # e.g. weights and exploration step restored by resume()
             self.feed = CollectorFeed(self.collector, max_batches=2 * cfg.num_collectors,
                                       timeout_s=cfg.collector_timeout_s)
+            self.push_weights()  # e.g. weights and exploration step restored by resume()
+            self.feed.start()
             self._env_goal = self.env_steps
         if epoch >= cfg.start_collecting_at_epoch:  # goals add up, so batches stored by a checkpoint count
             self._env_goal += cfg.parallel_envs * cfg.timesteps_per_epoch
