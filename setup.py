@@ -24,8 +24,9 @@ DOMAINS = {  # one extra per env suite of the examples (see README "Examples")
     "dm_env": ["dm-env"],  # dm_alchemy itself is not on PyPI: pip install git+https://github.com/google-deepmind/dm_alchemy.git
 }
 EXTRAS = {
-    # popgym, h5py, dm-env: small pure-Python/wheel packages that let CI exercise those adapters for real
-    "test": ["pytest>=7", "pytest-timeout", "popgym", "h5py", "dm-env"],
+    # popgym, h5py, dm-env: small pure-Python/wheel packages that let CI exercise those adapters for real;
+    # ray: the remote collectors run for real on a local Ray instance (tests/trainers/test_remote_collection.py)
+    "test": ["pytest>=7", "pytest-timeout", "popgym", "h5py", "dm-env", "ray>=2.60"],
     "flash": ["flash-attn"],
     "mamba": ["mamba-ssm"],
     "wandb": ["wandb"],

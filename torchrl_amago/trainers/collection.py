@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import queue
 import threading
 import time
@@ -115,7 +114,9 @@ def build_multiprocess_collector(cfg, make_env: Callable[[int], EnvBase], actor,
     n = cfg.num_collectors
     envs_each = cfg.parallel_envs // n
     factories = worker_env_factories(cfg, make_env, seed, primer)
-    threads = learner_threads or max(1, (os.cpu_count() or 1) - n)
+    # the learner keeps torch's threads (all cores): acting is light next to updates in most runs, so taking a core
+    # from the learner for each worker costs more than it gives (benchmarks/async_collect.py)
+    threads = learner_threads or torch.get_num_threads()
     return MultiAsyncCollector(factories, acting_copy(actor), frames_per_batch=envs_each * batch_steps(cfg),
                                total_frames=-1,
                                exploration_type=ExplorationType.RANDOM, device="cpu", storing_device="cpu",
