@@ -49,7 +49,11 @@ def test_resume_matches_uninterrupted_run_and_continues(tmp_path):
     torch.manual_seed(0)
     a = AMAGOTrainer(_tiny_cfg(tmp_path / "a"), _make_env, _make_env)
     a.train(epochs=2)
-    n_a, trials_a, data_a, writer_a = _buffer_state(a)
+    n_a, trials_a, data_a, _ = _buffer_state(a)
+    open_a = a.replay.num_open_trials()
+    a.replay.end_trials()  # what a resume does: trials in progress are kept as shorter finished trials
+    _, closed_trials_a, _, writer_a = _buffer_state(a)
+    assert closed_trials_a == trials_a + open_a
     counters_a = (a.epoch, a.env_steps, a.grad_steps)
     params_a = {k: v.clone() for k, v in a.loss.state_dict().items()}
     a.close()
@@ -59,9 +63,9 @@ def test_resume_matches_uninterrupted_run_and_continues(tmp_path):
     assert b.resume()
     assert (b.epoch, b.env_steps, b.grad_steps) == counters_a
     n_b, trials_b, data_b, writer_b = _buffer_state(b)
-    assert (n_b, trials_b) == (n_a, trials_a)
+    assert (n_b, trials_b) == (n_a, closed_trials_a) and b.partial_trials_closed == open_a
     assert (data_b == data_a).all()
-    _assert_same(writer_a, writer_b)  # in-progress (unfinished) trials survive the stop too
+    _assert_same(writer_a, writer_b)  # in-progress (unfinished) trials survive the stop, closed
     for k, v in b.loss.state_dict().items():
         assert torch.equal(v, params_a[k]), k
     b.train(epochs=3)  # continues: one more epoch of data and updates, no data lost
