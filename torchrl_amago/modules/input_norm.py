@@ -72,6 +72,11 @@ class InputNorm(nn.Module):
         self.mu.mul_(1.0 - beta_t).add_(beta_t * mean)
         self.nu.mul_(1.0 - beta_t).add_(beta_t * sq_mean)
 
+    def clear_weight_cache(self) -> None:
+        """Forget the acting cache (statistics written by another process, e.g. a weight push to a collector worker,
+        do not bump this process's version counters)."""
+        self.__dict__.pop("_norm_cache", None)
+
     def _constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mu, sigma, nan_to_num(mu), sigma <= 0.01). Under no_grad (acting) they are cached until `mu`/`nu`
         change (stat updates and load_state_dict bump the buffers' version counters)."""

@@ -92,6 +92,12 @@ class AMAGOPolicy(TensorDictModuleBase):
         elif self._memory_kind == "feedforward":
             self._ff_out_key = trajectory_encoder.out_keys[0]
         self._state: Any = None
+        # bumped by whoever pushes new weights to copies of this policy (trainers: before every push to collector
+        # workers); it travels with the weights, and a copy that sees a new value drops its acting caches, whose
+        # keys cannot see weights written into shared memory by another process (see `clear_weight_caches`)
+        self.register_buffer("weights_version", torch.zeros((), dtype=torch.long), persistent=False)
+        self._seen_weights_version = 0
+        self._clears_left = 0
         self._state_n: int | None = None
         self._next_state: dict = {}
         self._mode_cache: tuple | None = None  # (ids of the 3 submodules, flat module list or None)
@@ -143,8 +149,25 @@ class AMAGOPolicy(TensorDictModuleBase):
             self._mode_cache = (key, mods if plain else None)
         return self._mode_cache[1]
 
+    def clear_weight_caches(self) -> None:
+        """Drop every acting cache derived from the weights (sigma-reparam W_hat, InputNorm constants)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "clear_weight_cache"):
+                m.clear_weight_cache()
+
+    def bump_weights_version(self) -> None:
+        """Call before sending this policy's weights to copies of it (e.g. collector workers)."""
+        self.weights_version += 1
+
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        version = int(self.weights_version)
+        if version != self._seen_weights_version:  # new weights were pushed into this copy
+            self._seen_weights_version = version
+            self._clears_left = 2  # this step and the next: a push may still be copying the other tensors
+        if self._clears_left:
+            self.clear_weight_caches()
+            self._clears_left -= 1
         shape = tensordict.batch_size
         flat = tensordict.reshape(-1) if len(shape) != 1 else tensordict
         n = flat.batch_size[0]

@@ -318,6 +318,8 @@ class AMAGOTrainer:
         """Send the acting policy's current weights to the collector workers (TorchRL's weight-update API)."""
         if self.exploration is not None:
             sync_exploration_step(self.exploration, self.env_steps, self.cfg.parallel_envs)
+        if hasattr(self.policy, "bump_weights_version"):  # the workers' copies then drop their weight caches
+            self.policy.bump_weights_version()
         weights = TensorDict.from_module(self.actor)
         # a push waits for every worker's answer: the feed checks the workers meanwhile (never waits on a dead one)
         self.feed.call(lambda: self.collector.update_policy_weights_(weights), "weight push")

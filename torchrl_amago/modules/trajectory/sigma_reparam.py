@@ -50,6 +50,11 @@ class SigmaReparam(nn.Linear):
         return (w._version, g._version, u._version, v._version, w.data_ptr(), g.data_ptr(), u.data_ptr(),
                 v.data_ptr())
 
+    def clear_weight_cache(self) -> None:
+        """Forget W_hat. The cache key (version counters, data pointers) cannot see weights written by another
+        process into shared memory (a collector worker's copy after a weight push): the policy calls this then."""
+        self._cached = None
+
     def cached_weight(self) -> torch.Tensor:
         """W_hat for eval + no-grad calls (acting, every env step): reused until a parameter/buffer changes
         (in-place optimizer steps and load_state_dict bump the tensors' version counters). The Transformer's
