@@ -207,12 +207,7 @@ class CollectorFeed:
                 return self._check(self._queue.get(timeout=0.5))
             except queue.Empty:
                 pass
-            dead = [p for p in collector_processes(self.collector) if not p.is_alive()]
-            if dead:
-                codes = ", ".join(f"{p.name} (exit code {p.exitcode})" for p in dead)
-                self._stop.set()
-                raise CollectionError(f"collector worker process died: {codes}. The replay on disk holds every "
-                                      f"batch stored before; resume the run to continue")
+            self.check_workers()
             if not self._thread.is_alive() and self._queue.empty() and self._thread.ident is not None:
                 raise CollectionError("the collector stopped yielding batches (its thread ended)")
             if time.monotonic() > deadline:
