@@ -90,7 +90,7 @@ def test_ensemble_mlp_equals_per_member_linear_stack():
 
 
 def test_discrete_critic_shape_and_members():
-    critic = DiscreteCritic(D, 5, G, num_critics=C, d_hidden=32)
+    critic = DiscreteCritic(D, 5, G, num_critics=C, d_hidden=32, zero_init_output=False)
     q = critic(torch.randn(2, 7, D))
     assert q.shape == (2, 7, C, G, 5) and q.dtype == torch.float32
     assert not torch.allclose(q[:, :, 0], q[:, :, 1])
@@ -241,6 +241,31 @@ def test_popart_min_sigma_caps_w_for_constant_returns_and_keeps_outputs():
         PopArt(G, min_sigma=0.0)
 
 
+def test_popart_min_sigma_ratio_follows_the_widest_gamma_and_keeps_outputs():
+    """Gamma 0 nearly constant (~11.1), gamma 2 with returns of std ~20: with min_sigma_ratio 0.1 gamma 0's sigma
+    settles at 0.1 x gamma 2's (w = sigma_0 / sigma bounded by it), the others are untouched, outputs preserved;
+    ratio 0 is the original's maths (gamma 0's sigma collapses to ~1e-2)."""
+    torch.manual_seed(0)
+    x = torch.randn(5, G)
+    scale = torch.tensor([0.01, 2.0, 20.0])
+    for ratio in (0.0, 0.1):
+        torch.manual_seed(1)
+        pa = PopArt(G, beta=0.05, min_sigma_ratio=ratio)
+        for _ in range(400):
+            before = pa(x, normalized=False)
+            pa.update_stats(torch.tensor([11.1, 0.0, 0.0]) + scale * torch.randn(64, G))
+            torch.testing.assert_close(pa(x, normalized=False), before, atol=1e-3, rtol=1e-4)
+        raw = torch.sqrt((pa.nu - pa.mu.square()).clamp(1e-4))
+        if ratio == 0:
+            assert float(pa.sigma[0]) < 0.05 and float(pa.w[0]) > 200.0
+        else:
+            torch.testing.assert_close(pa.sigma[0], 0.1 * pa.sigma[2])
+            assert 1.5 < float(pa.sigma[0]) < 2.5 and float(pa.w[0]) < 10.0 / 1.5
+        torch.testing.assert_close(pa.sigma[1:], raw[1:])
+    with pytest.raises(ValueError, match="min_sigma_ratio"):
+        PopArt(G, min_sigma_ratio=1.5)
+
+
 def test_popart_mask_forms_and_errors():
     a, b = PopArt(G), PopArt(G)
     values = torch.randn(2, 5, C, G)
@@ -265,3 +290,31 @@ def test_parameter_counts_match_the_original_defaults():
     assert n(ContinuousCritic(256, A, g7)) == 528_388 + 1024 * A
     assert n(DiscreteCritic(256, A, 7)) == 526_336 + 7_196 * A
     assert n(TwoHotCritic(256, A, g7)) == 665_088
+
+
+def test_discrete_critic_starts_at_zero_and_learns_off_it():
+    """Default init: Q = 0 for every state, member, gamma and action (no random value bias); one optimizer step on
+    a regression target moves every member off zero, each differently (their hidden features differ)."""
+    torch.manual_seed(0)
+    critic = DiscreteCritic(D, 3, G, num_critics=C, d_hidden=32)
+    x = torch.randn(16, D)
+    assert torch.equal(critic(x), torch.zeros(16, C, G, 3))
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    (critic(x) - 1.0).square().mean().backward()
+    assert critic.net.out.weight.grad.abs().sum() > 0
+    opt.step()
+    q = critic(x)
+    assert (q > 0).all()
+    assert not torch.allclose(q[:, 0], q[:, 1])
+
+
+def test_zero_init_is_a_choice_per_critic_kind():
+    """Discrete default zero; continuous and two-hot keep the original's random last layer unless asked."""
+    torch.manual_seed(0)
+    s, a = torch.randn(4, D), torch.zeros(4, G, 1)
+    assert ContinuousCritic(D, 1, GAMMAS)(s, a).abs().sum() > 0
+    assert torch.equal(ContinuousCritic(D, 1, GAMMAS, zero_init_output=True)(s, a), torch.zeros(4, C, G))
+    assert DiscreteCritic(D, 3, G, zero_init_output=False)(s).abs().sum() > 0
+    two_hot = TwoHotCritic(D, 1, GAMMAS, num_bins=16, zero_init_output=True)
+    logits = two_hot(s, a)
+    assert torch.equal(logits, torch.zeros_like(logits))

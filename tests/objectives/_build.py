@@ -16,7 +16,8 @@ GAMMAS = [0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999]
 
 def build(kind="discrete", critic="auto", encoder="transformer", seed=0, one_hot=False, continuous_dist="tanh_gaussian",
           **loss_kw):
-    """kind: discrete | continuous | multibinary; critic: auto | two_hot | continuous."""
+    """kind: discrete | continuous | multibinary; critic: auto | two_hot | continuous. The scalar critics get a random
+    last layer (`zero_init_output=False`), so every loss path carries gradient from the first step."""
     torch.manual_seed(seed)
     asp = ActionSpace(kind, A, one_hot=one_hot and kind == "discrete")
     te = MLPTimestepEncoder({"observation": (O,)}, A, d_hidden=D, d_output=D)
@@ -28,9 +29,9 @@ def build(kind="discrete", critic="auto", encoder="transformer", seed=0, one_hot
     if critic == "two_hot":
         head = TwoHotCritic(tr.emb_dim, A, gammas, 3, num_bins=21, min_return=-50, max_return=50, d_hidden=D)
     elif critic == "continuous" or (critic == "auto" and kind != "discrete"):
-        head = ContinuousCritic(tr.emb_dim, A, gammas, 3, d_hidden=D)
+        head = ContinuousCritic(tr.emb_dim, A, gammas, 3, d_hidden=D, zero_init_output=False)
     else:
-        head = DiscreteCritic(tr.emb_dim, A, G, 3, d_hidden=D)
+        head = DiscreteCritic(tr.emb_dim, A, G, 3, d_hidden=D, zero_init_output=False)
     return AMAGOLoss(te, tr, actor, head, action_space=asp, gammas=gammas, **loss_kw)
 
 

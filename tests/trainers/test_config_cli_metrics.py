@@ -137,3 +137,17 @@ def test_run_logger_csv_records_and_curve(tmp_path):
     if not available("wandb"):
         with pytest.raises(ImportError, match="pip install wandb"):
             RunLogger(str(tmp_path), "run", use_wandb=True)
+
+
+@pytest.mark.parametrize("argv, discrete_zero, continuous_zero", [
+    ([], True, False), (["--critic_zero_init"], True, True), (["--no-critic_zero_init"], False, False)])
+def test_critic_zero_init_flag_reaches_the_critics(argv, discrete_zero, continuous_zero):
+    """--critic_zero_init unset: each critic's own default (discrete zero, continuous random); set: forced."""
+    from torchrl_amago.spaces import ActionSpace
+    from torchrl_amago.trainers.factory import build_heads
+
+    cfg, _ = parse_config("", argv=argv + ["--critic_hidden", "8", "--actor_hidden", "8"])
+    for space, want_zero in ((ActionSpace("discrete", 3), discrete_zero), (ActionSpace("continuous", 2), continuous_zero)):
+        _, critic = build_heads(cfg, 6, space)
+        w = critic.net.out.weight
+        assert bool((w == 0).all()) is want_zero, (argv, space)

@@ -82,6 +82,13 @@ class EnsembleMLP(nn.Module):
         self.acts = nn.ModuleList(activation(act) for _ in range(n_layers))
         self.drop = nn.Dropout(dropout)
 
+    @torch.no_grad()
+    def zero_output_(self) -> "EnsembleMLP":
+        """Zero the last layer's weight and bias: every member outputs 0 for every input until it is trained."""
+        self.out.weight.zero_()
+        self.out.bias.zero_()
+        return self
+
     def first_layer_partial(self, x: torch.Tensor, lo: int, hi: int, bias: bool) -> torch.Tensor:
         """x [*, hi-lo] times the rows lo:hi of the first layer's weight -> [*, C, d_hidden] (pre-activation)."""
         w = self.inp.weight[:, lo:hi].permute(1, 0, 2).reshape(hi - lo, -1)

@@ -97,8 +97,9 @@ class AMAGOLoss(LossModule):
         num_actions_for_value_in_critic_loss / _actor_loss: K sampled actions for E_pi Q with action-input
             critics (ignored by ``DiscreteCritic``, which uses the probability vector exactly).
         popart: PopArt-normalise the critic (MSE critics); two-hot critics use its stats only for the DPG term.
-        popart_beta / popart_init_nu / popart_min_sigma: PopArt's EMA rate, initial second moment and sigma floor
-            (see :class:`PopArt`; raise the floor to ~1 when some gamma's returns are nearly constant).
+        popart_beta / popart_init_nu / popart_min_sigma / popart_min_sigma_ratio: PopArt's EMA rate, initial
+            second moment, sigma floor and floor relative to the largest gamma's sigma (see :class:`PopArt`; for
+            gammas whose returns are nearly constant).
         use_target_actor: sample a' from the target actor (else the online actor, detached).
         two_hot: force the two-hot path (auto when ``critic_head`` is a ``TwoHotCritic``).
         gumbel_temperature: straight-through Gumbel-softmax temperature for discrete DPG through an
@@ -168,6 +169,7 @@ class AMAGOLoss(LossModule):
         popart_beta: float = 5e-4,
         popart_init_nu: float = 100.0,
         popart_min_sigma: float = 1e-4,
+        popart_min_sigma_ratio: float = 0.1,
         use_target_actor: bool = True,
         two_hot: bool = False,
         gumbel_temperature: float = 0.5,
@@ -227,7 +229,8 @@ class AMAGOLoss(LossModule):
         self.use_popart, self.use_target_actor = bool(popart), bool(use_target_actor)
         self.gumbel_temperature = float(gumbel_temperature)
         self.discrete_clip = discrete_clip_of(actor_head)  # buffer actions are softened with the policy's own clip
-        self.popart = PopArt(G, beta=popart_beta, init_nu=popart_init_nu, min_sigma=popart_min_sigma)
+        self.popart = PopArt(G, beta=popart_beta, init_nu=popart_init_nu, min_sigma=popart_min_sigma,
+                             min_sigma_ratio=popart_min_sigma_ratio)
 
         # ---- backbone: plain submodules, run once per batch, trained by both losses
         self.timestep_encoder = timestep_encoder

@@ -144,6 +144,7 @@ class TrainConfig:
     gamma: float = _loss("gamma")
     multigammas: list[float] | None = None
     num_critics: int = default_of(DiscreteCritic, "num_critics")
+    critic_zero_init: bool | None = None
     num_critics_td: int = _loss("num_critics_td")
     online_coeff: float | None = None
     offline_coeff: float | None = None
@@ -153,6 +154,7 @@ class TrainConfig:
     popart_beta: float = _loss("popart_beta")
     popart_init_nu: float = _loss("popart_init_nu")
     popart_min_sigma: float = _loss("popart_min_sigma")
+    popart_min_sigma_ratio: float = _loss("popart_min_sigma_ratio")
     n_step: int = _loss("n_step")
     fbc_filter: str = _loss("fbc_filter")
     fbc_filter_kwargs: dict[str, float] | None = None
@@ -204,6 +206,8 @@ class TrainConfig:
             raise ValueError(f"--traj_save_len must be >= 2 (or unset), got {self.traj_save_len}")
         if not 0 < self.popart_min_sigma < 1e6:
             raise ValueError(f"--popart_min_sigma must be in (0, 1e6), got {self.popart_min_sigma}")
+        if not 0 <= self.popart_min_sigma_ratio <= 1:
+            raise ValueError(f"--popart_min_sigma_ratio must be in [0, 1], got {self.popart_min_sigma_ratio}")
         if not 0 < self.gamma < 1:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:

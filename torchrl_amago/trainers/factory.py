@@ -66,18 +66,19 @@ def build_trajectory_encoder(cfg: TrainConfig, input_dim: int) -> nn.Module:
 
 def build_heads(cfg: TrainConfig, state_dim: int, action_space: ActionSpace) -> tuple[nn.Module, nn.Module]:
     gammas = torch.tensor(cfg.gammas, dtype=torch.float32)
+    zero_init = {} if cfg.critic_zero_init is None else {"zero_init_output": cfg.critic_zero_init}
     actor = ActorHead(state_dim, action_space, num_gammas=len(gammas), d_hidden=cfg.actor_hidden,
                       continuous_dist=cfg.continuous_dist, discrete_clip=tuple(cfg.discrete_clip))
     if cfg.agent_type == "multitask":
         critic = TwoHotCritic(state_dim, action_space.dim, gammas, num_critics=cfg.num_critics,
                               d_hidden=cfg.critic_hidden, num_bins=cfg.two_hot_bins,
-                              min_return=cfg.two_hot_min_return, max_return=cfg.two_hot_max_return)
+                              min_return=cfg.two_hot_min_return, max_return=cfg.two_hot_max_return, **zero_init)
     elif action_space.discrete:
         critic = DiscreteCritic(state_dim, action_space.dim, num_gammas=len(gammas), num_critics=cfg.num_critics,
-                                d_hidden=cfg.critic_hidden)
+                                d_hidden=cfg.critic_hidden, **zero_init)
     else:
         critic = ContinuousCritic(state_dim, action_space.dim, gammas, num_critics=cfg.num_critics,
-                                  d_hidden=cfg.critic_hidden)
+                                  d_hidden=cfg.critic_hidden, **zero_init)
     return actor, critic
 
 
@@ -108,6 +109,7 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
               reward_multiplier=cfg.reward_multiplier, n_step=cfg.n_step, fbc_filter=cfg.fbc_filter,
               fbc_filter_kwargs=cfg.fbc_filter_kwargs, popart=cfg.popart, popart_beta=cfg.popart_beta,
               popart_init_nu=cfg.popart_init_nu, popart_min_sigma=cfg.popart_min_sigma,
+              popart_min_sigma_ratio=cfg.popart_min_sigma_ratio,
               num_actions_for_value_in_critic_loss=cfg.num_actions_for_value_in_critic_loss,
               use_target_actor=cfg.use_target_actor, gumbel_temperature=cfg.gumbel_temperature)
     for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):

@@ -70,6 +70,8 @@ FIELD_HELP = {
     "agent_type": "agent (AMAGO: scalar critics, DPG + filtered BC) or multitask (AMAGO-2: two-hot critic, "
                   "filtered BC only)",
     "gamma": "the acting discount (the last of the trained gammas)",
+    "critic_zero_init": "start the critics' last layer at zero (Q = 0 everywhere) or random (the original); default: "
+                        "the critic's own (zero for discrete actions, random for continuous and two-hot)",
     "multigammas": "auxiliary discounts trained beside --gamma (default: the original's set)",
     "num_critics": "critic ensemble size",
     "num_critics_td": "ensemble members drawn for each TD target (REDQ)",
@@ -84,6 +86,8 @@ FIELD_HELP = {
                              "gradient)",
     "nonfinite_data": "NaN/inf in offline trials: 'error' (name the key) or 'drop' (drop those trials, counted); "
                       "env data with NaN/inf is always an error",
+    "popart_min_sigma_ratio": "floor of each gamma's PopArt sigma as a share of the largest gamma's sigma (0 = off); "
+                              "0.1 caps how much a near-constant-return gamma's errors are amplified",
     "popart_min_sigma": "floor of PopArt's sigma in scaled-reward units; ~1 stops a gamma with near-constant "
                         "returns (e.g. 0.1 under a constant reward) from dominating the clipped gradient",
     "n_step": "n-step TD returns (stop at terminated and at padding; truncated bootstraps)",

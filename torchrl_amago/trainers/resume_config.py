@@ -22,6 +22,8 @@ SAFE_ON_RESUME = frozenset({
     # how env data is collected from now on (open trials are closed at every resume)
     "collect", "num_collectors", "collector_batch_steps", "policy_sync_interval", "replay_ratio",
     "collector_timeout_s", "collector_address",
+    # initialisation only: the checkpoint's weights replace it
+    "critic_zero_init",
     # how windows are drawn from the (unchanged) replay
     "sampling", "padded_sampling", "trim_windows",
     # guards, io, hardware

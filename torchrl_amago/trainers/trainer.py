@@ -279,10 +279,14 @@ class AMAGOTrainer:
         if not self.dist.all_true(self.guard.loss_ok(total, out, self.grad_steps)):
             return self._skipped_update()
         total.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        # norm first, clip after the check: clipping by a NaN norm would turn every gradient into NaN and hide
+        # which parameter's gradient was non-finite
+        grads = [p.grad for p in self.params if p.grad is not None]
+        gnorm = torch.nn.utils.get_total_norm(grads)
         if not self.guard.grads_ok(self.loss.named_parameters(), gnorm, self.grad_steps):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skipped_update()
+        torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.grad_clip, gnorm)
         self.guard.ok()
         self.optimizer.step()
         self.scheduler.step()
