@@ -147,7 +147,8 @@ def test_critic_zero_init_flag_reaches_the_critics(argv, discrete_zero, continuo
     from torchrl_amago.trainers.factory import build_heads
 
     cfg, _ = parse_config("", argv=argv + ["--critic_hidden", "8", "--actor_hidden", "8"])
-    for space, want_zero in ((ActionSpace("discrete", 3), discrete_zero), (ActionSpace("continuous", 2), continuous_zero)):
+    spaces = ((ActionSpace("discrete", 3), discrete_zero), (ActionSpace("continuous", 2), continuous_zero))
+    for space, want_zero in spaces:
         _, critic = build_heads(cfg, 6, space)
         w = critic.net.out.weight
         assert bool((w == 0).all()) is want_zero, (argv, space)

@@ -274,9 +274,9 @@ class PopArt(nn.Module):
     1e-4 adds nothing, i.e. the original's maths). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
     constant reward) otherwise drives sigma to ~0.01 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
     errors then dominate a globally clipped gradient. A floor of ~1 reward unit (after `reward_multiplier`) caps
-    w at sigma_0 / min_sigma. `min_sigma_ratio` (default 0 here: off; `AMAGOLoss` uses 0.1) floors each gamma's sigma at that share of the
-    largest gamma's sigma instead, a floor that follows the task's return scale: with 0.1, no gamma's normalised
-    errors are amplified more than 10x those of the gamma with the widest returns.
+    w at sigma_0 / min_sigma. `min_sigma_ratio` (default 0 here: off; `AMAGOLoss` uses 0.1) floors each gamma's
+    sigma at that share of the largest gamma's sigma, a floor that follows the task's return scale: with 0.1, no
+    gamma's normalised errors are amplified more than 10x those of the gamma with the widest returns.
 
     `moment_reducer` (default None): a callable that sums the stacked per-gamma [count, sum, sum of squares]
     [3, G] over data-parallel workers (the distributed trainer sets it), so every worker applies the update
