@@ -43,6 +43,32 @@ def test_outputs(kind, critic, kw):
             assert not v.requires_grad, key
 
 
+def _graph_leaves(t: torch.Tensor) -> list[torch.Tensor]:
+    """The leaf tensors whose gradients a backward of `t` would compute."""
+    seen, stack, leaves = set(), [t.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):
+            leaves.append(fn.variable)
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return leaves
+
+
+@pytest.mark.parametrize("kind,critic", [("continuous", "auto"), ("discrete", "two_hot")])
+def test_dpg_term_computes_no_critic_weight_gradients(kind, critic):
+    """The DPG term reads the critic through detached parameters: backward must not even compute gradients for
+    them (a `to_module` call would rewrap them as fresh trainable Parameters: the same values, but a weight-grad
+    pass per update through the widest matmuls, [B*T*G] rows per member, thrown away)."""
+    loss = build(kind, critic, offline_coeff=0.0)
+    leaves = _graph_leaves(loss(make_batch(kind))["loss_actor"])
+    own = {id(p) for p in loss.parameters()}
+    assert leaves and all(id(leaf) in own for leaf in leaves)
+    assert not {id(p) for p in loss.critic_head.parameters()} & {id(leaf) for leaf in leaves}
+
+
 @pytest.mark.parametrize("kind,critic,kw", CONFIGS[:4], ids=IDS[:4])
 def test_gradient_routing(kind, critic, kw):
     td = make_batch(kind)

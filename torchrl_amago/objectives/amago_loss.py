@@ -316,12 +316,15 @@ class AMAGOLoss(LossModule):
 
     # ---------------------------------------------------------------------------------------------- heads
     @staticmethod
-    def _call_with(module: nn.Module, params: TensorDictBase, *args) -> torch.Tensor:
-        if isinstance(params, TensorDictParams) and not any(p.requires_grad for p in params.values(True, True)):
-            # target params: a functional call leaves them untouched. `to_module` would hand them back as
-            # trainable Parameters, after which SoftUpdate refuses them ("part of a graph")
-            return functional_call(module, {".".join(key) if isinstance(key, tuple) else key: v
-                                            for key, v in params.items(True, True)}, args)
+    def _call_with(module: nn.Module, params: TensorDictBase, *args, detach: bool = False) -> torch.Tensor:
+        """module(*args) with `params`; `detach`: through detached copies (gradients reach the inputs only)."""
+        if detach or (isinstance(params, TensorDictParams)
+                      and not any(p.requires_grad for p in params.values(True, True))):
+            # a functional call uses the tensors as given. `to_module` would hand them back as trainable
+            # Parameters: SoftUpdate then refuses target params ("part of a graph"), and detached params would
+            # get weight gradients computed (then dropped) in every backward
+            return functional_call(module, {".".join(key) if isinstance(key, tuple) else key:
+                                            v.detach() if detach else v for key, v in params.items(True, True)}, args)
         with params.to_module(module):
             return module(*args)
 
@@ -457,8 +460,8 @@ class AMAGOLoss(LossModule):
                 q_pi = (critic.q_all.detach() * probs.unsqueeze(-3)).sum(-1)
         elif self.online_coeff > 0:
             a_pi = self._sample(dist, self.k_actor, reparam=True)
-            with self.critic_head_params.detach().to_module(self.critic_head):
-                q_pi = self._values(self.critic_head(s.detach(), a_pi).float()).mean(0)
+            q_out = self._call_with(self.critic_head, self.critic_head_params, s.detach(), a_pi, detach=True)
+            q_pi = self._values(q_out.float()).mean(0)
         dpg = None
         if self.online_coeff > 0:
             q_min = q_pi.amin(2)  # min over all C critics, [B, T, G]
