@@ -15,9 +15,12 @@ the loss starts each window from a fresh state).
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from tensordict import TensorDict
 from tensordict.nn import InteractionType, set_interaction_type
+from torchrl.objectives import SoftUpdate
 
 OBS_DIM, NUM_ARMS = 4, 2
 
@@ -86,3 +89,29 @@ def collect(policy, n: int, K: int, generator: torch.Generator, deterministic: b
     data = torch.stack(steps, dim=1)
     data["mask"] = torch.ones(n, K + 1, dtype=torch.bool)
     return data, data["next", "reward"][:, -1].mean().item()
+
+
+def train(loss, policy, K: int, updates: int, generator: torch.Generator, batch: int = 32, envs_per_round: int = 32,
+          updates_per_round: int = 8, autocast_dtype: Optional[torch.dtype] = None, continuous: bool = False,
+          after_update: Optional[Callable[[int], None]] = None) -> None:
+    """Alternate collection (policy sampling + 20% random actions, or N(0, 0.2) noise when `continuous`; the last
+    100 rounds kept) and updates of `loss` (AdamW 1e-3, clip 1.0, SoftUpdate tau 0.01), `updates` in all.
+    `after_update(n)` is called after the n-th update (e.g. to evaluate)."""
+    updater = SoftUpdate(loss, tau=0.01)
+    opt = torch.optim.AdamW(loss.parameters(), lr=1e-3, weight_decay=1e-3)
+    buffer, done = [], 0
+    while done < updates:
+        data, _ = collect(policy, envs_per_round, K, generator, epsilon=0.2, continuous=continuous)
+        buffer = (buffer + [data])[-100:]
+        pool = torch.cat(buffer, 0)
+        for _ in range(updates_per_round):
+            with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                out = loss(pool[torch.randint(0, pool.shape[0], (batch,), generator=generator)])
+            opt.zero_grad()
+            (out["loss_actor"] + out["loss_critic"]).backward()
+            torch.nn.utils.clip_grad_norm_(loss.parameters(), 1.0)
+            opt.step()
+            updater.step()
+            done += 1
+            if after_update is not None:
+                after_update(done)
