@@ -4,7 +4,9 @@ Each run is the example itself in a subprocess (`--collect <mode> --seed <s>` pl
 own defaults (eval every 5 epochs on 32 envs). The script watches the run's `logs/metrics.csv`, stops the run at
 the first eval with `eval/success` = 1.0 (or after `--max_s`), and prints one JSON line per run (`wall_s` since
 launch, start-up included; the updates and env steps at that eval) and one summary line per mode (median over
-seeds; a run that did not succeed counts as `inf`). Runs go one at a time, so they do not share the cores.
+seeds; a run that did not succeed counts as `inf`, and its line says how it ended: `returncode` (None = stopped at
+`--max_s`, 0 = finished its epochs), the updates it made, its evals' success values, and the end of its stderr if
+it failed). Runs go one at a time, so they do not share the cores.
 
     python benchmarks/time_to_success.py --modes sync async --seeds 0 1 2 -- --horizon 50
 """
@@ -38,12 +40,30 @@ def first_success(metrics: str) -> dict | None:
     return None
 
 
+def how_it_ended(metrics: str, returncode: int | None, stderr_path: str) -> dict:
+    """For a run without success: its exit code (None = stopped at --max_s), the updates it made, its evals'
+    success values and, when it failed, the last lines of its stderr."""
+    out: dict = {"returncode": returncode, "grad_steps": 0, "eval_success": []}
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            for row in csv.DictReader(f):
+                out["grad_steps"] = int(float(row["grad_steps"]))
+                if row.get("eval/success"):
+                    out["eval_success"].append(round(float(row["eval/success"]), 3))
+    if returncode:
+        with open(stderr_path, errors="replace") as f:
+            out["stderr_tail"] = [ln.rstrip() for ln in f.readlines()[-8:]]
+    return out
+
+
 def one_run(mode: str, seed: int, extra: list[str], max_s: float) -> dict:
     root = tempfile.mkdtemp(prefix="tts_")
     cmd = [sys.executable, EXAMPLE, "--collect", mode, "--seed", str(seed), "--buffer_dir", root, "--run_name", "r",
            "--no-progress_bar", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    stderr_path = os.path.join(root, "stderr.txt")
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     metrics = os.path.join(root, "r", "logs", "metrics.csv")
     found = None
     try:
@@ -54,12 +74,13 @@ def one_run(mode: str, seed: int, extra: list[str], max_s: float) -> dict:
                 break
         found = found or first_success(metrics)
         wall = time.perf_counter() - t0 if found else math.inf
+        ended = None if found else how_it_ended(metrics, proc.poll(), stderr_path)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
-    return {"mode": mode, "seed": seed, "wall_s": round(wall, 1), **(found or {})}
+    return {"mode": mode, "seed": seed, "wall_s": round(wall, 1), **(found or ended)}
 
 
 def main():
