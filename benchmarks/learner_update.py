@@ -19,9 +19,10 @@ torch.compile's compilation with --compile).
 `--variable` measures the work of short and variable-length trials instead of full windows: trials with
 lengths drawn from a wide distribution (exponential, mean `--mean-trial-len` 30, at least 2 steps) stored in a
 real sequence replay with max_seq_len 256 (`--seq-lens`), and each update *samples its batch from the replay*.
-It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq_len) and `"trimmed"` (each
-batch cut to its longest valid window, the default), interleaved `--repeats` times, with `mean_T`, the mean
-batch length, and `speedup` = trimmed / fixed updates_per_s on the trimmed line.
+It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq_len), `"trimmed"` (each
+batch cut to its longest valid window) and `"packed"` (trimmed, and the loss packs the windows several to a row:
+`pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
+the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
@@ -50,6 +51,7 @@ from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCri
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
+from torchrl_amago.objectives.packing import plan_packing
 from torchrl_amago.spaces import ActionSpace
 
 OBS, ACT, G, C = 10, 4, 7, 4
@@ -170,29 +172,36 @@ def variable_length_replay(T: int, B: int, mean_len: float, trim: bool, n_trials
 
 
 def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, repeats: int, bf16: bool) -> list[dict]:
-    """fixed vs trimmed windows on the same replay data and model, interleaved; one update includes sampling."""
+    """fixed vs trimmed vs packed windows on the same replay data and model, interleaved; one update includes
+    sampling. `packed` = trimmed batches whose windows the loss packs several to a row (`pack_windows`)."""
     torch.manual_seed(0)
     loss = build(T, 128, 2, 8, device, False)
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
-    replays = {mode: variable_length_replay(T, B, mean_len, mode == "trimmed")[0] for mode in ("fixed", "trimmed")}
+    replays = {mode: variable_length_replay(T, B, mean_len, trim=mode != "fixed")[0]
+               for mode in ("fixed", "trimmed", "packed")}
     lengths = variable_length_replay(T, B, mean_len, True, n_trials=400)[1]
 
-    def update(rb) -> int:
-        batch = rb.sample().to(device)
+    rows = {mode: [] for mode in replays}
+
+    def update(mode) -> int:
+        batch = replays[mode].sample().to(device)
+        loss.pack_windows = mode == "packed"
+        plan = plan_packing(batch["mask"]) if loss.pack_windows else None
+        rows[mode].append(batch.shape[0] if plan is None else plan.rows)
         update_step(loss, opt, updater, params, batch, bf16)
         return batch.shape[1]
 
     runs = {mode: [] for mode in replays}
     seq = {mode: [] for mode in replays}
-    for mode, rb in replays.items():  # warm-up
-        update(rb)
+    for mode in replays:  # warm-up
+        update(mode)
     for _ in range(repeats):
-        for mode, rb in replays.items():
+        for mode in replays:
             n, t0 = 0, time.perf_counter()
             while n < 3 or time.perf_counter() - t0 < min_time:
-                seq[mode].append(update(rb))
+                seq[mode].append(update(mode))
                 n += 1
             runs[mode].append(n / (time.perf_counter() - t0))
     out = []
@@ -200,11 +209,14 @@ def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, rep
         ups = statistics.median(runs[mode])
         out.append({"encoder": "transformer", "windows": mode, "max_seq_len": T, "batch": B,
                     "trial_len_mean": round(statistics.mean(lengths), 1), "trial_len_max": max(lengths),
-                    "mean_T": round(statistics.mean(seq[mode]), 1), "updates_per_s": round(ups, 3),
+                    "mean_T": round(statistics.mean(seq[mode]), 1), "mean_rows": round(statistics.mean(rows[mode]), 1),
+                    "updates_per_s": round(ups, 3),
                     "updates_per_s_runs": [round(r, 3) for r in runs[mode]], "bf16": bf16, "device": str(device),
                     "threads": torch.get_num_threads(),
                     "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None})
-    out[1]["speedup"] = round(out[1]["updates_per_s"] / out[0]["updates_per_s"], 2)
+    out[1]["speedup"] = round(out[1]["updates_per_s"] / out[0]["updates_per_s"], 2)  # trimmed / fixed
+    out[2]["speedup"] = round(out[2]["updates_per_s"] / out[1]["updates_per_s"], 2)  # packed / trimmed
+    out[2]["speedup_vs_fixed"] = round(out[2]["updates_per_s"] / out[0]["updates_per_s"], 2)
     return out
 
 
@@ -256,7 +268,8 @@ def main():
     ap.add_argument("--critic", choices=["discrete", "twohot", "continuous"], default="discrete",
                     help="critic head: the original's discrete default, the multi-task two-hot one, or continuous")
     ap.add_argument("--variable", action="store_true",
-                    help="variable-length trials sampled from a replay: fixed vs trimmed windows (max_seq_len 256)")
+                    help="variable-length trials sampled from a replay: fixed vs trimmed vs packed windows "
+                         "(max_seq_len 256)")
     ap.add_argument("--mean-trial-len", type=float, default=30.0, help="mean trial length for --variable")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")

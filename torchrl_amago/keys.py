@@ -34,6 +34,8 @@ TASK_ID = "task_id"
 # ---- written by the replay / the modules
 #: ``[B, T]`` bool, False on padding (the sequence replay)
 MASK = "mask"
+#: ``[R, T+1]`` int64 window id of each position when the loss packs several windows into a row (-1: unused)
+SEGMENT = "segment"
 #: timestep-encoder output ``[*, D]``
 TSTEP_EMB = "tstep_emb"
 #: trajectory-encoder output ``[*, D]``
@@ -46,6 +48,6 @@ NOT_OBSERVATIONS = frozenset({PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT, STEP_
 
 __all__ = [
     "ACTION", "DONE", "EPISODE_COUNT", "EPISODE_END", "EPISODE_RETURN", "EPISODE_SUCCESS", "IS_INIT", "MASK",
-    "NOT_OBSERVATIONS", "PREV_ACTION", "PREV_REWARD", "REWARD", "SOFT_RESET", "STATE_EMB", "STEP_COUNT", "STEP_KEYS",
-    "TASK_ID", "TERMINATED", "TIME_IDX", "TRUNCATED", "TSTEP_EMB",
+    "NOT_OBSERVATIONS", "PREV_ACTION", "PREV_REWARD", "REWARD", "SEGMENT", "SOFT_RESET", "STATE_EMB", "STEP_COUNT",
+    "STEP_KEYS", "TASK_ID", "TERMINATED", "TIME_IDX", "TRUNCATED", "TSTEP_EMB",
 ]

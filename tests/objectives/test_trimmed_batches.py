@@ -8,6 +8,26 @@ from tests.objectives._build import build, make_batch
 from torchrl_amago.objectives import amago_loss
 
 
+def one_update(loss, batch):
+    """(outputs, state_dict, gradients) of one loss call and backward."""
+    out = loss(batch)
+    (out["loss_actor"] + out["loss_critic"]).backward()
+    return (out.detach(), {k: v.clone() for k, v in loss.state_dict().items()},
+            {n: p.grad.clone() for n, p in loss.named_parameters() if p.grad is not None})
+
+
+def assert_same_update(got, want, grad_atol: float):
+    """Two `one_update` results agree: every output, every state entry (PopArt, InputNorm) and every gradient."""
+    (out_g, state_g, grad_g), (out_w, state_w, grad_w) = got, want
+    for key in out_w.keys():
+        torch.testing.assert_close(out_g[key], out_w[key], msg=key, rtol=1e-5, atol=1e-6)
+    for key in state_w:
+        torch.testing.assert_close(state_g[key], state_w[key], msg=key, rtol=1e-5, atol=1e-6)
+    assert grad_w.keys() == grad_g.keys() and grad_w
+    for key in grad_w:
+        torch.testing.assert_close(grad_g[key], grad_w[key], msg=key, rtol=1e-4, atol=grad_atol)
+
+
 def _min_over_all_members(values, num, use_min):  # REDQ without its random draw (shapes differ when trimmed)
     return values.amin(-2) if use_min else values.mean(-2)
 
@@ -32,18 +52,10 @@ def test_trimmed_equals_padded(monkeypatch, encoder, kind, critic, enc_kw):
     for batch in (full, trimmed):
         loss = build(kind, critic, encoder=encoder, **enc_kw) if not enc_kw else _build_with(kind, critic, enc_kw)
         loss.trajectory_encoder.eval()  # no dropout: the two passes draw different dropout masks
-        out = loss(batch)
-        (out["loss_actor"] + out["loss_critic"]).backward()
-        results.append((out.detach(), {k: v.clone() for k, v in loss.state_dict().items()},
-                        {n: p.grad.clone() for n, p in loss.named_parameters() if p.grad is not None}))
-    (out_f, state_f, g_f), (out_t, state_t, g_t) = results
-    for key in out_f.keys():
-        torch.testing.assert_close(out_t[key], out_f[key], msg=key, rtol=1e-5, atol=1e-6)
-    for key in state_f:
-        torch.testing.assert_close(state_t[key], state_f[key], msg=key, rtol=1e-5, atol=1e-6)
-    assert g_f.keys() == g_t.keys() and g_f
-    for key in g_f:
-        torch.testing.assert_close(g_t[key], g_f[key], msg=key, rtol=1e-4, atol=1e-6)
+        loss.pack_windows = False  # one window per row in both (packing: test_packed_batches.py)
+        results.append(one_update(loss, batch))
+    out_f = results[0][0]
+    assert_same_update(results[1], results[0], grad_atol=1e-6)
     # sanity: dropping a *valid* step does change the result
     loss = build(kind, critic, encoder=encoder) if not enc_kw else _build_with(kind, critic, enc_kw)
     loss.trajectory_encoder.eval()

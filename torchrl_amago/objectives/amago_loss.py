@@ -45,6 +45,7 @@ from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
 from ..spaces import ActionSpace
 from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import make_filter
+from .packing import PackPlan, plan_packing
 from .returns import nstep_return
 
 __all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
@@ -104,6 +105,9 @@ class AMAGOLoss(LossModule):
         two_hot: force the two-hot path (auto when ``critic_head`` is a ``TwoHotCritic``).
         gumbel_temperature: straight-through Gumbel-softmax temperature for discrete DPG through an
             action-input critic (the original's ``DiscreteLikeContinuous``).
+        pack_windows: run a batch of windows of different lengths on fewer rows, several windows one after
+            another per row (``objectives/packing.py``; the same loss and gradients), when the trajectory
+            encoder can keep them apart (Transformer, per-step encoders); False: one window per row.
     """
 
     actor_head: nn.Module
@@ -173,6 +177,7 @@ class AMAGOLoss(LossModule):
         use_target_actor: bool = True,
         two_hot: bool = False,
         gumbel_temperature: float = 0.5,
+        pack_windows: bool = True,
     ):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
@@ -228,6 +233,7 @@ class AMAGOLoss(LossModule):
         self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
         self.use_popart, self.use_target_actor = bool(popart), bool(use_target_actor)
         self.gumbel_temperature = float(gumbel_temperature)
+        self.pack_windows = bool(pack_windows)
         self.discrete_clip = discrete_clip_of(actor_head)  # buffer actions are softened with the policy's own clip
         self.popart = PopArt(G, beta=popart_beta, init_nu=popart_init_nu, min_sigma=popart_min_sigma,
                              min_sigma_ratio=popart_min_sigma_ratio)
@@ -352,7 +358,11 @@ class AMAGOLoss(LossModule):
     # -------------------------------------------------------------------------------------------- forward
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch = self._read_batch(tensordict)
-        emb = self._backbone(tensordict, batch.mask)  # [B, T+1, D]: ONE pass of both encoders
+        plan = plan_packing(batch.mask) if self.pack_windows and self.packable else None
+        if plan is None:
+            emb = self._backbone(tensordict, batch.mask)  # [B, T+1, D]: ONE pass of both encoders
+        else:  # the same windows in fewer rows: [R, T+1, D], the batch's steps moved to their packed places
+            emb, batch = self._packed_backbone(tensordict, batch, plan)
         s, s_next = emb[:, :-1], emb[:, 1:].detach()
         dist, params_next = self._policy_outputs(emb)
         td_target, td_norm = self._targets(batch, s_next, params_next)
@@ -387,8 +397,26 @@ class AMAGOLoss(LossModule):
 
     def _backbone(self, tensordict: TensorDictBase, mask: torch.Tensor) -> torch.Tensor:
         """Timestep + trajectory encoder over the T+1 sequence -> state embeddings [B, T+1, D]."""
-        seq = self.trajectory_encoder(self.timestep_encoder(self._sequence(tensordict, mask)))
+        return self._encode(self._sequence(tensordict, mask))
+
+    def _encode(self, seq: TensorDictBase) -> torch.Tensor:
+        seq = self.trajectory_encoder(self.timestep_encoder(seq))
         return seq.get(getattr(self.trajectory_encoder, "out_key", K.STATE_EMB))
+
+    @property
+    def packable(self) -> bool:
+        """The trajectory encoder keeps windows packed into one row apart (``packing.py``)."""
+        return bool(getattr(self.trajectory_encoder, "packable", False))
+
+    def _packed_backbone(self, tensordict: TensorDictBase, batch: AMAGOBatch, plan: PackPlan):
+        """`_backbone` on the windows packed by `plan` -> (embeddings [R, T+1, D], the batch's steps [R, T])."""
+        seq = plan.pack_sequence(self._sequence(tensordict, batch.mask),
+                                 getattr(self.timestep_encoder, "mask_key", K.MASK),
+                                 getattr(self.trajectory_encoder, "init_key", K.IS_INIT), K.SEGMENT)
+        idx = batch.action_index
+        packed = AMAGOBatch(plan.step_valid, plan.pack_steps(batch.reward), plan.pack_steps(batch.terminated),
+                            plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx))
+        return self._encode(seq), packed
 
     def _policy_outputs(self, emb: torch.Tensor):
         """pi(.|s_t) as a distribution [B, T, G] (with grad) and the (target) actor's parameters at s_{t+1}."""

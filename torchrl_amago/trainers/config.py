@@ -120,6 +120,7 @@ class TrainConfig:
     sampling: str = "trial"
     padded_sampling: str = "none"
     trim_windows: bool = default_of(TrialWindowSampler.__init__, "trim")
+    pack_windows: bool = _loss("pack_windows")
     min_trials_to_learn: int = 2
     # model
     traj_encoder: str = "transformer"

@@ -25,7 +25,7 @@ SAFE_ON_RESUME = frozenset({
     # initialisation only: the checkpoint's weights replace it
     "critic_zero_init",
     # how windows are drawn from the (unchanged) replay
-    "sampling", "padded_sampling", "trim_windows",
+    "sampling", "padded_sampling", "trim_windows", "pack_windows",
     # guards, io, hardware
     "max_nonfinite_updates", "nonfinite_data", "device", "dist_timeout_s", "num_threads", "seed", "progress_bar", "log_to_wandb",
     "wandb_project",

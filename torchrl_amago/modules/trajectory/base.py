@@ -58,6 +58,9 @@ class TrajectoryEncoder(nn.Module):
     it runs sequence mode on a length-1 sequence (correct for memory-free encoders only)."""
 
     emb_dim: int
+    #: sequence mode can run several windows packed one after another in a row (the loss's `pack_windows`):
+    #: the encoder keeps them apart given `segment` ids ``[B, T]`` (or needs nothing to: per-step encoders)
+    packable: bool = False
 
     def __init__(self, input_dim: int, max_seq_len: int):
         super().__init__()
@@ -88,16 +91,21 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
     Reads `in_key` ([B, T, D]) and `time_key` ([B, T, 1] or [B, T] int64) and writes `out_key`
     ([B, T, emb_dim]). Extra leading batch dims are flattened into B and restored."""
 
-    def __init__(self, encoder: TrajectoryEncoder, in_key=K.TSTEP_EMB, time_key=K.TIME_IDX, out_key=K.STATE_EMB):
+    def __init__(self, encoder: TrajectoryEncoder, in_key=K.TSTEP_EMB, time_key=K.TIME_IDX, out_key=K.STATE_EMB,
+                 segment_key=K.SEGMENT):
         super().__init__()
         self.encoder = encoder
-        self.in_key, self.time_key, self.out_key = in_key, time_key, out_key
+        self.in_key, self.time_key, self.out_key, self.segment_key = in_key, time_key, out_key, segment_key
         self.in_keys = [in_key, time_key]
         self.out_keys = [out_key]
 
     @property
     def emb_dim(self) -> int:
         return self.encoder.emb_dim
+
+    @property
+    def packable(self) -> bool:
+        return self.encoder.packable
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         x = tensordict.get(self.in_key)
@@ -113,6 +121,11 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
             t = t.squeeze(-1)
         if t.shape != lead:
             raise ValueError(f"{self.time_key!r} must have shape {tuple(lead)} or {(*lead, 1)}, got {tuple(t.shape)}")
-        out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]))
+        segment = tensordict.get(self.segment_key, None)  # windows packed into rows (the loss's pack_windows)
+        kw = {} if segment is None else {"segment": segment.reshape(-1, segment.shape[-1])}
+        if kw and not self.encoder.packable:
+            raise ValueError(f"{type(self.encoder).__name__} cannot keep packed windows apart (packable=False); "
+                             f"drop the {self.segment_key!r} key or use AMAGOLoss(pack_windows=False)")
+        out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]), **kw)
         tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
         return tensordict

@@ -12,6 +12,8 @@ from .base import TrajectoryEncoder, check_sequence_inputs
 class FFTrajEncoder(TrajectoryEncoder):
     """drop(act(Linear(x))) -> n_layers x FFBlock -> Linear -> out_norm -> dropout. State: None."""
 
+    packable = True  # per step: packed windows never meet
+
     def __init__(self, input_dim: int, max_seq_len: int, d_model: int = 256, d_ff: int | None = None,
                  n_layers: int = 1, dropout: float = 0.0, activation: str = "leaky_relu", norm: str | None = None,
                  out_norm: str = "layer"):
@@ -25,7 +27,7 @@ class FFTrajEncoder(TrajectoryEncoder):
         self.out_norm = normalization(out_norm, d_model)
         self.emb_dim = d_model
 
-    def forward(self, x: torch.Tensor, time_idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time_idx: torch.Tensor, segment: torch.Tensor | None = None) -> torch.Tensor:
         check_sequence_inputs(x, time_idx, self.input_dim)
         h = self.blocks(self.drop(self.act(self.inp(x))))
         return self.drop(self.out_norm(self.out(h)))
@@ -34,11 +36,13 @@ class FFTrajEncoder(TrajectoryEncoder):
 class IdentityTrajEncoder(TrajectoryEncoder):
     """Returns the timestep embeddings unchanged (emb_dim = input_dim). State: None."""
 
+    packable = True
+
     def __init__(self, input_dim: int, max_seq_len: int):
         super().__init__(input_dim, max_seq_len)
         self.emb_dim = input_dim
 
-    def forward(self, x: torch.Tensor, time_idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time_idx: torch.Tensor, segment: torch.Tensor | None = None) -> torch.Tensor:
         check_sequence_inputs(x, time_idx, self.input_dim)
         return x
 

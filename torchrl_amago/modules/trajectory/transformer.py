@@ -150,6 +150,8 @@ class TransformerTrajEncoder(TrajectoryEncoder):
     'sdpa', or 'flash' (requires flash-attn). Step mode always uses SDPA with a key mask over the cache.
     `compile=True` wraps the sequence-mode layer stack in `torch.compile` (off by default)."""
 
+    packable = True  # `segment` ids keep windows packed into one row apart
+
     def __init__(self, input_dim: int, max_seq_len: int, d_model: int = 256, n_heads: int = 8, d_ff: int = 1024,
                  n_layers: int = 3, dropout_ff: float = 0.05, dropout_emb: float = 0.05, dropout_attn: float = 0.0,
                  dropout_qkv: float = 0.0, activation: str = "leaky_relu", norm: str = "layer",
@@ -204,9 +206,9 @@ class TransformerTrajEncoder(TrajectoryEncoder):
             return True
         return self.attention == "auto" and self._flash_installed and x.is_cuda
 
-    def _seq_attend(self, use_flash: bool, window: int | None) -> Attend:
+    def _seq_attend(self, use_flash: bool, window: int | None, segment: torch.Tensor | None = None) -> Attend:
         p = self.dropout_attn if self.training else 0.0
-        if use_flash:
+        if use_flash and segment is None:
             fa = require("flash_attn", "flash-attn", "attention='flash'")
             ws = (window - 1, 0) if window else (-1, -1)
 
@@ -218,11 +220,14 @@ class TransformerTrajEncoder(TrajectoryEncoder):
             return attend
 
         def sdpa(q, k, v):
-            if window is None:
+            if window is None and segment is None:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             i = torch.arange(q.shape[2], device=q.device)
             d = i[:, None] - i[None, :]
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=(d >= 0) & (d < window), dropout_p=p)
+            allowed = (d >= 0) & (d < window) if window is not None else d >= 0
+            if segment is not None:  # packed windows: attend only inside one's own window
+                allowed = (allowed & (segment[:, :, None] == segment[:, None, :])).unsqueeze(1)  # [B, 1, T, T]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
 
         def attend(q, k, v):
             dtype = q.dtype
@@ -235,23 +240,29 @@ class TransformerTrajEncoder(TrajectoryEncoder):
             return out.transpose(1, 2).to(dtype)
         return attend
 
-    def _run_layers(self, h: torch.Tensor, rope_cs, use_flash: bool, window: int | None) -> torch.Tensor:
-        attend = self._seq_attend(use_flash, window)
+    def _run_layers(self, h: torch.Tensor, rope_cs, use_flash: bool, window: int | None,
+                    segment: torch.Tensor | None = None) -> torch.Tensor:
+        attend = self._seq_attend(use_flash, window, segment)
         for layer in self.layers:
             h = layer(h, attend, rope_cs)
         return self.norm(h)
 
     # ---------------------------------------------------------------- sequence mode
-    def forward(self, x: torch.Tensor, time_idx: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time_idx: torch.Tensor, window: int | None = None,
+                segment: torch.Tensor | None = None) -> torch.Tensor:
         """Causal pass over [B, T]. `window` (optional) limits each token to the last `window` tokens including
-        itself (sliding-window attention): with window=max_seq_len this equals step mode with a rolling cache."""
+        itself (sliding-window attention): with window=max_seq_len this equals step mode with a rolling cache.
+        `segment` (optional, [B, T] ids): several windows packed in a row; a token attends only to earlier tokens
+        with its own id (SDPA with a mask, also on CUDA)."""
         t = check_sequence_inputs(x, time_idx, self.input_dim)
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if segment is not None and segment.shape != t.shape:
+            raise ValueError(f"segment must be [B, T] = {tuple(t.shape)}, got {tuple(segment.shape)}")
         h = self._embed(x, t)
         rope_cs = self.rope.cos_sin(t) if self.rope is not None else None
         run = self._run_layers_compiled or self._run_layers
-        return run(h, rope_cs, self._use_flash(x), window)
+        return run(h, rope_cs, self._use_flash(x), window, segment)
 
     # ---------------------------------------------------------------- step mode
     def init_state(self, batch_size: int, device=None) -> KVCacheState:
