@@ -3,6 +3,8 @@ recalled after a corridor of `--horizon` steps. Shows: a Transformer policy solv
 with the original's T-Maze exploration schedule (greedy actions; epsilon-greedy only near the corridor ends).
 
     python examples/04_tmaze.py --horizon 100 --run_name tmaze100
+    python examples/04_tmaze.py --horizon 100 --eps_steps_anneal 4040   # epsilon annealed over the whole run:
+                                  # reached 1.0 on seeds 0 / 1 / 2 (the default: 1 and 2; docs/results/README.md)
 """
 from torchrl_amago.envs import TMaze, TMazeExploration, make_amago_env
 from torchrl_amago.trainers import AMAGOTrainer, example_args, parse_config, share_of_run
