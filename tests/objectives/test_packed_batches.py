@@ -72,3 +72,20 @@ def test_packed_windows_do_not_see_each_other():
     assert not torch.allclose(out2[0, :7], out[0, :7])
     # the second window alone, in a row of its own, gives the same embeddings
     torch.testing.assert_close(enc(x[:, 7:], t[:, 7:]), out[:, 7:], rtol=1e-5, atol=1e-6)
+
+
+def test_a_subclass_that_replaces_backbone_is_not_packed():
+    """`_backbone` is a documented override point: packing must not bypass it."""
+    calls = []
+
+    class OwnBackbone(amago_loss.AMAGOLoss):
+        def _backbone(self, tensordict, mask):
+            calls.append(tuple(mask.shape))
+            return super()._backbone(tensordict, mask)
+
+    loss = build("discrete")
+    assert loss.packable
+    loss.__class__ = OwnBackbone
+    assert not loss.packable
+    loss(make_batch(B=6, T=10, pad_from=PAD_FROM))
+    assert calls == [(6, 10)]

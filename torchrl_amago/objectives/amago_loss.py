@@ -405,8 +405,10 @@ class AMAGOLoss(LossModule):
 
     @property
     def packable(self) -> bool:
-        """The trajectory encoder keeps windows packed into one row apart (``packing.py``)."""
-        return bool(getattr(self.trajectory_encoder, "packable", False))
+        """Batches can be packed (``packing.py``): the trajectory encoder keeps windows apart, and `_backbone` is
+        this class's (a subclass that replaces it gets one window per row, so its override always runs)."""
+        return (bool(getattr(self.trajectory_encoder, "packable", False))
+                and type(self)._backbone is AMAGOLoss._backbone)
 
     def _packed_backbone(self, tensordict: TensorDictBase, batch: AMAGOBatch, plan: PackPlan):
         """`_backbone` on the windows packed by `plan` -> (embeddings [R, T+1, D], the batch's steps [R, T])."""
