@@ -4,6 +4,7 @@ encoders that can keep windows apart (Transformer: segment-masked attention; per
 returns that must stop at a window's end. Other memories fall back to one window per row."""
 import pytest
 import torch
+from tensordict import TensorDict
 
 from tests.objectives._build import build, make_batch
 from tests.objectives.test_trimmed_batches import (_build_with, _fixed_noise_normal, _min_over_all_members,
@@ -36,7 +37,11 @@ def test_plan_fills_rows_first_fit_longest_first():
     # a step is real when its successor position belongs to the same window
     assert plan.step_valid[2].tolist() == [True] * 4 + [False] + [True] * 2 + [False] + [True, False]
     assert int(plan.step_valid.sum()) == int(mask.sum())
-    assert plan.start[1].nonzero().flatten().tolist() == [0, 7]
+    seq = TensorDict({"x": torch.arange(11.0).expand(6, 11) + 100 * torch.arange(6.0)[:, None]}, [6, 11])
+    packed = plan.pack_sequence(seq, "mask", "is_init", "segment")
+    assert packed["is_init"][1, :, 0].nonzero().flatten().tolist() == [0, 7]  # each window starts a memory
+    assert packed["x"][1].tolist() == [100.0 + i for i in range(7)] + [200.0 + i for i in range(4)]
+    assert packed["x"][2, -1] == 0 and not packed["mask"][2, -1]  # an unused position: zero, masked
     assert plan_packing(torch.ones(4, 5, dtype=torch.bool)) is None  # nothing to save
     not_prefix = torch.tensor([[True, False, True], [True, False, False], [True, False, False]])
     assert plan_packing(not_prefix) is None

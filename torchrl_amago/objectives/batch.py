@@ -26,7 +26,8 @@ def as_bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
     return x
 
 
-def _zero_where_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def zero_where_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``x`` with zeros where ``valid`` (its leading dims) is False."""
     m = valid.reshape(*valid.shape, *([1] * (x.ndim - valid.ndim)))
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
@@ -47,7 +48,7 @@ def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, Nest
         if root is None or nxt is None:
             raise ValueError(f"AMAGOLoss: batch has no key {src if root is None else nxt_key!r} (the T+1 sequence "
                              f"reads {dst!r} at the root (step 0) and under 'next')")
-        out.set(dst, _zero_where_invalid(torch.cat([root[:, :1], nxt], dim=1), seq_mask))
+        out.set(dst, zero_where_invalid(torch.cat([root[:, :1], nxt], dim=1), seq_mask))
     out.set(mask_key, seq_mask)
     return out
 
@@ -84,7 +85,7 @@ def buffer_actions(action: torch.Tensor, mask: torch.Tensor, space: ActionSpace,
     if action.ndim != 3 or action.shape[:2] != (B, T):
         raise ValueError(f"{space.kind} {name!r} must be [B, T, {A}] = [{B}, {T}, {A}], got {tuple(action.shape)}")
     lo = 0.0 if space.kind == "multibinary" else -1.0
-    return _zero_where_invalid(space.to_features(action).clamp(lo, 1.0), mask), None
+    return zero_where_invalid(space.to_features(action).clamp(lo, 1.0), mask), None
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -20,38 +20,45 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
+from .batch import zero_where_invalid
+
 
 class PackPlan(NamedTuple):
-    """Where every packed position comes from (``R`` rows; ``T`` = the batch's window length)."""
+    """Where every packed position comes from (``R`` rows; ``T`` = the batch's window length). Everything else
+    (source row, validity, window starts) follows from the two fields."""
 
-    row: torch.Tensor  #: [R, T+1] long, source row of each packed T+1 position (0 where unused)
+    segment: torch.Tensor  #: [R, T+1] long, the source row (window id) of each packed position; -1 where unused
     pos: torch.Tensor  #: [R, T+1] long, position inside the source row's T+1 sequence (0 where unused)
-    seq_valid: torch.Tensor  #: [R, T+1] bool, the position holds a window's model input
-    step_valid: torch.Tensor  #: [R, T] bool, the packed step is a real step of a window
-    segment: torch.Tensor  #: [R, T+1] long, the source row (window id); -1 where unused
-    start: torch.Tensor  #: [R, T+1] bool, first position of a window
 
     @property
     def rows(self) -> int:
-        return self.row.shape[0]
+        return self.segment.shape[0]
+
+    @property
+    def seq_valid(self) -> torch.Tensor:
+        """[R, T+1] bool: the position holds a window's model input."""
+        return self.segment >= 0
+
+    @property
+    def step_valid(self) -> torch.Tensor:
+        """[R, T] bool: a real step, i.e. its successor position belongs to the same window."""
+        return (self.segment[:, :-1] >= 0) & (self.segment[:, :-1] == self.segment[:, 1:])
 
     def pack_sequence(self, seq: TensorDictBase, mask_key: NestedKey, init_key: NestedKey,
                       segment_key: NestedKey) -> TensorDictBase:
         """The loss's ``[B, T+1]`` model inputs -> ``[R, T+1]``; unused positions are zeros, the mask is
         ``seq_valid``, ``init_key`` marks each window's start and ``segment_key`` holds the window ids."""
-        packed = seq[self.row, self.pos]
         valid = self.seq_valid
-        packed = packed.apply(lambda x: torch.where(valid.view(*valid.shape, *(1,) * (x.ndim - 2)), x,
-                                                    torch.zeros((), dtype=x.dtype, device=x.device)))
+        packed = seq[self.segment.clamp(min=0), self.pos].apply(lambda x: zero_where_invalid(x, valid))
         packed.set(mask_key, valid)
-        packed.set(init_key, self.start.unsqueeze(-1))
+        packed.set(init_key, (valid & (self.pos == 0)).unsqueeze(-1))
         packed.set(segment_key, self.segment)
         return packed
 
     def pack_steps(self, x: torch.Tensor) -> torch.Tensor:
         """A step-level tensor ``[B, T, ...]`` -> ``[R, T, ...]`` (masked steps hold some valid step's values)."""
         T = x.shape[1]
-        return x[self.row[:, :T], self.pos[:, :T].clamp(max=T - 1)]
+        return x[self.segment[:, :T].clamp(min=0), self.pos[:, :T].clamp(max=T - 1)]
 
 
 def plan_packing(mask: torch.Tensor) -> PackPlan | None:
@@ -63,31 +70,22 @@ def plan_packing(mask: torch.Tensor) -> PackPlan | None:
     if not torch.equal(cpu_mask, torch.arange(T) < lengths[:, None]):
         return None
     sizes = (lengths + 1).tolist()  # each window's T+1 span
+    order = sorted((b for b in range(B) if sizes[b] > 1), key=lambda i: -sizes[i])  # rows with a valid step
+    if len(order) < 2 or sizes[order[-1]] + sizes[order[-2]] > T + 1:  # no two windows fit in one row
+        return None
     fill: list[int] = []  # used positions per packed row
     place: dict[int, tuple[int, int]] = {}  # source row -> (packed row, start)
-    for b in sorted(range(B), key=lambda i: -sizes[i]):
-        if sizes[b] == 1:  # no valid step: nothing to train on
-            continue
+    for b in order:
         r = next((r for r, used in enumerate(fill) if used + sizes[b] <= T + 1), len(fill))
         if r == len(fill):
             fill.append(0)
         place[b] = (r, fill[r])
         fill[r] += sizes[b]
-    if len(fill) >= B or not fill:
+    if len(fill) >= B:
         return None
-    R = len(fill)
-    row = torch.zeros(R, T + 1, dtype=torch.long)
-    pos = torch.zeros(R, T + 1, dtype=torch.long)
-    segment = torch.full((R, T + 1), -1, dtype=torch.long)
-    start = torch.zeros(R, T + 1, dtype=torch.bool)
-    step_valid = torch.zeros(R, T, dtype=torch.bool)
+    segment = torch.full((len(fill), T + 1), -1, dtype=torch.long)
+    pos = torch.zeros(len(fill), T + 1, dtype=torch.long)
     for b, (r, s) in place.items():
-        n = sizes[b]
-        row[r, s:s + n] = b
-        pos[r, s:s + n] = torch.arange(n)
-        segment[r, s:s + n] = b
-        start[r, s] = True
-        step_valid[r, s:s + n - 1] = True
-    dev = mask.device
-    return PackPlan(row.to(dev), pos.to(dev), (segment >= 0).to(dev), step_valid.to(dev), segment.to(dev),
-                    start.to(dev))
+        segment[r, s:s + sizes[b]] = b
+        pos[r, s:s + sizes[b]] = torch.arange(sizes[b])
+    return PackPlan(segment.to(mask.device), pos.to(mask.device))

@@ -206,7 +206,8 @@ class TransformerTrajEncoder(TrajectoryEncoder):
             return True
         return self.attention == "auto" and self._flash_installed and x.is_cuda
 
-    def _seq_attend(self, use_flash: bool, window: int | None, segment: torch.Tensor | None = None) -> Attend:
+    def _seq_attend(self, h: torch.Tensor, use_flash: bool, window: int | None,
+                    segment: torch.Tensor | None = None) -> Attend:
         p = self.dropout_attn if self.training else 0.0
         if use_flash and segment is None:
             fa = require("flash_attn", "flash-attn", "attention='flash'")
@@ -219,14 +220,17 @@ class TransformerTrajEncoder(TrajectoryEncoder):
                                           window_size=ws).to(q.dtype)
             return attend
 
-        def sdpa(q, k, v):
-            if window is None and segment is None:
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            i = torch.arange(q.shape[2], device=q.device)
+        allowed = None  # built once for every layer; None: plain causal attention
+        if window is not None or segment is not None:
+            i = torch.arange(h.shape[1], device=h.device)
             d = i[:, None] - i[None, :]
             allowed = (d >= 0) & (d < window) if window is not None else d >= 0
             if segment is not None:  # packed windows: attend only inside one's own window
                 allowed = (allowed & (segment[:, :, None] == segment[:, None, :])).unsqueeze(1)  # [B, 1, T, T]
+
+        def sdpa(q, k, v):
+            if allowed is None:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
 
         def attend(q, k, v):
@@ -242,7 +246,7 @@ class TransformerTrajEncoder(TrajectoryEncoder):
 
     def _run_layers(self, h: torch.Tensor, rope_cs, use_flash: bool, window: int | None,
                     segment: torch.Tensor | None = None) -> torch.Tensor:
-        attend = self._seq_attend(use_flash, window, segment)
+        attend = self._seq_attend(h, use_flash, window, segment)
         for layer in self.layers:
             h = layer(h, attend, rope_cs)
         return self.norm(h)
