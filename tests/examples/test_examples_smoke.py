@@ -110,6 +110,33 @@ def test_example_runs_and_reports(name, tmp_path):
     assert os.path.exists(tmp_path / "smoke" / "logs" / "metrics.csv")
 
 
+CUDA_CASES = {  # name -> extra flags; every example of CASES, bf16 autocast once, the multi-task agent (two-hot critic)
+    **{name: [] for name in CASES}, "04_tmaze+bf16": ["--mixed_precision", "bf16"],
+    "03_popgym+multidomain": ["--multidomain", "--games", "MineSweeperEasy", "RepeatPreviousEasy", "--eval_interval",
+                              "1", "--eval_timesteps", "110"],
+}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", sorted(CUDA_CASES))
+def test_example_runs_on_cuda(case, tmp_path):
+    """The learner and acting policy on CUDA, the envs on the CPU: episodes that end at different steps (partial
+    resets: CartPole, POPGym) and the two-hot critic once crashed there on mixed devices."""
+    name = case.split("+")[0]
+    if name == "03_popgym":
+        pytest.importorskip("popgym")
+    flags, steps, eval_keys = CASES[name]
+    if "--multidomain" in CUDA_CASES[case]:
+        flags, steps = ["--max_seq_len", "32", "--final_eval_timesteps", "110"], 104
+    argv = TINY + ["--timesteps_per_epoch", str(steps), "--buffer_dir", str(tmp_path), "--run_name", "cuda",
+                   "--device", "cuda"] + flags + CUDA_CASES[case]
+    summary = load_example(name).main(argv)
+    assert summary["env_steps"] == 2 * 2 * steps and summary["grad_steps"] == 2 * 2
+    assert math.isfinite(summary["eval_return"])
+    for key in eval_keys:
+        assert math.isfinite(summary[key]), key
+
+
 def help_text(name: str, capsys) -> str:
     """The example's `--help` output (it must exit 0)."""
     with pytest.raises(SystemExit) as e:

@@ -92,20 +92,23 @@ def _steps(enc, x, is_init, time_idx):
     return torch.stack(outs, 1)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 @pytest.mark.parametrize("pos_emb", ["fixed", "learnable", "rope"])
-def test_transformer_step_fast_path_equals_module_path_and_sequence_mode(pos_emb):
+def test_transformer_step_fast_path_equals_module_path_and_sequence_mode(pos_emb, device):
     """Eval + no-grad steps take the direct F.* path; grad-enabled steps the module path. Both must give
-    sequence mode's numbers, across resets and past the ring buffer's capacity (S=6 < 20 steps)."""
+    sequence mode's numbers, across resets and past the ring buffer's capacity (S=6 < 20 steps). On CUDA the
+    step attends over the whole ring (masked) instead of the valid prefix."""
     from torchrl_amago.modules.trajectory.transformer import TransformerTrajEncoder
     torch.manual_seed(0)
     enc = TransformerTrajEncoder(5, 6, d_model=16, n_heads=2, d_ff=32, n_layers=2, pos_emb=pos_emb,
-                                 max_time_idx=64).eval()
+                                 max_time_idx=64).eval().to(device)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 20, 5, generator=gen)
-    is_init = torch.zeros(3, 20, dtype=torch.bool)
+    x = torch.randn(3, 20, 5, generator=gen).to(device)
+    is_init = torch.zeros(3, 20, dtype=torch.bool, device=device)
     is_init[:, 0], is_init[1, 9] = True, True
-    time_idx = torch.arange(20).expand(3, 20).clone()
-    time_idx[1, 9:] = torch.arange(11)
+    time_idx = torch.arange(20, device=device).expand(3, 20).clone()
+    time_idx[1, 9:] = torch.arange(11, device=device)
     calls = []
     hook = enc.layers[0].register_forward_pre_hook(lambda m, a: calls.append(1))
     module_path = _steps(enc, x, is_init, time_idx)  # grad enabled -> module path (the hook fires)

@@ -11,19 +11,35 @@ from tests.objectives.test_trimmed_batches import (_build_with, _fixed_noise_nor
                                                    assert_same_update, one_update)
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import amago_loss
-from torchrl_amago.objectives.packing import plan_packing
+from torchrl_amago.objectives.packing import pack_mode, packs_here, plan_packing
 
 PAD_FROM = (None, 6, 3, 2, 4, 1)  # lengths 10, 6, 3, 2, 4, 1: T+1 spans 11, 7, 4, 3, 5, 2 -> 3 rows of 11
 
 
-def _run(batch, kind, critic, encoder, pack, **loss_kw):
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _run(batch, kind, critic, encoder, pack, device="cpu", autocast=None, **loss_kw):
     if encoder == "transformer-rope":  # rotary positions read each step's time_idx, which packing keeps
         loss = _build_with(kind, critic, {"pos_emb": "rope"})
         loss.pack_windows, loss.n_step = pack, loss_kw.get("n_step", 1)
     else:
         loss = build(kind, critic, encoder=encoder, pack_windows=pack, **loss_kw)
     loss.trajectory_encoder.eval()  # no dropout: two passes would draw different masks
-    return one_update(loss, batch)
+    loss, batch = loss.to(device), batch.to(device)
+    with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+        return one_update(loss, batch)
+
+
+def _setup_equivalence(monkeypatch):
+    monkeypatch.setattr(amago_loss, "redq_reduce", _min_over_all_members)
+    monkeypatch.setattr(torch.distributions.Normal, "rsample", _fixed_noise_normal)
+    monkeypatch.setattr(torch.distributions.Normal, "sample", _fixed_noise_normal)
+
+
+def _on_cpu(update):
+    out, state, grads = update
+    return out.cpu(), {k: v.cpu() for k, v in state.items()}, {k: v.cpu() for k, v in grads.items()}
 
 
 def test_plan_fills_rows_first_fit_longest_first():
@@ -53,14 +69,40 @@ def test_plan_fills_rows_first_fit_longest_first():
     ("ff", "continuous", "auto", 2), ("gru", "discrete", "auto", 1)],
     ids=["transformer", "transformer-nstep3", "transformer-twohot", "transformer-rope", "ff-nstep2", "gru-not-packed"])
 def test_packed_equals_one_window_per_row(monkeypatch, encoder, kind, critic, n_step):
-    monkeypatch.setattr(amago_loss, "redq_reduce", _min_over_all_members)
-    monkeypatch.setattr(torch.distributions.Normal, "rsample", _fixed_noise_normal)
-    monkeypatch.setattr(torch.distributions.Normal, "sample", _fixed_noise_normal)
+    _setup_equivalence(monkeypatch)
     batch = make_batch(kind, B=6, T=10, pad_from=PAD_FROM)
     batch["next", "terminated"][1, 5] = True  # a terminal at a window's last step
     packed = _run(batch, kind, critic, encoder, True, n_step=n_step)
     # another row layout sums in another order: float noise ~1e-5 on gradients of size ~10-100
     assert_same_update(packed, _run(batch, kind, critic, encoder, False, n_step=n_step), grad_atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("encoder", ["transformer", "transformer-rope"])
+def test_packed_equals_one_window_per_row_on_cuda(monkeypatch, encoder):
+    """On CUDA the packed rows run SDPA with a boolean mask (the memory-efficient kernel), the unpacked ones plain
+    causal attention: both must still give the same update, and the same as on CPU."""
+    _setup_equivalence(monkeypatch)
+    batch = make_batch("discrete", B=6, T=10, pad_from=PAD_FROM)
+    packed = _run(batch, "discrete", "auto", encoder, True, device="cuda", n_step=3)
+    assert_same_update(packed, _run(batch, "discrete", "auto", encoder, False, device="cuda", n_step=3),
+                       grad_atol=1e-5)
+    on_cpu = _run(batch, "discrete", "auto", encoder, True, n_step=3)
+    assert_same_update(_on_cpu(packed), on_cpu, grad_atol=1e-4)
+
+
+@needs_cuda
+def test_packed_bf16_autocast_on_cuda_matches_one_window_per_row(monkeypatch):
+    """bf16 autocast (`--mixed_precision bf16`): packed and unpacked losses agree to bf16 precision."""
+    _setup_equivalence(monkeypatch)
+    batch = make_batch("discrete", B=6, T=10, pad_from=PAD_FROM)
+    (got, _, grad_g), (want, _, grad_w) = (_run(batch, "discrete", "auto", "transformer", pack, device="cuda",
+                                                autocast=torch.bfloat16) for pack in (True, False))
+    for key in ("loss_actor", "loss_critic"):
+        torch.testing.assert_close(got[key].float(), want[key].float(), rtol=3e-2, atol=1e-2, msg=key)
+    total = lambda grads: torch.cat([g.flatten().float() for g in grads.values()])  # noqa: E731
+    cos = torch.nn.functional.cosine_similarity(total(grad_g), total(grad_w), dim=0)
+    assert cos > 0.99, cos
 
 
 def test_packed_windows_do_not_see_each_other():
@@ -94,3 +136,21 @@ def test_a_subclass_that_replaces_backbone_is_not_packed():
     assert not loss.packable
     loss(make_batch(B=6, T=10, pad_from=PAD_FROM))
     assert calls == [(6, 10)]
+
+
+def test_pack_modes_pick_the_batches_that_are_packed():
+    """"cpu" (the default) packs batches on the CPU only: on a GPU the plan's host read costs more than it saves."""
+    cpu, gpu_like = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool, device="meta")
+    assert packs_here("cpu", cpu) and not packs_here("cpu", gpu_like)
+    assert packs_here("always", gpu_like) and not packs_here("never", cpu)
+    assert (pack_mode(True), pack_mode(False), pack_mode("cpu")) == ("always", "never", "cpu")
+    with pytest.raises(ValueError, match="pack_windows='gpu'"):
+        pack_mode("gpu")
+    loss = build("discrete")
+    assert loss.pack_windows == "cpu"
+    loss.pack_windows = False
+    assert loss.pack_windows == "never"
+    calls = []
+    loss._packed_backbone = lambda *a: calls.append(1)  # never reached when the mode says no
+    loss(make_batch(B=6, T=10, pad_from=PAD_FROM))
+    assert calls == []

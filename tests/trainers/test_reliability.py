@@ -17,7 +17,7 @@ from torchrl_amago.envs import TMaze, make_amago_env
 from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, TrainConfig
 from torchrl_amago.trainers import checkpoint as ckpt_mod
 from torchrl_amago.trainers.checkpoint import FORMAT, load_checkpoint
-from torchrl_amago.trainers.guards import NonFiniteError
+from torchrl_amago.trainers.guards import NonFiniteError, nonfinite_keys
 from torchrl_amago.trainers.resume_config import SAFE_ON_RESUME
 
 H = 3  # T-Maze corridor: trials of H + 1 steps
@@ -224,6 +224,17 @@ def test_env_nan_observation_is_reported_by_key_and_not_stored(tmp_path):
         tr.collect()
     assert len(tr.replay) == 0 and tr.env_steps == 0
     tr.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nonfinite_keys_on_a_step_that_mixes_cpu_and_cuda():
+    """An env on the CPU stepped with a CUDA policy sees both devices in one TensorDict (examples/03 on --device
+    cuda crashed here once)."""
+    td = TensorDict({"observation": torch.zeros(2, 3), "logits": torch.zeros(2, 4, device="cuda")}, [2])
+    assert nonfinite_keys(td) == {}
+    td["logits"][0, 1] = float("inf")
+    td["observation"][1] = float("nan")
+    assert nonfinite_keys(td) == {"observation": 3, "logits": 1}
 
 
 def _offline_trials(n=4):

@@ -45,7 +45,7 @@ from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
 from ..spaces import ActionSpace
 from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import make_filter
-from .packing import PackPlan, plan_packing
+from .packing import PackPlan, pack_mode, packs_here, plan_packing
 from .returns import nstep_return
 
 __all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
@@ -107,7 +107,9 @@ class AMAGOLoss(LossModule):
             action-input critic (the original's ``DiscreteLikeContinuous``).
         pack_windows: run a batch of windows of different lengths on fewer rows, several windows one after
             another per row (``objectives/packing.py``; the same loss and gradients), when the trajectory
-            encoder can keep them apart (Transformer, per-step encoders); False: one window per row.
+            encoder can keep them apart (Transformer, per-step encoders). ``"cpu"`` (default): batches on the
+            CPU only (on a GPU the plan's host read costs more than it saves); ``"always"`` / True;
+            ``"never"`` / False: one window per row.
     """
 
     actor_head: nn.Module
@@ -177,7 +179,7 @@ class AMAGOLoss(LossModule):
         use_target_actor: bool = True,
         two_hot: bool = False,
         gumbel_temperature: float = 0.5,
-        pack_windows: bool = True,
+        pack_windows: Union[bool, str] = "cpu",
     ):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
@@ -233,7 +235,7 @@ class AMAGOLoss(LossModule):
         self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
         self.use_popart, self.use_target_actor = bool(popart), bool(use_target_actor)
         self.gumbel_temperature = float(gumbel_temperature)
-        self.pack_windows = bool(pack_windows)
+        self.pack_windows = pack_windows  # normalised to one of PACK_MODES by the property
         self.discrete_clip = discrete_clip_of(actor_head)  # buffer actions are softened with the policy's own clip
         self.popart = PopArt(G, beta=popart_beta, init_nu=popart_init_nu, min_sigma=popart_min_sigma,
                              min_sigma_ratio=popart_min_sigma_ratio)
@@ -244,6 +246,19 @@ class AMAGOLoss(LossModule):
 
         self.convert_to_functional(actor_head, "actor_head", create_target_params=True)
         self.convert_to_functional(critic_head, "critic_head", create_target_params=True)
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to(device)` / `.cuda()` / `.double()` also reach the heads' own buffers. `convert_to_functional` keeps
+        the heads out of the submodules (their parameters live in `*_params` and move with the loss), but what
+        runs outside a functional call reads the module itself: the two-hot critic's `bins` (`to_value`,
+        `labels`)."""
+        out = super()._apply(fn, *args, **kwargs)
+        for head in (self.actor_head, self.critic_head):
+            for module in head.modules():
+                for name, buf in module._buffers.items():
+                    if buf is not None:
+                        module._buffers[name] = fn(buf)
+        return out
 
     # ------------------------------------------------------------------------------------------ factories
     @classmethod
@@ -358,7 +373,7 @@ class AMAGOLoss(LossModule):
     # -------------------------------------------------------------------------------------------- forward
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch = self._read_batch(tensordict)
-        plan = plan_packing(batch.mask) if self.pack_windows and self.packable else None
+        plan = plan_packing(batch.mask) if self.packable and packs_here(self.pack_windows, batch.mask) else None
         if plan is None:
             emb = self._backbone(tensordict, batch.mask)  # [B, T+1, D]: ONE pass of both encoders
         else:  # the same windows in fewer rows: [R, T+1, D], the batch's steps moved to their packed places
@@ -402,6 +417,15 @@ class AMAGOLoss(LossModule):
     def _encode(self, seq: TensorDictBase) -> torch.Tensor:
         seq = self.trajectory_encoder(self.timestep_encoder(seq))
         return seq.get(getattr(self.trajectory_encoder, "out_key", K.STATE_EMB))
+
+    @property
+    def pack_windows(self) -> str:
+        """Which batches are packed: one of ``packing.PACK_MODES``; set it with a mode or True / False."""
+        return self._pack_windows
+
+    @pack_windows.setter
+    def pack_windows(self, value) -> None:
+        self._pack_windows = pack_mode(value)
 
     @property
     def packable(self) -> bool:
@@ -521,7 +545,8 @@ class AMAGOLoss(LossModule):
     def _diagnostics(self, out, mask, critic_loss, q_sa, td_target, reward, dist, dpg=None, bc=None, adv=None,
                      weights=None, logp=None):
         """Detached logging scalars (no host sync). No name starts with ``loss``: TorchRL's ``Trainer`` sums every
-        ``loss*`` entry, so only ``LOSS_KEYS`` may."""
+        ``loss*`` entry, so only ``LOSS_KEYS`` may. The per-step means share one masked reduction (on a GPU every
+        small op is a kernel launch)."""
         m3 = mask.unsqueeze(-1).expand_as(td_target)
         q_raw = q_sa.detach()
         if self.use_popart and not self.two_hot:
@@ -530,20 +555,20 @@ class AMAGOLoss(LossModule):
         out.set("critic_loss_unweighted", critic_loss.detach())
         n = mask.sum().clamp(min=1)
         out.set("q_mean", torch.where(m3, q_raw, 0.0).sum((0, 1)) / n)  # [G], reward-multiplied units
-        inf = torch.tensor(float("inf"), device=td_target.device)
-        out.set("td_target_min", torch.where(m3, td_target, inf).amin())
-        out.set("td_target_max", torch.where(m3, td_target, -inf).amax())
-        out.set("td_target_mean", masked_mean(td_target[..., -1], mask))
-        out.set("reward_mean", masked_mean(reward.float(), mask))
+        out.set("td_target_min", torch.where(m3, td_target, float("inf")).amin())
+        out.set("td_target_max", torch.where(m3, td_target, float("-inf")).amax())
         out.set("valid_steps", mask.sum().float())
         out.set("popart_mu", self.popart.mu[-1].clone())
         out.set("popart_sigma", self.popart.sigma[-1].clone())
-        out.set("policy_entropy", masked_mean(dist.entropy()[..., -1].detach(), mask))
+        per_step = {"td_target_mean": td_target[..., -1], "reward_mean": reward,
+                    "policy_entropy": dist.entropy()[..., -1]}
         if dpg is not None:
-            out.set("actor_online", masked_mean(dpg.detach(), mask))
+            per_step["actor_online"] = dpg
         if bc is not None:
-            out.set("actor_offline", masked_mean(bc.detach(), mask))
-            out.set("adv_mean", masked_mean(adv, mask))
-            out.set("filter_acceptance", masked_mean((weights > 0).float(), mask))
-            out.set("filter_mean", masked_mean(weights, mask))
-            out.set("logp_mean", masked_mean(logp.detach(), mask))
+            per_step.update(actor_offline=bc, adv_mean=adv, filter_acceptance=(weights > 0), filter_mean=weights,
+                            logp_mean=logp)
+        B, T = mask.shape  # each a mean over its valid steps (and over its other dims: gammas, samples)
+        rows = torch.stack([v.detach().float().reshape(B, T, -1).mean(-1) for v in per_step.values()])
+        means = torch.where(mask, rows, 0.0).sum((1, 2)) / (mask.sum() + 1e-5)
+        for key, value in zip(per_step, means.unbind(0)):
+            out.set(key, value)

@@ -11,6 +11,10 @@ steps: the loss, the PopArt statistics and the gradients are those of the padded
 attends only inside a window (``segment`` ids), per-step encoders need nothing; other memories are not packed.
 
 Rows are filled first-fit, longest window first, with capacity ``T + 1`` (the longest window fills a row alone).
+
+Planning reads the mask on the host. For a batch on a GPU that read is a device sync, which costs more than the
+saved rows at the sizes measured (docs/scaling.md, "On a GPU"), so by default (``"cpu"``) only batches that
+live on the CPU are packed; ``"always"`` packs on every device, ``"never"`` on none.
 """
 from __future__ import annotations
 
@@ -21,6 +25,24 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
 from .batch import zero_where_invalid
+
+
+#: `AMAGOLoss(pack_windows=...)` / `--pack_windows`: which batches are packed (True / False mean always / never)
+PACK_MODES = ("cpu", "always", "never")
+
+
+def pack_mode(value) -> str:
+    """A `pack_windows` value -> one of PACK_MODES, or a ValueError naming the argument."""
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    if value not in PACK_MODES:
+        raise ValueError(f"pack_windows={value!r}: expected one of {PACK_MODES} (or True / False)")
+    return value
+
+
+def packs_here(mode: str, mask: torch.Tensor) -> bool:
+    """Whether a batch whose mask is `mask` is packed under `mode`."""
+    return mode == "always" or (mode == "cpu" and mask.device.type == "cpu")
 
 
 class PackPlan(NamedTuple):

@@ -22,6 +22,7 @@ from ..modules.timestep import CNNTimestepEncoder
 from ..modules.trajectory.transformer import POS_EMBS
 from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
+from ..objectives.packing import PACK_MODES
 from ..modules.trajectory.registry import trajectory_encoder_names
 from .collection import COLLECT_MODES
 from .config_checks import NONFINITE_DATA, check_ranges
@@ -75,6 +76,7 @@ FIELD_CHOICES = {
     "cnn": tuple(BACKBONES),
     "nonfinite_data": NONFINITE_DATA,
     "collect": COLLECT_MODES,
+    "pack_windows": PACK_MODES,
 }
 
 
@@ -120,7 +122,7 @@ class TrainConfig:
     sampling: str = "trial"
     padded_sampling: str = "none"
     trim_windows: bool = default_of(TrialWindowSampler.__init__, "trim")
-    pack_windows: bool = _loss("pack_windows")
+    pack_windows: str = _loss("pack_windows")
     min_trials_to_learn: int = 2
     # model
     traj_encoder: str = "transformer"

@@ -46,8 +46,9 @@ FIELD_HELP = {
     "sampling": "trial: uniform over stored trials (the original); timestep: proportional to trial length",
     "trim_windows": "cut each sampled [B, T] batch to its longest valid window, as the original pads a batch only "
                     "to its longest trial (--no-trim_windows: always max_seq_len steps, fixed shapes for compile)",
-    "pack_windows": "the loss runs a batch's windows several to a row (fewer rows, the same loss and gradients) when "
-                    "the trajectory encoder keeps them apart (transformer, ff); --no-pack_windows: one window per row",
+    "pack_windows": "which batches the loss runs several windows to a row (fewer rows, the same loss and "
+                    "gradients) when the trajectory encoder keeps them apart (transformer, ff): cpu = batches on the "
+                    "CPU (on a GPU planning is a host sync that costs more than it saves), always, never",
     "padded_sampling": "none: windows start in [0, L-T]; right: in [0, L-1] (windows may run off the end)",
     "min_trials_to_learn": "finished trials in the replay before the first update",
     # model

@@ -23,11 +23,19 @@ def _key(k) -> str:
     return "/".join(k) if isinstance(k, tuple) else str(k)
 
 
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """One host sync per device: a step's TensorDict can mix devices (CPU env data, CUDA policy outputs)."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for v in tensors:
+        by_device.setdefault(v.device, []).append(torch.isfinite(v).all())
+    return all(bool(torch.stack(flags).all()) for flags in by_device.values())
+
+
 def nonfinite_keys(td: TensorDictBase) -> dict[str, int]:
     """``{key: number of non-finite elements}`` over the floating-point leaves of ``td`` (empty if all finite)."""
     leaves = [(k, v) for k, v in td.items(include_nested=True, leaves_only=True)
               if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())]
-    if not leaves or bool(torch.stack([torch.isfinite(v).all() for _, v in leaves]).all()):  # one device sync
+    if not leaves or _all_finite([v for _, v in leaves]):
         return {}
     out = {}
     for k, v in leaves:

@@ -146,14 +146,17 @@ class AMAGOTrainer:
                                 report=self.offline_report)
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
                                        batch_size=cfg.batch_size)
-        # the policy runs on `device` (its modules are the loss's); envs and stored data stay where the env is
+        # the policy runs on `device` (its modules are the loss's); envs and stored data stay where the env is.
+        # An env without a device (a batch of gymnasium envs) steps on the CPU: naming it lets the collector bring
+        # the policy's outputs back there (else a partial reset mixes CUDA and CPU tensors)
+        self.env_device = self.train_env.device or torch.device("cpu")
         if self.async_collect:
             self.collector = self.build_async_collector(make_train_env, actor, primer)
         else:
             self.collector = Collector(self.train_env, actor,
                                        frames_per_batch=cfg.parallel_envs * cfg.timesteps_per_epoch,
                                        total_frames=-1, exploration_type=ExplorationType.RANDOM,
-                                       policy_device=self.device, env_device=self.train_env.device,
+                                       policy_device=self.device, env_device=self.env_device,
                                        storing_device="cpu")
         self._collector_iter = None
         self.feed: CollectorFeed | None = None  # async: started at the first epoch (after a resume)

@@ -125,7 +125,7 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         kw = {} if segment is None else {"segment": segment.reshape(-1, segment.shape[-1])}
         if kw and not self.encoder.packable:
             raise ValueError(f"{type(self.encoder).__name__} cannot keep packed windows apart (packable=False); "
-                             f"drop the {self.segment_key!r} key or use AMAGOLoss(pack_windows=False)")
+                             f"drop the {self.segment_key!r} key or use AMAGOLoss(pack_windows='never')")
         out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]), **kw)
         tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
         return tensordict
