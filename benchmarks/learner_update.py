@@ -24,7 +24,8 @@ batch cut to its longest valid window) and `"packed"` (trimmed, and the loss pac
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--variable [--mean-trial-len L]]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never]
+       [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
 the RSS growth with linear growth and with what a materialised [B, heads, T, T] attention matrix would take.
@@ -51,7 +52,7 @@ from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCri
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
-from torchrl_amago.objectives.packing import plan_packing
+from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
 
 OBS, ACT, G, C = 10, 4, 7, 4
@@ -110,9 +111,10 @@ def update_step(loss, opt, updater, params, batch, bf16: bool) -> None:
 
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
           min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
-          attention: str = "auto") -> dict:
+          attention: str = "auto", pack_windows: str = "cpu") -> dict:
     torch.manual_seed(0)
     loss = build(T, d_model, layers, heads, device, compile_, critic, attention)
+    loss.pack_windows = pack_windows
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
@@ -149,7 +151,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
-            "compile": compile_,
+            "compile": compile_, "pack_windows": loss.pack_windows,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -267,6 +269,9 @@ def main():
     ap.add_argument("--seq-lens", type=int, nargs="+", default=None)
     ap.add_argument("--critic", choices=["discrete", "twohot", "continuous"], default="discrete",
                     help="critic head: the original's discrete default, the multi-task two-hot one, or continuous")
+    ap.add_argument("--pack-windows", choices=PACK_MODES, default="cpu",
+                    help="the loss's pack_windows for full windows (nothing to pack; 'always' measures the plan's "
+                         "cost, a host sync on CUDA)")
     ap.add_argument("--variable", action="store_true",
                     help="variable-length trials sampled from a replay: fixed vs trimmed vs packed windows "
                          "(max_seq_len 256)")
@@ -289,7 +294,7 @@ def main():
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),
                         min_updates=args.min_updates,
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile else 2), bf16=args.bf16, repeats=args.repeats,
-                        critic=args.critic)
+                        critic=args.critic, pack_windows=args.pack_windows)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)
