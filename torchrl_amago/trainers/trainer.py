@@ -111,7 +111,11 @@ class AMAGOTrainer:
         self.exploration = (build_exploration(cfg, self.train_env.action_spec, rollout_horizon)
                             if exploration == "config" else exploration)
         actor = self.policy if self.exploration is None else TensorDictSequential(self.policy, self.exploration)
-        self.actor = actor  # what acts in the training envs (async: its weights are pushed to the workers' copies)
+        # every weight and buffer where the learner is: TorchRL's Collector acts with a *copy* of a policy that has
+        # any tensor elsewhere (here the policy's / exploration's own buffers), and the copy's weights share storage
+        # but not version counters with the learner's, so its cached sigma-reparam weights stayed those of the first
+        # step (on CUDA the trained policy was evaluated while a stale one collected the data)
+        self.actor = actor.to(self.device)  # what acts in the training envs (async: pushed to the workers' copies)
         self.params = [p for p in self.loss.parameters() if p.requires_grad]
         self.optimizer = self.build_optimizer(self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(cfg.lr_warmup_steps))
