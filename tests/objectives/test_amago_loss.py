@@ -357,3 +357,26 @@ def test_nested_observation_keys():
     assert torch.isfinite(out["loss_critic"])
     with pytest.raises(ValueError, match="agent"):
         loss(td.exclude(("next", "agent", "pos")))
+
+
+def test_entropy_bonus_lowers_the_actor_loss_by_its_weighted_masked_entropy():
+    """`entropy_coeff` (not in the original; default 0): loss_actor - c * mean entropy over valid steps and gammas,
+    and the critic loss is untouched."""
+    from torchrl_amago.objectives import masked_mean
+
+    batch = make_batch("discrete")
+    outs = {}
+    for c in (0.0, 0.5):
+        loss = build("discrete", entropy_coeff=c).eval()
+        torch.manual_seed(0)
+        outs[c] = loss(batch.clone())
+    with torch.no_grad():
+        mask = batch["mask"]
+        s = loss._backbone(batch.clone(), mask)[:, :-1]
+        entropy = loss.actor_head.dist(loss._actor(loss.actor_head_params, s)).entropy()  # [B, T, G]
+        want = float(outs[0.0]["loss_actor"]) - 0.5 * float(masked_mean(entropy, mask))
+    assert float(outs[0.5]["loss_actor"]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert float(outs[0.5]["loss_critic"]) == pytest.approx(float(outs[0.0]["loss_critic"]), rel=1e-6)
+    for kind, c in (("continuous", 0.1), ("discrete", -0.1)):
+        with pytest.raises(ValueError, match="entropy_coeff"):
+            build(kind, entropy_coeff=c)

@@ -20,7 +20,7 @@ from .test_trainer import _make_env, _tiny_cfg
 class EntropyBonusLoss(AMAGOLoss):
     """A variant objective: AMAGO's plus an entropy bonus, returned as its own differentiable `loss_*` term."""
 
-    entropy_coeff = 0.01
+    bonus_coeff = 0.01
 
     def _actor_loss(self, batch, s, dist, critic):
         self._entropy = masked_mean(dist.entropy(), batch.mask)  # same backbone pass as the other terms
@@ -28,7 +28,7 @@ class EntropyBonusLoss(AMAGOLoss):
 
     def forward(self, tensordict):
         out = super().forward(tensordict)
-        out.set("loss_entropy", -self.entropy_coeff * self._entropy)
+        out.set("loss_entropy", -self.bonus_coeff * self._entropy)
         return out
 
 

@@ -90,6 +90,9 @@ class AMAGOLoss(LossModule):
         gamma: the acting discount (used only when ``gammas`` is None).
         num_critics_td: ensemble members drawn (with replacement, per (b, t, gamma)) for each TD target.
         online_coeff / offline_coeff: weights of the DPG term and of the filtered-BC term.
+        entropy_coeff: weight of a policy-entropy bonus (discrete actions; 0, the original's, by default). Not in
+            the original: a remedy measured on POPGym tasks where DPG collapses the policy onto a few actions
+            (docs/results/popgym_campaign.md).
         critic_loss_weight: ``loss_critic`` is already multiplied by it.
         reward_multiplier: rewards are scaled by it inside the loss only.
         n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
@@ -164,6 +167,7 @@ class AMAGOLoss(LossModule):
         num_critics_td: int = 2,
         online_coeff: float = 1.0,
         offline_coeff: float = 0.1,
+        entropy_coeff: float = 0.0,
         critic_loss_weight: float = 10.0,
         reward_multiplier: float = 10.0,
         n_step: int = 1,
@@ -225,9 +229,13 @@ class AMAGOLoss(LossModule):
         if online_coeff > 0 and not self.actions_differentiable:
             raise ValueError(f"online_coeff={online_coeff} > 0 needs reparameterisable actions; the "
                              f"{action_space.kind} policy has none: set online_coeff=0")
+        if entropy_coeff < 0 or (entropy_coeff > 0 and not action_space.discrete):
+            raise ValueError(f"entropy_coeff={entropy_coeff}: must be >= 0, and > 0 only for discrete actions (the "
+                             f"{action_space.kind} policy's entropy has no closed form here)")
 
         self.num_critics_td = int(num_critics_td)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
+        self.entropy_coeff = float(entropy_coeff)
         self.critic_loss_weight, self.reward_multiplier = float(critic_loss_weight), float(reward_multiplier)
         self.n_step = int(n_step)
         self.fbc_filter = make_filter(fbc_filter, **(fbc_filter_kwargs or {}))
@@ -539,6 +547,8 @@ class AMAGOLoss(LossModule):
                 logp = dist.log_prob(a_feat.unsqueeze(-2).expand(B, T, G, a_feat.shape[-1]))
             bc = -(weights * logp)
             actor_el = actor_el + self.offline_coeff * bc
+        if self.entropy_coeff > 0:  # [B, T, G]: every gamma's policy
+            actor_el = actor_el - self.entropy_coeff * dist.entropy()
         actor_el = actor_el.expand(B, T, G) if actor_el.ndim == 0 else actor_el
         return masked_mean(actor_el, batch.mask), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
 

@@ -151,6 +151,7 @@ class TrainConfig:
     num_critics_td: int = _loss("num_critics_td")
     online_coeff: float | None = None
     offline_coeff: float | None = None
+    entropy_coeff: float = _loss("entropy_coeff")
     critic_loss_weight: float = _loss("critic_loss_weight")
     reward_multiplier: float = _loss("reward_multiplier")
     popart: bool = _loss("popart")

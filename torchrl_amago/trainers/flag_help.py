@@ -80,6 +80,8 @@ FIELD_HELP = {
     "num_critics_td": "ensemble members drawn for each TD target (REDQ)",
     "online_coeff": "weight of the DPG actor term (default: 1 for agent, 0 for multitask and multi-binary actions)",
     "offline_coeff": "weight of the filtered-BC actor term (default: 0.1 for agent, 1 for multitask)",
+    "entropy_coeff": "weight of a policy-entropy bonus in the actor loss, discrete actions only (not in the "
+                     "original; 0 = off)",
     "critic_loss_weight": "weight of the critic loss",
     "reward_multiplier": "rewards are scaled by this inside the loss",
     "popart": "PopArt-normalise the critic targets (two-hot critics use its statistics only for the DPG term)",

@@ -1,0 +1,114 @@
+"""Diagnostic: on a discrete POPGym task where repeating an action is a mistake (BattleshipEasy: a cell fired at
+twice is a miss), does the critic know it, and does the actor follow the critic?
+
+Trains `examples/03_popgym.py` for `--epochs` (its defaults otherwise; any other flag is passed to it), then rolls out the
+trained policy in the eval envs for one episode and compares, at every step with both kinds of action, the critic's
+Q (gamma 0.999, mean over the ensemble) of actions already taken in the episode ("repeats") with the others, and the
+policy's probability mass on repeats. Prints one JSON line per policy mode (sampled / greedy):
+
+    python benchmarks/critic_vs_actor.py --env BattleshipEasy --epochs 10 --seed 0
+    python benchmarks/critic_vs_actor.py --env BattleshipEasy --epochs 10 --discrete_clip 1e-6 1
+
+`frac_steps_critic_argmax_repeat` near 0 with `policy_mass_on_repeats` near 1 means the critic ranks the actions
+right and the actor does not follow it (docs/results/popgym_campaign.md).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from torchrl_amago.trainers import AMAGOTrainer  # noqa: E402
+
+
+def train(env: str, epochs: int, seed: int, extra: list[str], buffer_dir: str) -> AMAGOTrainer:
+    """The example's trainer after `epochs` epochs (no final eval)."""
+    spec = importlib.util.spec_from_file_location("example_03", os.path.join(ROOT, "examples", "03_popgym.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    held = {}
+
+    def run(self, *args, **kwargs):
+        held["trainer"] = self
+        self.train()
+        return {}
+
+    original, AMAGOTrainer.run = AMAGOTrainer.run, run
+    try:
+        example.main(["--env", env, "--epochs", str(epochs), "--eval_interval", "0", "--seed", str(seed),
+                      "--buffer_dir", buffer_dir, "--run_name", "critic_vs_actor", "--no-progress_bar", *extra])
+    finally:
+        AMAGOTrainer.run = original
+    return held["trainer"]
+
+
+def earlier_actions(index: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """[E, T] action indices -> [E, T, A] bool: the action was taken earlier in the rollout."""
+    E, T = index.shape
+    seen = torch.zeros(E, T, num_actions, dtype=torch.bool)
+    for t in range(1, T):
+        seen[:, t] = seen[:, t - 1]
+        seen[torch.arange(E), t, index[:, t - 1]] = True
+    return seen
+
+
+@torch.no_grad()
+def measure(trainer: AMAGOTrainer, steps: int, deterministic: bool | None) -> dict:
+    loss = trainer.loss.eval()
+    policy = trainer.policy.fresh_copy()
+    policy.deterministic = deterministic
+    policy.eval()
+    torch.manual_seed(1)
+    ro = trainer.eval_env.rollout(steps, policy, break_when_any_done=False)
+    ro["mask"] = torch.ones(ro.shape, dtype=torch.bool)
+    s = loss._backbone(ro, ro["mask"])[:, :-1]
+    q = loss._critic(loss.critic_head_params, s).float()[..., -1, :].mean(-2)  # [E, T, A]: gamma 0.999, mean of C
+    probs = loss.actor_head.dist(loss._actor(loss.actor_head_params, s)).probs[..., -1, :]  # [E, T, A]
+    action = ro["action"]
+    index = action.argmax(-1) if action.ndim == 3 else action.long().reshape(ro.shape)
+    E, T, A = q.shape
+    repeat = earlier_actions(index, A)
+    both = repeat.any(-1) & (~repeat).any(-1)  # steps with repeats and fresh actions
+    q_rep = (q * repeat).sum(-1)[both] / repeat.sum(-1)[both]
+    q_new = (q * ~repeat).sum(-1)[both] / (~repeat).sum(-1)[both]
+    took_repeat = repeat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    return {"policy": "greedy" if deterministic else "sampled",
+            "mean_Q_repeats": round(float(q_rep.mean()), 4), "mean_Q_fresh": round(float(q_new.mean()), 4),
+            "frac_steps_Q_repeats_below_fresh": round(float((q_rep < q_new).float().mean()), 3),
+            "frac_steps_critic_argmax_repeat": round(float(repeat.gather(-1, q.argmax(-1, keepdim=True))
+                                                           .squeeze(-1)[both].float().mean()), 3),
+            "frac_steps_policy_argmax_is_critic_argmax": round(float((probs.argmax(-1) == q.argmax(-1))[both]
+                                                                     .float().mean()), 3),
+            "policy_mass_on_repeats": round(float((probs * repeat).sum(-1)[both].mean()), 3),
+            "frac_actions_repeats": round(float(took_repeat[:, 1:].float().mean()), 3),
+            "policy_entropy": round(float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()), 3),
+            "return_per_env": round(float(ro["next", "reward"].reshape(E, T).sum(1).mean()), 3)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="BattleshipEasy")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=64, help="rollout length (BattleshipEasy: one 64-shot episode)")
+    args, extra = ap.parse_known_args(argv)  # every other flag goes to examples/03_popgym.py
+    args.extra = extra
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = train(args.env, args.epochs, args.seed, args.extra, tmp)
+        for deterministic in (None, True):
+            print(json.dumps({"env": args.env, "epochs": args.epochs, "seed": args.seed, "extra": args.extra,
+                              **measure(trainer, args.steps, deterministic)}), flush=True)
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
