@@ -563,11 +563,11 @@ class AMAGOLoss(LossModule):
             q_raw = self.popart(q_raw, normalized=False)
         q_raw = q_raw.mean(2)  # [B, T, G]
         out.set("critic_loss_unweighted", critic_loss.detach())
-        n = mask.sum().clamp(min=1)
-        out.set("q_mean", torch.where(m3, q_raw, 0.0).sum((0, 1)) / n)  # [G], reward-multiplied units
+        valid = mask.sum()
+        out.set("q_mean", torch.where(m3, q_raw, 0.0).sum((0, 1)) / valid.clamp(min=1))  # [G], reward-multiplied units
         out.set("td_target_min", torch.where(m3, td_target, float("inf")).amin())
         out.set("td_target_max", torch.where(m3, td_target, float("-inf")).amax())
-        out.set("valid_steps", mask.sum().float())
+        out.set("valid_steps", valid.float())
         out.set("popart_mu", self.popart.mu[-1].clone())
         out.set("popart_sigma", self.popart.sigma[-1].clone())
         per_step = {"td_target_mean": td_target[..., -1], "reward_mean": reward,
@@ -579,6 +579,6 @@ class AMAGOLoss(LossModule):
                             logp_mean=logp)
         B, T = mask.shape  # each a mean over its valid steps (and over its other dims: gammas, samples)
         rows = torch.stack([v.detach().float().reshape(B, T, -1).mean(-1) for v in per_step.values()])
-        means = torch.where(mask, rows, 0.0).sum((1, 2)) / (mask.sum() + 1e-5)
+        means = torch.where(mask, rows, 0.0).sum((1, 2)) / (valid + 1e-5)
         for key, value in zip(per_step, means.unbind(0)):
             out.set(key, value)
