@@ -480,6 +480,7 @@ def test_unsafe_changes_are_refused_and_listed(tmp_path):
     (dict(max_nonfinite_updates=0), "--max_nonfinite_updates"),
     (dict(nonfinite_data="ignore"), "--nonfinite_data"),
     (dict(learning_rate=-1e-3), "--learning_rate"),
+    (dict(entropy_coeff=-0.1), "--entropy_coeff"),
 ])
 def test_bad_flags_name_the_flag(tmp_path, kw, flag):
     with pytest.raises(ValueError, match=flag.replace("[", r"\[")):

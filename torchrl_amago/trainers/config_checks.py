@@ -20,7 +20,8 @@ def check_ranges(cfg) -> None:
         raise ValueError(f"--tau must be in (0, 1] (target = (1 - tau) * target + tau * online), got {cfg.tau}")
     if cfg.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be > 0, got {cfg.learning_rate}")
-    for name in ("l2_coeff", "critic_loss_weight", "start_learning_at_epoch", "start_collecting_at_epoch"):
+    for name in ("l2_coeff", "critic_loss_weight", "entropy_coeff", "start_learning_at_epoch",
+                 "start_collecting_at_epoch"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.reward_multiplier <= 0:
