@@ -4,13 +4,15 @@ twice is a miss), does the critic know it, and does the actor follow the critic?
 Trains `examples/03_popgym.py` for `--epochs` (its defaults otherwise; any other flag is passed to it), then rolls out the
 trained policy in the eval envs for one episode and compares, at every step with both kinds of action, the critic's
 Q (gamma 0.999, mean over the ensemble) of actions already taken in the episode ("repeats") with the others, and the
-policy's probability mass on repeats. Prints one JSON line per policy mode (sampled / greedy):
+policy's probability mass on repeats. Prints one JSON line per policy mode (sampled / greedy), then one for the critic
+acting on its own (`critic_argmax`: the argmax of its Q given the episode so far; its repeats and return):
 
     python benchmarks/critic_vs_actor.py --env BattleshipEasy --epochs 10 --seed 0
     python benchmarks/critic_vs_actor.py --env BattleshipEasy --epochs 10 --discrete_clip 1e-6 1
 
-`frac_steps_critic_argmax_repeat` near 0 with `policy_mass_on_repeats` near 1 means the critic ranks the actions
-right and the actor does not follow it (docs/results/popgym_campaign.md).
+`frac_steps_critic_argmax_repeat` near 0 with `policy_mass_on_repeats` near 1 says the critic ranks the actions
+right on the actor's own rollouts; only the `critic_argmax` line says whether it has learned not to repeat
+(on BattleshipEasy it has not: it learned which cells the actor repeats, docs/results/popgym_campaign.md).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from torchrl.envs.utils import step_mdp  # noqa: E402
 
 from torchrl_amago.trainers import AMAGOTrainer  # noqa: E402
 
@@ -93,6 +97,43 @@ def measure(trainer: AMAGOTrainer, steps: int, deterministic: bool | None) -> di
             "return_per_env": round(float(ro["next", "reward"].reshape(E, T).sum(1).mean()), 3)}
 
 
+@torch.no_grad()
+def critic_rollout(trainer: AMAGOTrainer, steps: int):
+    """Roll out the critic as a policy: at every step the argmax of its mean Q (gamma 0.999) given the episode so far,
+    the first step uniformly random. Returns the rollout [E, steps]."""
+    loss = trainer.loss.eval()
+    env = trainer.eval_env
+    torch.manual_seed(1)
+    td = env.reset()
+    history = []
+    for t in range(steps):
+        step = td.clone()
+        if t == 0:
+            step = env.rand_action(step)
+        else:
+            ro = torch.stack(history, dim=1)
+            ro["mask"] = torch.ones(ro.shape, dtype=torch.bool)
+            s = loss._backbone(ro, ro["mask"])[:, -1:]  # the state after the last step: [E, 1, D]
+            q = loss._critic(loss.critic_head_params, s).float()[:, 0, ..., -1, :].mean(-2)  # [E, A]
+            step["action"] = torch.nn.functional.one_hot(q.argmax(-1), q.shape[-1]).to(env.action_spec.dtype)
+        step = env.step(step)
+        history.append(step)
+        td = step_mdp(step)
+    return torch.stack(history, dim=1)
+
+
+def critic_greedy(trainer: AMAGOTrainer, steps: int) -> dict:
+    """The critic acting on its own (`critic_rollout`): its share of repeats and its return. Against the actor's,
+    this says whether the critic has learned not to repeat."""
+    ro = critic_rollout(trainer, steps)
+    index = ro["action"].argmax(-1)
+    E, T = index.shape
+    repeat = earlier_actions(index, ro["action"].shape[-1])
+    took_repeat = repeat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    return {"policy": "critic_argmax", "frac_actions_repeats": round(float(took_repeat[:, 1:].float().mean()), 3),
+            "return_per_env": round(float(ro["next", "reward"].reshape(E, T).sum(1).mean()), 3)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="BattleshipEasy")
@@ -106,6 +147,8 @@ def main(argv=None) -> int:
         for deterministic in (None, True):
             print(json.dumps({"env": args.env, "epochs": args.epochs, "seed": args.seed, "extra": args.extra,
                               **measure(trainer, args.steps, deterministic)}), flush=True)
+        print(json.dumps({"env": args.env, "epochs": args.epochs, "seed": args.seed, "extra": args.extra,
+                          **critic_greedy(trainer, args.steps)}), flush=True)
         trainer.close()
     return 0
 

@@ -36,16 +36,19 @@ def extra(p):
     p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
 
 
+def defaults(run_name: str, seq: int) -> dict:  # one game of `seq` steps; benchmarks/no_repeat.py reads it too
+    return cpu_preset(run_name=run_name, max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8, grads_per_epoch=60,
+                      epochs=30, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0,
+                      tau=0.0025)
+
+
 def main(argv=None):
     a = example_args(extra, argv)
     if a.multidomain:
         return multidomain_main(a, argv)
     # the whole episode is the context, as the original (--max_seq_len 2000); games without a fixed length: 256
-    ep_len = popgym_episode_length(a.env) if available("popgym") and a.env in popgym_env_names() else None
-    seq = ep_len + 1 if ep_len else 256
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name=f"popgym_{a.env}", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8, grads_per_epoch=60,
-        epochs=30, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0, tau=0.0025))
+    seq = (popgym_episode_length(a.env) or 255) + 1 if available("popgym") and a.env in popgym_env_names() else 256
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=defaults(f"popgym_{a.env}", seq))
     require("popgym", "popgym", "examples/03_popgym.py")
 
     def make_env(n):
@@ -60,10 +63,8 @@ def multidomain_main(a, argv=None):
     games, trial, num_actions = a.games, None, a.num_actions
     if available("popgym"):
         games, trial, num_actions = multidomain_popgym_layout(a.games, a.warmup_episodes, a.num_actions)
-    # the whole trial is the context (the original: max_seq_len 2000, learnable pos-emb over 2000 steps).
-    # Measured on CPU (docs/domains/popgym.md): rotary positions learn RepeatPrevious with the warm-up episode where
-    # fixed / learnable ones stay at chance; 300 updates per 8 trials = 2.8 env steps per update (the original: 12;
-    # 60-150 updates per epoch did not learn here in sessions 2-3)
+    # the whole trial is the context (the original: 2000 steps). On CPU (docs/domains/popgym.md) rotary positions and
+    # 300 updates per 8 trials (2.8 env steps per update; the original 12) learn where the alternatives stayed at chance
     seq = min(trial + 1, 2000) if trial else 2000
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name="popgym_multidomain", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8,
@@ -73,8 +74,7 @@ def multidomain_main(a, argv=None):
     require("popgym", "popgym", "examples/03_popgym.py --multidomain")
 
     def make_env(n):
-        base = make_multidomain_popgym_env(n, games, warmup_episodes=args.warmup_episodes, num_actions=num_actions)
-        return make_amago_env(base)
+        return make_amago_env(make_multidomain_popgym_env(n, games, args.warmup_episodes, num_actions=num_actions))
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="MultiDomainPOPGym", task_names=games,
                            rollout_horizon=trial)

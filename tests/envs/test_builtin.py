@@ -275,3 +275,46 @@ def test_meta_trial_keeps_builtin_task_across_soft_resets():
     g = goal_seen[soft].view(16, 2, 3)
     assert (g != 0).all() and (g == g[..., :1]).all()  # same goal within each trial
     assert (g[:, 0, 0] != g[:, 1, 0]).any()  # trials redraw it
+
+
+# ---------------------------------------------------------------- No-repeat
+@pytest.mark.parametrize("n", [None, 1, 64])
+def test_no_repeat_specs(n):
+    from torchrl_amago.envs import NoRepeat
+
+    check_env_specs(NoRepeat(n, num_actions=5, seed=0))
+    check_env_specs(make_amago_env(NoRepeat(n, num_actions=5, seed=0, categorical_action_encoding=True)))
+    with pytest.raises(ValueError, match="num_actions"):
+        NoRepeat(n, num_actions=1)
+
+
+def test_no_repeat_pays_fresh_actions_only_and_ends_after_num_actions_steps():
+    from torchrl_amago.envs import NoRepeat
+
+    env = NoRepeat(3, num_actions=4)
+    env.reset()
+    paid, ends, times = [], [], []
+    for actions in ([0, 2, 3], [1, 2, 3], [0, 2, 1], [3, 2, 0]):
+        nxt = step(env, actions)
+        paid.append(nxt["reward"].squeeze(-1).tolist())
+        ends.append(nxt["terminated"].squeeze(-1).tolist())
+        times.append(nxt["observation"].squeeze(-1).tolist())
+    assert paid == [[0.25] * 3, [0.25, 0.0, 0.0], [0.0, 0.0, 0.25], [0.25, 0.0, 0.25]]
+    assert ends == [[False] * 3] * 3 + [[True] * 3]
+    assert times == [[0.25] * 3, [0.5] * 3, [0.75] * 3, [1.0] * 3]
+    # a partial reset restarts env 1 only: its next action is fresh again, env 0's repeat is not
+    env.reset(TensorDict({"_reset": torch.tensor([[False], [True], [False]])}, [3]))
+    assert step(env, [0, 2, 1])["reward"].squeeze(-1).tolist() == [0.0, 0.25, 0.0]
+
+
+def test_no_repeat_random_policy_scores_its_closed_form():
+    from torchrl_amago.envs.builtin.no_repeat import NoRepeat, random_return
+
+    K, n = 8, 4096
+    env = NoRepeat(n, num_actions=K, seed=0)
+    torch.manual_seed(0)
+    ro = env.rollout(K, break_when_any_done=False)  # uniform random actions from the spec
+    returns = ro["next", "reward"].sum(1).squeeze(-1)
+    assert random_return(K) == pytest.approx(0.6564, abs=1e-4)
+    assert float(returns.mean()) == pytest.approx(random_return(K), abs=0.01)
+    assert float(returns.max()) <= 1.0 and bool(ro["next", "done"][:, -1].all())

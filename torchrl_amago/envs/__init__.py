@@ -1,5 +1,5 @@
 """Env side of torchrl_amago: AMAGO's per-step format as TorchRL transforms, exploration modules, builtin envs."""
-from .builtin import DarkKeyDoor, MazeRunner, MetaFrozenLake, TMaze, mazerunner_relabel_rewards
+from .builtin import DarkKeyDoor, MazeRunner, MetaFrozenLake, NoRepeat, TMaze, mazerunner_relabel_rewards
 from .checks import check_alignment, check_amago_env
 from .exploration import BilevelEpsilonGreedy, EpsilonGreedy, TMazeExploration
 from .transforms import (BOOKKEEPING_KEYS, EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY,
@@ -9,4 +9,4 @@ from .transforms import (BOOKKEEPING_KEYS, EPISODE_COUNT_KEY, EPISODE_END_KEY, E
 __all__ = ["check_amago_env", "check_alignment", "PrevActionReward", "EpisodeTime", "MetaTrial", "make_amago_env", "episode_stats_spec",
            "BOOKKEEPING_KEYS", "EPISODE_END_KEY", "EPISODE_RETURN_KEY", "EPISODE_COUNT_KEY", "EPISODE_SUCCESS_KEY",
            "SOFT_RESET_KEY", "TASK_ID_KEY", "EpsilonGreedy", "BilevelEpsilonGreedy", "TMazeExploration",
-           "TMaze", "MetaFrozenLake", "DarkKeyDoor", "MazeRunner", "mazerunner_relabel_rewards"]
+           "TMaze", "MetaFrozenLake", "DarkKeyDoor", "NoRepeat", "MazeRunner", "mazerunner_relabel_rewards"]

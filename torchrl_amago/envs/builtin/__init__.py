@@ -3,7 +3,8 @@ from ._base import BatchedTorchEnv
 from .frozen_lake import MetaFrozenLake, random_lake_maps
 from .key_door import DarkKeyDoor
 from .mazerunner import MazeRunner, mazerunner_relabel_rewards, random_maze
+from .no_repeat import NoRepeat
 from .tmaze import TMaze
 
 __all__ = ["BatchedTorchEnv", "TMaze", "MetaFrozenLake", "DarkKeyDoor", "MazeRunner", "mazerunner_relabel_rewards",
-           "random_maze", "random_lake_maps"]
+           "NoRepeat", "random_maze", "random_lake_maps"]
