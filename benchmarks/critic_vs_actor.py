@@ -64,6 +64,12 @@ def earlier_actions(index: torch.Tensor, num_actions: int) -> torch.Tensor:
     return seen
 
 
+def share_of_repeats(index: torch.Tensor, num_actions: int) -> float:
+    """[E, T] action indices -> the share of steps after the first whose action was taken earlier in the rollout."""
+    taken = earlier_actions(index, num_actions).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    return round(float(taken[:, 1:].float().mean()), 3)
+
+
 @torch.no_grad()
 def measure(trainer: AMAGOTrainer, steps: int, deterministic: bool | None) -> dict:
     loss = trainer.loss.eval()
@@ -83,7 +89,6 @@ def measure(trainer: AMAGOTrainer, steps: int, deterministic: bool | None) -> di
     both = repeat.any(-1) & (~repeat).any(-1)  # steps with repeats and fresh actions
     q_rep = (q * repeat).sum(-1)[both] / repeat.sum(-1)[both]
     q_new = (q * ~repeat).sum(-1)[both] / (~repeat).sum(-1)[both]
-    took_repeat = repeat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     return {"policy": "greedy" if deterministic else "sampled",
             "mean_Q_repeats": round(float(q_rep.mean()), 4), "mean_Q_fresh": round(float(q_new.mean()), 4),
             "frac_steps_Q_repeats_below_fresh": round(float((q_rep < q_new).float().mean()), 3),
@@ -92,7 +97,7 @@ def measure(trainer: AMAGOTrainer, steps: int, deterministic: bool | None) -> di
             "frac_steps_policy_argmax_is_critic_argmax": round(float((probs.argmax(-1) == q.argmax(-1))[both]
                                                                      .float().mean()), 3),
             "policy_mass_on_repeats": round(float((probs * repeat).sum(-1)[both].mean()), 3),
-            "frac_actions_repeats": round(float(took_repeat[:, 1:].float().mean()), 3),
+            "frac_actions_repeats": share_of_repeats(index, A),
             "policy_entropy": round(float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()), 3),
             "return_per_env": round(float(ro["next", "reward"].reshape(E, T).sum(1).mean()), 3)}
 
@@ -127,11 +132,8 @@ def critic_greedy(trainer: AMAGOTrainer, steps: int) -> dict:
     this says whether the critic has learned not to repeat."""
     ro = critic_rollout(trainer, steps)
     index = ro["action"].argmax(-1)
-    E, T = index.shape
-    repeat = earlier_actions(index, ro["action"].shape[-1])
-    took_repeat = repeat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    return {"policy": "critic_argmax", "frac_actions_repeats": round(float(took_repeat[:, 1:].float().mean()), 3),
-            "return_per_env": round(float(ro["next", "reward"].reshape(E, T).sum(1).mean()), 3)}
+    return {"policy": "critic_argmax", "frac_actions_repeats": share_of_repeats(index, ro["action"].shape[-1]),
+            "return_per_env": round(float(ro["next", "reward"].sum(-2).mean()), 3)}
 
 
 def main(argv=None) -> int:

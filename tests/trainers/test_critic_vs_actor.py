@@ -21,6 +21,8 @@ def test_repeats_are_the_actions_taken_earlier_in_the_rollout():
     seen = _script().earlier_actions(torch.tensor([[2, 0, 2, 1]]), 3)
     assert seen[0].tolist() == [[False, False, False], [False, False, True], [True, False, True],
                                 [True, False, True]]
+    # steps after the first: env 0 repeats once of 3 (the second 2), env 1 three times of 3
+    assert _script().share_of_repeats(torch.tensor([[2, 0, 2, 1], [1, 1, 1, 1]]), 3) == round(4 / 6, 3)
 
 
 def test_tiny_battleship_run(capsys):
