@@ -17,7 +17,6 @@ right on the actor's own rollouts; only the `critic_argmax` line says whether it
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -25,7 +24,9 @@ import tempfile
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import ROOT, load_example  # noqa: E402
+
 sys.path.insert(0, ROOT)
 
 from torchrl.envs.utils import step_mdp  # noqa: E402
@@ -35,9 +36,7 @@ from torchrl_amago.trainers import AMAGOTrainer  # noqa: E402
 
 def train(env: str, epochs: int, seed: int, extra: list[str], buffer_dir: str) -> AMAGOTrainer:
     """The example's trainer after `epochs` epochs (no final eval)."""
-    spec = importlib.util.spec_from_file_location("example_03", os.path.join(ROOT, "examples", "03_popgym.py"))
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("03_popgym")
     held = {}
 
     def run(self, *args, **kwargs):

@@ -15,22 +15,16 @@ loaded into it); `--eval_envs` (default 2) episodes are run per target. The exam
 per target before the result line. Needs ``pip install "gymnasium[mujoco]"``.
 """
 import argparse
-import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from torchrl_amago.envs.libs.half_cheetah_vel import make_half_cheetah_vel_gym
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "12_half_cheetah_vel.py")
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("example_12_half_cheetah_vel", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import load_example  # noqa: E402
 
 
 def main(argv=None):
@@ -42,7 +36,7 @@ def main(argv=None):
     a, example_flags = p.parse_known_args(argv)
     if not os.path.exists(os.path.join(a.run_dir, "ckpts", "latest.pt")):
         raise FileNotFoundError(f"{a.run_dir} has no ckpts/latest.pt: give the folder of a finished or stopped run")
-    example = load_example()
+    example = load_example("12_half_cheetah_vel")
     out = {}
     with tempfile.TemporaryDirectory() as scratch:
         for v in a.targets:

@@ -14,7 +14,6 @@ with are in docs/results (`04_tmaze10_cpu_seed*_vs_cuda.csv`, `03_vocp_packed_se
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -25,25 +24,17 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import ROOT, column, read_metrics  # noqa: E402
+
 TASKS = {  # name -> (example command, eval return that counts as solved or None)
     "tmaze10": (["examples/04_tmaze.py", "--horizon", "10", "--epochs", "30"], 1.0),
     "vocp": (["examples/03_popgym.py", "--env", "VelocityOnlyCartPoleEasy"], None),
 }
 
 
-def read_curve(path: str) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _column(rows: list[dict], key: str) -> list[tuple[float, float]]:
-    """(grad_steps, value) for the rows that logged `key`."""
-    return [(float(r["grad_steps"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-
-
 def summarize_run(rows: list[dict], solved: float | None) -> dict:
-    evals, train = _column(rows, "eval/return"), _column(rows, "train/return")
+    evals, train = column(rows, "eval/return"), column(rows, "train/return")
     first = next((step for step, v in evals if solved is not None and v >= solved - 1e-6), None)
     return {"final_eval_return": evals[-1][1] if evals else None,
             "last_train_return": train[-1][1] if train else None,
@@ -63,7 +54,7 @@ def run_one(task: str, seed: int, args, work: str) -> dict:
     curve = os.path.join(work, name, "logs", "metrics.csv")
     if proc.returncode != 0 or not os.path.exists(curve):
         return {**rec, "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
-    rec.update(summarize_run(read_curve(curve), solved))
+    rec.update(summarize_run(read_metrics(curve), solved))
     os.makedirs(args.out, exist_ok=True)
     rec["curve"] = shutil.copy(curve, os.path.join(args.out, f"{name}_{args.device.replace(':', '')}.csv"))
     return rec

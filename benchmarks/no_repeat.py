@@ -14,34 +14,20 @@ random policy's by `--margin` after the lowest one.
 from __future__ import annotations
 
 import argparse
-import csv
-import importlib.util
 import json
 import os
 import shutil
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import ROOT, column, load_example, read_metrics  # noqa: E402
+
 sys.path.insert(0, ROOT)
 
 from torchrl_amago.envs import NoRepeat, make_amago_env  # noqa: E402
 from torchrl_amago.envs.builtin.no_repeat import random_return  # noqa: E402
 from torchrl_amago.trainers import AMAGOTrainer, parse_config  # noqa: E402
-
-
-def example_03_defaults(run_name: str, seq: int) -> dict:
-    spec = importlib.util.spec_from_file_location("example_03", os.path.join(ROOT, "examples", "03_popgym.py"))
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    return example.defaults(run_name, seq)
-
-
-def train_returns(metrics_csv: str) -> list[tuple[int, float]]:
-    """(updates, mean training return) per epoch, from a run's metrics.csv."""
-    with open(metrics_csv) as f:
-        return [(int(float(r["grad_steps"])), float(r["train/return"])) for r in csv.DictReader(f)
-                if r.get("train/return")]
 
 
 def summarise(curve: list[tuple[int, float]], baseline: float, margin: float) -> dict:
@@ -58,7 +44,7 @@ def run(num_actions: int, seed: int, margin: float, trainer_argv: list[str], buf
     run_name = f"no_repeat{num_actions}_seed{seed}"
     argv = ["--seed", str(seed), "--buffer_dir", buffer_dir, "--run_name", run_name, "--no-progress_bar",
             *trainer_argv]
-    cfg, args = parse_config(__doc__, argv=argv, defaults=example_03_defaults(run_name, seq))
+    cfg, args = parse_config(__doc__, argv=argv, defaults=load_example("03_popgym").defaults(run_name, seq))
 
     def make_env(n):
         return make_amago_env(NoRepeat(n, num_actions=num_actions))
@@ -66,7 +52,7 @@ def run(num_actions: int, seed: int, margin: float, trainer_argv: list[str], buf
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"NoRepeat{num_actions}")
     summary = trainer.run("no_repeat", final_eval_timesteps=4 * num_actions)
     metrics = os.path.join(buffer_dir, run_name, "logs", "metrics.csv")
-    curve = train_returns(metrics)
+    curve = [(int(u), r) for u, r in column(read_metrics(metrics), "train/return")]
     if curves_dir:
         os.makedirs(curves_dir, exist_ok=True)
         shutil.copyfile(metrics, os.path.join(curves_dir, f"{run_name}.csv"))

@@ -1,0 +1,28 @@
+"""What the benchmarks read from the repository's examples and from a finished run: an example loaded as a module
+(its `main`, its `defaults`), and a run's `metrics.csv` as rows and (updates, value) columns."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_example(name: str):
+    """`examples/<name>.py` as a module (e.g. "03_popgym")."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_metrics(path: str) -> list[dict]:
+    """A run's `logs/metrics.csv`, one dict per record (a key a record did not log holds "")."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    """(grad_steps, value) for the records that logged `key`."""
+    return [(float(r["grad_steps"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
