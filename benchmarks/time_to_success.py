@@ -13,7 +13,6 @@ it failed). Runs go one at a time, so they do not share the cores.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -25,18 +24,20 @@ import sys
 import tempfile
 import time
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "04_tmaze.py")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import ROOT, read_metrics  # noqa: E402
+
+EXAMPLE = os.path.join(ROOT, "examples", "04_tmaze.py")
 
 
 def first_success(metrics: str) -> dict | None:
     if not os.path.exists(metrics):
         return None
-    with open(metrics) as f:
-        for row in csv.DictReader(f):
-            ok = row.get("eval/success") or ""
-            if ok and float(ok) >= 1.0:
-                return {"grad_steps": int(float(row["grad_steps"])), "env_steps": int(float(row["env_steps"])),
-                        "epoch": row.get("epoch")}
+    for row in read_metrics(metrics):
+        ok = row.get("eval/success") or ""
+        if ok and float(ok) >= 1.0:
+            return {"grad_steps": int(float(row["grad_steps"])), "env_steps": int(float(row["env_steps"])),
+                    "epoch": row.get("epoch")}
     return None
 
 
@@ -45,11 +46,10 @@ def how_it_ended(metrics: str, returncode: int | None, stderr_path: str) -> dict
     success values and, when it failed, the last lines of its stderr."""
     out: dict = {"returncode": returncode, "grad_steps": 0, "eval_success": []}
     if os.path.exists(metrics):
-        with open(metrics) as f:
-            for row in csv.DictReader(f):
-                out["grad_steps"] = int(float(row["grad_steps"]))
-                if row.get("eval/success"):
-                    out["eval_success"].append(round(float(row["eval/success"]), 3))
+        for row in read_metrics(metrics):
+            out["grad_steps"] = int(float(row["grad_steps"]))
+            if row.get("eval/success"):
+                out["eval_success"].append(round(float(row["eval/success"]), 3))
     if returncode:
         with open(stderr_path, errors="replace") as f:
             out["stderr_tail"] = [ln.rstrip() for ln in f.readlines()[-8:]]

@@ -1,20 +1,18 @@
 """benchmarks/critic_vs_actor.py: which actions count as repeats, and a tiny run end to end."""
-import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from tests.examples.test_examples_smoke import load_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("critic_vs_actor", os.path.join(ROOT, "benchmarks",
-                                                                                  "critic_vs_actor.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(Path(ROOT) / "benchmarks" / "critic_vs_actor.py", "critic_vs_actor")
 
 
 def test_repeats_are_the_actions_taken_earlier_in_the_rollout():

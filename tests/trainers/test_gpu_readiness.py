@@ -2,10 +2,10 @@
 stand-in `flash_attn` module), Mamba's error, acting on another device, and benchmarks/gpu_suite.py's behaviour."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +16,8 @@ from torchrl_amago.modules.trajectory import TransformerTrajEncoder
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
 from torchrl_amago.trainers.device import OnDevice, autocast_dtype, on_device
 from torchrl_amago.trainers.distributed import setup_distributed
+
+from tests.examples.test_examples_smoke import load_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -116,10 +118,7 @@ def test_on_device_wrapper_acts_like_the_policy():
 
 
 def _gpu_suite():
-    spec = importlib.util.spec_from_file_location("gpu_suite", os.path.join(ROOT, "benchmarks", "gpu_suite.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(Path(ROOT) / "benchmarks" / "gpu_suite.py", "gpu_suite")
 
 
 def test_gpu_suite_without_cuda_exits_with_a_message(monkeypatch, capsys):

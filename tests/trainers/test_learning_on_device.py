@@ -1,18 +1,16 @@
 """benchmarks/learning_on_device.py: the per-run numbers come from the run's curve, and a tiny run works end to end
 (on the CPU here; the script exists for `--device cuda`)."""
-import importlib.util
 import json
 import os
+from pathlib import Path
+
+from tests.examples.test_examples_smoke import load_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("learning_on_device",
-                                                  os.path.join(ROOT, "benchmarks", "learning_on_device.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(Path(ROOT) / "benchmarks" / "learning_on_device.py", "learning_on_device")
 
 
 def test_run_summary_reads_the_curve():

@@ -3,19 +3,18 @@
 The learning test is the CI guard for the failure seen on BattleshipEasy / ConcentrationEasy: there the policy
 collapses onto a few actions and repeats them (below a random policy). With 8 actions the agent dips below random,
 then learns to take every action once (docs/results/no_repeat.md); ~1 min."""
-import importlib.util
 import os
+from pathlib import Path
 
 import pytest
+
+from tests.examples.test_examples_smoke import load_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("no_repeat", os.path.join(ROOT, "benchmarks", "no_repeat.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(Path(ROOT) / "benchmarks" / "no_repeat.py", "no_repeat")
 
 
 def test_summary_finds_the_lowest_point_and_the_first_update_above_random_after_it():
