@@ -282,12 +282,14 @@ def test_parameter_counts_match_original_defaults():
 def test_trajectory_encoder_module_on_tensordict():
     torch.manual_seed(0)
     enc = _transformer(16).eval()
-    mod = TrajectoryEncoderModule(enc)
+    mod = TrajectoryEncoderModule(enc, default_recurrent_mode=True)  # sequence mode outside a loss too
     B, T = 2, 5
     td = TensorDict({"tstep_emb": torch.randn(B, T, D_IN),
                      "time_idx": torch.arange(T).expand(B, T).unsqueeze(-1).clone()}, batch_size=[B, T])
     out = mod(td)
-    assert mod.in_keys == ["tstep_emb", "time_idx"] and mod.out_keys == ["state_emb"]
+    state = ["recurrent_state_k", "recurrent_state_v", "recurrent_state_length"]
+    assert mod.in_keys == ["tstep_emb", "time_idx", *state, "is_init"]
+    assert mod.out_keys == ["state_emb", *(("next", k) for k in state)]
     torch.testing.assert_close(out["state_emb"], enc(td["tstep_emb"], td["time_idx"].squeeze(-1)))
     bad = TensorDict({"tstep_emb": torch.randn(B, T, D_IN), "time_idx": torch.zeros(B, T, 2, dtype=torch.long)},
                      batch_size=[B, T])

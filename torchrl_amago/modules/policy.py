@@ -13,7 +13,8 @@ from torch import nn
 from .. import keys as K
 from ..spaces import ActionSpace
 from .trajectory.adapters import RecurrentSequenceModule, as_sequence_module, is_torchrl_recurrent
-from .trajectory.base import TrajectoryEncoder, TrajectoryEncoderModule
+from .trajectory.base import TrajectoryEncoder
+from .trajectory.module import TrajectoryEncoderModule
 
 _DETERMINISTIC = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN, InteractionType.MEDIAN)
 
@@ -31,8 +32,15 @@ class AMAGOPolicy(TensorDictModuleBase):
     continuous, float 0/1 for multi-binary).
 
     The trajectory encoder may be any memory of `trajectory/adapters.py`:
-    - a `TrajectoryEncoder`: its per-env state (KV cache, RNN state) lives on the policy, not in the tensordict,
-      so it is neither stored by the collector nor part of `state_dict()`;
+    - a `TrajectoryEncoder`: by default its per-env state (KV cache, RNN state) lives on the policy, not in the
+      tensordict, so it is neither stored by the collector nor part of `state_dict()`. The policy keeps one state per
+      number of envs it has acted for, so an evaluation rollout on another number of envs (TorchRL's
+      `LogValidationReward(policy_exploration=policy)`) leaves the training envs' memory alone; two rollouts with
+      the same number of envs cannot be told apart: give one of them `fresh_copy()`, or use `tensordict_state`;
+    - with `tensordict_state=True`, the same encoder keeps its state in TensorDict entries instead
+      (`TrajectoryEncoderModule` in step mode: read at the root, the next state written under `"next"`; put
+      `policy.make_tensordict_primer()` on every env that it acts in), so any number of rollouts and collectors can
+      share the policy; each step copies the state, and collectors store it with every frame;
     - TorchRL's `LSTMModule` / `GRUModule` (in_key = the timestep encoder's out key): the TorchRL way, the state
       is read from the tensordict and the next state written under `"next"`; put `policy.make_tensordict_primer()`
       on the env (`AMAGOTrainer` does);
@@ -48,7 +56,8 @@ class AMAGOPolicy(TensorDictModuleBase):
 
     def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, actor_head: nn.Module,
                  action_space: ActionSpace, *, time_key=K.TIME_IDX, init_key=K.IS_INIT, action_key=K.ACTION,
-                 eval_when_acting: bool = True, deterministic: bool | None = None, params_key=None):
+                 eval_when_acting: bool = True, deterministic: bool | None = None, params_key=None,
+                 tensordict_state: bool = False):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
             raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")
@@ -59,6 +68,10 @@ class AMAGOPolicy(TensorDictModuleBase):
         as_sequence_module(trajectory_encoder)  # raises, naming the wrapper to use, for anything not accepted
         self._memory_kind = ("encoder" if isinstance(trajectory_encoder, TrajectoryEncoder) else
                              "torchrl_rnn" if is_torchrl_recurrent(trajectory_encoder) else "feedforward")
+        if tensordict_state and self._memory_kind != "encoder":
+            raise ValueError(f"tensordict_state=True is for torchrl_amago's TrajectoryEncoders; "
+                             f"{type(trajectory_encoder).__name__} keeps its state where it always does")
+        self.tensordict_state = bool(tensordict_state)
         self.timestep_encoder = timestep_encoder
         self.trajectory_encoder = trajectory_encoder
         self.actor_head = actor_head
@@ -81,37 +94,48 @@ class AMAGOPolicy(TensorDictModuleBase):
         self.params_key = params_key
         self.out_keys = [action_key] + ([params_key] if params_key is not None else [])
         self._params: torch.Tensor | None = None  # the last step's actor params, while params_key is set
-        self._state_keys: list = []  # TorchRL recurrent modules: the hidden-state keys read at the root
+        self._state_keys: list = []  # state in TensorDict entries: the keys read at the root
+        # the module that steps a memory whose state lives in the tensordict (not a submodule: the state_dict stays
+        # the three modules; it holds the same encoder)
+        self.__dict__["_td_memory"] = None
         if self._memory_kind == "torchrl_rnn":
             if trajectory_encoder.in_keys[0] != self._tstep_key:
                 raise ValueError(f"{type(trajectory_encoder).__name__} reads {trajectory_encoder.in_keys[0]!r} but the "
                                  f"timestep encoder writes {self._tstep_key!r}: build it with in_key={self._tstep_key!r}")
+            self.__dict__["_td_memory"] = trajectory_encoder
             self._state_keys = [k for k in trajectory_encoder.in_keys[1:] if k != K.IS_INIT]
+        elif self.tensordict_state:
+            self.__dict__["_td_memory"] = TrajectoryEncoderModule(
+                trajectory_encoder, in_key=self._tstep_key, time_key=time_key, init_key=K.IS_INIT,  # `sub`'s keys
+                default_recurrent_mode=False)
+            self._state_keys = list(self._td_memory.state_keys)
+        if self._td_memory is not None:
             self.in_keys += self._state_keys
-            self.out_keys += list(trajectory_encoder.out_keys[1:])
+            self.out_keys += list(self._td_memory.out_keys[1:])
         elif self._memory_kind == "feedforward":
             self._ff_out_key = trajectory_encoder.out_keys[0]
-        self._state: Any = None
+        self._states: dict[int, Any] = {}  # the policy's own acting state, one per number of envs
+        self._last_n: int | None = None
         # bumped by whoever pushes new weights to copies of this policy (trainers: before every push to collector
         # workers); it travels with the weights, and a copy that sees a new value drops its acting caches, whose
         # keys cannot see weights written into shared memory by another process (see `clear_weight_caches`)
         self.register_buffer("weights_version", torch.zeros((), dtype=torch.long), persistent=False)
         self._seen_weights_version = 0
         self._clears_left = 0
-        self._state_n: int | None = None
         self._next_state: dict = {}
         self._mode_cache: tuple | None = None  # (ids of the 3 submodules, flat module list or None)
 
     # ------------------------------------------------------------------ state
     def make_tensordict_primer(self):
-        """The env transform that creates the memory's state keys (TorchRL recurrent modules), else None."""
-        if self._memory_kind != "torchrl_rnn":
+        """The env transform that creates the memory's state entries (TorchRL recurrent modules, or
+        `tensordict_state=True`), else None."""
+        if self._td_memory is None:
             return None
-        return self.trajectory_encoder.make_tensordict_primer()
+        return self._td_memory.make_tensordict_primer()
 
     def reset_state(self) -> None:
-        """Forget every env's context (the next call allocates a fresh state)."""
-        self._state, self._state_n = None, None
+        """Forget every env's context, for every number of envs (the next call allocates a fresh state)."""
+        self._states, self._last_n = {}, None
         self._mode_cache = None
 
     def fresh_copy(self) -> "AMAGOPolicy":
@@ -119,11 +143,12 @@ class AMAGOPolicy(TensorDictModuleBase):
         return AMAGOPolicy(self.timestep_encoder, self.trajectory_encoder, self.actor_head, self.action_space,
                            time_key=self.time_key, init_key=self.init_key, action_key=self.action_key,
                            eval_when_acting=self.eval_when_acting, deterministic=self.deterministic,
-                           params_key=self.params_key)
+                           params_key=self.params_key, tensordict_state=self.tensordict_state)
 
     @property
     def state(self) -> Any:
-        return self._state
+        """The policy's own acting state for the number of envs it acted for last (None before any step)."""
+        return self._states.get(self._last_n)
 
     # ------------------------------------------------------------------ acting
     def _get(self, td: TensorDictBase, key, hint: str) -> torch.Tensor:
@@ -213,12 +238,13 @@ class AMAGOPolicy(TensorDictModuleBase):
         """One step of the trajectory encoder for n envs -> state embedding [n, D]."""
         dev = tstep.device
         enc = self.trajectory_encoder
-        if self._memory_kind == "encoder":
-            if self._state is None or self._state_n != n:
-                self._state = enc.init_state(n, dev)
-                self._state_n = n
-            self._state = enc.reset_state(self._state, is_init.to(dev))
-            state_emb, self._state = enc.step(tstep, time_idx.to(dev), self._state)
+        if self._memory_kind == "encoder" and not self.tensordict_state:
+            state = self._states.get(n)
+            if state is None:
+                state = enc.init_state(n, dev)
+            state = enc.reset_state(state, is_init.to(dev))
+            state_emb, self._states[n] = enc.step(tstep, time_idx.to(dev), state)
+            self._last_n = n
             return state_emb
         sub = TensorDict({self._tstep_key: tstep, self.time_key: time_idx.to(dev).unsqueeze(-1),
                           K.IS_INIT: is_init.to(dev).unsqueeze(-1)}, batch_size=[n], device=dev)
@@ -230,10 +256,11 @@ class AMAGOPolicy(TensorDictModuleBase):
             val = flat.get(key, None)
             if val is not None:
                 sub.set(key, val.to(dev))
+        mem = self._td_memory
         with set_recurrent_mode(False):
-            out = enc(sub)
-        self._next_state = {key: out.get(key) for key in enc.out_keys[1:]}
-        return out.get(enc.out_keys[0])
+            out = mem(sub)
+        self._next_state = {key: out.get(key) for key in mem.out_keys[1:]}
+        return out.get(mem.out_keys[0])
 
     def _act(self, flat: TensorDictBase, time_idx: torch.Tensor, is_init: torch.Tensor, n: int) -> torch.Tensor:
         sub = flat.select(*self._tstep_in_keys, strict=False)  # keeps tstep_emb out of the env data

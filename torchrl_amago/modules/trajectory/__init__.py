@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from .adapters import RecurrentSequenceModule, as_sequence_module, encoder_emb_dim, is_torchrl_recurrent
-from .base import TrajectoryEncoder, TrajectoryEncoderModule
+from .base import TrajectoryEncoder
 from .feedforward import FFTrajEncoder, IdentityTrajEncoder
 from .mamba import MambaTrajEncoder
+from .module import TrajectoryEncoderModule
 from .recurrent import GRUTrajEncoder, LSTMTrajEncoder
 from .registry import ENCODERS, make_trajectory_encoder, register_trajectory_encoder, trajectory_encoder_names
 from .sigma_reparam import SigmaReparam

@@ -2,8 +2,9 @@
 
 Three kinds, one contract (``[B, T]`` causal pass in training, one step per env while acting, same outputs):
 
-- a :class:`TrajectoryEncoder` (ours): per-env acting state held by the policy, cleared where ``is_init``;
-  the loss runs it through :class:`TrajectoryEncoderModule`.
+- a :class:`TrajectoryEncoder` (ours): per-env acting state held by the policy (or, with
+  ``AMAGOPolicy(tensordict_state=True)``, in TensorDict entries as below), cleared where ``is_init``; the loss runs it
+  through :class:`TrajectoryEncoderModule`, which is also a TorchRL recurrent module of its own (``module.py``).
 - TorchRL's ``LSTMModule`` / ``GRUModule`` (``in_key`` = the timestep encoder's output, ``"tstep_emb"``): acting
   state lives in TensorDict keys (``module.make_tensordict_primer()`` on the env, as in any TorchRL pipeline;
   the policy writes the next state under ``"next"``); the loss runs it in recurrent mode through
@@ -21,7 +22,8 @@ from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 from ... import keys as K
-from .base import TrajectoryEncoder, TrajectoryEncoderModule
+from .base import TrajectoryEncoder
+from .module import TrajectoryEncoderModule
 
 
 def _torchrl_recurrent_types() -> tuple[type, ...]:
@@ -88,7 +90,9 @@ def as_sequence_module(module: nn.Module) -> TensorDictModuleBase:
     if isinstance(module, (TrajectoryEncoderModule, RecurrentSequenceModule)):
         return module
     if isinstance(module, TrajectoryEncoder):
-        return TrajectoryEncoderModule(module)
+        # sequence mode even outside a loss's forward; AMAGO's windows are one trial each (position 0 starts a fresh
+        # memory), so no per-batch check for trial starts inside a row (a host sync on CUDA)
+        return TrajectoryEncoderModule(module, default_recurrent_mode=True, split_trajectories=False)
     if is_torchrl_recurrent(module):
         return RecurrentSequenceModule(module)
     if isinstance(module, TensorDictModuleBase):

@@ -1,4 +1,4 @@
-"""Trajectory-encoder base class (sequence mode + step mode) and its TensorDict wrapper for the loss.
+"""Trajectory-encoder base class (sequence mode + step mode); `module.py` wraps it as a TorchRL recurrent module.
 
 Sequence mode runs a causal pass over `[B, T]` windows (training); step mode advances `N` envs by one
 timestep each with a per-env state (acting). Both must agree on the same inputs.
@@ -8,11 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
 from torch import nn
-
-from ... import keys as K
 
 
 def _check_inputs(x: torch.Tensor, time_idx: torch.Tensor, input_dim: int | None, batch_dims: int,
@@ -84,48 +80,31 @@ class TrajectoryEncoder(nn.Module):
         time_idx = check_step_inputs(x, time_idx, self.input_dim)
         return self.forward(x.unsqueeze(1), time_idx.unsqueeze(1)).squeeze(1), state
 
+    # ---- the step-mode state as named per-env tensors (TensorDict entries; `TrajectoryEncoderModule`)
+    def _stateless(self) -> bool:
+        return type(self).init_state is TrajectoryEncoder.init_state
 
-class TrajectoryEncoderModule(TensorDictModuleBase):
-    """Runs a `TrajectoryEncoder` in sequence mode on a `[B, T]` TensorDict (the loss uses it).
+    def _no_tensor_state(self, what: str):
+        return NotImplementedError(
+            f"{type(self).__name__} keeps a step-mode state but does not say how to store it in a TensorDict: "
+            f"implement `{what}` (with `state_shapes`, `state_to_tensors` and `state_from_tensors`) to act with "
+            "TrajectoryEncoderModule / AMAGOPolicy(tensordict_state=True), or act with AMAGOPolicy's own state")
 
-    Reads `in_key` ([B, T, D]) and `time_key` ([B, T, 1] or [B, T] int64) and writes `out_key`
-    ([B, T, emb_dim]). Extra leading batch dims are flattened into B and restored."""
+    def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """``{name: (per-env shape, dtype)}`` of the step-mode state written as TensorDict entries (no env dim).
+        An all-zero state must be the empty memory (a primer's default). Memory-free encoders: ``{}``."""
+        if self._stateless():
+            return {}
+        raise self._no_tensor_state("state_shapes")
 
-    def __init__(self, encoder: TrajectoryEncoder, in_key=K.TSTEP_EMB, time_key=K.TIME_IDX, out_key=K.STATE_EMB,
-                 segment_key=K.SEGMENT):
-        super().__init__()
-        self.encoder = encoder
-        self.in_key, self.time_key, self.out_key, self.segment_key = in_key, time_key, out_key, segment_key
-        self.in_keys = [in_key, time_key]
-        self.out_keys = [out_key]
+    def state_to_tensors(self, state: Any) -> dict[str, torch.Tensor]:
+        """The state of N envs as ``{name: [N, *shape]}`` (the names and shapes of `state_shapes`)."""
+        if self._stateless():
+            return {}
+        raise self._no_tensor_state("state_to_tensors")
 
-    @property
-    def emb_dim(self) -> int:
-        return self.encoder.emb_dim
-
-    @property
-    def packable(self) -> bool:
-        return self.encoder.packable
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        x = tensordict.get(self.in_key)
-        t = tensordict.get(self.time_key)
-        if x is None:
-            raise KeyError(f"TrajectoryEncoderModule: key {self.in_key!r} not found in the tensordict")
-        if t is None:
-            raise KeyError(f"TrajectoryEncoderModule: key {self.time_key!r} not found in the tensordict")
-        if x.ndim < 3:
-            raise ValueError(f"{self.in_key!r} must have shape [B, T, D] (sequence mode), got {tuple(x.shape)}")
-        lead = x.shape[:-1]
-        if t.shape == (*lead, 1):
-            t = t.squeeze(-1)
-        if t.shape != lead:
-            raise ValueError(f"{self.time_key!r} must have shape {tuple(lead)} or {(*lead, 1)}, got {tuple(t.shape)}")
-        segment = tensordict.get(self.segment_key, None)  # windows packed into rows (the loss's pack_windows)
-        kw = {} if segment is None else {"segment": segment.reshape(-1, segment.shape[-1])}
-        if kw and not self.encoder.packable:
-            raise ValueError(f"{type(self.encoder).__name__} cannot keep packed windows apart (packable=False); "
-                             f"drop the {self.segment_key!r} key or use AMAGOLoss(pack_windows='never')")
-        out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]), **kw)
-        tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
-        return tensordict
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> Any:
+        """Inverse of `state_to_tensors`. May return views of ``tensors`` that `step` then writes in place."""
+        if self._stateless():
+            return None
+        raise self._no_tensor_state("state_from_tensors")

@@ -49,6 +49,23 @@ class MambaTrajEncoder(TrajectoryEncoder):
             ssm[is_init] = 0
         return state
 
+    def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Per env and block i: ``conv_i`` ``[d_inner, d_conv]`` and ``ssm_i`` ``[d_inner, d_state]``."""
+        dtype, out = self.inp.weight.dtype, {}
+        for i, block in enumerate(self.blocks):
+            out[f"conv_{i}"] = ((block.d_inner, block.d_conv), dtype)
+            out[f"ssm_{i}"] = ((block.d_inner, block.d_state), dtype)
+        return out
+
+    def state_to_tensors(self, state) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, (conv, ssm) in enumerate(state):
+            out[f"conv_{i}"], out[f"ssm_{i}"] = conv, ssm
+        return out
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]):
+        return [(tensors[f"conv_{i}"], tensors[f"ssm_{i}"]) for i in range(len(self.blocks))]
+
     def step(self, x: torch.Tensor, time_idx: torch.Tensor, state):
         check_step_inputs(x, time_idx, self.input_dim)
         h = self.inp(x).unsqueeze(1)

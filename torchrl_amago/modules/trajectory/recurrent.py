@@ -38,11 +38,26 @@ class _RNNTrajEncoder(TrajectoryEncoder):
         h, state = self.rnn(x.unsqueeze(1), state)
         return self.norm(self.out(h.squeeze(1))), state
 
+    # per env, the hidden state(s) as [n_layers, d_hidden] (TorchRL's LSTMModule / GRUModule layout)
+    _state_names: tuple[str, ...]
+
+    def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {name: ((self.n_layers, self.d_hidden), self.out.weight.dtype) for name in self._state_names}
+
+    def state_to_tensors(self, state) -> dict[str, torch.Tensor]:
+        parts = state if isinstance(state, tuple) else (state,)
+        return {name: p.transpose(0, 1) for name, p in zip(self._state_names, parts)}
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]):
+        parts = tuple(tensors[name].transpose(0, 1).contiguous() for name in self._state_names)
+        return parts if len(parts) > 1 else parts[0]
+
 
 class GRUTrajEncoder(_RNNTrajEncoder):
     """nn.GRU(d_hidden, n_layers) -> Linear(d_hidden, d_output) -> LayerNorm. State: h [n_layers, N, d_hidden]."""
 
     rnn_cls = nn.GRU
+    _state_names = ("h",)
 
     def init_state(self, batch_size: int, device=None) -> torch.Tensor:
         return self._zeros(batch_size, device)
@@ -56,6 +71,7 @@ class LSTMTrajEncoder(_RNNTrajEncoder):
     """nn.LSTM variant. State: (h, c), each [n_layers, N, d_hidden]."""
 
     rnn_cls = nn.LSTM
+    _state_names = ("h", "c")
 
     def init_state(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         return self._zeros(batch_size, device), self._zeros(batch_size, device)

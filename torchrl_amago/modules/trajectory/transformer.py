@@ -282,6 +282,22 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         state.lengths.masked_fill_(is_init, 0)
         return state
 
+    def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Per env: keys and values ``[layers, heads, max_seq_len, head_dim]`` and ``length`` ``[1]`` int64 (tokens
+        written since the last reset; 0 = empty cache)."""
+        kv = ((self.n_layers, self.n_heads, self.max_seq_len, self.head_dim), self.inp.weight.dtype)
+        return {"k": kv, "v": kv, "length": ((1,), torch.long)}
+
+    def state_to_tensors(self, state: KVCacheState) -> dict[str, torch.Tensor]:
+        return {"k": state.k.transpose(0, 1), "v": state.v.transpose(0, 1), "length": state.lengths.unsqueeze(-1)}
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> KVCacheState:
+        k, v, length = tensors["k"], tensors["v"], tensors["length"]
+        if k.shape[1:] != self.state_shapes()["k"][0] or v.shape != k.shape:
+            raise ValueError(f"KV cache entries must be [N, *{self.state_shapes()['k'][0]}] for this Transformer, got "
+                             f"k {tuple(k.shape)} and v {tuple(v.shape)}")
+        return KVCacheState(k.transpose(0, 1), v.transpose(0, 1), length.reshape(-1))
+
     def step(self, x: torch.Tensor, time_idx: torch.Tensor, state: KVCacheState) -> tuple[torch.Tensor, KVCacheState]:
         t = check_step_inputs(x, time_idx, self.input_dim)
         if not isinstance(state, KVCacheState):

@@ -1,0 +1,201 @@
+"""A `TrajectoryEncoder` as a TorchRL recurrent module: the two modes of TorchRL's ``LSTMModule`` / ``GRUModule``.
+
+- **step mode** (``recurrent_mode`` False, TorchRL's default; collectors): one new timestep per env, the acting
+  state (Transformer KV cache + length, RNN hidden state) read from TensorDict entries and the next state written
+  under ``"next"``; ``make_tensordict_primer()`` declares the entries on the env. The state is cleared where
+  ``is_init`` is True, so one module serves any number of envs and any collector.
+- **sequence mode** (``recurrent_mode`` True; TorchRL losses switch it on): one causal pass over ``[B, T]``.
+
+The mode is chosen as TorchRL's recurrent modules choose it: ``torchrl.modules.set_recurrent_mode`` when set, else
+``default_recurrent_mode``.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+
+from ... import keys as K
+from .base import TrajectoryEncoder
+
+#: default prefix of the state entries (TorchRL's recurrent modules use ``"recurrent_state_h"`` and so on)
+STATE_PREFIX = "recurrent_state"
+
+
+def _next(key: NestedKey) -> tuple:
+    return ("next", *(key if isinstance(key, tuple) else (key,)))
+
+
+class TrajectoryEncoderModule(TensorDictModuleBase):
+    """A `TrajectoryEncoder` (Transformer, GRU, LSTM, feed-forward, Mamba) as a TorchRL recurrent module.
+
+    Keys in: ``in_key`` (``"tstep_emb"``, ``[*, D]``), ``time_key`` (``"time_idx"``, ``[*, 1]`` int64), ``init_key``
+    (``"is_init"``, ``[*, 1]`` bool), and in step mode the state entries ``state_keys``: ``f"{state_prefix}_{name}"``
+    for each ``name`` of ``encoder.state_shapes()`` (Transformer: ``_k``, ``_v`` ``[*, layers, heads, max_seq_len,
+    head_dim]`` and ``_length`` ``[*, 1]``; GRU ``_h``, LSTM ``_h`` / ``_c`` ``[*, layers, d_hidden]``; none for
+    memory-free encoders). Keys out: ``out_key`` (``"state_emb"``, ``[*, emb_dim]``) and, in step mode, the next state
+    under ``("next", state_key)``.
+
+    Step mode (collectors) flattens the batch to N envs, reads the state (an env without its entries starts empty;
+    add ``make_tensordict_primer()`` to the env), clears it where ``is_init`` and advances each env by one step: a
+    Transformer step attends over its own cache (cost O(max_seq_len), no re-run of the window). It writes a new state
+    (the root's entries are not modified), so a collector stores the state before and after every step: mind
+    ``2 * 2 * layers * max_seq_len * d_model`` floats per env step for a Transformer.
+
+    Sequence mode (``[..., B, T]``, extra leading dims flattened) starts every row from an empty memory (stored state
+    entries are not read, as AMAGO's windows) with positions from ``time_key``. ``split_trajectories=True``: where
+    ``init_key`` is True inside a row a new trajectory starts and sees nothing before it (a Transformer or
+    feed-forward encoder keeps the trajectories apart; an RNN or Mamba encoder raises, naming the fix). A
+    ``segment_key`` entry (windows packed in a row, ``AMAGOLoss(pack_windows=...)``) takes precedence over
+    ``init_key``.
+
+    ``default_recurrent_mode``: the mode when no ``set_recurrent_mode`` context is active (None = False = step mode,
+    as TorchRL's modules; ``as_sequence_module`` builds the loss's module with True).
+    """
+
+    def __init__(self, encoder: TrajectoryEncoder, in_key: NestedKey = K.TSTEP_EMB, time_key: NestedKey = K.TIME_IDX,
+                 out_key: NestedKey = K.STATE_EMB, segment_key: NestedKey = K.SEGMENT, *,
+                 init_key: NestedKey = K.IS_INIT, state_prefix: str = STATE_PREFIX,
+                 default_recurrent_mode: bool | None = None, split_trajectories: bool = True):
+        super().__init__()
+        if not isinstance(encoder, TrajectoryEncoder):
+            raise ValueError(f"TrajectoryEncoderModule wraps a torchrl_amago TrajectoryEncoder, got "
+                             f"{type(encoder).__name__} (TorchRL's LSTMModule / GRUModule need no wrapper)")
+        if not isinstance(state_prefix, str) or not state_prefix:
+            raise ValueError(f"state_prefix must be a non-empty string, got {state_prefix!r}")
+        self.encoder = encoder
+        self.in_key, self.time_key, self.out_key, self.segment_key = in_key, time_key, out_key, segment_key
+        self.init_key, self.state_prefix = init_key, state_prefix
+        self._recurrent_mode = default_recurrent_mode
+        self.split_trajectories = bool(split_trajectories)
+        self._state_names = list(encoder.state_shapes())
+        self.state_keys = [f"{state_prefix}_{name}" for name in self._state_names]
+        self.in_keys = [in_key, time_key, *self.state_keys, init_key]
+        self.out_keys = [out_key, *(_next(k) for k in self.state_keys)]
+
+    @property
+    def emb_dim(self) -> int:
+        return self.encoder.emb_dim
+
+    @property
+    def packable(self) -> bool:
+        return self.encoder.packable
+
+    @property
+    def recurrent_mode(self) -> bool:
+        """True: sequence mode. ``set_recurrent_mode`` decides when set, else ``default_recurrent_mode``."""
+        from torchrl.modules import recurrent_mode
+
+        mode = recurrent_mode()
+        return bool(self._recurrent_mode) if mode is None else bool(mode)
+
+    @recurrent_mode.setter
+    def recurrent_mode(self, value):
+        raise RuntimeError("recurrent_mode cannot be changed in place: use torchrl.modules.set_recurrent_mode(...) or "
+                           "TrajectoryEncoderModule(..., default_recurrent_mode=...)")
+
+    def make_tensordict_primer(self):
+        """TorchRL's ``TensorDictPrimer`` declaring the state entries (zeros = an empty memory) on the env."""
+        from torchrl.data import Unbounded
+        from torchrl.envs.transforms import TensorDictPrimer
+
+        shapes = self.encoder.state_shapes()
+        return TensorDictPrimer({key: Unbounded(shape=shape, dtype=dtype) for key, (shape, dtype) in
+                                 zip(self.state_keys, shapes.values())}, expand_specs=True)
+
+    def _required(self, td: TensorDictBase, key: NestedKey, hint: str) -> torch.Tensor:
+        val = td.get(key, None)
+        if val is None:
+            raise KeyError(f"TrajectoryEncoderModule: key {key!r} not found in the tensordict ({hint})")
+        return val
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.recurrent_mode:
+            return self._sequence(tensordict)
+        return self._step(tensordict)
+
+    # ---------------------------------------------------------------- sequence mode
+    def _sequence(self, tensordict: TensorDictBase) -> TensorDictBase:
+        x = self._required(tensordict, self.in_key, "the timestep encoder's output")
+        t = self._required(tensordict, self.time_key, "add the EpisodeTime transform")
+        if x.ndim < 3:
+            raise ValueError(f"{self.in_key!r} must have shape [B, T, D] (sequence mode), got {tuple(x.shape)}; "
+                             "to act one step per env use step mode (the default outside set_recurrent_mode(True))")
+        lead = x.shape[:-1]
+        if t.shape == (*lead, 1):
+            t = t.squeeze(-1)
+        if t.shape != lead:
+            raise ValueError(f"{self.time_key!r} must have shape {tuple(lead)} or {(*lead, 1)}, got {tuple(t.shape)}")
+        segment = tensordict.get(self.segment_key, None)  # windows packed into rows (the loss's pack_windows)
+        if segment is not None:
+            segment = segment.reshape(-1, segment.shape[-1])
+            if not self.encoder.packable:
+                raise ValueError(f"{type(self.encoder).__name__} cannot keep packed windows apart (packable=False); "
+                                 f"drop the {self.segment_key!r} key or use AMAGOLoss(pack_windows='never')")
+        elif self.split_trajectories:
+            segment = self._trajectory_segments(tensordict, lead)
+        kw = {} if segment is None else {"segment": segment}
+        out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]), **kw)
+        tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
+        return tensordict
+
+    def _trajectory_segments(self, tensordict: TensorDictBase, lead: torch.Size) -> torch.Tensor | None:
+        """Trajectory ids ``[B, T]`` where ``init_key`` is True after a row's first step, else None."""
+        is_init = tensordict.get(self.init_key, None)
+        if is_init is None:
+            return None
+        if is_init.shape == (*lead, 1):
+            is_init = is_init.squeeze(-1)
+        if is_init.shape != lead:
+            raise ValueError(f"{self.init_key!r} must have shape {tuple(lead)} or {(*lead, 1)}, got "
+                             f"{tuple(is_init.shape)}")
+        is_init = is_init.reshape(-1, lead[-1]).bool()
+        if not bool(is_init[:, 1:].any()):
+            return None
+        if not self.encoder.packable:
+            raise ValueError(f"{type(self.encoder).__name__} cannot restart its memory inside a row, and "
+                             f"{self.init_key!r} is True after a row's first step: sample windows that stay inside one "
+                             "trajectory (torchrl_amago's sequence replay, SliceSampler(traj_key=...)), or use a "
+                             "Transformer / feed-forward encoder")
+        return is_init.long().cumsum(-1)
+
+    # ---------------------------------------------------------------- step mode
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        shape = tensordict.batch_size
+        flat = tensordict.reshape(-1)
+        x = self._required(flat, self.in_key, "the timestep encoder's output")
+        n = x.shape[0]
+        state = self._read_state(flat, n, x.device, len(shape))
+        t = self._required(flat, self.time_key, "add the EpisodeTime transform").reshape(n, -1)
+        is_init = self._required(flat, self.init_key, "add TorchRL's InitTracker transform").reshape(n, -1)
+        if x.ndim != 2 or t.shape[-1] != 1 or is_init.shape[-1] != 1:
+            raise ValueError(f"step mode reads one step per env: {self.in_key!r} [*, D], {self.time_key!r} and "
+                             f"{self.init_key!r} [*, 1]; got {tuple(x.shape)}, {tuple(t.shape)}, {tuple(is_init.shape)}")
+        state = self.encoder.reset_state(state, is_init.squeeze(-1).to(x.device))
+        out, state = self.encoder.step(x, t.squeeze(-1).to(x.device), state)
+        tensordict.set(self.out_key, out.reshape(*shape, out.shape[-1]))
+        tensors = self.encoder.state_to_tensors(state)
+        for name, key in zip(self._state_names, self.state_keys):
+            tensordict.set(_next(key), tensors[name].reshape(*shape, *tensors[name].shape[1:]))
+        return tensordict
+
+    def _read_state(self, flat: TensorDictBase, n: int, device, batch_dims: int):
+        """The encoder state of the n envs, from copies of the state entries (the root's stay as they were)."""
+        vals = [flat.get(key, None) for key in self.state_keys]
+        missing = [key for key, v in zip(self.state_keys, vals) if v is None]
+        if not missing:
+            return self.encoder.state_from_tensors(
+                {name: v.to(device, copy=True) for name, v in zip(self._state_names, vals)})
+        if len(missing) < len(vals):
+            raise KeyError(f"TrajectoryEncoderModule: state entries {missing} are missing while "
+                           f"{sorted(set(self.state_keys) - set(missing))} are present")
+        if batch_dims > 1:  # most likely a [B, T] sequence sent to step mode
+            raise KeyError(f"TrajectoryEncoderModule (step mode) got a {batch_dims}-d batch without the state entries "
+                           f"{self.state_keys}: for a [B, T] sequence use `with torchrl.modules.set_recurrent_mode(True)` "
+                           "(TorchRL losses do) or default_recurrent_mode=True; to act, add "
+                           "module.make_tensordict_primer() to the env")
+        return self.encoder.init_state(n, device)  # no primer: a fresh memory, carried on under "next"
+
+
+__all__ = ["STATE_PREFIX", "TrajectoryEncoderModule"]
