@@ -103,6 +103,8 @@ class TrainConfig:
     eval_timesteps: int = 1000
     eval_envs: int = 8
     ckpt_interval: int = 10
+    branch_every: int = 0
+    branch_from: str | None = None
     sample_actions_train: bool = True
     sample_actions_eval: bool = True
     # envs
@@ -203,7 +205,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("timesteps_per_epoch", "grads_per_epoch", "eval_interval", "eval_timesteps", "ckpt_interval",
-                     "lr_warmup_steps"):
+                     "branch_every", "lr_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.traj_save_len is not None and self.traj_save_len < 2:

@@ -24,6 +24,10 @@ FIELD_HELP = {
     "eval_timesteps": "env steps per eval env per evaluation",
     "eval_envs": "number of batched eval envs",
     "ckpt_interval": "keep a checkpoint every this many epochs (0: only the latest one, which is always written)",
+    "branch_every": "copy the checkpoint, replay and metrics to <run>/branches/epoch_<E>/ every this many epochs "
+                    "(0: never), to start other runs from there with --branch_from (benchmarks/branch_run.py)",
+    "branch_from": "start this new run from a branch point folder (<run>/branches/epoch_<E>): its weights, "
+                   "optimizer, replay, counters and metrics, under this command's settings (loss settings included)",
     "sample_actions_train": "sample actions while collecting (else the policy's mode)",
     "sample_actions_eval": "sample actions while evaluating (else the policy's mode)",
     # envs

@@ -15,7 +15,7 @@ from .config import TrainConfig
 SAFE_ON_RESUME = frozenset({
     # length / cadence of the loop
     "epochs", "timesteps_per_epoch", "grads_per_epoch", "start_learning_at_epoch", "start_collecting_at_epoch",
-    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "min_trials_to_learn",
+    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "branch_every", "min_trials_to_learn",
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
     "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "batch_size", "mixed_precision",
@@ -26,6 +26,8 @@ SAFE_ON_RESUME = frozenset({
     "critic_zero_init",
     # how windows are drawn from the (unchanged) replay
     "sampling", "padded_sampling", "trim_windows", "pack_windows",
+    # where a branched run started (trainers/branching.py)
+    "branch_from",
     # guards, io, hardware
     "max_nonfinite_updates", "nonfinite_data", "device", "dist_timeout_s", "num_threads", "seed", "progress_bar", "log_to_wandb",
     "wandb_project",

@@ -23,6 +23,7 @@ from torchrl.objectives import LossModule, SoftUpdate
 from ..data import make_sequence_replay
 from .collection import (CollectorFeed, build_multiprocess_collector, build_remote_collector, check_async_config,
                          sync_exploration_step, target_replay_ratio)
+from .branching import save_branch_point, start_from_branch
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
 from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replays, remove_old_rank_files,
@@ -89,6 +90,9 @@ class AMAGOTrainer:
         self.task_names = list(task_names) if task_names else None
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
+        self._check_branching()
+        if cfg.branch_from:  # a new run that starts as a copy of a branch point (before the replay is built)
+            start_from_branch(cfg.branch_from, self.run_dir, cfg.to_dict())
         self.device = self.dist.device
         self.async_collect = cfg.collect != "sync"  # collector workers run beside the learner (collection.py)
         check_async_config(cfg, offline_only=cfg.start_collecting_at_epoch >= cfg.epochs,
@@ -181,6 +185,16 @@ class AMAGOTrainer:
                                 cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
         self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
         self.last_eval: dict = {}
+
+    def _check_branching(self) -> None:
+        cfg = self.cfg
+        if (cfg.branch_every or cfg.branch_from) and self.dist.world_size > 1:
+            raise ValueError("--branch_every / --branch_from: single-process runs only (not under torchrun)")
+        if cfg.branch_from:
+            src, run = os.path.abspath(cfg.branch_from), os.path.abspath(self.run_dir)
+            if os.path.commonpath([src, run]) == run:
+                raise ValueError(f"--branch_from {cfg.branch_from} lies inside this run's folder {self.run_dir}: a "
+                                 f"branched run needs its own --run_name")
 
     # ------------------------------------------------------------------ parts (override to swap one)
     def build_loss(self) -> LossModule:
@@ -447,6 +461,9 @@ class AMAGOTrainer:
             if cfg.ckpt_interval and self.epoch % cfg.ckpt_interval == 0:
                 self.save(tag=f"epoch_{self.epoch}")
             self.save(tag="latest")
+            if cfg.branch_every and self.epoch % cfg.branch_every == 0:
+                save_branch_point(self.run_dir, self._ckpt_path("latest"), self.generations.path(self.buffer_gen),
+                                  self.logger.csv_path, self.epoch)
             if bar is not None:
                 bar.update(1)
                 shown = {k.split("/")[-1]: round(v, 3) for k, v in last.items() if k in ("eval/return", "train/return")}
