@@ -1,0 +1,106 @@
+"""Long horizons: updates and wall time until T-Maze is solved, per corridor length, and whether it stays solved.
+
+Each (horizon, seed) is `examples/04_tmaze.py --horizon H --seed S --epochs E` in its own process (`--jobs` at a
+time, each `nice`d with `--threads` torch threads), run to the end. One JSON line per run, then one per horizon:
+
+    python benchmarks/tmaze_horizons.py --horizons 100 300 --seeds 0 1 2 --jobs 2
+    python benchmarks/tmaze_horizons.py --device cuda --horizons 300 1000 --jobs 6 --threads 2 -- --parallel_envs 48
+
+Per run: `solved_update` / `solved_env_steps` / `solved_wall_s` at the first eval with success >= `--solved` (0.95),
+`held` (every later eval, the final 5x-length one included, >= `--solved`), the eval successes, the final success
+and the run's wall time. Flags after `--` go to every run (after the script's own). Curves are copied to `--out`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import ROOT, read_metrics  # noqa: E402
+
+EXAMPLE = os.path.join(ROOT, "examples", "04_tmaze.py")
+
+
+def summarize(rows: list[dict], solved: float) -> dict:
+    """First solved eval (updates, env steps, wall s) and whether every eval after it stayed >= `solved`."""
+    evals = [r for r in rows if r.get("eval/success") not in (None, "")]
+    succ = [float(r["eval/success"]) for r in evals]
+    first = next((i for i, s in enumerate(succ) if s >= solved), None)
+    out = {"eval_success": [round(s, 3) for s in succ], "final_success": succ[-1] if succ else None,
+           "solved_update": None, "solved_env_steps": None, "solved_wall_s": None, "held": False}
+    if first is not None:
+        row = evals[first]
+        out.update(solved_update=int(float(row["grad_steps"])), solved_env_steps=int(float(row["env_steps"])),
+                   solved_wall_s=round(float(row["wall_s"]), 1), held=all(s >= solved for s in succ[first:]))
+    return out
+
+
+def run_one(horizon: int, seed: int, args, work: str) -> dict:
+    name = f"tmaze{horizon}_seed{seed}"
+    argv = ["nice", "-n", "5", sys.executable, EXAMPLE, "--horizon", str(horizon), "--seed", str(seed),
+            "--device", args.device, "--num_threads", str(args.threads), "--buffer_dir", work, "--run_name", name,
+            "--no-progress_bar", *(["--epochs", str(args.epochs)] if args.epochs else []), *args.extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    rec = {"horizon": horizon, "seed": seed, "device": args.device, "rc": proc.returncode,
+           "wall_s": round(time.perf_counter() - t0, 1)}
+    curve = os.path.join(work, name, "logs", "metrics.csv")
+    if not os.path.exists(curve):
+        return {**rec, "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+    rec.update(summarize(read_metrics(curve), args.solved))
+    if proc.returncode != 0:
+        rec["stderr_tail"] = proc.stderr.strip().splitlines()[-3:]
+    os.makedirs(args.out, exist_ok=True)
+    rec["curve"] = shutil.copy(curve, os.path.join(args.out, f"{name}_{args.device.replace(':', '')}.csv"))
+    return rec
+
+
+def summarize_horizon(horizon: int, runs: list[dict]) -> dict:
+    solved = [r for r in runs if r.get("solved_update") is not None]
+    out = {"horizon": horizon, "summary": True, "runs": len(runs), "solved": len(solved),
+           "held": sum(bool(r.get("held")) for r in runs)}
+    if solved:
+        out.update(median_solved_update=statistics.median(r["solved_update"] for r in solved),
+                   median_solved_wall_s=statistics.median(r["solved_wall_s"] for r in solved))
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--horizons", type=int, nargs="+", default=[100, 300, 1000])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=80, help="epochs per run (0: the example's default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    ap.add_argument("--threads", type=int, default=1, help="--num_threads of each run")
+    ap.add_argument("--solved", type=float, default=0.95, help="eval success that counts as solved")
+    ap.add_argument("--out", default=os.path.join("runs", "tmaze_horizons"), help="where the curves are copied")
+    args = ap.parse_args(argv)
+    args.extra = extra
+    work = tempfile.mkdtemp(prefix="tmaze_horizons_")
+    jobs = [(h, s) for h in args.horizons for s in args.seeds]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            runs = list(pool.map(lambda job: run_one(*job, args, work), jobs))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for rec in runs:
+        print(json.dumps(rec), flush=True)
+    for h in args.horizons:
+        print(json.dumps(summarize_horizon(h, [r for r in runs if r["horizon"] == h])), flush=True)
+    return runs
+
+
+if __name__ == "__main__":
+    main()
