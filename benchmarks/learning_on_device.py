@@ -9,7 +9,8 @@ JSON line per run and one summary line per task:
 Per run: the final eval return, the last training return (collected by the acting policy: it should track the evals;
 a training return far below them means the data came from another policy than the one evaluated), the first update
 whose eval reached `--solved` (if any) and the wall time. The curves are copied to `--out`. The CPU records to compare
-with are in docs/results (`04_tmaze10_cpu_seed*_vs_cuda.csv`, `03_vocp_packed_seed*.csv`) and docs/scaling.md.
+with are in docs/results (`scaling/04_tmaze10_cpu_seed*.csv`, `ablations/03_vocp_packed_windows_seed*.csv`) and
+docs/scaling.md.
 """
 from __future__ import annotations
 

@@ -21,10 +21,10 @@ def extra(p):
     p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
 
 
-#: Settings that matter on CartPole-v1 (docs/domains/gym.md; run: docs/results/01_cartpole_solved.csv).
+#: Settings that matter on CartPole-v1 (docs/domains/gym.md; run: docs/results/ablations/01_cartpole_tuned_gammas.csv).
 #: No gamma 0.1 among the multigammas here (the recorded run's list). With a constant +1 reward that gamma's return
-#: is almost constant and its PopArt sigma shrinks to ~0.02; since session 8 the loss floors it at 0.1 x the widest
-#: gamma's sigma (--popart_min_sigma_ratio), and the original's list reaches 500 too (docs/domains/gym.md).
+#: is almost constant and its PopArt sigma shrinks to ~0.02; the loss floors it at 0.1 x the widest gamma's sigma
+#: (--popart_min_sigma_ratio), and the original's list reaches 500 too (docs/domains/gym.md).
 CARTPOLE_TUNED = dict(gamma=0.99, multigammas=[0.9, 0.95, 0.97, 0.995], n_step=5, tau=0.05, learning_rate=5e-4,
                       eps_steps_anneal=1500, max_seq_len=32, batch_size=32, grads_per_epoch=200)
 

@@ -2,7 +2,7 @@
 
 The learning test is the CI guard for the failure seen on BattleshipEasy / ConcentrationEasy: there the policy
 collapses onto a few actions and repeats them (below a random policy). With 8 actions the agent dips below random,
-then learns to take every action once (docs/results/no_repeat.md); ~1 min."""
+then learns to take every action once (docs/results/ablations/no_repeat.md); ~1 min."""
 import os
 from pathlib import Path
 

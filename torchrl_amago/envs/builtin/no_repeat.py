@@ -4,7 +4,7 @@
 ``1 / num_actions``, a repeated one pays 0, so the best return is 1 (every action once, in any order). The
 observation is only the time ``t / num_actions``: what was taken must be read from the agent's own past actions
 (``prev_action`` in its context). A uniformly random policy scores ``1 - (1 - 1/K)^K`` (0.656 for K = 8, 0.634 for
-K = 64: `random_return`); one that collapses onto a few actions scores less (docs/results/no_repeat.md).
+K = 64: `random_return`); one that collapses onto a few actions scores less (docs/results/ablations/no_repeat.md).
 """
 from __future__ import annotations
 
