@@ -1,10 +1,13 @@
-"""AMAGO's learning update as a TorchRL LossModule, plus its n-step returns and advantage filters."""
+"""AMAGO's learning update as a TorchRL LossModule, plus its n-step returns and advantage filters, and
+`MemoryEmbedding` to train our memory inside TorchRL's own losses."""
 from .amago_loss import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from .batch import buffer_actions, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import FILTERS, binary_filter, exp_filter, leaky_relu_filter, make_filter
+from .memory_embedding import MemoryEmbedding
 from .returns import nstep_return
 
 __all__ = [
     "AMAGOLoss", "DEFAULT_MULTIGAMMAS", "DEFAULT_TAU", "FILTERS", "binary_filter", "exp_filter", "leaky_relu_filter",
     "buffer_actions", "make_filter", "masked_mean", "nstep_return", "redq_reduce", "t_plus_one_sequence",
+    "MemoryEmbedding",
 ]

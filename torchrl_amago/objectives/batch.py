@@ -34,11 +34,22 @@ def zero_where_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, NestedKey]], mask: torch.Tensor,
                         mask_key: NestedKey = "mask") -> TensorDictBase:
-    """The model inputs over T+1 positions: ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` per key.
+    """The T+1 model sequence of a ``[B, T]`` window: ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` per key.
 
-    ``keys``: (key written in the output, key read from ``td`` at the root and under "next"). Position 0 is
-    valid iff step 0 is, position t+1 iff step t is (so InputNorm statistics skip padding); invalid positions
-    are zeroed. The sequence mask is written under ``mask_key``."""
+    A window of T transitions holds T+1 observations, ``o_0 .. o_T``: the roots hold ``o_0 .. o_{T-1}`` and
+    ``"next"`` holds ``o_1 .. o_T``. A memory must see all of them in one pass, so that the embedding of
+    ``o_{t+1}`` (the TD target's state) has seen ``o_0`` just as the embedding of ``o_t`` has; running it on the
+    roots and on ``td["next"]`` separately would hide ``o_0`` from every target. Position ``t`` of the output is the
+    state of step ``t``, position ``t+1`` the state after it.
+
+    Keys in (of ``td``, batch ``[B, T]``): for each ``(dst, src)`` of ``keys``, ``src`` at the root and
+    ``("next", src)``. Keys out (a new TensorDict, batch ``[B, T+1]``): each ``dst``, and ``mask_key`` ``[B, T+1]``
+    bool. ``mask`` ``[B, T]`` is the window's validity (False on padding): position 0 is valid iff step 0 is,
+    position t+1 iff step t is (so InputNorm statistics skip padding); invalid positions are zeroed.
+
+    Example, for a loss of your own: ``seq = t_plus_one_sequence(td, [("observation", "observation"),
+    ("time_idx", "time_idx")], td["mask"])``, then ``emb = encoders(seq)`` ``[B, T+1, D]``: the online values read
+    ``emb[:, :-1]``, the targets ``emb[:, 1:]``. ``MemoryEmbedding`` does this for TorchRL's own losses."""
     B, T = mask.shape
     seq_mask = torch.cat([mask[:, :1], mask], dim=1)
     out = TensorDict({}, batch_size=[B, T + 1], device=td.device)
@@ -46,8 +57,8 @@ def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, Nest
         nxt_key = ("next", *(src if isinstance(src, tuple) else (src,)))
         root, nxt = td.get(src, None), td.get(nxt_key, None)
         if root is None or nxt is None:
-            raise ValueError(f"AMAGOLoss: batch has no key {src if root is None else nxt_key!r} (the T+1 sequence "
-                             f"reads {dst!r} at the root (step 0) and under 'next')")
+            raise ValueError(f"batch has no key {src if root is None else nxt_key!r} (the T+1 sequence reads "
+                             f"{dst!r} at the root (step 0) and under 'next')")
         out.set(dst, zero_where_invalid(torch.cat([root[:, :1], nxt], dim=1), seq_mask))
     out.set(mask_key, seq_mask)
     return out

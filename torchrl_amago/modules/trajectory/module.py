@@ -171,7 +171,8 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         is_init = self._required(flat, self.init_key, "add TorchRL's InitTracker transform").reshape(n, -1)
         if x.ndim != 2 or t.shape[-1] != 1 or is_init.shape[-1] != 1:
             raise ValueError(f"step mode reads one step per env: {self.in_key!r} [*, D], {self.time_key!r} and "
-                             f"{self.init_key!r} [*, 1]; got {tuple(x.shape)}, {tuple(t.shape)}, {tuple(is_init.shape)}")
+                             f"{self.init_key!r} [*, 1]; got {tuple(x.shape)}, {tuple(t.shape)}, "
+                             f"{tuple(is_init.shape)}")
         state = self.encoder.reset_state(state, is_init.squeeze(-1).to(x.device))
         out, state = self.encoder.step(x, t.squeeze(-1).to(x.device), state)
         tensordict.set(self.out_key, out.reshape(*shape, out.shape[-1]))
@@ -192,8 +193,8 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
                            f"{sorted(set(self.state_keys) - set(missing))} are present")
         if batch_dims > 1:  # most likely a [B, T] sequence sent to step mode
             raise KeyError(f"TrajectoryEncoderModule (step mode) got a {batch_dims}-d batch without the state entries "
-                           f"{self.state_keys}: for a [B, T] sequence use `with torchrl.modules.set_recurrent_mode(True)` "
-                           "(TorchRL losses do) or default_recurrent_mode=True; to act, add "
+                           f"{self.state_keys}: for a [B, T] sequence use `with torchrl.modules.set_recurrent_mode("
+                           "True)` (TorchRL losses do) or default_recurrent_mode=True; to act, add "
                            "module.make_tensordict_primer() to the env")
         return self.encoder.init_state(n, device)  # no primer: a fresh memory, carried on under "next"
 

@@ -46,7 +46,10 @@ class SigmaReparam(nn.Linear):
     def _cache_key(self) -> tuple:
         # runs per linear per env step: read the dicts directly (module __getattr__ is a Python call per name)
         p, b = self._parameters, self._buffers
-        w, g, u, v = p["weight"], p["gamma"], b["u"], b["v"]
+        try:
+            w, g, u, v = p["weight"], p["gamma"], b["u"], b["v"]
+        except KeyError:  # TorchRL's functional calls (`params.to_module`) may set them as plain attributes
+            w, g, u, v = self.weight, self.gamma, self.u, self.v
         return (w._version, g._version, u._version, v._version, w.data_ptr(), g.data_ptr(), u.data_ptr(),
                 v.data_ptr())
 

@@ -1,0 +1,85 @@
+"""Our memory inside TorchRL's own losses (``DQNLoss``, ``DiscreteSACLoss``, ...): the state embeddings of a
+``[B, T]`` window from ONE sequence-mode pass over its T+1 observations, written where those losses read them.
+
+A TorchRL loss runs its networks on the roots (online values) and on ``td["next"]`` (TD targets) separately. A
+memory run that way never shows ``o_0`` to the targets. Run the memory here instead and give the loss networks
+that read ``"state_emb"``: the root entry is position t of the pass (``o_0 .. o_t`` seen), the ``"next"`` entry
+position t+1 (``o_0 .. o_{t+1}`` seen).
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey, unravel_key
+from torch import nn
+
+from .. import keys as K
+from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
+from .batch import as_bt, init_sequence, t_plus_one_sequence
+
+__all__ = ["MemoryEmbedding"]
+
+
+class MemoryEmbedding(TensorDictModuleBase):
+    """Timestep encoder + trajectory encoder over a window's T+1 sequence, written for a TorchRL loss.
+
+    Keys in (``[B, T]`` batch, e.g. our sequence replay's windows): the timestep encoder's ``in_keys`` and the
+    memory's ``time_key`` (``"time_idx"``), each at the root and under ``"next"``; ``mask_key`` (``"mask"``,
+    ``[B, T]``, False on padding; pass all-True for unpadded windows); optionally ``("next", init_key)`` (a trial
+    starting inside the window; TorchRL's recurrent modules read it). Keys out: ``out_key`` (the memory's output,
+    ``"state_emb"``) ``[B, T, D]`` at the root, = positions 0..T-1 of the pass (with gradient: the loss trains
+    the encoders), and ``("next", out_key)`` = positions 1..T (detached with ``detach_next=True``, the default:
+    TD targets are not differentiated, as in AMAGO's loss).
+
+    ``trajectory_encoder``: any memory ``AMAGOLoss`` accepts (a ``TrajectoryEncoder``, a ``TrajectoryEncoderModule``,
+    TorchRL's ``LSTMModule`` / ``GRUModule``, a feed-forward ``TensorDictModule``); it runs in sequence mode here,
+    each window from an empty memory. Train the parameters of this module with the loss's:
+    ``list(embedding.parameters()) + list(loss.parameters())``. Set the TorchRL loss's ``loss_mask_key`` to
+    ``mask_key`` so that padded steps stay out of its reduction.
+    """
+
+    def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, *, mask_key: NestedKey = K.MASK,
+                 init_key: NestedKey = K.IS_INIT, detach_next: bool = True):
+        super().__init__()
+        tin = list(getattr(timestep_encoder, "in_keys", None) or [])
+        tout = list(getattr(timestep_encoder, "out_keys", None) or [])
+        if not tin or len(tout) != 1:
+            raise ValueError("timestep_encoder must be a TensorDict module with in_keys and one out_key "
+                             "(e.g. MLPTimestepEncoder)")
+        self.timestep_encoder = timestep_encoder
+        self.trajectory_encoder = as_sequence_module(trajectory_encoder)
+        self.mask_key, self.init_key, self.detach_next = mask_key, init_key, bool(detach_next)
+        self.out_key = getattr(self.trajectory_encoder, "out_key", None) or self.trajectory_encoder.out_keys[0]
+        enc_mask = getattr(timestep_encoder, "mask_key", K.MASK)
+        self._enc_mask_key = enc_mask
+        time_key = getattr(self.trajectory_encoder, "time_key", K.TIME_IDX)
+        self._pairs = [(key, key) for key in tin if key != enc_mask] + [(time_key, time_key)]
+        srcs = [src for _, src in self._pairs]
+        self.in_keys = [mask_key, *srcs, *(unravel_key(("next", src)) for src in srcs)]
+        self.out_keys = [self.out_key, unravel_key(("next", self.out_key))]
+
+    @property
+    def emb_dim(self) -> int:
+        return encoder_emb_dim(self.trajectory_encoder)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        from torchrl.modules import set_recurrent_mode
+
+        if tensordict.batch_dims != 2:
+            raise ValueError(f"MemoryEmbedding expects a [B, T] window, got batch_size {tuple(tensordict.batch_size)} "
+                             "(reshape a flat SliceSampler batch with .reshape(num_slices, -1))")
+        B, T = tensordict.batch_size
+        mask = tensordict.get(self.mask_key, None)
+        if mask is None:  # an all-valid default would silently train on padding
+            raise KeyError(f"MemoryEmbedding: batch has no key {self.mask_key!r} (False on padding; torchrl_amago's "
+                           "sequence replay writes it; pass all-True for unpadded windows)")
+        mask = as_bt(mask, B, T, self.mask_key).bool()
+        seq = t_plus_one_sequence(tensordict, self._pairs, mask, self._enc_mask_key)
+        seq.set(getattr(self.trajectory_encoder, "init_key", K.IS_INIT), init_sequence(tensordict, self.init_key, mask))
+        with set_recurrent_mode(True):
+            emb = self.trajectory_encoder(self.timestep_encoder(seq)).get(self.out_key)  # [B, T+1, D]
+        nxt = emb[:, 1:]
+        tensordict.set(self.out_key, emb[:, :-1])
+        tensordict.set(self.out_keys[1], nxt.detach() if self.detach_next else nxt)
+        return tensordict
