@@ -177,6 +177,11 @@ def test_encoder_without_a_tensor_state_says_what_to_implement():
         def init_state(self, batch_size, device=None):
             return torch.zeros(batch_size)
 
-    with pytest.raises(NotImplementedError, match="state_shapes"):
-        TrajectoryEncoderModule(Counter(2, 4))
+    mod = TrajectoryEncoderModule(Counter(2, 4), default_recurrent_mode=True)  # sequence mode needs no state
+    td = TensorDict({"tstep_emb": torch.zeros(1, 3, 2), "time_idx": torch.arange(3).reshape(1, 3, 1)}, [1, 3])
+    assert mod(td)["state_emb"].flatten().tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(NotImplementedError, match="state_to_tensors"):
+        mod.make_tensordict_primer()
+    with set_recurrent_mode(False), pytest.raises(NotImplementedError, match="state_from_tensors"):
+        mod(td[:, 0])
     assert TrajectoryEncoderModule(FFTrajEncoder(D_IN, 4)).state_keys == []  # memory-free: no state entries

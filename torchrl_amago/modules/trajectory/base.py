@@ -86,8 +86,8 @@ class TrajectoryEncoder(nn.Module):
 
     def _no_tensor_state(self, what: str):
         return NotImplementedError(
-            f"{type(self).__name__} keeps a step-mode state but does not say how to store it in a TensorDict: "
-            f"implement `{what}` (with `state_shapes`, `state_to_tensors` and `state_from_tensors`) to act with "
+            f"{type(self).__name__} keeps a step-mode state but does not say how to store it in a TensorDict "
+            f"({what} is missing): implement `state_shapes`, `state_to_tensors` and `state_from_tensors` to act with "
             "TrajectoryEncoderModule / AMAGOPolicy(tensordict_state=True), or act with AMAGOPolicy's own state")
 
     def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -69,7 +69,11 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         self.init_key, self.state_prefix = init_key, state_prefix
         self._recurrent_mode = default_recurrent_mode
         self.split_trajectories = bool(split_trajectories)
-        self._state_names = list(encoder.state_shapes())
+        try:
+            self._state_names = list(encoder.state_shapes())
+            self._state_error = None
+        except NotImplementedError as err:  # sequence mode still works; step mode raises this
+            self._state_names, self._state_error = [], err
         self.state_keys = [f"{state_prefix}_{name}" for name in self._state_names]
         self.in_keys = [in_key, time_key, *self.state_keys, init_key]
         self.out_keys = [out_key, *(_next(k) for k in self.state_keys)]
@@ -100,6 +104,8 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         from torchrl.data import Unbounded
         from torchrl.envs.transforms import TensorDictPrimer
 
+        if self._state_error is not None:
+            raise self._state_error
         shapes = self.encoder.state_shapes()
         return TensorDictPrimer({key: Unbounded(shape=shape, dtype=dtype) for key, (shape, dtype) in
                                  zip(self.state_keys, shapes.values())}, expand_specs=True)
@@ -162,6 +168,8 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
 
     # ---------------------------------------------------------------- step mode
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self._state_error is not None:
+            raise self._state_error
         shape = tensordict.batch_size
         flat = tensordict.reshape(-1)
         x = self._required(flat, self.in_key, "the timestep encoder's output")
