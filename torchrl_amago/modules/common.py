@@ -9,10 +9,12 @@ from torch.nn import functional as F
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) * log(1 + |x|), elementwise (the two-hot critic's value scale)."""
     return torch.sign(x) * torch.log1p(x.abs())
 
 
 def symexp(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) * (exp(|x|) - 1), the inverse of `symlog`."""
     return torch.sign(x) * torch.expm1(x.abs())
 
 

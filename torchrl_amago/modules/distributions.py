@@ -186,6 +186,9 @@ class MultiBinary(D.Independent):
 
 
 class MultiBinaryOutput:
+    """Independent Bernoulli per action dim: `params [*, G, A]` logits -> a distribution with batch `[*, G]` whose
+    `log_prob` averages over the A dims (as the original); actions are 0/1 floats."""
+
     is_discrete = False
     actions_differentiable = False
 

@@ -85,6 +85,8 @@ def import_plugins() -> list[str]:
 
 def build_parser(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+    """The common argparse parser: one flag per `TrainConfig` field (help, default, choices), `defaults` overriding
+    the dataclass defaults, plus the example's own flags added by `extra`."""
     import_plugins()
     defaults = defaults or {}
     unknown = set(defaults) - {f.name for f in dataclasses.fields(TrainConfig)}

@@ -52,6 +52,8 @@ def build_timestep_encoder(cfg: TrainConfig, observation_spec, action_spec, imag
 
 
 def build_trajectory_encoder(cfg: TrainConfig, input_dim: int) -> nn.Module:
+    """The configured trajectory encoder (`--traj_encoder`, `--memory_size`, `--memory_layers`, positions, dropout)
+    for `input_dim`-wide timestep embeddings; a plain tensor module (`tstep_emb` -> `state_emb` in the loss)."""
     kw = {}
     if cfg.traj_encoder == "transformer":
         kw = dict(n_heads=cfg.n_heads, d_ff=4 * cfg.memory_size, pos_emb=cfg.pos_emb, dropout_ff=cfg.dropout,
@@ -65,6 +67,8 @@ def build_trajectory_encoder(cfg: TrainConfig, input_dim: int) -> nn.Module:
 
 
 def build_heads(cfg: TrainConfig, state_dim: int, action_space: ActionSpace) -> tuple[nn.Module, nn.Module]:
+    """(actor, critic) for the config's gammas: an `ActorHead` and a `DiscreteCritic`, `ContinuousCritic` or (with
+    `--agent_type multitask`) `TwoHotCritic`; plain tensor modules reading `state_emb`."""
     gammas = torch.tensor(cfg.gammas, dtype=torch.float32)
     zero_init = {} if cfg.critic_zero_init is None else {"zero_init_output": cfg.critic_zero_init}
     actor = ActorHead(state_dim, action_space, num_gammas=len(gammas), d_hidden=cfg.actor_hidden,
@@ -126,10 +130,14 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
 
 
 def build_policy(m: AgentModules) -> AMAGOPolicy:
+    """The acting `AMAGOPolicy` sharing the modules' weights (reads the timestep encoder's keys, `time_idx`,
+    `is_init`; writes `action`)."""
     return AMAGOPolicy(m.timestep_encoder, m.trajectory_encoder, m.actor, m.action_space)
 
 
 def build_exploration(cfg: TrainConfig, action_spec, rollout_horizon: int | None = None) -> nn.Module | None:
+    """The configured exploration module (`--exploration`: `EpsilonGreedy`, `BilevelEpsilonGreedy`, which needs
+    `rollout_horizon`, or None) that rewrites `action` after the policy."""
     if cfg.exploration == "none":
         return None
     if cfg.exploration == "bilevel":
