@@ -37,6 +37,10 @@ class SequenceReplayBuffer(ReplayBuffer):
     Beyond the ReplayBuffer API: :meth:`num_trials`, :meth:`extend_trials` (whole trials, e.g. offline
     data), :meth:`num_open_trials` / :meth:`end_trials` (count / close in-progress trials), and ``len(rb)`` =
     stored steps.
+
+    Keys: ``extend`` stores every key of the batch (root and ``"next"``) and reads ``("next", "done")``,
+    ``is_init`` and ``("collector", "traj_ids")`` to cut trials; ``sample`` returns them as ``[B, T]`` windows
+    plus ``mask`` (False on padding). The names are arguments of :func:`make_sequence_replay`.
     """
 
     def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,

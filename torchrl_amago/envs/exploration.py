@@ -43,6 +43,10 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
     ``schedule_hook(eps [n], local_step [n]) -> eps [n]`` (or overriding :meth:`eps_override` in a subclass)
     rewrites the per-env epsilon after the schedule and multiplier, e.g. :class:`TMazeExploration`.
     ``seed`` gives the module its own random stream (default: torch's global one).
+
+    Keys in: ``action`` (the policy's, so put the module after the policy), ``time_idx`` (the step within the
+    trial) and ``is_init``; key out: ``action``, replaced by a uniformly random one per env with probability
+    epsilon (``action_key``, ``time_key``, ``init_key`` rename them).
     """
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, rollout_horizon: float, eps_start_start: float = 1.0,
@@ -156,7 +160,8 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
 
 class EpsilonGreedy(BilevelEpsilonGreedy):
     """Epsilon-greedy annealed linearly from ``eps_start`` to ``eps_end`` over ``steps_anneal`` calls, constant
-    within a trial (= bilevel with an infinite rollout horizon and equal start/end schedules)."""
+    within a trial (= bilevel with an infinite rollout horizon and equal start/end schedules). Keys as
+    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, eps_start: float = 1.0, eps_end: float = 0.05,
                  steps_anneal: int = 1_000_000, randomize_eps: bool = True, **kwargs):
@@ -168,7 +173,8 @@ class EpsilonGreedy(BilevelEpsilonGreedy):
 class TMazeExploration(EpsilonGreedy):
     """AMAGO's T-Maze schedule: epsilon-greedy, except inside the corridor (``start_window < local_step <
     horizon - end_window``, evaluated per env) where epsilon is ``0.5 / horizon`` (not multiplied), so that random
-    actions rarely waste the exact step budget while the junction still gets explored."""
+    actions rarely waste the exact step budget while the junction still gets explored. Keys as
+    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, horizon: int, eps_start: float = 1.0,
                  eps_end: float = 0.01, steps_anneal: int = 100_000, start_window: int = 0, end_window: int = 3,

@@ -77,6 +77,9 @@ class PrevActionReward(Transform):
     ``prev_action`` is one-hot for discrete actions whatever the env's encoding (``OneHot`` or ``Categorical``
     index), the raw value for continuous actions, and 0/1 for multi-binary ones. ``action_spec`` may be a TorchRL
     action spec or an :class:`~torchrl_amago.spaces.ActionSpace`; ``None`` reads the parent env's action spec.
+
+    Keys in: ``action`` (root) and ``("next", "reward")``; keys out: ``prev_action`` and ``prev_reward`` (root on
+    reset, ``"next"`` on every step). Each name is an argument (``action_key``, ``reward_key``, ...).
     """
 
     def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key=K.ACTION,

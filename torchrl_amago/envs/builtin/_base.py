@@ -21,6 +21,9 @@ class BatchedTorchEnv(EnvBase):
     ``num_envs=None`` builds an unbatched env (batch size ``[]``); the state still has a leading axis of size 1.
     ``categorical_action_encoding=False`` (the default, like TorchRL's ``GymEnv``) exposes a ``OneHot`` int64
     action spec; ``True`` exposes a ``Categorical`` int64 index spec.
+
+    Keys: in ``action``; out the subclass's observation keys at the root (reset) and under ``"next"`` with
+    ``("next", "reward")``, ``("next", "terminated")``, ``("next", "truncated")`` and ``("next", "done")``.
     """
 
     batch_locked = True

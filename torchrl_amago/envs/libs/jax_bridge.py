@@ -252,6 +252,9 @@ class JaxBatchedEnv(EnvBase):
             ``OneHot`` (TorchRL's ``GymEnv`` default).
         device: torch device of every output (the JAX arrays live on the matching JAX device).
         seed: PRNG seed (default: drawn from torch's RNG); ``set_seed`` re-seeds.
+
+    Keys: in ``action``; out the functional env's observation keys and, under ``"next"``, ``reward``,
+    ``terminated``, ``truncated`` and ``done`` (auto-reset happens inside the step).
     """
 
     batch_locked = True

@@ -115,6 +115,10 @@ class MultiDomainPOPGym(BatchedTorchEnv):
         categorical_action_encoding / device / seed: as the builtin envs (``OneHot`` actions by default).
     Attributes: ``games`` (names, indexed by ``task_id``), ``game_num_actions``, ``game_obs_dims``,
         ``game_episode_lengths`` (None where unknown), ``max_trial_length`` (None if any length is unknown).
+
+    Keys: in ``action``; out ``observation`` (the padded game observation, timer, episode, valid action, last
+    reward), ``task_id`` (the game's index) and the episode bookkeeping keys (``episode_return``, ...), with
+    ``reward`` / ``terminated`` / ``truncated`` / ``done`` under ``"next"``.
     """
 
     task_keys = ("game",)
