@@ -1,0 +1,106 @@
+"""docs/results: every figure of make_figures.py's table has its CSVs and its committed PNG, the script redraws PNGs
+from CSVs, the seed band is the mean / min / max over seeds, and every recorded CSV / JSONL is named in an index page
+(docs/results/README.md, ablations/README.md or popgym_campaign.md)."""
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_doc_links import expand
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+INDEXES = [RESULTS / "README.md", RESULTS / "ablations" / "README.md", RESULTS / "popgym_campaign.md"]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("make_figures", RESULTS / "make_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MF = _load()
+
+
+@pytest.mark.parametrize("fig", MF.FIGURES, ids=lambda f: f.png)
+def test_each_figure_has_csvs_and_a_committed_png(fig):
+    groups = MF.group_files(fig)
+    assert sum(len(paths) for panel in groups.values() for paths in panel.values()) >= 1
+    for panel in groups.values():
+        for paths in panel.values():
+            for p in paths:
+                header = MF.read_csv(p)[0].keys()
+                missing = [y for y in fig.y if y not in header]
+                assert not missing, f"{Path(p).name} has no column {missing} (figure {fig.png})"
+    assert (RESULTS / "figures" / f"{fig.png}.png").exists(), \
+        f"docs/results/figures/{fig.png}.png is missing: run python docs/results/make_figures.py --only {fig.png}"
+
+
+def test_figure_names_are_unique():
+    names = [f.png for f in MF.FIGURES]
+    assert len(names) == len(set(names))
+
+
+def test_make_figures_draws_pngs_from_the_csvs(tmp_path):
+    from matplotlib.image import imread
+
+    written = MF.main(["--only", "04_tmaze10", "13_mazerunner_relabeling", "03_popgym_campaign", "--out",
+                       str(tmp_path)])
+    assert sorted(Path(p).name for p in written) == ["03_popgym_campaign.png", "04_tmaze10.png",
+                                                     "13_mazerunner_relabeling.png"]
+    for p in written:
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = imread(p)
+        assert img.shape[1] == 800 and img[..., :3].std() > 0.05  # 10 in at 80 dpi; not a blank canvas
+    assert imread(tmp_path / "03_popgym_campaign.png").shape[0] > 4 * imread(tmp_path / "04_tmaze10.png").shape[0]
+
+
+def test_unknown_figure_is_refused():
+    with pytest.raises(SystemExit):
+        MF.main(["--only", "no_such_figure"])
+
+
+def test_band_is_mean_min_max_over_seeds():
+    x, mean, lo, hi = MF.band([([0.0, 10.0], [0.0, 1.0]), ([0.0, 5.0, 10.0], [1.0, 1.0, 1.0])], points=3)
+    assert list(x) == [0.0, 5.0, 10.0]
+    assert list(mean) == [0.5, 0.75, 1.0] and list(lo) == [0.0, 0.5, 1.0] and list(hi) == [1.0, 1.0, 1.0]
+    one = MF.band([([1.0, 2.0], [3.0, 4.0])])
+    assert [list(a) for a in one] == [[1.0, 2.0], [3.0, 4.0], [3.0, 4.0], [3.0, 4.0]]
+
+
+def test_series_separates_the_final_eval():
+    rows = [{"epoch": "0", "env_steps": "10", "eval/return": "1"}, {"epoch": "1", "env_steps": "20", "eval/return": ""},
+            {"epoch": "", "env_steps": "20", "eval/return": "3"}]
+    assert MF.series(rows, "eval/return", "env_steps") == ([10.0], [1.0], (20.0, 3.0))
+
+
+def test_summary_reports_each_seed():
+    fig = next(f for f in MF.FIGURES if f.png == "04_tmaze10")
+    seeds = MF.summary(fig)["curves"]["eval/success"]
+    assert [s["csv"] for s in seeds] == ["04_tmaze10_seed0.csv", "04_tmaze10_seed1.csv", "04_tmaze10_seed2.csv"]
+    assert all(s["final"] == 1.0 and s["best_at_updates"] == 640.0 for s in seeds)  # docs/results/README.md, 04
+
+
+def indexed_patterns() -> list[str]:
+    import re
+
+    out = []
+    for page in INDEXES:
+        for token in re.findall(r"`([^`\n]+)`", page.read_text()):
+            if token.endswith((".csv", ".jsonl")) and " " not in token:
+                out += [p.rsplit("/", 1)[-1] for p in expand(token)]
+    return out
+
+
+def test_every_recorded_file_is_named_in_an_index():
+    patterns = indexed_patterns()
+    files = [p for p in RESULTS.rglob("*") if p.suffix in (".csv", ".jsonl")]
+    unnamed = [p.relative_to(RESULTS).as_posix() for p in files
+               if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
+    assert not unnamed, f"docs/results files named in no index page ({[i.name for i in INDEXES]}): {unnamed}"
