@@ -80,6 +80,11 @@ def test_series_separates_the_final_eval():
     assert MF.series(rows, "eval/return", "env_steps") == ([10.0], [1.0], (20.0, 3.0))
 
 
+def test_legend_labels_count_attempts_from_one():
+    assert MF._short("eval/episode_0_success") == "attempt 1 success"
+    assert MF._short("eval/return/RepeatFirstEasy") == "RepeatFirstEasy" and MF._short("eval/success") == "success"
+
+
 def test_summary_reports_each_seed():
     fig = next(f for f in MF.FIGURES if f.png == "04_tmaze10")
     seeds = MF.summary(fig)["curves"]["eval/success"]

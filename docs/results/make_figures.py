@@ -201,8 +201,10 @@ def draw(fig: Figure, out_dir: str, root: str = HERE) -> str:
 
 
 def _short(col: str) -> str:
-    return col.removeprefix("eval/").replace("episode_", "attempt ").replace("_success", " success") \
-        .replace("_return", " return").replace("return/", "")
+    """A legend label for an eval column: `eval/episode_0_success` -> `attempt 1 success`, `eval/return/X` -> `X`."""
+    col = col.removeprefix("eval/").replace("return/", "")
+    m = re.fullmatch(r"episode_(\d+)_(\w+)", col)
+    return f"attempt {int(m.group(1)) + 1} {m.group(2)}" if m else col
 
 
 def summary(fig: Figure, root: str = HERE) -> dict:
