@@ -111,3 +111,18 @@ def test_branch_run_prints_variants_side_by_side(tmp_path, capsys):
     table = by[None]
     assert table["grad_steps"] == sorted(set(table["grad_steps"]))
     assert set(table["train-update/lr"]) == {"source", "same", "lr"}
+
+
+def test_branch_with_target_backbone_starts_its_targets_from_the_online_encoders(tmp_path):
+    tr = _source_run(tmp_path, epochs=1)
+    bp_dir = branch_point_dir(tr.run_dir, 1)
+    online = load_checkpoint(os.path.join(bp_dir, "latest.pt"))["loss"]
+    b = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="tb", branch_from=bp_dir, target_backbone=True, epochs=2),
+                     _make_env, _make_env)
+    assert b.resume()
+    state = b.loss.state_dict()
+    copies = [k for k in state if k.startswith("target_backbone_params.")]
+    assert copies and all(torch.equal(state[k], online[k[len("target_backbone_params."):]]) for k in copies)
+    b.train()  # the trainer's SoftUpdate moves them from here
+    assert any(not torch.equal(b.loss.state_dict()[k], online[k[len("target_backbone_params."):]]) for k in copies)
+    b.close()

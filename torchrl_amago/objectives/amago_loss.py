@@ -2,7 +2,8 @@
 
 One call on a ``[B, T]`` replay window:
   1. builds the T+1 sequence ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` and runs the timestep encoder and
-     the trajectory encoder ONCE over it (no target copy of the backbone);
+     the trajectory encoder ONCE over it (no target copy of the backbone, unless ``target_backbone``: then a
+     second, no-grad pass of Polyak-averaged encoders gives the s_{t+1} of the TD targets);
   2. TD targets (no grad): target actor on ``s_{t+1}``, target critic ensemble, PopArt-denormalised with the old
      stats, REDQ reduce (min of ``num_critics_td`` random members if the online actor term is on, else mean),
      multi-gamma n-step return (stops at ``terminated`` and padding), PopArt stats update, normalise;
@@ -26,6 +27,7 @@ second, identical critic pass.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
@@ -47,6 +49,24 @@ from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduc
 from .filters import make_filter
 from .packing import PackPlan, pack_mode, packs_here, plan_packing
 from .returns import nstep_return
+
+@contextmanager
+def swapped_parameters(module: nn.Module, params: TensorDictBase):
+    """Within the block, ``module``'s parameters named by the nested keys of ``params`` are those tensors (plain
+    tensors, no copy); the module's own parameters are put back on exit. ``params`` itself is left untouched
+    (``TensorDict.to_module`` would write Parameters into it)."""
+    saved = []
+    try:
+        for key, value in params.items(True, True):
+            *path, leaf = key
+            owner = module.get_submodule(".".join(path))
+            saved.append((owner, leaf, owner._parameters[leaf]))
+            owner._parameters[leaf] = value
+        yield
+    finally:
+        for owner, leaf, old in reversed(saved):
+            owner._parameters[leaf] = old
+
 
 __all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
 
@@ -113,6 +133,10 @@ class AMAGOLoss(LossModule):
             encoder can keep them apart (Transformer, per-step encoders). ``"cpu"`` (default): batches on the
             CPU only (on a GPU the plan's host read costs more than it saves); ``"always"`` / True;
             ``"never"`` / False: one window per row.
+        target_backbone: TD targets read s_{t+1} from a Polyak-averaged copy of the timestep and trajectory
+            encoders (``target_backbone_params``, moved by the same ``SoftUpdate`` as the heads) instead of the
+            online encoders with target heads (the original has no target encoder). Costs one more encoder forward
+            pass (no grad) per update; see docs/api/objectives.md for what it changes.
     """
 
     actor_head: nn.Module
@@ -184,6 +208,7 @@ class AMAGOLoss(LossModule):
         two_hot: bool = False,
         gumbel_temperature: float = 0.5,
         pack_windows: Union[bool, str] = "cpu",
+        target_backbone: bool = False,
     ):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
@@ -254,6 +279,10 @@ class AMAGOLoss(LossModule):
 
         self.convert_to_functional(actor_head, "actor_head", create_target_params=True)
         self.convert_to_functional(critic_head, "critic_head", create_target_params=True)
+        self.target_backbone = bool(target_backbone)
+        if self.target_backbone:  # SoftUpdate pairs it with the `backbone_params` property
+            self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
+            self._has_update_associated["backbone"] = False  # TorchRL warns until a target updater is attached
 
     def _apply(self, fn, *args, **kwargs):
         """`.to(device)` / `.cuda()` / `.double()` also reach the heads' own buffers. `convert_to_functional` keeps
@@ -382,12 +411,15 @@ class AMAGOLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch = self._read_batch(tensordict)
         plan = plan_packing(batch.mask) if self.packable and packs_here(self.pack_windows, batch.mask) else None
+        unpacked = batch
         if plan is None:
             emb = self._backbone(tensordict, batch.mask)  # [B, T+1, D]: ONE pass of both encoders
         else:  # the same windows in fewer rows: [R, T+1, D], the batch's steps moved to their packed places
             emb, batch = self._packed_backbone(tensordict, batch, plan)
-        s, s_next = emb[:, :-1], emb[:, 1:].detach()
-        dist, params_next = self._policy_outputs(emb)
+        # s_{t+1} of the TD targets: the Polyak-averaged encoders' (target_backbone) or the online pass's
+        target_next = self._target_states(tensordict, unpacked, plan) if self.target_backbone else None
+        s, s_next = emb[:, :-1], emb[:, 1:].detach() if target_next is None else target_next
+        dist, params_next = self._policy_outputs(emb, target_next)
         td_target, td_norm = self._targets(batch, s_next, params_next)
         critic_loss, critic = self._critic_loss(batch, s, td_target, td_norm)
         actor_loss, terms = self._actor_loss(batch, s, dist, critic)
@@ -452,9 +484,39 @@ class AMAGOLoss(LossModule):
                             plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx))
         return self._encode(seq), packed
 
-    def _policy_outputs(self, emb: torch.Tensor):
-        """pi(.|s_t) as a distribution [B, T, G] (with grad) and the (target) actor's parameters at s_{t+1}."""
-        s, s_next = emb[:, :-1], emb[:, 1:].detach()
+    @property
+    def backbone_params(self) -> TensorDict:
+        """The encoders' parameters (the tensors themselves) as ``{"timestep_encoder": ..., "trajectory_encoder":
+        ...}``; with ``target_backbone=True`` ``SoftUpdate`` moves ``target_backbone_params`` towards them."""
+        return TensorDict({name: TensorDict(dict(getattr(self, name).named_parameters()), []).unflatten_keys(".")
+                           for name in ("timestep_encoder", "trajectory_encoder")}, [])
+
+    def _target_states(self, tensordict: TensorDictBase, batch: AMAGOBatch, plan: Optional[PackPlan]) -> torch.Tensor:
+        """s_{t+1} [B, T, D] from the same backbone pass run on ``target_backbone_params`` (eval mode: no dropout,
+        no input-statistics or power-iteration updates; no grad)."""
+        modules = [getattr(self, name) for name in ("timestep_encoder", "trajectory_encoder")]
+        modes = [m.training for m in modules]
+        try:
+            with torch.no_grad(), swapped_parameters(self, self.target_backbone_params):
+                for m in modules:
+                    m.eval()
+                emb = (self._backbone(tensordict, batch.mask) if plan is None
+                       else self._packed_backbone(tensordict, batch, plan)[0])
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        return emb[:, 1:]
+
+    def _policy_outputs(self, emb: torch.Tensor, s_next: Optional[torch.Tensor] = None):
+        """pi(.|s_t) as a distribution [B, T, G] (with grad) and the (target) actor's parameters at s_{t+1}
+        (``s_next``: the target encoders' states, default the online ones, ``emb[:, 1:]``)."""
+        s = emb[:, :-1]
+        if s_next is not None and not self.use_target_actor:
+            params = self._actor(self.actor_head_params, s).float()
+            with torch.no_grad():
+                params_next = self._actor(self.actor_head_params, s_next).float()
+            return self.actor_head.dist(params), params_next
+        s_next = emb[:, 1:].detach() if s_next is None else s_next
         if self.use_target_actor:
             params = self._actor(self.actor_head_params, s).float()
             with torch.no_grad():

@@ -88,6 +88,17 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
     return ckpt
 
 
+def with_new_target_copies(module: torch.nn.Module, state: dict) -> dict:
+    """``state`` plus, for each target copy the module has and ``state`` lacks (a run branched with
+    ``--target_backbone`` from a checkpoint made without it), the online weights it copies: entry
+    ``target_backbone_params.<path>`` <- ``<path>``, as a fresh loss initialises its targets."""
+    prefix = "target_backbone_params."
+    missing = {k: k[len(prefix):] for k in module.state_dict() if k.startswith(prefix) and k not in state}
+    if not missing or any(src not in state for src in missing.values()):
+        return state
+    return {**state, **{k: state[src] for k, src in missing.items()}}
+
+
 def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
     """load_state_dict with an error that names mismatched keys/shapes instead of a raw traceback."""
     own = module.state_dict()

@@ -168,6 +168,7 @@ class TrainConfig:
     num_actions_for_value_in_actor_loss: int | None = None
     use_target_actor: bool = _loss("use_target_actor")
     gumbel_temperature: float = _loss("gumbel_temperature")
+    target_backbone: bool = _loss("target_backbone")
     tau: float = DEFAULT_TAU
     continuous_dist: str = default_of(ActorHead, "continuous_dist")
     discrete_clip: tuple[float, float] = DEFAULT_DISCRETE_CLIP

@@ -106,6 +106,8 @@ FIELD_HELP = {
     "num_actions_for_value_in_actor_loss": "actions sampled for V(s) in the advantage (default: 1 for agent, "
                                            "3 for multitask)",
     "use_target_actor": "sample the TD target's next action from the target actor (else the online one)",
+    "target_backbone": "TD targets read s_{t+1} from a Polyak-averaged copy of the encoders (one more encoder "
+                       "forward per update; not in the original, docs/api/objectives.md)",
     "gumbel_temperature": "straight-through Gumbel-softmax temperature of discrete DPG through an action-input critic",
     "tau": "Polyak factor of the target actor and critics (SoftUpdate after every optimizer step)",
     "continuous_dist": "policy distribution for continuous actions",

@@ -24,7 +24,8 @@ from ..data import make_sequence_replay
 from .collection import (CollectorFeed, build_multiprocess_collector, build_remote_collector, check_async_config,
                          sync_exploration_step, target_replay_ratio)
 from .branching import save_branch_point, start_from_branch
-from .checkpoint import CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint,
+                         set_rng_state, with_new_target_copies)
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
 from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replays, remove_old_rank_files,
                              restore_rank_replay)
@@ -553,7 +554,7 @@ class AMAGOTrainer:
             return False
         ckpt = load_checkpoint(path)
         check_resume(ckpt, self.cfg, path)  # refuses unsafe config changes, listing them
-        load_module_state(self.loss, ckpt["loss"], "model", path)
+        load_module_state(self.loss, with_new_target_copies(self.loss, ckpt["loss"]), "model", path)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
