@@ -34,6 +34,12 @@ TASK_ID = "task_id"
 # ---- written by the replay / the modules
 #: ``[B, T]`` bool, False on padding (the sequence replay)
 MASK = "mask"
+#: TorchRL's validity mask (``LossModule.loss_mask_key="auto"`` reads it): the replay writes the padding mask here too
+TORCHRL_MASK = ("collector", "mask")
+#: int64 per stored step: the id of its stored trial (unique for the buffer's lifetime) and its offset in that trial;
+#: ``SliceSampler(traj_key=TRIAL_ID, step_key=TRIAL_STEP, fragmented=True)`` reads the replay's storage with them
+TRIAL_ID = ("replay", "trial_id")
+TRIAL_STEP = ("replay", "step")
 #: ``[R, T+1]`` int64 window id of each position when the loss packs several windows into a row (-1: unused)
 SEGMENT = "segment"
 #: timestep-encoder output ``[*, D]``
@@ -49,5 +55,6 @@ NOT_OBSERVATIONS = frozenset({PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT, STEP_
 __all__ = [
     "ACTION", "DONE", "EPISODE_COUNT", "EPISODE_END", "EPISODE_RETURN", "EPISODE_SUCCESS", "IS_INIT", "MASK",
     "NOT_OBSERVATIONS", "PREV_ACTION", "PREV_REWARD", "REWARD", "SEGMENT", "SOFT_RESET", "STATE_EMB", "STEP_COUNT",
-    "STEP_KEYS", "TASK_ID", "TERMINATED", "TIME_IDX", "TRUNCATED", "TSTEP_EMB",
+    "STEP_KEYS", "TASK_ID", "TERMINATED", "TIME_IDX", "TORCHRL_MASK", "TRIAL_ID", "TRIAL_STEP", "TRUNCATED",
+    "TSTEP_EMB",
 ]

@@ -9,6 +9,7 @@ from .offline import arrays_to_trials, load_offline_trials, split_trials
 from .relabel import HindsightRelabel, RelabelResult, sequential_goal_rewards
 from .replay import SequenceReplayBuffer, make_sequence_replay
 from .sampler import TrialWindowSampler, draw_starts, window_offsets
+from .storage import TrialStorage
 from .trial_index import TrialIndex
 from .writer import TrialWriter, plan_pieces
 
@@ -18,6 +19,7 @@ __all__ = [
     "TrialWriter",
     "TrialWindowSampler",
     "TrialIndex",
+    "TrialStorage",
     "plan_pieces",
     "draw_starts",
     "window_offsets",

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from tensordict import TensorDictBase
 
+from .replay import set_masks
 Schedule = Callable[[int], Sequence[float]]
 
 
@@ -122,11 +123,12 @@ False), the sequence replay's own padding.
 
 
 def _pad_windows(windows: TensorDictBase, T: int, mask_key="mask") -> TensorDictBase:
-    """Right-pad ``[B, t]`` windows to ``[B, T]``: the last step repeats and ``mask`` is False on the new steps."""
+    """Right-pad ``[B, t]`` windows to ``[B, T]``: the last step repeats and ``mask`` (and TorchRL's
+    ``("collector", "mask")``) is False on the new steps."""
     t = windows.shape[1]
     if t == T:
         return windows
     out = windows[:, torch.arange(T).clamp(max=t - 1)]
-    if mask_key in out.keys():
-        out.set(mask_key, out.get(mask_key) & (torch.arange(T) < t))
+    if mask_key in out.keys(True):
+        set_masks(out, out.get(mask_key) & (torch.arange(T) < t), mask_key)
     return out

@@ -23,9 +23,11 @@ from typing import Callable
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
-from torchrl.data import LazyMemmapStorage, ReplayBuffer
+from torchrl.data import ReplayBuffer
 
+from .. import keys as K
 from .sampler import TrialWindowSampler, draw_starts, window_offsets
+from .storage import TrialStorage
 from .writer import TrialWriter
 
 TrialTransform = Callable[[TensorDictBase], TensorDictBase]
@@ -39,8 +41,10 @@ class SequenceReplayBuffer(ReplayBuffer):
     stored steps.
 
     Keys: ``extend`` stores every key of the batch (root and ``"next"``) and reads ``("next", "done")``,
-    ``is_init`` and ``("collector", "traj_ids")`` to cut trials; ``sample`` returns them as ``[B, T]`` windows
-    plus ``mask`` (False on padding). The names are arguments of :func:`make_sequence_replay`.
+    ``is_init`` and ``("collector", "traj_ids")`` to cut trials; it adds ``("replay", "trial_id")`` and
+    ``("replay", "step")`` to every stored step. ``sample`` returns them as ``[B, T]`` windows plus ``mask`` (False
+    on padding), also written as TorchRL's ``("collector", "mask")`` so that TorchRL losses (``loss_mask_key``)
+    leave padding out too. The names are arguments of :func:`make_sequence_replay`.
     """
 
     def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,
@@ -152,7 +156,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         if self.trial_transform is not None:
             data, info = self._window_transformed(flat, lengths, info)
         with data.unlock_() if data.is_locked else contextlib.nullcontext():
-            data.set(self.mask_key, info["mask"])
+            set_masks(data, info["mask"], self.mask_key)
         if self._transform is not None and len(self._transform):
             with data.unlock_():
                 data = self._transform(data)
@@ -170,6 +174,14 @@ class SequenceReplayBuffer(ReplayBuffer):
         return data, info
 
 
+def set_masks(data: TensorDictBase, mask: torch.Tensor, mask_key: NestedKey = K.MASK) -> None:
+    """Write the ``[B, T]`` validity ``mask`` (False on padding) at ``mask_key`` and at TorchRL's
+    ``("collector", "mask")`` (the same tensor), so AMAGOLoss and TorchRL losses leave the same steps out."""
+    data.set(mask_key, mask)
+    if mask_key != K.TORCHRL_MASK:
+        data.set(K.TORCHRL_MASK, mask)
+
+
 def make_sequence_replay(
     capacity_steps: int,
     seq_len: int,
@@ -184,7 +196,9 @@ def make_sequence_replay(
     done_key: NestedKey = ("next", "done"),
     init_key: NestedKey | None = "is_init",
     traj_key: NestedKey | None = ("collector", "traj_ids"),
-    mask_key: NestedKey = "mask",
+    mask_key: NestedKey = K.MASK,
+    trial_id_key: NestedKey | None = K.TRIAL_ID,
+    trial_step_key: NestedKey | None = K.TRIAL_STEP,
     transform=None,
     generator: torch.Generator | None = None,
     prefetch: int | None = None,
@@ -205,16 +219,19 @@ def make_sequence_replay(
             returns ``seq_len`` steps (fixed shapes, e.g. for ``torch.compile`` without recompilation).
         done_key / init_key / traj_key / mask_key: key names (trial end, hard-reset flag, the collector's
             trajectory id, output mask). With trajectory ids in the data, open trials are keyed by them and
-            continue wherever their id arrives (any row, worker or batch); without them, by row.
+            continue wherever their id arrives (any row, worker or batch); without them, by row. The mask is also
+            written as TorchRL's ``("collector", "mask")``.
+        trial_id_key / trial_step_key: stored with every step: its trial's id and its offset in the trial, for
+            TorchRL's ``SliceSampler(traj_key=..., step_key=..., fragmented=True)`` (see :class:`TrialWriter`).
         transform: a TorchRL transform applied to the ``[B, T]`` batch (sample time).
         generator: RNG for sampling (checkpointed by ``dumps``).
     """
     temp = scratch_dir is None
     if temp:  # an explicit temp folder, so a buffer restored by loads() is on disk too (not anonymous memory)
         scratch_dir = tempfile.mkdtemp(prefix="torchrl_amago_replay_")
-    storage = LazyMemmapStorage(capacity_steps, scratch_dir=scratch_dir, auto_cleanup=temp)
+    storage = TrialStorage(capacity_steps, scratch_dir=scratch_dir, auto_cleanup=temp)
     writer = TrialWriter(capacity_steps, done_key=done_key, init_key=init_key, traj_key=traj_key,
-                         max_trial_len=max_trial_len)
+                         max_trial_len=max_trial_len, trial_id_key=trial_id_key, trial_step_key=trial_step_key)
     sampler = TrialWindowSampler(seq_len, sampling=sampling, padded_sampling=padded_sampling, trim=trim)
     return SequenceReplayBuffer(storage=storage, writer=writer, sampler=sampler, batch_size=batch_size,
                                 trial_transform=trial_transform, mask_key=mask_key, transform=transform,

@@ -34,6 +34,7 @@ from tensordict import LazyStackedTensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data.replay_buffers.writers import Writer
 
+from .. import keys as K
 from .trial_index import TrialIndex
 
 
@@ -108,11 +109,19 @@ class TrialWriter(Writer):
             ignore it and continue trials by row.
         max_trial_len: store trials longer than this as consecutive, non-overlapping snippets of at most this
             many steps (each snippet is sampled as a unit; stored keys such as ``time_idx`` stay trial-global).
+        trial_id_key / trial_step_key: keys written into every stored step (int64): the id of its stored unit
+            (unique for the buffer's lifetime; ids grow with write order) and its offset in the unit. TorchRL's
+            ``SliceSampler(traj_key=trial_id_key, step_key=trial_step_key, fragmented=True)`` reads the storage with
+            them (docs/api/data.md); ``None`` writes neither.
+
+    Keys in: ``done_key``, ``init_key`` and ``traj_key`` of each batch (every key is stored); keys out (stored):
+    ``trial_id_key`` and ``trial_step_key``.
     """
 
     def __init__(self, capacity: int, *, done_key: NestedKey = ("next", "done"),
                  init_key: NestedKey | None = "is_init", traj_key: NestedKey | None = ("collector", "traj_ids"),
-                 max_trial_len: int | None = None):
+                 max_trial_len: int | None = None, trial_id_key: NestedKey | None = K.TRIAL_ID,
+                 trial_step_key: NestedKey | None = K.TRIAL_STEP):
         super().__init__()
         if max_trial_len is not None and not 0 < max_trial_len <= capacity:
             raise ValueError(f"max_trial_len must be in [1, capacity_steps={capacity}], got {max_trial_len}")
@@ -121,6 +130,7 @@ class TrialWriter(Writer):
         self.init_key = init_key
         self.traj_key = traj_key
         self.max_trial_len = max_trial_len
+        self.trial_id_key, self.trial_step_key = trial_id_key, trial_step_key
         self._write_count = 0
         self.before_write = None  # callable(first global position, steps) run before each storage write
 
@@ -223,6 +233,11 @@ class TrialWriter(Writer):
             open_unit = torch.full((n_env,), -1, dtype=torch.long)
             open_len = torch.zeros(n_env, dtype=torch.long)
         plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj)
+        # unit of every piece (new ones get the next ids, as new_units allocates them) and its offset in the unit
+        is_new = plan["is_new"]
+        unit = torch.empty_like(plan["pos"])
+        unit[is_new] = idx.unit_base + idx.num_units + torch.arange(int(is_new.sum()))
+        unit[~is_new] = open_unit[plan["row"][~is_new]]
 
         slots = (gpos0 + torch.arange(n)) % idx.capacity
         if self.before_write is not None:
@@ -230,15 +245,20 @@ class TrialWriter(Writer):
         flat = rows.reshape(-1)
         if flat.device is not None and flat.device.type != "cpu":
             flat = flat.cpu()
+        if self._stores_trial_keys():
+            first = torch.where(is_new, 0, open_len[plan["row"]])  # offset of each piece's first step
+            flat = flat.copy()  # new entries on a shallow copy: the caller's TensorDict is left as it was
+            flat.set(self.trial_id_key, torch.repeat_interleave(unit, plan["length"]))
+            flat.set(self.trial_step_key, torch.arange(n) + torch.repeat_interleave(first - plan["pos"],
+                                                                                    plan["length"]))
         self._storage.set(slots, flat)
         idx.write_count += n
         self._write_count += n
+        for reader in self._storage._attached_entities_iter():  # e.g. a SliceSampler's buffer sharing the storage
+            reader.mark_update(slots)
 
         idx.finish(open_unit[plan["closes_open"]])
-        is_new = plan["is_new"]
-        unit = torch.empty_like(plan["pos"])
-        unit[is_new] = idx.new_units(gpos0 + plan["pos"][is_new])
-        unit[~is_new] = open_unit[plan["row"][~is_new]]
+        idx.new_units(gpos0 + plan["pos"][is_new])  # the ids `unit` already holds
         idx.add_segments(unit, gpos0 + plan["pos"], plan["length"])
         finished = plan["ends_done"] | plan["cut"] | (not online)
         if self.max_trial_len is not None:
@@ -252,6 +272,17 @@ class TrialWriter(Writer):
             else:
                 self._update_open(traj, open_unit, row_open)
         return slots
+
+    def _stores_trial_keys(self) -> bool:
+        """Write ``trial_id_key`` / ``trial_step_key`` with the steps: unless disabled (None) or the storage was
+        first written without them (a replay saved before they existed keeps its layout)."""
+        if self.trial_id_key is None or self.trial_step_key is None:
+            return False
+        storage = self._storage
+        if not storage.initialized:
+            return True
+        stored = storage._storage.keys(include_nested=True)
+        return self.trial_id_key in stored and self.trial_step_key in stored
 
     def _lookup_open(self, traj: torch.Tensor) -> torch.Tensor:
         """[N] open unit continued by each row (the unit keyed by the row's first trajectory id), -1 = none."""
