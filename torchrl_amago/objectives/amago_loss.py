@@ -155,7 +155,11 @@ class AMAGOLoss(LossModule):
                 spaces, ``[B, T, A]`` floats otherwise).
             reward (NestedKey): r_t, ``[B, T(, 1)]``; scaled by ``reward_multiplier`` inside the loss only.
             terminated (NestedKey): ``[B, T(, 1)]`` bool; stops bootstrapping (``truncated`` does not).
-            mask (NestedKey): ``[B, T]`` bool, False on padding; absent means every step is valid.
+            mask (NestedKey): ``[B, T]`` (or ``[B, T, 1]``) bool, False on padding. Which entries mark valid steps
+                follows TorchRL's ``loss.loss_mask_key``: ``"auto"`` (default) ANDs this key and TorchRL's
+                ``("collector", "mask")``, whichever are present (the sequence replay writes both), and a batch with
+                neither is an error (an all-valid default would silently train on padding); a key: that entry
+                only; ``None``: every step is valid (unpadded windows, e.g. TorchRL's ``SliceSampler``).
             time_idx (NestedKey): steps since the hard reset, read at the root (step 0) and under ``"next"``; fed to
                 the trajectory encoder's time key.
             is_init (NestedKey): first step after a hard reset, read under ``"next"`` (optional; False if absent).
@@ -442,13 +446,33 @@ class AMAGOLoss(LossModule):
             if v is None:
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
         reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
-        mask = tensordict.get(k.mask, None)
-        if mask is None:  # an all-valid default would silently train on padding
-            raise ValueError(f"AMAGOLoss: batch has no key {k.mask!r} (False on padding; the sequence replay writes "
-                             f"it; pass all-True for unpadded windows)")
-        mask = as_bt(mask, B, T, k.mask).bool()
+        mask = self._step_mask(tensordict, B, T, reward.device)
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
         return AMAGOBatch(mask, reward, term, a_feat, a_idx)
+
+    def _step_mask(self, tensordict: TensorDictBase, B: int, T: int, device) -> torch.Tensor:
+        """``[B, T]`` bool, False on padding, read as TorchRL's ``loss_mask_key`` says (see ``_AcceptedKeys.mask``).
+
+        TorchRL's ``"auto"`` also reads ``"shifted_valid"`` (written by its value estimators where a bootstrapped
+        target crosses an episode boundary); AMAGO's windows lie inside one trial and its n-step return stops at
+        ``terminated`` and padding itself, so that entry is not read."""
+        setting = self.loss_mask_key
+        if setting is None:
+            return torch.ones(B, T, dtype=torch.bool, device=device)
+        names = list(dict.fromkeys([self.tensor_keys.mask, K.TORCHRL_MASK] if setting == "auto" else [setting]))
+        mask = None
+        for name in names:
+            value = tensordict.get(name, None)
+            if value is not None:
+                value = as_bt(value, B, T, name).bool()
+                mask = value if mask is None else mask & value
+        if mask is None:  # an all-valid default would silently train on padding
+            raise ValueError(
+                f"AMAGOLoss: batch has no key {' or '.join(repr(n) for n in names)} (the validity mask, False on "
+                f"padding; the sequence replay writes both 'mask' and ('collector', 'mask')). For windows without "
+                f"padding (e.g. TorchRL's SliceSampler with strict_length=True) set loss.loss_mask_key = None, or pass "
+                f"an all-True mask")
+        return mask
 
     def _backbone(self, tensordict: TensorDictBase, mask: torch.Tensor) -> torch.Tensor:
         """Timestep + trajectory encoder over the T+1 sequence -> state embeddings [B, T+1, D]."""
