@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDict
 
 from tests.data.toy_envs import make_counting_env
-from torchrl_amago.data import make_sequence_replay
+from torchrl_amago.data import load_tensors, make_sequence_replay
 
 TRAJ = ("collector", "traj_ids")
 
@@ -214,7 +214,7 @@ def test_state_dict_round_trip_keeps_the_open_map(tmp_path):
         rb.extend(d)
     assert rb.num_open_trials() >= 4, "test needs trials in flight at the checkpoint"
     rb.dumps(tmp_path / "ckpt")
-    saved = torch.load(tmp_path / "ckpt" / "writer" / "trial_writer.pt", weights_only=True)["index"]
+    saved = load_tensors(tmp_path / "ckpt" / "replay_state.pt")["writer"]["index"]
     assert torch.equal(saved["env_traj"], rb.writer.index.env_traj)  # the open map is plain tensors
     assert torch.equal(saved["env_unit"], rb.writer.index.env_unit)
     rb2 = make_sequence_replay(1000, 5, 16, scratch_dir=str(tmp_path / "b"))

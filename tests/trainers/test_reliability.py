@@ -11,6 +11,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import Transform
 
+from tests.payloads import Marker
 from torchrl_amago.data import make_sequence_replay
 from torchrl_amago.data.offline import load_offline_trials
 from torchrl_amago.envs import TMaze, make_amago_env
@@ -47,16 +48,6 @@ def run_dir(tmp_path):
 
 class Killed(Exception):
     """Stands for a SIGKILL: the trainer object is abandoned, only what is on disk survives."""
-
-
-class Marker:
-    """Unpickling this creates a file: proof that a load ran code."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def snapshot(tr):
@@ -96,7 +87,8 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
     read_at_resume = {"latest.pt", "metrics.csv"}  # + undo files, planted in the wrap-around test
     tried = named = 0
     for f in files:
-        original = open(f, "rb").read()
+        with open(f, "rb") as fh:
+            original = fh.read()
         marker = tmp_path / "ran"
         if f.endswith(".pt"):
             torch.save({"format": FORMAT, "loss": Marker(marker)}, f)
@@ -120,23 +112,6 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
         tried += 1
     assert tried >= 5 and named == len(read_at_resume)
     print(f"payload planted in {tried} files; {named} read at resume -> error naming the file; none ran")
-
-
-def test_torchrl_prefetch_state_is_never_unpickled(tmp_path):
-    rb = make_sequence_replay(50, 4, 2, scratch_dir=str(tmp_path / "a"))
-    data = env_(2).rollout(8, break_when_any_done=False)
-    rb.extend(data)
-    rb.dumps(tmp_path / "dump")
-    assert not list((tmp_path / "dump").rglob("*.pkl"))  # no pickle written
-    with open(tmp_path / "dump" / "prefetch.pkl", "wb") as fh:
-        pickle.dump(Marker(tmp_path / "ran"), fh)
-    rb2 = make_sequence_replay(50, 4, 2, scratch_dir=str(tmp_path / "b"))
-    rb2.loads(tmp_path / "dump")
-    assert not (tmp_path / "ran").exists() and len(rb2) == len(rb) == 16
-    torch.save({"index": Marker(tmp_path / "ran")}, tmp_path / "dump" / "writer" / "trial_writer.pt")
-    with pytest.raises(ValueError, match="trial_writer.pt is not a trial table"):
-        rb2.loads(tmp_path / "dump")
-    assert not (tmp_path / "ran").exists()
 
 
 # ---------------------------------------------------------------- 2. finite-value guards

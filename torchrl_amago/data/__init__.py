@@ -8,6 +8,7 @@ from .mixed import MixedReplay
 from .offline import arrays_to_trials, load_offline_trials, split_trials
 from .relabel import HindsightRelabel, RelabelResult, sequential_goal_rewards
 from .replay import SequenceReplayBuffer, make_sequence_replay
+from .safe_files import UnsafeFileError, check_folder, load_json, load_tensors, read_hdf5
 from .sampler import TrialWindowSampler, draw_starts, window_offsets
 from .storage import TrialStorage
 from .trial_index import TrialIndex
@@ -37,4 +38,9 @@ __all__ = [
     "write_cartpole_dataset",
     "DATASET_FORMATS",
     "load_dataset_trials",
+    "UnsafeFileError",
+    "load_tensors",
+    "load_json",
+    "check_folder",
+    "read_hdf5",
 ]

@@ -22,6 +22,7 @@ from tensordict.utils import NestedKey
 from .._optional import require
 from ..spaces import unit_box_affine
 from .offline import arrays_to_trials
+from .safe_files import read_hdf5
 
 _FEATURE = "D4RL-format HDF5 datasets (torchrl_amago.data.d4rl)"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
@@ -31,18 +32,13 @@ def _h5py():
     return require("h5py", "h5py", _FEATURE)
 
 
-def _read_node(node):
-    """An h5py Dataset -> array; a Group -> dict of its members (dict observations)."""
-    h5py = _h5py()
-    if isinstance(node, h5py.Group):
-        return {k: _read_node(node[k]) for k in node.keys()}
-    return node[()]
-
-
 def read_d4rl_hdf5(path: str | os.PathLike) -> dict:
     """Read the D4RL keys of an HDF5 file into numpy arrays (``observations`` may be a dict for a Group).
 
-    Raises FileNotFoundError for a missing file and KeyError naming the missing required keys.
+    Raises FileNotFoundError for a missing file and KeyError naming the missing required keys. Only these keys are
+    read, as numeric arrays (:func:`~torchrl_amago.data.safe_files.read_hdf5`: object, string and variable-length
+    data, links and external storage raise ``UnsafeFileError`` naming the file); other members and attributes are
+    never read.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -51,7 +47,7 @@ def read_d4rl_hdf5(path: str | os.PathLike) -> dict:
         missing = [k for k in ("observations", "actions", "rewards", "terminals") if k not in f]
         if missing:
             raise KeyError(f"{path}: not a D4RL dataset, missing keys {missing} (found {sorted(f.keys())})")
-        return {k: _read_node(f[k]) for k in D4RL_KEYS if k in f}
+        return {k: read_hdf5(f, k, path) for k in D4RL_KEYS if k in f}
 
 
 def _float32(x):

@@ -24,10 +24,12 @@ from tensordict.utils import NestedKey
 from .._optional import available, require
 from .d4rl import _float32, rescale_actions
 from .offline import arrays_to_trials
+from .safe_files import UnsafeFileError, load_json, read_hdf5
 
 _FEATURE = "Minari datasets (torchrl_amago.data.minari)"
 MAIN_FILE = "main_data.hdf5"
 METADATA_FILE = "metadata.json"
+EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
 
 
 def minari_datasets_root() -> pathlib.Path:
@@ -50,23 +52,19 @@ def resolve_minari_data_path(dataset: str | os.PathLike) -> pathlib.Path:
 
 
 def read_minari_metadata(data_path: str | os.PathLike) -> dict:
-    """``metadata.json`` of a dataset, with ``observation_space``/``action_space`` parsed from their JSON strings."""
-    with open(pathlib.Path(data_path) / METADATA_FILE) as f:
-        meta = json.load(f)
+    """``metadata.json`` of a dataset, with ``observation_space``/``action_space`` parsed from their JSON strings
+    (read with :func:`~torchrl_amago.data.safe_files.load_json`: anything but JSON raises ``UnsafeFileError``)."""
+    file = pathlib.Path(data_path) / METADATA_FILE
+    meta = load_json(file)
+    if not isinstance(meta, dict):
+        raise UnsafeFileError(f"{file} holds a JSON {type(meta).__name__}, not an object")
     for k in ("observation_space", "action_space"):
         if isinstance(meta.get(k), str):
-            meta[k] = json.loads(meta[k])
+            try:
+                meta[k] = json.loads(meta[k])
+            except json.JSONDecodeError as e:
+                raise UnsafeFileError(f"{file}: {k} is not a JSON-serialised space ({e})") from e
     return meta
-
-
-def _read_group(node):
-    h5py = require("h5py", "h5py", _FEATURE)
-    if isinstance(node, h5py.Group):
-        return {k: _read_group(node[k]) for k in node.keys()}
-    if node.dtype.kind == "O":
-        raise ValueError(f"{node.name}: variable-length (e.g. JPEG-encoded) data needs the minari package to decode "
-                         "(pip install minari)")
-    return node[()]
 
 
 def iterate_minari_episodes_hdf5(data_path: str | os.PathLike) -> Iterator[dict]:
@@ -79,20 +77,19 @@ def iterate_minari_episodes_hdf5(data_path: str | os.PathLike) -> Iterator[dict]
         raise FileNotFoundError(f"{file} not found (data_format={fmt!r}); the direct reader handles HDF5 datasets "
                                 "only: install minari to read other formats")
     with h5py.File(file, "r") as f:
-        names = sorted((k for k in f.keys() if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+        names = sorted((k for k in f.keys() if k.startswith("episode_") and k[8:].isdigit()), key=lambda k: int(k[8:]))
         for name in names:
-            g = f[name]
-            yield {"id": int(name.split("_")[1]), **{k: _read_group(g[k]) for k in
-                                                      ("observations", "actions", "rewards", "terminations",
-                                                       "truncations")}}
+            yield {"id": int(name[8:]), **read_hdf5(f, name, file, keys=EPISODE_KEYS)}  # numeric arrays only
 
 
 def iterate_minari_episodes(data_path: str | os.PathLike, backend: str = "auto") -> Iterator[dict]:
-    """Episodes as dicts (see :func:`iterate_minari_episodes_hdf5`). ``backend``: ``"minari"`` (the package's
-    ``MinariDataset.iterate_episodes``), ``"hdf5"`` (direct reader), or ``"auto"`` (minari when installed)."""
+    """Episodes as dicts (see :func:`iterate_minari_episodes_hdf5`). ``backend``: ``"hdf5"`` (the direct reader,
+    numeric arrays only), ``"minari"`` (the package's ``MinariDataset.iterate_episodes``, which reads the files with
+    its own code), or ``"auto"`` (the direct reader for an HDF5 dataset, else minari when installed)."""
     if backend not in ("auto", "minari", "hdf5"):
         raise ValueError(f"backend must be 'auto', 'minari' or 'hdf5', got {backend!r}")
-    if backend == "minari" or (backend == "auto" and available("minari")):
+    if backend == "minari" or (backend == "auto" and available("minari")
+                               and not (pathlib.Path(data_path) / MAIN_FILE).is_file()):
         minari = require("minari", "minari", _FEATURE)
         for ep in minari.MinariDataset(str(data_path)).iterate_episodes():
             yield {"id": ep.id, "observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,

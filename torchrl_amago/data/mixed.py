@@ -15,6 +15,8 @@ import torch
 from tensordict import TensorDictBase
 
 from .replay import set_masks
+from .safe_files import check_folder, load_json
+
 Schedule = Callable[[int], Sequence[float]]
 
 
@@ -113,11 +115,14 @@ False), the sequence replay's own padding.
             json.dump({"num_batches": self.num_batches, "weights": self.weights.tolist()}, f)
 
     def loads(self, path) -> None:
+        """Load a folder written by :meth:`dumps`: ``mixed.json`` and one ``buffer_<i>`` dump per buffer, nothing
+        else (any other file raises an error naming it; see ``SequenceReplayBuffer.loads``)."""
         path = Path(path).absolute()
+        parts = {f"buffer_{i}" for i in range(len(self.buffers))}
+        check_folder(path, lambda rel: rel == "mixed.json" or rel.split("/")[0] in parts, "mixed replay dump")
+        meta = load_json(path / "mixed.json")
         for i, b in enumerate(self.buffers):
             b.loads(path / f"buffer_{i}")
-        with open(path / "mixed.json") as f:
-            meta = json.load(f)
         self.num_batches = int(meta["num_batches"])
         self.set_weights(meta["weights"])
 

@@ -6,7 +6,8 @@ collector's ``("collector", "traj_ids")``, so batches of a multi-process collect
 ``MultiSyncCollector``) may interleave in any order (see :mod:`torchrl_amago.data.writer`). ``rb.sample()`` returns a
 TensorDict ``[B, T]`` with every stored key (root and ``"next"``) plus ``"mask"`` (False on right padding
 past a trial's end). ``rb.dumps(path)`` / ``rb.loads(path)`` checkpoint the memmaps, the trial table, the
-in-progress trials of every env and the sampling RNG.
+in-progress trials of every env and the sampling RNG, in a format that holds tensors and plain values only
+(:mod:`torchrl_amago.data.replay_persist`; ``loads`` refuses any other file, see :mod:`~torchrl_amago.data.safe_files`).
 
 With a ``trial_transform`` (e.g. :class:`~torchrl_amago.data.relabel.HindsightRelabel`) each sampled trial
 is read whole, transformed (it may get shorter), and only then cut into a window, as AMAGO relabels whole
@@ -15,9 +16,7 @@ trajectory files before slicing.
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -26,6 +25,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import ReplayBuffer
 
 from .. import keys as K
+from .replay_persist import dump_replay, load_replay
 from .sampler import TrialWindowSampler, draw_starts, window_offsets
 from .storage import TrialStorage
 from .writer import TrialWriter
@@ -98,46 +98,26 @@ class SequenceReplayBuffer(ReplayBuffer):
             return self._writer.end_trials()
 
     # ------------------------------------------------------------------ checkpointing
-    _EMPTY_MARKER = "empty_sequence_replay.json"
-
     def dumps(self, path) -> None:
-        """Save storage (memmaps), trial table, in-progress trials and RNG; works on an empty buffer too."""
-        path = Path(path).absolute()
-        path.mkdir(parents=True, exist_ok=True)
-        marker = path / self._EMPTY_MARKER
-        if self._storage.initialized:
-            if marker.exists():
-                marker.unlink()
-            return super().dumps(path)
-        # TorchRL cannot dump a storage that was never written: save the (empty) trial table only
-        self._writer.dumps(path / "writer")
-        self._sampler.dumps(path / "sampler")
-        marker.write_text(json.dumps({"batch_size": self._batch_size}))
-
-    # TorchRL pickles the prefetch queue to prefetch.pkl and unpickles it on load; a run directory must never
-    # be unpickled, so the (disposable) prefetched samples are dropped and only their capacity kept, as JSON.
-    def _dump_prefetch_state(self, path: Path, prefetch_state: dict) -> None:
-        with open(path / "prefetch.json", "w") as f:
-            json.dump({"version": 1, "capacity": int(prefetch_state.get("capacity", 0))}, f)
-
-    def _load_prefetch_state(self, path: Path) -> dict | None:
-        p = Path(path) / "prefetch.json"
-        if not p.exists():
-            return None
-        with open(p) as f:
-            meta = json.load(f)
-        return {"version": 1, "capacity": int(meta["capacity"]), "queue": ()}
+        """Save the storage (copies of the memmaps), trial table, in-progress trials, sampler settings, RNG, batch
+        size and transform state to the folder ``path`` (empty, or an earlier dump, which is replaced); works on
+        an empty buffer too. The format is :func:`~torchrl_amago.data.replay_persist.dump_replay`'s: memmaps and
+        one ``torch.save`` file of tensors and plain values, never a pickle."""
+        with self._replay_lock, self._write_lock:
+            dump_replay(self, path)
 
     def loads(self, path) -> None:
-        path = Path(path).absolute()
-        self._writer.check_compatible(self._writer.read(path / "writer"))  # before touching the storage
-        if (path / self._EMPTY_MARKER).exists():
-            if self._storage.initialized:
-                self._storage._empty()
-            self._writer.loads(path / "writer")
-            self._sampler.loads(path / "sampler")
-            return
-        super().loads(path)
+        """Load a folder written by :meth:`dumps` into this buffer (same ``capacity_steps`` and ``max_trial_len``).
+
+        Reads tensors and raw memmaps only: any other file in the folder (a pickle, a tensordict ``meta.json``, a
+        ``transform.t``, a symlink), any object other than tensors and plain values in ``replay_state.pt``, and a
+        memmap of the wrong size raise an error naming the file before anything is loaded
+        (:func:`~torchrl_amago.data.replay_persist.load_replay`). TorchRL's own dump format is refused."""
+        self.synchronize()
+        with self._futures_lock:
+            self._clear_prefetch_queue_locked()
+            with self._replay_lock, self._write_lock:
+                load_replay(self, path)
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, batch_size: int) -> tuple[TensorDictBase, dict]:

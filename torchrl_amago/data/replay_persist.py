@@ -1,13 +1,15 @@
 """Crash-safe, pickle-free persistence of a :class:`SequenceReplayBuffer` whose memmaps live in one folder.
 
-TorchRL's ``dumps``/``loads`` copy the storage, write ``prefetch.pkl`` with ``pickle`` and read it back with
-``pickle.load``; a crafted file in a run directory would then run code on resume. This module replaces that
-path for checkpoints:
+TorchRL's ``dumps``/``loads`` write ``prefetch.pkl`` with ``pickle`` and read the storage and RNG back with
+tensordict's ``load_memmap`` (``ReplayBuffer.loads`` -> ``TensorStorageCheckpointer.loads`` / ``rng_state`` ->
+``TensorDict.load_memmap`` -> ``NonTensorStack._load_memmap`` -> ``tensorclass._load_pickle_file`` ->
+``pickle.load``), which unpickles any ``NonTensorStack`` a ``meta.json`` names; a crafted dump or run directory
+would then run code. This module replaces that path, for run checkpoints and for ``dumps``/``loads``:
 
 - :func:`replay_state` returns the buffer's whole state (trial table, storage layout: key, dtype, shape and
   file of every memmap, length, sampler settings, sampling RNG) as tensors and plain values, so it is saved
-  *inside* the trainer's checkpoint file and loaded with ``torch.load(weights_only=True)``; the counters and
-  the replay are committed by one rename.
+  *inside* the trainer's checkpoint file, read with :func:`~torchrl_amago.data.safe_files.load_tensors`; the
+  counters and the replay are committed by one rename.
 - :func:`sync_storage` flushes the memmaps (``fsync``) before that file is written.
 - :func:`restore_replay` re-attaches the memmaps **in place** (no copy of the capacity): every file is checked
   for existence and exact size first, and a missing or short file raises :class:`ReplayStateError` naming it.
@@ -15,19 +17,28 @@ path for checkpoints:
   oldest slots; before a write overwrites rows that the last durable checkpoint holds, their old values are
   saved (fsynced) to ``<gen>/undo/``. Resuming that checkpoint writes them back, so every trial it holds is
   restored bit for bit. A new checkpoint makes the older undo files obsolete; they are then deleted.
+- :func:`dump_replay` / :func:`load_replay` (``SequenceReplayBuffer.dumps``/``loads``): the same state in
+  ``<dump>/replay_state.pt`` next to copies of the memmaps in ``<dump>/storage/``. Loading checks the folder
+  first (plain files, only those two kinds), reads the state with
+  :func:`~torchrl_amago.data.safe_files.load_tensors`, checks every memmap, then copies the data into the buffer.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 from tensordict.memmap import MemoryMappedTensor
 
+from .safe_files import UnsafeFileError, check_folder, load_tensors
+
 REPLAY_STATE_VERSION = 1
 UNDO_DIR = "undo"
 STORAGE_DIR = "storage"  # memmaps of a generation folder: <gen_dir>/storage/<key>.memmap
+DUMP_STATE_FILE = "replay_state.pt"  # SequenceReplayBuffer.dumps: <dump>/replay_state.pt + <dump>/storage/
+DUMP_FORMAT = "torchrl_amago.replay_dump.v1"
 _DTYPES = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8,
                                torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
                                torch.complex64, torch.complex128)}
@@ -117,14 +128,7 @@ class UndoLog:
             keys.append(list(key) if isinstance(key, tuple) else [key])
             values.append(v.clone())
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{w}_{lo}.pt"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save({"protects": w, "gpos": gpos, "keys": keys, "values": values}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.dir)
+        save_durably(self.dir / f"{w}_{lo}.pt", {"protects": w, "gpos": gpos, "keys": keys, "values": values})
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("*.pt")) if self.dir.is_dir() else []
@@ -134,7 +138,7 @@ class UndoLog:
         cap, restored = self.rb.capacity_steps, 0
         for f in self.files():
             try:
-                entry = torch.load(f, map_location="cpu", weights_only=True)
+                entry = load_tensors(f)
                 if int(entry["protects"]) != write_count:
                     continue  # belongs to an older checkpoint
                 slots = entry["gpos"].long() % cap
@@ -153,6 +157,18 @@ class UndoLog:
                 f.unlink(missing_ok=True)
 
 
+def save_durably(path, obj) -> None:
+    """``torch.save`` to ``path`` through a fsynced temporary file and a rename (old file or new one, never half)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def fsync_dir(path) -> None:
     """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
     try:
@@ -168,7 +184,8 @@ def fsync_dir(path) -> None:
 
 
 def check_files(state: dict, folder) -> None:
-    """Raise ReplayStateError naming the first memmap that is missing or whose size is not dtype x shape."""
+    """Raise ReplayStateError naming the first memmap that is missing, lies outside ``folder`` or whose size is not
+    dtype x shape."""
     root = Path(folder).absolute()
     cap = int(state["capacity"])
     for leaf in state["storage"]["leaves"]:
@@ -191,6 +208,39 @@ def check_files(state: dict, folder) -> None:
                                    f"({leaf['dtype']} x {shape}): truncated or from another run")
 
 
+def _check_state(rb, state: dict, source: str) -> None:
+    if int(state.get("version", -1)) != REPLAY_STATE_VERSION:
+        raise ReplayStateError(f"replay state version {state.get('version')!r} is not {REPLAY_STATE_VERSION}")
+    if int(state["capacity"]) != rb.capacity_steps:
+        raise ReplayStateError(f"{source} has capacity_steps={state['capacity']}, this buffer has "
+                               f"{rb.capacity_steps} (--dset_max_size cannot change on resume)")
+    rb._writer.check_compatible(state["writer"])
+
+
+def _map_storage(state: dict, folder: Path, writable: bool) -> TensorDict | None:
+    """The stored rows as a TensorDict [capacity] of memmaps (files checked by :func:`check_files` first);
+    ``writable=False`` maps them privately (the files are never written)."""
+    check_files(state, folder)
+    if not state["storage"]["initialized"]:
+        return None
+    td = TensorDict({}, batch_size=[int(state["capacity"])])
+    for leaf in state["storage"]["leaves"]:
+        f, dtype, shape = str(folder / leaf["file"]), _DTYPES[leaf["dtype"]], torch.Size(leaf["shape"])
+        t = (MemoryMappedTensor.from_filename(filename=f, dtype=dtype, shape=shape) if writable
+             else torch.from_file(f, shared=False, size=shape.numel(), dtype=dtype).view(shape))
+        td.set(tuple(leaf["key"]), t)
+    return td
+
+
+def _load_table(rb, state: dict) -> None:
+    rb._writer.load_state_dict(state["writer"])
+    rb._sampler.load_state_dict(state["sampler"])
+    if state.get("rng") is not None:
+        g = torch.Generator()
+        g.set_state(state["rng"])
+        rb.set_rng(g)
+
+
 def restore_replay(rb, state: dict, gen_dir) -> dict:
     """Attach ``rb`` to the memmaps in ``gen_dir/storage`` (no copy) and load the trial table from ``state``.
 
@@ -198,31 +248,94 @@ def restore_replay(rb, state: dict, gen_dir) -> dict:
     """
     gen_dir = Path(gen_dir).absolute()
     folder = gen_dir / STORAGE_DIR
-    if int(state.get("version", -1)) != REPLAY_STATE_VERSION:
-        raise ReplayStateError(f"replay state version {state.get('version')!r} is not {REPLAY_STATE_VERSION}")
-    if int(state["capacity"]) != rb.capacity_steps:
-        raise ReplayStateError(f"the checkpoint's replay has capacity_steps={state['capacity']}, this buffer has "
-                               f"{rb.capacity_steps} (--dset_max_size cannot change on resume)")
-    rb._writer.check_compatible(state["writer"])
-    check_files(state, folder)
+    _check_state(rb, state, "the checkpoint's replay")
+    td = _map_storage(state, folder, writable=True)
     st = rb._storage
     st.scratch_dir = str(folder)
-    if state["storage"]["initialized"]:
-        td = TensorDict({}, batch_size=[rb.capacity_steps])
-        for leaf in state["storage"]["leaves"]:
-            t = MemoryMappedTensor.from_filename(filename=str(folder / leaf["file"]), dtype=_DTYPES[leaf["dtype"]],
-                                                 shape=torch.Size(leaf["shape"]))
-            td.set(tuple(leaf["key"]), t)
+    if td is not None:
         st._storage = td
         st.initialized = True
         st._len = int(state["storage"]["len"])
     elif st.initialized:
         st._empty()
-    rb._writer.load_state_dict(state["writer"])
-    rb._sampler.load_state_dict(state["sampler"])
-    if state.get("rng") is not None:
-        g = torch.Generator()
-        g.set_state(state["rng"])
-        rb.set_rng(g)
+    _load_table(rb, state)
     restored = UndoLog(rb, gen_dir).apply(rb._writer.index.write_count) if st.initialized else 0
     return {"restored_rows": restored}
+
+
+def dump_replay(rb, path) -> None:
+    """Write ``rb`` to the folder ``path`` (created; it must be empty or hold an earlier dump, which is replaced):
+    copies of its memmaps in ``storage/``, then, last and by one rename, ``replay_state.pt`` (trial table, layout,
+    sampler settings, RNG, batch size and the state_dict of the buffer's transform: tensors and plain values)."""
+    path = Path(path).absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    state_file = path / DUMP_STATE_FILE
+    if any(path.iterdir()) and not state_file.is_file():
+        raise ValueError(f"dumps({path}): the folder holds files that are not a replay dump; use an empty folder")
+    state = {"format": DUMP_FORMAT, **replay_state(rb), "transform": dict(rb._transform.state_dict())}
+    state_file.unlink(missing_ok=True)  # an interrupted dump has no state file, so it is never loaded
+    folder = path / STORAGE_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    src_root = Path(rb._storage.scratch_dir).absolute() if rb._storage.initialized else None
+    for leaf in state["storage"]["leaves"]:
+        dst = folder / leaf["file"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_root / leaf["file"], dst)  # the memmaps are shared mappings: the file has every write
+        with open(dst, "rb+") as f:
+            os.fsync(f.fileno())
+    save_durably(state_file, state)
+
+
+def load_replay(rb, path) -> None:
+    """Load a folder written by :func:`dump_replay` into ``rb`` (a copy: the dump is never written).
+
+    Before anything is read, every entry of the folder must be a plain file, either ``replay_state.pt`` or a
+    ``storage/**.memmap``; the state is read with :func:`~torchrl_amago.data.safe_files.load_tensors`; every memmap
+    it names is checked (inside the folder, exact size) and no other memmap may be there. Any failure raises
+    :class:`~torchrl_amago.data.safe_files.UnsafeFileError` or :class:`ReplayStateError` naming the file."""
+    path = Path(path).absolute()
+    state_file = path / DUMP_STATE_FILE
+    if path.is_dir() and not state_file.exists():
+        raise UnsafeFileError(f"{path} is not a replay dump written by SequenceReplayBuffer.dumps ({state_file} is "
+                              f"missing; TorchRL's own dump format is not loaded, since it can hold pickles)")
+    files = check_folder(path, lambda rel: rel == DUMP_STATE_FILE or (rel.startswith(STORAGE_DIR + "/")
+                                                                       and rel.endswith(".memmap")), "replay dump")
+    state = load_tensors(state_file)
+    try:
+        if not isinstance(state, dict) or state.get("format") != DUMP_FORMAT:
+            raise ReplayStateError(f"not a replay dump (format {DUMP_FORMAT!r} expected)")
+        _check_state(rb, state, "the dump")
+        check_files(state, path / STORAGE_DIR)
+        named = {f"{STORAGE_DIR}/{Path(leaf['file']).as_posix()}" for leaf in state["storage"]["leaves"]}
+        extra = sorted(set(files) - named - {DUMP_STATE_FILE})
+        if extra:
+            raise UnsafeFileError(f"{path / extra[0]} is not named by {state_file}; nothing was loaded")
+        td = _map_storage(state, path / STORAGE_DIR, writable=False)
+        st = rb._storage
+        if td is None:
+            if st.initialized:
+                st._empty()
+        else:
+            if st.initialized:
+                _check_same_layout(st._storage, td)
+            else:
+                st._init(td[0])
+            st._storage.update_(td)
+            st._len = int(state["storage"]["len"])
+        _load_table(rb, state)
+        rb._batch_size = state["batch_size"]
+        if state["transform"]:
+            rb._transform.load_state_dict(state["transform"])
+    except UnsafeFileError:
+        raise
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # ReplayStateError included
+        why = str(e) if str(path) in str(e) else f"{state_file}: {type(e).__name__}: {e}"
+        raise ReplayStateError(f"replay dump {path} cannot be loaded ({why})") from e
+
+
+def _check_same_layout(have: TensorDict, got: TensorDict) -> None:
+    mine = {k: (v.dtype, v.shape) for k, v in have.items(include_nested=True, leaves_only=True)}
+    theirs = {k: (v.dtype, v.shape) for k, v in got.items(include_nested=True, leaves_only=True)}
+    if mine != theirs:
+        diff = sorted(set(mine.items()) ^ set(theirs.items()), key=str)[:4]
+        raise ReplayStateError(f"the dump's keys/dtypes/shapes differ from this buffer's stored data: {diff}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torchrl.data.replay_buffers.samplers import Sampler
 
+from .safe_files import load_json
 from .trial_index import TrialIndex
 
 SAMPLING_MODES = ("trial", "timestep")
@@ -122,8 +123,7 @@ class TrialWindowSampler(Sampler):
             json.dump(self._config(), f)
 
     def loads(self, path) -> None:
-        with open(Path(path).absolute() / "sampler_metadata.json") as f:
-            self._check(json.load(f))
+        self._check(load_json(Path(path).absolute() / "sampler_metadata.json"))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(seq_len={self.seq_len}, sampling={self.sampling!r}, "

@@ -26,7 +26,6 @@ Which stored trial a row of a new batch continues:
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ from tensordict.utils import NestedKey
 from torchrl.data.replay_buffers.writers import Writer
 
 from .. import keys as K
+from .safe_files import load_tensors
 from .trial_index import TrialIndex
 
 
@@ -349,12 +349,9 @@ class TrialWriter(Writer):
 
     @staticmethod
     def read(path) -> dict:
-        f = Path(path).absolute() / "trial_writer.pt"
-        try:
-            return torch.load(f, weights_only=True)  # tensors and plain values only: never unpickles code
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-            raise ValueError(f"{f} is not a trial table written by TrialWriter.dumps (it was not loaded): "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        """The trial table written by :meth:`dumps` into the folder ``path`` (tensors and plain values only,
+        read with :func:`~torchrl_amago.data.safe_files.load_tensors`)."""
+        return load_tensors(Path(path).absolute() / "trial_writer.pt")
 
     def loads(self, path) -> None:
         self.load_state_dict(self.read(path))

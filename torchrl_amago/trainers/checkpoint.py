@@ -1,21 +1,20 @@
 """Checkpoint files: model + optimizer + schedule + exploration + counters + RNG, with clear errors.
 
-Loading never unpickles code: files are read with ``torch.load(weights_only=True)`` (tensors, numbers,
-strings, lists, tuples, dicts only), so a crafted ``.pt`` in a run directory raises ``CheckpointError``
-naming the file instead of running. The replay buffer's table lives inside the same file
-(``data/replay_persist.py``); its memmaps stay on disk next to it.
+Loading never unpickles code: files are read with :func:`torchrl_amago.data.safe_files.load_tensors` (tensors,
+numbers, strings, lists, tuples, dicts only, checked before anything is deserialised), so a crafted ``.pt`` in a
+run directory raises ``CheckpointError`` naming the file instead of running. The replay buffer's table lives
+inside the same file (``data/replay_persist.py``); its memmaps stay on disk next to it.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 
 import numpy as np
 import torch
 
 from ..data.replay_persist import fsync_dir
+from ..data.safe_files import UnsafeFileError, load_tensors
 
 FORMAT = "torchrl_amago.checkpoint.v1"
 REQUIRED = ("format", "loss", "optimizer", "scheduler", "counters", "config")
@@ -71,15 +70,12 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a global: a crafted or foreign file
-        why = next((ln.strip() for ln in str(e).splitlines() if "Unpickler error" in ln or "Unsupported" in ln),
-                   str(e).splitlines()[0] if str(e) else type(e).__name__)
+        ckpt = load_tensors(path)
+    except UnsafeFileError as e:  # a crafted, foreign or damaged file: refused before anything was unpickled
         raise CheckpointError(f"checkpoint {path} is corrupt or holds objects other than tensors and plain values; "
-                              f"it was not loaded (torchrl_amago never unpickles code from a run directory): "
-                              f"{why}") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
+                              f"it was not loaded ({str(e).removeprefix(f'{path} ')})") from e
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torchrl_amago checkpoint (expected format {FORMAT!r})")
     missing = [k for k in required if k not in ckpt]

@@ -139,7 +139,7 @@ def restore_rank_replay(dist, gens: ReplayGenerations, rb, ckpt: dict, path: str
         source = os.path.join(source_root, str(state["replay_generation"]))  # another rank's: copy, never share
         if not os.path.isdir(source):
             raise CheckpointError(f"checkpoint {state_path} refers to replay data {source}, which is missing")
-        shutil.copytree(source, gens.path(current_gen), dirs_exist_ok=True)
+        shutil.copytree(source, gens.path(current_gen), symlinks=True, dirs_exist_ok=True)  # a link stays a link
         state = {**state, "replay_generation": current_gen}
     dist.barrier()  # every copy is taken before any rank restores its own replay in place
     return restore_run_replay(gens, rb, state, state_path, current_gen)

@@ -1,0 +1,178 @@
+"""Reading files a user can be handed (replay dumps, run checkpoints, offline datasets) as data, never as code.
+
+Every loader of the package reads through these functions, which check a file *before* anything in it is
+deserialised and raise :class:`UnsafeFileError` naming the file:
+
+- :func:`load_tensors`: a ``torch.save`` file. Its pickle stream is scanned first; any global other than
+  tensor storages, dtypes, ``torch.Size``/``torch.device`` and ``OrderedDict`` (i.e. any object that is not a
+  tensor, a number, a string, bytes or a container of those) is refused, as are legacy (non-zip) and TorchScript
+  archives. Only then is it read, with ``torch.load(weights_only=True)``.
+- :func:`load_json`: a JSON file (a pickle or anything else under a ``.json`` name is a decode error).
+- :func:`check_folder`: every entry of a folder is a regular file (no symlink, no device or pipe) whose
+  relative path the format allows; anything else (a planted ``pickle.pkl``, ``meta.json``, ``transform.t``)
+  is refused.
+- :func:`read_hdf5`: a member of an HDF5 file as numeric arrays (bool, int, uint, float); object,
+  variable-length, string and compound dtypes, soft/external links, external and virtual storage are refused.
+  Attributes are never read.
+
+Memory-mapped files hold raw numbers and are never deserialised; their size and location are checked by
+:func:`torchrl_amago.data.replay_persist.check_files`. Nothing here calls ``pickle``, ``numpy.load`` or
+tensordict's ``load_memmap`` (which unpickles ``NonTensorStack`` data).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickletools
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .._optional import require
+
+_PICKLE_CONTAINERS = {"collections OrderedDict", "torch Size", "torch device", "torch._utils _rebuild_tensor_v2",
+                      "torch._utils _rebuild_parameter", "_codecs encode", "builtins set", "__builtin__ set",
+                      "builtins complex", "__builtin__ complex"}
+_ALLOWED_GLOBALS = frozenset(
+    _PICKLE_CONTAINERS
+    | {f"torch {n}" for n in dir(torch) if n.endswith("Storage") and n not in ("TypedStorage", "UntypedStorage")}
+    | {f"torch {n}" for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype)})
+_CODE_OPCODES = {"STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID"}
+_HDF5_KINDS = "biuf"  # bool, int, uint, float
+_HDF5_MAX_DEPTH = 8
+
+
+class UnsafeFileError(ValueError):
+    """A file holds something other than tensors, plain values, JSON or numeric arrays, or is a link, or lies where
+    its format has no file; it was not loaded. The message names the file."""
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _pickle_globals(path: Path) -> tuple[str, set[str]]:
+    """(name of the pickle record, globals it references) of a torch.save zip archive; refuses anything else."""
+    if not zipfile.is_zipfile(path):
+        raise UnsafeFileError(f"{path} is not a torch.save archive (zip); refused without unpickling it (a legacy "
+                              f"torch.save file or a plain pickle can run code)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            records = [n for n in names if n.endswith(".pkl")]
+            if len(records) != 1 or not records[0].endswith("/data.pkl") or any("/code/" in n for n in names):
+                raise UnsafeFileError(f"{path} is not a plain torch.save archive (pickle records {records}); refused")
+            stream = z.read(records[0])
+    except (zipfile.BadZipFile, OSError, RuntimeError) as e:
+        raise UnsafeFileError(f"{path} is a damaged archive ({_first_line(e)}); refused") from e
+    found: set[str] = set()
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name in _CODE_OPCODES:
+                raise UnsafeFileError(f"{path} holds a pickle opcode {op.name} that torch.save never writes; refused")
+            if op.name == "GLOBAL":
+                found.add(str(arg))
+    except (ValueError, EOFError) as e:  # pickletools: a truncated or malformed stream
+        if isinstance(e, UnsafeFileError):
+            raise
+        raise UnsafeFileError(f"{path}: malformed pickle stream ({_first_line(e)}); refused") from e
+    return records[0], found
+
+
+def load_tensors(path: str | os.PathLike) -> Any:
+    """Read a ``torch.save`` file that holds tensors, numbers, strings, bytes, ``None`` and containers of those.
+
+    The pickle stream is scanned before anything is deserialised: any other global (a class, a function) raises
+    :class:`UnsafeFileError` naming the file and the global; so do legacy and TorchScript archives. The file is
+    then read with ``torch.load(weights_only=True, map_location="cpu")``. A missing file is a FileNotFoundError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if not path.is_file():
+        raise UnsafeFileError(f"{path} is not a regular file; refused")
+    record, found = _pickle_globals(path)
+    bad = sorted(found - _ALLOWED_GLOBALS)
+    if bad:
+        names = ", ".join(g.replace(" ", ".") for g in bad)
+        raise UnsafeFileError(f"{path} holds objects other than tensors and plain values ({names}); it was not "
+                              f"loaded (torchrl_amago never unpickles code)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - weights_only refusals, damaged records: name the file
+        raise UnsafeFileError(f"{path} cannot be read as tensors ({type(e).__name__}: {_first_line(e)})") from e
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; anything else (a pickle under a ``.json`` name, binary data) raises
+    :class:`UnsafeFileError` naming the file. A missing file is a FileNotFoundError."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_symlink() or not path.is_file():
+        raise UnsafeFileError(f"{path} is not a regular file; refused")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnsafeFileError(f"{path} is not a JSON file ({_first_line(e)}); refused") from e
+
+
+def check_folder(root: str | os.PathLike, allowed: Callable[[str], bool], what: str) -> list[str]:
+    """Check every entry under ``root`` before anything in it is read: each must be a regular file (no symlink,
+    pipe or device; symlinked folders inside ``root`` are refused too) whose path relative to ``root``
+    (``/``-separated) ``allowed`` accepts. Raises :class:`UnsafeFileError` naming the first offending entry; returns the relative
+    paths of the files."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what} {root} is not a folder")
+    files = []
+    for folder, dirs, names in os.walk(root):
+        for name in sorted(dirs + names):
+            p = Path(folder) / name
+            rel = p.relative_to(root).as_posix()
+            mode = p.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise UnsafeFileError(f"{p} is a symlink; a {what} holds plain files only; refused")
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise UnsafeFileError(f"{p} is not a regular file; refused")
+            if not allowed(rel):
+                raise UnsafeFileError(f"{p} is not part of a {what} (unexpected file {rel!r}); nothing was loaded")
+            files.append(rel)
+    return files
+
+
+def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | None = None, _depth: int = 0):
+    """Member ``name`` of an open h5py ``group``: a Dataset as a numpy array, a Group as a dict of its members
+    (only ``keys`` of it when given; a missing one is a KeyError naming it).
+
+    Only hard links and numeric datasets (bool, int, uint, float) stored in the file itself are read; any other
+    member raises :class:`UnsafeFileError` naming ``file`` and the member. Attributes are never read."""
+    h5py = require("h5py", "h5py", "HDF5 datasets")
+    where = f"{file}: {group.name.rstrip('/')}/{name}"
+    link = group.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise UnsafeFileError(f"{where} is a {type(link).__name__}; only members stored in the file are read")
+    node = group[name]
+    if isinstance(node, h5py.Group):
+        if _depth >= _HDF5_MAX_DEPTH:
+            raise UnsafeFileError(f"{where}: groups nested deeper than {_HDF5_MAX_DEPTH} (or a cycle); refused")
+        missing = [k for k in keys or () if k not in node]
+        if missing:
+            raise KeyError(f"{where} lacks {missing}")
+        return {k: read_hdf5(node, k, file, None, _depth + 1) for k in (keys or node.keys())}
+    if not isinstance(node, h5py.Dataset):
+        raise UnsafeFileError(f"{where} is a {type(node).__name__}, not a dataset or group; refused")
+    if node.dtype.kind not in _HDF5_KINDS:
+        raise UnsafeFileError(f"{where} has dtype {node.dtype} (object, variable-length, string or compound data); "
+                              f"only numeric arrays are read")
+    if node.external or node.is_virtual:
+        raise UnsafeFileError(f"{where} stores its data outside the file (external or virtual dataset); refused")
+    return node[()]
+
+
+__all__ = ["UnsafeFileError", "load_tensors", "load_json", "check_folder", "read_hdf5"]
