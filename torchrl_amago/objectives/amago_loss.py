@@ -27,6 +27,8 @@ second, identical critic pass.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence, Union
@@ -68,12 +70,14 @@ def swapped_parameters(module: nn.Module, params: TensorDictBase):
             owner._parameters[leaf] = old
 
 
-__all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS"]
+__all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS", "REDUCTIONS"]
 
 #: Polyak factor of the original agent; pass it to ``SoftUpdate(loss, tau=DEFAULT_TAU)``.
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
+#: ``AMAGOLoss(reduction=...)``, TorchRL's names
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class AMAGOBatch(NamedTuple):
@@ -137,6 +141,14 @@ class AMAGOLoss(LossModule):
             encoders (``target_backbone_params``, moved by the same ``SoftUpdate`` as the heads) instead of the
             online encoders with target heads (the original has no target encoder). Costs one more encoder forward
             pass (no grad) per update; see docs/api/objectives.md for what it changes.
+        reduction: ``"mean"`` (default; the original's masked mean over valid steps, critics and gammas), ``"sum"``
+            (the per-step mean over critics and gammas, summed over valid steps) or ``"none"`` (that per-step mean,
+            ``[B, T]``, 0 on padding; windows are then not packed), as TorchRL's losses take it.
+
+    TorchRL conventions: ``forward`` also writes TorchRL's priority entry (``tensor_keys.priority``, ``"td_error"``)
+    into the input batch, ``[B, T, 1]`` (see :meth:`_td_error`), for prioritized samplers; the validity mask follows
+    ``loss_mask_key`` (see ``_AcceptedKeys.mask``); ``make_value_estimator`` is refused (the targets are
+    multi-gamma n-step returns; see its docstring).
     """
 
     actor_head: nn.Module
@@ -167,6 +179,8 @@ class AMAGOLoss(LossModule):
                 state), so TorchRL's recurrent modules reset there and wherever a new trial starts inside it.
             prev_action (NestedKey): a_{t-1} features, root and ``"next"``; fed to the timestep encoder.
             prev_reward (NestedKey): r_{t-1}, root and ``"next"``; fed to the timestep encoder.
+            priority (NestedKey): written (not read): the per-step TD error ``[B, T, 1]`` for prioritized samplers,
+                TorchRL's ``"td_error"``.
         """
 
         action: NestedKey = K.ACTION
@@ -177,6 +191,7 @@ class AMAGOLoss(LossModule):
         is_init: NestedKey = K.IS_INIT
         prev_action: NestedKey = K.PREV_ACTION
         prev_reward: NestedKey = K.PREV_REWARD
+        priority: NestedKey = "td_error"
 
     default_keys = _AcceptedKeys
     #: the two differentiable terms; their sum is the objective (every other output is a detached diagnostic)
@@ -213,6 +228,7 @@ class AMAGOLoss(LossModule):
         gumbel_temperature: float = 0.5,
         pack_windows: Union[bool, str] = "cpu",
         target_backbone: bool = False,
+        reduction: str = "mean",
     ):
         super().__init__()
         if not isinstance(action_space, ActionSpace):
@@ -284,6 +300,9 @@ class AMAGOLoss(LossModule):
         self.convert_to_functional(actor_head, "actor_head", create_target_params=True)
         self.convert_to_functional(critic_head, "critic_head", create_target_params=True)
         self.target_backbone = bool(target_backbone)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}")
+        self.reduction = reduction
         if self.target_backbone:  # SoftUpdate pairs it with the `backbone_params` property
             self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
             self._has_update_associated["backbone"] = False  # TorchRL warns until a target updater is attached
@@ -329,6 +348,19 @@ class AMAGOLoss(LossModule):
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no TorchRL value estimator: targets come from `nstep_return`
+
+    def make_value_estimator(self, value_type=None, **hyperparams):
+        """Refused with ``NotImplementedError``: AMAGO's TD targets are n-step returns for every discount at once
+        (one critic output per gamma), from a REDQ-reduced, PopArt-denormalised target ensemble. A TorchRL value
+        estimator computes one discount from one value network, so none can stand in. The discounts are
+        ``AMAGOLoss(gammas=...)`` (the last is the acting gamma) and the return length ``n_step=...``."""
+        raise NotImplementedError(
+            f"AMAGOLoss has no TorchRL value estimator (asked for {value_type!r}): its TD targets are multi-gamma "
+            f"n-step returns for all {self.gammas.numel()} discounts at once (gammas={self.gammas.tolist()}, one "
+            f"critic output per gamma) from a REDQ-reduced, PopArt-denormalised target ensemble, which a TorchRL "
+            f"ValueEstimator (one gamma, one value network) cannot compute. Set the discounts with "
+            f"AMAGOLoss(gammas=[...]) (the last is the acting gamma) and the return length with AMAGOLoss(n_step=n); "
+            f"for a TorchRL estimator, train our memory inside a TorchRL loss instead (docs/swapping.md)")
 
     # --------------------------------------------------------------------------------------------- keys
     def _input_pairs(self) -> list[tuple[NestedKey, NestedKey]]:
@@ -414,7 +446,8 @@ class AMAGOLoss(LossModule):
     # -------------------------------------------------------------------------------------------- forward
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch = self._read_batch(tensordict)
-        plan = plan_packing(batch.mask) if self.packable and packs_here(self.pack_windows, batch.mask) else None
+        packs = self.packable and self.reduction != "none" and packs_here(self.pack_windows, batch.mask)
+        plan = plan_packing(batch.mask) if packs else None
         unpacked = batch
         if plan is None:
             emb = self._backbone(tensordict, batch.mask)  # [B, T+1, D]: ONE pass of both encoders
@@ -431,6 +464,11 @@ class AMAGOLoss(LossModule):
             {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
         with torch.no_grad():
             self._diagnostics(out, batch.mask, critic_loss, critic.q_sa, td_target, batch.reward, dist, **terms)
+            td_error = self._td_error(critic, td_target, td_norm, batch.mask)
+            if plan is not None:
+                td_error = plan.unpack_steps(td_error, unpacked.mask.shape[0])
+            with tensordict.unlock_() if tensordict.is_locked else contextlib.nullcontext():
+                tensordict.set(self.tensor_keys.priority, td_error.unsqueeze(-1))
         return out
 
     def _read_batch(self, tensordict: TensorDictBase) -> AMAGOBatch:
@@ -447,6 +485,10 @@ class AMAGOLoss(LossModule):
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
         reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
         mask = self._step_mask(tensordict, B, T, reward.device)
+        if "priority_weight" in tensordict.keys() and not getattr(self, "_warned_weights", False):
+            self._warned_weights = True
+            warnings.warn("AMAGOLoss does not apply the importance weights of a prioritized sampler "
+                          "('priority_weight' in the batch): the update is unweighted (docs/api/objectives.md)")
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
         return AMAGOBatch(mask, reward, term, a_feat, a_idx)
 
@@ -591,7 +633,29 @@ class AMAGOLoss(LossModule):
         else:
             pred = self.popart(q_sa) if self.use_popart else q_sa
             critic_el = (pred - td_norm.unsqueeze(2)).square()
-        return masked_mean(critic_el, batch.mask), CriticOutputs(q_sa, q_all)
+        return self._reduce(critic_el, batch.mask), CriticOutputs(q_sa, q_all)
+
+    def _td_error(self, critic: CriticOutputs, td_target: torch.Tensor, td_norm: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+        """``|Q(s, a_buffer) - TD target|`` per step ``[B, T]`` (0 on padding), TorchRL's priority signal: in the
+        units the critic is trained in (PopArt-normalised when ``popart``), the largest over the critic ensemble (as
+        TorchRL's SAC), averaged over the gammas."""
+        q = critic.q_sa.detach()
+        if not self.use_popart:
+            pred, target = q, td_target
+        else:
+            pred = self.popart.normalize_values(q) if self.two_hot else self.popart(q)
+            target = td_norm
+        err = (pred - target.unsqueeze(2)).abs().amax(2).mean(-1)
+        return torch.where(mask, err, torch.zeros((), dtype=err.dtype, device=err.device))
+
+    def _reduce(self, element: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-step loss terms ``[B, T, ...]`` -> the loss under ``self.reduction`` (padding never counts)."""
+        if self.reduction == "mean":
+            return masked_mean(element, mask)
+        per_step = element.reshape(*mask.shape, -1).mean(-1)
+        per_step = torch.where(mask, per_step, torch.zeros((), dtype=per_step.dtype, device=per_step.device))
+        return per_step.sum() if self.reduction == "sum" else per_step
 
     def _actor_loss(self, batch: AMAGOBatch, s: torch.Tensor, dist, critic: CriticOutputs):
         """``online_coeff * DPG + offline_coeff * filtered BC`` -> (loss, per-step terms for the diagnostics).
@@ -636,7 +700,7 @@ class AMAGOLoss(LossModule):
         if self.entropy_coeff > 0:  # [B, T, G]: every gamma's policy
             actor_el = actor_el - self.entropy_coeff * dist.entropy()
         actor_el = actor_el.expand(B, T, G) if actor_el.ndim == 0 else actor_el
-        return masked_mean(actor_el, batch.mask), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
+        return self._reduce(actor_el, batch.mask), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
 
     def _diagnostics(self, out, mask, critic_loss, q_sa, td_target, reward, dist, dpg=None, bc=None, adv=None,
                      weights=None, logp=None):

@@ -82,6 +82,15 @@ class PackPlan(NamedTuple):
         T = x.shape[1]
         return x[self.segment[:, :T].clamp(min=0), self.pos[:, :T].clamp(max=T - 1)]
 
+    def unpack_steps(self, x: torch.Tensor, batch_rows: int) -> torch.Tensor:
+        """The inverse of :meth:`pack_steps` on valid steps: ``[R, T, ...]`` -> ``[batch_rows, T, ...]``, zeros on
+        the steps no window holds (padding)."""
+        T = x.shape[1]
+        valid = self.step_valid
+        out = x.new_zeros(batch_rows, *x.shape[1:])
+        out[self.segment[:, :T][valid], self.pos[:, :T][valid]] = x[valid]
+        return out
+
 
 def plan_packing(mask: torch.Tensor) -> PackPlan | None:
     """The packing of a ``[B, T]`` batch whose valid steps are a prefix of each row, or None when it would not
