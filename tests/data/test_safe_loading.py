@@ -175,7 +175,7 @@ def test_state_file_variants_are_refused_before_unpickling(tmp_path):
     assert "symlink" in refused(lambda: fresh(tmp_path).loads(out), marker, "replay_state.pt")
 
 
-def test_symlinks_out_of_the_dump_are_refused(tmp_path):
+def test_symlinks_and_pipes_in_the_dump_are_refused(tmp_path):
     rb = filled(tmp_path)
     out = tmp_path / "out"
     rb.dumps(out)
@@ -192,6 +192,10 @@ def test_symlinks_out_of_the_dump_are_refused(tmp_path):
     nxt.rename(tmp_path / "next_elsewhere")
     nxt.symlink_to(tmp_path / "next_elsewhere", target_is_directory=True)
     refused(lambda: fresh(tmp_path).loads(out), marker, "storage/next")
+    nxt.unlink()
+    (tmp_path / "next_elsewhere").rename(nxt)
+    os.mkfifo(out / "storage" / "pipe.memmap")  # reading a pipe would block: refused before any read
+    refused(lambda: fresh(tmp_path).loads(out), marker, "pipe.memmap is not a regular file")
 
 
 def test_memmap_named_outside_the_dump_or_of_the_wrong_size_is_refused(tmp_path):
@@ -299,6 +303,7 @@ def test_checkpoint_variants_never_run(tmp_path, name):
     assert load_checkpoint(str(path))["counters"] == {"epoch": 3}
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.(script|save)` is deprecated:DeprecationWarning")  # built on purpose
 def test_a_torchscript_or_multi_record_archive_is_refused(tmp_path):
     path = tmp_path / "x.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
