@@ -61,7 +61,8 @@ def main():
     cfg = TrainConfig(run_name=run_name, buffer_dir=scratch, device=args.device, max_seq_len=T, batch_size=24,
                       parallel_envs=24, tstep_layers=2, tstep_hidden=128, tstep_out=128,
                       tstep_normalize_inputs=False, memory_size=128, memory_layers=2, reward_multiplier=100.0,
-                      gamma=0.9999, learning_rate=3e-4, lr_warmup_steps=100, progress_bar=False)
+                      gamma=0.9999, learning_rate=3e-4, lr_warmup_steps=100, progress_bar=False,
+                      eval_interval=0)  # updates only
     tr = AMAGOTrainer(cfg, make_env, None)
     env = make_env(24)
     env.set_seed(tr.dist.rank)

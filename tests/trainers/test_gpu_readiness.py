@@ -94,7 +94,7 @@ def test_mamba_without_its_package_is_a_clear_error_before_training(tmp_path):
     cfg = TrainConfig(buffer_dir=str(tmp_path), traj_encoder="mamba", parallel_envs=2, memory_size=16,
                       progress_bar=False)
     with pytest.raises(ImportError, match="pip install mamba-ssm"):
-        AMAGOTrainer(cfg, make_env, None)
+        AMAGOTrainer(cfg, make_env, make_env)
     assert not os.path.exists(tmp_path / "amago" / "ckpts")
 
 

@@ -77,16 +77,16 @@ def test_resume_matches_uninterrupted_run_and_continues(tmp_path):
 
 
 def test_bad_checkpoints_raise_clear_errors(tmp_path):
-    a = AMAGOTrainer(_tiny_cfg(tmp_path), _make_env, None)
+    a = AMAGOTrainer(_tiny_cfg(tmp_path), _make_env, _make_env)
     a.train(epochs=1)
     a.close()
-    other = AMAGOTrainer(_tiny_cfg(tmp_path, memory_size=24), _make_env, None)
+    other = AMAGOTrainer(_tiny_cfg(tmp_path, memory_size=24), _make_env, _make_env)
     with pytest.raises(CheckpointError, match="--memory_size: checkpoint 16 -> now 24"):  # refused config change
         other.resume()
     other.close()
     with open(os.path.join(tmp_path, "tiny", "ckpts", "latest.pt"), "wb") as f:
         f.write(b"\x00garbage")
-    c = AMAGOTrainer(_tiny_cfg(tmp_path), _make_env, None)
+    c = AMAGOTrainer(_tiny_cfg(tmp_path), _make_env, _make_env)
     with pytest.raises(CheckpointError, match="corrupt"):
         c.resume()
     c.close()

@@ -52,6 +52,8 @@ class AMAGOTrainer:
     Args:
         config: the run's `TrainConfig`.
         make_train_env / make_eval_env: `num_envs -> batched env` (the standard AMAGO transform stack applied).
+            `make_eval_env=None` needs `config.eval_interval == 0` (a ValueError names both otherwise); `finish()` then
+            reports `eval_return` NaN.
         modules: prebuilt `AgentModules` (default: built from the config and the env specs); the acting policy
             is built from them.
         loss: any TorchRL `LossModule` to train instead of the configured `AMAGOLoss` (e.g. a subclass with another
@@ -79,6 +81,11 @@ class AMAGOTrainer:
                  rollout_horizon: int | None = None, env_name: str = "env",
                  success_threshold: float | None = None, task_names: list[str] | None = None):
         self.cfg = cfg = config
+        if make_eval_env is None and cfg.eval_interval > 0:  # else every eval would log NaN, silently
+            raise ValueError(f"AMAGOTrainer(make_eval_env=None) cannot evaluate every --eval_interval="
+                             f"{cfg.eval_interval} epochs: pass make_eval_env (e.g. the training factory again: "
+                             f"AMAGOTrainer(config, make_env, make_env)), or set eval_interval=0 (--eval_interval 0) "
+                             f"to train without evaluation")
         # first: a bad --device fails before any work; under torchrun, join the group and compare configs
         self.dist = setup_distributed(cfg.device, cfg.dist_timeout_s)
         self.dist.check_same_config(cfg.to_dict())
