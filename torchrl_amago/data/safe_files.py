@@ -54,8 +54,8 @@ def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _pickle_globals(path: Path) -> tuple[str, set[str]]:
-    """(name of the pickle record, globals it references) of a torch.save zip archive; refuses anything else."""
+def _pickle_globals(path: Path) -> set[str]:
+    """Globals referenced by the pickle record of a torch.save zip archive; refuses anything else."""
     if not zipfile.is_zipfile(path):
         raise UnsafeFileError(f"{path} is not a torch.save archive (zip); refused without unpickling it (a legacy "
                               f"torch.save file or a plain pickle can run code)")
@@ -68,18 +68,15 @@ def _pickle_globals(path: Path) -> tuple[str, set[str]]:
             stream = z.read(records[0])
     except (zipfile.BadZipFile, OSError, RuntimeError) as e:
         raise UnsafeFileError(f"{path} is a damaged archive ({_first_line(e)}); refused") from e
-    found: set[str] = set()
-    try:
-        for op, arg, _ in pickletools.genops(stream):
-            if op.name in _CODE_OPCODES:
-                raise UnsafeFileError(f"{path} holds a pickle opcode {op.name} that torch.save never writes; refused")
-            if op.name == "GLOBAL":
-                found.add(str(arg))
-    except (ValueError, EOFError) as e:  # pickletools: a truncated or malformed stream
-        if isinstance(e, UnsafeFileError):
-            raise
+    try:  # a static walk over the opcodes: nothing is built, nothing is called
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(stream)]
+    except (ValueError, EOFError) as e:
         raise UnsafeFileError(f"{path}: malformed pickle stream ({_first_line(e)}); refused") from e
-    return records[0], found
+    odd = sorted({name for name, _ in ops if name in _CODE_OPCODES})
+    if odd:
+        raise UnsafeFileError(f"{path} holds pickle opcodes {odd} (torch.save with its default protocol never writes "
+                              f"them); refused")
+    return {str(arg) for name, arg in ops if name == "GLOBAL"}
 
 
 def load_tensors(path: str | os.PathLike) -> Any:
@@ -94,8 +91,7 @@ def load_tensors(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path} does not exist")
     if not path.is_file():
         raise UnsafeFileError(f"{path} is not a regular file; refused")
-    record, found = _pickle_globals(path)
-    bad = sorted(found - _ALLOWED_GLOBALS)
+    bad = sorted(_pickle_globals(path) - _ALLOWED_GLOBALS)
     if bad:
         names = ", ".join(g.replace(" ", ".") for g in bad)
         raise UnsafeFileError(f"{path} holds objects other than tensors and plain values ({names}); it was not "
