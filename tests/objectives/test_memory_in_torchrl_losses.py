@@ -5,6 +5,8 @@ out; the encoders get gradients. The premise: running the memory inside the loss
 roots and on td["next"] separately) gives different targets, because the "next" pass never sees o_0."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -14,9 +16,12 @@ from torch.nn import functional as F
 from torchrl.modules import OneHotCategorical, ProbabilisticActor, QValueModule
 from torchrl.objectives import DiscreteSACLoss, DQNLoss
 
+from tests.examples.test_examples_smoke import load_module
 from torchrl_amago.envs import TMaze, make_amago_env
 from torchrl_amago.modules import MLPTimestepEncoder, TrajectoryEncoderModule, make_trajectory_encoder
 from torchrl_amago.objectives import MemoryEmbedding
+
+ROOT = Path(__file__).resolve().parents[2]
 
 B, T, D, A, GAMMA = 3, 5, 16, 4, 0.9
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
@@ -89,8 +94,10 @@ def test_dqn_loss_values_and_targets_equal_the_whole_window_reference():
     assert gap > 1e-3, gap
 
 
-def test_discrete_sac_loss_values_and_targets_equal_the_whole_window_reference():
-    env, tstep, traj, batch = _setup(seed=1)
+def _sac(seed=1):
+    """A DiscreteSACLoss on actor / critic heads that read "state_emb", and its critic and actor losses built by
+    hand from one pass over o_0..o_T (critic at positions 0..T-1, soft targets at 1..T)."""
+    env, tstep, traj, batch = _setup(seed=seed)
     logits = TensorDictModule(nn.Sequential(nn.Linear(D, D), nn.Tanh(), nn.Linear(D, A)), ["state_emb"], ["logits"])
     actor = ProbabilisticActor(logits, in_keys=["logits"], out_keys=["action"], spec=env.action_spec_unbatched,
                                distribution_class=OneHotCategorical)
@@ -101,7 +108,6 @@ def test_discrete_sac_loss_values_and_targets_equal_the_whole_window_reference()
     loss.make_value_estimator(gamma=GAMMA)
     loss.loss_mask_key = "mask"
     embed = MemoryEmbedding(tstep, traj)
-    out = loss(embed(batch.clone()))
 
     emb = _reference_embeddings(tstep, traj, batch)
     valid = batch["mask"]
@@ -122,10 +128,39 @@ def test_discrete_sac_loss_values_and_targets_equal_the_whole_window_reference()
         pi = F.softmax(actor.module[0](TensorDict({"state_emb": emb[:, :-1]}, [B, T]))["logits"], -1)
         q_min = q_all(loss.qvalue_network_params["module"], emb[:, :-1]).amin(0)
         actor_ref = (pi * (alpha * pi.log() - q_min)).sum(-1)[valid].mean()
+    return tstep, traj, batch, actor, loss, embed, qloss_ref, actor_ref
+
+
+def test_discrete_sac_loss_values_and_targets_equal_the_whole_window_reference():
+    tstep, traj, batch, actor, loss, embed, qloss_ref, actor_ref = _sac()
+    out = loss(embed(batch.clone()))
     torch.testing.assert_close(out["loss_qvalue"], qloss_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["loss_actor"], actor_ref, atol=1e-5, rtol=1e-5)
     (out["loss_qvalue"] + out["loss_actor"]).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tstep.parameters() if p.requires_grad)
+
+
+def test_sac_objective_trains_the_memory_with_the_critic_only():
+    """benchmarks/torchrl_dqn_tmaze.py --loss sac: `sac_objective` = DiscreteSACLoss's critic loss + its actor loss
+    on a detached "state_emb". Its value is the hand-built critic + actor loss; the memory's gradient is exactly the
+    critic loss's (the actor's -Q term, which the plain forward sends into the memory, is cut); the actor head still
+    learns."""
+    tstep, traj, batch, actor, loss, embed, qloss_ref, actor_ref = _sac()
+    script = load_module(ROOT / "benchmarks" / "torchrl_dqn_tmaze.py", "torchrl_dqn_tmaze")
+    memory = [p for p in [*tstep.parameters(), *traj.parameters()] if p.requires_grad]
+    head = list(actor.parameters())
+    td = embed(batch.clone())
+    value = script.sac_objective(loss, td)
+    torch.testing.assert_close(value, qloss_ref + actor_ref, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(value, memory + head, allow_unused=True)
+    critic_only = torch.autograd.grad(loss.qvalue_loss(embed(batch.clone()))[0], memory)
+    for got, want in zip(grads[:len(memory)], critic_only):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[len(memory):])
+
+    # the premise: the plain forward's actor loss sends the -Q term's gradient into the memory
+    plain = torch.autograd.grad(loss(embed(batch.clone()))["loss_actor"], memory, allow_unused=True)
+    assert max(float(g.abs().max()) for g in plain if g is not None) > 1e-4
 
 
 def test_memory_embedding_errors_name_the_fix():
