@@ -15,6 +15,8 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
+from .. import keys as K
+
 STRATEGIES = ("none", "all", "some")
 
 
@@ -76,20 +78,33 @@ class HindsightRelabel:
         goals_key / achieved_key: observation keys (root and ``"next"``) of the goal sequence ``[k, *G]`` and
             the achieved position (any shape with ``prod(G)`` elements).
         reward_key, prev_reward_key, terminated_key, done_key, init_key: key names.
+        time_key: steps since the hard reset (``time_idx``); where present, a slice starts a trial iff it is 0
+            there (TorchRL's ``SliceSampler`` marks every slice start ``is_init``, so ``init_key`` cannot tell).
+        mask_keys: validity masks of a batch (``"mask"``, TorchRL's ``("collector", "mask")``).
         generator: RNG for the random choices.
 
     Goals already reached are the steps with non-zero reward (as the original). A trial that does not start
-    at a hard reset (``init_key`` present and False at step 0, e.g. a snippet) is returned unchanged. When
-    the relabel function terminates the trial, it is cut after that step (which becomes terminated/done);
-    otherwise the original end flags are kept. ``achieved`` stays in the data; the
-    timestep encoder should not read it.
+    at a hard reset (``time_key`` present and not 0 at step 0, else ``init_key`` present and False there, e.g. a
+    snippet) is returned unchanged. When the relabel function terminates the trial, it is cut after that step
+    (which becomes terminated/done); otherwise the original end flags are kept. ``achieved`` stays in the data;
+    the timestep encoder should not read it.
+
+    Input: one trial ``[L]`` (a ``trial_transform``: relabeled whole, it may come back shorter), or a batch as a
+    stock replay-buffer ``transform``: ``[B, T]`` windows, or a flat ``[N]`` batch of several slices (TorchRL's
+    ``SliceSampler``; slices are told apart where ``is_init`` is set, ``time_key`` does not count up by one, or
+    the trial / trajectory id changes). A batch keeps its shape: each window or slice that starts a trial is
+    relabeled on its valid steps, from its start (windows that start mid-trial are left unchanged), and the steps
+    after a relabeled terminal are masked: False in every ``mask_keys`` entry present (TorchRL's
+    ``("collector", "mask")`` is created if none is). A flat batch of one slice counts as one trial. A flat
+    batch of several slices without ``time_key`` is an error (its trial starts cannot be found).
     """
 
     def __init__(self, relabel_fn: RelabelFn = sequential_goal_rewards, strategy: str = "some", *,
                  goals_key: NestedKey = "goals", achieved_key: NestedKey = "achieved",
                  reward_key: NestedKey = ("next", "reward"), prev_reward_key: NestedKey = "prev_reward",
                  terminated_key: NestedKey = ("next", "terminated"), done_key: NestedKey = ("next", "done"),
-                 init_key: NestedKey | None = "is_init", generator: torch.Generator | None = None):
+                 init_key: NestedKey | None = K.IS_INIT, time_key: NestedKey | None = K.TIME_IDX,
+                 mask_keys: tuple = (K.MASK, K.TORCHRL_MASK), generator: torch.Generator | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.relabel_fn = relabel_fn
@@ -97,7 +112,7 @@ class HindsightRelabel:
         self.goals_key, self.achieved_key = goals_key, achieved_key
         self.reward_key, self.prev_reward_key = reward_key, prev_reward_key
         self.terminated_key, self.done_key = terminated_key, done_key
-        self.init_key = init_key
+        self.init_key, self.time_key, self.mask_keys = init_key, time_key, tuple(mask_keys)
         self.generator = generator
 
     @staticmethod
@@ -137,14 +152,81 @@ class HindsightRelabel:
         seq = torch.cat([a0, a1], 0)
         return seq.reshape(seq.shape[0], *gshape)
 
-    def __call__(self, trial: TensorDictBase) -> TensorDictBase:
+    def __call__(self, data: TensorDictBase) -> TensorDictBase:
         if self.strategy == "none":
-            return trial
-        if trial.batch_dims != 1:
-            raise ValueError(f"HindsightRelabel expects one trial [L], got batch {tuple(trial.batch_size)}")
-        if self.init_key is not None and self.init_key in trial.keys(True):
-            if not bool(trial.get(self.init_key)[0].all()):
-                return trial  # not a whole trial (e.g. a snippet): its goals cannot be replayed from the start
+            return data
+        if data.batch_dims == 1:
+            starts = self.slice_starts(data)
+            if starts.numel() == 1:
+                return self.relabel_trial(data)
+            if self.time_key is None or self.time_key not in data.keys(True):
+                raise ValueError(
+                    f"HindsightRelabel got a flat batch of {starts.numel()} slices but no {self.time_key!r} to tell "
+                    f"which of them start a trial (TorchRL's SliceSampler marks every slice start {self.init_key!r}); "
+                    f"store the steps since the hard reset (make_amago_env writes 'time_idx'), or pass one trial")
+            bounds = torch.cat([starts, torch.tensor([data.batch_size[0]])]).tolist()
+            return self._relabel_batch(data, list(zip(bounds[:-1], bounds[1:])))
+        if data.batch_dims == 2:
+            T = data.batch_size[1]
+            return self._relabel_batch(data.reshape(-1), [(b * T, (b + 1) * T) for b in range(data.batch_size[0])]
+                                       ).reshape(data.batch_size)
+        raise ValueError(f"HindsightRelabel expects one trial [L], windows [B, T] or a flat batch of slices [N], got "
+                         f"batch {tuple(data.batch_size)}")
+
+    def slice_starts(self, flat: TensorDictBase) -> torch.Tensor:
+        """Indices where a new slice (or trial) starts in a flat batch ``[N]``: 0, and every step with
+        ``init_key`` set, a ``time_key`` that does not count up by one, or a new trial / trajectory id."""
+        n = flat.batch_size[0]
+        new = torch.zeros(n, dtype=torch.bool)
+        new[0] = True
+        keys = flat.keys(True)
+        if self.init_key is not None and self.init_key in keys:
+            new |= flat.get(self.init_key).reshape(n).bool()
+        if self.time_key is not None and self.time_key in keys:
+            t = flat.get(self.time_key).reshape(n)
+            new[1:] |= t[1:] != t[:-1] + 1
+        for id_key in (K.TRIAL_ID, ("collector", "traj_ids")):
+            if id_key in keys:
+                ids = flat.get(id_key).reshape(n)
+                new[1:] |= ids[1:] != ids[:-1]
+        return new.nonzero().squeeze(-1)
+
+    def _starts_trial(self, trial: TensorDictBase) -> bool:
+        keys = trial.keys(True)
+        if self.time_key is not None and self.time_key in keys:
+            return int(trial.get(self.time_key).reshape(-1)[0]) == 0
+        if self.init_key is not None and self.init_key in keys:
+            return bool(trial.get(self.init_key)[0].all())
+        return True
+
+    def _relabel_batch(self, flat: TensorDictBase, spans: list[tuple[int, int]]) -> TensorDictBase:
+        """Relabel each ``flat[start:end]`` that starts a trial on its valid prefix; same shape, cut steps masked."""
+        keys = flat.keys(True)
+        present = [k for k in self.mask_keys if k in keys]
+        valid = torch.ones(flat.batch_size[0], dtype=torch.bool)
+        for k in present:
+            valid &= flat.get(k).reshape(-1).bool()
+        out, new_valid = None, valid.clone()
+        for start, end in spans:
+            n = int(valid[start:end].long().cumprod(0).sum())  # the valid prefix (padding is on the right)
+            if n == 0 or not self._starts_trial(flat[start:start + n]):
+                continue
+            new = self.relabel_trial(flat[start:start + n])
+            if out is None:
+                out = flat.clone()
+            out[start:start + new.batch_size[0]] = new
+            new_valid[start + new.batch_size[0]:start + n] = False
+        if out is None:
+            out = flat.copy()  # shallow: new mask entries only
+        for k in present or [K.TORCHRL_MASK]:
+            shape = out.get(k).shape if k in present else (flat.batch_size[0],)
+            out.set(k, new_valid.reshape(shape))
+        return out
+
+    def relabel_trial(self, trial: TensorDictBase) -> TensorDictBase:
+        """Relabel one whole trial ``[L]`` (the ``trial_transform`` path; it may come back shorter)."""
+        if not self._starts_trial(trial):
+            return trial  # not a whole trial (e.g. a snippet): its goals cannot be replayed from the start
         new_goals = self.choose_goals(trial)
         if new_goals is None:
             return trial
