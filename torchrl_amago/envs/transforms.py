@@ -24,10 +24,14 @@ A trainer logs per-episode statistics from ``td["next", k][td["next", "episode_e
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, TensorSpec, Unbounded
-from torchrl.envs import Compose, DoubleToFloat, EnvBase, InitTracker, StepCounter, Transform, TransformedEnv
+from torchrl.envs import (Compose, DoubleToFloat, EnvBase, InitTracker, SerialEnv, StepCounter, Transform,
+                          TransformedEnv)
+from torchrl.envs.batched_envs import BatchedEnvBase
 
 from .. import keys as K
 from ..spaces import ActionSpace, action_space_from_spec
@@ -161,6 +165,19 @@ def _base_env(env: EnvBase) -> EnvBase:
     return env
 
 
+def keeps_task_on_soft_reset(env: EnvBase) -> bool | None:
+    """Whether ``env`` keeps its task on ``reset(..., soft_reset=True)``: its base env declares
+    ``supports_soft_reset = True`` (for a started ``SerialEnv``: every sub-env does). ``None`` when it cannot be
+    told from here (the sub-envs of a ``ParallelEnv`` live in other processes)."""
+    base = _base_env(env)
+    if getattr(base, "supports_soft_reset", False):
+        return True
+    if isinstance(base, SerialEnv):
+        subs = getattr(base, "_envs", None)
+        return all(keeps_task_on_soft_reset(e) for e in subs) if subs else None
+    return None if isinstance(base, BatchedEnvBase) else False
+
+
 class MetaTrial(Transform):
     """Runs several inner episodes of the parent env as one trial (AMAGO's meta-RL "rollout").
 
@@ -179,10 +196,13 @@ class MetaTrial(Transform):
         is reset on the end step so that it is never stepped while done, stepped with the ignored action, and
         reset once more — so the inner env spends one extra step that nobody sees.)
 
-    Same task across soft resets: if the base env has ``supports_soft_reset = True`` (the builtin envs), it is
-    reset with ``reset(td, soft_reset=True)`` and keeps its task. Any other env is reset the ordinary way: the
-    trial then re-uses whatever its reset does (e.g. a Gymnasium env whose ``reset`` redraws the task gives a
-    new task per episode). To keep a third-party task, make ``_reset`` accept a ``soft_reset`` keyword.
+    Same task across soft resets (``same_task``): an env that declares ``supports_soft_reset = True`` (the builtin
+    envs, :class:`~torchrl_amago.envs.libs.SameTaskGymEnv`; for a ``SerialEnv``, each of its envs) is soft-reset
+    with ``reset(td, soft_reset=True)`` and keeps its task. Any other env can only be reset the ordinary way, which
+    redraws whatever its reset draws (a Gymnasium env: its task). ``same_task=None`` (default) then warns once, at
+    the first reset, naming the fixes; ``same_task=True`` raises a ``ValueError`` instead (with a ``ParallelEnv``,
+    whose envs cannot be inspected, it passes ``soft_reset=True`` to them, which must accept it);
+    ``same_task=False`` resets the ordinary way without a word (a new task per episode is what you want).
 
     Observation keys added: ``soft_reset`` ``[*, 1]`` float (1 on the first observation of every inner
     episode, including the hard reset), and the ``episode_*`` bookkeeping keys of this module's docstring.
@@ -190,8 +210,8 @@ class MetaTrial(Transform):
     """
 
     def __init__(self, k_episodes: int | None = None, horizon: int | None = None, reset_mode: str = "same_step",
-                 max_episode_steps: int | None = None, *, soft_reset_key: str = SOFT_RESET_KEY,
-                 reward_key=K.REWARD):
+                 max_episode_steps: int | None = None, *, same_task: bool | None = None,
+                 soft_reset_key: str = SOFT_RESET_KEY, reward_key=K.REWARD):
         if k_episodes is None and horizon is None:
             raise ValueError("MetaTrial needs k_episodes or horizon (or both)")
         for name, v in (("k_episodes", k_episodes), ("horizon", horizon), ("max_episode_steps", max_episode_steps)):
@@ -199,6 +219,10 @@ class MetaTrial(Transform):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
         if reset_mode not in ("same_step", "dummy_step"):
             raise ValueError(f"reset_mode must be 'same_step' or 'dummy_step', got {reset_mode!r}")
+        if same_task not in (None, True, False):
+            raise ValueError(f"same_task must be None, True or False, got {same_task!r}")
+        self.same_task = same_task
+        self._soft_kwargs: dict | None = None  # decided at the first reset, when the parent env is known
         super().__init__(in_keys=[], out_keys=[soft_reset_key, *BOOKKEEPING_KEYS[:3]])
         self.k_episodes, self.horizon, self.reset_mode = k_episodes, horizon, reset_mode
         self.max_episode_steps = max_episode_steps
@@ -219,7 +243,30 @@ class MetaTrial(Transform):
         td.set(EPISODE_RETURN_KEY, ret.reshape(*B, 1).float())
         td.set(EPISODE_COUNT_KEY, count.reshape(*B, 1).clone())
 
+    def _soft_reset_kwargs(self) -> dict:
+        """The keyword arguments of a soft reset of the parent env (see ``same_task`` in the class docstring)."""
+        keeps = keeps_task_on_soft_reset(self.parent)
+        if self.same_task is False:
+            return {}
+        if keeps or (keeps is None and self.same_task):
+            return {"soft_reset": True}
+        name = type(_base_env(self.parent)).__name__
+        fixes = ("for a Gymnasium env use torchrl_amago.envs.libs.SameTaskGymEnv (it replays the trial's reset seed "
+                 "at each soft reset), or give the env a soft reset: supports_soft_reset = True and a _reset(..., "
+                 "soft_reset=False) that keeps the task when soft_reset is True (docs/api/envs.md)")
+        if self.same_task:
+            raise ValueError(f"MetaTrial(same_task=True): {name} has no soft reset (supports_soft_reset), so it cannot "
+                             f"keep its task across the trial's episodes; {fixes}")
+        warnings.warn(f"MetaTrial: {name} has no soft reset{' that can be seen from here' if keeps is None else ''} "
+                      f"(supports_soft_reset), so every inner episode is an ordinary reset, which redraws whatever its "
+                      f"reset draws (a Gymnasium env: its task). To keep the task for the whole trial, {fixes}; pass "
+                      f"MetaTrial(same_task=False) (make_amago_env(same_task=False)) if each episode should get a new "
+                      f"task.", UserWarning, stacklevel=2)
+        return {}
+
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        if self._soft_kwargs is None:
+            self._soft_kwargs = self._soft_reset_kwargs()
         B, dev = tensordict_reset.batch_size, tensordict_reset.device
         mask = _reset_mask(tensordict, B)
         if self._st is None or self._st["t"].shape != B or mask is None:
@@ -239,8 +286,7 @@ class MetaTrial(Transform):
         for k in ("done", "terminated", "truncated"):
             if k in next_td.keys():
                 td.set(k, next_td.get(k).clone())
-        kw = {"soft_reset": True} if getattr(_base_env(parent), "supports_soft_reset", False) else {}
-        return parent.reset(td, **kw)
+        return parent.reset(td, **self._soft_kwargs)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         B, dev = next_tensordict.batch_size, next_tensordict.device
@@ -317,8 +363,8 @@ def _has_double(spec) -> bool:
 
 def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int | None = None,
                    reset_mode: str = "same_step", max_episode_steps: int | None = None,
-                   max_steps: int | None = None, action_spec: TensorSpec | ActionSpace | None = None
-                   ) -> TransformedEnv:
+                   max_steps: int | None = None, action_spec: TensorSpec | ActionSpace | None = None,
+                   same_task: bool | None = None) -> TransformedEnv:
     """Wrap any TorchRL env into AMAGO's per-step format with one call.
 
     Stack (in order): ``DoubleToFloat`` (only if the env has float64 entries) → ``MetaTrial(k_episodes, horizon,
@@ -327,7 +373,8 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
 
     Args:
         env: any single-agent TorchRL env (batched or not).
-        k_episodes / horizon / reset_mode: make each trial several inner episodes (see :class:`MetaTrial`).
+        k_episodes / horizon / reset_mode / same_task: make each trial several inner episodes (see
+            :class:`MetaTrial`; ``same_task``: keep the task across them, refuse, or accept a new one per episode).
         max_episode_steps: time limit of one inner episode (MetaTrial soft-resets it); without a MetaTrial it
             is simply the trial time limit.
         max_steps: trial time limit (truncation) counted on ``time_idx``.
@@ -341,7 +388,7 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
         ts.append(DoubleToFloat())
     if k_episodes is not None or horizon is not None:
         ts.append(MetaTrial(k_episodes=k_episodes, horizon=horizon, reset_mode=reset_mode,
-                            max_episode_steps=max_episode_steps))
+                            max_episode_steps=max_episode_steps, same_task=same_task))
     elif max_episode_steps is not None:
         max_steps = max_episode_steps if max_steps is None else min(max_steps, max_episode_steps)
     ts += [InitTracker(), PrevActionReward(action_spec), EpisodeTime(max_steps)]

@@ -3,17 +3,20 @@
 Discrete actions are one-hot (TorchRL's default) or indices (``categorical_actions=True``, e.g. to match a dataset);
 bounded ``Box`` actions other than ``[-1, 1]`` are rescaled to ``[-1, 1]`` (the policy's range) by gymnasium's
 ``RescaleAction`` inside the gym env, so ``prev_action`` records the policy's own action. Batch with
-``make_gym_envs`` (``SerialEnv``: cheap envs are faster in one process than over IPC).
+``make_gym_envs`` (``SerialEnv``: cheap envs are faster in one process than over IPC). ``SameTaskGymEnv`` keeps a
+Gymnasium env's task across the episodes of a ``MetaTrial`` trial.
 """
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
+from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, GymEnv, GymWrapper, SerialEnv
 
 from ...spaces import unit_box_affine
 
-__all__ = ["gym_action_info", "gym_time_limit", "make_gym_env", "make_gym_envs"]
+__all__ = ["SameTaskGymEnv", "gym_action_info", "gym_time_limit", "make_gym_env", "make_gym_envs"]
 
 
 def _needs_rescale(space) -> bool:
@@ -57,3 +60,33 @@ def make_gym_envs(env_id: str, num_envs: int, max_episode_steps: int | None = No
                   categorical_actions: bool = False) -> EnvBase:
     """``num_envs`` copies of ``make_gym_env`` batched in one process (``SerialEnv``)."""
     return SerialEnv(num_envs, lambda: make_gym_env(env_id, max_episode_steps, categorical_actions))
+
+
+class SameTaskGymEnv(GymEnv):
+    """A ``GymEnv`` whose soft reset keeps the trial's task, for ``MetaTrial`` (``make_amago_env(env, k_episodes=k)``).
+
+    Gymnasium has no notion of a task: an env draws it from its own RNG in ``reset()``. Every hard reset here passes
+    ``reset(seed=s)`` with a fresh ``s`` (drawn from torch's RNG, or from the generator ``set_seed`` seeds), and every
+    soft reset (``reset(..., soft_reset=True)``, which ``MetaTrial`` passes between the trial's episodes) replays the
+    same ``s``. So each episode of a trial starts from what that seed draws: the same task, and also the same start
+    state and the same random stream for the same actions. A new trial (hard reset) draws a new seed. It keeps the
+    task only of envs that draw it in ``reset()`` from ``self.np_random``; an env that keeps its task elsewhere needs
+    its own soft reset. Same arguments as ``GymEnv``; batch it with ``SerialEnv`` / ``ParallelEnv`` as usual.
+
+    Keys: those of ``GymEnv`` (the env's observation keys, ``action``, ``reward``, ``done`` / ``terminated`` /
+    ``truncated``); it adds none.
+    """
+
+    supports_soft_reset = True  # MetaTrial then passes soft_reset=True between the episodes of a trial
+
+    def _reset(self, tensordict: TensorDictBase | None = None, soft_reset: bool = False, **kwargs):
+        task_seed = getattr(self, "_task_seed", None)
+        if soft_reset and task_seed is not None:
+            kwargs["seed"] = task_seed
+        else:
+            if kwargs.get("seed") is None:
+                kwargs["seed"] = int(torch.randint(0, 2**31 - 1, (), generator=getattr(self, "_task_rng", None)))
+            else:  # set_seed(seed): later hard resets draw their seeds from a generator seeded with it
+                self._task_rng = torch.Generator().manual_seed(int(kwargs["seed"]))
+            self._task_seed = int(kwargs["seed"])
+        return super()._reset(tensordict, **kwargs)
