@@ -1,12 +1,14 @@
 # Two entry points (README Quick start). Both create .venv and install what they need (idempotent).
+# setup.py allows version ranges; requirements/tested.txt pins the tested torch / torchrl / tensordict as constraints.
 PY := .venv/bin/python
-STAMP := .venv/.installed-$(shell md5sum setup.py | cut -c1-8)
+TESTED := requirements/tested.txt
+STAMP := .venv/.installed-$(shell cat setup.py $(TESTED) | md5sum | cut -c1-8)
 
 .PHONY: demo test test-slow bench
 
-$(STAMP): setup.py
+$(STAMP): setup.py $(TESTED)
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c $(TESTED) -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

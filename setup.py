@@ -1,10 +1,13 @@
 """Installable package `torchrl_amago`: AMAGO (in-context RL) as TorchRL components."""
 from setuptools import find_packages, setup
 
+# Ranges, so that installing into an existing TorchRL 0.14 environment keeps its versions; the tested versions are
+# pinned in requirements/tested.txt (used as constraints by the Makefile and CI). torch: TorchRL 0.14's generation
+# (its replay buffers need torch >= 2.7; torchrl 0.15 pairs with torch 2.14); only 2.13.0 is tested.
 CORE = [
-    "torch==2.13.0",
-    "torchrl==0.14.1",
-    "tensordict==0.14.3",
+    "torch>=2.7,<2.14",
+    "torchrl>=0.14,<0.15",
+    "tensordict>=0.14,<0.15",
     "gymnasium>=1.0",
     "numpy",
     "tqdm",
