@@ -471,7 +471,9 @@ def test_loss_batch_without_mask_is_an_error(tmp_path):
     tr = trainer(tmp_path)
     tr.collect()
     batch = tr.sampler.sample()
-    del batch["mask"]
+    del batch["mask"]  # the replay writes the mask twice: the loss reads TorchRL's ("collector", "mask") too
+    assert tr.loss(batch.clone())["valid_steps"] == batch["collector", "mask"].sum()
+    del batch["collector", "mask"]
     with pytest.raises(ValueError, match="no key 'mask'"):
         tr.loss(batch)
     tr.close()
