@@ -1,31 +1,41 @@
-"""Acting and learning at once: env steps/s and updates/s of the trainer with --collect sync vs --collect async.
+"""Acting and learning at once: env steps/s and updates/s of the trainer with --collect sync vs async (vs Ray).
 
 Settings: `examples/04_tmaze.py --horizon 50` with 8 envs (Transformer d_model 128, 2 layers, timestep encoder 128,
 batch 24, windows of 51 steps, 51 env steps per env per epoch, 40 updates per epoch: 0.098 updates per env step
-in both modes; async holds it with `--replay_ratio`). Each run trains `--warmup` epochs, then times `--epochs`
+in every mode; async holds it with `--replay_ratio`). Each run trains `--warmup` epochs, then times `--epochs`
 epochs: `env_steps_per_s` = env steps stored / wall time, `updates_per_s` = updates / wall time (both over the
-same wall time, eval off). Modes alternate in rounds (sync, async, sync, ...), so a busy machine disturbs both
+same wall time, eval off). Modes alternate in rounds (sync, async, sync, ...), so a busy machine disturbs them
 alike; one JSON line per mode gives the medians over rounds and the per-round values.
 
-    python benchmarks/async_collect.py --quick       # 3 rounds of 4 timed epochs (~5 min on 2 cores)
-    python benchmarks/async_collect.py --num_collectors 2 --rounds 5
-    python benchmarks/async_collect.py --quick --env_cost_ms 20   # a costly env: 20 ms of CPU per batched step
+The sync line also gives, per timed epoch, the seconds spent acting (`acting_s`: collecting and storing the
+epoch's steps) and learning (`learning_s`: the epoch's updates), the rest (`other_s`: logging, checkpoint) and
+the ideal overlap bound `overlap_bound = (acting_s + learning_s) / max(acting_s, learning_s)`: the speedup a
+mode that acts and learns at once could reach at most. Each other line gives its `speedup` over sync (the smaller
+of the env-steps/s and updates/s ratios, paired round by round) and `fraction_of_bound` = speedup / that round's
+bound, plus where its epoch went (`update_s`, `wait_s` for data, `push_s` for weight pushes, `store_s`).
 
-Threads: sync uses torch's default (every core) for its one process; async gives each collector worker 1 thread
-and leaves the learner torch's default (the trainer's default).
+    python benchmarks/async_collect.py --quick       # 3 rounds of 4 timed epochs
+    python benchmarks/async_collect.py --quick --env_cost_ms 20   # a costly env: 20 ms of CPU per batched step
+    python benchmarks/async_collect.py --quick --modes sync async distributed   # + Ray workers on loopback
+
+Threads: `--num_threads` sets the learner's torch threads in every mode (default: torch's, every core); in async
+the learner hands a core to its worker while the worker acts (torchrl_amago/trainers/threads.py); collector workers
+use 1 thread each. `load` records the 1-minute load average before and after each run (other jobs on the machine
+distort every mode).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import shutil
 import statistics
 import tempfile
 import time
 import warnings
-
-from functools import partial
+from collections import defaultdict
+from functools import partial, wraps
 
 from torchrl.envs import Transform, TransformedEnv
 
@@ -33,6 +43,7 @@ from torchrl_amago.envs import TMaze, make_amago_env
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
 
 HORIZON = 50
+MODES = ("sync", "async", "distributed")
 
 
 class CpuCostPerStep(Transform):
@@ -54,30 +65,96 @@ def make_env(n: int, env_cost_ms: float = 0.0):
     return env if env_cost_ms <= 0 else TransformedEnv(env, CpuCostPerStep(env_cost_ms))
 
 
-def config(mode: str, root: str, num_collectors: int, epochs: int) -> TrainConfig:
+def config(mode: str, root: str, num_collectors: int, epochs: int, num_threads: int | None) -> TrainConfig:
     trial = HORIZON + 1
     return TrainConfig(run_name=f"bench_{mode}", buffer_dir=root, collect=mode, num_collectors=num_collectors,
                        parallel_envs=8, timesteps_per_epoch=trial, grads_per_epoch=40, epochs=epochs,
                        max_seq_len=trial, memory_size=128, memory_layers=2, tstep_layers=2, tstep_hidden=128,
                        tstep_out=128, tstep_normalize_inputs=False, batch_size=24, eval_interval=0,
                        sample_actions_train=False, reward_multiplier=100.0, gamma=0.9999, lr_warmup_steps=100,
-                       learning_rate=3e-4, ckpt_interval=0, progress_bar=False, dset_max_size=200_000)
+                       learning_rate=3e-4, ckpt_interval=0, progress_bar=False, dset_max_size=200_000,
+                       num_threads=num_threads)
 
 
-def one_run(mode: str, num_collectors: int, warmup: int, epochs: int, env_cost_ms: float = 0.0) -> dict:
+class Timers:
+    """Seconds spent inside chosen methods of an object (wraps them on the instance)."""
+
+    def __init__(self):
+        self.s: dict[str, float] = defaultdict(float)
+
+    def wrap(self, obj, method: str, name: str | None = None) -> None:
+        fn = getattr(obj, method)
+
+        @wraps(fn)
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.s[name or method] += time.perf_counter() - t0
+
+        setattr(obj, method, timed)
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def one_run(mode: str, args) -> dict:
     root = tempfile.mkdtemp(prefix="async_bench_")
-    trainer = AMAGOTrainer(config(mode, root, num_collectors, warmup + epochs),
-                           partial(make_env, env_cost_ms=env_cost_ms), None)
+    trainer = AMAGOTrainer(config(mode, root, args.num_collectors, args.warmup + args.epochs, args.num_threads),
+                           partial(make_env, env_cost_ms=args.env_cost_ms), None)
+    load0 = load()
     try:
-        trainer.train(epochs=warmup)
+        trainer.train(epochs=args.warmup)
+        timers = Timers()
+        if mode == "sync":
+            timers.wrap(trainer, "collect", "acting")
+            timers.wrap(trainer, "learn", "learning")
+        else:
+            timers.wrap(trainer, "update")
+            timers.wrap(trainer, "push_weights", "push")
+            timers.wrap(trainer, "store")
+            timers.wrap(trainer.feed, "get", "wait")
+        timers.wrap(trainer, "save")
         steps0, grads0, t0 = trainer.env_steps, trainer.grad_steps, time.perf_counter()
         trainer.train()
         dt = time.perf_counter() - t0
-        return {"env_steps_per_s": (trainer.env_steps - steps0) / dt, "updates_per_s": (trainer.grad_steps - grads0) / dt,
-                "replay_ratio": (trainer.grad_steps - grads0) / max(trainer.env_steps - steps0, 1)}  # timed window
+        out = {"env_steps_per_s": (trainer.env_steps - steps0) / dt,
+               "updates_per_s": (trainer.grad_steps - grads0) / dt,
+               "replay_ratio": (trainer.grad_steps - grads0) / max(trainer.env_steps - steps0, 1),  # timed window
+               "epoch_s": dt / args.epochs}
+        per_epoch = {k: v / args.epochs for k, v in timers.s.items()}
+        if mode == "sync":
+            acting, learning = per_epoch["acting"], per_epoch["learning"]
+            out.update(acting_s=acting, learning_s=learning, other_s=dt / args.epochs - acting - learning,
+                       overlap_bound=(acting + learning) / max(acting, learning, 1e-9))
+        else:
+            out.update({f"{k}_s": per_epoch.get(k, 0.0) for k in ("update", "wait", "push", "store")})
+        out["checkpoint_s"] = per_epoch["save"]
+        out["load"] = [load0, load()]
+        return out
     finally:
         trainer.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def summary(mode: str, rs: list[dict], sync: list[dict], args) -> dict:
+    out = {"mode": mode, "num_collectors": args.num_collectors if mode != "sync" else 0,
+           "env_cost_ms": args.env_cost_ms, "num_threads": args.num_threads}
+    for k in rs[0]:
+        if k != "load":
+            out[k] = statistics.median(r[k] for r in rs)
+    if mode != "sync":  # paired with the sync run of the same round
+        speedups = [min(a["env_steps_per_s"] / s["env_steps_per_s"], a["updates_per_s"] / s["updates_per_s"])
+                    for a, s in zip(rs, sync)]
+        fractions = [sp / s["overlap_bound"] for sp, s in zip(speedups, sync)]
+        for r, sp, f in zip(rs, speedups, fractions):
+            r.update(speedup=sp, fraction_of_bound=f)
+        out.update(speedup=statistics.median(speedups), fraction_of_bound=statistics.median(fractions),
+                   best_fraction_of_bound=max(fractions))
+    out["rounds"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rs]
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
 def main():
@@ -87,25 +164,24 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--num_collectors", type=int, default=1)
+    ap.add_argument("--num_threads", type=int, default=None,
+                    help="the learner's torch threads in every mode (default: each mode's own default)")
+    ap.add_argument("--modes", nargs="+", default=["sync", "async"], choices=MODES,
+                    help="modes to compare; sync always runs (it is the reference); distributed = Ray on loopback")
     ap.add_argument("--env_cost_ms", type=float, default=0.0,
                     help="CPU time burnt per batched env step (0: plain T-Maze); shows the overlap on costly envs")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.warmup, args.epochs = 3, 2, 4
+    modes = ["sync"] + [m for m in args.modes if m != "sync"]
     warnings.filterwarnings("ignore")
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # stdout carries only the JSON lines
-    runs: dict[str, list[dict]] = {"sync": [], "async": []}
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.rounds):
-        for mode in runs:
-            runs[mode].append(one_run(mode, args.num_collectors, args.warmup, args.epochs, args.env_cost_ms))
-    for mode, rs in runs.items():
-        out = {"mode": mode, "num_collectors": args.num_collectors if mode == "async" else 0,
-               "env_cost_ms": args.env_cost_ms,
-               "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in rs),
-               "updates_per_s": statistics.median(r["updates_per_s"] for r in rs),
-               "replay_ratio": statistics.median(r["replay_ratio"] for r in rs),
-               "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rs]}
-        print(json.dumps(out), flush=True)
+        for mode in modes:
+            runs[mode].append(one_run(mode, args))
+    for mode in modes:
+        print(json.dumps(summary(mode, runs[mode], runs["sync"], args)), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 Every test spawns real worker processes (a few seconds each) and is bounded by pytest's timeout.
 """
+import functools
 import os
 import signal
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -237,5 +239,81 @@ def test_workers_act_exactly_as_the_learner_after_training_and_pushes(tmp_path):
         started = d["is_init"].reshape(d.batch_size).cumsum(1) > 0  # trials that start inside the window
         assert int(started.sum()) >= 12
         torch.testing.assert_close(mine[started], d["actor_params"][started], atol=1e-5, rtol=1e-5)
+    finally:
+        t.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_push_without_waiting_sends_the_weights_of_its_call(tmp_path):
+    """push_weights(wait=False) returns before the workers have the weights; what they get is a copy taken at the
+    call, not the learner's weights as they are when the push runs (the learner keeps updating them)."""
+    t = trainer(tmp_path, epochs=1, exploration="none", sample_actions_train=False, grads_per_epoch=0)
+    try:
+        t.train()
+        last = [m for m in t.policy.actor_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        n_actions = t.train_env.action_spec.shape[-1]
+
+        def favour(action):
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.fill_(-50.0)
+                last.bias[action::n_actions].fill_(50.0)  # every gamma's logits favour `action`
+
+        favour(0)
+        t.push_weights(wait=False)
+        favour(n_actions - 1)  # the learner moves on before the push is known to be done
+        t.wait_for_push()
+        assert bool((_greedy_actions(t, n_actions) == 0).all())
+        t.push_weights(wait=False)
+        t.push_weights(wait=False)  # the second waits for the first: never two in flight
+        t.wait_for_push()
+        assert bool((_greedy_actions(t, n_actions) == n_actions - 1).all())
+    finally:
+        t.close()
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_and_a_slow_learner_store_every_step():
+    """TorchRL 0.14's MultiAsyncCollector has one slot for finished batches: a worker that cannot hand its batch in
+    within 1 s collects the next one over it, and those steps are lost (5 of 12 trials had gaps in this setting).
+    The trainer's collector keeps a slot per worker: every trial it delivers is every step of that trial."""
+    from tests.data.toy_envs import make_counting_env
+    from torchrl_amago.trainers.collection import AMAGOMultiAsyncCollector
+
+    factories = [functools.partial(make_counting_env, 2, 3, 1, 0),
+                 functools.partial(make_counting_env, 2, 3, 2, 1_000_000)]
+    batches = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        collector = AMAGOMultiAsyncCollector(factories, None, frames_per_batch=8, total_frames=-1)
+        try:
+            for d in collector:
+                batches.append(d.clone())
+                if len(batches) == 5:
+                    break
+                time.sleep(1.5)  # the learner takes batches more slowly than the collector's 1 s timeout
+        finally:
+            collector.shutdown()
+    flat = torch.cat([d.reshape(-1) for d in batches])
+    trials = flat["trial"][:, 0]
+    assert trials.unique().numel() >= 6
+    for tid in trials.unique().tolist():
+        steps = flat["step"][trials == tid][:, 0].sort().values
+        assert torch.equal(steps, torch.arange(steps.numel())), (tid, steps.tolist())  # no step lost
+
+
+@pytest.mark.timeout(120)
+def test_the_feed_counts_the_workers_that_act(tmp_path):
+    """A worker whose finished batch waits for the learner is idle; once the learner takes batches it acts again."""
+    t = trainer(tmp_path, epochs=1, num_collectors=1)
+    try:
+        t.train()
+        deadline = time.monotonic() + 30
+        while t.feed.acting_workers() != 0:  # nobody takes batches: the feed's queue fills, then the worker parks
+            assert time.monotonic() < deadline, "the worker never stopped"
+            time.sleep(0.05)
+        assert t.collector.parked_batches() == 1
+        t.feed.ready()  # the learner takes every waiting batch: room for the parked one, so the worker goes on
+        assert t.feed.acting_workers() == 1
     finally:
         t.close()

@@ -22,6 +22,7 @@ import time
 from typing import Callable
 
 import torch
+from torchrl.collectors import MultiAsyncCollector
 from torchrl.envs import EnvBase
 
 from .guards import guard_env
@@ -29,6 +30,7 @@ from .guards import guard_env
 COLLECT_MODES = ("sync", "async", "distributed")
 BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps (--collector_batch_steps)
 WORKER_SEED_STRIDE = 104_729  # worker w seeds its envs with seed + stride * (w + 1) (off the eval seed, seed + 10000)
+WORKER_THREADS = 1  # torch threads of each collector worker
 
 
 class CollectionError(RuntimeError):
@@ -97,6 +99,14 @@ def check_picklable(obj, what: str) -> None:
             f"or functools.partial; or use --collect sync") from e
 
 
+def local_collector_workers(cfg) -> int:
+    """Collector workers that run on the learner's machine (and share its cores): all of them with `--collect
+    async` and with `--collect distributed` on a local Ray instance (no `--collector_address`), else none."""
+    if cfg.collect == "async" or (cfg.collect == "distributed" and cfg.collector_address is None):
+        return cfg.num_collectors
+    return 0
+
+
 def worker_env_factories(cfg, make_env: Callable[[int], EnvBase], seed: int, primer=None) -> list[WorkerEnvs]:
     """One factory per collector worker, each for `parallel_envs / num_collectors` envs with its own seed."""
     check_picklable(make_env, "the training env factory")
@@ -105,22 +115,44 @@ def worker_env_factories(cfg, make_env: Callable[[int], EnvBase], seed: int, pri
             for w in range(cfg.num_collectors)]
 
 
+class AMAGOMultiAsyncCollector(MultiAsyncCollector):
+    """TorchRL's :class:`~torchrl.collectors.MultiAsyncCollector` with room for one finished batch per worker, and
+    a count of the workers whose finished batch waits to be taken (:meth:`parked_batches`).
+
+    TorchRL 0.14's asynchronous collector has one slot for finished batches. A second worker that finishes while the
+    slot is taken gives up after 1 s, *collects its next batch over the one it could not hand in* and tries again,
+    so whenever the learner takes batches more slowly than one per second, every worker but one steps envs for
+    nothing and the stored trials miss those steps (`tests/trainers/test_async_collect.py::
+    test_two_workers_and_a_slow_learner_store_every_step`). With a slot per worker, a worker that has finished
+    waits until its batch is taken (it then starts the next at once): nothing is collected twice or lost."""
+
+    @property
+    def _queue_len(self) -> int:
+        return self.num_workers
+
+    def parked_batches(self) -> int | None:
+        """Finished batches waiting in the workers' output queue (each one's worker is idle); None if unknown."""
+        q = getattr(self, "queue_out", None)
+        try:
+            return q.qsize() if q is not None else None
+        except NotImplementedError:  # macOS has no sem_getvalue
+            return None
+
+
 def build_multiprocess_collector(cfg, make_env: Callable[[int], EnvBase], actor, *, seed: int, primer=None,
                                  learner_threads: int | None = None):
-    """TorchRL's MultiAsyncCollector over `--num_collectors` workers of `parallel_envs / num_collectors` envs."""
-    from torchrl.collectors import MultiAsyncCollector
+    """:class:`AMAGOMultiAsyncCollector` (TorchRL's MultiAsyncCollector) over `--num_collectors` workers of
+    `parallel_envs / num_collectors` envs, each with 1 torch thread."""
     from torchrl.envs.utils import ExplorationType
 
     n = cfg.num_collectors
     envs_each = cfg.parallel_envs // n
     factories = worker_env_factories(cfg, make_env, seed, primer)
-    # the learner keeps torch's threads (all cores): acting is light next to updates in most runs, so taking a core
-    # from the learner for each worker costs more than it gives (benchmarks/async_collect.py)
+    # the learner's own threads: LearnerThreads lowers them while workers act (one core per acting worker)
     threads = learner_threads or torch.get_num_threads()
-    return MultiAsyncCollector(factories, acting_copy(actor), frames_per_batch=envs_each * batch_steps(cfg),
-                               total_frames=-1,
-                               exploration_type=ExplorationType.RANDOM, device="cpu", storing_device="cpu",
-                               num_threads=threads, num_sub_threads=1)
+    return AMAGOMultiAsyncCollector(factories, acting_copy(actor), frames_per_batch=envs_each * batch_steps(cfg),
+                                    total_frames=-1, exploration_type=ExplorationType.RANDOM, device="cpu",
+                                    storing_device="cpu", num_threads=threads, num_sub_threads=WORKER_THREADS)
 
 
 def build_remote_collector(cfg, make_env: Callable[[int], EnvBase], actor, *, seed: int, primer=None):
@@ -154,6 +186,22 @@ class _Failure:
         self.error = error
 
 
+class Call:
+    """`fn` running in a helper thread (:meth:`CollectorFeed.start_call`); its exception is kept for the waiter."""
+
+    def __init__(self, fn: Callable[[], None], what: str):
+        self.what, self.errors = what, []
+
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the waiting thread
+                self.errors.append(e)
+
+        self.thread = threading.Thread(target=run, name=f"collector-{what}", daemon=True)
+        self.thread.start()
+
+
 class CollectorFeed:
     """Iterates a TorchRL collector in a background thread; finished batches wait in a bounded queue.
 
@@ -169,6 +217,7 @@ class CollectorFeed:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_batches))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collector-feed", daemon=True)
+        self._holding = False  # the thread holds a batch it could not queue yet (the queue is full)
         self.batches_received = 0
 
     def start(self) -> "CollectorFeed":
@@ -179,12 +228,14 @@ class CollectorFeed:
     def _run(self) -> None:
         try:
             for batch in self.collector:
+                self._holding = True
                 while not self._stop.is_set():
                     try:
                         self._queue.put(batch, timeout=0.2)
                         break
                     except queue.Full:
                         continue
+                self._holding = False
                 if self._stop.is_set():
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the learner's thread
@@ -215,6 +266,26 @@ class CollectorFeed:
                 raise CollectionError(f"no batch from the collector workers in {self.timeout_s:.0f} s "
                                       f"(--collector_timeout_s): a worker is hung or far too slow")
 
+    def acting_workers(self) -> int | None:
+        """How many collector workers are stepping envs now or will be without the learner's doing; None if the
+        collector cannot tell (then assume all of them).
+
+        Ray's collector says it itself (`running_workers`: a worker starts its next batch when asked for it). In
+        TorchRL's multi-process collector a worker is idle only while its finished batch waits in the output queue
+        (:meth:`AMAGOMultiAsyncCollector.parked_batches`). This thread takes such batches as long as its own queue
+        has room, and every batch it takes sets that batch's worker going again: those workers count as acting."""
+        running = getattr(self.collector, "running_workers", None)
+        if running is not None:
+            return running()
+        n = getattr(self.collector, "num_workers", None)
+        parked = getattr(self.collector, "parked_batches", lambda: None)()
+        if n is None or parked is None:
+            return None
+        if self._thread.ident is None or not self._thread.is_alive():
+            return 0  # not started (no worker has been asked for a batch) or stopped
+        room = self._queue.maxsize - self._queue.qsize() - int(self._holding) + 1  # +1: the batch in its hands
+        return n - max(0, parked - room)
+
     def ready(self) -> list:
         """Every batch already waiting (no wait)."""
         out = []
@@ -234,29 +305,28 @@ class CollectorFeed:
                 "stored before; resume the run to continue")
 
     def call(self, fn: Callable[[], None], what: str) -> None:
-        """Run `fn` (e.g. a weight push, which waits for every worker's answer) in a helper thread, checking the
-        workers every half second: a worker that dies meanwhile is an error at once, not a wait without end."""
-        errors: list[BaseException] = []
+        """Run `fn` (e.g. a weight push, which waits for every worker's answer) and wait for it, checking the workers
+        every half second: a worker that dies meanwhile is an error at once, not a wait without end."""
+        self.wait_call(self.start_call(fn, what))
 
-        def run():
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                errors.append(e)
+    def start_call(self, fn: Callable[[], None], what: str) -> "Call":
+        """Run `fn` in a helper thread and return at once; :meth:`wait_call` collects it (and its error, if any)."""
+        return Call(fn, what)
 
-        helper = threading.Thread(target=run, name=f"collector-{what}", daemon=True)
-        helper.start()
+    def wait_call(self, call: "Call") -> None:
+        """Wait for a :meth:`start_call`-ed call, checking the workers meanwhile; raise its error as a CollectionError."""
         deadline = time.monotonic() + self.timeout_s
-        while helper.is_alive():
-            helper.join(0.5)
-            if helper.is_alive():
+        while call.thread.is_alive():
+            call.thread.join(0.5)
+            if call.thread.is_alive():
                 self.check_workers()
                 if time.monotonic() > deadline:
                     self._stop.set()
-                    raise CollectionError(f"the collector workers did not finish '{what}' in {self.timeout_s:.0f} s "
-                                          f"(--collector_timeout_s): a worker is hung")
-        if errors:
-            raise CollectionError(f"'{what}' failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
+                    raise CollectionError(f"the collector workers did not finish '{call.what}' in "
+                                          f"{self.timeout_s:.0f} s (--collector_timeout_s): a worker is hung")
+        if call.errors:
+            e = call.errors[0]
+            raise CollectionError(f"'{call.what}' failed: {type(e).__name__}: {e}") from e
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the thread and the collector (batches still queued are dropped: drain them first)."""

@@ -164,6 +164,7 @@ class AMAGORayCollector(RayCollector):
         import ray
 
         pending: dict = {}  # object ref -> (worker index, time requested)
+        self._pending = pending  # read by parked_batches() from another thread
 
         def request(i: int):
             pending[self.remote_collectors[i].next.remote()] = (i, time.monotonic())
@@ -193,6 +194,27 @@ class AMAGORayCollector(RayCollector):
             request(i)
         if self._collection_thread is None:
             self.shutdown()
+
+    @property
+    def num_workers(self) -> int:
+        """Remote collector workers (as `MultiAsyncCollector.num_workers`)."""
+        return self.num_collectors
+
+    def running_workers(self) -> int | None:
+        """Workers stepping their envs now: those with a requested batch that is not finished. A finished batch waits
+        in Ray's object store, and a worker whose batch was taken idles until the iterator asks for its next one.
+        None before iteration starts or if Ray cannot tell."""
+        import ray
+
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            return None
+        try:
+            refs = list(pending)  # the iterator's thread may change it meanwhile
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False) if refs else ([], [])
+        except Exception:  # noqa: BLE001 - a dead worker is reported by the iterator, not here
+            return None
+        return len(refs) - len(ready)
 
     def update_policy_weights_(self, *args, **kwargs) -> None:
         """TorchRL's weight push (parameters and buffers of the main policy, to every worker); a dead worker

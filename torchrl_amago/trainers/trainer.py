@@ -22,7 +22,7 @@ from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
 from .collection import (CollectorFeed, build_multiprocess_collector, build_remote_collector, check_async_config,
-                         sync_exploration_step, target_replay_ratio)
+                         local_collector_workers, sync_exploration_step, target_replay_ratio)
 from .branching import save_branch_point, start_from_branch
 from .checkpoint import (CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint,
                          set_rng_state, with_new_target_copies)
@@ -36,6 +36,7 @@ from .distributed import SilentLogger, setup_distributed
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
 from .resume_config import apply_optimizer_settings
+from .threads import LearnerThreads
 from .metrics import (TrialReturnsById, episode_metrics, finished_trial_returns, per_task_return_metrics,
                       return_metrics)
 
@@ -168,7 +169,10 @@ class AMAGOTrainer:
         self.env_device = self.train_env.device or torch.device("cpu")
         if self.async_collect:
             self.collector = self.build_async_collector(make_train_env, actor, primer)
+            # the learner's threads leave a core to each worker of this machine while it acts (threads.py)
+            self.learner_threads = LearnerThreads(torch.get_num_threads(), local_collector_workers(cfg))
         else:
+            self.learner_threads = None
             self.collector = Collector(self.train_env, actor,
                                        frames_per_batch=cfg.parallel_envs * cfg.timesteps_per_epoch,
                                        total_frames=-1, exploration_type=ExplorationType.RANDOM,
@@ -176,6 +180,7 @@ class AMAGOTrainer:
                                        storing_device="cpu")
         self._collector_iter = None
         self.feed: CollectorFeed | None = None  # async: started at the first epoch (after a resume)
+        self._push = None  # async: the weight push in flight (push_weights(wait=False))
         self.replay_ratio = target_replay_ratio(cfg)
         self.epoch = 0
         self.env_steps = 0
@@ -307,6 +312,7 @@ class AMAGOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         if not self.dist.all_true(self.guard.loss_ok(total, out, self.grad_steps)):
             return self._skipped_update()
+        self.fit_threads()
         total.backward()
         # norm first, clip after the check: clipping by a NaN norm would turn every gradient into NaN and hide
         # which parameter's gradient was non-finite
@@ -317,6 +323,7 @@ class AMAGOTrainer:
             return self._skipped_update()
         torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.grad_clip, gnorm)
         self.guard.ok()
+        self.fit_threads()
         self.optimizer.step()
         self.scheduler.step()
         if self.target_updater is not None:
@@ -347,16 +354,37 @@ class AMAGOTrainer:
         return res
 
     # ------------------------------------------------------------------ async collection (collection.py)
-    def push_weights(self) -> None:
-        """Send the acting policy's current weights to the collector workers (TorchRL's weight-update API)."""
+    def push_weights(self, wait: bool = True) -> None:
+        """Send the acting policy's current weights to the collector workers (TorchRL's weight-update API).
+
+        `wait=False` pushes a copy of the weights from a helper thread and returns at once, so the learner goes on
+        updating while the workers take them; the next push, checkpoint or close waits for it first."""
+        self.wait_for_push()
         if self.exploration is not None:
             sync_exploration_step(self.exploration, self.env_steps, self.cfg.parallel_envs)
         if hasattr(self.policy, "bump_weights_version"):  # the workers' copies then drop their weight caches
             self.policy.bump_weights_version()
         weights = TensorDict.from_module(self.actor)
+        if not wait:
+            weights = weights.detach().clone()  # the learner's own weights change while the push runs
         # a push waits for every worker's answer: the feed checks the workers meanwhile (never waits on a dead one)
-        self.feed.call(lambda: self.collector.update_policy_weights_(weights), "weight push")
+        self._push = self.feed.start_call(lambda: self.collector.update_policy_weights_(weights), "weight push")
         self.weight_pushes += 1
+        if wait:
+            self.wait_for_push()
+
+    def wait_for_push(self) -> None:
+        """Wait until the last weight push has reached every worker (no-op when none is in flight)."""
+        push, self._push = self._push, None
+        if push is not None:
+            self.feed.wait_call(push)
+
+    def fit_threads(self) -> None:
+        """Async: set the learner's torch threads for what comes next, leaving a core to each collector worker of
+        this machine that is acting now (threads.py). Checked before the forward pass, the backward pass and the
+        optimizer step: a worker's batch often ends inside an update. Sync: nothing."""
+        if self.learner_threads is not None and self.feed is not None:
+            self.learner_threads.apply(self.feed.acting_workers())
 
     def _store_ready_batches(self) -> None:
         """Store every batch the workers have delivered (before a checkpoint: nothing delivered is lost); their
@@ -387,11 +415,12 @@ class AMAGOTrainer:
         while True:
             learning = grads_left > 0 and self.ready_to_learn()
             if learning and self.grad_steps < self.replay_ratio * self.env_steps:
+                self.fit_threads()
                 _add_scalars(sums, self.update())
                 grads_left -= 1
                 n_updates += 1
                 if n_updates % cfg.policy_sync_interval == 0:
-                    self.push_weights()
+                    self.push_weights(wait=False)
                 continue
             if self.env_steps >= env_goal and not learning:
                 break
@@ -400,6 +429,7 @@ class AMAGOTrainer:
             if learning:
                 learner_wait += time.time() - tw  # the learner is ahead of the ratio: it waits for data
             returns += self.store(data)
+        self.learner_threads.restore()
         dt = time.time() - t0
         out = return_metrics(returns, "train", None)
         out["train/env_steps_per_s"] = (self.env_steps - steps0) / max(dt, 1e-9)
@@ -510,6 +540,9 @@ class AMAGOTrainer:
 
     def close(self) -> None:
         if self.feed is not None:
+            if self._push is not None:  # a push in flight ends before the workers go (bounded: one may be dead)
+                self._push.thread.join(timeout=5.0)
+                self._push = None
             self.feed.close()  # stops the feed thread and shuts the collector down
             self.feed = None
         else:
@@ -530,6 +563,7 @@ class AMAGOTrainer:
             raise CheckpointError(f"{path} exists and was not resumed by this trainer; call resume() first (or use "
                                   f"another --run_name) so the run's checkpoint and replay are not overwritten")
         if tag == "latest" and self.feed is not None:
+            self.wait_for_push()
             self._store_ready_batches()  # async: every batch the workers delivered is in the checkpoint
             sync_exploration_step(self.exploration, self.env_steps, self.cfg.parallel_envs)
         payload = {

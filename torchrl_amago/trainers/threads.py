@@ -1,0 +1,105 @@
+"""The learner's torch threads while collector workers on the same machine act beside it.
+
+A learner whose intra-op threads share cores with acting workers is slowed far more than by the lost cores: every
+parallel op waits for its slowest thread, and a thread that the scheduler has swapped out for a worker holds up all
+the others. On a 2-core machine (`benchmarks/async_collect.py` settings with 20 ms of CPU per env step; epoch
+seconds), a learner that kept both threads while its worker acted took 4.07, one that gave the worker a core while
+it acted 3.77, and the sync loop 4.28. So while workers act, the learner takes only the cores they leave free, and
+all of them again when the workers wait for it (the usual state when acting is a small part of the work).
+
+Handing a core back costs something too: the learner checks the workers only between phases of an update (forward,
+backward, optimizer step), so it runs on fewer threads until its next check even when the worker has finished. When
+the workers act in bursts shorter than a few such phases (cheap envs), that waste is as large as the contention it
+avoids, so the learner keeps all its threads through short bursts (plain T-Maze: 3.15 s per epoch, against 3.20 s
+handing a core back at every burst; with the 20 ms env 3.69 s).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+SHORT_BURST_PHASES = 3.0  # bursts of acting shorter than this many learner phases are shared, not given a core
+EMA = 0.2  # weight of the newest burst / phase in the running means
+
+
+def machine_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class LearnerThreads:
+    """Sets `torch.set_num_threads` at each check (:meth:`apply`): `min(max_threads, cores - acting workers x
+    threads_per_worker)`, at least 1, while workers act in long bursts; `max_threads` otherwise.
+
+    A burst is a stretch of checks that see at least one worker acting; its length and the time between checks are
+    running means. A burst that lasts fewer than :data:`SHORT_BURST_PHASES` check intervals is shared (the learner
+    keeps `max_threads`). Until a first burst has been seen, bursts count as long.
+
+    Args:
+        max_threads: the learner's threads when no worker acts (`--num_threads`, default torch's).
+        num_workers: collector workers on this machine (all of them are assumed to act when the count is unknown).
+        threads_per_worker: torch threads of each worker (the collectors use 1).
+        cores: the machine's cores (default: :func:`machine_cores`).
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(self, max_threads: int, num_workers: int, threads_per_worker: int = 1, cores: int | None = None,
+                 clock=time.monotonic):
+        if max_threads < 1 or num_workers < 0 or threads_per_worker < 1:
+            raise ValueError(f"LearnerThreads needs max_threads >= 1, num_workers >= 0, threads_per_worker >= 1; got "
+                             f"{max_threads}, {num_workers}, {threads_per_worker}")
+        self.max_threads, self.num_workers = int(max_threads), int(num_workers)
+        self.threads_per_worker = int(threads_per_worker)
+        self.cores = int(cores or machine_cores())
+        self.clock = clock
+        self.burst_s: float | None = None  # running mean length of a burst of acting
+        self.phase_s: float | None = None  # running mean time between checks
+        self._last_check: float | None = None
+        self._burst_start: float | None = None
+
+    def threads_for(self, acting_workers: int | None) -> int:
+        """Threads for the learner while `acting_workers` workers act (None: all of them), bursts aside."""
+        acting = self.num_workers if acting_workers is None else min(max(acting_workers, 0), self.num_workers)
+        return max(1, min(self.max_threads, self.cores - acting * self.threads_per_worker))
+
+    def short_bursts(self) -> bool:
+        """Whether the workers' bursts of acting are too short to be worth a core."""
+        if self.burst_s is None or self.phase_s is None:
+            return False
+        return self.burst_s < SHORT_BURST_PHASES * self.phase_s
+
+    def observe(self, acting_workers: int | None) -> None:
+        """Record one check: the time since the last and whether a burst of acting starts or ends."""
+        now = self.clock()
+        if self._last_check is not None:
+            self.phase_s = _mean(self.phase_s, now - self._last_check)
+        self._last_check = now
+        acting = acting_workers is None or acting_workers > 0
+        if acting and self._burst_start is None:
+            self._burst_start = now
+        elif not acting and self._burst_start is not None:
+            self.burst_s = _mean(self.burst_s, now - self._burst_start)
+            self._burst_start = None
+
+    def apply(self, acting_workers: int | None) -> int:
+        """Record a check and set this thread's torch threads for what follows; returns the number set."""
+        self.observe(acting_workers)
+        n = self.max_threads if self.short_bursts() else self.threads_for(acting_workers)
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        return n
+
+    def restore(self) -> None:
+        """Back to `max_threads` (e.g. when the workers stop); the next check starts a new interval."""
+        self._last_check = self._burst_start = None
+        if torch.get_num_threads() != self.max_threads:
+            torch.set_num_threads(self.max_threads)
+
+
+def _mean(old: float | None, new: float) -> float:
+    return new if old is None else (1 - EMA) * old + EMA * new
