@@ -24,7 +24,7 @@ batch cut to its longest valid window) and `"packed"` (trimmed, and the loss pac
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone] [--n-step N]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
@@ -82,7 +82,9 @@ def make_batch(B: int, T: int, device, continuous: bool = False) -> TensorDict:
 
 
 def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool, critic: str = "discrete",
-          attention: str = "auto", target_backbone: bool = False):
+          attention: str = "auto", loss_options: dict | None = None):
+    """The benchmarked AMAGOLoss; `loss_options` go to its constructor (e.g. target_backbone, n_step)."""
+    loss_options = loss_options or {}
     asp = ActionSpace("continuous" if critic == "continuous" else "discrete", ACT)
     te = MLPTimestepEncoder({"observation": (OBS,)}, ACT)
     tr = make_trajectory_encoder("transformer", te.emb_dim, T + 1, d_model=d_model, n_layers=layers, n_heads=heads,
@@ -90,13 +92,12 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool,
     actor = ActorHead(tr.emb_dim, asp, G)
     gammas = [*DEFAULT_MULTIGAMMAS, 0.999]  # the loss's default: G = 7
     if critic == "twohot":
-        return AMAGOLoss.multi_task(te, tr, actor, action_space=asp, num_critics=C,
-                                    target_backbone=target_backbone).to(device)
+        return AMAGOLoss.multi_task(te, tr, actor, action_space=asp, num_critics=C, **loss_options).to(device)
     if critic == "continuous":
         head = ContinuousCritic(tr.emb_dim, ACT, gammas, C)
     else:
         head = DiscreteCritic(tr.emb_dim, ACT, G, C)
-    return AMAGOLoss(te, tr, actor, head, action_space=asp, target_backbone=target_backbone).to(device)
+    return AMAGOLoss(te, tr, actor, head, action_space=asp, **loss_options).to(device)
 
 
 def update_step(loss, opt, updater, params, batch, bf16: bool) -> None:
@@ -112,9 +113,9 @@ def update_step(loss, opt, updater, params, batch, bf16: bool) -> None:
 
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
           min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
-          attention: str = "auto", pack_windows: str = "cpu", target_backbone: bool = False) -> dict:
+          attention: str = "auto", pack_windows: str = "cpu", loss_options: dict | None = None) -> dict:
     torch.manual_seed(0)
-    loss = build(T, d_model, layers, heads, device, compile_, critic, attention, target_backbone)
+    loss = build(T, d_model, layers, heads, device, compile_, critic, attention, loss_options)
     loss.pack_windows = pack_windows
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
@@ -153,6 +154,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
             "compile": compile_, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
+            "n_step": loss.n_step,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -276,6 +278,7 @@ def main():
     ap.add_argument("--target-backbone", action="store_true",
                     help="AMAGOLoss(target_backbone=True): TD targets from Polyak-averaged encoders (one more "
                          "encoder forward per update)")
+    ap.add_argument("--n-step", type=int, default=1, help="AMAGOLoss(n_step=N): N-step TD targets")
     ap.add_argument("--variable", action="store_true",
                     help="variable-length trials sampled from a replay: fixed vs trimmed vs packed windows "
                          "(max_seq_len 256)")
@@ -298,7 +301,8 @@ def main():
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),
                         min_updates=args.min_updates,
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile else 2), bf16=args.bf16, repeats=args.repeats,
-                        critic=args.critic, pack_windows=args.pack_windows, target_backbone=args.target_backbone)
+                        critic=args.critic, pack_windows=args.pack_windows,
+                        loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step))
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)
