@@ -6,7 +6,8 @@
 1. `learner`: full AMAGO updates (the setting of `benchmarks/learner_update.py`: Transformer d_model 128, 2 layers,
    8 heads, batch 24, 7 gammas, 4 critics) at T = 128 ... 8192, SDPA vs FlashAttention (flash only when
    `flash-attn` is installed) x fp32 vs bf16 autocast: `updates_per_s` and `peak_mem_mb`
-   (torch.cuda.max_memory_allocated), or `"oom": true`.
+   (torch.cuda.max_memory_allocated), or `"oom": true`; eager and with the whole loss compiled
+   (`--compile-loss`, default: no and reduce-overhead, i.e. CUDA graphs).
 2. `acting`: per-step latency of the acting policy at a full KV cache of 128 ... 8192 tokens (8 envs).
 3. `tmaze_horizon`: the longest T-Maze horizon (trial = horizon + 1 steps, one window per trial, as
    `examples/04_tmaze.py`) whose learner update fits in GPU memory at d_model 128, batch 24, bf16, doubling from
@@ -24,6 +25,8 @@ import time
 
 import torch
 
+from torchrl_amago.trainers.device import COMPILE_MODES
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 NO_CUDA = ("benchmarks/gpu_suite.py measures the CUDA paths and needs a CUDA GPU: torch.cuda.is_available() is "
@@ -39,16 +42,19 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def learner_point(T: int, attention: str, bf16: bool, device, batch: int = 24, min_time: float = 3.0) -> dict:
+def learner_point(T: int, attention: str, bf16: bool, device, batch: int = 24, min_time: float = 3.0,
+                  compile_loss: str = "no") -> dict:
     """One setting; updates/s and peak memory, or oom."""
     from learner_update import bench
 
-    rec = {"bench": "learner", "seq_len": T, "batch": batch, "attention": attention, "bf16": bf16}
+    rec = {"bench": "learner", "seq_len": T, "batch": batch, "attention": attention, "bf16": bf16,
+           "compile_loss": compile_loss}
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     try:
-        res = bench(T, batch, 128, 2, 8, device, False, min_time=min_time, min_updates=3, warmup=2, bf16=bf16,
-                    repeats=1, attention=attention)
+        res = bench(T, batch, 128, 2, 8, device, False, min_time=min_time, min_updates=3,
+                    warmup=2 if compile_loss == "no" else 4, bf16=bf16, repeats=1, attention=attention,
+                    compile_loss=compile_loss)
     except RuntimeError as e:
         if not _is_oom(e):
             raise
@@ -86,6 +92,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="T <= 2048, cache <= 2048, coarse horizon search")
     ap.add_argument("--skip", nargs="*", default=[], choices=["learner", "acting", "tmaze_horizon"])
+    ap.add_argument("--compile-loss", nargs="*", default=["no", "reduce-overhead"], choices=COMPILE_MODES,
+                    help="learner rows per torch.compile mode of the whole loss (reduce-overhead: CUDA graphs)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print(NO_CUDA.format(torch=torch.__version__, cuda=torch.version.cuda), file=sys.stderr)
@@ -102,7 +110,8 @@ def main(argv=None) -> int:
         for T in seq_lens:
             for attention in attentions:
                 for bf16 in (False, True):
-                    _emit(learner_point(T, attention, bf16, device))
+                    for mode in args.compile_loss:
+                        _emit(learner_point(T, attention, bf16, device, compile_loss=mode))
         if not available("flash_attn"):
             _emit({"bench": "learner", "attention": "flash", "skipped": "pip install flash-attn to measure it"})
     if "acting" not in args.skip:

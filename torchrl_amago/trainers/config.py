@@ -26,7 +26,7 @@ from ..objectives.packing import PACK_MODES
 from ..modules.trajectory.registry import trajectory_encoder_names
 from .collection import COLLECT_MODES
 from .config_checks import NONFINITE_DATA, check_ranges
-from .device import PRECISION_DTYPES
+from .device import COMPILE_MODES, PRECISION_DTYPES
 
 
 class _LiveChoices(Sequence):
@@ -77,6 +77,7 @@ FIELD_CHOICES = {
     "nonfinite_data": NONFINITE_DATA,
     "collect": COLLECT_MODES,
     "pack_windows": PACK_MODES,
+    "compile_loss": COMPILE_MODES,
 }
 
 
@@ -187,6 +188,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     l2_coeff: float = 1e-3
     mixed_precision: str = "no"
+    compile_loss: str = "no"
     num_threads: int | None = None
     # guards (trainers/guards.py)
     max_nonfinite_updates: int = 10  # this many non-finite updates in a row stop the run

@@ -1,4 +1,5 @@
-"""Where the learner runs: the `--device` check, the autocast dtype, and acting on one device for envs on another.
+"""Where the learner runs: the `--device` check, the autocast dtype, the compiled loss, and acting on one device for
+envs on another.
 
 Everything here is decided before any work, so a run on the wrong machine fails in its first second.
 """
@@ -9,6 +10,8 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 PRECISION_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: `--compile_loss`: "no" (eager) or a `torch.compile` mode
+COMPILE_MODES = ("no", "default", "reduce-overhead", "max-autotune")
 
 
 def device_from_flag(name: str) -> torch.device:
@@ -45,6 +48,23 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     return dtype
 
 
+def compile_loss(loss_forward, mode: str, *, trim_windows: bool, packs: bool):
+    """`--compile_loss` -> the loss forward the learner calls: `loss_forward` itself ("no"), or
+    `torch.compile(loss_forward, mode=mode, dynamic=False)`. The backward pass is compiled with it (AOTAutograd);
+    "reduce-overhead" replays both as CUDA graphs on a GPU. One graph needs one batch shape, so batches must not be
+    trimmed to their longest window nor packed (`packs`: whether the loss packs batches on the learner's device);
+    a ValueError names the flags otherwise."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"--compile_loss {mode!r} is not one of {list(COMPILE_MODES)}")
+    if mode == "no":
+        return loss_forward
+    if trim_windows or packs:
+        raise ValueError(f"--compile_loss {mode} needs one batch shape for every update: add --no-trim_windows"
+                         + (" --pack_windows never" if packs else "")
+                         + " (batches of max_seq_len steps, one window per row)")
+    return torch.compile(loss_forward, mode=mode, dynamic=False)
+
+
 class OnDevice(TensorDictModuleBase):
     """Runs `module` on `device` for tensordicts that live elsewhere (an eval env on CPU, the policy on CUDA):
     inputs go to `device`, outputs come back to the input's device. The training collector does the same through
@@ -70,4 +90,5 @@ def on_device(module: TensorDictModuleBase, device: torch.device, env_device) ->
     return OnDevice(module, device)
 
 
-__all__ = ["PRECISION_DTYPES", "OnDevice", "autocast_dtype", "device_from_flag", "on_device"]
+__all__ = ["COMPILE_MODES", "PRECISION_DTYPES", "OnDevice", "autocast_dtype", "compile_loss", "device_from_flag",
+           "on_device"]

@@ -127,6 +127,9 @@ FIELD_HELP = {
     "grad_clip": "global gradient-norm clip",
     "l2_coeff": "AdamW weight decay",
     "mixed_precision": "autocast dtype of the learner",
+    "compile_loss": "torch.compile the loss forward and backward with this mode (reduce-overhead: CUDA graphs on a "
+                    "GPU); needs --no-trim_windows, and --pack_windows never where batches are packed (on the CPU by "
+                    "default). It does not pay on a CPU (docs/scaling.md)",
     "num_threads": "torch CPU threads (default: torch's own)",
 }
 

@@ -19,6 +19,7 @@ SAFE_ON_RESUME = frozenset({
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
     "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "batch_size", "mixed_precision",
+    "compile_loss",
     # how env data is collected from now on (open trials are closed at every resume)
     "collect", "num_collectors", "collector_batch_steps", "policy_sync_interval", "replay_ratio",
     "collector_timeout_s", "collector_address",

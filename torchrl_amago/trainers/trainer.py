@@ -21,6 +21,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
+from ..objectives.packing import packs_here
 from .collection import (CollectorFeed, build_multiprocess_collector, build_remote_collector, check_async_config,
                          local_collector_workers, sync_exploration_step, target_replay_ratio)
 from .branching import save_branch_point, start_from_branch
@@ -31,7 +32,7 @@ from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replay
                              restore_rank_replay)
 from .config import TrainConfig
 from .config_checks import check_trial_fits
-from .device import autocast_dtype, on_device
+from .device import autocast_dtype, compile_loss, on_device
 from .distributed import SilentLogger, setup_distributed
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
@@ -116,7 +117,9 @@ class AMAGOTrainer:
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
-        self.loss_forward = self.dist.wrap(self.loss)  # DDP under torchrun, else the loss itself
+        self.loss_forward = compile_loss(  # DDP under torchrun, else the loss itself; compiled if asked
+            self.dist.wrap(self.loss), cfg.compile_loss, trim_windows=cfg.trim_windows,
+            packs=packs_here(getattr(self.loss, "pack_windows", "never"), torch.empty(0, device=self.device)))
         self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
         self.policy = self.build_policy()
         primer = self._add_memory_primer()

@@ -1,0 +1,78 @@
+"""`--compile_loss`: the compiled update equals the eager one (losses, gradients, PopArt state, weights after N
+updates), and batch shapes that would recompile every update are refused by name."""
+import shutil
+
+import pytest
+import torch
+
+from torchrl_amago.trainers import AMAGOTrainer
+
+from .test_trainer import _make_env, _tiny_cfg
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="torch.compile on CPU needs a C++ compiler")
+FIXED_SHAPES = dict(trim_windows=False, pack_windows="never", dropout=0.0)
+
+
+def _trainer(tmp_path, name, **kw):
+    torch.manual_seed(0)
+    return AMAGOTrainer(_tiny_cfg(tmp_path, run_name=name, **FIXED_SHAPES, **kw), _make_env, _make_env)
+
+
+@needs_compiler
+def test_compiled_update_equals_eager(tmp_path, monkeypatch):
+    """N updates on the same batches, each from the same state: the same losses, gradients, PopArt statistics and
+    weights after the step. (Each update starts from the eager run's state: Adam turns float-rounding differences in
+    near-zero gradients into steps of the learning rate, so two runs drift apart however equal their maths.) The
+    state is copied into the compiled run's own tensors, so a graph that kept stale weights would fail."""
+    import torch._inductor.config as inductor_config
+
+    # random ops (the TD target's critic draw) as in eager mode, so both runs draw the same critics
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    eager = _trainer(tmp_path, "eager")
+    eager.train(epochs=2)  # a replay to sample from, and weights that have moved
+    batches = [eager.sampler.sample() for _ in range(4)]
+    compiled = _trainer(tmp_path, "compiled", compile_loss="default")
+    assert compiled.loss_forward is not compiled.loss
+    for tr in (eager, compiled):
+        it = iter(batches)
+        tr.sampler.sample = lambda it=it: next(it)
+    mu_before = eager.loss.popart.mu.clone()
+    for i in range(len(batches)):
+        compiled.loss.load_state_dict(eager.loss.state_dict())
+        compiled.optimizer.load_state_dict(eager.optimizer.state_dict())
+        compiled.scheduler.load_state_dict(eager.scheduler.state_dict())
+        outs, grads = [], []
+        for tr in (eager, compiled):
+            torch.manual_seed(100 + i)
+            outs.append(tr.update())
+            grads.append([p.grad.clone() for p in tr.params])
+        assert float(outs[0]["nonfinite_skipped"]) == 0 and float(outs[1]["nonfinite_skipped"]) == 0
+        for key in ("loss_actor", "loss_critic", "td_target_mean", "popart_mu", "popart_sigma", "grad_norm"):
+            torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, i=i, key=key: f"update {i}: {key}: {m}")
+        for (name, _), g_eager, g_compiled in zip(eager.loss.named_parameters(), *grads):
+            torch.testing.assert_close(g_compiled, g_eager, rtol=1e-3, atol=1e-6,
+                                       msg=lambda m, i=i, name=name: f"update {i}: grad {name}: {m}")
+        # after the step: statistics (PopArt, input norms) and target weights as tight as the losses; weights within
+        # one step (Adam moves a weight whose gradient is ~0 by up to about the learning rate either way)
+        params = {name for name, _ in eager.loss.named_parameters()}
+        for name, value in eager.loss.state_dict().items():
+            atol = eager.cfg.learning_rate if name in params else 1e-6
+            torch.testing.assert_close(compiled.loss.state_dict()[name], value, rtol=1e-4, atol=atol,
+                                       msg=lambda m, i=i, name=name: f"update {i}: {name}: {m}")
+    assert not torch.equal(eager.loss.popart.mu, mu_before)  # the statistics moved, and moved alike
+    eager.close()
+    compiled.close()
+
+
+@pytest.mark.parametrize("flags, named", [(dict(trim_windows=True, pack_windows="never"), "--no-trim_windows"),
+                                          (dict(trim_windows=False, pack_windows="cpu"), "--pack_windows never")])
+def test_shapes_that_change_per_update_are_refused(tmp_path, flags, named):
+    with pytest.raises(ValueError, match=named):
+        AMAGOTrainer(_tiny_cfg(tmp_path, compile_loss="default", **flags), _make_env, _make_env)
+
+
+def test_unknown_mode_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="compile_loss"):
+        _tiny_cfg(tmp_path, compile_loss="fast")
