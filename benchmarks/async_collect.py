@@ -17,6 +17,7 @@ bound, plus where its epoch went (`update_s`, `wait_s` for data, `push_s` for we
     python benchmarks/async_collect.py --quick       # 3 rounds of 4 timed epochs
     python benchmarks/async_collect.py --quick --env_cost_ms 20   # a costly env: 20 ms of CPU per batched step
     python benchmarks/async_collect.py --quick --modes sync async distributed   # + Ray workers on loopback
+    python benchmarks/async_collect.py --quick --env_wait_ms 12.5 --num_collectors 4   # slow envs, 4 workers
 
 Threads: `--num_threads` sets the learner's torch threads in every mode (default: torch's, every core); in async
 the learner hands a core to its worker while the worker acts (torchrl_amago/trainers/threads.py); collector workers
@@ -60,9 +61,25 @@ class CpuCostPerStep(Transform):
         return next_tensordict
 
 
-def make_env(n: int, env_cost_ms: float = 0.0):
+class WaitPerStep(Transform):
+    """Waits `ms` per env step, the batch's envs in turn, without using a core (envs stepped one after another
+    whose latency, not their CPU, limits acting: a simulator on another machine or device, a robot, a game server).
+    A worker with n envs waits n x `ms` per batched step, so envs split over more workers step faster."""
+
+    def __init__(self, ms: float):
+        super().__init__()
+        self.ms = ms
+
+    def _step(self, tensordict, next_tensordict):
+        time.sleep(self.ms * max(next_tensordict.numel(), 1) / 1000)
+        return next_tensordict
+
+
+def make_env(n: int, env_cost_ms: float = 0.0, env_wait_ms: float = 0.0):
     env = make_amago_env(TMaze(n, corridor_length=HORIZON, passive=True, penalty=-1.0 / (HORIZON + 1)))
-    return env if env_cost_ms <= 0 else TransformedEnv(env, CpuCostPerStep(env_cost_ms))
+    if env_cost_ms > 0:
+        env = TransformedEnv(env, CpuCostPerStep(env_cost_ms))
+    return env if env_wait_ms <= 0 else TransformedEnv(env, WaitPerStep(env_wait_ms))
 
 
 def config(mode: str, root: str, num_collectors: int, epochs: int, num_threads: int | None) -> TrainConfig:
@@ -103,7 +120,7 @@ def load() -> float:
 def one_run(mode: str, args) -> dict:
     root = tempfile.mkdtemp(prefix="async_bench_")
     trainer = AMAGOTrainer(config(mode, root, args.num_collectors, args.warmup + args.epochs, args.num_threads),
-                           partial(make_env, env_cost_ms=args.env_cost_ms), None)
+                           partial(make_env, env_cost_ms=args.env_cost_ms, env_wait_ms=args.env_wait_ms), None)
     load0 = load()
     try:
         trainer.train(epochs=args.warmup)
@@ -141,7 +158,7 @@ def one_run(mode: str, args) -> dict:
 
 def summary(mode: str, rs: list[dict], sync: list[dict], args) -> dict:
     out = {"mode": mode, "num_collectors": args.num_collectors if mode != "sync" else 0,
-           "env_cost_ms": args.env_cost_ms, "num_threads": args.num_threads}
+           "env_cost_ms": args.env_cost_ms, "env_wait_ms": args.env_wait_ms, "num_threads": args.num_threads}
     for k in rs[0]:
         if k != "load":
             out[k] = statistics.median(r[k] for r in rs)
@@ -170,6 +187,9 @@ def main():
                     help="modes to compare; sync always runs (it is the reference); distributed = Ray on loopback")
     ap.add_argument("--env_cost_ms", type=float, default=0.0,
                     help="CPU time burnt per batched env step (0: plain T-Maze); shows the overlap on costly envs")
+    ap.add_argument("--env_wait_ms", type=float, default=0.0,
+                    help="wall time waited (sleeping, no CPU) per env step, a worker's envs in turn: envs whose "
+                         "latency limits acting; envs split over more collectors act faster, even on 2 cores")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.warmup, args.epochs = 3, 2, 4

@@ -7,7 +7,7 @@ import pytest
 from tests.examples.test_examples_smoke import load_module
 
 bench = load_module(Path(__file__).parents[2] / "benchmarks" / "async_collect.py", "bench_async_collect")
-ARGS = Namespace(num_collectors=1, env_cost_ms=20.0, num_threads=None)
+ARGS = Namespace(num_collectors=1, env_cost_ms=20.0, env_wait_ms=0.0, num_threads=None)
 
 
 def sync_round(acting, learning, env_rate, update_rate):

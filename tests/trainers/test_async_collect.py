@@ -5,6 +5,7 @@ Every test spawns real worker processes (a few seconds each) and is bounded by p
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -313,6 +314,10 @@ def test_the_feed_counts_the_workers_that_act(tmp_path):
             assert time.monotonic() < deadline, "the worker never stopped"
             time.sleep(0.05)
         assert t.collector.parked_batches() == 1
+        if sys.platform.startswith("linux"):  # a parked worker uses no CPU: its CPU seconds stand still
+            cpu = t.feed.workers_cpu_s()
+            time.sleep(0.3)
+            assert 0 < cpu and t.feed.workers_cpu_s() - cpu < 0.05
         t.feed.ready()  # the learner takes every waiting batch: room for the parked one, so the worker goes on
         assert t.feed.acting_workers() == 1
     finally:

@@ -71,3 +71,62 @@ def test_restore_sets_max_threads_and_starts_a_new_interval():
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="max_threads >= 1"):
         LearnerThreads(max_threads=0, num_workers=1)
+
+
+def test_workers_that_wait_on_their_envs_leave_the_learner_its_cores():
+    clock = Clock()
+    lt = LearnerThreads(max_threads=2, num_workers=2, cores=2, clock=clock)
+    assert lt.apply(2) == 1 and lt.busy_cores() is None  # no CPU reading: one core per acting worker
+    cpu = 0.0
+    lt.restore()
+    for _ in range(40):  # both workers act and use 0.05 cores between them (envs that sleep)
+        lt.apply(2, cpu)
+        clock.t += 0.1
+        cpu += 0.005
+    assert lt.busy_cores() == pytest.approx(0.05, abs=1e-6) and lt.apply(2, cpu) == 2
+    for _ in range(60):  # now one core's worth of CPU: the learner gives one core, not two
+        clock.t += 0.1
+        cpu += 0.1
+        lt.apply(2, cpu)
+    assert 0.9 < lt.busy_cores() < 1.0 and lt.apply(2, cpu) == 1
+    assert lt.acting_wall_s <= 2.0 + 0.1  # measured over the last seconds of acting only
+    clock.t += 5.0
+    cpu += 5.0  # CPU used while the workers were parked does not count: the interval began with none acting
+    lt.apply(0, cpu)
+    busy = lt.busy_cores()
+    clock.t += 0.1
+    lt.apply(0, cpu + 0.2)
+    assert lt.busy_cores() == busy
+
+
+def test_busy_cores_are_capped_at_one_per_acting_worker():
+    clock = Clock()
+    lt = LearnerThreads(max_threads=4, num_workers=2, cores=4, clock=clock)
+    cpu = 0.0
+    for _ in range(30):
+        lt.apply(2, cpu)
+        clock.t += 0.1
+        cpu += 0.19  # 1.9 cores
+    assert lt.threads_for(2) == 2 and lt.threads_for(1) == 3  # one acting worker takes at most one core
+
+
+def test_process_cpu_seconds_reads_a_child_and_refuses_a_missing_one():
+    import subprocess
+    import sys
+
+    from torchrl_amago.trainers.threads import process_cpu_seconds
+
+    if not sys.platform.startswith("linux"):
+        assert process_cpu_seconds([1]) is None
+        return
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 0.3: pass\n"
+                              "print('done', flush=True)\ntime.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "done"
+        used = process_cpu_seconds([child.pid])
+        assert 0.25 <= used < 5.0  # the kernel counts in ticks (10 ms)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert process_cpu_seconds([child.pid]) is None  # reaped: no /proc entry

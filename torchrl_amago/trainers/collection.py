@@ -26,6 +26,7 @@ from torchrl.collectors import MultiAsyncCollector
 from torchrl.envs import EnvBase
 
 from .guards import guard_env
+from .threads import process_cpu_seconds
 
 COLLECT_MODES = ("sync", "async", "distributed")
 BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps (--collector_batch_steps)
@@ -285,6 +286,12 @@ class CollectorFeed:
             return 0  # not started (no worker has been asked for a batch) or stopped
         room = self._queue.maxsize - self._queue.qsize() - int(self._holding) + 1  # +1: the batch in its hands
         return n - max(0, parked - room)
+
+    def workers_cpu_s(self) -> float | None:
+        """CPU seconds the collector's worker processes on this machine have used so far; None where they cannot be
+        read (remote workers, another OS than Linux)."""
+        pids = [p.pid for p in collector_processes(self.collector) if p.pid is not None]
+        return process_cpu_seconds(pids) if pids else None
 
     def ready(self) -> list:
         """Every batch already waiting (no wait)."""

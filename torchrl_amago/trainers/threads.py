@@ -12,9 +12,15 @@ backward, optimizer step), so it runs on fewer threads until its next check even
 the workers act in bursts shorter than a few such phases (cheap envs), that waste is as large as the contention it
 avoids, so the learner keeps all its threads through short bursts (plain T-Maze: 3.15 s per epoch, against 3.20 s
 handing a core back at every burst; with the 20 ms env 3.69 s).
+
+A worker that acts is not always busy: envs that wait (a simulator on another machine, a robot, a game server)
+leave its core idle. Where the workers' CPU time can be read (Linux), the learner gives them only the cores they
+used while acting, over the last seconds of acting, not one per acting worker. With 2 workers whose envs sleep
+12.5 ms per step, the learner keeps both cores (docs/scaling.md).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -22,6 +28,23 @@ import torch
 
 SHORT_BURST_PHASES = 3.0  # bursts of acting shorter than this many learner phases are shared, not given a core
 EMA = 0.2  # weight of the newest burst / phase in the running means
+BUSY_WINDOW_S = 2.0  # the workers' CPU use while acting is measured over about this many seconds of acting
+IDLE_SLACK = 0.3  # cores the workers used, less this, rounded up, is what they are given (0.3 used: no core)
+
+
+def process_cpu_seconds(pids) -> float | None:
+    """User + system CPU seconds of the processes `pids` so far, from /proc (Linux); None where it cannot be read
+    (another OS, or a process that has ended)."""
+    total = 0
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return total / tick
 
 
 def machine_cores() -> int:
@@ -39,6 +62,10 @@ class LearnerThreads:
     A burst is a stretch of checks that see at least one worker acting; its length and the time between checks are
     running means. A burst that lasts fewer than :data:`SHORT_BURST_PHASES` check intervals is shared (the learner
     keeps `max_threads`). Until a first burst has been seen, bursts count as long.
+
+    Where a check also gives the workers' CPU seconds so far, the cores they take while acting are the cores they
+    used while acting over the last :data:`BUSY_WINDOW_S` seconds of acting (less :data:`IDLE_SLACK`, rounded up),
+    at most one per acting worker: workers that wait on their envs leave the learner its cores.
 
     Args:
         max_threads: the learner's threads when no worker acts (`--num_threads`, default torch's).
@@ -61,11 +88,22 @@ class LearnerThreads:
         self.phase_s: float | None = None  # running mean time between checks
         self._last_check: float | None = None
         self._burst_start: float | None = None
+        self._acting = False  # whether the last check saw a worker acting
+        self._last_cpu: float | None = None  # the workers' CPU seconds at the last check
+        self.acting_wall_s = self.acting_cpu_s = 0.0  # decayed sums over intervals that began with workers acting
+
+    def busy_cores(self) -> float | None:
+        """Cores the workers used while acting, over the last seconds of acting; None until measured."""
+        return self.acting_cpu_s / self.acting_wall_s if self.acting_wall_s > 0 else None
 
     def threads_for(self, acting_workers: int | None) -> int:
         """Threads for the learner while `acting_workers` workers act (None: all of them), bursts aside."""
         acting = self.num_workers if acting_workers is None else min(max(acting_workers, 0), self.num_workers)
-        return max(1, min(self.max_threads, self.cores - acting * self.threads_per_worker))
+        taken = acting * self.threads_per_worker
+        busy = self.busy_cores()
+        if busy is not None and acting > 0:
+            taken = min(taken, max(0, math.ceil(busy - IDLE_SLACK)))
+        return max(1, min(self.max_threads, self.cores - taken))
 
     def short_bursts(self) -> bool:
         """Whether the workers' bursts of acting are too short to be worth a core."""
@@ -73,22 +111,29 @@ class LearnerThreads:
             return False
         return self.burst_s < SHORT_BURST_PHASES * self.phase_s
 
-    def observe(self, acting_workers: int | None) -> None:
-        """Record one check: the time since the last and whether a burst of acting starts or ends."""
+    def observe(self, acting_workers: int | None, workers_cpu_s: float | None = None) -> None:
+        """Record one check: the time since the last, whether a burst of acting starts or ends, and (given the
+        workers' CPU seconds so far) the CPU they used over an interval that began with them acting."""
         now = self.clock()
         if self._last_check is not None:
             self.phase_s = _mean(self.phase_s, now - self._last_check)
-        self._last_check = now
+            if self._acting and workers_cpu_s is not None and self._last_cpu is not None:
+                self.acting_wall_s += now - self._last_check
+                self.acting_cpu_s += max(0.0, workers_cpu_s - self._last_cpu)
+                if self.acting_wall_s > BUSY_WINDOW_S:  # forget older acting, keep the ratio
+                    self.acting_wall_s, self.acting_cpu_s = self.acting_wall_s / 2, self.acting_cpu_s / 2
+        self._last_check, self._last_cpu = now, workers_cpu_s
         acting = acting_workers is None or acting_workers > 0
+        self._acting = acting
         if acting and self._burst_start is None:
             self._burst_start = now
         elif not acting and self._burst_start is not None:
             self.burst_s = _mean(self.burst_s, now - self._burst_start)
             self._burst_start = None
 
-    def apply(self, acting_workers: int | None) -> int:
+    def apply(self, acting_workers: int | None, workers_cpu_s: float | None = None) -> int:
         """Record a check and set this thread's torch threads for what follows; returns the number set."""
-        self.observe(acting_workers)
+        self.observe(acting_workers, workers_cpu_s)
         n = self.max_threads if self.short_bursts() else self.threads_for(acting_workers)
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
@@ -96,7 +141,8 @@ class LearnerThreads:
 
     def restore(self) -> None:
         """Back to `max_threads` (e.g. when the workers stop); the next check starts a new interval."""
-        self._last_check = self._burst_start = None
+        self._last_check = self._burst_start = self._last_cpu = None
+        self._acting = False
         if torch.get_num_threads() != self.max_threads:
             torch.set_num_threads(self.max_threads)
 

@@ -384,10 +384,10 @@ class AMAGOTrainer:
 
     def fit_threads(self) -> None:
         """Async: set the learner's torch threads for what comes next, leaving a core to each collector worker of
-        this machine that is acting now (threads.py). Checked before the forward pass, the backward pass and the
-        optimizer step: a worker's batch often ends inside an update. Sync: nothing."""
+        this machine that is acting now and using its core (threads.py). Checked before the forward pass, the
+        backward pass and the optimizer step: a worker's batch often ends inside an update. Sync: nothing."""
         if self.learner_threads is not None and self.feed is not None:
-            self.learner_threads.apply(self.feed.acting_workers())
+            self.learner_threads.apply(self.feed.acting_workers(), self.feed.workers_cpu_s())
 
     def _store_ready_batches(self) -> None:
         """Store every batch the workers have delivered (before a checkpoint: nothing delivered is lost); their
