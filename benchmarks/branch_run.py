@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, read_metrics  # noqa: E402
+from run_files import ROOT, read_metrics, split_argv  # noqa: E402
 
 DEFAULT_KEYS = ("eval/success", "eval/return", "train/return", "train-update/td_target_mean",
                 "train-update/critic_loss_unweighted", "train-update/policy_entropy", "train-update/grad_norm")
@@ -85,9 +85,7 @@ def launch(cmd: list[str], log_prefix: str) -> subprocess.Popen:
 
 
 def main(argv=None) -> list[dict]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    common = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, common = split_argv(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("branch_point", help="<run>/branches/epoch_<E> (written by a run with --branch_every)")
     p.add_argument("--example", required=True, help="the example the source run used, e.g. 04_tmaze")

@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, column, load_example, read_metrics  # noqa: E402
+from run_files import ROOT, column, load_example, read_metrics, split_argv  # noqa: E402
 
 sys.path.insert(0, ROOT)
 
@@ -63,9 +63,7 @@ def run(num_actions: int, seed: int, margin: float, trainer_argv: list[str], buf
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    trainer_argv = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, trainer_argv = split_argv(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num_actions", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])

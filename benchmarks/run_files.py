@@ -1,5 +1,6 @@
 """What the benchmarks read from the repository's examples and from a finished run: an example loaded as a module
-(its `main`, its `defaults`), and a run's `metrics.csv` as rows and (updates, value) columns."""
+(its `main`, its `defaults`), a run's `metrics.csv` as rows and (updates, value) columns, and a command line split
+at `--` into the script's own flags and those it passes on to every run."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +8,17 @@ import importlib.util
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def split_argv(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the script's own flags, the flags after `--`) of `argv` (default: the process's command line)."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
 
 
 def load_example(name: str):

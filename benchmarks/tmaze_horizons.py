@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, read_metrics  # noqa: E402
+from run_files import ROOT, read_metrics, split_argv  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "examples", "04_tmaze.py")
 
@@ -74,9 +74,7 @@ def summarize_horizon(horizon: int, runs: list[dict]) -> dict:
 
 
 def main(argv=None) -> list[dict]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, extra = split_argv(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--horizons", type=int, nargs="+", default=[100, 300, 1000])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -13,6 +13,9 @@ PREV_ACTION = "prev_action"
 PREV_REWARD = "prev_reward"
 #: steps since the last hard reset ``[*, 1]`` int64 (``EpisodeTime``; soft resets do not restart it)
 TIME_IDX = "time_idx"
+#: how often each discrete action was taken since the hard reset ``[*, A]`` float (``ActionCounts``, opt-in;
+#: an observation the timestep encoder reads)
+ACTION_COUNTS = "action_counts"
 #: first step after a hard reset ``[*, 1]`` bool (TorchRL's ``InitTracker``)
 IS_INIT = "is_init"
 #: the action taken, in the env's own encoding
@@ -53,7 +56,7 @@ STEP_KEYS = (PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT)
 NOT_OBSERVATIONS = frozenset({PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT, STEP_COUNT, TASK_ID})
 
 __all__ = [
-    "ACTION", "DONE", "EPISODE_COUNT", "EPISODE_END", "EPISODE_RETURN", "EPISODE_SUCCESS", "IS_INIT", "MASK",
+    "ACTION", "ACTION_COUNTS", "DONE", "EPISODE_COUNT", "EPISODE_END", "EPISODE_RETURN", "EPISODE_SUCCESS", "IS_INIT", "MASK",
     "NOT_OBSERVATIONS", "PREV_ACTION", "PREV_REWARD", "REWARD", "SEGMENT", "SOFT_RESET", "STATE_EMB", "STEP_COUNT",
     "STEP_KEYS", "TASK_ID", "TERMINATED", "TIME_IDX", "TORCHRL_MASK", "TRIAL_ID", "TRIAL_STEP", "TRUNCATED",
     "TSTEP_EMB",

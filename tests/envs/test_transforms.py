@@ -1,12 +1,13 @@
-"""PrevActionReward / EpisodeTime / MetaTrial / make_amago_env: specs, collector alignment, trial structure."""
+"""PrevActionReward / ActionCounts / EpisodeTime / MetaTrial / make_amago_env: specs, collector alignment, trial structure."""
 
 import pytest
 import torch
 from torchrl.envs import GymEnv, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
-from torchrl_amago.envs import (DarkKeyDoor, EpisodeTime, MetaFrozenLake, MetaTrial, PrevActionReward, TMaze,
-                                make_amago_env)
+from torchrl_amago.envs import (ActionCounts, DarkKeyDoor, EpisodeTime, MetaFrozenLake, MetaTrial, PrevActionReward,
+                                TMaze, make_amago_env)
+from torchrl_amago.envs.transforms import add_action_counts
 from torchrl_amago.envs.checks import check_alignment, check_amago_env, collect_batch
 
 from .toy_env import ToyTaskEnv
@@ -179,3 +180,41 @@ def test_make_amago_env_stack_and_double_to_float():
     plain = make_amago_env(TMaze(2, seed=0), max_episode_steps=3)
     assert [type(t).__name__ for t in plain.transform] == ["InitTracker", "PrevActionReward", "EpisodeTime"]
     assert plain.transform[-1].max_steps == 3
+
+
+def test_action_counts_counts_each_action_since_the_hard_reset_across_soft_resets():
+    # ToyTaskEnv: 3-step episodes, 2 episodes per trial (one soft reset at t = 3), trial of 6 steps
+    env = make_amago_env(ToyTaskEnv(2), k_episodes=2, action_counts=True)
+    actions = [[0, 1], [0, 1], [1, 1], [0, 0], [1, 1], [1, 0]]
+    td, seen = env.reset(), []
+    for a in actions:
+        seen.append(td["action_counts"].tolist())
+        td["action"] = torch.tensor(a)
+        out, td = env.step_and_maybe_reset(td)
+    # hand count of the actions before each step; the soft reset at t = 3 does not restart it
+    assert seen == [[[0, 0], [0, 0]], [[1, 0], [0, 1]], [[2, 0], [0, 2]], [[2, 1], [0, 3]], [[3, 1], [1, 3]],
+                    [[3, 2], [1, 4]]]
+    assert out["next", "done"].all() and out["next", "action_counts"].tolist() == [[3, 3], [2, 4]]
+    assert td["action_counts"].tolist() == [[0, 0], [0, 0]]  # the hard reset after the trial
+
+
+def test_action_counts_partial_reset_keeps_other_envs():
+    env = make_amago_env(TMaze(3, corridor_length=2, seed=0, categorical_action_encoding=True), action_counts=True)
+    td = env.reset()
+    td["action"] = torch.tensor([1, 2, 3])
+    td = env.step(td)["next"]
+    td.set("_reset", torch.tensor([[False], [True], [False]]))
+    counts = env.reset(td)["action_counts"]
+    assert counts.argmax(-1).tolist()[0::2] == [1, 3] and counts.sum(-1).tolist() == [1, 0, 1]
+
+
+def test_action_counts_collector_alignment_and_errors():
+    d = check_amago_env(make_amago_env(TMaze(4, corridor_length=3, seed=0), action_counts=True))
+    # every stored step: counts before the step + its action = the counts under "next"
+    assert torch.equal(d["action_counts"] + d["action"].float(), d["next", "action_counts"])
+    with pytest.raises(ValueError, match="counts discrete actions; this env's action space is 'continuous'"):
+        make_amago_env(GymEnv("Pendulum-v1"), action_counts=True)
+    with pytest.raises(ValueError, match="place it after PrevActionReward"):
+        TransformedEnv(TMaze(2, corridor_length=2), ActionCounts()).observation_spec
+    with pytest.raises(ValueError, match="needs an env from make_amago_env"):
+        add_action_counts(TMaze(2, corridor_length=2))

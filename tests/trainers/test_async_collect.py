@@ -322,3 +322,15 @@ def test_the_feed_counts_the_workers_that_act(tmp_path):
         assert t.feed.acting_workers() == 1
     finally:
         t.close()
+
+
+@pytest.mark.timeout(120)
+def test_async_workers_build_their_envs_with_action_counts(tmp_path):
+    t = trainer(tmp_path, epochs=1, num_collectors=1, action_counts=True)
+    try:
+        t.train()
+        steps = t.replay.storage[:len(t.replay)]
+        assert torch.equal(steps["action_counts"] + steps["action"].float(), steps["next", "action_counts"])
+        assert steps["next", "action_counts"].sum(-1).max() == H + 1  # a whole trial's actions, counted
+    finally:
+        t.close()

@@ -137,3 +137,16 @@ def test_offline_then_online_training(tmp_path):
     again = AMAGOTrainer(cfg, lambda n: _make_env(n, H), None, offline_data=offline, offline_weight=0.5)
     assert again.resume() and again.epoch == 4 and again.offline_replay.num_trials() == 16  # restart with offline data
     again.close()
+
+
+def test_action_counts_flag_feeds_the_counts_to_the_encoder_and_the_replay(tmp_path):
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, action_counts=True), _make_env, _make_env)
+    assert "action_counts" in tr.modules.timestep_encoder.obs_keys
+    assert "action_counts" in tr.eval_env.observation_spec.keys()
+    tr.train()
+    n = len(tr.replay)
+    steps = tr.replay.storage[:n]
+    # stored counts are the trial's own: the counts before a step + its action = the counts after it
+    assert torch.equal(steps["action_counts"] + steps["action"].float(), steps["next", "action_counts"])
+    assert steps["action_counts"][steps["is_init"].squeeze(-1)].abs().sum() == 0
+    assert steps["next", "action_counts"].sum(-1).max() > 1  # counted over several steps

@@ -140,6 +140,78 @@ class PrevActionReward(Transform):
         return tensordict
 
 
+class ActionCounts(Transform):
+    """Writes ``action_counts`` ``[*, A]`` float: how often each discrete action was taken since the hard reset
+    (soft resets do not restart it), i.e. the running sum of ``prev_action``'s one-hots; zeros after a reset.
+
+    An observation like any other (timestep encoders read it): a summary of the agent's own past actions that the
+    sequence model would otherwise have to learn to gather over the whole context. Tasks that punish repeating an
+    action (POPGym's Battleship and Concentration, :class:`~torchrl_amago.envs.NoRepeat`) need exactly that set.
+    Place it after :class:`PrevActionReward` (``make_amago_env(action_counts=True)`` does).
+
+    Keys in: ``prev_action`` (under ``"next"``) and ``action_counts`` (root); key out: ``action_counts`` (root on
+    reset, ``"next"`` on every step).
+    """
+
+    def __init__(self, *, prev_action_key=K.PREV_ACTION, counts_key=K.ACTION_COUNTS):
+        super().__init__(in_keys=[prev_action_key], out_keys=[counts_key])
+        self.prev_action_key, self.counts_key = prev_action_key, counts_key
+
+    def check(self) -> None:
+        """Raise ValueError, named, unless a PrevActionReward of a discrete action space comes before."""
+        self._prev_action_transform()
+
+    def _prev_action_transform(self) -> PrevActionReward:
+        parent = self.parent
+        transforms = parent.transform if parent is not None else None
+        found = [t for t in (transforms if isinstance(transforms, Compose) else [transforms])
+                 if isinstance(t, PrevActionReward)]
+        if not found:
+            raise ValueError("ActionCounts reads 'prev_action': place it after PrevActionReward in the same Compose "
+                             "(make_amago_env(action_counts=True) does)")
+        if not found[0].space.discrete:
+            raise ValueError(f"ActionCounts counts discrete actions; this env's action space is "
+                             f"{found[0].space.kind!r}")
+        return found[0]
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        prev = next_tensordict.get(self.prev_action_key)
+        counts = tensordict.get(self.counts_key, None)
+        next_tensordict.set(self.counts_key, prev if counts is None else counts + prev)
+        return next_tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        B, dev = tensordict_reset.batch_size, tensordict_reset.device
+        dim = tensordict_reset.get(self.prev_action_key).shape[-1]
+        zeros = torch.zeros(*B, dim, device=dev)
+        mask = _reset_mask(tensordict, B)
+        counts = None if tensordict is None else tensordict.get(self.counts_key, None)
+        if mask is not None and counts is not None:
+            zeros = torch.where(_bcast(mask, zeros), zeros, counts.reshape(zeros.shape))
+        tensordict_reset.set(self.counts_key, zeros)
+        return tensordict_reset
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        dim = self._prev_action_transform().space.dim
+        B, dev = observation_spec.shape, observation_spec.device
+        observation_spec[self.counts_key] = Unbounded((*B, dim), dtype=torch.float32, device=dev)
+        return observation_spec
+
+    def forward(self, tensordict):  # not a replay-buffer transform
+        return tensordict
+
+
+def add_action_counts(env: EnvBase) -> TransformedEnv:
+    """``env`` (made by :func:`make_amago_env`, possibly with more transforms) with :class:`ActionCounts` last."""
+    if not isinstance(env, TransformedEnv):
+        raise ValueError(f"add_action_counts needs an env from make_amago_env (a TransformedEnv with "
+                         f"PrevActionReward), got {type(env).__name__}")
+    counts = ActionCounts()
+    env.append_transform(counts)
+    counts.check()
+    return env
+
+
 class EpisodeTime(StepCounter):
     """``time_idx`` ``[*, 1]`` int64: 0 at a hard reset, +1 per step (soft resets inside ``MetaTrial`` or the env
     do not restart it). With ``max_steps`` the trial is truncated (``truncated`` and ``done`` set) once
@@ -364,12 +436,12 @@ def _has_double(spec) -> bool:
 def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int | None = None,
                    reset_mode: str = "same_step", max_episode_steps: int | None = None,
                    max_steps: int | None = None, action_spec: TensorSpec | ActionSpace | None = None,
-                   same_task: bool | None = None) -> TransformedEnv:
+                   same_task: bool | None = None, action_counts: bool = False) -> TransformedEnv:
     """Wrap any TorchRL env into AMAGO's per-step format with one call.
 
     Stack (in order): ``DoubleToFloat`` (only if the env has float64 entries) → ``MetaTrial(k_episodes, horizon,
     reset_mode, max_episode_steps)`` (only if ``k_episodes`` or ``horizon`` is given) → ``InitTracker`` →
-    ``PrevActionReward`` → ``EpisodeTime(max_steps)``.
+    ``PrevActionReward`` → ``ActionCounts`` (only with ``action_counts=True``) → ``EpisodeTime(max_steps)``.
 
     Args:
         env: any single-agent TorchRL env (batched or not).
@@ -379,6 +451,7 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
             is simply the trial time limit.
         max_steps: trial time limit (truncation) counted on ``time_idx``.
         action_spec: override the action spec used for ``prev_action`` (default: the env's).
+        action_counts: add ``action_counts`` (:class:`ActionCounts`; discrete actions only), an observation.
     Returns:
         a ``TransformedEnv`` whose steps carry ``prev_action``, ``prev_reward``, ``time_idx`` and ``is_init``.
     """
@@ -391,10 +464,13 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
                             max_episode_steps=max_episode_steps, same_task=same_task))
     elif max_episode_steps is not None:
         max_steps = max_episode_steps if max_steps is None else min(max_steps, max_episode_steps)
-    ts += [InitTracker(), PrevActionReward(action_spec), EpisodeTime(max_steps)]
+    ts += [InitTracker(), PrevActionReward(action_spec), *([ActionCounts()] if action_counts else []),
+           EpisodeTime(max_steps)]
     # auto_unwrap=False: never merge into an inner TransformedEnv, whose action transforms (e.g. ActionScaling)
     # would then run before PrevActionReward and store the env-side action instead of the policy action
     out = TransformedEnv(env, Compose(*ts), auto_unwrap=False)
     if action_spec is None:
         next(t for t in ts if isinstance(t, PrevActionReward)).space  # unsupported action spaces fail here, named
+    if action_counts:
+        ts[-2].check()  # a continuous action space fails here, named
     return out

@@ -25,6 +25,7 @@ import torch
 from torchrl.collectors import MultiAsyncCollector
 from torchrl.envs import EnvBase
 
+from ..envs.transforms import add_action_counts
 from .guards import guard_env
 from .threads import process_cpu_seconds
 
@@ -70,6 +71,17 @@ def check_async_config(cfg, offline_only: bool, world_size: int) -> None:
     if world_size > 1:
         raise ValueError(f"--collect {cfg.collect} under torchrun is not supported: each rank's learner would wait "
                          f"on its own collectors at different times; use --collect sync with torchrun")
+
+
+class WithActionCounts:
+    """An env factory whose envs also write ``action_counts`` (``--action_counts``; ``envs.ActionCounts``).
+    A class, not a closure, so that collector workers can unpickle it."""
+
+    def __init__(self, make_env: Callable[[int], EnvBase]):
+        self.make_env = make_env
+
+    def __call__(self, num_envs: int) -> EnvBase:
+        return add_action_counts(self.make_env(num_envs))
 
 
 class WorkerEnvs:

@@ -110,6 +110,7 @@ class TrainConfig:
     sample_actions_eval: bool = True
     # envs
     parallel_envs: int = 8
+    action_counts: bool = False
     # collection beside learning (trainers/collection.py, docs/scaling.md)
     collect: str = "sync"
     num_collectors: int = 1

@@ -32,6 +32,8 @@ FIELD_HELP = {
     "sample_actions_eval": "sample actions while evaluating (else the policy's mode)",
     # envs
     "parallel_envs": "number of batched training envs (the original's --parallel_actors)",
+    "action_counts": "add the observation 'action_counts' (how often each discrete action was taken in this trial; "
+                     "envs.ActionCounts) to the training and eval envs",
     # collection
     "collect": "sync: collect an epoch, then update (one process); async: TorchRL MultiAsyncCollector workers collect "
                "while the learner updates; distributed: workers on other machines (docs/scaling.md)",

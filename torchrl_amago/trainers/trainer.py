@@ -22,8 +22,8 @@ from torchrl.objectives import LossModule, SoftUpdate
 
 from ..data import make_sequence_replay
 from ..objectives.packing import packs_here
-from .collection import (CollectorFeed, build_multiprocess_collector, build_remote_collector, check_async_config,
-                         local_collector_workers, sync_exploration_step, target_replay_ratio)
+from .collection import (CollectorFeed, WithActionCounts, build_multiprocess_collector, build_remote_collector,
+                         check_async_config, local_collector_workers, sync_exploration_step, target_replay_ratio)
 from .branching import save_branch_point, start_from_branch
 from .checkpoint import (CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint,
                          set_rng_state, with_new_target_copies)
@@ -107,6 +107,9 @@ class AMAGOTrainer:
         self.async_collect = cfg.collect != "sync"  # collector workers run beside the learner (collection.py)
         check_async_config(cfg, offline_only=cfg.start_collecting_at_epoch >= cfg.epochs,
                            world_size=self.dist.world_size)
+        if cfg.action_counts:
+            make_train_env = WithActionCounts(make_train_env)
+            make_eval_env = make_eval_env and WithActionCounts(make_eval_env)
         # async: the workers build their own envs; this one (1 env) only gives the specs
         self.train_env = guard_env(make_train_env(1 if self.async_collect else cfg.parallel_envs), "training env")
         self.train_env.set_seed(cfg.seed + self.dist.seed_offset)

@@ -1,0 +1,61 @@
+"""benchmarks/popgym_campaign.py: finals, best evals and the comparison with a reference campaign's curves."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.examples.test_examples_smoke import load_module
+
+PC = load_module(Path(__file__).parents[2] / "benchmarks" / "popgym_campaign.py", "popgym_campaign")
+HEADER = ["env_steps", "grad_steps", "wall_s", "epoch", "eval/return"]
+
+
+def _write(path: Path, *evals):
+    """A metrics.csv with one eval row per value (the last: the final eval, no epoch) and a training row between."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        for i, v in enumerate(evals):
+            w.writerow([100 * (i + 1), 60 * (i + 1), 10.0 * (i + 1), "" if i == len(evals) - 1 else i, v])
+            w.writerow([100 * (i + 1), 60 * (i + 1), 10.0 * (i + 1) + 1, i, ""])
+
+
+def test_summarize_reads_the_final_and_the_best_eval(tmp_path):
+    _write(tmp_path / "m.csv", -0.5, -0.2, -0.4)
+    rows = PC.read_metrics(str(tmp_path / "m.csv"))
+    assert PC.summarize(rows) == {"final_return": -0.4, "best_return": -0.2, "eval_return": [-0.5, -0.2, -0.4],
+                                  "grad_steps": 180, "env_steps": 300}
+
+
+@pytest.mark.parametrize("new, not_worse", [((0.40, 0.44, 0.42), True),  # mean 0.42 >= 0.5 - 0.1
+                                            ((0.30, 0.34, 0.32), False)])  # mean 0.32 < 0.4
+def test_task_summary_against_a_reference_campaign(tmp_path, capsys, new, not_worse):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    ref.mkdir(), out.mkdir()
+    for seed, (r, n) in enumerate(zip((0.4, 0.5, 0.6), new)):  # reference finals: mean 0.5, std 0.1
+        _write(ref / PC.curve_name("BattleshipEasy", seed), 0.0, r)
+        _write(out / PC.curve_name("BattleshipEasy", seed), 0.0, n)
+    PC.main(["--summarize", "--tasks", "BattleshipEasy", "--out", str(out), "--reference", str(ref)])
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    runs, (task,) = lines[:-1], lines[-1:]
+    assert [r["final_return"] for r in runs] == list(new)
+    assert task["reference_mean"] == 0.5 and task["reference_std"] == 0.1 and task["not_worse"] is not_worse
+    assert task["random_return"] == pytest.approx(-0.4298)  # docs/results/03_campaign_random_baseline.jsonl
+    assert task["above_random"] == 3 and task["mean"] == pytest.approx(sum(new) / 3, abs=1e-3)
+
+
+def test_missing_reference_folder_is_named(tmp_path):
+    with pytest.raises(SystemExit):
+        PC.main(["--summarize", "--reference", str(tmp_path / "nope")])
+
+
+@pytest.mark.timeout(240)
+def test_one_tiny_run_end_to_end(tmp_path, capsys):
+    pytest.importorskip("popgym")
+    PC.main(["--tasks", "MineSweeperEasy", "--seeds", "0", "--out", str(tmp_path), "--", "--epochs", "1",
+             "--final_eval_timesteps", "20", "--eval_timesteps", "20"])
+    run, task = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert run["rc"] == 0 and run["grad_steps"] == 60 and len(run["eval_return"]) == 2  # epoch 0 + the final eval
+    assert Path(run["curve"]).name == "03_campaign_MineSweeperEasy_seed0.csv" and Path(run["curve"]).exists()
+    assert task["finals"] == [round(run["final_return"], 3)] and "not_worse" not in task
