@@ -4,10 +4,10 @@ from .checks import check_alignment, check_amago_env
 from .exploration import BilevelEpsilonGreedy, EpsilonGreedy, TMazeExploration
 from .transforms import (BOOKKEEPING_KEYS, EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY,
                          EPISODE_SUCCESS_KEY, SOFT_RESET_KEY, TASK_ID_KEY, ActionCounts, EpisodeTime, MetaTrial,
-                         PrevActionReward,
-                         episode_stats_spec, make_amago_env)
+                         PrevActionReward, episode_stats_spec, make_amago_env)
 
-__all__ = ["check_amago_env", "check_alignment", "PrevActionReward", "ActionCounts", "EpisodeTime", "MetaTrial", "make_amago_env", "episode_stats_spec",
+__all__ = ["check_amago_env", "check_alignment", "PrevActionReward", "ActionCounts", "EpisodeTime", "MetaTrial",
+           "make_amago_env", "episode_stats_spec",
            "BOOKKEEPING_KEYS", "EPISODE_END_KEY", "EPISODE_RETURN_KEY", "EPISODE_COUNT_KEY", "EPISODE_SUCCESS_KEY",
            "SOFT_RESET_KEY", "TASK_ID_KEY", "EpsilonGreedy", "BilevelEpsilonGreedy", "TMazeExploration",
            "TMaze", "MetaFrozenLake", "DarkKeyDoor", "NoRepeat", "MazeRunner", "mazerunner_relabel_rewards"]

@@ -145,9 +145,10 @@ class ActionCounts(Transform):
     (soft resets do not restart it), i.e. the running sum of ``prev_action``'s one-hots; zeros after a reset.
 
     An observation like any other (timestep encoders read it): a summary of the agent's own past actions that the
-    sequence model would otherwise have to learn to gather over the whole context. Tasks that punish repeating an
-    action (POPGym's Battleship and Concentration, :class:`~torchrl_amago.envs.NoRepeat`) need exactly that set.
-    Place it after :class:`PrevActionReward` (``make_amago_env(action_counts=True)`` does).
+    sequence model would otherwise have to learn to gather over the whole context. It does not lift the tasks that
+    punish repeating an action (POPGym's Battleship, :class:`~torchrl_amago.envs.NoRepeat` with 64 actions;
+    docs/results/ablations/no_repeat.md). Place it after :class:`PrevActionReward`
+    (``make_amago_env(action_counts=True)`` does).
 
     Keys in: ``prev_action`` (under ``"next"``) and ``action_counts`` (root); key out: ``action_counts`` (root on
     reset, ``"next"`` on every step).
@@ -464,13 +465,13 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
                             max_episode_steps=max_episode_steps, same_task=same_task))
     elif max_episode_steps is not None:
         max_steps = max_episode_steps if max_steps is None else min(max_steps, max_episode_steps)
-    ts += [InitTracker(), PrevActionReward(action_spec), *([ActionCounts()] if action_counts else []),
-           EpisodeTime(max_steps)]
+    counts = [ActionCounts()] if action_counts else []
+    ts += [InitTracker(), PrevActionReward(action_spec), *counts, EpisodeTime(max_steps)]
     # auto_unwrap=False: never merge into an inner TransformedEnv, whose action transforms (e.g. ActionScaling)
     # would then run before PrevActionReward and store the env-side action instead of the policy action
     out = TransformedEnv(env, Compose(*ts), auto_unwrap=False)
     if action_spec is None:
         next(t for t in ts if isinstance(t, PrevActionReward)).space  # unsupported action spaces fail here, named
-    if action_counts:
-        ts[-2].check()  # a continuous action space fails here, named
+    for t in counts:
+        t.check()  # a continuous action space fails here, named
     return out
