@@ -380,3 +380,40 @@ def test_entropy_bonus_lowers_the_actor_loss_by_its_weighted_masked_entropy():
     for kind, c in (("continuous", 0.1), ("discrete", -0.1)):
         with pytest.raises(ValueError, match="entropy_coeff"):
             build(kind, entropy_coeff=c)
+
+
+def test_n_step_cut_stops_returns_at_actions_the_target_policy_rates_low():
+    """Zero target critic -> no bootstrap value, so each target is a masked reward sum whose length shows the cuts.
+    A target actor that outputs only its bias: the same pi at every step; with n_step_cut=1 a return goes on through
+    step t only where a_t is that pi's mode (per gamma). A uniform pi never cuts."""
+    td = make_batch("discrete")
+    m, a = td["mask"], td["action"]
+    for bias_scale, expect_cuts in ((0.0, False), (3.0, True)):
+        loss = build("discrete", n_step=3, n_step_cut=1.0, reward_multiplier=10.0)
+        with torch.no_grad():
+            for p in loss.target_critic_head_params["net", "out"].values():
+                p.zero_()
+            last = loss.target_actor_head_params["net", "net", "8"]
+            last["weight"].zero_()
+            last["bias"].copy_(bias_scale * torch.randn(last["bias"].shape, generator=torch.Generator().manual_seed(1)))
+            params = last["bias"].clone().float().unflatten(-1, (len(GAMMAS), -1))  # the head's [G, A] layout
+            probs = loss.actor_head.dist(params.expand(3, 8, -1, -1)).probs  # [B, T, G, A]
+        mode_taken = probs.gather(-1, a[..., None, None].expand(3, 8, len(GAMMAS), 1)).squeeze(-1) >= probs.amax(-1)
+        cont = torch.cat([torch.ones_like(mode_taken[:, :1]), mode_taken[:, 1:]], 1)
+        assert bool((~cont).any()) is expect_cuts
+        exp = nstep_return(td["next", "reward"], td["next", "terminated"], m, torch.zeros(3, 8, len(GAMMAS)),
+                           torch.tensor(GAMMAS), 3, 10.0, continues=cont)
+        out = loss(td)
+        assert out["td_target_mean"].item() == pytest.approx((exp[..., -1] * m).sum().item() / (m.sum().item() + 1e-5),
+                                                             rel=1e-5)
+        assert out["td_target_max"].item() == pytest.approx(exp[m].max().item(), rel=1e-5)
+    uncut = nstep_return(td["next", "reward"], td["next", "terminated"], m, torch.zeros(3, 8, len(GAMMAS)),
+                         torch.tensor(GAMMAS), 3, 10.0)
+    assert not torch.allclose(exp, uncut)  # the cuts changed some targets
+
+
+def test_n_step_cut_is_refused_for_continuous_actions_and_out_of_range():
+    with pytest.raises(ValueError, match="n_step_cut=0.5: .* only for discrete"):
+        build("continuous", n_step=3, n_step_cut=0.5)
+    with pytest.raises(ValueError, match=r"n_step_cut=1.5: must be in \[0, 1\]"):
+        build("discrete", n_step=3, n_step_cut=1.5)

@@ -132,3 +132,20 @@ def test_bad_input():
         nstep_return(R, TERM, VALID, Q, GAM[:1], n=1)
     with pytest.raises(ValueError, match="terminated"):
         nstep_return(R, TERM[:, :3], VALID, Q, GAM, n=1)
+
+
+def test_continues_stops_a_return_before_the_cut_step_only():
+    # row 2 (all valid, no terminal), 3-step returns; step 2's action is cut for gamma .5 only
+    cont = torch.ones(3, 5, 2, dtype=torch.bool)
+    cont[2, 2, 0] = False
+    y = nstep_return(R, TERM, VALID, Q, GAM, n=3, continues=cont)
+    full = expected_n3()
+    g = 0.5
+    assert y[2, 0, 0].item() == pytest.approx(1 + g * 2 + g**2 * q(2, 1, 0))  # bootstraps from s_2, before step 2
+    assert y[2, 1, 0].item() == pytest.approx(2 + g * q(2, 1, 0))
+    torch.testing.assert_close(y[2, 2:, 0], full[2, 2:, 0])  # returns that start at or after the cut: unchanged
+    torch.testing.assert_close(y[..., 1], full[..., 1])  # the other gamma: unchanged
+    torch.testing.assert_close(y[:2], full[:2])
+    # cutting every step gives the 1-step targets; [B, T] masks broadcast over the gammas
+    torch.testing.assert_close(nstep_return(R, TERM, VALID, Q, GAM, n=3, continues=torch.zeros(3, 5, dtype=torch.bool)),
+                               nstep_return(R, TERM, VALID, Q, GAM, n=1))

@@ -120,6 +120,9 @@ class AMAGOLoss(LossModule):
         critic_loss_weight: ``loss_critic`` is already multiplied by it.
         reward_multiplier: rewards are scaled by it inside the loss only.
         n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
+        n_step_cut: discrete actions, ``n_step > 1``: a return also stops before an intermediate step whose buffer
+            action the target policy rates below ``n_step_cut`` x its most likely action's probability (1: stop at
+            any non-greedy action, as Watkins' Q(lambda); 0, the default: never).
         fbc_filter: 'binary' | 'exp' | 'leaky_relu' | callable ``f(adv) -> weights``; ``fbc_filter_kwargs``
             are bound to it.
         num_actions_for_value_in_critic_loss / _actor_loss: K sampled actions for E_pi Q with action-input
@@ -214,6 +217,7 @@ class AMAGOLoss(LossModule):
         critic_loss_weight: float = 10.0,
         reward_multiplier: float = 10.0,
         n_step: int = 1,
+        n_step_cut: float = 0.0,
         fbc_filter: Union[str, Callable] = "binary",
         fbc_filter_kwargs: Optional[dict] = None,
         num_actions_for_value_in_critic_loss: int = 1,
@@ -283,6 +287,10 @@ class AMAGOLoss(LossModule):
         self.entropy_coeff = float(entropy_coeff)
         self.critic_loss_weight, self.reward_multiplier = float(critic_loss_weight), float(reward_multiplier)
         self.n_step = int(n_step)
+        if not 0.0 <= n_step_cut <= 1.0 or (n_step_cut > 0 and not action_space.discrete):
+            raise ValueError(f"n_step_cut={n_step_cut}: must be in [0, 1], and > 0 only for discrete actions (it "
+                             f"compares the {action_space.kind} buffer action's probability with the mode's)")
+        self.n_step_cut = float(n_step_cut)
         self.fbc_filter = make_filter(fbc_filter, **(fbc_filter_kwargs or {}))
         self.k_critic = 1 if self.q_per_action else int(num_actions_for_value_in_critic_loss)
         self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
@@ -606,11 +614,21 @@ class AMAGOLoss(LossModule):
             v_next = self.popart(v_next, normalized=False)  # old stats
         v_next = redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)  # [B, T, G]
         td_target = nstep_return(batch.reward, batch.terminated, batch.mask, v_next, self.gammas, self.n_step,
-                                 self.reward_multiplier)
+                                 self.reward_multiplier, continues=self._continues(batch, dist_next))
         if self.use_popart:
             self.popart.update_stats(td_target, batch.mask)
             return td_target, self.popart.normalize_values(td_target)
         return td_target, td_target
+
+    def _continues(self, batch: AMAGOBatch, dist_next) -> Optional[torch.Tensor]:
+        """``[B, T, G]`` bool for ``nstep_return``: may an n-step return go on through step t? False where the target
+        policy at s_t rates the buffer action a_t below ``n_step_cut`` x its mode's probability (``n_step_cut``)."""
+        if self.n_step_cut <= 0 or self.n_step == 1:
+            return None
+        probs = dist_next.probs[:, :-1]  # pi(.|s_t) for t = 1..T-1 (dist_next is at s_{t+1} of step t)
+        a = batch.action_index[:, 1:, None, None].expand(*probs.shape[:-1], 1)
+        keep = probs.gather(-1, a).squeeze(-1) >= self.n_step_cut * probs.amax(-1)  # [B, T-1, G]
+        return torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1)  # step 0 is never an intermediate step
 
     def _critic_loss(self, batch: AMAGOBatch, s: torch.Tensor, td_target: torch.Tensor, td_norm: torch.Tensor):
         """Unweighted critic loss on Q(s, a_buffer) (PopArt MSE or two-hot cross-entropy) and the critic outputs."""

@@ -28,6 +28,7 @@ def nstep_return(
     gammas: torch.Tensor,
     n: int = 1,
     reward_multiplier: float = 1.0,
+    continues: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """n-step targets for every step of a ``[B, T]`` window and every discount in ``gammas``.
 
@@ -41,6 +42,8 @@ def nstep_return(
         gammas: ``[G]`` discounts.
         n: number of reward steps before bootstrapping (>= 1).
         reward_multiplier: rewards are scaled by this constant first.
+        continues: optional bool ``[B, T]`` or ``[B, T, ..., G]``: an earlier step's return may go on through step
+            t (False: stop before step t and bootstrap from s_t, as if step t were padding). None: always.
 
     Returns:
         ``[B, T, ..., G]``: ``sum_{i<k} g^i r_{t+i} + g^k (1 - term_{t+k-1}) V(s_{t+k})`` where k <= n stops at the
@@ -67,6 +70,8 @@ def nstep_return(
     term = _bt(terminated, "terminated").bool().reshape(B, T, *extra)
     val = _bt(valid, "valid").bool().reshape(B, T, *extra)
     gammas = gammas.to(next_value.dtype)
+    go_on = val if continues is None else val & (continues.bool() if continues.ndim > 2 else
+                                                 _bt(continues, "continues").bool().reshape(B, T, *extra))
 
     ret = torch.zeros_like(next_value)
     alive = torch.ones_like(val)  # still accumulating into step t's return
@@ -77,7 +82,7 @@ def nstep_return(
         q_i = _shift_left(next_value, i, 0.0)
         active = alive & valid_i
         ret = ret + torch.where(active, gammas**i * r_i, 0.0)
-        next_ok = _shift_left(val, i + 1, False) if i + 1 < n else torch.zeros_like(val)
+        next_ok = _shift_left(go_on, i + 1, False) if i + 1 < n else torch.zeros_like(go_on)
         stop = active & ~term_i & ~next_ok  # last accumulated step, non-terminal: bootstrap from its successor
         ret = ret + torch.where(stop, gammas ** (i + 1) * q_i, 0.0)
         alive = active & ~term_i & next_ok
