@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchrl.objectives import SoftUpdate
 
-from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss, nstep_return, redq_reduce
+from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss, nstep_return, redq_reduce, tree_backup_return
 from torchrl_amago.modules.heads import TwoHotCritic
 
 from ._build import GAMMAS, build, grads, make_batch, nonzero
@@ -187,7 +187,7 @@ def test_popart_update_preserves_denormalized_outputs():
 def test_td_targets_are_the_nstep_returns():
     """Zero critic outputs -> the bootstrap is 0, so the target is exactly the masked n-step reward sum."""
     for n in (1, 3):
-        loss = build("discrete", n_step=n, reward_multiplier=10.0)
+        loss = build("discrete", n_step=n, n_step_cut=0.0, reward_multiplier=10.0)
         with torch.no_grad():
             for p in loss.target_critic_head_params["net", "out"].values():
                 p.zero_()
@@ -205,7 +205,7 @@ def test_td_targets_are_the_nstep_returns():
 def test_statistics_use_exactly_the_valid_steps():
     """First update from fresh stats: mu = beta_1 * (mean over valid entries), for PopArt (TD targets, steps with
     mask True) and InputNorm (sequence positions: 0 valid iff step 0 is, t+1 valid iff step t is)."""
-    loss = build("discrete", n_step=2)
+    loss = build("discrete", n_step=2, n_step_cut=0.0)
     with torch.no_grad():
         for p in loss.target_critic_head_params["net", "out"].values():
             p.zero_()
@@ -412,8 +412,71 @@ def test_n_step_cut_stops_returns_at_actions_the_target_policy_rates_low():
     assert not torch.allclose(exp, uncut)  # the cuts changed some targets
 
 
-def test_n_step_cut_is_refused_for_continuous_actions_and_out_of_range():
-    with pytest.raises(ValueError, match="n_step_cut=0.5: .* only for discrete"):
+def _bias_only(params, key, scale, seed):
+    """Zero a head's last layer weights and give it a random bias, the same for every ensemble member; returns it."""
+    last = params[key]
+    bias = scale * torch.randn(last["bias"].shape[-1], generator=torch.Generator().manual_seed(seed))
+    last["weight"].zero_()
+    last["bias"].copy_(bias.expand_as(last["bias"]))
+    return bias.unflatten(-1, (len(GAMMAS), -1))  # the heads' [G, A] layout
+
+
+def test_tree_backup_targets_from_the_per_action_target_q_and_target_policy():
+    """Bias-only target critic and actor: Q(s, a) and pi(a|s) are the same [G, A] tables at every step, so the
+    targets are tree_backup_return of V = sum_a pi Q, Q(a_{t+1}) and pi(a_{t+1}) read off those tables."""
+    td = make_batch("discrete")
+    m, a = td["mask"], td["action"]
+    loss = build("discrete", n_step=3, n_step_cut=0.0, tree_backup=True, reward_multiplier=10.0)
+    with torch.no_grad():
+        q_norm = _bias_only(loss.target_critic_head_params, ("net", "out"), 1.0, 2)  # [G, A]
+        q = loss.popart(q_norm.T, normalized=False).T  # PopArt's old stats, per gamma
+        logits = _bias_only(loss.target_actor_head_params, ("net", "net", "8"), 3.0, 1)
+        pi = loss.actor_head.dist(logits.expand(3, 8, -1, -1)).probs  # [B, T, G, A]
+    a_next = torch.cat([a[:, 1:], a[:, -1:]], 1)[..., None, None].expand(3, 8, len(GAMMAS), 1)
+    q_bt = q.expand(3, 8, -1, -1)
+    exp = tree_backup_return(td["next", "reward"], td["next", "terminated"], m, (pi * q_bt).sum(-1),
+                             q_bt.gather(-1, a_next).squeeze(-1), pi.gather(-1, a_next).squeeze(-1),
+                             torch.tensor(GAMMAS), 3, 10.0)
+    out = loss(td)
+    assert out["td_target_mean"].item() == pytest.approx((exp[..., -1] * m).sum().item() / (m.sum().item() + 1e-5),
+                                                         rel=1e-5)
+    assert out["td_target_max"].item() == pytest.approx(exp[m].max().item(), rel=1e-5)
+    one_step = nstep_return(td["next", "reward"], td["next", "terminated"], m, (pi * q_bt).sum(-1),
+                            torch.tensor(GAMMAS), 1, 10.0)
+    assert not torch.allclose(exp, one_step)  # the later steps counted
+
+
+def test_tree_backup_with_one_step_is_the_default_loss_and_needs_a_per_action_critic():
+    batch = make_batch("discrete")
+    outs = []
+    for tb in (False, True):
+        loss = build("discrete", n_step=1, tree_backup=tb)
+        torch.manual_seed(0)
+        outs.append(loss(batch.clone()))
+    for key in ("td_target_mean", "loss_critic", "loss_actor"):
+        assert outs[1][key].item() == outs[0][key].item()
+    for kind, critic, kw in (("continuous", "auto", {}), ("discrete", "two_hot", {}), ("discrete", "auto",
+                                                                                      {"n_step_cut": 1.0})):
+        with pytest.raises(ValueError, match="tree_backup=True needs a per-action critic"):
+            build(kind, critic, n_step=3, tree_backup=True, **kw)
+
+
+def test_n_step_cut_of_one_gives_continuous_actions_one_step_returns():
+    """A sampled continuous action is never the policy's mode: Watkins' cut stops every return after one step."""
+    batch = make_batch("continuous")
+    outs = {}
+    for n, cut in ((1, 0.0), (3, 1.0), (3, 0.0)):
+        loss = build("continuous", n_step=n, n_step_cut=cut)
+        torch.manual_seed(0)
+        outs[n, cut] = loss(batch.clone())
+        assert loss.n_step == (1 if cut else n)
+    for key in ("td_target_mean", "td_target_max", "loss_critic", "loss_actor"):
+        assert outs[3, 1.0][key].item() == pytest.approx(outs[1, 0.0][key].item(), rel=1e-6)
+    assert outs[3, 0.0]["td_target_mean"].item() != pytest.approx(outs[1, 0.0]["td_target_mean"].item(), rel=1e-3)
+
+
+def test_n_step_cut_fractions_are_refused_for_continuous_actions_and_out_of_range():
+    with pytest.raises(ValueError, match="n_step_cut=0.5: .* 0 or 1 for continuous"):
         build("continuous", n_step=3, n_step_cut=0.5)
     with pytest.raises(ValueError, match=r"n_step_cut=1.5: must be in \[0, 1\]"):
         build("discrete", n_step=3, n_step_cut=1.5)

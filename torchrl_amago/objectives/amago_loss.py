@@ -50,7 +50,7 @@ from ..spaces import ActionSpace
 from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduce, t_plus_one_sequence
 from .filters import make_filter
 from .packing import PackPlan, pack_mode, packs_here, plan_packing
-from .returns import nstep_return
+from .returns import nstep_return, tree_backup_return
 
 @contextmanager
 def swapped_parameters(module: nn.Module, params: TensorDictBase):
@@ -120,9 +120,15 @@ class AMAGOLoss(LossModule):
         critic_loss_weight: ``loss_critic`` is already multiplied by it.
         reward_multiplier: rewards are scaled by it inside the loss only.
         n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
-        n_step_cut: discrete actions, ``n_step > 1``: a return also stops before an intermediate step whose buffer
-            action the target policy rates below ``n_step_cut`` x its most likely action's probability (1: stop at
-            any non-greedy action, as Watkins' Q(lambda); 0, the default: never).
+        n_step_cut: with ``n_step > 1``, a return also stops before an intermediate step whose buffer action the
+            target policy rates below ``n_step_cut`` x its most likely action's probability (1: stop at any
+            non-greedy action, as Watkins' Q(lambda); 0, the default: never, plain n-step returns). Continuous
+            actions take 0 or 1; at 1 every return is 1-step (a sampled action is never the mode), so
+            ``self.n_step`` is 1.
+        tree_backup: with ``n_step > 1`` and a per-action critic (``DiscreteCritic``): n-step Tree Backup targets
+            (``returns.tree_backup_return``): each later step enters a return weighted by the target policy's
+            probability of its buffer action, with the target Q of the actions not taken filling in; the target
+            value is then E_pi of the per-action REDQ-reduced Q. Not in the original; off by default.
         fbc_filter: 'binary' | 'exp' | 'leaky_relu' | callable ``f(adv) -> weights``; ``fbc_filter_kwargs``
             are bound to it.
         num_actions_for_value_in_critic_loss / _actor_loss: K sampled actions for E_pi Q with action-input
@@ -218,6 +224,7 @@ class AMAGOLoss(LossModule):
         reward_multiplier: float = 10.0,
         n_step: int = 1,
         n_step_cut: float = 0.0,
+        tree_backup: bool = False,
         fbc_filter: Union[str, Callable] = "binary",
         fbc_filter_kwargs: Optional[dict] = None,
         num_actions_for_value_in_critic_loss: int = 1,
@@ -286,11 +293,17 @@ class AMAGOLoss(LossModule):
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
         self.entropy_coeff = float(entropy_coeff)
         self.critic_loss_weight, self.reward_multiplier = float(critic_loss_weight), float(reward_multiplier)
-        self.n_step = int(n_step)
-        if not 0.0 <= n_step_cut <= 1.0 or (n_step_cut > 0 and not action_space.discrete):
-            raise ValueError(f"n_step_cut={n_step_cut}: must be in [0, 1], and > 0 only for discrete actions (it "
-                             f"compares the {action_space.kind} buffer action's probability with the mode's)")
+        if not 0.0 <= n_step_cut <= 1.0 or (0.0 < n_step_cut < 1.0 and not action_space.discrete):
+            raise ValueError(f"n_step_cut={n_step_cut}: must be in [0, 1], and 0 or 1 for {action_space.kind} actions "
+                             f"(a fraction compares a discrete buffer action's probability with the mode's)")
         self.n_step_cut = float(n_step_cut)
+        # Watkins' cut on a continuous policy: a sampled action is never the mode, so every return stops after 1 step
+        self.n_step = 1 if (self.n_step_cut == 1.0 and not action_space.discrete) else int(n_step)
+        self.tree_backup = bool(tree_backup)
+        if self.tree_backup and n_step > 1 and (not self.q_per_action or self.n_step_cut > 0):
+            raise ValueError("tree_backup=True needs a per-action critic (DiscreteCritic, discrete actions, not "
+                             f"two_hot) and n_step_cut=0 (--n_step_cut 0); got critic {type(critic_head).__name__}, "
+                             f"two_hot={self.two_hot}, n_step_cut={self.n_step_cut}")
         self.fbc_filter = make_filter(fbc_filter, **(fbc_filter_kwargs or {}))
         self.k_critic = 1 if self.q_per_action else int(num_actions_for_value_in_critic_loss)
         self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
@@ -604,6 +617,19 @@ class AMAGOLoss(LossModule):
     def _targets(self, batch: AMAGOBatch, s_next: torch.Tensor, params_next: torch.Tensor):
         """TD targets [B, T, G] (raw, reward-multiplied) and their PopArt-normalised form; updates PopArt."""
         dist_next = self.actor_head.dist(params_next)
+        if self.tree_backup and self.n_step > 1:
+            td_target = self._tree_backup_targets(batch, s_next, dist_next)
+        else:
+            td_target = nstep_return(batch.reward, batch.terminated, batch.mask, self._next_value(s_next, dist_next),
+                                     self.gammas, self.n_step, self.reward_multiplier,
+                                     continues=self._continues(batch, dist_next))
+        if self.use_popart:
+            self.popart.update_stats(td_target, batch.mask)
+            return td_target, self.popart.normalize_values(td_target)
+        return td_target, td_target
+
+    def _next_value(self, s_next: torch.Tensor, dist_next) -> torch.Tensor:
+        """``[B, T, G]`` raw target value of each step's successor: E_pi' of the target Q, REDQ-reduced."""
         if self.q_per_action:
             q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
             v_next = (q_next * dist_next.probs.unsqueeze(-3)).sum(-1)  # E_pi' Q, [B, T, C, G]
@@ -612,13 +638,21 @@ class AMAGOLoss(LossModule):
             v_next = self._values(self._critic(self.target_critic_head_params, s_next, a_next).float()).mean(0)
         if self.use_popart and not self.two_hot:
             v_next = self.popart(v_next, normalized=False)  # old stats
-        v_next = redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)  # [B, T, G]
-        td_target = nstep_return(batch.reward, batch.terminated, batch.mask, v_next, self.gammas, self.n_step,
-                                 self.reward_multiplier, continues=self._continues(batch, dist_next))
+        return redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)
+
+    def _tree_backup_targets(self, batch: AMAGOBatch, s_next: torch.Tensor, dist_next) -> torch.Tensor:
+        """``[B, T, G]`` raw Tree Backup targets from the per-action target Q, REDQ-reduced per action."""
+        q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
+        q_next = redq_reduce(q_next.movedim(-1, -3), self.num_critics_td, use_min=self.online_coeff > 0)  # [B,T,A,G]
         if self.use_popart:
-            self.popart.update_stats(td_target, batch.mask)
-            return td_target, self.popart.normalize_values(td_target)
-        return td_target, td_target
+            q_next = self.popart(q_next, normalized=False)  # old stats; affine per gamma, so it commutes with min
+        q_next = q_next.movedim(-2, -1)  # [B, T, G, A]
+        probs = dist_next.probs  # [B, T, G, A]
+        a_next = torch.cat([batch.action_index[:, 1:], batch.action_index[:, -1:]], 1)  # a_{t+1}; the last is unused
+        a_next = a_next[:, :, None, None].expand(*probs.shape[:-1], 1)
+        return tree_backup_return(batch.reward, batch.terminated, batch.mask, (q_next * probs).sum(-1),
+                                  q_next.gather(-1, a_next).squeeze(-1), probs.gather(-1, a_next).squeeze(-1),
+                                  self.gammas, self.n_step, self.reward_multiplier)
 
     def _continues(self, batch: AMAGOBatch, dist_next) -> Optional[torch.Tensor]:
         """``[B, T, G]`` bool for ``nstep_return``: may an n-step return go on through step t? False where the target

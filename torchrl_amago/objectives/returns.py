@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["nstep_return"]
+__all__ = ["nstep_return", "tree_backup_return"]
 
 
 def _shift_left(x: torch.Tensor, i: int, fill) -> torch.Tensor:
@@ -87,3 +87,41 @@ def nstep_return(
         ret = ret + torch.where(stop, gammas ** (i + 1) * q_i, 0.0)
         alive = active & ~term_i & next_ok
     return ret
+
+
+def tree_backup_return(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    valid: torch.Tensor,
+    next_value: torch.Tensor,
+    next_q_taken: torch.Tensor,
+    next_prob_taken: torch.Tensor,
+    gammas: torch.Tensor,
+    n: int = 1,
+    reward_multiplier: float = 1.0,
+) -> torch.Tensor:
+    """n-step Tree Backup targets (Precup et al. 2000) for discrete actions: off-policy without behaviour
+    probabilities. ``G_t = y_t + g (1 - term_t) pi(a_{t+1}|s_{t+1}) (G_{t+1} - Q(s_{t+1}, a_{t+1}))`` with the
+    1-step target ``y_t = r_t + g (1 - term_t) V(s_{t+1})``, cut after n reward steps and before padding.
+
+    Args are those of ``nstep_return`` plus, indexed like ``next_value`` (by step t, about step t + 1):
+        next_q_taken: ``[B, T, ..., G]`` Q(s_{t+1}, a_{t+1}) of the buffer action, in ``next_value``'s scale.
+        next_prob_taken: ``[B, T, ..., G]`` pi(a_{t+1}|s_{t+1}) under the target policy.
+
+    A policy that puts probability 1 on the buffer actions, with ``next_value == next_q_taken``, gives
+    ``nstep_return``'s uncut targets; probability 0 gives 1-step targets.
+    """
+    one_step = nstep_return(reward, terminated, valid, next_value, gammas, 1, reward_multiplier)
+    if n == 1:
+        return one_step
+    B, T = next_value.shape[:2]
+    extra = (1,) * (next_value.ndim - 2)
+    term = terminated.reshape(B, T).bool().reshape(B, T, *extra)
+    val = valid.reshape(B, T).bool().reshape(B, T, *extra)
+    gammas = gammas.to(next_value.dtype)
+    ret, trace = one_step, torch.ones_like(next_value)
+    for i in range(1, n):  # step t + i enters t's return through pi(a_{t+i}|s_{t+i})
+        go_on = _shift_left(~term, i - 1, False) & _shift_left(val, i, False)
+        trace = trace * gammas * torch.where(go_on, _shift_left(next_prob_taken, i - 1, 0.0), 0.0)
+        ret = ret + trace * (_shift_left(one_step, i, 0.0) - _shift_left(next_q_taken, i - 1, 0.0))
+    return torch.where(val, ret, 0.0)

@@ -165,6 +165,7 @@ class TrainConfig:
     popart_min_sigma_ratio: float = _loss("popart_min_sigma_ratio")
     n_step: int = _loss("n_step")
     n_step_cut: float = _loss("n_step_cut")
+    tree_backup: bool = _loss("tree_backup")
     fbc_filter: str = _loss("fbc_filter")
     fbc_filter_kwargs: dict[str, float] | None = None
     num_actions_for_value_in_critic_loss: int = _loss("num_actions_for_value_in_critic_loss")

@@ -111,7 +111,8 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
     options left at None take the loss's own default for the agent type."""
     kw = dict(gammas=cfg.gammas, num_critics_td=cfg.num_critics_td, critic_loss_weight=cfg.critic_loss_weight,
               reward_multiplier=cfg.reward_multiplier, n_step=cfg.n_step, n_step_cut=cfg.n_step_cut,
-              fbc_filter=cfg.fbc_filter, fbc_filter_kwargs=cfg.fbc_filter_kwargs, popart=cfg.popart, popart_beta=cfg.popart_beta,
+              tree_backup=cfg.tree_backup, fbc_filter=cfg.fbc_filter, fbc_filter_kwargs=cfg.fbc_filter_kwargs,
+              popart=cfg.popart, popart_beta=cfg.popart_beta,
               popart_init_nu=cfg.popart_init_nu, popart_min_sigma=cfg.popart_min_sigma,
               popart_min_sigma_ratio=cfg.popart_min_sigma_ratio,
               num_actions_for_value_in_critic_loss=cfg.num_actions_for_value_in_critic_loss,

@@ -102,8 +102,12 @@ FIELD_HELP = {
     "popart_min_sigma": "floor of PopArt's sigma in scaled-reward units; ~1 stops a gamma with near-constant "
                         "returns (e.g. 0.1 under a constant reward) from dominating the clipped gradient",
     "n_step": "n-step TD returns (stop at terminated and at padding; truncated bootstraps)",
-    "n_step_cut": "discrete actions: an n-step return also stops before a buffer action that the target policy "
-                  "rates below this x its most likely action's probability (0: never; 1: any non-greedy action)",
+    "n_step_cut": "an n-step return also stops before a buffer action that the target policy rates below this x "
+                  "its most likely action's probability (0: never, plain n-step returns; 1: any non-greedy action, as "
+                  "Watkins' Q(lambda); continuous actions: 0 or 1, and 1 gives 1-step returns)",
+    "tree_backup": "n-step Tree Backup targets (discrete actions, per-action critic, with --n_step_cut 0): each "
+                   "later step counts with the target policy's probability of its buffer action (not in the "
+                   "original)",
     "fbc_filter": "advantage filter f(A) of the filtered-BC term",
     "fbc_filter_kwargs": "KEY=VALUE arguments of the filter, e.g. beta=2 add_binary=0 (see objectives/filters.py)",
     "num_actions_for_value_in_critic_loss": "actions sampled for E_pi Q in the TD target (action-input critics)",
