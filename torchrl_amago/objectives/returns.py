@@ -20,6 +20,16 @@ def _shift_left(x: torch.Tensor, i: int, fill) -> torch.Tensor:
     return torch.cat([x[:, i:], pad], dim=1)
 
 
+def _per_step(x: torch.Tensor, name: str, like: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` or ``[B, T, 1]`` -> ``[B, T, 1, ..., 1]``, broadcastable over ``like`` (``[B, T, ..., G]``)."""
+    B, T = like.shape[:2]
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if tuple(x.shape) != (B, T):
+        raise ValueError(f"{name} must be [B, T] or [B, T, 1] with B, T = {B}, {T}; got {tuple(x.shape)}")
+    return x.reshape(B, T, *(1,) * (like.ndim - 2))
+
+
 def nstep_return(
     reward: torch.Tensor,
     terminated: torch.Tensor,
@@ -53,25 +63,16 @@ def nstep_return(
         raise ValueError(f"n_step must be >= 1, got {n}")
     if next_value.ndim < 3:
         raise ValueError(f"next_value must be [B, T, ..., G], got shape {tuple(next_value.shape)}")
-    B, T = next_value.shape[:2]
     G = next_value.shape[-1]
     if gammas.ndim != 1 or gammas.shape[0] != G:
         raise ValueError(f"gammas must be [G={G}], got shape {tuple(gammas.shape)}")
 
-    def _bt(x: torch.Tensor, name: str) -> torch.Tensor:
-        if x.ndim == 3 and x.shape[-1] == 1:
-            x = x[..., 0]
-        if tuple(x.shape) != (B, T):
-            raise ValueError(f"{name} must be [B, T] or [B, T, 1] with B, T = {B}, {T}; got {tuple(x.shape)}")
-        return x
-
-    extra = (1,) * (next_value.ndim - 2)  # broadcast [B, T] over [..., G]
-    r = (_bt(reward, "reward").to(next_value.dtype) * reward_multiplier).reshape(B, T, *extra)
-    term = _bt(terminated, "terminated").bool().reshape(B, T, *extra)
-    val = _bt(valid, "valid").bool().reshape(B, T, *extra)
+    r = _per_step(reward, "reward", next_value).to(next_value.dtype) * reward_multiplier
+    term = _per_step(terminated, "terminated", next_value).bool()
+    val = _per_step(valid, "valid", next_value).bool()
     gammas = gammas.to(next_value.dtype)
     go_on = val if continues is None else val & (continues.bool() if continues.ndim > 2 else
-                                                 _bt(continues, "continues").bool().reshape(B, T, *extra))
+                                                 _per_step(continues, "continues", next_value).bool())
 
     ret = torch.zeros_like(next_value)
     alive = torch.ones_like(val)  # still accumulating into step t's return
@@ -114,10 +115,8 @@ def tree_backup_return(
     one_step = nstep_return(reward, terminated, valid, next_value, gammas, 1, reward_multiplier)
     if n == 1:
         return one_step
-    B, T = next_value.shape[:2]
-    extra = (1,) * (next_value.ndim - 2)
-    term = terminated.reshape(B, T).bool().reshape(B, T, *extra)
-    val = valid.reshape(B, T).bool().reshape(B, T, *extra)
+    term = _per_step(terminated, "terminated", next_value).bool()
+    val = _per_step(valid, "valid", next_value).bool()
     gammas = gammas.to(next_value.dtype)
     ret, trace = one_step, torch.ones_like(next_value)
     for i in range(1, n):  # step t + i enters t's return through pi(a_{t+i}|s_{t+i})
