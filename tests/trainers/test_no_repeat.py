@@ -30,3 +30,11 @@ def test_learns_not_to_repeat_itself_on_eight_actions(tmp_path):
     assert out["random_return"] == pytest.approx(0.6564, abs=1e-4)
     assert out["final_eval_return"] >= 0.85, out  # 0.98 when recorded; a policy stuck on repeats ends below 0.66
     assert out["first_update_above_random"] is not None, out
+
+
+def test_count_heads_learn_not_to_repeat_itself_on_sixty_four_actions(tmp_path):
+    """--count_heads: 64 actions, where the default never passes random (0.635) in 5,400 updates; with the count
+    heads the recorded run was above it by 180 updates and at 0.94 by 360 (no_repeat64_seed0_count_heads.csv)."""
+    out = _script().run(64, 0, 0.05, ["--epochs", "6", "--eval_interval", "0", "--count_heads"], str(tmp_path))
+    assert out["final_eval_return"] >= 0.8, out
+    assert out["first_update_above_random"] is not None, out

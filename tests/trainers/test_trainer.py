@@ -150,3 +150,40 @@ def test_action_counts_flag_feeds_the_counts_to_the_encoder_and_the_replay(tmp_p
     assert torch.equal(steps["action_counts"] + steps["action"].float(), steps["next", "action_counts"])
     assert steps["action_counts"][steps["is_init"].squeeze(-1)].abs().sum() == 0
     assert steps["next", "action_counts"].sum(-1).max() > 1  # counted over several steps
+
+
+def test_count_heads_act_as_they_learn_and_refuse_what_they_cannot_read(tmp_path):
+    """--count_heads: the counts reach the heads beside the embeddings; acting step by step (KV cache, counts from
+    the env) gives the actor outputs the loss's sequence pass gives for the same steps."""
+    from torchrl_amago.envs.transforms import add_action_counts
+    from torchrl_amago.modules.count_heads import CountActorHead, CountDiscreteCritic, CountsPassThrough
+    from torchrl_amago.modules.policy import AMAGOPolicy
+
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, count_heads=True), _make_env, _make_env)
+    m = tr.modules
+    assert isinstance(m.actor, CountActorHead) and isinstance(m.critic, CountDiscreteCritic)
+    assert isinstance(m.trajectory_encoder, CountsPassThrough)
+    assert "action_counts" in tr.eval_env.observation_spec.keys()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in m.actor.count_term.parameters():
+            p.normal_()
+    policy = AMAGOPolicy(m.timestep_encoder, m.trajectory_encoder, m.actor, m.action_space, params_key="params")
+    env = add_action_counts(_make_env(2))
+    with torch.no_grad():
+        data = env.rollout(11, policy.eval(), break_when_any_done=False)  # trials of 5 steps: two and a bit
+        assert data["action_counts"].sum(-1).max() >= 4
+        seq_td = m.timestep_encoder.eval()(data.clone().exclude("tstep_emb", "params"))
+    # the sequence pass sees one trial per row: cut the rollout at its trial starts
+    for e in range(2):
+        starts = data["is_init"][e].squeeze(-1).nonzero().flatten().tolist() + [11]
+        for a, b in zip(starts[:-1], starts[1:]):
+            with torch.no_grad():
+                trial = m.trajectory_encoder(seq_td["tstep_emb"][e:e + 1, a:b],
+                                             seq_td["time_idx"][e:e + 1, a:b].squeeze(-1))
+                torch.testing.assert_close(m.actor(trial)[0], data["params"][e, a:b], atol=1e-5, rtol=0)
+    tr.train()  # the loss runs on the count modules
+    tr.close()
+    with pytest.raises(ValueError, match="--count_heads needs discrete actions and --agent_type agent"):
+        AMAGOTrainer(_tiny_cfg(tmp_path / "mt", epochs=1, count_heads=True, agent_type="multitask"), _make_env,
+                     _make_env)

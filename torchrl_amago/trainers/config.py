@@ -146,6 +146,7 @@ class TrainConfig:
     obs_keys: list[str] | None = None
     actor_hidden: int = 256
     critic_hidden: int = 256
+    count_heads: bool = False
     # agent / loss
     agent_type: str = "agent"
     gamma: float = _loss("gamma")

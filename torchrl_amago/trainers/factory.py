@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..envs import BilevelEpsilonGreedy, EpsilonGreedy
+from ..modules.count_heads import CountActorHead, CountDiscreteCritic, CountsBesideEmbedding, CountsPassThrough
 from ..modules.heads import ActorHead, ContinuousCritic, DiscreteCritic, TwoHotCritic
 from ..modules.policy import AMAGOPolicy
 from ..modules.timestep import CNNTimestepEncoder, MLPTimestepEncoder
@@ -68,18 +69,20 @@ def build_trajectory_encoder(cfg: TrainConfig, input_dim: int) -> nn.Module:
 
 def build_heads(cfg: TrainConfig, state_dim: int, action_space: ActionSpace) -> tuple[nn.Module, nn.Module]:
     """(actor, critic) for the config's gammas: an `ActorHead` and a `DiscreteCritic`, `ContinuousCritic` or (with
-    `--agent_type multitask`) `TwoHotCritic`; plain tensor modules reading `state_emb`."""
+    `--agent_type multitask`) `TwoHotCritic`; plain tensor modules reading `state_emb`. With `--count_heads`: a
+    `CountActorHead` and a `CountDiscreteCritic` that read ``[state_emb (state_dim), action_counts]``."""
     gammas = torch.tensor(cfg.gammas, dtype=torch.float32)
     zero_init = {} if cfg.critic_zero_init is None else {"zero_init_output": cfg.critic_zero_init}
-    actor = ActorHead(state_dim, action_space, num_gammas=len(gammas), d_hidden=cfg.actor_hidden,
+    actor_cls, critic_cls = (CountActorHead, CountDiscreteCritic) if cfg.count_heads else (ActorHead, DiscreteCritic)
+    actor = actor_cls(state_dim, action_space, num_gammas=len(gammas), d_hidden=cfg.actor_hidden,
                       continuous_dist=cfg.continuous_dist, discrete_clip=tuple(cfg.discrete_clip))
     if cfg.agent_type == "multitask":
         critic = TwoHotCritic(state_dim, action_space.dim, gammas, num_critics=cfg.num_critics,
                               d_hidden=cfg.critic_hidden, num_bins=cfg.two_hot_bins,
                               min_return=cfg.two_hot_min_return, max_return=cfg.two_hot_max_return, **zero_init)
     elif action_space.discrete:
-        critic = DiscreteCritic(state_dim, action_space.dim, num_gammas=len(gammas), num_critics=cfg.num_critics,
-                                d_hidden=cfg.critic_hidden, **zero_init)
+        critic = critic_cls(state_dim, action_space.dim, num_gammas=len(gammas), num_critics=cfg.num_critics,
+                            d_hidden=cfg.critic_hidden, **zero_init)
     else:
         critic = ContinuousCritic(state_dim, action_space.dim, gammas, num_critics=cfg.num_critics,
                                   d_hidden=cfg.critic_hidden, **zero_init)
@@ -103,6 +106,12 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
         tstep = timestep_encoder(observation_spec, action_spec)
     traj = build_trajectory_encoder(cfg, tstep.emb_dim)
     actor, critic = build_heads(cfg, encoder_emb_dim(traj), action_space)
+    if cfg.count_heads:  # the counts travel beside the embeddings to the heads (modules/count_heads.py)
+        if not action_space.discrete or cfg.agent_type == "multitask":
+            raise ValueError("--count_heads needs discrete actions and --agent_type agent (a per-action critic); "
+                             f"this run has {action_space.kind!r} actions and --agent_type {cfg.agent_type}")
+        tstep = CountsBesideEmbedding(tstep, action_space.dim)
+        traj = CountsPassThrough(traj, action_space.dim)
     return AgentModules(tstep, traj, actor, critic, action_space)
 
 

@@ -79,6 +79,9 @@ FIELD_HELP = {
     "agent_type": "agent (AMAGO: scalar critics, DPG + filtered BC) or multitask (AMAGO-2: two-hot critic, "
                   "filtered BC only)",
     "gamma": "the acting discount (the last of the trained gammas)",
+    "count_heads": "discrete actions: the actor's and critics' output for each action also reads how often that "
+                   "action was taken in the trial, through weights shared by all actions (modules.count_heads; "
+                   "turns on --action_counts)",
     "critic_zero_init": "start the critics' last layer at zero (Q = 0 everywhere) or random (the original); default: "
                         "the critic's own (zero for discrete actions, random for continuous and two-hot)",
     "multigammas": "auxiliary discounts trained beside --gamma (default: the original's set)",

@@ -107,7 +107,7 @@ class AMAGOTrainer:
         self.async_collect = cfg.collect != "sync"  # collector workers run beside the learner (collection.py)
         check_async_config(cfg, offline_only=cfg.start_collecting_at_epoch >= cfg.epochs,
                            world_size=self.dist.world_size)
-        if cfg.action_counts:
+        if cfg.action_counts or cfg.count_heads:  # --count_heads reads the counts
             make_train_env = WithActionCounts(make_train_env)
             make_eval_env = make_eval_env and WithActionCounts(make_eval_env)
         # async: the workers build their own envs; this one (1 env) only gives the specs
