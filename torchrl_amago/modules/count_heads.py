@@ -135,7 +135,6 @@ class CountActorHead(ActorHead):
         if action_space.kind != "discrete":
             raise ValueError(f"--count_heads needs discrete actions, got {action_space.kind!r}")
         super().__init__(state_dim, action_space, num_gammas, **kw)
-        self.embedding_dim = state_dim
         self.state_dim = state_dim + action_space.dim
         self.count_term = _CountTerm(state_dim, num_gammas)
 
@@ -151,7 +150,6 @@ class CountDiscreteCritic(DiscreteCritic):
 
     def __init__(self, state_dim: int, num_actions: int, num_gammas: int, num_critics: int = 4, **kw):
         super().__init__(state_dim, num_actions, num_gammas, num_critics, **kw)
-        self.embedding_dim = state_dim
         self.state_dim = state_dim + num_actions
         self.count_term = _CountTerm(state_dim, num_critics * num_gammas)
 

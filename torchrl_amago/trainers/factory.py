@@ -98,6 +98,9 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
     `(observation_spec, action_spec) -> module` called here, so that it is initialised after the trainer seeds
     torch), the configured trajectory encoder, heads."""
     action_space = action_space_from_spec(action_spec)
+    if cfg.count_heads and (not action_space.discrete or cfg.agent_type == "multitask"):
+        raise ValueError("--count_heads needs discrete actions and --agent_type agent (a per-action critic); "
+                         f"this run has {action_space.kind!r} actions and --agent_type {cfg.agent_type}")
     if timestep_encoder is None:
         tstep = build_timestep_encoder(cfg, observation_spec, action_spec)
     elif isinstance(timestep_encoder, nn.Module):
@@ -107,9 +110,6 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
     traj = build_trajectory_encoder(cfg, tstep.emb_dim)
     actor, critic = build_heads(cfg, encoder_emb_dim(traj), action_space)
     if cfg.count_heads:  # the counts travel beside the embeddings to the heads (modules/count_heads.py)
-        if not action_space.discrete or cfg.agent_type == "multitask":
-            raise ValueError("--count_heads needs discrete actions and --agent_type agent (a per-action critic); "
-                             f"this run has {action_space.kind!r} actions and --agent_type {cfg.agent_type}")
         tstep = CountsBesideEmbedding(tstep, action_space.dim)
         traj = CountsPassThrough(traj, action_space.dim)
     return AgentModules(tstep, traj, actor, critic, action_space)
