@@ -7,7 +7,8 @@ original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 2
 
 `--critic twohot` benchmarks the multi-task agent instead (AMAGO-2: two-hot critic with gamma and action as
 inputs, 128 bins, filtered BC with 3 sampled actions); `--critic continuous` a 4-d tanh-Gaussian actor with the
-action-input critic. Both run the critic once per gamma (and sampled action), as the original.
+action-input critic. Both run the critic once per gamma (and sampled action), as the original. `--critic count` is
+the discrete agent with `--count_heads` (the per-action count terms and the counts carried beside the embeddings).
 
 Prints one JSON object per setting, e.g.
 {"encoder": "transformer", "d_model": 128, "layers": 2, "seq_len": 128, "batch": 24, "updates_per_s": ...,
@@ -48,6 +49,7 @@ from tensordict import TensorDict
 
 from torchrl.objectives import SoftUpdate
 from torchrl_amago.data import load_offline_trials, make_sequence_replay
+from torchrl_amago.modules.count_heads import CountActorHead, CountDiscreteCritic, CountsBesideEmbedding, CountsPassThrough
 from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCritic
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
@@ -61,7 +63,7 @@ OBS, ACT, G, C = 10, 4, 7, 4
 ORIGINAL_UPDATES_PER_S = 2.0  # the original at T=128, batch 24, d_model 128, 2 layers, 2-core CPU
 
 
-def make_batch(B: int, T: int, device, continuous: bool = False) -> TensorDict:
+def make_batch(B: int, T: int, device, continuous: bool = False, counts: bool = False) -> TensorDict:
     td = TensorDict({}, [B, T], device=device)
 
     def action():
@@ -74,6 +76,8 @@ def make_batch(B: int, T: int, device, continuous: bool = False) -> TensorDict:
         td.set(root + ("prev_action",), action())
         td.set(root + ("prev_reward",), torch.randn(B, T, 1, device=device))
         td.set(root + ("time_idx",), (torch.arange(T, device=device) + shift).view(1, T, 1).expand(B, T, 1).clone())
+        if counts:  # --critic count: how often each action was taken so far in the trial
+            td.set(root + ("action_counts",), torch.randint(0, 8, (B, T, ACT), device=device).float())
     td.set("action", action() if continuous else torch.randint(0, ACT, (B, T), device=device))
     td.set(("next", "reward"), torch.randn(B, T, 1, device=device))
     td.set(("next", "terminated"), torch.rand(B, T, 1, device=device) < 0.01)
@@ -85,18 +89,22 @@ def make_batch(B: int, T: int, device, continuous: bool = False) -> TensorDict:
 
 def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool, critic: str = "discrete",
           attention: str = "auto", loss_options: dict | None = None):
-    """The benchmarked AMAGOLoss; `loss_options` go to its constructor (e.g. target_backbone, n_step)."""
+    """The benchmarked AMAGOLoss; `loss_options` go to its constructor (e.g. target_backbone, n_step). `critic`
+    "count" is the discrete agent with `--count_heads` (modules.count_heads)."""
     loss_options = loss_options or {}
     asp = ActionSpace("continuous" if critic == "continuous" else "discrete", ACT)
     te = MLPTimestepEncoder({"observation": (OBS,)}, ACT)
     tr = make_trajectory_encoder("transformer", te.emb_dim, T + 1, d_model=d_model, n_layers=layers, n_heads=heads,
                                  compile=compile_, attention=attention)
-    actor = ActorHead(tr.emb_dim, asp, G)
+    actor = (CountActorHead if critic == "count" else ActorHead)(tr.emb_dim, asp, G)
     gammas = [*DEFAULT_MULTIGAMMAS, 0.999]  # the loss's default: G = 7
     if critic == "twohot":
         return AMAGOLoss.multi_task(te, tr, actor, action_space=asp, num_critics=C, **loss_options).to(device)
     if critic == "continuous":
         head = ContinuousCritic(tr.emb_dim, ACT, gammas, C)
+    elif critic == "count":
+        head = CountDiscreteCritic(tr.emb_dim, ACT, G, C)
+        te, tr = CountsBesideEmbedding(te, ACT), CountsPassThrough(tr, ACT)
     else:
         head = DiscreteCritic(tr.emb_dim, ACT, G, C)
     return AMAGOLoss(te, tr, actor, head, action_space=asp, **loss_options).to(device)
@@ -124,7 +132,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     updater = SoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
-    batch = make_batch(B, T, device, continuous=critic == "continuous")
+    batch = make_batch(B, T, device, continuous=critic == "continuous", counts=critic == "count")
 
     def update():
         update_step(loss_forward, opt, updater, params, batch, bf16)
@@ -151,7 +159,10 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
         cpu_total += time.process_time() - c0
         n_total += n
     ups = statistics.median(runs)
-    d_ff = getattr(loss.trajectory_encoder.encoder.layers[0].ff1, "out_features", None)
+    transformer = loss.trajectory_encoder
+    while not hasattr(transformer.encoder, "layers"):  # CountsPassThrough wraps the Transformer encoder
+        transformer = transformer.encoder
+    d_ff = getattr(transformer.encoder.layers[0].ff1, "out_features", None)
     return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
             "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
             "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
@@ -277,8 +288,9 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--seq-lens", type=int, nargs="+", default=None)
-    ap.add_argument("--critic", choices=["discrete", "twohot", "continuous"], default="discrete",
-                    help="critic head: the original's discrete default, the multi-task two-hot one, or continuous")
+    ap.add_argument("--critic", choices=["discrete", "twohot", "continuous", "count"], default="discrete",
+                    help="critic head: the original's discrete default, the multi-task two-hot one, continuous, or "
+                         "the discrete agent with --count_heads (count)")
     ap.add_argument("--pack-windows", choices=PACK_MODES, default="cpu",
                     help="the loss's pack_windows for full windows (nothing to pack; 'always' measures the plan's "
                          "cost, a host sync on CUDA)")

@@ -1,15 +1,17 @@
 """Probe: does the agent learn not to repeat itself, and how does that scale with the number of actions?
 
-BattleshipEasy (64 cells) and ConcentrationEasy (52 cards) end below a random policy at `examples/03_popgym.py`'s
-defaults (docs/results/popgym_campaign.md). Both punish repeating an action already taken in the episode. The
-builtin `NoRepeat` env (`torchrl_amago.envs.NoRepeat`) keeps only that part: K actions, K steps, 1/K for each
-fresh action. This trains it with example 03's defaults (the whole episode as context) for each K and seed, one run
-at a time, and prints one JSON line per run: the random policy's return, the lowest and the last training return
-(mean over the epoch's episodes), the final eval return and the first update whose training return passes the
-random policy's by `--margin` after the lowest one.
+BattleshipEasy (64 cells) and ConcentrationEasy (52 cards) end below a random policy with the plain agent
+(docs/results/popgym_campaign.md). Both punish repeating an action already taken in the episode. The builtin
+`NoRepeat` env (`torchrl_amago.envs.NoRepeat`) keeps only that part: K actions, K steps, 1/K for each fresh action.
+This trains it with `examples/03_popgym.py`'s defaults for K actions (the whole episode as context; from 32
+actions count heads, entropy bonus 0.1, greedy eval) for each K and seed, one run at a time, and prints one JSON
+line per run: the random policy's return, the lowest and the last training return (mean over the epoch's episodes),
+the final eval return and the first update whose training return passes the random policy's by `--margin` after
+the lowest one.
 
     python benchmarks/no_repeat.py --num_actions 8 16 32 64 --seeds 0 1
     python benchmarks/no_repeat.py --num_actions 64 --seeds 0 -- --epochs 90   # flags after -- go to the trainer
+    python benchmarks/no_repeat.py --num_actions 64 -- --no-count_heads --entropy_coeff 0 --sample_actions_eval  # plain
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def run(num_actions: int, seed: int, margin: float, trainer_argv: list[str], buf
     run_name = f"no_repeat{num_actions}_seed{seed}"
     argv = ["--seed", str(seed), "--buffer_dir", buffer_dir, "--run_name", run_name, "--no-progress_bar",
             *trainer_argv]
-    cfg, args = parse_config(__doc__, argv=argv, defaults=load_example("03_popgym").defaults(run_name, seq))
+    cfg, args = parse_config(__doc__, argv=argv, defaults=load_example("03_popgym").defaults(run_name, seq, num_actions))
 
     def make_env(n):
         return make_amago_env(NoRepeat(n, num_actions=num_actions))

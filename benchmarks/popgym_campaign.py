@@ -2,15 +2,16 @@
 
 Each (task, seed) runs in its own process (`--jobs` at a time, longest tasks first, each `nice`d with `--threads`
 torch threads). One JSON line per run (final eval, best eval, wall time), then one per task with the mean and
-standard deviation of the finals, the random policy's return and, with `--reference DIR`, the same task's finals in
-DIR (`03_campaign_<task>_seed<s>.csv`, e.g. docs/results) and whether the new mean is within one reference
-standard deviation of the reference mean or above it (`not_worse`):
+standard deviation of the finals, the random policy's return and, with `--reference DIR [DIR ...]`, the same task's
+finals in the first DIR that has its curves (`03_campaign_<task>_seed<s>.csv`, e.g. docs/results) and whether the
+new mean is within one reference standard deviation of the reference mean or above it (`not_worse`):
 
     python benchmarks/popgym_campaign.py --jobs 2 --reference docs/results --out runs/campaign
     python benchmarks/popgym_campaign.py --tasks BattleshipEasy --seeds 0 1 2 --jobs 2 -- --n_step 3
 
 Flags after `--` go to every run. Curves are copied to `--out` as `03_campaign_<task>_seed<s>.csv`;
-`--summarize` runs nothing and prints the same lines from the curves already in `--out` (runs made in parts).
+`--summarize` runs nothing and prints the same lines from the curves already in `--out` (runs made in parts);
+`--skip_done` runs only the (task, seed) pairs whose curve is not in `--out` yet and summarizes all of them.
 """
 from __future__ import annotations
 
@@ -90,7 +91,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize_task(task: str, runs: list[dict], seeds: list[int], reference: str | None,
+def reference_curves(task: str, seeds: list[int], folders: list[str]) -> list[str]:
+    """The task's curves in the first of `folders` that has any of them."""
+    for folder in folders:
+        if paths := [p for s in seeds if os.path.exists(p := os.path.join(folder, curve_name(task, s)))]:
+            return paths
+    return []
+
+
+def summarize_task(task: str, runs: list[dict], seeds: list[int], reference: list[str] | None,
                    random: dict[str, float]) -> dict:
     finals = [r["final_return"] for r in runs if r.get("final_return") is not None]
     out = {"task": task, "summary": True, "runs": len(runs), "finals": [round(v, 3) for v in finals],
@@ -101,8 +110,7 @@ def summarize_task(task: str, runs: list[dict], seeds: list[int], reference: str
         if task in random:
             out["above_random"] = sum(v > random[task] for v in finals)
     if reference:
-        ref = [summarize(read_metrics(p))["final_return"] for s in seeds
-               if os.path.exists(p := os.path.join(reference, curve_name(task, s)))]
+        ref = [summarize(read_metrics(p))["final_return"] for p in reference_curves(task, seeds, reference)]
         ref = [v for v in ref if v is not None]
         if ref and finals:
             ref_mean, ref_std = mean_std(ref)
@@ -118,23 +126,29 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="--num_threads of each run")
-    ap.add_argument("--reference", default=None, help="folder of 03_campaign_<task>_seed<s>.csv to compare with")
+    ap.add_argument("--reference", nargs="+", default=None,
+                    help="folders of 03_campaign_<task>_seed<s>.csv to compare with (per task, the first that has it)")
     ap.add_argument("--out", default=os.path.join("runs", "popgym_campaign"), help="where the curves are copied")
     ap.add_argument("--summarize", action="store_true", help="run nothing: summarize the curves in --out")
+    ap.add_argument("--skip_done", action="store_true", help="run only the pairs without a curve in --out yet")
     args = ap.parse_args(argv)
     args.extra = extra
-    if args.reference and not os.path.isdir(args.reference):
-        ap.error(f"--reference {args.reference}: no such folder")
+    for folder in args.reference or []:
+        if not os.path.isdir(folder):
+            ap.error(f"--reference {folder}: no such folder")
     jobs = [(t, s) for t in args.tasks for s in args.seeds]
-    if args.summarize:
-        runs = [summarize_curve(t, s, p) for t, s in jobs if os.path.exists(p := os.path.join(args.out, curve_name(t, s)))]
+    done = [(t, s) for t, s in jobs if os.path.exists(os.path.join(args.out, curve_name(t, s)))]
+    runs = []
+    if args.summarize or args.skip_done:
+        runs = [summarize_curve(t, s, os.path.join(args.out, curve_name(t, s))) for t, s in done]
         for rec in runs:
             print(json.dumps(rec), flush=True)
-    else:
+    if not args.summarize:
+        todo = [job for job in jobs if job not in done] if args.skip_done else jobs
         work = tempfile.mkdtemp(prefix="popgym_campaign_")
         try:
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-                runs = list(pool.map(lambda job: run_one(*job, args, work), jobs))
+                runs += list(pool.map(lambda job: run_one(*job, args, work), todo))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     random = random_returns()

@@ -11,7 +11,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs.popgym import POPGymObservation, make_popgym_env, popgym_env_names
+from torchrl_amago.envs.libs.popgym import POPGymObservation, make_popgym_env, popgym_env_names, popgym_num_actions
 from tests.missing_package import assert_missing_package_named
 
 
@@ -81,6 +81,8 @@ def test_real_popgym_env_specs_and_values():
     pytest.importorskip("popgym")
     names = popgym_env_names()
     assert "RepeatPreviousEasy" in names and "MineSweeperHard" in names
+    assert popgym_num_actions("BattleshipEasy") == 64 and popgym_num_actions("MineSweeperEasy") == 16  # 8x8, 4x4
+    assert popgym_num_actions("ConcentrationEasy") == 52 and popgym_num_actions("PositionOnlyPendulumEasy") is None
     with pytest.raises(ValueError, match="unknown POPGym env 'NoSuchGame'"):
         make_popgym_env("NoSuchGame", 2)
     env = make_amago_env(make_popgym_env("RepeatPreviousEasy", 2))

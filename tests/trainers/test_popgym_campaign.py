@@ -59,3 +59,34 @@ def test_one_tiny_run_end_to_end(tmp_path, capsys):
     assert run["rc"] == 0 and run["grad_steps"] == 60 and len(run["eval_return"]) == 2  # epoch 0 + the final eval
     assert Path(run["curve"]).name == "03_campaign_MineSweeperEasy_seed0.csv" and Path(run["curve"]).exists()
     assert task["finals"] == [round(run["final_return"], 3)] and "not_worse" not in task
+
+
+def test_skip_done_runs_only_the_missing_pairs_and_summarizes_all(tmp_path, capsys, monkeypatch):
+    _write(tmp_path / PC.curve_name("BattleshipEasy", 0), 0.0, -0.3)
+    ran = []
+
+    def fake_run(task, seed, args, work):
+        ran.append((task, seed))
+        _write(tmp_path / PC.curve_name(task, seed), 0.0, -0.1)
+        return PC.summarize_curve(task, seed, str(tmp_path / PC.curve_name(task, seed)))
+
+    monkeypatch.setattr(PC, "run_one", fake_run)
+    PC.main(["--skip_done", "--tasks", "BattleshipEasy", "--seeds", "0", "1", "--out", str(tmp_path)])
+    assert ran == [("BattleshipEasy", 1)]
+    task = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()][-1]
+    assert task["runs"] == 2 and task["finals"] == [-0.3, -0.1]
+
+
+def test_reference_folders_are_searched_in_order_per_task(tmp_path, capsys):
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
+    for d in (first, second, out):
+        d.mkdir()
+    _write(first / PC.curve_name("BattleshipEasy", 0), 0.0, -0.9)   # only BattleshipEasy in the first folder
+    _write(second / PC.curve_name("BattleshipEasy", 0), 0.0, -0.1)
+    _write(second / PC.curve_name("MineSweeperEasy", 0), 0.0, -0.2)
+    for task in ("BattleshipEasy", "MineSweeperEasy"):
+        _write(out / PC.curve_name(task, 0), 0.0, -0.3)
+    PC.main(["--summarize", "--tasks", "BattleshipEasy", "MineSweeperEasy", "--seeds", "0", "--out", str(out),
+             "--reference", str(first), str(second)])
+    tasks = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if '"summary"' in ln]
+    assert [t["reference_finals"] for t in tasks] == [[-0.9], [-0.2]]

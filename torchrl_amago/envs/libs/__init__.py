@@ -17,7 +17,8 @@ from .half_cheetah_vel import (MetaVelocity, make_half_cheetah_vel_env, make_hal
 from .jax_bridge import JaxBatchedEnv
 from .metaworld import (KShotMetaworld, canonical_benchmark_name, make_benchmark, make_metaworld_env,
                         metaworld_task_names)
-from .popgym import make_popgym_env, make_popgym_gym, make_popgym_torchrl, popgym_env_names, popgym_episode_length
+from .popgym import (make_popgym_env, make_popgym_gym, make_popgym_torchrl, popgym_env_names, popgym_episode_length,
+                     popgym_num_actions)
 from .popgym_multidomain import (MULTIDOMAIN_POPGYM_GAMES, MULTIDOMAIN_POPGYM_GAMMAS, MultiDomainPOPGym,
                                  make_multidomain_popgym_env, multidomain_popgym_layout)
 from .procgen import (PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX, TwoAttemptMTProcgen,
@@ -32,7 +33,7 @@ __all__ = ["ALCHEMY_LEVEL", "ALCHEMY_NUM_TRIALS", "ALCHEMY_STEPS_PER_TRIAL", "al
            "make_gym_envs", "gymnax_env_names",
            "make_gymnax_env", "MetaVelocity", "make_half_cheetah_vel_env", "make_half_cheetah_vel_gym", "velocity_bucket_names",
            "JaxBatchedEnv", "KShotMetaworld", "make_metaworld_env", "metaworld_task_names", "make_popgym_env",
-           "make_popgym_gym", "make_popgym_torchrl", "popgym_env_names", "popgym_episode_length",
+           "make_popgym_gym", "make_popgym_torchrl", "popgym_env_names", "popgym_episode_length", "popgym_num_actions",
            "MULTIDOMAIN_POPGYM_GAMES", "MULTIDOMAIN_POPGYM_GAMMAS", "MultiDomainPOPGym",
            "make_multidomain_popgym_env", "multidomain_popgym_layout",
            "PROCGEN_GAMES", "PROCGEN_PIP_PACKAGE", "PROCGEN_SETTINGS", "PROCGEN_TEST_SEED_MAX",

@@ -45,6 +45,15 @@ def popgym_episode_length(name: str) -> int | None:
     return None if length is None else int(length)
 
 
+def popgym_num_actions(name: str) -> int | None:
+    """How many discrete actions the prepared env has (a ``MultiDiscrete`` space becomes one ``Discrete`` of the
+    product), or None for ``Box`` actions."""
+    act = _popgym_class(name)().action_space
+    if isinstance(act, gym.spaces.MultiDiscrete):
+        return int(np.prod(act.nvec))
+    return int(act.n) if isinstance(act, gym.spaces.Discrete) else None
+
+
 class POPGymObservation(gym.Wrapper):
     """Flat float observation ``[flatten(obs), timer / timer_scale]``, discrete actions, ``terminated |= truncated``.
 
@@ -128,4 +137,4 @@ def make_popgym_env(name: str, num_envs: int, truncated_is_done: bool = True,
 
 
 __all__ = ["POPGymObservation", "make_popgym_gym", "make_popgym_torchrl", "make_popgym_env", "popgym_env_names",
-           "popgym_episode_length"]
+           "popgym_episode_length", "popgym_num_actions"]
