@@ -1,18 +1,16 @@
 """03 — POPGym memory tasks (`pip install popgym`). Shows: a third-party suite through a TorchRL adapter
 (`torchrl_amago.envs.libs.popgym`: flat one-hot observations plus a timer, `terminated |= truncated`, batched with
 `SerialEnv`), with the whole episode as the Transformer's context. `--env` takes any popgym class name, e.g.
-RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy. For games with 32 or more
-discrete actions (BattleshipEasy 64, ConcentrationEasy 52) the defaults add `--count_heads --entropy_coeff 0.1
---no-sample_actions_eval` (`MANY_ACTION_DEFAULTS`), which lifts those two above random; flags override them
-(`--no-count_heads --entropy_coeff 0 --sample_actions_eval` is the plain agent).
+RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy. With 32 or more discrete
+actions (BattleshipEasy, ConcentrationEasy) the defaults add `trainers.many_action_preset` (count heads, entropy bonus).
 
-`--multidomain` is AMAGO-2's multi-domain POPGym (`torchrl_amago.envs.libs.popgym_multidomain`): one agent over
-many games (`--games`, default the original's 27), a game drawn per trial, observations padded to 30 and actions
-to 26 (`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes
-before the scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns
-are logged per game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch.
-The original trains 18 multigammas (`--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`); the default here is
-the usual 6 (+ gamma), since the multi-task agent's cost on CPU grows with the gamma count.
+`--multidomain` is AMAGO-2's multi-domain POPGym (`torchrl_amago.envs.libs.popgym_multidomain`): one agent over many
+games (`--games`, default the original's 27), a game drawn per trial, observations padded to 30 and actions to 26
+(`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes before the
+scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns are logged per
+game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch. The original trains 18
+multigammas (`--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`); the default here is the usual 6 (+ gamma), since
+the multi-task agent's cost on CPU grows with the gamma count.
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
     python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy --agent_type agent \
@@ -22,7 +20,7 @@ from torchrl_amago import available, require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (make_multidomain_popgym_env, make_popgym_env, multidomain_popgym_layout,
                                      popgym_env_names, popgym_episode_length, popgym_num_actions)
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, many_action_preset, parse_config
 
 
 def extra(p):
@@ -39,22 +37,10 @@ def extra(p):
     p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
 
 
-# With many discrete actions the plain agent collapses onto a few of them and repeats them (the no-repeat probe:
-# it learns 8 and 16 actions, barely 32, not 64; docs/results/ablations/no_repeat.md). From MANY_ACTIONS on, the
-# defaults add heads that read each action's count in the trial, an entropy bonus that keeps the policy from
-# collapsing while they learn, and the policy's mode at eval (the bonus keeps the sampled policy noisy).
-# Measured on the campaign (docs/results/popgym_campaign.md).
-MANY_ACTIONS = 32
-MANY_ACTION_DEFAULTS = dict(count_heads=True, entropy_coeff=0.1, sample_actions_eval=False)
-
-
 def defaults(run_name: str, seq: int, num_actions: int | None) -> dict:  # benchmarks/no_repeat.py reads it too
-    """One game of `seq` steps per env per epoch, the whole game as the context; `num_actions`: discrete actions,
-    None for continuous ones."""
-    many = num_actions is not None and num_actions >= MANY_ACTIONS
     return cpu_preset(run_name=run_name, max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8, grads_per_epoch=60,
                       epochs=30, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0,
-                      tau=0.0025, **(MANY_ACTION_DEFAULTS if many else {}))
+                      tau=0.0025, **many_action_preset(num_actions))
 
 
 def main(argv=None):
@@ -63,8 +49,7 @@ def main(argv=None):
         return multidomain_main(a, argv)
     # the whole episode is the context, as the original (--max_seq_len 2000); games without a fixed length: 256
     known = available("popgym") and a.env in popgym_env_names()
-    seq = (popgym_episode_length(a.env) or 255) + 1 if known else 256
-    num_actions = popgym_num_actions(a.env) if known else None
+    seq, num_actions = ((popgym_episode_length(a.env) or 255) + 1, popgym_num_actions(a.env)) if known else (256, None)
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=defaults(f"popgym_{a.env}", seq, num_actions))
     require("popgym", "popgym", "examples/03_popgym.py")
 
@@ -77,11 +62,9 @@ def main(argv=None):
 
 def multidomain_main(a, argv=None):
     """`--multidomain`: AMAGO-2's MultiDomainPOPGym with the multi-task agent."""
-    games, trial, num_actions = a.games, None, a.num_actions
-    if available("popgym"):
-        games, trial, num_actions = multidomain_popgym_layout(a.games, a.warmup_episodes, a.num_actions)
-    # the whole trial is the context (the original: 2000 steps). On CPU (docs/domains/popgym.md) rotary positions and
-    # 300 updates per 8 trials (2.8 env steps per update; the original 12) learn where the alternatives stayed at chance
+    games, trial, num_actions = (multidomain_popgym_layout(a.games, a.warmup_episodes, a.num_actions)
+                                 if available("popgym") else (a.games, None, a.num_actions))
+    # the whole trial is the context (the original: 2000 steps); the CPU choices are measured in docs/domains/popgym.md
     seq = min(trial + 1, 2000) if trial else 2000
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name="popgym_multidomain", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8,

@@ -29,3 +29,12 @@ def test_few_action_and_continuous_games_keep_the_plain_agent(env):  # 16 and 4 
 
 def test_flags_override_the_many_action_defaults():
     assert _plain(_cfg("--env", "BattleshipEasy", "--no-count_heads", "--entropy_coeff", "0", "--sample_actions_eval"))
+
+
+def test_many_action_preset_starts_at_thirty_two_discrete_actions():
+    from torchrl_amago.trainers import MANY_ACTION_PRESET, MANY_ACTIONS, many_action_preset
+    assert MANY_ACTIONS == 32 and many_action_preset(31) == {} and many_action_preset(None) == {}
+    assert many_action_preset(32) == MANY_ACTION_PRESET == dict(count_heads=True, entropy_coeff=0.1,
+                                                                sample_actions_eval=False)
+    many_action_preset(64)["count_heads"] = False  # a copy: the preset itself is unchanged
+    assert MANY_ACTION_PRESET["count_heads"]

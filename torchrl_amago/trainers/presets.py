@@ -1,7 +1,8 @@
 """Named sets of `TrainConfig` defaults, and the derived defaults the examples share.
 
 `cpu_preset(**overrides)` is the CPU-sized setting most examples start from (measured on 2 CPU cores; each
-example overrides what its domain needs). `share_of_run(f)` is a `Derived` default: f x epochs x
+example overrides what its domain needs). `many_action_preset(num_actions)` is what tasks with many discrete actions
+add to it. `share_of_run(f)` is a `Derived` default: f x epochs x
 timesteps_per_epoch, resolved after parsing, so `--epochs 100` stretches the exploration schedule with the run.
 """
 from __future__ import annotations
@@ -30,3 +31,17 @@ CPU_PRESET = dict(
 def cpu_preset(**overrides) -> dict:
     """`CPU_PRESET` with an example's own defaults on top (a dict for `parse_config(defaults=...)`)."""
     return {**CPU_PRESET, **overrides}
+
+
+#: From this many discrete actions the plain agent collapses onto a few and repeats them (the no-repeat probe:
+#: it learns 8 and 16 actions, barely 32, not 64; docs/results/ablations/no_repeat.md).
+MANY_ACTIONS = 32
+#: Heads that read each action's count in the trial, an entropy bonus that keeps the policy from collapsing while
+#: they learn, and the policy's mode at eval (the bonus leaves the sampled policy noisy); measured on POPGym
+#: (docs/results/popgym_campaign.md).
+MANY_ACTION_PRESET = dict(count_heads=True, entropy_coeff=0.1, sample_actions_eval=False)
+
+
+def many_action_preset(num_actions: int | None) -> dict:
+    """`MANY_ACTION_PRESET` for `num_actions >= MANY_ACTIONS` discrete actions, else {} (None: continuous actions)."""
+    return dict(MANY_ACTION_PRESET) if num_actions is not None and num_actions >= MANY_ACTIONS else {}
