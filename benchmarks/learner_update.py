@@ -159,10 +159,10 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
         cpu_total += time.process_time() - c0
         n_total += n
     ups = statistics.median(runs)
-    transformer = loss.trajectory_encoder
-    while not hasattr(transformer.encoder, "layers"):  # CountsPassThrough wraps the Transformer encoder
+    transformer = loss.trajectory_encoder.encoder
+    if isinstance(transformer, CountsPassThrough):
         transformer = transformer.encoder
-    d_ff = getattr(transformer.encoder.layers[0].ff1, "out_features", None)
+    d_ff = getattr(transformer.layers[0].ff1, "out_features", None)
     return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
             "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
             "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,

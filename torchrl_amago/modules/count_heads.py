@@ -135,13 +135,13 @@ class CountActorHead(ActorHead):
         if action_space.kind != "discrete":
             raise ValueError(f"--count_heads needs discrete actions, got {action_space.kind!r}")
         super().__init__(state_dim, action_space, num_gammas, **kw)
-        self.state_dim = state_dim + action_space.dim
         self.count_term = _CountTerm(state_dim, num_gammas)
 
     def forward(self, state_emb: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(state_emb, self.state_dim, "CountActorHead input [state_emb, action_counts]")
-        h, counts = split_counts(state_emb, self.action_space.dim, "CountActorHead")
-        return self.net(h).unflatten(-1, (self.num_gammas, self.param_dim)) + self.count_term(h, counts)
+        A = self.action_space.dim
+        _check_last_dim(state_emb, self.state_dim + A, "CountActorHead input [state_emb, action_counts]")
+        h, counts = split_counts(state_emb, A, "CountActorHead")
+        return super().forward(h) + self.count_term(h, counts)
 
 
 class CountDiscreteCritic(DiscreteCritic):
@@ -150,11 +150,10 @@ class CountDiscreteCritic(DiscreteCritic):
 
     def __init__(self, state_dim: int, num_actions: int, num_gammas: int, num_critics: int = 4, **kw):
         super().__init__(state_dim, num_actions, num_gammas, num_critics, **kw)
-        self.state_dim = state_dim + num_actions
         self.count_term = _CountTerm(state_dim, num_critics * num_gammas)
 
     def forward(self, state_emb: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(state_emb, self.state_dim, "CountDiscreteCritic input [state_emb, action_counts]")
+        _check_last_dim(state_emb, self.state_dim + self.num_actions,
+                        "CountDiscreteCritic input [state_emb, action_counts]")
         h, counts = split_counts(state_emb, self.num_actions, "CountDiscreteCritic")
-        q = self.net(h).unflatten(-1, (self.num_gammas, self.num_actions))
-        return q + self.count_term(h, counts).unflatten(-2, (self.num_critics, self.num_gammas))
+        return super().forward(h) + self.count_term(h, counts).unflatten(-2, (self.num_critics, self.num_gammas))
