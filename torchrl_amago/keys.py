@@ -20,6 +20,9 @@ ACTION_COUNTS = "action_counts"
 IS_INIT = "is_init"
 #: the action taken, in the env's own encoding
 ACTION = "action"
+#: ``[.., 1]`` bool, written while collecting: exploration replaced the policy's action (discrete: by another action;
+#: continuous: by a noisy one)
+EXPLORED = "explored"
 #: TorchRL's step outputs (under "next")
 REWARD, TERMINATED, TRUNCATED, DONE = "reward", "terminated", "truncated", "done"
 #: TorchRL's ``StepCounter`` key: a counter, never an observation
@@ -53,7 +56,7 @@ STATE_EMB = "state_emb"
 #: the per-step inputs the transforms add to any env (besides the env's observations)
 STEP_KEYS = (PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT)
 #: keys a timestep encoder never reads as observations (with every ``episode_*`` key and keys starting with '_')
-NOT_OBSERVATIONS = frozenset({PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT, STEP_COUNT, TASK_ID})
+NOT_OBSERVATIONS = frozenset({PREV_ACTION, PREV_REWARD, TIME_IDX, IS_INIT, STEP_COUNT, TASK_ID, EXPLORED})
 
 __all__ = [
     "ACTION", "ACTION_COUNTS", "DONE", "EPISODE_COUNT", "EPISODE_END", "EPISODE_RETURN", "EPISODE_SUCCESS", "IS_INIT",

@@ -85,6 +85,31 @@ def test_discrete_replacement_rate_follows_eps():
     assert ex.global_step.item() == 1
 
 
+def test_explored_marks_exactly_the_changed_discrete_actions():
+    """`explored` is True where the stored action differs from the policy's: a random draw that lands on the policy's
+    own action is not exploration. eps = 1: every action is redrawn, so ~3/4 of 4 actions differ."""
+    n = 4000
+    for spec, action in [(OneHot(4), torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long), 4)),
+                         (Categorical(4), torch.zeros(n, dtype=torch.long))]:
+        for eps, share in ((1.0, 0.75), (0.0, 0.0)):
+            ex = EpsilonGreedy(spec, eps_start=eps, eps_end=eps, randomize_eps=False, seed=0)
+            out = ex(td_of(action.clone(), torch.zeros(n, dtype=torch.long)))
+            explored = out["explored"]
+            assert explored.shape == (n, 1) and explored.dtype == torch.bool
+            changed = (out["action"] != action).reshape(n, -1).any(-1)
+            assert torch.equal(explored[:, 0], changed)
+            assert explored.float().mean().item() == pytest.approx(share, abs=0.03)
+
+
+def test_explored_marks_noisy_continuous_actions_per_env():
+    spec = Bounded(-1.0, 1.0, (2,))
+    ex = EpsilonGreedy(spec, eps_start=0.3, eps_end=0.3, randomize_eps=False, seed=0,
+                       schedule_hook=lambda eps, local_step: torch.where(local_step > 2, 0.0, eps))
+    out = ex(td_of(torch.zeros(4, 2), torch.tensor([0, 1, 3, 5])))
+    assert out["explored"][:, 0].tolist() == [True, True, False, False]
+    assert (out["action"][2:] == 0).all() and (out["action"][:2] != 0).all()
+
+
 def test_continuous_noise_and_clip():
     n = 20000
     spec = Bounded(-1.0, 1.0, (2,))
@@ -150,3 +175,4 @@ def test_collector_stores_executed_noisy_action():
     assert (a != 0).float().mean() > 0.5  # the noisy action is stored, not the policy's "right"
     assert torch.equal(d["next", "prev_action"], d["action"].float())  # and it is what the env executed
     assert explore.global_step.item() in (25, 26)  # one call per batched step (+1: the collector probes the policy)
+    assert torch.equal(d["explored"][..., 0], a != 0)  # stored beside it: where the action is not the policy's

@@ -1,6 +1,8 @@
 """AMAGOLoss: outputs, gradient routing, target updates, masking, PopArt invariance, T+1 sequence, keys."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torchrl.objectives import SoftUpdate
@@ -410,6 +412,85 @@ def test_n_step_cut_stops_returns_at_actions_the_target_policy_rates_low():
     uncut = nstep_return(td["next", "reward"], td["next", "terminated"], m, torch.zeros(3, 8, len(GAMMAS)),
                          torch.tensor(GAMMAS), 3, 10.0)
     assert not torch.allclose(exp, uncut)  # the cuts changed some targets
+
+
+def _zero_target_critic(loss):
+    with torch.no_grad():
+        for p in loss.target_critic_head_params["net", "out"].values():
+            p.zero_()
+
+
+def _target_stats(td, continues, gammas=GAMMAS, n=3):
+    """(mean over valid steps of the last gamma's target, max over every gamma) of zero-bootstrap n-step targets."""
+    m = td["mask"]
+    exp = nstep_return(td["next", "reward"], td["next", "terminated"], m, torch.zeros(*m.shape, len(gammas)),
+                       torch.tensor(gammas), n, 10.0, continues=continues)
+    return (exp[..., -1] * m).sum().item() / (m.sum().item() + 1e-5), exp[m].max().item(), exp
+
+
+def test_n_step_stop_explored_stops_returns_before_explored_actions_only():
+    """Zero target critic: each target is a masked reward sum whose length shows the stops. A return goes on through
+    step t unless exploration changed a_t (the batch's `explored`); step 0 of a window is never an intermediate step.
+    Row 2 is padded from step 2, so the loss packs the batch (the flags must travel with their steps)."""
+    td = make_batch("discrete")
+    explored = torch.zeros(3, 8, 1, dtype=torch.bool)
+    explored[0, [0, 2, 5]] = True
+    explored[1, 1] = True
+    td["explored"] = explored
+    G = len(GAMMAS)
+    cont = (~explored[..., 0])[..., None].expand(3, 8, G).clone()
+    cont[:, 0] = True
+    for stop, want in ((True, cont), (False, None)):
+        loss = build("discrete", n_step=3, n_step_stop_explored=stop, reward_multiplier=10.0)
+        assert loss.packable
+        _zero_target_critic(loss)
+        out = loss(td.clone())
+        mean, mx, exp = _target_stats(td, want)
+        assert out["td_target_mean"].item() == pytest.approx(mean, rel=1e-5)
+        assert out["td_target_max"].item() == pytest.approx(mx, rel=1e-5)
+        if stop:
+            assert not torch.allclose(exp, _target_stats(td, None)[2])  # the stops changed some targets
+            assert "explored" in loss.in_keys
+
+
+def test_n_step_stop_explored_without_the_entry_warns_once_and_does_not_cut():
+    td = make_batch("discrete")
+    loss = build("discrete", n_step=3, n_step_stop_explored=True, reward_multiplier=10.0)
+    _zero_target_critic(loss)
+    with pytest.warns(UserWarning, match="no 'explored' entry"):
+        out = loss(td.clone())
+    assert out["td_target_mean"].item() == pytest.approx(_target_stats(td, None)[0], rel=1e-5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss(td.clone())
+    assert not [w for w in caught if "explored" in str(w.message)]  # once
+
+
+def test_n_step_min_gamma_keeps_one_step_returns_below_it():
+    """gammas [0.5, 0.95] with n_step_min_gamma 0.9: gamma 0.5 gets 1-step targets, 0.95 (the last) 3-step ones; with
+    the threshold above every gamma all targets are 1-step."""
+    td = make_batch("discrete")
+    gammas = [0.5, 0.95]
+    for min_gamma, per_gamma in ((0.9, [False, True]), (0.99, [False, False]), (0.0, [True, True])):
+        loss = build("discrete", n_step=3, n_step_min_gamma=min_gamma, reward_multiplier=10.0, gammas=gammas)
+        _zero_target_critic(loss)
+        out = loss(td.clone())
+        cont = torch.tensor(per_gamma).expand(3, 8, 2).clone()
+        cont[:, 0] = True
+        mean, mx, _ = _target_stats(td, cont, gammas)
+        assert out["td_target_mean"].item() == pytest.approx(mean, rel=1e-5)
+        assert out["td_target_max"].item() == pytest.approx(mx, rel=1e-5)
+        one_step_last = _target_stats(td, None, gammas, n=1)[0]
+        assert (out["td_target_mean"].item() == pytest.approx(one_step_last, rel=1e-5)) is (not per_gamma[1])
+
+
+def test_early_stops_are_refused_with_tree_backup_and_bad_min_gamma():
+    for kw in ({"n_step_stop_explored": True}, {"n_step_min_gamma": 0.9}):
+        with pytest.raises(ValueError, match="tree_backup=True needs"):
+            build("discrete", n_step=3, tree_backup=True, **kw)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=f"n_step_min_gamma={bad}"):
+            build("discrete", n_step=3, n_step_min_gamma=bad)
 
 
 def _bias_only(params, key, scale, seed):

@@ -332,5 +332,6 @@ def test_async_workers_build_their_envs_with_action_counts(tmp_path):
         steps = t.replay.storage[:len(t.replay)]
         assert torch.equal(steps["action_counts"] + steps["action"].float(), steps["next", "action_counts"])
         assert steps["next", "action_counts"].sum(-1).max() == H + 1  # a whole trial's actions, counted
+        assert steps["explored"].shape == (len(t.replay), 1) and steps["explored"].any()  # the workers' exploration
     finally:
         t.close()

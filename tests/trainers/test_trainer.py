@@ -152,6 +152,18 @@ def test_action_counts_flag_feeds_the_counts_to_the_encoder_and_the_replay(tmp_p
     assert steps["next", "action_counts"].sum(-1).max() > 1  # counted over several steps
 
 
+def test_explored_actions_reach_the_replay_and_the_loss(tmp_path):
+    """The exploration module's `explored` is stored with every step; with --n_step_stop_explored the loss reads it.
+    epsilon 1 -> 0.05 over the first 100 batched steps: early steps are explored 3 times in 4 (4 actions)."""
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, n_step=3, n_step_stop_explored=True), _make_env, _make_env)
+    assert "explored" in tr.loss.in_keys
+    tr.train()
+    steps = tr.replay.storage[:len(tr.replay)]
+    explored = steps["explored"].squeeze(-1)
+    assert 0.3 < explored.float().mean().item() < 0.9
+    tr.close()
+
+
 def test_count_heads_act_as_they_learn_and_refuse_what_they_cannot_read(tmp_path):
     """--count_heads: the counts reach the heads beside the embeddings; acting step by step (KV cache, counts from
     the env) gives the actor outputs the loss's sequence pass gives for the same steps."""

@@ -1,7 +1,8 @@
 """AMAGO's epsilon-greedy exploration as TorchRL exploration modules (reference §4.11).
 
 Put the module after the acting policy, ``TensorDictSequential(policy, EpsilonGreedy(env.action_spec))``: it
-rewrites ``td["action"]`` in place, so the collector stores the executed (noisy) action, as the original does.
+rewrites ``td["action"]`` in place, so the collector stores the executed (noisy) action, as the original does, and
+writes ``td["explored"]`` (True where exploration changed the action), so n-step returns can stop there.
 
 Schedule (``BilevelEpsilonGreedy``), with ``g = global_step`` (one count per call, i.e. per batched env step) and
 ``l = local_step`` (the ``time_idx`` of each env = steps since its hard reset)::
@@ -45,14 +46,16 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
     ``seed`` gives the module its own random stream (default: torch's global one).
 
     Keys in: ``action`` (the policy's, so put the module after the policy), ``time_idx`` (the step within the
-    trial) and ``is_init``; key out: ``action``, replaced by a uniformly random one per env with probability
-    epsilon (``action_key``, ``time_key``, ``init_key`` rename them).
+    trial) and ``is_init``; keys out: ``action``, replaced by a uniformly random one per env with probability
+    epsilon, and ``explored`` (``[.., 1]`` bool: True where the action now differs from the policy's; for continuous
+    actions, wherever noise was added), which n-step returns can stop at (``AMAGOLoss(n_step_stop_explored=True)``).
+    ``action_key``, ``time_key``, ``init_key``, ``explored_key`` rename them.
     """
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, rollout_horizon: float, eps_start_start: float = 1.0,
                  eps_start_end: float = 0.05, eps_end_start: float = 0.8, eps_end_end: float = 0.01,
                  steps_anneal: int = 1_000_000, randomize_eps: bool = True, *, action_key=K.ACTION,
-                 time_key=K.TIME_IDX, init_key=K.IS_INIT,
+                 time_key=K.TIME_IDX, init_key=K.IS_INIT, explored_key=K.EXPLORED,
                  schedule_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  seed: int | None = None):
         super().__init__()
@@ -71,8 +74,9 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         self.eps_end_start, self.eps_end_end = float(eps_end_start), float(eps_end_end)
         self.steps_anneal, self.randomize_eps = int(steps_anneal), bool(randomize_eps)
         self.action_key, self.time_key, self.init_key = action_key, time_key, init_key
+        self.explored_key = explored_key
         self.in_keys = [action_key, time_key, init_key]
-        self.out_keys = [action_key]
+        self.out_keys = [action_key, explored_key]
         self.schedule_hook = schedule_hook
         self.register_buffer("global_step", torch.zeros((), dtype=torch.int64))
         self._gen = None if seed is None else torch.Generator().manual_seed(int(seed))
@@ -150,10 +154,13 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
                 new = torch.where(replace.reshape(*action.shape[:-1], 1), rand_a, action)
             else:
                 new = torch.where(replace.reshape(action.shape), idx.reshape(action.shape).to(action.dtype), action)
+            explored = (new != action).reshape(n, -1).any(-1)  # a random draw of the policy's own action is not
         else:
             noise = self._randn(action.shape, dev) * eps.reshape(*action.shape[:-1], 1)
             new = (action + noise).clamp(-1.0, 1.0)
+            explored = eps > 0
         tensordict.set(self.action_key, new)
+        tensordict.set(self.explored_key, explored.reshape(*tensordict.batch_size, 1))
         self.global_step += 1
         return tensordict
 
@@ -161,7 +168,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
 class EpsilonGreedy(BilevelEpsilonGreedy):
     """Epsilon-greedy annealed linearly from ``eps_start`` to ``eps_end`` over ``steps_anneal`` calls, constant
     within a trial (= bilevel with an infinite rollout horizon and equal start/end schedules). Keys as
-    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``."""
+    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``, ``explored``."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, eps_start: float = 1.0, eps_end: float = 0.05,
                  steps_anneal: int = 1_000_000, randomize_eps: bool = True, **kwargs):
@@ -174,7 +181,7 @@ class TMazeExploration(EpsilonGreedy):
     """AMAGO's T-Maze schedule: epsilon-greedy, except inside the corridor (``start_window < local_step <
     horizon - end_window``, evaluated per env) where epsilon is ``0.5 / horizon`` (not multiplied), so that random
     actions rarely waste the exact step budget while the junction still gets explored. Keys as
-    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``."""
+    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``, ``explored``."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, horizon: int, eps_start: float = 1.0,
                  eps_end: float = 0.01, steps_anneal: int = 100_000, start_window: int = 0, end_window: int = 3,

@@ -88,6 +88,7 @@ class AMAGOBatch(NamedTuple):
     terminated: torch.Tensor  #: [B, T] bool
     action_features: torch.Tensor  #: [B, T, A] float buffer action as critic input (one-hot for discrete)
     action_index: Optional[torch.Tensor]  #: [B, T] long for discrete spaces, else None
+    explored: Optional[torch.Tensor] = None  #: [B, T] bool: exploration changed a_t (None: the batch does not say)
 
 
 class CriticOutputs(NamedTuple):
@@ -125,6 +126,13 @@ class AMAGOLoss(LossModule):
             non-greedy action, as Watkins' Q(lambda); 0, the default: never, plain n-step returns). Continuous
             actions take 0 or 1; at 1 every return is 1-step (a sampled action is never the mode), so
             ``self.n_step`` is 1.
+        n_step_stop_explored: with ``n_step > 1``, a return also stops before an intermediate step whose buffer action
+            exploration changed (the batch's ``explored`` entry, written by this package's exploration modules; for
+            continuous actions every noisy one). The policy's own sampled actions keep the return going. A batch
+            without the entry is not cut (a warning says so once). Not in the original; off by default.
+        n_step_min_gamma: with ``n_step > 1``, gammas below it keep 1-step returns (default 0: every gamma is n-step).
+            One-step TD already reaches across a short horizon; n steps of behaviour data add their off-policy bias
+            to every gamma alike. Not in the original.
         tree_backup: with ``n_step > 1`` and a per-action critic (``DiscreteCritic``): n-step Tree Backup targets
             (``returns.tree_backup_return``): each later step enters a return weighted by the target policy's
             probability of its buffer action, with the target Q of the actions not taken filling in; the target
@@ -190,6 +198,8 @@ class AMAGOLoss(LossModule):
             prev_reward (NestedKey): r_{t-1}, root and ``"next"``; fed to the timestep encoder.
             priority (NestedKey): written (not read): the per-step TD error ``[B, T, 1]`` for prioritized samplers,
                 TorchRL's ``"td_error"``.
+            explored (NestedKey): ``[B, T(, 1)]`` bool, True where exploration changed the buffer action; read with
+                ``n_step_stop_explored`` (optional: a batch without it is not cut).
         """
 
         action: NestedKey = K.ACTION
@@ -201,6 +211,7 @@ class AMAGOLoss(LossModule):
         prev_action: NestedKey = K.PREV_ACTION
         prev_reward: NestedKey = K.PREV_REWARD
         priority: NestedKey = "td_error"
+        explored: NestedKey = K.EXPLORED
 
     default_keys = _AcceptedKeys
     #: the two differentiable terms; their sum is the objective (every other output is a detached diagnostic)
@@ -224,6 +235,8 @@ class AMAGOLoss(LossModule):
         reward_multiplier: float = 10.0,
         n_step: int = 1,
         n_step_cut: float = 0.0,
+        n_step_stop_explored: bool = False,
+        n_step_min_gamma: float = 0.0,
         tree_backup: bool = False,
         fbc_filter: Union[str, Callable] = "binary",
         fbc_filter_kwargs: Optional[dict] = None,
@@ -299,11 +312,18 @@ class AMAGOLoss(LossModule):
         self.n_step_cut = float(n_step_cut)
         # Watkins' cut on a continuous policy: a sampled action is never the mode, so every return stops after 1 step
         self.n_step = 1 if (self.n_step_cut == 1.0 and not action_space.discrete) else int(n_step)
+        if not 0.0 <= n_step_min_gamma < 1.0:
+            raise ValueError(f"n_step_min_gamma={n_step_min_gamma}: must be in [0, 1) (gammas below it keep 1-step "
+                             f"returns)")
+        self.n_step_stop_explored, self.n_step_min_gamma = bool(n_step_stop_explored), float(n_step_min_gamma)
         self.tree_backup = bool(tree_backup)
-        if self.tree_backup and n_step > 1 and (not self.q_per_action or self.n_step_cut > 0):
+        stops = self.n_step_cut > 0 or self.n_step_stop_explored or self.n_step_min_gamma > 0
+        if self.tree_backup and n_step > 1 and (not self.q_per_action or stops):
             raise ValueError("tree_backup=True needs a per-action critic (DiscreteCritic, discrete actions, not "
-                             f"two_hot) and n_step_cut=0 (--n_step_cut 0); got critic {type(critic_head).__name__}, "
-                             f"two_hot={self.two_hot}, n_step_cut={self.n_step_cut}")
+                             "two_hot) and returns that do not stop early (--n_step_cut 0 --no-n_step_stop_explored "
+                             f"--n_step_min_gamma 0); got critic {type(critic_head).__name__}, two_hot={self.two_hot}, "
+                             f"n_step_cut={self.n_step_cut}, n_step_stop_explored={self.n_step_stop_explored}, "
+                             f"n_step_min_gamma={self.n_step_min_gamma}")
         self.fbc_filter = make_filter(fbc_filter, **(fbc_filter_kwargs or {}))
         self.k_critic = 1 if self.q_per_action else int(num_actions_for_value_in_critic_loss)
         self.k_actor = 1 if self.q_per_action else int(num_actions_for_value_in_actor_loss)
@@ -406,6 +426,8 @@ class AMAGOLoss(LossModule):
         for _, src in self._input_pairs():  # read at the root (step 0) and under "next" (steps 1..T)
             keys += [src, under_next(src)]
         keys += [k.action, k.reward, k.terminated, k.mask, under_next(k.is_init)]
+        if self.n_step_stop_explored and self.n_step > 1:
+            keys.append(k.explored)
         return list(dict.fromkeys(keys))
 
     @property
@@ -511,7 +533,22 @@ class AMAGOLoss(LossModule):
             warnings.warn("AMAGOLoss does not apply the importance weights of a prioritized sampler "
                           "('priority_weight' in the batch): the update is unweighted (docs/api/objectives.md)")
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
-        return AMAGOBatch(mask, reward, term, a_feat, a_idx)
+        return AMAGOBatch(mask, reward, term, a_feat, a_idx, self._read_explored(tensordict, mask))
+
+    def _read_explored(self, tensordict: TensorDictBase, mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """``[B, T]`` bool from the batch's ``explored`` entry when ``n_step_stop_explored`` needs it, else None."""
+        if not (self.n_step_stop_explored and self.n_step > 1):
+            return None
+        key = self.tensor_keys.explored
+        explored = tensordict.get(key, None)
+        if explored is None:
+            if not getattr(self, "_warned_explored", False):
+                self._warned_explored = True
+                warnings.warn(f"AMAGOLoss(n_step_stop_explored=True): the batch has no {key!r} entry, so n-step "
+                              f"returns do not stop at exploration (this package's exploration modules write it; "
+                              f"offline data has none)")
+            return None
+        return as_bt(explored, *mask.shape, key).bool() & mask
 
     def _step_mask(self, tensordict: TensorDictBase, B: int, T: int, device) -> torch.Tensor:
         """``[B, T]`` bool, False on padding, read as TorchRL's ``loss_mask_key`` says (see ``_AcceptedKeys.mask``).
@@ -566,9 +603,10 @@ class AMAGOLoss(LossModule):
         seq = plan.pack_sequence(self._sequence(tensordict, batch.mask),
                                  getattr(self.timestep_encoder, "mask_key", K.MASK),
                                  getattr(self.trajectory_encoder, "init_key", K.IS_INIT), K.SEGMENT)
-        idx = batch.action_index
+        idx, explored = batch.action_index, batch.explored
         packed = AMAGOBatch(plan.step_valid, plan.pack_steps(batch.reward), plan.pack_steps(batch.terminated),
-                            plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx))
+                            plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx),
+                            None if explored is None else plan.pack_steps(explored))
         return self._encode(seq), packed
 
     @property
@@ -656,12 +694,20 @@ class AMAGOLoss(LossModule):
 
     def _continues(self, batch: AMAGOBatch, dist_next) -> Optional[torch.Tensor]:
         """``[B, T, G]`` bool for ``nstep_return``: may an n-step return go on through step t? False where the target
-        policy at s_t rates the buffer action a_t below ``n_step_cut`` x its mode's probability (``n_step_cut``)."""
-        if self.n_step_cut <= 0 or self.n_step == 1:
+        policy at s_t rates the buffer action a_t below ``n_step_cut`` x its mode's probability (``n_step_cut``),
+        where exploration changed a_t (``n_step_stop_explored``) and for gammas below ``n_step_min_gamma``."""
+        if self.n_step == 1 or not (self.n_step_cut > 0 or batch.explored is not None or self.n_step_min_gamma > 0):
             return None
-        probs = dist_next.probs[:, :-1]  # pi(.|s_t) for t = 1..T-1 (dist_next is at s_{t+1} of step t)
-        a = batch.action_index[:, 1:, None, None].expand(*probs.shape[:-1], 1)
-        keep = probs.gather(-1, a).squeeze(-1) >= self.n_step_cut * probs.amax(-1)  # [B, T-1, G]
+        B, T = batch.mask.shape
+        keep = torch.ones(B, T - 1, self.gammas.numel(), dtype=torch.bool, device=batch.mask.device)
+        if self.n_step_cut > 0:
+            probs = dist_next.probs[:, :-1]  # pi(.|s_t) for t = 1..T-1 (dist_next is at s_{t+1} of step t)
+            a = batch.action_index[:, 1:, None, None].expand(*probs.shape[:-1], 1)
+            keep &= probs.gather(-1, a).squeeze(-1) >= self.n_step_cut * probs.amax(-1)
+        if batch.explored is not None:
+            keep &= ~batch.explored[:, 1:, None]
+        if self.n_step_min_gamma > 0:
+            keep &= self.gammas >= self.n_step_min_gamma
         return torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1)  # step 0 is never an intermediate step
 
     def _critic_loss(self, batch: AMAGOBatch, s: torch.Tensor, td_target: torch.Tensor, td_norm: torch.Tensor):

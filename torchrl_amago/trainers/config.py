@@ -166,6 +166,8 @@ class TrainConfig:
     popart_min_sigma_ratio: float = _loss("popart_min_sigma_ratio")
     n_step: int = _loss("n_step")
     n_step_cut: float = _loss("n_step_cut")
+    n_step_stop_explored: bool = _loss("n_step_stop_explored")
+    n_step_min_gamma: float = _loss("n_step_min_gamma")
     tree_backup: bool = _loss("tree_backup")
     fbc_filter: str = _loss("fbc_filter")
     fbc_filter_kwargs: dict[str, float] | None = None

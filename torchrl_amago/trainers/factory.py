@@ -120,6 +120,7 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
     options left at None take the loss's own default for the agent type."""
     kw = dict(gammas=cfg.gammas, num_critics_td=cfg.num_critics_td, critic_loss_weight=cfg.critic_loss_weight,
               reward_multiplier=cfg.reward_multiplier, n_step=cfg.n_step, n_step_cut=cfg.n_step_cut,
+              n_step_stop_explored=cfg.n_step_stop_explored, n_step_min_gamma=cfg.n_step_min_gamma,
               tree_backup=cfg.tree_backup, fbc_filter=cfg.fbc_filter, fbc_filter_kwargs=cfg.fbc_filter_kwargs,
               popart=cfg.popart, popart_beta=cfg.popart_beta,
               popart_init_nu=cfg.popart_init_nu, popart_min_sigma=cfg.popart_min_sigma,

@@ -108,6 +108,10 @@ FIELD_HELP = {
     "n_step_cut": "an n-step return also stops before a buffer action that the target policy rates below this x "
                   "its most likely action's probability (0: never, plain n-step returns; 1: any non-greedy action, as "
                   "Watkins' Q(lambda); continuous actions: 0 or 1, and 1 gives 1-step returns)",
+    "n_step_stop_explored": "an n-step return also stops before a buffer action that exploration changed (the "
+                            "'explored' entry the exploration modules write; continuous: every noisy action); the "
+                            "policy's own sampled actions keep it going (not in the original)",
+    "n_step_min_gamma": "gammas below this keep 1-step returns when --n_step > 1 (0: every gamma is n-step)",
     "tree_backup": "n-step Tree Backup targets (discrete actions, per-action critic, with --n_step_cut 0): each "
                    "later step counts with the target policy's probability of its buffer action (not in the "
                    "original)",
