@@ -154,7 +154,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
                 new = torch.where(replace.reshape(*action.shape[:-1], 1), rand_a, action)
             else:
                 new = torch.where(replace.reshape(action.shape), idx.reshape(action.shape).to(action.dtype), action)
-            explored = (new != action).reshape(n, -1).any(-1)  # a random draw of the policy's own action is not
+            explored = (new != action).reshape(n, -1).any(-1)  # drawing the policy's own action does not count
         else:
             noise = self._randn(action.shape, dev) * eps.reshape(*action.shape[:-1], 1)
             new = (action + noise).clamp(-1.0, 1.0)
