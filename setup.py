@@ -28,8 +28,9 @@ DOMAINS = {  # one extra per env suite of the examples (see README "Examples")
 }
 EXTRAS = {
     # popgym, h5py, dm-env: small pure-Python/wheel packages that let CI exercise those adapters for real;
-    # ray: the remote collectors run for real on a local Ray instance (tests/trainers/test_remote_collection.py)
-    "test": ["pytest>=7", "pytest-timeout", "popgym", "h5py", "dm-env", "ray>=2.60"],
+    # ray: the remote collectors run for real on a local Ray instance (tests/trainers/test_remote_collection.py);
+    # wandb: runs log to it for real, offline (tests/trainers/test_config_cli_metrics.py)
+    "test": ["pytest>=7", "pytest-timeout", "popgym", "h5py", "dm-env", "ray>=2.60", "wandb"],
     "flash": ["flash-attn"],
     "mamba": ["mamba-ssm"],
     "wandb": ["wandb"],

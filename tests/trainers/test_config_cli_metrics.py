@@ -122,7 +122,6 @@ def test_checkpoint_errors_are_clear(tmp_path):
 
 
 def test_run_logger_csv_records_and_curve(tmp_path):
-    from torchrl_amago._optional import available
     from torchrl_amago.trainers.logging import RunLogger
 
     lg = RunLogger(str(tmp_path), "run", {"a": 1})
@@ -134,9 +133,36 @@ def test_run_logger_csv_records_and_curve(tmp_path):
     assert lg.plot_curve() == str(tmp_path / "learning_curve.png") and (tmp_path / "learning_curve.png").exists()
     resumed = RunLogger(str(tmp_path), "run", resume=True)
     assert [r["env_steps"] for r in resumed.records] == [10.0, 20.0]
-    if not available("wandb"):
-        with pytest.raises(ImportError, match="pip install wandb"):
-            RunLogger(str(tmp_path), "run", use_wandb=True)
+
+
+def test_run_logger_logs_to_wandb_offline_and_finishes_the_run(tmp_path, monkeypatch):
+    """--log_to_wandb for real, offline: the run's config and last values reach wandb; close() finishes the run."""
+    wandb = pytest.importorskip("wandb")  # in the test extras
+    from torchrl_amago.trainers.logging import RunLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    lg = RunLogger(str(tmp_path), "wb_run", {"lr": 3e-4}, use_wandb=True, wandb_project="proj")
+    lg.log({"eval/return": 1.0}, env_steps=10, grad_steps=2)
+    lg.log({"eval/return": 3.0, "train/return": torch.tensor(2.5)}, env_steps=20, grad_steps=4)
+    run = wandb.run
+    assert run is not None and run.offline and run.name == "wb_run" and run.project == "proj"
+    assert run.config["lr"] == "0.0003"
+    assert (run.summary["eval/return"], run.summary["train/return"], run.summary["grad_steps"]) == (3.0, 2.5, 4.0)
+    lg.close()
+    lg.close()  # idempotent: the trainer's close may follow an example's own
+    assert wandb.run is None
+    files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1 and files[0].stat().st_size > 0
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 3  # the CSV is kept beside wandb
+
+
+def test_log_to_wandb_without_wandb_names_the_package(tmp_path, monkeypatch):
+    from tests.missing_package import assert_missing_package_named
+    from torchrl_amago.trainers.logging import RunLogger
+
+    assert_missing_package_named(monkeypatch, "wandb", "for --log_to_wandb but is not installed: `pip install wandb`",
+                                 lambda: RunLogger(str(tmp_path), "run", use_wandb=True))
 
 
 @pytest.mark.parametrize("argv, discrete_zero, continuous_zero", [

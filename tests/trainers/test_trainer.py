@@ -199,3 +199,21 @@ def test_count_heads_act_as_they_learn_and_refuse_what_they_cannot_read(tmp_path
     with pytest.raises(ValueError, match="--count_heads needs discrete actions and --agent_type agent"):
         AMAGOTrainer(_tiny_cfg(tmp_path / "mt", epochs=1, count_heads=True, agent_type="multitask"), _make_env,
                      _make_env)
+
+
+def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, monkeypatch):
+    """--log_to_wandb through the trainer (offline): the last eval reaches the wandb run; closing the trainer
+    finishes it, so a script that trains twice does not log into the first run."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, log_to_wandb=True, wandb_project="tiny_proj"), _make_env,
+                      _make_env)
+    tr.train()
+    last = tr.logger.records[-1]
+    assert wandb.run is not None and wandb.run.project == "tiny_proj"
+    assert wandb.run.summary["grad_steps"] == last["grad_steps"] == 4.0
+    assert wandb.run.config["parallel_envs"] == "2"
+    tr.close()
+    assert wandb.run is None
+    assert len(list((tmp_path / "tiny" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1

@@ -229,6 +229,9 @@ class SilentLogger:
     def plot_curve(self, *args, **kwargs) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
     def drop_records_after(self, epoch: int) -> int:
         return 0  # it keeps no rows
 

@@ -79,6 +79,12 @@ class RunLogger:
             self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
         return dropped
 
+    def close(self) -> None:
+        """Finish the wandb run, if any (its offline files or upload are complete after this); CSVs need nothing."""
+        for lg in self.loggers[1:]:
+            lg.experiment.finish()
+        del self.loggers[1:]
+
     def wall_time(self) -> float:
         return self.wall_offset + time.time() - self.t0
 

@@ -556,6 +556,7 @@ class AMAGOTrainer:
         for env in (self.train_env, self.eval_env):
             if env is not None and not env.is_closed:
                 env.close()
+        self.logger.close()
         self.dist.close()
 
     # ------------------------------------------------------------------ checkpoints
