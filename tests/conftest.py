@@ -23,3 +23,14 @@ def restore_encoder_registry():
     for live, before in zip((registry._REGISTRY, registry.ENCODERS), saved):
         live.clear()
         live.update(before)
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch):
+    """wandb for real, offline; afterwards its service process is stopped and its environment entries are gone, so
+    later tests (and the processes they start) do not inherit them."""
+    wandb = pytest.importorskip("wandb")  # in the test extras
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield wandb
+    wandb.teardown()

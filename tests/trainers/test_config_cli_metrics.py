@@ -135,13 +135,11 @@ def test_run_logger_csv_records_and_curve(tmp_path):
     assert [r["env_steps"] for r in resumed.records] == [10.0, 20.0]
 
 
-def test_run_logger_logs_to_wandb_offline_and_finishes_the_run(tmp_path, monkeypatch):
+def test_run_logger_logs_to_wandb_offline_and_finishes_the_run(tmp_path, wandb_offline):
     """--log_to_wandb for real, offline: the run's config and last values reach wandb; close() finishes the run."""
-    wandb = pytest.importorskip("wandb")  # in the test extras
     from torchrl_amago.trainers.logging import RunLogger
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb = wandb_offline
     lg = RunLogger(str(tmp_path), "wb_run", {"lr": 3e-4}, use_wandb=True, wandb_project="proj")
     lg.log({"eval/return": 1.0}, env_steps=10, grad_steps=2)
     lg.log({"eval/return": 3.0, "train/return": torch.tensor(2.5)}, env_steps=20, grad_steps=4)

@@ -201,12 +201,10 @@ def test_count_heads_act_as_they_learn_and_refuse_what_they_cannot_read(tmp_path
                      _make_env)
 
 
-def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, monkeypatch):
+def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wandb_offline):
     """--log_to_wandb through the trainer (offline): the last eval reaches the wandb run; closing the trainer
     finishes it, so a script that trains twice does not log into the first run."""
-    wandb = pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb = wandb_offline
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, log_to_wandb=True, wandb_project="tiny_proj"), _make_env,
                       _make_env)
     tr.train()
