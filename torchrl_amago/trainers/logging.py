@@ -44,8 +44,10 @@ class RunLogger:
             from torchrl.record import WandbLogger
 
             offline = os.environ.get("WANDB_MODE", "") == "offline"
-            self.loggers.append(WandbLogger(exp_name=run_name, project=wandb_project, save_dir=log_dir,
-                                            offline=offline))
+            self.wandb = WandbLogger(exp_name=run_name, project=wandb_project, save_dir=log_dir, offline=offline)
+            self.loggers.append(self.wandb)
+        else:
+            self.wandb = None
         if config:
             for lg in self.loggers:
                 lg.log_hparams({k: str(v) for k, v in dict(config).items()})
@@ -81,9 +83,10 @@ class RunLogger:
 
     def close(self) -> None:
         """Finish the wandb run, if any (its offline files or upload are complete after this); CSVs need nothing."""
-        for lg in self.loggers[1:]:
-            lg.experiment.finish()
-        del self.loggers[1:]
+        if self.wandb is not None:
+            self.wandb.experiment.finish()
+            self.loggers.remove(self.wandb)
+            self.wandb = None
 
     def wall_time(self) -> float:
         return self.wall_offset + time.time() - self.t0
