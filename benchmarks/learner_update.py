@@ -25,7 +25,7 @@ batch cut to its longest valid window) and `"packed"` (trimmed, and the loss pac
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone] [--n-step N]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone] [--n-step N] [--actor-encoder-grad all|bc|none]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
@@ -54,6 +54,7 @@ from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCri
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
+from torchrl_amago.objectives.amago_loss import ACTOR_ENCODER_GRADS
 from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
 from torchrl_amago.trainers.device import COMPILE_MODES
@@ -169,7 +170,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
             "compile": compile_, "compile_loss": compile_loss, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
-            "n_step": loss.n_step,
+            "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -298,6 +299,8 @@ def main():
                     help="AMAGOLoss(target_backbone=True): TD targets from Polyak-averaged encoders (one more "
                          "encoder forward per update)")
     ap.add_argument("--n-step", type=int, default=1, help="AMAGOLoss(n_step=N): N-step TD targets")
+    ap.add_argument("--actor-encoder-grad", choices=ACTOR_ENCODER_GRADS, default="all",
+                    help="AMAGOLoss(actor_encoder_grad=...): the actor-loss terms that train the encoders")
     ap.add_argument("--variable", action="store_true",
                     help="variable-length trials sampled from a replay: fixed vs trimmed vs packed windows "
                          "(max_seq_len 256)")
@@ -321,7 +324,8 @@ def main():
                         min_updates=args.min_updates,
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
-                        loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step),
+                        loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step,
+                                          actor_encoder_grad=args.actor_encoder_grad),
                         compile_loss=args.compile_loss)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}

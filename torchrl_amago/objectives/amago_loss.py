@@ -78,6 +78,8 @@ DEFAULT_TAU = 0.003
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
 #: ``AMAGOLoss(reduction=...)``, TorchRL's names
 REDUCTIONS = ("mean", "sum", "none")
+#: which actor-loss terms train the shared encoders (``AMAGOLoss(actor_encoder_grad=...)``)
+ACTOR_ENCODER_GRADS = ("all", "bc", "none")
 
 
 class AMAGOBatch(NamedTuple):
@@ -158,6 +160,11 @@ class AMAGOLoss(LossModule):
             encoders (``target_backbone_params``, moved by the same ``SoftUpdate`` as the heads) instead of the
             online encoders with target heads (the original has no target encoder). Costs one more encoder forward
             pass (no grad) per update; see docs/api/objectives.md for what it changes.
+        actor_encoder_grad: which actor-loss terms send gradients into the shared encoders: ``"all"`` (default, as
+            the original), ``"bc"`` (only the filtered-BC term; the DPG and entropy terms move the actor head alone,
+            which costs one more actor-head pass; ``_actor_loss`` then receives that head's distribution as
+            ``dist_dpg=``) or ``"none"`` (the encoders learn from the critic loss alone, as DrQ and SAC-AE do). Not
+            in the original; see docs/api/objectives.md.
         reduction: ``"mean"`` (default; the original's masked mean over valid steps, critics and gammas), ``"sum"``
             (the per-step mean over critics and gammas, summed over valid steps) or ``"none"`` (that per-step mean,
             ``[B, T]``, 0 on padding; windows are then not packed), as TorchRL's losses take it.
@@ -252,6 +259,7 @@ class AMAGOLoss(LossModule):
         gumbel_temperature: float = 0.5,
         pack_windows: Union[bool, str] = "cpu",
         target_backbone: bool = False,
+        actor_encoder_grad: str = "all",
         reduction: str = "mean",
     ):
         super().__init__()
@@ -343,6 +351,9 @@ class AMAGOLoss(LossModule):
         self.target_backbone = bool(target_backbone)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}")
+        if actor_encoder_grad not in ACTOR_ENCODER_GRADS:
+            raise ValueError(f"actor_encoder_grad={actor_encoder_grad!r}: expected one of {ACTOR_ENCODER_GRADS}")
+        self.actor_encoder_grad = actor_encoder_grad
         self.reduction = reduction
         if self.target_backbone:  # SoftUpdate pairs it with the `backbone_params` property
             self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
@@ -499,10 +510,14 @@ class AMAGOLoss(LossModule):
         # s_{t+1} of the TD targets: the Polyak-averaged encoders' (target_backbone) or the online pass's
         target_next = self._target_states(tensordict, unpacked, plan) if self.target_backbone else None
         s, s_next = emb[:, :-1], emb[:, 1:].detach() if target_next is None else target_next
-        dist, params_next = self._policy_outputs(emb, target_next)
+        actor_grad = self.actor_encoder_grad
+        dist, params_next = self._policy_outputs(emb.detach() if actor_grad == "none" else emb, target_next)
         td_target, td_norm = self._targets(batch, s_next, params_next)
         critic_loss, critic = self._critic_loss(batch, s, td_target, td_norm)
-        actor_loss, terms = self._actor_loss(batch, s, dist, critic)
+        extra = {}
+        if actor_grad == "bc":  # the DPG / entropy terms read pi on detached states: they move the actor head only
+            extra["dist_dpg"] = self.actor_head.dist(self._actor(self.actor_head_params, s.detach()).float())
+        actor_loss, terms = self._actor_loss(batch, s, dist, critic, **extra)
         out = TensorDict(
             {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
         with torch.no_grad():
@@ -755,10 +770,13 @@ class AMAGOLoss(LossModule):
         per_step = torch.where(mask, per_step, torch.zeros((), dtype=per_step.dtype, device=per_step.device))
         return per_step.sum() if self.reduction == "sum" else per_step
 
-    def _actor_loss(self, batch: AMAGOBatch, s: torch.Tensor, dist, critic: CriticOutputs):
+    def _actor_loss(self, batch: AMAGOBatch, s: torch.Tensor, dist, critic: CriticOutputs, dist_dpg=None):
         """``online_coeff * DPG + offline_coeff * filtered BC`` -> (loss, per-step terms for the diagnostics).
 
-        The terms dict holds ``dpg``, ``bc``, ``adv``, ``weights``, ``logp`` ([B, T, G] or None)."""
+        ``dist_dpg`` (``actor_encoder_grad="bc"``): pi from detached states, read by the DPG and entropy terms
+        (the same values as ``dist``). The terms dict holds ``dpg``, ``bc``, ``adv``, ``weights``, ``logp``
+        ([B, T, G] or None)."""
+        bc_dist, dist = dist, (dist if dist_dpg is None else dist_dpg)
         B, T = batch.mask.shape
         G = self.gammas.numel()
         actor_el = torch.zeros((), device=s.device)
@@ -789,10 +807,10 @@ class AMAGOLoss(LossModule):
                 adv = critic.q_sa.detach().mean(2) - q_pi.detach().mean(2)  # [B, T, G]
                 weights = self.fbc_filter(adv).float()
             if self.action_space.discrete:
-                logp = dist.log_prob(batch.action_index.unsqueeze(-1).expand(B, T, G))
+                logp = bc_dist.log_prob(batch.action_index.unsqueeze(-1).expand(B, T, G))
             else:
                 a_feat = batch.action_features
-                logp = dist.log_prob(a_feat.unsqueeze(-2).expand(B, T, G, a_feat.shape[-1]))
+                logp = bc_dist.log_prob(a_feat.unsqueeze(-2).expand(B, T, G, a_feat.shape[-1]))
             bc = -(weights * logp)
             actor_el = actor_el + self.offline_coeff * bc
         if self.entropy_coeff > 0:  # [B, T, G]: every gamma's policy

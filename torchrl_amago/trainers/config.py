@@ -21,6 +21,7 @@ from ..modules.heads import ActorHead, DiscreteCritic, TwoHotCritic
 from ..modules.timestep import CNNTimestepEncoder
 from ..modules.trajectory.transformer import POS_EMBS
 from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
+from ..objectives.amago_loss import ACTOR_ENCODER_GRADS
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
 from ..objectives.packing import PACK_MODES
 from ..modules.trajectory.registry import trajectory_encoder_names
@@ -78,6 +79,7 @@ FIELD_CHOICES = {
     "collect": COLLECT_MODES,
     "pack_windows": PACK_MODES,
     "compile_loss": COMPILE_MODES,
+    "actor_encoder_grad": ACTOR_ENCODER_GRADS,
 }
 
 
@@ -176,6 +178,7 @@ class TrainConfig:
     use_target_actor: bool = _loss("use_target_actor")
     gumbel_temperature: float = _loss("gumbel_temperature")
     target_backbone: bool = _loss("target_backbone")
+    actor_encoder_grad: str = _loss("actor_encoder_grad")
     tau: float = DEFAULT_TAU
     continuous_dist: str = default_of(ActorHead, "continuous_dist")
     discrete_clip: tuple[float, float] = DEFAULT_DISCRETE_CLIP

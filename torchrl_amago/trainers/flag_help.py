@@ -123,6 +123,8 @@ FIELD_HELP = {
     "use_target_actor": "sample the TD target's next action from the target actor (else the online one)",
     "target_backbone": "TD targets read s_{t+1} from a Polyak-averaged copy of the encoders (one more encoder "
                        "forward per update; not in the original, docs/api/objectives.md)",
+    "actor_encoder_grad": "actor-loss terms whose gradients train the shared encoders: all (the original), bc (filtered "
+                          "BC only; DPG moves the actor head alone) or none (the critic alone trains them)",
     "gumbel_temperature": "straight-through Gumbel-softmax temperature of discrete DPG through an action-input critic",
     "tau": "Polyak factor of the target actor and critics (SoftUpdate after every optimizer step)",
     "continuous_dist": "policy distribution for continuous actions",
