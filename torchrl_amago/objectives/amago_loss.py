@@ -514,10 +514,10 @@ class AMAGOLoss(LossModule):
         dist, params_next = self._policy_outputs(emb.detach() if actor_grad == "none" else emb, target_next)
         td_target, td_norm = self._targets(batch, s_next, params_next)
         critic_loss, critic = self._critic_loss(batch, s, td_target, td_norm)
-        # "bc": the DPG / entropy terms read pi on detached states, so they move the actor head only
-        dist_dpg = (self.actor_head.dist(self._actor(self.actor_head_params, s.detach()).float())
-                    if actor_grad == "bc" else None)
-        actor_loss, terms = self._actor_loss(batch, s, dist, critic, dist_dpg=dist_dpg)
+        extra = {}  # only with "bc", so subclasses that override _actor_loss(batch, s, dist, critic) keep working
+        if actor_grad == "bc":  # the DPG / entropy terms read pi on detached states: they move the actor head only
+            extra["dist_dpg"] = self.actor_head.dist(self._actor(self.actor_head_params, s.detach()).float())
+        actor_loss, terms = self._actor_loss(batch, s, dist, critic, **extra)
         out = TensorDict(
             {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
         with torch.no_grad():
