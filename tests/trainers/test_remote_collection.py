@@ -247,15 +247,13 @@ def test_a_cluster_without_free_cpus_is_refused_before_any_worker_starts(collect
 
 
 @pytest.mark.timeout(180)
-def test_a_dead_worker_fails_the_weight_push_with_its_name(ray_runtime):
-    c = make_remote_collector([make_env, make_env], make_policy(), frames_per_batch=FRAMES, batch_timeout_s=120)
-    try:
-        victim = c.worker_info()[0]
-        os.kill(victim["pid"], signal.SIGKILL)
-        with pytest.raises(RemoteCollectorError, match=rf"worker 0 of 2 .*pid {victim['pid']}.*policy weights"):
-            c.update_policy_weights_()
-    finally:
-        c.shutdown()
+def test_a_dead_worker_fails_the_weight_push_with_its_name(collector):
+    """Kills a worker of the module's collector (a collector takes ~1 min to start on 2 cores), so it is the last
+    test that uses it."""
+    victim = collector.worker_info()[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    with pytest.raises(RemoteCollectorError, match=rf"worker 0 of 2 .*pid {victim['pid']}.*policy weights"):
+        collector.update_policy_weights_()
 
 
 def first_batch_per_worker(c) -> dict:
