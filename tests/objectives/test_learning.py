@@ -76,8 +76,8 @@ def test_memory_bandit_multi_task_agent():
     """AMAGO-2's multi-task agent (two-hot critic, filtered BC with 3 sampled actions, no DPG term) learns too,
     slower than the scalar agent. First measured: 0.51 at 600 updates, 1.0 at 800 / 1,000 / 1,200 (seed 0); seed 1
     1.0 at 800; seed 2 still 0.45-0.55 at 1,200. On a 2-core CPU: seed 0 gives 0.51 at 1,000 updates and 1.0 at
-    1,500; seed 1 1.0 at 1,000. Less reliable than the scalar agent; the cause (the two-hot cross-entropy, not its bins or limits) is measured by
-    benchmarks/memory_bandit_critics.py (docs/api/objectives.md)."""
+    1,500; seed 1 1.0 at 1,000. Less reliable than the scalar agent; the cause (the two-hot cross-entropy, not its
+    bins or limits) is measured by benchmarks/memory_bandit_critics.py (docs/api/objectives.md)."""
     assert train_and_eval("transformer", 6, 1500, two_hot=True) >= 0.95
 
 
