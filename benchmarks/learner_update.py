@@ -1,9 +1,11 @@
 """Learner throughput: full AMAGO gradient updates per second on [batch, T] windows.
 
 One update = AMAGOLoss forward (one backbone pass over T+1 steps, target/online heads, PopArt, filtered BC)
-+ backward + global grad-norm clip (1.0) + AdamW step + SoftUpdate of the target heads. Settings follow the
++ backward + global grad-norm clip (1.0) + AdamW step + AMAGOSoftUpdate of the target copies. Settings follow the
 original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 24, discrete actions (4),
 10-d observations, 7 gammas, 4 critics; default timestep encoder (512/512 -> 256) and heads (256 hidden).
+`--target-backbone` adds the pass of the encoders' target copy for the TD targets (`AMAGOLoss(target_backbone=True)`,
+`--target_backbone` of the trainer; the original has no such pass).
 
 `--critic twohot` benchmarks the multi-task agent instead (AMAGO-2: two-hot critic with gamma and action as
 inputs, 128 bins, filtered BC with 3 sampled actions); `--critic continuous` a 4-d tanh-Gaussian actor with the
@@ -47,13 +49,12 @@ import warnings
 import torch
 from tensordict import TensorDict
 
-from torchrl.objectives import SoftUpdate
 from torchrl_amago.data import load_offline_trials, make_sequence_replay
 from torchrl_amago.modules.count_heads import CountActorHead, CountDiscreteCritic, CountsBesideEmbedding, CountsPassThrough
 from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCritic
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
-from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
+from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss, AMAGOSoftUpdate
 from torchrl_amago.objectives.amago_loss import ACTOR_ENCODER_GRADS
 from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
@@ -130,7 +131,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     loss = build(T, d_model, layers, heads, device, compile_, critic, attention, loss_options)
     loss.pack_windows = pack_windows if compile_loss == "no" else "never"  # a compiled loss needs one batch shape
     loss_forward = compiled_forward(loss, compile_loss, trim_windows=False, packs=False)
-    updater = SoftUpdate(loss, tau=DEFAULT_TAU)
+    updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
     batch = make_batch(B, T, device, continuous=critic == "continuous", counts=critic == "count")
@@ -192,12 +193,13 @@ def variable_length_replay(T: int, B: int, mean_len: float, trim: bool, n_trials
     return rb, lengths
 
 
-def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, repeats: int, bf16: bool) -> list[dict]:
+def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, repeats: int, bf16: bool,
+                   loss_options: dict | None = None) -> list[dict]:
     """fixed vs trimmed vs packed windows on the same replay data and model, interleaved; one update includes
     sampling. `packed` = trimmed batches whose windows the loss packs several to a row (`pack_windows`)."""
     torch.manual_seed(0)
-    loss = build(T, 128, 2, 8, device, False)
-    updater = SoftUpdate(loss, tau=DEFAULT_TAU)
+    loss = build(T, 128, 2, 8, device, False, loss_options=loss_options)
+    updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
     replays = {mode: variable_length_replay(T, B, mean_len, trim=mode != "fixed")[0]
@@ -314,7 +316,8 @@ def main():
     device = torch.device(args.device)
     if args.variable:
         for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
-                                  min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16):
+                                  min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16,
+                                  loss_options=dict(target_backbone=args.target_backbone)):
             print(json.dumps(res), flush=True)
         return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])

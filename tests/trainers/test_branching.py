@@ -114,7 +114,7 @@ def test_branch_run_prints_variants_side_by_side(tmp_path, capsys):
 
 
 def test_branch_with_target_backbone_starts_its_targets_from_the_online_encoders(tmp_path):
-    tr = _source_run(tmp_path, epochs=1)
+    tr = _source_run(tmp_path, epochs=1)  # a run made without the encoders' target copy (the default)
     bp_dir = branch_point_dir(tr.run_dir, 1)
     online = load_checkpoint(os.path.join(bp_dir, "latest.pt"))["loss"]
     b = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="tb", branch_from=bp_dir, target_backbone=True, epochs=2),

@@ -215,3 +215,23 @@ def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wa
     tr.close()
     assert wandb.run is None
     assert len(list((tmp_path / "tiny" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+
+
+def test_target_backbone_copy_moves_at_its_own_rate(tmp_path):
+    """--target_backbone: the trainer's loss keeps a target copy of the encoders, which its AMAGOSoftUpdate moves at
+    --target_backbone_tau while the heads' copies move at --tau; by default the loss has no such copy (the original)."""
+    from torchrl_amago.objectives import AMAGOSoftUpdate
+
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, target_backbone=True, target_backbone_tau=0.5, tau=0.25),
+                      _make_env, _make_env)
+    assert tr.loss.target_backbone and isinstance(tr.target_updater, AMAGOSoftUpdate)
+    assert (tr.target_updater.backbone_tau, 1 - tr.target_updater.eps) == (0.5, 0.25)
+    target = {k: v.clone() for k, v in tr.loss.target_backbone_params.items(True, True)}
+    tr.train()  # 2 updates
+    online = dict(tr.loss.backbone_params.items(True, True))
+    moved = [k for k in target if not torch.equal(target[k], tr.loss.target_backbone_params[k])]
+    assert moved and all(not torch.equal(tr.loss.target_backbone_params[k], online[k]) for k in moved)
+    tr.close()
+    off = AMAGOTrainer(_tiny_cfg(tmp_path / "off", epochs=1), _make_env, _make_env)
+    assert not off.loss.target_backbone and "target_backbone_params" not in dict(off.loss.named_children())
+    off.close()

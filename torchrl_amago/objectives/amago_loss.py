@@ -356,7 +356,7 @@ class AMAGOLoss(LossModule):
         self.actor_encoder_grad = actor_encoder_grad
         self.reduction = reduction
         if self.target_backbone:  # SoftUpdate pairs it with the `backbone_params` property
-            self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
+            self._copy_backbone_to_target()
             self._has_update_associated["backbone"] = False  # TorchRL warns until a target updater is attached
 
     def _apply(self, fn, *args, **kwargs):
@@ -397,6 +397,11 @@ class AMAGOLoss(LossModule):
         if name == "trajectory_encoder" and isinstance(value, nn.Module):
             value = as_sequence_module(value)  # a bare encoder works, or the error names the wrapper to use
         super().__setattr__(name, value)
+        if name in ("timestep_encoder", "trajectory_encoder") and getattr(self, "target_backbone", False):
+            self._copy_backbone_to_target()  # a swapped encoder gets its own target copy (build updaters after)
+
+    def _copy_backbone_to_target(self) -> None:
+        self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no TorchRL value estimator: targets come from `nstep_return`

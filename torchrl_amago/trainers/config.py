@@ -20,7 +20,7 @@ from ..modules.distributions import CONTINUOUS_OUTPUTS, DEFAULT_DISCRETE_CLIP
 from ..modules.heads import ActorHead, DiscreteCritic, TwoHotCritic
 from ..modules.timestep import CNNTimestepEncoder
 from ..modules.trajectory.transformer import POS_EMBS
-from ..objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
+from ..objectives import DEFAULT_BACKBONE_TAU, DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
 from ..objectives.amago_loss import ACTOR_ENCODER_GRADS
 from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
 from ..objectives.packing import PACK_MODES
@@ -180,6 +180,7 @@ class TrainConfig:
     target_backbone: bool = _loss("target_backbone")
     actor_encoder_grad: str = _loss("actor_encoder_grad")
     tau: float = DEFAULT_TAU
+    target_backbone_tau: float = DEFAULT_BACKBONE_TAU
     continuous_dist: str = default_of(ActorHead, "continuous_dist")
     discrete_clip: tuple[float, float] = DEFAULT_DISCRETE_CLIP
     two_hot_bins: int = default_of(TwoHotCritic, "num_bins")

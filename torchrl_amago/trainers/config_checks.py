@@ -8,16 +8,18 @@ NONFINITE_DATA = ("error", "drop")
 
 
 def check_ranges(cfg) -> None:
-    for name in ("learning_rate", "grad_clip", "tau", "l2_coeff", "reward_multiplier", "critic_loss_weight",
-                 "dropout", "eps_start", "eps_end", "gamma"):
+    for name in ("learning_rate", "grad_clip", "tau", "target_backbone_tau", "l2_coeff", "reward_multiplier",
+                 "critic_loss_weight", "dropout", "eps_start", "eps_end", "gamma"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"--{name} must be a finite number, got {v!r}")
     if cfg.grad_clip <= 0:
         raise ValueError(f"--grad_clip must be > 0 (the max gradient norm; a negative value flips the gradient), "
                          f"got {cfg.grad_clip}")
-    if not 0 < cfg.tau <= 1:
-        raise ValueError(f"--tau must be in (0, 1] (target = (1 - tau) * target + tau * online), got {cfg.tau}")
+    for name in ("tau", "target_backbone_tau"):
+        if not 0 < getattr(cfg, name) <= 1:
+            raise ValueError(f"--{name} must be in (0, 1] (target = (1 - tau) * target + tau * online), got "
+                             f"{getattr(cfg, name)}")
     if cfg.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be > 0, got {cfg.learning_rate}")
     for name in ("l2_coeff", "critic_loss_weight", "entropy_coeff", "start_learning_at_epoch",

@@ -121,12 +121,14 @@ FIELD_HELP = {
     "num_actions_for_value_in_actor_loss": "actions sampled for V(s) in the advantage (default: 1 for agent, "
                                            "3 for multitask)",
     "use_target_actor": "sample the TD target's next action from the target actor (else the online one)",
-    "target_backbone": "TD targets read s_{t+1} from a Polyak-averaged copy of the encoders (one more encoder "
-                       "forward per update; not in the original, docs/api/objectives.md)",
+    "target_backbone": "TD targets read s_{t+1} from a Polyak-averaged copy of the encoders, so they do not jump "
+                       "with every move of the online encoders (one more encoder forward per update; not in the "
+                       "original; docs/api/objectives.md)",
     "actor_encoder_grad": "actor-loss terms whose gradients train the shared encoders: all (the original), bc (filtered "
                           "BC only; DPG moves the actor head alone) or none (the critic alone trains them)",
     "gumbel_temperature": "straight-through Gumbel-softmax temperature of discrete DPG through an action-input critic",
     "tau": "Polyak factor of the target actor and critics (SoftUpdate after every optimizer step)",
+    "target_backbone_tau": "Polyak factor of the encoders' target copy (--target_backbone; AMAGOSoftUpdate)",
     "continuous_dist": "policy distribution for continuous actions",
     "discrete_clip": "LOW HIGH clip of the discrete policy's probabilities (the loss softens buffer actions with it)",
     "two_hot_bins": "bins of the two-hot critic (multitask)",

@@ -1,6 +1,6 @@
 """The off-policy sequence trainer: collect -> extend replay -> K updates -> eval -> checkpoint, per epoch.
 
-Built only from public pieces (Collector, the sequence replay, AMAGOLoss, SoftUpdate, AMAGOPolicy), so a
+Built only from public pieces (Collector, the sequence replay, AMAGOLoss, AMAGOSoftUpdate, AMAGOPolicy), so a
 TorchRL user can rebuild the same loop by hand (docs/torchrl_composability.md).
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.objectives import LossModule, SoftUpdate
+from torchrl.objectives import LossModule
 
 from ..data import make_sequence_replay
+from ..objectives import AMAGOSoftUpdate
 from ..objectives.packing import packs_here
 from .collection import (CollectorFeed, WithActionCounts, build_multiprocess_collector, build_remote_collector,
                          check_async_config, local_collector_workers, sync_exploration_step, target_replay_ratio)
@@ -61,7 +62,7 @@ class AMAGOTrainer:
         loss: any TorchRL `LossModule` to train instead of the configured `AMAGOLoss` (e.g. a subclass with another
             actor objective; docs/swapping.md). It should hold `modules`' networks, which the policy acts with.
             The update sums every differentiable `loss_*` entry of its output; the optimizer takes its trainable
-            parameters and `SoftUpdate` runs if it has target parameters. Subclasses may instead override
+            parameters and `AMAGOSoftUpdate` runs if it has target parameters. Subclasses may instead override
             `build_loss`, `build_policy`, `build_optimizer` or `build_target_updater`.
         timestep_encoder: only replace the default timestep encoder: a module, or a factory
             `(observation_spec, action_spec) -> module` built after torch is seeded (so `--seed` decides its weights).
@@ -229,9 +230,12 @@ class AMAGOTrainer:
         return torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.l2_coeff, fused=True)
 
     def build_target_updater(self):
-        """`SoftUpdate(loss, tau)` if the loss has target parameters (`target_*_params`), else None."""
+        """`AMAGOSoftUpdate(loss, tau, backbone_tau)` (TorchRL's `SoftUpdate`, with `--target_backbone_tau` for the
+        encoders' copy) if the loss has target parameters (`target_*_params`), else None."""
         has_targets = any(n.startswith("target_") and n.endswith("_params") for n, _ in self.loss.named_children())
-        return SoftUpdate(self.loss, tau=self.cfg.tau) if has_targets else None
+        if not has_targets:
+            return None
+        return AMAGOSoftUpdate(self.loss, tau=self.cfg.tau, backbone_tau=self.cfg.target_backbone_tau)
 
     def build_async_collector(self, make_train_env: EnvFactory, actor, primer):
         """`--collect async`: TorchRL's MultiAsyncCollector; `--collect distributed`: workers on other machines."""
