@@ -82,4 +82,10 @@ def test_a_swapped_memory_gets_its_own_target_copy():
     torch.testing.assert_close(outs[0]["td_target_mean"], outs[1]["td_target_mean"])
     outs[0]["loss_actor"].backward()
     assert ff.module[0].weight.grad.abs().sum() > 0
-    AMAGOSoftUpdate(loss, tau=0.1).step()
+    updater = AMAGOSoftUpdate(loss, tau=0.1, backbone_tau=0.25)  # built after the swap, as the docs say
+    target_w = loss.target_backbone_params["trajectory_encoder", "module", "0", "weight"]
+    before = target_w.detach().clone()
+    with torch.no_grad():
+        ff.module[0].weight.add_(1.0)
+    updater.step()
+    torch.testing.assert_close(target_w, 0.75 * before + 0.25 * ff.module[0].weight.detach())

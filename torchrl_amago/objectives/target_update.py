@@ -30,16 +30,9 @@ class AMAGOSoftUpdate(SoftUpdate):
             raise ValueError(f"backbone_tau={backbone_tau}: must be in (0, 1] (or None: the heads' tau)")
         self.backbone_tau = backbone_tau
 
-    def step(self) -> None:
-        if self.backbone_tau is None:
-            return super().step()
-        if not self.initialized:
-            raise RuntimeError(f"{type(self).__name__} must be initialized (`init_()`) before calling step()")
-        for name in self._target_names:  # as TorchRL's step: reading them refreshes the loss's target params
-            getattr(self.loss_module, name)
-        for key, source in self._sources.items():
-            target = self._targets.get(f"target_{key}")
-            if target.requires_grad:
-                raise RuntimeError(f"the target parameters target_{key} are part of a graph")
-            weight = self.backbone_tau if key == BACKBONE else 1.0 - self.eps
-            target.data.lerp_(source.data, weight)
+    def _step(self, p_source, p_target) -> None:
+        """TorchRL's `step()` calls this per source; the encoders' source moves at `backbone_tau`."""
+        if self.backbone_tau is not None and p_source is self._sources.get(BACKBONE, None):
+            p_target.data.lerp_(p_source.data, self.backbone_tau)
+        else:
+            super()._step(p_source, p_target)

@@ -127,7 +127,7 @@ FIELD_HELP = {
     "actor_encoder_grad": "actor-loss terms whose gradients train the shared encoders: all (the original), bc (filtered "
                           "BC only; DPG moves the actor head alone) or none (the critic alone trains them)",
     "gumbel_temperature": "straight-through Gumbel-softmax temperature of discrete DPG through an action-input critic",
-    "tau": "Polyak factor of the target actor and critics (SoftUpdate after every optimizer step)",
+    "tau": "Polyak factor of the target actor and critics (AMAGOSoftUpdate after every optimizer step)",
     "target_backbone_tau": "Polyak factor of the encoders' target copy (--target_backbone; AMAGOSoftUpdate)",
     "continuous_dist": "policy distribution for continuous actions",
     "discrete_clip": "LOW HIGH clip of the discrete policy's probabilities (the loss softens buffer actions with it)",
