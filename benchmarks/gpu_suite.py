@@ -7,7 +7,8 @@
    8 heads, batch 24, 7 gammas, 4 critics) at T = 128 ... 8192, SDPA vs FlashAttention (flash only when
    `flash-attn` is installed) x fp32 vs bf16 autocast: `updates_per_s` and `peak_mem_mb`
    (torch.cuda.max_memory_allocated), or `"oom": true`; eager and with the whole loss compiled
-   (`--compile-loss`, default: no and reduce-overhead, i.e. CUDA graphs).
+   (`--compile-loss`, default: no and reduce-overhead, i.e. CUDA graphs), and with the whole update captured as
+   CUDA graphs by hand (`"cuda_graph": true`, the trainer's `--cuda_graph`; `--no-cuda-graph` leaves them out).
 2. `acting`: per-step latency of the acting policy at a full KV cache of 128 ... 8192 tokens (8 envs).
 3. `tmaze_horizon`: the longest T-Maze horizon (trial = horizon + 1 steps, one window per trial, as
    `examples/04_tmaze.py`) whose learner update fits in GPU memory at d_model 128, batch 24, bf16, doubling from
@@ -43,18 +44,18 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def learner_point(T: int, attention: str, bf16: bool, device, batch: int = 24, min_time: float = 3.0,
-                  compile_loss: str = "no") -> dict:
+                  compile_loss: str = "no", cuda_graph: bool = False) -> dict:
     """One setting; updates/s and peak memory, or oom."""
     from learner_update import bench
 
     rec = {"bench": "learner", "seq_len": T, "batch": batch, "attention": attention, "bf16": bf16,
-           "compile_loss": compile_loss}
+           "compile_loss": compile_loss, "cuda_graph": cuda_graph}
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     try:
         res = bench(T, batch, 128, 2, 8, device, False, min_time=min_time, min_updates=3,
-                    warmup=2 if compile_loss == "no" else 4, bf16=bf16, repeats=1, attention=attention,
-                    compile_loss=compile_loss)
+                    warmup=4 if compile_loss != "no" or cuda_graph else 2, bf16=bf16, repeats=1,
+                    attention=attention, compile_loss=compile_loss, cuda_graph=cuda_graph)
     except RuntimeError as e:
         if not _is_oom(e):
             raise
@@ -94,6 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=["learner", "acting", "tmaze_horizon"])
     ap.add_argument("--compile-loss", nargs="*", default=["no", "reduce-overhead"], choices=COMPILE_MODES,
                     help="learner rows per torch.compile mode of the whole loss (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=None, help="learner rows at these T only")
+    ap.add_argument("--no-cuda-graph", action="store_true", help="no learner rows with the update captured as CUDA "
+                    "graphs (the trainer's --cuda_graph)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print(NO_CUDA.format(torch=torch.__version__, cuda=torch.version.cuda), file=sys.stderr)
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
     _emit({"bench": "device", "name": torch.cuda.get_device_name(device), "torch": torch.__version__,
            "cuda": torch.version.cuda, "flash_attn_installed": available("flash_attn"),
            "bf16_supported": torch.cuda.is_bf16_supported(), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    seq_lens = [128, 512, 2048] if args.quick else [128, 512, 2048, 4096, 8192]
+    seq_lens = args.seq_lens or ([128, 512, 2048] if args.quick else [128, 512, 2048, 4096, 8192])
     if "learner" not in args.skip:
         attentions = ["sdpa"] + (["flash"] if available("flash_attn") else [])
         for T in seq_lens:
@@ -112,6 +116,8 @@ def main(argv=None) -> int:
                 for bf16 in (False, True):
                     for mode in args.compile_loss:
                         _emit(learner_point(T, attention, bf16, device, compile_loss=mode))
+                    if not args.no_cuda_graph:
+                        _emit(learner_point(T, attention, bf16, device, cuda_graph=True))
         if not available("flash_attn"):
             _emit({"bench": "learner", "attention": "flash", "skipped": "pip install flash-attn to measure it"})
     if "acting" not in args.skip:

@@ -26,7 +26,7 @@ It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq
 batch cut to its longest valid window) and `"packed"` (trimmed, and the loss packs the windows several to a row:
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
-Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--bf16] [--threads N] [--repeats R]
+Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone] [--n-step N] [--actor-encoder-grad all|bc|none]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
@@ -60,6 +60,7 @@ from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
 from torchrl_amago.trainers.device import COMPILE_MODES
 from torchrl_amago.trainers.device import compile_loss as compiled_forward
+from torchrl_amago.trainers.graphed_update import GraphedUpdate
 
 OBS, ACT, G, C = 10, 4, 7, 4
 ORIGINAL_UPDATES_PER_S = 2.0  # the original at T=128, batch 24, d_model 128, 2 layers, 2-core CPU
@@ -126,18 +127,30 @@ def update_step(loss_forward, opt, updater, params, batch, bf16: bool) -> None:
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
           min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
           attention: str = "auto", pack_windows: str = "cpu", loss_options: dict | None = None,
-          compile_loss: str = "no") -> dict:
+          compile_loss: str = "no", cuda_graph: bool = False) -> dict:
     torch.manual_seed(0)
     loss = build(T, d_model, layers, heads, device, compile_, critic, attention, loss_options)
-    loss.pack_windows = pack_windows if compile_loss == "no" else "never"  # a compiled loss needs one batch shape
+    fixed_shape = compile_loss != "no" or cuda_graph  # a compiled or captured loss needs one batch shape
+    loss.pack_windows = "never" if fixed_shape else pack_windows
     loss_forward = compiled_forward(loss, compile_loss, trim_windows=False, packs=False)
     updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
+    # fused on CUDA, as the trainer's (foreach on the CPU: the records against the original were taken so)
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3, fused=device.type == "cuda")
     batch = make_batch(B, T, device, continuous=critic == "continuous", counts=critic == "count")
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"--cuda-graph captures CUDA graphs: it needs --device cuda (got {device})")
+    if cuda_graph:  # the trainer's --cuda_graph update: two graph replays and one host read of the finite flags
+        graphed = GraphedUpdate(loss_forward, lambda out: out["loss_actor"] + out["loss_critic"], opt, params, 1.0,
+                                updater, torch.bfloat16 if bf16 else None)
 
     def update():
-        update_step(loss_forward, opt, updater, params, batch, bf16)
+        if cuda_graph:
+            graphed.forward_backward(batch)
+            if all(graphed.finite()):
+                graphed.step()
+        else:
+            update_step(loss_forward, opt, updater, params, batch, bf16)
 
     def sync():
         if device.type == "cuda":
@@ -170,7 +183,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
-            "compile": compile_, "compile_loss": compile_loss, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
+            "compile": compile_, "compile_loss": compile_loss, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
             "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
@@ -284,6 +297,8 @@ def main():
     ap.add_argument("--compile-loss", choices=COMPILE_MODES, default="no",
                     help="torch.compile the whole loss forward and backward with this mode, as the trainer's "
                          "--compile_loss (one window per row)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="the whole update captured as CUDA graphs, as the trainer's --cuda_graph (CUDA only)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the loss forward (fp32 master weights; "
                     "the loss keeps targets, PopArt and distributions in fp32)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -325,11 +340,11 @@ def main():
         try:
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),
                         min_updates=args.min_updates,
-                        warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" else 2), bf16=args.bf16, repeats=args.repeats,
+                        warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
                         loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step,
                                           actor_encoder_grad=args.actor_encoder_grad),
-                        compile_loss=args.compile_loss)
+                        compile_loss=args.compile_loss, cuda_graph=args.cuda_graph)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)

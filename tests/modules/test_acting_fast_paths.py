@@ -102,7 +102,7 @@ def test_transformer_step_fast_path_equals_module_path_and_sequence_mode(pos_emb
     from torchrl_amago.modules.trajectory.transformer import TransformerTrajEncoder
     torch.manual_seed(0)
     enc = TransformerTrajEncoder(5, 6, d_model=16, n_heads=2, d_ff=32, n_layers=2, pos_emb=pos_emb,
-                                 max_time_idx=64).eval().to(device)
+                                 max_time_idx=64, attention="sdpa").eval().to(device)  # exact: flash is bf16
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 20, 5, generator=gen).to(device)
     is_init = torch.zeros(3, 20, dtype=torch.bool, device=device)

@@ -8,6 +8,7 @@ import torch
 from torchrl_amago.trainers import AMAGOTrainer
 
 from .test_trainer import _make_env, _tiny_cfg
+from .update_equivalence import assert_updates_equal
 
 FIXED_SHAPES = dict(trim_windows=False, pack_windows="never", dropout=0.0)
 
@@ -46,37 +47,15 @@ def test_compiled_update_equals_eager(tmp_path, monkeypatch, compiler):
     monkeypatch.setattr(inductor_config, "fallback_random", True)
     eager = _trainer(tmp_path, "eager")
     eager.train(epochs=2)  # a replay to sample from, and weights that have moved
-    batches = [eager.sampler.sample() for _ in range(4)]
     compiled = _trainer(tmp_path, "compiled", compile_loss="default")
     assert compiled.loss_forward is not compiled.loss
-    for tr in (eager, compiled):
-        it = iter(batches)
-        tr.sampler.sample = lambda it=it: next(it)
-    mu_before = eager.loss.popart.mu.clone()
-    for i in range(len(batches)):
-        compiled.loss.load_state_dict(eager.loss.state_dict())
-        compiled.optimizer.load_state_dict(eager.optimizer.state_dict())
-        compiled.scheduler.load_state_dict(eager.scheduler.state_dict())
-        outs, grads = [], []
-        for tr in (eager, compiled):
-            torch.manual_seed(100 + i)
-            outs.append(tr.update())
-            grads.append([p.grad.clone() for p in tr.params])
-        assert float(outs[0]["nonfinite_skipped"]) == 0 and float(outs[1]["nonfinite_skipped"]) == 0
-        for key in ("loss_actor", "loss_critic", "td_target_mean", "popart_mu", "popart_sigma", "grad_norm"):
-            torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-4, atol=1e-5,
-                                       msg=lambda m, i=i, key=key: f"update {i}: {key}: {m}")
-        for (name, _), g_eager, g_compiled in zip(eager.loss.named_parameters(), *grads):
-            torch.testing.assert_close(g_compiled, g_eager, rtol=1e-3, atol=1e-6,
-                                       msg=lambda m, i=i, name=name: f"update {i}: grad {name}: {m}")
-        # after the step: statistics (PopArt, input norms) and target weights as tight as the losses; weights within
-        # one step (Adam moves a weight whose gradient is ~0 by up to about the learning rate either way)
-        params = {name for name, _ in eager.loss.named_parameters()}
-        for name, value in eager.loss.state_dict().items():
-            atol = eager.cfg.learning_rate if name in params else 1e-6
-            torch.testing.assert_close(compiled.loss.state_dict()[name], value, rtol=1e-4, atol=atol,
-                                       msg=lambda m, i=i, name=name: f"update {i}: {name}: {m}")
-    assert not torch.equal(eager.loss.popart.mu, mu_before)  # the statistics moved, and moved alike
+
+    def copy_state(dst, src):
+        dst.loss.load_state_dict(src.loss.state_dict())
+        dst.optimizer.load_state_dict(src.optimizer.state_dict())
+        dst.scheduler.load_state_dict(src.scheduler.state_dict())
+
+    assert_updates_equal(eager, compiled, 4, copy_state)
     eager.close()
     compiled.close()
 

@@ -199,6 +199,7 @@ class TrainConfig:
     l2_coeff: float = 1e-3
     mixed_precision: str = "no"
     compile_loss: str = "no"
+    cuda_graph: bool = False
     num_threads: int | None = None
     # guards (trainers/guards.py)
     max_nonfinite_updates: int = 10  # this many non-finite updates in a row stop the run

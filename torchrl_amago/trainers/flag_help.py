@@ -149,6 +149,9 @@ FIELD_HELP = {
     "compile_loss": "torch.compile the loss forward and backward with this mode (reduce-overhead: CUDA graphs on a "
                     "GPU); needs --no-trim_windows, and --pack_windows never where batches are packed (on the CPU by "
                     "default). It does not pay on a CPU (docs/scaling.md)",
+    "cuda_graph": "capture the whole update (loss forward and backward, clip, AdamW, target update) as CUDA graphs and "
+                  "replay them: far fewer kernel launches on a GPU. Needs --device cuda and --no-trim_windows; not "
+                  "with --compile_loss or torchrun (docs/scaling.md)",
     "num_threads": "torch CPU threads (default: torch's own)",
 }
 

@@ -19,7 +19,7 @@ SAFE_ON_RESUME = frozenset({
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
     "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "target_backbone_tau", "batch_size",
-    "mixed_precision", "compile_loss",
+    "mixed_precision", "compile_loss", "cuda_graph",
     # how env data is collected from now on (open trials are closed at every resume)
     "collect", "num_collectors", "collector_batch_steps", "policy_sync_interval", "replay_ratio",
     "collector_timeout_s", "collector_address",
@@ -81,5 +81,7 @@ def apply_optimizer_settings(optimizer, scheduler, learning_rate: float, weight_
     for group, lam in zip(optimizer.param_groups, scheduler.lr_lambdas):
         group["initial_lr"] = learning_rate
         group["weight_decay"] = weight_decay
-        group["lr"] = learning_rate * lam(scheduler.last_epoch)
+        group["lr"] = learning_rate * lam(scheduler.last_epoch)  # a float: --cuda_graph makes its tensor later
+        if "capturable" in group:  # a --cuda_graph checkpoint: eager from here on (made capturable again if asked)
+            group["capturable"] = False
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

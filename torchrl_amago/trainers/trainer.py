@@ -35,6 +35,7 @@ from .config import TrainConfig
 from .config_checks import check_trial_fits
 from .device import autocast_dtype, compile_loss, on_device
 from .distributed import SilentLogger, setup_distributed
+from .graphed_update import GraphedUpdate, check_cuda_graph
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
 from .resume_config import apply_optimizer_settings
@@ -121,9 +122,11 @@ class AMAGOTrainer:
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
+        packs = packs_here(getattr(self.loss, "pack_windows", "never"), torch.empty(0, device=self.device))
+        check_cuda_graph(cfg, self.device, packs, self.dist.world_size)
         self.loss_forward = compile_loss(  # DDP under torchrun, else the loss itself; compiled if asked
-            self.dist.wrap(self.loss), cfg.compile_loss, trim_windows=cfg.trim_windows,
-            packs=packs_here(getattr(self.loss, "pack_windows", "never"), torch.empty(0, device=self.device)))
+            self.dist.wrap(self.loss), cfg.compile_loss, trim_windows=cfg.trim_windows, packs=packs)
+        self.graphed: GraphedUpdate | None = None  # --cuda_graph: built at the first update (after a resume)
         self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
         self.policy = self.build_policy()
         primer = self._add_memory_primer()
@@ -275,6 +278,7 @@ class AMAGOTrainer:
         if self._collector_iter is None:
             self._collector_iter = iter(self.collector)
         self.policy.eval()
+        self._refresh_acting_caches()
         t0 = time.time()
         data = next(self._collector_iter)
         dt = time.time() - t0
@@ -309,10 +313,17 @@ class AMAGOTrainer:
     def update(self) -> dict:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
         self.loss.train()
-        batch = self.sampler.sample().to(self.device)
-        # skip decisions are joint under torchrun (a rank that skips a backward would leave DDP's all-reduce waiting)
+        batch = self.sampler.sample()
+        # skip decisions are joint under torchrun (a rank that skips a backward would leave DDP's all-reduce waiting);
+        # the batch is checked where it was sampled (the replay's device), before it moves: no GPU sync for it
         if not self.dist.all_true(self.guard.batch_ok(batch, self.grad_steps)):
             return self._skipped_update()
+        if self.cfg.cuda_graph and self.graphed is None:
+            self.graphed = GraphedUpdate(self.loss_forward, self.total_loss, self.optimizer, self.params,
+                                         self.cfg.grad_clip, self.target_updater, self.autocast)
+        if self.graphed is not None:
+            return self._graphed_update(batch)
+        batch = batch.to(self.device)
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = self.loss_forward(batch)
@@ -344,6 +355,30 @@ class AMAGOTrainer:
         out.set("nonfinite_skipped", torch.zeros(()))
         return out
 
+    def _graphed_update(self, batch) -> TensorDict:
+        """`update()` through the captured graphs (trainers/graphed_update.py): the same steps and guards, one host
+        read of the two finite flags between the backward and the optimizer step."""
+        g = self.graphed
+        out, total, gnorm = g.forward_backward(batch)
+        loss_ok, grads_ok = g.finite()
+        if not loss_ok and not self.guard.loss_ok(total, out, self.grad_steps):
+            return self._skipped_update()
+        if not grads_ok and not self.guard.grads_ok(self.loss.named_parameters(), gnorm, self.grad_steps):
+            return self._skipped_update()
+        self.guard.ok()
+        g.step()
+        self.scheduler.step()
+        self.grad_steps += 1
+        out.set("grad_norm", gnorm)
+        out.set("nonfinite_skipped", torch.zeros(()))
+        return out
+
+    def _refresh_acting_caches(self) -> None:
+        """Graph replays write the weights without bumping their version counters, so the acting caches derived
+        from them (sigma-reparam W_hat, InputNorm constants) are dropped before the policy acts."""
+        if self.graphed is not None:
+            self.policy.clear_weight_caches()
+
     def _skipped_update(self):
         from tensordict import TensorDict
 
@@ -360,7 +395,7 @@ class AMAGOTrainer:
     def _update_metrics(self, sums: dict, n: int, seconds: float) -> dict:
         res = {f"train-update/{k}": v / n for k, v in sums.items()} if n else {}
         res["train-update/grad_steps_per_s"] = n / max(seconds, 1e-9)
-        res["train-update/lr"] = self.scheduler.get_last_lr()[0]
+        res["train-update/lr"] = float(self.scheduler.get_last_lr()[0])  # a tensor under --cuda_graph
         return res
 
     # ------------------------------------------------------------------ async collection (collection.py)
@@ -458,6 +493,7 @@ class AMAGOTrainer:
         """Fresh acting state, fresh envs, `eval_timesteps` steps; returns of finished trials."""
         if self.eval_env is None:
             return {}
+        self._refresh_acting_caches()
         policy = self.policy.fresh_copy()
         policy.deterministic = None
         policy.eval()
@@ -635,9 +671,19 @@ class AMAGOTrainer:
 
 
 def _add_scalars(sums: dict[str, float], out) -> None:
+    """Add every one-element entry of `out` to `sums`; the entries on an accelerator are read in one transfer per
+    device (one sync per update instead of one per key)."""
+    on_device: dict[torch.device, list] = {}
     for k, v in out.items():
         if isinstance(v, torch.Tensor) and v.numel() == 1:
-            sums[k] = sums.get(k, 0.0) + float(v)
+            if v.device.type == "cpu":
+                sums[k] = sums.get(k, 0.0) + float(v)
+            else:
+                on_device.setdefault(v.device, []).append((k, v))
+    for items in on_device.values():
+        values = torch.stack([v.detach().reshape(()).double() for _, v in items]).tolist()
+        for (k, _), x in zip(items, values):
+            sums[k] = sums.get(k, 0.0) + x
 
 
 def print_summary(example: str, summary: dict) -> None:
