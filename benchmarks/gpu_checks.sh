@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of docs/scaling.md in one command, for a machine with one CUDA GPU and many cores (~8 min on an
+# Every GPU check of docs/scaling.md in one command, for a machine with one CUDA GPU and many cores (~10 min on an
 # H100/H200 with 16 cores). Run from the repository root:
 #
 #     OUT=runs/gpu_checks EXTRAS=/path/to/site bash benchmarks/gpu_checks.sh
@@ -11,7 +11,8 @@
 #   0-4 at the defaults, seeds 0-1 with --cuda_graph, and one run each with FlashAttention and with Mamba.
 # Phase 2 (one learner process on the GPU, pinned to cores 0-1): gpu_suite.py's learner rows (eager and --cuda_graph,
 #   SDPA and flash, fp32 and bf16, T = 128 / 512 / 2048); beside it, on cores 2-15, async_collect.py with 1, 2 and 4
-#   collectors (CPU learner, 20 ms env). Last: the torch.compile reduce-overhead rows at T = 128.
+#   collectors (CPU learner, an env of 60 ms of CPU per batched step: acting is the larger share, so more collectors
+#   should raise the throughput). Last: the torch.compile reduce-overhead rows at T = 128.
 # Results: $OUT/tests.log, learning.jsonl, suite.jsonl, async.jsonl, compile.jsonl and curves.tar.gz (every CSV).
 set -u
 OUT=${OUT:-runs/gpu_checks}
@@ -45,7 +46,7 @@ cat "$curves"/*.jsonl > "$OUT/learning.jsonl"
 tar czf "$OUT/curves.tar.gz" -C "$curves" .
 stamp "phase 2: learner throughput beside async collection"
 ( for n in 1 2 4; do
-    pin 2-15 $PY benchmarks/async_collect.py --quick --rounds 1 --env_cost_ms 20 --num_collectors $n --num_threads 8
+    pin 2-15 $PY benchmarks/async_collect.py --quick --rounds 1 --env_cost_ms 60 --num_collectors $n --num_threads 8
   done > "$OUT/async.jsonl" 2>&1; stamp "async done" ) &
 with_extras pin 0-1 $PY benchmarks/gpu_suite.py --quick --skip acting tmaze_horizon --compile-loss no \
     > "$OUT/suite.jsonl" 2>&1
