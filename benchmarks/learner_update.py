@@ -5,7 +5,8 @@ One update = AMAGOLoss forward (one backbone pass over T+1 steps, target/online 
 original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 24, discrete actions (4),
 10-d observations, 7 gammas, 4 critics; default timestep encoder (512/512 -> 256) and heads (256 hidden).
 `--target-backbone` adds the pass of the encoders' target copy for the TD targets (`AMAGOLoss(target_backbone=True)`,
-`--target_backbone` of the trainer; the original has no such pass).
+`--target_backbone` of the trainer; the original has no such pass); `--target-backbone-min-gamma G` reads the copy for
+the discounts >= G only (the others' targets are computed a second time from the online encoders).
 
 `--critic twohot` benchmarks the multi-task agent instead (AMAGO-2: two-hot critic with gamma and action as
 inputs, 128 bins, filtered BC with 3 sampled actions); `--critic continuous` a 4-d tanh-Gaussian actor with the
@@ -27,7 +28,7 @@ batch cut to its longest valid window) and `"packed"` (trimmed, and the loss pac
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone] [--n-step N] [--actor-encoder-grad all|bc|none]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone [--target-backbone-min-gamma G]] [--n-step N] [--actor-encoder-grad all|bc|none]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
@@ -184,6 +185,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
             "compile": compile_, "compile_loss": compile_loss, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
+            "target_backbone_min_gamma": loss.target_backbone_min_gamma,
             "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
@@ -315,6 +317,8 @@ def main():
     ap.add_argument("--target-backbone", action="store_true",
                     help="AMAGOLoss(target_backbone=True): TD targets from Polyak-averaged encoders (one more "
                          "encoder forward per update)")
+    ap.add_argument("--target-backbone-min-gamma", type=float, default=0.0,
+                    help="AMAGOLoss(target_backbone_min_gamma=G): only the discounts >= G read the copy")
     ap.add_argument("--n-step", type=int, default=1, help="AMAGOLoss(n_step=N): N-step TD targets")
     ap.add_argument("--actor-encoder-grad", choices=ACTOR_ENCODER_GRADS, default="all",
                     help="AMAGOLoss(actor_encoder_grad=...): the actor-loss terms that train the encoders")
@@ -332,7 +336,8 @@ def main():
     if args.variable:
         for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
                                   min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16,
-                                  loss_options=dict(target_backbone=args.target_backbone)):
+                                  loss_options=dict(target_backbone=args.target_backbone,
+                                                    target_backbone_min_gamma=args.target_backbone_min_gamma)):
             print(json.dumps(res), flush=True)
         return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
@@ -343,6 +348,7 @@ def main():
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
                         loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step,
+                                          target_backbone_min_gamma=args.target_backbone_min_gamma,
                                           actor_encoder_grad=args.actor_encoder_grad),
                         compile_loss=args.compile_loss, cuda_graph=args.cuda_graph)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16

@@ -340,6 +340,11 @@ def test_redq_reduce():
     assert mean.mean().item() == pytest.approx(1.5, abs=0.03)
     assert not torch.equal(lo[:, 0], lo[:, 1])  # independent per gamma
     torch.testing.assert_close(redq_reduce(torch.ones(5, 1, 3), 2, True), torch.ones(5, 3))
+    # given members [..., num, G]: gamma 0 takes members 1 and 3, gamma 1 member 2 twice
+    pick = torch.tensor([[[1, 2], [3, 2]]])
+    vals = torch.tensor([[[10.0, 20.0], [11.0, 21.0], [12.0, 22.0], [13.0, 23.0]]])  # [1, C=4, G=2]
+    assert redq_reduce(vals, 2, use_min=True, pick=pick).tolist() == [[11.0, 22.0]]
+    assert redq_reduce(vals, 2, use_min=False, pick=pick).tolist() == [[12.0, 22.0]]
 
 
 def test_nested_observation_keys():

@@ -1,4 +1,5 @@
-"""`AMAGOLoss(target_backbone=True)`: TD targets read s_{t+1} from Polyak-averaged encoders."""
+"""`AMAGOLoss(target_backbone=True)`: TD targets read s_{t+1} from Polyak-averaged encoders (every discount with
+`target_backbone_min_gamma=0.0`; by default those at or above 0.9999)."""
 import pytest
 import torch
 from torchrl.objectives import SoftUpdate
@@ -9,8 +10,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
 
 
 def _loss_pair(encoder, **kw):
-    on = build(encoder=encoder, target_backbone=True, **kw)
-    off = build(encoder=encoder, **kw)  # same seed: the same weights
+    on = build(encoder=encoder, target_backbone=True, target_backbone_min_gamma=0.0, **kw)
+    off = build(encoder=encoder, target_backbone=False, **kw)  # same seed: the same weights
     return on, off
 
 
@@ -66,10 +67,10 @@ def test_targets_come_from_the_target_weights_and_soft_update_moves_them():
 
 
 def test_state_dict_round_trip_and_modes_restored():
-    on = build(encoder="transformer", target_backbone=True)
+    on = build(encoder="transformer", target_backbone_min_gamma=0.0)
     sd = on.state_dict()
     assert any(k.startswith("target_backbone_params.") for k in sd)
-    other = build(encoder="transformer", seed=3, target_backbone=True)
+    other = build(encoder="transformer", seed=3, target_backbone_min_gamma=0.0)
     other.load_state_dict(sd)
     for k, v in on.target_backbone_params.items(True, True):
         assert torch.equal(other.target_backbone_params[k], v)
@@ -78,3 +79,66 @@ def test_state_dict_round_trip_and_modes_restored():
     assert on.timestep_encoder.training and on.trajectory_encoder.training  # the eval-mode target pass restored them
     for p in on.target_backbone_params.values(True, True):
         assert not p.requires_grad
+
+
+def _td_targets(loss, td):
+    """The raw TD targets [B, T, G] one forward computes (what PopArt's statistics are updated with)."""
+    seen = []
+    update = loss.popart.update_stats
+    loss.popart.update_stats = lambda target, mask: (seen.append(target.clone()), update(target, mask))[1]
+    torch.manual_seed(1)  # REDQ draws
+    loss(td.clone())
+    loss.popart.update_stats = update
+    return seen[0]
+
+
+@pytest.mark.parametrize("encoder", ["gru", "transformer"])
+def test_min_gamma_takes_the_copy_for_the_high_discounts_only(encoder):
+    """With target_backbone_min_gamma, the discounts at or above it get the all-copy loss's targets and the others the
+    plain loss's, bit for bit, from the same weights (the copy moved away from the online encoders so the two
+    differ): the mixed loss draws REDQ's members once, as each of the others does."""
+    gammas = [0.5, 0.9, 0.99]
+    copy = build(encoder=encoder, target_backbone_min_gamma=0.0, gammas=gammas)
+    mixed = build(encoder=encoder, target_backbone_min_gamma=0.95, gammas=gammas)
+    plain = build(encoder=encoder, target_backbone=False, gammas=gammas)
+    with torch.no_grad():
+        for p in copy.target_backbone_params.values(True, True):
+            p.add_(0.3 * torch.randn_like(p))
+    mixed.target_backbone_params.data.copy_(copy.target_backbone_params.data)
+    td = make_batch()
+    t_copy, t_mixed, t_plain = (_td_targets(loss, td) for loss in (copy, mixed, plain))
+    assert not torch.allclose(t_copy, t_plain)
+    assert torch.equal(t_mixed[..., 2], t_copy[..., 2])
+    assert torch.equal(t_mixed[..., :2], t_plain[..., :2])
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(target_backbone_min_gamma=0.9995)])
+def test_no_discount_at_min_gamma_builds_no_copy(kw):
+    """No discount at min_gamma (the default 0.9999 with discounts up to 0.999): no copy, and the loss is the plain
+    one, outputs and gradients bit for bit."""
+    on = build(encoder="gru", **kw)
+    off = build(encoder="gru", target_backbone=False)
+    assert not on.target_backbone and not any(k.startswith("target_backbone_params") for k in on.state_dict())
+    outs = []
+    for loss in (on, off):
+        torch.manual_seed(1)
+        out = loss(make_batch())
+        (out["loss_actor"] + out["loss_critic"]).backward()
+        outs.append((out, [p.grad.clone() for p in loss.parameters() if p.grad is not None]))
+    for key in ("loss_actor", "loss_critic", "td_target_mean"):
+        assert torch.equal(outs[0][0][key], outs[1][0][key])
+    for g_on, g_off in zip(outs[0][1], outs[1][1]):
+        assert torch.equal(g_on, g_off)
+
+
+def test_default_copy_takes_the_discounts_from_0_9999():
+    """The default threshold compares the discounts as given: 0.9999 (below 0.9999 in float32) reads the copy, 0.9995
+    and 0.999 do not; --no-target_backbone builds none."""
+    loss = build(encoder="gru", gammas=[0.9, 0.999, 0.9995, 0.9999])
+    assert loss.target_backbone and loss._copy_gammas.tolist() == [False, False, False, True]
+    assert not build(encoder="gru", target_backbone=False, gammas=[0.9, 0.9999]).target_backbone
+
+
+def test_min_gamma_out_of_range_is_named():
+    with pytest.raises(ValueError, match="target_backbone_min_gamma"):
+        build(encoder="gru", target_backbone_min_gamma=1.0)

@@ -28,7 +28,7 @@ def assert_same_update(got, want, grad_atol: float):
         torch.testing.assert_close(grad_g[key], grad_w[key], msg=key, rtol=1e-4, atol=grad_atol)
 
 
-def _min_over_all_members(values, num, use_min):  # REDQ without its random draw (shapes differ when trimmed)
+def _min_over_all_members(values, num, use_min, pick=None):  # REDQ without its random draw (shapes differ when trimmed)
     return values.amin(-2) if use_min else values.mean(-2)
 
 

@@ -114,11 +114,11 @@ def test_branch_run_prints_variants_side_by_side(tmp_path, capsys):
 
 
 def test_branch_with_target_backbone_starts_its_targets_from_the_online_encoders(tmp_path):
-    tr = _source_run(tmp_path, epochs=1)  # a run made without the encoders' target copy (the default)
+    tr = _source_run(tmp_path, epochs=1)  # no copy: no discount reaches 0.9999
     bp_dir = branch_point_dir(tr.run_dir, 1)
     online = load_checkpoint(os.path.join(bp_dir, "latest.pt"))["loss"]
-    b = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="tb", branch_from=bp_dir, target_backbone=True, epochs=2),
-                     _make_env, _make_env)
+    cfg = _tiny_cfg(tmp_path, run_name="tb", branch_from=bp_dir, target_backbone_min_gamma=0.0, epochs=2)
+    b = AMAGOTrainer(cfg, _make_env, _make_env)
     assert b.resume()
     state = b.loss.state_dict()
     copies = [k for k in state if k.startswith("target_backbone_params.")]

@@ -51,13 +51,18 @@ def _assert_graphed_updates_equal(eager: AMAGOTrainer, graphed: AMAGOTrainer, n:
     assert graphed.grad_steps == steps[-1] + 1 == n
 
 
-def test_static_buffer_update_equals_eager_on_cpu(tmp_path):
+#: the encoders' target copy for every discount (its pass and its soft update run inside the captured parts too)
+WITH_COPY = [dict(), dict(target_backbone_min_gamma=0.0)]
+
+
+@pytest.mark.parametrize("kw", WITH_COPY, ids=["plain", "copy"])
+def test_static_buffer_update_equals_eager_on_cpu(tmp_path, kw):
     """The graphed update's path run eagerly (capture=False): static batch buffers, a capturable AdamW with its
     learning rate in a tensor that the LR schedule fills, the clip with the norm of part 1 and the target step of
     part 2 give the eager update's losses, gradients, statistics, weights and learning rate."""
-    eager = _trainer(tmp_path, "eager")
+    eager = _trainer(tmp_path, "eager", **kw)
     eager.train(epochs=2)  # a replay to sample from, and weights that have moved
-    graphed = _trainer(tmp_path, "graphed")
+    graphed = _trainer(tmp_path, "graphed", **kw)
     graphed.graphed = GraphedUpdate(graphed.loss_forward, graphed.total_loss, graphed.optimizer, graphed.params,
                                     graphed.cfg.grad_clip, graphed.target_updater, graphed.autocast, capture=False)
     assert isinstance(graphed.optimizer.param_groups[0]["lr"], torch.Tensor)
@@ -141,13 +146,14 @@ def test_a_graph_checkpoint_resumes_eagerly(tmp_path):
 
 
 @cuda
-def test_captured_update_equals_eager_on_cuda(tmp_path):
+@pytest.mark.parametrize("kw", WITH_COPY, ids=["plain", "copy"])
+def test_captured_update_equals_eager_on_cuda(tmp_path, kw):
     """The real capture: after 3 eager warm-up updates the update is two CUDA graph replays, and each update equals
     the eager one from the same state on the same batch (the state is copied into the graphed run's own tensors, so
     a graph that kept stale weights or a stale learning rate would fail)."""
-    eager = _trainer(tmp_path, "eager", device="cuda")
+    eager = _trainer(tmp_path, "eager", device="cuda", **kw)
     eager.train(epochs=2)
-    graphed = _trainer(tmp_path, "graphed", device="cuda", cuda_graph=True)
+    graphed = _trainer(tmp_path, "graphed", device="cuda", cuda_graph=True, **kw)
     _assert_graphed_updates_equal(eager, graphed, n=6)
     assert graphed.graphed.captured and graphed.graphed.step_graph is not None and graphed.graphed.steps == 6
     eager.close()

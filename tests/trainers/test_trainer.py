@@ -218,13 +218,15 @@ def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wa
 
 
 def test_target_backbone_copy_moves_at_its_own_rate(tmp_path):
-    """--target_backbone: the trainer's loss keeps a target copy of the encoders, which its AMAGOSoftUpdate moves at
-    --target_backbone_tau while the heads' copies move at --tau; by default the loss has no such copy (the original)."""
+    """With the defaults and an acting gamma of 0.9999 the trainer's loss keeps a target copy of the encoders for that
+    discount alone, which its AMAGOSoftUpdate moves at --target_backbone_tau while the heads' copies move at --tau;
+    with the default gamma (0.999) or --no-target_backbone the loss has no such copy (the original)."""
     from torchrl_amago.objectives import AMAGOSoftUpdate
 
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, target_backbone=True, target_backbone_tau=0.5, tau=0.25),
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, gamma=0.9999, target_backbone_tau=0.5, tau=0.25),
                       _make_env, _make_env)
     assert tr.loss.target_backbone and isinstance(tr.target_updater, AMAGOSoftUpdate)
+    assert tr.loss._copy_gammas.tolist() == [False] * (len(tr.loss.gammas) - 1) + [True]
     assert (tr.target_updater.backbone_tau, 1 - tr.target_updater.eps) == (0.5, 0.25)
     target = {k: v.clone() for k, v in tr.loss.target_backbone_params.items(True, True)}
     tr.train()  # 2 updates
@@ -232,6 +234,7 @@ def test_target_backbone_copy_moves_at_its_own_rate(tmp_path):
     moved = [k for k in target if not torch.equal(target[k], tr.loss.target_backbone_params[k])]
     assert moved and all(not torch.equal(tr.loss.target_backbone_params[k], online[k]) for k in moved)
     tr.close()
-    off = AMAGOTrainer(_tiny_cfg(tmp_path / "off", epochs=1), _make_env, _make_env)
-    assert not off.loss.target_backbone and "target_backbone_params" not in dict(off.loss.named_children())
-    off.close()
+    for name, kw in (("default_gamma", {}), ("off", dict(gamma=0.9999, target_backbone=False))):
+        off = AMAGOTrainer(_tiny_cfg(tmp_path / name, epochs=1, **kw), _make_env, _make_env)
+        assert not off.loss.target_backbone and "target_backbone_params" not in dict(off.loss.named_children())
+        off.close()

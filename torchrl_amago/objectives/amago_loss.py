@@ -2,8 +2,9 @@
 
 One call on a ``[B, T]`` replay window:
   1. builds the T+1 sequence ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` and runs the timestep encoder and
-     the trajectory encoder ONCE over it (no target copy of the backbone, unless ``target_backbone``: then a
-     second, no-grad pass of Polyak-averaged encoders gives the s_{t+1} of the TD targets);
+     the trajectory encoder ONCE over it (no target copy of the backbone unless a discount reaches
+     ``target_backbone_min_gamma``: then a second, no-grad pass of Polyak-averaged encoders gives the s_{t+1} of
+     those discounts' TD targets);
   2. TD targets (no grad): target actor on ``s_{t+1}``, target critic ensemble, PopArt-denormalised with the old
      stats, REDQ reduce (min of ``num_critics_td`` random members if the online actor term is on, else mean),
      multi-gamma n-step return (stops at ``terminated`` and padding), PopArt stats update, normalise;
@@ -70,12 +71,17 @@ def swapped_parameters(module: nn.Module, params: TensorDictBase):
             owner._parameters[leaf] = old
 
 
-__all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS", "REDUCTIONS"]
+__all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_MULTIGAMMAS",
+           "DEFAULT_TARGET_BACKBONE_MIN_GAMMA", "REDUCTIONS"]
 
 #: Polyak factor of the original agent; pass it to ``SoftUpdate(loss, tau=DEFAULT_TAU)``.
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
+#: Discounts at or above this read s_{t+1} of their TD targets from the encoders' target copy by default
+#: (``AMAGOLoss(target_backbone_min_gamma=...)``): horizons of 10,000 steps and more, whose 1-step targets catch up
+#: with a solved policy in one burst (docs/api/objectives.md). No default discount of the original reaches it.
+DEFAULT_TARGET_BACKBONE_MIN_GAMMA = 0.9999
 #: ``AMAGOLoss(reduction=...)``, TorchRL's names
 REDUCTIONS = ("mean", "sum", "none")
 #: which actor-loss terms train the shared encoders (``AMAGOLoss(actor_encoder_grad=...)``)
@@ -156,10 +162,15 @@ class AMAGOLoss(LossModule):
             encoder can keep them apart (Transformer, per-step encoders). ``"cpu"`` (default): batches on the
             CPU only (on a GPU the plan's host read costs more than it saves); ``"always"`` / True;
             ``"never"`` / False: one window per row.
-        target_backbone: TD targets read s_{t+1} from a Polyak-averaged copy of the timestep and trajectory
-            encoders (``target_backbone_params``, moved by the same ``SoftUpdate`` as the heads) instead of the
-            online encoders with target heads (the original has no target encoder). Costs one more encoder forward
-            pass (no grad) per update; see docs/api/objectives.md for what it changes.
+        target_backbone: TD targets of the discounts at or above ``target_backbone_min_gamma`` read s_{t+1} from a
+            Polyak-averaged copy of the timestep and trajectory encoders (``target_backbone_params``, moved by the
+            same ``SoftUpdate`` as the heads) instead of the online encoders with target heads (the original has no
+            target encoder). Costs one more encoder forward pass (no grad) per update; see docs/api/objectives.md.
+            False: no copy, every discount reads the online encoders (the original).
+        target_backbone_min_gamma: the discounts at or above this read the copy (default 0.9999,
+            ``DEFAULT_TARGET_BACKBONE_MIN_GAMMA``; 0.0: every discount); the others read the online encoders'. When
+            no discount reaches it, no copy is built and the loss is the plain one: with the default discounts
+            (at most 0.999) the default loss is the original's.
         actor_encoder_grad: which actor-loss terms send gradients into the shared encoders: ``"all"`` (default, as
             the original), ``"bc"`` (only the filtered-BC term; the DPG and entropy terms move the actor head alone,
             which costs one more actor-head pass; ``_actor_loss`` then receives that head's distribution as
@@ -258,7 +269,8 @@ class AMAGOLoss(LossModule):
         two_hot: bool = False,
         gumbel_temperature: float = 0.5,
         pack_windows: Union[bool, str] = "cpu",
-        target_backbone: bool = False,
+        target_backbone: bool = True,
+        target_backbone_min_gamma: float = DEFAULT_TARGET_BACKBONE_MIN_GAMMA,
         actor_encoder_grad: str = "all",
         reduction: str = "mean",
     ):
@@ -348,7 +360,14 @@ class AMAGOLoss(LossModule):
 
         self.convert_to_functional(actor_head, "actor_head", create_target_params=True)
         self.convert_to_functional(critic_head, "critic_head", create_target_params=True)
-        self.target_backbone = bool(target_backbone)
+        if not 0.0 <= target_backbone_min_gamma < 1.0:
+            raise ValueError(f"target_backbone_min_gamma={target_backbone_min_gamma}: must be in [0, 1)")
+        self.target_backbone_min_gamma = float(target_backbone_min_gamma)
+        # the discounts whose TD targets read the encoders' copy [G] (the threshold is compared in the discounts'
+        # float32, so 0.9999 reaches 0.9999); no copy at all when none does
+        self.register_buffer("_copy_gammas", self.gammas >= self.target_backbone_min_gamma, persistent=False)
+        self.target_backbone = bool(target_backbone) and bool(self._copy_gammas.any())
+        self._mixed_targets = self.target_backbone and not bool(self._copy_gammas.all())
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}")
         if actor_encoder_grad not in ACTOR_ENCODER_GRADS:
@@ -517,7 +536,11 @@ class AMAGOLoss(LossModule):
         s, s_next = emb[:, :-1], emb[:, 1:].detach() if target_next is None else target_next
         actor_grad = self.actor_encoder_grad
         dist, params_next = self._policy_outputs(emb.detach() if actor_grad == "none" else emb, target_next)
-        td_target, td_norm = self._targets(batch, s_next, params_next)
+        online = None  # discounts below target_backbone_min_gamma: the online s_{t+1} and pi there
+        if self._mixed_targets:
+            online_next = emb[:, 1:].detach()
+            online = (online_next, self._next_policy_params(online_next))
+        td_target, td_norm = self._targets(batch, s_next, params_next, online)
         critic_loss, critic = self._critic_loss(batch, s, td_target, td_norm)
         extra = {}  # only with "bc", so subclasses that override _actor_loss(batch, s, dist, critic) keep working
         if actor_grad == "bc":  # the DPG / entropy terms read pi on detached states: they move the actor head only
@@ -655,39 +678,48 @@ class AMAGOLoss(LossModule):
     def _policy_outputs(self, emb: torch.Tensor, s_next: Optional[torch.Tensor] = None):
         """pi(.|s_t) as a distribution [B, T, G] (with grad) and the (target) actor's parameters at s_{t+1}
         (``s_next``: the target encoders' states, default the online ones, ``emb[:, 1:]``)."""
-        s = emb[:, :-1]
-        if s_next is not None and not self.use_target_actor:
-            params = self._actor(self.actor_head_params, s).float()
-            with torch.no_grad():
-                params_next = self._actor(self.actor_head_params, s_next).float()
-            return self.actor_head.dist(params), params_next
-        s_next = emb[:, 1:].detach() if s_next is None else s_next
-        if self.use_target_actor:
-            params = self._actor(self.actor_head_params, s).float()
-            with torch.no_grad():
-                params_next = self._actor(self.target_actor_head_params, s_next).float()
-        else:
+        if s_next is None and not self.use_target_actor:  # one actor pass over s_t and s_{t+1}
             params_full = self._actor(self.actor_head_params, emb).float()
-            params, params_next = params_full[:, :-1], params_full[:, 1:].detach()
-        return self.actor_head.dist(params), params_next
+            return self.actor_head.dist(params_full[:, :-1]), params_full[:, 1:].detach()
+        params = self._actor(self.actor_head_params, emb[:, :-1]).float()
+        return self.actor_head.dist(params), self._next_policy_params(emb[:, 1:].detach() if s_next is None else s_next)
 
     @torch.no_grad()
-    def _targets(self, batch: AMAGOBatch, s_next: torch.Tensor, params_next: torch.Tensor):
-        """TD targets [B, T, G] (raw, reward-multiplied) and their PopArt-normalised form; updates PopArt."""
-        dist_next = self.actor_head.dist(params_next)
-        if self.tree_backup and self.n_step > 1:
-            td_target = self._tree_backup_targets(batch, s_next, dist_next)
-        else:
-            td_target = nstep_return(batch.reward, batch.terminated, batch.mask, self._next_value(s_next, dist_next),
-                                     self.gammas, self.n_step, self.reward_multiplier,
-                                     continues=self._continues(batch, dist_next))
+    def _next_policy_params(self, s_next: torch.Tensor) -> torch.Tensor:
+        """The (target) actor's parameters at s_{t+1}, no grad."""
+        head = self.target_actor_head_params if self.use_target_actor else self.actor_head_params
+        return self._actor(head, s_next).float()
+
+    @torch.no_grad()
+    def _targets(self, batch: AMAGOBatch, s_next: torch.Tensor, params_next: torch.Tensor, online=None):
+        """TD targets [B, T, G] (raw, reward-multiplied) and their PopArt-normalised form; updates PopArt.
+        ``online``: (s_{t+1}, actor parameters there) of the online encoders, for the discounts below
+        ``target_backbone_min_gamma``."""
+        if online is None:
+            td_target = self._raw_targets(batch, s_next, params_next)
+        else:  # one REDQ draw for both, the plain loss's: each discount gets the members it would get without the copy
+            pick = torch.randint(0, self.num_critics, (*s_next.shape[:-1], self.num_critics_td, self.gammas.numel()),
+                                 device=s_next.device)
+            td_target = torch.where(self._copy_gammas, self._raw_targets(batch, s_next, params_next, pick),
+                                    self._raw_targets(batch, *online, pick))
         if self.use_popart:
             self.popart.update_stats(td_target, batch.mask)
             return td_target, self.popart.normalize_values(td_target)
         return td_target, td_target
 
-    def _next_value(self, s_next: torch.Tensor, dist_next) -> torch.Tensor:
-        """``[B, T, G]`` raw target value of each step's successor: E_pi' of the target Q, REDQ-reduced."""
+    def _raw_targets(self, batch: AMAGOBatch, s_next: torch.Tensor, params_next: torch.Tensor,
+                     pick: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """TD targets [B, T, G] from s_{t+1} and the (target) actor's parameters there; ``pick``: REDQ's members
+        (``redq_reduce``; Tree Backup draws its own per action)."""
+        dist_next = self.actor_head.dist(params_next)
+        if self.tree_backup and self.n_step > 1:
+            return self._tree_backup_targets(batch, s_next, dist_next)
+        return nstep_return(batch.reward, batch.terminated, batch.mask, self._next_value(s_next, dist_next, pick),
+                            self.gammas, self.n_step, self.reward_multiplier, continues=self._continues(batch, dist_next))
+
+    def _next_value(self, s_next: torch.Tensor, dist_next, pick: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, T, G]`` raw target value of each step's successor: E_pi' of the target Q, REDQ-reduced (with the
+        members ``pick`` when given)."""
         if self.q_per_action:
             q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
             v_next = (q_next * dist_next.probs.unsqueeze(-3)).sum(-1)  # E_pi' Q, [B, T, C, G]
@@ -696,7 +728,7 @@ class AMAGOLoss(LossModule):
             v_next = self._values(self._critic(self.target_critic_head_params, s_next, a_next).float()).mean(0)
         if self.use_popart and not self.two_hot:
             v_next = self.popart(v_next, normalized=False)  # old stats
-        return redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)
+        return redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0, pick=pick)
 
     def _tree_backup_targets(self, batch: AMAGOBatch, s_next: torch.Tensor, dist_next) -> torch.Tensor:
         """``[B, T, G]`` raw Tree Backup targets from the per-action target Q, REDQ-reduced per action."""

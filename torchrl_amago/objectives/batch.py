@@ -105,10 +105,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / (m.sum() + 1e-5)
 
 
-def redq_reduce(values: torch.Tensor, num: int, use_min: bool) -> torch.Tensor:
+def redq_reduce(values: torch.Tensor, num: int, use_min: bool, pick: torch.Tensor | None = None) -> torch.Tensor:
     """REDQ: per entry of ``values [..., C, G]`` draw ``num`` members with replacement (independently per
-    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``."""
-    C = values.shape[-2]
-    pick = torch.randint(0, C, (*values.shape[:-2], num, values.shape[-1]), device=values.device)
+    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``. ``pick``: the member
+    indices ``[..., num, G]`` to use instead of a new draw."""
+    if pick is None:
+        pick = torch.randint(0, values.shape[-2], (*values.shape[:-2], num, values.shape[-1]), device=values.device)
     sel = torch.take_along_dim(values, pick, dim=-2)
     return sel.amin(-2) if use_min else sel.mean(-2)

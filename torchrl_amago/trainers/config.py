@@ -178,6 +178,7 @@ class TrainConfig:
     use_target_actor: bool = _loss("use_target_actor")
     gumbel_temperature: float = _loss("gumbel_temperature")
     target_backbone: bool = _loss("target_backbone")
+    target_backbone_min_gamma: float = _loss("target_backbone_min_gamma")
     actor_encoder_grad: str = _loss("actor_encoder_grad")
     tau: float = DEFAULT_TAU
     target_backbone_tau: float = DEFAULT_BACKBONE_TAU

@@ -9,7 +9,7 @@ NONFINITE_DATA = ("error", "drop")
 
 def check_ranges(cfg) -> None:
     for name in ("learning_rate", "grad_clip", "tau", "target_backbone_tau", "l2_coeff", "reward_multiplier",
-                 "critic_loss_weight", "dropout", "eps_start", "eps_end", "gamma"):
+                 "critic_loss_weight", "dropout", "eps_start", "eps_end", "gamma", "target_backbone_min_gamma"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"--{name} must be a finite number, got {v!r}")
@@ -20,6 +20,8 @@ def check_ranges(cfg) -> None:
         if not 0 < getattr(cfg, name) <= 1:
             raise ValueError(f"--{name} must be in (0, 1] (target = (1 - tau) * target + tau * online), got "
                              f"{getattr(cfg, name)}")
+    if not 0 <= cfg.target_backbone_min_gamma < 1:
+        raise ValueError(f"--target_backbone_min_gamma must be in [0, 1), got {cfg.target_backbone_min_gamma}")
     if cfg.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be > 0, got {cfg.learning_rate}")
     for name in ("l2_coeff", "critic_loss_weight", "entropy_coeff", "start_learning_at_epoch",
