@@ -27,7 +27,7 @@ It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq
 batch cut to its longest valid window) and `"packed"` (trimmed, and the loss packs the windows several to a row:
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
-Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
+Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone [--target-backbone-min-gamma G]] [--n-step N] [--actor-encoder-grad all|bc|none]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
@@ -114,21 +114,26 @@ def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool,
     return AMAGOLoss(te, tr, actor, head, action_space=asp, **loss_options).to(device)
 
 
-def update_step(loss_forward, opt, updater, params, batch, bf16: bool) -> None:
-    """One full update: loss forward (optionally bf16 autocast), backward, clip 1.0, AdamW, SoftUpdate."""
-    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = loss_forward(batch)
-    opt.zero_grad(set_to_none=True)
-    (out["loss_actor"] + out["loss_critic"]).backward()
+def step_after_backward(opt, updater, params) -> None:
+    """Clip 1.0, AdamW, SoftUpdate: the part of an update after backward (`--compile-step` compiles it)."""
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     updater.step()
 
 
+def update_step(loss_forward, opt, updater, params, batch, bf16: bool, after_backward=step_after_backward) -> None:
+    """One full update: loss forward (optionally bf16 autocast), backward, clip 1.0, AdamW, SoftUpdate."""
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = loss_forward(batch)
+    opt.zero_grad(set_to_none=True)
+    (out["loss_actor"] + out["loss_critic"]).backward()
+    after_backward(opt, updater, params)
+
+
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
           min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
           attention: str = "auto", pack_windows: str = "cpu", loss_options: dict | None = None,
-          compile_loss: str = "no", cuda_graph: bool = False) -> dict:
+          compile_loss: str = "no", cuda_graph: bool = False, compile_step: bool = False) -> dict:
     torch.manual_seed(0)
     loss = build(T, d_model, layers, heads, device, compile_, critic, attention, loss_options)
     fixed_shape = compile_loss != "no" or cuda_graph  # a compiled or captured loss needs one batch shape
@@ -145,13 +150,15 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
         graphed = GraphedUpdate(loss_forward, lambda out: out["loss_actor"] + out["loss_critic"], opt, params, 1.0,
                                 updater, torch.bfloat16 if bf16 else None)
 
+    after_backward = torch.compile(step_after_backward) if compile_step else step_after_backward
+
     def update():
         if cuda_graph:
             graphed.forward_backward(batch)
             if all(graphed.finite()):
                 graphed.step()
         else:
-            update_step(loss_forward, opt, updater, params, batch, bf16)
+            update_step(loss_forward, opt, updater, params, batch, bf16, after_backward)
 
     def sync():
         if device.type == "cuda":
@@ -184,7 +191,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
-            "compile": compile_, "compile_loss": compile_loss, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
+            "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
             "target_backbone_min_gamma": loss.target_backbone_min_gamma,
             "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
@@ -299,6 +306,9 @@ def main():
     ap.add_argument("--compile-loss", choices=COMPILE_MODES, default="no",
                     help="torch.compile the whole loss forward and backward with this mode, as the trainer's "
                          "--compile_loss (one window per row)")
+    ap.add_argument("--compile-step", action="store_true",
+                    help="torch.compile the rest of the update (clip, AdamW, target update); with --compile-loss: "
+                         "all of it but the backward call")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="the whole update captured as CUDA graphs, as the trainer's --cuda_graph (CUDA only)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the loss forward (fp32 master weights; "
@@ -345,12 +355,12 @@ def main():
         try:
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),
                         min_updates=args.min_updates,
-                        warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
+                        warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.compile_step or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
                         loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step,
                                           target_backbone_min_gamma=args.target_backbone_min_gamma,
                                           actor_encoder_grad=args.actor_encoder_grad),
-                        compile_loss=args.compile_loss, cuda_graph=args.cuda_graph)
+                        compile_loss=args.compile_loss, cuda_graph=args.cuda_graph, compile_step=args.compile_step)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)
