@@ -21,6 +21,8 @@ def test_config_rejects_bad_flags():
         TrainConfig(num_critics=2, num_critics_td=3)
     with pytest.raises(ValueError, match="popart_min_sigma"):
         TrainConfig(popart_min_sigma=0.0)
+    with pytest.raises(ValueError, match="--target_backbone_min_gamma"):
+        TrainConfig(target_backbone_min_gamma=1.0)
     assert TrainConfig(gamma=0.99).gammas == [0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.99]
     assert TrainConfig(multigammas=[0.5]).gammas == [0.5, 0.999]
 
@@ -34,6 +36,23 @@ def test_popart_min_sigma_flag_reaches_the_loss():
     env = make_amago_env(TMaze(num_envs=2, corridor_length=4))
     m = build_agent_modules(cfg, env.observation_spec, env.action_spec)
     assert build_loss(cfg, m).popart.min_sigma == 1.5
+
+
+def test_target_backbone_flags_reach_the_loss():
+    """--target_backbone_min_gamma picks the discounts that read the encoders' copy; --no-target_backbone none."""
+    from torchrl_amago.envs.builtin import TMaze
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.trainers.factory import build_agent_modules, build_loss
+
+    env = make_amago_env(TMaze(num_envs=2, corridor_length=4))
+    small = ["--memory_size", "16", "--tstep_out", "16", "--gamma", "0.9999"]
+    for flags, copy in ((["--target_backbone_min_gamma", "0.99"], [0, 0, 0, 0, 1, 1, 1]), ([], [0] * 6 + [1]),
+                        (["--no-target_backbone"], None)):
+        cfg, _ = parse_config(argv=small + flags)
+        loss = build_loss(cfg, build_agent_modules(cfg, env.observation_spec, env.action_spec))
+        assert loss.target_backbone == (copy is not None)
+        if copy is not None:
+            assert loss._copy_gammas.tolist() == [bool(c) for c in copy]
 
 
 def test_cli_covers_every_field_and_parses_types():
