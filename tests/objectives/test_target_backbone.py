@@ -132,8 +132,8 @@ def test_no_discount_at_min_gamma_builds_no_copy(kw):
 
 
 def test_default_copy_takes_the_discounts_from_0_9999():
-    """The default threshold compares the discounts as given: 0.9999 (below 0.9999 in float32) reads the copy, 0.9995
-    and 0.999 do not; --no-target_backbone builds none."""
+    """The default threshold 0.9999 takes the discount 0.9999 (both compared in the discounts' float32), not 0.9995 or
+    0.999; target_backbone=False builds no copy whatever the discounts."""
     loss = build(encoder="gru", gammas=[0.9, 0.999, 0.9995, 0.9999])
     assert loss.target_backbone and loss._copy_gammas.tolist() == [False, False, False, True]
     assert not build(encoder="gru", target_backbone=False, gammas=[0.9, 0.9999]).target_backbone

@@ -48,7 +48,8 @@ from ..modules.distributions import discrete_clip_of
 from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
 from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
 from ..spaces import ActionSpace
-from .batch import as_bt, buffer_actions, init_sequence, masked_mean, redq_reduce, t_plus_one_sequence
+from .batch import (as_bt, buffer_actions, init_sequence, masked_mean, redq_members, redq_reduce,
+                    t_plus_one_sequence)
 from .filters import make_filter
 from .packing import PackPlan, pack_mode, packs_here, plan_packing
 from .returns import nstep_return, tree_backup_return
@@ -698,8 +699,8 @@ class AMAGOLoss(LossModule):
         if online is None:
             td_target = self._raw_targets(batch, s_next, params_next)
         else:  # one REDQ draw for both, the plain loss's: each discount gets the members it would get without the copy
-            pick = torch.randint(0, self.num_critics, (*s_next.shape[:-1], self.num_critics_td, self.gammas.numel()),
-                                 device=s_next.device)
+            pick = redq_members(s_next.shape[:-1], self.num_critics, self.num_critics_td, self.gammas.numel(),
+                                s_next.device)
             td_target = torch.where(self._copy_gammas, self._raw_targets(batch, s_next, params_next, pick),
                                     self._raw_targets(batch, *online, pick))
         if self.use_popart:
@@ -715,7 +716,8 @@ class AMAGOLoss(LossModule):
         if self.tree_backup and self.n_step > 1:
             return self._tree_backup_targets(batch, s_next, dist_next)
         return nstep_return(batch.reward, batch.terminated, batch.mask, self._next_value(s_next, dist_next, pick),
-                            self.gammas, self.n_step, self.reward_multiplier, continues=self._continues(batch, dist_next))
+                            self.gammas, self.n_step, self.reward_multiplier,
+                            continues=self._continues(batch, dist_next))
 
     def _next_value(self, s_next: torch.Tensor, dist_next, pick: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, T, G]`` raw target value of each step's successor: E_pi' of the target Q, REDQ-reduced (with the

@@ -14,7 +14,8 @@ from torch.nn import functional as F
 
 from ..spaces import ActionSpace
 
-__all__ = ["as_bt", "buffer_actions", "init_sequence", "masked_mean", "redq_reduce", "t_plus_one_sequence"]
+__all__ = ["as_bt", "buffer_actions", "init_sequence", "masked_mean", "redq_members", "redq_reduce",
+           "t_plus_one_sequence"]
 
 
 def as_bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
@@ -105,11 +106,17 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / (m.sum() + 1e-5)
 
 
+def redq_members(leading: tuple, members: int, num: int, gammas: int, device) -> torch.Tensor:
+    """REDQ's draw: ``num`` of ``members`` critics with replacement, independently per leading index and gamma ->
+    indices ``[*leading, num, gammas]``."""
+    return torch.randint(0, members, (*leading, num, gammas), device=device)
+
+
 def redq_reduce(values: torch.Tensor, num: int, use_min: bool, pick: torch.Tensor | None = None) -> torch.Tensor:
     """REDQ: per entry of ``values [..., C, G]`` draw ``num`` members with replacement (independently per
-    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``. ``pick``: the member
-    indices ``[..., num, G]`` to use instead of a new draw."""
+    leading index and gamma, ``redq_members``) and take their min (clipped double-Q) or mean -> ``[..., G]``.
+    ``pick``: the member indices ``[..., num, G]`` to use instead of a new draw."""
     if pick is None:
-        pick = torch.randint(0, values.shape[-2], (*values.shape[:-2], num, values.shape[-1]), device=values.device)
+        pick = redq_members(values.shape[:-2], values.shape[-2], num, values.shape[-1], values.device)
     sel = torch.take_along_dim(values, pick, dim=-2)
     return sel.amin(-2) if use_min else sel.mean(-2)

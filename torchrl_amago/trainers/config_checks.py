@@ -20,8 +20,6 @@ def check_ranges(cfg) -> None:
         if not 0 < getattr(cfg, name) <= 1:
             raise ValueError(f"--{name} must be in (0, 1] (target = (1 - tau) * target + tau * online), got "
                              f"{getattr(cfg, name)}")
-    if not 0 <= cfg.target_backbone_min_gamma < 1:
-        raise ValueError(f"--target_backbone_min_gamma must be in [0, 1), got {cfg.target_backbone_min_gamma}")
     if cfg.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be > 0, got {cfg.learning_rate}")
     for name in ("l2_coeff", "critic_loss_weight", "entropy_coeff", "start_learning_at_epoch",
@@ -30,8 +28,9 @@ def check_ranges(cfg) -> None:
             raise ValueError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.reward_multiplier <= 0:
         raise ValueError(f"--reward_multiplier must be > 0, got {cfg.reward_multiplier}")
-    if not 0 <= cfg.dropout < 1:
-        raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    for name in ("dropout", "target_backbone_min_gamma"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ValueError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
     for name in ("eps_start", "eps_end"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
