@@ -12,12 +12,16 @@ epoch's steps) and learning (`learning_s`: the epoch's updates), the rest (`othe
 the ideal overlap bound `overlap_bound = (acting_s + learning_s) / max(acting_s, learning_s)`: the speedup a
 mode that acts and learns at once could reach at most. Each other line gives its `speedup` over sync (the smaller
 of the env-steps/s and updates/s ratios, paired round by round) and `fraction_of_bound` = speedup / that round's
-bound, plus where its epoch went (`update_s`, `wait_s` for data, `push_s` for weight pushes, `store_s`).
+bound, plus where its epoch went (`update_s`, `wait_s` for data, `push_s` for weight pushes, `store_s`). With K
+collectors, `collectors_bound = (acting_s + learning_s) / max(acting_s / K, learning_s)` is the most they could
+reach if acting split evenly over them (envs whose cost is per env: `--env_cost_per_env_ms`, `--env_wait_ms`), and
+`fraction_of_collectors_bound` = speedup / it.
 
     python benchmarks/async_collect.py --quick       # 3 rounds of 4 timed epochs
     python benchmarks/async_collect.py --quick --env_cost_ms 20   # a costly env: 20 ms of CPU per batched step
     python benchmarks/async_collect.py --quick --modes sync async distributed   # + Ray workers on loopback
     python benchmarks/async_collect.py --quick --env_wait_ms 12.5 --num_collectors 4   # slow envs, 4 workers
+    python benchmarks/async_collect.py --quick --env_cost_per_env_ms 10 --num_collectors 4   # 10 ms CPU per env step
 
 Threads: `--num_threads` sets the learner's torch threads in every mode (default: torch's, every core); in async
 the learner hands a core to its worker while the worker acts (torchrl_amago/trainers/threads.py); collector workers
@@ -47,38 +51,56 @@ HORIZON = 50
 MODES = ("sync", "async", "distributed")
 
 
-class CpuCostPerStep(Transform):
-    """Burns `ms` of CPU per batched env step (a stand-in for a simulator that costs more than T-Maze's ~0.05 ms)."""
+class StepCost(Transform):
+    """`ms` per batched env step, or per env step with `per_env` (the batch's envs in turn: a worker with n envs
+    pays n x `ms` per batched step, so envs split over more workers step faster); `_pay(seconds)` spends it."""
+
+    per_env = False
 
     def __init__(self, ms: float):
         super().__init__()
         self.ms = ms
 
+    def seconds(self, next_tensordict) -> float:
+        return self.ms / 1000 * (max(next_tensordict.numel(), 1) if self.per_env else 1)
+
     def _step(self, tensordict, next_tensordict):
-        end = time.perf_counter() + self.ms / 1000
-        while time.perf_counter() < end:
-            pass
+        self._pay(self.seconds(next_tensordict))
         return next_tensordict
 
 
-class WaitPerStep(Transform):
+class CpuCostPerStep(StepCost):
+    """Burns `ms` of CPU per batched env step (a stand-in for a simulator that costs more than T-Maze's ~0.05 ms)."""
+
+    @staticmethod
+    def _pay(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+
+class CpuCostPerEnvStep(CpuCostPerStep):
+    """Burns `ms` of CPU per env step, the batch's envs in turn (a simulator whose cost grows with its envs): envs
+    split over more workers on more cores step faster."""
+
+    per_env = True
+
+
+class WaitPerStep(StepCost):
     """Waits `ms` per env step, the batch's envs in turn, without using a core (envs stepped one after another
     whose latency, not their CPU, limits acting: a simulator on another machine or device, a robot, a game server).
     A worker with n envs waits n x `ms` per batched step, so envs split over more workers step faster."""
 
-    def __init__(self, ms: float):
-        super().__init__()
-        self.ms = ms
-
-    def _step(self, tensordict, next_tensordict):
-        time.sleep(self.ms * max(next_tensordict.numel(), 1) / 1000)
-        return next_tensordict
+    per_env = True
+    _pay = staticmethod(time.sleep)
 
 
-def make_env(n: int, env_cost_ms: float = 0.0, env_wait_ms: float = 0.0):
+def make_env(n: int, env_cost_ms: float = 0.0, env_wait_ms: float = 0.0, env_cost_per_env_ms: float = 0.0):
     env = make_amago_env(TMaze(n, corridor_length=HORIZON, passive=True, penalty=-1.0 / (HORIZON + 1)))
     if env_cost_ms > 0:
         env = TransformedEnv(env, CpuCostPerStep(env_cost_ms))
+    if env_cost_per_env_ms > 0:
+        env = TransformedEnv(env, CpuCostPerEnvStep(env_cost_per_env_ms))
     return env if env_wait_ms <= 0 else TransformedEnv(env, WaitPerStep(env_wait_ms))
 
 
@@ -122,7 +144,8 @@ def one_run(mode: str, args) -> dict:
     root = tempfile.mkdtemp(prefix="async_bench_")
     trainer = AMAGOTrainer(config(mode, root, args.num_collectors, args.warmup + args.epochs, args.num_threads,
                                   args.collector_batch_steps),
-                           partial(make_env, env_cost_ms=args.env_cost_ms, env_wait_ms=args.env_wait_ms), None)
+                           partial(make_env, env_cost_ms=args.env_cost_ms, env_wait_ms=args.env_wait_ms,
+                                   env_cost_per_env_ms=args.env_cost_per_env_ms), None)
     load0 = load()
     try:
         trainer.train(epochs=args.warmup)
@@ -158,9 +181,16 @@ def one_run(mode: str, args) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def collectors_bound(acting_s: float, learning_s: float, k: int) -> float:
+    """The most K collectors could gain over sync: sync's acting split evenly over K workers, all of it beside
+    learning, `(acting + learning) / max(acting / K, learning)` (K = 1: `overlap_bound`)."""
+    return (acting_s + learning_s) / max(acting_s / k, learning_s, 1e-9)
+
+
 def summary(mode: str, rs: list[dict], sync: list[dict], args) -> dict:
     out = {"mode": mode, "num_collectors": args.num_collectors if mode != "sync" else 0,
-           "env_cost_ms": args.env_cost_ms, "env_wait_ms": args.env_wait_ms, "num_threads": args.num_threads}
+           "env_cost_ms": args.env_cost_ms, "env_cost_per_env_ms": args.env_cost_per_env_ms,
+           "env_wait_ms": args.env_wait_ms, "num_threads": args.num_threads}
     for k in rs[0]:
         if k != "load":
             out[k] = statistics.median(r[k] for r in rs)
@@ -168,10 +198,13 @@ def summary(mode: str, rs: list[dict], sync: list[dict], args) -> dict:
         speedups = [min(a["env_steps_per_s"] / s["env_steps_per_s"], a["updates_per_s"] / s["updates_per_s"])
                     for a, s in zip(rs, sync)]
         fractions = [sp / s["overlap_bound"] for sp, s in zip(speedups, sync)]
-        for r, sp, f in zip(rs, speedups, fractions):
-            r.update(speedup=sp, fraction_of_bound=f)
+        k = max(args.num_collectors, 1)
+        split = [collectors_bound(s["acting_s"], s["learning_s"], k) for s in sync]
+        for r, sp, f, b in zip(rs, speedups, fractions, split):
+            r.update(speedup=sp, fraction_of_bound=f, collectors_bound=b, fraction_of_collectors_bound=sp / b)
         out.update(speedup=statistics.median(speedups), fraction_of_bound=statistics.median(fractions),
-                   best_fraction_of_bound=max(fractions))
+                   best_fraction_of_bound=max(fractions), collectors_bound=statistics.median(split),
+                   fraction_of_collectors_bound=statistics.median(sp / b for sp, b in zip(speedups, split)))
     out["rounds"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rs]
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
@@ -191,6 +224,9 @@ def main():
                     help="env steps per env in one worker batch (the trainer's flag; default a quarter of an epoch)")
     ap.add_argument("--env_cost_ms", type=float, default=0.0,
                     help="CPU time burnt per batched env step (0: plain T-Maze); shows the overlap on costly envs")
+    ap.add_argument("--env_cost_per_env_ms", type=float, default=0.0,
+                    help="CPU time burnt per env step, a worker's envs in turn: a simulator whose cost grows with "
+                         "its envs; envs split over more collectors on more cores act faster")
     ap.add_argument("--env_wait_ms", type=float, default=0.0,
                     help="wall time waited (sleeping, no CPU) per env step, a worker's envs in turn: envs whose "
                          "latency limits acting; envs split over more collectors act faster, even on 2 cores")

@@ -5,8 +5,9 @@ One update = AMAGOLoss forward (one backbone pass over T+1 steps, target/online 
 original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 24, discrete actions (4),
 10-d observations, 7 gammas, 4 critics; default timestep encoder (512/512 -> 256) and heads (256 hidden).
 `--target-backbone` adds the pass of the encoders' target copy for the TD targets (`AMAGOLoss(target_backbone=True)`,
-`--target_backbone` of the trainer; the original has no such pass); `--target-backbone-min-gamma G` reads the copy for
-the discounts >= G only (the others' targets are computed a second time from the online encoders).
+`--target_backbone` of the trainer; the original has no such pass), built when a discount reaches
+`--target-backbone-min-gamma G` (default 0: always) and read by every discount; with `--no-target-backbone-all-gammas`
+only the discounts >= G read it (the others' targets are computed a second time from the online encoders).
 
 `--critic twohot` benchmarks the multi-task agent instead (AMAGO-2: two-hot critic with gamma and action as
 inputs, 128 bins, filtered BC with 3 sampled actions); `--critic continuous` a 4-d tanh-Gaussian actor with the
@@ -193,6 +194,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
             "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
             "target_backbone_min_gamma": loss.target_backbone_min_gamma,
+            "target_backbone_all_gammas": loss.target_backbone_all_gammas,
             "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
@@ -328,7 +330,10 @@ def main():
                     help="AMAGOLoss(target_backbone=True): TD targets from Polyak-averaged encoders (one more "
                          "encoder forward per update)")
     ap.add_argument("--target-backbone-min-gamma", type=float, default=0.0,
-                    help="AMAGOLoss(target_backbone_min_gamma=G): only the discounts >= G read the copy")
+                    help="AMAGOLoss(target_backbone_min_gamma=G): the copy is built when a discount reaches G")
+    ap.add_argument("--target-backbone-all-gammas", action=argparse.BooleanOptionalAction, default=True,
+                    help="AMAGOLoss(target_backbone_all_gammas=...): every discount reads the copy (--no-...: only "
+                         "those >= G)")
     ap.add_argument("--n-step", type=int, default=1, help="AMAGOLoss(n_step=N): N-step TD targets")
     ap.add_argument("--actor-encoder-grad", choices=ACTOR_ENCODER_GRADS, default="all",
                     help="AMAGOLoss(actor_encoder_grad=...): the actor-loss terms that train the encoders")
@@ -347,7 +352,8 @@ def main():
         for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
                                   min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16,
                                   loss_options=dict(target_backbone=args.target_backbone,
-                                                    target_backbone_min_gamma=args.target_backbone_min_gamma)):
+                                                    target_backbone_min_gamma=args.target_backbone_min_gamma,
+                                                    target_backbone_all_gammas=args.target_backbone_all_gammas)):
             print(json.dumps(res), flush=True)
         return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
@@ -359,6 +365,7 @@ def main():
                         critic=args.critic, pack_windows=args.pack_windows,
                         loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step,
                                           target_backbone_min_gamma=args.target_backbone_min_gamma,
+                                          target_backbone_all_gammas=args.target_backbone_all_gammas,
                                           actor_encoder_grad=args.actor_encoder_grad),
                         compile_loss=args.compile_loss, cuda_graph=args.cuda_graph, compile_step=args.compile_step)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16

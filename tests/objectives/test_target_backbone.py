@@ -1,5 +1,6 @@
-"""`AMAGOLoss(target_backbone=True)`: TD targets read s_{t+1} from Polyak-averaged encoders (every discount with
-`target_backbone_min_gamma=0.0`; by default those at or above 0.9999)."""
+"""`AMAGOLoss(target_backbone=True)`: TD targets read s_{t+1} from Polyak-averaged encoders, built when a discount
+reaches `target_backbone_min_gamma` (default 0.9999; 0.0: always) and read by every discount, or with
+`target_backbone_all_gammas=False` by those that reach it."""
 import pytest
 import torch
 from torchrl.objectives import SoftUpdate
@@ -94,22 +95,26 @@ def _td_targets(loss, td):
 
 @pytest.mark.parametrize("encoder", ["gru", "transformer"])
 def test_min_gamma_takes_the_copy_for_the_high_discounts_only(encoder):
-    """With target_backbone_min_gamma, the discounts at or above it get the all-copy loss's targets and the others the
-    plain loss's, bit for bit, from the same weights (the copy moved away from the online encoders so the two
-    differ): the mixed loss draws REDQ's members once, as each of the others does."""
+    """With target_backbone_all_gammas=False, the discounts at or above target_backbone_min_gamma get the all-copy
+    loss's targets and the others the plain loss's, bit for bit, from the same weights (the copy moved away from the
+    online encoders so the two differ): the mixed loss draws REDQ's members once, as each of the others does. With
+    the default (every discount), a threshold that one discount reaches gives the all-copy loss's targets."""
     gammas = [0.5, 0.9, 0.99]
     copy = build(encoder=encoder, target_backbone_min_gamma=0.0, gammas=gammas)
-    mixed = build(encoder=encoder, target_backbone_min_gamma=0.95, gammas=gammas)
+    mixed = build(encoder=encoder, target_backbone_min_gamma=0.95, target_backbone_all_gammas=False, gammas=gammas)
+    every = build(encoder=encoder, target_backbone_min_gamma=0.95, gammas=gammas)
     plain = build(encoder=encoder, target_backbone=False, gammas=gammas)
     with torch.no_grad():
         for p in copy.target_backbone_params.values(True, True):
             p.add_(0.3 * torch.randn_like(p))
-    mixed.target_backbone_params.data.copy_(copy.target_backbone_params.data)
+    for loss in (mixed, every):
+        loss.target_backbone_params.data.copy_(copy.target_backbone_params.data)
     td = make_batch()
-    t_copy, t_mixed, t_plain = (_td_targets(loss, td) for loss in (copy, mixed, plain))
+    t_copy, t_mixed, t_every, t_plain = (_td_targets(loss, td) for loss in (copy, mixed, every, plain))
     assert not torch.allclose(t_copy, t_plain)
     assert torch.equal(t_mixed[..., 2], t_copy[..., 2])
     assert torch.equal(t_mixed[..., :2], t_plain[..., :2])
+    assert torch.equal(t_every, t_copy)
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(target_backbone_min_gamma=0.9995)])
@@ -131,11 +136,16 @@ def test_no_discount_at_min_gamma_builds_no_copy(kw):
         assert torch.equal(g_on, g_off)
 
 
-def test_default_copy_takes_the_discounts_from_0_9999():
-    """The default threshold 0.9999 takes the discount 0.9999 (both compared in the discounts' float32), not 0.9995 or
-    0.999; target_backbone=False builds no copy whatever the discounts."""
-    loss = build(encoder="gru", gammas=[0.9, 0.999, 0.9995, 0.9999])
-    assert loss.target_backbone and loss._copy_gammas.tolist() == [False, False, False, True]
+def test_default_copy_is_built_by_0_9999_for_every_discount():
+    """The default threshold 0.9999 is reached by the discount 0.9999 (both compared in the discounts' float32), not by
+    0.9995 or 0.999; once built, every discount reads the copy, or with target_backbone_all_gammas=False only 0.9999;
+    target_backbone=False builds no copy whatever the discounts."""
+    gammas = [0.9, 0.999, 0.9995, 0.9999]
+    loss = build(encoder="gru", gammas=gammas)
+    assert loss.target_backbone and not loss._mixed_targets and loss._copy_gammas.tolist() == [True] * 4
+    only = build(encoder="gru", gammas=gammas, target_backbone_all_gammas=False)
+    assert only._mixed_targets and only._copy_gammas.tolist() == [False, False, False, True]
+    assert not build(encoder="gru", gammas=gammas[:3]).target_backbone
     assert not build(encoder="gru", target_backbone=False, gammas=[0.9, 0.9999]).target_backbone
 
 

@@ -39,14 +39,16 @@ def test_popart_min_sigma_flag_reaches_the_loss():
 
 
 def test_target_backbone_flags_reach_the_loss():
-    """--target_backbone_min_gamma picks the discounts that read the encoders' copy; --no-target_backbone none."""
+    """A discount at --target_backbone_min_gamma builds the encoders' copy, which every discount reads (with
+    --no-target_backbone_all_gammas only those at or above it); --no-target_backbone: none."""
     from torchrl_amago.envs.builtin import TMaze
     from torchrl_amago.envs import make_amago_env
     from torchrl_amago.trainers.factory import build_agent_modules, build_loss
 
     env = make_amago_env(TMaze(num_envs=2, corridor_length=4))
     small = ["--memory_size", "16", "--tstep_out", "16", "--gamma", "0.9999"]
-    for flags, copy in ((["--target_backbone_min_gamma", "0.99"], [0, 0, 0, 0, 1, 1, 1]), ([], [0] * 6 + [1]),
+    for flags, copy in ((["--target_backbone_min_gamma", "0.99", "--no-target_backbone_all_gammas"],
+                         [0, 0, 0, 0, 1, 1, 1]), ([], [1] * 7), (["--no-target_backbone_all_gammas"], [0] * 6 + [1]),
                         (["--no-target_backbone"], None)):
         cfg, _ = parse_config(argv=small + flags)
         loss = build_loss(cfg, build_agent_modules(cfg, env.observation_spec, env.action_spec))

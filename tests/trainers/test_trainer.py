@@ -218,15 +218,15 @@ def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wa
 
 
 def test_target_backbone_copy_moves_at_its_own_rate(tmp_path):
-    """With the defaults and an acting gamma of 0.9999 the trainer's loss keeps a target copy of the encoders for that
-    discount alone, which its AMAGOSoftUpdate moves at --target_backbone_tau while the heads' copies move at --tau;
+    """With the defaults and an acting gamma of 0.9999 the trainer's loss keeps a target copy of the encoders for every
+    discount, which its AMAGOSoftUpdate moves at --target_backbone_tau while the heads' copies move at --tau;
     with the default gamma (0.999) or --no-target_backbone the loss has no such copy (the original)."""
     from torchrl_amago.objectives import AMAGOSoftUpdate
 
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, gamma=0.9999, target_backbone_tau=0.5, tau=0.25),
                       _make_env, _make_env)
     assert tr.loss.target_backbone and isinstance(tr.target_updater, AMAGOSoftUpdate)
-    assert tr.loss._copy_gammas.tolist() == [False] * (len(tr.loss.gammas) - 1) + [True]
+    assert tr.loss._copy_gammas.tolist() == [True] * len(tr.loss.gammas)
     assert (tr.target_updater.backbone_tau, 1 - tr.target_updater.eps) == (0.5, 0.25)
     target = {k: v.clone() for k, v in tr.loss.target_backbone_params.items(True, True)}
     tr.train()  # 2 updates

@@ -4,7 +4,7 @@ One call on a ``[B, T]`` replay window:
   1. builds the T+1 sequence ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` and runs the timestep encoder and
      the trajectory encoder ONCE over it (no target copy of the backbone unless a discount reaches
      ``target_backbone_min_gamma``: then a second, no-grad pass of Polyak-averaged encoders gives the s_{t+1} of
-     those discounts' TD targets);
+     the TD targets, of every discount or, with ``target_backbone_all_gammas=False``, of those that reach it);
   2. TD targets (no grad): target actor on ``s_{t+1}``, target critic ensemble, PopArt-denormalised with the old
      stats, REDQ reduce (min of ``num_critics_td`` random members if the online actor term is on, else mean),
      multi-gamma n-step return (stops at ``terminated`` and padding), PopArt stats update, normalise;
@@ -79,7 +79,7 @@ __all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "DEFAULT_TAU", "DEFAULT_M
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
-#: Discounts at or above this read s_{t+1} of their TD targets from the encoders' target copy by default
+#: A discount at or above this turns on the encoders' target copy for the TD targets by default
 #: (``AMAGOLoss(target_backbone_min_gamma=...)``): horizons of 10,000 steps and more, whose 1-step targets catch up
 #: with a solved policy in one burst (docs/api/objectives.md). No default discount of the original reaches it.
 DEFAULT_TARGET_BACKBONE_MIN_GAMMA = 0.9999
@@ -163,15 +163,17 @@ class AMAGOLoss(LossModule):
             encoder can keep them apart (Transformer, per-step encoders). ``"cpu"`` (default): batches on the
             CPU only (on a GPU the plan's host read costs more than it saves); ``"always"`` / True;
             ``"never"`` / False: one window per row.
-        target_backbone: TD targets of the discounts at or above ``target_backbone_min_gamma`` read s_{t+1} from a
+        target_backbone: when a discount reaches ``target_backbone_min_gamma``, TD targets read s_{t+1} from a
             Polyak-averaged copy of the timestep and trajectory encoders (``target_backbone_params``, moved by the
             same ``SoftUpdate`` as the heads) instead of the online encoders with target heads (the original has no
             target encoder). Costs one more encoder forward pass (no grad) per update; see docs/api/objectives.md.
             False: no copy, every discount reads the online encoders (the original).
-        target_backbone_min_gamma: the discounts at or above this read the copy (default 0.9999,
-            ``DEFAULT_TARGET_BACKBONE_MIN_GAMMA``; 0.0: every discount); the others read the online encoders'. When
-            no discount reaches it, no copy is built and the loss is the plain one: with the default discounts
-            (at most 0.999) the default loss is the original's.
+        target_backbone_min_gamma: the copy is built when a discount is at or above this (default 0.9999,
+            ``DEFAULT_TARGET_BACKBONE_MIN_GAMMA``; 0.0: always). When no discount reaches it, no copy is built and
+            the loss is the plain one: with the default discounts (at most 0.999) the default loss is the original's.
+        target_backbone_all_gammas: with the copy built, every discount's TD targets read it (default); False: only
+            the discounts at or above ``target_backbone_min_gamma``, the others read the online encoders' s_{t+1}
+            (their targets are computed a second time).
         actor_encoder_grad: which actor-loss terms send gradients into the shared encoders: ``"all"`` (default, as
             the original), ``"bc"`` (only the filtered-BC term; the DPG and entropy terms move the actor head alone,
             which costs one more actor-head pass; ``_actor_loss`` then receives that head's distribution as
@@ -272,6 +274,7 @@ class AMAGOLoss(LossModule):
         pack_windows: Union[bool, str] = "cpu",
         target_backbone: bool = True,
         target_backbone_min_gamma: float = DEFAULT_TARGET_BACKBONE_MIN_GAMMA,
+        target_backbone_all_gammas: bool = True,
         actor_encoder_grad: str = "all",
         reduction: str = "mean",
     ):
@@ -364,10 +367,13 @@ class AMAGOLoss(LossModule):
         if not 0.0 <= target_backbone_min_gamma < 1.0:
             raise ValueError(f"target_backbone_min_gamma={target_backbone_min_gamma}: must be in [0, 1)")
         self.target_backbone_min_gamma = float(target_backbone_min_gamma)
+        self.target_backbone_all_gammas = bool(target_backbone_all_gammas)
         # the discounts whose TD targets read the encoders' copy [G] (the threshold is compared in the discounts'
-        # float32, so 0.9999 reaches 0.9999); no copy at all when none does
-        self.register_buffer("_copy_gammas", self.gammas >= self.target_backbone_min_gamma, persistent=False)
-        self.target_backbone = bool(target_backbone) and bool(self._copy_gammas.any())
+        # float32, so 0.9999 reaches 0.9999); no copy at all when none reaches it
+        reach = self.gammas >= self.target_backbone_min_gamma
+        self.target_backbone = bool(target_backbone) and bool(reach.any())
+        copy_gammas = reach | (self.target_backbone_all_gammas and self.target_backbone)
+        self.register_buffer("_copy_gammas", copy_gammas, persistent=False)
         self._mixed_targets = self.target_backbone and not bool(self._copy_gammas.all())
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}")
@@ -537,7 +543,7 @@ class AMAGOLoss(LossModule):
         s, s_next = emb[:, :-1], emb[:, 1:].detach() if target_next is None else target_next
         actor_grad = self.actor_encoder_grad
         dist, params_next = self._policy_outputs(emb.detach() if actor_grad == "none" else emb, target_next)
-        online = None  # discounts below target_backbone_min_gamma: the online s_{t+1} and pi there
+        online = None  # the discounts that do not read the copy (target_backbone_all_gammas=False): s_{t+1}, pi there
         if self._mixed_targets:
             online_next = emb[:, 1:].detach()
             online = (online_next, self._next_policy_params(online_next))
@@ -694,8 +700,8 @@ class AMAGOLoss(LossModule):
     @torch.no_grad()
     def _targets(self, batch: AMAGOBatch, s_next: torch.Tensor, params_next: torch.Tensor, online=None):
         """TD targets [B, T, G] (raw, reward-multiplied) and their PopArt-normalised form; updates PopArt.
-        ``online``: (s_{t+1}, actor parameters there) of the online encoders, for the discounts below
-        ``target_backbone_min_gamma``."""
+        ``online``: (s_{t+1}, actor parameters there) of the online encoders, for the discounts that do not read
+        the copy."""
         if online is None:
             td_target = self._raw_targets(batch, s_next, params_next)
         else:  # one REDQ draw for both, the plain loss's: each discount gets the members it would get without the copy

@@ -179,6 +179,7 @@ class TrainConfig:
     gumbel_temperature: float = _loss("gumbel_temperature")
     target_backbone: bool = _loss("target_backbone")
     target_backbone_min_gamma: float = _loss("target_backbone_min_gamma")
+    target_backbone_all_gammas: bool = _loss("target_backbone_all_gammas")
     actor_encoder_grad: str = _loss("actor_encoder_grad")
     tau: float = DEFAULT_TAU
     target_backbone_tau: float = DEFAULT_BACKBONE_TAU

@@ -129,7 +129,8 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
               use_target_actor=cfg.use_target_actor, gumbel_temperature=cfg.gumbel_temperature,
               entropy_coeff=cfg.entropy_coeff,
               pack_windows=cfg.pack_windows, target_backbone=cfg.target_backbone,
-              target_backbone_min_gamma=cfg.target_backbone_min_gamma, actor_encoder_grad=cfg.actor_encoder_grad)
+              target_backbone_min_gamma=cfg.target_backbone_min_gamma,
+              target_backbone_all_gammas=cfg.target_backbone_all_gammas, actor_encoder_grad=cfg.actor_encoder_grad)
     for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)

@@ -121,12 +121,14 @@ FIELD_HELP = {
     "num_actions_for_value_in_actor_loss": "actions sampled for V(s) in the advantage (default: 1 for agent, "
                                            "3 for multitask)",
     "use_target_actor": "sample the TD target's next action from the target actor (else the online one)",
-    "target_backbone": "TD targets of the discounts >= --target_backbone_min_gamma read s_{t+1} from a Polyak-averaged "
-                       "copy of the encoders, so they do not jump with every move of the online encoders (one more "
-                       "encoder forward per update where a discount reaches it; not in the original; "
-                       "docs/api/objectives.md); --no-target_backbone: never",
-    "target_backbone_min_gamma": "the discounts at or above this read the encoders' copy (0: every discount); no copy "
-                                 "when no discount reaches it, as with the default discounts (at most 0.999)",
+    "target_backbone": "when a discount reaches --target_backbone_min_gamma, TD targets read s_{t+1} from a "
+                       "Polyak-averaged copy of the encoders, so they do not jump with every move of the online "
+                       "encoders (one more encoder forward per update; not in the original; docs/api/objectives.md); "
+                       "--no-target_backbone: never",
+    "target_backbone_min_gamma": "a discount at or above this builds the encoders' copy (0: always); no copy when no "
+                                 "discount reaches it, as with the default discounts (at most 0.999)",
+    "target_backbone_all_gammas": "every discount's TD targets read the copy once it is built; "
+                                  "--no-target_backbone_all_gammas: only those >= --target_backbone_min_gamma",
     "actor_encoder_grad": "actor-loss terms whose gradients train the shared encoders: all (the original), bc (filtered "
                           "BC only; DPG moves the actor head alone) or none (the critic alone trains them)",
     "gumbel_temperature": "straight-through Gumbel-softmax temperature of discrete DPG through an action-input critic",
