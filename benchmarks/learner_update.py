@@ -29,7 +29,7 @@ batch cut to its longest valid window) and `"packed"` (trimmed, and the loss pac
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone [--target-backbone-min-gamma G]] [--n-step N] [--actor-encoder-grad all|bc|none]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone [--target-backbone-min-gamma G] [--no-target-backbone-all-gammas]] [--n-step N] [--actor-encoder-grad all|bc|none]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
@@ -348,12 +348,12 @@ def main():
     if args.long:
         return run_long(args)
     device = torch.device(args.device)
+    copy_options = dict(target_backbone=args.target_backbone, target_backbone_min_gamma=args.target_backbone_min_gamma,
+                        target_backbone_all_gammas=args.target_backbone_all_gammas)
     if args.variable:
         for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
                                   min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16,
-                                  loss_options=dict(target_backbone=args.target_backbone,
-                                                    target_backbone_min_gamma=args.target_backbone_min_gamma,
-                                                    target_backbone_all_gammas=args.target_backbone_all_gammas)):
+                                  loss_options=copy_options):
             print(json.dumps(res), flush=True)
         return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
@@ -363,9 +363,7 @@ def main():
                         min_updates=args.min_updates,
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.compile_step or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
-                        loss_options=dict(target_backbone=args.target_backbone, n_step=args.n_step,
-                                          target_backbone_min_gamma=args.target_backbone_min_gamma,
-                                          target_backbone_all_gammas=args.target_backbone_all_gammas,
+                        loss_options=dict(copy_options, n_step=args.n_step,
                                           actor_encoder_grad=args.actor_encoder_grad),
                         compile_loss=args.compile_loss, cuda_graph=args.cuda_graph, compile_step=args.compile_step)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16

@@ -146,7 +146,8 @@ def test_default_copy_is_built_by_0_9999_for_every_discount():
     only = build(encoder="gru", gammas=gammas, target_backbone_all_gammas=False)
     assert only._mixed_targets and only._copy_gammas.tolist() == [False, False, False, True]
     assert not build(encoder="gru", gammas=gammas[:3]).target_backbone
-    assert not build(encoder="gru", target_backbone=False, gammas=[0.9, 0.9999]).target_backbone
+    off = build(encoder="gru", target_backbone=False, gammas=[0.9, 0.9999])
+    assert not off.target_backbone and not off._copy_gammas.any()
 
 
 def test_min_gamma_out_of_range_is_named():

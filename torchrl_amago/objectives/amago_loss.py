@@ -369,10 +369,10 @@ class AMAGOLoss(LossModule):
         self.target_backbone_min_gamma = float(target_backbone_min_gamma)
         self.target_backbone_all_gammas = bool(target_backbone_all_gammas)
         # the discounts whose TD targets read the encoders' copy [G] (the threshold is compared in the discounts'
-        # float32, so 0.9999 reaches 0.9999); no copy at all when none reaches it
+        # float32, so 0.9999 reaches 0.9999): none when no discount reaches it, else all of them or those that do
         reach = self.gammas >= self.target_backbone_min_gamma
         self.target_backbone = bool(target_backbone) and bool(reach.any())
-        copy_gammas = reach | (self.target_backbone_all_gammas and self.target_backbone)
+        copy_gammas = (reach | self.target_backbone_all_gammas) & self.target_backbone
         self.register_buffer("_copy_gammas", copy_gammas, persistent=False)
         self._mixed_targets = self.target_backbone and not bool(self._copy_gammas.all())
         if reduction not in REDUCTIONS:
