@@ -11,8 +11,8 @@
 #   0-4 at the defaults, seeds 0-1 with --cuda_graph, and one run each with FlashAttention and with Mamba.
 # Phase 2 (one learner process on the GPU, pinned to cores 0-1): gpu_suite.py's learner rows (eager and --cuda_graph,
 #   SDPA and flash, fp32 and bf16, T = 128 / 512 / 2048); beside it, on cores 2-15, async_collect.py with 1, 2 and 4
-#   collectors (CPU learner, an env of 60 ms of CPU per batched step: acting is the larger share, so more collectors
-#   should raise the throughput). Last: the torch.compile reduce-overhead rows at T = 128.
+#   collectors (CPU learner, an env of 25 ms of CPU per env step: acting is the larger share and splits over the
+#   workers, so more collectors should raise the throughput). Last: the torch.compile reduce-overhead rows at T = 128.
 # Results: $OUT/tests.log, learning.jsonl, suite.jsonl, async.jsonl, compile.jsonl and curves.tar.gz (every CSV).
 set -u
 OUT=${OUT:-runs/gpu_checks}
@@ -29,6 +29,7 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/progress.log"; }
 stamp "phase 1: tests and learning runs"
 ( with_extras $PY -m pytest -q -p no:cacheprovider tests/trainers/test_cuda_graph.py tests/modules/test_real_gpu_kernels.py \
       tests/modules/test_acting_fast_paths.py tests/objectives/test_loss_device.py tests/trainers/test_collector_policy.py \
+      tests/objectives/test_packed_batches.py tests/objectives/test_target_backbone.py tests/trainers/test_gpu_readiness.py \
       > "$OUT/tests.log" 2>&1; stamp "tests done (rc $?)" ) &
 lod() { $PY benchmarks/learning_on_device.py --device cuda --tasks tmaze10 --threads 1 "$@"; }
 ( lod --seeds 0 1 2 3 4 --jobs 5 --out "$curves/defaults" > "$curves/defaults.jsonl" 2>&1
@@ -46,7 +47,8 @@ cat "$curves"/*.jsonl > "$OUT/learning.jsonl"
 tar czf "$OUT/curves.tar.gz" -C "$curves" .
 stamp "phase 2: learner throughput beside async collection"
 ( for n in 1 2 4; do
-    pin 2-15 $PY benchmarks/async_collect.py --quick --rounds 1 --env_cost_ms 60 --num_collectors $n --num_threads 8
+    pin 2-15 $PY benchmarks/async_collect.py --rounds 1 --warmup 1 --epochs 3 --env_cost_per_env_ms 25 \
+        --num_collectors $n --num_threads 4
   done > "$OUT/async.jsonl" 2>&1; stamp "async done" ) &
 with_extras pin 0-1 $PY benchmarks/gpu_suite.py --quick --skip acting tmaze_horizon --compile-loss no \
     > "$OUT/suite.jsonl" 2>&1

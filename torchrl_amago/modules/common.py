@@ -46,6 +46,22 @@ ACTIVATIONS = {
 }
 
 
+def debiased_ema_step(count: torch.Tensor, total: torch.Tensor, sq_total: torch.Tensor, t: torch.Tensor,
+                      beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the bias-corrected EMA of a mean and a mean square (PopArt's and InputNorm's statistics).
+
+    From a batch's moments (`count` valid entries, their `total` and `sq_total`) and the steps taken so far `t`,
+    returns (mean, sq_mean, the new `t`, the weight `beta_t` of this batch). Where `count` is 0 the step is a no-op
+    (`beta_t` 0, `t` unchanged), without a host sync."""
+    has = count > 0
+    mean = total / count.clamp(min=1.0)
+    sq_mean = sq_total / count.clamp(min=1.0)
+    t = t + has.to(t.dtype)
+    # beta / (1 - (1 - beta)^t), written with expm1/log1p: the direct form loses ~3 digits in float32
+    beta_t = beta / -torch.expm1(t * math.log1p(-beta))
+    return mean, sq_mean, t, torch.where(has, beta_t, torch.zeros_like(beta_t))
+
+
 def activation(name: str) -> nn.Module:
     """Activation module by name (leaky_relu is AMAGO's default everywhere)."""
     if name not in ACTIVATIONS:

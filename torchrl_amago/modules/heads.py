@@ -5,13 +5,11 @@ shape, G = number of gammas (index -1 is the acting gamma), C = ensemble size, A
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..spaces import ActionSpace
-from .common import MLP, symexp, symlog
+from .common import MLP, debiased_ema_step, symexp, symlog
 from .distributions import CONTINUOUS_OUTPUTS, DEFAULT_DISCRETE_CLIP, DiscreteOutput, MultiBinaryOutput
 from .ensemble import EnsembleMLP
 
@@ -349,13 +347,7 @@ class PopArt(nn.Module):
         count, total, sq_total = m.sum(dims), (v * m).sum(dims), (v.square() * m).sum(dims)
         if self.moment_reducer is not None:  # data-parallel: the moments of the global batch
             count, total, sq_total = self.moment_reducer(torch.stack([count, total, sq_total])).unbind(0)
-        has = count > 0
-        mean = total / count.clamp(min=1.0)
-        sq_mean = sq_total / count.clamp(min=1.0)
-        t = self._t + has.to(self._t.dtype)
-        # beta / (1 - (1 - beta)^t), written with expm1/log1p: the direct form loses ~3 digits in float32
-        beta_t = self.beta / -torch.expm1(t * math.log1p(-self.beta))
-        beta_t = torch.where(has, beta_t, torch.zeros_like(beta_t))
+        mean, sq_mean, t, beta_t = debiased_ema_step(count, total, sq_total, self._t, self.beta)
         mu_old, sigma_old = self.mu.clone(), self.sigma
         mu_new = (1.0 - beta_t) * mu_old + beta_t * mean
         nu_new = (1.0 - beta_t) * self.nu + beta_t * sq_mean

@@ -6,10 +6,10 @@ excluded with an explicit boolean mask instead of the original's "every feature 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from .common import debiased_ema_step
 
 
 class InputNorm(nn.Module):
@@ -61,13 +61,7 @@ class InputNorm(nn.Module):
         if self.moment_reducer is not None:  # data-parallel: the moments of the global batch
             count, total, sq_total = self.moment_reducer(torch.stack([count, total, sq_total])).unbind(0)
         count = count[0]
-        has = count > 0
-        mean = total / count.clamp(min=1.0)
-        sq_mean = sq_total / count.clamp(min=1.0)
-        t = self._t + has.to(self._t.dtype)
-        # beta / (1 - (1 - beta)^t), written with expm1/log1p: the direct form loses ~3 digits in float32
-        beta_t = self.beta / -torch.expm1(t * math.log1p(-self.beta))
-        beta_t = torch.where(has, beta_t, torch.zeros_like(beta_t))
+        mean, sq_mean, t, beta_t = debiased_ema_step(count, total, sq_total, self._t, self.beta)
         self._t.copy_(t)
         self.mu.mul_(1.0 - beta_t).add_(beta_t * mean)
         self.nu.mul_(1.0 - beta_t).add_(beta_t * sq_mean)
