@@ -28,6 +28,7 @@ from ..modules.trajectory.registry import trajectory_encoder_names
 from .collection import COLLECT_MODES
 from .config_checks import NONFINITE_DATA, check_ranges
 from .device import COMPILE_MODES, PRECISION_DTYPES
+from .lr_schedule import LR_DECAYS
 
 
 class _LiveChoices(Sequence):
@@ -80,6 +81,7 @@ FIELD_CHOICES = {
     "pack_windows": PACK_MODES,
     "compile_loss": COMPILE_MODES,
     "actor_encoder_grad": ACTOR_ENCODER_GRADS,
+    "lr_decay": LR_DECAYS,
 }
 
 
@@ -197,6 +199,8 @@ class TrainConfig:
     batch_size: int = 24
     learning_rate: float = 1e-4
     lr_warmup_steps: int = 500
+    lr_decay: str = "none"
+    lr_final_ratio: float = 0.1
     grad_clip: float = 1.0
     l2_coeff: float = 1e-3
     mixed_precision: str = "no"

@@ -9,7 +9,8 @@ NONFINITE_DATA = ("error", "drop")
 
 def check_ranges(cfg) -> None:
     for name in ("learning_rate", "grad_clip", "tau", "target_backbone_tau", "l2_coeff", "reward_multiplier",
-                 "critic_loss_weight", "dropout", "eps_start", "eps_end", "gamma", "target_backbone_min_gamma"):
+                 "critic_loss_weight", "dropout", "eps_start", "eps_end", "gamma", "target_backbone_min_gamma",
+                 "lr_final_ratio"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"--{name} must be a finite number, got {v!r}")
@@ -31,7 +32,7 @@ def check_ranges(cfg) -> None:
     for name in ("dropout", "target_backbone_min_gamma"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
-    for name in ("eps_start", "eps_end"):
+    for name in ("eps_start", "eps_end", "lr_final_ratio"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.grads_per_epoch > 0 and cfg.start_learning_at_epoch >= cfg.epochs:

@@ -148,6 +148,9 @@ FIELD_HELP = {
     "batch_size": "windows per gradient update",
     "learning_rate": "AdamW learning rate",
     "lr_warmup_steps": "linear learning-rate warm-up in updates",
+    "lr_decay": "after the warm-up, bring the learning rate down over the run's updates to --lr_final_ratio of it "
+                "(cosine or linear), or keep it (none, the original's)",
+    "lr_final_ratio": "--lr_decay: the learning rate at the run's last update, as a fraction of --learning_rate",
     "grad_clip": "global gradient-norm clip",
     "l2_coeff": "AdamW weight decay",
     "mixed_precision": "autocast dtype of the learner",

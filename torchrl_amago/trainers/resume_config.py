@@ -18,8 +18,8 @@ SAFE_ON_RESUME = frozenset({
     "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "branch_every", "min_trials_to_learn",
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
-    "learning_rate", "l2_coeff", "lr_warmup_steps", "grad_clip", "tau", "target_backbone_tau", "batch_size",
-    "mixed_precision", "compile_loss", "cuda_graph",
+    "learning_rate", "l2_coeff", "lr_warmup_steps", "lr_decay", "lr_final_ratio", "grad_clip", "tau",
+    "target_backbone_tau", "batch_size", "mixed_precision", "compile_loss", "cuda_graph",
     # how env data is collected from now on (open trials are closed at every resume)
     "collect", "num_collectors", "collector_batch_steps", "policy_sync_interval", "replay_ratio",
     "collector_timeout_s", "collector_address",
