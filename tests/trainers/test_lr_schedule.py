@@ -5,7 +5,7 @@ import math
 import pytest
 
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
-from torchrl_amago.trainers.lr_schedule import lr_factor
+from torchrl_amago.trainers.lr_schedule import lr_factor, run_lr_factor
 
 from .test_trainer import _make_env, _tiny_cfg
 
@@ -22,6 +22,13 @@ def test_factor_by_hand():
         assert f(109) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)  # the last update and after it
     assert none(109) == none(500) == 1.0
     assert lr_factor(0, "linear", 4, 0.0)(1) == pytest.approx(0.5)  # no warm-up: the decay starts at once
+
+
+def test_a_config_decays_over_its_learning_epochs():
+    # 10 epochs, learning from epoch 2, 5 updates each: the decay spans 40 updates
+    f = run_lr_factor(TrainConfig(epochs=10, start_learning_at_epoch=2, grads_per_epoch=5, lr_warmup_steps=0,
+                                  lr_decay="linear", lr_final_ratio=0.0))
+    assert f(19) == pytest.approx(0.5) and f(39) == pytest.approx(0.0)
 
 
 def test_bad_values_are_named():

@@ -31,3 +31,10 @@ def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0,
         return warm * (final_ratio + (1.0 - final_ratio) * shape)
 
     return factor
+
+
+def run_lr_factor(cfg) -> Callable[[int], float]:
+    """`lr_factor` of a `TrainConfig`: its warm-up and decay, the decay ending at the run's last update
+    (`(epochs - start_learning_at_epoch) x grads_per_epoch`)."""
+    updates = max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch
+    return lr_factor(cfg.lr_warmup_steps, cfg.lr_decay, updates, cfg.lr_final_ratio)

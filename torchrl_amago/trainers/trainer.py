@@ -36,9 +36,9 @@ from .config_checks import check_trial_fits
 from .device import autocast_dtype, compile_loss, on_device
 from .distributed import SilentLogger, setup_distributed
 from .graphed_update import GraphedUpdate, check_cuda_graph
-from .lr_schedule import lr_factor
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
+from .lr_schedule import run_lr_factor
 from .resume_config import apply_optimizer_settings
 from .threads import LearnerThreads
 from .metrics import (TrialReturnsById, episode_metrics, finished_trial_returns, per_task_return_metrics,
@@ -138,9 +138,7 @@ class AMAGOTrainer:
         self.actor = actor.to(self.device)  # what acts in the training envs (async: pushed to the workers' copies)
         self.params = [p for p in self.loss.parameters() if p.requires_grad]
         self.optimizer = self.build_optimizer(self.params)
-        updates = max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch  # the run's, for --lr_decay
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(
-            cfg.lr_warmup_steps, cfg.lr_decay, updates, cfg.lr_final_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, run_lr_factor(cfg))
         self.target_updater = self.build_target_updater()
         # The replay's memmaps live in a "generation" folder that a checkpoint names; resuming re-attaches that
         # folder in place (no copy). Other generations are deleted only once a new checkpoint is durable, and
