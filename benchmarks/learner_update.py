@@ -195,7 +195,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
             "target_backbone_min_gamma": loss.target_backbone_min_gamma,
             "target_backbone_all_gammas": loss.target_backbone_all_gammas,
-            "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad,
+            "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad, "cql_coeff": loss.cql_coeff,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -337,6 +337,8 @@ def main():
     ap.add_argument("--n-step", type=int, default=1, help="AMAGOLoss(n_step=N): N-step TD targets")
     ap.add_argument("--actor-encoder-grad", choices=ACTOR_ENCODER_GRADS, default="all",
                     help="AMAGOLoss(actor_encoder_grad=...): the actor-loss terms that train the encoders")
+    ap.add_argument("--cql-coeff", type=float, default=0.0,
+                    help="AMAGOLoss(cql_coeff=...): the conservative critic term (per-action critics)")
     ap.add_argument("--variable", action="store_true",
                     help="variable-length trials sampled from a replay: fixed vs trimmed vs packed windows "
                          "(max_seq_len 256)")
@@ -364,7 +366,7 @@ def main():
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.compile_step or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
                         loss_options=dict(copy_options, n_step=args.n_step,
-                                          actor_encoder_grad=args.actor_encoder_grad),
+                                          actor_encoder_grad=args.actor_encoder_grad, cql_coeff=args.cql_coeff),
                         compile_loss=args.compile_loss, cuda_graph=args.cuda_graph, compile_step=args.compile_step)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}

@@ -10,7 +10,7 @@ from torchrl.objectives import SoftUpdate
 from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss, nstep_return, redq_reduce, tree_backup_return
 from torchrl_amago.modules.heads import TwoHotCritic
 
-from ._build import GAMMAS, build, grads, make_batch, nonzero
+from ._build import GAMMAS, A, build, grads, make_batch, nonzero
 
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
 
@@ -366,20 +366,28 @@ def test_nested_observation_keys():
         loss(td.exclude(("next", "agent", "pos")))
 
 
+def _outputs_without_and_with(option: str, batch, value: float = 0.5):
+    """The discrete loss's outputs on `batch` with `option` at 0 and at `value` (same weights and draws), the loss at
+    `value` and its states s_t."""
+    outs = {}
+    for c in (0.0, value):
+        loss = build("discrete", **{option: c}).eval()
+        torch.manual_seed(0)
+        outs[c] = loss(batch.clone())
+    with torch.no_grad():
+        s = loss._backbone(batch.clone(), batch["mask"])[:, :-1]
+    return outs, loss, s
+
+
 def test_entropy_bonus_lowers_the_actor_loss_by_its_weighted_masked_entropy():
     """`entropy_coeff` (not in the original; default 0): loss_actor - c * mean entropy over valid steps and gammas,
     and the critic loss is untouched."""
     from torchrl_amago.objectives import masked_mean
 
     batch = make_batch("discrete")
-    outs = {}
-    for c in (0.0, 0.5):
-        loss = build("discrete", entropy_coeff=c).eval()
-        torch.manual_seed(0)
-        outs[c] = loss(batch.clone())
+    outs, loss, s = _outputs_without_and_with("entropy_coeff", batch)
     with torch.no_grad():
         mask = batch["mask"]
-        s = loss._backbone(batch.clone(), mask)[:, :-1]
         entropy = loss.actor_head.dist(loss._actor(loss.actor_head_params, s)).entropy()  # [B, T, G]
         want = float(outs[0.0]["loss_actor"]) - 0.5 * float(masked_mean(entropy, mask))
     assert float(outs[0.5]["loss_actor"]) == pytest.approx(want, rel=1e-5, abs=1e-6)
@@ -387,6 +395,48 @@ def test_entropy_bonus_lowers_the_actor_loss_by_its_weighted_masked_entropy():
     for kind, c in (("continuous", 0.1), ("discrete", -0.1)):
         with pytest.raises(ValueError, match="entropy_coeff"):
             build(kind, entropy_coeff=c)
+
+
+def test_cql_term_adds_the_weighted_gap_between_logsumexp_q_and_the_buffer_action_q():
+    """`cql_coeff` (not in the original; default 0): the critic loss gains c * masked mean over valid steps, critics
+    and gammas of logsumexp_a Q(s, a) - Q(s, a_buffer), both PopArt-normalised (w q + b per gamma); the actor loss is
+    untouched; `cql_gap` logs the mean gap. Its gradient lowers the other actions' Q relative to the buffer's."""
+    from torchrl_amago.objectives import masked_mean
+
+    batch = make_batch("discrete", pad_from=(None, 5, 2))
+    outs, loss, s = _outputs_without_and_with("cql_coeff", batch)
+    mask = batch["mask"]
+    with torch.no_grad():
+        q = loss._critic(loss.critic_head_params, s).float()  # [B, T, C, G, A]
+        w, b = loss.popart.w.view(1, 1, 1, -1, 1), loss.popart.b.view(1, 1, 1, -1, 1)
+        norm = w * q + b
+        lo, hi = loss.discrete_clip
+        soft = torch.nn.functional.one_hot(batch["action"], A).float().clamp(lo, hi)
+        soft = soft / soft.sum(-1, keepdim=True)
+        gap = torch.logsumexp(norm, -1) - (norm * soft[:, :, None, None]).sum(-1)  # [B, T, C, G]
+        assert bool((gap > 0).all())
+        want = float(outs[0.0]["loss_critic"]) + loss.critic_loss_weight * 0.5 * float(masked_mean(gap, mask))
+    assert float(outs[0.5]["loss_critic"]) == pytest.approx(want, rel=1e-5)
+    assert float(outs[0.5]["cql_gap"]) == pytest.approx(float(masked_mean(gap, mask)), rel=1e-5)
+    assert float(outs[0.5]["loss_actor"]) == pytest.approx(float(outs[0.0]["loss_actor"]), rel=1e-6)
+    assert "cql_gap" not in outs[0.0].keys()
+    # one gradient step on the term alone: the buffer action's Q rises against the others at a valid step
+    loss.zero_grad()
+    critic = loss._critic_loss(loss._read_batch(batch.clone()), s, torch.zeros(*mask.shape, len(GAMMAS)),
+                               torch.zeros(*mask.shape, len(GAMMAS)))[1]
+    masked_mean(critic.cql_gap, mask).backward()
+    with torch.no_grad():
+        for p in loss.critic_head_params.values(True, True):
+            p -= 0.5 * p.grad
+        q_new = loss._critic(loss.critic_head_params, s).float()
+    a = batch["action"][0, 0]
+    others = [i for i in range(A) if i != int(a)]
+    before = q[0, 0, :, :, a] - q[0, 0, :, :, others].max(-1).values
+    after = q_new[0, 0, :, :, a] - q_new[0, 0, :, :, others].max(-1).values
+    assert float((after - before).mean()) > 0
+    for kind, critic_kind, c in (("continuous", "auto", 0.1), ("discrete", "two_hot", 0.1), ("discrete", "auto", -1.0)):
+        with pytest.raises(ValueError, match="cql_coeff"):
+            build(kind, critic=critic_kind, cql_coeff=c)
 
 
 def test_n_step_cut_stops_returns_at_actions_the_target_policy_rates_low():

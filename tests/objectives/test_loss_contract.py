@@ -16,7 +16,8 @@ from ._build import D, build, make_batch
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
 
 
-@pytest.mark.parametrize("kind, critic, kw", [("discrete", "auto", {}), ("continuous", "auto", {}),
+@pytest.mark.parametrize("kind, critic, kw", [("discrete", "auto", {}), ("discrete", "auto", {"cql_coeff": 0.1}),
+                                              ("continuous", "auto", {}),
                                               ("discrete", "two_hot", {"online_coeff": 0.0}),
                                               ("multibinary", "auto", {"online_coeff": 0.0, "offline_coeff": 0.5})])
 def test_out_keys_are_exactly_what_forward_writes(kind, critic, kw):

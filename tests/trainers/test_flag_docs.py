@@ -50,19 +50,20 @@ def test_loss_options_reach_the_loss_and_bad_ones_name_the_flag():
     cfg, _ = parse_config(argv=["--no-popart", "--popart_beta", "0.01", "--no-use_target_actor",
                                 "--gumbel_temperature", "2", "--fbc_filter", "leaky_relu", "--fbc_filter_kwargs",
                                 "beta=4", "add_binary=0", "--memory_size", "16", "--memory_layers", "1",
-                                "--entropy_coeff", "0.05", "--pack_windows", "never", "--n_step", "4",
+                                "--entropy_coeff", "0.05", "--cql_coeff", "0.2", "--pack_windows", "never", "--n_step", "4",
                                 "--n_step_cut", "0", "--tree_backup"])
     env = make_amago_env(TMaze(1, corridor_length=3))
     loss = build_loss(cfg, build_agent_modules(cfg, env.observation_spec, env.action_spec))
     assert (loss.use_popart, loss.popart.beta, loss.use_target_actor, loss.gumbel_temperature) == (False, 0.01, False, 2.0)
-    assert (loss.entropy_coeff, loss.pack_windows, loss.n_step, loss.n_step_cut, loss.tree_backup) == (
-        0.05, "never", 4, 0.0, True)
+    assert (loss.entropy_coeff, loss.cql_coeff, loss.pack_windows, loss.n_step, loss.n_step_cut, loss.tree_backup) == (
+        0.05, 0.2, "never", 4, 0.0, True)
     adv = torch.tensor([-1.0, 0.0, 0.5, 30.0])
     torch.testing.assert_close(loss.fbc_filter(adv), leaky_relu_filter(adv, beta=4.0, add_binary=False))
     assert (loss.online_coeff, loss.offline_coeff) == (1.0, 0.1)  # AMAGOLoss's own defaults for the agent
     for argv, flag in ((["--fbc_filter_kwargs", "nope=1"], "fbc_filter_kwargs"),
                        (["--fbc_filter_kwargs", "beta"], "fbc_filter_kwargs"),
                        (["--popart_beta", "2"], "popart_beta"),
+                       (["--cql_coeff", "-1"], "cql_coeff"),
                        (["--num_actions_for_value_in_actor_loss", "0"], "num_actions_for_value_in_actor_loss")):
         with pytest.raises(ValueError, match=f"--{flag}"):
             config_from_args(build_parser().parse_args(argv))

@@ -8,7 +8,8 @@ One call on a ``[B, T]`` replay window:
   2. TD targets (no grad): target actor on ``s_{t+1}``, target critic ensemble, PopArt-denormalised with the old
      stats, REDQ reduce (min of ``num_critics_td`` random members if the online actor term is on, else mean),
      multi-gamma n-step return (stops at ``terminated`` and padding), PopArt stats update, normalise;
-  3. critic loss: PopArt-normalised MSE (or two-hot cross-entropy for a ``TwoHotCritic``);
+  3. critic loss: PopArt-normalised MSE (or two-hot cross-entropy for a ``TwoHotCritic``), plus, with
+     ``cql_coeff > 0``, a conservative term on a per-action critic;
   4. actor loss: ``online_coeff * -Q(s, a~pi)`` through critic params that are detached (the actor term never
      moves the critic) plus ``offline_coeff * -f(A) log pi(a_buf|s)`` (filtered BC), A = Q(s, a_buf) - V(s) in
      the critic's raw output space as the original.
@@ -105,6 +106,7 @@ class CriticOutputs(NamedTuple):
 
     q_sa: torch.Tensor  #: Q(s, a_buffer) per member [B, T, C, G], raw critic output space (with grad)
     q_all: Optional[torch.Tensor]  #: DiscreteCritic only: Q(s, .) [B, T, C, G, A] (with grad)
+    cql_gap: Optional[torch.Tensor] = None  #: cql_coeff > 0: logsumexp_a Q(s, a) - Q(s, a_buffer) [B, T, C, G]
 
 
 class AMAGOLoss(LossModule):
@@ -128,6 +130,11 @@ class AMAGOLoss(LossModule):
             the original: a remedy measured on POPGym tasks where DPG collapses the policy onto a few actions
             (docs/results/popgym_campaign.md).
         critic_loss_weight: ``loss_critic`` is already multiplied by it.
+        cql_coeff: weight of a conservative term added to the critic loss of a per-action critic (CQL(H), Kumar
+            et al. 2020): ``logsumexp_a Q(s, a) - Q(s, a_buffer)`` in the units the critic is trained in
+            (PopArt-normalised), per step, critic and gamma. It pushes down the values of actions the replay never
+            took in a state, which no TD target corrects. 0 (default): off, the original's critic loss. Not in the
+            original; see docs/api/objectives.md.
         reward_multiplier: rewards are scaled by it inside the loss only.
         n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
         n_step_cut: with ``n_step > 1``, a return also stops before an intermediate step whose buffer action the
@@ -253,6 +260,7 @@ class AMAGOLoss(LossModule):
         offline_coeff: float = 0.1,
         entropy_coeff: float = 0.0,
         critic_loss_weight: float = 10.0,
+        cql_coeff: float = 0.0,
         reward_multiplier: float = 10.0,
         n_step: int = 1,
         n_step_cut: float = 0.0,
@@ -326,6 +334,11 @@ class AMAGOLoss(LossModule):
             raise ValueError(f"entropy_coeff={entropy_coeff}: must be >= 0, and > 0 only for discrete actions (the "
                              f"{action_space.kind} policy's entropy has no closed form here)")
 
+        if cql_coeff < 0 or (cql_coeff > 0 and not self.q_per_action):
+            raise ValueError(f"cql_coeff={cql_coeff}: must be >= 0, and > 0 only with a per-action critic (a "
+                             f"DiscreteCritic with discrete actions, not two-hot): the term needs Q(s, .) of every "
+                             f"action")
+        self.cql_coeff = float(cql_coeff)
         self.num_critics_td = int(num_critics_td)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
         self.entropy_coeff = float(entropy_coeff)
@@ -482,6 +495,8 @@ class AMAGOLoss(LossModule):
             keys.append("actor_online")
         if self.offline_coeff > 0:
             keys += ["actor_offline", "adv_mean", "filter_acceptance", "filter_mean", "logp_mean"]
+        if self.cql_coeff > 0:
+            keys.append("cql_gap")
         return keys
 
     # --------------------------------------------------------------------------------------------- inputs
@@ -557,6 +572,8 @@ class AMAGOLoss(LossModule):
             {"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, batch_size=[])
         with torch.no_grad():
             self._diagnostics(out, batch.mask, critic_loss, critic.q_sa, td_target, batch.reward, dist, **terms)
+            if critic.cql_gap is not None:
+                out.set("cql_gap", masked_mean(critic.cql_gap.detach(), batch.mask))
             td_error = self._td_error(critic, td_target, td_norm, batch.mask)
             if plan is not None:
                 td_error = plan.unpack_steps(td_error, unpacked.mask.shape[0])
@@ -791,7 +808,12 @@ class AMAGOLoss(LossModule):
         else:
             pred = self.popart(q_sa) if self.use_popart else q_sa
             critic_el = (pred - td_norm.unsqueeze(2)).square()
-        return self._reduce(critic_el, batch.mask), CriticOutputs(q_sa, q_all)
+        cql_gap = None
+        if self.cql_coeff > 0:  # per-action critic: pred is the softened buffer action's mix of these
+            pred_all = self.popart(q_all.movedim(-1, 0)).movedim(0, -1) if self.use_popart else q_all
+            cql_gap = torch.logsumexp(pred_all, -1) - pred  # [B, T, C, G]
+            critic_el = critic_el + self.cql_coeff * cql_gap
+        return self._reduce(critic_el, batch.mask), CriticOutputs(q_sa, q_all, cql_gap)
 
     def _td_error(self, critic: CriticOutputs, td_target: torch.Tensor, td_norm: torch.Tensor,
                   mask: torch.Tensor) -> torch.Tensor:

@@ -161,6 +161,7 @@ class TrainConfig:
     online_coeff: float | None = None
     offline_coeff: float | None = None
     entropy_coeff: float = _loss("entropy_coeff")
+    cql_coeff: float = _loss("cql_coeff")
     critic_loss_weight: float = _loss("critic_loss_weight")
     reward_multiplier: float = _loss("reward_multiplier")
     popart: bool = _loss("popart")

@@ -127,7 +127,7 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
               popart_min_sigma_ratio=cfg.popart_min_sigma_ratio,
               num_actions_for_value_in_critic_loss=cfg.num_actions_for_value_in_critic_loss,
               use_target_actor=cfg.use_target_actor, gumbel_temperature=cfg.gumbel_temperature,
-              entropy_coeff=cfg.entropy_coeff,
+              entropy_coeff=cfg.entropy_coeff, cql_coeff=cfg.cql_coeff,
               pack_windows=cfg.pack_windows, target_backbone=cfg.target_backbone,
               target_backbone_min_gamma=cfg.target_backbone_min_gamma,
               target_backbone_all_gammas=cfg.target_backbone_all_gammas, actor_encoder_grad=cfg.actor_encoder_grad)

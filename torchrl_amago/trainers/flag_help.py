@@ -91,6 +91,8 @@ FIELD_HELP = {
     "offline_coeff": "weight of the filtered-BC actor term (default: 0.1 for agent, 1 for multitask)",
     "entropy_coeff": "weight of a policy-entropy bonus in the actor loss, discrete actions only (not in the "
                      "original; 0 = off)",
+    "cql_coeff": "weight of a conservative term in the critic loss, logsumexp_a Q(s, a) - Q(s, a_buffer), per-action "
+                 "critics only (CQL; not in the original; 0 = off)",
     "critic_loss_weight": "weight of the critic loss",
     "reward_multiplier": "rewards are scaled by this inside the loss",
     "popart": "PopArt-normalise the critic targets (two-hot critics use its statistics only for the DPG term)",
