@@ -7,13 +7,14 @@ junction (a trial that wastes a step cannot reach a goal cell in time), compares
     python benchmarks/tmaze_probe.py runs/tm300/branches/epoch_{60,65,70} -- --horizon 300
 
 One JSON line per saved epoch: `success`, `frac_trials_wrong_side` (reached the junction, took the wrong goal cell),
-`frac_trials_left_corridor` and the steps where they did
-(`first_wrong_step`: min / median / max), and at those steps the acting discount's critic (mean over the ensemble,
-PopArt-normalized): `q_margin` = Q(right) − max Q(other), `frac_critic_prefers_right`, the actor's `p_right`, and the
-discounts whose critic prefers right (`frac_critic_prefers_right_per_gamma`, in the loss's gamma order). Along
-the corridor before any wrong step (every trial): the smallest `p_right` and `q_margin`, the median step of the
-smallest margin and the median margin. A wrong step the critic prefers right says the actor left its critic; one the critic prefers too says
-the critic's values are wrong there. The flags after `--` are the run's example flags (`--horizon` at least).
+`frac_trials_left_corridor` and the steps where they did (`first_wrong_step`: min / median / max), and at those
+steps the acting discount's critic (mean over the ensemble, PopArt-normalized): `q_margin` = Q(right) − max
+Q(other), `frac_critic_prefers_right`, the actor's `p_right`, and the discounts whose critic prefers right
+(`frac_critic_prefers_right_per_gamma`, in the loss's gamma order). Along the corridor before any wrong step (every
+trial): the smallest `p_right` and `q_margin`, the median step of the smallest margin and the median margin. A wrong
+step the critic prefers right says the actor left its critic; one the critic prefers too says the critic's values
+are wrong there. The flags after `--` are the run's example flags (`--horizon` at least). The eval envs are reseeded
+for each saved epoch, so every epoch is probed on the same goal sides.
 """
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ def probe(trainer: AMAGOTrainer, horizon: int) -> dict:
     policy.deterministic = True
     policy.eval()
     torch.manual_seed(1)
+    trainer.eval_env.set_seed(1)  # the same goal sides for every saved epoch probed
     ro = trainer.eval_env.rollout(horizon + 1, policy, break_when_any_done=False)
     ro["mask"] = torch.ones(ro.shape, dtype=torch.bool)
     s = loss._backbone(ro, ro["mask"])[:, :-1]

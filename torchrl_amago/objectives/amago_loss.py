@@ -132,8 +132,8 @@ class AMAGOLoss(LossModule):
         critic_loss_weight: ``loss_critic`` is already multiplied by it.
         cql_coeff: weight of a conservative term added to the critic loss of a per-action critic (CQL(H), Kumar
             et al. 2020): ``logsumexp_a Q(s, a) - Q(s, a_buffer)`` in the units the critic is trained in
-            (PopArt-normalised), per step, critic and gamma. It pushes down the values of actions the replay never
-            took in a state, which no TD target corrects. 0 (default): off, the original's critic loss. Not in the
+            (PopArt-normalised), per step, critic and gamma. It pushes down the values of actions the replay rarely
+            takes in a state, which few TD targets correct. 0 (default): off, the original's critic loss. Not in the
             original; see docs/api/objectives.md.
         reward_multiplier: rewards are scaled by it inside the loss only.
         n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
