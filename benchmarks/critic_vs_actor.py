@@ -26,7 +26,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, load_example  # noqa: E402
+from run_files import ROOT, example_trainer, load_example  # noqa: E402
 
 sys.path.insert(0, ROOT)
 
@@ -37,21 +37,10 @@ from torchrl_amago.trainers import AMAGOTrainer  # noqa: E402
 
 def train(env: str, epochs: int, seed: int, extra: list[str], buffer_dir: str) -> AMAGOTrainer:
     """The example's trainer after `epochs` epochs (no final eval)."""
-    example = load_example("03_popgym")
-    held = {}
-
-    def run(self, *args, **kwargs):
-        held["trainer"] = self
-        self.train()
-        return {}
-
-    original, AMAGOTrainer.run = AMAGOTrainer.run, run
-    try:
-        example.main(["--env", env, "--epochs", str(epochs), "--eval_interval", "0", "--seed", str(seed),
-                      "--buffer_dir", buffer_dir, "--run_name", "critic_vs_actor", "--no-progress_bar", *extra])
-    finally:
-        AMAGOTrainer.run = original
-    return held["trainer"]
+    return example_trainer(load_example("03_popgym"),
+                           ["--env", env, "--epochs", str(epochs), "--eval_interval", "0", "--seed", str(seed),
+                            "--buffer_dir", buffer_dir, "--run_name", "critic_vs_actor", "--no-progress_bar", *extra],
+                           train=True)
 
 
 def earlier_actions(index: torch.Tensor, num_actions: int) -> torch.Tensor:

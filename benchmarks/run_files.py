@@ -1,5 +1,5 @@
 """What the benchmarks read from the repository's examples and from a finished run: an example loaded as a module
-(its `main`, its `defaults`), a run's `metrics.csv` as rows and (updates, value) columns, and a command line split
+(its `main`, its `defaults`) and the trainer it builds, a run's `metrics.csv` as rows and (updates, value) columns, and a command line split
 at `--` into the script's own flags and those it passes on to every run."""
 from __future__ import annotations
 
@@ -27,6 +27,30 @@ def load_example(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def example_trainer(example, argv: list[str], train: bool):
+    """The `AMAGOTrainer` that `example.main(argv)` builds, trained (no final eval) when `train`, not run
+    otherwise; the example's `run` (resume, train, final eval, close) is replaced for the call."""
+    import sys
+
+    sys.path.insert(0, ROOT)
+    from torchrl_amago.trainers import AMAGOTrainer
+
+    held = {}
+
+    def run(self, *args, **kwargs):
+        held["trainer"] = self
+        if train:
+            self.train()
+        return {}
+
+    original, AMAGOTrainer.run = AMAGOTrainer.run, run
+    try:
+        example.main(argv)
+    finally:
+        AMAGOTrainer.run = original
+    return held["trainer"]
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -27,7 +27,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, load_example, split_argv  # noqa: E402
+from run_files import ROOT, example_trainer, load_example, split_argv  # noqa: E402
 
 sys.path.insert(0, ROOT)
 
@@ -39,18 +39,8 @@ RIGHT = 0  # TMaze's action 0 moves right
 
 def build_trainer(example, example_flags: list[str], buffer_dir: str) -> AMAGOTrainer:
     """The example's trainer, built but not run."""
-    held = {}
-
-    def run(self, *args, **kwargs):
-        held["trainer"] = self
-        return {}
-
-    original, AMAGOTrainer.run = AMAGOTrainer.run, run
-    try:
-        example.main([*example_flags, "--buffer_dir", buffer_dir, "--run_name", "tmaze_probe", "--no-progress_bar"])
-    finally:
-        AMAGOTrainer.run = original
-    return held["trainer"]
+    return example_trainer(example, [*example_flags, "--buffer_dir", buffer_dir, "--run_name", "tmaze_probe",
+                                     "--no-progress_bar"], train=False)
 
 
 def checkpoint_file(saved: str) -> str:
