@@ -17,12 +17,16 @@ from .memory_task import NUM_ARMS, OBS_DIM, collect, train
 
 def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: int = 1, seed: int = 0,
                    batch: int = 32, envs_per_round: int = 32, updates_per_round: int = 8,
-                   autocast_dtype: torch.dtype | None = None, continuous: bool = False, two_hot: bool = False) -> float:
+                   autocast_dtype: torch.dtype | None = None, continuous: bool = False, two_hot: bool = False,
+                   gammas: tuple = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999), cql_coeff: float = 0.0,
+                   cql_ramp: bool = False) -> float:
     """Alternate collection (policy sampling + 20% random actions, or N(0, 0.2) noise when `continuous`) and
     updates; return the deterministic mean final reward (= success rate) on 400 fresh episodes.
     `autocast_dtype` runs the loss forward under CPU autocast; `continuous` is the 1-d continuous-cue task
     (tanh-Gaussian actor, action-input critic, DPG through the reparameterised sample). `two_hot` trains AMAGO-2's
-    multi-task agent instead (`AMAGOLoss.multi_task`: two-hot critic over 32 bins in [-10, 10], filtered BC only)."""
+    multi-task agent instead (`AMAGOLoss.multi_task`: two-hot critic over 32 bins in [-10, 10], filtered BC only).
+    `cql_coeff` adds the conservative term; `cql_ramp` scales it from 0 at the first update to 1 at the last, as the
+    trainer's `--cql_ramp 0 1` does (through `loss.cql_scale`)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     asp = ActionSpace("continuous", 1) if continuous else ActionSpace("discrete", NUM_ARMS)
@@ -31,15 +35,23 @@ def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: in
     kw = dict(n_heads=2, dropout_ff=0.0, dropout_emb=0.0) if encoder == "transformer" else {}
     tr = make_trajectory_encoder(encoder, d, K + 1, d_model=d, n_layers=n_layers, **kw)
     emb_dim = encoder_emb_dim(tr)  # TorchRL's LSTMModule has no `emb_dim` attribute
-    actor = ActorHead(emb_dim, asp, 7, d_hidden=d)
-    gammas = [0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999]
+    actor = ActorHead(emb_dim, asp, len(gammas), d_hidden=d)
+    gammas = list(gammas)
     if two_hot:
         loss = AMAGOLoss.multi_task(te, tr, actor, action_space=asp, gammas=gammas, critic_kwargs=dict(
             num_bins=32, min_return=-10.0, max_return=10.0, d_hidden=d))
     else:
         critic = (ContinuousCritic(emb_dim, 1, gammas, 4, d_hidden=d)
-                  if continuous else DiscreteCritic(emb_dim, NUM_ARMS, 7, 4, d_hidden=d))
-        loss = AMAGOLoss(te, tr, actor, critic, action_space=asp)
+                  if continuous else DiscreteCritic(emb_dim, NUM_ARMS, len(gammas), 4, d_hidden=d))
+        loss = AMAGOLoss(te, tr, actor, critic, action_space=asp, gammas=gammas, cql_coeff=cql_coeff)
+    if cql_ramp:
+        done, forward = iter(range(10**9)), loss.forward
+
+        def ramped_forward(batch):
+            loss.cql_scale.fill_(min(1.0, next(done) / updates))
+            return forward(batch)
+
+        loss.forward = ramped_forward
     policy = AMAGOPolicy(te, tr, actor, asp)
     train(loss, policy, K, updates, gen, batch, envs_per_round, updates_per_round, autocast_dtype, continuous)
     _, success = collect(policy, 400, K, torch.Generator().manual_seed(seed + 1000), deterministic=True,
@@ -79,6 +91,14 @@ def test_memory_bandit_multi_task_agent():
     1,500; seed 1 1.0 at 1,000. Less reliable than the scalar agent; the cause (the two-hot cross-entropy, not its
     bins or limits) is measured by benchmarks/memory_bandit_critics.py (docs/api/objectives.md)."""
     assert train_and_eval("transformer", 6, 1500, two_hot=True) >= 0.95
+
+
+@pytest.mark.filterwarnings("ignore:No target network updater")
+def test_memory_bandit_with_the_long_horizon_defaults():
+    """The trainer's defaults where a discount reaches 0.9999 (T-Maze's): the acting gamma 0.9999, whose TD targets
+    read the encoders' target copy, and the conservative term ramped from 0 to 0.1 over the run, still learn."""
+    gammas = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.9999)
+    assert train_and_eval("transformer", 6, 300, gammas=gammas, cql_coeff=0.1, cql_ramp=True) >= 0.95
 
 
 @pytest.mark.filterwarnings("ignore:No target network updater")

@@ -172,3 +172,27 @@ def test_graphed_run_learns_and_acts_with_its_current_weights(tmp_path):
         if hasattr(m, "cached_weight"):
             torch.testing.assert_close(m.cached_weight(), m.effective_weight().detach())
     tr.close()
+
+
+@cuda
+def test_a_captured_update_reads_the_cql_scale_filled_after_capture(tmp_path):
+    """--cql_ramp fills `loss.cql_scale` in place between updates: a replay of the captured forward on one batch at
+    scale 0 and at scale 1, each from the same state (the forward moves the PopArt statistics; `load_state_dict` copies
+    into the captured tensors) and RNG seed, differs by the term, critic_loss_weight x cql_coeff x the logged gap."""
+    tr = _trainer(tmp_path, "cql", device="cuda", cuda_graph=True, cql_coeff=0.1, cql_ramp=(0.0, 1.0))
+    tr.train(epochs=3)  # 6 updates: captured after the 3 eager warm-up steps
+    g = tr.graphed
+    assert g.captured
+    batch = tr.sampler.sample()
+    state = {k: v.clone() for k, v in tr.loss.state_dict().items()}
+    outs = []
+    for scale in (0.0, 1.0):
+        tr.loss.load_state_dict(state)
+        tr.loss.cql_scale.fill_(scale)
+        torch.manual_seed(0)
+        outs.append(g.forward_backward(batch)[0].to("cpu"))
+    gap = float(outs[1]["cql_gap"])
+    assert gap > 0
+    diff = float(outs[1]["loss_critic"]) - float(outs[0]["loss_critic"])
+    assert diff == pytest.approx(tr.loss.critic_loss_weight * 0.1 * gap, rel=1e-4)
+    tr.close()

@@ -134,7 +134,9 @@ class AMAGOLoss(LossModule):
             et al. 2020): ``logsumexp_a Q(s, a) - Q(s, a_buffer)`` in the units the critic is trained in
             (PopArt-normalised), per step, critic and gamma. It pushes down the values of actions the replay rarely
             takes in a state, which few TD targets correct. 0 (default): off, the original's critic loss. Not in the
-            original; see docs/api/objectives.md.
+            original; see docs/api/objectives.md. The term is weighted by ``cql_coeff * loss.cql_scale``, a
+            non-persistent scalar buffer (1 at construction) that a schedule may fill in place between updates
+            (the trainer's ``--cql_ramp``; in place, so a captured CUDA graph reads the new value).
         reward_multiplier: rewards are scaled by it inside the loss only.
         n_step: n-step returns (stop at ``terminated`` and at padding; ``truncated`` bootstraps).
         n_step_cut: with ``n_step > 1``, a return also stops before an intermediate step whose buffer action the
@@ -339,6 +341,7 @@ class AMAGOLoss(LossModule):
                              f"DiscreteCritic with discrete actions, not two-hot): the term needs Q(s, .) of every "
                              f"action")
         self.cql_coeff = float(cql_coeff)
+        self.register_buffer("cql_scale", torch.ones(()), persistent=False)
         self.num_critics_td = int(num_critics_td)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
         self.entropy_coeff = float(entropy_coeff)
@@ -812,7 +815,7 @@ class AMAGOLoss(LossModule):
         if self.cql_coeff > 0:  # per-action critic: pred is the softened buffer action's mix of these
             pred_all = self.popart(q_all.movedim(-1, 0)).movedim(0, -1) if self.use_popart else q_all
             cql_gap = torch.logsumexp(pred_all, -1) - pred  # [B, T, C, G]
-            critic_el = critic_el + self.cql_coeff * cql_gap
+            critic_el = critic_el + (self.cql_coeff * self.cql_scale) * cql_gap
         return self._reduce(critic_el, batch.mask), CriticOutputs(q_sa, q_all, cql_gap)
 
     def _td_error(self, critic: CriticOutputs, td_target: torch.Tensor, td_norm: torch.Tensor,

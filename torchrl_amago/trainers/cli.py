@@ -121,8 +121,9 @@ def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names}
-    if isinstance(kw.get("discrete_clip"), list):
-        kw["discrete_clip"] = tuple(kw["discrete_clip"])
+    for name in ("discrete_clip", "cql_ramp"):
+        if isinstance(kw.get(name), list):
+            kw[name] = tuple(kw[name])
     if isinstance(kw.get("fbc_filter_kwargs"), list):
         kw["fbc_filter_kwargs"] = parse_key_values("fbc_filter_kwargs", kw["fbc_filter_kwargs"])
     return TrainConfig(**kw)

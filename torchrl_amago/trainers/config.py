@@ -27,6 +27,7 @@ from ..objectives.packing import PACK_MODES
 from ..modules.trajectory.registry import trajectory_encoder_names
 from .collection import COLLECT_MODES
 from .config_checks import NONFINITE_DATA, check_ranges
+from .cql_schedule import check_cql_flags
 from .device import COMPILE_MODES, PRECISION_DTYPES
 from .lr_schedule import LR_DECAYS
 
@@ -161,7 +162,8 @@ class TrainConfig:
     online_coeff: float | None = None
     offline_coeff: float | None = None
     entropy_coeff: float = _loss("entropy_coeff")
-    cql_coeff: float = _loss("cql_coeff")
+    cql_coeff: float | None = None
+    cql_ramp: tuple[float, float] | None = None
     critic_loss_weight: float = _loss("critic_loss_weight")
     reward_multiplier: float = _loss("reward_multiplier")
     popart: bool = _loss("popart")
@@ -240,6 +242,7 @@ class TrainConfig:
         if not 1 <= self.num_critics_td <= self.num_critics:
             raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
         check_ranges(self)
+        check_cql_flags(self)
         self._validate_loss_options()
 
     def _validate_loss_options(self) -> None:

@@ -23,7 +23,7 @@ def check_ranges(cfg) -> None:
                              f"{getattr(cfg, name)}")
     if cfg.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be > 0, got {cfg.learning_rate}")
-    for name in ("l2_coeff", "critic_loss_weight", "entropy_coeff", "cql_coeff", "start_learning_at_epoch",
+    for name in ("l2_coeff", "critic_loss_weight", "entropy_coeff", "start_learning_at_epoch",
                  "start_collecting_at_epoch"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(cfg, name)}")

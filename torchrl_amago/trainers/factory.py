@@ -20,6 +20,7 @@ from ..modules.trajectory import encoder_emb_dim, make_trajectory_encoder
 from ..objectives import AMAGOLoss
 from ..spaces import ActionSpace, action_space_from_spec
 from .config import TrainConfig
+from .cql_schedule import cql_coeff_of
 
 
 @dataclass
@@ -127,10 +128,12 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
               popart_min_sigma_ratio=cfg.popart_min_sigma_ratio,
               num_actions_for_value_in_critic_loss=cfg.num_actions_for_value_in_critic_loss,
               use_target_actor=cfg.use_target_actor, gumbel_temperature=cfg.gumbel_temperature,
-              entropy_coeff=cfg.entropy_coeff, cql_coeff=cfg.cql_coeff,
+              entropy_coeff=cfg.entropy_coeff,
               pack_windows=cfg.pack_windows, target_backbone=cfg.target_backbone,
               target_backbone_min_gamma=cfg.target_backbone_min_gamma,
               target_backbone_all_gammas=cfg.target_backbone_all_gammas, actor_encoder_grad=cfg.actor_encoder_grad)
+    per_action = isinstance(m.critic, DiscreteCritic) and cfg.agent_type != "multitask"
+    kw["cql_coeff"] = cql_coeff_of(cfg, cfg.gammas, per_action)
     for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)

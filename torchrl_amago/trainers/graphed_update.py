@@ -97,7 +97,9 @@ class GraphedUpdate:
         total.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
         gnorm = torch.nn.utils.get_total_norm(grads)
-        self.out, self.total, self.gnorm = out, total.detach(), gnorm
+        # detached: a loss output that kept the autograd graph alive would keep the warm-up's AccumulateGrad nodes
+        # (created on the side stream) alive into the capture, which PyTorch warns about
+        self.out, self.total, self.gnorm = out.detach(), total.detach(), gnorm
         self.flags = torch.stack([torch.isfinite(self.total).all(), torch.isfinite(gnorm)])
 
     def _step(self) -> None:

@@ -33,8 +33,11 @@ def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0,
     return factor
 
 
+def run_updates(cfg) -> int:
+    """The updates a `TrainConfig`'s run makes: `(epochs - start_learning_at_epoch) x grads_per_epoch`."""
+    return max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch
+
+
 def run_lr_factor(cfg) -> Callable[[int], float]:
-    """`lr_factor` of a `TrainConfig`: its warm-up and decay, the decay ending at the run's last update
-    (`(epochs - start_learning_at_epoch) x grads_per_epoch`)."""
-    updates = max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch
-    return lr_factor(cfg.lr_warmup_steps, cfg.lr_decay, updates, cfg.lr_final_ratio)
+    """`lr_factor` of a `TrainConfig`: its warm-up and decay, the decay ending at the run's last update."""
+    return lr_factor(cfg.lr_warmup_steps, cfg.lr_decay, run_updates(cfg), cfg.lr_final_ratio)

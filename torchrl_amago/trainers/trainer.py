@@ -38,6 +38,7 @@ from .distributed import SilentLogger, setup_distributed
 from .graphed_update import GraphedUpdate, check_cuda_graph
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
+from .cql_schedule import run_cql_factor
 from .lr_schedule import run_lr_factor
 from .resume_config import apply_optimizer_settings
 from .threads import LearnerThreads
@@ -119,6 +120,11 @@ class AMAGOTrainer:
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
+        # --cql_ramp: the conservative term's weight per update (None: constant)
+        self.cql_factor = run_cql_factor(cfg, float(getattr(self.loss, "cql_coeff", 0.0)))
+        if self.cql_factor is not None and not isinstance(getattr(self.loss, "cql_scale", None), torch.Tensor):
+            raise ValueError(f"--cql_coeff {self.loss.cql_coeff} on a --cql_ramp schedule needs a loss with a "
+                             f"`cql_scale` buffer (AMAGOLoss); {type(self.loss).__name__} has none")
         packs = packs_here(getattr(self.loss, "pack_windows", "never"), torch.empty(0, device=self.device))
         check_cuda_graph(cfg, self.device, packs, self.dist.world_size)
         self.loss_forward = compile_loss(  # DDP under torchrun, else the loss itself; compiled if asked
@@ -310,6 +316,8 @@ class AMAGOTrainer:
     def update(self) -> dict:
         """One gradient step: loss -> backward -> clip -> AdamW -> LR schedule -> SoftUpdate."""
         self.loss.train()
+        if self.cql_factor is not None:  # in place: a captured graph reads the buffer
+            self.loss.cql_scale.fill_(self.cql_factor(self.grad_steps))
         batch = self.sampler.sample()
         # skip decisions are joint under torchrun (a rank that skips a backward would leave DDP's all-reduce waiting);
         # the batch is checked where it was sampled (the replay's device), before it moves: no GPU sync for it
@@ -393,6 +401,8 @@ class AMAGOTrainer:
         res = {f"train-update/{k}": v / n for k, v in sums.items()} if n else {}
         res["train-update/grad_steps_per_s"] = n / max(seconds, 1e-9)
         res["train-update/lr"] = float(self.scheduler.get_last_lr()[0])  # a tensor under --cuda_graph
+        if self.cql_factor is not None:
+            res["train-update/cql_scale"] = self.cql_factor(max(0, self.grad_steps - 1))
         return res
 
     # ------------------------------------------------------------------ async collection (collection.py)
