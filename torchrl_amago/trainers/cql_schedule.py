@@ -26,8 +26,7 @@ CONSTANT = (0.0, 0.0)
 
 def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int], float]:
     """The fraction of the term's weight at update `i + 1` (`i` updates done) of a run of `total_updates`."""
-    if not 0.0 <= start <= end <= 1.0:
-        raise ValueError(f"--cql_ramp {start} {end}: needs 0 <= START <= END <= 1 (fractions of the run's updates)")
+    _check_range(start, end)
 
     def factor(i: int) -> float:
         done = i / total_updates if total_updates > 0 else 1.0
@@ -52,11 +51,11 @@ def cql_ramp_of(cfg, loss_cql_coeff: float) -> tuple[float, float]:
     """`--cql_ramp` as the run uses it, given the loss's resolved weight: the flag, or where it is unset the long-horizon
     default's ramp for the default weight and full weight for an explicit one."""
     if cfg.cql_ramp is not None:
-        ramp = _pair(cfg.cql_ramp)
-        if ramp[1] > 0 and loss_cql_coeff <= 0:
-            raise ValueError(f"--cql_ramp {ramp[0]} {ramp[1]} ramps the conservative term, which is off in this run: "
-                             f"set --cql_coeff > 0 (with a per-action critic)")
-        return ramp
+        start, end = _pair(cfg.cql_ramp)
+        if end > 0 and loss_cql_coeff <= 0:
+            raise ValueError(f"--cql_ramp {start} {end} ramps the conservative term, which is off in this run "
+                             f"(--cql_coeff 0, or a critic without per-action values): set --cql_coeff > 0")
+        return start, end
     return LONG_HORIZON_CQL_RAMP if cfg.cql_coeff is None and loss_cql_coeff > 0 else CONSTANT
 
 
@@ -75,12 +74,17 @@ def _pair(ramp: Sequence[float]) -> tuple[float, float]:
     return float(ramp[0]), float(ramp[1])
 
 
+def _check_range(start: float, end: float) -> None:
+    if not 0.0 <= start <= end <= 1.0:
+        raise ValueError(f"--cql_ramp {start} {end}: needs 0 <= START <= END <= 1 (fractions of the run's updates)")
+
+
 def check_cql_flags(cfg) -> None:
-    """The flags' ranges (called from `TrainConfig.validate`)."""
+    """The flags' ranges, and a ramp on a term set to 0 (called from `TrainConfig.validate`; a term off for want of a
+    per-action critic is found once the loss is built, by `cql_ramp_of`)."""
     if cfg.cql_coeff is not None and cfg.cql_coeff < 0:
         raise ValueError(f"--cql_coeff must be >= 0 (or unset), got {cfg.cql_coeff}")
     if cfg.cql_ramp is not None:
-        start, end = _pair(cfg.cql_ramp)
-        ramp_factor(start, end, 1)
-        if end > 0 and cfg.cql_coeff == 0:
-            raise ValueError(f"--cql_ramp {start} {end} ramps the conservative term, which --cql_coeff 0 turns off")
+        _check_range(*_pair(cfg.cql_ramp))
+        if cfg.cql_coeff is not None:
+            cql_ramp_of(cfg, cfg.cql_coeff)

@@ -132,8 +132,7 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
               pack_windows=cfg.pack_windows, target_backbone=cfg.target_backbone,
               target_backbone_min_gamma=cfg.target_backbone_min_gamma,
               target_backbone_all_gammas=cfg.target_backbone_all_gammas, actor_encoder_grad=cfg.actor_encoder_grad)
-    per_action = isinstance(m.critic, DiscreteCritic) and cfg.agent_type != "multitask"
-    kw["cql_coeff"] = cql_coeff_of(cfg, cfg.gammas, per_action)
+    kw["cql_coeff"] = cql_coeff_of(cfg, cfg.gammas, per_action_critic=isinstance(m.critic, DiscreteCritic))
     for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)
