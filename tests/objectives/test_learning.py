@@ -2,6 +2,8 @@
 memory-free FF encoder stays at chance, so memory (not a shortcut) is what solves it."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import encoder_emb_dim, make_trajectory_encoder
 from torchrl_amago.objectives import AMAGOLoss
 from torchrl_amago.spaces import ActionSpace
+from torchrl_amago.trainers.cql_schedule import ramp_factor
 
 from .memory_task import NUM_ARMS, OBS_DIM, collect, train
 
@@ -45,10 +48,10 @@ def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: in
                   if continuous else DiscreteCritic(emb_dim, NUM_ARMS, len(gammas), 4, d_hidden=d))
         loss = AMAGOLoss(te, tr, actor, critic, action_space=asp, gammas=gammas, cql_coeff=cql_coeff)
     if cql_ramp:
-        done, forward = iter(range(10**9)), loss.forward
+        done, forward, factor = itertools.count(), loss.forward, ramp_factor(0.0, 1.0, updates)
 
         def ramped_forward(batch):
-            loss.cql_scale.fill_(min(1.0, next(done) / updates))
+            loss.cql_scale.fill_(factor(next(done)))
             return forward(batch)
 
         loss.forward = ramped_forward

@@ -4,7 +4,8 @@ With ``AMAGOLoss(target_backbone=True)`` the TD targets read s_{t+1} from Polyak
 (``target_backbone_params``). At the heads' rate (``DEFAULT_TAU`` = 0.003, a lag of ~330 updates) that copy holds
 back what the encoders learn, and dense-reward tasks start to learn several times later; at
 ``DEFAULT_BACKBONE_TAU`` = 0.01 (a lag of ~100 updates) they learn as fast as without it, and the copy still
-keeps the targets from following every move of the online encoders (docs/api/objectives.md, "Options beyond the original").
+keeps the targets from following every move of the online encoders (docs/api/objectives.md, "Options beyond the
+original").
 """
 from __future__ import annotations
 
