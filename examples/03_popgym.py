@@ -1,8 +1,9 @@
 """03 — POPGym memory tasks (`pip install popgym`). Shows: a third-party suite through a TorchRL adapter
 (`torchrl_amago.envs.libs.popgym`: flat one-hot observations plus a timer, `terminated |= truncated`, batched with
 `SerialEnv`), with the whole episode as the Transformer's context. `--env` takes any popgym class name, e.g.
-RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy. With 32 or more discrete
-actions (BattleshipEasy, ConcentrationEasy) the defaults add `trainers.many_action_preset` (count heads, entropy bonus).
+RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy. With fewer than 32 discrete
+actions the defaults add `trainers.sampled_discrete_preset` (the conservative critic term, `--cql_coeff 0.1`); with 32
+or more (BattleshipEasy, ConcentrationEasy) `trainers.many_action_preset` (count heads, entropy bonus, greedy eval).
 
 `--multidomain` is AMAGO-2's multi-domain POPGym (`torchrl_amago.envs.libs.popgym_multidomain`): one agent over many
 games (`--games`, default the original's 27), a game drawn per trial, observations padded to 30 and actions to 26
@@ -20,7 +21,8 @@ from torchrl_amago import available, require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (make_multidomain_popgym_env, make_popgym_env, multidomain_popgym_layout,
                                      popgym_env_names, popgym_episode_length, popgym_num_actions)
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, many_action_preset, parse_config
+from torchrl_amago.trainers import (AMAGOTrainer, cpu_preset, example_args, many_action_preset, parse_config,
+                                    sampled_discrete_preset)
 
 
 def extra(p):
@@ -40,7 +42,7 @@ def extra(p):
 def defaults(run_name: str, seq: int, num_actions: int | None) -> dict:  # benchmarks/no_repeat.py reads it too
     return cpu_preset(run_name=run_name, max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8, grads_per_epoch=60,
                       epochs=30, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0,
-                      tau=0.0025, **many_action_preset(num_actions))
+                      tau=0.0025, **sampled_discrete_preset(num_actions), **many_action_preset(num_actions))
 
 
 def main(argv=None):

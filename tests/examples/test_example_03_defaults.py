@@ -1,5 +1,6 @@
-"""`examples/03_popgym.py` single-game defaults: count heads, an entropy bonus and greedy eval only for games with
-many discrete actions (docs/results/popgym_campaign.md); flags still override them."""
+"""`examples/03_popgym.py` single-game defaults: the conservative critic term for games with fewer than 32 discrete
+actions, count heads, an entropy bonus and greedy eval for games with more (docs/results/popgym_campaign.md); flags
+still override them."""
 import pytest
 
 from tests.examples.test_examples_smoke import example_config
@@ -11,7 +12,7 @@ def _cfg(*argv):
     return example_config("03_popgym", list(argv))[1]
 
 
-def _plain(cfg) -> bool:
+def _no_many_action_additions(cfg) -> bool:
     return not cfg.count_heads and cfg.entropy_coeff == 0.0 and cfg.sample_actions_eval
 
 
@@ -23,12 +24,26 @@ def test_many_action_games_get_count_heads_entropy_and_greedy_eval(env):
 
 
 @pytest.mark.parametrize("env", ["MineSweeperEasy", "RepeatPreviousMedium", "PositionOnlyPendulumEasy"])
-def test_few_action_and_continuous_games_keep_the_plain_agent(env):  # 16 and 4 actions; Box actions
-    assert _plain(_cfg("--env", env))
+def test_few_action_and_continuous_games_get_no_many_action_additions(env):  # 16 and 4 actions; Box actions
+    assert _no_many_action_additions(_cfg("--env", env))
 
 
-def test_flags_override_the_many_action_defaults():
-    assert _plain(_cfg("--env", "BattleshipEasy", "--no-count_heads", "--entropy_coeff", "0", "--sample_actions_eval"))
+@pytest.mark.parametrize("env", ["MineSweeperEasy", "RepeatPreviousMedium", "MultiarmedBanditEasy"])
+def test_few_action_games_get_the_conservative_term_from_the_first_update(env):  # 16, 4 and 10 actions
+    cfg = _cfg("--env", env)
+    assert cfg.cql_coeff == 0.1 and cfg.cql_ramp is None  # an explicit weight: full from the first update
+    assert cfg.sample_actions_train  # what the preset is for: the replay holds every action
+
+
+@pytest.mark.parametrize("env", ["BattleshipEasy", "ConcentrationEasy", "PositionOnlyPendulumEasy"])
+def test_many_action_and_continuous_games_leave_the_term_to_the_trainer(env):  # the trainer's rule: off here
+    assert _cfg("--env", env).cql_coeff is None
+
+
+def test_flags_override_the_discrete_defaults():
+    cfg = _cfg("--env", "BattleshipEasy", "--no-count_heads", "--entropy_coeff", "0", "--sample_actions_eval")
+    assert _no_many_action_additions(cfg)
+    assert _cfg("--env", "MineSweeperEasy", "--cql_coeff", "0").cql_coeff == 0.0
 
 
 def test_many_action_preset_starts_at_thirty_two_discrete_actions():
@@ -38,3 +53,12 @@ def test_many_action_preset_starts_at_thirty_two_discrete_actions():
                                                                 sample_actions_eval=False)
     many_action_preset(64)["count_heads"] = False  # a copy: the preset itself is unchanged
     assert MANY_ACTION_PRESET["count_heads"]
+
+
+def test_sampled_discrete_preset_stops_where_the_many_action_preset_starts():
+    from torchrl_amago.trainers import MANY_ACTIONS, SAMPLED_DISCRETE_PRESET, sampled_discrete_preset
+    assert sampled_discrete_preset(2) == sampled_discrete_preset(MANY_ACTIONS - 1) == SAMPLED_DISCRETE_PRESET
+    assert SAMPLED_DISCRETE_PRESET == dict(cql_coeff=0.1)
+    assert sampled_discrete_preset(MANY_ACTIONS) == sampled_discrete_preset(None) == {}
+    sampled_discrete_preset(4)["cql_coeff"] = 0.0  # a copy: the preset itself is unchanged
+    assert SAMPLED_DISCRETE_PRESET["cql_coeff"] == 0.1

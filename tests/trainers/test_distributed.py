@@ -152,7 +152,7 @@ def test_two_rank_run_resumes_on_one_rank_and_on_three(tmp_path):
     one.close()
     cfg3 = _cfg(tmp_path, epochs=4)
     assert _spawn("train", [cfg3] * 3, tmp_path / "out3") == [0, 0, 0]
-    done = [json.load(open(tmp_path / "out3" / f"summary_rank{r}.json")) for r in range(3)]
+    done = [json.loads((tmp_path / "out3" / f"summary_rank{r}.json").read_text()) for r in range(3)]
     assert [d["grad_steps"] for d in done] == [8, 8, 8]
 
 

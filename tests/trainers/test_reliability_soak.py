@@ -62,6 +62,8 @@ def test_twenty_random_kills_then_resume(tmp_path):
         time.sleep(delay)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+        p.stdout.close()
+        p.stderr.close()
         log.append({"kill": k, "resumed_at_epoch": int(line.split()[1]), "after_s": round(delay, 2)})
         if (run_dir(tmp_path) / "buffer").exists():
             sizes.append(_files_bytes(run_dir(tmp_path) / "buffer"))

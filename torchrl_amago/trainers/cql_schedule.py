@@ -1,6 +1,6 @@
 """The conservative term's weight in a trainer run: its default, and `--cql_ramp START END` over the run.
 
-`--cql_coeff` left unset is `LONG_HORIZON_CQL_COEFF` (0.1) where a discount reaches `DEFAULT_TARGET_BACKBONE_MIN_GAMMA`
+`--cql_coeff` left unset is `CQL_COEFF` (0.1) where a discount reaches `DEFAULT_TARGET_BACKBONE_MIN_GAMMA`
 (0.9999, the horizons of 10,000 steps and more at which the loss also builds the encoders' target copy) and the critic
 is per-action (a `DiscreteCritic`), and 0 (off, the original's critic loss) everywhere else. There it ramps over the
 whole run (`--cql_ramp 0 1`); an explicit `--cql_coeff` is at full weight from the first update unless `--cql_ramp`
@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 from ..objectives import DEFAULT_TARGET_BACKBONE_MIN_GAMMA
 from .lr_schedule import run_updates
 
-LONG_HORIZON_CQL_COEFF = 0.1
+#: The term's weight wherever a default turns it on (here, and `presets.SAMPLED_DISCRETE_PRESET`).
+CQL_COEFF = 0.1
 LONG_HORIZON_CQL_RAMP = (0.0, 1.0)
 CONSTANT = (0.0, 0.0)
 
@@ -44,7 +45,7 @@ def cql_coeff_of(cfg, gammas: Sequence[float], per_action_critic: bool) -> float
     if cfg.cql_coeff is not None:
         return float(cfg.cql_coeff)
     long_horizon = max(gammas) >= DEFAULT_TARGET_BACKBONE_MIN_GAMMA
-    return LONG_HORIZON_CQL_COEFF if long_horizon and per_action_critic else 0.0
+    return CQL_COEFF if long_horizon and per_action_critic else 0.0
 
 
 def cql_ramp_of(cfg, loss_cql_coeff: float) -> tuple[float, float]:

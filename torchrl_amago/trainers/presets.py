@@ -2,7 +2,8 @@
 
 `cpu_preset(**overrides)` is the CPU-sized setting most examples start from (measured on 2 CPU cores; each
 example overrides what its domain needs). `many_action_preset(num_actions)` is what tasks with many discrete actions
-add to it. `share_of_run(f)` is a `Derived` default: f x epochs x
+add to it, `sampled_discrete_preset(num_actions)` what tasks with fewer discrete actions, collected by sampling the
+policy, add. `share_of_run(f)` is a `Derived` default: f x epochs x
 timesteps_per_epoch, resolved after parsing, so `--epochs 100` stretches the exploration schedule with the run.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .cli import Derived
+from .cql_schedule import CQL_COEFF
 
 
 def share_of_run(share: float | Fraction) -> Derived:
@@ -45,3 +47,17 @@ MANY_ACTION_PRESET = dict(count_heads=True, entropy_coeff=0.1, sample_actions_ev
 def many_action_preset(num_actions: int | None) -> dict:
     """`MANY_ACTION_PRESET` for `num_actions >= MANY_ACTIONS` discrete actions, else {} (None: continuous actions)."""
     return dict(MANY_ACTION_PRESET) if num_actions is not None and num_actions >= MANY_ACTIONS else {}
+
+
+#: The conservative critic term at full weight from the first update, for discrete actions collected by sampling the
+#: policy (`--sample_actions_train`, the trainer's default): the replay holds every action, so the term cannot lock the
+#: first policy in as it can under greedy collection. On the POPGym campaign it lowers none of the five tasks with
+#: fewer than `MANY_ACTIONS` actions and raises four; beside `MANY_ACTION_PRESET` it ended BattleshipEasy below random
+#: on 1 of 3 seeds, so it stops where that preset starts (docs/results/popgym_campaign.md).
+SAMPLED_DISCRETE_PRESET = dict(cql_coeff=CQL_COEFF)
+
+
+def sampled_discrete_preset(num_actions: int | None) -> dict:
+    """`SAMPLED_DISCRETE_PRESET` for fewer than `MANY_ACTIONS` discrete actions, else {} (None: continuous actions,
+    where the term does not apply)."""
+    return dict(SAMPLED_DISCRETE_PRESET) if num_actions is not None and num_actions < MANY_ACTIONS else {}
