@@ -141,3 +141,27 @@ def test_a_run_made_before_the_default_resumes_with_the_term_off():
     with pytest.raises(ValueError, match="--cql_coeff: checkpoint 0.0 -> now None"):
         check_resume_config(old, TrainConfig().to_dict(), "ckpt.pt")
     assert config_changes(old, TrainConfig(cql_coeff=0.0).to_dict()) == {}
+
+
+def test_resume_compares_the_weight_each_run_used_not_the_raw_flag():
+    """A run that left --cql_coeff unset stored None: where None meant 0 (no discount reaches 0.9999), `--cql_coeff 0`
+    is the same setting and the example's explicit 0.1 is refused by name; where None meant 0.1 ramped `0 1`, an
+    explicit 0.1 (full weight from the first update) is refused by its ramp."""
+    from torchrl_amago.trainers.run_checkpoint import check_resume
+    from torchrl_amago.trainers import CheckpointError
+
+    popgym_like = TrainConfig(gamma=0.999)  # the unset flag resolves to 0 here
+    stored = {"config": popgym_like.to_dict()}
+    assert stored["config"]["cql_coeff"] is None
+    assert check_resume(stored, popgym_like.replace(cql_coeff=0.0), "ckpt.pt", per_action_critic=True) == {}
+    with pytest.raises(CheckpointError, match="--cql_coeff: checkpoint 0.0 -> now 0.1"):
+        check_resume(stored, popgym_like.replace(cql_coeff=0.1), "ckpt.pt", per_action_critic=True)
+
+    tmaze_like = TrainConfig(gamma=0.9999)  # the unset flag resolves to 0.1 ramped over the run
+    stored = {"config": tmaze_like.to_dict()}
+    with pytest.raises(CheckpointError, match=r"--cql_ramp: checkpoint \[0.0, 1.0\] -> now \[0.0, 0.0\]"):
+        check_resume(stored, tmaze_like.replace(cql_coeff=0.1), "ckpt.pt", per_action_critic=True)
+    assert check_resume(stored, tmaze_like.replace(cql_coeff=0.1, cql_ramp=(0.0, 1.0)), "ckpt.pt",
+                        per_action_critic=True) == {}
+    # without a per-action critic the term is off whatever the flag: nothing to compare
+    assert check_resume(stored, tmaze_like.replace(cql_coeff=0.0), "ckpt.pt", per_action_critic=False) == {}

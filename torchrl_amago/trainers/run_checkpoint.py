@@ -21,7 +21,7 @@ import shutil
 from ..data.replay_persist import STORAGE_DIR, ReplayStateError, UndoLog, replay_state, restore_replay, sync_storage
 from . import checkpoint as _ckpt
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .resume_config import check_resume_config
+from .resume_config import check_resume_config, with_resolved_cql
 
 
 class ReplayGenerations:
@@ -67,9 +67,12 @@ class ReplayGenerations:
                 _ckpt.fault_point("generation_removed")
 
 
-def check_resume(ckpt: dict, cfg, path: str) -> dict:
+def check_resume(ckpt: dict, cfg, path: str, per_action_critic: bool = False) -> dict:
+    """`check_resume_config` on the two configs with the conservative term's weight and ramp as each run resolves
+    them (`with_resolved_cql`): an unset `--cql_coeff` and its default's value are the same setting."""
     try:
-        return check_resume_config(ckpt["config"], cfg.to_dict(), path)
+        return check_resume_config(with_resolved_cql(ckpt["config"], per_action_critic),
+                                   with_resolved_cql(cfg.to_dict(), per_action_critic), path)
     except ValueError as e:
         raise CheckpointError(str(e)) from e
 

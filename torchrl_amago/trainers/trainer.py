@@ -21,6 +21,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 
 from ..data import make_sequence_replay
+from ..modules.heads import DiscreteCritic
 from ..objectives import AMAGOSoftUpdate
 from ..objectives.packing import packs_here
 from .collection import (CollectorFeed, WithActionCounts, build_multiprocess_collector, build_remote_collector,
@@ -648,7 +649,8 @@ class AMAGOTrainer:
             self.dist.check_same_counters(False, 0, path)
             return False
         ckpt = load_checkpoint(path)
-        check_resume(ckpt, self.cfg, path)  # refuses unsafe config changes, listing them
+        # refuses unsafe config changes, listing them
+        check_resume(ckpt, self.cfg, path, per_action_critic=isinstance(self.modules.critic, DiscreteCritic))
         load_module_state(self.loss, with_new_target_copies(self.loss, ckpt["loss"]), "model", path)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
