@@ -17,5 +17,6 @@ __all__ = ["CheckpointError", "build_parser", "example_args", "parse_config", "T
            "build_exploration", "build_heads", "build_loss", "build_policy", "build_timestep_encoder",
            "build_trajectory_encoder", "RunLogger", "episode_metrics", "finished_trial_returns", "return_metrics",
            "AMAGOTrainer", "print_summary", "Derived", "FIELD_CHOICES", "FIELD_HELP", "CPU_PRESET", "cpu_preset",
-           "MANY_ACTIONS", "MANY_ACTION_PRESET", "many_action_preset", "SAMPLED_DISCRETE_PRESET", "sampled_discrete_preset",
+           "MANY_ACTIONS", "MANY_ACTION_PRESET", "many_action_preset", "SAMPLED_DISCRETE_PRESET",
+           "sampled_discrete_preset",
            "share_of_run", "parse_key_values", "NonFiniteError", "GraphedUpdate"]

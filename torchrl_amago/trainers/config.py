@@ -86,6 +86,11 @@ FIELD_CHOICES = {
 }
 
 
+def gammas_of(multigammas: list[float] | None, gamma: float) -> list[float]:
+    """The loss's discounts: `multigammas` (None: the loss's defaults) and the acting `gamma` last."""
+    return list(DEFAULT_MULTIGAMMAS if multigammas is None else multigammas) + [gamma]
+
+
 @dataclass
 class TrainConfig:
     """One AMAGO training run. Units: env steps are per env unless the name says `total`."""
@@ -263,8 +268,7 @@ class TrainConfig:
 
     @property
     def gammas(self) -> list[float]:
-        base = list(DEFAULT_MULTIGAMMAS if self.multigammas is None else self.multigammas)
-        return base + [self.gamma]
+        return gammas_of(self.multigammas, self.gamma)
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)

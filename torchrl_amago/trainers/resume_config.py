@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
-from ..objectives import DEFAULT_MULTIGAMMAS
-from .config import TrainConfig
+from .config import TrainConfig, gammas_of
 from .cql_schedule import cql_coeff_of, cql_ramp_of
 
 SAFE_ON_RESUME = frozenset({
@@ -69,8 +68,7 @@ def with_resolved_cql(config: dict, per_action_critic: bool) -> dict:
     """`config` with `cql_coeff` / `cql_ramp` as the run used them (`cql_schedule`: an unset flag is its default for the
     run's discounts and critic), so `--cql_coeff 0` resumes a run that left the flag unset where it resolved to 0."""
     defaults = TrainConfig()
-    multigammas = config.get("multigammas", defaults.multigammas)
-    gammas = list(DEFAULT_MULTIGAMMAS if multigammas is None else multigammas) + [config.get("gamma", defaults.gamma)]
+    gammas = gammas_of(config.get("multigammas", defaults.multigammas), config.get("gamma", defaults.gamma))
     flags = SimpleNamespace(cql_coeff=config.get("cql_coeff"), cql_ramp=config.get("cql_ramp"))
     coeff = cql_coeff_of(flags, gammas, per_action_critic)
     ramp = list(cql_ramp_of(flags, coeff)) if coeff > 0 else None  # a ramp of a term that is off means nothing
