@@ -1,17 +1,15 @@
 """03 — POPGym memory tasks (`pip install popgym`). Shows: a third-party suite through a TorchRL adapter
 (`torchrl_amago.envs.libs.popgym`: flat one-hot observations plus a timer, `terminated |= truncated`, batched with
 `SerialEnv`), with the whole episode as the Transformer's context. `--env` takes any popgym class name, e.g.
-RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy. With fewer than 32 discrete
-actions the defaults add `trainers.sampled_discrete_preset` (the conservative critic term, `--cql_coeff 0.1`); with 32
-or more (BattleshipEasy, ConcentrationEasy) `trainers.many_action_preset` (count heads, entropy bonus, greedy eval).
+RepeatPreviousEasy, RepeatFirstMedium, AutoencodeEasy, CountRecallEasy, MineSweeperEasy. Defaults: below 32 discrete
+actions `trainers.sampled_discrete_preset` (the conservative critic term), from 32 `trainers.many_action_preset`.
 
 `--multidomain` is AMAGO-2's multi-domain POPGym (`torchrl_amago.envs.libs.popgym_multidomain`): one agent over many
 games (`--games`, default the original's 27), a game drawn per trial, observations padded to 30 and actions to 26
 (`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes before the
 scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns are logged per
-game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch. The original trains 18
-multigammas (`--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`); the default here is the usual 6 (+ gamma), since
-the multi-task agent's cost on CPU grows with the gamma count.
+game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch, the usual 6 (+ gamma)
+multigammas (the original trains 18: `--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`; their cost grows).
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
     python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy --agent_type agent \
