@@ -9,7 +9,7 @@ games (`--games`, default the original's 27), a game drawn per trial, observatio
 (`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes before the
 scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns are logged per
 game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch, the usual 6 (+ gamma)
-multigammas (the original trains 18: `--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`; their cost grows).
+multigammas (the original's 18, `--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`, cost more per update).
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
     python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy --agent_type agent \

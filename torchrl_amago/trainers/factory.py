@@ -116,6 +116,12 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
     return AgentModules(tstep, traj, actor, critic, action_space)
 
 
+def has_per_action_critic(m: AgentModules) -> bool:
+    """The critic gives one value per discrete action (`DiscreteCritic`, count heads included): where the trainer's
+    default turns the conservative term on (`cql_schedule.cql_coeff_of`)."""
+    return isinstance(m.critic, DiscreteCritic)
+
+
 def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
     """`AMAGOLoss` (or `AMAGOLoss.multi_task` for `--agent_type multitask`) with every loss option of the config;
     options left at None take the loss's own default for the agent type."""
@@ -132,7 +138,7 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
               pack_windows=cfg.pack_windows, target_backbone=cfg.target_backbone,
               target_backbone_min_gamma=cfg.target_backbone_min_gamma,
               target_backbone_all_gammas=cfg.target_backbone_all_gammas, actor_encoder_grad=cfg.actor_encoder_grad)
-    kw["cql_coeff"] = cql_coeff_of(cfg, cfg.gammas, per_action_critic=isinstance(m.critic, DiscreteCritic))
+    kw["cql_coeff"] = cql_coeff_of(cfg, cfg.gammas, per_action_critic=has_per_action_critic(m))
     for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)

@@ -67,7 +67,7 @@ class ReplayGenerations:
                 _ckpt.fault_point("generation_removed")
 
 
-def check_resume(ckpt: dict, cfg, path: str, per_action_critic: bool = False) -> dict:
+def check_resume(ckpt: dict, cfg, path: str, *, per_action_critic: bool) -> dict:
     """`check_resume_config` on the two configs with the conservative term's weight and ramp as each run resolves
     them (`with_resolved_cql`): an unset `--cql_coeff` and its default's value are the same setting."""
     try:

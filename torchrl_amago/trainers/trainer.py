@@ -21,7 +21,6 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 
 from ..data import make_sequence_replay
-from ..modules.heads import DiscreteCritic
 from ..objectives import AMAGOSoftUpdate
 from ..objectives.packing import packs_here
 from .collection import (CollectorFeed, WithActionCounts, build_multiprocess_collector, build_remote_collector,
@@ -37,7 +36,8 @@ from .config_checks import check_trial_fits
 from .device import autocast_dtype, compile_loss, on_device
 from .distributed import SilentLogger, setup_distributed
 from .graphed_update import GraphedUpdate, check_cuda_graph
-from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
+from .factory import (AgentModules, build_agent_modules, build_exploration, build_loss, build_policy,
+                      has_per_action_critic)
 from .logging import RunLogger
 from .cql_schedule import run_cql_factor
 from .lr_schedule import run_lr_factor
@@ -650,7 +650,7 @@ class AMAGOTrainer:
             return False
         ckpt = load_checkpoint(path)
         # refuses unsafe config changes, listing them
-        check_resume(ckpt, self.cfg, path, per_action_critic=isinstance(self.modules.critic, DiscreteCritic))
+        check_resume(ckpt, self.cfg, path, per_action_critic=has_per_action_critic(self.modules))
         load_module_state(self.loss, with_new_target_copies(self.loss, ckpt["loss"]), "model", path)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
