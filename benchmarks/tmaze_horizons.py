@@ -8,7 +8,8 @@ time, each `nice`d with `--threads` torch threads), run to the end. One JSON lin
 
 On a machine lent for a fixed time, `--time_limit S` stops each run after S seconds (its whole process group) and
 still summarises the evals it logged; `--cores_per_run N` pins run slot i to cores [i*N, (i+1)*N) with `taskset`, so
-runs with collector processes do not share cores (the T-Maze-1,000 record in docs/results/README.md):
+runs with collector processes do not share cores (how the T-Maze-1,000 runs of docs/results/README.md ran, there
+with `--cql_ramp 0 1` added):
 
     python benchmarks/tmaze_horizons.py --device cuda --horizons 1000 --seeds 0 1 --jobs 3 --cores_per_run 5 \
         --epochs 100 --threads 2 --time_limit 530 -- --cuda_graph --no-trim_windows --collect async \
@@ -16,9 +17,9 @@ runs with collector processes do not share cores (the T-Maze-1,000 record in doc
 
 Per run: `solved_update` / `solved_env_steps` / `solved_wall_s` at the first eval with success >= `--solved` (0.95),
 `held` (every later eval, the final 5x-length one included, >= `--solved`), the eval successes, the final success,
-`max_train_return` (at most -0.9: the policy never walked the corridor; counted per horizon as `stayed_at_start`) and the run's wall time
-(`stopped_at_s` when `--time_limit` stopped it). Flags after `--` go to every run (after the script's own). Curves
-are copied to `--out`.
+`max_train_return` (at most -0.9: the policy never walked the corridor; counted per horizon as `stayed_at_start`)
+and the run's wall time (`stopped_at_s` when `--time_limit` stopped it). Flags after `--` go to every run (after the
+script's own). Curves are copied to `--out`.
 """
 from __future__ import annotations
 

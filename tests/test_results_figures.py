@@ -89,7 +89,7 @@ def test_summary_reports_each_seed():
     fig = next(f for f in MF.FIGURES if f.png == "04_tmaze10")
     seeds = MF.summary(fig)["curves"]["eval/success"]
     assert [s["csv"] for s in seeds] == [f"04_tmaze10_seed{i}.csv" for i in range(5)]
-    assert [s["best_at_updates"] for s in seeds] == [840.0] + [640.0] * 4  # docs/results/README.md, 04
+    assert [s["best_at_updates"] for s in seeds] == [1040.0] + [640.0] * 4  # docs/results/README.md, 04
     assert all(s["final"] == 1.0 for s in seeds)
 
 

@@ -29,7 +29,7 @@ def train_and_eval(encoder: str, K: int, updates: int, d: int = 32, n_layers: in
     (tanh-Gaussian actor, action-input critic, DPG through the reparameterised sample). `two_hot` trains AMAGO-2's
     multi-task agent instead (`AMAGOLoss.multi_task`: two-hot critic over 32 bins in [-10, 10], filtered BC only).
     `cql_coeff` adds the conservative term; `cql_ramp` scales it from 0 at the first update to 1 at the last, as the
-    trainer's `--cql_ramp 0 1` does (through `loss.cql_scale`)."""
+    trainer's `--cql_ramp 0 1` does (through `loss.cql_scale`; the trainer's default starts at a tenth of the run)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     asp = ActionSpace("continuous", 1) if continuous else ActionSpace("discrete", NUM_ARMS)

@@ -50,8 +50,9 @@ def test_branch_from_starts_with_the_branch_point_under_new_loss_settings(tmp_pa
     tr = _source_run(tmp_path)
     bp_dir = branch_point_dir(tr.run_dir, 1)
     bp = load_checkpoint(os.path.join(bp_dir, "latest.pt"))
-    cfg = _tiny_cfg(tmp_path, run_name="branched", branch_from=bp_dir, n_step=3, learning_rate=3e-4, epochs=3)
-    b = AMAGOTrainer(cfg, _make_env, _make_env)  # n_step: a plain resume refuses it, a branch takes it
+    cfg = _tiny_cfg(tmp_path, run_name="branched", branch_from=bp_dir, n_step=3, learning_rate=3e-4, epochs=3,
+                    cql_coeff=0.2)
+    b = AMAGOTrainer(cfg, _make_env, _make_env)  # n_step, cql_coeff: a plain resume refuses them, a branch takes them
     assert b.resume()
     assert (b.epoch, b.env_steps, b.grad_steps) == (1, 10, bp["counters"]["grad_steps"])
     for k, v in bp["loss"].items():
@@ -61,8 +62,10 @@ def test_branch_from_starts_with_the_branch_point_under_new_loss_settings(tmp_pa
     assert [r["epoch"] for r in b.logger.records] == [0.0]  # the source's rows before the branch epoch
     b.train()
     b.close()
-    stored = load_checkpoint(os.path.join(b.ckpt_dir, "latest.pt"))["config"]
+    saved = load_checkpoint(os.path.join(b.ckpt_dir, "latest.pt"))
+    stored = saved["config"]
     assert stored["n_step"] == 3 and stored["branch_from"] == bp_dir
+    assert saved["cql_resolved"] == {"cql_coeff": 0.2, "cql_ramp": [0.0, 0.0]} and b.loss.cql_coeff == 0.2
     assert b.epoch == 3 and len(b.replay) == 30
     assert os.path.exists(os.path.join(bp_dir, "latest.pt"))  # the branch point is left as it was
     again = AMAGOTrainer(cfg.replace(epochs=4), _make_env, _make_env)  # a stopped branched run resumes its own

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
+from torchrl_amago.trainers.checkpoint import load_checkpoint
 from torchrl_amago.trainers.cql_schedule import cql_coeff_of, cql_ramp_of, ramp_factor, run_cql_factor
 
 from ..objectives.test_amago_loss import build, make_batch
@@ -33,7 +34,7 @@ def test_the_default_is_on_and_ramped_only_for_long_horizons_and_per_action_crit
     assert cql_coeff_of(unset, [0.9999], per_action_critic=False) == 0.0  # action-input and two-hot critics
     assert cql_coeff_of(TrainConfig(cql_coeff=0.0), [0.9999], True) == 0.0  # off by hand
     assert cql_coeff_of(TrainConfig(cql_coeff=0.3), [0.99], True) == 0.3
-    assert cql_ramp_of(unset, 0.1) == (0.0, 1.0) and cql_ramp_of(unset, 0.0) == (0.0, 0.0)
+    assert cql_ramp_of(unset, 0.1) == (0.1, 1.0) and cql_ramp_of(unset, 0.0) == (0.0, 0.0)
     assert cql_ramp_of(TrainConfig(cql_coeff=0.3), 0.3) == (0.0, 0.0)  # a set weight is not ramped unless asked
     assert cql_ramp_of(TrainConfig(cql_ramp=(0.5, 0.5)), 0.1) == (0.5, 0.5)
 
@@ -89,8 +90,9 @@ def test_the_trainer_ramps_the_scale_and_a_resume_continues_it(tmp_path):
     seen = _record_scales(tr)
     tr.train(epochs=2)
     assert seen == pytest.approx([0.0, 0.0, 0.0, 0.25])  # updates 1..4: i / 8 = 0, 1/8, 2/8, 3/8 done
-    tr.save()
+    path = tr.save()
     tr.close()
+    assert load_checkpoint(path)["cql_resolved"] == {"cql_coeff": 0.1, "cql_ramp": [0.25, 0.75]}
     resumed = AMAGOTrainer(_tiny_cfg(tmp_path, **kw), _make_env, _make_env)
     assert resumed.resume() and resumed.grad_steps == 4
     metrics = resumed.learn()  # the 5th and 6th updates
@@ -107,8 +109,8 @@ def test_a_trainer_left_at_the_default_ramps_the_term_on_long_horizons_only(tmp_
     assert tr.loss.cql_coeff == want
     seen = _record_scales(tr)
     tr.train(epochs=2)
-    if want:  # the whole run's 8 updates: i / 8 done before update i + 1
-        assert seen == pytest.approx([0.0, 1 / 8, 2 / 8, 3 / 8])
+    if want:  # off for the first tenth of the run's 8 updates, then (i / 8 - 0.1) / 0.9 before update i + 1
+        assert seen == pytest.approx([0.0, 0.025 / 0.9, 0.15 / 0.9, 0.275 / 0.9])
     else:
         assert tr.cql_factor is None and seen == [1.0] * 4  # the buffer is never touched; the term is not computed
     tr.close()
@@ -145,7 +147,7 @@ def test_a_run_made_before_the_default_resumes_with_the_term_off():
 
 def test_resume_compares_the_weight_each_run_used_not_the_raw_flag():
     """A run that left --cql_coeff unset stored None: where None meant 0 (no discount reaches 0.9999), `--cql_coeff 0`
-    is the same setting and the example's explicit 0.1 is refused by name; where None meant 0.1 ramped `0 1`, an
+    is the same setting and the example's explicit 0.1 is refused by name; where None meant 0.1 ramped `0.1 1`, an
     explicit 0.1 (full weight from the first update) is refused by its ramp."""
     from torchrl_amago.trainers.run_checkpoint import check_resume
     from torchrl_amago.trainers import CheckpointError
@@ -159,9 +161,24 @@ def test_resume_compares_the_weight_each_run_used_not_the_raw_flag():
 
     tmaze_like = TrainConfig(gamma=0.9999)  # the unset flag resolves to 0.1 ramped over the run
     stored = {"config": tmaze_like.to_dict()}
-    with pytest.raises(CheckpointError, match=r"--cql_ramp: checkpoint \[0.0, 1.0\] -> now \[0.0, 0.0\]"):
+    with pytest.raises(CheckpointError, match=r"--cql_ramp: checkpoint \[0.1, 1.0\] -> now \[0.0, 0.0\]"):
         check_resume(stored, tmaze_like.replace(cql_coeff=0.1), "ckpt.pt", per_action_critic=True)
-    assert check_resume(stored, tmaze_like.replace(cql_coeff=0.1, cql_ramp=(0.0, 1.0)), "ckpt.pt",
+    assert check_resume(stored, tmaze_like.replace(cql_coeff=0.1, cql_ramp=(0.1, 1.0)), "ckpt.pt",
                         per_action_critic=True) == {}
     # without a per-action critic the term is off whatever the flag: nothing to compare
     assert check_resume(stored, tmaze_like.replace(cql_coeff=0.0), "ckpt.pt", per_action_critic=False) == {}
+
+
+def test_a_checkpoint_keeps_the_term_its_run_used_when_the_default_moves():
+    """The saved `cql_resolved` wins over resolving the stored flags with today's defaults: a run that left the flags
+    unset and used another ramp than today's default is refused by name; its own ramp resumes it."""
+    from torchrl_amago.trainers.run_checkpoint import check_resume
+    from torchrl_amago.trainers import CheckpointError
+
+    tmaze_like = TrainConfig(gamma=0.9999)
+    stored = {"config": tmaze_like.to_dict(), "cql_resolved": {"cql_coeff": 0.1, "cql_ramp": [0.0, 0.5]}}
+    today = list(cql_ramp_of(tmaze_like, 0.1))
+    assert today != [0.0, 0.5]
+    with pytest.raises(CheckpointError, match=rf"--cql_ramp: checkpoint \[0.0, 0.5\] -> now \{today}"):
+        check_resume(stored, tmaze_like, "ckpt.pt", per_action_critic=True)
+    assert check_resume(stored, tmaze_like.replace(cql_ramp=(0.0, 0.5)), "ckpt.pt", per_action_critic=True) == {}

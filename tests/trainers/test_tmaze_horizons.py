@@ -40,14 +40,15 @@ def test_one_tiny_run_end_to_end(tmp_path, capsys):
     assert run["rc"] == 0 and run["horizon"] == 3 and len(run["eval_success"]) == 3  # 2 epochs + the final eval
     assert run["cores"] == "0-0" and "stopped_at_s" not in run
     assert Path(run["curve"]).exists()
+    solved = {} if run["solved_update"] is None else {"median_solved_update": run["solved_update"],
+                                                      "median_solved_wall_s": run["solved_wall_s"]}
     assert summary == {"horizon": 3, "summary": True, "runs": 1, "solved": int(run["solved_update"] is not None),
-                       "held": int(run["held"]), "stayed_at_start": int(run["max_train_return"] <= -0.9), **({} if run["solved_update"] is None else {
-                           "median_solved_update": run["solved_update"], "median_solved_wall_s": run["solved_wall_s"]})}
+                       "held": int(run["held"]), "stayed_at_start": int(run["max_train_return"] <= -0.9), **solved}
 
 
 def test_a_run_that_never_walked_the_corridor_is_counted():
-    rows = [dict(r, **{"train/return": t}) for r, t in zip(_rows((100, 40, 5, 0, 0.0), (200, 80, 9, 1, None),
-                                                                 (300, 120, 14, 2, 0.0)), ("-0.998", "-0.95", ""))]
+    evals = _rows((100, 40, 5, 0, 0.0), (200, 80, 9, 1, None), (300, 120, 14, 2, 0.0))
+    rows = [dict(r, **{"train/return": t}) for r, t in zip(evals, ("-0.998", "-0.95", ""))]
     stuck = TH.summarize(rows, 0.95)
     assert stuck["max_train_return"] == -0.95
     walked = TH.summarize([dict(rows[0], **{"train/return": "-0.2"})], 0.95)

@@ -19,7 +19,7 @@ import sys
 
 from ..data.replay_persist import fsync_dir
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .resume_config import config_changes
+from .resume_config import CQL_RESOLVED, config_changes
 
 BRANCHES_DIR = "branches"
 CKPT_FILE = "latest.pt"
@@ -109,6 +109,7 @@ def start_from_branch(branch_dir: str, run_dir: str, config: dict) -> dict[str, 
     changes = config_changes(ckpt["config"], config)
     changes.pop("branch_from", None)
     ckpt.pop("format")
+    ckpt.pop(CQL_RESOLVED, None)  # the branch's own flags resolve its conservative term on resume
     ckpt["config"] = dict(config)
     save_checkpoint(latest, ckpt)
     shown = ", ".join(f"--{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())) or "none"

@@ -2,15 +2,16 @@
 
 `--cql_coeff` left unset is `CQL_COEFF` (0.1) where a discount reaches `DEFAULT_TARGET_BACKBONE_MIN_GAMMA`
 (0.9999, the horizons of 10,000 steps and more at which the loss also builds the encoders' target copy) and the critic
-is per-action (a `DiscreteCritic`), and 0 (off, the original's critic loss) everywhere else. There it ramps over the
-whole run (`--cql_ramp 0 1`); an explicit `--cql_coeff` is at full weight from the first update unless `--cql_ramp`
-says otherwise.
+is per-action (a `DiscreteCritic`), and 0 (off, the original's critic loss) everywhere else. There it is off for the
+run's first tenth and then ramps to full weight at the end (`--cql_ramp 0.1 1`); an explicit `--cql_coeff` is at full
+weight from the first update unless `--cql_ramp` says otherwise.
 
 The ramp's fraction is 0 before START x the run's updates, rises linearly to 1 at END x the run's updates and stays 1
 after (fractions of the run in [0, 1]; `0 0` is 1 from the first update). A ramp keeps the term out of the run's
 first updates, where under greedy collection it can lock the first policy in (docs/api/objectives.md, "A
-conservative critic"). The trainer writes the fraction into `AMAGOLoss.cql_scale` before each update, so a resumed
-run continues the ramp from its update count.
+conservative critic"); at T-Maze's horizon of 1,000 even a ramp that starts at 0 (1 % of full weight after the
+first epoch) does, so the default starts later. The trainer writes the fraction into `AMAGOLoss.cql_scale` before
+each update, so a resumed run continues the ramp from its update count.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .lr_schedule import run_updates
 
 #: The term's weight wherever a default turns it on (here, and `presets.SAMPLED_DISCRETE_PRESET`).
 CQL_COEFF = 0.1
-LONG_HORIZON_CQL_RAMP = (0.0, 1.0)
+LONG_HORIZON_CQL_RAMP = (0.1, 1.0)
 CONSTANT = (0.0, 0.0)
 
 

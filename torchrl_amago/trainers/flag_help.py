@@ -92,11 +92,11 @@ FIELD_HELP = {
     "entropy_coeff": "weight of a policy-entropy bonus in the actor loss, discrete actions only (not in the "
                      "original; 0 = off)",
     "cql_coeff": "weight of a conservative term in the critic loss, logsumexp_a Q(s, a) - Q(s, a_buffer), per-action "
-                 "critics only (CQL; not in the original; 0 = off; default: 0.1, ramped over the run, where a "
-                 "discount is >= 0.9999, else 0)",
+                 "critics only (CQL; not in the original; 0 = off; default: 0.1, ramped in after the run's first "
+                 "tenth, where a discount is >= 0.9999, else 0)",
     "cql_ramp": "START END fractions of the run's updates: the conservative term is off before START and reaches "
-                "--cql_coeff at END, linearly (0 0: full weight from the first update; default: 0 1 for the default "
-                "weight, 0 0 for a set one)",
+                "--cql_coeff at END, linearly (0 0: full weight from the first update; default: 0.1 1 for the "
+                "default weight, 0 0 for a set one)",
     "critic_loss_weight": "weight of the critic loss",
     "reward_multiplier": "rewards are scaled by this inside the loss",
     "popart": "PopArt-normalise the critic targets (two-hot critics use its statistics only for the DPG term)",

@@ -64,6 +64,10 @@ def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
     return changes
 
 
+#: Checkpoint entry: `{"cql_coeff", "cql_ramp"}` as the run resolved them (`with_resolved_cql`), saved beside its flags.
+CQL_RESOLVED = "cql_resolved"
+
+
 def with_resolved_cql(config: dict, per_action_critic: bool) -> dict:
     """`config` with `cql_coeff` / `cql_ramp` as the run used them (`cql_schedule`: an unset flag is its default for the
     run's discounts and critic), so `--cql_coeff 0` resumes a run that left the flag unset where it resolved to 0."""
