@@ -51,7 +51,7 @@ FIGURES = [
            "03_popgym_multidomain_2games_seed*.csv",
            y=("eval/return/RepeatPreviousEasy", "eval/return/RepeatFirstEasy")),
     Figure("04_tmaze10", "T-Maze, horizon 10", "04_tmaze10_seed*.csv", y=("eval/success",)),
-    Figure("04_tmaze50", "T-Maze, horizon 50 (--cql_ramp 0 1)", "04_tmaze50_seed*.csv", y=("eval/success",)),
+    Figure("04_tmaze50", "T-Maze, horizon 50", "04_tmaze50_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze100", "T-Maze, horizon 100", "04_tmaze100_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze300", "T-Maze, horizon 300 (--cql_ramp 0 1)", "04_tmaze300_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze1000", "T-Maze, horizon 1,000 (--cql_ramp 0 1, one H200, async; stopped at the time limit)",
