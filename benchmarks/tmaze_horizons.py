@@ -6,7 +6,7 @@ time, each `nice`d with `--threads` torch threads), run to the end. One JSON lin
     python benchmarks/tmaze_horizons.py --horizons 100 300 --seeds 0 1 2 --jobs 2
     python benchmarks/tmaze_horizons.py --device cuda --horizons 300 1000 --jobs 6 --threads 2 -- --parallel_envs 48
 
-On a machine lent for a fixed time, `--time_limit S` stops each run after S seconds (its whole process group) and
+On a machine held for a fixed time, `--time_limit S` stops each run after S seconds (its whole process group) and
 still summarises the evals it logged; `--cores_per_run N` pins run slot i to cores [i*N, (i+1)*N) with `taskset`, so
 runs with collector processes do not share cores (how the T-Maze-1,000 runs of docs/results/README.md ran, there
 with `--cql_ramp 0 1` added):

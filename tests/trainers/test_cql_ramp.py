@@ -182,3 +182,6 @@ def test_a_checkpoint_keeps_the_term_its_run_used_when_the_default_moves():
     with pytest.raises(CheckpointError, match=rf"--cql_ramp: checkpoint \[0.0, 0.5\] -> now \{today}"):
         check_resume(stored, tmaze_like, "ckpt.pt", per_action_critic=True)
     assert check_resume(stored, tmaze_like.replace(cql_ramp=(0.0, 0.5)), "ckpt.pt", per_action_critic=True) == {}
+    for bad in ([0.1, [0.0, 0.5]], {"cql_coeff": 0.1, "cql_ramp": [0.0, 0.5], "extra": 1}):
+        with pytest.raises(CheckpointError, match="'cql_resolved' must map cql_coeff / cql_ramp"):
+            check_resume({**stored, "cql_resolved": bad}, tmaze_like, "ckpt.pt", per_action_critic=True)

@@ -1,6 +1,5 @@
 """benchmarks/tmaze_horizons.py: the first solved eval of a run and whether it held, from its metrics.csv."""
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -76,9 +75,8 @@ def test_time_limit_stops_the_run_and_every_process_it_started(tmp_path):
     """A shell that starts a child which outlives it unless killed with the group: both are gone after the limit."""
     marker = tmp_path / "child_pid"
     script = f"sleep 300 & echo $! > {marker}; wait"
-    t0 = time.perf_counter()
     rc, _, stopped = TH.run_capped(["bash", "-c", script], time_limit=2)
-    assert stopped and rc != 0 and time.perf_counter() - t0 < 40
+    assert stopped and rc != 0
     assert not _running(int(marker.read_text()))
     rc, _, stopped = TH.run_capped(["bash", "-c", "exit 3"], time_limit=30)
     assert (rc, stopped) == (3, False)

@@ -64,19 +64,24 @@ def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
     return changes
 
 
-#: Checkpoint entry: `{"cql_coeff", "cql_ramp"}` as the run resolved them (`with_resolved_cql`), saved beside its flags.
+#: Checkpoint entry: `{"cql_coeff", "cql_ramp"}` as the run resolved them (`resolved_cql`), saved beside its flags.
 CQL_RESOLVED = "cql_resolved"
 
 
-def with_resolved_cql(config: dict, per_action_critic: bool) -> dict:
-    """`config` with `cql_coeff` / `cql_ramp` as the run used them (`cql_schedule`: an unset flag is its default for the
-    run's discounts and critic), so `--cql_coeff 0` resumes a run that left the flag unset where it resolved to 0."""
+def resolved_cql(config: dict, per_action_critic: bool) -> dict:
+    """`{"cql_coeff", "cql_ramp"}` as a run with these flags uses them (`cql_schedule`: an unset flag is its default
+    for the run's discounts and critic; the ramp of a term that is off is None)."""
     defaults = TrainConfig()
     gammas = gammas_of(config.get("multigammas", defaults.multigammas), config.get("gamma", defaults.gamma))
     flags = SimpleNamespace(cql_coeff=config.get("cql_coeff"), cql_ramp=config.get("cql_ramp"))
     coeff = cql_coeff_of(flags, gammas, per_action_critic)
-    ramp = list(cql_ramp_of(flags, coeff)) if coeff > 0 else None  # a ramp of a term that is off means nothing
-    return {**config, "cql_coeff": coeff, "cql_ramp": ramp}
+    return {"cql_coeff": coeff, "cql_ramp": list(cql_ramp_of(flags, coeff)) if coeff > 0 else None}
+
+
+def with_resolved_cql(config: dict, per_action_critic: bool) -> dict:
+    """`config` with `resolved_cql`'s values, so `--cql_coeff 0` resumes a run that left the flag unset where it
+    resolved to 0."""
+    return {**config, **resolved_cql(config, per_action_critic)}
 
 
 def check_resume_config(stored: dict, new: dict, path: str) -> dict[str, tuple]:

@@ -72,7 +72,11 @@ def check_resume(ckpt: dict, cfg, path: str, *, per_action_critic: bool) -> dict
     them (`with_resolved_cql`): an unset `--cql_coeff` and its default's value are the same setting. A checkpoint's
     `cql_resolved` (what its run used, saved beside the flags) wins over resolving its flags with today's defaults,
     so a default that changes later is refused as a change."""
-    stored = {**with_resolved_cql(ckpt["config"], per_action_critic), **ckpt.get(CQL_RESOLVED, {})}
+    used = ckpt.get(CQL_RESOLVED, {})
+    if not isinstance(used, dict) or not set(used) <= {"cql_coeff", "cql_ramp"}:
+        raise CheckpointError(f"checkpoint {path}: {CQL_RESOLVED!r} must map cql_coeff / cql_ramp to the values its "
+                              f"run used, got {used!r}")
+    stored = {**with_resolved_cql(ckpt["config"], per_action_critic), **used}
     try:
         return check_resume_config(stored, with_resolved_cql(cfg.to_dict(), per_action_critic), path)
     except ValueError as e:

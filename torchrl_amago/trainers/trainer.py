@@ -41,7 +41,7 @@ from .factory import (AgentModules, build_agent_modules, build_exploration, buil
 from .logging import RunLogger
 from .cql_schedule import run_cql_factor
 from .lr_schedule import run_lr_factor
-from .resume_config import CQL_RESOLVED, apply_optimizer_settings, with_resolved_cql
+from .resume_config import CQL_RESOLVED, apply_optimizer_settings, resolved_cql
 from .threads import LearnerThreads
 from .metrics import (TrialReturnsById, episode_metrics, finished_trial_returns, per_task_return_metrics,
                       return_metrics)
@@ -629,7 +629,7 @@ class AMAGOTrainer:
             "counters": {"epoch": self.epoch, "env_steps": self.env_steps, "grad_steps": self.grad_steps},
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
-            CQL_RESOLVED: self._cql_resolved(),
+            CQL_RESOLVED: resolved_cql(self.cfg.to_dict(), has_per_action_critic(self.modules)),
         }
         if tag == "latest":
             payload.update(commit_rank_replays(self.dist, self.generations, self.replay, self.buffer_gen,
@@ -642,11 +642,6 @@ class AMAGOTrainer:
             self.generations.remove_others(self.buffer_gen)
             remove_old_rank_files(self.dist, self.ckpt_dir, self.epoch, self.grad_steps)
         return path
-
-    def _cql_resolved(self) -> dict:
-        """The conservative term's weight and ramp as this run uses them (saved, so a later default is a change)."""
-        used = with_resolved_cql(self.cfg.to_dict(), has_per_action_critic(self.modules))
-        return {"cql_coeff": used["cql_coeff"], "cql_ramp": used["cql_ramp"]}
 
     def resume(self, tag: str = "latest") -> bool:
         """Load `tag` if it exists (False otherwise). Raises CheckpointError on corrupt/mismatched files."""
