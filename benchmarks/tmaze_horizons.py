@@ -8,11 +8,10 @@ time, each `nice`d with `--threads` torch threads), run to the end. One JSON lin
 
 On a machine held for a fixed time, `--time_limit S` stops each run after S seconds (its whole process group) and
 still summarises the evals it logged; `--cores_per_run N` pins run slot i to cores [i*N, (i+1)*N) with `taskset`, so
-runs with collector processes do not share cores (how the T-Maze-1,000 runs of docs/results/README.md ran, there
-with `--cql_ramp 0 1` added):
+runs with collector processes do not share cores (how the T-Maze-1,000 runs of docs/results/README.md ran):
 
-    python benchmarks/tmaze_horizons.py --device cuda --horizons 1000 --seeds 0 1 --jobs 3 --cores_per_run 5 \
-        --epochs 100 --threads 2 --time_limit 530 -- --cuda_graph --no-trim_windows --collect async \
+    python benchmarks/tmaze_horizons.py --device cuda --horizons 1000 --seeds 0 1 3 --jobs 3 --cores_per_run 4 \
+        --epochs 100 --threads 2 --time_limit 540 -- --cuda_graph --no-trim_windows --collect async \
         --num_collectors 4 --eval_interval 4
 
 Per run: `solved_update` / `solved_env_steps` / `solved_wall_s` at the first eval with success >= `--solved` (0.95),
