@@ -41,13 +41,22 @@ def curve_name(task: str, seed: int) -> str:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Final eval (the last record's, the trainer's long final eval), the best eval, updates and env steps."""
+    """Final eval (the trainer's long final eval, a record without an epoch; a run stopped before it: the last eval),
+    the best eval, updates and env steps. With `--final_eval best` the final eval ran the best periodic eval's
+    weights (logged as eval_best/return: `final_weights` "best"); with `--final_eval both` `final_return` is the last
+    weights' and `final_best_return` the best weights'."""
     evals = column(rows, "eval/return")
-    return {"final_return": evals[-1][1] if evals else None,
-            "best_return": max(v for _, v in evals) if evals else None,
-            "eval_return": [round(v, 3) for _, v in evals],
-            "grad_steps": int(float(rows[-1]["grad_steps"])) if rows else 0,
-            "env_steps": int(float(rows[-1]["env_steps"])) if rows else 0}
+    last = column([r for r in rows if r.get("epoch") in (None, "")], "eval/return")
+    of_best = column(rows, "eval_best/return")
+    out = {"final_return": (last or of_best or evals)[-1][1] if evals or of_best else None,
+           "final_weights": "best" if of_best and not last else "last",
+           "best_return": max(v for _, v in evals) if evals else None,
+           "eval_return": [round(v, 3) for _, v in evals],
+           "grad_steps": int(float(rows[-1]["grad_steps"])) if rows else 0,
+           "env_steps": int(float(rows[-1]["env_steps"])) if rows else 0}
+    if of_best and last:
+        out["final_best_return"] = of_best[-1][1]
+    return out
 
 
 def summarize_curve(task: str, seed: int, path: str) -> dict:

@@ -287,7 +287,7 @@ def test_mixed_replay_dump_refuses_planted_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-@pytest.mark.parametrize("name", ["latest.pt", "epoch_3.pt", "replay_rank1_e3_g9.pt"])
+@pytest.mark.parametrize("name", ["latest.pt", "epoch_3.pt", "best.pt", "replay_rank1_e3_g9.pt"])
 def test_checkpoint_variants_never_run(tmp_path, name):
     """The run-checkpoint loader (resume, --branch_from, epoch snapshots, other ranks' replay files) goes through
     the same safe reader: raw pickle, legacy torch.save, torch.save zip with an object, a numpy array inside."""

@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_amago.trainers.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
-from torchrl_amago.trainers.cli import build_parser, parse_config
+from torchrl_amago.trainers.cli import build_parser, example_args, parse_config
 from torchrl_amago.trainers.config import TrainConfig
 from torchrl_amago.trainers.metrics import (TrialReturnsById, bottom_quintile, episode_metrics,
                                            finished_trial_returns, per_task_return_metrics)
@@ -67,6 +67,17 @@ def test_cli_covers_every_field_and_parses_types():
         parse_config(argv=["--agent_type", "nope"])
     with pytest.raises(ValueError, match="unknown TrainConfig defaults"):
         build_parser(defaults={"not_a_flag": 1})
+
+
+def test_example_flags_are_not_abbreviated_by_common_ones():
+    """`--final_eval best` (a TrainConfig flag) is not read as an abbreviation of an example's --final_eval_timesteps."""
+    def extra(p):
+        p.add_argument("--final_eval_timesteps", type=int, default=1000)
+
+    argv = ["--final_eval", "best", "--final_eval_timesteps", "50"]
+    assert example_args(extra, argv[:2]).final_eval_timesteps == 1000
+    cfg, args = parse_config(extra=extra, argv=argv)
+    assert (cfg.final_eval, args.final_eval_timesteps) == ("best", 50)
 
 
 def _rollout(rewards, dones):

@@ -24,8 +24,27 @@ def _write(path: Path, *evals):
 def test_summarize_reads_the_final_and_the_best_eval(tmp_path):
     _write(tmp_path / "m.csv", -0.5, -0.2, -0.4)
     rows = PC.read_metrics(str(tmp_path / "m.csv"))
-    assert PC.summarize(rows) == {"final_return": -0.4, "best_return": -0.2, "eval_return": [-0.5, -0.2, -0.4],
-                                  "grad_steps": 180, "env_steps": 300}
+    assert PC.summarize(rows) == {"final_return": -0.4, "final_weights": "last", "best_return": -0.2,
+                                  "eval_return": [-0.5, -0.2, -0.4], "grad_steps": 180, "env_steps": 300}
+
+
+def test_summarize_reads_the_final_eval_of_the_best_weights(tmp_path):
+    """--final_eval best: the final eval is logged as eval_best/return, the periodic curve stays eval/return."""
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*HEADER, "eval_best/return"])
+        w.writerows([[100, 60, 10.0, 0, -0.5, ""], [200, 120, 20.0, 1, -0.2, ""], [300, 180, 30.0, 2, -0.4, ""],
+                     [300, 180, 31.0, "", "", -0.21]])
+    out = PC.summarize(PC.read_metrics(str(tmp_path / "m.csv")))
+    assert out["final_return"] == -0.21 and out["final_weights"] == "best" and "final_best_return" not in out
+    assert out["best_return"] == -0.2 and out["eval_return"] == [-0.5, -0.2, -0.4]
+    # --final_eval both: the last weights' final eval, then the best's
+    with open(tmp_path / "m.csv", "a", newline="") as f:
+        csv.writer(f).writerows([[300, 180, 32.0, "", -0.45, ""], [300, 180, 33.0, "", "", -0.25]])
+    rows = PC.read_metrics(str(tmp_path / "m.csv"))
+    both = PC.summarize(rows[:3] + rows[4:])
+    assert (both["final_return"], both["final_weights"], both["final_best_return"]) == (-0.45, "last", -0.25)
+    assert both["eval_return"] == [-0.5, -0.2, -0.4, -0.45]
 
 
 @pytest.mark.parametrize("new, not_worse", [((0.40, 0.44, 0.42), True),  # mean 0.42 >= 0.5 - 0.1

@@ -19,13 +19,22 @@ def test_solved_and_held_from_the_evals():
     held = _rows((100, 40, 5, 0, 0.5), (200, 80, 9, 1, None), (300, 120, 14, 2, 0.97), (400, 160, 19, 3, 1.0),
                  (400, 160, 21, None, 1.0))  # the last row: the final (5x-length) eval, no epoch
     assert TH.summarize(held, 0.95) == {"eval_success": [0.5, 0.97, 1.0, 1.0], "final_success": 1.0,
-                                        "solved_update": 120, "solved_env_steps": 300, "solved_wall_s": 14.0,
+                                        "final_weights": "last", "solved_update": 120, "solved_env_steps": 300, "solved_wall_s": 14.0,
                                         "held": True, "max_train_return": None}
     fell = _rows((100, 40, 5, 0, 1.0), (200, 80, 9, 1, 0.5), (200, 80, 10, None, 1.0))
     out = TH.summarize(fell, 0.95)
     assert out["solved_update"] == 40 and out["held"] is False and out["final_success"] == 1.0
     never = TH.summarize(_rows((100, 40, 5, 0, 0.5)), 0.95)
     assert never["solved_update"] is None and never["held"] is False
+    # --final_eval best: the final eval ran the best weights (eval_best/success); held is the run's own evals'
+    best = fell[:2] + [{"env_steps": "200", "grad_steps": "80", "wall_s": "10", "epoch": "", "eval/success": "",
+                        "eval_best/success": "1.0"}]
+    out = TH.summarize(best, 0.95)
+    assert out["final_success"] == 1.0 and out["final_weights"] == "best" and out["held"] is False
+    assert out["eval_success"] == [1.0, 0.5]
+    # --final_eval both: the last weights' final eval, then the best's
+    both = TH.summarize(fell + [dict(best[2], **{"eval_best/success": "0.75"})], 0.95)
+    assert (both["final_success"], both["final_weights"], both["final_best_success"]) == (1.0, "last", 0.75)
 
 
 @pytest.mark.timeout(240)

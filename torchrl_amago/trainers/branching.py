@@ -18,6 +18,7 @@ import shutil
 import sys
 
 from ..data.replay_persist import fsync_dir
+from .best_eval import BEST_EVAL
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .resume_config import CQL_RESOLVED, config_changes
 
@@ -110,6 +111,7 @@ def start_from_branch(branch_dir: str, run_dir: str, config: dict) -> dict[str, 
     changes.pop("branch_from", None)
     ckpt.pop("format")
     ckpt.pop(CQL_RESOLVED, None)  # the branch's own flags resolve its conservative term on resume
+    ckpt.pop(BEST_EVAL, None)  # the branch keeps its own best eval (best_eval.py)
     ckpt["config"] = dict(config)
     save_checkpoint(latest, ckpt)
     shown = ", ".join(f"--{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())) or "none"

@@ -132,8 +132,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def example_args(extra: Callable[[argparse.ArgumentParser], None], argv: list[str] | None = None
                  ) -> argparse.Namespace:
     """The example's own flags only (unknown flags ignored), for values the TrainConfig defaults depend on,
-    e.g. T-Maze's `max_seq_len = horizon + 1`. `--help` is left to `parse_config`."""
-    pre = argparse.ArgumentParser(add_help=False)
+    e.g. T-Maze's `max_seq_len = horizon + 1`. `--help` is left to `parse_config`. No abbreviations: a common flag
+    that begins like one of the example's (`--final_eval` of `--final_eval_timesteps`) is not taken for it."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     extra(pre)
     return pre.parse_known_args(argv)[0]
 

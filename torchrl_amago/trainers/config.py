@@ -27,6 +27,7 @@ from ..objectives.packing import PACK_MODES
 from ..modules.trajectory.registry import trajectory_encoder_names
 from .collection import COLLECT_MODES
 from .config_checks import NONFINITE_DATA, check_ranges
+from .best_eval import FINAL_EVALS
 from .cql_schedule import check_cql_flags
 from .device import COMPILE_MODES, PRECISION_DTYPES
 from .lr_schedule import LR_DECAYS
@@ -83,6 +84,7 @@ FIELD_CHOICES = {
     "compile_loss": COMPILE_MODES,
     "actor_encoder_grad": ACTOR_ENCODER_GRADS,
     "lr_decay": LR_DECAYS,
+    "final_eval": tuple(FINAL_EVALS),
 }
 
 
@@ -114,6 +116,8 @@ class TrainConfig:
     eval_timesteps: int = 1000
     eval_envs: int = 8
     ckpt_interval: int = 10
+    keep_best: bool = True
+    final_eval: str = "last"
     branch_every: int = 0
     branch_from: str | None = None
     sample_actions_train: bool = True
@@ -246,6 +250,11 @@ class TrainConfig:
             raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
         if not 1 <= self.num_critics_td <= self.num_critics:
             raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
+        if self.final_eval != "last" and not (self.keep_best and self.eval_interval):
+            raise ValueError(f"--final_eval {self.final_eval} evaluates the weights of the best periodic eval "
+                             f"(ckpts/best.pt): it "
+                             f"needs --keep_best and --eval_interval > 0 (got --keep_best {self.keep_best}, "
+                             f"--eval_interval {self.eval_interval})")
         check_ranges(self)
         check_cql_flags(self)
         self._validate_loss_options()

@@ -24,6 +24,10 @@ FIELD_HELP = {
     "eval_timesteps": "env steps per eval env per evaluation",
     "eval_envs": "number of batched eval envs",
     "ckpt_interval": "keep a checkpoint every this many epochs (0: only the latest one, which is always written)",
+    "keep_best": "write the weights of the best periodic eval so far (eval/success where the example has a success "
+                 "threshold, else eval/return; a tie goes to the later eval) to <run>/ckpts/best.pt",
+    "final_eval": "weights of the final evaluation: last (the run's last weights), best (ckpts/best.pt, the best "
+                  "periodic eval's) or both (last, then best)",
     "branch_every": "copy the checkpoint, replay and metrics to <run>/branches/epoch_<E>/ every this many epochs "
                     "(0: never), to start other runs from there with --branch_from (benchmarks/branch_run.py)",
     "branch_from": "start this new run from a branch point folder (<run>/branches/epoch_<E>): its weights, "

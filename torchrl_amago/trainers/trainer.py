@@ -25,6 +25,7 @@ from ..objectives import AMAGOSoftUpdate
 from ..objectives.packing import packs_here
 from .collection import (CollectorFeed, WithActionCounts, build_multiprocess_collector, build_remote_collector,
                          check_async_config, local_collector_workers, sync_exploration_step, target_replay_ratio)
+from .best_eval import BEST_EVAL, FINAL_EVALS, BestEval, load_best_state, save_best
 from .branching import save_branch_point, start_from_branch
 from .checkpoint import (CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint,
                          set_rng_state, with_new_target_copies)
@@ -212,6 +213,8 @@ class AMAGOTrainer:
                                 cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
         self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
         self.last_eval: dict = {}
+        # the best periodic eval so far and, with --keep_best, its weights in ckpts/best.pt (best_eval.py)
+        self.best_eval = BestEval("eval/success" if success_threshold is not None else "eval/return")
 
     def _check_branching(self) -> None:
         cfg = self.cfg
@@ -540,7 +543,9 @@ class AMAGOTrainer:
             epoch = self.epoch
             rec: dict = {"epoch": epoch}
             if cfg.eval_interval and epoch % cfg.eval_interval == 0:
-                rec.update(self.evaluate())  # async: the workers keep collecting meanwhile
+                evaluated = self.evaluate()  # async: the workers keep collecting meanwhile
+                self._keep_if_best(evaluated)
+                rec.update(evaluated)
             if self.async_collect:
                 rec.update(self.run_async_epoch(epoch))
             else:
@@ -564,18 +569,49 @@ class AMAGOTrainer:
             bar.close()
         return last
 
+    def _keep_if_best(self, evaluated: dict) -> None:
+        """Record a periodic eval that scores at least the best so far; with --keep_best, write the weights it
+        evaluated to ckpts/best.pt."""
+        if not self.best_eval.improved_by(evaluated):
+            return
+        self.best_eval.record(evaluated, {"epoch": self.epoch, "env_steps": self.env_steps,
+                                          "grad_steps": self.grad_steps})
+        if self.cfg.keep_best:
+            save_best(self._ckpt_path("best"), self.loss, self.best_eval, self.cfg.to_dict())
+
+    def load_best(self) -> dict:
+        """Replace the model's weights with those of the best periodic eval (ckpts/best.pt), e.g. to evaluate or
+        deploy them; the optimizer and counters stay the run's. Returns the file's record (metric, value, counters).
+        The weights are copied in place, so the policy's acting caches see their new versions."""
+        return load_best_state(self._ckpt_path("best"), self.loss)
+
     def finish(self, final_eval_timesteps: int | None = None) -> dict:
-        """Final evaluation + learning-curve PNG; returns the summary dict the examples print as JSON."""
-        res = self.evaluate(final_eval_timesteps)
-        if res:
-            self.logger.log(res, self.env_steps, self.grad_steps)
+        """Final evaluation + learning-curve PNG; returns the summary dict the examples print as JSON. The final eval
+        runs the last weights, ckpts/best.pt's (--final_eval best) or both, the last first (--final_eval both: the
+        summary's `eval_*` are the last weights', `eval_best_*` the best's). The best weights' eval is logged as
+        `eval_best/*`, so the `eval/*` curve stays that of the run's own weights."""
+        finals = {}
+        for weights in FINAL_EVALS[self.cfg.final_eval]:
+            if weights == "best" and self.dist.is_main:
+                self.load_best()
+            res = finals[weights] = self.evaluate(final_eval_timesteps)
+            if res:
+                self.logger.log(res if weights == "last" else
+                                {k.replace("eval/", "eval_best/", 1): v for k, v in res.items()}, self.env_steps,
+                                self.grad_steps)
         self.logger.plot_curve("eval/return")
+        res = finals[FINAL_EVALS[self.cfg.final_eval][0]]
         summary = {"env_steps": self.env_steps, "grad_steps": self.grad_steps,
                    "wall_s": round(self.logger.wall_time(), 1),
                    "eval_return": res.get("eval/return", math.nan)}
         if "eval/success" in res:
             summary["eval_success"] = res["eval/success"]
         summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k})
+        if self.cfg.final_eval == "both":
+            summary.update({f"eval_best_{k[len('eval/'):]}": v for k, v in finals["best"].items()
+                            if k in ("eval/return", "eval/success")})
+        summary["final_eval_weights"] = self.cfg.final_eval
+        summary.update(self.best_eval.summary())
         return summary
 
     def run(self, example: str, final_eval_timesteps: int | None = None) -> dict:
@@ -630,6 +666,7 @@ class AMAGOTrainer:
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
             CQL_RESOLVED: resolved_cql(self.cfg.to_dict(), has_per_action_critic(self.modules)),
+            BEST_EVAL: self.best_eval.state(),
         }
         if tag == "latest":
             payload.update(commit_rank_replays(self.dist, self.generations, self.replay, self.buffer_gen,
@@ -673,6 +710,7 @@ class AMAGOTrainer:
         # the restarted collectors begin new trials and number their trajectories from 0 again
         self.partial_trials_closed = self.replay.end_trials()
         self.logger.drop_records_after(self.epoch)  # rows logged after this checkpoint (a kill before save)
+        self.best_eval.load_state(ckpt.get(BEST_EVAL))
         set_rng_state(ckpt["rng"])
         self.dist.reseed(self.cfg.seed, step=self.grad_steps)
         self.dist.check_same_counters(True, self.grad_steps, path)
