@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, column, read_metrics, split_argv  # noqa: E402
+from run_files import ROOT, column, final_eval, read_metrics, split_argv  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "examples", "03_popgym.py")
 RANDOM_BASELINE = os.path.join(ROOT, "docs", "results", "03_campaign_random_baseline.jsonl")
@@ -41,21 +41,17 @@ def curve_name(task: str, seed: int) -> str:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Final eval (the trainer's long final eval, a record without an epoch; a run stopped before it: the last eval),
-    the best eval, updates and env steps. With `--final_eval best` the final eval ran the best periodic eval's
-    weights (logged as eval_best/return: `final_weights` "best"); with `--final_eval both` `final_return` is the last
-    weights' and `final_best_return` the best weights'."""
+    """Final eval (`run_files.final_eval`: `final_return`, `final_weights`, with `--final_eval both`
+    `final_best_return`), the best eval, updates and env steps."""
     evals = column(rows, "eval/return")
-    last = column([r for r in rows if r.get("epoch") in (None, "")], "eval/return")
-    of_best = column(rows, "eval_best/return")
-    out = {"final_return": (last or of_best or evals)[-1][1] if evals or of_best else None,
-           "final_weights": "best" if of_best and not last else "last",
+    final = final_eval(rows, "return")
+    out = {"final_return": final["final"], "final_weights": final["final_weights"],
            "best_return": max(v for _, v in evals) if evals else None,
            "eval_return": [round(v, 3) for _, v in evals],
            "grad_steps": int(float(rows[-1]["grad_steps"])) if rows else 0,
            "env_steps": int(float(rows[-1]["env_steps"])) if rows else 0}
-    if of_best and last:
-        out["final_best_return"] = of_best[-1][1]
+    if "final_best" in final:
+        out["final_best_return"] = final["final_best"]
     return out
 
 

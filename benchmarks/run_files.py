@@ -62,3 +62,18 @@ def read_metrics(path: str) -> list[dict]:
 def column(rows: list[dict], key: str) -> list[tuple[float, float]]:
     """(grad_steps, value) for the records that logged `key`."""
     return [(float(r["grad_steps"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+
+
+def final_eval(rows: list[dict], metric: str) -> dict:
+    """The trainer's final eval of `metric` ("return", "success"): the record without an epoch (a run stopped before
+    it: the last periodic eval). With `--final_eval best` it ran the best periodic eval's weights (logged as
+    `eval_best/<metric>`): `final_weights` "best"; with `--final_eval both` `final` is the last weights' and
+    `final_best` the best weights'."""
+    evals = column(rows, f"eval/{metric}")
+    last = column([r for r in rows if r.get("epoch") in (None, "")], f"eval/{metric}")
+    of_best = column(rows, f"eval_best/{metric}")
+    out = {"final": (last or of_best or evals)[-1][1] if evals or of_best else None,
+           "final_weights": "best" if of_best and not last else "last"}
+    if of_best and last:
+        out["final_best"] = of_best[-1][1]
+    return out

@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import ROOT, read_metrics, split_argv  # noqa: E402
+from run_files import ROOT, final_eval, read_metrics, split_argv  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "examples", "04_tmaze.py")
 STAYED_AT_START = -0.9  # a training return at most this: the policy never walked the corridor (a step penalty ~ -1/H)
@@ -44,22 +44,18 @@ STAYED_AT_START = -0.9  # a training return at most this: the policy never walke
 
 def summarize(rows: list[dict], solved: float) -> dict:
     """First solved eval (updates, env steps, wall s) and whether every eval of the run's weights after it stayed
-    >= `solved`. `final_success` is the final eval's: of the best periodic eval's weights when the run had
-    `--final_eval best` (logged as eval_best/success; `final_weights` says which), with `--final_eval both` the last
-    weights' (and `final_best_success` the best's)."""
+    >= `solved`. `final_success` / `final_weights` (/ `final_best_success`) as `run_files.final_eval`."""
     evals = [r for r in rows if r.get("eval/success") not in (None, "")]
     succ = [float(r["eval/success"]) for r in evals]
-    last = [float(r["eval/success"]) for r in evals if r.get("epoch") in (None, "")]
-    of_best = [float(r["eval_best/success"]) for r in rows if r.get("eval_best/success") not in (None, "")]
     train = [float(r["train/return"]) for r in rows if r.get("train/return") not in (None, "")]
     first = next((i for i, s in enumerate(succ) if s >= solved), None)
-    out = {"eval_success": [round(s, 3) for s in succ],
-           "final_success": (last or of_best or succ)[-1] if succ or of_best else None,
-           "final_weights": "best" if of_best and not last else "last",
+    final = final_eval(rows, "success")
+    out = {"eval_success": [round(s, 3) for s in succ], "final_success": final["final"],
+           "final_weights": final["final_weights"],
            "solved_update": None, "solved_env_steps": None, "solved_wall_s": None, "held": False,
            "max_train_return": round(max(train), 3) if train else None}
-    if of_best and last:
-        out["final_best_success"] = of_best[-1]
+    if "final_best" in final:
+        out["final_best_success"] = final["final_best"]
     if first is not None:
         row = evals[first]
         out.update(solved_update=int(float(row["grad_steps"])), solved_env_steps=int(float(row["env_steps"])),

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, TrainConfig
+from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, NonFiniteError, TrainConfig
 from torchrl_amago.trainers.best_eval import BestEval, load_best_state
 from torchrl_amago.trainers.checkpoint import load_checkpoint
 
@@ -42,7 +42,7 @@ def test_best_pt_holds_the_weights_of_the_best_eval_and_the_final_eval_can_run_t
     best = _best_file(tr)
     # the later of the two 0.9 evals (epoch 3: after 3 epochs of 2 updates), with the weights that eval saw
     assert best["best_eval"]["value"] == 0.9 and best["best_eval"]["metric"] == "eval/success"
-    assert best["counters"] == {"epoch": 3, "env_steps": 3 * 2 * 5, "grad_steps": 6}
+    assert best["best_eval"]["counters"] == {"epoch": 3, "env_steps": 3 * 2 * 5, "grad_steps": 6}
     assert _same_state(best["loss"], seen[3])
     assert not _same_state(seen[3], seen[5])  # training went on after it
     summary = tr.finish()
@@ -83,8 +83,8 @@ def test_real_evals_pick_the_highest_return_and_last_weights_by_default(tmp_path
     best = _best_file(tr)
     assert best["best_eval"]["metric"] == "eval/return" and best["best_eval"]["value"] == pytest.approx(max(returns))
     # a row is logged at the end of its epoch; its eval ran at the start, on the weights of the epochs before
-    assert best["counters"]["epoch"] == int(float(rows[last_best]["epoch"]))
-    assert best["counters"]["grad_steps"] == 2 * best["counters"]["epoch"]
+    counters = best["best_eval"]["counters"]
+    assert counters["epoch"] == int(float(rows[last_best]["epoch"])) and counters["grad_steps"] == 2 * counters["epoch"]
     last = {k: v.clone() for k, v in tr.loss.state_dict().items()}
     summary = tr.finish()
     assert summary["final_eval_weights"] == "last" and _same_state(tr.loss.state_dict(), last)
@@ -134,6 +134,20 @@ def test_no_keep_best_writes_no_file_but_still_reports_the_best(tmp_path):
     assert summary["best_eval_success"] == 0.7 and summary["best_grad_steps"] == 0
     with pytest.raises(CheckpointError, match="best.pt does not exist"):
         tr.load_best()
+    tr.close()
+
+
+def test_non_finite_weights_never_replace_the_best_file(tmp_path):
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, eval_interval=1), _make_env, _make_env, success_threshold=0.5)
+    _scripted(tr, [0.5])
+    tr._keep_if_best({"eval/success": 0.4, "eval/return": 0.4})
+    kept = _best_file(tr)
+    with torch.no_grad():
+        next(tr.loss.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteError, match="best.pt"):
+        tr._keep_if_best({"eval/success": 0.9, "eval/return": 0.9})
+    assert _same_state(_best_file(tr)["loss"], kept["loss"]) and _best_file(tr)["best_eval"]["value"] == 0.4
+    assert tr.best_eval.value == 0.4
     tr.close()
 
 

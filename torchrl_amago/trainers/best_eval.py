@@ -4,8 +4,8 @@ A policy can lose late in a run what it learned earlier (docs/api/objectives.md,
 run"). At every periodic eval the trainer compares the eval's score with the best so far: ``eval/success`` when it
 has a success threshold (T-Maze, dark key-to-door, MazeRunner), else ``eval/return``. When the eval is as good or
 better (a tie goes to the later eval, which trained longer), the weights it evaluated are written to ``best.pt``:
-the loss's whole state (encoders, heads, target copies, PopArt, input statistics), the eval's counters and score and
-the config, by the same atomic write as ``latest.pt``, without optimizer or replay. The score and counters of the
+the loss's whole state (encoders, heads, target copies, PopArt, input statistics; checked finite first), the eval's
+counters and score and the config, by the same atomic write as ``latest.pt``, without optimizer or replay. The score and counters of the
 best eval also go into every ``latest.pt`` (key ``best_eval``), so a resumed run goes on comparing against them; a
 run branched with ``--branch_from`` starts its own record.
 
@@ -24,7 +24,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 
 BEST_EVAL = "best_eval"  # the record's key in latest.pt and best.pt
-BEST_REQUIRED = ("format", "loss", "counters", "config", BEST_EVAL)
+BEST_REQUIRED = ("format", "loss", "config", BEST_EVAL)
 FINAL_EVALS = {"last": ("last",), "best": ("best",), "both": ("last", "best")}  # --final_eval: the weights, in order
 
 
@@ -66,8 +66,7 @@ class BestEval:
 
 def save_best(path: str, module: torch.nn.Module, best: BestEval, config: dict) -> None:
     """Write `module`'s state with the record of `best` to `path` (atomic, as every checkpoint)."""
-    save_checkpoint(path, {"loss": module.state_dict(), "counters": dict(best.counters), "config": config,
-                           BEST_EVAL: best.state()})
+    save_checkpoint(path, {"loss": module.state_dict(), "config": config, BEST_EVAL: best.state()})
 
 
 def load_best_state(path: str, module: torch.nn.Module) -> dict:

@@ -252,9 +252,8 @@ class TrainConfig:
             raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
         if self.final_eval != "last" and not (self.keep_best and self.eval_interval):
             raise ValueError(f"--final_eval {self.final_eval} evaluates the weights of the best periodic eval "
-                             f"(ckpts/best.pt): it "
-                             f"needs --keep_best and --eval_interval > 0 (got --keep_best {self.keep_best}, "
-                             f"--eval_interval {self.eval_interval})")
+                             f"(ckpts/best.pt): it needs --keep_best and --eval_interval > 0 (got --keep_best "
+                             f"{self.keep_best}, --eval_interval {self.eval_interval})")
         check_ranges(self)
         check_cql_flags(self)
         self._validate_loss_options()

@@ -574,10 +574,13 @@ class AMAGOTrainer:
         evaluated to ckpts/best.pt."""
         if not self.best_eval.improved_by(evaluated):
             return
+        path = self._ckpt_path("best")
+        if self.cfg.keep_best:  # NaN/inf weights are neither recorded nor written
+            check_finite_state(self.loss.state_dict(), f"checkpoint {path}")
         self.best_eval.record(evaluated, {"epoch": self.epoch, "env_steps": self.env_steps,
                                           "grad_steps": self.grad_steps})
         if self.cfg.keep_best:
-            save_best(self._ckpt_path("best"), self.loss, self.best_eval, self.cfg.to_dict())
+            save_best(path, self.loss, self.best_eval, self.cfg.to_dict())
 
     def load_best(self) -> dict:
         """Replace the model's weights with those of the best periodic eval (ckpts/best.pt), e.g. to evaluate or
