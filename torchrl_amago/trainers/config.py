@@ -118,6 +118,7 @@ class TrainConfig:
     ckpt_interval: int = 10
     keep_best: bool = True
     final_eval: str = "last"
+    own_eval_rng: bool = False
     branch_every: int = 0
     branch_from: str | None = None
     sample_actions_train: bool = True

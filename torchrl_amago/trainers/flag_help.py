@@ -28,6 +28,8 @@ FIELD_HELP = {
                  "threshold, else eval/return; a tie goes to the later eval) to <run>/ckpts/best.pt",
     "final_eval": "weights of the final evaluation: last (the run's last weights), best (ckpts/best.pt, the best "
                   "periodic eval's) or both (last, then best)",
+    "own_eval_rng": "run every eval on its own random streams (seeded from --seed and the update count), so that "
+                    "the eval settings do not change what the run trains on",
     "branch_every": "copy the checkpoint, replay and metrics to <run>/branches/epoch_<E>/ every this many epochs "
                     "(0: never), to start other runs from there with --branch_from (benchmarks/branch_run.py)",
     "branch_from": "start this new run from a branch point folder (<run>/branches/epoch_<E>): its weights, "

@@ -17,7 +17,7 @@ from .cql_schedule import cql_coeff_of, cql_ramp_of
 SAFE_ON_RESUME = frozenset({
     # length / cadence of the loop
     "epochs", "timesteps_per_epoch", "grads_per_epoch", "start_learning_at_epoch", "start_collecting_at_epoch",
-    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "keep_best",
+    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "keep_best", "own_eval_rng",
     "final_eval", "branch_every", "min_trials_to_learn",
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)

@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -35,6 +36,7 @@ from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replay
 from .config import TrainConfig
 from .config_checks import check_trial_fits
 from .device import autocast_dtype, compile_loss, on_device
+from .eval_rng import eval_seed, own_random_streams
 from .distributed import SilentLogger, setup_distributed
 from .graphed_update import GraphedUpdate, check_cuda_graph
 from .factory import (AgentModules, build_agent_modules, build_exploration, build_loss, build_policy,
@@ -510,8 +512,10 @@ class AMAGOTrainer:
         policy.eval()
         policy = on_device(policy, self.device, self.eval_env.device)  # e.g. CPU envs, CUDA learner
         etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
+        seed = eval_seed(self.cfg.seed, self.grad_steps)
+        streams = own_random_streams(seed) if self.cfg.own_eval_rng else nullcontext()
         t0 = time.time()
-        with set_exploration_type(etype):
+        with streams, set_exploration_type(etype):
             ro = self.eval_env.rollout(timesteps or self.cfg.eval_timesteps, policy, break_when_any_done=False)
         dt = time.time() - t0
         ro = ro if ro.ndim == 2 else ro.unsqueeze(0)

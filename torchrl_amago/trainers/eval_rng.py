@@ -1,0 +1,42 @@
+"""Evaluations on their own random streams (`--own_eval_rng`), so that how often and how long a run evaluates
+does not change what it trains on.
+
+An eval draws from the process's global generators: sampled actions (`--sample_actions_eval`, on by default) from
+torch's, and envs that use the global numpy or Python generators from those. Without this, the updates after an
+eval sample other batches, dropout masks and exploration than the same run with other eval settings would. With
+it, the eval runs inside a fork of torch's CPU (and CUDA) generators and saved copies of numpy's and Python's,
+seeded from `(seed, grad_steps)`: the training streams continue as if no eval had run, and an eval repeats on
+resume.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from .checkpoint import rng_state, set_rng_state
+
+EVAL_STREAM = 10_000  # the eval envs are seeded with seed + this too
+
+
+def eval_seed(seed: int, grad_steps: int) -> int:
+    """The seed of the eval after `grad_steps` updates of a run seeded `seed` (distinct per eval and per run)."""
+    return int(np.random.SeedSequence([int(seed), EVAL_STREAM, int(grad_steps)]).generate_state(1, np.uint32)[0])
+
+
+@contextlib.contextmanager
+def own_random_streams(seed: int):
+    """Run the body with torch (CPU and every initialized CUDA device), numpy and Python seeded from `seed`, then
+    put every generator back where it was."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    saved = rng_state()
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            set_rng_state(saved)
