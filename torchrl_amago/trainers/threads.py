@@ -11,7 +11,9 @@ Handing a core back costs something too: the learner checks the workers only bet
 backward, optimizer step), so it runs on fewer threads until its next check even when the worker has finished. When
 the workers act in bursts shorter than a few such phases (cheap envs), that waste is as large as the contention it
 avoids, so the learner keeps all its threads through short bursts (plain T-Maze: 3.15 s per epoch, against 3.20 s
-handing a core back at every burst; with the 20 ms env 3.69 s).
+handing a core back at every burst; with the 20 ms env 3.69 s). Running the workers at a lower priority instead
+(`os.nice(10)` in each worker) does not help either: `benchmarks/async_collect.py --quick`, plain T-Maze, async
+0.88x sync (rounds 0.80-1.09x) against 0.96x (0.96-1.04x) at the same priority, measured back to back.
 
 A worker that acts is not always busy: envs that wait (a simulator on another machine, a robot, a game server)
 leave its core idle. Where the workers' CPU time can be read (Linux), the learner gives them only the cores they
