@@ -5,8 +5,8 @@ An eval draws from the process's global generators: sampled actions (`--sample_a
 torch's, and envs that use the global numpy or Python generators from those. Without this, the updates after an
 eval sample other batches, dropout masks and exploration than the same run with other eval settings would. With
 it, the eval runs inside a fork of torch's CPU (and CUDA) generators and saved copies of numpy's and Python's,
-seeded from `(seed, grad_steps)`: the training streams continue as if no eval had run, and an eval repeats on
-resume.
+seeded from `(seed, grad_steps)`: the training streams continue as if no eval had run, and the eval's own draws
+depend only on the run's seed and its update count.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import rng_state, set_rng_state
 
-EVAL_STREAM = 10_000  # the eval envs are seeded with seed + this too
+EVAL_STREAM = 10_000  # the eval envs are seeded with seed + this; the evals' own streams mix it in too
 
 
 def eval_seed(seed: int, grad_steps: int) -> int:
@@ -33,7 +33,9 @@ def own_random_streams(seed: int):
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     saved = rng_state()
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:  # (torch.manual_seed would also queue a seed for a CUDA that starts later)
+            torch.cuda.manual_seed_all(seed)
         np.random.seed(seed)
         random.seed(seed)
         try:

@@ -36,7 +36,7 @@ from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replay
 from .config import TrainConfig
 from .config_checks import check_trial_fits
 from .device import autocast_dtype, compile_loss, on_device
-from .eval_rng import eval_seed, own_random_streams
+from .eval_rng import EVAL_STREAM, eval_seed, own_random_streams
 from .distributed import SilentLogger, setup_distributed
 from .graphed_update import GraphedUpdate, check_cuda_graph
 from .factory import (AgentModules, build_agent_modules, build_exploration, build_loss, build_policy,
@@ -120,7 +120,7 @@ class AMAGOTrainer:
         self.eval_env = (guard_env(make_eval_env(cfg.eval_envs), "eval env")
                          if make_eval_env is not None and self.dist.is_main else None)
         if self.eval_env is not None:
-            self.eval_env.set_seed(cfg.seed + 10_000)
+            self.eval_env.set_seed(cfg.seed + EVAL_STREAM)
         self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
                                                       timestep_encoder=timestep_encoder)
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
