@@ -16,8 +16,6 @@ import random
 import numpy as np
 import torch
 
-from .checkpoint import rng_state, set_rng_state
-
 EVAL_STREAM = 10_000  # the eval envs are seeded with seed + this; the evals' own streams mix it in too
 
 
@@ -31,8 +29,8 @@ def own_random_streams(seed: int):
     """Run the body with torch (CPU and every initialized CUDA device), numpy and Python seeded from `seed`, then
     put every generator back where it was."""
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    saved = rng_state()
-    with torch.random.fork_rng(devices=cuda):
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=cuda):  # puts torch's generators back on exit
         torch.random.default_generator.manual_seed(seed)
         if cuda:  # (torch.manual_seed would also queue a seed for a CUDA that starts later)
             torch.cuda.manual_seed_all(seed)
@@ -41,4 +39,5 @@ def own_random_streams(seed: int):
         try:
             yield
         finally:
-            set_rng_state(saved)
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)

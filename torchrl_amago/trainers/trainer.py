@@ -512,8 +512,8 @@ class AMAGOTrainer:
         policy.eval()
         policy = on_device(policy, self.device, self.eval_env.device)  # e.g. CPU envs, CUDA learner
         etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
-        seed = eval_seed(self.cfg.seed, self.grad_steps)
-        streams = own_random_streams(seed) if self.cfg.own_eval_rng else nullcontext()
+        streams = (own_random_streams(eval_seed(self.cfg.seed, self.grad_steps)) if self.cfg.own_eval_rng
+                   else nullcontext())
         t0 = time.time()
         with streams, set_exploration_type(etype):
             ro = self.eval_env.rollout(timesteps or self.cfg.eval_timesteps, policy, break_when_any_done=False)
@@ -596,7 +596,8 @@ class AMAGOTrainer:
         """Final evaluation + learning-curve PNG; returns the summary dict the examples print as JSON. The final eval
         runs the last weights, ckpts/best.pt's (--final_eval best) or both, the last first (--final_eval both: the
         summary's `eval_*` are the last weights', `eval_best_*` the best's). The best weights' eval is logged as
-        `eval_best/*`, so the `eval/*` curve stays that of the run's own weights."""
+        `eval_best/*`, so the `eval/*` curve stays that of the run's own weights. After a final eval of the best
+        weights the model holds them (as after :meth:`load_best`)."""
         finals = {}
         for weights in FINAL_EVALS[self.cfg.final_eval]:
             if weights == "best" and self.dist.is_main:
