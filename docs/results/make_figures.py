@@ -54,7 +54,7 @@ FIGURES = [
     Figure("04_tmaze50", "T-Maze, horizon 50", "04_tmaze50_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze100", "T-Maze, horizon 100", "04_tmaze100_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze300", "T-Maze, horizon 300 (one H200, async)", "04_tmaze300_seed*.csv", y=("eval/success",)),
-    Figure("04_tmaze1000", "T-Maze, horizon 1,000 (one H200, async; stopped at the time limit)",
+    Figure("04_tmaze1000", "T-Maze, horizon 1,000 (one H200, async collection)",
            "04_tmaze1000_seed*.csv", y=("eval/success",)),
     Figure("05_dark_key_door", "Dark Key-To-Door, room 4, horizon 100", "05_dark_key_door_room4_seed*.csv"),
     Figure("07_metaworld_reach", "Meta-World reach-v3, 3 attempts: test-task return", "07_metaworld_reach_k3_seed*.csv",
