@@ -9,7 +9,7 @@ acting on its own (`critic_argmax`: the argmax of its Q given the episode so far
 
     python benchmarks/critic_vs_actor.py --env BattleshipEasy --epochs 10 --seed 0
     python benchmarks/critic_vs_actor.py --env BattleshipEasy --epochs 10 --seed 0 \
-        --no-count_heads --entropy_coeff 0 --sample_actions_eval      # the plain agent
+        --no-count_heads --entropy_coeff 0 --sample_actions_eval --lr_decay none   # the plain agent
 
 `frac_steps_critic_argmax_repeat` near 0 with `policy_mass_on_repeats` near 1 says the critic ranks the actions
 right on the actor's own rollouts; only the `critic_argmax` line says whether it has learned not to repeat

@@ -4,7 +4,7 @@ BattleshipEasy (64 cells) and ConcentrationEasy (52 cards) end below a random po
 (docs/results/popgym_campaign.md). Both punish repeating an action already taken in the episode. The builtin
 `NoRepeat` env (`torchrl_amago.envs.NoRepeat`) keeps only that part: K actions, K steps, 1/K for each fresh action.
 This trains it with `examples/03_popgym.py`'s defaults for K actions (the whole episode as context; below 32 actions
-the conservative critic term, from 32 count heads, entropy bonus 0.1, greedy eval) for each K and seed, one run at a
+the conservative critic term, from 32 count heads, entropy bonus 0.1, greedy eval, a decaying learning rate) for each K and seed, one run at a
 time, and prints one JSON line per run: the random policy's return, the lowest and the last training return (mean
 over the epoch's episodes), the final eval return and the first update whose training return passes the random
 policy's by `--margin` after the lowest one. The recorded probes with 8 and 16 actions
@@ -13,7 +13,7 @@ policy's by `--margin` after the lowest one. The recorded probes with 8 and 16 a
     python benchmarks/no_repeat.py --num_actions 8 16 32 64 --seeds 0 1
     python benchmarks/no_repeat.py --num_actions 64 --seeds 0 -- --epochs 90   # flags after -- go to the trainer
     python benchmarks/no_repeat.py --num_actions 64 -- --no-count_heads --entropy_coeff 0 --sample_actions_eval \
-        --cql_coeff 0   # the plain agent
+        --cql_coeff 0 --lr_decay none   # the plain agent
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`examples/03_popgym.py` single-game defaults: the conservative critic term for games with fewer than 32 discrete
-actions, count heads, an entropy bonus and greedy eval for games with more (docs/results/popgym_campaign.md); flags
-still override them."""
+actions, count heads, an entropy bonus, greedy eval and a decaying learning rate for games with more
+(docs/results/popgym_campaign.md); flags still override them."""
 import pytest
 
 from tests.examples.test_examples_smoke import example_config
@@ -13,13 +13,13 @@ def _cfg(*argv):
 
 
 def _no_many_action_additions(cfg) -> bool:
-    return not cfg.count_heads and cfg.entropy_coeff == 0.0 and cfg.sample_actions_eval
+    return not cfg.count_heads and cfg.entropy_coeff == 0.0 and cfg.sample_actions_eval and cfg.lr_decay == "none"
 
 
 @pytest.mark.parametrize("env", ["BattleshipEasy", "ConcentrationEasy"])  # 64 and 52 actions
-def test_many_action_games_get_count_heads_entropy_and_greedy_eval(env):
+def test_many_action_games_get_count_heads_entropy_greedy_eval_and_a_decaying_rate(env):
     cfg = _cfg("--env", env)
-    assert cfg.count_heads and cfg.entropy_coeff == 0.1 and not cfg.sample_actions_eval
+    assert cfg.count_heads and cfg.entropy_coeff == 0.1 and not cfg.sample_actions_eval and cfg.lr_decay == "cosine"
     assert cfg.grads_per_epoch == 60 and cfg.reward_multiplier == 100.0
 
 
@@ -41,7 +41,8 @@ def test_many_action_and_continuous_games_leave_the_term_to_the_trainer(env):  #
 
 
 def test_flags_override_the_discrete_defaults():
-    cfg = _cfg("--env", "BattleshipEasy", "--no-count_heads", "--entropy_coeff", "0", "--sample_actions_eval")
+    cfg = _cfg("--env", "BattleshipEasy", "--no-count_heads", "--entropy_coeff", "0", "--sample_actions_eval",
+               "--lr_decay", "none")
     assert _no_many_action_additions(cfg)
     assert _cfg("--env", "MineSweeperEasy", "--cql_coeff", "0").cql_coeff == 0.0
 
@@ -50,7 +51,7 @@ def test_many_action_preset_starts_at_thirty_two_discrete_actions():
     from torchrl_amago.trainers import MANY_ACTION_PRESET, MANY_ACTIONS, many_action_preset
     assert MANY_ACTIONS == 32 and many_action_preset(31) == {} and many_action_preset(None) == {}
     assert many_action_preset(32) == MANY_ACTION_PRESET == dict(count_heads=True, entropy_coeff=0.1,
-                                                                sample_actions_eval=False)
+                                                                sample_actions_eval=False, lr_decay="cosine")
     many_action_preset(64)["count_heads"] = False  # a copy: the preset itself is unchanged
     assert MANY_ACTION_PRESET["count_heads"]
 

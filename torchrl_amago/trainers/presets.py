@@ -39,9 +39,10 @@ def cpu_preset(**overrides) -> dict:
 #: it learns 8 and 16 actions, barely 32, not 64; docs/results/ablations/no_repeat.md).
 MANY_ACTIONS = 32
 #: Heads that read each action's count in the trial, an entropy bonus that keeps the policy from collapsing while
-#: they learn, and the policy's mode at eval (the bonus leaves the sampled policy noisy); measured on POPGym
+#: they learn, the policy's mode at eval (the bonus leaves the sampled policy noisy) and a learning rate that decays
+#: along a cosine (late updates take small steps, so the last policy keeps what the run found); measured on POPGym
 #: (docs/results/popgym_campaign.md).
-MANY_ACTION_PRESET = dict(count_heads=True, entropy_coeff=0.1, sample_actions_eval=False)
+MANY_ACTION_PRESET = dict(count_heads=True, entropy_coeff=0.1, sample_actions_eval=False, lr_decay="cosine")
 
 
 def many_action_preset(num_actions: int | None) -> dict:
