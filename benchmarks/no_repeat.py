@@ -4,10 +4,10 @@ BattleshipEasy (64 cells) and ConcentrationEasy (52 cards) end below a random po
 (docs/results/popgym_campaign.md). Both punish repeating an action already taken in the episode. The builtin
 `NoRepeat` env (`torchrl_amago.envs.NoRepeat`) keeps only that part: K actions, K steps, 1/K for each fresh action.
 This trains it with `examples/03_popgym.py`'s defaults for K actions (the whole episode as context; below 32 actions
-the conservative critic term, from 32 count heads, entropy bonus 0.1, greedy eval, a decaying learning rate) for each K and seed, one run at a
-time, and prints one JSON line per run: the random policy's return, the lowest and the last training return (mean
-over the epoch's episodes), the final eval return and the first update whose training return passes the random
-policy's by `--margin` after the lowest one. The recorded probes with 8 and 16 actions
+the conservative critic term, from 32 count heads, entropy bonus 0.1, greedy eval, a decaying learning rate) for
+each K and seed, one run at a time, and prints one JSON line per run: the random policy's return, the lowest and
+the last training return (mean over the epoch's episodes), the final eval return and the first update whose
+training return passes the random policy's by `--margin` after the lowest one. The recorded probes with 8 and 16 actions
 (docs/results/ablations/no_repeat.md) ran without the term (`--cql_coeff 0`).
 
     python benchmarks/no_repeat.py --num_actions 8 16 32 64 --seeds 0 1

@@ -27,7 +27,7 @@ def test_summary_finds_the_lowest_point_and_the_first_update_above_random_after_
     assert _script().summarise(curve[:4], 0.65, 0.05)["first_update_above_random"] is None
 
 
-# the agent without example 03's additions (count heads, entropy bonus, greedy eval, decaying rate, the conservative term)
+# the agent without example 03's additions (count heads, entropy bonus, greedy eval, decaying rate, conservative term)
 PLAIN = ["--no-count_heads", "--entropy_coeff", "0", "--sample_actions_eval", "--cql_coeff", "0", "--lr_decay", "none"]
 
 
@@ -40,9 +40,9 @@ def test_plain_agent_learns_not_to_repeat_itself_on_eight_actions(tmp_path):
 
 
 def test_example_defaults_learn_not_to_repeat_itself_on_sixty_four_actions(tmp_path):
-    """Example 03's defaults for many actions (count heads, entropy bonus, greedy eval, decaying rate) on 64 actions, where the plain
-    agent never passes random (0.635) in 5,400 updates; with the count heads alone the recorded run was above it by
-    180 updates and at 0.94 by 360 (no_repeat64_seed0_count_heads.csv)."""
+    """Example 03's defaults for many actions (count heads, entropy bonus, greedy eval, decaying rate) on 64
+    actions, where the plain agent never passes random (0.635) in 5,400 updates; with the count heads alone the
+    recorded run was above it by 180 updates and at 0.94 by 360 (no_repeat64_seed0_count_heads.csv)."""
     out = _script().run(64, 0, 0.05, ["--epochs", "6", "--eval_interval", "0"], str(tmp_path))
     assert out["final_eval_return"] >= 0.8, out
     assert out["first_update_above_random"] is not None, out
