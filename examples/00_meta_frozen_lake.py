@@ -5,8 +5,7 @@ lists `eval_episode_<k>_success` for every attempt k).
 
     python examples/00_meta_frozen_lake.py --lake_size 4 --k_episodes 3 --run_name lake4
 """
-from torchrl_amago.envs import MetaFrozenLake, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import Derived, cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -21,8 +20,8 @@ def extra(p):
     p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * trial length")
 
 
-def main(argv=None):
-    a = example_args(extra, argv)
+def make_env_factory(a):
+    from torchrl_amago.envs import MetaFrozenLake, make_amago_env
 
     def make_env(n):
         return make_amago_env(MetaFrozenLake(n, size=a.lake_size, k_episodes=a.k_episodes, hard_mode=a.hard_mode,
@@ -30,12 +29,25 @@ def main(argv=None):
                                              max_episode_steps=a.max_episode_steps,
                                              show_k_progress=not a.hide_k_progress))
 
-    # the original's trial length R = steps per attempt * k (the longest possible trial)
-    trial_len = make_env(1).base_env.max_episode_steps * a.k_episodes
+    return make_env
+
+
+def trial_length(a) -> int:
+    """The original's trial length R: steps per attempt x attempts (the longest possible trial)."""
+    return make_env_factory(a)(1).base_env.max_episode_steps * a.k_episodes
+
+
+def main(argv=None):
+    a = example_args(extra, argv)
+    trial = Derived(trial_length, "steps per attempt x --k_episodes")
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name=f"lake{a.lake_size}_k{a.k_episodes}", max_seq_len=trial_len, timesteps_per_epoch=trial_len,
-        parallel_envs=16, grads_per_epoch=50, epochs=40, eval_interval=5, eval_timesteps=2 * trial_len,
+        run_name=f"lake{a.lake_size}_k{a.k_episodes}", max_seq_len=trial, timesteps_per_epoch=trial,
+        parallel_envs=16, grads_per_epoch=50, epochs=40, eval_interval=5,
+        eval_timesteps=Derived(lambda ns: 2 * trial_length(ns), "2 x steps per attempt x --k_episodes"),
         eval_envs=32, tstep_layers=1, tstep_normalize_inputs=False, actor_hidden=256, critic_hidden=256, tau=0.004))
+    make_env, trial_len = make_env_factory(args), trial_length(args)
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_env, make_env,
                            env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
     return trainer.run("00_meta_frozen_lake", final_eval_timesteps=args.test_mult * trial_len)

@@ -10,9 +10,7 @@ The defaults are tuned on CartPole-v1 (see docs/domains/gym.md): a Markov env wi
 that propagate over ~100 steps quickly, so the defaults use gamma 0.99, 5-step returns, a faster target update
 (tau 0.05), lr 5e-4 and a short epsilon anneal instead of AMAGO's long-horizon settings (gamma 0.999, 1-step, 0.003).
 """
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import make_gym_envs
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -39,11 +37,15 @@ def defaults(a) -> dict:
 
 def main(argv=None):
     a = example_args(extra, argv)
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=defaults(a))
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_gym_envs
 
     def make_env(n):
         return make_amago_env(make_gym_envs(a.env, n, a.max_episode_steps))
 
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=defaults(a))
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
     return trainer.run("01_basic_gym", final_eval_timesteps=args.final_eval_timesteps)
 

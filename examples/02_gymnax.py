@@ -6,10 +6,7 @@ context bit is shown only at the first step and must be recalled at the last one
 
     python examples/02_gymnax.py --env MemoryChain-bsuite --env_param memory_length=10 --run_name gymnax_mc10
 """
-from torchrl_amago import require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import make_gymnax_env
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config, parse_key_values
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config, parse_key_values
 
 
 def extra(p):
@@ -22,6 +19,9 @@ def extra(p):
 
 
 def make_env_factory(name: str, params: dict):
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_gymnax_env
+
     def make_env(n):
         return make_amago_env(make_gymnax_env(name, n, params=params))
 
@@ -42,9 +42,13 @@ def main(argv=None, make_env=None):
         grads_per_epoch=40, epochs=30, eval_interval=5, eval_timesteps=4 * ep_len, eval_envs=32, grad_clip=2.0,
         l2_coeff=1e-4, lr_warmup_steps=100, batch_size=32))
     if make_env is None:  # tests pass a stand-in factory; the real one needs jax + gymnax
+        from torchrl_amago import require
+
         require("jax", "jax", "examples/02_gymnax.py")
         require("gymnax", "gymnax", "examples/02_gymnax.py")
         make_env = make_env_factory(args.env, params)
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"gymnax_{args.env}")
     return trainer.run("02_gymnax", final_eval_timesteps=args.final_eval_timesteps)
 

@@ -15,11 +15,9 @@ multigammas (the original's 18, `--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_
     python examples/03_popgym.py --multidomain --games RepeatPreviousEasy RepeatFirstEasy --agent_type agent \
         --num_actions 0        # both games solved in ~11 min on 2 CPU cores
 """
-from torchrl_amago import available, require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import (make_multidomain_popgym_env, make_popgym_env, multidomain_popgym_layout,
-                                     popgym_env_names, popgym_episode_length, popgym_num_actions)
-from torchrl_amago.trainers import (AMAGOTrainer, cpu_preset, example_args, many_action_preset, parse_config,
+from functools import cache
+
+from torchrl_amago.trainers import (Derived, cpu_preset, example_args, field_default, many_action_preset, parse_config,
                                     sampled_discrete_preset)
 
 
@@ -37,21 +35,47 @@ def extra(p):
     p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
 
 
-def defaults(run_name: str, seq: int, num_actions: int | None) -> dict:  # benchmarks/no_repeat.py reads it too
-    return cpu_preset(run_name=run_name, max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8, grads_per_epoch=60,
-                      epochs=30, eval_interval=5, eval_timesteps=2 * seq, eval_envs=8, reward_multiplier=100.0,
-                      tau=0.0025, **sampled_discrete_preset(num_actions), **many_action_preset(num_actions))
+def game_settings(seq: int, num_actions: int | None) -> dict:  # benchmarks/no_repeat.py reads it too
+    """What depends on the game: the whole episode (`seq` steps) as the context, and the preset for its actions."""
+    return dict(max_seq_len=seq, timesteps_per_epoch=seq, eval_timesteps=2 * seq,
+                **sampled_discrete_preset(num_actions), **many_action_preset(num_actions))
+
+
+#: The defaults `game_settings` decides, with what `--help` says of them.
+PER_GAME = {"max_seq_len": "the episode's length + 1 (256 without a fixed length)",
+            "timesteps_per_epoch": "the episode's length + 1", "eval_timesteps": "2 x (the episode's length + 1)",
+            "cql_coeff": "0.1 below 32 discrete actions (trainers.sampled_discrete_preset), else 0",
+            "count_heads": "True from 32 discrete actions (trainers.many_action_preset), else False",
+            "entropy_coeff": "0.1 from 32 discrete actions, else 0", "lr_decay": "cosine from 32 discrete actions, else none",
+            "sample_actions_eval": "False from 32 discrete actions, else True"}
+
+
+@cache
+def popgym_game(env: str) -> dict:
+    """`game_settings` of a popgym game (imports popgym): episode length, discrete actions (None: Box actions)."""
+    from torchrl_amago import require
+    from torchrl_amago.envs.libs import popgym_episode_length, popgym_num_actions
+
+    require("popgym", "popgym", "examples/03_popgym.py")
+    return game_settings((popgym_episode_length(env) or 255) + 1, popgym_num_actions(env))
+
+
+def defaults(run_name: str, game: dict) -> dict:
+    """The single-game defaults: the CPU preset, the example's own, and `game` (values or `Derived`)."""
+    return cpu_preset(run_name=run_name, parallel_envs=8, grads_per_epoch=60, epochs=30, eval_interval=5, eval_envs=8,
+                      reward_multiplier=100.0, tau=0.0025, **game)
 
 
 def main(argv=None):
     a = example_args(extra, argv)
     if a.multidomain:
         return multidomain_main(a, argv)
-    # the whole episode is the context, as the original (--max_seq_len 2000); games without a fixed length: 256
-    known = available("popgym") and a.env in popgym_env_names()
-    seq, num_actions = ((popgym_episode_length(a.env) or 255) + 1, popgym_num_actions(a.env)) if known else (256, None)
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=defaults(f"popgym_{a.env}", seq, num_actions))
-    require("popgym", "popgym", "examples/03_popgym.py")
+    per_game = {k: Derived(lambda ns, k=k: popgym_game(ns.env).get(k, field_default(k)), text)
+                for k, text in PER_GAME.items()}
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=defaults(f"popgym_{a.env}", per_game))
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_popgym_env
+    from torchrl_amago.trainers import AMAGOTrainer
 
     def make_env(n):
         return make_amago_env(make_popgym_env(args.env, n))
@@ -62,6 +86,11 @@ def main(argv=None):
 
 def multidomain_main(a, argv=None):
     """`--multidomain`: AMAGO-2's MultiDomainPOPGym with the multi-task agent."""
+    from torchrl_amago import available, require
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_multidomain_popgym_env, multidomain_popgym_layout
+    from torchrl_amago.trainers import AMAGOTrainer
+
     games, trial, num_actions = (multidomain_popgym_layout(a.games, a.warmup_episodes, a.num_actions)
                                  if available("popgym") else (a.games, None, a.num_actions))
     # the whole trial is the context (the original: 2000 steps); the CPU choices are measured in docs/domains/popgym.md

@@ -6,8 +6,7 @@ trial; `rollout_horizon` = the meta horizon).
 
     python examples/05_dark_key_door.py --room_size 4 --episode_length 10 --meta_horizon 100 --run_name keydoor4
 """
-from torchrl_amago.envs import DarkKeyDoor, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -22,15 +21,18 @@ def extra(p):
 def main(argv=None):
     a = example_args(extra, argv)
     H = a.meta_horizon
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
+        run_name=f"keydoor{a.room_size}_h{H}", max_seq_len=H, timesteps_per_epoch=H, parallel_envs=12,
+        grads_per_epoch=60, epochs=30, eval_interval=5, eval_timesteps=2 * H, eval_envs=32,
+        reward_multiplier=100.0, exploration="bilevel"))
+    from torchrl_amago.envs import DarkKeyDoor, make_amago_env
 
     def make_env(n):
         return make_amago_env(DarkKeyDoor(n, size=a.room_size, max_episode_steps=a.episode_length, meta_horizon=H,
                                           dark=not a.light_room_observation, randomize_actions=a.randomize_actions))
 
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name=f"keydoor{a.room_size}_h{H}", max_seq_len=H, timesteps_per_epoch=H, parallel_envs=12,
-        grads_per_epoch=60, epochs=30, eval_interval=5, eval_timesteps=2 * H, eval_envs=32,
-        reward_multiplier=100.0, exploration="bilevel"))
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, success_threshold=2.0,
                            env_name=f"DarkKeyDoor-{a.room_size}x{a.room_size}-H{H}")
     return trainer.run("05_dark_key_door", final_eval_timesteps=args.test_mult * H)

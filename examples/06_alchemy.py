@@ -11,7 +11,7 @@ the agent must infer the chemistry in context. Original settings: max_seq_len 20
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length,
                                      make_alchemy_env, symbolic_alchemy_module)
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -33,6 +33,8 @@ def main(argv=None):
 
     def make_env(n):
         return make_amago_env(make_alchemy_env(n, args.level, args.num_trials, args.steps_per_trial))
+
+    from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, env_name="SymbolicAlchemy")
     return trainer.run("06_alchemy", final_eval_timesteps=args.test_mult * (H + 1))

@@ -9,7 +9,7 @@ per attempt i, the original's "Trial {i} Success"), eval returns per task name, 
 from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import canonical_benchmark_name, make_benchmark, make_metaworld_env, metaworld_task_names
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -48,6 +48,8 @@ def main(argv=None, benchmark_obj=None):
         return make_env
 
     names = metaworld_task_names(bench, args.eval_split)
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, env_factory(args.split), env_factory(args.eval_split), rollout_horizon=trial_len,
                            env_name=f"{canonical_benchmark_name(args.benchmark)}-{args.eval_split}-k{args.k}",
                            task_names=names)

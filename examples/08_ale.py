@@ -22,7 +22,7 @@ from fractions import Fraction
 from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import ATARI_ACTION_SPACES, ATARI_GAMES, ATARI_TIME_LIMIT_FRAMES, make_atari_env
-from torchrl_amago.trainers import AMAGOTrainer, Derived, cpu_preset, example_args, parse_config, share_of_run
+from torchrl_amago.trainers import Derived, cpu_preset, example_args, parse_config, share_of_run
 
 
 def extra(p):
@@ -65,6 +65,8 @@ def main(argv=None):
 
     def make_env(num_envs):
         return make_amago_env(make_atari_env(args.games, num_envs, **env_kw))
+
+    from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="+".join(args.games), task_names=list(args.games))
     final = args.final_eval_timesteps if args.final_eval_timesteps is not None else 2 * cfg.eval_timesteps

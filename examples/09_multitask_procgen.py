@@ -18,7 +18,7 @@ from torchrl_amago import available
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX,
                                      make_procgen_env)
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config, share_of_run
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config, share_of_run
 
 
 def extra(p):
@@ -63,6 +63,8 @@ def main(argv=None, game_factory=None):
     def make_eval_env(n):
         return make_amago_env(make_procgen_env(games, n, seed_range=(args.train_seeds + 1, PROCGEN_TEST_SEED_MAX),
                                                **kw), max_steps=horizon)
+
+    from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, env_name=f"procgen-{a.distribution}", task_names=games if multitask else None)
     # a trial lasts at most `horizon` steps, so every eval env finishes at least two trials

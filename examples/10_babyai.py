@@ -14,7 +14,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (BABYAI_OBS_KINDS, babyai_max_steps, babyai_max_trial_length, full_task_name,
                                      make_babyai_env)
 from torchrl_amago.modules import BabyAITimestepEncoder
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 DEFAULT_TASKS = ["BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObj-v0"]
 
@@ -49,7 +49,7 @@ def main(argv=None):
     # the default gammas, max_seq_len 512). On 2 shared CPU cores the AMAGO-1 agent learned within 25 minutes and
     # the multi-task agent (filtered BC + two-hot critic) did not (docs/domains/babyai.md), hence agent_type=agent.
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name="babyai", agent_type="agent", two_hot_bins=32, two_hot_min_return=-100.0, two_hot_max_return=3000.0,
+        run_name="babyai", agent_type="agent", two_hot_bins=32, two_hot_range=(-100.0, 3000.0),
         max_seq_len=trial_len + 1, timesteps_per_epoch=trial_len // 2, parallel_envs=12, grads_per_epoch=20,
         epochs=40, eval_interval=5, eval_timesteps=trial_len + 1, eval_envs=16, batch_size=16, actor_hidden=64,
         critic_hidden=64, tstep_out=96, num_critics=2, multigammas=[0.9, 0.99], learning_rate=2e-4,
@@ -68,6 +68,8 @@ def main(argv=None):
     def encoder(observation_spec, action_spec):  # built by the trainer after it seeds torch
         return BabyAITimestepEncoder.from_specs(observation_spec, action_spec, grid_net=args.grid_net,
                                                 mission_net=args.mission_net, emb_dim=cfg.tstep_out)
+
+    from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, timestep_encoder=encoder, rollout_horizon=trial_len,
                            env_name=f"MultitaskMetaBabyAI-k{args.k_episodes}", task_names=eval_tasks)

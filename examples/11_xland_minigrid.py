@@ -11,10 +11,7 @@ which one must be found and remembered across attempts). The defaults are a CPU-
 
     python examples/11_xland_minigrid.py --benchmark local-hidden-rule --grid_size 7 --k_episodes 3 --run_name xland
 """
-from torchrl_amago import require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import make_xland_env
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -32,6 +29,9 @@ def extra(p):
 
 
 def xland_factory(a, split: str):
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_xland_env
+
     def make_env(n):
         return make_amago_env(make_xland_env(
             n, k_episodes=a.k_episodes, rooms=a.rooms, grid_size=a.grid_size, ruleset_benchmark=a.benchmark,
@@ -50,12 +50,16 @@ def main(argv=None, make_envs=None):
         max_seq_len=trial_len, timesteps_per_epoch=trial_len, parallel_envs=24, grads_per_epoch=40, epochs=30,
         eval_interval=5, eval_timesteps=trial_len, eval_envs=32, grad_clip=2.0, lr_warmup_steps=100))
     if make_envs is None:
+        from torchrl_amago import require
+
         require("jax", "jax", "examples/11_xland_minigrid.py")
         require("xminigrid", "xminigrid", "examples/11_xland_minigrid.py")
         # train on the train split, evaluate on held-out rulesets (the local rulesets have no split)
         make_train, make_eval = xland_factory(args, "train"), xland_factory(args, "test")
     else:
         make_train, make_eval, _ = make_envs(args)
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_train, make_eval,
                            env_name=f"XLand-{args.benchmark}-R{args.rooms}-{args.grid_size}x{args.grid_size}")
     final = args.final_eval_timesteps if args.final_eval_timesteps is not None else 4 * trial_len

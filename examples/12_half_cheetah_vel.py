@@ -9,10 +9,7 @@ not learned within 40k updates here):
     python examples/12_half_cheetah_vel.py --run_name cheetah_vel
     python examples/12_half_cheetah_vel.py --traj_encoder transformer --pos_emb rope --max_seq_len 32 --batch_size 8
 """
-from torchrl_amago import require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import make_half_cheetah_vel_env, velocity_bucket_names
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -50,6 +47,10 @@ def main(argv=None, make_gym=None):
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name="cheetah_vel", eval_timesteps=ep, reward_multiplier=1.0, dset_max_size=400_000, lr_warmup_steps=500,
         **MEASURED_DEFAULTS))
+    from torchrl_amago import require
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_half_cheetah_vel_env, velocity_bucket_names
+
     if make_gym is None:
         require("mujoco", '"gymnasium[mujoco]"', "examples/12_half_cheetah_vel.py")
     lo, hi = args.task_min_velocity, args.task_max_velocity
@@ -60,6 +61,8 @@ def main(argv=None, make_gym=None):
                                                         max_episode_steps=ep, make_gym=make_gym))
 
     names = velocity_bucket_names(lo, hi, args.velocity_buckets) if args.velocity_buckets > 0 else None
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"HalfCheetahVel-{lo:g}-{hi:g}", task_names=names)
     return trainer.run("12_half_cheetah_vel", final_eval_timesteps=args.eval_episodes_per_env * ep)
 

@@ -8,9 +8,7 @@ pure reward function `mazerunner_relabel_rewards`), and a timestep encoder restr
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel some
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel none
 """
-from torchrl_amago.data import HindsightRelabel
-from torchrl_amago.envs import MazeRunner, make_amago_env, mazerunner_relabel_rewards
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 
 def extra(p):
@@ -23,10 +21,13 @@ def extra(p):
     p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * time_limit")
 
 
-def make_relabeler(strategy: str, time_limit: int) -> HindsightRelabel | None:
-    """The trial transform for `--relabel`: MazeRunner's own reward/termination rule replayed on new goals."""
+def make_relabeler(strategy: str, time_limit: int):
+    """The trial transform for `--relabel` (a `data.HindsightRelabel`, or None): MazeRunner's own reward/termination
+    rule replayed on new goals."""
     if strategy == "none":
         return None
+    from torchrl_amago.data import HindsightRelabel
+    from torchrl_amago.envs import mazerunner_relabel_rewards
 
     def relabel_fn(achieved, goals):
         return mazerunner_relabel_rewards(achieved, goals, time_limit=time_limit)
@@ -37,16 +38,19 @@ def make_relabeler(strategy: str, time_limit: int) -> HindsightRelabel | None:
 def main(argv=None):
     a = example_args(extra, argv)
     trial_len = a.time_limit + 1
+    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
+        run_name=f"maze{a.maze_size}_k{a.goals}_{a.relabel}", max_seq_len=trial_len, timesteps_per_epoch=a.time_limit,
+        parallel_envs=12, grads_per_epoch=60, epochs=30, eval_interval=5, eval_timesteps=2 * a.time_limit,
+        eval_envs=32, obs_keys=["obs", "goals"]))
+    from torchrl_amago.envs import MazeRunner, make_amago_env
 
     def make_env(n):
         return make_amago_env(MazeRunner(n, maze_dim=a.maze_size, num_goals=a.goals, time_limit=a.time_limit,
                                          randomized_actions=a.randomized_actions))
 
-    cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name=f"maze{a.maze_size}_k{a.goals}_{a.relabel}", max_seq_len=trial_len, timesteps_per_epoch=a.time_limit,
-        parallel_envs=12, grads_per_epoch=60, epochs=30, eval_interval=5, eval_timesteps=2 * a.time_limit,
-        eval_envs=32, obs_keys=["obs", "goals"]))
     dim = a.maze_size if a.maze_size % 2 else a.maze_size + 1
+    from torchrl_amago.trainers import AMAGOTrainer
+
     trainer = AMAGOTrainer(cfg, make_env, make_env, trial_transform=make_relabeler(args.relabel, args.time_limit),
                            success_threshold=float(a.goals), env_name=f"MazeRunner-{dim}x{dim}-k{a.goals}")
     return trainer.run("13_mazerunner_relabeling", final_eval_timesteps=args.test_mult * a.time_limit)

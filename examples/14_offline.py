@@ -18,7 +18,7 @@ from torchrl_amago import require
 from torchrl_amago.data import DATASET_FORMATS, load_dataset_trials, write_cartpole_dataset
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import gym_action_info, gym_time_limit, make_gym_envs
-from torchrl_amago.trainers import AMAGOTrainer, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, parse_config
 
 NEVER = 10 ** 9
 
@@ -70,6 +70,8 @@ def main(argv=None):
 
     def make_env(n):
         return make_amago_env(make_gym_envs(args.env, n, a.max_episode_steps, categorical_actions=True))
+
+    from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg.replace(dset_max_size=max(cfg.dset_max_size, trials.batch_size[0])), make_env,
                            make_env, offline_data=trials, offline_weight=args.offline_weight, env_name=args.env)

@@ -82,7 +82,9 @@ def _encoder_weights(name, seed, run, tmp_path, monkeypatch, argv, patch, **main
         seen["w"] = {k: v.clone() for k, v in AMAGOTrainer(*a, **kw).modules.timestep_encoder.state_dict().items()}
         raise _Stop
 
-    monkeypatch.setattr(mod, "AMAGOTrainer", build_then_stop)
+    import torchrl_amago.trainers as trainers  # the examples import AMAGOTrainer from here once parsed
+
+    monkeypatch.setattr(trainers, "AMAGOTrainer", build_then_stop)
     torch.manual_seed(1000 + run)
     with pytest.raises(_Stop):
         mod.main(TINY[:-1] + [str(seed), "--buffer_dir", str(tmp_path / str(seed))] + argv, **main_kwargs)

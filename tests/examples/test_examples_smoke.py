@@ -83,12 +83,14 @@ def example_config(name: str, argv, **main_kwargs):
         seen.update(cfg=cfg, kw=kw, make_train=make_train)
         raise _Stop
 
-    orig, mod.AMAGOTrainer = mod.AMAGOTrainer, fake_trainer
+    import torchrl_amago.trainers as trainers  # the examples import AMAGOTrainer from here once parsed
+
+    orig, trainers.AMAGOTrainer = trainers.AMAGOTrainer, fake_trainer
     try:
         with pytest.raises(_Stop):
             mod.main(argv, **main_kwargs)
     finally:
-        mod.AMAGOTrainer = orig
+        trainers.AMAGOTrainer = orig
     return mod, seen["cfg"], seen["kw"], seen["make_train"]
 
 

@@ -25,7 +25,7 @@ def cfg_(tmp_path, **kw):
                 parallel_envs=4, eval_interval=0, max_seq_len=H + 1, batch_size=4, memory_size=8, memory_layers=1,
                 n_heads=1, tstep_hidden=8, tstep_out=8, actor_hidden=8, critic_hidden=8, dset_max_size=2000,
                 progress_bar=False, ckpt_interval=0, lr_warmup_steps=2, eps_steps_anneal=100, min_trials_to_learn=1,
-                num_threads=1, collect="async", num_collectors=2, collector_timeout_s=60.0, policy_sync_interval=1)
+                num_threads=1, collect="async", num_collectors=2, timeout_s=60.0, policy_sync_interval=1)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -224,7 +224,7 @@ def test_workers_act_exactly_as_the_learner_after_training_and_pushes(tmp_path):
     cfg = cfg_(tmp_path, max_seq_len=h + 1, timesteps_per_epoch=h + 1, parallel_envs=6, num_collectors=1,
                grads_per_epoch=10, epochs=2, sample_actions_train=False, exploration="none", memory_size=32,
                memory_layers=2, n_heads=2, tstep_hidden=32, tstep_out=32, tstep_normalize_inputs=True,
-               collector_batch_steps=2, policy_sync_interval=3)
+               policy_sync_interval=3)
     t = _RecordingTrainer(cfg, tmaze, None)
     try:
         t.train()
@@ -326,7 +326,7 @@ def test_the_feed_counts_the_workers_that_act(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_async_workers_build_their_envs_with_action_counts(tmp_path):
-    t = trainer(tmp_path, epochs=1, num_collectors=1, action_counts=True)
+    t = trainer(tmp_path, epochs=1, num_collectors=1, count_heads=True)
     try:
         t.train()
         steps = t.replay.storage[:len(t.replay)]

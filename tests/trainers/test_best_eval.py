@@ -1,5 +1,5 @@
-"""--keep_best / --final_eval best: ckpts/best.pt holds the weights the best periodic eval saw, survives a resume,
-restarts on a branch, and the final eval can run them."""
+"""--final_eval best: ckpts/best.pt holds the weights the best periodic eval saw, survives a resume, and
+the final eval can run them."""
 import csv
 import math
 
@@ -109,34 +109,6 @@ def test_a_resumed_run_compares_against_the_best_before_the_stop(tmp_path):
     b.close()
 
 
-def test_a_branched_run_keeps_its_own_best(tmp_path):
-    src = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="src", epochs=2, eval_interval=1, branch_every=2), _make_env,
-                       _make_env, success_threshold=0.5)
-    _scripted(src, [0.9, 0.8])
-    src.train()
-    src.close()
-    branch = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="branch", epochs=3, eval_interval=1,
-                                    branch_from=str(tmp_path / "src" / "branches" / "epoch_2")),
-                          _make_env, _make_env, success_threshold=0.5)
-    seen = _scripted(branch, [0.1])
-    assert branch.resume() and branch.best_eval.counters is None
-    branch.train()
-    assert _best_file(branch)["best_eval"]["value"] == 0.1 and _same_state(_best_file(branch)["loss"], seen[0])
-    branch.close()
-
-
-def test_no_keep_best_writes_no_file_but_still_reports_the_best(tmp_path):
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, eval_interval=1, keep_best=False), _make_env, _make_env,
-                      success_threshold=0.5)
-    _scripted(tr, [0.7, 0.4, 0.4])
-    tr.train()
-    summary = tr.finish()
-    assert summary["best_eval_success"] == 0.7 and summary["best_grad_steps"] == 0
-    with pytest.raises(CheckpointError, match="best.pt does not exist"):
-        tr.load_best()
-    tr.close()
-
-
 def test_non_finite_weights_never_replace_the_best_file(tmp_path):
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, eval_interval=1), _make_env, _make_env, success_threshold=0.5)
     _scripted(tr, [0.5])
@@ -152,10 +124,8 @@ def test_non_finite_weights_never_replace_the_best_file(tmp_path):
 
 
 def test_bad_settings_name_the_flags(tmp_path):
-    with pytest.raises(ValueError, match="--final_eval best .* --keep_best and --eval_interval > 0"):
+    with pytest.raises(ValueError, match="--final_eval best .* --eval_interval > 0"):
         TrainConfig(final_eval="best", eval_interval=0)
-    with pytest.raises(ValueError, match="--final_eval both .* --keep_best False"):
-        TrainConfig(final_eval="both", keep_best=False)
     with pytest.raises(ValueError, match="--final_eval="):
         TrainConfig(final_eval="first")
     with pytest.raises(CheckpointError, match="nothing.pt does not exist"):

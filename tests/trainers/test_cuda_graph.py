@@ -12,7 +12,7 @@ from torchrl_amago.trainers.resume_config import apply_optimizer_settings
 from .test_trainer import _make_env, _tiny_cfg
 from .update_equivalence import assert_updates_equal
 
-FIXED_SHAPES = dict(trim_windows=False, pack_windows="never", dropout=0.0)
+FIXED_SHAPES = dict(trim_windows=False, dropout=0.0)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -52,7 +52,7 @@ def _assert_graphed_updates_equal(eager: AMAGOTrainer, graphed: AMAGOTrainer, n:
 
 
 #: the encoders' target copy for every discount (its pass and its soft update run inside the captured parts too)
-WITH_COPY = [dict(), dict(target_backbone_min_gamma=0.0)]
+WITH_COPY = [dict(), dict(target_encoders=True)]
 
 
 @pytest.mark.parametrize("kw", WITH_COPY, ids=["plain", "copy"])

@@ -28,7 +28,7 @@ def _cfg(tmp_path, **kw) -> dict:
                 max_seq_len=H + 1, batch_size=3, memory_size=16, memory_layers=1, n_heads=2, tstep_hidden=16,
                 tstep_out=16, actor_hidden=16, critic_hidden=16, dset_max_size=2000, progress_bar=False,
                 ckpt_interval=0, lr_warmup_steps=2, eps_steps_anneal=100, dropout=0.0, learning_rate=3e-3,
-                num_critics=1, num_critics_td=1, dist_timeout_s=60.0)
+                num_critics=1, timeout_s=60.0)
     base.update(kw)
     return base
 
@@ -174,13 +174,13 @@ def test_a_dead_rank_stops_the_other_with_a_clear_error_and_the_checkpoint_survi
 @pytest.mark.slow
 def test_a_hung_rank_makes_the_other_time_out_with_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HANG_S", "150")
-    cfg = _cfg(tmp_path, epochs=6, dist_timeout_s=15.0)
+    cfg = _cfg(tmp_path, epochs=6, timeout_s=15.0)
     t0 = time.time()
     codes = _spawn("hang", [cfg, cfg], tmp_path / "out", timeout=240)
     assert codes == [2, 3], codes
     err_file = tmp_path / "out" / "error_rank0.txt"
     err = err_file.read_text()
-    assert err.startswith("DistributedError") and "--dist_timeout_s=15.0" in err, err
+    assert err.startswith("DistributedError") and "--timeout_s=15.0" in err, err
     # rank 0 gave up while rank 1 was still asleep (150 s): it was the 15 s timeout, not rank 1's exit
     assert os.path.getmtime(err_file) - t0 < 120
     assert load_checkpoint(str(tmp_path / "runs" / "dist" / "ckpts" / "latest.pt"))["counters"]["epoch"] == 2
@@ -209,5 +209,5 @@ def test_single_process_context_is_inert(monkeypatch):
     assert not ctx.enabled and ctx.is_main and ctx.seed_offset == 0 and ctx.wrap(loss) is loss
     assert ctx.all_gather_int(7) == [7] and ctx.all_true(True) and not ctx.all_true(False)
     assert ctx.rank_path("/r/buffer") == "/r/buffer"
-    with pytest.raises(ValueError, match="--dist_timeout_s"):
+    with pytest.raises(ValueError, match="--timeout_s"):
         setup_distributed("cpu", 0)

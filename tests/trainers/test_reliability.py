@@ -121,7 +121,8 @@ def _poison_replay(tr, key=("next", "reward")):
 
 
 def test_nonfinite_batch_skips_update_counts_and_stops_naming_key(tmp_path):
-    tr = trainer(tmp_path, max_nonfinite_updates=3)
+    tr = trainer(tmp_path)
+    tr.guard.max_consecutive = 3
     tr.collect()
     before = {k: v.clone() for k, v in tr.loss.state_dict().items()}
     _poison_replay(tr)
@@ -136,7 +137,8 @@ def test_nonfinite_batch_skips_update_counts_and_stops_naming_key(tmp_path):
 
 
 def test_finite_update_resets_the_streak(tmp_path):
-    tr = trainer(tmp_path, max_nonfinite_updates=2)
+    tr = trainer(tmp_path)
+    tr.guard.max_consecutive = 2
     tr.collect()
     good = tr.replay.storage._storage.get(("next", "reward")).clone()
     _poison_replay(tr)
@@ -148,7 +150,8 @@ def test_finite_update_resets_the_streak(tmp_path):
 
 
 def test_nonfinite_gradient_is_skipped_and_named(tmp_path):
-    tr = trainer(tmp_path, max_nonfinite_updates=1)
+    tr = trainer(tmp_path)
+    tr.guard.max_consecutive = 1
     tr.collect()
     name, p = next((n, p) for n, p in tr.loss.named_parameters() if "critic" in n and p.requires_grad)
     p.register_hook(lambda g: g * float("inf"))
@@ -159,7 +162,8 @@ def test_nonfinite_gradient_is_skipped_and_named(tmp_path):
 
 
 def test_nonfinite_weights_are_never_checkpointed(tmp_path):
-    tr = trainer(tmp_path, max_nonfinite_updates=1)
+    tr = trainer(tmp_path)
+    tr.guard.max_consecutive = 1
     tr.train(epochs=1)
     path = run_dir(tmp_path) / "ckpts" / "latest.pt"
     good = path.read_bytes()
@@ -452,7 +456,6 @@ def test_unsafe_changes_are_refused_and_listed(tmp_path):
     (dict(start_learning_at_epoch=5, epochs=2), "--start_learning_at_epoch=5 is not below --epochs=2"),
     (dict(dset_max_size=7), "--dset_max_size=7 is smaller than one epoch"),
     (dict(traj_save_len=500), "--traj_save_len=500 exceeds --dset_max_size=400"),
-    (dict(max_nonfinite_updates=0), "--max_nonfinite_updates"),
     (dict(nonfinite_data="ignore"), "--nonfinite_data"),
     (dict(learning_rate=-1e-3), "--learning_rate"),
     (dict(entropy_coeff=-0.1), "--entropy_coeff"),

@@ -139,9 +139,8 @@ def test_offline_then_online_training(tmp_path):
     again.close()
 
 
-def test_action_counts_flag_feeds_the_counts_to_the_encoder_and_the_replay(tmp_path):
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, action_counts=True), _make_env, _make_env)
-    assert "action_counts" in tr.modules.timestep_encoder.obs_keys
+def test_count_heads_feed_the_counts_to_the_encoder_and_the_replay(tmp_path):
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, count_heads=True), _make_env, _make_env)
     assert "action_counts" in tr.eval_env.observation_spec.keys()
     tr.train()
     n = len(tr.replay)
@@ -150,17 +149,8 @@ def test_action_counts_flag_feeds_the_counts_to_the_encoder_and_the_replay(tmp_p
     assert torch.equal(steps["action_counts"] + steps["action"].float(), steps["next", "action_counts"])
     assert steps["action_counts"][steps["is_init"].squeeze(-1)].abs().sum() == 0
     assert steps["next", "action_counts"].sum(-1).max() > 1  # counted over several steps
-
-
-def test_explored_actions_reach_the_replay_and_the_loss(tmp_path):
-    """The exploration module's `explored` is stored with every step; with --n_step_stop_explored the loss reads it.
-    epsilon 1 -> 0.05 over the first 100 batched steps: early steps are explored 3 times in 4 (4 actions)."""
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, n_step=3, n_step_stop_explored=True), _make_env, _make_env)
-    assert "explored" in tr.loss.in_keys
-    tr.train()
-    steps = tr.replay.storage[:len(tr.replay)]
-    explored = steps["explored"].squeeze(-1)
-    assert 0.3 < explored.float().mean().item() < 0.9
+    explored = steps["explored"].squeeze(-1)  # the exploration module marks the actions it replaced
+    assert 0.3 < explored.float().mean().item() < 0.9  # epsilon 1 -> 0.05 over the first 100 batched steps
     tr.close()
 
 
@@ -201,11 +191,11 @@ def test_count_heads_act_as_they_learn_and_refuse_what_they_cannot_read(tmp_path
                      _make_env)
 
 
-def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wandb_offline):
-    """--log_to_wandb through the trainer (offline): the last eval reaches the wandb run; closing the trainer
+def test_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wandb_offline):
+    """--wandb_project through the trainer (offline): the last eval reaches the wandb run; closing the trainer
     finishes it, so a script that trains twice does not log into the first run."""
     wandb = wandb_offline
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, log_to_wandb=True, wandb_project="tiny_proj"), _make_env,
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, wandb_project="tiny_proj"), _make_env,
                       _make_env)
     tr.train()
     last = tr.logger.records[-1]
@@ -217,24 +207,23 @@ def test_log_to_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wa
     assert len(list((tmp_path / "tiny" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
 
-def test_target_backbone_copy_moves_at_its_own_rate(tmp_path):
-    """With the defaults and an acting gamma of 0.9999 the trainer's loss keeps a target copy of the encoders for every
-    discount, which its AMAGOSoftUpdate moves at --target_backbone_tau while the heads' copies move at --tau;
-    with the default gamma (0.999) or --no-target_backbone the loss has no such copy (the original)."""
-    from torchrl_amago.objectives import AMAGOSoftUpdate
+def test_target_encoders_copy_moves_at_its_own_rate_and_nothing_switches_it_on(tmp_path):
+    """--target_encoders: the loss keeps a target copy of the encoders for every discount's TD targets, which its
+    AMAGOSoftUpdate moves at DEFAULT_BACKBONE_TAU while the heads' copies move at --tau. Without the flag there is no
+    copy, whatever the discounts (here an acting gamma of 0.9999, which switched it on in earlier releases)."""
+    from torchrl_amago.objectives import DEFAULT_BACKBONE_TAU, AMAGOSoftUpdate
 
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, gamma=0.9999, target_backbone_tau=0.5, tau=0.25),
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, gamma=0.9999, target_encoders=True, tau=0.25),
                       _make_env, _make_env)
-    assert tr.loss.target_backbone and isinstance(tr.target_updater, AMAGOSoftUpdate)
-    assert tr.loss._copy_gammas.tolist() == [True] * len(tr.loss.gammas)
-    assert (tr.target_updater.backbone_tau, 1 - tr.target_updater.eps) == (0.5, 0.25)
+    assert "target_backbone_params" in dict(tr.loss.named_children()) and isinstance(tr.target_updater,
+                                                                                       AMAGOSoftUpdate)
+    assert (tr.target_updater.backbone_tau, 1 - tr.target_updater.eps) == (DEFAULT_BACKBONE_TAU, 0.25)
     target = {k: v.clone() for k, v in tr.loss.target_backbone_params.items(True, True)}
     tr.train()  # 2 updates
     online = dict(tr.loss.backbone_params.items(True, True))
     moved = [k for k in target if not torch.equal(target[k], tr.loss.target_backbone_params[k])]
     assert moved and all(not torch.equal(tr.loss.target_backbone_params[k], online[k]) for k in moved)
     tr.close()
-    for name, kw in (("default_gamma", {}), ("off", dict(gamma=0.9999, target_backbone=False))):
-        off = AMAGOTrainer(_tiny_cfg(tmp_path / name, epochs=1, **kw), _make_env, _make_env)
-        assert not off.loss.target_backbone and "target_backbone_params" not in dict(off.loss.named_children())
-        off.close()
+    off = AMAGOTrainer(_tiny_cfg(tmp_path / "off", epochs=1, gamma=0.9999, cql_coeff=0.0), _make_env, _make_env)
+    assert "target_backbone_params" not in dict(off.loss.named_children()) and off.loss.cql_coeff == 0.0
+    off.close()

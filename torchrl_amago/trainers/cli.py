@@ -1,10 +1,9 @@
-"""The common CLI of every example: one flag per `TrainConfig` field, plus example-specific flags.
+"""The common CLI of every example: one flag per `TrainConfig` field, grouped by section, plus the example's flags.
 
-`parse_config(defaults=..., extra=...)` gives every example the same `--help`, with the example's own
-defaults (e.g. T-Maze sets `max_seq_len` from its horizon) and its domain flags added by `extra`. Every flag's
-help comes from `flag_help.FIELD_HELP`, its choices from `config.FIELD_CHOICES`. A default may be `Derived`:
-it is computed after parsing from the parsed values (e.g. `eps_steps_anneal` from `--epochs`), unless the flag
-is given.
+`parse_config(defaults=..., extra=...)` gives every example the same `--help`: the example's own flags first, then
+one group per `TrainConfig` section, each flag with its help, choices and the default the example runs with. A
+default may be `Derived`: computed after parsing from the parsed values (e.g. `eps_steps_anneal` from `--epochs`)
+unless the flag is given. Nothing here imports torch, so `--help` answers at once.
 
 Plugins: the modules named in the environment variable `TORCHRL_AMAGO_PLUGINS` (comma-separated, importable) are
 imported before parsing, so what they register (e.g. `register_trajectory_encoder("mine", Mine)`) is selectable
@@ -17,12 +16,9 @@ import ast
 import dataclasses
 import importlib
 import os
-import types
-import typing
 from typing import Any, Callable
 
-from .config import FIELD_CHOICES, TrainConfig
-from .flag_help import FIELD_HELP
+from .config import RETIRED, SECTIONS, TrainConfig, _value_type, field_default, retired_error, sections
 
 
 class Derived:
@@ -42,31 +38,26 @@ class Derived:
 _UNSET = object()  # argparse default of a Derived field: replaced after parsing
 
 
-def _field_type(name: str):
-    tp = typing.get_type_hints(TrainConfig)[name]
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        tp = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    return tp, origin, args
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def _add_field(parser, f: dataclasses.Field, default: Any) -> None:
-    tp, origin, args = _field_type(f.name)
-    choices = FIELD_CHOICES.get(f.name)
-    help_ = FIELD_HELP[f.name] + (f" {{{', '.join(map(str, choices))}}}" if choices else "") + f" (default: {default})"
-    kw = dict(default=_UNSET if isinstance(default, Derived) else default, help=help_)
+def _add_field(group, f: dataclasses.Field, default: Any) -> None:
+    tp, container = _value_type(f)
+    choices = f.metadata["choices"]
+    text = f.metadata["help"] + (f" {{{', '.join(map(str, choices))}}}" if choices else "")
+    if default is not None:  # an unset optional field says what unset means in its help
+        text += f" (default: {_shown(default)})"
+    kw = dict(default=_UNSET if isinstance(default, Derived) else default, help=text.replace("%", "%%"))
     flag = f"--{f.name}"
     if tp is bool:
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-    elif origin is dict:
-        parser.add_argument(flag, nargs="+", type=str, metavar="KEY=VALUE", **kw)
-    elif origin is list:
-        parser.add_argument(flag, nargs="+", type=args[0], **kw)
-    elif origin is tuple:
-        parser.add_argument(flag, nargs=len(args), type=args[0], **kw)
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    elif container == "list":
+        group.add_argument(flag, nargs="+", type=tp, **kw)
+    elif container == "tuple":
+        group.add_argument(flag, nargs=2, type=tp, metavar=f.metadata["metavar"] or ("LOW", "HIGH"), **kw)
     else:
-        parser.add_argument(flag, type=tp, metavar=f.name.upper() if choices else None, **kw)
+        group.add_argument(flag, type=tp, metavar=f.name.upper() if choices else None, **kw)
 
 
 PLUGINS_ENV = "TORCHRL_AMAGO_PLUGINS"
@@ -85,22 +76,39 @@ def import_plugins() -> list[str]:
 
 def build_parser(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
-    """The common argparse parser: one flag per `TrainConfig` field (help, default, choices), `defaults` overriding
-    the dataclass defaults, plus the example's own flags added by `extra`."""
-    import_plugins()
+    """The common parser: the example's flags (`extra`), then one group per `TrainConfig` section with `defaults`
+    overriding the dataclass defaults."""
     defaults = defaults or {}
-    unknown = set(defaults) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown TrainConfig defaults: {sorted(unknown)}")
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _check_default_names(defaults)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     usage="%(prog)s [-h] [options]   (options by group below)")
     if extra is not None:
-        group = parser.add_argument_group("example options")
-        extra(group)
-    group = parser.add_argument_group("training options (common to every example)")
-    base = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        _add_field(group, f, defaults.get(f.name, getattr(base, f.name)))
+        extra(parser.add_argument_group("example options"))
+    for section, fields in sections().items():
+        group = parser.add_argument_group(SECTIONS[section])
+        for f in fields:
+            _add_field(group, f, defaults.get(f.name, field_default(f.name)))
     return parser
+
+
+def _check_default_names(defaults: dict) -> None:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    retired = sorted(set(defaults) & set(RETIRED))
+    if retired:
+        raise ValueError("; ".join(retired_error(n) for n in retired))
+    unknown = sorted(set(defaults) - names)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig defaults: {unknown}")
+
+
+def refuse_retired_flags(argv: list[str]) -> None:
+    """A retired flag (`--keep_best`, `--no-keep_best`, `--keep_best=...`) is an error that says what to use."""
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            name = name[3:] if name.startswith("no-") else name
+            if name in RETIRED:
+                raise SystemExit(f"error: {retired_error(name)}")
 
 
 def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
@@ -119,13 +127,10 @@ def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in vars(args).items() if k in names}
-    for name in ("discrete_clip", "cql_ramp"):
-        if isinstance(kw.get(name), list):
-            kw[name] = tuple(kw[name])
-    if isinstance(kw.get("fbc_filter_kwargs"), list):
-        kw["fbc_filter_kwargs"] = parse_key_values("fbc_filter_kwargs", kw["fbc_filter_kwargs"])
+    kw = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name)
+        kw[f.name] = tuple(value) if _value_type(f)[1] == "tuple" and isinstance(value, list) else value
     return TrainConfig(**kw)
 
 
@@ -133,24 +138,44 @@ def example_args(extra: Callable[[argparse.ArgumentParser], None], argv: list[st
                  ) -> argparse.Namespace:
     """The example's own flags only (unknown flags ignored), for values the TrainConfig defaults depend on,
     e.g. T-Maze's `max_seq_len = horizon + 1`. `--help` is left to `parse_config`. No abbreviations: a common flag
-    that begins like one of the example's (`--final_eval` of `--final_eval_timesteps`) is not taken for it."""
+    that begins like one of the example's is not taken for it."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     extra(pre)
     return pre.parse_known_args(argv)[0]
 
 
 def resolve_derived(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
-    """Replace every field left at its `Derived` default by its value, in the order `defaults` lists them."""
-    for name, default in defaults.items():
-        if isinstance(default, Derived) and getattr(args, name) is _UNSET:
-            setattr(args, name, default(args))
+    """Replace every field left at its `Derived` default by its value. A `Derived` may read other `Derived` fields:
+    they are resolved first, whatever their order in `defaults`."""
+    pending = {n: d for n, d in defaults.items() if isinstance(d, Derived) and getattr(args, n) is _UNSET}
+    busy: set[str] = set()
+
+    class Resolved:  # what a Derived sees: the namespace, with the Derived fields it reads resolved on the way
+        def __getattr__(self, name):
+            if name in pending:
+                if name in busy:
+                    raise ValueError(f"the derived defaults of {sorted(busy)} depend on each other")
+                busy.add(name)
+                setattr(args, name, pending.pop(name)(self))
+                busy.discard(name)
+            return getattr(args, name)
+
+    view = Resolved()
+    for name in list(pending):
+        getattr(view, name)
     return args
 
 
 def parse_config(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None,
                  argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
-    """Parse argv into (TrainConfig, full namespace incl. the example's own flags)."""
+    """Parse argv into (TrainConfig, full namespace incl. the example's own flags); a bad value exits with a usage
+    error naming the flag."""
+    import sys
+
+    import_plugins()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_retired_flags(argv)
     parser = build_parser(description, defaults, extra)
     args = parser.parse_args(argv)
     try:
@@ -158,3 +183,21 @@ def parse_config(description: str = "", defaults: dict | None = None,
         return config_from_args(args), args
     except ValueError as e:
         parser.error(str(e))
+
+
+def markdown_table() -> str:
+    """Every flag by section with its default, choices and help: the reference table in docs/api/trainers.md is this
+    output (`python -m torchrl_amago.trainers.cli`; a test keeps the two equal)."""
+    rows = []
+    for section, fields in sections().items():
+        rows += [f"**{SECTIONS[section]}**", "", "| flag | default | help |", "|---|---|---|"]
+        for f in fields:
+            choices = f.metadata["choices"]
+            text = f.metadata["help"] + (" (" + " \\| ".join(map(str, choices)) + ")" if choices else "")
+            rows.append(f"| `--{f.name}` | `{field_default(f.name)!r}` | {text} |")
+        rows.append("")
+    return "\n".join(rows).rstrip("\n")
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -30,7 +30,7 @@ from .guards import guard_env
 from .threads import process_cpu_seconds
 
 COLLECT_MODES = ("sync", "async", "distributed")
-BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps (--collector_batch_steps)
+BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps 
 WORKER_SEED_STRIDE = 104_729  # worker w seeds its envs with seed + stride * (w + 1) (off the eval seed, seed + 10000)
 WORKER_THREADS = 1  # torch threads of each collector worker
 
@@ -41,8 +41,6 @@ class CollectionError(RuntimeError):
 
 def batch_steps(cfg) -> int:
     """Env steps per env in one worker batch (``--collector_batch_steps``, default a quarter of an epoch)."""
-    if cfg.collector_batch_steps is not None:
-        return cfg.collector_batch_steps
     return max(1, math.ceil(cfg.timesteps_per_epoch / BATCHES_PER_EPOCH))
 
 
@@ -176,7 +174,7 @@ def build_remote_collector(cfg, make_env: Callable[[int], EnvBase], actor, *, se
     factories = worker_env_factories(cfg, make_env, seed, primer)
     return make_remote_collector(factories, acting_copy(actor), address=cfg.collector_address,
                                  frames_per_batch=(cfg.parallel_envs // cfg.num_collectors) * batch_steps(cfg),
-                                 batch_timeout_s=cfg.collector_timeout_s)
+                                 batch_timeout_s=cfg.timeout_s)
 
 
 def acting_copy(actor):

@@ -1,282 +1,276 @@
-"""Typed training configuration: everything the original's common CLI covers, as one dataclass.
+"""`TrainConfig`: one AMAGO training run, every field a flag of every example.
 
-Names follow the original CLI where one exists (`--epochs`, `--timesteps_per_epoch`, `--batches_per_epoch`
-is `grads_per_epoch` here, `--parallel_actors` is `parallel_envs`, `--traj_encoder`, `--memory_size`, ...).
-Every field is a CLI flag of every example (see `trainers/cli.py`); its help text is in `trainers/flag_help.py`.
-Defaults and choices that belong to a lower layer are read from it (the loss, the heads, the replay sampler), so
-the config, the CLI and the docs never hold a copy.
+Each field is declared once, with its default, its help, its section and (where it has them) its choices and its
+check: `opt(default, help, choices=..., check=...)`. `--help` (trainers/cli.py), the flag reference in
+docs/api/trainers.md and `TrainConfig.validate` all read that declaration. Names follow the original's CLI where one
+exists (`--epochs`, `--timesteps_per_epoch`, `--traj_encoder`, `--memory_size`; `--grads_per_epoch` is its
+`--batches_per_epoch`, `--parallel_envs` its `--parallel_actors`).
+
+The config is flat (`cfg.max_seq_len`, `--max_seq_len`) and grouped into sections for reading; an example's own
+defaults are one dict (`parse_config(defaults=...)`, `trainers/presets.py`). Why a flat dataclass rather than nested
+sections or a YAML file: docs/design_decisions.md. This module imports no torch, so `--help` answers at once; the
+lower layers validate their own arguments again, and `tests/trainers/test_config.py` checks that the choices and
+defaults written here are theirs.
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from collections.abc import Sequence
-from dataclasses import dataclass
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
-from ..data.sampler import PADDING_MODES, SAMPLING_MODES, TrialWindowSampler
-from ..envs.exploration import EpsilonGreedy
-from ..modules.cnn import BACKBONES
-from ..modules.distributions import CONTINUOUS_OUTPUTS, DEFAULT_DISCRETE_CLIP
-from ..modules.heads import ActorHead, DiscreteCritic, TwoHotCritic
-from ..modules.timestep import CNNTimestepEncoder
-from ..modules.trajectory.transformer import POS_EMBS
-from ..objectives import DEFAULT_BACKBONE_TAU, DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss
-from ..objectives.amago_loss import ACTOR_ENCODER_GRADS
-from ..objectives.filters import FILTERS as FILTER_FUNCTIONS
-from ..objectives.packing import PACK_MODES
-from ..modules.trajectory.registry import trajectory_encoder_names
-from .collection import COLLECT_MODES
-from .config_checks import NONFINITE_DATA, check_ranges
-from .best_eval import FINAL_EVALS
-from .cql_schedule import check_cql_flags
-from .device import COMPILE_MODES, PRECISION_DTYPES
-from .lr_schedule import LR_DECAYS
-
-
-class _LiveChoices(Sequence):
-    """Choices read when used, from a registry that may grow after import (``register_trajectory_encoder``)."""
-
-    def __init__(self, read):
-        self._read = read
-
-    def __getitem__(self, i):
-        return self._read()[i]
-
-    def __len__(self) -> int:
-        return len(self._read())
-
-    def __repr__(self) -> str:
-        return repr(self._read())
-
-
-# --traj_encoder choices: the trajectory-encoder registry
-TRAJ_ENCODERS = _LiveChoices(trajectory_encoder_names)
-AGENT_TYPES = ("agent", "multitask")
-PRECISIONS = tuple(PRECISION_DTYPES)  # the autocast dtypes the learner knows (trainers/device.py)
-FILTERS = tuple(FILTER_FUNCTIONS)
-EXPLORATIONS = ("egreedy", "bilevel", "none")
-
-
-def default_of(fn, name: str):
-    """The default of argument `name` of `fn` (a class: its constructor), so the config repeats no default."""
-    return inspect.signature(fn).parameters[name].default
-
-
-def _loss(name: str):
-    return default_of(AMAGOLoss, name)
-
-
-#: The allowed values of the fields that take a name, each read from the layer that defines the names.
-FIELD_CHOICES = {
-    "traj_encoder": TRAJ_ENCODERS,
-    "agent_type": AGENT_TYPES,
-    "mixed_precision": PRECISIONS,
-    "fbc_filter": FILTERS,
-    "sampling": SAMPLING_MODES,
-    "padded_sampling": PADDING_MODES,
-    "exploration": EXPLORATIONS,
-    "pos_emb": POS_EMBS,
-    "continuous_dist": tuple(CONTINUOUS_OUTPUTS),
-    "cnn": tuple(BACKBONES),
-    "nonfinite_data": NONFINITE_DATA,
-    "collect": COLLECT_MODES,
-    "pack_windows": PACK_MODES,
-    "compile_loss": COMPILE_MODES,
-    "actor_encoder_grad": ACTOR_ENCODER_GRADS,
-    "lr_decay": LR_DECAYS,
-    "final_eval": tuple(FINAL_EVALS),
+#: `--help` shows the sections in this order, each as one group.
+SECTIONS = {
+    "run": "run: where it is written, how long it trains, when it evaluates",
+    "env": "env: the envs the run steps",
+    "model": "model: timestep encoder, trajectory encoder (the memory), heads",
+    "loss": "loss: the AMAGO objective (AMAGOLoss)",
+    "replay": "replay: what is stored and how training windows are drawn",
+    "collection": "collection: how actions are chosen while collecting and evaluating",
+    "optim": "optim: the optimizer and its schedule",
+    "scale": "scale: devices, threads, collection beside learning, compilation",
 }
 
+#: Built-in `--traj_encoder` names; plugins register more (`modules.trajectory.register_trajectory_encoder`).
+BUILTIN_TRAJ_ENCODERS = ("transformer", "gru", "lstm", "mamba", "ff")
+FINAL_EVALS = ("last", "best", "both")
+COLLECT_MODES = ("sync", "async", "distributed")
+LR_DECAYS = ("none", "cosine", "linear")
 
-def gammas_of(multigammas: list[float] | None, gamma: float) -> list[float]:
-    """The loss's discounts: `multigammas` (None: the loss's defaults) and the acting `gamma` last."""
-    return list(DEFAULT_MULTIGAMMAS if multigammas is None else multigammas) + [gamma]
+
+# ------------------------------------------------------------------------------------------- checks
+def at_least(lo) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def between(lo, hi, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], Optional[str]]:
+    def check(v):
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        return None if ok else f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return check
+
+
+def positive(v) -> Optional[str]:
+    return None if v > 0 else "must be > 0"
+
+
+def each(check) -> Callable[[Any], Optional[str]]:
+    def check_all(values):
+        for v in values:
+            problem = check(v)
+            if problem:
+                return f"{problem} (each value)"
+        return None
+    return check_all
+
+
+def ordered_pair(lo, hi) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if lo <= v[0] <= v[1] <= hi else f"must be two values with {lo} <= FIRST <= SECOND <= {hi}"
+
+
+def opt(default, help: str, *, section: str, choices=None, check=None, metavar=None):
+    """One config field: its default, `--help` text, section, allowed values and range check, in one place."""
+    meta = {"help": help, "section": section, "choices": choices, "check": check, "metavar": metavar}
+    if isinstance(default, list):
+        return field(default_factory=functools.partial(list, default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+run, env, model, loss, replay, collection, optim, scale = (functools.partial(opt, section=s) for s in SECTIONS)
 
 
 @dataclass
 class TrainConfig:
-    """One AMAGO training run. Units: env steps are per env unless the name says `total`."""
+    """One AMAGO training run. Env steps are per env unless the name says otherwise."""
 
-    # run / io
-    run_name: str = "amago"
-    buffer_dir: str = "runs"
-    seed: int = 0
-    device: str = "cpu"
-    log_to_wandb: bool = False
-    wandb_project: str = "torchrl_amago"
-    progress_bar: bool = True
-    dist_timeout_s: float = 600.0  # torchrun: a rank waiting longer than this on the others stops with an error
-    # schedule
-    epochs: int = 100
-    timesteps_per_epoch: int = 1000
-    grads_per_epoch: int = 1000
-    start_learning_at_epoch: int = 0
-    start_collecting_at_epoch: int = 0
-    eval_interval: int = 10
-    eval_timesteps: int = 1000
-    eval_envs: int = 8
-    ckpt_interval: int = 10
-    keep_best: bool = True
-    final_eval: str = "last"
-    own_eval_rng: bool = False
-    branch_every: int = 0
-    branch_from: str | None = None
-    sample_actions_train: bool = True
-    sample_actions_eval: bool = True
-    # envs
-    parallel_envs: int = 8
-    action_counts: bool = False
-    # collection beside learning (trainers/collection.py, docs/scaling.md)
-    collect: str = "sync"
-    num_collectors: int = 1
-    collector_batch_steps: int | None = None
-    policy_sync_interval: int = 10
-    replay_ratio: float | None = None
-    collector_timeout_s: float = 120.0
-    collector_address: str | None = None
-    # replay
-    max_seq_len: int = 128
-    dset_max_size: int = 1_000_000
-    traj_save_len: int | None = None
-    sampling: str = "trial"
-    padded_sampling: str = "none"
-    trim_windows: bool = default_of(TrialWindowSampler.__init__, "trim")
-    pack_windows: str = _loss("pack_windows")
-    min_trials_to_learn: int = 2
-    # model
-    traj_encoder: str = "transformer"
-    memory_size: int = 256
-    memory_layers: int = 3
-    n_heads: int = 8
-    pos_emb: str = "fixed"
-    max_time_idx: int | None = None
-    dropout: float = 0.05
-    tstep_hidden: int = 512
-    tstep_layers: int = 2
-    tstep_out: int = 256
-    tstep_normalize_inputs: bool = True
-    image_key: str | None = None
-    cnn: str = default_of(CNNTimestepEncoder, "cnn_type")
-    drqv2_aug: bool = default_of(CNNTimestepEncoder, "drqv2_aug")
-    obs_keys: list[str] | None = None
-    actor_hidden: int = 256
-    critic_hidden: int = 256
-    count_heads: bool = False
-    # agent / loss
-    agent_type: str = "agent"
-    gamma: float = _loss("gamma")
-    multigammas: list[float] | None = None
-    num_critics: int = default_of(DiscreteCritic, "num_critics")
-    critic_zero_init: bool | None = None
-    num_critics_td: int = _loss("num_critics_td")
-    online_coeff: float | None = None
-    offline_coeff: float | None = None
-    entropy_coeff: float = _loss("entropy_coeff")
-    cql_coeff: float | None = None
-    cql_ramp: tuple[float, float] | None = None
-    critic_loss_weight: float = _loss("critic_loss_weight")
-    reward_multiplier: float = _loss("reward_multiplier")
-    popart: bool = _loss("popart")
-    popart_beta: float = _loss("popart_beta")
-    popart_init_nu: float = _loss("popart_init_nu")
-    popart_min_sigma: float = _loss("popart_min_sigma")
-    popart_min_sigma_ratio: float = _loss("popart_min_sigma_ratio")
-    n_step: int = _loss("n_step")
-    n_step_cut: float = _loss("n_step_cut")
-    n_step_stop_explored: bool = _loss("n_step_stop_explored")
-    n_step_min_gamma: float = _loss("n_step_min_gamma")
-    tree_backup: bool = _loss("tree_backup")
-    fbc_filter: str = _loss("fbc_filter")
-    fbc_filter_kwargs: dict[str, float] | None = None
-    num_actions_for_value_in_critic_loss: int = _loss("num_actions_for_value_in_critic_loss")
-    num_actions_for_value_in_actor_loss: int | None = None
-    use_target_actor: bool = _loss("use_target_actor")
-    gumbel_temperature: float = _loss("gumbel_temperature")
-    target_backbone: bool = _loss("target_backbone")
-    target_backbone_min_gamma: float = _loss("target_backbone_min_gamma")
-    target_backbone_all_gammas: bool = _loss("target_backbone_all_gammas")
-    actor_encoder_grad: str = _loss("actor_encoder_grad")
-    tau: float = DEFAULT_TAU
-    target_backbone_tau: float = DEFAULT_BACKBONE_TAU
-    continuous_dist: str = default_of(ActorHead, "continuous_dist")
-    discrete_clip: tuple[float, float] = DEFAULT_DISCRETE_CLIP
-    two_hot_bins: int = default_of(TwoHotCritic, "num_bins")
-    two_hot_min_return: float = default_of(TwoHotCritic, "min_return")
-    two_hot_max_return: float = default_of(TwoHotCritic, "max_return")
-    # exploration
-    exploration: str = "egreedy"
-    eps_start: float = default_of(EpsilonGreedy, "eps_start")
-    eps_end: float = default_of(EpsilonGreedy, "eps_end")
-    eps_steps_anneal: int = default_of(EpsilonGreedy, "steps_anneal")
-    # optimisation
-    batch_size: int = 24
-    learning_rate: float = 1e-4
-    lr_warmup_steps: int = 500
-    lr_decay: str = "none"
-    lr_final_ratio: float = 0.1
-    grad_clip: float = 1.0
-    l2_coeff: float = 1e-3
-    mixed_precision: str = "no"
-    compile_loss: str = "no"
-    cuda_graph: bool = False
-    num_threads: int | None = None
-    # guards (trainers/guards.py)
-    max_nonfinite_updates: int = 10  # this many non-finite updates in a row stop the run
-    nonfinite_data: str = "error"  # NaN/inf in env or offline data: 'error' | 'drop' (offline trials only)
+    # ---- run
+    run_name: str = run("amago", "name of the run: its folder is <buffer_dir>/<run_name> (a name, not a path)")
+    buffer_dir: str = run("runs", "folder that holds the runs: <buffer_dir>/<run_name>/{buffer,ckpts,logs}")
+    seed: int = run(0, "seed of torch (every weight initialisation), the replay and the envs", check=at_least(0))
+    epochs: int = run(100, "training epochs (collect, update, eval, checkpoint)", check=at_least(1))
+    timesteps_per_epoch: int = run(1000, "env steps per parallel env per epoch", check=at_least(0))
+    grads_per_epoch: int = run(1000, "gradient updates per epoch (the original's --batches_per_epoch)",
+                               check=at_least(0))
+    eval_interval: int = run(10, "evaluate every this many epochs (0: never); the weights of the best periodic eval "
+                                 "are kept in <run>/ckpts/best.pt", check=at_least(0))
+    eval_timesteps: int = run(1000, "env steps per eval env per evaluation", check=at_least(1))
+    final_eval: str = run("last", "weights of the final evaluation: last (the run's last weights), best "
+                                  "(ckpts/best.pt, the best periodic eval's) or both (last, then best)",
+                          choices=FINAL_EVALS)
+    ckpt_interval: int = run(10, "also keep a checkpoint every this many epochs (0: only the latest one, which is "
+                                 "always written)", check=at_least(0))
+    start_learning_at_epoch: int = run(0, "first epoch with gradient updates", check=at_least(0))
+    start_collecting_at_epoch: int = run(0, "first epoch that collects env data (before it: learn from offline "
+                                            "data only)", check=at_least(0))
+    progress_bar: bool = run(True, "show a progress bar per epoch")
+    wandb_project: Optional[str] = run(None, "also log to this Weights & Biases project (pip install wandb; "
+                                             "unset: no wandb)")
+    # ---- env
+    parallel_envs: int = env(8, "batched training envs (the original's --parallel_actors)", check=at_least(1))
+    eval_envs: int = env(8, "batched eval envs", check=at_least(1))
+    obs_keys: Optional[list[str]] = env(None, "observation keys the MLP timestep encoder reads (unset: all of the "
+                                              "env's)")
+    image_key: Optional[str] = env(None, "observation key of an image: the timestep encoder is then a CNN on it "
+                                         "(unset: an MLP)")
+    nonfinite_data: str = env("error", "NaN/inf in offline trials: error (name the key) or drop (drop those trials, "
+                                       "counted); NaN/inf in env data is always an error", choices=("error", "drop"))
+    # ---- model
+    traj_encoder: str = model("transformer", "trajectory encoder, the memory (plugins may register more names)",
+                              choices=BUILTIN_TRAJ_ENCODERS)
+    memory_size: int = model(256, "width of the trajectory encoder (d_model / hidden size)", check=at_least(1))
+    memory_layers: int = model(3, "depth of the trajectory encoder", check=at_least(1))
+    n_heads: int = model(8, "attention heads of the transformer (--memory_size must be a multiple)",
+                         check=at_least(1))
+    pos_emb: str = model("fixed", "transformer positions: fixed sinusoid, learnable table (needs --max_time_idx) or "
+                                  "rope", choices=("fixed", "learnable", "rope"))
+    max_time_idx: Optional[int] = model(None, "largest time_idx + 1 of the learnable position table",
+                                        check=at_least(1))
+    dropout: float = model(0.05, "transformer dropout (feed-forward and embedding)", check=between(0, 1, hi_open=True))
+    tstep_hidden: int = model(512, "width of the timestep encoder's MLP (CNN encoder: image feature size)",
+                              check=at_least(1))
+    tstep_layers: int = model(2, "layers of the timestep encoder's MLP", check=at_least(1))
+    tstep_out: int = model(256, "output width of the timestep encoder", check=at_least(1))
+    tstep_normalize_inputs: bool = model(True, "normalise the MLP timestep encoder's inputs with running statistics")
+    cnn: str = model("nature", "CNN of the image timestep encoder (with --image_key)",
+                     choices=("nature", "drq", "gridworld", "impala"))
+    drqv2_aug: bool = model(False, "DrQ-v2 random-shift augmentation of training images (with --image_key)")
+    actor_hidden: int = model(256, "width of the actor head", check=at_least(1))
+    critic_hidden: int = model(256, "width of the critic heads", check=at_least(1))
+    count_heads: bool = model(False, "discrete actions: the actor's and critics' output for each action also reads how "
+                                     "often the trial took it, through weights shared by all actions "
+                                     "(modules.count_heads)")
+    continuous_dist: str = model("tanh_gaussian", "policy distribution for continuous actions",
+                                 choices=("tanh_gaussian", "beta"))
+    discrete_clip: tuple[float, float] = model((1e-3, 0.99), "LOW HIGH clip of the discrete policy's probabilities "
+                                                             "(the loss softens buffer actions with it)",
+                                               check=ordered_pair(0.0, 1.0))
+    # ---- loss
+    agent_type: str = loss("agent", "agent (AMAGO: scalar critics, DPG + filtered BC) or multitask (AMAGO-2: two-hot "
+                                    "critic, filtered BC only)", choices=("agent", "multitask"))
+    gamma: float = loss(0.999, "the acting discount (the last of the trained gammas)",
+                        check=between(0, 1, lo_open=True, hi_open=True))
+    multigammas: Optional[list[float]] = loss(None, "auxiliary discounts trained beside --gamma (unset: the "
+                                                    "original's, objectives.DEFAULT_MULTIGAMMAS)",
+                                              check=each(between(0, 1, hi_open=True)))
+    num_critics: int = loss(4, "critic ensemble size", check=at_least(1))
+    online_coeff: Optional[float] = loss(None, "weight of the DPG actor term (unset: 1 for agent, 0 for multitask "
+                                               "and multi-binary actions)", check=at_least(0))
+    offline_coeff: Optional[float] = loss(None, "weight of the filtered-BC actor term (unset: 0.1 for agent, 1 for "
+                                                "multitask)", check=at_least(0))
+    fbc_filter: str = loss("binary", "advantage filter f(A) of the filtered-BC term",
+                           choices=("binary", "exp", "leaky_relu"))
+    entropy_coeff: float = loss(0.0, "weight of a policy-entropy bonus in the actor loss, discrete actions only "
+                                     "(0: off, the original's)", check=at_least(0))
+    cql_coeff: float = loss(0.0, "weight of a conservative term logsumexp_a Q(s, a) - Q(s, a_buffer) in the critic "
+                                 "loss, per-action critics only (CQL; 0: off, the original's)", check=at_least(0))
+    cql_ramp: Optional[tuple[float, float]] = loss(None, "START END fractions of the run's updates: the conservative "
+                                                         "term is off before START and reaches --cql_coeff at END, "
+                                                         "linearly (unset: full weight from the first update)",
+                                                   check=ordered_pair(0.0, 1.0), metavar=("START", "END"))
+    reward_multiplier: float = loss(10.0, "rewards are scaled by this inside the loss", check=positive)
+    popart: bool = loss(True, "PopArt-normalise the critic targets (two-hot critics use its statistics only for the "
+                              "DPG term)")
+    n_step: int = loss(1, "n-step TD returns (they stop at terminated and at padding; truncated bootstraps)",
+                       check=at_least(1))
+    n_step_cut: float = loss(0.0, "an n-step return also stops before a buffer action that the target policy rates "
+                                  "below this x its most likely action's probability (0: never; 1: at any non-greedy "
+                                  "action, Watkins' Q(lambda); continuous actions: 0 or 1)", check=between(0, 1))
+    target_encoders: bool = loss(False, "TD targets read s_{t+1} from a Polyak-averaged copy of both encoders (one more "
+                                        "encoder pass per update, not in the original; trainers.LONG_HORIZON_PRESET)")
+    tau: float = loss(0.003, "Polyak factor of the target actor and critics", check=between(0, 1, lo_open=True))
+    two_hot_bins: int = loss(128, "bins of the two-hot critic (multitask)", check=at_least(2))
+    two_hot_range: tuple[float, float] = loss((-1e5, 1e5), "LOW HIGH returns of the two-hot critic's first and last "
+                                                           "bins (multitask)",
+                                              check=lambda v: None if v[0] < v[1] else "must be LOW < HIGH")
+    # ---- replay
+    max_seq_len: int = replay(128, "context length: steps per training window and the acting policy's context",
+                              check=at_least(1))
+    dset_max_size: int = replay(1_000_000, "replay capacity in env steps, FIFO by whole trials", check=at_least(1))
+    traj_save_len: Optional[int] = replay(None, "store long trials as snippets of at most this many steps, so learning "
+                                                "starts before a long episode ends (unset: whole trials)",
+                                          check=at_least(2))
+    batch_size: int = replay(24, "windows per gradient update", check=at_least(1))
+    padded_sampling: str = replay("none", "none: windows start in [0, L-T]; right: in [0, L-1] (windows may run off "
+                                          "the end of a trial)", choices=("none", "right"))
+    trim_windows: bool = replay(True, "cut each batch to its longest valid window (--no-trim_windows: always "
+                                      "--max_seq_len steps, fixed shapes for --compile_loss / --cuda_graph)")
+    min_trials_to_learn: int = replay(2, "finished trials in the replay before the first update", check=at_least(1))
+    # ---- collection
+    exploration: str = collection("egreedy", "egreedy (annealed epsilon), bilevel (also decays within each trial) or "
+                                             "none", choices=("egreedy", "bilevel", "none"))
+    eps_start: float = collection(1.0, "epsilon at the start of training (bilevel: at the start of a trial)",
+                                  check=between(0, 1))
+    eps_end: float = collection(0.05, "epsilon after --eps_steps_anneal", check=between(0, 1))
+    eps_steps_anneal: int = collection(1_000_000, "batched env steps over which epsilon anneals", check=at_least(1))
+    sample_actions_train: bool = collection(True, "sample actions while collecting (else the policy's mode)")
+    sample_actions_eval: bool = collection(True, "sample actions while evaluating (else the policy's mode)")
+    # ---- optim
+    learning_rate: float = optim(1e-4, "AdamW learning rate", check=positive)
+    lr_warmup_steps: int = optim(500, "linear learning-rate warm-up, in updates", check=at_least(0))
+    lr_decay: str = optim("none", "after the warm-up, bring the learning rate down to a tenth of it by the run's last "
+                                  "update (cosine or linear), or keep it (none, the original's)", choices=LR_DECAYS)
+    grad_clip: float = optim(1.0, "global gradient-norm clip", check=positive)
+    l2_coeff: float = optim(1e-3, "AdamW weight decay", check=at_least(0))
+    # ---- scale
+    device: str = scale("cpu", "learner device, e.g. cpu or cuda")
+    num_threads: Optional[int] = scale(None, "torch CPU threads (unset: torch's own)", check=at_least(1))
+    collect: str = scale("sync", "sync: collect an epoch, then update; async: TorchRL MultiAsyncCollector workers "
+                                 "collect while the learner updates; distributed: workers on other machines "
+                                 "(docs/scaling.md)", choices=COLLECT_MODES)
+    num_collectors: int = scale(1, "collector worker processes (async / distributed)", check=at_least(1))
+    policy_sync_interval: int = scale(10, "async / distributed: push the acting weights to the workers every this many "
+                                          "updates", check=at_least(1))
+    replay_ratio: Optional[float] = scale(None, "async / distributed: updates per stored env step (unset: the sync "
+                                                "loop's, grads_per_epoch / (parallel_envs x timesteps_per_epoch))",
+                                          check=positive)
+    collector_address: Optional[str] = scale(None, "distributed: address of the cluster of the collector workers")
+    timeout_s: float = scale(600.0, "a collector worker or torchrun rank silent for this long stops the run with an "
+                                    "error", check=positive)
+    mixed_precision: str = scale("no", "autocast dtype of the learner", choices=("no", "bf16", "fp16"))
+    compile_loss: str = scale("no", "torch.compile the loss forward and backward with this mode (needs "
+                                    "--no-trim_windows)", choices=("no", "default", "reduce-overhead", "max-autotune"))
+    cuda_graph: bool = scale(False, "capture the whole update as CUDA graphs (needs --device cuda and "
+                                    "--no-trim_windows; not with --compile_loss or torchrun)")
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad flag."""
-        for name, allowed in FIELD_CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {list(allowed)}")
-        positive = ("epochs", "parallel_envs", "max_seq_len", "batch_size", "memory_size", "memory_layers",
-                    "dset_max_size", "num_critics", "n_step", "num_collectors", "policy_sync_interval")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("timesteps_per_epoch", "grads_per_epoch", "eval_interval", "eval_timesteps", "ckpt_interval",
-                     "branch_every", "lr_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.traj_save_len is not None and self.traj_save_len < 2:
-            raise ValueError(f"--traj_save_len must be >= 2 (or unset), got {self.traj_save_len}")
-        if not 0 < self.popart_min_sigma < 1e6:
-            raise ValueError(f"--popart_min_sigma must be in (0, 1e6), got {self.popart_min_sigma}")
-        if not 0 <= self.popart_min_sigma_ratio <= 1:
-            raise ValueError(f"--popart_min_sigma_ratio must be in [0, 1], got {self.popart_min_sigma_ratio}")
-        if not 0 < self.gamma < 1:
-            raise ValueError(f"--gamma must be in (0, 1), got {self.gamma}")
-        if not 1 <= self.num_critics_td <= self.num_critics:
-            raise ValueError(f"--num_critics_td must be in [1, num_critics={self.num_critics}], got {self.num_critics_td}")
-        if self.final_eval != "last" and not (self.keep_best and self.eval_interval):
-            raise ValueError(f"--final_eval {self.final_eval} evaluates the weights of the best periodic eval "
-                             f"(ckpts/best.pt): it needs --keep_best and --eval_interval > 0 (got --keep_best "
-                             f"{self.keep_best}, --eval_interval {self.eval_interval})")
-        check_ranges(self)
-        check_cql_flags(self)
-        self._validate_loss_options()
+        """Raise ValueError naming the flag: types, choices and ranges of every field, then the rules between flags."""
+        for f in dataclasses.fields(self):
+            check_field(f, getattr(self, f.name))
+        self._check_combinations()
 
-    def _validate_loss_options(self) -> None:
-        for name in ("num_actions_for_value_in_critic_loss", "num_actions_for_value_in_actor_loss"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.popart_beta < 1:
-            raise ValueError(f"--popart_beta must be in (0, 1), got {self.popart_beta}")
-        if not self.gumbel_temperature > 0:
-            raise ValueError(f"--gumbel_temperature must be > 0, got {self.gumbel_temperature}")
-        allowed = set(inspect.signature(FILTER_FUNCTIONS[self.fbc_filter]).parameters) - {"adv"}
-        unknown = set(self.fbc_filter_kwargs or {}) - allowed
-        if any(not isinstance(v, (int, float)) for v in (self.fbc_filter_kwargs or {}).values()):
-            raise ValueError(f"--fbc_filter_kwargs values must be numbers, got {self.fbc_filter_kwargs}")
-        if unknown:
-            raise ValueError(f"--fbc_filter_kwargs: {sorted(unknown)} are not arguments of the {self.fbc_filter!r} "
-                             f"filter (it takes {sorted(allowed)})")
+    def _check_combinations(self) -> None:
+        if self.traj_encoder not in BUILTIN_TRAJ_ENCODERS:  # a plugin's name: the registry is the authority
+            from ..modules.trajectory.registry import trajectory_encoder_names
+
+            if self.traj_encoder not in trajectory_encoder_names():
+                raise ValueError(f"--traj_encoder={self.traj_encoder!r} is not one of {trajectory_encoder_names()}")
+        if self.pos_emb == "learnable" and self.max_time_idx is None:
+            raise ValueError("--pos_emb learnable needs --max_time_idx (the longest trial length in steps)")
+        if self.memory_size % self.n_heads and self.traj_encoder == "transformer":
+            raise ValueError(f"--memory_size={self.memory_size} must be a multiple of --n_heads={self.n_heads}")
+        if self.cql_ramp is not None and self.cql_coeff == 0 and self.cql_ramp[1] > 0:
+            raise ValueError(f"--cql_ramp {self.cql_ramp[0]} {self.cql_ramp[1]} ramps the conservative term, which "
+                             f"is off (--cql_coeff 0): set --cql_coeff > 0")
+        if self.grads_per_epoch > 0 and self.start_learning_at_epoch >= self.epochs:
+            raise ValueError(f"--start_learning_at_epoch={self.start_learning_at_epoch} is not below "
+                             f"--epochs={self.epochs}: the run would make no gradient step")
+        per_epoch = self.parallel_envs * self.timesteps_per_epoch
+        if per_epoch > self.dset_max_size:
+            raise ValueError(f"--dset_max_size={self.dset_max_size} is smaller than one epoch of collection "
+                             f"(--parallel_envs x --timesteps_per_epoch = {per_epoch} steps)")
+        if self.traj_save_len is not None and self.traj_save_len > self.dset_max_size:
+            raise ValueError(f"--traj_save_len={self.traj_save_len} exceeds --dset_max_size={self.dset_max_size}")
+        if self.final_eval != "last" and not self.eval_interval:
+            raise ValueError(f"--final_eval {self.final_eval} evaluates the weights of the best periodic eval "
+                             f"(ckpts/best.pt): it needs --eval_interval > 0")
 
     @property
     def gammas(self) -> list[float]:
+        """The loss's discounts: `multigammas` (default `objectives.DEFAULT_MULTIGAMMAS`) and the acting `gamma` last."""
         return gammas_of(self.multigammas, self.gamma)
 
     def replace(self, **kw) -> "TrainConfig":
@@ -286,8 +280,137 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def gammas_of(multigammas, gamma: float) -> list[float]:
+    """The loss's discounts: `multigammas` (None: `objectives.DEFAULT_MULTIGAMMAS`) and the acting `gamma` last."""
+    if multigammas is None:
+        from ..objectives.amago_loss import DEFAULT_MULTIGAMMAS as multigammas
+    return list(multigammas) + [gamma]
+
+
+# ---------------------------------------------------------------------------------------- validation
+def _value_type(f: dataclasses.Field):
+    """(base type, container) of a field's annotation: `Optional[list[float]]` -> (float, list)."""
+    text = f.type.replace("Optional[", "").rstrip("]") if f.type.startswith("Optional[") else f.type
+    for container in ("list", "tuple"):
+        if text.startswith(container + "["):
+            return {"float": float, "str": str, "int": int}[text[len(container) + 1:].split(",")[0].strip(" ]")], \
+                container
+    return {"str": str, "int": int, "float": float, "bool": bool}[text], None
+
+
+def _type_ok(value, tp) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, tp)
+
+
+def check_field(f: dataclasses.Field, value) -> None:
+    """One field's value against its declaration: type (floats finite), choices, range check."""
+    flag = f"--{f.name}"
+    if value is None:
+        if f.default is None:
+            return
+        raise ValueError(f"{flag} must be set (got None)")
+    tp, container = _value_type(f)
+    values = list(value) if container and isinstance(value, (list, tuple)) else None
+    if container and (values is None or not all(_type_ok(v, tp) for v in values)):
+        raise ValueError(f"{flag} must be a {container} of {'finite ' if tp is float else ''}{tp.__name__} values, "
+                         f"got {value!r}")
+    if container == "tuple" and len(values) != len(f.default or (0, 0)):
+        raise ValueError(f"{flag} takes {len(f.default or (0, 0))} values, got {value!r}")
+    if not container and not _type_ok(value, tp):
+        kind = {float: "a finite number", int: "an integer", bool: "True or False", str: "a string"}[tp]
+        raise ValueError(f"{flag} must be {kind}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices and f.name != "traj_encoder":
+        raise ValueError(f"{flag}={value!r} is not one of {list(choices)}")
+    check = f.metadata.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        raise ValueError(f"{flag} {problem}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------ retired
+#: Flags of earlier releases: using one is an error that says what to do instead (kept for one release).
+RETIRED = {
+    "keep_best": "ckpts/best.pt is always written when the run evaluates (--eval_interval > 0)",
+    "own_eval_rng": "retired: evals draw from the run's random streams, as its training steps do",
+    "branch_every": "branching moved out of the package: benchmarks/branch_run.py",
+    "branch_from": "branching moved out of the package: benchmarks/branch_run.py",
+    "action_counts": "use the envs.ActionCounts transform in your env factory (--count_heads adds it)",
+    "log_to_wandb": "use --wandb_project NAME",
+    "dist_timeout_s": "use --timeout_s",
+    "collector_timeout_s": "use --timeout_s",
+    "max_nonfinite_updates": "retired: the run stops after trainers.run.guards.MAX_NONFINITE_UPDATES skipped updates "
+                             "in a row",
+    "critic_zero_init": "retired: pass zero_init_output= to the critic head you build (AMAGOTrainer(modules=...))",
+    "critic_loss_weight": "retired as a flag: AMAGOLoss(critic_loss_weight=...) (AMAGOTrainer(loss=...))",
+    "num_critics_td": "retired as a flag: AMAGOLoss(num_critics_td=...) (AMAGOTrainer(loss=...))",
+    "popart_beta": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
+    "popart_init_nu": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
+    "popart_min_sigma": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
+    "popart_min_sigma_ratio": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
+    "num_actions_for_value_in_critic_loss": "retired as a flag: AMAGOLoss(num_actions_for_value_in_critic_loss=...)",
+    "num_actions_for_value_in_actor_loss": "retired as a flag: AMAGOLoss(num_actions_for_value_in_actor_loss=...)",
+    "use_target_actor": "retired as a flag: AMAGOLoss(use_target_actor=...) (AMAGOTrainer(loss=...))",
+    "gumbel_temperature": "retired as a flag: AMAGOLoss(gumbel_temperature=...) (AMAGOTrainer(loss=...))",
+    "fbc_filter_kwargs": "retired as a flag: AMAGOLoss(fbc_filter=make_filter(name, **kwargs))",
+    "n_step_stop_explored": "retired (its ablation showed no gain: docs/design_decisions.md)",
+    "n_step_min_gamma": "retired (its ablation showed no gain: docs/design_decisions.md)",
+    "tree_backup": "retired (its ablation showed no gain: docs/design_decisions.md)",
+    "actor_encoder_grad": "retired: a subclass recipe in docs/swapping.md",
+    "target_backbone": "use --target_encoders (nothing switches on by a discount threshold; "
+                       "trainers.LONG_HORIZON_PRESET)",
+    "target_backbone_min_gamma": "use --target_encoders (nothing switches on by a discount threshold)",
+    "target_backbone_all_gammas": "retired: with --target_encoders every discount reads the copy",
+    "target_backbone_tau": "retired as a flag: AMAGOSoftUpdate(loss, tau, backbone_tau=...)",
+    "two_hot_min_return": "use --two_hot_range LOW HIGH",
+    "two_hot_max_return": "use --two_hot_range LOW HIGH",
+    "lr_final_ratio": "retired: --lr_decay ends at a tenth of --learning_rate",
+    "pack_windows": "retired as a flag: AMAGOLoss(pack_windows=...) (the loss packs CPU batches by default)",
+    "collector_batch_steps": "retired: a worker's batch is a quarter of an epoch of its envs' steps",
+    "sampling": "retired as a flag: make_sequence_replay(sampling=...)",
+}
+
+
+def retired_error(name: str) -> str:
+    return f"--{name} was retired: {RETIRED[name]}"
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self, *args, **kwargs):
+    old = sorted(set(kwargs) & set(RETIRED))
+    if old:
+        raise TypeError("; ".join(f"TrainConfig({name}=...) was retired: {RETIRED[name]}" for name in old))
+    _dataclass_init(self, *args, **kwargs)
+
+
+TrainConfig.__init__ = _init
+
+
+def field_default(name: str):
+    """`TrainConfig`'s default of the field `name`."""
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(TrainConfig))
 
 
-__all__ = ["TrainConfig", "config_fields"]
+def sections() -> dict[str, list[dataclasses.Field]]:
+    """The fields of each section, in `SECTIONS` order."""
+    out: dict[str, list] = {s: [] for s in SECTIONS}
+    for f in dataclasses.fields(TrainConfig):
+        out[f.metadata["section"]].append(f)
+    return out
+
+
+__all__ = ["TrainConfig", "config_fields", "field_default", "sections", "SECTIONS", "RETIRED", "gammas_of"]

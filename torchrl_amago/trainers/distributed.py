@@ -165,7 +165,7 @@ class DistContext:
                 raise
             raise DistributedError(
                 f"rank {self.rank} of {self.world_size}: another rank stopped responding (it died, or hung past "
-                f"--dist_timeout_s={self.timeout_s}); stopping. The last checkpoint is {last_checkpoint} "
+                f"--timeout_s={self.timeout_s}); stopping. The last checkpoint is {last_checkpoint} "
                 f"(resume with the same command). Cause: {str(e).splitlines()[0][:300]}") from e
 
     def close(self) -> None:
@@ -196,7 +196,7 @@ def setup_distributed(device: str, timeout_s: float) -> DistContext:
     as it is."""
     dev = device_from_flag(device)
     if not timeout_s > 0:
-        raise ValueError(f"--dist_timeout_s must be > 0, got {timeout_s}")
+        raise ValueError(f"--timeout_s must be > 0, got {timeout_s}")
     owns = False
     if not dist.is_initialized():
         if launched_world_size() <= 1:

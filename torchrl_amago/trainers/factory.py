@@ -5,6 +5,7 @@ encoder builds the modules themselves and passes them to `AMAGOTrainer(modules=.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,8 +20,7 @@ from ..modules.timestep import CNNTimestepEncoder, MLPTimestepEncoder
 from ..modules.trajectory import encoder_emb_dim, make_trajectory_encoder
 from ..objectives import AMAGOLoss
 from ..spaces import ActionSpace, action_space_from_spec
-from .config import TrainConfig
-from .cql_schedule import cql_coeff_of
+from .config import TrainConfig, sections
 
 
 @dataclass
@@ -73,20 +73,19 @@ def build_heads(cfg: TrainConfig, state_dim: int, action_space: ActionSpace) -> 
     `--agent_type multitask`) `TwoHotCritic`; plain tensor modules reading `state_emb`. With `--count_heads`: a
     `CountActorHead` and a `CountDiscreteCritic` that read ``[state_emb (state_dim), action_counts]``."""
     gammas = torch.tensor(cfg.gammas, dtype=torch.float32)
-    zero_init = {} if cfg.critic_zero_init is None else {"zero_init_output": cfg.critic_zero_init}
     actor_cls, critic_cls = (CountActorHead, CountDiscreteCritic) if cfg.count_heads else (ActorHead, DiscreteCritic)
     actor = actor_cls(state_dim, action_space, num_gammas=len(gammas), d_hidden=cfg.actor_hidden,
                       continuous_dist=cfg.continuous_dist, discrete_clip=tuple(cfg.discrete_clip))
     if cfg.agent_type == "multitask":
         critic = TwoHotCritic(state_dim, action_space.dim, gammas, num_critics=cfg.num_critics,
                               d_hidden=cfg.critic_hidden, num_bins=cfg.two_hot_bins,
-                              min_return=cfg.two_hot_min_return, max_return=cfg.two_hot_max_return, **zero_init)
+                              min_return=cfg.two_hot_range[0], max_return=cfg.two_hot_range[1])
     elif action_space.discrete:
         critic = critic_cls(state_dim, action_space.dim, num_gammas=len(gammas), num_critics=cfg.num_critics,
-                            d_hidden=cfg.critic_hidden, **zero_init)
+                            d_hidden=cfg.critic_hidden)
     else:
         critic = ContinuousCritic(state_dim, action_space.dim, gammas, num_critics=cfg.num_critics,
-                                  d_hidden=cfg.critic_hidden, **zero_init)
+                                  d_hidden=cfg.critic_hidden)
     return actor, critic
 
 
@@ -116,32 +115,20 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
     return AgentModules(tstep, traj, actor, critic, action_space)
 
 
-def has_per_action_critic(m: AgentModules) -> bool:
-    """The critic gives one value per discrete action (`DiscreteCritic`, count heads included): where the trainer's
-    default turns the conservative term on (`cql_schedule.cql_coeff_of`)."""
-    return isinstance(m.critic, DiscreteCritic)
+def loss_options(cfg: TrainConfig) -> dict:
+    """The loss section's fields that are `AMAGOLoss` arguments of the same name, as the config sets them (a field
+    left at None keeps the loss's own default for the agent type), and the discounts."""
+    params = inspect.signature(AMAGOLoss).parameters
+    kw = {f.name: getattr(cfg, f.name) for f in sections()["loss"]
+          if f.name in params and getattr(cfg, f.name) is not None}
+    kw["gammas"] = cfg.gammas
+    kw.pop("gamma", None)  # the acting gamma is the last of `gammas`
+    return kw
 
 
 def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
-    """`AMAGOLoss` (or `AMAGOLoss.multi_task` for `--agent_type multitask`) with every loss option of the config;
-    options left at None take the loss's own default for the agent type."""
-    kw = dict(gammas=cfg.gammas, num_critics_td=cfg.num_critics_td, critic_loss_weight=cfg.critic_loss_weight,
-              reward_multiplier=cfg.reward_multiplier, n_step=cfg.n_step, n_step_cut=cfg.n_step_cut,
-              n_step_stop_explored=cfg.n_step_stop_explored, n_step_min_gamma=cfg.n_step_min_gamma,
-              tree_backup=cfg.tree_backup, fbc_filter=cfg.fbc_filter, fbc_filter_kwargs=cfg.fbc_filter_kwargs,
-              popart=cfg.popart, popart_beta=cfg.popart_beta,
-              popart_init_nu=cfg.popart_init_nu, popart_min_sigma=cfg.popart_min_sigma,
-              popart_min_sigma_ratio=cfg.popart_min_sigma_ratio,
-              num_actions_for_value_in_critic_loss=cfg.num_actions_for_value_in_critic_loss,
-              use_target_actor=cfg.use_target_actor, gumbel_temperature=cfg.gumbel_temperature,
-              entropy_coeff=cfg.entropy_coeff,
-              pack_windows=cfg.pack_windows, target_backbone=cfg.target_backbone,
-              target_backbone_min_gamma=cfg.target_backbone_min_gamma,
-              target_backbone_all_gammas=cfg.target_backbone_all_gammas, actor_encoder_grad=cfg.actor_encoder_grad)
-    kw["cql_coeff"] = cql_coeff_of(cfg, cfg.gammas, per_action_critic=has_per_action_critic(m))
-    for name in ("online_coeff", "offline_coeff", "num_actions_for_value_in_actor_loss"):
-        if getattr(cfg, name) is not None:
-            kw[name] = getattr(cfg, name)
+    """`AMAGOLoss` (or `AMAGOLoss.multi_task` for `--agent_type multitask`) with the config's loss options."""
+    kw = loss_options(cfg)
     if cfg.agent_type == "multitask":
         return AMAGOLoss.multi_task(m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic,
                                     action_space=m.action_space, **kw)

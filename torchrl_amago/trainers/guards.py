@@ -53,10 +53,14 @@ def check_finite_state(state: dict, where: str) -> None:
                                  f"good checkpoint is kept)")
 
 
+#: This many updates in a row skipped for non-finite values stop the run.
+MAX_NONFINITE_UPDATES = 10
+
+
 class FiniteGuard:
     """Skip-and-count policy for non-finite updates (see module docstring)."""
 
-    def __init__(self, max_consecutive: int):
+    def __init__(self, max_consecutive: int = MAX_NONFINITE_UPDATES):
         self.max_consecutive = int(max_consecutive)
         self.skipped = 0  # total skipped updates in this process
         self.streak = 0  # skipped updates in a row
@@ -73,7 +77,7 @@ class FiniteGuard:
             self.first = what
         if self.streak >= self.max_consecutive:
             raise NonFiniteError(f"{self.streak} updates in a row were skipped for non-finite values "
-                                 f"(--max_nonfinite_updates={self.max_consecutive}); first: {self.first}")
+                                 f"(at most {self.max_consecutive}); first: {self.first}")
         return False
 
     def batch_ok(self, batch: TensorDictBase, step: int) -> bool:

@@ -40,7 +40,7 @@ class RunLogger:
         self.log_dir = log_dir
         self.loggers = [CSVLogger(run_name, log_dir=log_dir)]
         if use_wandb:
-            require("wandb", "wandb", "--log_to_wandb")
+            require("wandb", "wandb", "--wandb_project")
             from torchrl.record import WandbLogger
 
             offline = os.environ.get("WANDB_MODE", "") == "offline"

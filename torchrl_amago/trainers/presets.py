@@ -3,15 +3,15 @@
 `cpu_preset(**overrides)` is the CPU-sized setting most examples start from (measured on 2 CPU cores; each
 example overrides what its domain needs). `many_action_preset(num_actions)` is what tasks with many discrete actions
 add to it, `sampled_discrete_preset(num_actions)` what tasks with fewer discrete actions, collected by sampling the
-policy, add. `share_of_run(f)` is a `Derived` default: f x epochs x
-timesteps_per_epoch, resolved after parsing, so `--epochs 100` stretches the exploration schedule with the run.
+policy, add, and `LONG_HORIZON_PRESET` what credit assignment over thousands of steps adds (example 04).
+`share_of_run(f)` is a `Derived` default: f x epochs x timesteps_per_epoch, resolved after parsing, so `--epochs 100`
+stretches the exploration schedule with the run. Why each preset holds what it holds: docs/design_decisions.md.
 """
 from __future__ import annotations
 
 from fractions import Fraction
 
 from .cli import Derived
-from .cql_schedule import CQL_COEFF
 
 
 def share_of_run(share: float | Fraction) -> Derived:
@@ -22,6 +22,9 @@ def share_of_run(share: float | Fraction) -> Derived:
     return Derived(lambda c: c.epochs * c.timesteps_per_epoch * f.numerator // f.denominator,
                    f"{f} x epochs x timesteps_per_epoch")
 
+
+#: The conservative term's weight wherever a preset turns it on.
+CQL_COEFF = 0.1
 
 #: Small widths, one thread, no periodic checkpoints, epsilon annealed over the first half of the run.
 CPU_PRESET = dict(
@@ -62,3 +65,9 @@ def sampled_discrete_preset(num_actions: int | None) -> dict:
     """`SAMPLED_DISCRETE_PRESET` for fewer than `MANY_ACTIONS` discrete actions, else {} (None: continuous actions,
     where the term does not apply)."""
     return dict(SAMPLED_DISCRETE_PRESET) if num_actions is not None and num_actions < MANY_ACTIONS else {}
+
+
+#: Credit assignment over thousands of steps (T-Maze's acting gamma 0.9999): TD targets read a Polyak-averaged copy of
+#: both encoders, whose 1-step targets do not jump with the online encoders, and the conservative critic term ramps in
+#: from a tenth of the run, so a solved corridor is not given up (docs/design_decisions.md; example 04 applies it).
+LONG_HORIZON_PRESET = dict(target_encoders=True, cql_coeff=CQL_COEFF, cql_ramp=(0.1, 1.0))

@@ -8,33 +8,23 @@ message listing every refused flag. ``run_name`` / ``buffer_dir`` locate the run
 """
 from __future__ import annotations
 
-import dataclasses
-from types import SimpleNamespace
 
-from .config import TrainConfig, gammas_of
-from .cql_schedule import cql_coeff_of, cql_ramp_of
+from .config import TrainConfig, field_default, gammas_of
 
 SAFE_ON_RESUME = frozenset({
     # length / cadence of the loop
     "epochs", "timesteps_per_epoch", "grads_per_epoch", "start_learning_at_epoch", "start_collecting_at_epoch",
-    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "keep_best", "own_eval_rng",
-    "final_eval", "branch_every", "min_trials_to_learn",
+    "eval_interval", "eval_timesteps", "eval_envs", "ckpt_interval", "final_eval", "min_trials_to_learn",
     "sample_actions_train", "sample_actions_eval",
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
-    "learning_rate", "l2_coeff", "lr_warmup_steps", "lr_decay", "lr_final_ratio", "grad_clip", "tau",
-    "target_backbone_tau", "batch_size", "mixed_precision", "compile_loss", "cuda_graph",
+    "learning_rate", "l2_coeff", "lr_warmup_steps", "lr_decay", "grad_clip", "tau", "batch_size", "mixed_precision",
+    "compile_loss", "cuda_graph",
     # how env data is collected from now on (open trials are closed at every resume)
-    "collect", "num_collectors", "collector_batch_steps", "policy_sync_interval", "replay_ratio",
-    "collector_timeout_s", "collector_address",
-    # initialisation only: the checkpoint's weights replace it
-    "critic_zero_init",
+    "collect", "num_collectors", "policy_sync_interval", "replay_ratio", "timeout_s", "collector_address",
     # how windows are drawn from the (unchanged) replay
-    "sampling", "padded_sampling", "trim_windows", "pack_windows",
-    # where a branched run started (trainers/branching.py)
-    "branch_from",
+    "padded_sampling", "trim_windows",
     # guards, io, hardware
-    "max_nonfinite_updates", "nonfinite_data", "device", "dist_timeout_s", "num_threads", "seed", "progress_bar", "log_to_wandb",
-    "wandb_project",
+    "nonfinite_data", "device", "num_threads", "seed", "progress_bar", "wandb_project",
 })
 RUN_IDENTITY = frozenset({"run_name", "buffer_dir"})
 
@@ -48,41 +38,52 @@ def _norm(v):
 def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
     """``{flag: (stored value, new value)}`` for every flag that differs (a flag missing from an older
     checkpoint counts as its default)."""
-    defaults = TrainConfig.__dataclass_fields__
     changes = {}
     for name, value in new.items():
-        if name in RUN_IDENTITY:
+        if name in RUN_IDENTITY or name not in TrainConfig.__dataclass_fields__:
             continue
-        if name in stored:
-            old = stored[name]
-        elif name in defaults:
-            f = defaults[name]
-            old = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        else:
-            continue
+        old = stored[name] if name in stored else field_default(name)
         if _norm(old) != _norm(value):
             changes[name] = (old, value)
     return changes
 
 
-#: Checkpoint entry: `{"cql_coeff", "cql_ramp"}` as the run resolved them (`resolved_cql`), saved beside its flags.
-CQL_RESOLVED = "cql_resolved"
+#: What the settings of an older checkpoint (before flags were retired and the long-horizon switches were made
+#: explicit) mean today: `cql_resolved` held the conservative term as its run used it; a copy of the encoders was built
+#: where `--target_backbone` was on and a discount reached `--target_backbone_min_gamma`.
+_OLD_CQL = "cql_resolved"
+_OLD_DEFAULTS = {"target_backbone_all_gammas": True, "n_step_stop_explored": False, "n_step_min_gamma": 0.0,
+                 "tree_backup": False, "actor_encoder_grad": "all", "critic_loss_weight": 10.0, "num_critics_td": 2,
+                 "popart_beta": 5e-4, "popart_init_nu": 100.0, "popart_min_sigma": 1e-4, "popart_min_sigma_ratio": 0.1,
+                 "num_actions_for_value_in_critic_loss": 1, "use_target_actor": True, "gumbel_temperature": 0.5,
+                 "fbc_filter_kwargs": None, "sampling": "trial"}
 
 
-def resolved_cql(config: dict, per_action_critic: bool) -> dict:
-    """`{"cql_coeff", "cql_ramp"}` as a run with these flags uses them (`cql_schedule`: an unset flag is its default
-    for the run's discounts and critic; the ramp of a term that is off is None)."""
-    defaults = TrainConfig()
-    gammas = gammas_of(config.get("multigammas", defaults.multigammas), config.get("gamma", defaults.gamma))
-    flags = SimpleNamespace(cql_coeff=config.get("cql_coeff"), cql_ramp=config.get("cql_ramp"))
-    coeff = cql_coeff_of(flags, gammas, per_action_critic)
-    return {"cql_coeff": coeff, "cql_ramp": list(cql_ramp_of(flags, coeff)) if coeff > 0 else None}
-
-
-def with_resolved_cql(config: dict, per_action_critic: bool) -> dict:
-    """`config` with `resolved_cql`'s values, so `--cql_coeff 0` resumes a run that left the flag unset where it
-    resolved to 0."""
-    return {**config, **resolved_cql(config, per_action_critic)}
+def current_config(ckpt: dict, path: str) -> dict:
+    """The checkpoint's config in today's flags. An older checkpoint's conservative term and encoder copy become
+    the explicit settings its run used; a retired flag it set to another value than the one that stays is refused
+    by name (the run could not continue as it was)."""
+    stored = dict(ckpt["config"])
+    if _OLD_CQL in ckpt:
+        used = ckpt[_OLD_CQL]
+        if not isinstance(used, dict) or not set(used) <= {"cql_coeff", "cql_ramp"}:
+            raise ValueError(f"checkpoint {path}: {_OLD_CQL!r} must map cql_coeff / cql_ramp, got {used!r}")
+        stored.update(used)
+        ramp = stored.get("cql_ramp")
+        stored["cql_ramp"] = None if ramp is None or ramp[1] <= 0 else ramp
+    if "target_backbone" in stored:
+        gammas = gammas_of(stored.get("multigammas"), stored.get("gamma", field_default("gamma")))
+        stored["target_encoders"] = bool(stored.pop("target_backbone")) and max(gammas) >= stored.pop(
+            "target_backbone_min_gamma", 0.9999)
+    if "two_hot_min_return" in stored:
+        stored["two_hot_range"] = [stored.pop("two_hot_min_return"), stored.pop("two_hot_max_return", 1e5)]
+    kept = {name: (stored[name], value) for name, value in _OLD_DEFAULTS.items()
+            if name in stored and _norm(stored[name]) != _norm(value)}
+    if kept:
+        lines = "\n  ".join(f"--{k}: {old!r} (only {now!r} remains)" for k, (old, now) in sorted(kept.items()))
+        raise ValueError(f"checkpoint {path} was made with settings that were retired:\n  {lines}\n"
+                         f"start a new run (another --run_name)")
+    return {k: v for k, v in stored.items() if k in TrainConfig.__dataclass_fields__ or k in RUN_IDENTITY}
 
 
 def check_resume_config(stored: dict, new: dict, path: str) -> dict[str, tuple]:

@@ -21,7 +21,7 @@ import shutil
 from ..data.replay_persist import STORAGE_DIR, ReplayStateError, UndoLog, replay_state, restore_replay, sync_storage
 from . import checkpoint as _ckpt
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .resume_config import CQL_RESOLVED, check_resume_config, with_resolved_cql
+from .resume_config import check_resume_config, current_config
 
 
 class ReplayGenerations:
@@ -67,18 +67,10 @@ class ReplayGenerations:
                 _ckpt.fault_point("generation_removed")
 
 
-def check_resume(ckpt: dict, cfg, path: str, *, per_action_critic: bool) -> dict:
-    """`check_resume_config` on the two configs with the conservative term's weight and ramp as each run resolves
-    them (`with_resolved_cql`): an unset `--cql_coeff` and its default's value are the same setting. A checkpoint's
-    `cql_resolved` (what its run used, saved beside the flags) wins over resolving its flags with today's defaults,
-    so a default that changes later is refused as a change."""
-    used = ckpt.get(CQL_RESOLVED, {})
-    if not isinstance(used, dict) or not set(used) <= {"cql_coeff", "cql_ramp"}:
-        raise CheckpointError(f"checkpoint {path}: {CQL_RESOLVED!r} must map cql_coeff / cql_ramp to the values its "
-                              f"run used, got {used!r}")
-    stored = {**with_resolved_cql(ckpt["config"], per_action_critic), **used}
+def check_resume(ckpt: dict, cfg, path: str) -> dict:
+    """`check_resume_config` between the checkpoint's settings (in today's flags, `current_config`) and `cfg`."""
     try:
-        return check_resume_config(stored, with_resolved_cql(cfg.to_dict(), per_action_critic), path)
+        return check_resume_config(current_config(ckpt, path), cfg.to_dict(), path)
     except ValueError as e:
         raise CheckpointError(str(e)) from e
 

@@ -10,7 +10,6 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -27,29 +26,25 @@ from ..objectives.packing import packs_here
 from .collection import (CollectorFeed, WithActionCounts, build_multiprocess_collector, build_remote_collector,
                          check_async_config, local_collector_workers, sync_exploration_step, target_replay_ratio)
 from .best_eval import BEST_EVAL, FINAL_EVALS, BestEval, load_best_state, save_best
-from .branching import save_branch_point, start_from_branch
 from .checkpoint import (CheckpointError, load_checkpoint, load_module_state, rng_state, save_checkpoint,
                          set_rng_state, with_new_target_copies)
 from .guards import FiniteGuard, NonFiniteError, check_finite_state, guard_env, nonfinite_keys
 from .run_checkpoint import (ReplayGenerations, check_resume, commit_rank_replays, remove_old_rank_files,
                              restore_rank_replay)
 from .config import TrainConfig
-from .config_checks import check_trial_fits
 from .device import autocast_dtype, compile_loss, on_device
-from .eval_rng import EVAL_STREAM, eval_seed, own_random_streams
 from .distributed import SilentLogger, setup_distributed
 from .graphed_update import GraphedUpdate, check_cuda_graph
-from .factory import (AgentModules, build_agent_modules, build_exploration, build_loss, build_policy,
-                      has_per_action_critic)
+from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
 from .logging import RunLogger
-from .cql_schedule import run_cql_factor
-from .lr_schedule import run_lr_factor
-from .resume_config import CQL_RESOLVED, apply_optimizer_settings, resolved_cql
+from .schedules import run_cql_factor, run_lr_factor
+from .resume_config import apply_optimizer_settings
 from .threads import LearnerThreads
 from .metrics import (TrialReturnsById, episode_metrics, finished_trial_returns, per_task_return_metrics,
                       return_metrics)
 
 EnvFactory = Callable[[int], EnvBase]  # num_envs -> env with batch_size [num_envs]
+EVAL_STREAM = 10_000  # the eval envs are seeded with seed + this
 
 
 class AMAGOTrainer:
@@ -93,7 +88,7 @@ class AMAGOTrainer:
                              f"AMAGOTrainer(config, make_env, make_env)), or set eval_interval=0 (--eval_interval 0) "
                              f"to train without evaluation")
         # first: a bad --device fails before any work; under torchrun, join the group and compare configs
-        self.dist = setup_distributed(cfg.device, cfg.dist_timeout_s)
+        self.dist = setup_distributed(cfg.device, cfg.timeout_s)
         self.dist.check_same_config(cfg.to_dict())
         check_trial_fits(cfg, rollout_horizon)
         torch.manual_seed(cfg.seed)
@@ -104,14 +99,11 @@ class AMAGOTrainer:
         self.task_names = list(task_names) if task_names else None
         self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
         self.ckpt_dir = os.path.join(self.run_dir, "ckpts")
-        self._check_branching()
-        if cfg.branch_from:  # a new run that starts as a copy of a branch point (before the replay is built)
-            start_from_branch(cfg.branch_from, self.run_dir, cfg.to_dict())
         self.device = self.dist.device
         self.async_collect = cfg.collect != "sync"  # collector workers run beside the learner (collection.py)
         check_async_config(cfg, offline_only=cfg.start_collecting_at_epoch >= cfg.epochs,
                            world_size=self.dist.world_size)
-        if cfg.action_counts or cfg.count_heads:  # --count_heads reads the counts
+        if cfg.count_heads:  # the heads read the counts
             make_train_env = WithActionCounts(make_train_env)
             make_eval_env = make_eval_env and WithActionCounts(make_eval_env)
         # async: the workers build their own envs; this one (1 env) only gives the specs
@@ -125,10 +117,9 @@ class AMAGOTrainer:
                                                       timestep_encoder=timestep_encoder)
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
         # --cql_ramp: the conservative term's weight per update (None: constant)
-        self.cql_factor = run_cql_factor(cfg, float(getattr(self.loss, "cql_coeff", 0.0)))
-        if self.cql_factor is not None and not isinstance(getattr(self.loss, "cql_scale", None), torch.Tensor):
-            raise ValueError(f"--cql_coeff {self.loss.cql_coeff} on a --cql_ramp schedule needs a loss with a "
-                             f"`cql_scale` buffer (AMAGOLoss); {type(self.loss).__name__} has none")
+        self.cql_factor = run_cql_factor(cfg, self.loss)
+        if (cfg.compile_loss != "no" or cfg.cuda_graph) and hasattr(self.loss, "pack_windows"):
+            self.loss.pack_windows = "never"  # a compiled or captured update needs one batch shape: a window per row
         packs = packs_here(getattr(self.loss, "pack_windows", "never"), torch.empty(0, device=self.device))
         check_cuda_graph(cfg, self.device, packs, self.dist.world_size)
         self.loss_forward = compile_loss(  # DDP under torchrun, else the loss itself; compiled if asked
@@ -159,10 +150,10 @@ class AMAGOTrainer:
         self.replay = make_sequence_replay(
             cfg.dset_max_size, cfg.max_seq_len, cfg.batch_size,
             scratch_dir=self.generations.storage_dir(self.buffer_gen),
-            sampling=cfg.sampling, padded_sampling=cfg.padded_sampling, trial_transform=trial_transform,
+            padded_sampling=cfg.padded_sampling, trial_transform=trial_transform,
             max_trial_len=cfg.traj_save_len, trim=cfg.trim_windows)
         self.generations.attach(self.replay, self.buffer_gen)
-        self.guard = FiniteGuard(cfg.max_nonfinite_updates)
+        self.guard = FiniteGuard()
         self.offline_replay = None
         self.sampler = self.replay
         if offline_data is not None:
@@ -172,7 +163,7 @@ class AMAGOTrainer:
             shutil.rmtree(offline_dir, ignore_errors=True)  # rebuilt from `offline_data` at every start
             self.offline_replay = make_sequence_replay(
                 max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
-                scratch_dir=offline_dir, sampling=cfg.sampling,
+                scratch_dir=offline_dir,
                 padded_sampling=cfg.padded_sampling, trial_transform=trial_transform, max_trial_len=cfg.traj_save_len,
                 trim=cfg.trim_windows)
             self.offline_report: dict = {}  # trials dropped for NaN/inf (--nonfinite_data drop), by key
@@ -211,22 +202,12 @@ class AMAGOTrainer:
         self.partial_trials_closed = 0  # in-progress trials closed by the last resume
         resume = os.path.exists(os.path.join(self.ckpt_dir, "latest.pt"))
         self._latest_is_ours = not resume  # never overwrite a checkpoint this trainer has not resumed
-        self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.log_to_wandb,
-                                cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
+        self.logger = RunLogger(os.path.join(self.run_dir, "logs"), cfg.run_name, cfg.to_dict(),
+                                cfg.wandb_project is not None, cfg.wandb_project, resume=resume) if self.dist.is_main else SilentLogger()
         self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
         self.last_eval: dict = {}
-        # the best periodic eval so far and, with --keep_best, its weights in ckpts/best.pt (best_eval.py)
+        # the best periodic eval so far and its weights in ckpts/best.pt (best_eval.py)
         self.best_eval = BestEval("eval/success" if success_threshold is not None else "eval/return")
-
-    def _check_branching(self) -> None:
-        cfg = self.cfg
-        if (cfg.branch_every or cfg.branch_from) and self.dist.world_size > 1:
-            raise ValueError("--branch_every / --branch_from: single-process runs only (not under torchrun)")
-        if cfg.branch_from:
-            src, run = os.path.abspath(cfg.branch_from), os.path.abspath(self.run_dir)
-            if os.path.commonpath([src, run]) == run:
-                raise ValueError(f"--branch_from {cfg.branch_from} lies inside this run's folder {self.run_dir}: a "
-                                 f"branched run needs its own --run_name")
 
     # ------------------------------------------------------------------ parts (override to swap one)
     def build_loss(self) -> LossModule:
@@ -247,7 +228,7 @@ class AMAGOTrainer:
         has_targets = any(n.startswith("target_") and n.endswith("_params") for n, _ in self.loss.named_children())
         if not has_targets:
             return None
-        return AMAGOSoftUpdate(self.loss, tau=self.cfg.tau, backbone_tau=self.cfg.target_backbone_tau)
+        return AMAGOSoftUpdate(self.loss, tau=self.cfg.tau)
 
     def build_async_collector(self, make_train_env: EnvFactory, actor, primer):
         """`--collect async`: TorchRL's MultiAsyncCollector; `--collect distributed`: workers on other machines."""
@@ -458,7 +439,7 @@ class AMAGOTrainer:
         cfg = self.cfg
         if self.feed is None:
             self.feed = CollectorFeed(self.collector, max_batches=2 * cfg.num_collectors,
-                                      timeout_s=cfg.collector_timeout_s)
+                                      timeout_s=cfg.timeout_s)
             self.push_weights()  # e.g. weights and exploration step restored by resume()
             self.feed.start()
             self._env_goal = self.env_steps
@@ -512,10 +493,8 @@ class AMAGOTrainer:
         policy.eval()
         policy = on_device(policy, self.device, self.eval_env.device)  # e.g. CPU envs, CUDA learner
         etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
-        streams = (own_random_streams(eval_seed(self.cfg.seed, self.grad_steps)) if self.cfg.own_eval_rng
-                   else nullcontext())
         t0 = time.time()
-        with streams, set_exploration_type(etype):
+        with set_exploration_type(etype):
             ro = self.eval_env.rollout(timesteps or self.cfg.eval_timesteps, policy, break_when_any_done=False)
         dt = time.time() - t0
         ro = ro if ro.ndim == 2 else ro.unsqueeze(0)
@@ -562,9 +541,6 @@ class AMAGOTrainer:
             if cfg.ckpt_interval and self.epoch % cfg.ckpt_interval == 0:
                 self.save(tag=f"epoch_{self.epoch}")
             self.save(tag="latest")
-            if cfg.branch_every and self.epoch % cfg.branch_every == 0:
-                save_branch_point(self.run_dir, self._ckpt_path("latest"), self.generations.path(self.buffer_gen),
-                                  self.logger.csv_path, self.epoch)
             if bar is not None:
                 bar.update(1)
                 shown = {k.split("/")[-1]: round(v, 3) for k, v in last.items() if k in ("eval/return", "train/return")}
@@ -574,17 +550,15 @@ class AMAGOTrainer:
         return last
 
     def _keep_if_best(self, evaluated: dict) -> None:
-        """Record a periodic eval that scores at least the best so far; with --keep_best, write the weights it
+        """Record a periodic eval that scores at least the best so far, and write the weights it
         evaluated to ckpts/best.pt."""
         if not self.best_eval.improved_by(evaluated):
             return
         path = self._ckpt_path("best")
-        if self.cfg.keep_best:  # NaN/inf weights are neither recorded nor written
-            check_finite_state(self.loss.state_dict(), f"checkpoint {path}")
+        check_finite_state(self.loss.state_dict(), f"checkpoint {path}")  # NaN/inf weights: not recorded
         self.best_eval.record(evaluated, {"epoch": self.epoch, "env_steps": self.env_steps,
                                           "grad_steps": self.grad_steps})
-        if self.cfg.keep_best:
-            save_best(path, self.loss, self.best_eval, self.cfg.to_dict())
+        save_best(path, self.loss, self.best_eval, self.cfg.to_dict())
 
     def load_best(self) -> dict:
         """Replace the model's weights with those of the best periodic eval (ckpts/best.pt), e.g. to evaluate or
@@ -673,7 +647,6 @@ class AMAGOTrainer:
             "counters": {"epoch": self.epoch, "env_steps": self.env_steps, "grad_steps": self.grad_steps},
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
-            CQL_RESOLVED: resolved_cql(self.cfg.to_dict(), has_per_action_critic(self.modules)),
             BEST_EVAL: self.best_eval.state(),
         }
         if tag == "latest":
@@ -696,7 +669,7 @@ class AMAGOTrainer:
             return False
         ckpt = load_checkpoint(path)
         # refuses unsafe config changes, listing them
-        check_resume(ckpt, self.cfg, path, per_action_critic=has_per_action_critic(self.modules))
+        check_resume(ckpt, self.cfg, path)
         load_module_state(self.loss, with_new_target_copies(self.loss, ckpt["loss"]), "model", path)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -724,6 +697,13 @@ class AMAGOTrainer:
         self.dist.check_same_counters(True, self.grad_steps, path)
         self._latest_is_ours = True
         return True
+
+
+def check_trial_fits(cfg, trial_len: int | None) -> None:
+    """A trial longer than the replay can never be stored whole, so learning would never start."""
+    if trial_len is not None and cfg.traj_save_len is None and trial_len > cfg.dset_max_size:
+        raise ValueError(f"--dset_max_size={cfg.dset_max_size} is smaller than one trial ({trial_len} steps): no "
+                         f"trial would ever be stored whole; raise --dset_max_size or set --traj_save_len")
 
 
 def _add_scalars(sums: dict[str, float], out) -> None:

@@ -1,0 +1,77 @@
+"""Per-update schedules of a trainer run: the learning rate (warm-up, then an optional decay) and the conservative
+term's ramp. Each is a function of the updates done, so a resumed run continues it from its update count.
+
+`lr_factor(...)(i)` multiplies `--learning_rate` for update `i + 1` (a `LambdaLR` lambda: `i` updates done): a linear
+warm-up over `--lr_warmup_steps`, then 1 (`--lr_decay none`, the original's) or a `cosine` / `linear` decay to
+`LR_FINAL_RATIO` at the run's last update. `ramp_factor(start, end, n)(i)` is the share of `--cql_coeff` at update
+`i + 1`: 0 before `start` x the run's updates, rising linearly to 1 at `end` x the run's updates (`--cql_ramp START
+END`); the trainer writes it into `AMAGOLoss.cql_scale` before each update.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from .config import LR_DECAYS
+
+#: The learning rate at a decaying run's last update, as a share of `--learning_rate`.
+LR_FINAL_RATIO = 0.1
+
+
+def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0,
+              final_ratio: float = LR_FINAL_RATIO) -> Callable[[int], float]:
+    """The learning-rate multiplier of update `i + 1`: `min(1, (i + 1) / warmup_steps)`, times the decay from 1 at
+    the end of the warm-up to `final_ratio` at update `total_steps`, the run's last (and after it)."""
+    if decay not in LR_DECAYS:
+        raise ValueError(f"--lr_decay={decay!r} is not one of {list(LR_DECAYS)}")
+    if not 0.0 <= final_ratio <= 1.0:
+        raise ValueError(f"final_ratio must be in [0, 1], got {final_ratio}")
+
+    def factor(i: int) -> float:
+        warm = 1.0 if warmup_steps <= 0 else min(1.0, (i + 1) / warmup_steps)
+        if decay == "none" or total_steps <= warmup_steps:
+            return warm
+        done = min(1.0, max(0.0, (i + 1 - warmup_steps) / (total_steps - warmup_steps)))
+        shape = 0.5 * (1.0 + math.cos(math.pi * done)) if decay == "cosine" else 1.0 - done
+        return warm * (final_ratio + (1.0 - final_ratio) * shape)
+
+    return factor
+
+
+def run_updates(cfg) -> int:
+    """The updates a `TrainConfig`'s run makes: `(epochs - start_learning_at_epoch) x grads_per_epoch`."""
+    return max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch
+
+
+def run_lr_factor(cfg) -> Callable[[int], float]:
+    """`lr_factor` of a `TrainConfig`: its warm-up and decay, the decay ending at the run's last update."""
+    return lr_factor(cfg.lr_warmup_steps, cfg.lr_decay, run_updates(cfg))
+
+
+def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int], float]:
+    """The share of the term's weight at update `i + 1` (`i` updates done) of a run of `total_updates`."""
+    if not 0.0 <= start <= end <= 1.0:
+        raise ValueError(f"--cql_ramp {start} {end}: needs 0 <= START <= END <= 1 (shares of the run's updates)")
+
+    def factor(i: int) -> float:
+        done = i / total_updates if total_updates > 0 else 1.0
+        if done >= end:
+            return 1.0
+        if done < start:
+            return 0.0
+        return (done - start) / (end - start)
+
+    return factor
+
+
+def run_cql_factor(cfg, loss) -> Callable[[int], float] | None:
+    """`ramp_factor` of the run's `--cql_ramp` for `loss`; None where nothing ramps (no ramp, or the term is off).
+    A ramp needs a loss with the conservative term on and a `cql_scale` buffer to write (AMAGOLoss)."""
+    if cfg.cql_ramp is None or cfg.cql_ramp[1] <= 0:
+        return None
+    coeff = float(getattr(loss, "cql_coeff", 0.0))
+    if coeff <= 0 or not hasattr(loss, "cql_scale"):
+        raise ValueError(f"--cql_ramp {cfg.cql_ramp[0]} {cfg.cql_ramp[1]} ramps the conservative term, which "
+                         f"{type(loss).__name__} does not have on (cql_coeff={coeff}; AMAGOLoss with a per-action "
+                         f"critic and --cql_coeff > 0 has it)")
+    return ramp_factor(*cfg.cql_ramp, run_updates(cfg))
