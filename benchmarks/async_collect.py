@@ -45,7 +45,7 @@ from functools import partial, wraps
 from torchrl.envs import Transform, TransformedEnv
 
 from torchrl_amago.envs import TMaze, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
+from torchrl_amago.trainers import LONG_HORIZON_PRESET, AMAGOTrainer, TrainConfig
 
 HORIZON = 50
 MODES = ("sync", "async", "distributed")
@@ -104,8 +104,7 @@ def make_env(n: int, env_cost_ms: float = 0.0, env_wait_ms: float = 0.0, env_cos
     return env if env_wait_ms <= 0 else TransformedEnv(env, WaitPerStep(env_wait_ms))
 
 
-def config(mode: str, root: str, num_collectors: int, epochs: int, num_threads: int | None,
-           collector_batch_steps: int | None = None) -> TrainConfig:
+def config(mode: str, root: str, num_collectors: int, epochs: int, num_threads: int | None) -> TrainConfig:
     trial = HORIZON + 1
     return TrainConfig(run_name=f"bench_{mode}", buffer_dir=root, collect=mode, num_collectors=num_collectors,
                        parallel_envs=8, timesteps_per_epoch=trial, grads_per_epoch=40, epochs=epochs,
@@ -113,7 +112,7 @@ def config(mode: str, root: str, num_collectors: int, epochs: int, num_threads: 
                        tstep_out=128, tstep_normalize_inputs=False, batch_size=24, eval_interval=0,
                        sample_actions_train=False, reward_multiplier=100.0, gamma=0.9999, lr_warmup_steps=100,
                        learning_rate=3e-4, ckpt_interval=0, progress_bar=False, dset_max_size=200_000,
-                       num_threads=num_threads, collector_batch_steps=collector_batch_steps)
+                       num_threads=num_threads, **LONG_HORIZON_PRESET)
 
 
 class Timers:
@@ -142,8 +141,7 @@ def load() -> float:
 
 def one_run(mode: str, args) -> dict:
     root = tempfile.mkdtemp(prefix="async_bench_")
-    trainer = AMAGOTrainer(config(mode, root, args.num_collectors, args.warmup + args.epochs, args.num_threads,
-                                  args.collector_batch_steps),
+    trainer = AMAGOTrainer(config(mode, root, args.num_collectors, args.warmup + args.epochs, args.num_threads),
                            partial(make_env, env_cost_ms=args.env_cost_ms, env_wait_ms=args.env_wait_ms,
                                    env_cost_per_env_ms=args.env_cost_per_env_ms), None)
     load0 = load()
@@ -220,8 +218,6 @@ def main():
                     help="the learner's torch threads in every mode (default: each mode's own default)")
     ap.add_argument("--modes", nargs="+", default=["sync", "async"], choices=MODES,
                     help="modes to compare; sync always runs (it is the reference); distributed = Ray on loopback")
-    ap.add_argument("--collector_batch_steps", type=int, default=None,
-                    help="env steps per env in one worker batch (the trainer's flag; default a quarter of an epoch)")
     ap.add_argument("--env_cost_ms", type=float, default=0.0,
                     help="CPU time burnt per batched env step (0: plain T-Maze); shows the overlap on costly envs")
     ap.add_argument("--env_cost_per_env_ms", type=float, default=0.0,

@@ -25,7 +25,7 @@ import warnings
 import torch
 
 from torchrl_amago.envs import TMaze, make_amago_env
-from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
+from torchrl_amago.trainers import LONG_HORIZON_PRESET, AMAGOTrainer, TrainConfig
 
 HORIZON = 50
 
@@ -62,7 +62,7 @@ def main():
                       parallel_envs=24, tstep_layers=2, tstep_hidden=128, tstep_out=128,
                       tstep_normalize_inputs=False, memory_size=128, memory_layers=2, reward_multiplier=100.0,
                       gamma=0.9999, learning_rate=3e-4, lr_warmup_steps=100, progress_bar=False,
-                      eval_interval=0)  # updates only
+                      eval_interval=0, **LONG_HORIZON_PRESET)  # updates only
     tr = AMAGOTrainer(cfg, make_env, None)
     env = make_env(24)
     env.set_seed(tr.dist.rank)

@@ -9,8 +9,7 @@ JSON line per run and one summary line per task:
 Per run: the final eval return, the last training return (collected by the acting policy: it should track the evals;
 a training return far below them means the data came from another policy than the one evaluated), the first update
 whose eval reached `--solved` (if any) and the wall time. The curves are copied to `--out`. The CPU records to compare
-with are in docs/results (`scaling/04_tmaze10_cpu_seed*.csv`, `ablations/03_vocp_packed_windows_seed*.csv`) and
-docs/scaling.md.
+with are in docs/results (`04_tmaze10_seed*.csv`, `03_campaign_VelocityOnlyCartPoleEasy_seed*.csv`).
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def main(argv=None):
     make_env, trial_len = make_env_factory(args), trial_length(args)
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env,
+    trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=trial_len,
                            env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
     return trainer.run("00_meta_frozen_lake", final_eval_timesteps=args.test_mult * trial_len)
 

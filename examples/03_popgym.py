@@ -8,7 +8,7 @@ actions `trainers.sampled_discrete_preset` (the conservative critic term), from 
 games (`--games`, default the original's 27), a game drawn per trial, observations padded to 30 and actions to 26
 (`--num_actions 0`: to the most actions any of `--games` has), `--warmup_episodes` zero-reward episodes before the
 scored one, and the multi-task agent (two-hot critic, filtered BC, reward multiplier 200). Eval returns are logged per
-game. CPU choices (measured in docs/domains/popgym.md): rotary positions, 300 updates per epoch, the usual 6 (+ gamma)
+game. CPU choices (measured in docs/results/ablations/README.md): rotary positions, 300 updates per epoch, the usual 6 (+ gamma)
 multigammas (the original's 18, `--multigammas` + `envs.libs.MULTIDOMAIN_POPGYM_GAMMAS`, cost more per update).
 
     python examples/03_popgym.py --env RepeatPreviousEasy --run_name popgym_rpe
@@ -93,7 +93,7 @@ def multidomain_main(a, argv=None):
 
     games, trial, num_actions = (multidomain_popgym_layout(a.games, a.warmup_episodes, a.num_actions)
                                  if available("popgym") else (a.games, None, a.num_actions))
-    # the whole trial is the context (the original: 2000 steps); the CPU choices are measured in docs/domains/popgym.md
+    # the whole trial is the context (the original: 2000 steps); the CPU choices are measured in docs/results/ablations/README.md
     seq = min(trial + 1, 2000) if trial else 2000
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name="popgym_multidomain", max_seq_len=seq, timesteps_per_epoch=seq, parallel_envs=8,

@@ -23,7 +23,7 @@ def extra(p):
     p.add_argument("--eval_episodes_per_env", type=int, default=1, help="final eval episodes per eval env")
 
 
-#: The settings of the run that learned (docs/domains/half_cheetah_vel.md, session 4). Changed from the small setup
+#: The settings of the run that learned (docs/domains/half_cheetah_vel.md). Changed from the small setup
 #: that never took off, even on plain forward HalfCheetah: one update per env step (1,000 steps then 1,000 updates
 #: per epoch, as TD3/SAC do) and 1 auxiliary gamma instead of 4 (with these, 64-wide heads learn forward
 #: HalfCheetah too, only later), 256-wide heads and timestep MLP (earlier take-off per update), and a short,

@@ -1,20 +1,19 @@
 """docs/results: every figure of make_figures.py's table has its CSVs and its committed PNG, the script redraws PNGs
-from CSVs, the seed band is the mean / min / max over seeds, and every recorded CSV / JSONL is named in an index page
-(docs/results/README.md, ablations/README.md or popgym_campaign.md)."""
+from CSVs, the seed band is the mean / min / max over seeds, and every file under docs/results is the target of a
+link from a page (README.md or docs/**.md), so a reader can reach each one."""
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_doc_links import expand
+from tests.test_doc_links import HTML_SRC, LINK, PAGES, prose
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-INDEXES = [RESULTS / "README.md", RESULTS / "ablations" / "README.md", RESULTS / "popgym_campaign.md"]
 
 
 def _load():
@@ -93,20 +92,20 @@ def test_summary_reports_each_seed():
     assert all(s["final"] == 1.0 for s in seeds)
 
 
-def indexed_patterns() -> list[str]:
-    import re
-
-    out = []
-    for page in INDEXES:
-        for token in re.findall(r"`([^`\n]+)`", page.read_text()):
-            if token.endswith((".csv", ".jsonl")) and " " not in token:
-                out += [p.rsplit("/", 1)[-1] for p in expand(token)]
+def linked_files() -> set[Path]:
+    """Every file that a relative link or image of a page points to."""
+    out = set()
+    for page in PAGES:
+        text = prose(page.read_text())
+        for target in LINK.findall(text) + HTML_SRC.findall(text):
+            path = target.partition("#")[0]
+            if path and not re.match(r"^[a-z][a-z0-9+.-]*:", path, re.I):
+                out.add((page.parent / path).resolve())
     return out
 
 
-def test_every_recorded_file_is_named_in_an_index():
-    patterns = indexed_patterns()
-    files = [p for p in RESULTS.rglob("*") if p.suffix in (".csv", ".jsonl")]
-    unnamed = [p.relative_to(RESULTS).as_posix() for p in files
-               if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
-    assert not unnamed, f"docs/results files named in no index page ({[i.name for i in INDEXES]}): {unnamed}"
+def test_every_results_file_is_linked_from_a_page():
+    linked = linked_files()
+    unlinked = [p.relative_to(RESULTS).as_posix() for p in sorted(RESULTS.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts and p.resolve() not in linked]
+    assert not unlinked, f"docs/results files no page links to: {unlinked}"

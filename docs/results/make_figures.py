@@ -8,7 +8,9 @@ Adding a figure is one line in FIGURES: a PNG name, a title, a glob of CSVs (rel
 the files form more than one curve, a regex whose first group names the curve (files of the same curve are seeds and
 are drawn as their mean with a min-max band). Each figure has two columns: the eval metric against env steps and
 against wall-clock seconds; `panel` (a regex) splits the files into one row per group (e.g. one per task).
-The last row of a metrics.csv with no `epoch` is the final (longer) evaluation; it is drawn as a marker.
+Several seeds are drawn as their mean, a min-max band and one thin line per seed. The last row of a metrics.csv with
+no `epoch` is the final (longer) evaluation; it is drawn as a star, one per seed that has one, and the legend says
+how many seeds that is.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ class Figure:
     panel: str | None = None  # regex on the file name; group 1 names the row
     ylabel: str = ""  # default: "success" when every `y` is a success rate, else "return"
     baseline: str | None = None  # JSON lines {panel: {"random_return": x}}: a dashed line per panel
+    reference: str | None = None  # a CSV glob (one run): its final eval of each `y` as a dotted line ("untrained")
+    hline: tuple[float, str] | None = None  # (value, label): a dashed line on every panel
+    final_label: str = "final eval"  # legend label of the final-eval stars
 
 
 FIGURES = [
@@ -51,7 +56,6 @@ FIGURES = [
            "03_popgym_multidomain_2games_seed*.csv",
            y=("eval/return/RepeatPreviousEasy", "eval/return/RepeatFirstEasy")),
     Figure("04_tmaze10", "T-Maze, horizon 10", "04_tmaze10_seed*.csv", y=("eval/success",)),
-    Figure("04_tmaze50", "T-Maze, horizon 50", "04_tmaze50_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze100", "T-Maze, horizon 100", "04_tmaze100_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze300", "T-Maze, horizon 300 (one H200, async)", "04_tmaze300_seed*.csv", y=("eval/success",)),
     Figure("04_tmaze1000", "T-Maze, horizon 1,000 (one H200, async collection)",
@@ -59,14 +63,19 @@ FIGURES = [
     Figure("05_dark_key_door", "Dark Key-To-Door, room 4, horizon 100", "05_dark_key_door_room4_seed*.csv"),
     Figure("07_metaworld_reach", "Meta-World reach-v3, 3 attempts: test-task return", "07_metaworld_reach_k3_seed*.csv",
            y=("eval/return/reach-v3-test-k3",)),
-    Figure("08_ale_roadrunner", "Atari RoadRunner", "08_ale_roadrunner_seed*.csv"),
-    Figure("09_procgen_starpilot", "Procgen starpilot, 2 attempts per level (unseen levels)",
-           "09_procgen_starpilot_seed*.csv"),
+    Figure("08_ale_roadrunner", "Atari RoadRunner: training return (full episodes) and eval return",
+           "08_ale_roadrunner_seed*.csv", y=("train/return", "eval/return"),
+           final_label="final eval (2,000 steps per env; periodic evals: 1,000, short trials only)"),
+    Figure("09_procgen_starpilot", "Procgen starpilot, 2 attempts per level (unseen levels): return per attempt",
+           "09_procgen_starpilot_seed*.csv", y=("eval/episode_0_return", "eval/episode_1_return"),
+           reference="09_procgen_starpilot_untrained.csv"),
     Figure("10_babyai", "BabyAI GoToRedBallNoDists + GoToObj, 2 attempts: success per attempt",
            "10_babyai_gotoredball_gotoobj_k2_seed*.csv", y=("eval/episode_0_success", "eval/episode_1_success")),
-    Figure("11_xland_minigrid", "XLand-MiniGrid hidden-rule 7x7, 3 attempts: trial return",
-           "11_xland_hidden_rule_7x7_k3_seed*.csv"),
-    Figure("12_half_cheetah_vel", "HalfCheetah with a hidden target velocity", "12_half_cheetah_vel_seed*.csv"),
+    Figure("11_xland_minigrid", "XLand-MiniGrid hidden-rule 7x7, 3 attempts: return per attempt (at most 1 each)",
+           "11_xland_hidden_rule_7x7_k3_seed*.csv",
+           y=("eval/episode_0_return", "eval/episode_1_return", "eval/episode_2_return")),
+    Figure("12_half_cheetah_vel", "HalfCheetah with a hidden target velocity (random targets in [0, 3] m/s)",
+           "12_half_cheetah_vel_seed*.csv", hline=(-1500.0, "standing still (expected over targets)")),
     Figure("13_mazerunner_relabeling", "MazeRunner 9x9, 2 goals: relabeling some vs none",
            "13_mazerunner_9x9_relabel_*.csv", y=("eval/success",), curve=r"relabel_(\w+?)_seed\d+"),
     Figure("14_offline_cartpole", "Offline CartPole (D4RL-format dataset, no env steps): eval return vs updates",
@@ -159,6 +168,7 @@ def draw(fig: Figure, out_dir: str, root: str = HERE) -> str:
     groups = group_files(fig, root)
     random_return = baselines(fig, root)
     rows = {p: read_csv(p) for panel in groups.values() for paths in panel.values() for p in paths}
+    reference = _reference(fig, root)
     xcols = (("env_steps", "env steps"), ("wall_s", "wall-clock s"))
     if all(_num(r.get("env_steps")) == 0 for rs in rows.values() for r in rs):  # offline: no env steps
         xcols = (("grad_steps", "updates"), ("wall_s", "wall-clock s"))
@@ -167,6 +177,7 @@ def draw(fig: Figure, out_dir: str, root: str = HERE) -> str:
     for row, (panel, curves) in enumerate(sorted(groups.items())):
         for col, (xcol, xlabel) in enumerate(xcols):
             ax = axes[row][col]
+            first_final = True
             for i, (curve, paths) in enumerate(sorted(curves.items())):
                 for j, y in enumerate(fig.y):
                     color = f"C{(i * len(fig.y) + j) % 10}"
@@ -176,24 +187,35 @@ def draw(fig: Figure, out_dir: str, root: str = HERE) -> str:
                     if label and len(paths) > 1:
                         label += f" ({len(paths)} seeds)"
                     elif len(paths) > 1:
-                        label = f"mean of {len(paths)} seeds, min-max band"
+                        label = f"mean of {len(paths)} seeds, min-max band, thin: each seed"
                     ax.plot(x, mean, color=color, label=label)
                     if len(paths) > 1:
-                        ax.fill_between(x, lo, hi, color=color, alpha=0.2)
+                        ax.fill_between(x, lo, hi, color=color, alpha=0.15)
+                        for xs, ys, _ in per_seed:
+                            ax.plot(xs, ys, color=color, lw=0.7, alpha=0.5)
                     finals = [s[2] for s in per_seed if s[2] is not None]
                     if finals:
+                        star = fig.final_label
+                        if len(paths) > 1:
+                            star += f" ({len(finals)} of {len(paths)} seeds)"
                         ax.scatter([f[0] for f in finals], [f[1] for f in finals], marker="*", s=60, color=color,
-                                   label=f"{FINAL} eval" if (i, j) == (0, 0) else None, zorder=3)
+                                   label=star if first_final else None, zorder=3)
+                        first_final = False
+                    if y in reference:
+                        ax.axhline(reference[y], color=color, ls=":", lw=1.2,
+                                   label="untrained policy, final eval" if (i, j) == (0, 0) else None)
             if panel in random_return:
                 ax.axhline(random_return[panel], color="gray", ls="--", lw=1,
                            label="random policy" if row == 0 else None)
+            if fig.hline is not None:
+                ax.axhline(fig.hline[0], color="gray", ls="--", lw=1, label=fig.hline[1] if row == 0 else None)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(fig.ylabel or ("success" if all("success" in y for y in fig.y) else "return"))
             if panel:
                 ax.set_title(panel, fontsize=10)
             ax.grid(alpha=0.3)
             if row == 0 and col == 0 and ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=7)
     plt_fig.suptitle(fig.title)
     plt_fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig_h))
     os.makedirs(out_dir, exist_ok=True)
@@ -203,8 +225,24 @@ def draw(fig: Figure, out_dir: str, root: str = HERE) -> str:
     return path
 
 
+def _reference(fig: Figure, root: str = HERE) -> dict[str, float]:
+    """{y: final eval} of the figure's reference run (e.g. the untrained policy); empty without one."""
+    if fig.reference is None:
+        return {}
+    paths = sorted(glob.glob(os.path.join(root, fig.reference)))
+    if len(paths) != 1:
+        raise FileNotFoundError(f"figure {fig.png!r}: reference {fig.reference!r} matches {len(paths)} files, not 1")
+    rows = read_csv(paths[0])
+    return {y: _num(rows[-1].get(y)) for y in fig.y if not math.isnan(_num(rows[-1].get(y)))}
+
+
 def _short(col: str) -> str:
-    """A legend label for an eval column: `eval/episode_0_success` -> `attempt 1 success`, `eval/return/X` -> `X`."""
+    """A legend label for a column: `eval/episode_0_success` -> `attempt 1 success`, `eval/return/X` -> `X`,
+    `train/return` -> `training return`."""
+    if col.startswith("train/"):
+        return "training " + col.removeprefix("train/")
+    if col == "eval/return":
+        return "eval return"
     col = col.removeprefix("eval/").replace("return/", "")
     m = re.fullmatch(r"episode_(\d+)_(\w+)", col)
     return f"attempt {int(m.group(1)) + 1} {m.group(2)}" if m else col

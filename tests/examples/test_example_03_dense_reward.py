@@ -3,7 +3,7 @@
 VelocityOnlyCartPoleEasy pays 0.005 per step alive (0.5 after reward_multiplier 100); a random policy scores ~0.10.
 With the critics' random last layer (the original's init, `--no-critic_zero_init`) the initial Q of order
 PopArt's sigma_0 = 10 outlives the run under 1-step targets and slow target critics; where it is negative, ending
-the episode looks best and the actor learns one constant push (~0.05; docs/domains/popgym.md). Zero-initialised
+the episode looks best and the actor learns one constant push (~0.05; docs/design_decisions.md). Zero-initialised
 critics (the default) learn to balance. Uses popgym (a test extra); ~1.5 min."""
 import pytest
 

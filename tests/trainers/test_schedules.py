@@ -137,8 +137,7 @@ def test_a_ramp_on_a_loss_without_the_term_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="--cql_ramp 0.0 1.0 ramps the conservative term, which NoScale"):
         run_cql_factor(TrainConfig(cql_coeff=0.1, cql_ramp=(0.0, 1.0)), NoScale())
-    with pytest.raises(ValueError, match="--cql_ramp .*--cql_coeff 0"):
-        TrainConfig(cql_coeff=0.0, cql_ramp=(0.0, 1.0))
+    assert run_cql_factor(TrainConfig(cql_coeff=0.0, cql_ramp=(0.1, 1.0)), NoScale()) is None  # preset ramp, term off
     assert run_cql_factor(TrainConfig(cql_coeff=0.1), NoScale()) is None  # no ramp: nothing to write
 
 
@@ -147,7 +146,7 @@ def test_an_older_checkpoint_resumes_as_the_settings_its_run_used():
     `target_backbone*` flags: they resume under the explicit settings their run used, and a retired flag set to
     another value than the one that remains is refused by name."""
     from torchrl_amago.trainers import CheckpointError
-    from torchrl_amago.trainers.run_checkpoint import check_resume
+    from torchrl_amago.trainers.run.checkpoint import check_resume
 
     old = {k: v for k, v in TrainConfig(gamma=0.9999).to_dict().items() if k not in ("target_encoders",)}
     old.update(cql_coeff=None, cql_ramp=None, target_backbone=True, target_backbone_min_gamma=0.9999,

@@ -1,5 +1,6 @@
 """Env side of torchrl_amago: AMAGO's per-step format as TorchRL transforms, exploration modules, builtin envs."""
-from .builtin import DarkKeyDoor, MazeRunner, MetaFrozenLake, NoRepeat, TMaze, mazerunner_relabel_rewards
+from .builtin import (DarkKeyDoor, HiddenDoor, MazeRunner, MetaFrozenLake, NoRepeat, TMaze, hidden_door_optimal_returns,
+                      hidden_door_optimal_success, mazerunner_relabel_rewards)
 from .checks import check_alignment, check_amago_env
 from .exploration import BilevelEpsilonGreedy, EpsilonGreedy, TMazeExploration
 from .transforms import (BOOKKEEPING_KEYS, EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY,
@@ -10,4 +11,5 @@ __all__ = ["check_amago_env", "check_alignment", "PrevActionReward", "ActionCoun
            "make_amago_env", "episode_stats_spec",
            "BOOKKEEPING_KEYS", "EPISODE_END_KEY", "EPISODE_RETURN_KEY", "EPISODE_COUNT_KEY", "EPISODE_SUCCESS_KEY",
            "SOFT_RESET_KEY", "TASK_ID_KEY", "EpsilonGreedy", "BilevelEpsilonGreedy", "TMazeExploration",
-           "TMaze", "MetaFrozenLake", "DarkKeyDoor", "NoRepeat", "MazeRunner", "mazerunner_relabel_rewards"]
+           "TMaze", "MetaFrozenLake", "DarkKeyDoor", "NoRepeat", "MazeRunner", "mazerunner_relabel_rewards",
+           "HiddenDoor", "hidden_door_optimal_returns", "hidden_door_optimal_success"]

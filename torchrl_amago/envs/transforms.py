@@ -367,7 +367,9 @@ class MetaTrial(Transform):
             raise RuntimeError("MetaTrial: step called before reset")
         st = self._st
         if self._obs_keys is None:
-            self._obs_keys = [k for k in self.parent.full_observation_spec.keys(True, True)]
+            # the inner env's own bookkeeping (an attempt's success) describes the step that ended it: kept
+            self._obs_keys = [k for k in self.parent.full_observation_spec.keys(True, True)
+                              if k not in BOOKKEEPING_KEYS]
         inner_done = next_tensordict.get("done").reshape(B)
         inner_term = next_tensordict.get("terminated", next_tensordict.get("done")).reshape(B)
         reward = next_tensordict.get(self.reward_key)

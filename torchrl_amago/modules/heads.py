@@ -100,7 +100,7 @@ class ActorHead(nn.Module):
 
 # -------------------------------------------------------------------------------------------------- critics
 # Why the discrete critic's last layer starts at zero (`zero_init_output=True`; False = the original's random init;
-# docs/domains/popgym.md, "Dense rewards"). A random last layer gives every state and action an initial Q of order
+# docs/design_decisions.md, "Critics and returns"). A random last layer gives every state and action an initial Q of order
 # sigma_0 = 10 (PopArt's start) in reward-multiplied units, far above a dense task's per-step reward (0.5 on
 # POPGym's CartPole at reward_multiplier 100). With 1-step targets and slow target critics that bias outlives short
 # runs, and where it is negative a step that ends the episode (target = r) beats every step that continues

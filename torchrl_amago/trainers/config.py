@@ -252,9 +252,6 @@ class TrainConfig:
             raise ValueError("--pos_emb learnable needs --max_time_idx (the longest trial length in steps)")
         if self.memory_size % self.n_heads and self.traj_encoder == "transformer":
             raise ValueError(f"--memory_size={self.memory_size} must be a multiple of --n_heads={self.n_heads}")
-        if self.cql_ramp is not None and self.cql_coeff == 0 and self.cql_ramp[1] > 0:
-            raise ValueError(f"--cql_ramp {self.cql_ramp[0]} {self.cql_ramp[1]} ramps the conservative term, which "
-                             f"is off (--cql_coeff 0): set --cql_coeff > 0")
         if self.grads_per_epoch > 0 and self.start_learning_at_epoch >= self.epochs:
             raise ValueError(f"--start_learning_at_epoch={self.start_learning_at_epoch} is not below "
                              f"--epochs={self.epochs}: the run would make no gradient step")

@@ -65,9 +65,10 @@ def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int],
 
 
 def run_cql_factor(cfg, loss) -> Callable[[int], float] | None:
-    """`ramp_factor` of the run's `--cql_ramp` for `loss`; None where nothing ramps (no ramp, or the term is off).
+    """`ramp_factor` of the run's `--cql_ramp` for `loss`; None where nothing ramps (no ramp, or `--cql_coeff 0`: the
+    long-horizon preset's ramp then scales a term that is off).
     A ramp needs a loss with the conservative term on and a `cql_scale` buffer to write (AMAGOLoss)."""
-    if cfg.cql_ramp is None or cfg.cql_ramp[1] <= 0:
+    if cfg.cql_ramp is None or cfg.cql_ramp[1] <= 0 or cfg.cql_coeff == 0:  # nothing ramps: no term, or full weight
         return None
     coeff = float(getattr(loss, "cql_coeff", 0.0))
     if coeff <= 0 or not hasattr(loss, "cql_scale"):

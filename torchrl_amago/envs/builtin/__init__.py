@@ -1,10 +1,12 @@
 """Batched pure-torch builtin envs (``EnvBase`` with batch size ``[N]``, or ``[]`` with ``num_envs=None``)."""
 from ._base import BatchedTorchEnv
 from .frozen_lake import MetaFrozenLake, random_lake_maps
+from .hidden_door import HiddenDoor, hidden_door_optimal_returns, hidden_door_optimal_success
 from .key_door import DarkKeyDoor
 from .mazerunner import MazeRunner, mazerunner_relabel_rewards, random_maze
 from .no_repeat import NoRepeat
 from .tmaze import TMaze
 
 __all__ = ["BatchedTorchEnv", "TMaze", "MetaFrozenLake", "DarkKeyDoor", "MazeRunner", "mazerunner_relabel_rewards",
-           "NoRepeat", "random_maze", "random_lake_maps"]
+           "NoRepeat", "random_maze", "random_lake_maps", "HiddenDoor", "hidden_door_optimal_returns",
+           "hidden_door_optimal_success"]
