@@ -29,7 +29,7 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/progress.log"; }
 stamp "phase 1: tests and learning runs"
 ( with_extras $PY -m pytest -q -p no:cacheprovider tests/trainers/test_cuda_graph.py tests/modules/test_real_gpu_kernels.py \
       tests/modules/test_acting_fast_paths.py tests/objectives/test_loss_device.py tests/trainers/test_collector_policy.py \
-      tests/objectives/test_packed_batches.py tests/objectives/test_target_backbone.py tests/trainers/test_gpu_readiness.py \
+      tests/objectives/test_packed_batches.py tests/objectives/test_target_encoders.py tests/trainers/test_gpu_readiness.py \
       > "$OUT/tests.log" 2>&1; stamp "tests done (rc $?)" ) &
 lod() { $PY benchmarks/learning_on_device.py --device cuda --tasks tmaze10 --threads 1 "$@"; }
 ( lod --seeds 0 1 2 3 4 --jobs 5 --out "$curves/defaults" > "$curves/defaults.jsonl" 2>&1

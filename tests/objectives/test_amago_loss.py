@@ -1,14 +1,15 @@
 """AMAGOLoss: outputs, gradient routing, target updates, masking, PopArt invariance, T+1 sequence, keys."""
 from __future__ import annotations
 
-import warnings
+import re
 
 import pytest
 import torch
 from torchrl.objectives import SoftUpdate
 
-from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss, nstep_return, redq_reduce, tree_backup_return
+from torchrl_amago.objectives import DEFAULT_TAU, AMAGOLoss, nstep_return, redq_reduce
 from torchrl_amago.modules.heads import TwoHotCritic
+from torchrl_amago.objectives.amago_loss import States
 
 from ._build import GAMMAS, A, build, grads, make_batch, nonzero
 
@@ -304,6 +305,41 @@ def test_bad_inputs():
         build("discrete", n_step=0)
 
 
+@pytest.mark.parametrize("name, value, new_way", [
+    ("target_backbone_min_gamma", 0.0, "target_encoders=True (no discount threshold"),
+    ("target_backbone", True, "target_encoders=True"),
+    ("target_backbone_all_gammas", False, "every discount"),
+    ("n_step_stop_explored", True, "n_step_cut"),
+    ("n_step_min_gamma", 0.9, "n_step_cut"),
+    ("tree_backup", True, "n_step_cut"),
+    ("actor_encoder_grad", "bc", "subclass AMAGOLoss"),
+    ("two_hot", True, "TwoHotCritic"),
+    ("fbc_filter_kwargs", {"beta": 2.0}, "fbc_filter=make_filter(name, **kwargs)"),
+    ("popart_beta", 0.01, "popart=PopArt(len(gammas), beta=...)"),
+    ("popart_min_sigma_ratio", 0.2, "popart=PopArt(len(gammas), min_sigma_ratio=...)"),
+])
+def test_a_retired_option_raises_a_type_error_naming_the_new_way(name, value, new_way):
+    with pytest.raises(TypeError, match=re.escape(f"AMAGOLoss({name}=...) was retired: ") + ".*" + re.escape(new_way)) as err:
+        build("discrete", **{name: value})
+    assert "--" not in str(err.value)  # the loss's own terms, not a CLI flag
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_stepp'"):
+        build("discrete", n_stepp=3)
+
+
+def test_popart_takes_a_popart_layer_sized_for_the_gammas():
+    from torchrl_amago.modules.heads import PopArt
+
+    layer = PopArt(len(GAMMAS), beta=0.01, min_sigma=0.5)
+    loss = build("discrete", popart=layer)
+    assert loss.popart is layer and loss.use_popart
+    loss(make_batch("discrete"))
+    assert int(layer._t[0]) > 1  # its statistics follow the targets
+    default = build("discrete").popart  # popart=True: PopArt's defaults, no sigma below a tenth of the widest
+    assert (default.beta, default.min_sigma, default.min_sigma_ratio, float(default.nu[0])) == (5e-4, 1e-4, 0.1, 100.0)
+    with pytest.raises(ValueError, match="popart was built for 2 gammas but the loss uses 7"):
+        build("discrete", popart=PopArt(2))
+
+
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_multi_task_factory(kind):
     ref = build(kind)
@@ -422,8 +458,9 @@ def test_cql_term_adds_the_weighted_gap_between_logsumexp_q_and_the_buffer_actio
     assert "cql_gap" not in outs[0.0].keys()
     # one gradient step on the term alone: the buffer action's Q rises against the others at a valid step
     loss.zero_grad()
-    critic = loss._critic_loss(loss._read_batch(batch.clone()), s, torch.zeros(*mask.shape, len(GAMMAS)),
-                               torch.zeros(*mask.shape, len(GAMMAS)))[1]
+    batch_in = loss.read_batch(batch.clone())
+    states = States(s, s.detach(), s)
+    critic = loss.critic_loss(batch_in, states, torch.zeros(*mask.shape, len(GAMMAS)))[1]
     masked_mean(critic.cql_gap, mask).backward()
     with torch.no_grad():
         for p in loss.critic_head_params.values(True, True):
@@ -467,134 +504,6 @@ def test_n_step_cut_stops_returns_at_actions_the_target_policy_rates_low():
     uncut = nstep_return(td["next", "reward"], td["next", "terminated"], m, torch.zeros(3, 8, len(GAMMAS)),
                          torch.tensor(GAMMAS), 3, 10.0)
     assert not torch.allclose(exp, uncut)  # the cuts changed some targets
-
-
-def _zero_target_critic(loss):
-    with torch.no_grad():
-        for p in loss.target_critic_head_params["net", "out"].values():
-            p.zero_()
-
-
-def _target_stats(td, continues, gammas=GAMMAS, n=3):
-    """(mean over valid steps of the last gamma's target, max over every gamma) of zero-bootstrap n-step targets."""
-    m = td["mask"]
-    exp = nstep_return(td["next", "reward"], td["next", "terminated"], m, torch.zeros(*m.shape, len(gammas)),
-                       torch.tensor(gammas), n, 10.0, continues=continues)
-    return (exp[..., -1] * m).sum().item() / (m.sum().item() + 1e-5), exp[m].max().item(), exp
-
-
-def test_n_step_stop_explored_stops_returns_before_explored_actions_only():
-    """Zero target critic: each target is a masked reward sum whose length shows the stops. A return goes on through
-    step t unless exploration changed a_t (the batch's `explored`); step 0 of a window is never an intermediate step.
-    Row 2 is padded from step 2, so the loss packs the batch (the flags must travel with their steps)."""
-    td = make_batch("discrete")
-    explored = torch.zeros(3, 8, 1, dtype=torch.bool)
-    explored[0, [0, 2, 5]] = True
-    explored[1, 1] = True
-    td["explored"] = explored
-    G = len(GAMMAS)
-    cont = (~explored[..., 0])[..., None].expand(3, 8, G).clone()
-    cont[:, 0] = True
-    for stop, want in ((True, cont), (False, None)):
-        loss = build("discrete", n_step=3, n_step_stop_explored=stop, reward_multiplier=10.0)
-        assert loss.packable
-        _zero_target_critic(loss)
-        out = loss(td.clone())
-        mean, mx, exp = _target_stats(td, want)
-        assert out["td_target_mean"].item() == pytest.approx(mean, rel=1e-5)
-        assert out["td_target_max"].item() == pytest.approx(mx, rel=1e-5)
-        if stop:
-            assert not torch.allclose(exp, _target_stats(td, None)[2])  # the stops changed some targets
-            assert "explored" in loss.in_keys
-
-
-def test_n_step_stop_explored_without_the_entry_warns_once_and_does_not_cut():
-    td = make_batch("discrete")
-    loss = build("discrete", n_step=3, n_step_stop_explored=True, reward_multiplier=10.0)
-    _zero_target_critic(loss)
-    with pytest.warns(UserWarning, match="no 'explored' entry"):
-        out = loss(td.clone())
-    assert out["td_target_mean"].item() == pytest.approx(_target_stats(td, None)[0], rel=1e-5)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loss(td.clone())
-    assert not [w for w in caught if "explored" in str(w.message)]  # once
-
-
-def test_n_step_min_gamma_keeps_one_step_returns_below_it():
-    """gammas [0.5, 0.95] with n_step_min_gamma 0.9: gamma 0.5 gets 1-step targets, 0.95 (the last) 3-step ones; with
-    the threshold above every gamma all targets are 1-step."""
-    td = make_batch("discrete")
-    gammas = [0.5, 0.95]
-    for min_gamma, per_gamma in ((0.9, [False, True]), (0.99, [False, False]), (0.0, [True, True])):
-        loss = build("discrete", n_step=3, n_step_min_gamma=min_gamma, reward_multiplier=10.0, gammas=gammas)
-        _zero_target_critic(loss)
-        out = loss(td.clone())
-        cont = torch.tensor(per_gamma).expand(3, 8, 2).clone()
-        cont[:, 0] = True
-        mean, mx, _ = _target_stats(td, cont, gammas)
-        assert out["td_target_mean"].item() == pytest.approx(mean, rel=1e-5)
-        assert out["td_target_max"].item() == pytest.approx(mx, rel=1e-5)
-        one_step_last = _target_stats(td, None, gammas, n=1)[0]
-        assert (out["td_target_mean"].item() == pytest.approx(one_step_last, rel=1e-5)) is (not per_gamma[1])
-
-
-def test_early_stops_are_refused_with_tree_backup_and_bad_min_gamma():
-    for kw in ({"n_step_stop_explored": True}, {"n_step_min_gamma": 0.9}):
-        with pytest.raises(ValueError, match="tree_backup=True needs"):
-            build("discrete", n_step=3, tree_backup=True, **kw)
-    for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match=f"n_step_min_gamma={bad}"):
-            build("discrete", n_step=3, n_step_min_gamma=bad)
-
-
-def _bias_only(params, key, scale, seed):
-    """Zero a head's last layer weights and give it a random bias, the same for every ensemble member; returns it."""
-    last = params[key]
-    bias = scale * torch.randn(last["bias"].shape[-1], generator=torch.Generator().manual_seed(seed))
-    last["weight"].zero_()
-    last["bias"].copy_(bias.expand_as(last["bias"]))
-    return bias.unflatten(-1, (len(GAMMAS), -1))  # the heads' [G, A] layout
-
-
-def test_tree_backup_targets_from_the_per_action_target_q_and_target_policy():
-    """Bias-only target critic and actor: Q(s, a) and pi(a|s) are the same [G, A] tables at every step, so the
-    targets are tree_backup_return of V = sum_a pi Q, Q(a_{t+1}) and pi(a_{t+1}) read off those tables."""
-    td = make_batch("discrete")
-    m, a = td["mask"], td["action"]
-    loss = build("discrete", n_step=3, n_step_cut=0.0, tree_backup=True, reward_multiplier=10.0)
-    with torch.no_grad():
-        q_norm = _bias_only(loss.target_critic_head_params, ("net", "out"), 1.0, 2)  # [G, A]
-        q = loss.popart(q_norm.T, normalized=False).T  # PopArt's old stats, per gamma
-        logits = _bias_only(loss.target_actor_head_params, ("net", "net", "8"), 3.0, 1)
-        pi = loss.actor_head.dist(logits.expand(3, 8, -1, -1)).probs  # [B, T, G, A]
-    a_next = torch.cat([a[:, 1:], a[:, -1:]], 1)[..., None, None].expand(3, 8, len(GAMMAS), 1)
-    q_bt = q.expand(3, 8, -1, -1)
-    exp = tree_backup_return(td["next", "reward"], td["next", "terminated"], m, (pi * q_bt).sum(-1),
-                             q_bt.gather(-1, a_next).squeeze(-1), pi.gather(-1, a_next).squeeze(-1),
-                             torch.tensor(GAMMAS), 3, 10.0)
-    out = loss(td)
-    assert out["td_target_mean"].item() == pytest.approx((exp[..., -1] * m).sum().item() / (m.sum().item() + 1e-5),
-                                                         rel=1e-5)
-    assert out["td_target_max"].item() == pytest.approx(exp[m].max().item(), rel=1e-5)
-    one_step = nstep_return(td["next", "reward"], td["next", "terminated"], m, (pi * q_bt).sum(-1),
-                            torch.tensor(GAMMAS), 1, 10.0)
-    assert not torch.allclose(exp, one_step)  # the later steps counted
-
-
-def test_tree_backup_with_one_step_is_the_default_loss_and_needs_a_per_action_critic():
-    batch = make_batch("discrete")
-    outs = []
-    for tb in (False, True):
-        loss = build("discrete", n_step=1, tree_backup=tb)
-        torch.manual_seed(0)
-        outs.append(loss(batch.clone()))
-    for key in ("td_target_mean", "loss_critic", "loss_actor"):
-        assert outs[1][key].item() == outs[0][key].item()
-    for kind, critic, kw in (("continuous", "auto", {}), ("discrete", "two_hot", {}), ("discrete", "auto",
-                                                                                      {"n_step_cut": 1.0})):
-        with pytest.raises(ValueError, match="tree_backup=True needs a per-action critic"):
-            build(kind, critic, n_step=3, tree_backup=True, **kw)
 
 
 def test_n_step_cut_of_one_gives_continuous_actions_one_step_returns():

@@ -13,7 +13,7 @@ from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import encoder_emb_dim, make_trajectory_encoder
 from torchrl_amago.objectives import AMAGOLoss
 from torchrl_amago.spaces import ActionSpace
-from torchrl_amago.trainers.cql_schedule import ramp_factor
+from torchrl_amago.trainers.schedules import ramp_factor
 
 from .memory_task import NUM_ARMS, OBS_DIM, collect, train
 

@@ -133,8 +133,8 @@ class ConservativeActorLoss(AMAGOLoss):
 
     beta = 0.5
 
-    def _actor_loss(self, batch, s, dist, critic):
-        loss, terms = super()._actor_loss(batch, s, dist, critic)
+    def actor_loss(self, batch, states, dist, critic):
+        loss, terms = super().actor_loss(batch, states, dist, critic)
         G = self.gammas.numel()
         logp = dist.log_prob(batch.action_index.unsqueeze(-1).expand(*batch.mask.shape, G))
         extra = torch.where(batch.mask.unsqueeze(-1), logp.square(), 0.0).sum() / (batch.mask.sum() * G)
@@ -151,3 +151,36 @@ def test_subclass_overrides_one_step_and_keeps_the_others():
     out = variant(td)
     torch.testing.assert_close(out["loss_critic"], ref["loss_critic"], rtol=0, atol=0)  # same critic step
     assert out["loss_actor"].item() > ref["loss_actor"].item()  # the extra term is positive
+
+
+class ShiftedTargets(AMAGOLoss):
+    """A variant critic target: the stock one plus 1 (a made-up shift)."""
+
+    def critic_target(self, batch, states, policy):
+        return super().critic_target(batch, states, policy) + 1.0
+
+
+def test_forward_uses_an_overridden_public_step():
+    """forward calls the public steps by name, so a subclass that replaces one (here the critic target) changes what
+    forward computes and nothing upstream of that step."""
+    td = make_batch("discrete")
+    base, variant = build("discrete"), build("discrete")
+    variant.__class__ = ShiftedTargets
+    torch.manual_seed(0)
+    ref = base(td.clone())
+    torch.manual_seed(0)
+    out = variant(td.clone())
+    assert out["td_target_max"].item() == pytest.approx(ref["td_target_max"].item() + 1.0, rel=1e-6)
+    assert out["td_target_min"].item() == pytest.approx(ref["td_target_min"].item() + 1.0, rel=1e-6)
+    assert out["reward_mean"].item() == ref["reward_mean"].item()
+    assert out["loss_critic"].item() != pytest.approx(ref["loss_critic"].item(), rel=1e-4)
+
+
+def test_a_subclass_overriding_a_step_by_its_earlier_name_is_refused():
+    """`_actor_loss` of the earlier release is `actor_loss` now: an override under the old name would never run."""
+    import pytest
+    from torchrl_amago.objectives import AMAGOLoss
+
+    with pytest.raises(TypeError, match=r"Old overrides _actor_loss \(now actor_loss\)"):
+        type("Old", (AMAGOLoss,), {"_actor_loss": lambda self, *a: None})
+    type("New", (AMAGOLoss,), {"actor_loss": lambda self, *a: None})  # the public name is fine

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torchrl_amago.objectives.returns import nstep_return, tree_backup_return
+from torchrl_amago.objectives.returns import greedy_continues, nstep_return
 
 GAM = torch.tensor([0.5, 0.9], dtype=torch.float64)
 # 3 rows, T=5
@@ -151,43 +151,12 @@ def test_continues_stops_a_return_before_the_cut_step_only():
                                nstep_return(R, TERM, VALID, Q, GAM, n=1))
 
 
-def _tree_backup_brute(r, term, valid, v, q_taken, p_taken, gam, n):
-    """The Tree Backup recursion, step by step: G_t = y_t + g pi_{t+1} (G_{t+1} - Q_{t+1}(a_{t+1}))."""
-    B, T, G = v.shape
-
-    def ret(b, t, g, m):
-        y = r[b, t] + (0.0 if term[b, t] else gam[g] * v[b, t, g])
-        if m == 1 or term[b, t] or t + 1 >= T or not valid[b, t + 1]:
-            return y
-        return y + gam[g] * p_taken[b, t, g] * (ret(b, t + 1, g, m - 1) - q_taken[b, t, g])
-
-    return torch.tensor([[[ret(b, t, g, n) if valid[b, t] else 0.0 for g in range(G)] for t in range(T)]
-                         for b in range(B)], dtype=v.dtype)
-
-
-@pytest.mark.parametrize("n", [1, 2, 4])
-def test_tree_backup_against_its_recursion(n):
-    g = torch.Generator().manual_seed(10 + n)
-    B, T, G = 4, 9, 3
-    r = torch.randn(B, T, generator=g, dtype=torch.float64)
-    term = torch.rand(B, T, generator=g) < 0.2
-    valid = torch.rand(B, T, generator=g) < 0.8
-    v, q_taken = torch.randn(2, B, T, G, generator=g, dtype=torch.float64)
-    p_taken = torch.rand(B, T, G, generator=g, dtype=torch.float64)
-    gam = torch.tensor([0.3, 0.9, 0.99], dtype=torch.float64)
-    torch.testing.assert_close(tree_backup_return(r, term, valid, v, q_taken, p_taken, gam, n),
-                               _tree_backup_brute(r, term, valid, v, q_taken, p_taken, gam, n))
-
-
-def test_tree_backup_limits_are_uncut_and_one_step_returns():
-    """Probability 1 on the buffer actions (and their Q = the state value): the plain n-step return; probability 0:
-    the 1-step return. Hand-computed windows above (terminals and padding mid-window)."""
-    ones, zeros = torch.ones_like(Q), torch.zeros_like(Q)
-    torch.testing.assert_close(tree_backup_return(R, TERM, VALID, Q, Q, ones, GAM, n=3), expected_n3())
-    torch.testing.assert_close(tree_backup_return(R, TERM, VALID, Q, Q.neg(), zeros, GAM, n=3),
-                               nstep_return(R, TERM, VALID, Q, GAM, n=1))
-    # one step by hand, row 2 (no terminal, no padding), gamma .5, pi(a_1|s_1) = .25, Q(s_1, a_1) = 7
-    p, qa = zeros.clone(), zeros.clone()
-    p[2, 0, 0], qa[2, 0, 0] = 0.25, 7.0
-    y = tree_backup_return(R, TERM, VALID, Q, qa, p, GAM, n=2)
-    assert y[2, 0, 0].item() == pytest.approx(1 + 0.5 * q(2, 0, 0) + 0.5 * 0.25 * (2 + 0.5 * q(2, 1, 0) - 7.0))
+def test_greedy_continues_stops_before_buffer_actions_below_the_cut():
+    """Entry t - 1 of the target policy's probabilities at s_{t+1} is pi'(.|s_t): a return goes on through step t
+    where pi'(a_t|s_t) >= cut * max_a pi'(a|s_t); step 0 never stops one (it is no intermediate step)."""
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [1.0, 0.0, 0.0]])  # pi' at s_1..s_4
+    probs = probs[None, :, None, :]  # [B=1, T=4, G=1, A=3]
+    actions = torch.tensor([[2, 1, 0, 2]])  # a_0 .. a_3: a_1 = 1 (pi'(.|s_1) = probs[0]), a_2 = 0, a_3 = 2
+    assert greedy_continues(probs, actions, 1.0)[0, :, 0].tolist() == [True, False, False, False]
+    assert greedy_continues(probs, actions, 0.5)[0, :, 0].tolist() == [True, True, False, True]
+    assert greedy_continues(probs, actions, 0.0).all()

@@ -24,7 +24,7 @@ def _groups(loss):
 
 @pytest.mark.parametrize("backbone_tau, want", [(0.25, 0.25), (None, 0.1)])
 def test_heads_move_at_tau_and_the_encoders_copy_at_backbone_tau(backbone_tau, want):
-    loss = build(encoder="gru", target_backbone_min_gamma=0.0)
+    loss = build(encoder="gru", target_encoders=True)
     updater = AMAGOSoftUpdate(loss, tau=0.1, backbone_tau=backbone_tau)
     with torch.no_grad():  # move every online weight away from its target copy
         for p in loss.parameters():
@@ -42,7 +42,7 @@ def test_heads_move_at_tau_and_the_encoders_copy_at_backbone_tau(backbone_tau, w
             torch.testing.assert_close(v, (1 - w) * before[name][k] + w * online[name][k], msg=f"{name} {k}")
 
 
-def test_without_a_target_backbone_it_is_soft_update():
+def test_without_target_encoders_it_is_soft_update():
     plain, ours = build(), build()
     for loss, updater in ((plain, SoftUpdate(plain, tau=0.1)), (ours, AMAGOSoftUpdate(ours, tau=0.1))):
         with torch.no_grad():
@@ -54,19 +54,19 @@ def test_without_a_target_backbone_it_is_soft_update():
                  (plain.target_actor_head_params, ours.target_actor_head_params)):
         for k, v in a.items(True, True):
             assert torch.equal(v, b[k]), k
-    assert DEFAULT_BACKBONE_TAU == AMAGOSoftUpdate(build(target_backbone_min_gamma=0.0), tau=0.1).backbone_tau
+    assert DEFAULT_BACKBONE_TAU == AMAGOSoftUpdate(build(target_encoders=True), tau=0.1).backbone_tau
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -0.1])
 def test_bad_backbone_tau_is_named(bad):
     with pytest.raises(ValueError, match=rf"backbone_tau={bad}: must be in \(0, 1\]"):
-        AMAGOSoftUpdate(build(target_backbone_min_gamma=0.0), tau=0.1, backbone_tau=bad)
+        AMAGOSoftUpdate(build(target_encoders=True), tau=0.1, backbone_tau=bad)
 
 
 def test_a_swapped_memory_gets_its_own_target_copy():
     """Assigning another trajectory encoder to a loss with a target backbone copies the new encoder, so the TD
     targets read the new memory's weights (at first the same as the online ones) and the updater moves them."""
-    loss = build(target_backbone_min_gamma=0.0)
+    loss = build(target_encoders=True)
     ff = TensorDictModule(nn.Sequential(nn.Linear(D, D), nn.Tanh()), in_keys=["tstep_emb"], out_keys=["state_emb"])
     loss.trajectory_encoder = ff
     keys = set(loss.target_backbone_params.keys(True, True))

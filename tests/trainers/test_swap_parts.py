@@ -22,9 +22,9 @@ class EntropyBonusLoss(AMAGOLoss):
 
     bonus_coeff = 0.01
 
-    def _actor_loss(self, batch, s, dist, critic):
+    def actor_loss(self, batch, states, dist, critic):
         self._entropy = masked_mean(dist.entropy(), batch.mask)  # same backbone pass as the other terms
-        return super()._actor_loss(batch, s, dist, critic)
+        return super().actor_loss(batch, states, dist, critic)
 
     def forward(self, tensordict):
         out = super().forward(tensordict)

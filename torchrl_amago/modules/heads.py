@@ -272,7 +272,7 @@ class PopArt(nn.Module):
     1e-4 adds nothing, i.e. the original's maths). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
     constant reward) otherwise drives sigma to ~0.01 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
     errors then dominate a globally clipped gradient. A floor of ~1 reward unit (after `reward_multiplier`) caps
-    w at sigma_0 / min_sigma. `min_sigma_ratio` (default 0 here: off; `AMAGOLoss` uses 0.1) floors each gamma's
+    w at sigma_0 / min_sigma. `min_sigma_ratio` (default 0.1; 0: off, the original's) floors each gamma's
     sigma at that share of the largest gamma's sigma, a floor that follows the task's return scale: with 0.1, no
     gamma's normalised errors are amplified more than 10x those of the gamma with the widest returns.
 
@@ -283,7 +283,7 @@ class PopArt(nn.Module):
     moment_reducer = None
 
     def __init__(self, num_gammas: int, beta: float = 5e-4, init_nu: float = 100.0, min_sigma: float = 1e-4,
-                 min_sigma_ratio: float = 0.0):
+                 min_sigma_ratio: float = 0.1):
         super().__init__()
         if num_gammas < 1:
             raise ValueError(f"num_gammas must be >= 1, got {num_gammas}")

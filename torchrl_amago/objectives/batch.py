@@ -5,7 +5,7 @@ Padded steps may hold anything (NaN included): every value read at a padded posi
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, NamedTuple, Optional
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -14,8 +14,18 @@ from torch.nn import functional as F
 
 from ..spaces import ActionSpace
 
-__all__ = ["as_bt", "buffer_actions", "init_sequence", "masked_mean", "redq_members", "redq_reduce",
+__all__ = ["AMAGOBatch", "as_bt", "buffer_actions", "init_sequence", "masked_mean", "redq_reduce",
            "t_plus_one_sequence"]
+
+
+class AMAGOBatch(NamedTuple):
+    """What ``AMAGOLoss.read_batch`` extracts from a ``[B, T]`` window (padding already neutralised)."""
+
+    mask: torch.Tensor  #: [B, T] bool, False on padding
+    reward: torch.Tensor  #: [B, T] raw env reward r_t
+    terminated: torch.Tensor  #: [B, T] bool
+    action_features: torch.Tensor  #: [B, T, A] float buffer action as critic input (one-hot for discrete)
+    action_index: Optional[torch.Tensor]  #: [B, T] long for discrete spaces, else None
 
 
 def as_bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
@@ -106,17 +116,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / (m.sum() + 1e-5)
 
 
-def redq_members(leading: tuple, members: int, num: int, gammas: int, device) -> torch.Tensor:
-    """REDQ's draw: ``num`` of ``members`` critics with replacement, independently per leading index and gamma ->
-    indices ``[*leading, num, gammas]``."""
-    return torch.randint(0, members, (*leading, num, gammas), device=device)
-
-
 def redq_reduce(values: torch.Tensor, num: int, use_min: bool, pick: torch.Tensor | None = None) -> torch.Tensor:
-    """REDQ: per entry of ``values [..., C, G]`` draw ``num`` members with replacement (independently per
-    leading index and gamma, ``redq_members``) and take their min (clipped double-Q) or mean -> ``[..., G]``.
-    ``pick``: the member indices ``[..., num, G]`` to use instead of a new draw."""
+    """REDQ: per entry of ``values [..., C, G]`` draw ``num`` of the C members with replacement (independently per
+    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``. ``pick``: the member
+    indices ``[..., num, G]`` to use instead of a new draw."""
     if pick is None:
-        pick = redq_members(values.shape[:-2], values.shape[-2], num, values.shape[-1], values.device)
+        pick = torch.randint(0, values.shape[-2], (*values.shape[:-2], num, values.shape[-1]), device=values.device)
     sel = torch.take_along_dim(values, pick, dim=-2)
     return sel.amin(-2) if use_min else sel.mean(-2)

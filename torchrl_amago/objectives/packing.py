@@ -27,7 +27,7 @@ from tensordict.utils import NestedKey
 from .batch import zero_where_invalid
 
 
-#: `AMAGOLoss(pack_windows=...)` / `--pack_windows`: which batches are packed (True / False mean always / never)
+#: `AMAGOLoss(pack_windows=...)`: which batches are packed (True / False mean always / never)
 PACK_MODES = ("cpu", "always", "never")
 
 

@@ -1,15 +1,19 @@
-"""Multi-gamma n-step TD targets that stop at terminals and at padding.
+"""Multi-gamma n-step TD targets that stop at terminals and at padding, and the ``n_step_cut`` rule.
 
-One function, used by the loss and by anything else that needs AMAGO's targets, so the masking rules live
+``nstep_return`` is used by the loss and by anything else that needs AMAGO's targets, so the masking rules live
 in one place: rewards are accumulated with gamma^i until a step is ``terminated`` (its reward counts, no
 bootstrap) or the next step is padding / outside the window (bootstrap from the successor of the last
 accumulated step). ``truncated`` is not an input on purpose: it never stops bootstrapping.
+
+``greedy_continues`` is ``AMAGOLoss(n_step_cut=...)``: a return also stops before an intermediate buffer action
+that the target policy rates below ``n_step_cut`` x the probability of its most likely action (1: before any
+non-greedy action, as Watkins' Q(lambda)). The original's n-step returns (``n_step_cut=0``) never stop there.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["nstep_return", "tree_backup_return"]
+__all__ = ["check_n_step", "greedy_continues", "nstep_return"]
 
 
 def _shift_left(x: torch.Tensor, i: int, fill) -> torch.Tensor:
@@ -90,37 +94,31 @@ def nstep_return(
     return ret
 
 
-def tree_backup_return(
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    valid: torch.Tensor,
-    next_value: torch.Tensor,
-    next_q_taken: torch.Tensor,
-    next_prob_taken: torch.Tensor,
-    gammas: torch.Tensor,
-    n: int = 1,
-    reward_multiplier: float = 1.0,
-) -> torch.Tensor:
-    """n-step Tree Backup targets (Precup et al. 2000) for discrete actions: off-policy without behaviour
-    probabilities. ``G_t = y_t + g (1 - term_t) pi(a_{t+1}|s_{t+1}) (G_{t+1} - Q(s_{t+1}, a_{t+1}))`` with the
-    1-step target ``y_t = r_t + g (1 - term_t) V(s_{t+1})``, cut after n reward steps and before padding.
+def check_n_step(n_step: int, n_step_cut: float, discrete: bool, kind: str = "continuous") -> int:
+    """The return length the loss uses for ``AMAGOLoss(n_step=..., n_step_cut=...)``, or a ValueError naming them.
 
-    Args are those of ``nstep_return`` plus, indexed like ``next_value`` (by step t, about step t + 1):
-        next_q_taken: ``[B, T, ..., G]`` Q(s_{t+1}, a_{t+1}) of the buffer action, in ``next_value``'s scale.
-        next_prob_taken: ``[B, T, ..., G]`` pi(a_{t+1}|s_{t+1}) under the target policy.
+    A fraction ``0 < n_step_cut < 1`` compares a discrete buffer action's probability with the mode's, so
+    non-discrete actions take 0 or 1; with 1 every return is 1-step (a sampled action is never the mode)."""
+    if n_step < 1:
+        raise ValueError(f"n_step must be >= 1, got {n_step}")
+    if not 0.0 <= n_step_cut <= 1.0 or (0.0 < n_step_cut < 1.0 and not discrete):
+        raise ValueError(f"n_step_cut={n_step_cut}: must be in [0, 1], and 0 or 1 for {kind} actions "
+                         f"(a fraction compares a discrete buffer action's probability with the mode's)")
+    return 1 if (n_step_cut == 1.0 and not discrete) else int(n_step)
 
-    A policy that puts probability 1 on the buffer actions, with ``next_value == next_q_taken``, gives
-    ``nstep_return``'s uncut targets; probability 0 gives 1-step targets.
-    """
-    one_step = nstep_return(reward, terminated, valid, next_value, gammas, 1, reward_multiplier)
-    if n == 1:
-        return one_step
-    term = _per_step(terminated, "terminated", next_value).bool()
-    val = _per_step(valid, "valid", next_value).bool()
-    gammas = gammas.to(next_value.dtype)
-    ret, trace = one_step, torch.ones_like(next_value)
-    for i in range(1, n):  # step t + i enters t's return through pi(a_{t+i}|s_{t+i})
-        go_on = _shift_left(~term, i - 1, False) & _shift_left(val, i, False)
-        trace = trace * gammas * torch.where(go_on, _shift_left(next_prob_taken, i - 1, 0.0), 0.0)
-        ret = ret + trace * (_shift_left(one_step, i, 0.0) - _shift_left(next_q_taken, i - 1, 0.0))
-    return torch.where(val, ret, 0.0)
+
+def greedy_continues(probs_next: torch.Tensor, action_index: torch.Tensor, n_step_cut: float) -> torch.Tensor:
+    """``continues`` of :func:`nstep_return` for ``n_step_cut``: may a return go on through step t?
+
+    Args:
+        probs_next: ``[B, T, G, A]`` the target policy's probabilities at s_{t+1} of each step t (so entry t - 1
+            is pi'(.|s_t)).
+        action_index: ``[B, T]`` the buffer actions a_t.
+        n_step_cut: stop where pi'(a_t|s_t) < ``n_step_cut`` * max_a pi'(a|s_t).
+
+    Returns:
+        ``[B, T, G]`` bool; step 0 of a window is never an intermediate step (True)."""
+    probs = probs_next[:, :-1]  # pi'(.|s_t) for t = 1..T-1
+    a = action_index[:, 1:, None, None].expand(*probs.shape[:-1], 1)
+    keep = probs.gather(-1, a).squeeze(-1) >= n_step_cut * probs.amax(-1)
+    return torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1)

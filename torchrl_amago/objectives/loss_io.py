@@ -1,0 +1,394 @@
+"""What ``AMAGOLoss`` reads and how it calls its modules, kept out of the algorithm's way (``amago_loss.py``).
+
+``AMAGOLossIO``, the base class of ``AMAGOLoss``, holds: the batch keys (``_AcceptedKeys``, ``set_keys``,
+``in_keys`` / ``out_keys``); reading a ``[B, T]`` window (:meth:`~AMAGOLossIO.read_batch`); the T+1 model
+sequence, one encoder pass over it and its packing into fewer rows; functional calls of the heads and action
+sampling; TorchRL's reductions and its value-estimator refusal; two ``nn.Module`` overrides (``__setattr__``
+adapts an assigned trajectory encoder, ``_apply`` moves the heads' buffers). The constructor's checks are the
+functions at the end.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from tensordict import TensorDictBase, TensorDictParams
+from tensordict.utils import NestedKey
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+from torchrl.objectives import LossModule
+
+from .. import keys as K
+from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
+from ..modules.trajectory.adapters import as_sequence_module
+from ..spaces import ActionSpace
+from .batch import AMAGOBatch, as_bt, buffer_actions, init_sequence, masked_mean, t_plus_one_sequence
+from .packing import PackPlan, pack_mode, packs_here, plan_packing
+from .target_encoders import ENCODERS, encoder_params
+
+#: ``AMAGOLoss(reduction=...)``, TorchRL's names
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class AMAGOLossIO(LossModule):
+    """The plumbing under ``AMAGOLoss`` (see the module docstring); not a loss on its own."""
+
+    actor_head: nn.Module
+    actor_head_params: TensorDictParams
+    target_actor_head_params: TensorDictParams
+    critic_head: nn.Module
+    critic_head_params: TensorDictParams
+    target_critic_head_params: TensorDictParams
+
+    @dataclass
+    class _AcceptedKeys:
+        """Batch keys read by the loss (override with ``loss.set_keys(...)``); defaults from ``torchrl_amago.keys``.
+
+        Attributes:
+            action (NestedKey): the buffer action a_t, in the env's encoding (one-hot or index for discrete
+                spaces, ``[B, T, A]`` floats otherwise).
+            reward (NestedKey): r_t, ``[B, T(, 1)]``; scaled by ``reward_multiplier`` inside the loss only.
+            terminated (NestedKey): ``[B, T(, 1)]`` bool; stops bootstrapping (``truncated`` does not).
+            mask (NestedKey): ``[B, T]`` (or ``[B, T, 1]``) bool, False on padding. Which entries mark valid steps
+                follows TorchRL's ``loss.loss_mask_key``: ``"auto"`` (default) ANDs this key and TorchRL's
+                ``("collector", "mask")``, whichever are present (the sequence replay writes both), and a batch with
+                neither is an error (an all-valid default would silently train on padding); a key: that entry
+                only; ``None``: every step is valid (unpadded windows, e.g. TorchRL's ``SliceSampler``).
+            time_idx (NestedKey): steps since the hard reset, read at the root (step 0) and under ``"next"``; fed to
+                the trajectory encoder's time key.
+            is_init (NestedKey): first step after a hard reset, read under ``"next"`` (optional; False if absent).
+                The sequence the loss builds marks position 0 as ``is_init`` (a window starts from a fresh memory
+                state), so TorchRL's recurrent modules reset there and wherever a new trial starts inside it.
+            prev_action (NestedKey): a_{t-1} features, root and ``"next"``; fed to the timestep encoder.
+            prev_reward (NestedKey): r_{t-1}, root and ``"next"``; fed to the timestep encoder.
+            priority (NestedKey): written (not read): the per-step TD error ``[B, T, 1]`` for prioritized samplers,
+                TorchRL's ``"td_error"``.
+        """
+
+        action: NestedKey = K.ACTION
+        reward: NestedKey = ("next", K.REWARD)
+        terminated: NestedKey = ("next", K.TERMINATED)
+        mask: NestedKey = K.MASK
+        time_idx: NestedKey = K.TIME_IDX
+        is_init: NestedKey = K.IS_INIT
+        prev_action: NestedKey = K.PREV_ACTION
+        prev_reward: NestedKey = K.PREV_REWARD
+        priority: NestedKey = "td_error"
+
+    default_keys = _AcceptedKeys
+    #: the two differentiable terms; their sum is the objective (every other output is a detached diagnostic)
+    LOSS_KEYS = ("loss_actor", "loss_critic")
+
+    # ------------------------------------------------------------------------------------------------- keys
+    def _input_pairs(self) -> list[tuple[NestedKey, NestedKey]]:
+        """(key the encoders read, key of this batch) for every per-step model input of the T+1 sequence."""
+        k, enc = self.tensor_keys, self.timestep_encoder
+        mask_key = getattr(enc, "mask_key", K.MASK)
+        rename = {getattr(enc, "prev_action_key", K.PREV_ACTION): k.prev_action,
+                  getattr(enc, "prev_reward_key", K.PREV_REWARD): k.prev_reward}
+        pairs = [(key, rename.get(key, key)) for key in enc.in_keys if key != mask_key]
+        pairs.append((getattr(self.trajectory_encoder, "time_key", K.TIME_IDX), k.time_idx))
+        return pairs
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """Every batch key the loss reads (model inputs at the root and under ``"next"``, action, reward, ...)."""
+        k, keys = self.tensor_keys, []
+        for _, src in self._input_pairs():  # read at the root (step 0) and under "next" (steps 1..T)
+            keys += [src, _under_next(src)]
+        keys += [k.action, k.reward, k.terminated, k.mask, _under_next(k.is_init)]
+        return list(dict.fromkeys(keys))
+
+    @property
+    def out_keys(self) -> list[str]:
+        """The keys ``forward`` writes: ``LOSS_KEYS`` first, then the detached diagnostics."""
+        keys = list(self.LOSS_KEYS) + ["critic_loss_unweighted", "q_mean", "td_target_min", "td_target_max",
+                                       "td_target_mean", "reward_mean", "valid_steps", "popart_mu", "popart_sigma",
+                                       "policy_entropy"]
+        if self.online_coeff > 0:
+            keys.append("actor_online")
+        if self.offline_coeff > 0:
+            keys += ["actor_offline", "adv_mean", "filter_acceptance", "filter_mean", "logp_mean"]
+        if self.cql_coeff > 0:
+            keys.append("cql_gap")
+        return keys
+
+    # ------------------------------------------------------------------------------------------- the batch
+    def read_batch(self, tensordict: TensorDictBase) -> AMAGOBatch:
+        """Step 1: validate the ``[B, T]`` window and read mask, reward, terminated and the buffer action."""
+        k = self.tensor_keys
+        if tensordict.batch_dims != 2:
+            raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
+        B, T = tensordict.batch_size
+        reward = tensordict.get(k.reward, None)
+        term = tensordict.get(k.terminated, None)
+        action = tensordict.get(k.action, None)
+        for name, v in ((k.reward, reward), (k.terminated, term), (k.action, action)):
+            if v is None:
+                raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
+        reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
+        mask = self._step_mask(tensordict, B, T, reward.device)
+        if "priority_weight" in tensordict.keys() and not getattr(self, "_warned_weights", False):
+            self._warned_weights = True
+            warnings.warn("AMAGOLoss does not apply the importance weights of a prioritized sampler "
+                          "('priority_weight' in the batch): the update is unweighted (docs/api/objectives.md)")
+        a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
+        return AMAGOBatch(mask, reward, term, a_feat, a_idx)
+
+    def _step_mask(self, tensordict: TensorDictBase, B: int, T: int, device) -> torch.Tensor:
+        """``[B, T]`` bool, False on padding, read as TorchRL's ``loss_mask_key`` says (see ``_AcceptedKeys.mask``).
+
+        TorchRL's ``"auto"`` also reads ``"shifted_valid"`` (written by its value estimators where a bootstrapped
+        target crosses an episode boundary); AMAGO's windows lie inside one trial and its n-step return stops at
+        ``terminated`` and padding itself, so that entry is not read."""
+        setting = self.loss_mask_key
+        if setting is None:
+            return torch.ones(B, T, dtype=torch.bool, device=device)
+        names = list(dict.fromkeys([self.tensor_keys.mask, K.TORCHRL_MASK] if setting == "auto" else [setting]))
+        mask = None
+        for name in names:
+            value = tensordict.get(name, None)
+            if value is not None:
+                value = as_bt(value, B, T, name).bool()
+                mask = value if mask is None else mask & value
+        if mask is None:  # an all-valid default would silently train on padding
+            raise ValueError(
+                f"AMAGOLoss: batch has no key {' or '.join(repr(n) for n in names)} (the validity mask, False on "
+                f"padding; the sequence replay writes both 'mask' and ('collector', 'mask')). For windows without "
+                f"padding (e.g. TorchRL's SliceSampler with strict_length=True) set loss.loss_mask_key = None, or pass "
+                f"an all-True mask")
+        return mask
+
+    def _reduce(self, element: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-step loss terms ``[B, T, ...]`` -> the loss under ``self.reduction`` (padding never counts)."""
+        if self.reduction == "mean":
+            return masked_mean(element, mask)
+        per_step = element.reshape(*mask.shape, -1).mean(-1)
+        per_step = torch.where(mask, per_step, torch.zeros((), dtype=per_step.dtype, device=per_step.device))
+        return per_step.sum() if self.reduction == "sum" else per_step
+
+    # ----------------------------------------------------------------------------- the T+1 sequence, packed
+    def _sequence(self, td: TensorDictBase, mask: torch.Tensor) -> TensorDictBase:
+        """The T+1 model inputs, with this loss's key names mapped to the names the encoders read, plus
+        ``is_init`` (True at position 0 and where a new trial starts) for TorchRL's recurrent modules."""
+        seq = t_plus_one_sequence(td, self._input_pairs(), mask, getattr(self.timestep_encoder, "mask_key", K.MASK))
+        init_key = getattr(self.trajectory_encoder, "init_key", K.IS_INIT)
+        seq.set(init_key, init_sequence(td, self.tensor_keys.is_init, mask))
+        return seq
+
+    def _backbone(self, tensordict: TensorDictBase, mask: torch.Tensor) -> torch.Tensor:
+        """Timestep + trajectory encoder over the T+1 sequence, one window per row -> states ``[B, T+1, D]``."""
+        return self._encode(self._sequence(tensordict, mask))
+
+    def _encode(self, seq: TensorDictBase) -> torch.Tensor:
+        seq = self.trajectory_encoder(self.timestep_encoder(seq))
+        return seq.get(getattr(self.trajectory_encoder, "out_key", K.STATE_EMB))
+
+    @property
+    def pack_windows(self) -> str:
+        """Which batches are packed: one of ``packing.PACK_MODES``; set it with a mode or True / False."""
+        return self._pack_windows
+
+    @pack_windows.setter
+    def pack_windows(self, value) -> None:
+        self._pack_windows = pack_mode(value)
+
+    @property
+    def packable(self) -> bool:
+        """Batches can be packed (``packing.py``): the trajectory encoder keeps windows apart, and `_backbone` is
+        this class's (a subclass that replaces it gets one window per row, so its override always runs)."""
+        return (bool(getattr(self.trajectory_encoder, "packable", False))
+                and type(self)._backbone is AMAGOLossIO._backbone)
+
+    def _packing_plan(self, mask: torch.Tensor) -> Optional[PackPlan]:
+        """How this batch's windows share rows, or None: one window per row."""
+        packs = self.packable and self.reduction != "none" and packs_here(self.pack_windows, mask)
+        return plan_packing(mask) if packs else None
+
+    def _encoder_pass(self, tensordict: TensorDictBase, mask: torch.Tensor, plan: Optional[PackPlan]) -> torch.Tensor:
+        """States ``[B, T+1, D]`` (`_backbone`), or ``[R, T+1, D]`` on the rows that ``plan`` packs."""
+        if plan is None:
+            return self._backbone(tensordict, mask)
+        return self._encode(plan.pack_sequence(self._sequence(tensordict, mask),
+                                               getattr(self.timestep_encoder, "mask_key", K.MASK),
+                                               getattr(self.trajectory_encoder, "init_key", K.IS_INIT), K.SEGMENT))
+
+    @staticmethod
+    def _pack_batch(batch: AMAGOBatch, plan: PackPlan) -> AMAGOBatch:
+        """The batch's steps moved to their packed places ``[R, T]``."""
+        idx = batch.action_index
+        return AMAGOBatch(plan.step_valid, plan.pack_steps(batch.reward), plan.pack_steps(batch.terminated),
+                          plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx))
+
+    # ------------------------------------------------------------------------------ encoders' target copy
+    @property
+    def backbone_params(self):
+        """The encoders' parameters (the tensors themselves); with ``target_encoders=True`` ``SoftUpdate`` moves
+        ``target_backbone_params`` towards them."""
+        return encoder_params(self)
+
+    def _copy_backbone_to_target(self) -> None:
+        self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
+
+    # ------------------------------------------------------------------------------------------ the heads
+    @staticmethod
+    def _call_with(module: nn.Module, params: TensorDictBase, *args, detach: bool = False) -> torch.Tensor:
+        """module(*args) with `params`; `detach`: through detached copies (gradients reach the inputs only)."""
+        if detach or (isinstance(params, TensorDictParams)
+                      and not any(p.requires_grad for p in params.values(True, True))):
+            # a functional call uses the tensors as given. `to_module` would hand them back as trainable
+            # Parameters: SoftUpdate then refuses target params ("part of a graph"), and detached params would
+            # get weight gradients computed (then dropped) in every backward
+            return functional_call(module, {".".join(key) if isinstance(key, tuple) else key:
+                                            v.detach() if detach else v for key, v in params.items(True, True)}, args)
+        with params.to_module(module):
+            return module(*args)
+
+    def _actor(self, params: TensorDictBase, state: torch.Tensor) -> torch.Tensor:
+        return self._call_with(self.actor_head, params, state)
+
+    def _critic(self, params: TensorDictBase, state: torch.Tensor, action: Optional[torch.Tensor] = None):
+        return self._call_with(self.critic_head, params, state, *(() if action is None else (action,)))
+
+    def _sample(self, dist, k: int, reparam: bool) -> torch.Tensor:
+        """k actions from `dist` as critic inputs [k, B, T, G, A] (discrete -> one-hot; reparam -> with grad)."""
+        if self.action_space.discrete:
+            if reparam:  # straight-through Gumbel-softmax (the original's DiscreteLikeContinuous.rsample)
+                logits = dist.logits.unsqueeze(0).expand(k, *dist.logits.shape)
+                return F.gumbel_softmax(logits, tau=self.gumbel_temperature, hard=True)
+            return F.one_hot(dist.sample((k,)), self.action_space.dim).float()
+        if reparam:
+            return dist.rsample((k,))
+        return dist.sample((k,)).float()
+
+    def _values(self, out: torch.Tensor) -> torch.Tensor:
+        """Critic output -> per-member value [..., C, G] in the critic's raw output space."""
+        return self.critic_head.to_value(out) if self.two_hot else out
+
+    # ------------------------------------------------------------------------------- nn.Module and TorchRL
+    def __setattr__(self, name, value):
+        if name == "trajectory_encoder" and isinstance(value, nn.Module):
+            value = as_sequence_module(value)  # a bare encoder works, or the error names the wrapper to use
+        super().__setattr__(name, value)
+        if name in ENCODERS and getattr(self, "target_encoders", False):
+            self._copy_backbone_to_target()  # a swapped encoder gets its own target copy (build updaters after)
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to(device)` / `.double()` also reach the heads' own buffers, which code outside a functional call reads
+        (the two-hot critic's `bins`): `convert_to_functional` keeps the heads out of the submodules."""
+        out = super()._apply(fn, *args, **kwargs)
+        for head in (self.actor_head, self.critic_head):
+            for module in head.modules():
+                for name, buf in module._buffers.items():
+                    if buf is not None:
+                        module._buffers[name] = fn(buf)
+        return out
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass  # no TorchRL value estimator: targets come from `nstep_return`
+
+    def make_value_estimator(self, value_type=None, **hyperparams):
+        """Refused with a ``NotImplementedError`` that says why (one TorchRL estimator is one gamma, one network)."""
+        raise NotImplementedError(
+            f"AMAGOLoss has no TorchRL value estimator (asked for {value_type!r}): its TD targets are multi-gamma "
+            f"n-step returns for all {self.gammas.numel()} discounts at once (gammas={self.gammas.tolist()}, one "
+            f"critic output per gamma) from a REDQ-reduced, PopArt-denormalised target ensemble, which a TorchRL "
+            f"ValueEstimator (one gamma, one value network) cannot compute. Set the discounts with "
+            f"AMAGOLoss(gammas=[...]) (the last is the acting gamma) and the return length with AMAGOLoss(n_step=n); "
+            f"for a TorchRL estimator, train our memory inside a TorchRL loss instead (docs/swapping.md)")
+
+
+def _under_next(key: NestedKey) -> tuple:
+    return ("next", *(key if isinstance(key, tuple) else (key,)))
+
+
+# ------------------------------------------------------------------------------------- constructor checks
+#: retired constructor options -> how to get the same now (``AMAGOLoss(**retired)`` raises a TypeError with it)
+RETIRED = {
+    "target_backbone": "pass target_encoders=True for the encoders' target copy (off by default; no discount "
+                       "threshold switches anything on)",
+    "target_backbone_min_gamma": "pass target_encoders=True (no discount threshold switches anything on)",
+    "target_backbone_all_gammas": "with target_encoders=True every discount's TD targets read the copy",
+    "n_step_stop_explored": "n-step returns stop at terminals, at padding and, with n_step_cut, before "
+                            "non-greedy buffer actions",
+    "n_step_min_gamma": "every discount gets n_step-step returns; stop them early with n_step_cut",
+    "tree_backup": "use n_step with n_step_cut for off-policy n-step targets",
+    "actor_encoder_grad": "subclass AMAGOLoss and detach the states the actor terms read (docs/swapping.md, "
+                          "'What trains the encoders')",
+    "two_hot": "the two-hot path follows the critic: pass a TwoHotCritic",
+    "fbc_filter_kwargs": "pass fbc_filter=make_filter(name, **kwargs)",
+    **{name: f"pass popart=PopArt(len(gammas), {name[7:]}=...)" for name in
+       ("popart_beta", "popart_init_nu", "popart_min_sigma", "popart_min_sigma_ratio")},
+}
+
+
+def refuse_retired(options: dict) -> None:
+    """A TypeError for the first option of ``options`` (what ``AMAGOLoss(**retired)`` caught) naming the new way."""
+    for name in options:
+        if name in RETIRED:
+            raise TypeError(f"AMAGOLoss({name}=...) was retired: {RETIRED[name]}")
+        raise TypeError(f"AMAGOLoss() got an unexpected keyword argument {name!r}")
+
+
+def check_gammas(gammas, gamma: float, default_multigammas) -> torch.Tensor:
+    """The discounts ``[G]`` (default: ``default_multigammas + (gamma,)``), each in [0, 1)."""
+    if gammas is None:
+        gammas = list(default_multigammas) + [gamma]
+    g = torch.as_tensor(list(gammas), dtype=torch.float32)
+    if g.ndim != 1 or g.numel() < 1 or bool(((g < 0) | (g >= 1)).any()):
+        raise ValueError(f"gammas must be a non-empty list of values in [0, 1), got {list(gammas)}")
+    return g
+
+
+def check_heads(actor_head: nn.Module, critic_head: nn.Module, space: ActionSpace, gammas: torch.Tensor):
+    """-> (two_hot, q_per_action): the critic's kind, after checking both heads against the space and discounts."""
+    if not isinstance(space, ActionSpace):
+        raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(space).__name__}")
+    two_hot = isinstance(critic_head, TwoHotCritic)
+    q_per_action = isinstance(critic_head, DiscreteCritic) and not two_hot
+    if q_per_action and not space.discrete:
+        raise ValueError(f"DiscreteCritic needs a discrete action space, got kind {space.kind!r}")
+    if q_per_action and critic_head.num_actions != space.dim:
+        raise ValueError(f"DiscreteCritic has num_actions={critic_head.num_actions} but the action space has "
+                         f"{space.dim} actions")
+    if not q_per_action and getattr(critic_head, "action_dim", space.dim) != space.dim:
+        raise ValueError(f"critic action_dim={critic_head.action_dim} != action space dim {space.dim}")
+    G = gammas.numel()
+    for name, head in (("actor_head", actor_head), ("critic_head", critic_head)):
+        hg = getattr(head, "num_gammas", G)
+        if hg != G:
+            raise ValueError(f"{name} was built for {hg} gammas but the loss uses {G}: {gammas.tolist()}")
+    cg = getattr(critic_head, "gammas", None)
+    if isinstance(cg, torch.Tensor) and (cg.shape != gammas.shape or not torch.allclose(cg.float().cpu(), gammas)):
+        raise ValueError(f"critic_head gammas {cg.tolist()} differ from the loss gammas {gammas.tolist()}")
+    return two_hot, q_per_action
+
+
+def check_options(space: ActionSpace, actor_head: nn.Module, num_critics_td: int, online_coeff: float,
+                  entropy_coeff: float, num_actions_for_value: tuple[int, int], reduction: str) -> None:
+    """ValueErrors for options out of range or that the space or the actor cannot take."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}")
+    if not 1 <= num_critics_td:
+        raise ValueError(f"num_critics_td must be >= 1, got {num_critics_td}")
+    if min(num_actions_for_value) < 1:
+        raise ValueError("num_actions_for_value_in_critic_loss / _actor_loss must be >= 1")
+    differentiable = bool(getattr(actor_head, "actions_differentiable", True)) or space.discrete
+    if online_coeff > 0 and not differentiable:
+        raise ValueError(f"online_coeff={online_coeff} > 0 needs reparameterisable actions; the "
+                         f"{space.kind} policy has none: set online_coeff=0")
+    if entropy_coeff < 0 or (entropy_coeff > 0 and not space.discrete):
+        raise ValueError(f"entropy_coeff={entropy_coeff}: must be >= 0, and > 0 only for discrete actions (the "
+                         f"{space.kind} policy's entropy has no closed form here)")
+
+
+def popart_of(popart: Union[bool, PopArt], num_gammas: int) -> tuple[bool, PopArt]:
+    """-> (is the critic PopArt-normalised, the layer). Off, the layer is still built (its statistics are logged)."""
+    if isinstance(popart, PopArt):
+        if popart.num_gammas != num_gammas:
+            raise ValueError(f"popart was built for {popart.num_gammas} gammas but the loss uses {num_gammas}")
+        return True, popart
+    return bool(popart), PopArt(num_gammas)
