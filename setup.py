@@ -34,15 +34,25 @@ EXTRAS = {
     "flash": ["flash-attn"],
     "mamba": ["mamba-ssm"],
     "wandb": ["wandb"],
-    "ray": ["ray>=2.60"],  # collection on many nodes: torchrl_amago.trainers.remote_collection (docs/scaling.md)
+    "ray": ["ray>=2.60"],  # collection on many nodes: torchrl_amago.trainers.scale.remote_collection (docs/scaling.md)
     **DOMAINS,
     "envs": sorted({p for name, pkgs in DOMAINS.items() if name != "procgen" for p in pkgs}),
 }
 
 setup(
     name="torchrl_amago",
-    version="0.1.0",
+    version="0.2.0",
     description="AMAGO in-context RL agents built from TorchRL components",
+    license="MIT",  # an SPDX expression (PEP 639): so no "License ::" classifier below
+    license_files=["LICENSE"],
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Operating System :: OS Independent",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     packages=find_packages(include=["torchrl_amago", "torchrl_amago.*"]),
     python_requires=">=3.11",
     install_requires=CORE,

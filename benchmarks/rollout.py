@@ -13,10 +13,13 @@ the process CPU time instead, which is steadier on a shared machine (with 2 thre
     python benchmarks/rollout.py            # transformer at 8, 64, 512 envs + GRU at 8, 64, 512
     python benchmarks/rollout.py --quick    # transformer at 8 envs only (< 60 s)
 
-Reference: the original AMAGO steps about 500 env steps/s with 8 subprocess actors on T-Maze on a 2-core box
-(target here: >= 2,500 at 8 envs). Threads: with few envs every op is tiny, and on a machine whose cores are busy
-with other work, ``--threads 2`` can be ~10x slower than ``--threads 1`` (intra-op parallel regions, e.g. the CPU
-SDPA kernel and LayerNorm, wait for the second thread to be scheduled); compare both before trusting a number.
+No figure of the original is quoted here: its acting loop (gymnasium vector envs in subprocess actors driven by
+`Experiment.interact`) was not run beside this benchmark, so there is no measured ratio (the original's acting
+*step* is timed by `benchmarks/encoder_step.py --original`).
+
+Threads: with few envs every op is tiny, and on a machine whose cores are busy with other work, ``--threads 2`` can be
+~10x slower than ``--threads 1`` (intra-op parallel regions, e.g. the CPU SDPA kernel and LayerNorm, wait for the
+second thread to be scheduled); compare both before trusting a number.
 """
 from __future__ import annotations
 

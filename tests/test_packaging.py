@@ -46,3 +46,43 @@ def test_makefile_installs_the_pinned_versions():
     assert re.search(r"TESTED := requirements/tested\.txt", text)
     assert re.search(r"pip install .*-c \$\(TESTED\) -e", text)
     assert re.search(r"^\$\(STAMP\): setup\.py \$\(TESTED\)", text, re.M)  # a changed pin reinstalls
+
+
+def setup_keywords() -> dict:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "setup")
+    return {kw.arg: kw.value for kw in call.keywords}
+
+
+def test_license_is_mit_and_ships_with_the_package():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert re.search(r"^Copyright \(c\) 2026 the torchrl_amago authors$", text, re.M)
+    kw = setup_keywords()
+    assert ast.literal_eval(kw["license"]) == "MIT"
+    assert "LICENSE" in ast.literal_eval(kw["license_files"])
+    classifiers = ast.literal_eval(kw["classifiers"])
+    # setuptools >= 77 (PEP 639) rejects a "License ::" classifier beside a license expression
+    assert classifiers and not any(c.startswith("License ::") for c in classifiers)
+
+
+def test_citation_cff_has_the_fields_cff_1_2_0_requires_and_cites_both_papers():
+    import yaml  # PyYAML comes with the "test" extra (ray and wandb require it)
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    for field in ("message", "title", "authors"):  # the keys CFF 1.2.0 requires
+        assert cff.get(field), field
+    assert cff["license"] == "MIT"
+    for person in cff["authors"]:
+        assert person.get("name") or person.get("family-names"), person
+    papers = {ref["title"]: ref for ref in cff["references"] if ref["type"] == "conference-paper"}
+    arxiv = {title: {i["value"] for i in ref["identifiers"]} for title, ref in papers.items()}
+    amago = "AMAGO: Scalable In-Context Reinforcement Learning for Adaptive Agents"
+    amago2 = "AMAGO-2: Breaking the Multi-Task Barrier in Meta-Reinforcement Learning with Transformers"
+    assert {"10.48550/arXiv.2310.09971", "https://arxiv.org/abs/2310.09971"} <= arxiv[amago]
+    assert {"10.48550/arXiv.2411.11188", "https://arxiv.org/abs/2411.11188"} <= arxiv[amago2]
+    assert papers[amago]["year"] == papers[amago2]["year"] == 2024
+    assert "ICLR" in papers[amago]["conference"]["name"] and "NeurIPS" in papers[amago2]["conference"]["name"]
+    for ref in cff["references"]:
+        assert ref["authors"] and all(a.get("family-names") for a in ref["authors"])

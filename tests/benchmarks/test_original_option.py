@@ -1,0 +1,54 @@
+"""`--original PATH` of benchmarks/learner_update.py and benchmarks/encoder_step.py (benchmarks/original_amago.py):
+the original AMAGO is never installed here, so these tests check the loading path and its errors, not timings."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_original_amago():
+    spec = importlib.util.spec_from_file_location("original_amago", ROOT / "benchmarks" / "original_amago.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_missing_checkout_is_an_error_naming_the_flag(tmp_path):
+    mod = load_original_amago()
+    with pytest.raises(ValueError, match=r"--original .*no amago/agent\.py"):
+        mod.check_original_path(tmp_path / "nowhere")
+    (tmp_path / "amago").mkdir()  # a folder without the agent module is not a checkout either
+    with pytest.raises(ValueError, match="--original"):
+        mod.OriginalWorker(str(tmp_path), seq_len=8, batch=2, threads=1)
+
+
+def test_a_checkout_that_fails_to_import_is_an_error_naming_the_flag(tmp_path):
+    (tmp_path / "amago").mkdir()
+    (tmp_path / "amago" / "__init__.py").write_text("")
+    (tmp_path / "amago" / "agent.py").write_text("raise ImportError('needs gin-config')\n")
+    mod = load_original_amago()
+    with pytest.raises(RuntimeError, match=r"--original .*failed to load: ImportError: needs gin-config"):
+        mod.OriginalWorker(str(tmp_path), seq_len=8, batch=2, threads=1, python=sys.executable)
+
+
+def test_the_benchmarks_offer_the_option():
+    for script in ("learner_update.py", "encoder_step.py"):
+        text = (ROOT / "benchmarks" / script).read_text()
+        assert '"--original"' in text and '"--original-python"' in text and "run_vs_original(args)" in text
+    learner = (ROOT / "benchmarks" / "learner_update.py").read_text()
+    assert "ORIGINAL_UPDATES_PER_S" not in learner and "vs_original\"" not in learner  # no constant-based ratio
+    assert "500 env steps/s" not in (ROOT / "benchmarks" / "rollout.py").read_text()
+
+
+@pytest.mark.parametrize("script", ["learner_update.py", "encoder_step.py"])
+def test_the_command_line_refuses_a_missing_checkout_without_a_traceback(script, tmp_path):
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--original", str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 1
+    assert f"{script}: error: --original {tmp_path / 'nowhere'}: no amago/agent.py" in out.stderr
+    assert "Traceback" not in out.stderr
