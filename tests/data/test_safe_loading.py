@@ -20,7 +20,7 @@ from tests.data.test_d4rl_minari import ACT, OBS, REW, TERM, TOUT, _h5, _minari_
 from tests.payloads import Marker
 from torchrl_amago.data import (MixedReplay, UnsafeFileError, arrays_to_trials, load_d4rl_trials,
                                 load_minari_trials, load_offline_trials, load_tensors, make_sequence_replay)
-from torchrl_amago.trainers.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from torchrl_amago.trainers.run.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 
 NON_TENSOR_STACK = "<class 'tensordict.tensorclass.NonTensorStack'>"
 CAP, T, B = 200, 8, 4  # the buffer: capacity 200 steps, windows of 8, batches of 4
@@ -209,6 +209,7 @@ def test_memmap_named_outside_the_dump_or_of_the_wrong_size_is_refused(tmp_path)
     state["storage"]["leaves"][0]["file"] = "../../a/observation.memmap"
     torch.save(state, out / "replay_state.pt")
     refused(lambda: fresh(tmp_path).loads(out), tmp_path / "ran", "lies outside")
+    out = tmp_path / "out2"  # (dumps refuses to replace `out`: its state no longer names its memmaps)
     rb.dumps(out)
     with open(out / "storage" / "next" / "reward.memmap", "ab") as f:
         f.write(b"\0" * 4)

@@ -21,8 +21,8 @@ from tensordict.utils import NestedKey
 
 from .._optional import require
 from ..spaces import unit_box_affine
-from .offline import arrays_to_trials
-from .safe_files import read_hdf5
+from .offline import arrays_to_trials, check_action_range
+from .safe_files import open_hdf5, read_hdf5
 
 _FEATURE = "D4RL-format HDF5 datasets (torchrl_amago.data.d4rl)"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
@@ -43,7 +43,7 @@ def read_d4rl_hdf5(path: str | os.PathLike) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"D4RL dataset file {path!r} does not exist")
-    with _h5py().File(path, "r") as f:
+    with open_hdf5(path) as f:
         missing = [k for k in ("observations", "actions", "rewards", "terminals") if k not in f]
         if missing:
             raise KeyError(f"{path}: not a D4RL dataset, missing keys {missing} (found {sorted(f.keys())})")
@@ -67,9 +67,13 @@ def rescale_actions(actions, low, high) -> np.ndarray:
 def trials_from_arrays(data: Mapping, *, num_actions: int | None = None, one_hot_actions: bool = False,
                        action_bounds: Sequence | None = None, obs_key: NestedKey = "observation",
                        use_next_observations: bool = True) -> TensorDict:
-    """D4RL-style dict of arrays -> flat trial TensorDict (see module docstring). float64 becomes float32."""
+    """D4RL-style dict of arrays -> flat trial TensorDict (see module docstring). float64 becomes float32.
+
+    With ``action_bounds``, actions outside ``[low, high]`` raise a ValueError naming the first bad row; the others
+    are rescaled to ``[-1, 1]``."""
     acts = np.asarray(data["actions"])
     if action_bounds is not None:
+        check_action_range(acts, *action_bounds)
         acts = rescale_actions(acts, *action_bounds)
     nxt = data.get("next_observations") if use_next_observations else None
     return arrays_to_trials(
@@ -94,10 +98,21 @@ def load_d4rl_trials(path: str | os.PathLike, *, num_actions: int | None = None,
             row and timeout steps, whose successor is unknown, are dropped).
     Returns:
         a flat TensorDict ``[M]`` of consecutive trials (``("next", "done")`` at each trial end).
+
+    Refused with an error naming the file (and the key and first bad row): a file that is not HDF5, members that are
+    not numeric arrays or larger than the memory available (:func:`~torchrl_amago.data.safe_files.read_hdf5`),
+    discrete actions that are not integers in ``[0, num_actions)``, continuous actions outside ``action_bounds``
+    (or outside ``[-1, 1]`` without them), ``terminals`` / ``timeouts`` other than 0/1.
     """
-    return trials_from_arrays(read_d4rl_hdf5(path), num_actions=num_actions, one_hot_actions=one_hot_actions,
-                              action_bounds=action_bounds, obs_key=obs_key,
-                              use_next_observations=use_next_observations)
+    data = read_d4rl_hdf5(path)
+    try:
+        return trials_from_arrays(data, num_actions=num_actions, one_hot_actions=one_hot_actions,
+                                  action_bounds=action_bounds, obs_key=obs_key,
+                                  use_next_observations=use_next_observations)
+    except ValueError as e:
+        if os.fspath(path) in str(e):
+            raise
+        raise type(e)(f"D4RL dataset {os.fspath(path)}: {e}") from e
 
 
 def write_d4rl_hdf5(path: str | os.PathLike, observations, actions, rewards, terminals, timeouts,

@@ -26,4 +26,5 @@ def load_dataset_trials(path: str | os.PathLike, format: str = "d4rl", *, num_ac
                                 action_bounds=action_bounds)
     from .minari import load_minari_trials
 
-    return load_minari_trials(path, one_hot_actions=one_hot_actions, rescale_box_actions=action_bounds is not None)
+    return load_minari_trials(path, num_actions=num_actions, one_hot_actions=one_hot_actions,
+                              rescale_box_actions=action_bounds is not None)

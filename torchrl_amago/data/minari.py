@@ -23,8 +23,8 @@ from tensordict.utils import NestedKey
 
 from .._optional import available, require
 from .d4rl import _float32, rescale_actions
-from .offline import arrays_to_trials
-from .safe_files import UnsafeFileError, load_json, read_hdf5
+from .offline import _flat_flag, arrays_to_trials, check_action_range
+from .safe_files import UnsafeFileError, load_json, open_hdf5, read_hdf5
 
 _FEATURE = "Minari datasets (torchrl_amago.data.minari)"
 MAIN_FILE = "main_data.hdf5"
@@ -38,15 +38,37 @@ def minari_datasets_root() -> pathlib.Path:
     return pathlib.Path(root) if root else pathlib.Path.home() / ".minari" / "datasets"
 
 
+def _check_dataset_id(dataset: str, root: pathlib.Path) -> pathlib.Path:
+    """The ``data/`` folder of the dataset id ``dataset`` under ``root``. An id is a name (``"D4RL/door/human-v2"``):
+    relative, without ``.``/``..`` or empty parts or backslashes, and its folder must stay inside ``root`` once
+    symlinks are resolved; anything else raises a ValueError naming it."""
+    parts = dataset.split("/")
+    if (not dataset or dataset.startswith("/") or "\\" in dataset or "\0" in dataset or pathlib.PurePath(dataset).anchor
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"Minari dataset id {dataset!r} is not a name under the datasets root {root} (an id has no "
+                         f"'..', '.', empty part or absolute path); pass the dataset's folder as a path instead")
+    data = root / dataset / "data"
+    real_root = root.resolve()
+    if data.exists() and real_root not in data.resolve().parents:
+        raise ValueError(f"Minari dataset id {dataset!r}: {data} leads outside the datasets root {root} (a symlink); "
+                         f"refused")
+    return data
+
+
 def resolve_minari_data_path(dataset: str | os.PathLike) -> pathlib.Path:
-    """The ``data/`` folder of a dataset given as its ``data/`` folder, its dataset folder, or a dataset id
-    (looked up under :func:`minari_datasets_root`). Raises FileNotFoundError listing what was tried."""
+    """The ``data/`` folder of a dataset given as a path to its ``data/`` folder or its dataset folder (used as
+    given), or as a dataset id looked up under :func:`minari_datasets_root` (a name: see :func:`_check_dataset_id`;
+    ``"../x"`` is refused). Raises FileNotFoundError listing what was tried."""
     p = pathlib.Path(dataset)
     tried = []
-    for cand in (p, p / "data", minari_datasets_root() / str(dataset) / "data"):
+    for cand in (p, p / "data"):
         tried.append(str(cand))
         if (cand / METADATA_FILE).is_file():
             return cand
+    cand = _check_dataset_id(str(dataset), minari_datasets_root())
+    tried.append(str(cand))
+    if (cand / METADATA_FILE).is_file():
+        return cand
     raise FileNotFoundError(f"no Minari dataset at {dataset!r} (looked for {METADATA_FILE} in {tried}); "
                             "datasets are never downloaded here: create or download it first")
 
@@ -70,13 +92,13 @@ def read_minari_metadata(data_path: str | os.PathLike) -> dict:
 def iterate_minari_episodes_hdf5(data_path: str | os.PathLike) -> Iterator[dict]:
     """Episodes of a Minari HDF5 dataset read directly with h5py, in episode-id order. Each is a dict with
     ``observations`` (array or dict, ``L+1`` rows), ``actions``, ``rewards``, ``terminations``, ``truncations``."""
-    h5py = require("h5py", "h5py", _FEATURE)
+    require("h5py", "h5py", _FEATURE)
     file = pathlib.Path(data_path) / MAIN_FILE
     if not file.is_file():
         fmt = read_minari_metadata(data_path).get("data_format")
         raise FileNotFoundError(f"{file} not found (data_format={fmt!r}); the direct reader handles HDF5 datasets "
                                 "only: install minari to read other formats")
-    with h5py.File(file, "r") as f:
+    with open_hdf5(file) as f:
         names = sorted((k for k in f.keys() if k.startswith("episode_") and k[8:].isdigit()), key=lambda k: int(k[8:]))
         for name in names:
             yield {"id": int(name[8:]), **read_hdf5(f, name, file, keys=EPISODE_KEYS)}  # numeric arrays only
@@ -114,24 +136,32 @@ def episodes_to_trials(episodes: Iterable[Mapping], *, num_actions: int | None =
     """Minari-style episodes (observations ``L+1`` rows, the rest ``L``) -> one flat trial TensorDict.
 
     Each episode is one trial; its last step is ``terminated`` if the episode terminated, else ``truncated``.
-    Discrete actions are shifted by ``-action_start`` (gymnasium ``Discrete(n, start)``).
+    Discrete actions are shifted by ``-action_start`` (gymnasium ``Discrete(n, start)``). A ValueError names the
+    episode, the key and the first bad row: flags other than 0/1, discrete actions outside
+    ``[action_start, action_start + num_actions)``, Box actions outside ``action_bounds``.
     """
     obs, nxt, acts, rews, terms, touts = [], [], [], [], [], []
     for ep in episodes:
         n = len(ep["rewards"])
         if n == 0:
             continue
+        eid = ep.get("id")
         o = _float32(ep["observations"])
         first = next(iter(o.values())) if isinstance(o, Mapping) else o
         if len(first) != n + 1:
-            raise ValueError(f"episode {ep.get('id')}: {len(first)} observations for {n} steps (expected {n + 1})")
+            raise ValueError(f"episode {eid}: {len(first)} observations for {n} steps (expected {n + 1})")
         obs.append(_rows(o, slice(0, n)))
         nxt.append(_rows(o, slice(1, n + 1)))
         a = np.asarray(ep["actions"])
+        if num_actions is not None:
+            check_action_range(a.reshape(len(a), -1), action_start, action_start + num_actions - 1,
+                               f"episode {eid}: actions (Discrete(n={num_actions}, start={action_start}))")
+        elif action_bounds is not None:
+            check_action_range(a, *action_bounds, f"episode {eid}: actions")
         acts.append(a - action_start if num_actions is not None else a)
         rews.append(np.asarray(ep["rewards"], dtype=np.float32).reshape(n))
-        term = np.asarray(ep["terminations"], dtype=bool).reshape(n).copy()
-        trunc = np.asarray(ep["truncations"], dtype=bool).reshape(n).copy()
+        term = _flat_flag(ep["terminations"], n, f"episode {eid}: terminations").numpy().copy()
+        trunc = _flat_flag(ep["truncations"], n, f"episode {eid}: truncations").numpy().copy()
         trunc[-1] |= ~term[-1]  # an episode that just stops ends its trial as a truncation
         terms.append(term)
         touts.append(trunc & ~term)
@@ -145,14 +175,26 @@ def episodes_to_trials(episodes: Iterable[Mapping], *, num_actions: int | None =
                             obs_key=obs_key)
 
 
-def _action_info(space: Mapping | None):
-    """(num_actions, start, Box bounds or None) from a serialized gymnasium action space."""
+def _action_info(space: Mapping | None, file="metadata.json"):
+    """(num_actions, start, Box bounds or None) from a serialized gymnasium action space (a ValueError names
+    ``file`` and the field for an ``n`` that is not a positive integer, a ``start`` that is not an integer, or Box
+    bounds that are not numbers)."""
     if not space:
         return None, 0, None
+    if not isinstance(space, Mapping):
+        raise ValueError(f"{file}: action_space is not a serialised gymnasium space")
     if space.get("type") == "Discrete":
-        return int(space["n"]), int(space.get("start", 0)), None
+        n, start = space.get("n"), space.get("start", 0)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{file}: action_space.n must be a positive integer, got {n!r}")
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise ValueError(f"{file}: action_space.start must be an integer, got {start!r}")
+        return n, start, None
     if space.get("type") == "Box":
-        low, high = np.asarray(space["low"], np.float32), np.asarray(space["high"], np.float32)
+        try:
+            low, high = np.asarray(space["low"], np.float32), np.asarray(space["high"], np.float32)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{file}: action_space low/high are not arrays of numbers ({e})") from e
         if np.isfinite(low).all() and np.isfinite(high).all() and not (np.all(low == -1) and np.all(high == 1)):
             return None, 0, (low, high)
     return None, 0, None
@@ -161,8 +203,10 @@ def _action_info(space: Mapping | None):
 def load_minari_trials(dataset: str | os.PathLike, *, backend: str = "auto", num_actions: int | None = None,
                        one_hot_actions: bool = False, rescale_box_actions: bool = True,
                        obs_key: NestedKey = "observation") -> TensorDict:
-    """Load a local Minari dataset (a ``data/`` folder, its dataset folder, or a dataset id under
-    ``$MINARI_DATASETS_PATH``) as one flat trial TensorDict for ``AMAGOTrainer(offline_data=...)``.
+    """Load a local Minari dataset (a path to its ``data/`` folder or its dataset folder, or a dataset id under
+    ``$MINARI_DATASETS_PATH``: a name, never a path out of that root) as one flat trial TensorDict for
+    ``AMAGOTrainer(offline_data=...)``. Errors name the dataset, the episode, the key and the first bad row (see
+    :func:`episodes_to_trials`).
 
     Discrete actions become indices (``one_hot_actions`` for a ``OneHot`` env); bounded Box actions other than
     ``[-1, 1]`` are rescaled to ``[-1, 1]`` when ``rescale_box_actions`` (use the same rescaling on the env).
@@ -170,11 +214,16 @@ def load_minari_trials(dataset: str | os.PathLike, *, backend: str = "auto", num
     """
     data_path = resolve_minari_data_path(dataset)
     meta = read_minari_metadata(data_path)
-    n, start, bounds = _action_info(meta.get("action_space"))
+    n, start, bounds = _action_info(meta.get("action_space"), data_path / METADATA_FILE)
     n = n if num_actions is None else num_actions
-    return episodes_to_trials(iterate_minari_episodes(data_path, backend), num_actions=n, action_start=start,
-                              one_hot_actions=one_hot_actions,
-                              action_bounds=bounds if rescale_box_actions else None, obs_key=obs_key)
+    try:
+        return episodes_to_trials(iterate_minari_episodes(data_path, backend), num_actions=n, action_start=start,
+                                  one_hot_actions=one_hot_actions,
+                                  action_bounds=bounds if rescale_box_actions else None, obs_key=obs_key)
+    except ValueError as e:
+        if str(data_path) in str(e):
+            raise
+        raise type(e)(f"Minari dataset {data_path}: {e}") from e
 
 
 __all__ = ["load_minari_trials", "episodes_to_trials", "iterate_minari_episodes", "iterate_minari_episodes_hdf5",

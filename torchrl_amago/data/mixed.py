@@ -7,6 +7,7 @@ can change the weights over time.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,7 @@ import torch
 from tensordict import TensorDictBase
 
 from .replay import set_masks
+from .replay_persist import check_dump_target, not_a_replay_dump, write_folder
 from .safe_files import check_folder, load_json
 
 Schedule = Callable[[int], Sequence[float]]
@@ -107,12 +109,35 @@ False), the sequence replay's own padding.
 
     # ------------------------------------------------------------------ checkpointing
     def dumps(self, path) -> None:
+        """Write ``mixed.json`` and one ``buffer_<i>`` dump per buffer (``SequenceReplayBuffer.dumps``) into the folder
+        ``path``, which must be new, empty or an earlier dump of a MixedReplay (replaced only once the new one is
+        complete: written beside it, then renamed into place); any other folder is refused, naming it."""
         path = Path(path).absolute()
-        path.mkdir(parents=True, exist_ok=True)
-        for i, b in enumerate(self.buffers):
-            b.dumps(path / f"buffer_{i}")
-        with open(path / "mixed.json", "w") as f:
-            json.dump({"num_batches": self.num_batches, "weights": self.weights.tolist()}, f)
+        check_dump_target(path, "mixed replay dump", self._not_a_dump)
+
+        def write(folder: Path) -> None:
+            for i, b in enumerate(self.buffers):
+                b.dumps(folder / f"buffer_{i}")
+            with open(folder / "mixed.json", "w") as f:
+                json.dump({"num_batches": self.num_batches, "weights": self.weights.tolist()}, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+        write_folder(path, write)
+
+    def _not_a_dump(self, path: Path) -> str | None:
+        try:
+            check_folder(path, lambda rel: rel == "mixed.json" or rel.split("/")[0].startswith("buffer_"),
+                         "mixed replay dump")
+            if not isinstance(load_json(path / "mixed.json"), dict):
+                return f"{path / 'mixed.json'} is not a mixed replay's settings"
+        except (OSError, ValueError) as e:
+            return str(e).splitlines()[0]
+        for part in sorted(p for p in path.iterdir() if p.name != "mixed.json"):
+            why = not_a_replay_dump(part)
+            if why:
+                return why
+        return None
 
     def loads(self, path) -> None:
         """Load a folder written by :meth:`dumps`: ``mixed.json`` and one ``buffer_<i>`` dump per buffer, nothing

@@ -18,11 +18,77 @@ def _as_tensor(x, name: str) -> torch.Tensor:
         raise ValueError(f"{name}: cannot convert to a tensor ({e})") from e
 
 
+def _first(bad: torch.Tensor) -> int:
+    return int(bad.reshape(bad.shape[0], -1).any(-1).nonzero()[0])
+
+
 def _flat_flag(x, n: int, name: str) -> torch.Tensor:
     t = _as_tensor(x, name)
     if t.numel() != n:
         raise ValueError(f"{name} must hold one flag per step ({n}), got shape {tuple(t.shape)}")
-    return t.reshape(n).bool()
+    t = t.reshape(n)
+    if t.dtype != torch.bool:
+        bad = (t != 0) & (t != 1)  # NaN included
+        if bool(bad.any()):
+            i = _first(bad)
+            raise ValueError(f"{name} must hold flags (bool or 0/1): row {i} holds {t[i].item()!r}")
+    return t.bool()
+
+
+def _fmt(v: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{x:.6g}" for x in v.reshape(-1).tolist()) + "]"
+
+
+def check_action_range(actions, low=-1.0, high=1.0, name: str = "actions") -> None:
+    """Raise ValueError naming ``name`` and the first row with a finite action outside ``[low, high]`` (with a
+    tolerance of 1e-5 of the range; NaN/inf are left to the non-finite screen of :func:`load_offline_trials`)."""
+    a = _as_tensor(actions, name).double()
+    a = a.reshape(a.shape[0], -1) if a.dim() else a.reshape(1, 1)
+    lo, hi = (torch.as_tensor(b, dtype=torch.float64).reshape(-1) for b in (low, high))
+    tol = 1e-5 * (hi - lo)
+    bad = torch.isfinite(a) & ((a < lo - tol) | (a > hi + tol))
+    if bool(bad.any()):
+        i = _first(bad)
+        raise ValueError(f"{name}: row {i} holds {_fmt(a[i])}, outside the action range "
+                         f"[{_fmt(lo) if lo.numel() > 1 else _fmt(lo)[1:-1]}, "
+                         f"{_fmt(hi) if hi.numel() > 1 else _fmt(hi)[1:-1]}]"
+                         + ("; continuous actions must already be in [-1, 1] (the range the policy acts in): pass "
+                            "action_bounds=(low, high) to rescale env-native actions" if (low, high) == (-1.0, 1.0)
+                            else ""))
+
+
+def action_indices(actions, num_actions: int, name: str = "actions") -> torch.Tensor:
+    """Discrete actions as int64 indices ``[N]`` in ``[0, num_actions)``, from indices ``[N]`` or ``[N, 1]`` of any
+    numeric dtype (a float must hold an integer) or one-hot rows ``[N, num_actions]``. A ValueError names ``name``
+    and the first bad row."""
+    if isinstance(num_actions, bool) or not isinstance(num_actions, int) or num_actions < 1:
+        raise ValueError(f"num_actions must be a positive integer, got {num_actions!r}")
+    act = _as_tensor(actions, name)
+    a = act
+    if a.dim() == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    elif a.dim() == 2 and a.shape[1] == num_actions:
+        one_hot = ((a == 0) | (a == 1)).all(1) & (a.sum(1) == 1)
+        if not bool(one_hot.all()):
+            i = _first(~one_hot)
+            raise ValueError(f"{name}: [N, {num_actions}] discrete actions must be one-hot rows; row {i} is "
+                             f"{a[i].tolist()}")
+        a = a.long().argmax(1)
+    if a.dim() != 1:
+        raise ValueError(f"{name}: discrete actions (num_actions={num_actions}) must be indices [N] or [N, 1] or "
+                         f"one-hot [N, {num_actions}], got shape {list(act.shape)}")
+    if a.is_floating_point():
+        bad = a != torch.round(a)  # NaN included
+        if bool(bad.any()):
+            i = _first(bad)
+            raise ValueError(f"{name}: num_actions={num_actions} makes them discrete indices, but row {i} holds "
+                             f"{a[i].item()!r}, not an integer")
+    bad = (a < 0) | (a >= num_actions)
+    if bool(bad.any()):
+        i = _first(bad)
+        raise ValueError(f"discrete actions must be in [0, num_actions={num_actions}): {name} row {i} holds "
+                         f"{a[i].item()!r}")
+    return a.long()
 
 
 def arrays_to_trials(
@@ -41,10 +107,12 @@ def arrays_to_trials(
 
     Args:
         observations: ``[N, ...]`` array, or a mapping of key -> ``[N, ...]`` array (dict observations).
-        actions: ``[N]`` integers (discrete; needs ``num_actions``) or ``[N, A]`` floats (continuous,
-            already in [-1, 1], or multi-binary 0/1).
+        actions: with ``num_actions``, discrete: indices ``[N]`` or ``[N, 1]`` of any numeric dtype (floats must
+            hold integers) or one-hot rows ``[N, num_actions]``, each in ``[0, num_actions)``; without it,
+            ``[N, A]`` floats (continuous, already in [-1, 1], or multi-binary 0/1; integer ``[N]`` is an error).
         rewards, terminals, timeouts: ``[N]``; a trial ends where ``terminals | timeouts`` (and at the end
-            of the arrays). ``terminals`` become ``terminated``; other ends become ``truncated``.
+            of the arrays). ``terminals`` become ``terminated``; other ends become ``truncated``. Flags must be
+            bool or 0/1.
         next_observations: ``[N, ...]`` successor observations. Without them the successor is the next row;
             a terminal step then repeats its own observation as ``"next"`` (never bootstrapped from), and a
             timeout step is dropped, because its successor is unknown (the previous step becomes the
@@ -57,6 +125,10 @@ def arrays_to_trials(
         and ``"next"`` views of the observations, ``prev_action``, ``prev_reward``, ``time_idx``,
         ``is_init``, plus ``action`` and ``("next", "reward"|"terminated"|"truncated"|"done")``.
         Feed it to :func:`load_offline_trials`.
+
+    Raises:
+        ValueError naming the key and its first bad row: rows that disagree in number, discrete actions that are
+        not integers in ``[0, num_actions)``, continuous actions outside ``[-1, 1]``, flags other than 0/1.
     """
     obs = ({k: _as_tensor(v, f"observations[{k!r}]") for k, v in observations.items()}
            if isinstance(observations, Mapping) else {obs_key: _as_tensor(observations, "observations")})
@@ -69,19 +141,17 @@ def arrays_to_trials(
         if v.shape[0] != n:
             raise ValueError(f"observations {k!r} has {v.shape[0]} rows, rewards has {n}")
     act = _as_tensor(actions, "actions")
-    if act.shape[0] != n:
-        raise ValueError(f"actions has {act.shape[0]} rows, rewards has {n}")
-    discrete = not act.is_floating_point() and act.dim() == 1
-    if discrete:
-        if num_actions is None:
-            raise ValueError("integer actions of shape [N] are discrete: pass num_actions")
-        act = act.long()
-        if bool((act < 0).any() or (act >= num_actions).any()):
-            raise ValueError(f"discrete actions must be in [0, num_actions={num_actions})")
+    if act.dim() == 0 or act.shape[0] != n:
+        raise ValueError(f"actions has {act.shape[0] if act.dim() else 0} rows, rewards has {n}")
+    if num_actions is not None:
+        act = action_indices(act, num_actions)
         act_feat = torch.nn.functional.one_hot(act, num_actions).float()
         stored_act = act_feat.bool() if one_hot_actions else act
+    elif not act.is_floating_point() and act.dim() == 1:
+        raise ValueError("integer actions of shape [N] are discrete: pass num_actions")
     else:
         act_feat = act.float().reshape(n, -1)
+        check_action_range(act_feat)
         stored_act = act_feat
     term = _flat_flag(terminals, n, "terminals")
     tout = _flat_flag(timeouts, n, "timeouts") if timeouts is not None else torch.zeros(n, dtype=torch.bool)

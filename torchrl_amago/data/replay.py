@@ -26,7 +26,7 @@ from torchrl.data import ReplayBuffer
 
 from .. import keys as K
 from .replay_persist import dump_replay, load_replay
-from .sampler import TrialWindowSampler, draw_starts, window_offsets
+from .sampler import TrialWindowSampler
 from .storage import TrialStorage
 from .writer import TrialWriter
 
@@ -41,10 +41,12 @@ class SequenceReplayBuffer(ReplayBuffer):
     stored steps.
 
     Keys: ``extend`` stores every key of the batch (root and ``"next"``) and reads ``("next", "done")``,
-    ``is_init`` and ``("collector", "traj_ids")`` to cut trials; it adds ``("replay", "trial_id")`` and
-    ``("replay", "step")`` to every stored step. ``sample`` returns them as ``[B, T]`` windows plus ``mask`` (False
-    on padding), also written as TorchRL's ``("collector", "mask")`` so that TorchRL losses (``loss_mask_key``)
-    leave padding out too. The names are arguments of :func:`make_sequence_replay`.
+    ``is_init`` and ``("collector", "traj_ids")`` to cut trials (of a padded ``Collector(split_trajs=True)`` batch,
+    only the steps ``("collector", "mask")`` marks valid are stored, without the mask); it adds
+    ``("replay", "trial_id")`` and ``("replay", "step")`` to every stored step. ``sample`` returns them as
+    ``[B, T]`` windows plus ``mask`` (False on padding), also written as TorchRL's ``("collector", "mask")`` so that
+    TorchRL losses (``loss_mask_key``) leave padding out too. The names are arguments of
+    :func:`make_sequence_replay`.
     """
 
     def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,
@@ -97,12 +99,18 @@ class SequenceReplayBuffer(ReplayBuffer):
         with self._replay_lock, self._write_lock:
             return self._writer.end_trials()
 
+    def register_write_hook(self, hook):
+        """Call ``hook(first_position, steps)`` before every storage write (see
+        :meth:`TrialWriter.register_write_hook`); returns a handle whose ``remove()`` unregisters it."""
+        return self._writer.register_write_hook(hook)
+
     # ------------------------------------------------------------------ checkpointing
     def dumps(self, path) -> None:
         """Save the storage (copies of the memmaps), trial table, in-progress trials, sampler settings, RNG, batch
-        size and transform state to the folder ``path`` (empty, or an earlier dump, which is replaced); works on
-        an empty buffer too. The format is :func:`~torchrl_amago.data.replay_persist.dump_replay`'s: memmaps and
-        one ``torch.save`` file of tensors and plain values, never a pickle."""
+        size and transform state to the folder ``path``; works on an empty buffer too. The format is
+        :func:`~torchrl_amago.data.replay_persist.dump_replay`'s: memmaps and one ``torch.save`` file of tensors and
+        plain values, never a pickle. ``path`` must be new, empty or an earlier dump, which is replaced only once
+        the new dump is complete (written beside it, then renamed into place); any other folder is refused."""
         with self._replay_lock, self._write_lock:
             dump_replay(self, path)
 
@@ -110,9 +118,12 @@ class SequenceReplayBuffer(ReplayBuffer):
         """Load a folder written by :meth:`dumps` into this buffer (same ``capacity_steps`` and ``max_trial_len``).
 
         Reads tensors and raw memmaps only: any other file in the folder (a pickle, a tensordict ``meta.json``, a
-        ``transform.t``, a symlink), any object other than tensors and plain values in ``replay_state.pt``, and a
-        memmap of the wrong size raise an error naming the file before anything is loaded
-        (:func:`~torchrl_amago.data.replay_persist.load_replay`). TorchRL's own dump format is refused."""
+        ``transform.t``, a symlink), any object other than tensors and plain values in ``replay_state.pt``, a state
+        that is not consistent (trial table, write count, storage length, layout; see
+        :func:`~torchrl_amago.data.replay_persist.validate_replay_state`) and a memmap of the wrong size raise an
+        error naming the file (and field) before anything is loaded
+        (:func:`~torchrl_amago.data.replay_persist.load_replay`). TorchRL's own dump format is refused;
+        ``load`` is the same method."""
         self.synchronize()
         with self._futures_lock:
             self._clear_prefetch_queue_locked()
@@ -127,14 +138,10 @@ class SequenceReplayBuffer(ReplayBuffer):
                 data = self._collate_fn(self._storage.get(index))
                 info["index"] = index
             else:
-                ids, lengths = self._sampler.sample_trials(batch_size)
-                unit = torch.repeat_interleave(ids, lengths)
-                offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths,
-                                                                                    lengths)
-                flat = self._collate_fn(self._storage.get(self._writer.index.physical(unit, offset)))
-                info = {"trial": ids}
+                index, info = self._sampler.sample_whole_trials(batch_size)
+                flat = self._collate_fn(self._storage.get(index))
         if self.trial_transform is not None:
-            data, info = self._window_transformed(flat, lengths, info)
+            data, info = self._window_transformed(flat, info.pop("length"), info)
         with data.unlock_() if data.is_locked else contextlib.nullcontext():
             set_masks(data, info["mask"], self.mask_key)
         if self._transform is not None and len(self._transform):
@@ -147,8 +154,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         new_len = torch.tensor([tr.batch_size[0] for tr in trials], dtype=torch.long)
         if bool((new_len <= 0).any()):
             raise ValueError("trial_transform returned an empty trial")
-        starts = draw_starts(new_len, self.seq_len, self._sampler.padded_sampling, self._sampler._rng)
-        offsets, mask = window_offsets(new_len, starts, self.seq_len, self._sampler.trim)
+        starts, offsets, mask = self._sampler.windows(new_len)
         data = torch.stack([tr[o] for tr, o in zip(trials, offsets)], 0)
         info.update(start=starts, mask=mask, length=new_len)
         return data, info
@@ -176,6 +182,7 @@ def make_sequence_replay(
     done_key: NestedKey = ("next", "done"),
     init_key: NestedKey | None = "is_init",
     traj_key: NestedKey | None = ("collector", "traj_ids"),
+    valid_key: NestedKey | None = K.TORCHRL_MASK,
     mask_key: NestedKey = K.MASK,
     trial_id_key: NestedKey | None = K.TRIAL_ID,
     trial_step_key: NestedKey | None = K.TRIAL_STEP,
@@ -201,6 +208,8 @@ def make_sequence_replay(
             trajectory id, output mask). With trajectory ids in the data, open trials are keyed by them and
             continue wherever their id arrives (any row, worker or batch); without them, by row. The mask is also
             written as TorchRL's ``("collector", "mask")``.
+        valid_key: the padding mask of ``Collector(split_trajs=True)`` batches (False on padding): only valid steps
+            are stored, and the mask itself is not (``None``: store the key like any other).
         trial_id_key / trial_step_key: stored with every step: its trial's id and its offset in the trial, for
             TorchRL's ``SliceSampler(traj_key=..., step_key=..., fragmented=True)`` (see :class:`TrialWriter`).
         transform: a TorchRL transform applied to the ``[B, T]`` batch (sample time).
@@ -211,7 +220,8 @@ def make_sequence_replay(
         scratch_dir = tempfile.mkdtemp(prefix="torchrl_amago_replay_")
     storage = TrialStorage(capacity_steps, scratch_dir=scratch_dir, auto_cleanup=temp)
     writer = TrialWriter(capacity_steps, done_key=done_key, init_key=init_key, traj_key=traj_key,
-                         max_trial_len=max_trial_len, trial_id_key=trial_id_key, trial_step_key=trial_step_key)
+                         max_trial_len=max_trial_len, trial_id_key=trial_id_key, trial_step_key=trial_step_key,
+                         valid_key=valid_key)
     sampler = TrialWindowSampler(seq_len, sampling=sampling, padded_sampling=padded_sampling, trim=trim)
     return SequenceReplayBuffer(storage=storage, writer=writer, sampler=sampler, batch_size=batch_size,
                                 trial_transform=trial_transform, mask_key=mask_key, transform=transform,

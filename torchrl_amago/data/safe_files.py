@@ -12,8 +12,12 @@ deserialised and raise :class:`UnsafeFileError` naming the file:
   relative path the format allows; anything else (a planted ``pickle.pkl``, ``meta.json``, ``transform.t``)
   is refused.
 - :func:`read_hdf5`: a member of an HDF5 file as numeric arrays (bool, int, uint, float); object,
-  variable-length, string and compound dtypes, soft/external links, external and virtual storage are refused.
-  Attributes are never read.
+  variable-length, string and compound dtypes, soft/external links, external and virtual storage are refused, and
+  so is a member whose declared size exceeds the memory available (checked before anything is allocated).
+  Attributes are never read. :func:`open_hdf5` opens the file, naming it if it is not HDF5.
+
+Sizes are capped before anything is built: a ``torch.save`` pickle record larger than ``MAX_PICKLE_BYTES`` is
+refused from its declared size, and its opcodes are scanned one at a time (no list of them is kept).
 
 Memory-mapped files hold raw numbers and are never deserialised; their size and location are checked by
 :func:`torchrl_amago.data.replay_persist.check_files`. Nothing here calls ``pickle``, ``numpy.load`` or
@@ -21,6 +25,7 @@ tensordict's ``load_memmap`` (which unpickles ``NonTensorStack`` data).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickletools
@@ -43,6 +48,9 @@ _ALLOWED_GLOBALS = frozenset(
 _CODE_OPCODES = {"STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID"}
 _HDF5_KINDS = "biuf"  # bool, int, uint, float
 _HDF5_MAX_DEPTH = 8
+#: largest pickle record (``data.pkl``) of a ``torch.save`` file that is scanned; tensors live in separate records,
+#: so checkpoints and replay states hold a few MB here at most
+MAX_PICKLE_BYTES = 64 * 2**20
 
 
 class UnsafeFileError(ValueError):
@@ -65,18 +73,30 @@ def _pickle_globals(path: Path) -> set[str]:
             records = [n for n in names if n.endswith(".pkl")]
             if len(records) != 1 or not records[0].endswith("/data.pkl") or any("/code/" in n for n in names):
                 raise UnsafeFileError(f"{path} is not a plain torch.save archive (pickle records {records}); refused")
-            stream = z.read(records[0])
+            size = z.getinfo(records[0]).file_size
+            if size > MAX_PICKLE_BYTES:
+                raise UnsafeFileError(f"{path}: its pickle record {records[0]} declares {size} bytes, more than "
+                                      f"MAX_PICKLE_BYTES={MAX_PICKLE_BYTES}; refused before reading it")
+            with z.open(records[0]) as f:
+                stream = f.read(MAX_PICKLE_BYTES + 1)
+            if len(stream) > MAX_PICKLE_BYTES:
+                raise UnsafeFileError(f"{path}: its pickle record {records[0]} holds more than MAX_PICKLE_BYTES="
+                                      f"{MAX_PICKLE_BYTES} bytes; refused")
     except (zipfile.BadZipFile, OSError, RuntimeError) as e:
         raise UnsafeFileError(f"{path} is a damaged archive ({_first_line(e)}); refused") from e
-    try:  # a static walk over the opcodes: nothing is built, nothing is called
-        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(stream)]
+    found, odd = set(), set()
+    try:  # a static walk over the opcodes, one at a time: nothing is built, nothing is called
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name in _CODE_OPCODES:
+                odd.add(op.name)
+            elif op.name == "GLOBAL":
+                found.add(str(arg))
     except (ValueError, EOFError) as e:
         raise UnsafeFileError(f"{path}: malformed pickle stream ({_first_line(e)}); refused") from e
-    odd = sorted({name for name, _ in ops if name in _CODE_OPCODES})
     if odd:
-        raise UnsafeFileError(f"{path} holds pickle opcodes {odd} (torch.save with its default protocol never writes "
-                              f"them); refused")
-    return {str(arg) for name, arg in ops if name == "GLOBAL"}
+        raise UnsafeFileError(f"{path} holds pickle opcodes {sorted(odd)} (torch.save with its default protocol never "
+                              f"writes them); refused")
+    return found
 
 
 def load_tensors(path: str | os.PathLike) -> Any:
@@ -142,12 +162,56 @@ def check_folder(root: str | os.PathLike, allowed: Callable[[str], bool], what: 
     return files
 
 
-def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | None = None, _depth: int = 0):
+def available_memory() -> int:
+    """Bytes a new array may take: ``MemAvailable`` of /proc/meminfo (else the free physical pages), and no more
+    than the address-space limit (``RLIMIT_AS``) when one is set."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 2**63 - 1
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            avail = min(avail, soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return int(avail)
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str | os.PathLike):
+    """``h5py.File(path, "r")``; a file that is not HDF5 (truncated, empty, anything else) raises
+    :class:`UnsafeFileError` naming it."""
+    h5py = require("h5py", "h5py", "HDF5 datasets")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UnsafeFileError(f"{os.fspath(path)} is not a readable HDF5 file ({_first_line(e)}); refused") from e
+    with f:
+        yield f
+
+
+def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | None = None, _depth: int = 0,
+              max_bytes: int | None = None):
     """Member ``name`` of an open h5py ``group``: a Dataset as a numpy array, a Group as a dict of its members
     (only ``keys`` of it when given; a missing one is a KeyError naming it).
 
     Only hard links and numeric datasets (bool, int, uint, float) stored in the file itself are read; any other
-    member raises :class:`UnsafeFileError` naming ``file`` and the member. Attributes are never read."""
+    member raises :class:`UnsafeFileError` naming ``file`` and the member, and so does a dataset whose declared
+    size exceeds ``max_bytes`` (default: :func:`available_memory`), before anything is allocated. Attributes are
+    never read."""
     h5py = require("h5py", "h5py", "HDF5 datasets")
     where = f"{file}: {group.name.rstrip('/')}/{name}"
     link = group.get(name, getlink=True)
@@ -160,7 +224,7 @@ def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | N
         missing = [k for k in keys or () if k not in node]
         if missing:
             raise KeyError(f"{where} lacks {missing}")
-        return {k: read_hdf5(node, k, file, None, _depth + 1) for k in (keys or node.keys())}
+        return {k: read_hdf5(node, k, file, None, _depth + 1, max_bytes) for k in (keys or node.keys())}
     if not isinstance(node, h5py.Dataset):
         raise UnsafeFileError(f"{where} is a {type(node).__name__}, not a dataset or group; refused")
     if node.dtype.kind not in _HDF5_KINDS:
@@ -168,7 +232,13 @@ def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | N
                               f"only numeric arrays are read")
     if node.external or node.is_virtual:
         raise UnsafeFileError(f"{where} stores its data outside the file (external or virtual dataset); refused")
+    size = int(node.size) * node.dtype.itemsize
+    limit = available_memory() if max_bytes is None else max_bytes
+    if size > limit:
+        raise UnsafeFileError(f"{where} declares shape {list(node.shape)} of {node.dtype} ({size} bytes), more than "
+                              f"the {limit} bytes of memory available; refused before reading it")
     return node[()]
 
 
-__all__ = ["UnsafeFileError", "load_tensors", "load_json", "check_folder", "read_hdf5"]
+__all__ = ["UnsafeFileError", "load_tensors", "load_json", "check_folder", "read_hdf5", "open_hdf5",
+           "available_memory", "MAX_PICKLE_BYTES"]

@@ -53,8 +53,9 @@ class TrialWindowSampler(Sampler):
     """Sampler over the trials recorded by a :class:`~torchrl_amago.data.writer.TrialWriter`.
 
     ``sample(storage, B)`` returns the storage index ``[B, T]`` and an info dict with ``"mask"`` ``[B, T]``,
-    ``"trial"`` (unit id) ``[B]``, ``"start"`` ``[B]``. The trial table is shared with the writer
-    (``attach``), which checkpoints it.
+    ``"trial"`` (unit id) ``[B]``, ``"start"`` ``[B]``. The windowing is :meth:`windows`; with a trial transform
+    the buffer reads whole trials (:meth:`sample_whole_trials`), transforms them, then windows them with it. The
+    trial table is shared with the writer (``attach``), which checkpoints it.
     """
 
     def __init__(self, seq_len: int, *, sampling: str = "trial", padded_sampling: str = "none", trim: bool = True):
@@ -87,10 +88,25 @@ class TrialWindowSampler(Sampler):
             pick = torch.multinomial(lengths.double(), batch_size, replacement=True, generator=self._rng)
         return ids[pick], lengths[pick]
 
-    def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
-        ids, lengths = self.sample_trials(batch_size)
+    def windows(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One window per trial of length ``lengths`` [B], drawn with this sampler's settings and RNG: the starts
+        [B], the offsets [B, T] inside each trial (clamped to its last step) and the mask [B, T] (False past the
+        end). ``sample`` cuts its windows with it, and so does a buffer that transforms whole trials first."""
         starts = draw_starts(lengths, self.seq_len, self.padded_sampling, self._rng)
         offsets, mask = window_offsets(lengths, starts, self.seq_len, self.trim)
+        return starts, offsets, mask
+
+    def sample_whole_trials(self, batch_size: int) -> tuple[torch.Tensor, dict]:
+        """Draw ``batch_size`` trials (as :meth:`sample` does) and return the storage index of all their steps, the
+        trials one after the other ``[sum(lengths)]``, with ``{"trial": ids, "length": lengths}``."""
+        ids, lengths = self.sample_trials(batch_size)
+        unit = torch.repeat_interleave(ids, lengths)
+        offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        return self.index.physical(unit, offset), {"trial": ids, "length": lengths}
+
+    def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
+        ids, lengths = self.sample_trials(batch_size)
+        starts, offsets, mask = self.windows(lengths)
         index = self.index.physical(ids[:, None], offsets)
         return index, {"mask": mask, "trial": ids, "start": starts}
 
@@ -106,6 +122,9 @@ class TrialWindowSampler(Sampler):
         return self._config()
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"TrialWindowSampler.load_state_dict takes the dict of state_dict(), got "
+                            f"{type(state_dict).__name__}")
         self._check(state_dict)
 
     def _check(self, cfg: dict) -> None:
@@ -123,7 +142,11 @@ class TrialWindowSampler(Sampler):
             json.dump(self._config(), f)
 
     def loads(self, path) -> None:
-        self._check(load_json(Path(path).absolute() / "sampler_metadata.json"))
+        file = Path(path).absolute() / "sampler_metadata.json"
+        cfg = load_json(file)
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{file}: expected the sampler settings (a JSON object), got {type(cfg).__name__}")
+        self._check(cfg)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(seq_len={self.seq_len}, sampling={self.sampling!r}, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torchrl.data import LazyMemmapStorage, SliceSampler
 
 from .. import keys as K
+from .safe_files import UnsafeFileError
 
 #: what to use instead, quoted by the error
 SLICE_SAMPLER_RECIPE = (f"SliceSampler(slice_len=..., traj_key={K.TRIAL_ID!r}, step_key={K.TRIAL_STEP!r}, "
@@ -34,8 +35,30 @@ def check_reader(buffer) -> None:
 class TrialStorage(LazyMemmapStorage):
     """``LazyMemmapStorage`` (same arguments and files) whose ``attach`` refuses a ``SliceSampler`` that would find
     trajectories by storage order (see the module docstring): a buffer built on it with such a sampler raises a
-    ``ValueError`` naming ``SliceSampler(traj_key=TRIAL_ID, step_key=TRIAL_STEP, fragmented=True)``."""
+    ``ValueError`` naming ``SliceSampler(traj_key=TRIAL_ID, step_key=TRIAL_STEP, fragmented=True)``.
+
+    It never reads TorchRL's storage format: ``loads`` / ``load`` (which would go through tensordict's
+    ``load_memmap``, and that unpickles any ``NonTensorData`` a folder holds) raise :class:`UnsafeFileError` naming
+    the folder before touching it, and ``shared_init=True`` (whose other processes ``load_memmap`` the scratch
+    folder) is refused. Load a replay with ``SequenceReplayBuffer.loads``. ``dumps`` still writes TorchRL's format
+    (writing runs nothing)."""
+
+    def __init__(self, max_size: int, **kwargs):
+        if kwargs.get("shared_init"):
+            raise ValueError("TrialStorage(shared_init=True) is not supported: its other processes would read the "
+                             "scratch folder with tensordict's load_memmap, which can unpickle data; the sequence "
+                             "replay is written by one process")
+        super().__init__(max_size, **kwargs)
 
     def attach(self, buffer) -> None:
         check_reader(buffer)
         super().attach(buffer)
+
+    def loads(self, path) -> None:
+        raise UnsafeFileError(
+            f"TrialStorage.loads({path}): refused without reading it: TorchRL's storage format is read with "
+            f"tensordict's load_memmap, which can unpickle (run) code a folder holds. Load a replay dump with "
+            f"SequenceReplayBuffer.loads(path) (a folder written by SequenceReplayBuffer.dumps)")
+
+    def load(self, path) -> None:
+        self.loads(path)

@@ -145,22 +145,106 @@ class TrialIndex:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if int(state["capacity"]) != self.capacity:
-            raise ValueError(
-                f"checkpoint was written by a buffer with capacity_steps={state['capacity']}, "
-                f"this buffer has capacity_steps={self.capacity}"
-            )
-        self.write_count = int(state["write_count"])
-        self.unit_base = int(state["unit_base"])
-        for k in ("u_len", "u_first", "u_finished", "s_unit", "s_off", "s_gpos"):
-            setattr(self, k, state[k].clone())
-        self.env_unit = None if state["env_unit"] is None else state["env_unit"].clone()
-        env_traj = state.get("env_traj")
-        if env_traj is not None and env_traj.numel() and bool((env_traj < 0).all()):
-            env_traj = None  # written before trials were keyed by trajectory id, by data without ids: per row
-        self.env_traj = None if env_traj is None else env_traj.clone()
-        if self.env_traj is not None:  # keyed map (older checkpoints held one id per row: the same map)
-            keep = self.env_unit >= 0
-            order = torch.argsort(self.env_traj[keep])
-            self.env_traj, self.env_unit = self.env_traj[keep][order], self.env_unit[keep][order]
+        """Load a table written by :meth:`state_dict` after :func:`check_index_state` found it consistent (a
+        ValueError naming the field otherwise; nothing is changed then)."""
+        new = check_index_state(state, self.capacity)
+        for k, v in new.items():
+            setattr(self, k, v)
         self._sorted = True
+
+
+def _int_field(state: dict, name: str, low: int = 0, high: int = 2**62) -> int:
+    v = state.get(name)
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool:
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ValueError(f"index.{name}: expected an integer in [{low}, {high}], got {v!r}")
+    return v
+
+
+def _vector(state: dict, name: str, dtype: torch.dtype, optional: bool = False) -> torch.Tensor | None:
+    v = state.get(name)
+    if v is None and optional:
+        return None
+    if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.dtype != dtype:
+        what = f"{v.dtype} tensor of shape {list(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+        raise ValueError(f"index.{name}: expected a 1-D {dtype} tensor, got {what}")
+    return v.clone()
+
+
+def _bad(name: str, ok: torch.Tensor, what: str) -> None:
+    """Raise naming the field and the first entry where ``ok`` is False."""
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0])
+        raise ValueError(f"index.{name}: entry {i} {what}")
+
+
+def check_index_state(state: dict, capacity: int) -> dict:
+    """The tables of a :meth:`TrialIndex.state_dict` checked for consistency, as attributes to set.
+
+    Checks (a ValueError names the field and the first bad entry): types and lengths; ``write_count`` and
+    ``unit_base`` non-negative; every unit non-empty, starting where its first segment starts, at a position still
+    stored (``>= write_count - capacity``), in write order; every segment inside its unit, inside the written range
+    and overlapping no other; the segments of a unit covering it exactly; the open trials naming existing units."""
+    if not isinstance(state, dict):
+        raise ValueError(f"index: expected a dict, got {type(state).__name__}")
+    cap = _int_field(state, "capacity", 1)
+    if cap != capacity:
+        raise ValueError(f"checkpoint was written by a buffer with capacity_steps={cap}, "
+                         f"this buffer has capacity_steps={capacity}")
+    write_count = _int_field(state, "write_count")
+    base = _int_field(state, "unit_base")
+    u_len, u_first = _vector(state, "u_len", torch.long), _vector(state, "u_first", torch.long)
+    u_finished = _vector(state, "u_finished", torch.bool)
+    s_unit, s_off, s_gpos = (_vector(state, k, torch.long) for k in ("s_unit", "s_off", "s_gpos"))
+    k = u_len.numel()
+    if u_first.numel() != k or u_finished.numel() != k:
+        raise ValueError(f"index.u_first/u_finished: {u_first.numel()}/{u_finished.numel()} entries for {k} units")
+    if s_off.numel() != s_unit.numel() or s_gpos.numel() != s_unit.numel():
+        raise ValueError(f"index.s_off/s_gpos: {s_off.numel()}/{s_gpos.numel()} entries for {s_unit.numel()} "
+                         f"segments")
+    oldest = write_count - cap
+    _bad("u_len", u_len >= 1, "is not a positive length")
+    _bad("u_first", (u_first >= oldest) & (u_first < write_count),
+         f"lies outside the stored positions [{max(oldest, 0)}, {write_count})")
+    _bad("u_len", u_first + u_len <= write_count, f"runs past the {write_count} steps written (index.write_count)")
+    _bad("u_first", u_first[1:] >= u_first[:-1], "is smaller than the entry before it (units are in write order)")
+    _bad("s_unit", (s_unit >= base) & (s_unit < base + k), f"is not a unit id in [{base}, {base + k})")
+    key = s_unit * _KEY_SHIFT + s_off
+    _bad("s_off", key[1:] > key[:-1], "is out of order (segments are sorted by unit, then offset)")
+    local = s_unit - base
+    first = torch.ones_like(s_unit, dtype=torch.bool)
+    first[1:] = s_unit[1:] != s_unit[:-1]
+    if int(first.sum()) != k:
+        raise ValueError(f"index.s_unit: {int(first.sum())} units have segments, the table has {k} units")
+    _bad("s_off", (s_off == 0) | ~first, "is not 0 although it is its unit's first segment")
+    _bad("s_gpos", (s_gpos == u_first[local]) | ~first, "is not its unit's first position (index.u_first)")
+    nxt_off = torch.cat([s_off[1:], s_off.new_zeros(1)])
+    last = torch.ones_like(first)
+    last[:-1] = first[1:]
+    seg_len = torch.where(last, u_len[local] - s_off, nxt_off - s_off)
+    _bad("s_off", seg_len >= 1, "leaves an empty segment (past its unit's length, index.u_len)")
+    _bad("s_gpos", (s_gpos >= max(oldest, 0)) & (s_gpos + seg_len <= write_count),
+         f"lies outside the stored positions [{max(oldest, 0)}, {write_count})")
+    order = torch.argsort(s_gpos)
+    g, n = s_gpos[order], seg_len[order]
+    _bad("s_gpos", torch.cat([g[1:] >= g[:-1] + n[:-1], torch.ones(1, dtype=torch.bool)])[torch.argsort(order)],
+         "overlaps the next segment")
+    env_unit = _vector(state, "env_unit", torch.long, optional=True)
+    env_traj = _vector(state, "env_traj", torch.long, optional=True)
+    if env_unit is not None:
+        _bad("env_unit", (env_unit == -1) | ((env_unit >= base) & (env_unit < base + k)),
+             f"is neither -1 nor a unit id in [{base}, {base + k})")
+    if env_traj is not None and env_traj.numel() and bool((env_traj < 0).all()):
+        env_traj = None  # written before trials were keyed by trajectory id, by data without ids: per row
+    if env_traj is not None:  # keyed map (older checkpoints held one id per row: the same map)
+        if env_unit is None or env_unit.numel() != env_traj.numel():
+            raise ValueError(f"index.env_traj: {env_traj.numel()} ids for "
+                             f"{0 if env_unit is None else env_unit.numel()} open units (index.env_unit)")
+        keep = env_unit >= 0
+        order = torch.argsort(env_traj[keep])
+        env_traj, env_unit = env_traj[keep][order], env_unit[keep][order]
+        _bad("env_traj", env_traj[1:] > env_traj[:-1], "repeats a trajectory id")
+    return {"write_count": write_count, "unit_base": base, "u_len": u_len, "u_first": u_first,
+            "u_finished": u_finished, "s_unit": s_unit, "s_off": s_off, "s_gpos": s_gpos, "env_unit": env_unit,
+            "env_traj": env_traj}

@@ -24,6 +24,36 @@ def acting_is_deterministic() -> bool:
     return interaction_type() in _DETERMINISTIC
 
 
+class _WeightWrites(dict):
+    """The policy's ``_buffers`` dict, which notes when the policy's weights may have been written from outside.
+
+    The acting caches (sigma-reparam ``W_hat``, InputNorm constants) are keyed on the tensors' version counters,
+    which see in-place writes made through the tensors themselves (optimizer steps, ``copy_``, ``load_state_dict``)
+    but not writes made through ``.data`` or by another process into shared memory, and that is how TorchRL's
+    weight sync writes: every receiver (``SharedMemWeightSyncScheme``'s worker thread, the pipe and RPC schemes, a
+    single-process ``Collector`` given weights) lists the module's tensors first, with ``TensorDict.from_module``
+    (``_buffers.items()``) or ``TensorDict.to_module`` (``_buffers[name] = ...``), as ``load_state_dict`` does.
+    Listing them raises ``written``; the policy's next step drops its caches (``AMAGOPolicy.forward``). A listing
+    for reading only (``state_dict``, ``.to()``) costs one cache rebuild at the next step."""
+
+    written = False
+
+    def items(self):
+        self.written = True
+        return super().items()
+
+    def values(self):
+        self.written = True
+        return super().values()
+
+    def __setitem__(self, key, value):
+        self.written = True
+        super().__setitem__(key, value)
+
+    def __reduce_ex__(self, protocol):  # pickled (spawned workers, deepcopy) as the same kind of dict
+        return (_WeightWrites, (dict(self),))
+
+
 class AMAGOPolicy(TensorDictModuleBase):
     """Collector policy on envs with batch [N] (or unbatched, treated as N=1; or any batch shape, flattened).
 
@@ -59,6 +89,7 @@ class AMAGOPolicy(TensorDictModuleBase):
                  eval_when_acting: bool = True, deterministic: bool | None = None, params_key=None,
                  tensordict_state: bool = False):
         super().__init__()
+        self.__dict__["_buffers"] = _WeightWrites(self._buffers)  # see _WeightWrites: pushes drop the acting caches
         if not isinstance(action_space, ActionSpace):
             raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")
         if isinstance(trajectory_encoder, TrajectoryEncoderModule):
@@ -116,9 +147,9 @@ class AMAGOPolicy(TensorDictModuleBase):
             self._ff_out_key = trajectory_encoder.out_keys[0]
         self._states: dict[int, Any] = {}  # the policy's own acting state, one per number of envs
         self._last_n: int | None = None
-        # bumped by whoever pushes new weights to copies of this policy (trainers: before every push to collector
-        # workers); it travels with the weights, and a copy that sees a new value drops its acting caches, whose
-        # keys cannot see weights written into shared memory by another process (see `clear_weight_caches`)
+        # optional: bumped by whoever pushes new weights to copies of this policy; it travels with the weights, and a
+        # copy that sees a new value drops its acting caches. TorchRL's own pushes (`update_policy_weights_()`) are
+        # noticed without it (see `_WeightWrites`)
         self.register_buffer("weights_version", torch.zeros((), dtype=torch.long), persistent=False)
         self._seen_weights_version = 0
         self._clears_left = 0
@@ -181,13 +212,20 @@ class AMAGOPolicy(TensorDictModuleBase):
                 m.clear_weight_cache()
 
     def bump_weights_version(self) -> None:
-        """Call before sending this policy's weights to copies of it (e.g. collector workers)."""
+        """Mark this policy's weights as new for its copies (they drop their acting caches when they see it).
+
+        Not needed with TorchRL's weight sync (``collector.update_policy_weights_()``), whose receivers list the
+        tensors they write, which the copies notice; for a push by other means, call it before sending."""
         self.weights_version += 1
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        buffers = self._buffers
+        if buffers.written:  # the weights were listed to be written (a weight push): they are in place by now
+            buffers.written = False
+            self._clears_left = max(self._clears_left, 1)
         version = int(self.weights_version)
-        if version != self._seen_weights_version:  # new weights were pushed into this copy
+        if version != self._seen_weights_version:  # a bumped version arrived with new weights
             self._seen_weights_version = version
             self._clears_left = 2  # this step and the next: a push may still be copying the other tensors
         if self._clears_left:
