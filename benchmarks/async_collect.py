@@ -24,7 +24,7 @@ reach if acting split evenly over them (envs whose cost is per env: `--env_cost_
     python benchmarks/async_collect.py --quick --env_cost_per_env_ms 10 --num_collectors 4   # 10 ms CPU per env step
 
 Threads: `--num_threads` sets the learner's torch threads in every mode (default: torch's, every core); in async
-the learner hands a core to its worker while the worker acts (torchrl_amago/trainers/threads.py); collector workers
+the learner hands a core to its worker while the worker acts (torchrl_amago/trainers/scale/threads.py); collector workers
 use 1 thread each. `load` records the 1-minute load average before and after each run (other jobs on the machine
 distort every mode).
 """

@@ -1,14 +1,15 @@
 """Resume one saved epoch of a run under several settings and print the curves side by side.
 
-A run started with ``--branch_every N`` keeps ``<run>/branches/epoch_<E>/`` (checkpoint + replay + metrics). This
-script starts one new run per ``--variant NAME=FLAGS`` from such a branch point (the example itself, in a
-subprocess: ``--branch_from <branch point> --run_name <run>_e<E>_<NAME>`` plus the flags after ``--`` and the
-variant's own flags), ``--jobs`` at a time, each ``nice``d. It then prints one JSON line per variant (its changed
-flags, exit code, final summary and its curve from the branch epoch on: ``grad_steps`` and every ``--keys`` column),
-one for the source run's own continuation (``"variant": "source"``), and a last line with the keys' values per
-variant, aligned on ``grad_steps``.
+With ``--branch_every N`` (and no branch point) it runs the source run itself, keeping
+``<run>/branches/epoch_<E>/`` (checkpoint + replay + metrics) after every N epochs (``benchmarks/branching.py``).
+Given a branch point, it starts one new run per ``--variant NAME=FLAGS`` from it (the example, in a subprocess
+through ``benchmarks/branching.py --branch_from <branch point>``, with ``--run_name <run>_e<E>_<NAME>`` plus the flags
+after ``--`` and the variant's own flags), ``--jobs`` at a time, each ``nice``d. It then prints one JSON line per
+variant (its changed flags, exit code, final summary and its curve from the branch epoch on: ``grad_steps`` and every
+``--keys`` column), one for the source run's own continuation (``"variant": "source"``), and a last line with the
+keys' values per variant, aligned on ``grad_steps``.
 
-    python examples/04_tmaze.py --horizon 100 --epochs 80 --branch_every 2 --run_name tm100
+    python benchmarks/branch_run.py --branch_every 2 --example 04_tmaze -- --horizon 100 --epochs 80 --run_name tm100
     python benchmarks/branch_run.py runs/tm100/branches/epoch_60 --example 04_tmaze \\
         --variant same= --variant lr3e-5="--learning_rate 3e-5" --jobs 2 -- --horizon 100 --epochs 80
 
@@ -26,6 +27,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_files import ROOT, read_metrics, split_argv  # noqa: E402
+
+BRANCHING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "branching.py")
 
 DEFAULT_KEYS = ("eval/success", "eval/return", "train/return", "train-update/td_target_mean",
                 "train-update/critic_loss_unweighted", "train-update/policy_entropy", "train-update/grad_norm")
@@ -87,13 +90,21 @@ def launch(cmd: list[str], log_prefix: str) -> subprocess.Popen:
 def main(argv=None) -> list[dict]:
     argv, common = split_argv(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("branch_point", help="<run>/branches/epoch_<E> (written by a run with --branch_every)")
+    p.add_argument("branch_point", nargs="?", help="<run>/branches/epoch_<E> (written by a run with --branch_every)")
     p.add_argument("--example", required=True, help="the example the source run used, e.g. 04_tmaze")
     p.add_argument("--variant", action="append", default=[], help="NAME=FLAGS (repeatable); default: same=")
     p.add_argument("--jobs", type=int, default=1, help="variants run at a time")
     p.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS), help="metrics.csv columns to print")
     p.add_argument("--out_dir", default=None, help="buffer_dir of the new runs (default: next to the source run)")
+    p.add_argument("--branch_every", type=int, default=0,
+                   help="without a branch point: run the source run, a branch point after every N epochs")
     args = p.parse_args(argv)
+    if args.branch_point is None:
+        if not args.branch_every:
+            raise SystemExit("give a branch point, or --branch_every N to run the source run")
+        from branching import run_example
+
+        return [run_example(args.example, common, branch_every=args.branch_every)]
     bp = os.path.abspath(args.branch_point)
     epoch = branch_epoch(bp)
     if not os.path.exists(os.path.join(bp, "latest.pt")):
@@ -110,8 +121,8 @@ def main(argv=None) -> list[dict]:
     for name, flags in variants:
         run_name = f"{os.path.basename(source_run)}_e{epoch}_{name}"
         os.makedirs(os.path.join(out_dir, run_name), exist_ok=True)
-        cmd = [sys.executable, example, *common, *flags, "--branch_from", bp, "--run_name", run_name,
-               "--buffer_dir", out_dir, "--no-progress_bar"]
+        cmd = [sys.executable, BRANCHING, "--branch_from", bp, args.example, "--", *common, *flags,
+               "--run_name", run_name, "--buffer_dir", out_dir, "--no-progress_bar"]
         jobs.append({"variant": name, "flags": flags, "run": os.path.join(out_dir, run_name), "cmd": cmd})
     running: list[tuple[dict, subprocess.Popen]] = []
     pending = list(jobs)

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from torchrl_amago.trainers.device import COMPILE_MODES
+from torchrl_amago.trainers.scale.device import COMPILE_MODES
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

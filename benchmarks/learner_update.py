@@ -4,10 +4,8 @@ One update = AMAGOLoss forward (one backbone pass over T+1 steps, target/online 
 + backward + global grad-norm clip (1.0) + AdamW step + AMAGOSoftUpdate of the target copies. Settings follow the
 original's comparison point: Transformer d_model 128, 2 layers, 8 heads, batch 24, discrete actions (4),
 10-d observations, 7 gammas, 4 critics; default timestep encoder (512/512 -> 256) and heads (256 hidden).
-`--target-backbone` adds the pass of the encoders' target copy for the TD targets (`AMAGOLoss(target_backbone=True)`,
-`--target_backbone` of the trainer; the original has no such pass), built when a discount reaches
-`--target-backbone-min-gamma G` (default 0: always) and read by every discount; with `--no-target-backbone-all-gammas`
-only the discounts >= G read it (the others' targets are computed a second time from the online encoders).
+`--target-encoders` adds the pass of the encoders' target copy that gives every discount's TD targets their s_{t+1}
+(`AMAGOLoss(target_encoders=True)`; the original has no such pass).
 
 `--critic twohot` benchmarks the multi-task agent instead (AMAGO-2: two-hot critic with gamma and action as
 inputs, 128 bins, filtered BC with 3 sampled actions); `--critic continuous` a 4-d tanh-Gaussian actor with the
@@ -16,11 +14,10 @@ the discrete agent with `--count_heads` (the per-action count terms and the coun
 
 Prints one JSON object per setting, e.g.
 {"encoder": "transformer", "d_model": 128, "layers": 2, "seq_len": 128, "batch": 24, "updates_per_s": ...,
- "timesteps_per_s": ..., "vs_original": ...}
-`updates_per_s` is the median over `--repeats` timing windows; `vs_original` = updates_per_s / 2.0 (T = 128
-only). `cpu_s_per_update` is process CPU time per update: on a busy machine, with one thread, it is a
-better estimate of the quiet-machine time than the wall clock. `compile_s` is the warm-up time (it includes
-torch.compile's compilation with --compile).
+ "timesteps_per_s": ...}
+`updates_per_s` is the median over `--repeats` timing windows. `cpu_s_per_update` is process CPU time per
+update: on a busy machine, with one thread, it is a better estimate of the quiet-machine time than the wall clock.
+`compile_s` is the warm-up time (it includes torch.compile's compilation with --compile).
 `--variable` measures the work of short and variable-length trials instead of full windows: trials with
 lengths drawn from a wide distribution (exponential, mean `--mean-trial-len` 30, at least 2 steps) stored in a
 real sequence replay with max_seq_len 256 (`--seq-lens`), and each update *samples its batch from the replay*.
@@ -29,12 +26,17 @@ batch cut to its longest valid window) and `"packed"` (trimmed, and the loss pac
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
-       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-backbone [--target-backbone-min-gamma G] [--no-target-backbone-all-gammas]] [--n-step N] [--actor-encoder-grad all|bc|none]
+       [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-encoders] [--n-step N] [--cql-coeff C]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
 the RSS growth with linear growth and with what a materialised [B, heads, T, T] attention matrix would take.
-Reference: the original implementation does ~2 updates/s (~6,000 timesteps/s) at T=128 on a 2-core CPU.
+`--original PATH [--original-python PY] [--original-eager]`: also time the original AMAGO's learner update (its
+`Agent` at the same comparison point, see benchmarks/original_amago.py), imported from the checkout PATH by the
+interpreter PY in a worker process (never a dependency; no code of it is in this repository), its timing windows
+interleaved with ours (`--repeats` each, alternating which goes first). Prints our line, the original's line and
+{"compare": "learner_update", "ratio": ours / original updates/s, "ratio_cpu": original / ours CPU s per update,
+...}. Recorded runs: docs/results/speed/learner_vs_original.json.
 """
 from __future__ import annotations
 
@@ -57,15 +59,13 @@ from torchrl_amago.modules.heads import ActorHead, ContinuousCritic, DiscreteCri
 from torchrl_amago.modules.timestep import MLPTimestepEncoder
 from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss, AMAGOSoftUpdate
-from torchrl_amago.objectives.amago_loss import ACTOR_ENCODER_GRADS
 from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
-from torchrl_amago.trainers.device import COMPILE_MODES
-from torchrl_amago.trainers.device import compile_loss as compiled_forward
-from torchrl_amago.trainers.graphed_update import GraphedUpdate
+from torchrl_amago.trainers.scale.device import COMPILE_MODES
+from torchrl_amago.trainers.scale.device import compile_loss as compiled_forward
+from torchrl_amago.trainers.scale.graphed_update import GraphedUpdate
 
 OBS, ACT, G, C = 10, 4, 7, 4
-ORIGINAL_UPDATES_PER_S = 2.0  # the original at T=128, batch 24, d_model 128, 2 layers, 2-core CPU
 
 
 def make_batch(B: int, T: int, device, continuous: bool = False, counts: bool = False) -> TensorDict:
@@ -94,7 +94,7 @@ def make_batch(B: int, T: int, device, continuous: bool = False, counts: bool = 
 
 def build(T: int, d_model: int, layers: int, heads: int, device, compile_: bool, critic: str = "discrete",
           attention: str = "auto", loss_options: dict | None = None):
-    """The benchmarked AMAGOLoss; `loss_options` go to its constructor (e.g. target_backbone, n_step). `critic`
+    """The benchmarked AMAGOLoss; `loss_options` go to its constructor (e.g. target_encoders, n_step). `critic`
     "count" is the discrete agent with `--count_heads` (modules.count_heads)."""
     loss_options = loss_options or {}
     asp = ActionSpace("continuous" if critic == "continuous" else "discrete", ACT)
@@ -189,13 +189,10 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     d_ff = getattr(transformer.layers[0].ff1, "out_features", None)
     return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
             "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
-            "vs_original": round(ups / ORIGINAL_UPDATES_PER_S, 3) if T == 128 and critic == "discrete" else None,
             "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
-            "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_backbone": loss.target_backbone,
-            "target_backbone_min_gamma": loss.target_backbone_min_gamma,
-            "target_backbone_all_gammas": loss.target_backbone_all_gammas,
-            "n_step": loss.n_step, "actor_encoder_grad": loss.actor_encoder_grad, "cql_coeff": loss.cql_coeff,
+            "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_encoders": loss.target_encoders,
+            "n_step": loss.n_step, "cql_coeff": loss.cql_coeff,
             "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -296,6 +293,62 @@ def run_long(args) -> None:
     print(json.dumps(summary), flush=True)
 
 
+def run_vs_original(args) -> None:
+    """Ours and the original (a worker process, benchmarks/original_amago.py) in alternating timing windows."""
+    from original_amago import OriginalWorker, check_original_path
+
+    try:
+        check_original_path(args.original)  # a missing checkout fails before anything is built
+    except ValueError as e:
+        raise SystemExit(f"learner_update.py: error: {e}") from None
+    unsupported = [f for f, on in (("--bf16", args.bf16), ("--compile", args.compile),
+                                   ("--cuda-graph", args.cuda_graph), ("--compile-loss", args.compile_loss != "no"),
+                                   ("--variable", args.variable), ("--critic", args.critic != "discrete")) if on]
+    if unsupported or args.device != "cpu":
+        raise SystemExit(f"--original compares the default fp32 eager discrete update on the CPU; drop "
+                         f"{', '.join(unsupported) or '--device ' + args.device}")
+    min_time = args.min_time or (3.0 if args.quick else 8.0)
+    threads = torch.get_num_threads()
+    for T in args.seq_lens or [128]:
+        worker = OriginalWorker(args.original, T, args.batch, threads, python=args.original_python,
+                                eager=args.original_eager)
+        try:
+            t0 = time.perf_counter()
+            worker.warmup(3)  # the original's torch.compile decorators compile here
+            original_warmup_s = time.perf_counter() - t0
+            ours, orig, last = [], [], None
+            for r in range(args.repeats):
+                for who in (("ours", "original") if r % 2 == 0 else ("original", "ours")):
+                    if who == "ours":
+                        last = bench(T, args.batch, 128, 2, 8, torch.device("cpu"), False, min_time=min_time,
+                                     min_updates=args.min_updates, warmup=2, repeats=1)
+                        ours.append((last["updates_per_s"], last["cpu_s_per_update"]))
+                    else:
+                        o = worker.time(min_time, args.min_updates)
+                        orig.append((o["updates"] / o["seconds"], o["cpu_s"] / o["updates"]))
+        finally:
+            worker.close()
+        med = lambda xs, i: statistics.median(x[i] for x in xs)
+        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+        last.update(updates_per_s=round(med(ours, 0), 3), timesteps_per_s=round(med(ours, 0) * args.batch * T, 1),
+                    updates_per_s_runs=[round(x[0], 3) for x in ours], cpu_s_per_update=round(med(ours, 1), 4),
+                    cpu_s_per_update_runs=[round(x[1], 4) for x in ours], updates=None, load_avg_1m=load)
+        print(json.dumps(last), flush=True)
+        print(json.dumps({"system": "original", "seq_len": T, "batch": args.batch, "d_model": 128, "layers": 2,
+                          "heads": 8, "updates_per_s": round(med(orig, 0), 3),
+                          "updates_per_s_runs": [round(x[0], 3) for x in orig],
+                          "cpu_s_per_update": round(med(orig, 1), 4),
+                          "cpu_s_per_update_runs": [round(x[1], 4) for x in orig],
+                          "warmup_s": round(original_warmup_s, 1),
+                          "versions": worker.versions, "load_avg_1m": load}), flush=True)
+        print(json.dumps({"compare": "learner_update", "seq_len": T, "batch": args.batch, "threads": threads,
+                          "ours_updates_per_s": round(med(ours, 0), 3),
+                          "original_updates_per_s": round(med(orig, 0), 3),
+                          "ratio": round(med(ours, 0) / med(orig, 0), 3),
+                          "ratio_cpu": round(med(orig, 1) / med(ours, 1), 3),
+                          "original_eager": args.original_eager, "repeats": args.repeats}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only T=128, short timing (< 60 s)")
@@ -326,32 +379,33 @@ def main():
     ap.add_argument("--pack-windows", choices=PACK_MODES, default="cpu",
                     help="the loss's pack_windows for full windows (nothing to pack; 'always' measures the plan's "
                          "cost, a host sync on CUDA)")
-    ap.add_argument("--target-backbone", action="store_true",
-                    help="AMAGOLoss(target_backbone=True): TD targets from Polyak-averaged encoders (one more "
-                         "encoder forward per update)")
-    ap.add_argument("--target-backbone-min-gamma", type=float, default=0.0,
-                    help="AMAGOLoss(target_backbone_min_gamma=G): the copy is built when a discount reaches G")
-    ap.add_argument("--target-backbone-all-gammas", action=argparse.BooleanOptionalAction, default=True,
-                    help="AMAGOLoss(target_backbone_all_gammas=...): every discount reads the copy (--no-...: only "
-                         "those >= G)")
+    ap.add_argument("--target-encoders", action="store_true",
+                    help="AMAGOLoss(target_encoders=True): every discount's TD targets from Polyak-averaged encoders "
+                         "(one more encoder forward per update)")
     ap.add_argument("--n-step", type=int, default=1, help="AMAGOLoss(n_step=N): N-step TD targets")
-    ap.add_argument("--actor-encoder-grad", choices=ACTOR_ENCODER_GRADS, default="all",
-                    help="AMAGOLoss(actor_encoder_grad=...): the actor-loss terms that train the encoders")
     ap.add_argument("--cql-coeff", type=float, default=0.0,
                     help="AMAGOLoss(cql_coeff=...): the conservative critic term (per-action critics)")
     ap.add_argument("--variable", action="store_true",
                     help="variable-length trials sampled from a replay: fixed vs trimmed vs packed windows "
                          "(max_seq_len 256)")
     ap.add_argument("--mean-trial-len", type=float, default=30.0, help="mean trial length for --variable")
+    ap.add_argument("--original", metavar="PATH", default=None,
+                    help="also time the original AMAGO imported from this checkout, interleaved with ours "
+                         "(discrete critic, fp32, eager; see benchmarks/original_amago.py)")
+    ap.add_argument("--original-python", metavar="PY", default=None,
+                    help="the interpreter that imports --original (its own venv); default: this one")
+    ap.add_argument("--original-eager", action="store_true",
+                    help="run the original with TORCHDYNAMO_DISABLE=1 (without its torch.compile decorators)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.long:
         return run_long(args)
+    if args.original:
+        return run_vs_original(args)
     device = torch.device(args.device)
-    copy_options = dict(target_backbone=args.target_backbone, target_backbone_min_gamma=args.target_backbone_min_gamma,
-                        target_backbone_all_gammas=args.target_backbone_all_gammas)
+    copy_options = dict(target_encoders=args.target_encoders)
     if args.variable:
         for res in bench_variable((args.seq_lens or [256])[0], args.batch, device, args.mean_trial_len,
                                   min_time=3.0 if args.quick else 8.0, repeats=args.repeats, bf16=args.bf16,
@@ -365,8 +419,7 @@ def main():
                         min_updates=args.min_updates,
                         warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.compile_step or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
                         critic=args.critic, pack_windows=args.pack_windows,
-                        loss_options=dict(copy_options, n_step=args.n_step,
-                                          actor_encoder_grad=args.actor_encoder_grad, cql_coeff=args.cql_coeff),
+                        loss_options=dict(copy_options, n_step=args.n_step, cql_coeff=args.cql_coeff),
                         compile_loss=args.compile_loss, cuda_graph=args.cuda_graph, compile_step=args.compile_step)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}

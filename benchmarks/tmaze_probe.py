@@ -3,7 +3,7 @@
 policy for one trial in the eval envs and, at the first step of each trial where it does not move right before the
 junction (a trial that wastes a step cannot reach a goal cell in time), compares the actor with the critic:
 
-    python examples/04_tmaze.py --horizon 300 --epochs 80 --branch_every 5 --run_name tm300
+    python benchmarks/branch_run.py --branch_every 5 --example 04_tmaze -- --horizon 300 --epochs 80 --run_name tm300
     python benchmarks/tmaze_probe.py runs/tm300/branches/epoch_{60,65,70} -- --horizon 300
 
 One JSON line per saved epoch: `success`, `frac_trials_wrong_side` (reached the junction, took the wrong goal cell),
@@ -27,12 +27,13 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from branching import CKPT_FILE  # noqa: E402
 from run_files import ROOT, example_trainer, load_example, split_argv  # noqa: E402
 
 sys.path.insert(0, ROOT)
 
 from torchrl_amago.trainers import AMAGOTrainer, example_args  # noqa: E402
-from torchrl_amago.trainers.checkpoint import load_checkpoint, load_module_state  # noqa: E402
+from torchrl_amago.trainers.run.checkpoint import load_checkpoint, load_module_state  # noqa: E402
 
 RIGHT = 0  # TMaze's action 0 moves right
 
@@ -44,7 +45,7 @@ def build_trainer(example, example_flags: list[str], buffer_dir: str) -> AMAGOTr
 
 
 def checkpoint_file(saved: str) -> str:
-    path = os.path.join(saved, "latest.pt") if os.path.isdir(saved) else saved
+    path = os.path.join(saved, CKPT_FILE) if os.path.isdir(saved) else saved
     if not os.path.exists(path):
         raise SystemExit(f"{saved}: no checkpoint (expected a branch point folder <run>/branches/epoch_<E> or a .pt file)")
     return path

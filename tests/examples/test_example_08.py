@@ -9,7 +9,7 @@ import pytest
 from tests.envs.libs.atari_standin import EPISODE_FRAMES, REWARD, install_fake_ale
 from tests.examples.test_examples_smoke import TINY, example_config, load_example
 from torchrl_amago.trainers import build_agent_modules, build_loss
-from torchrl_amago.trainers.checkpoint import load_checkpoint
+from torchrl_amago.trainers.run.checkpoint import load_checkpoint
 from tests.missing_package import assert_missing_package_named
 
 STEPS = EPISODE_FRAMES // 4  # one toy episode = 12 agent steps at frame skip 4

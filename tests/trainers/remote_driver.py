@@ -10,7 +10,7 @@ import sys
 import time
 
 from tests.trainers.test_remote_collection import FRAMES, make_env, make_policy, worker_of
-from torchrl_amago.trainers.remote_collection import RemoteCollectorError, make_remote_collector
+from torchrl_amago.trainers.scale.remote_collection import RemoteCollectorError, make_remote_collector
 
 
 def main(address: str, raylet_pid: int) -> dict:

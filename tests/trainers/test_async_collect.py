@@ -15,7 +15,7 @@ import torch
 
 from torchrl_amago.envs import TMaze, make_amago_env
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
-from torchrl_amago.trainers.collection import CollectionError, batch_steps, collector_processes
+from torchrl_amago.trainers.scale.feed import CollectionError, batch_steps, collector_processes
 
 H = 3  # T-Maze corridor: trials of H + 1 steps
 
@@ -279,7 +279,7 @@ def test_two_workers_and_a_slow_learner_store_every_step():
     within 1 s collects the next one over it, and those steps are lost (5 of 12 trials had gaps in this setting).
     The trainer's collector keeps a slot per worker: every trial it delivers is every step of that trial."""
     from tests.data.toy_envs import make_counting_env
-    from torchrl_amago.trainers.collection import AMAGOMultiAsyncCollector
+    from torchrl_amago.trainers.scale.feed import AMAGOMultiAsyncCollector
 
     factories = [functools.partial(make_counting_env, 2, 3, 1, 0),
                  functools.partial(make_counting_env, 2, 3, 2, 1_000_000)]

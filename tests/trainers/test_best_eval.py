@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, NonFiniteError, TrainConfig
-from torchrl_amago.trainers.best_eval import BestEval, load_best_state
-from torchrl_amago.trainers.checkpoint import load_checkpoint
+from torchrl_amago.trainers.run.best_eval import BestEval, keep_if_best, load_best_state
+from torchrl_amago.trainers.run.checkpoint import load_checkpoint
 
 from .test_trainer import _make_env, _tiny_cfg
 
@@ -31,7 +31,7 @@ def _same_state(a, b):
 
 
 def _best_file(trainer):
-    return load_checkpoint(trainer._ckpt_path("best"), required=("loss", "best_eval"))
+    return load_checkpoint(trainer.checkpoints.path("best"), required=("loss", "best_eval"))
 
 
 def test_best_pt_holds_the_weights_of_the_best_eval_and_the_final_eval_can_run_them(tmp_path):
@@ -112,12 +112,12 @@ def test_a_resumed_run_compares_against_the_best_before_the_stop(tmp_path):
 def test_non_finite_weights_never_replace_the_best_file(tmp_path):
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, eval_interval=1), _make_env, _make_env, success_threshold=0.5)
     _scripted(tr, [0.5])
-    tr._keep_if_best({"eval/success": 0.4, "eval/return": 0.4})
+    keep_if_best(tr, {"eval/success": 0.4, "eval/return": 0.4})
     kept = _best_file(tr)
     with torch.no_grad():
         next(tr.loss.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(NonFiniteError, match="best.pt"):
-        tr._keep_if_best({"eval/success": 0.9, "eval/return": 0.9})
+        keep_if_best(tr, {"eval/success": 0.9, "eval/return": 0.9})
     assert _same_state(_best_file(tr)["loss"], kept["loss"]) and _best_file(tr)["best_eval"]["value"] == 0.4
     assert tr.best_eval.value == 0.4
     tr.close()

@@ -126,7 +126,7 @@ def test_config_defaults_and_choices_are_the_lower_layers_own():
     from torchrl_amago.modules.trajectory.registry import trajectory_encoder_names
     from torchrl_amago.modules.trajectory.transformer import POS_EMBS
     from torchrl_amago.objectives import DEFAULT_TAU, FILTERS, AMAGOLoss
-    from torchrl_amago.trainers.collection import COLLECT_MODES
+    from torchrl_amago.trainers.scale.collection import COLLECT_MODES
     from torchrl_amago.trainers.scale.device import COMPILE_MODES, PRECISION_DTYPES
     from torchrl_amago.trainers.run.best_eval import FINAL_EVALS
     import inspect

@@ -5,7 +5,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from torchrl_amago.trainers.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
+from torchrl_amago.trainers.run.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 from torchrl_amago.trainers.cli import build_parser, example_args, parse_config
 from torchrl_amago.trainers.config import TrainConfig
 from torchrl_amago.trainers.metrics import (TrialReturnsById, bottom_quintile, episode_metrics,

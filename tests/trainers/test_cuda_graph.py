@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from torchrl_amago.trainers import AMAGOTrainer
-from torchrl_amago.trainers.graphed_update import GraphedUpdate, check_cuda_graph, make_capturable
-from torchrl_amago.trainers.resume_config import apply_optimizer_settings
+from torchrl_amago.trainers.scale.graphed_update import GraphedUpdate, check_cuda_graph, make_capturable
+from torchrl_amago.trainers.run.resume_config import apply_optimizer_settings
 
 from .test_trainer import _make_env, _tiny_cfg
 from .update_equivalence import assert_updates_equal

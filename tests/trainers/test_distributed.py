@@ -14,9 +14,9 @@ import torch
 
 from tests.trainers.dist_worker import FixedBatches, batch_files, loss_state, make_env
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
-from torchrl_amago.trainers.checkpoint import load_checkpoint
-from torchrl_amago.trainers.device import device_from_flag
-from torchrl_amago.trainers.distributed import setup_distributed
+from torchrl_amago.trainers.run.checkpoint import load_checkpoint
+from torchrl_amago.trainers.scale.device import device_from_flag
+from torchrl_amago.trainers.scale.distributed import setup_distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 H = 4  # dist_worker.HORIZON: trials of H + 1 steps

@@ -1,11 +1,10 @@
 """GPU code paths checked on a CPU-only machine: device flag, autocast dtype, FlashAttention / SDPA selection (with a
-stand-in `flash_attn` module), Mamba's error, acting on another device, and benchmarks/gpu_suite.py's behaviour."""
+stand-in `flash_attn` module), Mamba's error, and acting on another device."""
 from __future__ import annotations
 
 import os
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,12 +13,8 @@ import torch.nn.functional as F
 from torchrl_amago._optional import available
 from torchrl_amago.modules.trajectory import TransformerTrajEncoder
 from torchrl_amago.trainers import AMAGOTrainer, TrainConfig
-from torchrl_amago.trainers.device import OnDevice, autocast_dtype, on_device
-from torchrl_amago.trainers.distributed import setup_distributed
-
-from tests.examples.test_examples_smoke import load_module
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchrl_amago.trainers.scale.device import OnDevice, autocast_dtype, on_device
+from torchrl_amago.trainers.scale.distributed import setup_distributed
 
 
 def _fake_flash_attn(calls: list):
@@ -115,25 +110,3 @@ def test_on_device_wrapper_acts_like_the_policy():
         outs.append(env.rollout(12, p, break_when_any_done=False))
     assert torch.equal(outs[0]["action"], outs[1]["action"]) and torch.equal(outs[0]["next", "reward"],
                                                                               outs[1]["next", "reward"])
-
-
-def _gpu_suite():
-    return load_module(Path(ROOT) / "benchmarks" / "gpu_suite.py", "gpu_suite")
-
-
-def test_gpu_suite_without_cuda_exits_with_a_message(monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert _gpu_suite().main([]) == 2
-    out = capsys.readouterr()
-    assert out.out == "" and "needs a CUDA GPU" in out.err and "Nothing was measured" in out.err
-
-
-def test_gpu_suite_horizon_search_finds_the_memory_limit(monkeypatch):
-    suite = _gpu_suite()
-    tried = []
-    monkeypatch.setattr(suite, "fits", lambda h, device: tried.append(h) or h <= 3000)
-    res = suite.longest_horizon(None, start=1024, tol=0.05)
-    assert 3000 * 0.95 <= res["longest_horizon"] <= 3000 < res["first_oom_horizon"] <= 3000 * 1.06
-    assert tried[:3] == [1024, 2048, 4096]  # doubling, then bisection
-    monkeypatch.setattr(suite, "fits", lambda h, device: True)
-    assert suite.longest_horizon(None, limit=8192)["longest_horizon"] == 8192

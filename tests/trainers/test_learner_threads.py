@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torchrl_amago.trainers.threads import SHORT_BURST_PHASES, LearnerThreads
+from torchrl_amago.trainers.scale.threads import SHORT_BURST_PHASES, LearnerThreads
 
 
 class Clock:
@@ -114,7 +114,7 @@ def test_process_cpu_seconds_reads_a_child_and_refuses_a_missing_one():
     import subprocess
     import sys
 
-    from torchrl_amago.trainers.threads import process_cpu_seconds
+    from torchrl_amago.trainers.scale.threads import process_cpu_seconds
 
     if not sys.platform.startswith("linux"):
         assert process_cpu_seconds([1]) is None

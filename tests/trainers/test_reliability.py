@@ -16,10 +16,10 @@ from torchrl_amago.data import make_sequence_replay
 from torchrl_amago.data.offline import load_offline_trials
 from torchrl_amago.envs import TMaze, make_amago_env
 from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, TrainConfig
-from torchrl_amago.trainers import checkpoint as ckpt_mod
-from torchrl_amago.trainers.checkpoint import FORMAT, load_checkpoint
-from torchrl_amago.trainers.guards import NonFiniteError, nonfinite_keys
-from torchrl_amago.trainers.resume_config import SAFE_ON_RESUME
+from torchrl_amago.trainers.run import checkpoint as ckpt_mod
+from torchrl_amago.trainers.run.checkpoint import FORMAT, load_checkpoint
+from torchrl_amago.trainers.run.guards import NonFiniteError, nonfinite_keys
+from torchrl_amago.trainers.run.resume_config import SAFE_ON_RESUME
 
 H = 3  # T-Maze corridor: trials of H + 1 steps
 

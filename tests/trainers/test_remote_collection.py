@@ -20,7 +20,7 @@ from torchrl.envs import ExplorationType, Transform
 from tests.missing_package import assert_missing_package_named
 from torchrl_amago.envs import TMaze, make_amago_env
 from torchrl_amago.trainers import TrainConfig, build_agent_modules, build_policy
-from torchrl_amago.trainers.remote_collection import (TRAJ_IDS_KEY, GlobalTrajIds, RemoteCollectorError,
+from torchrl_amago.trainers.scale.remote_collection import (TRAJ_IDS_KEY, GlobalTrajIds, RemoteCollectorError,
                                                       make_remote_collector)
 
 N_ENVS, T = 3, 6  # per worker: batches are [3, 6]
@@ -73,7 +73,7 @@ def action_index(batch) -> torch.Tensor:
 def ray_runtime():
     """One local Ray instance for the module (workers of every test start in it)."""
     pytest.importorskip("ray")
-    from torchrl_amago.trainers.remote_collection import _connect
+    from torchrl_amago.trainers.scale.remote_collection import _connect
 
     # CPU slots for the module's collector and one more (Ray queues a worker without a free CPU slot)
     lease = _connect(None, {"num_cpus": 4}, 2.0)

@@ -97,7 +97,7 @@ def test_tmaze_learns_with_full_trainer(tmp_path):
     """Learning check of the whole stack (collector, replay, loss, policy, exploration): a short passive T-Maze
     must be solved; a broken memory path, loss sign or data alignment leaves it at ~50% success. About 60 CPU-s
     (86-159 s wall on the shared 2-core box), so it runs with `make test-slow`; the default suite keeps the
-    whole-stack learning checks tests/examples/test_example_03_dense_reward.py and tests/trainers/test_no_repeat.py,
+    whole-stack learning checks tests/examples/test_example_03_dense_reward.py and tests/benchmarks/test_no_repeat.py,
     and one learning test per loss variant in tests/objectives/test_learning.py."""
     torch.manual_seed(0)
     H = 4

@@ -1,4 +1,5 @@
-"""The ready trainer: typed config, common CLI, epoch loop with checkpoint/resume and logging.
+"""The ready trainer: typed config and common CLI, the epoch loop (`trainer.py`), logging; `scale/` (collection
+modes, torchrun, devices, CUDA graphs) and `run/` (checkpoints, resume, guards, best eval) beside it.
 
 Names are imported on first use, so an example's `--help` (config and CLI only) does not wait for torch.
 """
@@ -11,12 +12,12 @@ _EXPORTS = {
                 "SAMPLED_DISCRETE_PRESET", "sampled_discrete_preset", "LONG_HORIZON_PRESET", "share_of_run"],
     "factory": ["AgentModules", "build_agent_modules", "build_exploration", "build_heads", "build_loss",
                 "build_policy", "build_timestep_encoder", "build_trajectory_encoder"],
-    "checkpoint": ["CheckpointError"],
-    "guards": ["NonFiniteError"],
-    "logging": ["RunLogger"],
+    "run.checkpoint": ["CheckpointError"],
+    "run.guards": ["NonFiniteError"],
+    "logging": ["RunLogger", "print_summary"],
     "metrics": ["episode_metrics", "finished_trial_returns", "return_metrics"],
-    "graphed_update": ["GraphedUpdate"],
-    "trainer": ["AMAGOTrainer", "print_summary"],
+    "scale.graphed_update": ["GraphedUpdate"],
+    "trainer": ["AMAGOTrainer"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)

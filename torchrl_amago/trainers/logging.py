@@ -2,11 +2,13 @@
 
 Every record carries `env_steps`, `grad_steps` and `wall_s`, so curves can be drawn against env steps or
 wall time. TorchRL's `CSVLogger` writes one file per scalar; `metrics.csv` holds whole records (one row
-per `log` call) so that a run can be compared by scripts.
+per `log` call) so that a run can be compared by scripts. Also: the sums of update outputs an epoch reports, the
+progress bar, and the one JSON line every example ends with.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -15,6 +17,7 @@ from typing import Mapping
 import torch
 
 from .._optional import require
+from .metrics import episode_metrics, finished_trial_returns, per_task_return_metrics, return_metrics
 
 
 def _scalar(v) -> float | None:
@@ -141,3 +144,92 @@ class RunLogger:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+class SilentLogger:
+    """The logger of ranks > 0: keeps nothing, writes nothing (rank 0's RunLogger records the run)."""
+
+    def __init__(self):
+        self._t0 = time.time()
+
+    def log(self, metrics, env_steps: int, grad_steps: int) -> dict:
+        return {"env_steps": float(env_steps), "grad_steps": float(grad_steps), **dict(metrics)}
+
+    def plot_curve(self, *args, **kwargs) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def drop_records_after(self, epoch: int) -> int:
+        return 0  # it keeps no rows
+
+    def wall_time(self) -> float:
+        return time.time() - self._t0
+
+
+def run_logger(cfg, run_dir: str, is_main: bool, resume: bool):
+    """The run's logger: a `RunLogger` in `<run>/logs` on rank 0, a `SilentLogger` on the other torchrun ranks."""
+    if not is_main:
+        return SilentLogger()
+    return RunLogger(os.path.join(run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.wandb_project is not None,
+                     cfg.wandb_project, resume=resume)
+
+
+def add_scalars(sums: dict[str, float], out) -> None:
+    """Add every one-element entry of `out` (an update's outputs) to `sums`; the entries on an accelerator are read in
+    one transfer per device (one sync per update instead of one per key)."""
+    on_device: dict[torch.device, list] = {}
+    for k, v in out.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            if v.device.type == "cpu":
+                sums[k] = sums.get(k, 0.0) + float(v)
+            else:
+                on_device.setdefault(v.device, []).append((k, v))
+    for items in on_device.values():
+        values = torch.stack([v.detach().reshape(()).double() for _, v in items]).tolist()
+        for (k, _), x in zip(items, values):
+            sums[k] = sums.get(k, 0.0) + x
+
+
+class ProgressBar:
+    """`--progress_bar`: a tqdm bar over the run's epochs with the counters and the last returns (`shown=False`:
+    nothing)."""
+
+    def __init__(self, run_name: str, epoch: int, stop: int, shown: bool = True):
+        self.bar = None
+        if shown:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=stop, initial=epoch, desc=run_name, unit="epoch")
+
+    def update(self, record: dict, env_steps: int, grad_steps: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            last = {k.split("/")[-1]: round(v, 3) for k, v in record.items() if k in ("eval/return", "train/return")}
+            self.bar.set_postfix(env_steps=env_steps, grads=grad_steps, **last)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def eval_record(rollout, seconds: float, env_name: str, task_names: list[str] | None,
+                success_threshold: float | None) -> dict:
+    """The `eval/*` record of an eval rollout `[N, T]`: returns of finished trials (also `eval/return/<env_name>`
+    and per task name), episode metrics, `eval/success` (returns >= `success_threshold`) and the env steps per s."""
+    returns, _ = finished_trial_returns(rollout)
+    res = return_metrics(returns, "eval", None)
+    res.update(return_metrics(returns, "eval", env_name))
+    if task_names:
+        res.update(per_task_return_metrics(rollout, returns, "eval", task_names))
+    res.update(episode_metrics(rollout, "eval"))
+    if success_threshold is not None:
+        res["eval/success"] = sum(r >= success_threshold for r in returns) / len(returns) if returns else math.nan
+    res["eval/env_steps_per_s"] = rollout.numel() / max(seconds, 1e-9)
+    return res
+
+
+def print_summary(example: str, summary: dict) -> None:
+    """The one JSON line every example ends with."""
+    print(json.dumps({"example": example, **summary}), flush=True)

@@ -8,13 +8,12 @@ CPU for 3.8 ms of GPU work at T = 128). :class:`GraphedUpdate` captures the upda
 2. ``step``: gradient clipping with that norm, the optimizer step and the target-network update.
 
 Between the two the host reads two flags in one transfer (loss finite, gradient norm finite), so an update with
-non-finite values is skipped exactly as in eager mode (trainers/guards.py). The learning rate lives in a device tensor
-that the LR schedule fills in place (a ``capturable`` optimizer), so the schedule reaches the captured step.
+non-finite values is skipped as in eager mode (:meth:`GraphedUpdate.guarded_update`, run/guards.py). The learning
+rate lives in a device tensor that the LR schedule fills in place (a ``capturable`` optimizer).
 
 The first ``warmup`` completed updates run eagerly (on a side stream, as capture requires; they also create the
 optimizer's state); the update after them captures both graphs and replays them. Off CUDA (``capture=False``) every
-update runs eagerly through the same static buffers: the CPU tests check that path against the plain update, and the
-CUDA test checks the replays against eager updates.
+update runs eagerly through the same static buffers (the CPU tests' path).
 """
 from __future__ import annotations
 
@@ -167,6 +166,19 @@ class GraphedUpdate:
             self._join_side_stream()
         self.steps += 1
 
+    def guarded_update(self, batch: TensorDictBase, guard, named_params, step: int):
+        """``forward_backward``, the finite checks of ``guard`` (a ``FiniteGuard``: only on a flag that is false),
+        then ``step``. Returns (outputs, gradient norm), or None for an update skipped for non-finite values."""
+        out, total, gnorm = self.forward_backward(batch)
+        loss_ok, grads_ok = self.finite()
+        if not loss_ok and not guard.loss_ok(total, out, step):
+            return None
+        if not grads_ok and not guard.grads_ok(named_params, gnorm, step):
+            return None
+        guard.ok()
+        self.step()
+        return out, gnorm
+
     # ------------------------------------------------------------------ capture
     def _capture_forward_backward(self) -> None:
         torch.cuda.synchronize(self.device)
@@ -181,6 +193,3 @@ class GraphedUpdate:
         self.step_graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.step_graph, pool=self.fwd_graph.pool(), capture_error_mode="thread_local"):
             self._step()
-
-
-__all__ = ["GraphedUpdate", "check_cuda_graph", "make_capturable"]

@@ -1,13 +1,18 @@
-"""Where the learner runs: the `--device` check, the autocast dtype, the compiled loss, and acting on one device for
-envs on another.
+"""Where the learner runs: the `--device` check, the autocast dtype, the loss forward the learner calls (DDP, compiled),
+and acting on one device for envs on another.
 
 Everything here is decided before any work, so a run on the wrong machine fails in its first second.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+
+from ...objectives.packing import packs_here
+from .graphed_update import check_cuda_graph
 
 PRECISION_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: `--compile_loss`: "no" (eager) or a `torch.compile` mode
@@ -65,6 +70,22 @@ def compile_loss(loss_forward, mode: str, *, trim_windows: bool, packs: bool):
     return torch.compile(loss_forward, mode=mode, dynamic=False)
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """`torch.autocast` to `dtype` on `device`'s type, or no context when `dtype` is None (fp32)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def learner_forward(loss, cfg, dist):
+    """The callable the learner runs the loss with: DDP over `loss` under torchrun (`dist.wrap`), else `loss` itself,
+    compiled with `--compile_loss`. A compiled or captured (`--cuda_graph`) update needs one batch shape, so such a
+    loss never packs windows (one window per row); the `--cuda_graph` combinations are checked here."""
+    if (cfg.compile_loss != "no" or cfg.cuda_graph) and hasattr(loss, "pack_windows"):
+        loss.pack_windows = "never"
+    packs = packs_here(getattr(loss, "pack_windows", "never"), torch.empty(0, device=dist.device))
+    check_cuda_graph(cfg, dist.device, packs, dist.world_size)
+    return compile_loss(dist.wrap(loss), cfg.compile_loss, trim_windows=cfg.trim_windows, packs=packs)
+
+
 class OnDevice(TensorDictModuleBase):
     """Runs `module` on `device` for tensordicts that live elsewhere (an eval env on CPU, the policy on CUDA):
     inputs go to `device`, outputs come back to the input's device. The training collector does the same through
@@ -88,7 +109,3 @@ def on_device(module: TensorDictModuleBase, device: torch.device, env_device) ->
     if env_device is None and torch.device(device).type == "cpu":
         return module
     return OnDevice(module, device)
-
-
-__all__ = ["COMPILE_MODES", "PRECISION_DTYPES", "OnDevice", "autocast_dtype", "compile_loss", "device_from_flag",
-           "on_device"]

@@ -1,4 +1,5 @@
-"""Branch points (--branch_every) and branched runs (--branch_from, benchmarks/branch_run.py)."""
+"""benchmarks/branching.py: branch points (--branch_every, a post-epoch hook) and branched runs (--branch_from,
+benchmarks/branch_run.py)."""
 import json
 import os
 from pathlib import Path
@@ -7,13 +8,14 @@ import pytest
 import torch
 
 from torchrl_amago.trainers import AMAGOTrainer, CheckpointError
-from torchrl_amago.trainers.branching import branch_point_dir, copy_sparse
-from torchrl_amago.trainers.checkpoint import load_checkpoint
+from torchrl_amago.trainers.run.checkpoint import load_checkpoint
 
-from ..examples.test_examples_smoke import load_example, load_module
-from .test_trainer import _make_env, _tiny_cfg
+from ..examples.test_examples_smoke import load_module
+from ..trainers.test_trainer import _make_env, _tiny_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+B = load_module(Path(ROOT) / "benchmarks" / "branching.py", "branching")
+branch_point_dir, copy_sparse, branching = B.branch_point_dir, B.copy_sparse, B.branching
 
 
 def test_copy_sparse_keeps_bytes_and_holes(tmp_path):
@@ -29,7 +31,8 @@ def test_copy_sparse_keeps_bytes_and_holes(tmp_path):
 
 
 def _source_run(tmp_path, epochs=3):
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="src", branch_every=1, epochs=epochs), _make_env, _make_env)
+    with branching(branch_every=1):
+        tr = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="src", epochs=epochs), _make_env, _make_env)
     tr.train()
     tr.close()
     return tr
@@ -50,9 +53,9 @@ def test_branch_from_starts_with_the_branch_point_under_new_loss_settings(tmp_pa
     tr = _source_run(tmp_path)
     bp_dir = branch_point_dir(tr.run_dir, 1)
     bp = load_checkpoint(os.path.join(bp_dir, "latest.pt"))
-    cfg = _tiny_cfg(tmp_path, run_name="branched", branch_from=bp_dir, n_step=3, learning_rate=3e-4, epochs=3,
-                    cql_coeff=0.2)
-    b = AMAGOTrainer(cfg, _make_env, _make_env)  # n_step, cql_coeff: a plain resume refuses them, a branch takes them
+    cfg = _tiny_cfg(tmp_path, run_name="branched", n_step=3, learning_rate=3e-4, epochs=3, cql_coeff=0.2)
+    with branching(branch_from=bp_dir):
+        b = AMAGOTrainer(cfg, _make_env, _make_env)  # n_step, cql_coeff: a plain resume refuses them, a branch takes them
     assert b.resume()
     assert (b.epoch, b.env_steps, b.grad_steps) == (1, 10, bp["counters"]["grad_steps"])
     for k, v in bp["loss"].items():
@@ -62,13 +65,15 @@ def test_branch_from_starts_with_the_branch_point_under_new_loss_settings(tmp_pa
     assert [r["epoch"] for r in b.logger.records] == [0.0]  # the source's rows before the branch epoch
     b.train()
     b.close()
-    saved = load_checkpoint(os.path.join(b.ckpt_dir, "latest.pt"))
+    saved = load_checkpoint(b.checkpoints.path("latest"))
     stored = saved["config"]
-    assert stored["n_step"] == 3 and stored["branch_from"] == bp_dir
-    assert saved["cql_resolved"] == {"cql_coeff": 0.2, "cql_ramp": [0.0, 0.0]} and b.loss.cql_coeff == 0.2
+    with open(os.path.join(b.run_dir, B.BRANCHED_FROM)) as f:
+        assert stored["n_step"] == 3 and json.load(f)["branch_from"] == bp_dir
+    assert stored["cql_coeff"] == 0.2 and stored["cql_ramp"] is None and b.loss.cql_coeff == 0.2
     assert b.epoch == 3 and len(b.replay) == 30
     assert os.path.exists(os.path.join(bp_dir, "latest.pt"))  # the branch point is left as it was
-    again = AMAGOTrainer(cfg.replace(epochs=4), _make_env, _make_env)  # a stopped branched run resumes its own
+    with branching(branch_from=bp_dir):  # a stopped branched run resumes its own
+        again = AMAGOTrainer(cfg.replace(epochs=4), _make_env, _make_env)
     assert again.resume() and again.epoch == 3
     again.close()
 
@@ -76,17 +81,17 @@ def test_branch_from_starts_with_the_branch_point_under_new_loss_settings(tmp_pa
 def test_branch_errors_name_the_problem(tmp_path):
     tr = _source_run(tmp_path, epochs=1)
     bp_dir = branch_point_dir(tr.run_dir, 1)
-    with pytest.raises(CheckpointError, match="not a branch point"):
-        AMAGOTrainer(_tiny_cfg(tmp_path, run_name="x", branch_from=str(tmp_path / "nope")), _make_env, _make_env)
-    with pytest.raises(ValueError, match="its own --run_name"):
-        AMAGOTrainer(_tiny_cfg(tmp_path, run_name="src", branch_from=bp_dir), _make_env, _make_env)
-    wider = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="wider", branch_from=bp_dir, memory_size=32), _make_env,
-                         _make_env)
+    with pytest.raises(CheckpointError, match="not a branch point"), branching(branch_from=str(tmp_path / "nope")):
+        AMAGOTrainer(_tiny_cfg(tmp_path, run_name="x"), _make_env, _make_env)
+    with pytest.raises(ValueError, match="its own --run_name"), branching(branch_from=bp_dir):
+        AMAGOTrainer(_tiny_cfg(tmp_path, run_name="src"), _make_env, _make_env)
+    with branching(branch_from=bp_dir):
+        wider = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="wider", memory_size=32), _make_env, _make_env)
     with pytest.raises(CheckpointError, match="shape mismatches"):
         wider.resume()
     wider.close()
-    with pytest.raises(ValueError, match="--branch_every must be >= 0"):
-        _tiny_cfg(tmp_path, branch_every=-1)
+    with pytest.raises(ValueError, match="--branch_every must be >= 0"), branching(branch_every=-1):
+        pass
 
 
 @pytest.mark.timeout(300)
@@ -95,9 +100,9 @@ def test_branch_run_prints_variants_side_by_side(tmp_path, capsys):
               "--parallel_envs", "2", "--memory_size", "16", "--memory_layers", "1", "--n_heads", "2",
               "--tstep_hidden", "16", "--tstep_out", "16", "--actor_hidden", "16", "--critic_hidden", "16",
               "--dset_max_size", "2000", "--num_threads", "1", "--batch_size", "4"]
-    load_example("04_tmaze").main([*common, "--run_name", "src", "--buffer_dir", str(tmp_path), "--branch_every", "1",
-                                   "--no-progress_bar"])
     branch_run = load_module(Path(ROOT) / "benchmarks" / "branch_run.py", "branch_run")
+    branch_run.main(["--branch_every", "1", "--example", "04_tmaze", "--", *common, "--run_name", "src", "--buffer_dir",
+                     str(tmp_path), "--no-progress_bar"])
     capsys.readouterr()
     branch_run.main([str(tmp_path / "src" / "branches" / "epoch_1"), "--example", "04_tmaze", "--variant", "same=",
                      "--variant", "lr=--learning_rate 5e-4", "--keys", "train-update/lr", "--jobs", "2", "--", *common])
@@ -116,12 +121,13 @@ def test_branch_run_prints_variants_side_by_side(tmp_path, capsys):
     assert set(table["train-update/lr"]) == {"source", "same", "lr"}
 
 
-def test_branch_with_target_backbone_starts_its_targets_from_the_online_encoders(tmp_path):
-    tr = _source_run(tmp_path, epochs=1)  # no copy: no discount reaches 0.9999
+def test_branch_with_target_encoders_starts_its_targets_from_the_online_encoders(tmp_path):
+    tr = _source_run(tmp_path, epochs=1)  # no copy: target_encoders is off
     bp_dir = branch_point_dir(tr.run_dir, 1)
     online = load_checkpoint(os.path.join(bp_dir, "latest.pt"))["loss"]
-    cfg = _tiny_cfg(tmp_path, run_name="tb", branch_from=bp_dir, target_backbone_min_gamma=0.0, epochs=2)
-    b = AMAGOTrainer(cfg, _make_env, _make_env)
+    cfg = _tiny_cfg(tmp_path, run_name="tb", target_encoders=True, epochs=2)
+    with branching(branch_from=bp_dir):
+        b = AMAGOTrainer(cfg, _make_env, _make_env)
     assert b.resume()
     state = b.loss.state_dict()
     copies = [k for k in state if k.startswith("target_backbone_params.")]

@@ -1,16 +1,14 @@
-"""Collection that runs beside learning: TorchRL's multi-process collectors, fed to the learner by a thread.
+"""Collector workers beside the learner: TorchRL's multi-process (or Ray) collectors, fed to the learner by a thread.
 
-``--collect sync`` (default) is the single-process loop: collect an epoch, then update. ``--collect async`` runs
-``--num_collectors`` worker processes through TorchRL's :class:`~torchrl.collectors.MultiAsyncCollector`; each
-worker holds its own envs and its own copy of the acting policy (with its own KV cache / RNN state, cleared at
-``is_init``). ``--collect distributed`` does the same with workers on other machines
-(:func:`torchrl_amago.trainers.remote_collection.make_remote_collector`).
+``--collect async`` runs ``--num_collectors`` worker processes through TorchRL's
+:class:`~torchrl.collectors.MultiAsyncCollector`; each worker holds its own envs and its own copy of the acting policy
+(with its own KV cache / RNN state, cleared at ``is_init``). ``--collect distributed`` does the same with workers on
+other machines (:func:`torchrl_amago.trainers.scale.remote_collection.make_remote_collector`).
 
-In both non-sync modes a :class:`CollectorFeed` thread iterates the collector and keeps up to
-``max_batches`` finished batches in a queue, so the workers keep stepping while the learner updates or
-evaluates. Only the learner's thread touches the replay (it takes batches from the feed). Weights reach the
-workers through TorchRL's weight-update API (``collector.update_policy_weights_()``), every
-``--policy_sync_interval`` updates.
+A :class:`CollectorFeed` thread iterates the collector and keeps up to ``max_batches`` finished batches in a queue,
+so the workers keep stepping while the learner updates or evaluates. Only the learner's thread touches the replay
+(it takes batches from the feed). Weights reach the workers through TorchRL's weight-update API
+(``collector.update_policy_weights_()``), every ``--policy_sync_interval`` updates (``collection.AsyncCollection``).
 """
 from __future__ import annotations
 
@@ -25,12 +23,10 @@ import torch
 from torchrl.collectors import MultiAsyncCollector
 from torchrl.envs import EnvBase
 
-from ..envs.transforms import add_action_counts
-from .guards import guard_env
+from ..run.guards import guard_env
 from .threads import process_cpu_seconds
 
-COLLECT_MODES = ("sync", "async", "distributed")
-BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps 
+BATCHES_PER_EPOCH = 4  # default worker batch: a quarter of an epoch of its envs' steps
 WORKER_SEED_STRIDE = 104_729  # worker w seeds its envs with seed + stride * (w + 1) (off the eval seed, seed + 10000)
 WORKER_THREADS = 1  # torch threads of each collector worker
 
@@ -42,44 +38,6 @@ class CollectionError(RuntimeError):
 def batch_steps(cfg) -> int:
     """Env steps per env in one worker batch (``--collector_batch_steps``, default a quarter of an epoch)."""
     return max(1, math.ceil(cfg.timesteps_per_epoch / BATCHES_PER_EPOCH))
-
-
-def target_replay_ratio(cfg) -> float:
-    """Updates per stored env step the async learner holds (``--replay_ratio``, default the epoch's own ratio)."""
-    if cfg.replay_ratio is not None:
-        return cfg.replay_ratio
-    return cfg.grads_per_epoch / max(1, cfg.parallel_envs * cfg.timesteps_per_epoch)
-
-
-def check_async_config(cfg, offline_only: bool, world_size: int) -> None:
-    """Combinations that cannot run asynchronously, each named."""
-    if cfg.collect == "sync":
-        return
-    if cfg.num_collectors < 1:
-        raise ValueError(f"--num_collectors must be >= 1 with --collect {cfg.collect}, got {cfg.num_collectors}")
-    if cfg.num_collectors > cfg.parallel_envs:
-        raise ValueError(f"--num_collectors={cfg.num_collectors} exceeds --parallel_envs={cfg.parallel_envs}: every "
-                         f"collector needs at least one env")
-    if cfg.parallel_envs % cfg.num_collectors:
-        raise ValueError(f"--parallel_envs={cfg.parallel_envs} is not a multiple of --num_collectors="
-                         f"{cfg.num_collectors} (each collector runs parallel_envs / num_collectors envs)")
-    if offline_only or cfg.timesteps_per_epoch == 0:
-        raise ValueError(f"--collect {cfg.collect} needs env collection, but this run collects nothing "
-                         f"(--timesteps_per_epoch 0 or an offline-only run): use --collect sync")
-    if world_size > 1:
-        raise ValueError(f"--collect {cfg.collect} under torchrun is not supported: each rank's learner would wait "
-                         f"on its own collectors at different times; use --collect sync with torchrun")
-
-
-class WithActionCounts:
-    """An env factory whose envs also write ``action_counts`` (``--action_counts``; ``envs.ActionCounts``).
-    A class, not a closure, so that collector workers can unpickle it."""
-
-    def __init__(self, make_env: Callable[[int], EnvBase]):
-        self.make_env = make_env
-
-    def __call__(self, num_envs: int) -> EnvBase:
-        return add_action_counts(self.make_env(num_envs))
 
 
 class WorkerEnvs:
@@ -130,12 +88,9 @@ class AMAGOMultiAsyncCollector(MultiAsyncCollector):
     """TorchRL's :class:`~torchrl.collectors.MultiAsyncCollector` with room for one finished batch per worker, and
     a count of the workers whose finished batch waits to be taken (:meth:`parked_batches`).
 
-    TorchRL 0.14's asynchronous collector has one slot for finished batches. A second worker that finishes while the
-    slot is taken gives up after 1 s, *collects its next batch over the one it could not hand in* and tries again,
-    so whenever the learner takes batches more slowly than one per second, every worker but one steps envs for
-    nothing and the stored trials miss those steps (`tests/trainers/test_async_collect.py::
-    test_two_workers_and_a_slow_learner_store_every_step`). With a slot per worker, a worker that has finished
-    waits until its batch is taken (it then starts the next at once): nothing is collected twice or lost."""
+    TorchRL 0.14's has one slot: a worker that cannot hand its batch in within 1 s collects its next batch over it,
+    and the stored trials miss those steps. With a slot per worker a finished worker waits until its batch is taken
+    (then starts the next at once): nothing is collected twice or lost."""
 
     @property
     def _queue_len(self) -> int:
@@ -229,7 +184,6 @@ class CollectorFeed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collector-feed", daemon=True)
         self._holding = False  # the thread holds a batch it could not queue yet (the queue is full)
-        self.batches_received = 0
 
     def start(self) -> "CollectorFeed":
         """Start iterating the collector (after the first weight push, e.g. of resumed weights)."""
@@ -258,7 +212,6 @@ class CollectorFeed:
             self._stop.set()
             raise CollectionError(f"a collector worker failed: {type(item.error).__name__}: {item.error}. The replay "
                                   f"on disk holds every batch stored before; resume the run to continue") from item.error
-        self.batches_received += 1
         return item
 
     def get(self):
@@ -320,11 +273,6 @@ class CollectorFeed:
             raise CollectionError("collector worker process died: " + ", ".join(
                 f"{p.name} (exit code {p.exitcode})" for p in dead) + ". The replay on disk holds every batch "
                 "stored before; resume the run to continue")
-
-    def call(self, fn: Callable[[], None], what: str) -> None:
-        """Run `fn` (e.g. a weight push, which waits for every worker's answer) and wait for it, checking the workers
-        every half second: a worker that dies meanwhile is an error at once, not a wait without end."""
-        self.wait_call(self.start_call(fn, what))
 
     def start_call(self, fn: Callable[[], None], what: str) -> "Call":
         """Run `fn` in a helper thread and return at once; :meth:`wait_call` collects it (and its error, if any)."""

@@ -7,11 +7,12 @@
 - :func:`nonfinite_keys`: which float keys of a TensorDict hold NaN/inf (env batches, offline trials).
 - :class:`FiniteCheck` / :func:`guard_env`: an env step or reset with NaN/inf raises, naming the key, before
   the policy acts on it (online data has no drop mode: a trial continues across collector batches).
+- :func:`check_run_args`: a run that could never evaluate or never learn fails before any work.
 """
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import Transform, TransformedEnv
 
 
@@ -43,6 +44,31 @@ def nonfinite_keys(td: TensorDictBase) -> dict[str, int]:
         if n:
             out[_key(k)] = n
     return out
+
+
+def check_run_args(cfg, has_eval_env: bool, trial_len: int | None) -> None:
+    """The trainer's arguments against its config: periodic evals need an eval env, and a trial longer than the
+    replay could never be stored whole (so learning would never start)."""
+    if not has_eval_env and cfg.eval_interval > 0:  # else every eval would log NaN, silently
+        raise ValueError(f"AMAGOTrainer(make_eval_env=None) cannot evaluate every --eval_interval={cfg.eval_interval} "
+                         f"epochs: pass make_eval_env (e.g. the training factory again: AMAGOTrainer(config, make_env, "
+                         f"make_env)), or set eval_interval=0 (--eval_interval 0) to train without evaluation")
+    if trial_len is not None and cfg.traj_save_len is None and trial_len > cfg.dset_max_size:
+        raise ValueError(f"--dset_max_size={cfg.dset_max_size} is smaller than one trial ({trial_len} steps): no "
+                         f"trial would ever be stored whole; raise --dset_max_size or set --traj_save_len")
+
+
+def check_collected(data: TensorDictBase, env_steps: int) -> None:
+    """Raise NonFiniteError naming the keys when a collected batch holds NaN/inf (nothing of it is then stored)."""
+    bad = nonfinite_keys(data)
+    if bad:
+        raise NonFiniteError(f"the training env produced NaN/inf in {bad} (non-finite elements per key) during "
+                             f"env steps {env_steps}..{env_steps + data.numel()}; nothing of this batch was stored")
+
+
+def skipped_update() -> TensorDict:
+    """What an update skipped for non-finite values returns."""
+    return TensorDict({"nonfinite_skipped": torch.ones(())}, [])
 
 
 def check_finite_state(state: dict, where: str) -> None:

@@ -5,12 +5,9 @@ loop uses like a `MultiAsyncCollector`: iterating it yields one worker's batch `
 first served), `update_policy_weights_()` pushes the main process policy's current parameters **and buffers**
 (e.g. InputNorm statistics) to every worker, `shutdown()` stops the workers.
 
-Why Ray (docs/scaling.md, "Many nodes: Ray"): a Ray cluster is started by one command per node (`ray start
---head` / `ray start --address=...`) and the learner joins it with an address; TorchRL's `DistributedCollector`
-and `RPCCollector` start their workers themselves, either as local processes (`launcher="mp"`) or as SLURM jobs
-(`launcher="submitit"`), so they have no per-node command outside SLURM.
-
-What this module adds to `RayCollector` (and nothing else):
+Ray because a cluster is started by one command per node (`ray start --head` / `--address=...`) and the learner
+joins it by address; TorchRL's `DistributedCollector` and `RPCCollector` start their own workers (local processes or
+SLURM jobs). What this module adds to `RayCollector` (and nothing else):
 - globally unique `("collector", "traj_ids")`: every remote `Collector` numbers its trajectories from 0, so two
   workers would hand the replay the same ids; each worker maps its ids `i -> i * n_workers + worker_index`
   (`GlobalTrajIds`), so `id % n_workers` is the worker and ids never collide;
@@ -33,7 +30,7 @@ from torchrl.collectors import Collector
 from torchrl.collectors.distributed import RayCollector
 from torchrl.envs import EnvBase, ExplorationType
 
-from .._optional import require
+from ..._optional import require
 
 TRAJ_IDS_KEY = ("collector", "traj_ids")
 RAY_EXTRA = "torchrl_amago[ray]"
@@ -309,19 +306,16 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
         lease.release()
         raise RemoteCollectorError(
             f"the Ray cluster at {address or 'local'} has {free:g} free CPUs ({total:g} in all) but the remote "
-            f"collectors ask for {need_cpus:g} (num_cpus_per_worker x workers); add nodes with "
-            f"`ray start --address=...`, stop other Ray jobs, or lower num_cpus_per_worker / the number of env "
-            f"factories")
+            f"collectors ask for {need_cpus:g} (one per worker); add nodes with `ray start --address=...`, stop other "
+            f"Ray jobs, or use fewer env factories (--num_collectors)")
     return lease
 
 
 def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frames_per_batch: int,
                           address: str | None = None, exploration_type: ExplorationType = ExplorationType.RANDOM,
-                          num_cpus_per_worker: float = 1.0, batch_timeout_s: float | None = 600.0,
-                          seed: int | None = None,
-                          ray_init_config: dict | None = None, remote_config: dict | None = None,
-                          collector_kwargs: dict | None = None, **opts) -> AMAGORayCollector:
-    """A Ray collector with one remote `Collector` per env factory; use it like a `MultiAsyncCollector`.
+                          batch_timeout_s: float | None = 600.0, seed: int | None = None) -> AMAGORayCollector:
+    """A Ray collector with one remote `Collector` per env factory (one Ray CPU each); use it like a
+    `MultiAsyncCollector`.
 
     Args:
         env_fns: one factory per worker; worker i runs `env_fns[i]()` (a batched env [N_i]) on its node.
@@ -332,15 +326,9 @@ def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frame
         address: the Ray cluster to join (`"<head-ip>:6379"`, `"auto"` on a cluster node); None starts a
             local Ray instance on this machine.
         exploration_type: the collectors' exploration type (the trainer collects with RANDOM).
-        num_cpus_per_worker: Ray CPUs each worker reserves (Ray places workers where CPUs are free).
         batch_timeout_s: a worker whose batch is not ready this long after it was requested is an error.
         seed: seeds worker 0's envs and its torch RNG (action sampling) with `seed`, and every next worker with
             the seed TorchRL's `set_seed` chain hands on (distinct per env); None leaves them unseeded.
-        ray_init_config: extra `ray.init` kwargs (e.g. `{"runtime_env": {"working_dir": "."}}`).
-        remote_config: extra Ray actor options per worker (e.g. `{"scheduling_strategy": "SPREAD"}`).
-        collector_kwargs: extra keyword arguments of every worker's `Collector` (not `postproc`: it is the
-            trajectory-id map).
-        opts: any other `RayCollector` keyword (devices, `max_frames_per_traj`, a driver-side `postproc`, ...).
 
     Returns:
         an `AMAGORayCollector` whose workers already hold the policy's current weights. Keep one iterator for
@@ -351,31 +339,18 @@ def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frame
     env_fns = _check_env_fns(env_fns)
     if int(frames_per_batch) != frames_per_batch or frames_per_batch <= 0:
         raise ValueError(f"frames_per_batch must be a positive integer, got {frames_per_batch!r}")
-    if opts.pop("sync", False):
-        raise ValueError("make_remote_collector is asynchronous (one worker's batch at a time); sync=True is "
-                         "not supported")
-    for name in ("num_collectors", "num_workers_per_collector", "collector_class", "remote_configs"):
-        if name in opts:
-            raise ValueError(f"make_remote_collector sets {name!r} itself (one worker per env factory); "
-                             f"use remote_config / collector_kwargs for per-worker options")
-    extra = dict(collector_kwargs or {})
-    if "postproc" in extra:
-        raise ValueError("collector_kwargs['postproc'] is taken by the trajectory-id map; pass postproc=... to "
-                         "make_remote_collector to post-process batches on the main process")
     n = len(env_fns)
-    actor_opts = {"num_cpus": num_cpus_per_worker, **(remote_config or {})}
-    lease = _connect(address, ray_init_config, n * float(actor_opts["num_cpus"]))
+    lease = _connect(address, None, float(n))
     try:
         collector = AMAGORayCollector(
-            env_fns, policy, frames_per_batch=int(frames_per_batch), total_frames=opts.pop("total_frames", -1),
+            env_fns, policy, frames_per_batch=int(frames_per_batch), total_frames=-1,
             exploration_type=exploration_type, collector_class=WorkerCollector,
-            collector_kwargs=[dict(extra, postproc=GlobalTrajIds(i, n)) for i in range(n)],
-            remote_configs=[dict(actor_opts) for _ in range(n)], sync=False,
-            ray_init_config=None, batch_timeout_s=batch_timeout_s, address=address, **opts)
+            collector_kwargs=[{"postproc": GlobalTrajIds(i, n)} for i in range(n)],
+            remote_configs=[{"num_cpus": 1} for _ in range(n)], sync=False,
+            ray_init_config=None, batch_timeout_s=batch_timeout_s, address=address)
     finally:
         lease.release()  # the collector holds its own lease on the same runtime
-    if collector.total_frames < 0:
-        collector.total_frames = float("inf")  # RayCollector's loop compares with total_frames: -1 = endless
+    collector.total_frames = float("inf")  # RayCollector's loop compares with total_frames: -1 = endless
     if seed is not None:
         collector._guarded(lambda: collector.set_seed(int(seed)), "was seeded")
     collector.update_policy_weights_()  # sets up the weight channel; workers then hold exactly these weights

@@ -1,24 +1,13 @@
 """The learner's torch threads while collector workers on the same machine act beside it.
 
 A learner whose intra-op threads share cores with acting workers is slowed far more than by the lost cores: every
-parallel op waits for its slowest thread, and a thread that the scheduler has swapped out for a worker holds up all
-the others. On a 2-core machine (`benchmarks/async_collect.py` settings with 20 ms of CPU per env step; epoch
-seconds), a learner that kept both threads while its worker acted took 4.07, one that gave the worker a core while
-it acted 3.77, and the sync loop 4.28. So while workers act, the learner takes only the cores they leave free, and
-all of them again when the workers wait for it (the usual state when acting is a small part of the work).
-
-Handing a core back costs something too: the learner checks the workers only between phases of an update (forward,
-backward, optimizer step), so it runs on fewer threads until its next check even when the worker has finished. When
-the workers act in bursts shorter than a few such phases (cheap envs), that waste is as large as the contention it
-avoids, so the learner keeps all its threads through short bursts (plain T-Maze: 3.15 s per epoch, against 3.20 s
-handing a core back at every burst; with the 20 ms env 3.69 s). Running the workers at a lower priority instead
-(`os.nice(10)` in each worker) does not help either: `benchmarks/async_collect.py --quick`, plain T-Maze, async
-0.88x sync (rounds 0.80-1.09x) against 0.96x (0.96-1.04x) at the same priority, measured back to back.
-
-A worker that acts is not always busy: envs that wait (a simulator on another machine, a robot, a game server)
-leave its core idle. Where the workers' CPU time can be read (Linux), the learner gives them only the cores they
-used while acting, over the last seconds of acting, not one per acting worker. With 2 workers whose envs sleep
-12.5 ms per step, the learner keeps both cores (docs/scaling.md).
+parallel op waits for its slowest thread. So while workers act the learner takes only the cores they leave free, and
+all of them again when the workers wait for it (2 cores, 20 ms of CPU per env step, `benchmarks/async_collect.py`:
+3.77 s per epoch, against 4.07 s keeping both threads and 4.28 s for the sync loop). The learner checks the workers
+only between phases of an update (forward, backward, optimizer step), so bursts of acting shorter than a few phases
+are shared instead (plain T-Maze: 3.15 s per epoch, against 3.20 s handing a core back at every burst). Where the
+workers' CPU time can be read (Linux), they get only the cores they used while acting, so workers whose envs wait (a
+simulator elsewhere, a robot) leave the learner its cores (docs/scaling.md).
 """
 from __future__ import annotations
 

@@ -215,29 +215,11 @@ def setup_distributed(device: str, timeout_s: float) -> DistContext:
     return ctx
 
 
-class SilentLogger:
-    """The logger of ranks > 0: keeps nothing, writes nothing (rank 0's RunLogger records the run)."""
-
-    def __init__(self):
-        import time
-
-        self._t0, self._time = time.time(), time.time
-
-    def log(self, metrics, env_steps: int, grad_steps: int) -> dict:
-        return {"env_steps": float(env_steps), "grad_steps": float(grad_steps), **dict(metrics)}
-
-    def plot_curve(self, *args, **kwargs) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-    def drop_records_after(self, epoch: int) -> int:
-        return 0  # it keeps no rows
-
-    def wall_time(self) -> float:
-        return self._time() - self._t0
-
-
-__all__ = ["DistContext", "DistributedError", "SEED_STRIDE", "SilentLogger",
-           "launched_world_size", "setup_distributed"]
+def start_process(cfg) -> DistContext:
+    """A trainer's process: `setup_distributed` (ranks then compare their configs), the seed and torch's threads."""
+    dist = setup_distributed(cfg.device, cfg.timeout_s)
+    dist.check_same_config(cfg.to_dict())
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    return dist

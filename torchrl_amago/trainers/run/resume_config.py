@@ -9,7 +9,7 @@ message listing every refused flag. ``run_name`` / ``buffer_dir`` locate the run
 from __future__ import annotations
 
 
-from .config import TrainConfig, field_default, gammas_of
+from ..config import TrainConfig, field_default, gammas_of
 
 SAFE_ON_RESUME = frozenset({
     # length / cadence of the loop

@@ -24,9 +24,9 @@ def test_first_wrong_step_is_the_first_non_right_action_before_the_junction():
 def test_tiny_run_probed_at_two_branch_points(tmp_path, capsys):
     """The probe re-reads each greedy rollout in one sequence pass: at a trial's first wrong step the actor does not
     rank right first (p_right <= 1/2), and on every corridor step before it right was the greedy choice (>= 1/4)."""
-    example = load_module(Path(ROOT) / "examples" / "04_tmaze.py", "tmaze_example")
-    example.main([*TINY, "--epochs", "2", "--branch_every", "1", "--buffer_dir", str(tmp_path), "--run_name", "src",
-                  "--no-progress_bar", "--eval_interval", "0"])
+    branching = load_module(Path(ROOT) / "benchmarks" / "branching.py", "branching")
+    branching.run_example("04_tmaze", [*TINY, "--epochs", "2", "--buffer_dir", str(tmp_path), "--run_name", "src",
+                                       "--no-progress_bar", "--eval_interval", "0"], branch_every=1)
     capsys.readouterr()
     points = [str(tmp_path / "src" / "branches" / f"epoch_{e}") for e in (1, 2)]
     assert _script().main([*points, "--", *TINY]) == 0

@@ -1,0 +1,119 @@
+"""The best periodic evaluation of a run and the weights it evaluated: ``<run>/ckpts/best.pt``; the final evals.
+
+A policy can lose late in a run what it learned earlier. After every periodic eval (:func:`keep_if_best`, a
+``post_eval`` hook) an eval that scores at least the best so far (``eval/success`` with a success threshold, else
+``eval/return``; a tie goes to the later eval) writes the loss's whole state, checked finite, with its counters, score
+and config to ``best.pt`` (the atomic write of ``latest.pt``, without optimizer or replay). ``latest.pt`` carries the
+record too (key ``best_eval``), so a resumed run goes on comparing against it. ``--final_eval best`` evaluates
+``best.pt``'s weights at the end, ``both`` the last weights and then the best (:func:`final_evals`).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from .checkpoint import BEST_EVAL, CheckpointError, load_checkpoint, load_module_state, save_checkpoint
+from .guards import check_finite_state
+
+BEST_REQUIRED = ("format", "loss", "config", BEST_EVAL)
+FINAL_EVALS = {"last": ("last",), "best": ("best",), "both": ("last", "best")}  # --final_eval: the weights, in order
+
+
+class BestEval:
+    """The best score of `metric` over a run's periodic evals, with the counters of the eval that scored it."""
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.value = -math.inf
+        self.counters: dict[str, int] | None = None  # epoch, env_steps, grad_steps of the best eval
+
+    def improved_by(self, eval_result: dict) -> bool:
+        """Whether `eval_result` (an `evaluate()` dict) scores at least the best so far (NaN / missing: no)."""
+        value = eval_result.get(self.metric)
+        return value is not None and math.isfinite(value) and value >= self.value
+
+    def record(self, eval_result: dict, counters: dict[str, int]) -> None:
+        self.value = float(eval_result[self.metric])
+        self.counters = dict(counters)
+
+    def state(self) -> dict:
+        return {"metric": self.metric, "value": self.value, "counters": self.counters}
+
+    def load_state(self, state: dict | None) -> None:
+        """Restore :meth:`state` (from a checkpoint); one of another metric (or none: an older checkpoint, a
+        branched run) leaves the record empty."""
+        if state and state.get("metric") == self.metric and state.get("counters"):
+            self.value, self.counters = float(state["value"]), dict(state["counters"])
+        else:
+            self.value, self.counters = -math.inf, None
+
+    def summary(self) -> dict:
+        """The summary line's entries: ``best_eval_success`` (or ``best_eval_return``) and where it was scored."""
+        if self.counters is None:
+            return {}
+        return {f"best_{self.metric.replace('/', '_')}": self.value, "best_grad_steps": self.counters["grad_steps"],
+                "best_env_steps": self.counters["env_steps"]}
+
+
+def save_best(path: str, module: torch.nn.Module, best: BestEval, config: dict) -> None:
+    """Write `module`'s state with the record of `best` to `path` (atomic, as every checkpoint)."""
+    save_checkpoint(path, {"loss": module.state_dict(), "config": config, BEST_EVAL: best.state()})
+
+
+def load_best_state(path: str, module: torch.nn.Module) -> dict:
+    """Load the weights of a ``best.pt`` into `module` (the run's loss, or a module with its keys); returns the
+    file's record (``metric``, ``value``, ``counters``). Raises CheckpointError naming the file when it is missing,
+    unsafe, or does not fit `module`."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path} does not exist: it is written at the first periodic eval of a run with "
+                              f"--keep_best (the default) and --eval_interval > 0")
+    ckpt = load_checkpoint(path, required=BEST_REQUIRED)
+    load_module_state(module, ckpt["loss"], "model", path)
+    return ckpt[BEST_EVAL]
+
+
+def keep_if_best(trainer, evaluated: dict) -> None:
+    """The trainer's ``post_eval`` hook: record a periodic eval that scores at least the best so far, and write the
+    weights it evaluated to ``ckpts/best.pt`` (never non-finite ones: NonFiniteError, the file is kept)."""
+    if not trainer.best_eval.improved_by(evaluated):
+        return
+    path = trainer.checkpoints.path("best")
+    check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
+    trainer.best_eval.record(evaluated, {"epoch": trainer.epoch, "env_steps": trainer.env_steps,
+                                         "grad_steps": trainer.grad_steps})
+    save_best(path, trainer.loss, trainer.best_eval, trainer.cfg.to_dict())
+
+
+def final_evals(trainer, timesteps: int | None = None) -> dict[str, dict]:
+    """The final evals of ``--final_eval``: the last weights, ``best.pt``'s, or both, the last first; each is logged,
+    the best weights' as ``eval_best/*`` (the ``eval/*`` curve stays that of the run's own weights). After an eval
+    of the best weights the model holds them. Returns ``{"last" / "best": eval metrics}``."""
+    finals = {}
+    for weights in FINAL_EVALS[trainer.cfg.final_eval]:
+        if weights == "best" and trainer.dist.is_main:
+            trainer.load_best()
+        res = finals[weights] = trainer.evaluate(timesteps)
+        if res:
+            trainer.logger.log(res if weights == "last" else
+                               {k.replace("eval/", "eval_best/", 1): v for k, v in res.items()}, trainer.env_steps,
+                               trainer.grad_steps)
+    return finals
+
+
+def final_summary(trainer, finals: dict[str, dict]) -> dict:
+    """The summary line of a run: counters, wall time, the first final eval's return / success / episode metrics
+    (``--final_eval both``: also ``eval_best_*`` of the best weights), the weights evaluated and the best eval."""
+    res = finals[FINAL_EVALS[trainer.cfg.final_eval][0]]
+    summary = {"env_steps": trainer.env_steps, "grad_steps": trainer.grad_steps,
+               "wall_s": round(trainer.logger.wall_time(), 1), "eval_return": res.get("eval/return", math.nan)}
+    if "eval/success" in res:
+        summary["eval_success"] = res["eval/success"]
+    summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k})
+    if trainer.cfg.final_eval == "both":
+        summary.update({f"eval_best_{k[len('eval/'):]}": v for k, v in finals["best"].items()
+                        if k in ("eval/return", "eval/success")})
+    summary["final_eval_weights"] = trainer.cfg.final_eval
+    summary.update(trainer.best_eval.summary())
+    return summary
