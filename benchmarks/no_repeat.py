@@ -48,7 +48,8 @@ def run(num_actions: int, seed: int, margin: float, trainer_argv: list[str], buf
     run_name = f"no_repeat{num_actions}_seed{seed}"
     argv = ["--seed", str(seed), "--buffer_dir", buffer_dir, "--run_name", run_name, "--no-progress_bar",
             *trainer_argv]
-    cfg, args = parse_config(__doc__, argv=argv, defaults=load_example("03_popgym").defaults(run_name, seq, num_actions))
+    cfg, args = parse_config(__doc__, argv=argv, defaults=(ex := load_example("03_popgym")).defaults(
+        run_name, ex.game_settings(seq, num_actions)))
 
     def make_env(n):
         return make_amago_env(NoRepeat(n, num_actions=num_actions))

@@ -10,7 +10,7 @@ from tests.missing_package import assert_missing_package_named
 
 
 def test_help_shows_the_cpu_defaults(capsys):
-    out = help_text("10_babyai", capsys)
+    out = " ".join(help_text("10_babyai", capsys).split())
     assert "10 — Multi-task meta-RL BabyAI" in out
     assert "(default: agent)" in out and "(default: 10.0)" in out  # agent_type, reward_multiplier
 

@@ -136,4 +136,4 @@ def test_examples_import_public_names_only(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_examples_are_short(name):
     """An example only configures: its flags, its defaults, its env factory and `trainer.run()`."""
-    assert len((EXAMPLES / f"{name}.py").read_text().splitlines()) <= 85
+    assert len((EXAMPLES / f"{name}.py").read_text().splitlines()) <= 100

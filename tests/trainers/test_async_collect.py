@@ -111,7 +111,7 @@ def test_unpicklable_env_factory_is_named(tmp_path):
     (dict(num_collectors=3), "--parallel_envs=4 is not a multiple of --num_collectors=3"),
     (dict(timesteps_per_epoch=0), "--collect async needs env collection"),
     (dict(start_collecting_at_epoch=3), "--collect async needs env collection"),
-    (dict(replay_ratio=0.0), "--replay_ratio must be a number > 0"),
+    (dict(replay_ratio=0.0), "--replay_ratio must be > 0"),
     (dict(collect="threads"), "--collect='threads' is not one of"),
 ])
 def test_bad_async_combinations_are_named(tmp_path, kw, match):

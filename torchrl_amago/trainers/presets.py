@@ -12,6 +12,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .cli import Derived
+from .config import field_default
 
 
 def share_of_run(share: float | Fraction) -> Derived:
@@ -71,3 +72,31 @@ def sampled_discrete_preset(num_actions: int | None) -> dict:
 #: both encoders, whose 1-step targets do not jump with the online encoders, and the conservative critic term ramps in
 #: from a tenth of the run, so a solved corridor is not given up (docs/design_decisions.md; example 04 applies it).
 LONG_HORIZON_PRESET = dict(target_encoders=True, cql_coeff=CQL_COEFF, cql_ramp=(0.1, 1.0))
+
+
+def action_presets(num_actions: int | None) -> dict:
+    """`sampled_discrete_preset` and `many_action_preset` for a task with `num_actions` discrete actions."""
+    return {**sampled_discrete_preset(num_actions), **many_action_preset(num_actions)}
+
+
+#: What `action_presets` decides, as `--help` shows it.
+ACTION_PRESETS_HELP = {
+    "cql_coeff": f"{CQL_COEFF} below {MANY_ACTIONS} discrete actions (sampled_discrete_preset), else 0",
+    "count_heads": f"True from {MANY_ACTIONS} discrete actions (many_action_preset), else False",
+    "entropy_coeff": f"0.1 from {MANY_ACTIONS} discrete actions, else 0",
+    "lr_decay": f"cosine from {MANY_ACTIONS} discrete actions, else none",
+    "sample_actions_eval": f"False from {MANY_ACTIONS} discrete actions, else True"}
+
+
+def derived_from(fn, texts: dict[str, str]) -> dict[str, Derived]:
+    """`Derived` defaults of the fields in `texts` (field -> what `--help` shows): `fn(namespace)[field]`, computed
+    once per parse, or TrainConfig's default where `fn` leaves the field out (e.g. settings read from the env a flag
+    names, without importing it for `--help`)."""
+    seen: dict = {}
+
+    def value(ns, name):
+        if seen.get("ns") is not ns:
+            seen.update(ns=ns, values=fn(ns))
+        return seen["values"].get(name, field_default(name))
+
+    return {name: Derived(lambda ns, name=name: value(ns, name), text) for name, text in texts.items()}
