@@ -211,12 +211,12 @@ def test_scripted_optimal_policy_reaches_the_optimum_and_forgetting_does_not(rev
     policy = belief_policy if reveal else Scripted(n, 5, seed=4)
     ro = env.rollout(6 * 5, policy, break_when_any_done=False)
     rep = adaptation_report(ro, max_trial_steps=env.base_env.max_trial_steps)
-    trials = rep["eval/attempt_0_trials"]
+    trials = rep["eval/episode_0_trials"]
     assert trials >= 3 * n  # complete trials from the 30-step window, ~2 per 6 steps of each row
-    means = torch.tensor([rep[f"eval/attempt_{k}_return"] for k in range(3)], dtype=torch.float64)
+    means = torch.tensor([rep[f"eval/episode_{k}_return"] for k in range(3)], dtype=torch.float64)
     sds = (means * (1 - means)).clamp_min(1e-12).sqrt()  # returns are 0/1 here
     assert mc_check(means, sds, trials, opt), (means, opt)
-    assert [rep[f"eval/attempt_{k}_success"] for k in range(3)] == [rep[f"eval/attempt_{k}_return"]
+    assert [rep[f"eval/episode_{k}_success"] for k in range(3)] == [rep[f"eval/episode_{k}_return"]
                                                                     for k in range(3)]
     gain = opt[-1] - opt[0]
     assert rep["eval/adaptation_gain_return_ci_low"] <= gain <= rep["eval/adaptation_gain_return_ci_high"]
@@ -224,8 +224,8 @@ def test_scripted_optimal_policy_reaches_the_optimum_and_forgetting_does_not(rev
     forgetful = make_amago_env(HiddenDoor(n, seed=5))
     ro = forgetful.rollout(30, Scripted(n, 5, forget=True, seed=6), break_when_any_done=False)
     rep_f = adaptation_report(ro, max_trial_steps=6)
-    f_means = torch.tensor([rep_f[f"eval/attempt_{k}_return"] for k in range(3)], dtype=torch.float64)
-    nf = rep_f["eval/attempt_0_trials"]
+    f_means = torch.tensor([rep_f[f"eval/episode_{k}_return"] for k in range(3)], dtype=torch.float64)
+    nf = rep_f["eval/episode_0_trials"]
     # a policy that ignores earlier attempts plays every attempt like the first ...
     assert mc_check(f_means, (f_means * (1 - f_means)).sqrt(), nf, [opt[0]] * 3)
     # ... so it does worse than the optimum on attempts >= 2, by far more than the Monte-Carlo error
@@ -240,9 +240,9 @@ def test_uniformly_random_policy_value():
     torch.manual_seed(8)  # the random actions (a generator apart from the env's, or they would copy its goals)
     ro = env.rollout(30, break_when_any_done=False)  # the env's random action spec: uniform picks
     rep = adaptation_report(ro, max_trial_steps=6)
-    means = torch.tensor([rep[f"eval/attempt_{k}_return"] for k in range(3)], dtype=torch.float64)
+    means = torch.tensor([rep[f"eval/episode_{k}_return"] for k in range(3)], dtype=torch.float64)
     rnd = 1 - (4 / 5) ** 2  # 0.36: no memory, repeats allowed
-    assert mc_check(means, (means * (1 - means)).sqrt(), rep["eval/attempt_0_trials"], [rnd] * 3)
+    assert mc_check(means, (means * (1 - means)).sqrt(), rep["eval/episode_0_trials"], [rnd] * 3)
 
 
 def test_meta_trial_wrapped_single_attempt_env_gives_the_same_optimum():
@@ -252,13 +252,13 @@ def test_meta_trial_wrapped_single_attempt_env_gives_the_same_optimum():
     env = make_amago_env(HiddenDoor(n, k_attempts=1, seed=8), k_episodes=3, same_task=True)
     ro = env.rollout(30, Scripted(n, 5, seed=9), break_when_any_done=False)
     rep = adaptation_report(ro, max_trial_steps=6)
-    means = torch.tensor([rep[f"eval/attempt_{k}_return"] for k in range(3)], dtype=torch.float64)
-    trials = rep["eval/attempt_0_trials"]
+    means = torch.tensor([rep[f"eval/episode_{k}_return"] for k in range(3)], dtype=torch.float64)
+    trials = rep["eval/episode_0_trials"]
     assert trials >= 3 * n
     assert mc_check(means, (means * (1 - means)).clamp_min(1e-12).sqrt(), trials, [0.4, 0.8, 1.0]), means
     assert rep["eval/adaptation_trials"] == trials
     # the inner env's success of each attempt survives MetaTrial's soft reset on the same step
-    success = torch.tensor([rep[f"eval/attempt_{k}_success"] for k in range(3)], dtype=torch.float64)
+    success = torch.tensor([rep[f"eval/episode_{k}_success"] for k in range(3)], dtype=torch.float64)
     torch.testing.assert_close(success, means)
 
 

@@ -52,9 +52,9 @@ ROWS = [
 
 def test_report_by_hand():
     rep = adaptation_report(rollout(ROWS))
-    assert [rep[f"eval/attempt_{k}_return"] for k in range(3)] == pytest.approx([0.375, 0.625, 0.75])
-    assert [rep[f"eval/attempt_{k}_success"] for k in range(3)] == pytest.approx([0.25, 0.5, 0.75])
-    assert [rep[f"eval/attempt_{k}_trials"] for k in range(3)] == [4, 4, 4]
+    assert [rep[f"eval/episode_{k}_return"] for k in range(3)] == pytest.approx([0.375, 0.625, 0.75])
+    assert [rep[f"eval/episode_{k}_success"] for k in range(3)] == pytest.approx([0.25, 0.5, 0.75])
+    assert [rep[f"eval/episode_{k}_trials"] for k in range(3)] == [4, 4, 4]
     # gains (last - first) per trial: 1, 0, 1, -0.5: mean .375, sd .75, se .375
     assert rep["eval/adaptation_gain_return"] == pytest.approx(0.375)
     assert rep["eval/adaptation_gain_return_ci_low"] == pytest.approx(0.375 - T3 * 0.375)
@@ -83,9 +83,9 @@ def test_trials_are_kept_by_start_time_not_by_length():
     # finished trial would count 4 short ones against 1 long one.
     short, long_ = [(0, 0, 0), (1, 1, 1, "D")], [(0, 0, 0), None, None, None, None, (1, 0, 0, "D")]
     rep = adaptation_report(rollout([short * 4, long_ + [(0, 1, 1), None]]))
-    assert rep["eval/attempt_0_trials"] == 3 and rep["eval/adaptation_trials_dropped"] == 3
+    assert rep["eval/episode_0_trials"] == 3 and rep["eval/adaptation_trials_dropped"] == 3
     assert rep["eval/adaptation_gain_return"] == pytest.approx(2 / 3)  # gains 1, 1, 0
-    assert rep["eval/attempt_1_return"] == pytest.approx(2 / 3)
+    assert rep["eval/episode_1_return"] == pytest.approx(2 / 3)
 
 
 def test_trials_begun_before_the_window_are_dropped():
@@ -97,15 +97,15 @@ def test_trials_begun_before_the_window_are_dropped():
     assert rep["eval/adaptation_trials"] == 2 and rep["eval/adaptation_gain_return"] == 0.5
     # no is_init key, but the first attempt seen is attempt 1: begun before the window
     rep = adaptation_report(rollout([[(1, 1, 1), (2, 1, 1, "D")] + row[3:]]))
-    assert rep["eval/adaptation_trials"] == 1 and rep["eval/attempt_0_return"] == 0.0
-    assert rep["eval/attempt_2_trials"] == 1 and rep["eval/attempt_2_return"] == 0.0
+    assert rep["eval/adaptation_trials"] == 1 and rep["eval/episode_0_return"] == 0.0
+    assert rep["eval/episode_2_trials"] == 1 and rep["eval/episode_2_return"] == 0.0
 
 
 def test_a_trial_longer_than_every_finished_one_is_dropped():
     # row 0's second trial began at step 2, early enough for the longest finished trial (2 steps), but it is
     # still running at the window's end: it is dropped, its finished attempt 0 included
     rep = adaptation_report(rollout([[(0, 0, 0), (1, 1, 1, "D"), (0, 1, 1), None, None, None, None, None]]))
-    assert rep["eval/attempt_0_trials"] == 1 and rep["eval/attempt_0_return"] == 0.0
+    assert rep["eval/episode_0_trials"] == 1 and rep["eval/episode_0_return"] == 0.0
     assert rep["eval/adaptation_trials_dropped"] == 1
 
 
@@ -114,8 +114,8 @@ def test_variable_attempt_counts_and_last_attempt():
             [(0, 1, 1), (1, 0, 0), (2, 0, 0), None, (3, 0, 0, "D")],  # Y: 4 attempts, gain -1
             [(0, 1, 1), None, None, None, "D"]]  # Z: 1 attempt, no gain
     rep = adaptation_report(rollout(rows))
-    assert [rep[f"eval/attempt_{k}_trials"] for k in range(4)] == [3, 2, 1, 1]
-    assert rep["eval/attempt_0_return"] == pytest.approx(2 / 3) and rep["eval/attempt_1_return"] == 0.5
+    assert [rep[f"eval/episode_{k}_trials"] for k in range(4)] == [3, 2, 1, 1]
+    assert rep["eval/episode_0_return"] == pytest.approx(2 / 3) and rep["eval/episode_1_return"] == 0.5
     assert rep["eval/adaptation_trials"] == 2 and rep["eval/adaptation_gain_return"] == 0.0
     half = 12.706204736174705 * math.sqrt(2) / math.sqrt(2)  # t_{0.975, 1} * sd / sqrt(n)
     assert rep["eval/adaptation_gain_return_ci_high"] == pytest.approx(half)
@@ -152,7 +152,7 @@ def test_combine_seeds_by_hand():
     def seed(gain, se, n=10):
         return {"eval/adaptation_gain_return": gain, "eval/adaptation_gain_return_ci_low": gain - t9 * se,
                 "eval/adaptation_gain_return_ci_high": gain + t9 * se, "eval/adaptation_trials": n,
-                "eval/attempt_0_return": 0.2, "eval/attempt_1_return": 0.2 + gain}
+                "eval/episode_0_return": 0.2, "eval/episode_1_return": 0.2 + gain}
 
     # seeds spread more than their trial noise: se = sd(0.5, 0.3, 0.7) / sqrt(3) = 0.2 / sqrt(3), t_2
     out = combine_adaptation_reports([seed(0.5, 0.1), seed(0.3, 0.1), seed(0.7, 0.1)])
@@ -160,7 +160,7 @@ def test_combine_seeds_by_hand():
     assert out["eval/adaptation_gain_return"] == pytest.approx(0.5)
     assert out["eval/adaptation_gain_return_ci_low"] == pytest.approx(0.5 - half)
     assert out["eval/adaptation_seeds"] == 3 and out["eval/adaptation_trials"] == 30
-    assert out["eval/attempt_1_return"] == pytest.approx(0.7) and out["eval/attempt_0_return"] == pytest.approx(0.2)
+    assert out["eval/episode_1_return"] == pytest.approx(0.7) and out["eval/episode_0_return"] == pytest.approx(0.2)
     # seeds that agree exactly: the trial noise is the floor, sqrt(0.1^2 + 0.1^2) / 2, with t_1
     out = combine_adaptation_reports([seed(0.5, 0.1), seed(0.5, 0.1)])
     assert out["eval/adaptation_gain_return_ci_high"] == pytest.approx(0.5 + 12.706204736174705 * math.sqrt(0.02) / 2)
@@ -191,10 +191,10 @@ def test_on_dark_key_door_matches_episode_metrics(make):
     ro = env.rollout(40, break_when_any_done=False)  # exactly two 20-step trials per env: none dropped
     rep, ep = adaptation_report(ro), episode_metrics(ro, "eval")
     assert rep["eval/adaptation_trials_dropped"] == 0
-    assert rep["eval/attempt_0_trials"] == 32
+    assert rep["eval/episode_0_trials"] == 32
     for k in range(3):
-        assert rep[f"eval/attempt_{k}_return"] == pytest.approx(ep[f"eval/episode_{k}_return"])
-        assert rep[f"eval/attempt_{k}_success"] == pytest.approx(ep[f"eval/episode_{k}_success"])
+        assert rep[f"eval/episode_{k}_return"] == pytest.approx(ep[f"eval/episode_{k}_return"])
+        assert rep[f"eval/episode_{k}_success"] == pytest.approx(ep[f"eval/episode_{k}_success"])
 
 
 def test_on_meta_frozen_lake_and_meta_trial():
@@ -203,9 +203,9 @@ def test_on_meta_frozen_lake_and_meta_trial():
     ro = env.rollout(48, break_when_any_done=False)  # trials of 3 to 24 steps
     rep = adaptation_report(ro, max_trial_steps=24)
     n = rep["eval/adaptation_trials"]
-    assert n >= 64 and all(rep[f"eval/attempt_{k}_trials"] == n for k in range(3))  # k attempts in every trial
+    assert n >= 64 and all(rep[f"eval/episode_{k}_trials"] == n for k in range(3))  # k attempts in every trial
     assert rep["eval/adaptation_trials_dropped"] > 0
-    assert 0 < rep["eval/attempt_0_success"] < 1
+    assert 0 < rep["eval/episode_0_success"] < 1
     assert rep["eval/adaptation_gain_return_ci_low"] < rep["eval/adaptation_gain_return"] < \
         rep["eval/adaptation_gain_return_ci_high"]
 
@@ -213,5 +213,5 @@ def test_on_meta_frozen_lake_and_meta_trial():
     env = make_amago_env(TMaze(8, corridor_length=2, seed=0), k_episodes=2)
     torch.manual_seed(1)
     rep = adaptation_report(env.rollout(18, break_when_any_done=False))
-    assert rep["eval/adaptation_trials"] == 8 * 3 and "eval/attempt_0_success" not in rep
+    assert rep["eval/adaptation_trials"] == 8 * 3 and "eval/episode_0_success" not in rep
     assert "eval/adaptation_gain_success" not in rep and rep["eval/adaptation_trials_dropped"] == 0

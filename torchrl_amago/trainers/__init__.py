@@ -16,7 +16,8 @@ _EXPORTS = {
     "run.checkpoint": ["CheckpointError"],
     "run.guards": ["NonFiniteError"],
     "logging": ["RunLogger", "print_summary"],
-    "metrics": ["episode_metrics", "finished_trial_returns", "return_metrics"],
+    "metrics": ["episode_metrics", "finished_trial_returns", "return_metrics", "adaptation_report",
+                "combine_adaptation_reports"],
     "scale.graphed_update": ["GraphedUpdate"],
     "trainer": ["AMAGOTrainer"],
 }

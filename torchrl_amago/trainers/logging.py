@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 
 from .._optional import require
-from .metrics import episode_metrics, finished_trial_returns, per_task_return_metrics, return_metrics
+from .metrics import adaptation_report, finished_trial_returns, per_task_return_metrics, return_metrics
 
 
 def _scalar(v) -> float | None:
@@ -120,10 +120,13 @@ class RunLogger:
         with open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._fields).writerow(rec)
 
-    def plot_curve(self, key: str = "eval/return", path: str | None = None) -> str | None:
-        """Return-vs-env-steps and return-vs-wall-time PNG next to the CSV; None if nothing to plot."""
-        pts = [(r["env_steps"], r["wall_s"], r[key]) for r in self.records if key in r and not math.isnan(r[key])]
-        if not pts:
+    def plot_curve(self, key: str | list[str] = "eval/return", path: str | None = None) -> str | None:
+        """`key` (or one line per key of a list) against env steps and wall time, a PNG next to the CSV (default
+        `learning_curve.png`); None if nothing to plot."""
+        keys = [key] if isinstance(key, str) else list(key)
+        series = {k: [(r["env_steps"], r["wall_s"], r[k]) for r in self.records if k in r and not math.isnan(r[k])]
+                  for k in keys}
+        if not any(series.values()):
             return None
         import matplotlib
 
@@ -131,15 +134,19 @@ class RunLogger:
         import matplotlib.pyplot as plt
 
         path = path or os.path.join(self.log_dir, "learning_curve.png")
-        steps, wall, val = zip(*pts)
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        axes[0].plot(steps, val, marker="o")
+        for k, pts in series.items():
+            if pts:
+                steps, wall, val = zip(*pts)
+                axes[0].plot(steps, val, marker="o", label=k)
+                axes[1].plot(wall, val, marker="o", label=k)
         axes[0].set_xlabel("env steps")
-        axes[1].plot(wall, val, marker="o")
         axes[1].set_xlabel("wall time (s)")
         for ax in axes:
-            ax.set_ylabel(key)
+            ax.set_ylabel(keys[0] if len(keys) == 1 else "eval")
             ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -217,13 +224,14 @@ class ProgressBar:
 def eval_record(rollout, seconds: float, env_name: str, task_names: list[str] | None,
                 success_threshold: float | None) -> dict:
     """The `eval/*` record of an eval rollout `[N, T]`: returns of finished trials (also `eval/return/<env_name>`
-    and per task name), episode metrics, `eval/success` (returns >= `success_threshold`) and the env steps per s."""
+    and per task name), the adaptation report of meta-RL trials (per attempt, and the gain from the first to the last;
+    `metrics.adaptation_report`), `eval/success` (returns >= `success_threshold`) and the env steps per s."""
     returns, _ = finished_trial_returns(rollout)
     res = return_metrics(returns, "eval", None)
     res.update(return_metrics(returns, "eval", env_name))
     if task_names:
         res.update(per_task_return_metrics(rollout, returns, "eval", task_names))
-    res.update(episode_metrics(rollout, "eval"))
+    res.update(adaptation_report(rollout, "eval"))
     if success_threshold is not None:
         res["eval/success"] = sum(r >= success_threshold for r in returns) / len(returns) if returns else math.nan
     res["eval/env_steps_per_s"] = rollout.numel() / max(seconds, 1e-9)

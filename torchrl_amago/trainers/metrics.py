@@ -295,8 +295,8 @@ def adaptation_report(rollout: TensorDictBase | dict, prefix: str = "eval", *, l
 
     Keys (attempts are 0-based, as in ``episode_metrics``' ``{prefix}/episode_{k}_*``):
 
-    - ``{prefix}/attempt_{k}_return``, ``{prefix}/attempt_{k}_success`` (with ``episode_success``): the mean over
-      the complete trials that finished attempt k; ``{prefix}/attempt_{k}_trials``: how many did.
+    - ``{prefix}/episode_{k}_return``, ``{prefix}/episode_{k}_success`` (with ``episode_success``): the mean over
+      the complete trials that finished attempt k; ``{prefix}/episode_{k}_trials``: how many did.
     - ``{prefix}/adaptation_gain_return`` (and ``_success``): the mean over trials of the paired difference
       *last attempt - first attempt* of each trial; the last attempt is each trial's own last finished one
       (``last_attempt=None``: attempt ``K - 1`` in a fixed-``K`` trial; envs whose attempt count varies, like
@@ -324,10 +324,10 @@ def adaptation_report(rollout: TensorDictBase | dict, prefix: str = "eval", *, l
     has = ~torch.isnan(R)
     for k in range(K):
         ok = has[:, k]
-        out[f"{prefix}/attempt_{k}_return"] = float(R[ok, k].mean()) if ok.any() else math.nan
+        out[f"{prefix}/episode_{k}_return"] = float(R[ok, k].mean()) if ok.any() else math.nan
         if S is not None:
-            out[f"{prefix}/attempt_{k}_success"] = float(S[ok, k].mean()) if ok.any() else math.nan
-        out[f"{prefix}/attempt_{k}_trials"] = float(ok.sum())
+            out[f"{prefix}/episode_{k}_success"] = float(S[ok, k].mean()) if ok.any() else math.nan
+        out[f"{prefix}/episode_{k}_trials"] = float(ok.sum())
     if last_attempt is None:
         last = (has * torch.arange(K)).argmax(-1) if K else torch.zeros(n_trials, dtype=torch.long)
         use = has[:, 0] & (last >= 1) if K else torch.zeros(n_trials, dtype=torch.bool)
@@ -356,20 +356,20 @@ def combine_adaptation_reports(reports: list[dict], prefix: str = "eval", *, con
     """One adaptation gain over several seeds' (final) :func:`adaptation_report` dicts, with a confidence interval
     over seeds and trials.
 
-    Each seed counts once: the gain is the mean of the seeds' gains (``attempt_{k}_*`` the mean of theirs). Its
+    Each seed counts once: the gain is the mean of the seeds' gains (``episode_{k}_*`` the mean of theirs). Its
     standard error is the larger of (a) the spread of the seed gains, ``sd_seeds / sqrt(S)``, which holds both the
     seed-to-seed variation and each seed's own trial noise, and (b) the trial noise alone,
     ``sqrt(sum_s se_s^2) / S`` with ``se_s`` read back from seed s's t interval (``confidence`` must be the one
     its report used), a floor for when few seeds happen to agree; the interval is mean +- t_{S-1} * se. A single
     seed gives its own interval back. Seeds whose gain is NaN are skipped.
 
-    Keys: the report's ``{prefix}/attempt_{k}_return|success``, ``{prefix}/adaptation_gain_{return|success}`` with
+    Keys: the report's ``{prefix}/episode_{k}_return|success``, ``{prefix}/adaptation_gain_{return|success}`` with
     ``_ci_low`` / ``_ci_high``, ``{prefix}/adaptation_seeds`` (seeds with a return gain) and
     ``{prefix}/adaptation_trials`` (their trials, summed).
     """
     out: dict[str, float] = {}
     attempt_keys = sorted({k for r in reports for k in r if re.fullmatch(
-        re.escape(prefix) + r"/attempt_\d+_(return|success)", k)},
+        re.escape(prefix) + r"/episode_\d+_(return|success)", k)},
         key=lambda k: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", k)])
     for k in attempt_keys:
         vals = [float(r[k]) for r in reports if k in r and not math.isnan(float(r[k]))]

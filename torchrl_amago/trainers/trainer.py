@@ -7,6 +7,7 @@ and CUDA graphs are ``scale/``; checkpoints, resume, NaN/inf guards and the best
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from typing import Callable
@@ -358,6 +359,9 @@ class AMAGOTrainer:
         learning-curve PNG; returns the summary the examples print as JSON."""
         finals = final_evals(self, final_eval_timesteps)  # run/best_eval.py
         self.logger.plot_curve("eval/return")
+        attempts = sorted({k for r in self.logger.records for k in r if re.fullmatch(r"eval/episode_\d+_return", k)})
+        if attempts:  # meta-RL: the return of each attempt over training (in-context adaptation)
+            self.logger.plot_curve(attempts, os.path.join(self.logger.log_dir, "attempts.png"))
         return final_summary(self, finals)
 
     def run(self, example: str, final_eval_timesteps: int | None = None) -> dict:

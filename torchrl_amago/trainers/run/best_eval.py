@@ -110,7 +110,7 @@ def final_summary(trainer, finals: dict[str, dict]) -> dict:
                "wall_s": round(trainer.logger.wall_time(), 1), "eval_return": res.get("eval/return", math.nan)}
     if "eval/success" in res:
         summary["eval_success"] = res["eval/success"]
-    summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k})
+    summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k or "/adaptation_" in k})
     if trainer.cfg.final_eval == "both":
         summary.update({f"eval_best_{k[len('eval/'):]}": v for k, v in finals["best"].items()
                         if k in ("eval/return", "eval/success")})
