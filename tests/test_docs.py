@@ -23,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 KINDS = {"python", "python no-run", "bash", "sh", "text"}
-TESTED_ELSEWHERE = {"docs/torchrl_composability.md": "tests/trainers/test_composability.py"}
+TESTED_ELSEWHERE = {"docs/torchrl_composability.md": "tests/trainers/test_composability.py",
+                    "README.md": "tests/test_readme.py"}
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
