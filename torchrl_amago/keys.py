@@ -1,8 +1,5 @@
-"""The per-step TensorDict key names of AMAGO's data contract (docs/architecture.md §2), defined once.
-
-The env transforms write them, the offline loaders build them, the timestep encoder skips them as observations,
-the acting policy and the loss read them. Every component still takes its key names as constructor arguments
-(or ``set_keys(...)`` for the loss); these are the defaults. Like ``spaces.py``, every layer may import this file.
+"""The per-step TensorDict key names of AMAGO's data contract (docs/architecture.md §2), defined once; every
+component takes its key names as arguments with these defaults. Every layer may import this file.
 """
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Action-space description shared by every layer (envs, modules, objectives).
-
-AMAGO distinguishes three action kinds. TorchRL encodes them with different specs; this module maps a
-TorchRL action spec to one `ActionSpace` record so that every component agrees on the encoding.
-"""
+"""Action-space description shared by every layer: maps a TorchRL action spec to one `ActionSpace` record."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,8 +38,7 @@ class ActionSpace:
                 if action.shape[-1] != self.dim:
                     raise ValueError(f"one-hot action must end in dim {self.dim}, got shape {tuple(action.shape)}")
                 return action.float()
-            # TorchRL Categorical actions have exactly the batch shape (no trailing dim), so never squeeze:
-            # a [1]-shaped tensor is one env's index, not an index with a trailing axis.
+            # Categorical actions have exactly the batch shape: never squeeze a trailing dim
             return torch.nn.functional.one_hot(action.long(), self.dim).float()
         if action.shape[-1] != self.dim:
             raise ValueError(f"{self.kind} action must end in dim {self.dim}, got shape {tuple(action.shape)}")
@@ -81,9 +76,8 @@ def action_space_from_spec(spec: TensorSpec) -> ActionSpace:
 
 
 def unit_box_affine(low, high, what: str = "action space") -> tuple[np.ndarray, np.ndarray]:
-    """``(loc, scale)`` (float32) mapping the policy's ``[-1, 1]`` onto ``[low, high]``: ``a_env = a * scale + loc``
-    (and back: ``(a_env - loc) / scale``). Every adapter with Box actions uses it; unbounded or empty bounds are a
-    ValueError naming ``what``."""
+    """``(loc, scale)`` (float32) mapping the policy's ``[-1, 1]`` onto ``[low, high]``: ``a_env = a * scale + loc``;
+    unbounded or empty bounds are a ValueError naming ``what``."""
     low = np.asarray(low, dtype=np.float32)
     high = np.asarray(high, dtype=np.float32)
     if not (np.isfinite(low).all() and np.isfinite(high).all()) or bool((high <= low).any()):

@@ -1,5 +1,4 @@
-"""`check_amago_env`: the checks every env adapter must pass — TorchRL's `check_env_specs` plus AMAGO's per-step
-alignment contract (docs/architecture.md §1) on data from a real `Collector`."""
+"""`check_amago_env`: TorchRL's `check_env_specs` plus AMAGO's per-step alignment on a real `Collector` batch."""
 from __future__ import annotations
 
 import torch
@@ -23,9 +22,7 @@ def collect_batch(env: EnvBase, frames: int, policy=None, seed: int = 0) -> Tens
 
 
 def check_alignment(data: TensorDictBase, action_spec) -> None:
-    """Assert the AMAGO per-step contract on collected data [N, T]: `("next", "prev_action")` is the action
-    taken (one-hot for discrete), `("next", "prev_reward")` the reward received, zeros and `time_idx` 0 after
-    every hard reset, the root of t+1 equals the `"next"` of t inside a trial, and `time_idx` counts up by one."""
+    """Assert AMAGO's per-step contract (docs/api/envs.md, "Key layout") on collected data [N, T]."""
     d = data
     space = action_space_from_spec(action_spec)
     a = d["action"]
@@ -47,12 +44,8 @@ def check_alignment(data: TensorDictBase, action_spec) -> None:
 
 
 def check_amago_env(env: EnvBase, steps_per_env: int = 30, policy=None) -> TensorDictBase:
-    """`check_env_specs(env)`, then `check_alignment` on `steps_per_env` collected steps per env; returns the data
-    (so a test can assert more, e.g. that a trial ended)."""
+    """`check_env_specs(env)`, then `check_alignment` on `steps_per_env` steps per env; returns the data."""
     check_env_specs(env)
     data = collect_batch(env, steps_per_env * max(env.batch_size.numel(), 1), policy)
     check_alignment(data, env.action_spec)
     return data
-
-
-__all__ = ["check_amago_env", "check_alignment", "collect_batch"]

@@ -1,23 +1,5 @@
-"""AMAGO's epsilon-greedy exploration as TorchRL exploration modules (reference §4.11).
-
-Put the module after the acting policy, ``TensorDictSequential(policy, EpsilonGreedy(env.action_spec))``: it
-rewrites ``td["action"]`` in place, so the collector stores the executed (noisy) action, as the original does, and
-writes ``td["explored"]`` (True where exploration changed the action), so n-step returns can stop there.
-
-Schedule (``BilevelEpsilonGreedy``), with ``g = global_step`` (one count per call, i.e. per batched env step) and
-``l = local_step`` (the ``time_idx`` of each env = steps since its hard reset)::
-
-    ep_start = max(eps_start_start - (eps_start_start - eps_start_end) / steps_anneal * g, eps_start_end)
-    ep_end   = max(eps_end_start   - (eps_end_start   - eps_end_end)   / steps_anneal * g, eps_end_end)
-    eps      = multiplier * (ep_start - (ep_start - ep_end) * l / rollout_horizon)
-
-``multiplier ~ U[0, 1)`` per env (1 if not ``randomize_eps``), redrawn wherever ``is_init`` is True. Discrete
-actions are replaced by a uniform random action with probability ``eps`` (kept in the env's encoding: one-hot or
-index); continuous ones become ``clip(a + eps * N(0, 1), -1, 1)``. Multi-binary action spaces are not supported.
-``global_step`` is used, then incremented. Noise is only added when ``exploration_type()`` is ``RANDOM`` or unset,
-so evaluation under ``set_exploration_type(ExplorationType.DETERMINISTIC)`` is noise-free (and does not advance
-the schedule). ``global_step`` is a buffer: it is saved in ``state_dict()`` for resuming.
-"""
+"""AMAGO's epsilon-greedy exploration as TensorDict modules placed after the policy (docs/api/envs.md): ``eps =
+multiplier * (ep_start - (ep_start - ep_end) * time_idx / rollout_horizon)``, both ends annealed over calls."""
 from __future__ import annotations
 
 import math
@@ -33,24 +15,9 @@ from .. import keys as K
 from ..spaces import ActionSpace, action_space_from_spec
 
 
-# Not built on torchrl.modules.EGreedyModule: that module has one global epsilon annealed by explicit `.step()`
-# calls and draws random actions from the spec, while AMAGO's schedule needs a per-env epsilon (a random
-# multiplier redrawn at each env's hard reset, a within-trial decay on `time_idx`, per-env hooks such as the
-# T-Maze corridor rule) and Gaussian noise for continuous actions. Subclassing it would override all of its
-# forward, so it would add nothing but a base class.
 class BilevelEpsilonGreedy(TensorDictModuleBase):
-    """Epsilon-greedy annealed over training (``global_step``) and within each trial (``local_step``).
-
-    ``schedule_hook(eps [n], local_step [n]) -> eps [n]`` (or overriding :meth:`eps_override` in a subclass)
-    rewrites the per-env epsilon after the schedule and multiplier, e.g. :class:`TMazeExploration`.
-    ``seed`` gives the module its own random stream (default: torch's global one).
-
-    Keys in: ``action`` (the policy's, so put the module after the policy), ``time_idx`` (the step within the
-    trial) and ``is_init``; keys out: ``action``, replaced by a uniformly random one per env with probability
-    epsilon, and ``explored`` (``[.., 1]`` bool: True where the action now differs from the policy's; for continuous
-    actions, wherever noise was added), which n-step returns can stop at (``AMAGOLoss(n_step_stop_explored=True)``).
-    ``action_key``, ``time_key``, ``init_key``, ``explored_key`` rename them.
-    """
+    """Epsilon-greedy annealed over training and within each trial. Keys in: ``action``, ``time_idx``, ``is_init``;
+    out: ``action`` and ``explored`` ``[.., 1]`` bool. ``schedule_hook(eps, local_step)`` rewrites the epsilon."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, rollout_horizon: float, eps_start_start: float = 1.0,
                  eps_start_end: float = 0.05, eps_end_start: float = 0.8, eps_end_end: float = 0.01,
@@ -73,8 +40,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         self.eps_start_start, self.eps_start_end = float(eps_start_start), float(eps_start_end)
         self.eps_end_start, self.eps_end_end = float(eps_end_start), float(eps_end_end)
         self.steps_anneal, self.randomize_eps = int(steps_anneal), bool(randomize_eps)
-        self.action_key, self.time_key, self.init_key = action_key, time_key, init_key
-        self.explored_key = explored_key
+        self.action_key, self.time_key, self.init_key, self.explored_key = action_key, time_key, init_key, explored_key
         self.in_keys = [action_key, time_key, init_key]
         self.out_keys = [action_key, explored_key]
         self.schedule_hook = schedule_hook
@@ -82,7 +48,6 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         self._gen = None if seed is None else torch.Generator().manual_seed(int(seed))
         self._mult: torch.Tensor | None = None  # per-env multiplier, allocated on first use
 
-    # ---- schedule ------------------------------------------------------------------------------------------
     def trial_bounds(self, global_step: int | None = None) -> tuple[float, float]:
         """(ep_start, ep_end): epsilon at the start and at the end of a trial for this global step."""
         g = float(self.global_step.item() if global_step is None else global_step)
@@ -105,15 +70,8 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         """Hook: rewrite the per-env epsilon (default: ``schedule_hook`` if given, else unchanged)."""
         return eps if self.schedule_hook is None else self.schedule_hook(eps, local_step)
 
-    # ---- randomness ------------------------------------------------------------------------------------------
     def _rand(self, shape, device) -> torch.Tensor:
         return torch.rand(shape, generator=self._gen).to(device)
-
-    def _randn(self, shape, device) -> torch.Tensor:
-        return torch.randn(shape, generator=self._gen).to(device)
-
-    def _randint(self, high, shape, device) -> torch.Tensor:
-        return torch.randint(high, shape, generator=self._gen).to(device)
 
     def _multipliers(self, is_init: torch.Tensor | None, n: int, device) -> torch.Tensor:
         if not self.randomize_eps:
@@ -128,7 +86,6 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         """Forget the per-env multipliers (they are redrawn at the next call)."""
         self._mult = None
 
-    # ---- module -------------------------------------------------------------------------------------------------
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if exploration_type() not in (None, ExplorationType.RANDOM):
             return tensordict
@@ -147,7 +104,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         eps = self.epsilon(local_step, self._multipliers(init, n, dev))
         if self.space.discrete:
             replace = self._rand(n, dev) < eps
-            idx = self._randint(self.space.dim, (n,), dev)
+            idx = torch.randint(self.space.dim, (n,), generator=self._gen).to(dev)
             if self.space.one_hot:  # one-hot by scatter: F.one_hot range-checks its input (a host sync)
                 rand_a = torch.zeros((n, self.space.dim), dtype=action.dtype, device=dev).scatter_(
                     -1, idx.unsqueeze(-1), 1).reshape(action.shape)
@@ -156,7 +113,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
                 new = torch.where(replace.reshape(action.shape), idx.reshape(action.shape).to(action.dtype), action)
             explored = (new != action).reshape(n, -1).any(-1)  # drawing the policy's own action does not count
         else:
-            noise = self._randn(action.shape, dev) * eps.reshape(*action.shape[:-1], 1)
+            noise = torch.randn(action.shape, generator=self._gen).to(dev) * eps.reshape(*action.shape[:-1], 1)
             new = (action + noise).clamp(-1.0, 1.0)
             explored = eps > 0
         tensordict.set(self.action_key, new)
@@ -166,9 +123,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
 
 
 class EpsilonGreedy(BilevelEpsilonGreedy):
-    """Epsilon-greedy annealed linearly from ``eps_start`` to ``eps_end`` over ``steps_anneal`` calls, constant
-    within a trial (= bilevel with an infinite rollout horizon and equal start/end schedules). Keys as
-    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``, ``explored``."""
+    """Epsilon annealed over ``steps_anneal`` calls, constant within a trial; keys as :class:`BilevelEpsilonGreedy`."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, eps_start: float = 1.0, eps_end: float = 0.05,
                  steps_anneal: int = 1_000_000, randomize_eps: bool = True, **kwargs):
@@ -178,10 +133,7 @@ class EpsilonGreedy(BilevelEpsilonGreedy):
 
 
 class TMazeExploration(EpsilonGreedy):
-    """AMAGO's T-Maze schedule: epsilon-greedy, except inside the corridor (``start_window < local_step <
-    horizon - end_window``, evaluated per env) where epsilon is ``0.5 / horizon`` (not multiplied), so that random
-    actions rarely waste the exact step budget while the junction still gets explored. Keys as
-    :class:`BilevelEpsilonGreedy`: in ``action``, ``time_idx``, ``is_init``; out ``action``, ``explored``."""
+    """:class:`EpsilonGreedy` with ``0.5 / horizon`` inside the corridor; keys as :class:`BilevelEpsilonGreedy`."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace, horizon: int, eps_start: float = 1.0,
                  eps_end: float = 0.01, steps_anneal: int = 100_000, start_window: int = 0, end_window: int = 3,

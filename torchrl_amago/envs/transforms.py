@@ -1,27 +1,4 @@
-"""TorchRL transforms that give any env AMAGO's per-step format (docs/architecture.md §1).
-
-- :class:`PrevActionReward` writes ``prev_action`` / ``prev_reward`` (a_{t-1}, r_{t-1}; zeros after a hard reset).
-- :class:`EpisodeTime` writes ``time_idx`` (steps since the hard reset; soft resets do not restart it).
-- :class:`MetaTrial` turns an env's episodes into one multi-episode trial with soft resets.
-- :func:`make_amago_env` stacks them in the right order in one call.
-
-Soft resets are never TorchRL resets: only the trial end sets ``done``, so ``InitTracker``, ``PrevActionReward``
-and ``EpisodeTime`` placed *after* ``MetaTrial`` see one continuous trial.
-
-Per-episode bookkeeping keys (written by ``MetaTrial`` and by the builtin multi-episode envs; observation-spec
-entries, present at the root and under ``"next"``, never meant as policy inputs — every name starts with
-``"episode_"``):
-
-- ``"episode_end"`` ``[*, 1]`` bool: this step ended an inner episode (its reward was the episode's last).
-- ``"episode_return"`` ``[*, 1]`` float32: the undiscounted return of that episode (0 where not ``episode_end``).
-- ``"episode_count"`` ``[*, 1]`` int64: inner episodes finished so far in this trial (the episode that ended at
-  an ``episode_end`` step has index ``episode_count - 1``).
-- ``"episode_success"`` ``[*, 1]`` bool (builtin envs with a success notion only): that episode succeeded.
-
-Multi-task envs also write ``"task_id"`` ``[*, 1]`` int64 (which task/game the slot runs; see ``TASK_ID_KEY``).
-
-A trainer logs per-episode statistics from ``td["next", k][td["next", "episode_end"]]``.
-"""
+"""TorchRL transforms giving any env AMAGO's per-step format (docs/api/envs.md); :func:`make_amago_env` stacks them."""
 from __future__ import annotations
 
 import warnings
@@ -41,8 +18,7 @@ EPISODE_RETURN_KEY = K.EPISODE_RETURN
 EPISODE_COUNT_KEY = K.EPISODE_COUNT
 EPISODE_SUCCESS_KEY = K.EPISODE_SUCCESS
 SOFT_RESET_KEY = K.SOFT_RESET
-#: int64 ``[*, 1]`` index of the task/game an env slot is running (multi-task envs); the trainer splits eval
-#: returns per task name with it. A bookkeeping key, never a policy input.
+#: int64 ``[*, 1]`` index of the task/game an env slot runs (multi-task envs); bookkeeping, never a policy input.
 TASK_ID_KEY = K.TASK_ID
 #: keys a timestep encoder must not read (bookkeeping, not observations)
 BOOKKEEPING_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUCCESS_KEY)
@@ -75,16 +51,8 @@ def _bcast(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class PrevActionReward(Transform):
-    """Writes ``prev_action`` ``[*, A]`` float and ``prev_reward`` ``[*, 1]`` float (raw env reward) under
-    ``"next"`` at every step, and zeros at the root on (partial) resets.
-
-    ``prev_action`` is one-hot for discrete actions whatever the env's encoding (``OneHot`` or ``Categorical``
-    index), the raw value for continuous actions, and 0/1 for multi-binary ones. ``action_spec`` may be a TorchRL
-    action spec or an :class:`~torchrl_amago.spaces.ActionSpace`; ``None`` reads the parent env's action spec.
-
-    Keys in: ``action`` (root) and ``("next", "reward")``; keys out: ``prev_action`` and ``prev_reward`` (root on
-    reset, ``"next"`` on every step). Each name is an argument (``action_key``, ``reward_key``, ...).
-    """
+    """Writes ``prev_action`` ``[*, A]`` (one-hot for discrete) and ``prev_reward`` ``[*, 1]`` under ``"next"`` every
+    step, zeros on resets. Keys in: ``action``, ``("next", "reward")``. ``action_spec`` None: the parent env's."""
 
     def __init__(self, action_spec: TensorSpec | ActionSpace | None = None, *, action_key=K.ACTION,
                  reward_key=K.REWARD, prev_action_key=K.PREV_ACTION, prev_reward_key=K.PREV_REWARD):
@@ -141,18 +109,8 @@ class PrevActionReward(Transform):
 
 
 class ActionCounts(Transform):
-    """Writes ``action_counts`` ``[*, A]`` float: how often each discrete action was taken since the hard reset
-    (soft resets do not restart it), i.e. the running sum of ``prev_action``'s one-hots; zeros after a reset.
-
-    An observation like any other (timestep encoders read it): a summary of the agent's own past actions that the
-    sequence model would otherwise have to learn to gather over the whole context. It does not lift the tasks that
-    punish repeating an action (POPGym's Battleship, :class:`~torchrl_amago.envs.NoRepeat` with 64 actions;
-    docs/results/ablations/no_repeat.md). Place it after :class:`PrevActionReward`
-    (``make_amago_env(action_counts=True)`` does).
-
-    Keys in: ``prev_action`` (under ``"next"``) and ``action_counts`` (root); key out: ``action_counts`` (root on
-    reset, ``"next"`` on every step).
-    """
+    """Writes ``action_counts`` ``[*, A]`` float: the running sum of ``prev_action`` since the hard reset (an
+    observation). Key in: ``("next", "prev_action")``. Place it after :class:`PrevActionReward`."""
 
     def __init__(self, *, prev_action_key=K.PREV_ACTION, counts_key=K.ACTION_COUNTS):
         super().__init__(in_keys=[prev_action_key], out_keys=[counts_key])
@@ -214,13 +172,7 @@ def add_action_counts(env: EnvBase) -> TransformedEnv:
 
 
 class EpisodeTime(StepCounter):
-    """``time_idx`` ``[*, 1]`` int64: 0 at a hard reset, +1 per step (soft resets inside ``MetaTrial`` or the env
-    do not restart it). With ``max_steps`` the trial is truncated (``truncated`` and ``done`` set) once
-    ``time_idx >= max_steps``.
-
-    This is TorchRL's ``StepCounter`` writing AMAGO's key (``step_count_key=time_key``): the same counting,
-    partial-reset and truncation rules. It adds no behaviour; the subclass only fixes the key name and keeps the
-    transform inert as a replay-buffer transform."""
+    """TorchRL's ``StepCounter`` writing the ``time_idx`` key (+1 per step); truncates the trial at ``max_steps``."""
 
     def __init__(self, max_steps: int | None = None, *, time_key=K.TIME_IDX):
         if max_steps is not None and max_steps < 1:
@@ -239,9 +191,7 @@ def _base_env(env: EnvBase) -> EnvBase:
 
 
 def keeps_task_on_soft_reset(env: EnvBase) -> bool | None:
-    """Whether ``env`` keeps its task on ``reset(..., soft_reset=True)``: its base env declares
-    ``supports_soft_reset = True`` (for a started ``SerialEnv``: every sub-env does). ``None`` when it cannot be
-    told from here (the sub-envs of a ``ParallelEnv`` live in other processes)."""
+    """Whether ``env``'s base env(s) declare ``supports_soft_reset``; ``None`` when it cannot be told."""
     base = _base_env(env)
     if getattr(base, "supports_soft_reset", False):
         return True
@@ -252,35 +202,9 @@ def keeps_task_on_soft_reset(env: EnvBase) -> bool | None:
 
 
 class MetaTrial(Transform):
-    """Runs several inner episodes of the parent env as one trial (AMAGO's meta-RL "rollout").
-
-    The trial ends after ``k_episodes`` inner episodes or ``horizon`` steps (whichever comes first; at least one
-    must be given); only then is ``done`` set. Before that, when the inner env reports ``done`` (or an inner
-    episode reaches ``max_episode_steps``) the inner env is **soft-reset**: a partial reset of the parent env
-    (base env + transforms before this one) for those sub-envs only, with ``terminated``/``done`` kept False.
-    At the trial end ``terminated`` is True only if the inner env terminated the last episode, otherwise the
-    trial is ``truncated``.
-
-    reset_mode:
-        ``"same_step"``: the step that ends an inner episode returns the next episode's first observation (the
-        true last observation is not shown), with ``soft_reset = 1``.
-        ``"dummy_step"``: that step returns the true last observation; the next step ignores its action (its
-        reward is 0) and returns the new episode's first observation with ``soft_reset = 1``. (The parent env
-        is reset on the end step so that it is never stepped while done, stepped with the ignored action, and
-        reset once more — so the inner env spends one extra step that nobody sees.)
-
-    Same task across soft resets (``same_task``): an env that declares ``supports_soft_reset = True`` (the builtin
-    envs, :class:`~torchrl_amago.envs.libs.SameTaskGymEnv`; for a ``SerialEnv``, each of its envs) is soft-reset
-    with ``reset(td, soft_reset=True)`` and keeps its task. Any other env can only be reset the ordinary way, which
-    redraws whatever its reset draws (a Gymnasium env: its task). ``same_task=None`` (default) then warns once, at
-    the first reset, naming the fixes; ``same_task=True`` raises a ``ValueError`` instead (with a ``ParallelEnv``,
-    whose envs cannot be inspected, it passes ``soft_reset=True`` to them, which must accept it);
-    ``same_task=False`` resets the ordinary way without a word (a new task per episode is what you want).
-
-    Observation keys added: ``soft_reset`` ``[*, 1]`` float (1 on the first observation of every inner
-    episode, including the hard reset), and the ``episode_*`` bookkeeping keys of this module's docstring.
-    Only single-agent envs with root ``done``/``terminated`` keys are supported.
-    """
+    """Runs ``k_episodes`` inner episodes (or ``horizon`` steps) of the parent env as one trial, soft-resetting it in
+    between (``reset_mode`` ``"same_step"`` or ``"dummy_step"``; ``same_task``: docs/api/envs.md). Keys in:
+    ``done``, ``terminated``, ``reward``; out: ``soft_reset`` ``[*, 1]`` float and the ``episode_*`` keys."""
 
     def __init__(self, k_episodes: int | None = None, horizon: int | None = None, reset_mode: str = "same_step",
                  max_episode_steps: int | None = None, *, same_task: bool | None = None,
@@ -303,12 +227,6 @@ class MetaTrial(Transform):
         self._st: dict[str, torch.Tensor] | None = None
         self._obs_keys = None
 
-    # ---- state ------------------------------------------------------------------------------------------
-    def _init_state(self, B, dev):
-        z = torch.zeros(B, dtype=torch.int64, device=dev)
-        self._st = dict(count=z, t=z.clone(), ep_steps=z.clone(), ep_ret=torch.zeros(B, device=dev),
-                        pending=torch.zeros(B, dtype=torch.bool, device=dev))
-
     def _write_obs(self, td: TensorDictBase, soft, end, ret, count):
         B = td.batch_size
         td.set(self.soft_reset_key, soft.reshape(*B, 1).float())
@@ -317,7 +235,6 @@ class MetaTrial(Transform):
         td.set(EPISODE_COUNT_KEY, count.reshape(*B, 1).clone())
 
     def _soft_reset_kwargs(self) -> dict:
-        """The keyword arguments of a soft reset of the parent env (see ``same_task`` in the class docstring)."""
         keeps = keeps_task_on_soft_reset(self.parent)
         if self.same_task is False:
             return {}
@@ -343,7 +260,9 @@ class MetaTrial(Transform):
         B, dev = tensordict_reset.batch_size, tensordict_reset.device
         mask = _reset_mask(tensordict, B)
         if self._st is None or self._st["t"].shape != B or mask is None:
-            self._init_state(B, dev)
+            z = torch.zeros(B, dtype=torch.int64, device=dev)
+            self._st = dict(count=z, t=z.clone(), ep_steps=z.clone(), ep_ret=torch.zeros(B, device=dev),
+                            pending=torch.zeros(B, dtype=torch.bool, device=dev))
         else:
             for k, v in self._st.items():
                 self._st[k] = torch.where(mask, torch.zeros_like(v), v)
@@ -351,7 +270,6 @@ class MetaTrial(Transform):
         self._write_obs(tensordict_reset, torch.ones(B, device=dev), zeros.bool(), zeros.float(), zeros)
         return tensordict_reset
 
-    # ---- step ---------------------------------------------------------------------------------------------
     def _soft_reset_parent(self, mask: torch.Tensor, next_td: TensorDictBase) -> TensorDictBase:
         parent = self.parent
         B = next_td.batch_size
@@ -367,7 +285,6 @@ class MetaTrial(Transform):
             raise RuntimeError("MetaTrial: step called before reset")
         st = self._st
         if self._obs_keys is None:
-            # the inner env's own bookkeeping (an attempt's success) describes the step that ended it: kept
             self._obs_keys = [k for k in self.parent.full_observation_spec.keys(True, True)
                               if k not in BOOKKEEPING_KEYS]
         inner_done = next_tensordict.get("done").reshape(B)
@@ -413,7 +330,6 @@ class MetaTrial(Transform):
         st["ep_ret"] = torch.where(ep_end, 0.0, ep_ret)
         return next_tensordict
 
-    # ---- specs ---------------------------------------------------------------------------------------------
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         B, dev = observation_spec.shape, observation_spec.device
         observation_spec[self.soft_reset_key] = Bounded(0.0, 1.0, (*B, 1), dtype=torch.float32, device=dev)
@@ -440,24 +356,8 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
                    reset_mode: str = "same_step", max_episode_steps: int | None = None,
                    max_steps: int | None = None, action_spec: TensorSpec | ActionSpace | None = None,
                    same_task: bool | None = None, action_counts: bool = False) -> TransformedEnv:
-    """Wrap any TorchRL env into AMAGO's per-step format with one call.
-
-    Stack (in order): ``DoubleToFloat`` (only if the env has float64 entries) → ``MetaTrial(k_episodes, horizon,
-    reset_mode, max_episode_steps)`` (only if ``k_episodes`` or ``horizon`` is given) → ``InitTracker`` →
-    ``PrevActionReward`` → ``ActionCounts`` (only with ``action_counts=True``) → ``EpisodeTime(max_steps)``.
-
-    Args:
-        env: any single-agent TorchRL env (batched or not).
-        k_episodes / horizon / reset_mode / same_task: make each trial several inner episodes (see
-            :class:`MetaTrial`; ``same_task``: keep the task across them, refuse, or accept a new one per episode).
-        max_episode_steps: time limit of one inner episode (MetaTrial soft-resets it); without a MetaTrial it
-            is simply the trial time limit.
-        max_steps: trial time limit (truncation) counted on ``time_idx``.
-        action_spec: override the action spec used for ``prev_action`` (default: the env's).
-        action_counts: add ``action_counts`` (:class:`ActionCounts`; discrete actions only), an observation.
-    Returns:
-        a ``TransformedEnv`` whose steps carry ``prev_action``, ``prev_reward``, ``time_idx`` and ``is_init``.
-    """
+    """Wrap any TorchRL env into AMAGO's per-step format: [``DoubleToFloat``] → [``MetaTrial``] → ``InitTracker`` →
+    ``PrevActionReward`` → [``ActionCounts``] → ``EpisodeTime(max_steps)`` (docs/api/envs.md)."""
     ts = []
     if _has_double(env.full_observation_spec) or _has_double(env.full_reward_spec) or \
             _has_double(env.full_action_spec):
@@ -469,8 +369,7 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
         max_steps = max_episode_steps if max_steps is None else min(max_steps, max_episode_steps)
     counts = [ActionCounts()] if action_counts else []
     ts += [InitTracker(), PrevActionReward(action_spec), *counts, EpisodeTime(max_steps)]
-    # auto_unwrap=False: never merge into an inner TransformedEnv, whose action transforms (e.g. ActionScaling)
-    # would then run before PrevActionReward and store the env-side action instead of the policy action
+    # auto_unwrap=False: PrevActionReward must see the policy's action, before any inner action transform
     out = TransformedEnv(env, Compose(*ts), auto_unwrap=False)
     if action_spec is None:
         next(t for t in ts if isinstance(t, PrevActionReward)).space  # unsupported action spaces fail here, named

@@ -8,22 +8,10 @@ from .heads import ActorHead, ContinuousCritic, DiscreteCritic, PopArt, TwoHotCr
 from .input_norm import InputNorm
 from .policy import AMAGOPolicy
 from .timestep import CNNTimestepEncoder, MLPTimestepEncoder
-from .trajectory import (
-    FFTrajEncoder,
-    GRUTrajEncoder,
-    IdentityTrajEncoder,
-    LSTMTrajEncoder,
-    MambaTrajEncoder,
-    SigmaReparam,
-    TrajectoryEncoder,
-    TrajectoryEncoderModule,
-    TransformerTrajEncoder,
-    as_sequence_module,
-    encoder_emb_dim,
-    make_trajectory_encoder,
-    register_trajectory_encoder,
-    trajectory_encoder_names,
-)
+from .trajectory import (FFTrajEncoder, GRUTrajEncoder, IdentityTrajEncoder, LSTMTrajEncoder, MambaTrajEncoder,
+                         SigmaReparam, TrajectoryEncoder, TrajectoryEncoderModule, TransformerTrajEncoder,
+                         as_sequence_module, encoder_emb_dim, make_trajectory_encoder, register_trajectory_encoder,
+                         trajectory_encoder_names)
 
 __all__ = [
     "MLP", "FFBlock", "activation", "normalization", "symexp", "symlog",

@@ -1,24 +1,5 @@
-"""Timestep encoder for BabyAI-style observations: a gridworld view, a tokenized language mission and a few extra
-features (AMAGO's ``BabyTstepEncoder`` of ``examples/10_babyai.py``).
-
-Three branches, concatenated and projected: ``emb = LayerNorm(Linear(cat(img, mission, extras)))``.
-
-- image ``[*, H, W, 3]`` (HWC): in ``"grid"`` mode the three per-cell ints of a minigrid grid (object, colour,
-  state) are looked up in one embedding table each (sum), then either a small CNN (``grid_net="cnn"``:
-  ``GridworldCNN``, kernels 2, channels 16/32/48, as the original) or an MLP over the flattened cell embeddings
-  (``grid_net="mlp"``: about 3x cheaper on CPU for a 7x7 view) -> Linear(``img_features``). In ``"pixels"`` mode
-  (RGB renders) uint8 pixels are scaled to ``x / 128 - 1`` and go through the Nature CNN. ``"auto"`` picks
-  ``"pixels"`` for images wider than 22 cells.
-  (The original feeds the raw ints, scaled like pixels, to the CNN; the embedding treats them as categories.)
-- mission ``[*, L]`` integer tokens (0 = blank): ``Embedding(vocab_size, token_dim)``, then either ``"flat"``
-  (flatten the L token embeddings -> MLP -> ``mission_dim`` -> LayerNorm; order-aware and cheap) or ``"rnn"``
-  (a one-layer GRU over the L tokens, last hidden -> Linear -> LayerNorm, like the original's ``TokenGoalEmb``).
-  Tokens outside ``[0, vocab_size)`` are clamped.
-- extras: ``cat(symlog(rl2s), extra)`` -> Linear(32) -> leaky -> Linear(``extras_dim``) -> leaky; rl2s are
-  ``[prev_reward, prev_action]`` (zeroed by ``hide_rl2s``, the reward alone by ``hide_rewards``).
-
-Keys default to ``"image"``, ``"mission"`` and ``"extra"`` (the extra key is optional: pass ``extra_key=None``).
-"""
+"""Timestep encoder for BabyAI-style observations (AMAGO's ``BabyTstepEncoder``): image, mission-token and extras
+branches, concatenated and projected."""
 from __future__ import annotations
 
 import math
@@ -38,19 +19,9 @@ DEFAULT_VOCAB_SIZE = 31
 
 
 class BabyAITimestepEncoder(TimestepEncoderBase):
-    """Image + mission tokens + extra features + rl2s -> ``tstep_emb`` ``[*, emb_dim]``.
+    """Image + mission tokens + extra features + rl2s -> ``tstep_emb`` ``[*, emb_dim]`` (module docstring).
 
-    Args:
-        obs_shapes: per-step shapes of the observation keys (must hold ``image_key`` and ``mission_key``, and
-            ``extra_key`` unless it is None).
-        action_dim: size of ``prev_action``.
-        image_mode: ``"grid"`` (categorical cells), ``"pixels"`` (RGB) or ``"auto"``.
-        grid_net: ``"cnn"`` or ``"mlp"`` (grid mode only).
-        grid_vocab: number of embedding rows per cell channel in grid mode (values are clamped to it).
-        cell_dim: embedding size of a grid cell.
-        vocab_size / token_dim / mission_net / mission_hidden / mission_dim: the mission branch.
-        extras_dim, img_features, emb_dim: branch and output widths (the original: 16, CNN output, 300).
-    """
+    Keys in: ``image_key``, ``mission_key``, ``extra_key`` (None: no extras), ``prev_action``, ``prev_reward``."""
 
     def __init__(self, obs_shapes: Mapping[NestedKey, tuple], action_dim: int, *, image_key: NestedKey = "image",
                  mission_key: NestedKey = "mission", extra_key: NestedKey | None = "extra",
@@ -141,7 +112,6 @@ class BabyAITimestepEncoder(TimestepEncoderBase):
                 kwargs["extra_key"] = None
         return cls(obs_shapes_from_spec(observation_spec, obs_keys), _action_dim_from_spec(action_spec), **kwargs)
 
-    # ------------------------------------------------------------------------------------------- branches
     def encode_image(self, img: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """[M, H, W, C] -> [M, img_features]."""
         if self.image_mode == "grid":
@@ -176,6 +146,3 @@ class BabyAITimestepEncoder(TimestepEncoderBase):
         x_mis = self.encode_mission(tokens, dtype).reshape(*lead, -1)
         x_ext = self.extras_mlp(torch.cat(extras, -1))
         return self.out_norm(self.out(torch.cat([self.act(x_img), x_mis, x_ext], -1)))
-
-
-__all__ = ["BabyAITimestepEncoder", "DEFAULT_VOCAB_SIZE"]

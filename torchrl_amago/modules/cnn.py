@@ -1,9 +1,5 @@
-"""CNN backbones for image timesteps (AMAGO's `cnn.py`) and the DrQ-v2 random-shift augmentation.
-
-Backbones take float images `[M, C, H, W]` (already scaled) and return feature maps `[M, C', H', W']`; the
-timestep encoder flattens them. Nature / DrQ use AMAGO's delta-orthogonal init (only the centre tap of each
-kernel is non-zero, orthogonal with the leaky-relu gain); Gridworld / IMPALA keep torch's default init.
-"""
+"""CNN backbones for image timesteps (AMAGO's `cnn.py`), float `[M, C, H, W]` -> feature maps, and the DrQ-v2
+random-shift augmentation. Nature / DrQ use AMAGO's delta-orthogonal init."""
 from __future__ import annotations
 
 import torch
@@ -15,8 +11,7 @@ from .common import activation
 
 @torch.no_grad()
 def delta_orthogonal_init(module: nn.Module) -> None:
-    """Conv2d: zero weights and bias, then an orthogonal [out, in] matrix at the centre tap (k//2, k//2), gain
-    calculate_gain('leaky_relu'). Linear: orthogonal weight, zero bias."""
+    """Conv2d: zero except an orthogonal [out, in] centre tap (leaky-relu gain); Linear: orthogonal, zero bias."""
     if isinstance(module, nn.Conv2d):
         module.weight.zero_()
         if module.bias is not None:
@@ -101,9 +96,7 @@ def make_backbone(name: str, in_channels: int, act: str = "leaky_relu") -> nn.Mo
 
 
 def random_shift(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ-v2 augmentation: replicate-pad by `pad`, then crop back with an independent integer shift in
-    [0, 2*pad] per frame. x [M, C, H, W] -> same shape. (The original does this with `grid_sample` at integer
-    offsets, which is exactly this crop; indexing avoids the interpolation cost.)"""
+    """DrQ-v2 augmentation: replicate-pad by `pad`, crop back with an integer shift in [0, 2*pad] per frame."""
     m, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     shift = torch.randint(0, 2 * pad + 1, (m, 2), device=x.device, generator=generator)

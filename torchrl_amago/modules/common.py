@@ -48,11 +48,7 @@ ACTIVATIONS = {
 
 def debiased_ema_step(count: torch.Tensor, total: torch.Tensor, sq_total: torch.Tensor, t: torch.Tensor,
                       beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of the bias-corrected EMA of a mean and a mean square (PopArt's and InputNorm's statistics).
-
-    From a batch's moments (`count` valid entries, their `total` and `sq_total`) and the steps taken so far `t`,
-    returns (mean, sq_mean, the new `t`, the weight `beta_t` of this batch). Where `count` is 0 the step is a no-op
-    (`beta_t` 0, `t` unchanged), without a host sync."""
+    """One bias-corrected EMA step of a mean and mean square from a batch's moments -> (mean, sq_mean, t, beta_t)."""
     has = count > 0
     mean = total / count.clamp(min=1.0)
     sq_mean = sq_total / count.clamp(min=1.0)
@@ -111,8 +107,7 @@ class SimNorm(nn.Module):
 
 
 def normalization(method: str | None, d: int) -> nn.Module:
-    """Norm over the last dim by name: None/'none' (identity), 'layer', 'rmsnorm', 'unitball',
-    'unitball-detach', 'hypersphere', 'simnorm'."""
+    """Last-dim norm by name: None/'none', 'layer', 'rmsnorm', 'unitball'(-detach), 'hypersphere', 'simnorm'."""
     if method is None or method == "none":
         return nn.Identity()
     table = {
@@ -129,12 +124,7 @@ def normalization(method: str | None, d: int) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """`n_layers` hidden layers (Linear -> norm -> act -> dropout) then an output Linear (n_layers + 1 Linears).
-
-    Not `torchrl.modules.MLP`: with dropout 0 that gives identical numbers from the same seed (checked), but it
-    orders a hidden layer Linear -> Dropout -> norm -> act, so the actor/critic `dropout` option would change
-    meaning, and its flat `Sequential` renames every parameter (`net.4.weight` -> `2.weight`), which breaks
-    resuming every existing checkpoint. Speed is the same (one Linear per layer either way)."""
+    """`n_layers` hidden layers (Linear -> norm -> act -> dropout) then an output Linear (n_layers + 1 Linears)."""
 
     def __init__(self, d_inp: int, d_hidden: int, n_layers: int, d_output: int, act: str = "leaky_relu",
                  norm: str | None = None, dropout: float = 0.0):

@@ -1,19 +1,5 @@
-"""Count-aware heads: each discrete action's output reads how often that action was taken in the trial, through
-weights shared by every action.
-
-A per-action output layer has to learn "was action a taken before?" once per action, each output trained only
-on the steps that took its action: with 64 actions (POPGym's Battleship) that K x K association is what the
-agent does not learn at a small budget (docs/results/ablations/no_repeat.md). Here the heads add, to the usual
-output for action a, a term ``coef(h) . psi(count_a)`` where ``psi(c) = [c > 0, log(1 + c)]`` and ``coef`` is
-one linear map of the state embedding h per gamma (and per critic), shared by every action. What one action's
-data teaches about repeating carries to all of them.
-
-The counts (`action_counts`, written by ``envs.ActionCounts``) travel beside the state embedding:
-:class:`CountsBesideEmbedding` appends them to the timestep embedding, :class:`CountsPassThrough` runs the
-trajectory encoder on the rest and appends them again to its output, and the heads split them off. The loss and
-the acting policy see one tensor and need no change. `build_agent_modules` builds all four with
-``--count_heads``.
-"""
+"""Count-aware heads: each discrete action's output adds ``coef(h) . [c > 0, log(1 + c)]`` of its count ``c``, with
+``coef`` shared by every action (docs/results/ablations/no_repeat.md)."""
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +33,7 @@ def split_counts(state: torch.Tensor, num_actions: int, what: str) -> tuple[torc
 
 class CountsBesideEmbedding(TensorDictModuleBase):
     """A timestep encoder whose embedding ends with the step's ``action_counts`` (``[*, E + A]``, raw counts).
-
-    Reads everything ``timestep_encoder`` reads plus ``counts_key``; writes the same key."""
+    Keys: reads ``timestep_encoder``'s keys plus ``counts_key``; writes its out key."""
 
     def __init__(self, timestep_encoder: TensorDictModuleBase, num_actions: int, counts_key=K.ACTION_COUNTS):
         super().__init__()
@@ -71,8 +56,7 @@ class CountsBesideEmbedding(TensorDictModuleBase):
 
 
 class CountsPassThrough(TrajectoryEncoder):
-    """Runs ``encoder`` on all but the last ``num_actions`` input channels and appends those channels, unchanged,
-    to its output (sequence and step mode; the step-mode state is the encoder's own)."""
+    """Runs ``encoder`` on all but the last ``num_actions`` channels and appends those channels to its output."""
 
     def __init__(self, encoder: TrajectoryEncoder, num_actions: int):
         if not isinstance(encoder, TrajectoryEncoder):
@@ -128,8 +112,7 @@ class _CountTerm(nn.Module):
 
 
 class CountActorHead(ActorHead):
-    """`ActorHead` for discrete actions whose input is ``[h, action_counts]`` (``[*, D + A]``): the logits of the
-    base MLP on h plus the shared count term, one per gamma."""
+    """`ActorHead` for discrete actions on ``[h, action_counts]`` ``[*, D + A]``: base logits plus the count term."""
 
     def __init__(self, state_dim: int, action_space: ActionSpace, num_gammas: int, **kw):
         if action_space.kind != "discrete":
@@ -145,8 +128,7 @@ class CountActorHead(ActorHead):
 
 
 class CountDiscreteCritic(DiscreteCritic):
-    """`DiscreteCritic` whose input is ``[h, action_counts]``: Q of the base ensemble on h plus the shared count
-    term, one per critic and gamma. ``forward -> [*, C, G, A]``."""
+    """`DiscreteCritic` on ``[h, action_counts]``: the base Q plus the count term -> ``[*, C, G, A]``."""
 
     def __init__(self, state_dim: int, num_actions: int, num_gammas: int, num_critics: int = 4, **kw):
         super().__init__(state_dim, num_actions, num_gammas, num_critics, **kw)

@@ -1,10 +1,5 @@
-"""Policy output distributions (AMAGO's `policy_dists.py`), one per action kind.
-
-Each `*Output` is a parameter-free factory (not an nn.Module, so swapping it never changes a checkpoint):
-`input_dimension(A)` says how many actor outputs it needs per gamma, and `__call__(params [*, G, P])` builds a
-torch Distribution with batch shape `[*, G]`. `log_prob(action)` is already reduced over action dims
-(sum for continuous, mean for multi-binary, as the original agent does), so every kind returns `[*, G]`.
-"""
+"""Policy output distributions (AMAGO's `policy_dists.py`): parameter-free `*Output` factories, `input_dimension(A)`
+outputs per gamma and `__call__(params [*, G, P])` -> a Distribution with batch `[*, G]`."""
 from __future__ import annotations
 
 import math
@@ -14,9 +9,7 @@ from torch import distributions as D
 from torch.nn import functional as F
 
 
-# ----------------------------------------------------------------------------------------------- discrete
-#: The original's discrete policy clip (low, high) on the softmax probabilities. The actor owns it; the loss softens
-#: buffer actions with the actor's own clip (`discrete_clip_of`), and the config's `--discrete_clip` defaults to it.
+#: The original's discrete policy clip (low, high) on the softmax probabilities.
 DEFAULT_DISCRETE_CLIP = (1e-3, 0.99)
 
 
@@ -28,21 +21,24 @@ class ClampedCategorical(D.Categorical):
         return self.probs.argmax(-1)
 
 
-class DiscreteOutput:
-    """softmax -> clamp to [clip_low, clip_high] -> divide by the (detached) sum. Clamped probs get no gradient,
-    which is the original's stability device (default `DEFAULT_DISCRETE_CLIP`)."""
+class _PolicyOutput:
+    """Base of the `*Output` factories: `input_dimension(A)` = `params_per_action * A` actor outputs per gamma."""
 
-    is_discrete = True
-    actions_differentiable = True  # DPG goes through `.probs`, not rsample
+    params_per_action = 1
+    actions_differentiable = True  # discrete: DPG goes through `.probs`, not rsample
+
+    @classmethod
+    def input_dimension(cls, action_dim: int) -> int:
+        return cls.params_per_action * action_dim
+
+
+class DiscreteOutput(_PolicyOutput):
+    """softmax -> clamp to [clip_low, clip_high] -> divide by the (detached) sum (clamped probs get no gradient)."""
 
     def __init__(self, clip_low: float = DEFAULT_DISCRETE_CLIP[0], clip_high: float = DEFAULT_DISCRETE_CLIP[1]):
         if not 0.0 <= clip_low < clip_high <= 1.0:
             raise ValueError(f"discrete prob clips need 0 <= clip_low < clip_high <= 1, got ({clip_low}, {clip_high})")
         self.clip_low, self.clip_high = clip_low, clip_high
-
-    @staticmethod
-    def input_dimension(action_dim: int) -> int:
-        return action_dim
 
     def __call__(self, params: torch.Tensor) -> ClampedCategorical:
         probs = torch.softmax(params, dim=-1).clamp(self.clip_low, self.clip_high)
@@ -50,10 +46,8 @@ class DiscreteOutput:
         return ClampedCategorical(probs=probs, validate_args=False)
 
 
-# ----------------------------------------------------------------------------------------- tanh-gaussian
 class ClampedTanhTransform(D.transforms.TanhTransform):
-    """tanh with an inverse that clamps y to +-`clip` before atanh (buffer actions at the bound stay finite).
-    With cache_size=1, log_prob of an rsample'd action reuses the exact pre-tanh value (no clamp)."""
+    """tanh whose inverse clamps y to +-`clip` before atanh; log_prob of an rsample'd action uses the cached value."""
 
     def __init__(self, clip: float = 0.99, cache_size: int = 1):
         super().__init__(cache_size=cache_size)
@@ -72,11 +66,9 @@ def tanh_bounded_positive(raw: torch.Tensor, low: float, high: float) -> torch.T
     return torch.exp(lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1.0))
 
 
-# Not torchrl.modules.TanhNormal: rsample is identical, but log_prob differs near the bounds (61 nats at a = 0.995,
-# where AMAGO clips the inverse tanh at 0.99), and filtered BC evaluates log pi(a_buffer) at such actions.
+# Not torchrl.modules.TanhNormal: its log_prob differs near the bounds, where AMAGO clips the inverse tanh.
 class TanhGaussian(D.Independent):
-    """tanh(Normal(mu, std)) over the last (action) dim; batch shape [*, G], event [A]. `.mean` = tanh(mu)
-    (AMAGO's deterministic action); `entropy()` is a one-sample estimate (there is no closed form)."""
+    """tanh(Normal(mu, std)) over the last (action) dim; `.mean` = tanh(mu); `entropy()` is a one-sample estimate."""
 
     def __init__(self, mu: torch.Tensor, std: torch.Tensor, clip: float = 0.99):
         base = D.TransformedDistribution(D.Normal(mu, std, validate_args=False), [ClampedTanhTransform(clip)],
@@ -96,27 +88,21 @@ class TanhGaussian(D.Independent):
         return -self.log_prob(self.rsample())
 
 
-class TanhGaussianOutput:
+class TanhGaussianOutput(_PolicyOutput):
     """params [*, G, 2A] = [mu ; raw_std]; std = tanh_bounded_positive(raw, std_low, std_high); mu unbounded."""
 
-    is_discrete = False
-    actions_differentiable = True
+    params_per_action = 2
 
     def __init__(self, std_low: float = math.exp(-5.0), std_high: float = math.exp(2.0), clip: float = 0.99):
         if not 0.0 < std_low < std_high:
             raise ValueError(f"TanhGaussian needs 0 < std_low < std_high, got ({std_low}, {std_high})")
         self.std_low, self.std_high, self.clip = std_low, std_high, clip
 
-    @staticmethod
-    def input_dimension(action_dim: int) -> int:
-        return 2 * action_dim
-
     def __call__(self, params: torch.Tensor) -> TanhGaussian:
         mu, raw = params.chunk(2, dim=-1)
         return TanhGaussian(mu, tanh_bounded_positive(raw, self.std_low, self.std_high), self.clip)
 
 
-# ------------------------------------------------------------------------------------------------- beta
 class ScaledBeta(D.Independent):
     """Beta(alpha, beta) mapped from [0, 1] to [-1, 1] (y = 2x - 1); log_prob clamps y to +-`clip`."""
 
@@ -143,18 +129,13 @@ class ScaledBeta(D.Independent):
         return (self.beta_dist.entropy() + math.log(2.0)).sum(-1)
 
 
-class BetaOutput:
+class BetaOutput(_PolicyOutput):
     """params [*, G, 2A] = [alpha_raw ; beta_raw]; alpha, beta = softplus(raw) + low (> 1 keeps it unimodal)."""
 
-    is_discrete = False
-    actions_differentiable = True
+    params_per_action = 2
 
     def __init__(self, low: float = 1.0001, high: float | None = None, clip: float = 0.99):
         self.low, self.high, self.clip = low, high, clip
-
-    @staticmethod
-    def input_dimension(action_dim: int) -> int:
-        return 2 * action_dim
 
     def _positive(self, raw):
         out = F.softplus(raw) + self.low
@@ -165,10 +146,8 @@ class BetaOutput:
         return ScaledBeta(self._positive(a_raw), self._positive(b_raw), self.clip)
 
 
-# ------------------------------------------------------------------------------------------ multi-binary
 class MultiBinary(D.Independent):
-    """Independent Bernoulli(logits) per dim; log_prob and entropy are *averaged* over dims (as the original
-    agent does). `.mode` thresholds at p=0.5 (the deterministic action); `.mean` is the probability vector."""
+    """Independent Bernoulli(logits) per dim; log_prob and entropy averaged over dims; `.mode` thresholds at 0.5."""
 
     def __init__(self, logits: torch.Tensor):
         super().__init__(D.Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
@@ -185,16 +164,10 @@ class MultiBinary(D.Independent):
         return (self.base_dist.logits > 0).to(self.base_dist.logits.dtype)
 
 
-class MultiBinaryOutput:
-    """Independent Bernoulli per action dim: `params [*, G, A]` logits -> a distribution with batch `[*, G]` whose
-    `log_prob` averages over the A dims (as the original); actions are 0/1 floats."""
+class MultiBinaryOutput(_PolicyOutput):
+    """`params [*, G, A]` logits -> :class:`MultiBinary` (actions are 0/1 floats)."""
 
-    is_discrete = False
     actions_differentiable = False
-
-    @staticmethod
-    def input_dimension(action_dim: int) -> int:
-        return action_dim
 
     def __call__(self, params: torch.Tensor) -> MultiBinary:
         return MultiBinary(params)
@@ -204,8 +177,7 @@ CONTINUOUS_OUTPUTS = {"tanh_gaussian": TanhGaussianOutput, "beta": BetaOutput}
 
 
 def discrete_clip_of(actor_head) -> tuple[float, float]:
-    """The (low, high) probability clip of an actor's discrete policy output (`DEFAULT_DISCRETE_CLIP` for an actor
-    without a `DiscreteOutput`, e.g. a user's own head)."""
+    """The (low, high) probability clip of an actor's `DiscreteOutput` (else `DEFAULT_DISCRETE_CLIP`)."""
     out = getattr(actor_head, "policy_output", None)
     if isinstance(out, DiscreteOutput):
         return (float(out.clip_low), float(out.clip_high))

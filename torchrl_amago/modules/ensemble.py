@@ -1,12 +1,4 @@
-"""Critic ensembles as one batched tensor op per layer (no Python loop over members).
-
-Init follows einops' EinMix (AMAGO's critic layers): weight U(+-sqrt(3/fan_in)), bias U(+-sqrt(1/fan_in)),
-drawn independently per member. That is sqrt(3) wider than the nn.Linear default, which matters for parity.
-
-Speed: inside `EnsembleMLP` the hidden activations live member-major (`[C, N, d]`, contiguous), so every
-layer is one `baddbmm` (bias fused, no permute copies) and activations run on contiguous memory; the public
-shapes stay `[*, C, d]` (the output is a transposed view).
-"""
+"""Critic ensembles as one batched tensor op per layer (member-major `[C, N, d]` inside), with einops EinMix's init."""
 from __future__ import annotations
 
 import math
@@ -19,9 +11,7 @@ from .common import activation
 
 
 class EnsembleLinear(nn.Module):
-    """C independent Linear layers. `shared_input=True`: x [*, d_in] -> [*, C, d_out] (same input to every
-    member); otherwise x [*, C, d_in] -> [*, C, d_out]. `forward_members(x [C, N, d_in]) -> [C, N, d_out]` is
-    the member-major form the ensemble MLP uses internally."""
+    """C independent Linear layers: x [*, d_in] (`shared_input`) or [*, C, d_in] -> [*, C, d_out]."""
 
     def __init__(self, ensemble_size: int, d_in: int, d_out: int, shared_input: bool = False):
         super().__init__()
@@ -67,9 +57,7 @@ def _act_(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 
 class EnsembleMLP(nn.Module):
-    """AMAGO's `_EinMixEnsemble`: shared input -> n_layers x (EnsembleLinear -> act -> dropout) -> EnsembleLinear.
-    forward(x [*, d_in]) -> [*, C, d_out]. `first_layer_partial(x_part, lo, hi)` lets callers split the first
-    layer over input slices (e.g. compute the state part once and reuse it for every gamma)."""
+    """AMAGO's `_EinMixEnsemble`: forward(x [*, d_in]) -> [*, C, d_out]."""
 
     def __init__(self, ensemble_size: int, d_in: int, d_hidden: int, n_layers: int, d_out: int,
                  act: str = "leaky_relu", dropout: float = 0.0):
@@ -96,8 +84,7 @@ class EnsembleMLP(nn.Module):
         return y + self.inp.bias if bias else y
 
     def _trunk_members(self, h: torch.Tensor, own_input: bool = False) -> torch.Tensor:
-        """First layer's pre-activation [C, N, d_hidden] -> output [C, N, d_out] (member-major).
-        `own_input`: h is a temporary of ours, so the first activation may overwrite it."""
+        """First layer's pre-activation [C, N, d_hidden] -> output [C, N, d_out]; `own_input`: may overwrite h."""
         h = self.drop(_act_(self.acts[0], h) if own_input else self.acts[0](h))
         for layer, act in zip(self.core, self.acts[1:]):
             h = self.drop(_act_(act, layer.forward_members(h)))

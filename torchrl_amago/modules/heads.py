@@ -1,8 +1,5 @@
-"""Actor and critic heads on top of the shared `state_emb` (plain nn.Modules with tensor APIs).
-
-Gammas and critic-ensemble members are tensor axes, never Python loops. Shapes: `*` = any leading batch
-shape, G = number of gammas (index -1 is the acting gamma), C = ensemble size, A = action dim.
-"""
+"""Actor and critic heads on the shared `state_emb`; gammas and critic members are tensor axes. Shapes: `*` any batch,
+G gammas (index -1 acts), C ensemble size, A action dim."""
 from __future__ import annotations
 
 import torch
@@ -31,12 +28,8 @@ def _as_gammas(gammas) -> torch.Tensor:
     return g
 
 
-# ---------------------------------------------------------------------------------------------------- actor
 class ActorHead(nn.Module):
-    """MLP(state_dim -> d_hidden x n_layers -> G*P) with one output group per gamma (gamma-major layout).
-
-    forward(state [*, D]) -> params [*, G, P]; `dist(params)` -> Distribution with batch shape [*, G];
-    `act(params, deterministic)` -> the acting (last) gamma's action in ActionSpace features."""
+    """MLP with one output group per gamma: forward(state [*, D]) -> params [*, G, P]; `dist`, `act` (last gamma)."""
 
     def __init__(self, state_dim: int, action_space: ActionSpace, num_gammas: int, d_hidden: int = 256,
                  n_layers: int = 2, activation: str = "leaky_relu", continuous_dist: str = "tanh_gaussian",
@@ -84,10 +77,8 @@ class ActorHead(nn.Module):
             return d.mode if deterministic else d.sample()
         return d.mean if deterministic else d.sample()
 
-
     def _act_discrete(self, params: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """Same numbers as `dist(params).sample()` / `.mode` (including Categorical's renormalisation, so a seeded
-        sample is identical), without building the Distribution."""
+        """Same numbers as `dist(params).sample()` / `.mode` (a seeded sample included), without a Distribution."""
         _check_last_dim(params, self.param_dim, "actor params")
         out = self.policy_output
         probs = torch.softmax(params, dim=-1).clamp(out.clip_low, out.clip_high)
@@ -98,20 +89,9 @@ class ActorHead(nn.Module):
         return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).reshape(probs.shape[:-1])
 
 
-# -------------------------------------------------------------------------------------------------- critics
-# Why the discrete critic's last layer starts at zero (`zero_init_output=True`; False = the original's random init;
-# docs/design_decisions.md, "Critics and returns"). A random last layer gives every state and action an initial Q of order
-# sigma_0 = 10 (PopArt's start) in reward-multiplied units, far above a dense task's per-step reward (0.5 on
-# POPGym's CartPole at reward_multiplier 100). With 1-step targets and slow target critics that bias outlives short
-# runs, and where it is negative a step that ends the episode (target = r) beats every step that continues
-# (r + gamma * Q'): the actor learns to end episodes (measured: VelocityOnlyCartPoleEasy fell from 0.11 to 0.05,
-# with every gamma set tried, BC only and DPG only). From zero, going on is never worth less than stopping under
-# non-negative rewards.
-
 
 class DiscreteCritic(nn.Module):
-    """DQN-style multi-gamma ensemble: forward(state [*, D]) -> q [*, C, G, A] (gammas are output groups).
-    `zero_init_output` (default True): the last layer starts at zero, Q = 0 everywhere (see the note above)."""
+    """DQN-style multi-gamma ensemble: forward(state [*, D]) -> q [*, C, G, A] (`zero_init_output`: Q starts at 0)."""
 
     def __init__(self, state_dim: int, num_actions: int, num_gammas: int, num_critics: int = 4, d_hidden: int = 256,
                  n_layers: int = 2, activation: str = "leaky_relu", dropout: float = 0.0,
@@ -131,10 +111,7 @@ class DiscreteCritic(nn.Module):
 
 
 class _ActionInputCritic(nn.Module):
-    """Shared body of the action-input critics: input cat(state, gamma_feat, clamp(action, +-0.999)) per gamma.
-
-    The first layer is split so the state part (the widest) is computed once and broadcast over gammas; this
-    equals running the full concatenation through one Linear."""
+    """Shared body of the action-input critics: input cat(state, gamma_feat, clamp(action, +-0.999)) per gamma."""
 
     def __init__(self, state_dim: int, action_dim: int, gammas, num_critics: int, d_hidden: int, n_layers: int,
                  d_out: int, activation: str, dropout: float, zero_init_output: bool):
@@ -151,8 +128,7 @@ class _ActionInputCritic(nn.Module):
             self.net.zero_output_()
 
     def _run(self, state_emb: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """-> [..., C, G, d_out]. action: [..., G, A] or [*, A] (same ndim as state: broadcast to every gamma).
-        Extra leading dims on the action (e.g. K samples) broadcast against the state."""
+        """-> [..., C, G, d_out]; action [..., G, A] or [*, A] (every gamma); extra leading dims broadcast."""
         _check_last_dim(state_emb, self.state_dim, "critic input state_emb")
         _check_last_dim(action, self.action_dim, "critic input action")
         if action.ndim == state_emb.ndim:
@@ -170,9 +146,7 @@ class _ActionInputCritic(nn.Module):
 
 
 class ContinuousCritic(_ActionInputCritic):
-    """Q(s, a, gamma) ensemble for continuous and multi-binary actions: forward(state [*, D], action [*, G, A]
-    or [*, A]) -> q [*, C, G]. `zero_init_output` (default False here: on the continuous memory test it cost a
-    little, 0.91 vs 0.945 mean over 3 seeds; True: as `DiscreteCritic`)."""
+    """Q(s, a, gamma) ensemble (continuous, multi-binary): forward(state [*, D], action) -> q [*, C, G]."""
 
     def __init__(self, state_dim: int, action_dim: int, gammas, num_critics: int = 4, d_hidden: int = 256,
                  n_layers: int = 2, activation: str = "leaky_relu", dropout: float = 0.0,
@@ -185,9 +159,7 @@ class ContinuousCritic(_ActionInputCritic):
 
 
 class TwoHotCritic(_ActionInputCritic):
-    """Distributional (categorical over return bins) ensemble, AMAGO's `NCriticsTwoHot`; discrete actions enter
-    as one-hot / probability vectors. forward(state, action) -> logits [*, C, G, bins];
-    `to_value(logits)` = symexp(E[bin]) (expectation in symlog space); `labels(target)` -> soft labels."""
+    """Distributional ensemble over return bins (AMAGO's `NCriticsTwoHot`): forward(state, action) -> logits."""
 
     def __init__(self, state_dim: int, action_dim: int, gammas, num_critics: int = 4, num_bins: int = 128,
                  min_return: float = -1e5, max_return: float = 1e5, use_symlog: bool = True,
@@ -260,25 +232,8 @@ class TwoHotCritic(_ActionInputCritic):
         return probs / probs.sum(-1, keepdim=True).clamp(min=1e-8)
 
 
-# ---------------------------------------------------------------------------------------------------- PopArt
 class PopArt(nn.Module):
-    """Per-gamma return normalisation with output-preserving rescaling (van Hasselt et al. 2016, AMAGO's layer).
-
-    All state is buffers (no gradients): mu, nu (second moment), w, b, _t, each [G]. Raw value =
-    sigma * (w x + b) + mu for a critic output x; `update_stats` changes mu/sigma and adjusts w, b so that this
-    raw value is unchanged.
-
-    `min_sigma` floors sigma on top of the original's variance clamp (sigma >= 0.01 whatever min_sigma; the default
-    1e-4 adds nothing, i.e. the original's maths). A gamma whose returns are nearly constant (e.g. gamma 0.1 under a
-    constant reward) otherwise drives sigma to ~0.01 and w = sigma_0 / sigma up to ~1e3; that critic's normalised
-    errors then dominate a globally clipped gradient. A floor of ~1 reward unit (after `reward_multiplier`) caps
-    w at sigma_0 / min_sigma. `min_sigma_ratio` (default 0.1; 0: off, the original's) floors each gamma's
-    sigma at that share of the largest gamma's sigma, a floor that follows the task's return scale: with 0.1, no
-    gamma's normalised errors are amplified more than 10x those of the gamma with the widest returns.
-
-    `moment_reducer` (default None): a callable that sums the stacked per-gamma [count, sum, sum of squares]
-    [3, G] over data-parallel workers (the distributed trainer sets it), so every worker applies the update
-    of the global batch."""
+    """Per-gamma return normalisation with output-preserving rescaling (van Hasselt et al. 2016)."""
 
     moment_reducer = None
 
@@ -328,8 +283,7 @@ class PopArt(nn.Module):
 
     @torch.no_grad()
     def update_stats(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """EMA of the per-gamma masked mean / mean-square of raw `values [..., G]`; mask is either the leading
-        dims of values (e.g. [B, T] for [B, T, C, G]) or broadcastable to them (e.g. [B, T, 1, 1]). Gammas with no valid entry keep their stats."""
+        """EMA of the per-gamma masked mean / mean-square of raw `values [..., G]` (empty gammas keep their stats)."""
         self._check(values, "values")
         v = values.detach().to(self.mu.dtype)
         if mask is None:

@@ -1,9 +1,4 @@
-"""InputNorm: AMAGO's running mean / second-moment normaliser for vector observations.
-
-Stats live in buffers (so they checkpoint with the module, but never get gradients). Padding rows are
-excluded with an explicit boolean mask instead of the original's "every feature == 4.0" magic value, which
-`hide_rl2s` or a legitimately constant observation could break.
-"""
+"""InputNorm: AMAGO's running mean / second-moment normaliser for vector observations, padding masked out."""
 from __future__ import annotations
 
 import torch
@@ -13,13 +8,7 @@ from .common import debiased_ema_step
 
 
 class InputNorm(nn.Module):
-    """Normalise the last dim with bias-corrected EMA stats (`mu`, `nu` = E[x^2]).
-
-    `beta_t = beta / (1 - (1 - beta)^t)` with `t` starting at 1 and incremented before each update, so the first
-    update mixes ~50/50 with the init (`mu=0`, `nu=init_nu`). `forward` updates the stats only in `train()` mode.
-    `moment_reducer` (default None): a callable summing the stacked [count, sum, sum of squares] [3, dim] over
-    data-parallel workers (set by the distributed trainer), so every worker applies the global batch's update.
-    """
+    """Normalise the last dim with bias-corrected EMA stats (`mu`, `nu` = E[x^2]), updated by `forward` in training."""
 
     moment_reducer = None
 
@@ -47,9 +36,7 @@ class InputNorm(nn.Module):
 
     @torch.no_grad()
     def update_stats(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """EMA update from the rows of `x [..., dim]` where `mask [...]` is True (all rows if mask is None).
-
-        No host sync: an all-masked batch is a no-op done with `torch.where`, not a Python branch."""
+        """EMA update from the rows of `x [..., dim]` where `mask [...]` is True (all rows if None), no host sync."""
         self._check(x, mask)
         x = x.detach().reshape(-1, self.dim).to(self.mu.dtype)
         if mask is None:
@@ -67,13 +54,11 @@ class InputNorm(nn.Module):
         self.nu.mul_(1.0 - beta_t).add_(beta_t * sq_mean)
 
     def clear_weight_cache(self) -> None:
-        """Forget the acting cache (statistics written by another process, e.g. a weight push to a collector worker,
-        do not bump this process's version counters)."""
+        """Forget the acting cache (writes by another process do not bump the version counters)."""
         self.__dict__.pop("_norm_cache", None)
 
     def _constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mu, sigma, nan_to_num(mu), sigma <= 0.01). Under no_grad (acting) they are cached until `mu`/`nu`
-        change (stat updates and load_state_dict bump the buffers' version counters)."""
+        """(mu, sigma, nan_to_num(mu), sigma <= 0.01), cached under no_grad until `mu`/`nu` change."""
         cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if cacheable:
             mu, nu = self.mu, self.nu

@@ -1,5 +1,4 @@
-"""The acting policy for TorchRL collectors: timestep encoder -> trajectory encoder in step mode (per-env state,
-cleared where `is_init`) -> actor head -> action in the env's encoding."""
+"""The acting policy for TorchRL collectors: timestep encoder -> trajectory encoder (step mode) -> actor head."""
 from __future__ import annotations
 
 from typing import Any
@@ -25,16 +24,7 @@ def acting_is_deterministic() -> bool:
 
 
 class _WeightWrites(dict):
-    """The policy's ``_buffers`` dict, which notes when the policy's weights may have been written from outside.
-
-    The acting caches (sigma-reparam ``W_hat``, InputNorm constants) are keyed on the tensors' version counters,
-    which see in-place writes made through the tensors themselves (optimizer steps, ``copy_``, ``load_state_dict``)
-    but not writes made through ``.data`` or by another process into shared memory, and that is how TorchRL's
-    weight sync writes: every receiver (``SharedMemWeightSyncScheme``'s worker thread, the pipe and RPC schemes, a
-    single-process ``Collector`` given weights) lists the module's tensors first, with ``TensorDict.from_module``
-    (``_buffers.items()``) or ``TensorDict.to_module`` (``_buffers[name] = ...``), as ``load_state_dict`` does.
-    Listing them raises ``written``; the policy's next step drops its caches (``AMAGOPolicy.forward``). A listing
-    for reading only (``state_dict``, ``.to()``) costs one cache rebuild at the next step."""
+    """The policy's ``_buffers`` dict: listing or setting its tensors (TorchRL's weight sync) sets ``written``."""
 
     written = False
 
@@ -55,41 +45,16 @@ class _WeightWrites(dict):
 
 
 class AMAGOPolicy(TensorDictModuleBase):
-    """Collector policy on envs with batch [N] (or unbatched, treated as N=1; or any batch shape, flattened).
-
-    Reads the timestep encoder's in_keys plus `time_key` ([N, 1] int64) and `init_key` ([N, 1] bool); writes
-    `action_key` (one-hot bool for OneHot envs, int64 index for Categorical, float [N, A] in [-1, 1] for
-    continuous, float 0/1 for multi-binary).
-
-    The trajectory encoder may be any memory of `trajectory/adapters.py`:
-    - a `TrajectoryEncoder`: by default its per-env state (KV cache, RNN state) lives on the policy, not in the
-      tensordict, so it is neither stored by the collector nor part of `state_dict()`. The policy keeps one state per
-      number of envs it has acted for, so an evaluation rollout on another number of envs (TorchRL's
-      `LogValidationReward(policy_exploration=policy)`) leaves the training envs' memory alone; two rollouts with
-      the same number of envs cannot be told apart: give one of them `fresh_copy()`, or use `tensordict_state`;
-    - with `tensordict_state=True`, the same encoder keeps its state in TensorDict entries instead
-      (`TrajectoryEncoderModule` in step mode: read at the root, the next state written under `"next"`; put
-      `policy.make_tensordict_primer()` on every env that it acts in), so any number of rollouts and collectors can
-      share the policy; each step copies the state, and collectors store it with every frame;
-    - TorchRL's `LSTMModule` / `GRUModule` (in_key = the timestep encoder's out key): the TorchRL way, the state
-      is read from the tensordict and the next state written under `"next"`; put `policy.make_tensordict_primer()`
-      on the env (`AMAGOTrainer` does);
-    - a feed-forward `TensorDictModule` (no state).
-
-    `eval_when_acting=True` runs the submodules in eval mode during `forward` (no dropout, no InputNorm
-    statistic updates, no σ-reparam power iteration) and restores their modes afterwards, because the
-    modules are shared with the loss, which keeps them in train mode.
-
-    `params_key` (default None: not written): also write the actor head's raw output for every step under this
-    key, [*batch, G, P] (e.g. the logits per gamma), so collected data can be checked against a sequence-mode
-    pass of the same modules (or logged)."""
+    """Collector policy: timestep encoder -> trajectory encoder (step mode) -> actor head (docs/api/modules.md,
+    "The acting policy"). Keys in: the timestep encoder's in_keys, `time_key`, `init_key`; out: `action_key` (and
+    `params_key`, the actor head's raw output). Put `make_tensordict_primer()` on the env when it is not None."""
 
     def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, actor_head: nn.Module,
                  action_space: ActionSpace, *, time_key=K.TIME_IDX, init_key=K.IS_INIT, action_key=K.ACTION,
                  eval_when_acting: bool = True, deterministic: bool | None = None, params_key=None,
                  tensordict_state: bool = False):
         super().__init__()
-        self.__dict__["_buffers"] = _WeightWrites(self._buffers)  # see _WeightWrites: pushes drop the acting caches
+        self.__dict__["_buffers"] = _WeightWrites(self._buffers)  # weight pushes drop the acting caches
         if not isinstance(action_space, ActionSpace):
             raise ValueError(f"action_space must be a torchrl_amago.spaces.ActionSpace, got {type(action_space).__name__}")
         if isinstance(trajectory_encoder, TrajectoryEncoderModule):
@@ -110,8 +75,7 @@ class AMAGOPolicy(TensorDictModuleBase):
         self.action_space = action_space
         self.time_key, self.init_key, self.action_key = time_key, init_key, action_key
         self.eval_when_acting = eval_when_acting
-        # None: follow the exploration type; True/False: always argmax-or-mean / always sample (e.g. the T-Maze
-        # example acts greedily during training while an exploration module adds epsilon-greedy noise)
+        # None: follow the exploration type; True/False: always argmax-or-mean / always sample
         self.deterministic = deterministic
         tin = list(getattr(timestep_encoder, "in_keys", None) or [])
         if not tin:
@@ -126,8 +90,7 @@ class AMAGOPolicy(TensorDictModuleBase):
         self.out_keys = [action_key] + ([params_key] if params_key is not None else [])
         self._params: torch.Tensor | None = None  # the last step's actor params, while params_key is set
         self._state_keys: list = []  # state in TensorDict entries: the keys read at the root
-        # the module that steps a memory whose state lives in the tensordict (not a submodule: the state_dict stays
-        # the three modules; it holds the same encoder)
+        # steps a memory whose state lives in the tensordict (not a submodule: the state_dict stays the three modules)
         self.__dict__["_td_memory"] = None
         if self._memory_kind == "torchrl_rnn":
             if trajectory_encoder.in_keys[0] != self._tstep_key:
@@ -147,19 +110,15 @@ class AMAGOPolicy(TensorDictModuleBase):
             self._ff_out_key = trajectory_encoder.out_keys[0]
         self._states: dict[int, Any] = {}  # the policy's own acting state, one per number of envs
         self._last_n: int | None = None
-        # optional: bumped by whoever pushes new weights to copies of this policy; it travels with the weights, and a
-        # copy that sees a new value drops its acting caches. TorchRL's own pushes (`update_policy_weights_()`) are
-        # noticed without it (see `_WeightWrites`)
+        # bumped by whoever pushes weights by other means than TorchRL's; a copy that sees a new value drops its caches
         self.register_buffer("weights_version", torch.zeros((), dtype=torch.long), persistent=False)
         self._seen_weights_version = 0
         self._clears_left = 0
         self._next_state: dict = {}
         self._mode_cache: tuple | None = None  # (ids of the 3 submodules, flat module list or None)
 
-    # ------------------------------------------------------------------ state
     def make_tensordict_primer(self):
-        """The env transform that creates the memory's state entries (TorchRL recurrent modules, or
-        `tensordict_state=True`), else None."""
+        """The env transform that creates the memory's state entries, or None (state not in the tensordict)."""
         if self._td_memory is None:
             return None
         return self._td_memory.make_tensordict_primer()
@@ -181,7 +140,6 @@ class AMAGOPolicy(TensorDictModuleBase):
         """The policy's own acting state for the number of envs it acted for last (None before any step)."""
         return self._states.get(self._last_n)
 
-    # ------------------------------------------------------------------ acting
     def _get(self, td: TensorDictBase, key, hint: str) -> torch.Tensor:
         val = td.get(key, None)
         if val is None:
@@ -193,10 +151,7 @@ class AMAGOPolicy(TensorDictModuleBase):
         return [m for m in (self.timestep_encoder, self.trajectory_encoder, self.actor_head) if m.training]
 
     def _flat_modules(self) -> list[nn.Module] | None:
-        """Every module under the three submodules, cached, or None if one of them overrides `train()` (then
-        modes are switched with `.train()`). Switching modes by flipping the flags of a cached list costs a few
-        microseconds per step instead of a recursive `.train()` walk (~1 ms for a 2-layer Transformer).
-        The cache is keyed on the submodules' identity and dropped by `reset_state()`."""
+        """Every module under the three submodules (cached), or None if one of them overrides `train()`."""
         roots = (self.timestep_encoder, self.trajectory_encoder, self.actor_head)
         key = tuple(id(m) for m in roots)
         if self._mode_cache is None or self._mode_cache[0] != key:
@@ -212,10 +167,7 @@ class AMAGOPolicy(TensorDictModuleBase):
                 m.clear_weight_cache()
 
     def bump_weights_version(self) -> None:
-        """Mark this policy's weights as new for its copies (they drop their acting caches when they see it).
-
-        Not needed with TorchRL's weight sync (``collector.update_policy_weights_()``), whose receivers list the
-        tensors they write, which the copies notice; for a push by other means, call it before sending."""
+        """Mark this policy's weights as new for its copies, before a push by other means than TorchRL's weight sync."""
         self.weights_version += 1
 
     @torch.no_grad()

@@ -1,8 +1,4 @@
-"""Timestep encoders: one observation + (prev_reward, prev_action) -> one `tstep_emb` vector, per step.
-
-They have no memory (the trajectory encoder does that), so they run on any leading batch shape: `[N]` while
-acting, `[B, T]` in training. The "rl2s" features are `[prev_reward, prev_action]` (reward first, as AMAGO).
-"""
+"""Timestep encoders: observation + rl2s `[prev_reward, prev_action]` -> `tstep_emb`, on any leading batch shape."""
 from __future__ import annotations
 
 import math
@@ -21,8 +17,7 @@ from .common import MLP, normalization, symlog
 from .common import activation as make_activation
 from .input_norm import InputNorm
 
-# keys the env transforms add for bookkeeping; never treated as observations by `from_specs` (nor are keys
-# named `episode_*`, the per-episode statistics of meta-RL trials, or keys starting with '_')
+# never observations for `from_specs` (nor are `episode_*` keys or keys starting with '_')
 BOOKKEEPING_KEYS = K.NOT_OBSERVATIONS
 
 
@@ -40,12 +35,8 @@ def default_obs_keys(observation_spec) -> list[NestedKey]:
     """Every tensor leaf of `observation_spec` except the bookkeeping keys and keys starting with '_'."""
     from torchrl.data import NonTensor
 
-    keys = []
-    for key in observation_spec.keys(include_nested=True, leaves_only=True):
-        if _is_bookkeeping(key) or isinstance(observation_spec[key], NonTensor):
-            continue
-        keys.append(unravel_key(key))
-    return keys
+    return [unravel_key(key) for key in observation_spec.keys(include_nested=True, leaves_only=True)
+            if not _is_bookkeeping(key) and not isinstance(observation_spec[key], NonTensor)]
 
 
 def obs_shapes_from_spec(observation_spec, obs_keys: Iterable[NestedKey] | None = None) -> dict:
@@ -66,23 +57,18 @@ def obs_shapes_from_spec(observation_spec, obs_keys: Iterable[NestedKey] | None 
 
 
 def _action_dim_from_spec(action_spec) -> int:
-    from torchrl.data import Composite, MultiCategorical, MultiOneHot
+    from torchrl.data import Composite
 
     if isinstance(action_spec, Composite):
         if "action" not in action_spec.keys():
             raise ValueError(f"action_spec is a Composite without an 'action' entry: {list(action_spec.keys())}")
         action_spec = action_spec["action"]
-    if isinstance(action_spec, (MultiOneHot, MultiCategorical)):  # they subclass OneHot / Categorical
-        raise ValueError(f"{type(action_spec).__name__} (multi-discrete) action specs are not supported; flatten "
-                         "them into one Categorical or use a Binary (multi-binary) encoding")
     return action_space_from_spec(action_spec).dim
 
 
 class TimestepEncoderBase(TensorDictModuleBase):
-    """Key handling shared by the encoders: validation, rl2 features, hide_rewards / hide_rl2s, the mask.
-
-    Subclasses implement `encode(obs: dict[key, Tensor [*, *shape]], rl2s [*, 1+A], mask [*] | None) -> [*, D]`.
-    """
+    """Key handling shared by the encoders (keys in: the observations, `prev_action`, `prev_reward`, `mask`; key out:
+    `tstep_emb`). Subclasses implement `encode(obs: dict, rl2s [*, 1+A], mask [*] | None) -> [*, D]`."""
 
     def __init__(self, obs_shapes: Mapping[NestedKey, tuple], action_dim: int, hide_rl2s: bool = False,
                  hide_rewards: bool = False, prev_action_key: NestedKey = K.PREV_ACTION,
@@ -106,7 +92,6 @@ class TimestepEncoderBase(TensorDictModuleBase):
         """Build from env specs (`env.observation_spec`, `env.action_spec`); see `default_obs_keys`."""
         return cls(obs_shapes_from_spec(observation_spec, obs_keys), _action_dim_from_spec(action_spec), **kwargs)
 
-    # ------------------------------------------------------------------------------------------- reading
     def _get(self, td: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
         x = td.get(key, None)
         if x is None:
@@ -135,7 +120,8 @@ class TimestepEncoderBase(TensorDictModuleBase):
         if tuple(rew.shape) != lead + (1,):
             raise ValueError(f"{type(self).__name__}: {self.prev_reward_key!r} has shape {tuple(rew.shape)}, "
                              f"expected {list(lead + (1,))}")
-        dtype = self._param_dtype()
+        p = next(self.parameters(), None)
+        dtype = p.dtype if p is not None else torch.get_default_dtype()
         rl2s = torch.cat([rew.to(dtype), act.to(dtype)], -1)
         if self.hide_rewards:  # if/elif precedence as the original: both flags -> only the reward is hidden
             rl2s = torch.cat([torch.zeros_like(rl2s[..., :1]), rl2s[..., 1:]], -1)
@@ -149,10 +135,6 @@ class TimestepEncoderBase(TensorDictModuleBase):
             mask = mask.bool()
         return obs, rl2s, lead, mask
 
-    def _param_dtype(self) -> torch.dtype:
-        p = next(self.parameters(), None)
-        return p.dtype if p is not None else torch.get_default_dtype()
-
     def encode(self, obs: dict, rl2s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -163,8 +145,7 @@ class TimestepEncoderBase(TensorDictModuleBase):
 
 
 class MLPTimestepEncoder(TimestepEncoderBase):
-    """AMAGO's `FFTstepEncoder`: cat(flattened obs in sorted-key order, prev_reward, prev_action) -> one InputNorm
-    over the concatenation -> MLP(n_layers x d_hidden) -> d_output -> out_norm."""
+    """AMAGO's `FFTstepEncoder`: cat(obs, rl2s) -> InputNorm -> MLP -> out_norm; keys as `TimestepEncoderBase`."""
 
     def __init__(self, obs_shapes: Mapping[NestedKey, tuple], action_dim: int, n_layers: int = 2,
                  d_hidden: int = 512, d_output: int = 256, norm: str | None = None, out_norm: str | None = "layer",
@@ -188,12 +169,9 @@ class MLPTimestepEncoder(TimestepEncoderBase):
 
 
 class CNNTimestepEncoder(TimestepEncoderBase):
-    """AMAGO's `CNNTstepEncoder` for one image key (HWC or CHW).
-
-    uint8 pixels are scaled to x/128 - 1 (float images are used as given); backbone -> Linear(img_features);
-    rl2s -> Linear(symlog(rl2s), rl2_features); act(cat) -> Linear(d_output) -> out_norm. With `drqv2_aug`, in
-    training mode the frames of all but the first ceil((1 - aug_pct_of_batch) * B) sequences get random shifts
-    (B = first batch dim)."""
+    """AMAGO's `CNNTstepEncoder` for one image key (HWC or CHW; uint8 scaled to x/128 - 1): cat(CNN features,
+    Linear(symlog(rl2s))) -> Linear -> out_norm. `drqv2_aug` random-shifts `aug_pct_of_batch` of the sequences in
+    training. Keys as :class:`TimestepEncoderBase` (in: the image key, `prev_action`, `prev_reward`)."""
 
     def __init__(self, obs_shapes: Mapping[NestedKey, tuple], action_dim: int, cnn_type: str = "nature",
                  channels_first: bool | None = None, img_features: int = 256, rl2_features: int = 12,
@@ -241,8 +219,7 @@ class CNNTimestepEncoder(TimestepEncoderBase):
         return max(min(math.ceil(num_seqs * (1.0 - self.aug_pct_of_batch)), num_seqs - 1), 0)
 
     def augment(self, img: torch.Tensor, num_seqs: int) -> torch.Tensor:
-        """Random-shift the frames [M = num_seqs * L, C, H, W] of all but the first `_n_clean(num_seqs)`
-        sequences (each frame gets its own shift)."""
+        """Random-shift the frames [num_seqs * L, C, H, W] of all but the first `_n_clean(num_seqs)` sequences."""
         start = self._n_clean(num_seqs) * (img.shape[0] // max(num_seqs, 1))
         if start >= img.shape[0]:
             return img

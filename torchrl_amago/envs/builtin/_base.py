@@ -1,36 +1,23 @@
-"""Shared machinery of the batched pure-torch builtin envs.
-
-Every builtin env keeps its state as tensors with a leading env axis of size ``n`` (``num_envs``, or 1 when the
-env is unbatched) and steps all sub-envs with tensor ops, so thousands of envs run in one process without IPC.
-This base class owns what they have in common: batch-size handling (batched ``[N]`` or unbatched ``[]``), the
-discrete action spec (one-hot or index), done specs, the seeded ``torch.Generator``, the partial-reset mask, and
-the *task* protocol (``get_task()`` / ``reset(task=...)``) used by tests and hindsight relabeling to replay an env
-on a fixed task.
-"""
+"""Shared machinery of the batched pure-torch builtin envs: specs, seeding, partial resets, the task protocol."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Categorical, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase
 
+from ... import keys as K
+
 
 class BatchedTorchEnv(EnvBase):
     """Base class: subclasses implement ``_hard_reset(mask)``, ``_obs()`` and ``_advance(action_index)``.
-
-    ``num_envs=None`` builds an unbatched env (batch size ``[]``); the state still has a leading axis of size 1.
-    ``categorical_action_encoding=False`` (the default, like TorchRL's ``GymEnv``) exposes a ``OneHot`` int64
-    action spec; ``True`` exposes a ``Categorical`` int64 index spec.
-
-    Keys: in ``action``; out the subclass's observation keys at the root (reset) and under ``"next"`` with
-    ``("next", "reward")``, ``("next", "terminated")``, ``("next", "truncated")`` and ``("next", "done")``.
-    """
+    Keys: in ``action``; out the observation keys, ``reward``, ``done`` (docs/api/envs.md)."""
 
     batch_locked = True
     n_actions: int = 0
-    # task entries (name -> per-env shape suffix, dtype) accepted by reset(task=...) and returned by get_task()
+    # state attributes accepted by reset(task=...) and returned by get_task()
     task_keys: tuple[str, ...] = ()
-    # MetaTrial passes soft_reset=True on its partial resets; these envs keep their task in that case
     supports_soft_reset = True
 
     def __init__(self, num_envs: int | None, *, categorical_action_encoding: bool = False, device="cpu",
@@ -54,7 +41,6 @@ class BatchedTorchEnv(EnvBase):
             {k: Categorical(2, (*B, 1), dtype=torch.bool, device=self.device)
              for k in ("done", "terminated", "truncated")}, shape=B, device=self.device)
 
-    # ---- helpers for subclasses -------------------------------------------------------------------------
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(shape, generator=self.rng, device=self.device)
 
@@ -69,13 +55,18 @@ class BatchedTorchEnv(EnvBase):
         """Internal [n] bool -> external [*batch_size, 1]."""
         return self._out(x.reshape(self.n, 1))
 
+    def _episode_stats(self, count: torch.Tensor) -> dict:
+        """The ``episode_*`` entries of a multi-episode env from its ``ep_end``, ``last_ret``, ``ep_success``."""
+        return {K.EPISODE_END: self.ep_end.unsqueeze(-1), K.EPISODE_RETURN: self.last_ret.unsqueeze(-1),
+                K.EPISODE_COUNT: count.unsqueeze(-1), K.EPISODE_SUCCESS: self.ep_success.unsqueeze(-1)}
+
     def _action_index(self, td: TensorDictBase) -> torch.Tensor:
         a = td.get("action")
         if self.categorical_action_encoding:
             idx = a.reshape(self.n).long()
             if ((idx < 0) | (idx >= self.n_actions)).any():
                 raise ValueError(f"'action' index out of range [0, {self.n_actions})")
-        else:  # argmax of a one-hot row is always in range: no check (it would cost a host sync per step)
+        else:  # argmax is always in range: no check (a host sync)
             if a.shape[-1] != self.n_actions:
                 raise ValueError(f"one-hot 'action' must end in {self.n_actions}, got shape {tuple(a.shape)}")
             idx = a.reshape(self.n, self.n_actions).long().argmax(-1)
@@ -86,7 +77,6 @@ class BatchedTorchEnv(EnvBase):
             return torch.ones(self.n, dtype=torch.bool, device=self.device)
         return td.get("_reset").reshape(self.n).to(self.device)
 
-    # ---- task protocol ------------------------------------------------------------------------------------
     def get_task(self) -> TensorDict:
         """The current task of every sub-env (a copy), e.g. to replay a trial with ``reset(task=...)``."""
         return TensorDict({k: self._out(getattr(self, k)).clone() for k in self.task_keys},
@@ -103,7 +93,6 @@ class BatchedTorchEnv(EnvBase):
             m = mask.view(self.n, *([1] * (cur.ndim - 1)))
             setattr(self, k, torch.where(m, v, cur))
 
-    # ---- EnvBase API -------------------------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, *, soft_reset: bool = False, task=None,
                **kwargs) -> TensorDictBase:
         mask = self._reset_mask(tensordict)
@@ -133,7 +122,6 @@ class BatchedTorchEnv(EnvBase):
     def _set_seed(self, seed: int | None):
         self.rng.manual_seed(int(seed) if seed is not None else 0)
 
-    # ---- subclass hooks ------------------------------------------------------------------------------------
     def _hard_reset(self, mask: torch.Tensor) -> None:  # draw a new task where mask, then start a trial
         raise NotImplementedError
 
@@ -154,3 +142,61 @@ class BatchedTorchEnv(EnvBase):
 def where_mask(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """torch.where with a [n] mask broadcast over trailing dims."""
     return torch.where(mask.view(mask.shape[0], *([1] * (old.ndim - 1))), new, old)
+
+
+class HostAttemptsEnv(BatchedTorchEnv):
+    """A :class:`BatchedTorchEnv` of Python sub-envs, ``attempts`` attempts per trial restarted with a dummy step.
+    Subclasses call ``_init_attempts(attempts)`` and implement ``_start_attempt(i)``, ``_show(i, obs)`` and
+    ``_slot_step(i, action) -> (obs, reward, ended, success, terminal)``."""
+
+    def _init_attempts(self, attempts: int) -> None:
+        n = self.n
+        self.attempts = attempts
+        self._count = np.zeros(n, dtype=np.int64)  # attempts finished in this trial
+        self._pending = np.zeros(n, dtype=bool)  # the next step is the dummy (restart) step
+        self._ep_ret = np.zeros(n, dtype=np.float64)
+        self._ep_end = np.zeros(n, dtype=bool)
+        self._ep_success = np.zeros(n, dtype=bool)
+        self._last_ret = np.zeros(n, dtype=np.float32)
+
+    def _soft_reset(self, mask):  # restart the trial on the same task
+        for i in mask.nonzero().squeeze(-1).tolist():
+            self._count[i] = 0
+            self._pending[i] = self._ep_end[i] = self._ep_success[i] = False
+            self._last_ret[i] = 0.0
+            self._start_attempt(i)
+
+    _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
+
+    def _attempt_stats(self, success: bool) -> dict:
+        t = lambda x: torch.from_numpy(x.copy()).to(self.device).unsqueeze(-1)  # noqa: E731
+        out = {K.EPISODE_END: t(self._ep_end), K.EPISODE_RETURN: t(self._last_ret), K.EPISODE_COUNT: t(self._count)}
+        return {**out, K.EPISODE_SUCCESS: t(self._ep_success)} if success else out
+
+    def _advance(self, action):
+        n = self.n
+        reward = np.zeros(n, dtype=np.float32)
+        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        self._ep_end[:] = False
+        self._ep_success[:] = False
+        self._last_ret[:] = 0.0
+        for i, a in enumerate(action.cpu().tolist()):
+            if self._pending[i]:  # dummy step: the action is ignored, the next attempt starts
+                self._pending[i] = False
+                self._start_attempt(i)
+                continue
+            obs, r, ended, success, terminal = self._slot_step(i, a)
+            reward[i] = r
+            self._ep_ret[i] += r
+            if ended:
+                self._count[i] += 1
+                self._ep_end[i], self._ep_success[i], self._last_ret[i] = True, success, self._ep_ret[i]
+                if self._count[i] >= self.attempts:
+                    terminated[i] = terminal
+                    truncated[i] = not terminal
+                else:
+                    self._pending[i] = True
+            self._show(i, obs)
+        dev = self.device
+        return (torch.from_numpy(reward).to(dev), torch.from_numpy(terminated).to(dev),
+                torch.from_numpy(truncated).to(dev))

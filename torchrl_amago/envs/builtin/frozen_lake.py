@@ -1,26 +1,11 @@
-"""Meta-Frozen-Lake (AMAGO ``toy_gym.MetaFrozenLake``), batched in torch.
-
-A trial is ``k_episodes`` attempts on one random lake map (start (0, 0), goal (size-1, size-1), each other cell a
-hole with probability 0.2, redrawn until a hole-free path exists). Attempts end on the goal (reward 1), in a hole
-(reward 0; in ``recover_mode`` reward -0.1, the agent stays put and the attempt goes on), or after
-``max_episode_steps``; the attempt is soft-reset on the *same step* (the returned observation is the start state
-with the reset flag set). ``terminated`` once ``k_episodes`` attempts are done; never truncated.
-
-Actions (5): 0 stay, 1 (+1, 0), 2 (-1, 0), 3 (0, +1), 4 (0, -1) with (x, y) = (row, column); in ``hard_mode`` actions 1
-and 3 are swapped with probability 0.5 per trial, every move turns the cell left behind into a hole with
-probability 0.33 (restored at the next attempt) and the observed position is jittered with probability 0.25.
-``slip_chance`` turns an action into "stay".
-Observation ``[*, 4]``: ``[x/size, y/size, reset_signal, attempts_done/k_episodes (0 if not show_k_progress)]``.
-Bookkeeping keys (see ``envs/transforms.py``): ``episode_end``, ``episode_return``, ``episode_count``,
-``episode_success`` (reached the goal).
-"""
+"""Meta-Frozen-Lake (AMAGO ``toy_gym.MetaFrozenLake``), batched in torch: ``k_episodes`` attempts on one random
+lake, soft-reset on the same step; observation ``[x/size, y/size, reset_signal, attempts_done/k_episodes]``."""
 from __future__ import annotations
 
 import torch
 from torchrl.data import Bounded, Composite
 
-from ..transforms import EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, \
-    episode_stats_spec
+from ..transforms import episode_stats_spec
 from ._base import BatchedTorchEnv, where_mask
 
 _MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=torch.int64)
@@ -28,10 +13,7 @@ _MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=torch.in
 
 def random_lake_maps(m: int, size: int, generator: torch.Generator, p_frozen: float = 0.8,
                      device="cpu") -> torch.Tensor:
-    """[m, size, size] bool hole maps with a hole-free 4-connected path from (0, 0) to (size-1, size-1).
-
-    Same distribution as gymnasium's ``generate_random_map``: every cell is a hole with probability
-    ``1 - p_frozen`` (start and goal never), and maps without a path are redrawn."""
+    """[m, size, size] bool hole maps with a hole-free path, as gymnasium's ``generate_random_map``."""
     out = torch.zeros(m, size, size, dtype=torch.bool, device=device)
     todo = torch.arange(m, device=device)
     while len(todo):
@@ -63,8 +45,8 @@ def _reachable(holes: torch.Tensor) -> torch.Tensor:
 
 
 class MetaFrozenLake(BatchedTorchEnv):
-    """Batched Meta-Frozen-Lake. ``max_episode_steps=None`` -> ``size**2`` (x2 in hard mode), divided by
-    ``1 - slip_chance`` when slipping. Task keys: ``holes`` ([*B, size, size] bool), ``action_perm`` ([*B, 5])."""
+    """Batched Meta-Frozen-Lake; writes the ``episode_*`` keys. ``max_episode_steps=None``: ``size**2`` (x2 in hard
+    mode) / ``(1 - slip_chance)``. Task keys: ``holes`` ([*B, size, size] bool), ``action_perm`` ([*B, 5])."""
 
     n_actions = 5
     task_keys = ("holes", "action_perm")
@@ -112,15 +94,14 @@ class MetaFrozenLake(BatchedTorchEnv):
             self.action_perm[ids] = perm
         self._soft_reset(mask)
 
-    def _soft_reset(self, mask):  # restart the whole trial on the same map (MetaTrial semantics)
+    def _soft_reset(self, mask):  # restart the trial on the same map
         self.k = torch.where(mask, 0, self.k)
         self._new_attempt(mask)
         for name in ("ep_end", "ep_success"):
             setattr(self, name, torch.where(mask, False, getattr(self, name)))
         self.last_ret = torch.where(mask, 0.0, self.last_ret)
 
-    def _on_task_set(self, mask):
-        self._soft_reset(mask)
+    _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
 
     def _new_attempt(self, mask):
         self.active_holes = where_mask(mask, self.holes, self.active_holes)
@@ -136,9 +117,7 @@ class MetaFrozenLake(BatchedTorchEnv):
             xy = (xy + jitter).clamp(0, self.size - 1)
         prog = self.k.float() / self.k_episodes if self.show_k_progress else torch.zeros(self.n, device=self.device)
         obs = torch.cat([xy.float() / self.size, self.reset_signal.float().unsqueeze(-1), prog.unsqueeze(-1)], -1)
-        return {"observation": obs, EPISODE_END_KEY: self.ep_end.unsqueeze(-1),
-                EPISODE_RETURN_KEY: self.last_ret.unsqueeze(-1), EPISODE_COUNT_KEY: self.k.unsqueeze(-1),
-                EPISODE_SUCCESS_KEY: self.ep_success.unsqueeze(-1)}
+        return {"observation": obs, **self._episode_stats(self.k)}
 
     def _advance(self, action):
         n, s, ar = self.n, self.size, torch.arange(self.n, device=self.device)

@@ -1,33 +1,18 @@
-"""Dark Key-To-Door (AMAGO ``toy_gym.RoomKeyDoor``), batched in torch.
-
-A ``size x size`` room with a start, a key and a door cell, each drawn uniformly per trial (they may coincide).
-Each attempt starts at the start cell without the key; stepping on the key (without holding it) pays 1 and picks it
-up, stepping on the door while holding the key pays 1 and ends the attempt; an attempt also ends after
-``max_episode_steps`` moves. Attempts restart with the *dummy-step* pattern: the step that ends an attempt returns
-the true last observation, the next step ignores its action, pays 0 and returns the start observation. The trial
-lasts exactly ``meta_horizon`` steps (dummy steps included); at the end ``terminated`` and ``truncated`` are both
-True, as in the original.
-
-Actions (5): (dx, dy) = (0, -1), (-1, 0), (0, 1), (1, 0), (0, 0) (permuted per trial if ``randomize_actions``).
-Observation ``[*, 4]`` = ``[x/size, y/size, has_key, attempt_time/max_episode_steps]``; with ``dark=False`` also
-``[door_x, door_y, key_x, key_y] / size`` (8 dims).
-Bookkeeping keys: ``episode_end``, ``episode_return``, ``episode_count``, ``episode_success`` (door reached).
-"""
+"""Dark Key-To-Door (AMAGO ``toy_gym.RoomKeyDoor``), batched in torch: the key, then the door, for ``meta_horizon``
+steps, attempts restarted with a dummy step; observation ``[x/size, y/size, has_key, attempt_time/max_steps]``."""
 from __future__ import annotations
 
 import torch
 from torchrl.data import Bounded, Composite
 
-from ..transforms import EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, \
-    episode_stats_spec
+from ..transforms import episode_stats_spec
 from ._base import BatchedTorchEnv, where_mask
 
 _DIRS = torch.tensor([[0, -1], [-1, 0], [0, 1], [1, 0], [0, 0]], dtype=torch.int64)
 
 
 class DarkKeyDoor(BatchedTorchEnv):
-    """Batched RoomKeyDoor. ``start_location`` / ``key_location`` / ``goal_location``: ``None`` (random per trial)
-    or a fixed ``(x, y)``. Task keys: ``start``, ``key``, ``goal`` ([*B, 2] int64), ``action_perm`` ([*B, 5])."""
+    """Batched RoomKeyDoor; ``*_location``: ``None`` (random) or ``(x, y)``. Task keys: ``start``, ``key``, ``goal``."""
 
     n_actions = 5
     task_keys = ("start", "key", "goal", "action_perm")
@@ -70,7 +55,7 @@ class DarkKeyDoor(BatchedTorchEnv):
             self.action_perm = where_mask(mask, perm, self.action_perm)
         self._soft_reset(mask)
 
-    def _soft_reset(self, mask):  # restart the whole trial with the same room (MetaTrial semantics)
+    def _soft_reset(self, mask):  # restart the trial in the same room
         self.global_time = torch.where(mask, 0, self.global_time)
         self.count = torch.where(mask, 0, self.count)
         self.last_ret = torch.where(mask, 0.0, self.last_ret)
@@ -78,8 +63,7 @@ class DarkKeyDoor(BatchedTorchEnv):
         self.ep_success = self.ep_success & ~mask
         self._new_attempt(mask)
 
-    def _on_task_set(self, mask):
-        self._soft_reset(mask)
+    _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
 
     def _new_attempt(self, mask):
         self.pos = where_mask(mask, self.start, self.pos)
@@ -93,9 +77,7 @@ class DarkKeyDoor(BatchedTorchEnv):
         parts = [self.pos.float() / s, self.has_key.float().unsqueeze(-1), (self.ep_time.float() / self.H)[:, None]]
         if not self.dark:
             parts += [self.goal.float() / s, self.key.float() / s]
-        return {"observation": torch.cat(parts, -1), EPISODE_END_KEY: self.ep_end.unsqueeze(-1),
-                EPISODE_RETURN_KEY: self.last_ret.unsqueeze(-1), EPISODE_COUNT_KEY: self.count.unsqueeze(-1),
-                EPISODE_SUCCESS_KEY: self.ep_success.unsqueeze(-1)}
+        return {"observation": torch.cat(parts, -1), **self._episode_stats(self.count)}
 
     def _advance(self, action):
         self.global_time = self.global_time + 1

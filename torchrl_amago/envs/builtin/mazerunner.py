@@ -1,19 +1,5 @@
-"""MazeRunner: goal-conditioned navigation in a random maze (AMAGO appendix C.4), batched in torch.
-
-Each hard reset draws a random maze (walls grown by the classic randomized "complexity/density" algorithm with
-complexity = density = 0.75, a walled border, and a spawn pocket at the bottom middle), a start cell
-``(dim-2, dim//2)`` and ``num_goals`` distinct goal cells. The agent must visit the goals in order.
-
-Observation keys: ``"obs"`` [7] float = ``[i/dim, j/dim, free_west/dim, free_north/dim, free_east/dim,
-free_south/dim, timer/time_limit]`` (free_* = empty cells up to the next wall), ``"goals"`` [k, 2] int64 (raw
-cell coordinates, completed goals replaced by -1), ``"achieved"`` [1, 2] int64 (the current cell; a policy
-should not read it — it is there for hindsight relabeling).
-Reward 1 each time the agent stands on the active goal after a move; terminated when the last goal is
-reached; truncated at ``time_limit`` steps and, as in the original, ``terminated |= truncated``.
-
-:func:`mazerunner_relabel_rewards` recomputes rewards/terminals/goal observations of a trajectory from its
-achieved cells and any goal list, exactly as the env would have produced them (used by the relabeler).
-"""
+"""MazeRunner: goal-conditioned navigation in a random maze (AMAGO appendix C.4), batched in torch. Keys: ``"obs"``
+[7], ``"goals"`` [k, 2] (reached ones -1), ``"achieved"`` [1, 2] (the current cell, for relabeling; not an input)."""
 from __future__ import annotations
 
 import random
@@ -28,23 +14,8 @@ _DIRS = torch.tensor([[0, -1], [-1, 0], [0, 1], [1, 0], [0, 0]], dtype=torch.int
 
 
 def mazerunner_relabel_rewards(achieved: torch.Tensor, goals: torch.Tensor, time_limit: int | None = None):
-    """Rewards, terminals and goal observations MazeRunner gives for a trajectory of cells and a goal list.
-
-    Args:
-        achieved: ``[..., T+1, 2]`` int cells visited (``achieved[t]`` = the agent's cell in observation t; the
-            env's ``"achieved"`` key with its singleton axis squeezed).
-        goals: ``[..., k, 2]`` int goal cells in the order they must be reached (rows equal to -1 never match).
-        time_limit: the env's ``time_limit``; when given, ``terminated[t]`` is also True at step ``t+1 >=
-            time_limit`` (the env's ``terminated |= truncated``).
-
-    Returns:
-        ``(rewards [..., T] float32, terminated [..., T] bool, goals_seq [..., T+1, k, 2])``: ``rewards[t]`` is the
-        reward of the step from observation t to t+1 (1 when ``achieved[t+1]`` equals the active goal),
-        ``terminated[t]`` is True on the step that reaches the last goal, ``goals_seq[t]`` is the ``"goals"``
-        observation at t (goals reached by then set to -1). The env ends at the first terminated step; entries
-        after it describe steps the env would never have taken (the caller truncates or masks them).
-        A goal is never reached at t = 0 (the env only checks after a move), and at most one goal per step.
-    """
+    """``(rewards [..., T], terminated [..., T], goals_seq [..., T+1, k, 2])`` MazeRunner gives for the cells
+    ``achieved [..., T+1, 2]`` and the ordered ``goals [..., k, 2]``; entries after the first terminal are to mask."""
     if achieved.shape[-1] != 2 or goals.shape[-1] != 2:
         raise ValueError(f"achieved and goals must end in 2 (cell coordinates), got {tuple(achieved.shape)} and "
                          f"{tuple(goals.shape)}")
@@ -87,10 +58,7 @@ def mazerunner_relabel_rewards(achieved: torch.Tensor, goals: torch.Tensor, time
 
 
 def random_maze(dim: int, rnd: random.Random, complexity: float = 0.75, density: float = 0.75) -> torch.Tensor:
-    """[dim, dim] bool wall grid (dim odd): border walls plus wall trees grown from random even cells.
-
-    Each tree grows by random two-cell moves into empty cells only, so wall components never merge and the free
-    cells stay connected."""
+    """[dim, dim] bool wall grid (dim odd) of connected free cells, with a spawn pocket at the bottom middle."""
     c = int(complexity * 5 * (2 * dim))
     d = int(density * (dim // 2) ** 2)
     wall = bytearray(dim * dim)
@@ -124,12 +92,8 @@ def random_maze(dim: int, rnd: random.Random, complexity: float = 0.75, density:
 
 
 class MazeRunner(BatchedTorchEnv):
-    """Batched MazeRunner (``maze_dim`` odd, forced odd like the original; 5 actions: W, N, E, S, stay).
-
-    ``randomized_actions=True`` permutes the action -> direction map per hard reset ("rewired actions").
-    ``reset(task=TensorDict(maze=[*B,d,d] bool, goals=[*B,k,2] int, action_perm=[*B,5] int))`` (any subset of
-    the keys) replays fixed tasks; ``get_task()`` returns the current ones.
-    """
+    """Batched MazeRunner (``maze_dim`` forced odd; 5 actions: W, N, E, S, stay; ``randomized_actions`` permutes
+    them per hard reset). Task keys: ``maze`` [*B, d, d] bool, ``goals`` [*B, k, 2], ``action_perm`` [*B, 5]."""
 
     n_actions = 5
     task_keys = ("maze", "goals", "action_perm")
@@ -175,7 +139,7 @@ class MazeRunner(BatchedTorchEnv):
                 self.action_perm[ids] = perm
         self._soft_reset(mask)
 
-    def _soft_reset(self, mask):  # MazeRunner has a single episode per trial: restart the attempt
+    def _soft_reset(self, mask):  # one episode per trial: restart it
         self.pos = where_mask(mask, self.start.expand_as(self.pos), self.pos)
         self.active = torch.where(mask, 0, self.active)
         self.timer = torch.where(mask, 0, self.timer)

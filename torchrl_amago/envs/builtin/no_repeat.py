@@ -1,11 +1,5 @@
-"""No-repeat: the core of POPGym's Battleship and Concentration without their boards, batched in torch.
-
-``num_actions`` actions, an episode of ``num_actions`` steps. An action not yet taken in the episode pays
-``1 / num_actions``, a repeated one pays 0, so the best return is 1 (every action once, in any order). The
-observation is only the time ``t / num_actions``: what was taken must be read from the agent's own past actions
-(``prev_action`` in its context). A uniformly random policy scores ``1 - (1 - 1/K)^K`` (0.656 for K = 8, 0.634 for
-K = 64: `random_return`); one that collapses onto a few actions scores less (docs/results/ablations/no_repeat.md).
-"""
+"""No-repeat: ``num_actions`` steps, ``1 / num_actions`` for an action not yet taken in the episode, 0 for a repeat;
+the observation is only the time (docs/results/ablations/no_repeat.md)."""
 from __future__ import annotations
 
 import torch

@@ -1,17 +1,5 @@
-"""T-Maze (Ni et al. 2023, "Memory-RL"), AMAGO's "Alt" variants, batched in torch.
-
-A corridor of cells ``x in [0, o + c]`` at ``y = 0`` plus two goal cells ``(o + c, +-1)``. The goal side
-``goal_y in {-1, +1}`` is shown only at the oracle cell ``x = 0`` (on its first visit), so the agent must
-remember it for the whole corridor. Actions: 0 right, 1 up (+y), 2 left, 3 down (-y); invalid moves leave the
-agent in place. Observation ``[*, 2]``: ``[0, goal_y]`` at the first visit of x = 0, ``[0, 0]`` elsewhere in the
-corridor, ``[1, y]`` at the junction column. The episode lasts exactly ``episode_length`` steps (done sets both
-terminated and truncated, as the original); the last step pays ``goal_reward`` if ``y == goal_y``, every other
-step pays ``penalty`` for a non-right action after the oracle phase (``t > o``).
-
-``passive=True`` (TMazeAltPassive): o = 0, the goal is in the reset obs, ``episode_length = c + 1``.
-``passive=False`` (TMazeAltActive): o = 1, start at x = 1, the agent must step left to see the goal,
-``episode_length = c + 3``.
-"""
+"""T-Maze (Ni et al. 2023), AMAGO's "Alt" variants, batched in torch: the goal side is shown only at the first visit
+of the oracle cell and rewarded at the episode's last step (docs/api/envs.md). Actions: right, up, left, down."""
 from __future__ import annotations
 
 import torch
@@ -23,8 +11,7 @@ _MOVES = torch.tensor([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.int64)  # 
 
 
 class TMaze(BatchedTorchEnv):
-    """Batched T-Maze. ``penalty`` is the per-step cost of non-right moves (AMAGO's example uses
-    ``-1 / episode_length``). Task key: ``goal_y`` ([*B] int64, -1 or 1)."""
+    """Batched T-Maze. Task key: ``goal_y`` ([*B] int64, -1 or 1)."""
 
     n_actions = 4
     task_keys = ("goal_y",)

@@ -1,21 +1,5 @@
-"""Symbolic DeepMind Alchemy (Wang et al. 2021) as batched TorchRL envs, prepared like the original AMAGO
-``SymbolicAlchemy`` wrapper.
-
-Every reset builds a new symbolic level, ``dm_alchemy.symbolic_alchemy.get_symbolic_alchemy_level(level_name,
-seed=...)`` (default level: ``alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck``, the
-original's), with a seed drawn from the wrapper's RNG (``set_seed`` makes it reproducible). The dm_env is bridged by
-:class:`~torchrl_amago.envs.libs.dm_env_bridge.DMEnvWrapper`: the observation is the flat float vector
-``"symbolic_obs"`` (39 features: 3 stone slots x 5 + 12 potion slots x 2), the action one index of
-``Discrete(40)`` (no-op, or a stone slot into the cauldron or into one of the 12 potion slots).
-
-Trial structure: one dm_env episode is one AMAGO trial. It holds ``num_trials=10`` Alchemy "trials" of
-``max_steps_per_trial=20`` steps each (new stones and potions, same hidden chemistry); dm_alchemy runs them
-internally, so TorchRL sees no reset in between and the episode ends after 200 steps with ``StepType.LAST`` and
-discount 0 (``terminated``). The agent must infer the chemistry in context across the 10 Alchemy trials.
-
-``dm_alchemy`` is not on PyPI and is imported lazily; install it from GitHub:
-``pip install git+https://github.com/google-deepmind/dm_alchemy.git`` (it needs ``dm-env``).
-"""
+"""Symbolic DeepMind Alchemy as batched TorchRL envs, like AMAGO's ``SymbolicAlchemy``, a new level per reset
+(docs/domains/alchemy.md). ``pip install git+https://github.com/google-deepmind/dm_alchemy.git``."""
 from __future__ import annotations
 
 from ..._optional import require
@@ -48,8 +32,7 @@ def make_alchemy_torchrl(level_name: str = ALCHEMY_LEVEL, seed: int | None = Non
                          num_trials: int = ALCHEMY_NUM_TRIALS, max_steps_per_trial: int = ALCHEMY_STEPS_PER_TRIAL,
                          categorical_action_encoding: bool = True, observation_keys=(ALCHEMY_OBS_KEY,),
                          **level_kwargs) -> DMEnvWrapper:
-    """One unbatched TorchRL env: a new symbolic Alchemy level per reset, observation ``"symbolic_obs"``
-    (``observation_keys`` adds e.g. the chemistry entries of a level built with ``see_chemistries=...``)."""
+    """One unbatched TorchRL env: a new symbolic Alchemy level per reset, observation ``"symbolic_obs"``."""
     sa = symbolic_alchemy_module()
 
     def new_level(level_seed: int):
@@ -63,19 +46,8 @@ def make_alchemy_torchrl(level_name: str = ALCHEMY_LEVEL, seed: int | None = Non
 def make_alchemy_env(num_envs: int, level_name: str = ALCHEMY_LEVEL, num_trials: int = ALCHEMY_NUM_TRIALS,
                      max_steps_per_trial: int = ALCHEMY_STEPS_PER_TRIAL, categorical_action_encoding: bool = True,
                      observation_keys=(ALCHEMY_OBS_KEY,), **level_kwargs):
-    """``num_envs`` symbolic Alchemy envs batched in this process (``SerialEnv``, batch ``[num_envs]``).
-
-    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
-    """
+    """``num_envs`` symbolic Alchemy envs in one ``SerialEnv``; wrap it with ``make_amago_env``."""
     symbolic_alchemy_module()  # fail here, with the install line, rather than inside SerialEnv
-
-    def make():
-        return make_alchemy_torchrl(level_name, None, num_trials, max_steps_per_trial, categorical_action_encoding,
-                                    observation_keys, **level_kwargs)
-
-    return make_dm_env(make, num_envs)
-
-
-__all__ = ["make_alchemy_env", "make_alchemy_torchrl", "symbolic_alchemy_module", "alchemy_episode_length",
-           "ALCHEMY_LEVEL", "ALCHEMY_PIP", "ALCHEMY_OBS_KEY", "ALCHEMY_OBS_DIM", "ALCHEMY_NUM_ACTIONS",
-           "ALCHEMY_NUM_TRIALS", "ALCHEMY_STEPS_PER_TRIAL"]
+    return make_dm_env(lambda: make_alchemy_torchrl(level_name, None, num_trials, max_steps_per_trial,
+                                                    categorical_action_encoding, observation_keys, **level_kwargs),
+                       num_envs)

@@ -1,29 +1,5 @@
-"""Atari 2600 games (the Arcade Learning Environment, ``ale-py``) as batched TorchRL envs, prepared like the original
-AMAGO ``AtariGame`` wrapper, with one game per env slot for multi-game training.
-
-Per env (:class:`AtariPreprocess` over ``gym.make("ALE/<Game>-v5", frameskip=1, full_action_space=True, ...)``):
-
-- **frame skip**: the agent's action is repeated ``frame_skip`` times (default 4); rewards are summed and the
-  observation is the pixel-wise max of the last two frames (the usual flicker fix);
-- **sticky actions** with probability ``sticky_action_prob`` (default 0.25, applied by ALE on every frame);
-- **full action space** (18 actions) so every game shares one action space; optionally ``"multibinary"``
-  (5 buttons up/down/left/right/fire, mapped to the 18 actions) or ``"continuous"`` (ALE's
-  ``[radius, angle, fire]`` paddle/joystick space, rescaled to ``[-1, 1]``);
-- **time limit in frames** (default 108,000 = 30 minutes of play): the episode is *truncated* (not terminated)
-  once that many frames were emulated;
-- **unclipped rewards** (``clip_rewards=False``, as the original's example), optional terminal on life loss;
-- **screen**: RGB (the original's default) or grayscale, resized with area averaging to ``resolution``
-  (default 84x84), uint8, channels first ``[C, H, W]`` (or last);
-- observations are a dict ``{"observation": uint8 image, "task_id": int64 [1]}`` -- ``task_id`` (see
-  :data:`torchrl_amago.envs.TASK_ID_KEY`) names the game the slot plays, so the trainer can report returns per
-  game. It is a bookkeeping key: the timestep encoders never read it.
-
-:func:`make_atari_env` batches ``num_envs`` such envs in this process with ``SerialEnv``, slot ``i`` playing
-``games[i % len(games)]`` (round robin, like the original, which pins each actor to one game because episode
-lengths differ so much between games). Wrap the result with :func:`torchrl_amago.envs.make_amago_env`.
-
-``ale-py`` (>= 0.9, which ships the ROMs) is optional and imported lazily: ``pip install ale-py``.
-"""
+"""Atari 2600 games (ALE) as batched TorchRL envs prepared like AMAGO's ``AtariGame`` wrapper, one game per slot with
+``task_id`` (docs/domains/atari.md). ``pip install ale-py``."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,17 +24,14 @@ TIME_LIMIT_FRAMES = 108_000
 NUM_ACTIONS = 18
 ACTION_SPACES = ("discrete", "multibinary", "continuous")
 
-# ALE's full action set, indexed by (vertical, horizontal, fire) with vertical/horizontal in {-1, 0, 1}:
-# 0 NOOP 1 FIRE 2 UP 3 RIGHT 4 LEFT 5 DOWN 6 UPRIGHT 7 UPLEFT 8 DOWNRIGHT 9 DOWNLEFT 10 UPFIRE 11 RIGHTFIRE
-# 12 LEFTFIRE 13 DOWNFIRE 14 UPRIGHTFIRE 15 UPLEFTFIRE 16 DOWNRIGHTFIRE 17 DOWNLEFTFIRE
+# ALE's full action set, indexed by (vertical, horizontal) with or without fire
 _NO_FIRE = {(0, 0): 0, (1, 0): 2, (0, 1): 3, (0, -1): 4, (-1, 0): 5, (1, 1): 6, (1, -1): 7, (-1, 1): 8, (-1, -1): 9}
 _FIRE = {(0, 0): 1, (1, 0): 10, (0, 1): 11, (0, -1): 12, (-1, 0): 13, (1, 1): 14, (1, -1): 15, (-1, 1): 16,
          (-1, -1): 17}
 
 
 def buttons_to_action(buttons) -> int:
-    """Map 5 buttons ``[up, down, left, right, fire]`` (0/1) to ALE's full-action-space index. Opposite
-    directions pressed together cancel (as a joystick cannot point both ways)."""
+    """5 buttons ``[up, down, left, right, fire]`` (0/1) -> ALE's full-action index (opposite directions cancel)."""
     up, down, left, right, fire = (bool(b) for b in np.asarray(buttons).reshape(5))
     key = (int(up) - int(down), int(right) - int(left))
     return (_FIRE if fire else _NO_FIRE)[key]
@@ -72,11 +45,8 @@ def _ale():
 
 def _game_ids() -> dict[str, str]:
     """lower-case game name -> registered gymnasium id (``ALE/<Game>-v5``)."""
-    out = {}
-    for env_id in gym.registry:
-        if isinstance(env_id, str) and env_id.startswith("ALE/") and env_id.endswith("-v5"):
-            out[env_id[4:-3].lower()] = env_id
-    return out
+    return {env_id[4:-3].lower(): env_id for env_id in gym.registry
+            if isinstance(env_id, str) and env_id.startswith("ALE/") and env_id.endswith("-v5")}
 
 
 def atari_game_names() -> list[str]:
@@ -111,8 +81,7 @@ def atari_action_dim(action_space: str = "discrete") -> int:
 
 
 def resize_area(frame: np.ndarray, resolution: Sequence[int]) -> np.ndarray:
-    """Resize an ``[H, W]`` or ``[H, W, C]`` uint8 frame to ``resolution`` (h, w) by area averaging (what
-    ``cv2.INTER_AREA`` does when shrinking), rounded back to uint8; returns ``[h, w, C]`` (C=1 for 2-D input)."""
+    """An ``[H, W]`` or ``[H, W, C]`` uint8 frame resized to ``resolution`` by area averaging -> ``[h, w, C]``."""
     x = torch.from_numpy(np.ascontiguousarray(frame))
     if x.ndim == 2:
         x = x[..., None]
@@ -124,9 +93,7 @@ def resize_area(frame: np.ndarray, resolution: Sequence[int]) -> np.ndarray:
 
 
 class AtariPreprocess(gym.Wrapper):
-    """The AMAGO Atari preprocessing over one ALE gymnasium env built with ``frameskip=1`` and the full action
-    space (see the module docstring). Observations: ``{"observation": uint8 [C, H, W] (or [H, W, C]),
-    "task_id": int64 [1]}``."""
+    """The AMAGO Atari preprocessing over one ALE env built with ``frameskip=1`` and the full action space."""
 
     def __init__(self, env: gym.Env, *, task_id: int = 0, frame_skip: int = 4, resolution: Sequence[int] = (84, 84),
                  grayscale: bool = False, channels_last: bool = False, action_space: str = "discrete",
@@ -169,7 +136,7 @@ class AtariPreprocess(gym.Wrapper):
 
     def _screen(self, frame: np.ndarray) -> np.ndarray:
         img = np.asarray(frame)
-        if self.grayscale and img.ndim == 3:  # an RGB frame asked to be gray: ITU-R 601 luma, as ALE's grayscale
+        if self.grayscale and img.ndim == 3:  # ITU-R 601 luma, as ALE's grayscale
             img = (img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
         if not self.grayscale and img.ndim == 2:
             raise ValueError("grayscale=False needs an ALE env with obs_type='rgb'")
@@ -238,10 +205,6 @@ def make_atari_torchrl(game: str, categorical_action_encoding: bool = False, **k
     return GymWrapper(make_atari_gym(game, **kwargs), categorical_action_encoding=categorical_action_encoding)
 
 
-def _make_slot(**kwargs) -> GymWrapper:  # module level, so SerialEnv needs no EnvCreator
-    return make_atari_torchrl(**kwargs)
-
-
 def slot_games(games: Sequence[str], num_envs: int) -> list[str]:
     """The game each of ``num_envs`` slots plays: round robin over ``games``."""
     return [games[i % len(games)] for i in range(num_envs)]
@@ -249,12 +212,7 @@ def slot_games(games: Sequence[str], num_envs: int) -> list[str]:
 
 def make_atari_env(games: str | Sequence[str], num_envs: int, categorical_action_encoding: bool = False,
                    **kwargs) -> SerialEnv:
-    """``num_envs`` Atari envs batched in this process (``SerialEnv``, batch size ``[num_envs]``); slot ``i`` plays
-    ``games[i % len(games)]`` and reports ``task_id = i % len(games)`` (so ``task_names=games`` names them).
-    ``kwargs`` go to :func:`make_atari_gym` (frame_skip, sticky_action_prob, resolution, grayscale, ...).
-
-    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
-    """
+    """``num_envs`` Atari envs in one ``SerialEnv``; slot ``i`` plays ``games[i % len(games)]`` (its ``task_id``)."""
     games = [games] if isinstance(games, str) else list(games)
     if not games:
         raise ValueError("games must name at least one Atari game")
@@ -268,9 +226,4 @@ def make_atari_env(games: str | Sequence[str], num_envs: int, categorical_action
         raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {kwargs['action_space']!r}")
     slot_kwargs = [dict(game=games[i % len(games)], task_id=i % len(games), num_tasks=len(games),
                         categorical_action_encoding=categorical_action_encoding, **kwargs) for i in range(num_envs)]
-    return SerialEnv(num_envs, _make_slot, create_env_kwargs=slot_kwargs)
-
-
-__all__ = ["AtariPreprocess", "make_atari_gym", "make_atari_torchrl", "make_atari_env", "atari_game_names",
-           "atari_game_id", "atari_obs_shape", "atari_action_dim", "buttons_to_action", "resize_area", "slot_games",
-           "DEFAULT_GAMES", "TIME_LIMIT_FRAMES"]
+    return SerialEnv(num_envs, make_atari_torchrl, create_env_kwargs=slot_kwargs)

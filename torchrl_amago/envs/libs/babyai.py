@@ -1,36 +1,5 @@
-"""Multi-task meta-RL BabyAI (AMAGO's ``MultitaskMetaBabyAI``) as one batched TorchRL env.
-
-A *trial* draws one BabyAI task (uniformly from ``task_names``) and one layout seed (uniformly from the inclusive
-``seed_range``); the agent then gets ``k_episodes`` attempts on that same (task, layout) pair: every attempt resets
-the minigrid env with the same seed (the original's ``ReseedWrapper``). The task is never shown (no task label),
-only the language mission.
-
-Between attempts the original's *dummy-step* soft reset is used: the step that ends an attempt returns the
-attempt's real last observation; the next step ignores its action, resets the attempt (same seed) and returns its
-first observation with reward 0. The trial ends (``done``) when the k-th attempt ends; as in the original the
-trial end is ``terminated`` (also when the last attempt ran out of time; ``timeout_terminates=False`` makes that
-case ``truncated`` instead).
-
-Per-step keys (batch ``[*B]``):
-
-- ``"image"`` ``[*B, H, W, 3]`` uint8: the minigrid view for ``obs_kind`` — ``"partial-grid"`` 7x7 (object,
-  colour, state) ints, ``"full-grid"`` the whole map padded to 22x22, ``"partial-image"`` / ``"full-image"``
-  63x63 RGB.
-- ``"mission"`` ``[*B, 9]`` int32 tokens: 0 blank, 1 unknown word, ``BABYAI_WORDS.index(w) + 2`` otherwise.
-- ``"extra"`` ``[*B, 5]`` float32: the agent's direction one-hot (4), then ``attempt / k_episodes`` with the
-  1-based attempt counter of the original (it moves to the next value on the step that ends an attempt, so it
-  reaches ``(k + 1) / k`` on the trial's last step).
-- ``"task_id"`` ``[*B, 1]`` int64: index of the trial's task in ``task_names`` (bookkeeping, for per-task logs).
-- ``"episode_end"`` / ``"episode_return"`` / ``"episode_count"`` / ``"episode_success"``: the per-attempt
-  bookkeeping of ``torchrl_amago.envs.transforms`` (success = the attempt's last reward > 0, the original's
-  ``"Episode {i} Success"`` log).
-
-Actions: ``Discrete(7)`` (minigrid's left, right, forward, pickup, drop, toggle, done), one-hot by default.
-Wrap the env with :func:`torchrl_amago.envs.make_amago_env` (no ``MetaTrial``: the trial logic is here).
-
-``minigrid`` is optional and imported lazily: ``pip install minigrid``. ``env_factory`` replaces it with any
-gymnasium env with minigrid's observation dict (``image``, ``direction``, ``mission``), e.g. in tests.
-"""
+"""Multi-task meta-RL BabyAI (AMAGO's ``MultitaskMetaBabyAI``) as one batched TorchRL env: k attempts on one task and
+layout per trial, restarted with a dummy step (docs/domains/babyai.md). ``pip install minigrid``."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -41,9 +10,8 @@ import torch
 from torchrl.data import Bounded, Categorical, Composite
 
 from ..._optional import require
-from ..builtin._base import BatchedTorchEnv
-from ..transforms import (EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, TASK_ID_KEY,
-                          episode_stats_spec)
+from ..builtin._base import HostAttemptsEnv
+from ..transforms import TASK_ID_KEY, episode_stats_spec
 
 _FEATURE = "BabyAI envs (torchrl_amago.envs.libs.babyai)"
 
@@ -110,8 +78,7 @@ def make_minigrid_env(task: str, obs_kind: str = "partial-grid") -> gym.Env:
 
 
 def babyai_max_steps(task: str) -> int:
-    """The time limit of one attempt of ``task`` (minigrid's ``max_steps``, read after a reset: BabyAI levels set
-    it there)."""
+    """The time limit of one attempt of ``task`` (minigrid's ``max_steps`` after a reset)."""
     env = make_minigrid_env(task)
     try:
         env.reset(seed=0)
@@ -125,23 +92,8 @@ def max_trial_length(max_steps: int, k_episodes: int) -> int:
     return k_episodes * max_steps + (k_episodes - 1)
 
 
-class MultitaskMetaBabyAI(BatchedTorchEnv):
-    """Batched k-attempt multi-task BabyAI (see the module docstring). ``num_envs=None`` gives an unbatched env.
-
-    Args:
-        task_names: BabyAI env ids (``"BabyAI-GoToObj-v0"``; the ``"BabyAI-"`` prefix may be left out).
-        num_envs: number of sub-envs (each holds its own minigrid envs, stepped in a Python loop).
-        k_episodes: attempts per trial.
-        seed_range: inclusive range of layout seeds (the original trains on ``(0, train_seeds)`` and tests on
-            ``(train_seeds + 1, 1_000_000)``).
-        obs_kind: one of ``OBS_KINDS``.
-        timeout_terminates: the trial end is ``terminated`` even when the last attempt timed out (the original).
-        env_factory: ``task_name -> gymnasium env`` with minigrid's observation dict; default
-            :func:`make_minigrid_env` (needs ``minigrid``).
-        categorical_action_encoding / device / seed: as the builtin envs.
-
-    Task keys (``get_task()`` / ``reset(task=...)``): ``task_index`` and ``layout_seed`` (``[*B]`` int64).
-    """
+class MultitaskMetaBabyAI(HostAttemptsEnv):
+    """Batched k-attempt multi-task BabyAI (module docstring). Task keys: ``task_index``, ``layout_seed``."""
 
     n_actions = 7
     task_keys = ("task_index", "layout_seed")
@@ -176,16 +128,10 @@ class MultitaskMetaBabyAI(BatchedTorchEnv):
         self._envs: list[dict[int, gym.Env]] = [{} for _ in range(n)]  # per slot: task index -> env (reused)
         self.task_index = torch.zeros(n, dtype=torch.int64, device=dev)
         self.layout_seed = torch.zeros(n, dtype=torch.int64, device=dev)
-        # host-side state, one row per slot
         self._img = np.zeros((n, *self.img_shape), dtype=np.uint8)
         self._mission = np.zeros((n, MISSION_LENGTH), dtype=np.int32)
         self._dir = np.zeros(n, dtype=np.int64)
-        self._count = np.zeros(n, dtype=np.int64)  # attempts finished in this trial
-        self._pending = np.zeros(n, dtype=bool)  # the next step is the dummy (reset) step
-        self._ep_ret = np.zeros(n, dtype=np.float64)
-        self._ep_end = np.zeros(n, dtype=bool)
-        self._ep_success = np.zeros(n, dtype=bool)
-        self._last_ret = np.zeros(n, dtype=np.float32)
+        self._init_attempts(k_episodes)
         self.observation_spec = Composite(
             image=Bounded(0, 255, (*B, *self.img_shape), dtype=torch.uint8, device=dev),
             mission=Bounded(0, BABYAI_VOCAB_SIZE - 1, (*B, MISSION_LENGTH), dtype=torch.int32, device=dev),
@@ -193,7 +139,6 @@ class MultitaskMetaBabyAI(BatchedTorchEnv):
             **{TASK_ID_KEY: Categorical(len(self.task_names), (*B, 1), dtype=torch.int64, device=dev)},
             **episode_stats_spec(B, dev, success=True), shape=B, device=dev)
 
-    # ---- inner envs ------------------------------------------------------------------------------------------
     def _env(self, i: int) -> gym.Env:
         t = int(self.task_index[i])
         env = self._envs[i].get(t)
@@ -225,24 +170,12 @@ class MultitaskMetaBabyAI(BatchedTorchEnv):
         self._store(i, obs, True)
         self._ep_ret[i] = 0.0
 
-    # ---- BatchedTorchEnv hooks ---------------------------------------------------------------------------
     def _hard_reset(self, mask):
         ids = mask.nonzero().squeeze(-1)
         if len(ids):
             lo, hi = self.seed_range
             self.task_index[ids] = self._randint(len(self.task_names), len(ids))
             self.layout_seed[ids] = torch.randint(lo, hi + 1, (len(ids),), generator=self.rng, device=self.device)
-        self._soft_reset(mask)
-
-    def _soft_reset(self, mask):  # restart the trial on the same task and layout
-        for i in mask.nonzero().squeeze(-1).tolist():
-            self._count[i] = 0
-            self._pending[i] = False
-            self._ep_end[i] = self._ep_success[i] = False
-            self._last_ret[i] = 0.0
-            self._start_attempt(i)
-
-    def _on_task_set(self, mask):
         self._soft_reset(mask)
 
     def _obs(self):
@@ -252,41 +185,14 @@ class MultitaskMetaBabyAI(BatchedTorchEnv):
         extra[:, 4] = (self._count + 1) / self.k_episodes
         t = lambda x: torch.from_numpy(x.copy()).to(dev)  # noqa: E731
         return {"image": t(self._img), "mission": t(self._mission), "extra": t(extra),
-                TASK_ID_KEY: self.task_index.unsqueeze(-1).clone(),
-                EPISODE_END_KEY: t(self._ep_end).unsqueeze(-1), EPISODE_RETURN_KEY: t(self._last_ret).unsqueeze(-1),
-                EPISODE_COUNT_KEY: t(self._count).unsqueeze(-1), EPISODE_SUCCESS_KEY: t(self._ep_success).unsqueeze(-1)}
+                TASK_ID_KEY: self.task_index.unsqueeze(-1).clone(), **self._attempt_stats(success=True)}
 
-    def _advance(self, action):
-        n = self.n
-        acts = action.cpu().tolist()
-        reward = np.zeros(n, dtype=np.float32)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        self._ep_end[:] = False
-        self._ep_success[:] = False
-        self._last_ret[:] = 0.0
-        for i in range(n):
-            if self._pending[i]:  # dummy step: the action is ignored, the next attempt starts (same layout)
-                self._pending[i] = False
-                self._start_attempt(i)
-                continue
-            obs, r, term, trunc, _ = self._env(i).step(int(acts[i]))
-            self._store(i, obs, False)
-            reward[i] = r
-            self._ep_ret[i] += r
-            if term or trunc:
-                self._ep_end[i] = True
-                self._ep_success[i] = r > 0.0
-                self._last_ret[i] = self._ep_ret[i]
-                self._count[i] += 1
-                if self._count[i] >= self.k_episodes:
-                    terminated[i] = bool(term) or self.timeout_terminates
-                    truncated[i] = not terminated[i]
-                else:
-                    self._pending[i] = True
-        dev = self.device
-        return (torch.from_numpy(reward).to(dev), torch.from_numpy(terminated).to(dev),
-                torch.from_numpy(truncated).to(dev))
+    def _slot_step(self, i: int, action: int):
+        obs, r, term, trunc, _ = self._env(i).step(int(action))
+        return obs, r, term or trunc, r > 0.0, bool(term) or self.timeout_terminates
+
+    def _show(self, i: int, obs) -> None:
+        self._store(i, obs, False)
 
     def close(self, *, raise_if_closed: bool = True):
         for envs in getattr(self, "_envs", []):
@@ -295,7 +201,6 @@ class MultitaskMetaBabyAI(BatchedTorchEnv):
             envs.clear()
         return super().close(raise_if_closed=raise_if_closed)
 
-    # ---- names -------------------------------------------------------------------------------------------
     def current_tasks(self) -> list[str]:
         """Task name of every sub-env's current trial."""
         return [self.task_names[int(i)] for i in self.task_index]
@@ -304,16 +209,8 @@ class MultitaskMetaBabyAI(BatchedTorchEnv):
 def make_babyai_env(task_names: Sequence[str], num_envs: int, k_episodes: int = 2,
                     seed_range: tuple[int, int] = (0, 1_000_000), obs_kind: str = "partial-grid",
                     **kw) -> MultitaskMetaBabyAI:
-    """``num_envs`` batched k-attempt BabyAI trials (batch size ``[num_envs]``); see :class:`MultitaskMetaBabyAI`.
-
-    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
-    """
+    """``num_envs`` batched :class:`MultitaskMetaBabyAI` trials; wrap them with ``make_amago_env``."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     return MultitaskMetaBabyAI(task_names, num_envs, k_episodes=k_episodes, seed_range=seed_range,
                                obs_kind=obs_kind, **kw)
-
-
-__all__ = ["MultitaskMetaBabyAI", "make_babyai_env", "make_minigrid_env", "babyai_task_names", "babyai_max_steps",
-           "max_trial_length", "tokenize_mission", "full_task_name", "BABYAI_WORDS", "BABYAI_VOCAB_SIZE",
-           "MISSION_LENGTH", "OBS_KINDS", "BANNED_BABYAI_TASKS"]

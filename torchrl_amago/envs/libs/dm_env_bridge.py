@@ -1,27 +1,5 @@
-"""A generic ``dm_env.Environment`` -> TorchRL ``EnvBase`` adapter.
-
-:class:`DMEnvWrapper` wraps one (unbatched) dm_env environment; batch it with ``SerialEnv`` (see
-:func:`make_dm_env`) and add AMAGO's per-step keys with :func:`torchrl_amago.envs.make_amago_env`.
-
-Mapping:
-
-* specs: ``DiscreteArray`` and integer ``BoundedArray`` actions -> ``Categorical(n)`` (an index, shifted by the
-  spec's ``minimum``; multi-dimensional integer actions are flattened into one index, like POPGym's
-  ``DiscreteAction``), or ``OneHot(n)`` with ``categorical_action_encoding=False``; float ``BoundedArray`` actions
-  -> ``Bounded(-1, 1)`` rescaled to ``[minimum, maximum]`` (``rescale_actions``, the range AMAGO's policy acts in)
-  or kept as is; float ``Array`` -> ``Unbounded``. Observations: a (nested) dict of specs -> a (nested)
-  ``Composite`` with the same keys (``observation_keys`` selects some), a single spec -> ``"observation"``;
-  ``BoundedArray`` -> ``Bounded``, ``Array`` -> ``Unbounded``, bool -> ``Binary``; scalars become shape ``(1,)``.
-* steps: ``StepType.FIRST`` comes from ``reset()``; ``LAST`` ends the TorchRL episode (``done``) — as
-  ``terminated`` when its ``discount == 0`` (a true terminal), else as ``truncated`` (a time limit: the value of
-  the last state is bootstrapped). ``reward=None`` reads as 0.
-* ``env_fn(seed)`` + ``recreate_on_reset``: build a fresh dm_env per reset with a seed drawn from the wrapper's
-  RNG (seeded by ``set_seed``), e.g. a new procedurally generated level every trial.
-
-The adapter only uses the dm_env *interface* (``reset/step/observation_spec/action_spec``, ``TimeStep`` fields
-and the spec classes' attributes), so it needs no import of ``dm_env`` itself; the real suites that produce
-dm_env environments depend on ``dm-env`` (``pip install dm-env``).
-"""
+"""A generic ``dm_env.Environment`` -> TorchRL ``EnvBase`` adapter (docs/domains/alchemy.md); batch it with
+:func:`make_dm_env`. ``StepType.LAST`` is ``terminated`` when its discount is 0, else ``truncated``."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -44,8 +22,7 @@ def dm_env_module():
 
 
 def _kind(spec) -> str:
-    """'discrete' (DiscreteArray), 'bounded' (BoundedArray), 'string' (StringArray) or 'array' (Array), by duck
-    typing on the spec's attributes (works for dm_env's classes and for look-alikes)."""
+    """'discrete', 'bounded', 'string' or 'array': the dm_env spec class, by duck typing."""
     if hasattr(spec, "num_values"):
         return "discrete"
     if hasattr(spec, "minimum") and hasattr(spec, "maximum"):
@@ -56,20 +33,15 @@ def _kind(spec) -> str:
 
 
 def _torch_dtype(dtype) -> torch.dtype:
-    dt = np.dtype(dtype)
-    if dt == np.bool_:
-        return torch.bool
-    return torch.from_numpy(np.zeros((), dtype=dt)).dtype
+    return torch.from_numpy(np.zeros((), dtype=np.dtype(dtype))).dtype
 
 
 def _obs_shape(spec) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in spec.shape)
-    return shape if shape else (1,)
+    return tuple(int(s) for s in spec.shape) or (1,)
 
 
 def observation_spec_from_dm(spec, name: str = "observation"):
-    """One dm_env observation spec (``Array``/``BoundedArray``/``DiscreteArray``) -> a TorchRL leaf spec.
-    Scalars become shape ``(1,)``."""
+    """One dm_env observation spec -> a TorchRL leaf spec (scalars: shape ``(1,)``)."""
     kind = _kind(spec)
     if kind == "string":
         raise ValueError(f"observation {name!r}: string specs are not supported; leave the key out with "
@@ -87,10 +59,7 @@ def observation_spec_from_dm(spec, name: str = "observation"):
 
 def _flatten_obs_specs(spec, prefix: tuple = ()) -> dict[tuple, Any]:
     if isinstance(spec, Mapping):
-        out = {}
-        for k, v in spec.items():
-            out.update(_flatten_obs_specs(v, prefix + (str(k),)))
-        return out
+        return {key: s for k, v in spec.items() for key, s in _flatten_obs_specs(v, prefix + (str(k),)).items()}
     if isinstance(spec, (list, tuple)):
         raise ValueError(f"observation spec at {prefix or 'the root'} is a {type(spec).__name__}; only dicts "
                          "(nested allowed) or single array specs are supported")
@@ -152,20 +121,8 @@ class ActionMap:
 
 
 class DMEnvWrapper(EnvBase):
-    """One ``dm_env.Environment`` as an unbatched TorchRL env (see the module docstring for the mapping).
-
-    Args:
-        env: a dm_env environment (or anything with its interface). Or pass ``env_fn``.
-        env_fn: ``seed -> dm_env environment``; called once at construction (seed from ``seed``) and, with
-            ``recreate_on_reset``, again at every reset with a new seed from the wrapper's RNG.
-        recreate_on_reset: build a fresh environment per reset (needs ``env_fn``).
-        observation_keys: keep only these keys of a dict observation (default: all).
-        obs_key: TorchRL key of a non-dict observation.
-        categorical_action_encoding: discrete actions as an index (``Categorical``, default) or one-hot.
-        rescale_actions: bounded float actions are ``[-1, 1]`` on the TorchRL side.
-        seed: initial seed of the wrapper's RNG (default: fresh OS entropy, so batched copies differ; ``set_seed``
-            reseeds it).
-    """
+    """One ``dm_env.Environment`` (``env``, or ``env_fn(seed)`` with seeds from the ``seed``-ed RNG) as an unbatched
+    TorchRL env. Keys: in ``action``; out the observation keys, ``reward``, ``done``, ``terminated``, ``truncated``."""
 
     batch_locked = False
 
@@ -232,10 +189,8 @@ class DMEnvWrapper(EnvBase):
 
     def _make_td(self, observation, extra: dict | None = None) -> TensorDictBase:
         td = TensorDict({}, batch_size=[], device=self.device)
-        for key, value in self._obs_td(observation).items():
+        for key, value in {**self._obs_td(observation), **(extra or {})}.items():
             td.set(key, value)
-        for k, v in (extra or {}).items():
-            td.set(k, v)
         return td
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -272,10 +227,7 @@ class DMEnvWrapper(EnvBase):
 
 
 def make_dm_env(make_one: Callable[[], DMEnvWrapper], num_envs: int) -> SerialEnv:
-    """``num_envs`` wrappers from ``make_one()`` batched in this process (``SerialEnv``, batch ``[num_envs]``)."""
+    """``num_envs`` wrappers from ``make_one()`` in one ``SerialEnv``."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     return SerialEnv(num_envs, make_one)
-
-
-__all__ = ["DMEnvWrapper", "ActionMap", "make_dm_env", "observation_spec_from_dm", "dm_env_module"]

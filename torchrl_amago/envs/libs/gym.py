@@ -1,11 +1,5 @@
-"""Any gymnasium env as a TorchRL env in the form AMAGO acts in.
-
-Discrete actions are one-hot (TorchRL's default) or indices (``categorical_actions=True``, e.g. to match a dataset);
-bounded ``Box`` actions other than ``[-1, 1]`` are rescaled to ``[-1, 1]`` (the policy's range) by gymnasium's
-``RescaleAction`` inside the gym env, so ``prev_action`` records the policy's own action. Batch with
-``make_gym_envs`` (``SerialEnv``: cheap envs are faster in one process than over IPC). ``SameTaskGymEnv`` keeps a
-Gymnasium env's task across the episodes of a ``MetaTrial`` trial.
-"""
+"""Any gymnasium env as a TorchRL env in the form AMAGO acts in; bounded ``Box`` actions are rescaled to ``[-1, 1]``
+inside the gym env (``RescaleAction``). ``SameTaskGymEnv`` keeps the task across a ``MetaTrial`` trial."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -16,16 +10,13 @@ from torchrl.envs import EnvBase, GymEnv, GymWrapper, SerialEnv
 
 from ...spaces import unit_box_affine
 
-__all__ = ["SameTaskGymEnv", "gym_action_info", "gym_time_limit", "make_gym_env", "make_gym_envs"]
-
 
 def _needs_rescale(space) -> bool:
     return isinstance(space, gym.spaces.Box) and not (np.all(space.low == -1) and np.all(space.high == 1))
 
 
 def gym_action_info(env_id: str) -> tuple[int | None, tuple[np.ndarray, np.ndarray] | None]:
-    """``(number of discrete actions or None, (low, high) of Box actions that get rescaled or None)`` of the env's
-    native action space (what an offline dataset of that env stores)."""
+    """``(discrete action count or None, (low, high) of Box actions that get rescaled or None)`` of the env."""
     env = gym.make(env_id)
     space = env.action_space
     env.close()
@@ -63,21 +54,9 @@ def make_gym_envs(env_id: str, num_envs: int, max_episode_steps: int | None = No
 
 
 class SameTaskGymEnv(GymEnv):
-    """A ``GymEnv`` whose soft reset keeps the trial's task, for ``MetaTrial`` (``make_amago_env(env, k_episodes=k)``).
+    """A ``GymEnv`` whose soft reset replays the trial's reset seed (same task); keys: those of ``GymEnv``."""
 
-    Gymnasium has no notion of a task: an env draws it from its own RNG in ``reset()``. Every hard reset here passes
-    ``reset(seed=s)`` with a fresh ``s`` (drawn from torch's RNG, or from the generator ``set_seed`` seeds), and every
-    soft reset (``reset(..., soft_reset=True)``, which ``MetaTrial`` passes between the trial's episodes) replays the
-    same ``s``. So each episode of a trial starts from what that seed draws: the same task, and also the same start
-    state and the same random stream for the same actions. A new trial (hard reset) draws a new seed. It keeps the
-    task only of envs that draw it in ``reset()`` from ``self.np_random``; an env that keeps its task elsewhere needs
-    its own soft reset. Same arguments as ``GymEnv``; batch it with ``SerialEnv`` / ``ParallelEnv`` as usual.
-
-    Keys: those of ``GymEnv`` (the env's observation keys, ``action``, ``reward``, ``done`` / ``terminated`` /
-    ``truncated``); it adds none.
-    """
-
-    supports_soft_reset = True  # MetaTrial then passes soft_reset=True between the episodes of a trial
+    supports_soft_reset = True
 
     def _reset(self, tensordict: TensorDictBase | None = None, soft_reset: bool = False, **kwargs):
         task_seed = getattr(self, "_task_seed", None)

@@ -1,16 +1,5 @@
-"""gymnax (JAX) envs as one batched TorchRL env: ``num_envs`` copies stepped by one jitted, vmapped call.
-
-The original AMAGO wraps gymnax with ``GymnaxToVectorGymWrapper`` ("already vectorized", relying on gymnax's
-auto-reset). Here :class:`GymnaxFunctionalEnv` exposes a gymnax env + params as a functional env and
-:class:`~torchrl_amago.envs.libs.jax_bridge.JaxBatchedEnv` batches it: the step shows the episode's true last
-observation and auto-resets finished slots inside the same compiled call; TorchRL partial resets then pick the reset
-observation up. Per slot: observations become float32 (``"observation"``; gymnax Box bounds are not trusted — e.g.
-MemoryChain shows -1 under a ``Box(0, 2)`` — so the spec is unbounded); ``terminated`` is gymnax's natural
-termination and ``truncated`` its time limit (``max_steps_in_episode``); ``Box`` actions are rescaled from
-``[-1, 1]`` (where AMAGO's policy acts) to the env's bounds. Each gymnax episode is one AMAGO trial.
-
-``gymnax`` and ``jax`` are optional and imported lazily: ``pip install gymnax``.
-"""
+"""gymnax (JAX) envs as one batched TorchRL env through :class:`~torchrl_amago.envs.libs.jax_bridge.JaxBatchedEnv`
+(docs/domains/gymnax.md). ``pip install gymnax``."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,14 +22,7 @@ def gymnax_env_names() -> list[str]:
 
 
 class GymnaxFunctionalEnv:
-    """A gymnax env + its params as a functional env for :class:`JaxBatchedEnv` (one env, no batch axis).
-
-    Args:
-        env: a gymnax ``Environment`` (``reset_env``, ``step_env``, ``observation_space``, ``action_space``,
-            optionally ``is_truncated``).
-        params: its ``EnvParams`` (default: ``env.default_params``).
-        backend: ``"jax"`` (default) or ``"numpy"`` (for numpy stand-ins in tests).
-    """
+    """A gymnax env + its params (default ``env.default_params``) as a functional env for :class:`JaxBatchedEnv`."""
 
     def __init__(self, env, params=None, backend="jax"):
         self.be = make_backend(backend, "cpu", _FEATURE)
@@ -90,14 +72,7 @@ class GymnaxFunctionalEnv:
 def make_gymnax_env(name: str, num_envs: int, *, env_kwargs: dict | None = None, params: dict | None = None,
                     categorical_action_encoding: bool = False, device="cpu", seed: int | None = None
                     ) -> JaxBatchedEnv:
-    """``num_envs`` copies of gymnax env ``name`` as one TorchRL env (batch size ``[num_envs]``).
-
-    Args:
-        name: a gymnax env id, e.g. ``"MemoryChain-bsuite"``, ``"CartPole-v1"``.
-        env_kwargs: passed to ``gymnax.make`` (the env constructor, e.g. ``{"num_bits": 2}``).
-        params: overrides of the env's ``EnvParams`` fields (e.g. ``{"memory_length": 20}``).
-    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
-    """
+    """``num_envs`` copies of gymnax env ``name`` (``env_kwargs`` to ``gymnax.make``, ``params`` to ``EnvParams``)."""
     gymnax = _gymnax()
     if name not in gymnax.registered_envs:
         raise ValueError(f"unknown gymnax env {name!r}; choose one of {sorted(gymnax.registered_envs)}")
@@ -110,6 +85,3 @@ def make_gymnax_env(name: str, num_envs: int, *, env_kwargs: dict | None = None,
         env_params = env_params.replace(**params)
     return JaxBatchedEnv(GymnaxFunctionalEnv(env, env_params), num_envs, backend="jax",
                          categorical_action_encoding=categorical_action_encoding, device=device, seed=seed)
-
-
-__all__ = ["GymnaxFunctionalEnv", "make_gymnax_env", "gymnax_env_names"]

@@ -1,23 +1,5 @@
-"""HalfCheetah with a hidden target velocity (the original AMAGO ``HalfCheetahV4_MetaVelocity``), as TorchRL envs.
-
-Every reset draws a target velocity ``v* ~ U(task_min_velocity, task_max_velocity)`` that the agent never sees; it
-has to infer it from the rewards within the episode (one task per 1000-step episode, adaptation in context):
-
-    reward = -velocity_reward_weight * |x_vel - v*| - ctrl_cost_weight * sum(a**2),   x_vel = (x_after - x_before) / dt
-
-with ``x`` the root's ``qpos[0]`` before and after the (frame-skipped) MuJoCo step and ``dt = 0.05``. The episode
-never terminates; it is truncated after ``max_episode_steps = 1000`` steps (counted here, as the original does).
-The observation is gymnasium's 17-d HalfCheetah observation (no x position), the action ``Box(-1, 1, (6,))``.
-
-:class:`MetaVelocity` is the task logic as a ``gymnasium.Wrapper`` around any env that exposes MuJoCo's
-``unwrapped.data.qpos`` and ``unwrapped.dt`` (gymnasium's ``HalfCheetahEnv`` v4 or v5; the tests use a stand-in).
-:func:`make_half_cheetah_vel_env` batches ``num_envs`` of them with TorchRL's ``GymWrapper`` + ``SerialEnv``; wrap
-the result with :func:`torchrl_amago.envs.make_amago_env`. Optionally (``velocity_buckets > 0``) each step carries
-``"task_id"``: the bucket of ``[min, max)`` the hidden target falls in, so the trainer can log eval returns per
-velocity range (the original buckets its ``env_name`` by velocity for the same purpose).
-
-MuJoCo is optional and imported lazily: ``pip install "gymnasium[mujoco]"``.
-"""
+"""HalfCheetah with a hidden target velocity (AMAGO's ``HalfCheetahV4_MetaVelocity``) as TorchRL envs
+(docs/domains/half_cheetah_vel.md). ``pip install "gymnasium[mujoco]"``."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -35,13 +17,7 @@ _PIP = '"gymnasium[mujoco]"'
 
 
 class MetaVelocity(gym.Wrapper):
-    """Replaces the wrapped locomotion env's reward with the hidden-target-velocity reward (see module docstring).
-
-    ``reset(options={"target_velocity": v})`` fixes the target for that episode (evaluation / tests); otherwise it
-    is drawn from the env's seeded ``np_random``. ``info`` carries ``x_velocity``, ``target_velocity`` and, on the
-    last step, the original's summary metrics (``mean_velocity``, ``max_velocity``, ``avg_last_50_velocity``,
-    ``target_error_last_50``). With ``velocity_buckets > 0`` info also holds ``task_id`` (the target's bucket).
-    """
+    """The hidden-target-velocity reward over a MuJoCo env; ``reset(options={"target_velocity": v})`` fixes it."""
 
     def __init__(self, env: gym.Env, task_min_velocity: float = 0.0, task_max_velocity: float = 3.0,
                  ctrl_cost_weight: float = 0.05, velocity_reward_weight: float = 1.0, max_episode_steps: int = 1000,
@@ -116,8 +92,7 @@ def make_half_cheetah_vel_gym(task_min_velocity: float = 0.0, task_max_velocity:
                               version: str = "v4", ctrl_cost_weight: float = 0.05,
                               velocity_reward_weight: float = 1.0, max_episode_steps: int = 1000,
                               velocity_buckets: int = 0) -> MetaVelocity:
-    """One gymnasium HalfCheetah-velocity env (gymnasium's ``HalfCheetahEnv`` ``version``, default ``"v4"`` like the
-    original; ``"v5"`` has the same model and observation)."""
+    """One gymnasium HalfCheetah-velocity env (``HalfCheetahEnv`` ``"v4"``, like the original, or ``"v5"``)."""
     inner = _cheetah_class(version)()
     return MetaVelocity(inner, task_min_velocity, task_max_velocity, ctrl_cost_weight=ctrl_cost_weight,
                         velocity_reward_weight=velocity_reward_weight, max_episode_steps=max_episode_steps,
@@ -131,8 +106,7 @@ def velocity_bucket_names(task_min_velocity: float, task_max_velocity: float, bu
 
 
 def wrap_torchrl(env: gym.Env) -> GymWrapper:
-    """A gymnasium velocity env as an unbatched TorchRL ``GymWrapper``; reads ``task_id`` from info when the env
-    has velocity buckets."""
+    """A velocity env as a TorchRL ``GymWrapper`` (reading ``task_id`` from info with velocity buckets)."""
     out = GymWrapper(env)
     if getattr(env, "velocity_buckets", 0) > 0:
         out.set_info_dict_reader(default_info_dict_reader(
@@ -142,11 +116,7 @@ def wrap_torchrl(env: gym.Env) -> GymWrapper:
 
 def make_half_cheetah_vel_env(num_envs: int, task_min_velocity: float = 0.0, task_max_velocity: float = 3.0, *,
                               version: str = "v4", velocity_buckets: int = 0, make_gym=None, **kw) -> SerialEnv:
-    """``num_envs`` HalfCheetah-velocity envs batched in this process (``SerialEnv``, batch size ``[num_envs]``).
-
-    ``make_gym`` (a no-argument callable returning a :class:`MetaVelocity`) replaces the MuJoCo env, e.g. with a
-    stand-in in tests. Wrap the result with :func:`torchrl_amago.envs.make_amago_env`.
-    """
+    """``num_envs`` HalfCheetah-velocity envs in one ``SerialEnv`` (``make_gym()`` replaces the MuJoCo env)."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     if make_gym is None:
@@ -155,12 +125,4 @@ def make_half_cheetah_vel_env(num_envs: int, task_min_velocity: float = 0.0, tas
         def make_gym():
             return make_half_cheetah_vel_gym(task_min_velocity, task_max_velocity, version=version,
                                              velocity_buckets=velocity_buckets, **kw)
-
-    def make():
-        return wrap_torchrl(make_gym())
-
-    return SerialEnv(num_envs, make)
-
-
-__all__ = ["MetaVelocity", "make_half_cheetah_vel_gym", "make_half_cheetah_vel_env", "velocity_bucket_names",
-           "wrap_torchrl"]
+    return SerialEnv(num_envs, lambda: wrap_torchrl(make_gym()))

@@ -1,28 +1,5 @@
-"""A batch of functional ("pure") envs — JAX envs such as gymnax or XLand-MiniGrid — as ONE TorchRL ``EnvBase``.
-
-A *functional env* is an object with
-
-- ``observation_specs``: ``{key: ArraySpec}`` (per env, no batch axis) of everything ``reset``/``step`` return in
-  their observation dict (observations and bookkeeping keys alike);
-- ``action_spec``: an :class:`ArraySpec` (``n`` set for a discrete action, else a float box);
-- ``reset(key) -> (obs: dict, state)`` and ``step(key, state, action) -> (obs, state, reward, terminated,
-  truncated)`` for ONE env, written with the backend's array ops (``jax.numpy`` for the JAX backend).
-
-:class:`JaxBatchedEnv` vmaps and jits both over ``num_envs`` slots (batch size ``[num_envs]``) and keeps the batched
-state, the PRNG key (seeded by ``set_seed``) and the auto-reset bookkeeping:
-
-- ``step`` runs the env step of every slot AND, in the same compiled call, a fresh reset for the slots that just
-  finished (``terminated | truncated``). The step's ``"next"`` observation is the true last observation; the
-  reset observation is kept aside.
-- TorchRL then resets the finished slots (``_reset`` with a ``"_reset"`` mask, e.g. from a ``Collector`` or
-  ``rollout``): those slots get the kept observation with no extra env call. Slots in the mask that did NOT just
-  finish are reset for real (one compiled call), and slots outside the mask are untouched — ordinary TorchRL
-  partial resets. ``reset()`` without a mask resets every slot.
-
-Arrays cross to torch with DLPack (zero copy; on the env's device) when possible, else through numpy. The
-backend is pluggable: ``"jax"`` (``jax.vmap`` + ``jax.jit``) or ``"numpy"`` (a Python loop, no compilation), so
-the bookkeeping above can be tested without JAX on a small numpy stand-in env.
-"""
+"""A batch of functional JAX envs (gymnax, XLand-MiniGrid) as ONE TorchRL ``EnvBase`` (docs/domains/gymnax.md); a
+functional env has ``observation_specs``, ``action_spec``, ``reset(key)``, ``step(key, state, action)`` for one env."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +16,7 @@ from ..._optional import require
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """Per-env array description: ``shape``, numpy ``dtype`` name, optional ``low``/``high`` bounds (both given:
-    a bounded spec) and, for a discrete action, the number of choices ``n`` (shape ``()``)."""
+    """Per-env array: ``shape``, numpy ``dtype`` name, optional ``low``/``high``; ``n`` for a discrete action."""
 
     shape: tuple = ()
     dtype: str = "float32"
@@ -55,15 +31,13 @@ _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float32, "float16": 
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
-    """The torch dtype an array of numpy dtype ``dtype`` has once it crossed the bridge (floats -> float32,
-    signed ints -> int64, uint8 and bool kept)."""
+    """The torch dtype of a ``dtype`` array after the bridge (floats -> float32, ints -> int64, uint8/bool kept)."""
     name = np.dtype(dtype).name if dtype != "bfloat16" else dtype
     if name not in _TORCH_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported by the JAX bridge ({sorted(_TORCH_DTYPES)})")
     return _TORCH_DTYPES[name]
 
 
-# ------------------------------------------------------------------------------------------------ backends
 def _tree_map(fn: Callable, *trees):
     """Map over matching dict/list/tuple structures (numpy backend; pytrees of plain containers only)."""
     t0 = trees[0]
@@ -83,10 +57,8 @@ def _first_leaf(tree):
 
 
 class NumpyBackend:
-    """Reference backend: ``vmap`` is a Python loop, ``jit`` is the identity, keys are int64 seeds. For tests and
-    tiny stand-in envs; the functional env then uses numpy (``np.random.default_rng(int(key))``)."""
+    """Reference backend for tests: ``vmap`` is a Python loop, ``jit`` the identity, keys are int64 seeds."""
 
-    name = "numpy"
     xp = np
 
     def one_hot(self, x, n: int, dtype):
@@ -122,10 +94,7 @@ class NumpyBackend:
 
 
 class JaxBackend:
-    """``jax.vmap`` + ``jax.jit``; arrays live on the JAX device matching the torch device (CPU, or the GPU with the
-    same index) and cross to torch with DLPack."""
-
-    name = "jax"
+    """``jax.vmap`` + ``jax.jit`` on the JAX device matching the torch device; arrays cross with DLPack."""
 
     def __init__(self, device: torch.device, feature: str = "JAX envs (torchrl_amago.envs.libs.jax_bridge)"):
         self.jax = jax = require("jax", "jax", feature)
@@ -186,15 +155,8 @@ def make_backend(backend, device="cpu", feature: str | None = None) -> NumpyBack
     raise ValueError(f"backend must be 'jax' or 'numpy', got {backend!r}")
 
 
-# ------------------------------------------------------------------------------------------------ the batched core
 def batched_functions(fenv, num_envs: int, be):
-    """The three compiled batched functions of ``fenv`` (backend ``be``):
-
-    - ``reset_all(key) -> (key, obs, state)``
-    - ``reset_where(key, obs, state, mask) -> (key, obs, state)``: fresh slots where ``mask``, others kept
-    - ``step(key, state, action) -> (key, obs, reward, terminated, truncated, cur_obs, state)``: ``obs`` is what
-      the step returned; finished slots are reset in the same call, ``cur_obs``/``state`` are after that reset.
-    """
+    """The compiled batched ``reset_all``, ``reset_where`` and auto-resetting ``step`` of ``fenv`` (backend ``be``)."""
     v_reset, v_step = be.vmap(fenv.reset), be.vmap(fenv.step)
 
     def _reset_keys(key):
@@ -209,10 +171,7 @@ def batched_functions(fenv, num_envs: int, be):
     def reset_where(key, obs, state, mask):
         key, keys = _reset_keys(key)
         obs0, st0 = v_reset(keys)
-
-        def sel(new, old):
-            return be.where(mask, new, old)
-
+        sel = lambda new, old: be.where(mask, new, old)  # noqa: E731
         return key, be.tree_map(sel, obs0, obs), be.tree_map(sel, st0, state)
 
     def step(key, state, action):
@@ -220,10 +179,7 @@ def batched_functions(fenv, num_envs: int, be):
         obs, st, reward, term, trunc = v_step(be.split(ks, num_envs), state, action)
         done = term | trunc
         obs0, st0 = v_reset(be.split(kr, num_envs))
-
-        def sel(new, old):
-            return be.where(done, new, old)
-
+        sel = lambda new, old: be.where(done, new, old)  # noqa: E731
         return key, obs, reward, term, trunc, be.tree_map(sel, obs0, obs), be.tree_map(sel, st0, st)
 
     return be.jit(reset_all), be.jit(reset_where), be.jit(step)
@@ -242,20 +198,8 @@ def _obs_spec(s: ArraySpec, B, device):
 
 
 class JaxBatchedEnv(EnvBase):
-    """``num_envs`` copies of a functional env (see the module docstring) as one TorchRL env, batch ``[num_envs]``.
-
-    Args:
-        fenv: the functional env (``observation_specs``, ``action_spec``, ``reset``, ``step``).
-        num_envs: batch size.
-        backend: ``"jax"`` (default) or ``"numpy"`` (reference loop; for numpy stand-ins in tests).
-        categorical_action_encoding: discrete actions as an int64 index (``Categorical``) instead of the default
-            ``OneHot`` (TorchRL's ``GymEnv`` default).
-        device: torch device of every output (the JAX arrays live on the matching JAX device).
-        seed: PRNG seed (default: drawn from torch's RNG); ``set_seed`` re-seeds.
-
-    Keys: in ``action``; out the functional env's observation keys and, under ``"next"``, ``reward``,
-    ``terminated``, ``truncated`` and ``done`` (auto-reset happens inside the step).
-    """
+    """``num_envs`` copies of a functional env as one TorchRL env. Keys: in ``action``; out the functional env's
+    observation keys, ``reward``, ``terminated``, ``truncated``, ``done``."""
 
     batch_locked = True
 
@@ -287,15 +231,13 @@ class JaxBatchedEnv(EnvBase):
         self._reset_all, self._reset_where, self._step_fn = batched_functions(fenv, num_envs, self.be)
         self._key = self.be.key(int(torch.empty((), dtype=torch.int64).random_().item()) if seed is None else seed)
         self._state = self._cur_obs = None
-        # slots that finished at the last step and were already reset inside it (their reset obs is _cur_obs)
+        # slots already reset inside the last step (their reset obs is _cur_obs)
         self._fresh = torch.zeros(num_envs, dtype=torch.bool)
 
-    # ---- conversions -------------------------------------------------------------------------------------
     def _obs_td(self, obs, extra: dict | None = None) -> TensorDict:
-        data = {}
-        for k in self._obs_keys:
-            spec = self.observation_spec[k]
-            data[k] = self.be.to_torch(obs[k], self.device).to(spec.dtype).reshape(spec.shape)
+        specs = self.observation_spec
+        data = {k: self.be.to_torch(obs[k], self.device).to(specs[k].dtype).reshape(specs[k].shape)
+                for k in self._obs_keys}
         if extra:
             data.update(extra)
         return TensorDict(data, batch_size=self.batch_size, device=self.device)
@@ -313,7 +255,6 @@ class JaxBatchedEnv(EnvBase):
     def _flag(self, x) -> torch.Tensor:
         return self.be.to_torch(x, self.device).bool().reshape(self.num_envs, 1)
 
-    # ---- EnvBase API -------------------------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = None
         if tensordict is not None and "_reset" in tensordict.keys():
@@ -341,7 +282,3 @@ class JaxBatchedEnv(EnvBase):
 
     def _set_seed(self, seed: int | None):
         self._key = self.be.key(0 if seed is None else int(seed))
-
-
-__all__ = ["ArraySpec", "JaxBatchedEnv", "JaxBackend", "NumpyBackend", "batched_functions", "make_backend",
-           "torch_dtype"]

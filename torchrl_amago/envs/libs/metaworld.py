@@ -1,29 +1,5 @@
-"""Meta-World (Yu et al. 2019) k-shot meta-RL trials as batched TorchRL envs, like the original AMAGO ``Metaworld``.
-
-A *trial* is ``k_episodes`` episodes (attempts) of ``episode_length`` steps (default 500, Meta-World's
-``max_path_length``) on ONE task drawn from the benchmark's ``train`` or ``test`` split: first a task class
-uniformly (e.g. ``"reach-v3"``), then one of that class's parametric variations (goal / object positions). The goal
-is not observed (Meta-World's partially observable envs zero it), so the agent has to find it by trial and error
-and then reuse what it learned in the later attempts.
-
-Between attempts the env is soft-reset on the *same step* (the original's ``KEpisodeMetaworld``): the step that
-ends an attempt returns the first observation of the next attempt, whose last entry (the ``soft_reset`` flag) is 1.
-Observation ``[*, 40]`` float32 = Meta-World's 39-d observation + ``[soft_reset]`` (1 on the first observation of
-every attempt, including the hard reset). Action ``Box(-1, 1, (4,))``. Rewards are Meta-World's (v3) dense
-rewards; nothing stops an attempt early (success does not end it). After the k-th attempt the trial ends with
-``terminated = True`` (a fixed horizon the agent sees through ``time_idx``; the original ends it the same way).
-
-Bookkeeping keys (``envs/transforms.py``; never policy inputs): ``episode_end``, ``episode_return``,
-``episode_count``, ``episode_success`` (``info["success"]`` was 1 at some step of that attempt; the original's
-``"Trial {i} Success"``) and ``task_id`` = index of the task class in :func:`metaworld_task_names`, so
-``AMAGOTrainer(task_names=...)`` logs eval returns per task (the original's ``env_name`` = task name).
-
-Names: Meta-World >= 3.0 ships the ``-v3`` tasks (the original AMAGO used ``-v2``, same tasks with reworked
-rewards/physics); ``"reach-v2"`` style names are mapped to ``-v3``. Benchmarks: any single task name (ML1: 50
-train and 50 test variations of that task), ``"ml10"`` (10 train / 5 test task classes) or ``"ml45"`` (45 / 5).
-
-``metaworld`` is optional and imported lazily: ``pip install metaworld``.
-"""
+"""Meta-World k-shot meta-RL trials as batched TorchRL envs, like AMAGO's ``Metaworld``: attempts restarted on the
+same step, writing ``episode_*`` and ``task_id`` (docs/domains/metaworld.md). ``pip install metaworld``."""
 from __future__ import annotations
 
 from typing import Any
@@ -31,13 +7,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from torchrl.data import Categorical, Unbounded
+from torchrl.data import Unbounded
 from torchrl.envs import GymWrapper, SerialEnv
 from torchrl.envs.gym_like import default_info_dict_reader
 
 from ..._optional import require
-from ..transforms import (EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY,
-                          TASK_ID_KEY)
+from ..transforms import (EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, TASK_ID_KEY,
+                          episode_stats_spec)
 
 _FEATURE = "Meta-World envs (torchrl_amago.envs.libs.metaworld)"
 INFO_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUCCESS_KEY, TASK_ID_KEY)
@@ -87,19 +63,7 @@ def metaworld_task_names(benchmark, split: str = "train") -> list[str]:
 
 
 class KShotMetaworld(gym.Env):
-    """One k-shot trial env over a Meta-World benchmark split (see the module docstring).
-
-    Args:
-        benchmark: a Meta-World benchmark object (``train_classes`` / ``train_tasks`` / ``test_classes`` /
-            ``test_tasks``; ``Task.env_name`` names the class) — any object with that API works (tests use a
-            stand-in).
-        split: ``"train"`` or ``"test"``.
-        k_episodes: attempts per trial.
-        episode_length: steps per attempt (at most the envs' ``max_path_length``, 500).
-
-    ``reset(options={"task": (name, i)})`` fixes the task (class ``name``, its i-th variation); otherwise it is drawn
-    with the env's seeded ``np_random``. ``info`` holds the bookkeeping keys at every step and reset.
-    """
+    """One k-shot trial env over a benchmark split; ``reset(options={"task": (name, i)})`` fixes the task."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 
@@ -187,11 +151,7 @@ class KShotMetaworld(gym.Env):
 
 def info_specs() -> dict:
     """Per-env specs of the bookkeeping keys the adapter reads from ``info``."""
-    return {EPISODE_END_KEY: Categorical(2, (1,), dtype=torch.bool),
-            EPISODE_RETURN_KEY: Unbounded((1,), dtype=torch.float32),
-            EPISODE_COUNT_KEY: Unbounded((1,), dtype=torch.int64),
-            EPISODE_SUCCESS_KEY: Categorical(2, (1,), dtype=torch.bool),
-            TASK_ID_KEY: Unbounded((1,), dtype=torch.int64)}
+    return {**episode_stats_spec((), success=True), TASK_ID_KEY: Unbounded((1,), dtype=torch.int64)}
 
 
 def wrap_torchrl(env: gym.Env) -> GymWrapper:
@@ -203,22 +163,9 @@ def wrap_torchrl(env: gym.Env) -> GymWrapper:
 
 def make_metaworld_env(benchmark: str | Any, num_envs: int, split: str = "train", k_episodes: int = 3,
                        episode_length: int = 500, seed: int | None = None) -> SerialEnv:
-    """``num_envs`` k-shot Meta-World trial envs batched in this process (``SerialEnv``, batch size ``[num_envs]``).
-
-    ``benchmark``: ``"ml10"``, ``"ml45"``, a task name (``"reach-v3"``; ``-v2`` names map to ``-v3``) or a
-    benchmark object. ``seed`` seeds the benchmark's task variations (the same seed gives the same goals). Wrap the
-    result with :func:`torchrl_amago.envs.make_amago_env` (no ``k_episodes`` there: the trials are built here).
-    """
+    """``num_envs`` k-shot trial envs of ``"ml10"``, ``"ml45"``, a task name or a benchmark, in a ``SerialEnv``."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     bench = make_benchmark(benchmark, seed) if isinstance(benchmark, str) else benchmark
     _split(bench, split)  # fail here on a bad split
-
-    def make():
-        return wrap_torchrl(KShotMetaworld(bench, split, k_episodes, episode_length))
-
-    return SerialEnv(num_envs, make)
-
-
-__all__ = ["KShotMetaworld", "make_metaworld_env", "make_benchmark", "metaworld_task_names",
-           "canonical_benchmark_name", "info_specs", "wrap_torchrl"]
+    return SerialEnv(num_envs, lambda: wrap_torchrl(KShotMetaworld(bench, split, k_episodes, episode_length)))

@@ -1,14 +1,5 @@
-"""POPGym (Morad et al. 2023) as batched TorchRL envs, prepared like the original AMAGO ``POPGym`` wrapper.
-
-Per env: the popgym class is built by name; the observation is flattened into one float vector (``Discrete`` and
-``MultiDiscrete`` parts become one-hot, ``Box`` parts stay as floats) with ``timer / 1000`` appended (steps since
-the reset); ``MultiDiscrete`` actions become one ``Discrete`` (popgym's ``DiscreteAction``); ``Box`` actions are
-rescaled to ``[-1, 1]`` (the range AMAGO's policy acts in); with ``truncated_is_done`` (the original's default)
-``terminated |= truncated``, so the value of the last step is not bootstrapped. The gymnasium env is then wrapped
-by TorchRL's ``GymWrapper`` and batched in one process with ``SerialEnv``.
-
-``popgym`` is optional and imported lazily: ``pip install popgym``.
-"""
+"""POPGym as batched TorchRL envs, prepared like AMAGO's ``POPGym`` wrapper (flat observation with ``timer / 1000``,
+one ``Discrete`` action, ``Box`` actions in ``[-1, 1]``; docs/domains/popgym.md). ``pip install popgym``."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -46,8 +37,7 @@ def popgym_episode_length(name: str) -> int | None:
 
 
 def popgym_num_actions(name: str) -> int | None:
-    """How many discrete actions the prepared env has (a ``MultiDiscrete`` space becomes one ``Discrete`` of the
-    product), or None for ``Box`` actions."""
+    """How many discrete actions the prepared env has (``MultiDiscrete``: the product), or None for ``Box``."""
     act = _popgym_class(name)().action_space
     if isinstance(act, gym.spaces.MultiDiscrete):
         return int(np.prod(act.nvec))
@@ -55,11 +45,7 @@ def popgym_num_actions(name: str) -> int | None:
 
 
 class POPGymObservation(gym.Wrapper):
-    """Flat float observation ``[flatten(obs), timer / timer_scale]``, discrete actions, ``terminated |= truncated``.
-
-    Works on any gymnasium env whose observation space gymnasium can flatten (Discrete, MultiDiscrete, Box,
-    Tuple, Dict of those) and whose action space is Discrete, MultiDiscrete or Box.
-    """
+    """Flat float observation ``[flatten(obs), timer / timer_scale]``, one ``Discrete`` action, ``Box`` in [-1, 1]."""
 
     def __init__(self, env: gym.Env, truncated_is_done: bool = True, timer_scale: float = 1000.0):
         super().__init__(env)
@@ -122,19 +108,8 @@ def make_popgym_torchrl(name: str, truncated_is_done: bool = True, categorical_a
 
 def make_popgym_env(name: str, num_envs: int, truncated_is_done: bool = True,
                     categorical_action_encoding: bool = False) -> SerialEnv:
-    """``num_envs`` copies of popgym env ``name`` batched in this process (``SerialEnv``, batch size ``[num_envs]``).
-
-    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` to add AMAGO's per-step keys.
-    """
+    """``num_envs`` copies of popgym env ``name`` in one ``SerialEnv``; wrap it with ``make_amago_env``."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     _popgym_class(name)  # fail here, with the list of names, rather than inside SerialEnv
-
-    def make():
-        return make_popgym_torchrl(name, truncated_is_done, categorical_action_encoding)
-
-    return SerialEnv(num_envs, make)
-
-
-__all__ = ["POPGymObservation", "make_popgym_gym", "make_popgym_torchrl", "make_popgym_env", "popgym_env_names",
-           "popgym_episode_length", "popgym_num_actions"]
+    return SerialEnv(num_envs, lambda: make_popgym_torchrl(name, truncated_is_done, categorical_action_encoding))

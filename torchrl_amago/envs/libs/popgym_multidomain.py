@@ -1,42 +1,5 @@
-"""Multi-domain POPGym (AMAGO-2's ``MultiDomainPOPGym``) as one batched TorchRL env.
-
-Every trial (hard reset) draws one game uniformly from ``games`` (by default the original's 27 popgym games) and
-plays it for ``warmup_episodes + 1`` episodes: the warm-up episodes pay a *shown* reward of 0 (the agent still
-sees the true reward in its observation), only the last episode is scored. The agent is never told which game
-it plays; it must tell from the observations and the rewards it sees.
-
-Per sub-env, as the original:
-
-* observation ``[*, obs_size + 4]`` float32 (30 by default) =
-  ``[raw game obs (<= obs_size) | 0-padding | timer / 1000, episode / warmup_episodes, valid_action, last_reward]``.
-  The raw obs is the game's observation flattened like the single-game adapter
-  (:class:`~torchrl_amago.envs.libs.popgym.POPGymObservation`: Discrete / MultiDiscrete parts one-hot, Box parts
-  as floats); ``timer`` counts steps since the hard reset (it does not restart between episodes); ``episode`` is
-  the index of the current episode; ``last_reward`` is the game's true reward of this step (also in warm-up).
-* actions: ``Discrete(num_actions)`` (26 by default). An index the current game does not have is replaced by a
-  uniformly drawn valid one, and ``valid_action = 0`` is shown.
-* episode ends use the *dummy-step* pattern: the step that ends an episode returns its true last observation;
-  the next step ignores its action, pays 0 and returns the first observation of the next episode.
-* the trial ends (``terminated = done = True``, ``truncated = False``) on the dummy step after the scored
-  episode, i.e. when ``episode > warmup_episodes`` (that step shows the first observation of an unplayed episode).
-  A trial's return is therefore the return of the scored episode.
-
-Keys besides ``observation`` (bookkeeping, never policy inputs): ``task_id`` ``[*, 1]`` int64 (index of the game in
-``games``; pass ``task_names=env.games`` to ``AMAGOTrainer`` to log eval returns per game), and the per-episode
-keys of :mod:`torchrl_amago.envs.transforms`: ``episode_end`` (the step whose reward was an episode's last),
-``episode_return`` (that episode's *true* return, so warm-up episodes are measured too) and ``episode_count``.
-Episode ``k < warmup_episodes`` is a warm-up episode, episode ``warmup_episodes`` is the scored one.
-
-``reset(task={"game": idx})`` starts trials on given games (an int64 ``[*B]`` tensor of indices into ``games``).
-
-Differences from the original (documented in docs/domains/popgym.md): ``Tuple`` observations are flattened with
-gymnasium's flatten (AutoencodeX: 2 + 4 = 6 dims; the original's MultiDiscrete one-hot used 2 x 4 = 8); with
-``warmup_episodes = 0`` the episode feature is ``episode`` (the original divides by zero); randomness (game draw,
-action replacement, the games' own seeds, drawn per episode) comes from the env's seeded ``torch.Generator``.
-
-``popgym`` is optional and imported lazily (``pip install popgym``); ``games`` may also map names to factories of
-any gymnasium env with a flattenable observation and a Discrete / MultiDiscrete action space.
-"""
+"""Multi-domain POPGym (AMAGO-2's ``MultiDomainPOPGym``) as one batched TorchRL env: a game per trial, warm-up
+episodes with reward 0, then one scored episode (docs/domains/popgym.md)."""
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
@@ -50,23 +13,17 @@ from ..builtin._base import BatchedTorchEnv
 from ..transforms import EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, TASK_ID_KEY, episode_stats_spec
 from .popgym import POPGymObservation, _popgym_class
 
-#: The 27 games of the original ``MultiDomainPOPGym.mt_names`` (popgym class names; the original spells the
-#: popgym id ``VelocityOnlyCartpole*``, whose classes are ``VelocityOnlyCartPole*``).
+#: The 27 games of the original ``MultiDomainPOPGym.mt_names`` (popgym class names).
 MULTIDOMAIN_POPGYM_GAMES = (
-    "AutoencodeEasy", "AutoencodeMedium", "AutoencodeHard",
-    "RepeatPreviousEasy", "RepeatPreviousMedium", "RepeatPreviousHard",
-    "RepeatFirstEasy", "RepeatFirstMedium", "RepeatFirstHard",
-    "CountRecallEasy", "CountRecallMedium", "CountRecallHard",
-    "PositionOnlyCartPoleEasy", "PositionOnlyCartPoleMedium", "PositionOnlyCartPoleHard",
-    "VelocityOnlyCartPoleEasy", "VelocityOnlyCartPoleMedium", "VelocityOnlyCartPoleHard",
+    "AutoencodeEasy", "AutoencodeMedium", "AutoencodeHard", "RepeatPreviousEasy", "RepeatPreviousMedium",
+    "RepeatPreviousHard", "RepeatFirstEasy", "RepeatFirstMedium", "RepeatFirstHard", "CountRecallEasy",
+    "CountRecallMedium", "CountRecallHard", "PositionOnlyCartPoleEasy", "PositionOnlyCartPoleMedium",
+    "PositionOnlyCartPoleHard", "VelocityOnlyCartPoleEasy", "VelocityOnlyCartPoleMedium", "VelocityOnlyCartPoleHard",
     "NoisyPositionOnlyCartPoleEasy", "NoisyPositionOnlyCartPoleMedium", "NoisyPositionOnlyCartPoleHard",
-    "MultiarmedBanditEasy", "MultiarmedBanditMedium",
-    "HigherLowerEasy", "HigherLowerMedium", "HigherLowerHard",
-    "MineSweeperEasy",
-)
+    "MultiarmedBanditEasy", "MultiarmedBanditMedium", "HigherLowerEasy", "HigherLowerMedium", "HigherLowerHard",
+    "MineSweeperEasy")
 
-#: The original's ``Multigammas.discrete`` for POPGym ("paper version defaulted to large set of gamma values"), for
-#: ``--multigammas`` (slow on CPU: the multi-task agent's cost grows with the gamma count).
+#: The original's ``Multigammas.discrete`` for POPGym, for ``--multigammas``.
 MULTIDOMAIN_POPGYM_GAMMAS = (0.1, 0.7, 0.9, 0.93, 0.95, 0.98, 0.99, 0.992, 0.994, 0.995, 0.997, 0.998, 0.999, 0.9991,
                              0.9992, 0.9993, 0.9994, 0.9995)
 
@@ -103,23 +60,7 @@ def _episode_length(env: gym.Env) -> int | None:
 
 
 class MultiDomainPOPGym(BatchedTorchEnv):
-    """Batched multi-domain POPGym (see the module docstring).
-
-    Args:
-        num_envs: number of sub-envs (``None``: an unbatched env).
-        games: popgym class names (default :data:`MULTIDOMAIN_POPGYM_GAMES`) or ``{name: factory}``.
-        warmup_episodes: zero-reward episodes before the scored one.
-        obs_size: width of the raw-observation slot (26 as the original; a game with a wider flat obs is an error).
-        num_actions: size of the shared Discrete action space (26 as the original; a game with more actions keeps
-            its extra ones out of reach — in popgym 1.0.7 that is CountRecall's answer 26).
-        categorical_action_encoding / device / seed: as the builtin envs (``OneHot`` actions by default).
-    Attributes: ``games`` (names, indexed by ``task_id``), ``game_num_actions``, ``game_obs_dims``,
-        ``game_episode_lengths`` (None where unknown), ``max_trial_length`` (None if any length is unknown).
-
-    Keys: in ``action``; out ``observation`` (the padded game observation, timer, episode, valid action, last
-    reward), ``task_id`` (the game's index) and the episode bookkeeping keys (``episode_return``, ...), with
-    ``reward`` / ``terminated`` / ``truncated`` / ``done`` under ``"next"``.
-    """
+    """Batched multi-domain POPGym. Keys: in ``action``; out ``observation``, ``task_id``, ``episode_*``."""
 
     task_keys = ("game",)
     supports_soft_reset = False  # the env runs its episodes itself; a soft reset is a hard one
@@ -163,7 +104,6 @@ class MultiDomainPOPGym(BatchedTorchEnv):
         self._last_ret = np.zeros(n, dtype=np.float32)
         self._count = np.zeros(n, dtype=np.int64)
 
-    # ---- games ---------------------------------------------------------------------------------------------
     def _make_game(self, name: str) -> POPGymObservation:
         env = POPGymObservation(self._factories[name](), truncated_is_done=True)
         if not isinstance(env.action_space, gym.spaces.Discrete):
@@ -199,7 +139,6 @@ class MultiDomainPOPGym(BatchedTorchEnv):
         flat, _ = self._game_env(i).reset(seed=self._seed())
         self._write_obs(i, flat, True, 0.0)
 
-    # ---- BatchedTorchEnv hooks -------------------------------------------------------------------------------
     def _hard_reset(self, mask: torch.Tensor) -> None:
         new = self._randint(len(self.games), self.n)
         self.game = torch.where(mask.cpu(), new.cpu(), self.game)
@@ -271,11 +210,7 @@ class MultiDomainPOPGym(BatchedTorchEnv):
 
 def make_multidomain_popgym_env(num_envs: int, games: Sequence[str] | Mapping[str, GameFactory] | None = None,
                                 warmup_episodes: int = 1, **kw) -> MultiDomainPOPGym:
-    """``num_envs`` multi-domain POPGym sub-envs in this process (batch size ``[num_envs]``).
-
-    Wrap the result with :func:`torchrl_amago.envs.make_amago_env` (no ``k_episodes``: the env runs its episodes
-    itself) to add AMAGO's per-step keys.
-    """
+    """``num_envs`` multi-domain POPGym sub-envs; wrap them with ``make_amago_env`` (no ``k_episodes``)."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     return MultiDomainPOPGym(num_envs, games=games, warmup_episodes=warmup_episodes, **kw)
@@ -283,15 +218,9 @@ def make_multidomain_popgym_env(num_envs: int, games: Sequence[str] | Mapping[st
 
 def multidomain_popgym_layout(games: Sequence[str] | None = None, warmup_episodes: int = 1, num_actions: int = 26
                               ) -> tuple[list[str], int, int]:
-    """``(games, longest trial in steps, shared action count)`` of a multi-domain setting, read from one probe env
-    (which also checks the names): ``games`` None is the original's 27; ``num_actions`` 0 is the most actions any of
-    the games has. The longest trial is ``(warmup + 1)`` episodes of the longest game, each with its dummy step."""
+    """``(games, longest trial in steps, shared action count)`` from a probe env (``num_actions`` 0: the most)."""
     probe = MultiDomainPOPGym(1, games=list(games or MULTIDOMAIN_POPGYM_GAMES), warmup_episodes=warmup_episodes)
     try:
         return list(probe.games), probe.max_trial_length, num_actions or max(probe.game_num_actions)
     finally:
         probe.close()
-
-
-__all__ = ["MULTIDOMAIN_POPGYM_GAMES", "MULTIDOMAIN_POPGYM_GAMMAS", "MultiDomainPOPGym", "make_multidomain_popgym_env",
-           "multidomain_popgym_layout"]

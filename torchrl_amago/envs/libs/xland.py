@@ -1,36 +1,5 @@
-"""XLand-MiniGrid (Nikulin et al. 2023; JAX) meta-RL as one batched TorchRL env: a trial is ``k_episodes`` episodes
-on ONE ruleset, the next trial draws a new ruleset.
-
-Like the original AMAGO ``XLandMinigridVectorizedGym``: per slot, an XLand-MiniGrid world
-(``R{rooms}-{grid_size}x{grid_size}``) with a ruleset (goal + hidden rules + objects) drawn from a benchmark; the
-goal is observed, the rules are not; the world layout is re-drawn at every episode start, the ruleset is kept for
-the whole trial, so an agent improves from episode to episode by remembering what the rules did. The trial logic
-runs inside the jitted JAX step (:class:`XLandTrialEnv`, batched by
-:class:`~torchrl_amago.envs.libs.jax_bridge.JaxBatchedEnv`):
-
-- an inner episode ends on success (reward ``1 - 0.9 * t / max_steps``) or after ``max_steps``; the next episode
-  starts on the SAME step (its first observation is returned, ``soft_reset = 1``; the original shows the last frame
-  and ignores the next action instead);
-- after ``k_episodes`` episodes the trial ends with ``terminated`` (nothing follows the last attempt; the original
-  sets both flags); the TorchRL reset of that slot draws a new ruleset (the bridge precomputes it in the same step).
-
-Observation keys: ``"grid"`` ``(view, view, 2)`` uint8 (tile id, color id of the egocentric view), ``"direction"``
-``(4,)`` uint8 one-hot, ``"goal"`` ``(5,)`` uint8 (the goal encoding), ``"soft_reset"`` ``(1,)`` float (1 on the first
-observation of every episode), and the bookkeeping keys ``"episode_end"`` / ``"episode_return"`` /
-``"episode_count"`` (see ``torchrl_amago/envs/transforms.py``), so the trainer logs ``episode_<k>_return`` per
-attempt (the original's ``"Ep {n} Return"``). ``suggested_max_seq_len = (max_steps + 1) * k_episodes`` as the
-original.
-
-Rulesets: the official benchmarks (``"trivial-21k"``, ``"small-1m"``, ``"medium-1m"``, ``"high-1m"``, ...) are
-loaded by ``xminigrid.load_benchmark``, which downloads them once (from huggingface) into ``$XLAND_MINIGRID_DATA``
-(default ``~/.xland_minigrid``), shuffled and split into train/test as the original. Two small procedural rulesets
-need no download: ``"local-trivial"`` (goal: pick up one of the objects on the floor; no rules) and
-``"local-hidden-rule"`` (goal: hold an object that is NOT on the floor; a hidden rule turns one of the floor objects
-into it when picked up — which one must be found, then remembered for the next episodes). They are i.i.d. draws
-(no train/test split).
-
-``xminigrid`` and ``jax`` are optional and imported lazily: ``pip install xminigrid``.
-"""
+"""XLand-MiniGrid (JAX) meta-RL as one batched TorchRL env, like AMAGO's ``XLandMinigridVectorizedGym``: ``k_episodes``
+episodes per ruleset, run inside the jitted step (docs/domains/xland_minigrid.md). ``pip install xminigrid``."""
 from __future__ import annotations
 
 from ..._optional import require
@@ -53,8 +22,7 @@ def xland_benchmark_names() -> list[str]:
 
 
 def local_ruleset_sampler(kind: str, num_distractors: int = 2):
-    """``key -> RuleSet`` for the procedural rulesets (jit/vmap friendly). All objects (and the hidden product) are
-    distinct (tile, color) pairs of pickable tiles."""
+    """``key -> RuleSet`` for the procedural rulesets (jit/vmap friendly; distinct pickable (tile, color) objects)."""
     import jax
     import jax.numpy as jnp
     from xminigrid.types import RuleSet
@@ -80,14 +48,7 @@ def local_ruleset_sampler(kind: str, num_distractors: int = 2):
 
 
 class XLandTrialEnv:
-    """One XLand-MiniGrid slot as a functional env whose episodes are k-episode trials on one ruleset.
-
-    The core takes its parts explicitly (so the trial logic runs on a numpy stand-in in tests): ``env`` (an xminigrid
-    ``Environment``: ``reset(params, key)``, ``step(params, timestep, action)``, ``num_actions(params)``), its
-    ``params`` (``.replace(ruleset=...)``, ``.max_steps``, ``.view_size``), ``sample_ruleset(key) -> ruleset`` and the
-    array ``backend`` (``"jax"`` or ``"numpy"``). :meth:`from_xminigrid` builds it like the original
-    ``XLandMinigridVectorizedGym``.
-    """
+    """One XLand-MiniGrid slot as a functional env of k-episode trials on one ruleset (:meth:`from_xminigrid`)."""
 
     def __init__(self, env, params, sample_ruleset, k_episodes: int, *, backend="jax", goal_len: int = 5):
         if not isinstance(k_episodes, int) or k_episodes < 1:
@@ -114,8 +75,7 @@ class XLandTrialEnv:
                        ruleset_benchmark: str = "small-1m", train_test_split: str = "train",
                        train_test_split_key: int = 0, train_test_split_pct: float = 0.8, max_steps: int | None = None,
                        view_size: int = 5, num_distractors: int = 2) -> "XLandTrialEnv":
-        """Args mirror the original ``XLandMinigridVectorizedGym`` plus ``max_steps`` (steps per episode; default
-        XLand's ``3 * grid_size**2``), ``view_size`` (XLand's default 5) and ``num_distractors`` (local rulesets)."""
+        """Built like the original ``XLandMinigridVectorizedGym`` (``max_steps`` default ``3 * grid_size**2``)."""
         xminigrid = _xminigrid()
         import jax
         from xminigrid.envs.xland import XLandMiniGrid
@@ -197,11 +157,7 @@ def make_xland_env(num_envs: int, *, k_episodes: int = 25, rooms: int = 4, grid_
                    train_test_split_pct: float = 0.8, max_steps: int | None = None, view_size: int = 5,
                    num_distractors: int = 2, categorical_action_encoding: bool = False, device="cpu",
                    seed: int | None = None) -> JaxBatchedEnv:
-    """``num_envs`` XLand-MiniGrid trial slots as one TorchRL env (batch ``[num_envs]``); see the module docstring.
-
-    The functional env is ``env.fenv`` (e.g. ``env.fenv.suggested_max_seq_len``). Wrap the result with
-    :func:`torchrl_amago.envs.make_amago_env` (no ``k_episodes`` there: the trial logic is inside this env).
-    """
+    """``num_envs`` XLand-MiniGrid trial slots as one TorchRL env (``env.fenv``: the functional env)."""
     fenv = XLandTrialEnv.from_xminigrid(
         k_episodes=k_episodes, rooms=rooms, grid_size=grid_size, ruleset_benchmark=ruleset_benchmark,
         train_test_split=train_test_split, train_test_split_key=train_test_split_key,
@@ -209,6 +165,3 @@ def make_xland_env(num_envs: int, *, k_episodes: int = 25, rooms: int = 4, grid_
         num_distractors=num_distractors)
     return JaxBatchedEnv(fenv, num_envs, backend="jax", categorical_action_encoding=categorical_action_encoding,
                          device=device, seed=seed)
-
-
-__all__ = ["XLandTrialEnv", "make_xland_env", "local_ruleset_sampler", "xland_benchmark_names", "LOCAL_BENCHMARKS"]

@@ -1,20 +1,5 @@
-"""The memories the acting policy and the loss accept, and how each runs in sequence mode (training).
-
-Three kinds, one contract (``[B, T]`` causal pass in training, one step per env while acting, same outputs):
-
-- a :class:`TrajectoryEncoder` (ours): per-env acting state held by the policy (or, with
-  ``AMAGOPolicy(tensordict_state=True)``, in TensorDict entries as below), cleared where ``is_init``; the loss runs it
-  through :class:`TrajectoryEncoderModule`, which is also a TorchRL recurrent module of its own (``module.py``).
-- TorchRL's ``LSTMModule`` / ``GRUModule`` (``in_key`` = the timestep encoder's output, ``"tstep_emb"``): acting
-  state lives in TensorDict keys (``module.make_tensordict_primer()`` on the env, as in any TorchRL pipeline;
-  the policy writes the next state under ``"next"``); the loss runs it in recurrent mode through
-  :class:`RecurrentSequenceModule`, on a sequence that carries ``is_init``.
-- a feed-forward ``TensorDictModule`` reading ``"tstep_emb"`` (and optionally ``"time_idx"`` / ``"is_init"``) and
-  writing one key: stateless, so step mode and sequence mode are the same call.
-
-:func:`as_sequence_module` maps any of them to the TensorDict module the loss runs, and rejects anything else
-with the wrapper to use.
-"""
+"""The memories the acting policy and the loss accept (docs/api/modules.md); :func:`as_sequence_module` maps each to
+the module the loss runs."""
 from __future__ import annotations
 
 from tensordict import TensorDictBase
@@ -53,10 +38,7 @@ def encoder_emb_dim(module: nn.Module) -> int:
 
 class RecurrentSequenceModule(TensorDictModuleBase):
     """Runs TorchRL's ``LSTMModule`` / ``GRUModule`` in recurrent mode over a ``[B, T]`` sequence (the loss uses it).
-
-    The sequence must carry ``"is_init"`` (the loss writes it: True at position 0, so a window starts from a zero
-    state as AMAGO's RNNs do, and where a new trial starts inside the window). Stored hidden states are not
-    read. Writes ``out_key`` ``[B, T, hidden_size]``."""
+    Keys in: the module's in_key and ``"is_init"`` (stored hidden states are not read); out: its out_key."""
 
     def __init__(self, module: TensorDictModuleBase):
         super().__init__()
@@ -90,8 +72,7 @@ def as_sequence_module(module: nn.Module) -> TensorDictModuleBase:
     if isinstance(module, (TrajectoryEncoderModule, RecurrentSequenceModule)):
         return module
     if isinstance(module, TrajectoryEncoder):
-        # sequence mode even outside a loss's forward; AMAGO's windows are one trial each (position 0 starts a fresh
-        # memory), so no per-batch check for trial starts inside a row (a host sync on CUDA)
+        # AMAGO's windows are one trial each: no check for trial starts inside a row (a host sync on CUDA)
         return TrajectoryEncoderModule(module, default_recurrent_mode=True, split_trajectories=False)
     if is_torchrl_recurrent(module):
         return RecurrentSequenceModule(module)
@@ -107,6 +88,3 @@ def as_sequence_module(module: nn.Module) -> TensorDictModuleBase:
     raise ValueError(f"{type(module).__name__} is not a trajectory encoder: subclass torchrl_amago.modules."
                      f"TrajectoryEncoder, or wrap a memory-free nn.Module as tensordict.nn.TensorDictModule(module, "
                      f"in_keys=[{K.TSTEP_EMB!r}], out_keys=[{K.STATE_EMB!r}]) and set its `emb_dim`")
-
-
-__all__ = ["RecurrentSequenceModule", "as_sequence_module", "encoder_emb_dim", "is_torchrl_recurrent"]

@@ -1,8 +1,4 @@
-"""Trajectory-encoder base class (sequence mode + step mode); `module.py` wraps it as a TorchRL recurrent module.
-
-Sequence mode runs a causal pass over `[B, T]` windows (training); step mode advances `N` envs by one
-timestep each with a per-env state (acting). Both must agree on the same inputs.
-"""
+"""Trajectory-encoder base class: sequence mode (training) and step mode (acting) agree on the same inputs."""
 from __future__ import annotations
 
 from typing import Any
@@ -49,13 +45,11 @@ def check_is_init(is_init: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class TrajectoryEncoder(nn.Module):
-    """Base: `forward(x [B,T,D], time_idx [B,T]) -> [B,T,emb_dim]` (causal) and the step-mode trio
-    `init_state` / `reset_state` / `step`. Subclasses set `emb_dim`. The default step mode is stateless:
-    it runs sequence mode on a length-1 sequence (correct for memory-free encoders only)."""
+    """Base: `forward(x [B,T,D], time_idx [B,T]) -> [B,T,emb_dim]` (causal) and the step-mode trio `init_state` /
+    `reset_state` / `step`. Subclasses set `emb_dim`; the default step mode is stateless (memory-free encoders)."""
 
     emb_dim: int
-    #: sequence mode can run several windows packed one after another in a row (the loss's `pack_windows`):
-    #: the encoder keeps them apart given `segment` ids ``[B, T]`` (or needs nothing to: per-step encoders)
+    #: sequence mode keeps windows packed in one row apart given `segment` ids ``[B, T]``
     packable: bool = False
 
     def __init__(self, input_dim: int, max_seq_len: int):
@@ -80,7 +74,7 @@ class TrajectoryEncoder(nn.Module):
         time_idx = check_step_inputs(x, time_idx, self.input_dim)
         return self.forward(x.unsqueeze(1), time_idx.unsqueeze(1)).squeeze(1), state
 
-    # ---- the step-mode state as named per-env tensors (TensorDict entries; `TrajectoryEncoderModule`)
+    # the step-mode state as named per-env tensors (TensorDict entries; `TrajectoryEncoderModule`)
     def _stateless(self) -> bool:
         return type(self).init_state is TrajectoryEncoder.init_state
 
@@ -91,8 +85,7 @@ class TrajectoryEncoder(nn.Module):
             "TrajectoryEncoderModule / AMAGOPolicy(tensordict_state=True), or act with AMAGOPolicy's own state")
 
     def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """``{name: (per-env shape, dtype)}`` of the step-mode state written as TensorDict entries (no env dim).
-        An all-zero state must be the empty memory (a primer's default). Memory-free encoders: ``{}``."""
+        """``{name: (per-env shape, dtype)}`` of the step-mode state as TensorDict entries; all zeros = empty memory."""
         if self._stateless():
             return {}
         raise self._no_tensor_state("state_shapes")

@@ -10,8 +10,7 @@ from .base import TrajectoryEncoder, check_is_init, check_sequence_inputs, check
 
 
 class MambaTrajEncoder(TrajectoryEncoder):
-    """Linear -> n_layers x [x + Mamba(norm(x))] -> norm. Time is ignored. Step mode uses `Mamba.step` with
-    per-env (conv_state, ssm_state) per block, zeroed where is_init."""
+    """Linear -> n_layers x [x + Mamba(norm(x))] -> norm (time ignored); step mode uses `Mamba.step`."""
 
     def __init__(self, input_dim: int, max_seq_len: int, d_model: int = 256, d_state: int = 16, d_conv: int = 4,
                  expand: int = 2, n_layers: int = 3, norm: str = "layer"):
@@ -58,10 +57,7 @@ class MambaTrajEncoder(TrajectoryEncoder):
         return out
 
     def state_to_tensors(self, state) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, (conv, ssm) in enumerate(state):
-            out[f"conv_{i}"], out[f"ssm_{i}"] = conv, ssm
-        return out
+        return {k: v for i, (conv, ssm) in enumerate(state) for k, v in ((f"conv_{i}", conv), (f"ssm_{i}", ssm))}
 
     def state_from_tensors(self, tensors: dict[str, torch.Tensor]):
         return [(tensors[f"conv_{i}"], tensors[f"ssm_{i}"]) for i in range(len(self.blocks))]

@@ -1,14 +1,4 @@
-"""A `TrajectoryEncoder` as a TorchRL recurrent module: the two modes of TorchRL's ``LSTMModule`` / ``GRUModule``.
-
-- **step mode** (``recurrent_mode`` False, TorchRL's default; collectors): one new timestep per env, the acting
-  state (Transformer KV cache + length, RNN hidden state) read from TensorDict entries and the next state written
-  under ``"next"``; ``make_tensordict_primer()`` declares the entries on the env. The state is cleared where
-  ``is_init`` is True, so one module serves any number of envs and any collector.
-- **sequence mode** (``recurrent_mode`` True; TorchRL losses switch it on): one causal pass over ``[B, T]``.
-
-The mode is chosen as TorchRL's recurrent modules choose it: ``torchrl.modules.set_recurrent_mode`` when set, else
-``default_recurrent_mode``.
-"""
+"""A `TrajectoryEncoder` as a TorchRL recurrent module (step mode for collectors, sequence mode for losses)."""
 from __future__ import annotations
 
 import torch
@@ -28,31 +18,8 @@ def _next(key: NestedKey) -> tuple:
 
 
 class TrajectoryEncoderModule(TensorDictModuleBase):
-    """A `TrajectoryEncoder` (Transformer, GRU, LSTM, feed-forward, Mamba) as a TorchRL recurrent module.
-
-    Keys in: ``in_key`` (``"tstep_emb"``, ``[*, D]``), ``time_key`` (``"time_idx"``, ``[*, 1]`` int64), ``init_key``
-    (``"is_init"``, ``[*, 1]`` bool), and in step mode the state entries ``state_keys``: ``f"{state_prefix}_{name}"``
-    for each ``name`` of ``encoder.state_shapes()`` (Transformer: ``_k``, ``_v`` ``[*, layers, heads, max_seq_len,
-    head_dim]`` and ``_length`` ``[*, 1]``; GRU ``_h``, LSTM ``_h`` / ``_c`` ``[*, layers, d_hidden]``; none for
-    memory-free encoders). Keys out: ``out_key`` (``"state_emb"``, ``[*, emb_dim]``) and, in step mode, the next state
-    under ``("next", state_key)``.
-
-    Step mode (collectors) flattens the batch to N envs, reads the state (an env without its entries starts empty;
-    add ``make_tensordict_primer()`` to the env), clears it where ``is_init`` and advances each env by one step: a
-    Transformer step attends over its own cache (cost O(max_seq_len), no re-run of the window). It writes a new state
-    (the root's entries are not modified), so a collector stores the state before and after every step: mind
-    ``2 * 2 * layers * max_seq_len * d_model`` floats per env step for a Transformer.
-
-    Sequence mode (``[..., B, T]``, extra leading dims flattened) starts every row from an empty memory (stored state
-    entries are not read, as AMAGO's windows) with positions from ``time_key``. ``split_trajectories=True``: where
-    ``init_key`` is True inside a row a new trajectory starts and sees nothing before it (a Transformer or
-    feed-forward encoder keeps the trajectories apart; an RNN or Mamba encoder raises, naming the fix). A
-    ``segment_key`` entry (windows packed in a row, ``AMAGOLoss(pack_windows=...)``) takes precedence over
-    ``init_key``.
-
-    ``default_recurrent_mode``: the mode when no ``set_recurrent_mode`` context is active (None = False = step mode,
-    as TorchRL's modules; ``as_sequence_module`` builds the loss's module with True).
-    """
+    """A `TrajectoryEncoder` as a TorchRL recurrent module (docs/api/modules.md). Keys in: ``in_key``, ``time_key``,
+    ``init_key`` and, in step mode, ``state_keys``; out: ``out_key`` (in step mode also the next state under "next")."""
 
     def __init__(self, encoder: TrajectoryEncoder, in_key: NestedKey = K.TSTEP_EMB, time_key: NestedKey = K.TIME_IDX,
                  out_key: NestedKey = K.STATE_EMB, segment_key: NestedKey = K.SEGMENT, *,
@@ -121,7 +88,6 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
             return self._sequence(tensordict)
         return self._step(tensordict)
 
-    # ---------------------------------------------------------------- sequence mode
     def _sequence(self, tensordict: TensorDictBase) -> TensorDictBase:
         x = self._required(tensordict, self.in_key, "the timestep encoder's output")
         t = self._required(tensordict, self.time_key, "add the EpisodeTime transform")
@@ -166,7 +132,6 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
                              "Transformer / feed-forward encoder")
         return is_init.long().cumsum(-1)
 
-    # ---------------------------------------------------------------- step mode
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self._state_error is not None:
             raise self._state_error
@@ -205,6 +170,3 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
                            "True)` (TorchRL losses do) or default_recurrent_mode=True; to act, add "
                            "module.make_tensordict_primer() to the env")
         return self.encoder.init_state(n, device)  # no primer: a fresh memory, carried on under "next"
-
-
-__all__ = ["STATE_PREFIX", "TrajectoryEncoderModule"]

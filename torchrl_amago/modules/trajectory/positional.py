@@ -1,5 +1,4 @@
-"""Positional embeddings indexed by the absolute episode step `time_idx` (never by window/cache position),
-so training windows with random offsets and a rolling acting cache see the same positions."""
+"""Positional embeddings indexed by the absolute episode step `time_idx` (never by window or cache position)."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,4 @@
-"""GRU / LSTM trajectory encoders (AMAGO's "rnn"): RNN -> Linear -> norm. A [B, T] training window starts from
-a zero state (as in the original); step mode carries the per-env hidden state, zeroed where is_init."""
+"""GRU / LSTM trajectory encoders (AMAGO's "rnn"): RNN -> Linear -> norm; a training window starts from zeros."""
 from __future__ import annotations
 
 import torch

@@ -1,14 +1,5 @@
-"""Trajectory encoders by name: ``make_trajectory_encoder(name, ...)`` and ``register_trajectory_encoder(name, cls)``.
-
-Registering a class makes it selectable everywhere a name is taken: ``--traj_encoder name`` in every example
-(the config's choices are this registry's names), the trainer's factory and ``make_trajectory_encoder``.
-
-A registered ``cls`` is called as ``cls(input_dim, max_seq_len, **kw)``; ``d_model`` (width) and ``n_layers``
-(depth) are passed when its constructor accepts parameters of those names (or ``**kwargs``). A ``builder``
-``(input_dim, max_seq_len, d_model, n_layers, **kw) -> module`` overrides that mapping. The result may be any
-memory the policy and loss accept (``adapters.py``): a ``TrajectoryEncoder``, TorchRL's ``LSTMModule`` /
-``GRUModule``, or a feed-forward ``TensorDictModule`` with an ``emb_dim``.
-"""
+"""Trajectory encoders by name (the ``--traj_encoder`` choices): ``make_trajectory_encoder``,
+``register_trajectory_encoder(name, cls, builder=None)``."""
 from __future__ import annotations
 
 import inspect
@@ -101,9 +92,7 @@ def trajectory_encoder_names() -> tuple[str, ...]:
 
 def make_trajectory_encoder(name: str, input_dim: int, max_seq_len: int, d_model: int | None = None,
                             n_layers: int | None = None, **kw) -> nn.Module:
-    """Build a registered trajectory encoder. ``d_model`` sets the width (the RNNs' ``d_hidden`` and ``d_output``),
-    ``n_layers`` the depth (a Transformer given ``d_model`` gets ``d_ff = 4 * d_model`` unless ``d_ff`` is passed);
-    both default to each encoder's own default. Other kwargs go to the constructor."""
+    """A registered trajectory encoder of width ``d_model`` and depth ``n_layers``; kwargs go to the constructor."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown trajectory encoder {name!r}; expected one of {list(trajectory_encoder_names())} "
                          "(add one with torchrl_amago.modules.register_trajectory_encoder)")
@@ -121,5 +110,3 @@ for _name, _cls, _builder in (  # the built-ins, with their width/depth mappings
         ("torchrl_lstm", LSTMModule, _torchrl_rnn("lstm")),
         ("torchrl_gru", GRUModule, _torchrl_rnn("gru"))):
     register_trajectory_encoder(_name, _cls, builder=_builder)
-
-__all__ = ["ENCODERS", "make_trajectory_encoder", "register_trajectory_encoder", "trajectory_encoder_names"]

@@ -7,11 +7,7 @@ from torch.nn import functional as F
 
 
 class SigmaReparam(nn.Linear):
-    """`W_hat = gamma / sigma(W) * W` with sigma estimated by power iteration.
-
-    Init: weight ~ trunc_normal(std=0.02) (bias keeps nn.Linear's default), u/v = exact top singular vectors
-    (buffers), gamma = 1. One power-iteration step per forward in *training* mode only (eval reuses u, v).
-    sigma = u^T W v with u, v detached, so the gradient flows through W."""
+    """`W_hat = gamma / sigma(W) * W`, sigma = u^T W v by one power-iteration step per training forward."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
@@ -24,8 +20,7 @@ class SigmaReparam(nn.Linear):
         self._cached: tuple | None = None  # (key, W_hat) for eval + no-grad calls (acting)
 
     def power_iteration_(self) -> None:
-        """One in-place power-iteration step on the u, v buffers (F.normalize's numbers, fewer Python calls:
-        it runs for every σ-reparam linear on every training forward)."""
+        """One in-place power-iteration step on the u, v buffers (F.normalize's numbers)."""
         w = self.weight.detach()
         with torch.no_grad(), torch.autocast(w.device.type, enabled=False):
             u = torch.mv(w, self.v, out=self.u)
@@ -34,8 +29,7 @@ class SigmaReparam(nn.Linear):
             v.div_(torch.linalg.vector_norm(v).clamp_min_(1e-12))
 
     def sigma(self) -> torch.Tensor:
-        # in the weight's own precision even under autocast (a bf16 matvec would put ~3 digits of noise on
-        # every weight's scale, and torch.dot refuses the mixed fp32/bf16 pair autocast would produce)
+        # in the weight's own precision even under autocast
         w = self.weight
         with torch.autocast(w.device.type, enabled=False):
             return torch.dot(self.u.detach().to(w.dtype), torch.mv(w, self.v.detach().to(w.dtype)))
@@ -54,14 +48,11 @@ class SigmaReparam(nn.Linear):
                 v.data_ptr())
 
     def clear_weight_cache(self) -> None:
-        """Forget W_hat. The cache key (version counters, data pointers) cannot see weights written by another
-        process into shared memory (a collector worker's copy after a weight push): the policy calls this then."""
+        """Forget W_hat (the cache key cannot see weights written by another process)."""
         self._cached = None
 
     def cached_weight(self) -> torch.Tensor:
-        """W_hat for eval + no-grad calls (acting, every env step): reused until a parameter/buffer changes
-        (in-place optimizer steps and load_state_dict bump the tensors' version counters). The Transformer's
-        step fast path calls this directly."""
+        """W_hat for eval + no-grad calls, reused until a parameter or buffer changes (version counters)."""
         key = self._cache_key()
         if self._cached is None or self._cached[0] != key:
             self._cached = (key, self.effective_weight())

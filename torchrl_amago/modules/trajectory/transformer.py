@@ -1,6 +1,5 @@
-"""AMAGO's Transformer trajectory encoder: pre-norm + NormFormer layers, σ-reparam linears, absolute-time
-positions, and a per-env ring-buffer KV cache for step mode (each step attends over its own cache; no
-re-running of the window)."""
+"""AMAGO's Transformer trajectory encoder: pre-norm + NormFormer layers, σ-reparam linears, absolute-time positions
+and a per-env ring-buffer KV cache for step mode."""
 from __future__ import annotations
 
 from typing import Callable
@@ -29,8 +28,7 @@ def _linear(d_in: int, d_out: int, sigma_reparam: bool, bias: bool = True) -> nn
 
 
 def _sdpa_fp32_on_cpu(q: torch.Tensor) -> bool:
-    """On CPU, SDPA runs in fp32 with autocast off: the CPU flash kernel's bf16 backward is ~5x slower than its
-    fp32 one at small head dims, and attention is a small share of the FLOPs."""
+    """On CPU, SDPA runs in fp32 with autocast off (the CPU kernel's bf16 backward is slow at small head dims)."""
     return q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
 
 
@@ -110,10 +108,7 @@ class TransformerLayer(nn.Module):
 
 
 class KVCacheState:
-    """Per-env ring-buffer KV cache. k, v: [layers, N, H, max_seq_len, Dh]; lengths [N] int64 = tokens written
-    since the env's last reset. The next token goes to slot `lengths % max_seq_len`; the valid slots are
-    `[0, min(lengths, max_seq_len))`, so once full the oldest token is overwritten (FIFO) with no copying.
-    Slot order does not matter: positions live in the keys themselves (absolute time_idx)."""
+    """Per-env ring-buffer KV cache: k, v [layers, N, H, max_seq_len, Dh]; lengths [N] = tokens since the last reset."""
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor):
         self.k, self.v, self.lengths = k, v, lengths
@@ -140,15 +135,7 @@ class KVCacheState:
 
 
 class TransformerTrajEncoder(TrajectoryEncoder):
-    """AMAGO's Transformer over timestep embeddings.
-
-    Sequence mode: causal self-attention over the [B, T] window (SDPA, or FlashAttention when installed and
-    on CUDA). Step mode: one token per env, attending over that env's cached keys/values; the cache holds at
-    most `max_seq_len` tokens including the current one and rolls (FIFO) once full.
-
-    `attention`: 'auto' (flash when `flash_attn` is installed and the tensors are on CUDA, else SDPA),
-    'sdpa', or 'flash' (requires flash-attn). Step mode always uses SDPA with a key mask over the cache.
-    `compile=True` wraps the sequence-mode layer stack in `torch.compile` (off by default)."""
+    """AMAGO's Transformer; `attention`: 'auto' (flash-attn on CUDA when installed), 'sdpa' or 'flash'."""
 
     packable = True  # `segment` ids keep windows packed into one row apart
 
@@ -194,7 +181,6 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         self.norm = normalization(norm, d_model)
         self._run_layers_compiled = torch.compile(self._run_layers) if compile else None
 
-    # ---------------------------------------------------------------- shared pieces
     def _embed(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
         if self.pos_emb is not None:
@@ -251,13 +237,9 @@ class TransformerTrajEncoder(TrajectoryEncoder):
             h = layer(h, attend, rope_cs)
         return self.norm(h)
 
-    # ---------------------------------------------------------------- sequence mode
     def forward(self, x: torch.Tensor, time_idx: torch.Tensor, window: int | None = None,
                 segment: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal pass over [B, T]. `window` (optional) limits each token to the last `window` tokens including
-        itself (sliding-window attention): with window=max_seq_len this equals step mode with a rolling cache.
-        `segment` (optional, [B, T] ids): several windows packed in a row; a token attends only to earlier tokens
-        with its own id (SDPA with a mask, also on CUDA)."""
+        """Causal pass over [B, T]; `window`: sliding-window attention; `segment` [B, T] ids keep windows apart."""
         t = check_sequence_inputs(x, time_idx, self.input_dim)
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -268,7 +250,6 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         run = self._run_layers_compiled or self._run_layers
         return run(h, rope_cs, self._use_flash(x), window, segment)
 
-    # ---------------------------------------------------------------- step mode
     def init_state(self, batch_size: int, device=None) -> KVCacheState:
         p = self.inp.weight
         device = p.device if device is None else torch.device(device)
@@ -283,8 +264,7 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         return state
 
     def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Per env: keys and values ``[layers, heads, max_seq_len, head_dim]`` and ``length`` ``[1]`` int64 (tokens
-        written since the last reset; 0 = empty cache)."""
+        """Per env: ``k``, ``v`` ``[layers, heads, max_seq_len, head_dim]`` and ``length`` ``[1]`` int64."""
         kv = ((self.n_layers, self.n_heads, self.max_seq_len, self.head_dim), self.inp.weight.dtype)
         return {"k": kv, "v": kv, "length": ((1,), torch.long)}
 
@@ -308,8 +288,7 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         cap = state.capacity
         write = state.lengths % cap                                   # ring slot of the new token [N]
         count = (state.lengths + 1).clamp(max=cap)                    # valid tokens incl. the new one [N]
-        # valid slots are a prefix [0, count). On CPU, read the longest prefix (a cheap host read) so short
-        # trials attend over few slots; on accelerators attend over the whole ring to avoid a device sync.
+        # valid slots are a prefix [0, count): on CPU attend over the longest one, elsewhere the whole ring (no sync)
         smax = (int(count.max()) if n else 0) if x.device.type == "cpu" else cap
         slots, rows = state.index_helpers(x.device)
         # one additive mask per step, shared by all layers (a bool mask is re-converted by every SDPA call)
@@ -337,21 +316,14 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         state.lengths += 1
         return self.norm(h).squeeze(1), state
 
-    # ---------------------------------------------------------------- step mode, acting fast path
     def _can_step_fast(self) -> bool:
-        """Eval + no-grad + not compiling + no forward hooks on the modules it bypasses: then `_step_fast`
-        gives the module path's numbers with ~1/3 fewer Python calls per env step (acting at few envs is
-        dispatch-bound). Training / grad / hooks take the module path."""
+        """Eval + no-grad + not compiling + no forward hooks on the bypassed modules: `_step_fast` applies."""
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return False
         return not _has_hooks(self._step_fast_plan()[0])
 
     def _step_fast_plan(self) -> tuple:
-        """(every bypassed module, per layer (norm1, qkv, attn, out_proj, norm2, norm3, ff1, act, norm4, ff2)):
-        built on the first fast step and kept as a plain attribute (not a submodule) so the step reads no
-        submodule through nn.Module.__getattr__. It holds modules only (parameters are read at call time, so
-        `.to()`, optimizer steps and load_state_dict apply); call `_drop_step_fast_plan()` after swapping a
-        submodule."""
+        """(every bypassed module, per-layer module tuples), cached as a plain attribute."""
         plan = self.__dict__.get("_step_fast_plan_cache")
         if plan is None:
             mods = [m for part in (self.inp, self.pos_emb, self.drop_emb, self.layers, self.norm) if part is not None
@@ -362,13 +334,8 @@ class TransformerTrajEncoder(TrajectoryEncoder):
             self.__dict__["_step_fast_plan_cache"] = plan
         return plan
 
-    def _drop_step_fast_plan(self) -> None:
-        self.__dict__.pop("_step_fast_plan_cache", None)
-
     def _step_fast(self, x, t, state: KVCacheState, rows, write, smax: int, mask) -> torch.Tensor:
-        """The module path's step on [N, D] rows (no length-1 time axis), calling F.linear / F.layer_norm / SDPA
-        directly with σ-reparam's cached W_hat and skipping eval-mode dropouts. Keep in sync with
-        TransformerLayer / AttentionLayer.forward (tests check step == sequence mode)."""
+        """The module path's step with fewer Python calls; keep in sync with TransformerLayer / AttentionLayer."""
         n, nh, hd = x.shape[0], self.n_heads, self.head_dim
         h = _linear_fast(self.inp, x)
         if self.pos_emb is not None:
