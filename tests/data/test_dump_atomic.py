@@ -16,7 +16,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_amago.data import MixedReplay, make_sequence_replay
-from torchrl_amago.data import replay_persist
+from torchrl_amago.data import replay_dump
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP, T, B = 64, 4, 4
@@ -45,29 +45,29 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from tests.data.test_dump_atomic import filled
-    from torchrl_amago.data import replay_persist
+    from torchrl_amago.data import replay_dump
     from pathlib import Path
     tmp, target, point = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     rb = filled(tmp, "child", 1000.0)
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     if point == "copy":  # SIGKILL after the first memmap was copied
-        real = replay_persist.shutil.copyfile
+        real = replay_dump.shutil.copyfile
         def copy_then_die(src, dst):
             real(src, dst)
             die()
-        replay_persist.shutil.copyfile = copy_then_die
+        replay_dump.shutil.copyfile = copy_then_die
     elif point == "put_in_place":  # the new dump is complete beside the target, not yet renamed into place
-        replay_persist._exchange = die
-        replay_persist.os.rename = die
+        replay_dump._exchange = die
+        replay_dump.os.rename = die
     elif point == "between_renames":  # no atomic exchange: killed after the earlier dump was renamed aside
-        replay_persist._exchange = lambda a, b: False
+        replay_dump._exchange = lambda a, b: False
         real_rename = os.rename
         def rename(a, b):
             real_rename(a, b)
             if ".old-" in str(b):
                 die()
-        replay_persist.os.rename = rename
+        replay_dump.os.rename = rename
     rb.dumps(target)
     print("not killed")
 """)
@@ -119,7 +119,7 @@ def test_an_exception_while_dumping_leaves_the_earlier_dump_and_no_temporary_fol
     def fail(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(replay_persist, "save_durably", fail)  # every memmap copied, then the state file fails
+    monkeypatch.setattr(replay_dump, "save_durably", fail)  # every memmap copied, then the state file fails
     with pytest.raises(OSError, match="No space left"):
         other.dumps(target)
     monkeypatch.undo()
@@ -181,7 +181,7 @@ def test_mixed_replay_dumps_are_atomic_and_refuse_foreign_folders(tmp_path, monk
     with pytest.raises(ValueError, match="not a mixed replay dump"):
         mixed.dumps(target)
     (target / "buffer_1" / "notes.txt").unlink()
-    monkeypatch.setattr(replay_persist, "save_durably", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    monkeypatch.setattr(replay_dump, "save_durably", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
     with pytest.raises(OSError, match="disk"):
         mixed.dumps(target)
     monkeypatch.undo()

@@ -1,20 +1,13 @@
-"""D4RL-format HDF5 datasets -> AMAGO trials (for the sequence replay), with no download.
-
-A D4RL file (what ``d4rl``'s ``env.get_dataset()`` returns, saved with h5py) holds flat per-transition arrays:
-``observations [N, ...]``, ``actions [N, ...]``, ``rewards [N]``, ``terminals [N]``, ``timeouts [N]`` and, in
-newer datasets, ``next_observations [N, ...]``. :func:`load_d4rl_trials` splits them into trials at
-``terminals | timeouts`` with :func:`torchrl_amago.data.arrays_to_trials` (``terminals`` -> ``terminated``,
-``timeouts`` -> ``truncated``; ``prev_action``/``prev_reward``/``time_idx``/``is_init`` as in the key contract) and
-returns one flat TensorDict ready for :func:`load_offline_trials` or ``AMAGOTrainer(offline_data=...)``.
-
-Unlike the original's ``D4RLDataset`` we keep the first episode and give every trial ``time_idx`` of the right
-length. ``h5py`` is optional and imported lazily (``pip install h5py``).
+"""D4RL-format HDF5 datasets (flat ``observations``, ``actions``, ``rewards``, ``terminals``, ``timeouts`` and
+optionally ``next_observations``) -> AMAGO trials for the sequence replay, with no download (needs ``h5py``), and
+:func:`write_cartpole_dataset`, a small such dataset written locally.
 """
 from __future__ import annotations
 
 import os
 from typing import Mapping, Sequence
 
+import gymnasium as gym
 import numpy as np
 from tensordict import TensorDict
 from tensordict.utils import NestedKey
@@ -28,18 +21,9 @@ _FEATURE = "D4RL-format HDF5 datasets (torchrl_amago.data.d4rl)"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
 
-def _h5py():
-    return require("h5py", "h5py", _FEATURE)
-
-
 def read_d4rl_hdf5(path: str | os.PathLike) -> dict:
-    """Read the D4RL keys of an HDF5 file into numpy arrays (``observations`` may be a dict for a Group).
-
-    Raises FileNotFoundError for a missing file and KeyError naming the missing required keys. Only these keys are
-    read, as numeric arrays (:func:`~torchrl_amago.data.safe_files.read_hdf5`: object, string and variable-length
-    data, links and external storage raise ``UnsafeFileError`` naming the file); other members and attributes are
-    never read.
-    """
+    """The D4RL keys of an HDF5 file as numpy arrays (read with :func:`~torchrl_amago.data.safe_files.read_hdf5`);
+    a missing file is a FileNotFoundError, missing required keys a KeyError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"D4RL dataset file {path!r} does not exist")
@@ -67,10 +51,8 @@ def rescale_actions(actions, low, high) -> np.ndarray:
 def trials_from_arrays(data: Mapping, *, num_actions: int | None = None, one_hot_actions: bool = False,
                        action_bounds: Sequence | None = None, obs_key: NestedKey = "observation",
                        use_next_observations: bool = True) -> TensorDict:
-    """D4RL-style dict of arrays -> flat trial TensorDict (see module docstring). float64 becomes float32.
-
-    With ``action_bounds``, actions outside ``[low, high]`` raise a ValueError naming the first bad row; the others
-    are rescaled to ``[-1, 1]``."""
+    """D4RL-style dict of arrays -> flat trial TensorDict (float64 becomes float32); with ``action_bounds`` the
+    actions are checked against them and rescaled to ``[-1, 1]``."""
     acts = np.asarray(data["actions"])
     if action_bounds is not None:
         check_action_range(acts, *action_bounds)
@@ -85,24 +67,10 @@ def trials_from_arrays(data: Mapping, *, num_actions: int | None = None, one_hot
 def load_d4rl_trials(path: str | os.PathLike, *, num_actions: int | None = None, one_hot_actions: bool = False,
                      action_bounds: Sequence | None = None, obs_key: NestedKey = "observation",
                      use_next_observations: bool = True) -> TensorDict:
-    """Read a D4RL-format HDF5 file and split it into AMAGO trials.
+    """A D4RL-format HDF5 file split into AMAGO trials: a flat TensorDict ``[M]`` (see :func:`arrays_to_trials`).
 
-    Args:
-        path: the ``.hdf5`` file.
-        num_actions: number of discrete actions when ``actions`` are integer indices ``[N]``.
-        one_hot_actions: store discrete ``"action"`` one-hot (match an env with a ``OneHot`` action spec).
-        action_bounds: ``(low, high)`` of the env's Box actions when they are not already in ``[-1, 1]``; the
-            actions are rescaled to ``[-1, 1]`` (the range AMAGO's policy acts in).
-        obs_key: key for array observations (dict observations keep their own keys).
-        use_next_observations: use ``next_observations`` when the file has them (else the successor is the next
-            row and timeout steps, whose successor is unknown, are dropped).
-    Returns:
-        a flat TensorDict ``[M]`` of consecutive trials (``("next", "done")`` at each trial end).
-
-    Refused with an error naming the file (and the key and first bad row): a file that is not HDF5, members that are
-    not numeric arrays or larger than the memory available (:func:`~torchrl_amago.data.safe_files.read_hdf5`),
-    discrete actions that are not integers in ``[0, num_actions)``, continuous actions outside ``action_bounds``
-    (or outside ``[-1, 1]`` without them), ``terminals`` / ``timeouts`` other than 0/1.
+    ``action_bounds``: ``(low, high)`` of Box actions not already in ``[-1, 1]`` (rescaled to it);
+    ``use_next_observations``: read ``next_observations`` when the file has them. Errors name the file.
     """
     data = read_d4rl_hdf5(path)
     try:
@@ -117,12 +85,9 @@ def load_d4rl_trials(path: str | os.PathLike, *, num_actions: int | None = None,
 
 def write_d4rl_hdf5(path: str | os.PathLike, observations, actions, rewards, terminals, timeouts,
                     next_observations=None, **extra) -> str:
-    """Write flat transition arrays as a D4RL-format HDF5 file (e.g. a dataset you collected yourself).
-
-    ``observations``/``next_observations`` may be dicts (written as HDF5 groups). Extra arrays are stored as is.
-    Returns the path.
-    """
-    h5py = _h5py()
+    """Write flat transition arrays (dict observations as groups, ``extra`` as is) as a D4RL-format HDF5 file;
+    returns the path."""
+    h5py = require("h5py", "h5py", _FEATURE)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     arrays = dict(observations=observations, actions=actions, rewards=np.asarray(rewards, dtype=np.float32),
@@ -144,5 +109,40 @@ def write_d4rl_hdf5(path: str | os.PathLike, observations, actions, rewards, ter
     return path
 
 
+#: The CartPole controller pushes towards the side the pole falls to: sign of this dot product with the observation.
+_EXPERT_WEIGHTS = np.array([0.1, 0.5, 10.0, 2.0])
+
+
+def write_cartpole_dataset(path: str | os.PathLike, episodes: int = 100, min_noise: float = 0.3,
+                           max_episode_steps: int = 200, seed: int = 0) -> dict:
+    """Roll out the noisy controller on CartPole-v1, save a D4RL-format HDF5 file at ``path`` and return the
+    dataset's statistics (steps, episodes, mean / min / max episode return)."""
+    if episodes < 1 or not 0.0 <= min_noise <= 1.0:
+        raise ValueError(f"write_cartpole_dataset needs episodes >= 1 and min_noise in [0, 1], got "
+                         f"({episodes}, {min_noise})")
+    env = gym.make("CartPole-v1", max_episode_steps=max_episode_steps)
+    rng = np.random.default_rng(seed)
+    cols = {k: [] for k in D4RL_KEYS}
+    returns = []
+    for ep in range(episodes):
+        noise = rng.uniform(min_noise, 1.0)
+        obs, _ = env.reset(seed=seed * 100_000 + ep)
+        ret, done = 0.0, False
+        while not done:
+            expert = int(np.dot(_EXPERT_WEIGHTS, obs) > 0)
+            a = int(rng.integers(2)) if rng.random() < noise else expert
+            nxt, r, term, trunc, _ = env.step(a)
+            for k, v in zip(D4RL_KEYS, (obs, a, r, term, trunc and not term, nxt)):
+                cols[k].append(v)
+            ret, obs, done = ret + r, nxt, term or trunc
+        returns.append(ret)
+    env.close()
+    floats = ("observations", "next_observations", "rewards")
+    arrays = {k: np.asarray(v, dtype=np.float32 if k in floats else None) for k, v in cols.items()}
+    write_d4rl_hdf5(path, **arrays)
+    return {"steps": int(len(arrays["rewards"])), "episodes": episodes, "return_mean": float(np.mean(returns)),
+            "return_min": float(np.min(returns)), "return_max": float(np.max(returns))}
+
+
 __all__ = ["read_d4rl_hdf5", "load_d4rl_trials", "trials_from_arrays", "write_d4rl_hdf5", "rescale_actions",
-           "D4RL_KEYS"]
+           "D4RL_KEYS", "write_cartpole_dataset"]

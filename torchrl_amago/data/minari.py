@@ -1,14 +1,8 @@
-"""Minari datasets (local, no download) -> AMAGO trials for the sequence replay.
+"""Local Minari datasets (no download) -> AMAGO trials for the sequence replay.
 
-A Minari dataset lives in ``<datasets root>/<dataset id>/data/`` (root: ``$MINARI_DATASETS_PATH``, default
-``~/.minari/datasets``) as ``metadata.json`` + ``main_data.hdf5``, one HDF5 group ``episode_<i>`` per episode with
-``observations [L+1, ...]`` (a group for Dict spaces), ``actions [L, ...]``, ``rewards``, ``terminations``,
-``truncations`` ``[L]``. :func:`load_minari_trials` reads the episodes with the ``minari`` package
-(``MinariDataset(data_path).iterate_episodes()``) when it is installed, or else reads that HDF5 layout directly
-(``h5py`` only), and turns every episode into one trial with :func:`torchrl_amago.data.arrays_to_trials`
-(``terminations`` -> ``terminated``; ``truncations``, and an episode that just stops, -> ``truncated``).
-
-Optional packages, imported lazily: ``pip install minari`` (API path) or ``pip install h5py`` (direct reader).
+A dataset's ``data/`` folder (under ``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) holds
+``metadata.json`` and ``main_data.hdf5``, one group ``episode_<i>`` per episode. :func:`load_minari_trials` reads
+it directly (``h5py``), or with the ``minari`` package for other formats, and makes every episode one trial.
 """
 from __future__ import annotations
 
@@ -39,43 +33,37 @@ def minari_datasets_root() -> pathlib.Path:
 
 
 def _check_dataset_id(dataset: str, root: pathlib.Path) -> pathlib.Path:
-    """The ``data/`` folder of the dataset id ``dataset`` under ``root``. An id is a name (``"D4RL/door/human-v2"``):
-    relative, without ``.``/``..`` or empty parts or backslashes, and its folder must stay inside ``root`` once
-    symlinks are resolved; anything else raises a ValueError naming it."""
+    """The ``data/`` folder of the dataset id ``dataset`` (a name such as ``"D4RL/door/human-v2"``) under ``root``;
+    an id that is not a name, or leads outside ``root``, raises a ValueError."""
     parts = dataset.split("/")
     if (not dataset or dataset.startswith("/") or "\\" in dataset or "\0" in dataset or pathlib.PurePath(dataset).anchor
             or any(p in ("", ".", "..") for p in parts)):
         raise ValueError(f"Minari dataset id {dataset!r} is not a name under the datasets root {root} (an id has no "
                          f"'..', '.', empty part or absolute path); pass the dataset's folder as a path instead")
     data = root / dataset / "data"
-    real_root = root.resolve()
-    if data.exists() and real_root not in data.resolve().parents:
+    if data.exists() and root.resolve() not in data.resolve().parents:
         raise ValueError(f"Minari dataset id {dataset!r}: {data} leads outside the datasets root {root} (a symlink); "
                          f"refused")
     return data
 
 
 def resolve_minari_data_path(dataset: str | os.PathLike) -> pathlib.Path:
-    """The ``data/`` folder of a dataset given as a path to its ``data/`` folder or its dataset folder (used as
-    given), or as a dataset id looked up under :func:`minari_datasets_root` (a name: see :func:`_check_dataset_id`;
-    ``"../x"`` is refused). Raises FileNotFoundError listing what was tried."""
+    """The ``data/`` folder of a dataset given as a path (to it or its dataset folder) or as a dataset id under
+    :func:`minari_datasets_root`; a FileNotFoundError lists what was tried."""
     p = pathlib.Path(dataset)
-    tried = []
     for cand in (p, p / "data"):
-        tried.append(str(cand))
         if (cand / METADATA_FILE).is_file():
             return cand
     cand = _check_dataset_id(str(dataset), minari_datasets_root())
-    tried.append(str(cand))
     if (cand / METADATA_FILE).is_file():
         return cand
+    tried = [str(p), str(p / "data"), str(cand)]
     raise FileNotFoundError(f"no Minari dataset at {dataset!r} (looked for {METADATA_FILE} in {tried}); "
                             "datasets are never downloaded here: create or download it first")
 
 
 def read_minari_metadata(data_path: str | os.PathLike) -> dict:
-    """``metadata.json`` of a dataset, with ``observation_space``/``action_space`` parsed from their JSON strings
-    (read with :func:`~torchrl_amago.data.safe_files.load_json`: anything but JSON raises ``UnsafeFileError``)."""
+    """``metadata.json`` of a dataset (JSON only), with ``observation_space``/``action_space`` parsed."""
     file = pathlib.Path(data_path) / METADATA_FILE
     meta = load_json(file)
     if not isinstance(meta, dict):
@@ -90,8 +78,8 @@ def read_minari_metadata(data_path: str | os.PathLike) -> dict:
 
 
 def iterate_minari_episodes_hdf5(data_path: str | os.PathLike) -> Iterator[dict]:
-    """Episodes of a Minari HDF5 dataset read directly with h5py, in episode-id order. Each is a dict with
-    ``observations`` (array or dict, ``L+1`` rows), ``actions``, ``rewards``, ``terminations``, ``truncations``."""
+    """Episodes of a Minari HDF5 dataset (numeric arrays only) in id order: dicts of ``observations`` (``L+1``
+    rows), ``actions``, ``rewards``, ``terminations``, ``truncations``."""
     require("h5py", "h5py", _FEATURE)
     file = pathlib.Path(data_path) / MAIN_FILE
     if not file.is_file():
@@ -105,17 +93,15 @@ def iterate_minari_episodes_hdf5(data_path: str | os.PathLike) -> Iterator[dict]
 
 
 def iterate_minari_episodes(data_path: str | os.PathLike, backend: str = "auto") -> Iterator[dict]:
-    """Episodes as dicts (see :func:`iterate_minari_episodes_hdf5`). ``backend``: ``"hdf5"`` (the direct reader,
-    numeric arrays only), ``"minari"`` (the package's ``MinariDataset.iterate_episodes``, which reads the files with
-    its own code), or ``"auto"`` (the direct reader for an HDF5 dataset, else minari when installed)."""
+    """Episodes as dicts, read by ``backend``: ``"hdf5"`` (:func:`iterate_minari_episodes_hdf5`), ``"minari"`` (the
+    package, with its own readers) or ``"auto"`` (hdf5 for an HDF5 dataset, else minari when installed)."""
     if backend not in ("auto", "minari", "hdf5"):
         raise ValueError(f"backend must be 'auto', 'minari' or 'hdf5', got {backend!r}")
     if backend == "minari" or (backend == "auto" and available("minari")
                                and not (pathlib.Path(data_path) / MAIN_FILE).is_file()):
         minari = require("minari", "minari", _FEATURE)
         for ep in minari.MinariDataset(str(data_path)).iterate_episodes():
-            yield {"id": ep.id, "observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
-                   "terminations": ep.terminations, "truncations": ep.truncations}
+            yield {"id": ep.id, **{k: getattr(ep, k) for k in EPISODE_KEYS}}
     else:
         yield from iterate_minari_episodes_hdf5(data_path)
 
@@ -133,13 +119,8 @@ def _cat(parts: list):
 def episodes_to_trials(episodes: Iterable[Mapping], *, num_actions: int | None = None, action_start: int = 0,
                        one_hot_actions: bool = False, action_bounds=None,
                        obs_key: NestedKey = "observation") -> TensorDict:
-    """Minari-style episodes (observations ``L+1`` rows, the rest ``L``) -> one flat trial TensorDict.
-
-    Each episode is one trial; its last step is ``terminated`` if the episode terminated, else ``truncated``.
-    Discrete actions are shifted by ``-action_start`` (gymnasium ``Discrete(n, start)``). A ValueError names the
-    episode, the key and the first bad row: flags other than 0/1, discrete actions outside
-    ``[action_start, action_start + num_actions)``, Box actions outside ``action_bounds``.
-    """
+    """Minari-style episodes -> one flat trial TensorDict (one trial per episode; discrete actions shifted by
+    ``-action_start``). A ValueError names the episode, the key and the first bad row."""
     obs, nxt, acts, rews, terms, touts = [], [], [], [], [], []
     for ep in episodes:
         n = len(ep["rewards"])
@@ -176,9 +157,7 @@ def episodes_to_trials(episodes: Iterable[Mapping], *, num_actions: int | None =
 
 
 def _action_info(space: Mapping | None, file="metadata.json"):
-    """(num_actions, start, Box bounds or None) from a serialized gymnasium action space (a ValueError names
-    ``file`` and the field for an ``n`` that is not a positive integer, a ``start`` that is not an integer, or Box
-    bounds that are not numbers)."""
+    """(num_actions, start, Box bounds or None) of a serialised gymnasium action space (a ValueError names ``file``)."""
     if not space:
         return None, 0, None
     if not isinstance(space, Mapping):
@@ -203,15 +182,9 @@ def _action_info(space: Mapping | None, file="metadata.json"):
 def load_minari_trials(dataset: str | os.PathLike, *, backend: str = "auto", num_actions: int | None = None,
                        one_hot_actions: bool = False, rescale_box_actions: bool = True,
                        obs_key: NestedKey = "observation") -> TensorDict:
-    """Load a local Minari dataset (a path to its ``data/`` folder or its dataset folder, or a dataset id under
-    ``$MINARI_DATASETS_PATH``: a name, never a path out of that root) as one flat trial TensorDict for
-    ``AMAGOTrainer(offline_data=...)``. Errors name the dataset, the episode, the key and the first bad row (see
-    :func:`episodes_to_trials`).
-
-    Discrete actions become indices (``one_hot_actions`` for a ``OneHot`` env); bounded Box actions other than
-    ``[-1, 1]`` are rescaled to ``[-1, 1]`` when ``rescale_box_actions`` (use the same rescaling on the env).
-    ``num_actions`` is read from the dataset's ``Discrete`` action space; pass it only if the metadata lacks it.
-    """
+    """A local Minari dataset (a path or a dataset id, see :func:`resolve_minari_data_path`) as one flat trial
+    TensorDict for ``AMAGOTrainer(offline_data=...)``. Bounded Box actions are rescaled to ``[-1, 1]`` when
+    ``rescale_box_actions``; ``num_actions`` is read from a ``Discrete`` action space unless given."""
     data_path = resolve_minari_data_path(dataset)
     meta = read_minari_metadata(data_path)
     n, start, bounds = _action_info(meta.get("action_space"), data_path / METADATA_FILE)

@@ -1,9 +1,5 @@
-"""MixedReplay: one [B, T] batch whose windows come from several sequence replays by weight.
-
-Each window's source is drawn independently with the current weights, renormalised over the buffers that
-can be sampled (AMAGO's MixtureOfDatasets: e.g. offline demos 0.8 + online data 0.2). A ``schedule`` hook
-can change the weights over time.
-"""
+"""MixedReplay: one [B, T] batch whose windows come from several sequence replays by weight (AMAGO's
+MixtureOfDatasets, e.g. offline demos 0.8 + online data 0.2)."""
 from __future__ import annotations
 
 import json
@@ -16,27 +12,17 @@ import torch
 from tensordict import TensorDictBase
 
 from .replay import set_masks
-from .replay_persist import check_dump_target, not_a_replay_dump, write_folder
+from .replay_dump import check_dump_target, not_a_replay_dump, write_folder
 from .safe_files import check_folder, load_json
 
 Schedule = Callable[[int], Sequence[float]]
 
 
 class MixedReplay:
-    """Sample windows from ``buffers`` with probabilities ``weights`` (renormalised over non-empty buffers).
-
-    Args:
-        buffers: sequence replays with the same ``seq_len`` (see :func:`make_sequence_replay`).
-        weights: non-negative mixing weights, one per buffer.
-        batch_size: windows per ``sample()`` (default: the first buffer's).
-        schedule: optional ``f(num_batches_sampled) -> weights``, called before every ``sample()``.
-        generator: RNG for the source draw.
-
-    The batch holds the keys common to all sources (e.g. offline data lacks ``("collector", ...)``); sources
-that trimmed their windows to different lengths are right-padded to the longest (last step repeated, mask
-False), the sequence replay's own padding.
-    ``last_counts`` holds how many windows came from each buffer in the last batch.
-    """
+    """Sample each window's source from ``buffers`` (same ``seq_len``) with probabilities ``weights``, renormalised
+    over the buffers holding a finished trial; ``schedule(num_batches) -> weights`` is called before every
+    ``sample()``. The batch holds the keys common to all sources, right-padded to the longest window;
+    ``last_counts`` holds how many windows came from each buffer in the last batch."""
 
     def __init__(self, buffers: Sequence, weights: Sequence[float], *, batch_size: int | None = None,
                  schedule: Schedule | None = None, generator: torch.Generator | None = None):
@@ -48,9 +34,7 @@ False), the sequence replay's own padding.
             raise ValueError(f"all buffers must have the same seq_len, got {sorted(map(str, seq_lens))}")
         self.set_weights(weights)
         self.batch_size = batch_size if batch_size is not None else getattr(self.buffers[0], "batch_size", None)
-        self.schedule = schedule
-        self.generator = generator
-        self.num_batches = 0
+        self.schedule, self.generator, self.num_batches = schedule, generator, 0
         self.last_counts = torch.zeros(len(self.buffers), dtype=torch.long)
 
     def set_weights(self, weights: Sequence[float]) -> None:
@@ -107,11 +91,9 @@ False), the sequence replay's own padding.
         self.last_counts = counts
         return out[perm]
 
-    # ------------------------------------------------------------------ checkpointing
     def dumps(self, path) -> None:
-        """Write ``mixed.json`` and one ``buffer_<i>`` dump per buffer (``SequenceReplayBuffer.dumps``) into the folder
-        ``path``, which must be new, empty or an earlier dump of a MixedReplay (replaced only once the new one is
-        complete: written beside it, then renamed into place); any other folder is refused, naming it."""
+        """Write ``mixed.json`` and one ``buffer_<i>`` dump per buffer into the folder ``path`` (new, empty or an
+        earlier MixedReplay dump, replaced atomically; any other folder is refused)."""
         path = Path(path).absolute()
         check_dump_target(path, "mixed replay dump", self._not_a_dump)
 
@@ -140,8 +122,7 @@ False), the sequence replay's own padding.
         return None
 
     def loads(self, path) -> None:
-        """Load a folder written by :meth:`dumps`: ``mixed.json`` and one ``buffer_<i>`` dump per buffer, nothing
-        else (any other file raises an error naming it; see ``SequenceReplayBuffer.loads``)."""
+        """Load a folder written by :meth:`dumps` (any other file raises an error naming it)."""
         path = Path(path).absolute()
         parts = {f"buffer_{i}" for i in range(len(self.buffers))}
         check_folder(path, lambda rel: rel == "mixed.json" or rel.split("/")[0] in parts, "mixed replay dump")
@@ -153,8 +134,7 @@ False), the sequence replay's own padding.
 
 
 def _pad_windows(windows: TensorDictBase, T: int, mask_key="mask") -> TensorDictBase:
-    """Right-pad ``[B, t]`` windows to ``[B, T]``: the last step repeats and ``mask`` (and TorchRL's
-    ``("collector", "mask")``) is False on the new steps."""
+    """Right-pad ``[B, t]`` windows to ``[B, T]``: the last step repeats, with the masks False."""
     t = windows.shape[1]
     if t == T:
         return windows

@@ -1,6 +1,8 @@
-"""Offline data: D4RL/Minari-style flat arrays -> AMAGO trials, and loading trials into a sequence replay."""
+"""Offline data: D4RL/Minari-style flat arrays -> AMAGO trials, loading trials into a sequence replay, and one entry
+point for the local dataset formats (a D4RL-format HDF5 file or a Minari dataset)."""
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import torch
@@ -16,6 +18,12 @@ def _as_tensor(x, name: str) -> torch.Tensor:
         return torch.as_tensor(x)
     except Exception as e:  # numpy object arrays, lists of odd shapes, ...
         raise ValueError(f"{name}: cannot convert to a tensor ({e})") from e
+
+
+def _obs_dict(x, name: str, obs_key: NestedKey) -> dict:
+    if isinstance(x, Mapping):
+        return {k: _as_tensor(v, f"{name}[{k!r}]") for k, v in x.items()}
+    return {obs_key: _as_tensor(x, name)}
 
 
 def _first(bad: torch.Tensor) -> int:
@@ -40,8 +48,8 @@ def _fmt(v: torch.Tensor) -> str:
 
 
 def check_action_range(actions, low=-1.0, high=1.0, name: str = "actions") -> None:
-    """Raise ValueError naming ``name`` and the first row with a finite action outside ``[low, high]`` (with a
-    tolerance of 1e-5 of the range; NaN/inf are left to the non-finite screen of :func:`load_offline_trials`)."""
+    """Raise ValueError naming ``name`` and the first row with a finite action outside ``[low, high]`` (tolerance:
+    1e-5 of the range)."""
     a = _as_tensor(actions, name).double()
     a = a.reshape(a.shape[0], -1) if a.dim() else a.reshape(1, 1)
     lo, hi = (torch.as_tensor(b, dtype=torch.float64).reshape(-1) for b in (low, high))
@@ -58,9 +66,8 @@ def check_action_range(actions, low=-1.0, high=1.0, name: str = "actions") -> No
 
 
 def action_indices(actions, num_actions: int, name: str = "actions") -> torch.Tensor:
-    """Discrete actions as int64 indices ``[N]`` in ``[0, num_actions)``, from indices ``[N]`` or ``[N, 1]`` of any
-    numeric dtype (a float must hold an integer) or one-hot rows ``[N, num_actions]``. A ValueError names ``name``
-    and the first bad row."""
+    """Discrete actions (indices ``[N]`` / ``[N, 1]`` of any numeric dtype, or one-hot rows) as int64 indices ``[N]``
+    in ``[0, num_actions)``; a ValueError names ``name`` and the first bad row."""
     if isinstance(num_actions, bool) or not isinstance(num_actions, int) or num_actions < 1:
         raise ValueError(f"num_actions must be a positive integer, got {num_actions!r}")
     act = _as_tensor(actions, name)
@@ -91,47 +98,18 @@ def action_indices(actions, num_actions: int, name: str = "actions") -> torch.Te
     return a.long()
 
 
-def arrays_to_trials(
-    observations,
-    actions,
-    rewards,
-    terminals,
-    timeouts=None,
-    next_observations=None,
-    *,
-    num_actions: int | None = None,
-    one_hot_actions: bool = False,
-    obs_key: NestedKey = "observation",
-) -> TensorDict:
-    """Build trials in the package's key layout from flat transition arrays (D4RL / Minari style).
+def arrays_to_trials(observations, actions, rewards, terminals, timeouts=None, next_observations=None, *,
+                     num_actions: int | None = None, one_hot_actions: bool = False,
+                     obs_key: NestedKey = "observation") -> TensorDict:
+    """Flat transition arrays (D4RL / Minari style; ``observations`` an array or a mapping of arrays) -> a flat
+    TensorDict ``[M]`` of consecutive trials in the package's key layout, for :func:`load_offline_trials`.
 
-    Args:
-        observations: ``[N, ...]`` array, or a mapping of key -> ``[N, ...]`` array (dict observations).
-        actions: with ``num_actions``, discrete: indices ``[N]`` or ``[N, 1]`` of any numeric dtype (floats must
-            hold integers) or one-hot rows ``[N, num_actions]``, each in ``[0, num_actions)``; without it,
-            ``[N, A]`` floats (continuous, already in [-1, 1], or multi-binary 0/1; integer ``[N]`` is an error).
-        rewards, terminals, timeouts: ``[N]``; a trial ends where ``terminals | timeouts`` (and at the end
-            of the arrays). ``terminals`` become ``terminated``; other ends become ``truncated``. Flags must be
-            bool or 0/1.
-        next_observations: ``[N, ...]`` successor observations. Without them the successor is the next row;
-            a terminal step then repeats its own observation as ``"next"`` (never bootstrapped from), and a
-            timeout step is dropped, because its successor is unknown (the previous step becomes the
-            truncated end of that trial).
-        num_actions: number of discrete actions (prev_action is one-hot of this size).
-        one_hot_actions: store discrete ``"action"`` one-hot (TorchRL ``OneHot`` encoding) instead of an index.
-
-    Returns:
-        A flat TensorDict ``[M]`` of consecutive trials with ``("next", "done")`` at each trial end, the root
-        and ``"next"`` views of the observations, ``prev_action``, ``prev_reward``, ``time_idx``,
-        ``is_init``, plus ``action`` and ``("next", "reward"|"terminated"|"truncated"|"done")``.
-        Feed it to :func:`load_offline_trials`.
-
-    Raises:
-        ValueError naming the key and its first bad row: rows that disagree in number, discrete actions that are
-        not integers in ``[0, num_actions)``, continuous actions outside ``[-1, 1]``, flags other than 0/1.
+    Trials end at ``terminals`` (``terminated``), ``timeouts`` and the end of the arrays (``truncated``). Discrete
+    actions need ``num_actions`` (stored one-hot with ``one_hot_actions``); continuous ones must be in ``[-1, 1]``.
+    Without ``next_observations`` the successor is the next row, a terminal step repeats its own observation and a
+    timeout step is dropped. A ValueError names the key and its first bad row (docs/api/data.md).
     """
-    obs = ({k: _as_tensor(v, f"observations[{k!r}]") for k, v in observations.items()}
-           if isinstance(observations, Mapping) else {obs_key: _as_tensor(observations, "observations")})
+    obs = _obs_dict(observations, "observations", obs_key)
     rew = _as_tensor(rewards, "rewards").float()
     n = rew.numel()
     if n == 0:
@@ -179,16 +157,12 @@ def arrays_to_trials(
     else:
         if isinstance(observations, Mapping) != isinstance(next_observations, Mapping):
             raise ValueError("observations and next_observations must both be arrays or both be mappings")
-        nxt = ({k: _as_tensor(v, f"next_observations[{k!r}]") for k, v in next_observations.items()}
-               if isinstance(next_observations, Mapping) else {obs_key: _as_tensor(next_observations,
-                                                                                   "next_observations")})
+        nxt = _obs_dict(next_observations, "next_observations", obs_key)
         if set(nxt) != set(obs) or any(nxt[k].shape != obs[k].shape for k in obs):
             raise ValueError("next_observations must have the same keys and shapes as observations")
 
     end = term | tout
-    start = torch.zeros(n, dtype=torch.bool)
-    start[0] = True
-    start[1:] = end[:-1]
+    start = torch.cat([torch.ones(1, dtype=torch.bool), end[:-1]])
     first = start.nonzero().squeeze(-1)
     trial_of = start.long().cumsum(0) - 1
     time_idx = torch.arange(n) - first[trial_of]
@@ -232,11 +206,8 @@ def split_trials(trials: TensorDictBase | Sequence[TensorDictBase],
 
 def screen_nonfinite_trials(data: TensorDictBase, lengths: torch.Tensor, nonfinite: str = "error",
                             report: dict | None = None) -> tuple[TensorDictBase, torch.Tensor]:
-    """Find trials holding NaN/inf in any float key (observations, rewards, actions, ...).
-
-    ``nonfinite="error"`` raises ValueError naming the keys and the first bad trial; ``"drop"`` removes those
-    trials and fills ``report`` with ``dropped_trials`` and ``bad_keys`` (non-finite elements per key).
-    """
+    """Trials holding NaN/inf in a float key: ``nonfinite="error"`` raises a ValueError naming the keys and the first
+    bad trial; ``"drop"`` removes them and fills ``report`` with ``dropped_trials`` and ``bad_keys``."""
     if nonfinite not in ("error", "drop"):
         raise ValueError(f"nonfinite must be 'error' or 'drop', got {nonfinite!r}")
     trial_of = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
@@ -269,13 +240,9 @@ def screen_nonfinite_trials(data: TensorDictBase, lengths: torch.Tensor, nonfini
 
 def load_offline_trials(rb: SequenceReplayBuffer, trials, *, done_key: NestedKey = ("next", "done"),
                         nonfinite: str = "error", report: dict | None = None) -> int:
-    """Write whole trials into ``rb`` (a list of ``[L_i]`` TensorDicts, or a flat one split at ``done_key``).
-
-    In-progress online trials are left untouched. Returns the number of trials written. Raises ValueError if
-    the data does not fit (FIFO would evict it while loading), or (``nonfinite="error"``) if a float key holds
-    NaN/inf; ``nonfinite="drop"`` drops such trials and counts them in ``report`` (see
-    :func:`screen_nonfinite_trials`).
-    """
+    """Write whole trials (a list of ``[L_i]`` TensorDicts, or a flat one split at ``done_key``) into ``rb``, leaving
+    in-progress online trials alone; returns the number written. Raises a ValueError if they do not fit;
+    ``nonfinite``: see :func:`screen_nonfinite_trials`."""
     data, lengths = split_trials(trials, done_key)
     data, lengths = screen_nonfinite_trials(data, lengths, nonfinite, report)
     total = int(lengths.sum())
@@ -284,3 +251,25 @@ def load_offline_trials(rb: SequenceReplayBuffer, trials, *, done_key: NestedKey
                          f"build it with capacity_steps >= {total}")
     rb.extend_trials(data, lengths)
     return int(lengths.numel())
+
+
+DATASET_FORMATS = ("d4rl", "minari")
+
+
+def load_dataset_trials(path: str | os.PathLike, format: str = "d4rl", *, num_actions: int | None = None,
+                        action_bounds: Sequence | None = None, one_hot_actions: bool = False) -> TensorDict:
+    """Trials of a local dataset for ``AMAGOTrainer(offline_data=...)``. ``action_bounds``: ``(low, high)`` of Box
+    actions to rescale to ``[-1, 1]`` (None: already in range); a missing D4RL file is a FileNotFoundError."""
+    if format not in DATASET_FORMATS:
+        raise ValueError(f"dataset format {format!r} is not one of {list(DATASET_FORMATS)}")
+    if format == "d4rl":
+        from .d4rl import load_d4rl_trials
+
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"dataset {str(path)!r} not found (datasets are never downloaded here)")
+        return load_d4rl_trials(path, num_actions=num_actions, one_hot_actions=one_hot_actions,
+                                action_bounds=action_bounds)
+    from .minari import load_minari_trials
+
+    return load_minari_trials(path, num_actions=num_actions, one_hot_actions=one_hot_actions,
+                              rescale_box_actions=action_bounds is not None)

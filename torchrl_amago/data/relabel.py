@@ -1,11 +1,8 @@
 """Hindsight relabeling of whole trials (AMAGO's "hindsight instruction replay"), as a trial transform.
 
-Pass an instance as ``make_sequence_replay(..., trial_transform=HindsightRelabel(...))``: every sampled trial
-is relabeled whole, then cut into a window. Goal choice follows the original: goals reached in the trial
-are kept, alternative goals are positions achieved at other timesteps, all sorted by time and written over
-the first slots of the goal sequence. The env-specific part (which reward and termination the env would
-have produced for the new goals) is a user function, so any goal-conditioned env with a sequence of goals
-can use it; :func:`sequential_goal_rewards` implements the MazeRunner rule (goals in order, one per step).
+Pass ``make_sequence_replay(..., trial_transform=HindsightRelabel(...))``: every sampled trial is relabeled whole,
+then cut into a window. The env-specific part (reward and termination for the new goals) is a user function;
+:func:`sequential_goal_rewards` is the MazeRunner rule.
 """
 from __future__ import annotations
 
@@ -21,12 +18,8 @@ STRATEGIES = ("none", "all", "some")
 
 
 class RelabelResult(NamedTuple):
-    """What the env would have produced over a trial of L steps for the new goals.
-
-    rewards [L] (reward of transition t), terminated [L] bool (the trial ends at the first True), goals
-    [L+1, k, *G] (goal observation at obs index 0..L; obs index t+1 is ``("next", goals)`` of step t).
-    A relabel function may return this or a plain ``(rewards, terminated, goals)`` tuple.
-    """
+    """What the env would have produced over a trial of L steps for the new goals (or a plain tuple of the three):
+    rewards [L], terminated [L] bool (the trial ends at the first True), goals [L+1, k, *G] (per obs index)."""
 
     rewards: torch.Tensor
     terminated: torch.Tensor
@@ -38,14 +31,9 @@ RelabelFn = Callable[[torch.Tensor, torch.Tensor], "RelabelResult | tuple"]
 
 def sequential_goal_rewards(achieved: torch.Tensor, goals: torch.Tensor, *, reward: float = 1.0,
                             completed_value: int | float = -1) -> RelabelResult:
-    """Replay a k-goal sequence over achieved positions (MazeRunner rule).
-
-    ``achieved`` [L+1, *G] (position at obs index t), ``goals`` [k, *G]. Goal j is reached at the first obs
-    index t >= 1 after goal j-1's that has ``achieved[t] == goals[j]``; that transition (t-1) gets
-    ``reward``, the goal's row reads ``completed_value`` from obs index t on, and reaching goal k-1
-    terminates. A step never completes two goals. Reaching requires a step, so the start position (t=0)
-    never counts.
-    """
+    """Replay a k-goal sequence over achieved positions ``[L+1, *G]`` (MazeRunner rule): goal j is reached at the
+    first obs index t after goal j-1's with ``achieved[t] == goals[j]`` (t >= 1); transition t-1 gets ``reward``, the
+    goal's row reads ``completed_value`` from t on, and reaching the last goal terminates."""
     n_obs, k = achieved.shape[0], goals.shape[0]
     match = (achieved[:, None] == goals[None]).reshape(n_obs, k, -1).all(-1)  # [L+1, k]
     t = torch.arange(n_obs)
@@ -66,37 +54,19 @@ def sequential_goal_rewards(achieved: torch.Tensor, goals: torch.Tensor, *, rewa
 
 
 class HindsightRelabel:
-    """Relabel the goals of one whole trial ``[L]`` (a ``trial_transform`` for the sequence replay).
+    """Relabel the goals of whole trials: a ``trial_transform`` (one trial ``[L]``, cut after a new terminal) or a
+    stock replay-buffer ``transform`` (``[B, T]`` windows or a flat batch of slices: same shape, steps after a new
+    terminal masked). Semantics: docs/api/data.md, "Relabeling".
 
     Args:
-        relabel_fn: ``(achieved [L+1, *G], new_goals [k, *G]) -> (rewards [L], terminated [L], goals
-            [L+1, k, *G])`` (see :class:`RelabelResult`); must reproduce the env's reward, goal observation and
-            termination exactly (e.g. :func:`sequential_goal_rewards`, or the env's own pure function such as
-            ``torchrl_amago.envs.mazerunner_relabel_rewards``).
-        strategy: ``"none"`` (no change), ``"all"`` (fill every unreached goal slot with achieved positions),
-            ``"some"`` (a uniform number in ``[0, k - n]`` of them; the original's default).
-        goals_key / achieved_key: observation keys (root and ``"next"``) of the goal sequence ``[k, *G]`` and
-            the achieved position (any shape with ``prod(G)`` elements).
-        reward_key, prev_reward_key, terminated_key, done_key, init_key: key names.
-        time_key: steps since the hard reset (``time_idx``); where present, a slice starts a trial iff it is 0
-            there (TorchRL's ``SliceSampler`` marks every slice start ``is_init``, so ``init_key`` cannot tell).
-        mask_keys: validity masks of a batch (``"mask"``, TorchRL's ``("collector", "mask")``).
-        generator: RNG for the random choices.
-
-    Goals already reached are the steps with non-zero reward (as the original). A trial that does not start
-    at a hard reset (``time_key`` present and not 0 at step 0, else ``init_key`` present and False there, e.g. a
-    snippet) is returned unchanged. When the relabel function terminates the trial, it is cut after that step
-    (which becomes terminated/done); otherwise the original end flags are kept. ``achieved`` stays in the data;
-    the timestep encoder should not read it.
-
-    Input: one trial ``[L]`` (a ``trial_transform``: relabeled whole, it may come back shorter), or a batch as a
-    stock replay-buffer ``transform``: ``[B, T]`` windows, or a flat ``[N]`` batch of several slices (TorchRL's
-    ``SliceSampler``; slices are told apart where ``is_init`` is set, ``time_key`` does not count up by one, or
-    the trial / trajectory id changes). A batch keeps its shape: each window or slice that starts a trial is
-    relabeled on its valid steps, from its start (windows that start mid-trial are left unchanged), and the steps
-    after a relabeled terminal are masked: False in every ``mask_keys`` entry present (TorchRL's
-    ``("collector", "mask")`` is created if none is). A flat batch of one slice counts as one trial. A flat
-    batch of several slices without ``time_key`` is an error (its trial starts cannot be found).
+        relabel_fn: ``(achieved [L+1, *G], new_goals [k, *G]) -> RelabelResult``, reproducing the env exactly
+            (e.g. :func:`sequential_goal_rewards`).
+        strategy: ``"none"``, ``"all"`` (fill every unreached goal slot with achieved positions) or ``"some"`` (a
+            uniform number of them; the original's default).
+        goals_key / achieved_key: observation keys (root and ``"next"``) of the goal sequence ``[k, *G]`` and the
+            achieved position; reward_key, prev_reward_key, terminated_key, done_key, init_key: key names.
+        time_key: steps since the hard reset: a slice starts a trial iff it is 0 there.
+        mask_keys: validity masks of a batch. generator: RNG for the random choices.
     """
 
     def __init__(self, relabel_fn: RelabelFn = sequential_goal_rewards, strategy: str = "some", *,
@@ -107,8 +77,7 @@ class HindsightRelabel:
                  mask_keys: tuple = (K.MASK, K.TORCHRL_MASK), generator: torch.Generator | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        self.relabel_fn = relabel_fn
-        self.strategy = strategy
+        self.relabel_fn, self.strategy = relabel_fn, strategy
         self.goals_key, self.achieved_key = goals_key, achieved_key
         self.reward_key, self.prev_reward_key = reward_key, prev_reward_key
         self.terminated_key, self.done_key = terminated_key, done_key
@@ -124,13 +93,9 @@ class HindsightRelabel:
         goals0 = trial.get(self.goals_key)[0]
         k, gshape = goals0.shape[0], goals0.shape[1:]
         achieved = self.achieved_sequence(trial, gshape)
-        hit = (trial.get(self.reward_key).reshape(trial.batch_size[0]) != 0).nonzero().squeeze(-1) + 1
-        hit = hit[:k]
+        hit = ((trial.get(self.reward_key).reshape(trial.batch_size[0]) != 0).nonzero().squeeze(-1) + 1)[:k]
         n = hit.numel()
-        if self.strategy == "all":
-            h = k - n
-        else:
-            h = int(torch.randint(0, k - n + 1, (), generator=self.generator))
+        h = k - n if self.strategy == "all" else int(torch.randint(0, k - n + 1, (), generator=self.generator))
         cand = torch.ones(achieved.shape[0], dtype=torch.bool)
         cand[0] = False
         cand[hit] = False
@@ -147,9 +112,7 @@ class HindsightRelabel:
 
     def achieved_sequence(self, trial: TensorDictBase, gshape: torch.Size) -> torch.Tensor:
         """Achieved position at obs index 0..L: ``[L+1, *G]``."""
-        a0 = trial.get(self.achieved_key)[:1]
-        a1 = trial.get(self._next(self.achieved_key))
-        seq = torch.cat([a0, a1], 0)
+        seq = torch.cat([trial.get(self.achieved_key)[:1], trial.get(self._next(self.achieved_key))], 0)
         return seq.reshape(seq.shape[0], *gshape)
 
     def __call__(self, data: TensorDictBase) -> TensorDictBase:
@@ -174,8 +137,8 @@ class HindsightRelabel:
                          f"batch {tuple(data.batch_size)}")
 
     def slice_starts(self, flat: TensorDictBase) -> torch.Tensor:
-        """Indices where a new slice (or trial) starts in a flat batch ``[N]``: 0, and every step with
-        ``init_key`` set, a ``time_key`` that does not count up by one, or a new trial / trajectory id."""
+        """Where a slice starts in a flat batch ``[N]``: 0, ``init_key`` set, ``time_key`` not counting up by one,
+        or a new trial / trajectory id."""
         n = flat.batch_size[0]
         new = torch.zeros(n, dtype=torch.bool)
         new[0] = True

@@ -1,17 +1,10 @@
 """Sequence replay: a TorchRL ReplayBuffer on LazyMemmapStorage that samples [B, T] windows of one trial.
 
-``rb.extend(collector_batch)`` takes what a TorchRL Collector yields (``[N, T]`` from a batched env, ``[T]``
-from an unbatched one; trials may span batches) and writes it to disk at once. Trials are reassembled by the
-collector's ``("collector", "traj_ids")``, so batches of a multi-process collector (``MultiAsyncCollector``,
-``MultiSyncCollector``) may interleave in any order (see :mod:`torchrl_amago.data.writer`). ``rb.sample()`` returns a
-TensorDict ``[B, T]`` with every stored key (root and ``"next"``) plus ``"mask"`` (False on right padding
-past a trial's end). ``rb.dumps(path)`` / ``rb.loads(path)`` checkpoint the memmaps, the trial table, the
-in-progress trials of every env and the sampling RNG, in a format that holds tensors and plain values only
-(:mod:`torchrl_amago.data.replay_persist`; ``loads`` refuses any other file, see :mod:`~torchrl_amago.data.safe_files`).
-
-With a ``trial_transform`` (e.g. :class:`~torchrl_amago.data.relabel.HindsightRelabel`) each sampled trial
-is read whole, transformed (it may get shorter), and only then cut into a window, as AMAGO relabels whole
-trajectory files before slicing.
+``rb.extend(collector_batch)`` writes a TorchRL Collector's output (trials may span batches, see
+:mod:`~torchrl_amago.data.writer`); ``rb.sample()`` returns ``[B, T]`` windows with every stored key plus ``"mask"``
+(False on padding); ``rb.dumps``/``rb.loads`` save and restore it without pickles (docs/api/data.md). Its storage,
+:class:`TrialStorage`, refuses readers that would misread it: a trial is stored as one segment per collector batch,
+so TorchRL's ``SliceSampler`` must read it by trial id and step (``fragmented=True``).
 """
 from __future__ import annotations
 
@@ -22,31 +15,65 @@ from typing import Callable
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
-from torchrl.data import ReplayBuffer
+from torchrl.data import LazyMemmapStorage, ReplayBuffer, SliceSampler
 
 from .. import keys as K
-from .replay_persist import dump_replay, load_replay
+from .replay_dump import dump_replay, load_replay
+from .safe_files import UnsafeFileError
 from .sampler import TrialWindowSampler
-from .storage import TrialStorage
 from .writer import TrialWriter
 
 TrialTransform = Callable[[TensorDictBase], TensorDictBase]
+SLICE_SAMPLER_RECIPE = (f"SliceSampler(slice_len=..., traj_key={K.TRIAL_ID!r}, step_key={K.TRIAL_STEP!r}, "
+                        f"fragmented=True)")
+
+
+def check_reader(buffer) -> None:
+    """Raise ValueError if ``buffer``'s sampler is a ``SliceSampler`` that finds trajectories by storage order."""
+    sampler = getattr(buffer, "_sampler", None) or getattr(buffer, "_init_sampler", None)
+    if isinstance(sampler, SliceSampler) and not getattr(sampler, "fragmented", False):
+        how = "end_key" if not getattr(sampler, "_fetch_traj", True) else f"traj_key={sampler.traj_key!r}"
+        raise ValueError(
+            f"{type(sampler).__name__}({how}) cannot read the sequence replay's storage: it finds trajectories by "
+            f"storage order, but each trial is stored as one segment per collector batch, interleaved with the "
+            f"other envs' segments, so its windows would straddle trials and envs (end_key) or stop at every "
+            f"collector batch (traj_key without fragmented=True). Use {SLICE_SAMPLER_RECIPE}: every stored step "
+            f"carries its trial id and its offset in the trial (docs/api/data.md, 'TorchRL's SliceSampler').")
+
+
+class TrialStorage(LazyMemmapStorage):
+    """``LazyMemmapStorage`` whose ``attach`` refuses a ``SliceSampler`` that finds trajectories by storage order,
+    and which never reads TorchRL's storage format (it can unpickle): ``loads``/``load`` raise
+    :class:`UnsafeFileError` and ``shared_init=True`` is refused; load a replay with ``SequenceReplayBuffer.loads``."""
+
+    def __init__(self, max_size: int, **kwargs):
+        if kwargs.get("shared_init"):
+            raise ValueError("TrialStorage(shared_init=True) is not supported: its other processes would read the "
+                             "scratch folder with tensordict's load_memmap, which can unpickle data; the sequence "
+                             "replay is written by one process")
+        super().__init__(max_size, **kwargs)
+
+    def attach(self, buffer) -> None:
+        check_reader(buffer)
+        super().attach(buffer)
+
+    def loads(self, path) -> None:
+        raise UnsafeFileError(
+            f"TrialStorage.loads({path}): refused without reading it: TorchRL's storage format is read with "
+            f"tensordict's load_memmap, which can unpickle (run) code a folder holds. Load a replay dump with "
+            f"SequenceReplayBuffer.loads(path) (a folder written by SequenceReplayBuffer.dumps)")
+
+    def load(self, path) -> None:
+        self.loads(path)
 
 
 class SequenceReplayBuffer(ReplayBuffer):
-    """ReplayBuffer holding whole trials; use :func:`make_sequence_replay` to build one.
+    """ReplayBuffer holding whole trials (build it with :func:`make_sequence_replay`); ``len(rb)`` = stored steps.
 
-    Beyond the ReplayBuffer API: :meth:`num_trials`, :meth:`extend_trials` (whole trials, e.g. offline
-    data), :meth:`num_open_trials` / :meth:`end_trials` (count / close in-progress trials), and ``len(rb)`` =
-    stored steps.
-
-    Keys: ``extend`` stores every key of the batch (root and ``"next"``) and reads ``("next", "done")``,
-    ``is_init`` and ``("collector", "traj_ids")`` to cut trials (of a padded ``Collector(split_trajs=True)`` batch,
-    only the steps ``("collector", "mask")`` marks valid are stored, without the mask); it adds
-    ``("replay", "trial_id")`` and ``("replay", "step")`` to every stored step. ``sample`` returns them as
-    ``[B, T]`` windows plus ``mask`` (False on padding), also written as TorchRL's ``("collector", "mask")`` so that
-    TorchRL losses (``loss_mask_key``) leave padding out too. The names are arguments of
-    :func:`make_sequence_replay`.
+    Keys: ``extend`` stores every key of the batch and reads ``("next", "done")``, ``is_init``,
+    ``("collector", "traj_ids")`` and ``("collector", "mask")`` to cut trials; it adds ``("replay", "trial_id")`` and
+    ``("replay", "step")``. ``sample`` returns ``[B, T]`` windows plus ``mask`` (False on padding), also written as
+    TorchRL's ``("collector", "mask")``.
     """
 
     def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,
@@ -62,7 +89,6 @@ class SequenceReplayBuffer(ReplayBuffer):
         self.trial_transform = trial_transform
         self.mask_key = mask_key
 
-    # ------------------------------------------------------------------ info
     @property
     def seq_len(self) -> int:
         return self._sampler.seq_len
@@ -79,7 +105,6 @@ class SequenceReplayBuffer(ReplayBuffer):
         """Lengths of the sampleable trials, oldest first."""
         return self._writer.index.sampleable()[1]
 
-    # ------------------------------------------------------------------ writing
     def extend_trials(self, trials: TensorDictBase, lengths: torch.Tensor) -> torch.Tensor:
         """Write whole trials given as their concatenation ``[sum(lengths)]`` (see ``load_offline_trials``)."""
         with self._replay_lock, self._write_lock:
@@ -91,46 +116,30 @@ class SequenceReplayBuffer(ReplayBuffer):
             return self._writer.num_open_trials()
 
     def end_trials(self) -> int:
-        """Close every in-progress trial so it can be sampled, keeping its steps as a shorter finished trial.
-
-        Call it when the collector changes (its trajectory ids restart at 0), e.g. right after ``loads()`` on
-        resume, or at the end of collection. Returns the number of trials closed (0 if none was in progress).
-        """
+        """Close every in-progress trial (its steps stay as a shorter finished trial); call it when the collector
+        changes, e.g. after ``loads()`` on resume. Returns the number of trials closed."""
         with self._replay_lock, self._write_lock:
             return self._writer.end_trials()
 
     def register_write_hook(self, hook):
-        """Call ``hook(first_position, steps)`` before every storage write (see
-        :meth:`TrialWriter.register_write_hook`); returns a handle whose ``remove()`` unregisters it."""
+        """See :meth:`TrialWriter.register_write_hook`."""
         return self._writer.register_write_hook(hook)
 
-    # ------------------------------------------------------------------ checkpointing
     def dumps(self, path) -> None:
-        """Save the storage (copies of the memmaps), trial table, in-progress trials, sampler settings, RNG, batch
-        size and transform state to the folder ``path``; works on an empty buffer too. The format is
-        :func:`~torchrl_amago.data.replay_persist.dump_replay`'s: memmaps and one ``torch.save`` file of tensors and
-        plain values, never a pickle. ``path`` must be new, empty or an earlier dump, which is replaced only once
-        the new dump is complete (written beside it, then renamed into place); any other folder is refused."""
+        """Save the whole buffer to the folder ``path`` (new, empty or an earlier dump, replaced atomically); see
+        :func:`~torchrl_amago.data.replay_dump.dump_replay`."""
         with self._replay_lock, self._write_lock:
             dump_replay(self, path)
 
     def loads(self, path) -> None:
-        """Load a folder written by :meth:`dumps` into this buffer (same ``capacity_steps`` and ``max_trial_len``).
-
-        Reads tensors and raw memmaps only: any other file in the folder (a pickle, a tensordict ``meta.json``, a
-        ``transform.t``, a symlink), any object other than tensors and plain values in ``replay_state.pt``, a state
-        that is not consistent (trial table, write count, storage length, layout; see
-        :func:`~torchrl_amago.data.replay_persist.validate_replay_state`) and a memmap of the wrong size raise an
-        error naming the file (and field) before anything is loaded
-        (:func:`~torchrl_amago.data.replay_persist.load_replay`). TorchRL's own dump format is refused;
-        ``load`` is the same method."""
+        """Load a folder written by :meth:`dumps` (same ``capacity_steps`` and ``max_trial_len``), after checking
+        every file and field (:func:`~torchrl_amago.data.replay_dump.load_replay`); ``load`` is the same method."""
         self.synchronize()
         with self._futures_lock:
             self._clear_prefetch_queue_locked()
             with self._replay_lock, self._write_lock:
                 load_replay(self, path)
 
-    # ------------------------------------------------------------------ sampling
     def _sample(self, batch_size: int) -> tuple[TensorDictBase, dict]:
         with self._replay_lock, self._write_lock:
             if self.trial_transform is None:
@@ -161,59 +170,32 @@ class SequenceReplayBuffer(ReplayBuffer):
 
 
 def set_masks(data: TensorDictBase, mask: torch.Tensor, mask_key: NestedKey = K.MASK) -> None:
-    """Write the ``[B, T]`` validity ``mask`` (False on padding) at ``mask_key`` and at TorchRL's
-    ``("collector", "mask")`` (the same tensor), so AMAGOLoss and TorchRL losses leave the same steps out."""
+    """Write the ``[B, T]`` validity ``mask`` at ``mask_key`` and at TorchRL's ``("collector", "mask")``."""
     data.set(mask_key, mask)
     if mask_key != K.TORCHRL_MASK:
         data.set(K.TORCHRL_MASK, mask)
 
 
-def make_sequence_replay(
-    capacity_steps: int,
-    seq_len: int,
-    batch_size: int | None,
-    *,
-    scratch_dir: str | None = None,
-    sampling: str = "trial",
-    padded_sampling: str = "none",
-    trial_transform: TrialTransform | None = None,
-    max_trial_len: int | None = None,
-    trim: bool = True,
-    done_key: NestedKey = ("next", "done"),
-    init_key: NestedKey | None = "is_init",
-    traj_key: NestedKey | None = ("collector", "traj_ids"),
-    valid_key: NestedKey | None = K.TORCHRL_MASK,
-    mask_key: NestedKey = K.MASK,
-    trial_id_key: NestedKey | None = K.TRIAL_ID,
-    trial_step_key: NestedKey | None = K.TRIAL_STEP,
-    transform=None,
-    generator: torch.Generator | None = None,
-    prefetch: int | None = None,
-) -> SequenceReplayBuffer:
+def make_sequence_replay(capacity_steps: int, seq_len: int, batch_size: int | None, *, scratch_dir: str | None = None,
+                         sampling: str = "trial", padded_sampling: str = "none",
+                         trial_transform: TrialTransform | None = None, max_trial_len: int | None = None,
+                         trim: bool = True, done_key: NestedKey = ("next", "done"),
+                         init_key: NestedKey | None = "is_init", traj_key: NestedKey | None = ("collector", "traj_ids"),
+                         valid_key: NestedKey | None = K.TORCHRL_MASK, mask_key: NestedKey = K.MASK,
+                         trial_id_key: NestedKey | None = K.TRIAL_ID, trial_step_key: NestedKey | None = K.TRIAL_STEP,
+                         transform=None, generator: torch.Generator | None = None,
+                         prefetch: int | None = None) -> SequenceReplayBuffer:
     """Sequence replay on disk (``LazyMemmapStorage``) that samples ``[batch_size, seq_len]`` windows.
 
     Args:
         capacity_steps: FIFO capacity in timesteps; the oldest trials are dropped whole when overwritten.
-        seq_len: window length T (AMAGO's ``max_seq_len``; each window step carries its ``"next"`` view).
-        batch_size: windows per ``sample()``.
-        scratch_dir: folder for the memmap files (kept); ``None`` = a temporary folder deleted at exit
-            (or when the buffer is garbage-collected).
-        sampling: ``"trial"`` (uniform over trials, the original) or ``"timestep"`` (proportional to length).
-        padded_sampling: ``"none"`` (start in ``[0, L-T]``) or ``"right"`` (start in ``[0, L-1]``).
+        seq_len: window length T. batch_size: windows per ``sample()``.
+        scratch_dir: folder of the memmap files (kept); ``None``: a temporary folder, deleted at exit.
+        sampling, padded_sampling, trim: see :class:`TrialWindowSampler`.
         trial_transform: callable applied to each sampled whole trial ``[L]`` before windowing.
-        max_trial_len: store long trials as non-overlapping snippets of at most this many steps.
-        trim: cut each batch to its longest valid window (``[B, T']``, ``T' <= seq_len``); ``False`` always
-            returns ``seq_len`` steps (fixed shapes, e.g. for ``torch.compile`` without recompilation).
-        done_key / init_key / traj_key / mask_key: key names (trial end, hard-reset flag, the collector's
-            trajectory id, output mask). With trajectory ids in the data, open trials are keyed by them and
-            continue wherever their id arrives (any row, worker or batch); without them, by row. The mask is also
-            written as TorchRL's ``("collector", "mask")``.
-        valid_key: the padding mask of ``Collector(split_trajs=True)`` batches (False on padding): only valid steps
-            are stored, and the mask itself is not (``None``: store the key like any other).
-        trial_id_key / trial_step_key: stored with every step: its trial's id and its offset in the trial, for
-            TorchRL's ``SliceSampler(traj_key=..., step_key=..., fragmented=True)`` (see :class:`TrialWriter`).
-        transform: a TorchRL transform applied to the ``[B, T]`` batch (sample time).
-        generator: RNG for sampling (checkpointed by ``dumps``).
+        max_trial_len, done_key, init_key, traj_key, valid_key, trial_id_key, trial_step_key: see
+            :class:`TrialWriter`. mask_key: where ``sample`` writes the mask.
+        transform: a TorchRL transform of the ``[B, T]`` batch. generator: the sampling RNG (checkpointed).
     """
     temp = scratch_dir is None
     if temp:  # an explicit temp folder, so a buffer restored by loads() is on disk too (not anonymous memory)

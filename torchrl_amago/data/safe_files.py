@@ -1,27 +1,6 @@
-"""Reading files a user can be handed (replay dumps, run checkpoints, offline datasets) as data, never as code.
-
-Every loader of the package reads through these functions, which check a file *before* anything in it is
-deserialised and raise :class:`UnsafeFileError` naming the file:
-
-- :func:`load_tensors`: a ``torch.save`` file. Its pickle stream is scanned first; any global other than
-  tensor storages, dtypes, ``torch.Size``/``torch.device`` and ``OrderedDict`` (i.e. any object that is not a
-  tensor, a number, a string, bytes or a container of those) is refused, as are legacy (non-zip) and TorchScript
-  archives. Only then is it read, with ``torch.load(weights_only=True)``.
-- :func:`load_json`: a JSON file (a pickle or anything else under a ``.json`` name is a decode error).
-- :func:`check_folder`: every entry of a folder is a regular file (no symlink, no device or pipe) whose
-  relative path the format allows; anything else (a planted ``pickle.pkl``, ``meta.json``, ``transform.t``)
-  is refused.
-- :func:`read_hdf5`: a member of an HDF5 file as numeric arrays (bool, int, uint, float); object,
-  variable-length, string and compound dtypes, soft/external links, external and virtual storage are refused, and
-  so is a member whose declared size exceeds the memory available (checked before anything is allocated).
-  Attributes are never read. :func:`open_hdf5` opens the file, naming it if it is not HDF5.
-
-Sizes are capped before anything is built: a ``torch.save`` pickle record larger than ``MAX_PICKLE_BYTES`` is
-refused from its declared size, and its opcodes are scanned one at a time (no list of them is kept).
-
-Memory-mapped files hold raw numbers and are never deserialised; their size and location are checked by
-:func:`torchrl_amago.data.replay_persist.check_files`. Nothing here calls ``pickle``, ``numpy.load`` or
-tensordict's ``load_memmap`` (which unpickles ``NonTensorStack`` data).
+"""Reading files a user can be handed (replay dumps, run checkpoints, offline datasets) as data, never as code:
+every loader reads through these functions, which check a file *before* anything in it is deserialised and raise
+:class:`UnsafeFileError` naming it (docs/api/data.md, "Loading files safely").
 """
 from __future__ import annotations
 
@@ -48,14 +27,12 @@ _ALLOWED_GLOBALS = frozenset(
 _CODE_OPCODES = {"STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID"}
 _HDF5_KINDS = "biuf"  # bool, int, uint, float
 _HDF5_MAX_DEPTH = 8
-#: largest pickle record (``data.pkl``) of a ``torch.save`` file that is scanned; tensors live in separate records,
-#: so checkpoints and replay states hold a few MB here at most
+#: largest pickle record (``data.pkl``) of a ``torch.save`` file that is scanned (tensors live in other records)
 MAX_PICKLE_BYTES = 64 * 2**20
 
 
 class UnsafeFileError(ValueError):
-    """A file holds something other than tensors, plain values, JSON or numeric arrays, or is a link, or lies where
-    its format has no file; it was not loaded. The message names the file."""
+    """A file is not tensors, plain values, JSON or numeric arrays, or is a link or out of place; it was not loaded."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -100,12 +77,9 @@ def _pickle_globals(path: Path) -> set[str]:
 
 
 def load_tensors(path: str | os.PathLike) -> Any:
-    """Read a ``torch.save`` file that holds tensors, numbers, strings, bytes, ``None`` and containers of those.
-
-    The pickle stream is scanned before anything is deserialised: any other global (a class, a function) raises
-    :class:`UnsafeFileError` naming the file and the global; so do legacy and TorchScript archives. The file is
-    then read with ``torch.load(weights_only=True, map_location="cpu")``. A missing file is a FileNotFoundError.
-    """
+    """Read a ``torch.save`` file of tensors, numbers, strings, bytes, ``None`` and containers of those: its pickle
+    stream is scanned first (any other global raises :class:`UnsafeFileError`), then read with
+    ``torch.load(weights_only=True, map_location="cpu")``. A missing file is a FileNotFoundError."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -123,8 +97,7 @@ def load_tensors(path: str | os.PathLike) -> Any:
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; anything else (a pickle under a ``.json`` name, binary data) raises
-    :class:`UnsafeFileError` naming the file. A missing file is a FileNotFoundError."""
+    """Read a JSON file (anything else raises :class:`UnsafeFileError`; a missing file is a FileNotFoundError)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -137,10 +110,8 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 def check_folder(root: str | os.PathLike, allowed: Callable[[str], bool], what: str) -> list[str]:
-    """Check every entry under ``root`` before anything in it is read: each must be a regular file (no symlink,
-    pipe or device; symlinked folders inside ``root`` are refused too) whose path relative to ``root``
-    (``/``-separated) ``allowed`` accepts. Raises :class:`UnsafeFileError` naming the first offending entry; returns the relative
-    paths of the files."""
+    """The ``/``-separated paths of the files under ``root``, after checking that each is a regular file (no symlink,
+    pipe or device) that ``allowed(path)`` accepts; else :class:`UnsafeFileError` naming the first bad entry."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{what} {root} is not a folder")
@@ -163,17 +134,10 @@ def check_folder(root: str | os.PathLike, allowed: Callable[[str], bool], what: 
 
 
 def available_memory() -> int:
-    """Bytes a new array may take: ``MemAvailable`` of /proc/meminfo (else the free physical pages), and no more
-    than the address-space limit (``RLIMIT_AS``) when one is set."""
+    """Bytes a new array may take: ``MemAvailable`` (else the free physical pages), capped by ``RLIMIT_AS``."""
     avail = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
     if avail is None:
         try:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -192,8 +156,7 @@ def available_memory() -> int:
 
 @contextlib.contextmanager
 def open_hdf5(path: str | os.PathLike):
-    """``h5py.File(path, "r")``; a file that is not HDF5 (truncated, empty, anything else) raises
-    :class:`UnsafeFileError` naming it."""
+    """``h5py.File(path, "r")``; a file that is not HDF5 raises :class:`UnsafeFileError` naming it."""
     h5py = require("h5py", "h5py", "HDF5 datasets")
     try:
         f = h5py.File(path, "r")
@@ -205,13 +168,9 @@ def open_hdf5(path: str | os.PathLike):
 
 def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | None = None, _depth: int = 0,
               max_bytes: int | None = None):
-    """Member ``name`` of an open h5py ``group``: a Dataset as a numpy array, a Group as a dict of its members
-    (only ``keys`` of it when given; a missing one is a KeyError naming it).
-
-    Only hard links and numeric datasets (bool, int, uint, float) stored in the file itself are read; any other
-    member raises :class:`UnsafeFileError` naming ``file`` and the member, and so does a dataset whose declared
-    size exceeds ``max_bytes`` (default: :func:`available_memory`), before anything is allocated. Attributes are
-    never read."""
+    """Member ``name`` of an open h5py ``group``: a Dataset as a numpy array, a Group as a dict of its members (only
+    ``keys`` when given). Only hard-linked numeric datasets stored in the file, of at most ``max_bytes`` (default:
+    :func:`available_memory`), are read; anything else raises :class:`UnsafeFileError`. Attributes are never read."""
     h5py = require("h5py", "h5py", "HDF5 datasets")
     where = f"{file}: {group.name.rstrip('/')}/{name}"
     link = group.get(name, getlink=True)

@@ -1,14 +1,8 @@
 """TrialWindowSampler: draws [B, T] windows of consecutive steps of one trial, as storage indices + mask.
 
-Trial choice: ``sampling="trial"`` draws stored trials uniformly (the original AMAGO: files are chosen
-uniformly, so short trials are over-represented per step); ``sampling="timestep"`` draws a trial with
-probability proportional to its length (each stored step equally likely to be in the chosen trial).
-Window start (``padded_sampling``): ``"none"`` uniform in ``[0, max(L - T, 0)]`` (windows run past the end
-only when the trial is shorter than T), ``"right"`` uniform in ``[0, L - 1]`` (windows may run off the end).
-Steps past the trial's end are padding: their index repeats the last step and ``mask`` is False.
-With ``trim=True`` (default) each batch is cut to its longest valid window, so a batch of short trials is
-``[B, T']`` with ``T' <= seq_len`` (as the original pads each batch only to its longest trial); the valid
-steps of every row are a prefix, so trimming drops padding only.
+``sampling``: ``"trial"`` (trials uniformly, the original) or ``"timestep"`` (trials by length). ``padded_sampling``:
+window start uniform in ``[0, max(L - T, 0)]`` (``"none"``) or ``[0, L - 1]`` (``"right"``). Steps past a trial's
+end repeat its last step, with ``mask`` False. ``trim=True`` cuts each batch to its longest valid window.
 """
 from __future__ import annotations
 
@@ -39,9 +33,8 @@ def draw_starts(lengths: torch.Tensor, seq_len: int, padded_sampling: str,
 
 def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int,
                    trim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offsets ``[B, T]`` inside each trial (clamped to its last step) and the mask (False past the end).
-
-    ``trim``: ``T`` = the longest valid window of the batch (at most ``seq_len``) instead of ``seq_len``."""
+    """Offsets ``[B, T]`` inside each trial (clamped to its last step) and the mask (False past the end);
+    ``trim``: ``T`` = the batch's longest valid window (at most ``seq_len``)."""
     if trim:
         seq_len = max(1, min(seq_len, int((lengths - starts).max())))
     offsets = starts[:, None] + torch.arange(seq_len)
@@ -50,12 +43,9 @@ def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int,
 
 
 class TrialWindowSampler(Sampler):
-    """Sampler over the trials recorded by a :class:`~torchrl_amago.data.writer.TrialWriter`.
+    """Sampler over the trials of a :class:`~torchrl_amago.data.writer.TrialWriter`'s index (``attach``).
 
-    ``sample(storage, B)`` returns the storage index ``[B, T]`` and an info dict with ``"mask"`` ``[B, T]``,
-    ``"trial"`` (unit id) ``[B]``, ``"start"`` ``[B]``. The windowing is :meth:`windows`; with a trial transform
-    the buffer reads whole trials (:meth:`sample_whole_trials`), transforms them, then windows them with it. The
-    trial table is shared with the writer (``attach``), which checkpoints it.
+    ``sample(storage, B)`` returns the storage index ``[B, T]`` and ``{"mask": [B, T], "trial": [B], "start": [B]}``.
     """
 
     def __init__(self, seq_len: int, *, sampling: str = "trial", padded_sampling: str = "none", trim: bool = True):
@@ -89,16 +79,15 @@ class TrialWindowSampler(Sampler):
         return ids[pick], lengths[pick]
 
     def windows(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One window per trial of length ``lengths`` [B], drawn with this sampler's settings and RNG: the starts
-        [B], the offsets [B, T] inside each trial (clamped to its last step) and the mask [B, T] (False past the
-        end). ``sample`` cuts its windows with it, and so does a buffer that transforms whole trials first."""
+        """One window per trial of length ``lengths`` [B]: the starts [B], the offsets [B, T] inside each trial
+        (clamped to its last step) and the mask [B, T] (False past the end)."""
         starts = draw_starts(lengths, self.seq_len, self.padded_sampling, self._rng)
         offsets, mask = window_offsets(lengths, starts, self.seq_len, self.trim)
         return starts, offsets, mask
 
     def sample_whole_trials(self, batch_size: int) -> tuple[torch.Tensor, dict]:
-        """Draw ``batch_size`` trials (as :meth:`sample` does) and return the storage index of all their steps, the
-        trials one after the other ``[sum(lengths)]``, with ``{"trial": ids, "length": lengths}``."""
+        """Draw ``batch_size`` trials; the storage index of all their steps ``[sum(lengths)]`` and
+        ``{"trial": ids, "length": lengths}``."""
         ids, lengths = self.sample_trials(batch_size)
         unit = torch.repeat_interleave(ids, lengths)
         offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
@@ -113,7 +102,6 @@ class TrialWindowSampler(Sampler):
     def _sampleable_count(self, storage, batch_size: int) -> int:
         return 0 if self.index is None else int(self.index.sampleable()[0].numel())
 
-    # ------------------------------------------------------------------ state (the table lives in the writer)
     def _config(self) -> dict:
         return {"seq_len": self.seq_len, "sampling": self.sampling, "padded_sampling": self.padded_sampling,
                 "trim": self.trim}
@@ -128,7 +116,6 @@ class TrialWindowSampler(Sampler):
         self._check(state_dict)
 
     def _check(self, cfg: dict) -> None:
-        # settings come from the constructor (the data does not depend on them); only flag a change
         if cfg != self._config():
             warnings.warn(f"sampling settings changed since the checkpoint: {cfg} -> {self._config()}")
 

@@ -1,20 +1,8 @@
-"""Bookkeeping for trials stored step-by-step in a circular storage.
+"""Bookkeeping for trials stored step by step in a circular storage: a trial is stored as several *segments* (one
+per collector batch), and this table maps ``(unit, offset)`` to a storage slot with one vectorised ``searchsorted``.
 
-Steps are written to the storage as soon as they are collected (so nothing lives only in RAM and a
-checkpoint of the storage holds every collected step). A trial of one env is therefore spread over several
-*segments* (one per collector batch) that are not adjacent in storage. This table maps
-``(trial, offset within the trial)`` to a storage slot with one vectorised ``searchsorted``, so a [B, T]
-window index is built without Python loops.
-
-Units: a stored "unit" is what the sampler draws. It is a whole trial, or a snippet of at most
-``max_trial_len`` steps of one (consecutive snippets do not overlap; stored keys such as ``time_idx`` keep
-their trial-global values). Unit ids grow with the global write position of the unit's first step, so FIFO
-eviction always removes a prefix of ids.
-
-Open units: the in-progress units of the online stream are kept either per env row (``env_unit`` [N],
-``env_traj`` None: data without trajectory ids) or as a map keyed by the collector's trajectory id
-(``env_traj`` [K] sorted unique ids, ``env_unit`` [K] their units: a trial continues wherever its id
-arrives). Both are tensors in :meth:`TrialIndex.state_dict`, so a checkpoint restores them exactly.
+A *unit* is what the sampler draws: a whole trial, or a snippet of at most ``max_trial_len`` steps of one; unit ids
+grow with the write position of their first step, so FIFO eviction removes a prefix of ids.
 """
 from __future__ import annotations
 
@@ -28,11 +16,8 @@ def _empty_long() -> torch.Tensor:
 
 
 class TrialIndex:
-    """Unit and segment tables, plus the per-env in-progress unit of the online stream.
-
-    All positions are *global* write positions (``gpos``, the number of steps written before a step); the
-    storage slot is ``gpos % capacity``. A step is still stored iff ``gpos >= write_count - capacity``.
-    """
+    """Unit and segment tables, plus the open units of the online stream. Positions are global write positions
+    (``gpos``); a step's slot is ``gpos % capacity``, and it is still stored iff ``gpos >= write_count - capacity``."""
 
     def __init__(self, capacity: int):
         if capacity <= 0:
@@ -45,19 +30,13 @@ class TrialIndex:
     def reset(self) -> None:
         self.write_count = 0
         self.unit_base = 0  # id of the oldest unit still in the tables
-        self.u_len = _empty_long()
-        self.u_first = _empty_long()  # gpos of the unit's first step
+        self.u_len, self.u_first = _empty_long(), _empty_long()  # u_first: gpos of the unit's first step
         self.u_finished = torch.zeros(0, dtype=torch.bool)
-        self.s_unit = _empty_long()
-        self.s_off = _empty_long()
-        self.s_gpos = _empty_long()
+        self.s_unit, self.s_off, self.s_gpos = _empty_long(), _empty_long(), _empty_long()
         self._sorted = True
-        # open units of the online stream: per row ([N], -1 = none; env_traj None), or keyed by trajectory id
-        # (env_traj [K] sorted unique ids, env_unit [K] their units; -1 = evicted)
-        self.env_unit: torch.Tensor | None = None
+        self.env_unit: torch.Tensor | None = None  # open units (-1: none or evicted), per row or per env_traj id
         self.env_traj: torch.Tensor | None = None
 
-    # ------------------------------------------------------------------ queries
     @property
     def num_units(self) -> int:
         return int(self.u_len.numel())
@@ -88,7 +67,6 @@ class TrialIndex:
         self.s_unit, self.s_off, self.s_gpos = self.s_unit[order], self.s_off[order], self.s_gpos[order]
         self._sorted = True
 
-    # ------------------------------------------------------------------ updates
     def prune(self, threshold: int) -> None:
         """Forget every unit with a step at ``gpos < threshold`` (it is, or is about to be, overwritten)."""
         k = int(torch.searchsorted(self.u_first, torch.tensor(threshold, dtype=torch.long)).item())
@@ -127,26 +105,14 @@ class TrialIndex:
         if unit.numel():
             self.u_finished[unit - self.unit_base] = True
 
-    # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
         self._sort()
-        return {
-            "capacity": self.capacity,
-            "write_count": self.write_count,
-            "unit_base": self.unit_base,
-            "u_len": self.u_len.clone(),
-            "u_first": self.u_first.clone(),
-            "u_finished": self.u_finished.clone(),
-            "s_unit": self.s_unit.clone(),
-            "s_off": self.s_off.clone(),
-            "s_gpos": self.s_gpos.clone(),
-            "env_unit": None if self.env_unit is None else self.env_unit.clone(),
-            "env_traj": None if self.env_traj is None else self.env_traj.clone(),
-        }
+        tables = ("u_len", "u_first", "u_finished", "s_unit", "s_off", "s_gpos", "env_unit", "env_traj")
+        return {"capacity": self.capacity, "write_count": self.write_count, "unit_base": self.unit_base,
+                **{k: None if getattr(self, k) is None else getattr(self, k).clone() for k in tables}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Load a table written by :meth:`state_dict` after :func:`check_index_state` found it consistent (a
-        ValueError naming the field otherwise; nothing is changed then)."""
+        """Load a table written by :meth:`state_dict`, after :func:`check_index_state`."""
         new = check_index_state(state, self.capacity)
         for k, v in new.items():
             setattr(self, k, v)
@@ -180,12 +146,9 @@ def _bad(name: str, ok: torch.Tensor, what: str) -> None:
 
 
 def check_index_state(state: dict, capacity: int) -> dict:
-    """The tables of a :meth:`TrialIndex.state_dict` checked for consistency, as attributes to set.
-
-    Checks (a ValueError names the field and the first bad entry): types and lengths; ``write_count`` and
-    ``unit_base`` non-negative; every unit non-empty, starting where its first segment starts, at a position still
-    stored (``>= write_count - capacity``), in write order; every segment inside its unit, inside the written range
-    and overlapping no other; the segments of a unit covering it exactly; the open trials naming existing units."""
+    """The tables of a :meth:`TrialIndex.state_dict` as attributes to set, once consistent: every unit non-empty, in
+    write order and still stored; its segments inside the written range, covering it exactly, overlapping no other;
+    the open trials naming existing units. A ValueError names the field and the first bad entry."""
     if not isinstance(state, dict):
         raise ValueError(f"index: expected a dict, got {type(state).__name__}")
     cap = _int_field(state, "capacity", 1)

@@ -1,35 +1,10 @@
 """TrialWriter: writes collector batches step by step into a circular storage and tracks trial membership.
 
-A TorchRL collector on a batched env yields ``[N, T]`` TensorDicts (``[T]`` for an unbatched env); a trial
-of one env continues across batches and ends at ``("next", "done")``. Every step is written at once (FIFO,
-one storage write per batch), and :class:`~torchrl_amago.data.trial_index.TrialIndex` records which steps
-belong to which trial, so the in-progress part of every env's trial is already on disk: a checkpoint taken
-between two batches loses nothing, and windows never mix trials of different envs.
-
-Which stored trial a row of a new batch continues:
-
-- **By trajectory id** (when the data carries the collector's ``("collector", "traj_ids")``, as every TorchRL
-  collector writes; ids are unique across the workers of ``MultiSyncCollector`` / ``MultiAsyncCollector``).
-  The open (in-progress) trials are a map *trajectory id -> unit*. A row whose first step's id has an open
-  unit continues it, whatever row, worker or batch it arrives in, so batches from different workers may
-  interleave in any order and every trial is still stored whole. ``done`` ends a trial; an ``is_init`` step
-  always starts a new one (an open unit with the same id is then closed as it stands); a change of id inside
-  a row starts a new one. Trajectory ids restart at 0 in a new collector: call :meth:`TrialWriter.end_trials`
-  when the collector changes (e.g. after restoring a checkpoint), which keeps the partial trials as shorter
-  finished ones (without it, an open unit is closed when its id reappears in a later batch without
-  continuing it). A trial that stops without ``done`` at the end of a row, its env resetting at the start of
-  its next row (e.g. ``reset_at_each_iter=True``), cannot be told apart from one in flight: it stays open
-  until then.
-- **By row** (data without trajectory ids): the open trial of row *i* continues in row *i* of the next batch,
-  which must have the same number of rows while any trial is open.
-
-Padded batches (``Collector(split_trajs=True)``: one trajectory per row, right-padded with zeros, valid steps
-marked by ``("collector", "mask")``): only the valid steps are written, in row order, and the mask itself is not
-stored. Such rows are trajectories, not envs, so they need trajectory ids.
-
-Hooks: :meth:`TrialWriter.register_write_hook` registers ``hook(first_position, steps)``, called before every
-storage write with the global write position of its first step and its number of steps (e.g. an undo log that
-saves the rows about to be overwritten); it returns a handle whose ``remove()`` unregisters it.
+Every step of a ``[N, T]`` batch is written at once (one storage write per batch, FIFO) and
+:class:`~torchrl_amago.data.trial_index.TrialIndex` records which trial each step belongs to. A trial continues by
+the collector's trajectory id (``("collector", "traj_ids")``) in whatever row, worker or batch it arrives, or by row
+for data without ids; padded ``split_trajs=True`` batches store their valid steps only. The rules: docs/api/data.md,
+"Semantics".
 """
 from __future__ import annotations
 
@@ -51,27 +26,15 @@ from .trial_index import TrialIndex, check_index_state
 WriteHook = Callable[[int, int], None]
 
 
-def plan_pieces(
-    done: torch.Tensor,
-    init: torch.Tensor | None,
-    open_unit: torch.Tensor,
-    open_len: torch.Tensor,
-    max_len: int | None,
-    traj: torch.Tensor | None = None,
-    open_traj: torch.Tensor | None = None,
-    valid: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
+def plan_pieces(done: torch.Tensor, init: torch.Tensor | None, open_unit: torch.Tensor, open_len: torch.Tensor,
+                max_len: int | None, traj: torch.Tensor | None = None, open_traj: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Split ``[N, T]`` rows into pieces that each belong to one unit (vectorised, no per-env loop).
 
-    A new unit starts after a ``done``, at an ``is_init`` step, where the collector's trajectory id changes
-    (``traj`` [N, T]; ``open_traj`` [N] is the id of each env's open unit), at the start of a row whose env has
-    no open unit, and (with ``max_len``) every ``max_len`` steps of a unit. Each row start is also a piece start
-    (rows of different envs are adjacent in storage but belong to different trials).
-    ``valid`` [N, T] (optional): each row's valid steps, a non-empty prefix of the row; the padding after them is
-    left out (positions then count valid steps only).
-    Returns flat positions ``pos`` (row-major), ``length``, ``row``, ``is_new`` (piece opens a new unit),
-    ``ends_done``, ``cut`` (a later piece of the same row closes this unit) and ``closes_open`` ([N]: the
-    env's open unit does not continue in this batch).
+    A unit starts after ``done``, at ``init``, where ``traj`` changes (or differs from ``open_traj``, the id of each
+    row's open unit), where a row has no open unit, and every ``max_len`` steps; every row start starts a piece.
+    ``valid`` [N, T]: each row's valid prefix (the padding is left out). Returns flat ``pos``, ``length``, ``row``,
+    ``is_new``, ``ends_done``, ``cut`` (a later piece of the row closes the unit) and ``closes_open`` [N].
     """
     n_env, t_len = done.shape
     t = torch.arange(t_len)
@@ -99,15 +62,9 @@ def plan_pieces(
     length = torch.diff(pos, append=torch.tensor([n_env * t_len]))
     end = pos + length - 1
     row_end = t_len - 1 if valid is None else valid.sum(1)[pos // t_len] - 1
-    plan = {
-        "pos": pos,
-        "length": length,
-        "row": pos // t_len,
-        "is_new": start.reshape(-1)[pos],
-        "ends_done": done.reshape(-1)[end],
-        "cut": (end % t_len) < row_end,
-        "closes_open": (open_unit >= 0) & start[:, 0],
-    }
+    plan = {"pos": pos, "length": length, "row": pos // t_len, "is_new": start.reshape(-1)[pos],
+            "ends_done": done.reshape(-1)[end], "cut": (end % t_len) < row_end,
+            "closes_open": (open_unit >= 0) & start[:, 0]}
     if valid is not None:
         flat_valid = valid.reshape(-1)
         keep = flat_valid[pos]
@@ -131,28 +88,20 @@ def _flag(data: TensorDictBase, key: NestedKey, shape: torch.Size) -> torch.Tens
 
 
 class TrialWriter(Writer):
-    """FIFO writer that keeps the trial structure of collector data (see module docstring).
+    """FIFO writer that keeps the trial structure of collector data (see the module docstring).
 
     Args:
-        capacity: storage size in steps (must equal the storage's ``max_size``).
-        done_key: flag that ends a trial (TorchRL ``("next", "done")``; soft resets are never ``done``).
-        init_key: flag of the first step after a hard reset, used when present in the data (a collector that
-            resets without ``done`` still starts a new trial); ``None`` to ignore it.
-        traj_key: the collector's trajectory id, used when present: open trials are keyed by it, so a trial
-            continues in whichever row, worker or batch its id arrives (see the module docstring); ``None`` to
-            ignore it and continue trials by row.
-        max_trial_len: store trials longer than this as consecutive, non-overlapping snippets of at most this
-            many steps (each snippet is sampled as a unit; stored keys such as ``time_idx`` stay trial-global).
-        trial_id_key / trial_step_key: keys written into every stored step (int64): the id of its stored unit
-            (unique for the buffer's lifetime; ids grow with write order) and its offset in the unit. TorchRL's
-            ``SliceSampler(traj_key=trial_id_key, step_key=trial_step_key, fragmented=True)`` reads the storage with
-            them (docs/api/data.md); ``None`` writes neither.
-        valid_key: TorchRL's padding mask of ``Collector(split_trajs=True)`` batches (False on padding); when present,
-            only the valid steps are written and the mask is not stored (see the module docstring); ``None`` to
-            store it as any other key.
+        capacity: storage size in steps (the storage's ``max_size``).
+        done_key: the flag that ends a trial. init_key: the hard-reset flag (starts a trial; ``None``: ignored).
+        traj_key: the collector's trajectory id (``None``: continue trials by row).
+        max_trial_len: store longer trials as consecutive snippets of at most this many steps.
+        trial_id_key / trial_step_key: written with every step (int64): its unit's id and its offset in the unit,
+            for TorchRL's ``SliceSampler(..., fragmented=True)``; ``None`` writes neither.
+        valid_key: the padding mask of ``Collector(split_trajs=True)`` batches: only valid steps are stored, the mask
+            is not (``None``: store it as any other key).
 
-    Keys in: ``done_key``, ``init_key``, ``traj_key`` and ``valid_key`` of each batch (every other key is stored);
-    keys out (stored): ``trial_id_key`` and ``trial_step_key``.
+    Keys in: ``done_key``, ``init_key``, ``traj_key``, ``valid_key`` (every other key is stored); keys out (stored):
+    ``trial_id_key``, ``trial_step_key``.
     """
 
     def __init__(self, capacity: int, *, done_key: NestedKey = ("next", "done"),
@@ -163,10 +112,7 @@ class TrialWriter(Writer):
         if max_trial_len is not None and not 0 < max_trial_len <= capacity:
             raise ValueError(f"max_trial_len must be in [1, capacity_steps={capacity}], got {max_trial_len}")
         self.index = TrialIndex(capacity)
-        self.done_key = done_key
-        self.init_key = init_key
-        self.traj_key = traj_key
-        self.valid_key = valid_key
+        self.done_key, self.init_key, self.traj_key, self.valid_key = done_key, init_key, traj_key, valid_key
         self.max_trial_len = max_trial_len
         self.trial_id_key, self.trial_step_key = trial_id_key, trial_step_key
         self._write_count = 0
@@ -174,17 +120,14 @@ class TrialWriter(Writer):
         self._write_hooks: OrderedDict[int, WriteHook] = OrderedDict()
 
     def register_write_hook(self, hook: WriteHook) -> RemovableHandle:
-        """Call ``hook(first_position, steps)`` before every storage write: the global write position of the write's
-        first step (its slot is ``first_position % capacity``) and its number of steps. Hooks run in registration
-        order; an exception in one stops the write before anything is stored. Returns a handle: ``handle.remove()``
-        unregisters the hook."""
+        """Call ``hook(first_position, steps)`` before every storage write (its first global position and number of
+        steps; an exception stops the write). Returns a handle whose ``remove()`` unregisters it."""
         if not callable(hook):
             raise TypeError(f"register_write_hook needs a callable, got {type(hook).__name__}")
         handle = RemovableHandle(self._write_hooks)
         self._write_hooks[handle.id] = hook
         return handle
 
-    # ------------------------------------------------------------------ Writer API
     def add(self, data: TensorDictBase) -> torch.Tensor:
         """One step of an unbatched env."""
         return self.extend(data.unsqueeze(0))
@@ -220,10 +163,9 @@ class TrialWriter(Writer):
         idx = self.index
         if traj is not None:
             if idx.env_traj is None:  # switch to trials keyed by trajectory id
-                if idx.env_unit is not None and bool((idx.env_unit >= 0).any()):
-                    raise ValueError(
-                        f"extend() got data with trajectory ids {self.traj_key!r} but trials written without "
-                        f"them are in progress; call end_trials() first")
+                if idx.num_open():
+                    raise ValueError(f"extend() got data with trajectory ids {self.traj_key!r} but trials written "
+                                     f"without them are in progress; call end_trials() first")
                 idx.env_unit = torch.zeros(0, dtype=torch.long)
                 idx.env_traj = torch.zeros(0, dtype=torch.long)
             return self._write(rows, done, init, online=True, traj=traj, valid=valid)
@@ -234,16 +176,14 @@ class TrialWriter(Writer):
                 f"cannot be continued by row; keep the collector's trajectory ids (traj_key=('collector', "
                 f"'traj_ids'), the default) or collect with split_trajs=False")
         if idx.env_traj is not None:  # trials keyed by trajectory id are open; this data has none
-            if bool((idx.env_unit >= 0).any()):
-                raise ValueError(
-                    f"extend() got data without trajectory ids {self.traj_key!r} but trials keyed by them are "
-                    f"in progress; call end_trials() first")
+            if idx.num_open():
+                raise ValueError(f"extend() got data without trajectory ids {self.traj_key!r} but trials keyed by "
+                                 f"them are in progress; call end_trials() first")
             idx.env_unit = idx.env_traj = None
         if idx.env_unit is None or idx.env_unit.numel() != n_env:
-            if idx.env_unit is not None and bool((idx.env_unit >= 0).any()):
-                raise ValueError(
-                    f"extend() got data from {n_env} envs but {idx.env_unit.numel()} envs have trials in "
-                    f"progress; call end_trials() first or use one buffer per collector layout")
+            if idx.num_open():
+                raise ValueError(f"extend() got data from {n_env} envs but {idx.env_unit.numel()} envs have trials "
+                                 f"in progress; call end_trials() first or use one buffer per collector layout")
             idx.env_unit = torch.full((n_env,), -1, dtype=torch.long)
         return self._write(rows, done, init, online=True)
 
@@ -260,10 +200,8 @@ class TrialWriter(Writer):
         return rows, valid
 
     def write_trials(self, data: TensorDictBase, lengths: torch.Tensor) -> torch.Tensor:
-        """Write whole trials (``data`` is their concatenation, ``lengths`` their sizes); all are finished.
-
-        Does not touch the in-progress trials of the online stream.
-        """
+        """Write whole, finished trials (``data``: their concatenation, ``lengths``: their sizes); the in-progress
+        trials of the online stream are not touched."""
         lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
         if data.batch_dims != 1 or int(lengths.sum()) != data.batch_size[0] or bool((lengths <= 0).any()):
             raise ValueError(f"write_trials() needs flat data [sum(lengths)] and positive lengths; got batch "
@@ -277,20 +215,15 @@ class TrialWriter(Writer):
         return self.index.num_open()
 
     def end_trials(self) -> int:
-        """Mark every in-progress trial of the online stream as finished (e.g. before changing collectors).
-
-        Trials keyed by trajectory id are closed too; their partial steps stay stored as shorter finished trials.
-        Returns the number of trials closed.
-        """
+        """Finish every in-progress trial of the online stream (e.g. before changing collectors); their steps stay
+        as shorter finished trials. Returns the number of trials closed."""
         idx = self.index
         closed = idx.num_open()
         if idx.env_unit is not None:
             idx.finish(idx.env_unit[idx.env_unit >= 0])
-            idx.env_unit = None
-            idx.env_traj = None
+            idx.env_unit = idx.env_traj = None
         return closed
 
-    # ------------------------------------------------------------------ core
     def _write(self, rows: TensorDictBase, done: torch.Tensor, init: torch.Tensor | None,
                online: bool, traj: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
         idx = self.index
@@ -303,14 +236,12 @@ class TrialWriter(Writer):
         last_traj = None
         if traj is not None:
             last_traj = traj[:, -1] if valid is None else traj[torch.arange(n_env), valid.sum(1) - 1]
+        open_unit = torch.full((n_env,), -1, dtype=torch.long)
         if online:
             open_unit = idx.env_unit if traj is None else self._lookup_open(traj[:, 0], last_traj)
-            open_len = torch.zeros(n_env, dtype=torch.long)
-            has = open_unit >= 0
-            open_len[has] = idx.length_of(open_unit[has])
-        else:
-            open_unit = torch.full((n_env,), -1, dtype=torch.long)
-            open_len = torch.zeros(n_env, dtype=torch.long)
+        open_len = torch.zeros(n_env, dtype=torch.long)
+        has = open_unit >= 0
+        open_len[has] = idx.length_of(open_unit[has])
         plan = plan_pieces(done, init, open_unit, open_len, self.max_trial_len, traj, valid=valid)
         # unit of every piece (new ones get the next ids, as new_units allocates them) and its offset in the unit
         is_new = plan["is_new"]
@@ -355,19 +286,16 @@ class TrialWriter(Writer):
         return slots
 
     def _stores_trial_keys(self) -> bool:
-        """Write ``trial_id_key`` / ``trial_step_key`` with the steps: unless disabled (None) or the storage was
-        first written without them (a replay saved before they existed keeps its layout)."""
+        """Write ``trial_id_key`` / ``trial_step_key``, unless disabled or the storage was written without them."""
         if self.trial_id_key is None or self.trial_step_key is None:
             return False
-        storage = self._storage
-        if not storage.initialized:
+        if not self._storage.initialized:
             return True
-        stored = storage._storage.keys(include_nested=True)
+        stored = self._storage._storage.keys(include_nested=True)
         return self.trial_id_key in stored and self.trial_step_key in stored
 
     def _lookup_open(self, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """[N] open unit continued by each row (the unit keyed by the row's first trajectory id), -1 = none.
-        ``first`` / ``last``: each row's first and last (valid) trajectory id."""
+        """[N] open unit continued by each row (keyed by its ``first`` trajectory id), -1 = none."""
         n_env = first.shape[0]
         first, last = first.contiguous(), last.contiguous()
         if torch.unique(first).numel() != n_env or torch.unique(last).numel() != n_env:
@@ -384,8 +312,7 @@ class TrialWriter(Writer):
 
     def _update_open(self, traj: torch.Tensor, last: torch.Tensor, looked_up: torch.Tensor,
                      row_open: torch.Tensor) -> None:
-        """Replace the open entries this batch touched (``traj``: every id written) by each row's open unit, keyed by
-        its last id (``last`` [N])."""
+        """Replace the open entries whose ids this batch wrote by each row's open unit, keyed by its ``last`` id."""
         idx = self.index
         keys, units = idx.env_traj, idx.env_unit
         touched = torch.isin(keys, traj.reshape(-1))
@@ -399,20 +326,16 @@ class TrialWriter(Writer):
         order = torch.argsort(keys)
         idx.env_traj, idx.env_unit = keys[order], units[order]
 
-    # ------------------------------------------------------------------ state
     def _empty(self, empty_write_count: bool = True) -> None:
         self.index.reset()
         if empty_write_count:
             self._write_count = 0
         self._write_count_offset = self._write_count
 
-    @property
-    def before_write(self):
+    def _no_before_write(self, *_):
         raise AttributeError("TrialWriter has no before_write: register hooks with writer.register_write_hook(fn)")
 
-    @before_write.setter
-    def before_write(self, fn):
-        raise AttributeError("TrialWriter has no before_write: register hooks with writer.register_write_hook(fn)")
+    before_write = property(_no_before_write, _no_before_write)
 
     def state_dict(self) -> dict:
         return {"index": self.index.state_dict(), "_write_count": self._write_count,
@@ -431,16 +354,14 @@ class TrialWriter(Writer):
                              f"this buffer has max_trial_len={self.max_trial_len}")
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load a table written by :meth:`state_dict`; it is checked first (:meth:`check_state`: a ValueError names
-        the field, and nothing is changed)."""
+        """Load a table written by :meth:`state_dict`, after :meth:`check_state`."""
         count, offset = self.check_state(state_dict)
         self.index.load_state_dict(state_dict["index"])
         self._write_count, self._write_count_offset = count, offset
 
     def check_state(self, state_dict: dict) -> tuple[int, int]:
-        """Raise ValueError naming the field if ``state_dict`` does not fit this writer (capacity, max_trial_len) or
-        is inconsistent (the trial table, see :func:`~torchrl_amago.data.trial_index.check_index_state`; the write
-        count against the table's). Returns the write count and its offset."""
+        """Raise a ValueError naming the field if ``state_dict`` does not fit this writer or is inconsistent;
+        returns the write count and its offset."""
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("index"), dict):
             raise ValueError("expected a dict with the trial table under 'index'")
         self.check_compatible(state_dict)
@@ -466,13 +387,11 @@ class TrialWriter(Writer):
 
     @staticmethod
     def read(path) -> dict:
-        """The trial table written by :meth:`dumps` into the folder ``path`` (tensors and plain values only,
-        read with :func:`~torchrl_amago.data.safe_files.load_tensors`)."""
+        """The trial table written by :meth:`dumps` into the folder ``path`` (read with ``load_tensors``)."""
         return load_tensors(Path(path).absolute() / "trial_writer.pt")
 
     def loads(self, path) -> None:
-        """Load the trial table written by :meth:`dumps` (read as tensors and plain values; checked before anything
-        changes: an error names the file and the field)."""
+        """Load the trial table written by :meth:`dumps` (checked first; an error names the file and the field)."""
         file = Path(path).absolute() / "trial_writer.pt"
         state = self.read(path)
         try:

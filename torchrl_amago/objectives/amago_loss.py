@@ -1,29 +1,9 @@
 """AMAGO's learning update as a TorchRL ``LossModule``: a multi-gamma actor-critic over one shared sequence model.
 
-``forward`` on a ``[B, T]`` replay window runs these public steps in this order (a variant overrides one):
-
-1. :meth:`~AMAGOLossIO.read_batch`: mask, reward, terminated and buffer action (padding neutralised).
-2. :meth:`encode`: the timestep and trajectory encoders ONCE over the T+1 observations
-   ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` -> s_t (with grad) and s_{t+1} for the targets (that pass
-   detached, or with ``target_encoders=True`` a gradient-free pass of a Polyak copy of both encoders).
-3. :meth:`policy`: pi(.|s_t) per gamma, and the target actor's pi'(.|s_{t+1}).
-4. :meth:`critic_target` (no grad): per gamma, the n-step return of ``reward_multiplier * r`` bootstrapped with
-   V'(s_{t+1}) = E_{a'~pi'} Q'(s_{t+1}, a') (:meth:`next_value`: target critics, PopArt-denormalised, REDQ-reduced
-   over ``num_critics_td`` random members); it stops at ``terminated`` and padding. PopArt's statistics follow it.
-5. :meth:`critic_loss`: PopArt-normalised (Q(s_t, a_t) - y)^2 per critic and gamma (two-hot cross-entropy with a
-   ``TwoHotCritic``), plus the conservative term with ``cql_coeff > 0``.
-6. :meth:`actor_loss`: ``online_coeff * -min_C Q(s_t, a~pi)`` (DPG through detached critic parameters: it never
-   moves the critic) + ``offline_coeff * -f(A) log pi(a_t|s_t)`` (filtered BC: A = Q(s_t, a_t) - E_pi Q(s_t, .),
-   f = ``fbc_filter``) - ``entropy_coeff * H(pi)``.
-7. :meth:`diagnostics`, and TorchRL's priority entry ``td_error`` written into the batch.
-
-The heads' target copies (``target_actor_head_params``, ``target_critic_head_params``) and, with
-``target_encoders=True``, the encoders' (``target_backbone_params``) follow ``AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)``
-(or TorchRL's ``SoftUpdate``) after each optimizer step; the updater may be built before or after the first call.
-
-Deliberate differences from the original: the DPG term reads the *current* online critic through detached
-parameters instead of a one-step-lagged copy (so it never accumulates phantom critic gradients), and with a
-``DiscreteCritic`` the value E_pi Q reuses the online critic pass (``q.detach() . pi``) instead of a second pass.
+``forward`` runs the public steps ``read_batch``, ``encode``, ``policy``, ``critic_target``, ``critic_loss``,
+``actor_loss`` and ``diagnostics`` in this order (a variant overrides one; docs/api/objectives.md). The target copies
+follow ``AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)``. Unlike the original, DPG reads the current critic through detached
+parameters (not a one-step-lagged copy), and a ``DiscreteCritic``'s E_pi Q reuses the online critic pass.
 """
 from __future__ import annotations
 
@@ -41,9 +21,9 @@ from ..modules.heads import PopArt, TwoHotCritic
 from ..modules.trajectory.adapters import encoder_emb_dim
 from ..spaces import ActionSpace
 from .batch import AMAGOBatch, masked_mean, redq_reduce
-from .cql import check_cql_coeff, conservative_gap
 from .filters import make_filter
-from .loss_io import REDUCTIONS, AMAGOLossIO, check_gammas, check_heads, check_options, popart_of, refuse_retired
+from .loss_io import (REDUCTIONS, AMAGOLossIO, check_cql_coeff, check_gammas, check_heads, check_options, popart_of,
+                      refuse_retired)
 from .packing import PackPlan
 from .returns import check_n_step, greedy_continues, nstep_return
 from .target_encoders import target_states
@@ -55,48 +35,19 @@ __all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "Policy", "States", "DEFA
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
-
-
-#: Steps of the earlier release, by their public names now (a subclass overriding an old name is refused).
-RENAMED_STEPS = {"_read_batch": "read_batch", "_policy_outputs": "policy",
-                 "_targets": "critic_target", "_critic_loss": "critic_loss", "_actor_loss": "actor_loss",
-                 "_diagnostics": "diagnostics"}
+#: Earlier private names of the steps (a subclass overriding one is refused: ``forward`` would never call it).
+RENAMED_STEPS = {"_read_batch": "read_batch", "_policy_outputs": "policy", "_targets": "critic_target",
+                 "_critic_loss": "critic_loss", "_actor_loss": "actor_loss", "_diagnostics": "diagnostics"}
 
 
 class AMAGOLoss(AMAGOLossIO):
-    """AMAGO's multi-gamma actor-critic loss (the module docstring lists the steps of ``forward``).
+    """AMAGO's multi-gamma actor-critic loss over a timestep encoder, a trajectory encoder (any memory the acting
+    policy accepts), an ``ActorHead`` and a critic head (``DiscreteCritic``, ``ContinuousCritic`` or
+    ``TwoHotCritic``). Every option: docs/api/objectives.md, "Options".
 
-    Args:
-        timestep_encoder: TensorDict module from the env's observation keys + ``prev_action`` / ``prev_reward`` to
-            ``"tstep_emb"`` (e.g. ``MLPTimestepEncoder``).
-        trajectory_encoder: any memory the acting policy accepts (``modules.trajectory.adapters``): a
-            ``TrajectoryEncoder``, TorchRL's ``LSTMModule`` / ``GRUModule`` or a feed-forward ``TensorDictModule``.
-        actor_head: ``ActorHead``; critic_head: ``DiscreteCritic`` | ``ContinuousCritic`` | ``TwoHotCritic``.
-        action_space: the env's ``ActionSpace`` (discrete actions may come one-hot or as an index).
-        gammas: all discounts, the last one acting (default ``DEFAULT_MULTIGAMMAS + (gamma,)``); gamma: the acting one.
-        num_critics_td: ensemble members drawn (with replacement, per step and gamma) for each TD target.
-        online_coeff / offline_coeff / entropy_coeff: weights of DPG, filtered BC and an entropy bonus (discrete).
-        critic_loss_weight: ``loss_critic`` is already multiplied by it.
-        reward_multiplier: rewards are scaled by it inside the loss only.
-        n_step: return length (stops at ``terminated`` and padding; ``truncated`` bootstraps).
-        n_step_cut: stop a return before a buffer action the target policy rates below this fraction of its mode's
-            probability (1: any non-greedy action, Watkins' Q(lambda); 0: never). Continuous actions: 0 or 1.
-        fbc_filter: f(A) of filtered BC: a name of ``filters.FILTERS`` or a callable ``adv -> weights``
-            (``make_filter(name, **kwargs)`` binds a filter's arguments).
-        num_actions_for_value_in_critic_loss / _actor_loss: samples for E_pi Q with an action-input critic.
-        popart: True: ``PopArt(len(gammas))`` normalises the critic; a ``PopArt``: that layer
-            (its rate and sigma floors); False: raw values.
-        use_target_actor: a' of the TD targets from the target actor (else the online one, detached).
-        gumbel_temperature: straight-through Gumbel-softmax for discrete DPG through an action-input critic.
-        cql_coeff: weight of the conservative term (``cql.py``; per-action critics), times ``loss.cql_scale``.
-        target_encoders: a Polyak copy of both encoders gives every discount's TD targets their s_{t+1}
-            (``target_encoders.py``); False: the online pass, the original's.
-        pack_windows: ``"cpu"`` | ``"always"`` (True) | ``"never"`` (False): which batches run windows of different
-            lengths several to a row (``packing.py``; the same loss and gradients).
-        reduction: ``"mean"`` (the original's masked mean), ``"sum"`` or ``"none"`` (per step ``[B, T]``).
-
-    TorchRL conventions: ``forward`` writes the priority entry (``tensor_keys.priority``, ``"td_error"``,
-    ``[B, T, 1]``) into the input batch; the mask follows ``loss_mask_key``; ``make_value_estimator`` is refused.
+    Keys in: ``loss.tensor_keys`` (``set_keys``; see ``_AcceptedKeys``) and the encoders' inputs, at the root and under
+    ``"next"``; the mask follows ``loss_mask_key``. Keys out: ``loss_actor``, ``loss_critic`` and detached
+    diagnostics (``out_keys``); the priority key (``"td_error"``, ``[B, T, 1]``) is written into the input batch.
     """
 
     def __init__(self, timestep_encoder: TensorDictModuleBase, trajectory_encoder: nn.Module, actor_head: nn.Module,
@@ -118,7 +69,7 @@ class AMAGOLoss(AMAGOLossIO):
                       (num_actions_for_value_in_critic_loss, num_actions_for_value_in_actor_loss), reduction)
         self.action_space, self.num_critics = action_space, int(getattr(critic_head, "num_critics", 1))
         self.cql_coeff = check_cql_coeff(cql_coeff, self.q_per_action)
-        self.register_buffer("cql_scale", torch.ones(()), persistent=False)
+        self.register_buffer("cql_scale", torch.ones(()), persistent=False)  # a schedule may fill it in place
         self.num_critics_td = int(num_critics_td)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
         self.entropy_coeff = float(entropy_coeff)
@@ -142,14 +93,12 @@ class AMAGOLoss(AMAGOLossIO):
             self._has_update_associated["backbone"] = False  # TorchRL warns until a target updater is attached
 
     def __init_subclass__(cls, **kwargs):
-        """A subclass overriding a step under its earlier private name would be skipped silently: refused."""
         super().__init_subclass__(**kwargs)
         old = sorted(set(vars(cls)) & set(RENAMED_STEPS))
         if old:
             raise TypeError(f"{cls.__name__} overrides " + ", ".join(f"{n} (now {RENAMED_STEPS[n]})" for n in old)
                             + ": AMAGOLoss.forward calls the public steps; rename the override")
 
-    # ---------------------------------------------------------------------------------------------- forward
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """The steps of the module docstring -> ``loss_actor``, ``loss_critic`` and detached diagnostics."""
         batch = self.read_batch(tensordict)
@@ -165,11 +114,8 @@ class AMAGOLoss(AMAGOLossIO):
         return out
 
     def encode(self, tensordict: TensorDictBase, batch: AMAGOBatch) -> tuple[AMAGOBatch, States]:
-        """Step 2: ONE pass of both encoders over the T+1 sequence -> (batch, :class:`States`).
-
-        Windows of different lengths may share rows (``pack_windows``): the returned batch and states then hold
-        the packed rows ``[R, T]``. s_{t+1} of the TD targets is that pass, detached, or with ``target_encoders``
-        the same pass run on the encoders' Polyak copy (eval mode, no grad)."""
+        """Step 2: ONE pass of both encoders over the T+1 sequence -> (batch, :class:`States`), on packed rows when
+        ``pack_windows`` packs; s_{t+1} is that pass detached, or the encoders' target copy's pass."""
         plan = self._packing_plan(batch.mask)
         emb = self._encoder_pass(tensordict, batch.mask, plan)  # [B or R, T+1, D]
         s_next = emb[:, 1:].detach()
@@ -179,8 +125,8 @@ class AMAGOLoss(AMAGOLossIO):
         return packed, States(emb[:, :-1], s_next, emb, plan, batch.mask.shape[0])
 
     def policy(self, states: States) -> Policy:
-        """Step 3: pi(.|s_t) (with grad) and pi'(.|s_{t+1}) of the TD targets (no grad): the target actor's, or with
-        ``use_target_actor=False`` the online actor's (one pass over the T+1 states when they are the online ones)."""
+        """Step 3: pi(.|s_t) (with grad) and pi'(.|s_{t+1}) of the TD targets (no grad; the target actor's unless
+        ``use_target_actor=False``)."""
         if not (self.use_target_actor or self.target_encoders):
             params = self._actor(self.actor_head_params, states.emb).float()
             return Policy(self.actor_head.dist(params[:, :-1]), self.actor_head.dist(params[:, 1:].detach()))
@@ -190,14 +136,10 @@ class AMAGOLoss(AMAGOLossIO):
             params_next = self._actor(head, states.s_next).float()
         return Policy(dist, self.actor_head.dist(params_next))
 
-    # ------------------------------------------------------------------------------------------- the critic
     @torch.no_grad()
     def critic_target(self, batch: AMAGOBatch, states: States, policy: Policy) -> torch.Tensor:
-        """Step 4: TD targets y ``[B, T, G]`` in reward-multiplied units, no grad; PopArt's statistics follow them.
-
-        ``y_t = sum_{i<k} gamma^i * reward_multiplier * r_{t+i} + gamma^k * V'(s_{t+k})`` with k <= ``n_step``,
-        stopping at a terminal (no bootstrap), before padding and, with ``n_step_cut``, before a non-greedy buffer
-        action (``returns.greedy_continues``); V' is :meth:`next_value`."""
+        """Step 4: TD targets y ``[B, T, G]`` (n-step returns of ``reward_multiplier * r`` bootstrapped with
+        :meth:`next_value`), no grad; PopArt's statistics follow them."""
         v_next = self.next_value(states.s_next, policy.dist_next)
         continues = None
         if self.n_step > 1 and self.n_step_cut > 0:
@@ -209,10 +151,8 @@ class AMAGOLoss(AMAGOLossIO):
         return td_target
 
     def next_value(self, s_next: torch.Tensor, dist_next: Distribution) -> torch.Tensor:
-        """V'(s_{t+1}) ``[B, T, G]``: E_{a'~pi'} of the target critics (exact over a ``DiscreteCritic``'s actions,
-        else ``num_actions_for_value_in_critic_loss`` samples), raw (PopArt-denormalised with the old statistics),
-        reduced over ``num_critics_td`` members drawn per step and gamma: their min while the DPG term is on
-        (clipped double-Q), else their mean."""
+        """V'(s_{t+1}) ``[B, T, G]``: E_{a'~pi'} of the target critics, PopArt-denormalised, REDQ-reduced over
+        ``num_critics_td`` members (their min while the DPG term is on, else their mean)."""
         if self.q_per_action:
             q_next = self._critic(self.target_critic_head_params, s_next).float()  # [B, T, C, G, A]
             v_next = (q_next * dist_next.probs.unsqueeze(-3)).sum(-1)  # E_pi' Q, [B, T, C, G]
@@ -224,11 +164,8 @@ class AMAGOLoss(AMAGOLossIO):
         return redq_reduce(v_next, self.num_critics_td, use_min=self.online_coeff > 0)
 
     def critic_loss(self, batch: AMAGOBatch, states: States, td_target: torch.Tensor):
-        """Step 5: the critic loss (before ``critic_loss_weight``) and :class:`CriticOutputs`.
-
-        Per critic and gamma: (PopArt(Q(s_t, a_t)) - PopArt-normalised y)^2, or with a ``TwoHotCritic`` the
-        cross-entropy against y's two-hot labels; plus ``cql_coeff * cql_scale *`` the conservative gap. A discrete
-        buffer action enters the critic softened with the policy's probability clip, as the original's."""
+        """Step 5: the critic loss (before ``critic_loss_weight``) and :class:`CriticOutputs`: PopArt-normalised
+        squared error (two-hot cross-entropy with a ``TwoHotCritic``) plus the conservative term."""
         s, q_all = states.s, None
         if self.q_per_action:
             q_all = self._critic(self.critic_head_params, s).float()  # [B, T, C, G, A]
@@ -255,15 +192,9 @@ class AMAGOLoss(AMAGOLossIO):
             critic_el = critic_el + (self.cql_coeff * self.cql_scale) * cql_gap
         return self._reduce(critic_el, batch.mask), CriticOutputs(q_sa, q_all, cql_gap, td_norm)
 
-    # -------------------------------------------------------------------------------------------- the actor
     def actor_loss(self, batch: AMAGOBatch, states: States, dist: Distribution, critic: CriticOutputs):
-        """Step 6: ``online_coeff * DPG + offline_coeff * filtered BC - entropy_coeff * H(pi)`` -> (loss, terms).
-
-        DPG: -min over critics of E_pi Q(s_t, .) (PopArt-normalised), through the reparameterised (or straight-through
-        Gumbel) sample or a ``DiscreteCritic``'s probability vector; the critic's parameters and s_t are detached
-        there. Filtered BC: -f(A) log pi(a_t|s_t), A = Q(s_t, a_t) - E_pi Q(s_t, .) averaged over the critics, in the
-        critic's raw output space, f = ``fbc_filter`` (no grad through A). ``terms`` holds the per-step ``dpg``,
-        ``bc``, ``adv``, ``weights`` and ``logp`` ``[B, T, G]`` (None when off) for the diagnostics."""
+        """Step 6: ``online_coeff * DPG + offline_coeff * filtered BC - entropy_coeff * H(pi)`` -> (loss, terms);
+        ``terms``: the per-step ``dpg``, ``bc``, ``adv``, ``weights`` and ``logp`` (None when off)."""
         s = states.s
         B, T = batch.mask.shape
         G = self.gammas.numel()
@@ -298,9 +229,8 @@ class AMAGOLoss(AMAGOLossIO):
         return self._reduce(actor_el, batch.mask), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
 
     def _policy_value(self, s: torch.Tensor, dist: Distribution, critic: CriticOutputs) -> Optional[torch.Tensor]:
-        """E_pi Q(s, .) per member ``[B, T, C, G]`` (raw critic output space) with grad through pi only, where an
-        actor term needs it now: a ``DiscreteCritic``'s pass reused (``q.detach() . pi``), or for DPG with an
-        action-input critic ``num_actions_for_value_in_actor_loss`` reparameterised samples. None otherwise."""
+        """E_pi Q(s, .) per member ``[B, T, C, G]`` with grad through pi only, where an actor term needs it now
+        (a ``DiscreteCritic``'s pass reused, or reparameterised samples for DPG); else None."""
         if self.q_per_action:
             # critic evaluated on detached s with detached params == q_all.detach(): reuse it
             if self.online_coeff > 0 or self.offline_coeff > 0:
@@ -313,12 +243,9 @@ class AMAGOLoss(AMAGOLossIO):
             return self._values(q_out.float()).mean(0)
         return None
 
-    # ------------------------------------------------------------------------------- diagnostics, priorities
     def diagnostics(self, out: TensorDictBase, batch: AMAGOBatch, critic_loss: torch.Tensor, critic: CriticOutputs,
                     td_target: torch.Tensor, dist: Distribution, terms: dict) -> None:
-        """Step 7: detached logging scalars into ``out`` (no host sync). No name starts with ``loss``: TorchRL's
-        ``Trainer`` sums every ``loss*`` entry, so only ``LOSS_KEYS`` may. The per-step means share one masked
-        reduction (on a GPU every small op is a kernel launch)."""
+        """Step 7: detached logging scalars into ``out`` (no host sync; no name starts with ``loss``)."""
         mask = batch.mask
         m3 = mask.unsqueeze(-1).expand_as(td_target)
         q_raw = critic.q_sa.detach()
@@ -349,9 +276,8 @@ class AMAGOLoss(AMAGOLossIO):
             out.set("cql_gap", masked_mean(critic.cql_gap.detach(), mask))
 
     def td_error(self, critic: CriticOutputs, td_target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``|Q(s, a_buffer) - TD target|`` per step ``[B, T]`` (0 on padding), TorchRL's priority signal: in the
-        units the critic is trained in (PopArt-normalised when ``popart``), the largest over the critic ensemble (as
-        TorchRL's SAC), averaged over the gammas."""
+        """TorchRL's priority signal ``[B, T]`` (0 on padding): ``|Q(s, a_buffer) - TD target|`` in the critic's
+        training units, the largest over the ensemble, averaged over the gammas."""
         q = critic.q_sa.detach()
         if not self.use_popart:
             pred, target = q, td_target
@@ -370,15 +296,12 @@ class AMAGOLoss(AMAGOLossIO):
         with tensordict.unlock_() if tensordict.is_locked else contextlib.nullcontext():
             tensordict.set(self.tensor_keys.priority, td_error.unsqueeze(-1))
 
-    # -------------------------------------------------------------------------------------------- factories
     @classmethod
     def multi_task(cls, timestep_encoder, trajectory_encoder, actor_head, critic_head=None, *,
                    action_space: ActionSpace, gammas=None, gamma: float = 0.999, num_critics: int = 4,
                    critic_kwargs: Optional[dict] = None, **kwargs) -> "AMAGOLoss":
-        """The original's ``MultiTaskAgent`` defaults: online 0, offline 1, two-hot critic, K_a = 3.
-
-        ``critic_head=None`` builds a ``TwoHotCritic(state_dim, action_dim, gammas, num_critics, **critic_kwargs)``
-        on the trajectory encoder's ``emb_dim``."""
+        """The original's ``MultiTaskAgent`` defaults: online 0, offline 1, two-hot critic, K_a = 3
+        (``critic_head=None`` builds a ``TwoHotCritic`` on the trajectory encoder's ``emb_dim``)."""
         if gammas is None:
             gammas = list(DEFAULT_MULTIGAMMAS) + [gamma]
         if critic_head is None:
@@ -392,7 +315,14 @@ class AMAGOLoss(AMAGOLossIO):
                    gammas=gammas, **defaults)
 
 
-# ------------------------------------------------------------------------ what the steps hand each other
+def conservative_gap(q_all: torch.Tensor, pred: torch.Tensor, popart: Optional[torch.nn.Module]) -> torch.Tensor:
+    """The conservative term of ``cql_coeff`` (CQL(H), Kumar et al. 2020; not in the original):
+    ``logsumexp_a Q(s, a) - Q(s, a_buffer)`` ``[B, T, C, G]`` in the critic's training units, from the raw ``q_all``
+    ``[B, T, C, G, A]`` and ``pred`` (already through ``popart``, the loss's layer or None)."""
+    pred_all = popart(q_all.movedim(-1, 0)).movedim(0, -1) if popart is not None else q_all
+    return torch.logsumexp(pred_all, -1) - pred
+
+
 class States(NamedTuple):
     """What :meth:`AMAGOLoss.encode` gives the later steps (rows are the packed ones when windows are packed)."""
 

@@ -1,7 +1,5 @@
 """Reading a ``[B, T]`` replay window for the loss: the T+1 model sequence, buffer actions, masked reductions.
-
-Padded steps may hold anything (NaN included): every value read at a padded position is replaced with
-``where`` (never multiplied by the mask), so nothing from padding reaches a loss, a gradient or a statistic.
+Values at padded steps are replaced with ``where`` (never multiplied by the mask), so NaN padding reaches nothing.
 """
 from __future__ import annotations
 
@@ -45,22 +43,10 @@ def zero_where_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, NestedKey]], mask: torch.Tensor,
                         mask_key: NestedKey = "mask") -> TensorDictBase:
-    """The T+1 model sequence of a ``[B, T]`` window: ``[root[:, 0], next[:, 0], ..., next[:, T-1]]`` per key.
-
-    A window of T transitions holds T+1 observations, ``o_0 .. o_T``: the roots hold ``o_0 .. o_{T-1}`` and
-    ``"next"`` holds ``o_1 .. o_T``. A memory must see all of them in one pass, so that the embedding of
-    ``o_{t+1}`` (the TD target's state) has seen ``o_0`` just as the embedding of ``o_t`` has; running it on the
-    roots and on ``td["next"]`` separately would hide ``o_0`` from every target. Position ``t`` of the output is the
-    state of step ``t``, position ``t+1`` the state after it.
-
-    Keys in (of ``td``, batch ``[B, T]``): for each ``(dst, src)`` of ``keys``, ``src`` at the root and
-    ``("next", src)``. Keys out (a new TensorDict, batch ``[B, T+1]``): each ``dst``, and ``mask_key`` ``[B, T+1]``
-    bool. ``mask`` ``[B, T]`` is the window's validity (False on padding): position 0 is valid iff step 0 is,
-    position t+1 iff step t is (so InputNorm statistics skip padding); invalid positions are zeroed.
-
-    Example, for a loss of your own: ``seq = t_plus_one_sequence(td, [("observation", "observation"),
-    ("time_idx", "time_idx")], td["mask"])``, then ``emb = encoders(seq)`` ``[B, T+1, D]``: the online values read
-    ``emb[:, :-1]``, the targets ``emb[:, 1:]``. ``MemoryEmbedding`` does this for TorchRL's own losses."""
+    """The T+1 model sequence of a ``[B, T]`` window, ``[root[:, 0], next[:, 0], ..., next[:, T-1]]``, so that one
+    memory pass shows ``o_0`` to every state (docs/architecture.md): for each ``(dst, src)`` of ``keys``, ``dst``
+    ``[B, T+1]`` from ``src`` at the root and ``("next", src)``, plus ``mask_key`` ``[B, T+1]`` (position t+1 is
+    valid iff step t is); invalid positions are zeroed."""
     B, T = mask.shape
     seq_mask = torch.cat([mask[:, :1], mask], dim=1)
     out = TensorDict({}, batch_size=[B, T + 1], device=td.device)
@@ -76,10 +62,8 @@ def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, Nest
 
 
 def init_sequence(td: TensorDictBase, init_key: NestedKey, mask: torch.Tensor) -> torch.Tensor:
-    """``is_init`` over the T+1 positions, ``[B, T+1, 1]`` bool: True at position 0 (a window starts from a fresh
-    memory state, as AMAGO's RNNs do) and at position t+1 where ``("next", init_key)`` is True (a new trial
-    starts inside the window); False elsewhere and on padding. Absent ``("next", init_key)`` means no trial starts
-    inside the window."""
+    """``is_init`` over the T+1 positions, ``[B, T+1, 1]`` bool: True at position 0 and at t+1 where a valid
+    ``("next", init_key)`` is True (absent: no trial starts inside the window)."""
     B, T = mask.shape
     nxt_key = ("next", *(init_key if isinstance(init_key, tuple) else (init_key,)))
     nxt = td.get(nxt_key, None)
@@ -89,10 +73,8 @@ def init_sequence(td: TensorDictBase, init_key: NestedKey, mask: torch.Tensor) -
 
 
 def buffer_actions(action: torch.Tensor, mask: torch.Tensor, space: ActionSpace, name="action"):
-    """Buffer action in the env's encoding -> (features [B, T, A] float, discrete index [B, T] or None).
-
-    Discrete: one-hot (bool/long/float [B, T, A]) or index ([B, T] / [B, T, 1] int); continuous clamped to
-    [-1, 1], multi-binary to [0, 1]. Padded steps become action 0 / zeros."""
+    """Buffer action in the env's encoding (one-hot or index when discrete) -> (features [B, T, A] float, discrete
+    index [B, T] or None); continuous actions clamped to [-1, 1], multi-binary to [0, 1], padding to action 0."""
     B, T = mask.shape
     A = space.dim
     if space.discrete:
@@ -117,9 +99,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def redq_reduce(values: torch.Tensor, num: int, use_min: bool, pick: torch.Tensor | None = None) -> torch.Tensor:
-    """REDQ: per entry of ``values [..., C, G]`` draw ``num`` of the C members with replacement (independently per
-    leading index and gamma) and take their min (clipped double-Q) or mean -> ``[..., G]``. ``pick``: the member
-    indices ``[..., num, G]`` to use instead of a new draw."""
+    """REDQ: per entry of ``values [..., C, G]``, the min or mean of ``num`` members drawn with replacement (or the
+    ``pick`` indices ``[..., num, G]``) -> ``[..., G]``."""
     if pick is None:
         pick = torch.randint(0, values.shape[-2], (*values.shape[:-2], num, values.shape[-1]), device=values.device)
     sel = torch.take_along_dim(values, pick, dim=-2)

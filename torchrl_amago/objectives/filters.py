@@ -1,8 +1,5 @@
-"""Advantage filters f(A) for AMAGO's filtered behaviour cloning term ``-f(A) * log pi(a|s)``.
-
-Each takes an advantage tensor of any shape and returns weights of the same shape (bool for the binary
-filter; the loss casts to float). Behaviour follows the original's ``binary_filter`` / ``exp_filter`` /
-``leaky_relu_filter``.
+"""Advantage filters f(A) of AMAGO's filtered behaviour cloning term ``-f(A) * log pi(a|s)``, as the original's:
+each maps an advantage tensor to weights of the same shape (bool for the binary filter).
 """
 from __future__ import annotations
 
@@ -20,14 +17,9 @@ def binary_filter(adv: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     return adv > threshold
 
 
-def exp_filter(
-    adv: torch.Tensor,
-    beta: float = 1.0,
-    clip_adv_low: Optional[float] = None,
-    clip_adv_high: Optional[float] = None,
-    clip_weights_low: Optional[float] = 1e-7,
-    clip_weights_high: Optional[float] = None,
-) -> torch.Tensor:
+def exp_filter(adv: torch.Tensor, beta: float = 1.0, clip_adv_low: Optional[float] = None,
+               clip_adv_high: Optional[float] = None, clip_weights_low: Optional[float] = 1e-7,
+               clip_weights_high: Optional[float] = None) -> torch.Tensor:
     """AWAC-style ``exp(beta * A)``, with optional clipping of the advantage and of the weight."""
     if clip_adv_low is not None or clip_adv_high is not None:
         adv = adv.clamp(min=clip_adv_low, max=clip_adv_high)
@@ -37,22 +29,11 @@ def exp_filter(
     return w
 
 
-def leaky_relu_filter(
-    adv: torch.Tensor,
-    beta: float = 2.0,
-    tau: float = 1e-2,
-    neg_slope: float = 0.05,
-    target_f0: float = 1e-2,
-    clip_weights_low: Optional[float] = 1e-7,
-    clip_weights_high: Optional[float] = 10.0,
-    add_binary: bool = True,
-) -> torch.Tensor:
-    """Leaky-ReLU ramp in A with hinge at ``tau``, slope 1/beta above it, ``neg_slope``/beta below, f(0)=target_f0,
-    clipped to [``clip_weights_low``, ``clip_weights_high``].
-
-    ``add_binary=True`` (the original's default) then adds the binary filter's 0/1 weight *after* the clip, so an
-    action with A > 0 always gets weight >= 1 and the largest weight is ``clip_weights_high + 1`` (11 by default).
-    """
+def leaky_relu_filter(adv: torch.Tensor, beta: float = 2.0, tau: float = 1e-2, neg_slope: float = 0.05,
+                      target_f0: float = 1e-2, clip_weights_low: Optional[float] = 1e-7,
+                      clip_weights_high: Optional[float] = 10.0, add_binary: bool = True) -> torch.Tensor:
+    """Leaky-ReLU ramp in A (hinge at ``tau``, slope 1/beta above, ``neg_slope``/beta below, f(0)=target_f0), clipped;
+    ``add_binary`` then adds the binary filter's 0/1 weight (so the largest weight is ``clip_weights_high + 1``)."""
     bias = target_f0 + neg_slope * tau / beta
     w = bias + F.leaky_relu((adv - tau) / beta, negative_slope=neg_slope)
     if clip_weights_low is not None or clip_weights_high is not None:

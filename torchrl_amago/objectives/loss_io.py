@@ -1,11 +1,5 @@
-"""What ``AMAGOLoss`` reads and how it calls its modules, kept out of the algorithm's way (``amago_loss.py``).
-
-``AMAGOLossIO``, the base class of ``AMAGOLoss``, holds: the batch keys (``_AcceptedKeys``, ``set_keys``,
-``in_keys`` / ``out_keys``); reading a ``[B, T]`` window (:meth:`~AMAGOLossIO.read_batch`); the T+1 model
-sequence, one encoder pass over it and its packing into fewer rows; functional calls of the heads and action
-sampling; TorchRL's reductions and its value-estimator refusal; two ``nn.Module`` overrides (``__setattr__``
-adapts an assigned trajectory encoder, ``_apply`` moves the heads' buffers). The constructor's checks are the
-functions at the end.
+"""``AMAGOLossIO``, the base class of ``AMAGOLoss``: its batch keys, reading a ``[B, T]`` window, the T+1 encoder
+pass (packed or not), functional calls of the heads, TorchRL's reductions, and the constructor's checks.
 """
 from __future__ import annotations
 
@@ -34,7 +28,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class AMAGOLossIO(LossModule):
-    """The plumbing under ``AMAGOLoss`` (see the module docstring); not a loss on its own."""
+    """The plumbing under ``AMAGOLoss``; not a loss on its own."""
 
     actor_head: nn.Module
     actor_head_params: TensorDictParams
@@ -45,27 +39,16 @@ class AMAGOLossIO(LossModule):
 
     @dataclass
     class _AcceptedKeys:
-        """Batch keys read by the loss (override with ``loss.set_keys(...)``); defaults from ``torchrl_amago.keys``.
+        """Batch keys of the loss (``loss.set_keys(...)``; defaults from ``torchrl_amago.keys``).
 
         Attributes:
-            action (NestedKey): the buffer action a_t, in the env's encoding (one-hot or index for discrete
-                spaces, ``[B, T, A]`` floats otherwise).
-            reward (NestedKey): r_t, ``[B, T(, 1)]``; scaled by ``reward_multiplier`` inside the loss only.
-            terminated (NestedKey): ``[B, T(, 1)]`` bool; stops bootstrapping (``truncated`` does not).
-            mask (NestedKey): ``[B, T]`` (or ``[B, T, 1]``) bool, False on padding. Which entries mark valid steps
-                follows TorchRL's ``loss.loss_mask_key``: ``"auto"`` (default) ANDs this key and TorchRL's
-                ``("collector", "mask")``, whichever are present (the sequence replay writes both), and a batch with
-                neither is an error (an all-valid default would silently train on padding); a key: that entry
-                only; ``None``: every step is valid (unpadded windows, e.g. TorchRL's ``SliceSampler``).
-            time_idx (NestedKey): steps since the hard reset, read at the root (step 0) and under ``"next"``; fed to
-                the trajectory encoder's time key.
-            is_init (NestedKey): first step after a hard reset, read under ``"next"`` (optional; False if absent).
-                The sequence the loss builds marks position 0 as ``is_init`` (a window starts from a fresh memory
-                state), so TorchRL's recurrent modules reset there and wherever a new trial starts inside it.
-            prev_action (NestedKey): a_{t-1} features, root and ``"next"``; fed to the timestep encoder.
-            prev_reward (NestedKey): r_{t-1}, root and ``"next"``; fed to the timestep encoder.
-            priority (NestedKey): written (not read): the per-step TD error ``[B, T, 1]`` for prioritized samplers,
-                TorchRL's ``"td_error"``.
+            action (NestedKey): the buffer action a_t, in the env's encoding.
+            reward (NestedKey), terminated (NestedKey): ``[B, T(, 1)]``; ``terminated`` stops bootstrapping.
+            mask (NestedKey): ``[B, T]`` bool, False on padding; read as TorchRL's ``loss_mask_key`` says
+                (``"auto"``: this key AND ``("collector", "mask")``, whichever are present; ``None``: all valid).
+            time_idx, prev_action, prev_reward (NestedKey): encoder inputs, read at the root and under ``"next"``.
+            is_init (NestedKey): read under ``"next"`` (optional): a trial starts inside the window.
+            priority (NestedKey): written: the per-step TD error ``[B, T, 1]``.
         """
 
         action: NestedKey = K.ACTION
@@ -82,7 +65,6 @@ class AMAGOLossIO(LossModule):
     #: the two differentiable terms; their sum is the objective (every other output is a detached diagnostic)
     LOSS_KEYS = ("loss_actor", "loss_critic")
 
-    # ------------------------------------------------------------------------------------------------- keys
     def _input_pairs(self) -> list[tuple[NestedKey, NestedKey]]:
         """(key the encoders read, key of this batch) for every per-step model input of the T+1 sequence."""
         k, enc = self.tensor_keys, self.timestep_encoder
@@ -116,7 +98,6 @@ class AMAGOLossIO(LossModule):
             keys.append("cql_gap")
         return keys
 
-    # ------------------------------------------------------------------------------------------- the batch
     def read_batch(self, tensordict: TensorDictBase) -> AMAGOBatch:
         """Step 1: validate the ``[B, T]`` window and read mask, reward, terminated and the buffer action."""
         k = self.tensor_keys
@@ -139,11 +120,7 @@ class AMAGOLossIO(LossModule):
         return AMAGOBatch(mask, reward, term, a_feat, a_idx)
 
     def _step_mask(self, tensordict: TensorDictBase, B: int, T: int, device) -> torch.Tensor:
-        """``[B, T]`` bool, False on padding, read as TorchRL's ``loss_mask_key`` says (see ``_AcceptedKeys.mask``).
-
-        TorchRL's ``"auto"`` also reads ``"shifted_valid"`` (written by its value estimators where a bootstrapped
-        target crosses an episode boundary); AMAGO's windows lie inside one trial and its n-step return stops at
-        ``terminated`` and padding itself, so that entry is not read."""
+        """``[B, T]`` bool, False on padding, read as ``loss_mask_key`` says (``"shifted_valid"`` is not read)."""
         setting = self.loss_mask_key
         if setting is None:
             return torch.ones(B, T, dtype=torch.bool, device=device)
@@ -170,10 +147,8 @@ class AMAGOLossIO(LossModule):
         per_step = torch.where(mask, per_step, torch.zeros((), dtype=per_step.dtype, device=per_step.device))
         return per_step.sum() if self.reduction == "sum" else per_step
 
-    # ----------------------------------------------------------------------------- the T+1 sequence, packed
     def _sequence(self, td: TensorDictBase, mask: torch.Tensor) -> TensorDictBase:
-        """The T+1 model inputs, with this loss's key names mapped to the names the encoders read, plus
-        ``is_init`` (True at position 0 and where a new trial starts) for TorchRL's recurrent modules."""
+        """The T+1 model inputs under the names the encoders read, plus ``is_init`` (see :func:`init_sequence`)."""
         seq = t_plus_one_sequence(td, self._input_pairs(), mask, getattr(self.timestep_encoder, "mask_key", K.MASK))
         init_key = getattr(self.trajectory_encoder, "init_key", K.IS_INIT)
         seq.set(init_key, init_sequence(td, self.tensor_keys.is_init, mask))
@@ -198,8 +173,7 @@ class AMAGOLossIO(LossModule):
 
     @property
     def packable(self) -> bool:
-        """Batches can be packed (``packing.py``): the trajectory encoder keeps windows apart, and `_backbone` is
-        this class's (a subclass that replaces it gets one window per row, so its override always runs)."""
+        """Batches can be packed: the trajectory encoder keeps windows apart and ``_backbone`` is not overridden."""
         return (bool(getattr(self.trajectory_encoder, "packable", False))
                 and type(self)._backbone is AMAGOLossIO._backbone)
 
@@ -223,25 +197,20 @@ class AMAGOLossIO(LossModule):
         return AMAGOBatch(plan.step_valid, plan.pack_steps(batch.reward), plan.pack_steps(batch.terminated),
                           plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx))
 
-    # ------------------------------------------------------------------------------ encoders' target copy
     @property
     def backbone_params(self):
-        """The encoders' parameters (the tensors themselves); with ``target_encoders=True`` ``SoftUpdate`` moves
-        ``target_backbone_params`` towards them."""
+        """The encoders' parameters, the source of ``target_backbone_params`` (``target_encoders=True``)."""
         return encoder_params(self)
 
     def _copy_backbone_to_target(self) -> None:
         self.target_backbone_params = TensorDictParams(self.backbone_params.detach().clone(), no_convert=True)
 
-    # ------------------------------------------------------------------------------------------ the heads
     @staticmethod
     def _call_with(module: nn.Module, params: TensorDictBase, *args, detach: bool = False) -> torch.Tensor:
         """module(*args) with `params`; `detach`: through detached copies (gradients reach the inputs only)."""
         if detach or (isinstance(params, TensorDictParams)
                       and not any(p.requires_grad for p in params.values(True, True))):
-            # a functional call uses the tensors as given. `to_module` would hand them back as trainable
-            # Parameters: SoftUpdate then refuses target params ("part of a graph"), and detached params would
-            # get weight gradients computed (then dropped) in every backward
+            # a functional call uses the tensors as given (`to_module` would make them trainable Parameters)
             return functional_call(module, {".".join(key) if isinstance(key, tuple) else key:
                                             v.detach() if detach else v for key, v in params.items(True, True)}, args)
         with params.to_module(module):
@@ -260,15 +229,12 @@ class AMAGOLossIO(LossModule):
                 logits = dist.logits.unsqueeze(0).expand(k, *dist.logits.shape)
                 return F.gumbel_softmax(logits, tau=self.gumbel_temperature, hard=True)
             return F.one_hot(dist.sample((k,)), self.action_space.dim).float()
-        if reparam:
-            return dist.rsample((k,))
-        return dist.sample((k,)).float()
+        return dist.rsample((k,)) if reparam else dist.sample((k,)).float()
 
     def _values(self, out: torch.Tensor) -> torch.Tensor:
         """Critic output -> per-member value [..., C, G] in the critic's raw output space."""
         return self.critic_head.to_value(out) if self.two_hot else out
 
-    # ------------------------------------------------------------------------------- nn.Module and TorchRL
     def __setattr__(self, name, value):
         if name == "trajectory_encoder" and isinstance(value, nn.Module):
             value = as_sequence_module(value)  # a bare encoder works, or the error names the wrapper to use
@@ -277,8 +243,7 @@ class AMAGOLossIO(LossModule):
             self._copy_backbone_to_target()  # a swapped encoder gets its own target copy (build updaters after)
 
     def _apply(self, fn, *args, **kwargs):
-        """`.to(device)` / `.double()` also reach the heads' own buffers, which code outside a functional call reads
-        (the two-hot critic's `bins`): `convert_to_functional` keeps the heads out of the submodules."""
+        """``.to(device)`` / ``.double()`` also reach the heads' own buffers (outside the submodules)."""
         out = super()._apply(fn, *args, **kwargs)
         for head in (self.actor_head, self.critic_head):
             for module in head.modules():
@@ -305,7 +270,6 @@ def _under_next(key: NestedKey) -> tuple:
     return ("next", *(key if isinstance(key, tuple) else (key,)))
 
 
-# ------------------------------------------------------------------------------------- constructor checks
 #: retired constructor options -> how to get the same now (``AMAGOLoss(**retired)`` raises a TypeError with it)
 RETIRED = {
     "target_backbone": "pass target_encoders=True for the encoders' target copy (off by default; no discount "
@@ -383,6 +347,14 @@ def check_options(space: ActionSpace, actor_head: nn.Module, num_critics_td: int
     if entropy_coeff < 0 or (entropy_coeff > 0 and not space.discrete):
         raise ValueError(f"entropy_coeff={entropy_coeff}: must be >= 0, and > 0 only for discrete actions (the "
                          f"{space.kind} policy's entropy has no closed form here)")
+
+
+def check_cql_coeff(cql_coeff: float, q_per_action: bool) -> float:
+    """``cql_coeff`` as a float, or a ValueError: it must be >= 0, and > 0 only with a per-action critic."""
+    if cql_coeff < 0 or (cql_coeff > 0 and not q_per_action):
+        raise ValueError(f"cql_coeff={cql_coeff}: must be >= 0, and > 0 only with a per-action critic (a "
+                         f"DiscreteCritic with discrete actions, not two-hot): the term needs Q(s, .) of every action")
+    return float(cql_coeff)
 
 
 def popart_of(popart: Union[bool, PopArt], num_gammas: int) -> tuple[bool, PopArt]:

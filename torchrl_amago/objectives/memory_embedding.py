@@ -1,10 +1,6 @@
 """Our memory inside TorchRL's own losses (``DQNLoss``, ``DiscreteSACLoss``, ...): the state embeddings of a
-``[B, T]`` window from ONE sequence-mode pass over its T+1 observations, written where those losses read them.
-
-A TorchRL loss runs its networks on the roots (online values) and on ``td["next"]`` (TD targets) separately. A
-memory run that way never shows ``o_0`` to the targets. Run the memory here instead and give the loss networks
-that read ``"state_emb"``: the root entry is position t of the pass (``o_0 .. o_t`` seen), the ``"next"`` entry
-position t+1 (``o_0 .. o_{t+1}`` seen).
+``[B, T]`` window from ONE sequence-mode pass over its T+1 observations, written where those losses read them
+(the root entry: position t of the pass, the ``"next"`` entry: position t+1; docs/swapping.md).
 """
 from __future__ import annotations
 
@@ -22,21 +18,13 @@ __all__ = ["MemoryEmbedding"]
 
 
 class MemoryEmbedding(TensorDictModuleBase):
-    """Timestep encoder + trajectory encoder over a window's T+1 sequence, written for a TorchRL loss.
+    """Timestep encoder + trajectory encoder (any memory ``AMAGOLoss`` accepts) over a window's T+1 sequence, for a
+    TorchRL loss; train its parameters with the loss's, and set the loss's ``loss_mask_key`` to ``mask_key``.
 
-    Keys in (``[B, T]`` batch, e.g. our sequence replay's windows): the timestep encoder's ``in_keys`` and the
-    memory's ``time_key`` (``"time_idx"``), each at the root and under ``"next"``; ``mask_key`` (``"mask"``,
-    ``[B, T]``, False on padding; pass all-True for unpadded windows); optionally ``("next", init_key)`` (a trial
-    starting inside the window; TorchRL's recurrent modules read it). Keys out: ``out_key`` (the memory's output,
-    ``"state_emb"``) ``[B, T, D]`` at the root, = positions 0..T-1 of the pass (with gradient: the loss trains
-    the encoders), and ``("next", out_key)`` = positions 1..T (detached with ``detach_next=True``, the default:
-    TD targets are not differentiated, as in AMAGO's loss).
-
-    ``trajectory_encoder``: any memory ``AMAGOLoss`` accepts (a ``TrajectoryEncoder``, a ``TrajectoryEncoderModule``,
-    TorchRL's ``LSTMModule`` / ``GRUModule``, a feed-forward ``TensorDictModule``); it runs in sequence mode here,
-    each window from an empty memory. Train the parameters of this module with the loss's:
-    ``list(embedding.parameters()) + list(loss.parameters())``. Set the TorchRL loss's ``loss_mask_key`` to
-    ``mask_key`` so that padded steps stay out of its reduction.
+    Keys in (``[B, T]``): the timestep encoder's ``in_keys`` and the memory's ``time_key``, at the root and under
+    ``"next"``; ``mask_key`` (False on padding); optionally ``("next", init_key)``. Keys out: ``out_key``
+    ``[B, T, D]`` (positions 0..T-1, with grad) and ``("next", out_key)`` (positions 1..T, detached with
+    ``detach_next``).
     """
 
     def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, *, mask_key: NestedKey = K.MASK,

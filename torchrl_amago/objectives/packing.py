@@ -1,20 +1,9 @@
 """Sequence packing: a batch's short windows share rows, so the loss runs on fewer, fuller rows.
 
-A trimmed ``[B, T]`` batch is as long as its longest window; when trial lengths differ widely, most of its steps
-are still padding. Packing places the windows one after another in ``R <= B`` rows. Window ``b`` (``L_b`` valid
-steps, a prefix of its row) keeps its whole T+1 span: positions ``s .. s + L_b`` of its packed row hold its
-T+1 model inputs, and packed steps ``s .. s + L_b - 1`` its steps (the span's last position is only the
-successor state of its last step, so that packed step is masked). Each step therefore sees the same state,
-successor state, reward, action and mask as before, and every term of the loss is a masked mean over the same
-steps: the loss, the PopArt statistics and the gradients are those of the padded batch
-(``tests/objectives/test_packed_batches.py``). The trajectory encoder must keep windows apart: the Transformer
-attends only inside a window (``segment`` ids), per-step encoders need nothing; other memories are not packed.
-
-Rows are filled first-fit, longest window first, with capacity ``T + 1`` (the longest window fills a row alone).
-
-Planning reads the mask on the host. For a batch on a GPU that read is a device sync, which costs more than the
-saved rows at the sizes measured (docs/scaling.md, "On a GPU"), so by default (``"cpu"``) only batches that
-live on the CPU are packed; ``"always"`` packs on every device, ``"never"`` on none.
+Windows are placed first-fit, longest first, in ``R <= B`` rows of ``T + 1`` positions, each keeping its whole T+1
+span; every step sees the same inputs and mask as before, so the loss, PopArt statistics and gradients are those of
+the padded batch. The trajectory encoder must keep windows apart (``segment`` ids). Planning reads the mask on the
+host, so by default (``"cpu"``) only CPU batches are packed (docs/api/objectives.md, "Packed windows").
 """
 from __future__ import annotations
 
@@ -46,8 +35,7 @@ def packs_here(mode: str, mask: torch.Tensor) -> bool:
 
 
 class PackPlan(NamedTuple):
-    """Where every packed position comes from (``R`` rows; ``T`` = the batch's window length). Everything else
-    (source row, validity, window starts) follows from the two fields."""
+    """Where every packed position comes from (``R`` rows; ``T`` = the batch's window length)."""
 
     segment: torch.Tensor  #: [R, T+1] long, the source row (window id) of each packed position; -1 where unused
     pos: torch.Tensor  #: [R, T+1] long, position inside the source row's T+1 sequence (0 where unused)
@@ -68,8 +56,8 @@ class PackPlan(NamedTuple):
 
     def pack_sequence(self, seq: TensorDictBase, mask_key: NestedKey, init_key: NestedKey,
                       segment_key: NestedKey) -> TensorDictBase:
-        """The loss's ``[B, T+1]`` model inputs -> ``[R, T+1]``; unused positions are zeros, the mask is
-        ``seq_valid``, ``init_key`` marks each window's start and ``segment_key`` holds the window ids."""
+        """The loss's ``[B, T+1]`` model inputs -> ``[R, T+1]`` (zeros where unused), with the mask, each window's
+        start at ``init_key`` and the window ids at ``segment_key``."""
         valid = self.seq_valid
         packed = seq[self.segment.clamp(min=0), self.pos].apply(lambda x: zero_where_invalid(x, valid))
         packed.set(mask_key, valid)
@@ -83,8 +71,7 @@ class PackPlan(NamedTuple):
         return x[self.segment[:, :T].clamp(min=0), self.pos[:, :T].clamp(max=T - 1)]
 
     def unpack_steps(self, x: torch.Tensor, batch_rows: int) -> torch.Tensor:
-        """The inverse of :meth:`pack_steps` on valid steps: ``[R, T, ...]`` -> ``[batch_rows, T, ...]``, zeros on
-        the steps no window holds (padding)."""
+        """The inverse of :meth:`pack_steps` on valid steps (zeros on padding): ``[R, T, ...]`` -> ``[B, T, ...]``."""
         T = x.shape[1]
         valid = self.step_valid
         out = x.new_zeros(batch_rows, *x.shape[1:])
@@ -93,8 +80,7 @@ class PackPlan(NamedTuple):
 
 
 def plan_packing(mask: torch.Tensor) -> PackPlan | None:
-    """The packing of a ``[B, T]`` batch whose valid steps are a prefix of each row, or None when it would not
-    save a row (or the valid steps of some row are not a prefix)."""
+    """The packing of a ``[B, T]`` batch, or None when it saves no row (or a row's valid steps are not a prefix)."""
     B, T = mask.shape
     cpu_mask = mask.detach().to("cpu", torch.bool)
     lengths = cpu_mask.sum(1)

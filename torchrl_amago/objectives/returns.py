@@ -1,13 +1,6 @@
-"""Multi-gamma n-step TD targets that stop at terminals and at padding, and the ``n_step_cut`` rule.
-
-``nstep_return`` is used by the loss and by anything else that needs AMAGO's targets, so the masking rules live
-in one place: rewards are accumulated with gamma^i until a step is ``terminated`` (its reward counts, no
-bootstrap) or the next step is padding / outside the window (bootstrap from the successor of the last
-accumulated step). ``truncated`` is not an input on purpose: it never stops bootstrapping.
-
-``greedy_continues`` is ``AMAGOLoss(n_step_cut=...)``: a return also stops before an intermediate buffer action
-that the target policy rates below ``n_step_cut`` x the probability of its most likely action (1: before any
-non-greedy action, as Watkins' Q(lambda)). The original's n-step returns (``n_step_cut=0``) never stop there.
+"""Multi-gamma n-step TD targets that stop at terminals and at padding (``truncated`` never stops them), and the
+``n_step_cut`` rule: a return also stops before a buffer action the target policy rates below ``n_step_cut`` x the
+probability of its mode.
 """
 from __future__ import annotations
 
@@ -34,34 +27,16 @@ def _per_step(x: torch.Tensor, name: str, like: torch.Tensor) -> torch.Tensor:
     return x.reshape(B, T, *(1,) * (like.ndim - 2))
 
 
-def nstep_return(
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    valid: torch.Tensor,
-    next_value: torch.Tensor,
-    gammas: torch.Tensor,
-    n: int = 1,
-    reward_multiplier: float = 1.0,
-    continues: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """n-step targets for every step of a ``[B, T]`` window and every discount in ``gammas``.
+def nstep_return(reward: torch.Tensor, terminated: torch.Tensor, valid: torch.Tensor, next_value: torch.Tensor,
+                 gammas: torch.Tensor, n: int = 1, reward_multiplier: float = 1.0,
+                 continues: torch.Tensor | None = None) -> torch.Tensor:
+    """n-step targets ``[B, T, ..., G]`` of a ``[B, T]`` window for every discount of ``gammas`` ``[G]``:
+    ``sum_{i<k} g^i r_{t+i} + g^k (1 - term_{t+k-1}) V(s_{t+k})``, k <= n stopping at the first terminal or before
+    the first invalid step (0 where step t is invalid).
 
-    Args:
-        reward: ``[B, T]`` or ``[B, T, 1]`` reward of step t (raw env reward).
-        terminated: ``[B, T]`` or ``[B, T, 1]`` bool, step t ended in a terminal state.
-        valid: ``[B, T]`` or ``[B, T, 1]`` bool, False on padding.
-        next_value: ``[B, T, ..., G]`` value of the successor state s_{t+1} of step t (already a state value,
-            e.g. the reduced target Q at the target policy's action), in the same scale as
-            ``reward * reward_multiplier``.
-        gammas: ``[G]`` discounts.
-        n: number of reward steps before bootstrapping (>= 1).
-        reward_multiplier: rewards are scaled by this constant first.
-        continues: optional bool ``[B, T]`` or ``[B, T, ..., G]``: an earlier step's return may go on through step
-            t (False: stop before step t and bootstrap from s_t, as if step t were padding). None: always.
-
-    Returns:
-        ``[B, T, ..., G]``: ``sum_{i<k} g^i r_{t+i} + g^k (1 - term_{t+k-1}) V(s_{t+k})`` where k <= n stops at the
-        first terminal or before the first invalid step; 0 where step t itself is invalid.
+    ``reward``, ``terminated``, ``valid``: ``[B, T(, 1)]``; ``next_value``: V(s_{t+1}) of step t ``[B, T, ..., G]``,
+    in the units of ``reward * reward_multiplier``; ``continues`` (optional, ``[B, T]`` or ``[B, T, ..., G]``):
+    False stops a return before step t (bootstrapping from s_t).
     """
     if n < 1:
         raise ValueError(f"n_step must be >= 1, got {n}")
@@ -95,10 +70,8 @@ def nstep_return(
 
 
 def check_n_step(n_step: int, n_step_cut: float, discrete: bool, kind: str = "continuous") -> int:
-    """The return length the loss uses for ``AMAGOLoss(n_step=..., n_step_cut=...)``, or a ValueError naming them.
-
-    A fraction ``0 < n_step_cut < 1`` compares a discrete buffer action's probability with the mode's, so
-    non-discrete actions take 0 or 1; with 1 every return is 1-step (a sampled action is never the mode)."""
+    """The return length of ``AMAGOLoss(n_step=..., n_step_cut=...)``, or a ValueError (a fraction of
+    ``n_step_cut`` needs discrete actions; 1 with other actions means 1-step returns)."""
     if n_step < 1:
         raise ValueError(f"n_step must be >= 1, got {n_step}")
     if not 0.0 <= n_step_cut <= 1.0 or (0.0 < n_step_cut < 1.0 and not discrete):
@@ -108,16 +81,9 @@ def check_n_step(n_step: int, n_step_cut: float, discrete: bool, kind: str = "co
 
 
 def greedy_continues(probs_next: torch.Tensor, action_index: torch.Tensor, n_step_cut: float) -> torch.Tensor:
-    """``continues`` of :func:`nstep_return` for ``n_step_cut``: may a return go on through step t?
-
-    Args:
-        probs_next: ``[B, T, G, A]`` the target policy's probabilities at s_{t+1} of each step t (so entry t - 1
-            is pi'(.|s_t)).
-        action_index: ``[B, T]`` the buffer actions a_t.
-        n_step_cut: stop where pi'(a_t|s_t) < ``n_step_cut`` * max_a pi'(a|s_t).
-
-    Returns:
-        ``[B, T, G]`` bool; step 0 of a window is never an intermediate step (True)."""
+    """``continues`` ``[B, T, G]`` of :func:`nstep_return`: False where pi'(a_t|s_t) < ``n_step_cut`` *
+    max_a pi'(a|s_t), from ``probs_next`` ``[B, T, G, A]`` (pi' at s_{t+1} of step t) and ``action_index``
+    ``[B, T]``; step 0 is always True."""
     probs = probs_next[:, :-1]  # pi'(.|s_t) for t = 1..T-1
     a = action_index[:, 1:, None, None].expand(*probs.shape[:-1], 1)
     keep = probs.gather(-1, a).squeeze(-1) >= n_step_cut * probs.amax(-1)

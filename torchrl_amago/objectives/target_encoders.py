@@ -1,10 +1,7 @@
 """The encoders' target copy (``AMAGOLoss(target_encoders=True)``) and ``AMAGOSoftUpdate``, which moves it.
 
-With the original's targets (target *heads* on the *online* encoders' s_{t+1}) a change of the shared encoders moves
-every TD target at once. With the copy, the TD targets of every discount read s_{t+1} from a gradient-free pass
-(eval mode) of Polyak-averaged encoders, ``loss.target_backbone_params``, which TorchRL's ``SoftUpdate`` pairs with
-``loss.backbone_params``: one more encoder pass per update. ``AMAGOSoftUpdate`` moves it at
-``DEFAULT_BACKBONE_TAU`` = 0.01 (a lag of ~100 updates): at the heads' 0.003 it holds back what the encoders learn.
+With the copy, every discount's TD targets read s_{t+1} from a gradient-free pass (eval mode) of Polyak-averaged
+encoders, ``loss.target_backbone_params``, which TorchRL's ``SoftUpdate`` pairs with ``loss.backbone_params``.
 """
 from __future__ import annotations
 
@@ -27,9 +24,8 @@ BACKBONE = "backbone_params"  # the source whose target copy is AMAGOLoss.target
 
 @contextmanager
 def swapped_parameters(module: nn.Module, params: TensorDictBase):
-    """Within the block, ``module``'s parameters named by the nested keys of ``params`` are those tensors (plain
-    tensors, no copy); the module's own parameters are put back on exit. ``params`` itself is left untouched
-    (``TensorDict.to_module`` would write Parameters into it)."""
+    """Within the block, ``module``'s parameters named by the nested keys of ``params`` are those tensors (no copy;
+    unlike ``TensorDict.to_module``, ``params`` is left untouched)."""
     saved = []
     try:
         for key, value in params.items(True, True):
@@ -51,8 +47,7 @@ def encoder_params(loss: nn.Module) -> TensorDict:
 
 @torch.no_grad()
 def target_states(loss: nn.Module, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """s_{t+1} ``[B, T, D]``: ``encode()`` (the loss's encoder pass, ``[B, T+1, D]``) run on
-    ``loss.target_backbone_params``, in eval mode, without gradient."""
+    """s_{t+1} ``[B, T, D]``: the encoder pass ``encode()`` on ``loss.target_backbone_params``, in eval mode."""
     modules = [getattr(loss, name) for name in ENCODERS]
     modes = [m.training for m in modules]
     try:
@@ -67,11 +62,8 @@ def target_states(loss: nn.Module, encode: Callable[[], torch.Tensor]) -> torch.
 
 
 class AMAGOSoftUpdate(SoftUpdate):
-    """``SoftUpdate(loss, tau=...)`` for the heads' target copies, ``backbone_tau`` for the encoders' one.
-
-    ``backbone_tau=None`` moves every copy at ``tau`` (then it is TorchRL's ``SoftUpdate``). A loss without the
-    encoders' copy has nothing for ``backbone_tau`` to move. Use it wherever ``SoftUpdate`` goes (your loop's
-    ``updater.step()`` after the optimizer step, ``TargetNetUpdaterHook`` in ``torchrl.trainers.Trainer``)."""
+    """``SoftUpdate(loss, tau=...)`` for the heads' target copies and ``backbone_tau`` for the encoders' one
+    (``None``: ``tau``, TorchRL's ``SoftUpdate``); use it wherever ``SoftUpdate`` goes."""
 
     def __init__(self, loss_module, *, eps: float | None = None, tau: float | None = None,
                  backbone_tau: float | None = DEFAULT_BACKBONE_TAU):

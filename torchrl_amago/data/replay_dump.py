@@ -1,0 +1,198 @@
+"""``SequenceReplayBuffer.dumps``/``loads``: the replay state in ``<dump>/replay_state.pt`` beside copies of the
+memmaps in ``<dump>/storage/``; written atomically, loaded only after every file and field is checked
+(docs/api/data.md, "A dump folder")."""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .replay_persist import (DUMP_FORMAT, DUMP_STATE_FILE, STORAGE_DIR, ReplayStateError, check_files, fsync_dir,
+                             leaf_bytes, load_table, map_storage, replay_state, save_durably, validate_replay_state)
+from .safe_files import UnsafeFileError, check_folder, load_tensors
+
+
+def dump_replay(rb, path) -> None:
+    """Write ``rb`` to the folder ``path``: copies of its memmaps in ``storage/`` and ``replay_state.pt`` (the
+    replay state plus the transform's state_dict). ``path`` must be new, empty or an earlier dump, which is
+    replaced only once the new dump is complete (:func:`write_folder`); any other folder raises a ValueError."""
+    path = Path(path).absolute()
+    scratch = Path(rb._storage.scratch_dir).absolute() if rb._storage.scratch_dir else None
+    if scratch is not None and (scratch == path or path in scratch.parents):
+        raise ValueError(f"dumps({path}): refused: it holds this buffer's own memmaps ({scratch}); dump elsewhere")
+    check_dump_target(path, "replay dump", not_a_replay_dump)
+    state = {"format": DUMP_FORMAT, **replay_state(rb), "transform": dict(rb._transform.state_dict())}
+    src_root = Path(rb._storage.scratch_dir).absolute() if rb._storage.initialized else None
+
+    def write(folder: Path) -> None:
+        for leaf in state["storage"]["leaves"]:
+            dst = folder / STORAGE_DIR / leaf["file"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src_root / leaf["file"], dst)  # the memmaps are shared mappings: the file has every write
+            with open(dst, "rb+") as f:
+                os.fsync(f.fileno())
+        save_durably(folder / DUMP_STATE_FILE, state)  # last: a folder without it is never loaded
+
+    write_folder(path, write)
+
+
+def _dump_entry(rel: str) -> bool:
+    return rel == DUMP_STATE_FILE or (rel.startswith(STORAGE_DIR + "/") and rel.endswith(".memmap"))
+
+
+def _unnamed(files: list, state: dict) -> str | None:
+    """The first of a dump's ``files`` that its state does not name, if any."""
+    named = {f"{STORAGE_DIR}/{Path(leaf['file']).as_posix()}" for leaf in state["storage"]["leaves"]}
+    extra = sorted(set(files) - named - {DUMP_STATE_FILE})
+    return extra[0] if extra else None
+
+
+def not_a_replay_dump(path) -> str | None:
+    """None if the folder ``path`` is exactly a replay dump (its state and the memmaps it names), else why not."""
+    path = Path(path)
+    try:
+        files = check_folder(path, _dump_entry, "replay dump")
+        state_file = path / DUMP_STATE_FILE
+        state = load_tensors(state_file)
+        if not isinstance(state, dict) or state.get("format") != DUMP_FORMAT:
+            return f"{state_file} is not a replay dump's state"
+        extra = _unnamed(files, state)
+        if extra:
+            return f"{path / extra} is not named by {state_file}"
+    except (OSError, ValueError, KeyError, TypeError) as e:  # UnsafeFileError included
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
+def check_dump_target(path: Path, what: str, why_not_ours: Callable[[Path], str | None]) -> None:
+    """Raise a ValueError naming ``path`` unless ``dumps`` may replace it: missing, empty, or a ``what``
+    (``why_not_ours(path)`` is None)."""
+    if path.is_symlink():
+        raise ValueError(f"dumps({path}): refused: it is a symlink; a {what} is a folder of its own")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"dumps({path}): refused: it is a file, not a folder")
+    if not any(path.iterdir()):
+        return
+    why = why_not_ours(path)
+    if why:
+        raise ValueError(f"dumps({path}): refused: the folder holds files that are not a {what} ({why}); nothing "
+                         f"was written or deleted: use an empty or new folder")
+
+
+def write_folder(path: Path, write: Callable[[Path], None]) -> None:
+    """Make the folder ``path`` by ``write(folder)`` into a new hidden folder beside it, then put it in place: a
+    rename, or an atomic exchange with an earlier one (Linux ``renameat2``), which is then deleted. Without the
+    exchange the earlier folder is renamed aside first (a crash in between leaves both beside ``path``). A failure
+    or a kill while writing leaves ``path`` as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # as mkdir would make it (mkdtemp makes 0o700)
+        write(tmp)
+        for folder, dirs, _ in os.walk(tmp):
+            for d in dirs:
+                fsync_dir(Path(folder) / d)
+        fsync_dir(tmp)
+        if not path.exists():
+            os.rename(tmp, path)
+        elif _exchange(tmp, path):  # tmp now holds the earlier folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
+
+
+def _check_room(rb, state: dict) -> None:
+    """Before a fresh buffer allocates the dump's layout: the folder of its memmaps must have room for it."""
+    need = sum(leaf_bytes(leaf) for leaf in state["storage"]["leaves"])
+    folder = Path(rb._storage.scratch_dir or tempfile.gettempdir()).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise ReplayStateError(f"storage.leaves: the dump's layout needs {need} bytes, the buffer's folder {folder} "
+                               f"has {free} free; nothing was loaded")
+
+
+def _check_transform(rb, state: dict) -> None:
+    got = state.get("transform")
+    if not isinstance(got, dict):
+        raise ReplayStateError("transform: expected the transform's state_dict (a dict)")
+    if not got:
+        return
+    mine = dict(rb._transform.state_dict())
+    if set(got) != set(mine):
+        raise ReplayStateError(f"transform: keys {sorted(got)} differ from this buffer's transform {sorted(mine)}")
+    for k, v in got.items():
+        if isinstance(mine[k], torch.Tensor) and (not isinstance(v, torch.Tensor) or v.shape != mine[k].shape):
+            raise ReplayStateError(f"transform.{k}: {getattr(v, 'shape', type(v).__name__)} does not fit this "
+                                   f"buffer's transform ({list(mine[k].shape)})")
+
+
+def load_replay(rb, path) -> None:
+    """Load a folder written by :func:`dump_replay` into ``rb`` (a copy: the dump is never written). The folder,
+    the state and every memmap are checked before anything is written into ``rb``; a failure raises
+    :class:`~torchrl_amago.data.safe_files.UnsafeFileError` or :class:`ReplayStateError` naming the file."""
+    path = Path(path).absolute()
+    state_file = path / DUMP_STATE_FILE
+    if path.is_dir() and not state_file.exists():
+        raise UnsafeFileError(f"{path} is not a replay dump written by SequenceReplayBuffer.dumps ({state_file} is "
+                              f"missing; TorchRL's own dump format is not loaded, since it can hold pickles)")
+    files = check_folder(path, _dump_entry, "replay dump")
+    state = load_tensors(state_file)
+    try:
+        if not isinstance(state, dict) or state.get("format") != DUMP_FORMAT:
+            raise ReplayStateError(f"format: not a replay dump (format {DUMP_FORMAT!r} expected)")
+        validate_replay_state(rb, state, "the dump")
+        _check_transform(rb, state)
+        check_files(state, path / STORAGE_DIR)
+        extra = _unnamed(files, state)
+        if extra:
+            raise UnsafeFileError(f"{path / extra} is not named by {state_file}; nothing was loaded")
+        st = rb._storage
+        if state["storage"]["initialized"] and not st.initialized:
+            _check_room(rb, state)
+        td = map_storage(state, path / STORAGE_DIR, writable=False)
+        if td is None:
+            if st.initialized:
+                st._empty()
+        else:
+            if not st.initialized:
+                st._init(td[0])
+            st._storage.update_(td)
+            st._len = int(state["storage"]["len"])
+        load_table(rb, state)
+        rb._batch_size = state["batch_size"]
+        if state["transform"]:
+            rb._transform.load_state_dict(state["transform"])
+    except UnsafeFileError:
+        raise
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # ReplayStateError included
+        why = (str(e) if str(path) in str(e) else f"{state_file}: {e}" if isinstance(e, ValueError)
+               else f"{state_file}: {type(e).__name__}: {e}")
+        raise ReplayStateError(f"replay dump {path} cannot be loaded ({why})") from e
