@@ -55,7 +55,7 @@ def run(num_actions: int, seed: int, margin: float, trainer_argv: list[str], buf
         return make_amago_env(NoRepeat(n, num_actions=num_actions))
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"NoRepeat{num_actions}")
-    summary = trainer.run("no_repeat", final_eval_timesteps=4 * num_actions)
+    summary = trainer.run(final_eval_timesteps=4 * num_actions)
     metrics = os.path.join(buffer_dir, run_name, "logs", "metrics.csv")
     curve = [(int(u), r) for u, r in column(read_metrics(metrics), "train/return")]
     if curves_dir:

@@ -5,19 +5,24 @@ lists `eval_episode_<k>_success` for every attempt k).
 
     python examples/00_meta_frozen_lake.py --lake_size 4 --k_episodes 3 --run_name lake4
 """
-from torchrl_amago.trainers import Derived, cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import (Derived, at_least, between, checked, cpu_preset, example_args, example_flags,
+                                    parse_config, positive_int, probability)
 
 
 def extra(p):
-    p.add_argument("--lake_size", type=int, default=4, help="lake is size x size (the original's CLI uses 5)")
-    p.add_argument("--k_episodes", type=int, default=3, help="attempts per trial (the original uses 10)")
+    p.add_argument("--lake_size", type=checked(int, at_least(2)), default=4,
+                   help="lake is size x size (the original's CLI uses 5)")
+    p.add_argument("--k_episodes", type=positive_int, default=3, help="attempts per trial (the original uses 10)")
     p.add_argument("--hard_mode", action="store_true", help="swapped actions, melting ice, noisy position")
     p.add_argument("--recover_mode", action="store_true",
                    help="falling in a hole costs 0.1 instead of ending the attempt")
-    p.add_argument("--slip_chance", type=float, default=0.0, help="probability that an action becomes 'stay'")
-    p.add_argument("--max_episode_steps", type=int, default=None, help="steps per attempt (default: size^2, see env)")
+    p.add_argument("--slip_chance", type=checked(float, between(0, 1, hi_open=True)), default=0.0,
+                   help="probability that an action becomes 'stay'")
+    p.add_argument("--max_episode_steps", type=positive_int, default=None,
+                   help="steps per attempt (default: size^2, see env)")
     p.add_argument("--hide_k_progress", action="store_true", help="do not show attempts_done/k in the observation")
-    p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * trial length")
+    p.add_argument("--test_mult", type=positive_int, default=4,
+                   help="final eval steps per env = test_mult * trial length")
 
 
 def make_env_factory(a):
@@ -49,8 +54,9 @@ def main(argv=None):
     from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=trial_len,
-                           env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}")
-    return trainer.run("00_meta_frozen_lake", final_eval_timesteps=args.test_mult * trial_len)
+                           env_name=f"MetaFrozenLake-{a.lake_size}x{a.lake_size}-k{a.k_episodes}",
+                           settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * trial_len)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ The defaults are tuned on CartPole-v1 (see docs/domains/gym.md): a Markov env wi
 that propagate over ~100 steps quickly, so the defaults use gamma 0.99, 5-step returns, a faster target update
 (tau 0.05), lr 5e-4 and a short epsilon anneal instead of AMAGO's long-horizon settings (gamma 0.999, 1-step, 0.003).
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
 
 
 def extra(p):
     p.add_argument("--env", type=str, default="CartPole-v1", help="gymnasium env id")
-    p.add_argument("--max_episode_steps", type=int, default=None, help="time limit (default: the env's own)")
-    p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
+    p.add_argument("--max_episode_steps", type=positive_int, default=None, help="time limit (default: the env's own)")
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=1000, help="final eval steps per eval env")
 
 
 #: Settings that matter on CartPole-v1 (docs/domains/gym.md; run: docs/results/ablations/01_cartpole_tuned_gammas.csv).
@@ -46,8 +46,9 @@ def main(argv=None):
 
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
-    return trainer.run("01_basic_gym", final_eval_timesteps=args.final_eval_timesteps)
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env,
+                           settings=example_flags(args, "final_eval_timesteps"))
+    return trainer.run(final_eval_timesteps=args.final_eval_timesteps)
 
 
 if __name__ == "__main__":

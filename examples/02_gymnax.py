@@ -6,16 +6,16 @@ context bit is shown only at the first step and must be recalled at the last one
 
     python examples/02_gymnax.py --env MemoryChain-bsuite --env_param memory_length=10 --run_name gymnax_mc10
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config, parse_key_values
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, parse_key_values, positive_int
 
 
 def extra(p):
     p.add_argument("--env", type=str, default="MemoryChain-bsuite", help="gymnax env id")
     p.add_argument("--env_param", type=str, action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the gymnax EnvParams (repeatable), e.g. memory_length=10")
-    p.add_argument("--episode_length", type=int, default=None,
+    p.add_argument("--episode_length", type=positive_int, default=None,
                    help="max_seq_len hint: steps per episode (default: memory_length+1 for MemoryChain, else 128)")
-    p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=1000, help="final eval steps per eval env")
 
 
 def make_env_factory(name: str, params: dict):
@@ -49,8 +49,9 @@ def main(argv=None, make_env=None):
         make_env = make_env_factory(args.env, params)
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"gymnax_{args.env}")
-    return trainer.run("02_gymnax", final_eval_timesteps=args.final_eval_timesteps)
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"gymnax_{args.env}",
+                           settings=example_flags(args, "final_eval_timesteps"))
+    return trainer.run(final_eval_timesteps=args.final_eval_timesteps)
 
 
 if __name__ == "__main__":

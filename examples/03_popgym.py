@@ -12,7 +12,7 @@ returns per game. Its CPU settings are measured in docs/results/ablations/README
         --num_actions 0        # both games solved in ~11 min on 2 CPU cores
 """
 from torchrl_amago.trainers import (ACTION_PRESETS_HELP, action_presets, cpu_preset, derived_from, example_args,
-                                    parse_config)
+                                    example_flags, nonneg_int, parse_config, positive_int)
 
 
 def extra(p):
@@ -21,12 +21,12 @@ def extra(p):
                    help="MultiDomainPOPGym (AMAGO-2): one game of --games per trial, warm-up + scored episode")
     p.add_argument("--games", type=str, nargs="+", default=None,
                    help="--multidomain: popgym class names to draw from (default: the original's 27 games)")
-    p.add_argument("--warmup_episodes", type=int, default=1,
+    p.add_argument("--warmup_episodes", type=nonneg_int, default=1,
                    help="--multidomain: zero-reward warm-up episodes before the scored one")
-    p.add_argument("--num_actions", type=int, default=26,
+    p.add_argument("--num_actions", type=nonneg_int, default=26,
                    help="--multidomain: size of the shared action space (26 as the original; 0 = the most actions "
                         "any of --games has, which learns faster on a few games)")
-    p.add_argument("--final_eval_timesteps", type=int, default=1000, help="final eval steps per eval env")
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=1000, help="final eval steps per eval env")
 
 
 def game_settings(seq: int, num_actions: int | None) -> dict:  # benchmarks/no_repeat.py reads it too
@@ -43,9 +43,8 @@ def popgym_game(ns) -> dict:
     return game_settings((popgym_episode_length(ns.env) or 255) + 1, popgym_num_actions(ns.env))
 
 
-PER_GAME = {"max_seq_len": "the episode's length + 1 (256 without a fixed length)",
-            "timesteps_per_epoch": "the episode's length + 1", "eval_timesteps": "2 x (the episode's length + 1)",
-            **ACTION_PRESETS_HELP}
+PER_GAME = {"max_seq_len": "the episode's length + 1 (256 without a fixed length)", "timesteps_per_epoch": "the "
+            "episode's length + 1", "eval_timesteps": "2 x (the episode's length + 1)", **ACTION_PRESETS_HELP}
 
 
 def defaults(run_name: str, game: dict) -> dict:
@@ -67,8 +66,9 @@ def main(argv=None):
     def make_env(n):
         return make_amago_env(make_popgym_env(args.env, n))
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env)
-    return trainer.run("03_popgym", final_eval_timesteps=args.final_eval_timesteps)
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=a.env,
+                           settings=example_flags(args, "final_eval_timesteps"))
+    return trainer.run(final_eval_timesteps=args.final_eval_timesteps)
 
 
 def multidomain_main(a, argv=None):
@@ -92,8 +92,8 @@ def multidomain_main(a, argv=None):
         return make_amago_env(make_multidomain_popgym_env(n, games, args.warmup_episodes, num_actions=num_actions))
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="MultiDomainPOPGym", task_names=games,
-                           rollout_horizon=trial)
-    return trainer.run("03_popgym_multidomain", final_eval_timesteps=args.final_eval_timesteps)
+                           rollout_horizon=trial, settings=example_flags(args, "final_eval_timesteps"))
+    return trainer.run(final_eval_timesteps=args.final_eval_timesteps)
 
 
 if __name__ == "__main__":

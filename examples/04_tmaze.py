@@ -7,12 +7,14 @@ epsilon annealed over the whole run (the original anneals over 100,000 steps, lo
     python examples/04_tmaze.py --horizon 100 --epochs 80 --run_name tmaze100   # seeds 0-3: 1.0 by 1,040 updates, held
     python examples/04_tmaze.py --horizon 100 --eps_steps_anneal 100000   # the original's own schedule
 """
-from torchrl_amago.trainers import LONG_HORIZON_PRESET, example_args, parse_config, share_of_run
+from torchrl_amago.trainers import (LONG_HORIZON_PRESET, example_args, example_flags, parse_config, positive_int,
+                                    share_of_run)
 
 
 def extra(p):
-    p.add_argument("--horizon", type=int, default=20, help="corridor length (the original's --horizon)")
-    p.add_argument("--test_mult", type=int, default=5, help="final eval steps per env = test_mult * trial length")
+    p.add_argument("--horizon", type=positive_int, default=20, help="corridor length (the original's --horizon)")
+    p.add_argument("--test_mult", type=positive_int, default=5,
+                   help="final eval steps per env = test_mult * trial length")
 
 
 def main(argv=None):
@@ -34,8 +36,8 @@ def main(argv=None):
     explore = TMazeExploration(action_spec, horizon=trial_len, eps_start=cfg.eps_start, eps_end=cfg.eps_end,
                                steps_anneal=cfg.eps_steps_anneal)
     trainer = AMAGOTrainer(cfg, make_env, make_env, exploration=explore, env_name=f"TMaze-{args.horizon}",
-                           success_threshold=0.5)
-    return trainer.run("04_tmaze", final_eval_timesteps=args.test_mult * trial_len)
+                           success_threshold=0.5, rollout_horizon=trial_len, settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * trial_len)
 
 
 if __name__ == "__main__":

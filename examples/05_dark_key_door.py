@@ -6,16 +6,17 @@ trial; `rollout_horizon` = the meta horizon).
 
     python examples/05_dark_key_door.py --room_size 4 --episode_length 10 --meta_horizon 100 --run_name keydoor4
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
 
 
 def extra(p):
-    p.add_argument("--meta_horizon", type=int, default=100, help="steps per trial (the original uses 500)")
-    p.add_argument("--room_size", type=int, default=4, help="room is size x size (the original's CLI uses 8)")
-    p.add_argument("--episode_length", type=int, default=10, help="steps per attempt (the original uses 50)")
+    p.add_argument("--meta_horizon", type=positive_int, default=100, help="steps per trial (the original uses 500)")
+    p.add_argument("--room_size", type=positive_int, default=4, help="room is size x size (the original's CLI uses 8)")
+    p.add_argument("--episode_length", type=positive_int, default=10, help="steps per attempt (the original uses 50)")
     p.add_argument("--light_room_observation", action="store_true", help="show the key and door positions")
     p.add_argument("--randomize_actions", action="store_true", help="permute the action -> direction map per trial")
-    p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * meta_horizon")
+    p.add_argument("--test_mult", type=positive_int, default=4,
+                   help="final eval steps per env = test_mult * meta_horizon")
 
 
 def main(argv=None):
@@ -34,8 +35,9 @@ def main(argv=None):
     from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, success_threshold=2.0,
-                           env_name=f"DarkKeyDoor-{a.room_size}x{a.room_size}-H{H}")
-    return trainer.run("05_dark_key_door", final_eval_timesteps=args.test_mult * H)
+                           env_name=f"DarkKeyDoor-{a.room_size}x{a.room_size}-H{H}",
+                           settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * H)
 
 
 if __name__ == "__main__":

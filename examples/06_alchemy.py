@@ -11,14 +11,17 @@ the agent must infer the chemistry in context. Original settings: max_seq_len 20
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length,
                                      make_alchemy_env, symbolic_alchemy_module)
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
 
 
 def extra(p):
     p.add_argument("--level", type=str, default=ALCHEMY_LEVEL, help="dm_alchemy symbolic level name")
-    p.add_argument("--num_trials", type=int, default=ALCHEMY_NUM_TRIALS, help="Alchemy trials per dm_env episode")
-    p.add_argument("--steps_per_trial", type=int, default=ALCHEMY_STEPS_PER_TRIAL, help="steps per Alchemy trial")
-    p.add_argument("--test_mult", type=int, default=2, help="final eval steps per env = test_mult * (horizon + 1)")
+    p.add_argument("--num_trials", type=positive_int, default=ALCHEMY_NUM_TRIALS,
+                   help="Alchemy trials per dm_env episode")
+    p.add_argument("--steps_per_trial", type=positive_int, default=ALCHEMY_STEPS_PER_TRIAL,
+                   help="steps per Alchemy trial")
+    p.add_argument("--test_mult", type=positive_int, default=2,
+                   help="final eval steps per env = test_mult * (horizon + 1)")
 
 
 def main(argv=None):
@@ -36,8 +39,9 @@ def main(argv=None):
 
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, env_name="SymbolicAlchemy")
-    return trainer.run("06_alchemy", final_eval_timesteps=args.test_mult * (H + 1))
+    trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=H, env_name="SymbolicAlchemy",
+                           settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * (H + 1))
 
 
 if __name__ == "__main__":

@@ -9,20 +9,20 @@ per attempt i, the original's "Trial {i} Success"), eval returns per task name, 
 from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import canonical_benchmark_name, make_benchmark, make_metaworld_env, metaworld_task_names
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
 
 
 def extra(p):
     p.add_argument("--benchmark", type=str, default="reach-v3",
                    help="ml10 | ml45 | a Meta-World task name such as reach-v3 (ML1); -v2 names map to -v3")
-    p.add_argument("--k", type=int, default=3, help="attempts (episodes) per trial")
-    p.add_argument("--episode_length", type=int, default=50,
+    p.add_argument("--k", type=positive_int, default=3, help="attempts (episodes) per trial")
+    p.add_argument("--episode_length", type=positive_int, default=50,
                    help="steps per attempt (the original: 500, Meta-World's max_path_length)")
     p.add_argument("--split", type=str, default="train", choices=["train", "test"],
                    help="task split the agent trains on")
     p.add_argument("--eval_split", type=str, default="test", choices=["train", "test"],
                    help="task split of the evaluations (the original evaluates on the test split)")
-    p.add_argument("--final_eval_trials", type=int, default=2, help="final eval trials per eval env")
+    p.add_argument("--final_eval_trials", type=positive_int, default=2, help="final eval trials per eval env")
 
 
 def main(argv=None, benchmark_obj=None):
@@ -52,8 +52,8 @@ def main(argv=None, benchmark_obj=None):
 
     trainer = AMAGOTrainer(cfg, env_factory(args.split), env_factory(args.eval_split), rollout_horizon=trial_len,
                            env_name=f"{canonical_benchmark_name(args.benchmark)}-{args.eval_split}-k{args.k}",
-                           task_names=names)
-    return trainer.run("07_metaworld", final_eval_timesteps=args.final_eval_trials * trial_len)
+                           task_names=names, settings=example_flags(args, "final_eval_trials"))
+    return trainer.run(final_eval_timesteps=args.final_eval_trials * trial_len)
 
 
 if __name__ == "__main__":

@@ -22,24 +22,26 @@ from fractions import Fraction
 from torchrl_amago import require
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import ATARI_ACTION_SPACES, ATARI_GAMES, ATARI_TIME_LIMIT_FRAMES, make_atari_env
-from torchrl_amago.trainers import Derived, cpu_preset, example_args, parse_config, share_of_run
+from torchrl_amago.trainers import (Derived, cpu_preset, example_args, example_flags, parse_config, positive_int,
+                                    probability, share_of_run)
 
 
 def extra(p):
     p.add_argument("--games", type=str, nargs="+", default=["RoadRunner"],
                    help=f"Atari games, one per env slot round robin (the original's 10: {' '.join(ATARI_GAMES)})")
-    p.add_argument("--resolution", type=int, nargs=2, default=[42, 42], metavar=("H", "W"),
+    p.add_argument("--resolution", type=positive_int, nargs=2, default=[42, 42], metavar=("H", "W"),
                    help="frame size after area resizing (original: 84 84)")
     p.add_argument("--grayscale", default=True, action=argparse.BooleanOptionalAction,
                    help="one gray channel instead of RGB (original: RGB, --no-grayscale)")
-    p.add_argument("--frame_skip", type=int, default=4, help="emulator frames per action (original example: 5)")
-    p.add_argument("--sticky_action_prob", type=float, default=0.25, help="ALE sticky-action probability")
-    p.add_argument("--time_limit_frames", type=int, default=4000,
+    p.add_argument("--frame_skip", type=positive_int, default=4,
+                   help="emulator frames per action (original example: 5)")
+    p.add_argument("--sticky_action_prob", type=probability, default=0.25, help="ALE sticky-action probability")
+    p.add_argument("--time_limit_frames", type=positive_int, default=4000,
                    help=f"episode time limit in emulator frames (truncation; original: {ATARI_TIME_LIMIT_FRAMES})")
     p.add_argument("--action_space", type=str, default="discrete", choices=list(ATARI_ACTION_SPACES),
                    help="18 discrete actions, 5 buttons (multibinary) or ALE's continuous [radius, angle, fire]")
     p.add_argument("--terminal_on_life_loss", action="store_true", help="end the episode when a life is lost")
-    p.add_argument("--final_eval_timesteps", type=int, default=None,
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=None,
                    help="final eval steps per eval env (default: 2 x eval_timesteps)")
 
 
@@ -68,9 +70,10 @@ def main(argv=None):
 
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="+".join(args.games), task_names=list(args.games))
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name="+".join(args.games), task_names=list(args.games),
+                           settings=example_flags(args, "final_eval_timesteps"))
     final = args.final_eval_timesteps if args.final_eval_timesteps is not None else 2 * cfg.eval_timesteps
-    return trainer.run("08_ale", final_eval_timesteps=final)
+    return trainer.run(final_eval_timesteps=final)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from torchrl_amago import available
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX,
                                      make_procgen_env)
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config, share_of_run
+from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int,
+                                    share_of_run)
 
 
 def extra(p):
@@ -27,11 +28,12 @@ def extra(p):
     p.add_argument("--distribution", default="easy", choices=sorted(PROCGEN_SETTINGS),
                    help="the original's settings: easy (climber coinrun jumper ninja leaper), easy-rescaled (same, "
                         "coinrun x100, climber x0.1), memory-hard (all 16 games, procgen memory/hard mode)")
-    p.add_argument("--train_seeds", type=int, default=10_000, help="train levels are seeds [0, train_seeds]; eval "
+    p.add_argument("--train_seeds", type=nonneg_int, default=10_000,
+                   help="train levels are seeds [0, train_seeds]; eval "
                    f"levels are (train_seeds, {PROCGEN_TEST_SEED_MAX:,}]")
-    p.add_argument("--horizon", type=int, default=None,
+    p.add_argument("--horizon", type=positive_int, default=None,
                    help="trial time limit in steps (default: the original's 2000 on easy, 5000 on memory-hard)")
-    p.add_argument("--final_eval_timesteps", type=int, default=None,
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=None,
                    help="final eval steps per eval env (default: 2 * horizon)")
 
 
@@ -66,9 +68,11 @@ def main(argv=None, game_factory=None):
 
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, env_name=f"procgen-{a.distribution}", task_names=games if multitask else None)
+    trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, env_name=f"procgen-{a.distribution}",
+                           task_names=games if multitask else None,
+                           settings=example_flags(args, "final_eval_timesteps"))
     # a trial lasts at most `horizon` steps, so every eval env finishes at least two trials
-    return trainer.run("09_multitask_procgen", final_eval_timesteps=args.final_eval_timesteps or 2 * horizon)
+    return trainer.run(final_eval_timesteps=args.final_eval_timesteps or 2 * horizon)
 
 
 if __name__ == "__main__":

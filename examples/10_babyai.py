@@ -14,7 +14,7 @@ from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import (BABYAI_OBS_KINDS, babyai_max_steps, babyai_max_trial_length, full_task_name,
                                      make_babyai_env)
 from torchrl_amago.modules import BabyAITimestepEncoder
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int
 
 DEFAULT_TASKS = ["BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObj-v0"]
 
@@ -22,16 +22,18 @@ DEFAULT_TASKS = ["BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObj-v0"]
 def extra(p):
     p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="BabyAI env ids to train on")
     p.add_argument("--eval_tasks", nargs="+", default=None, help="BabyAI env ids to evaluate on (default: --tasks)")
-    p.add_argument("--k_episodes", type=int, default=2, help="attempts per trial on the same layout")
-    p.add_argument("--train_seeds", type=int, default=5000,
+    p.add_argument("--k_episodes", type=positive_int, default=2, help="attempts per trial on the same layout")
+    p.add_argument("--train_seeds", type=nonneg_int, default=5000,
                    help="training layouts use seeds [0, train_seeds]; evaluation uses [train_seeds + 1, 1e6]")
-    p.add_argument("--obs_kind", choices=sorted(BABYAI_OBS_KINDS), default="partial-grid", help="image observation kind")
+    p.add_argument("--obs_kind", choices=sorted(BABYAI_OBS_KINDS), default="partial-grid",
+                   help="image observation kind")
     p.add_argument("--grid_net", choices=["cnn", "mlp"], default="mlp",
                    help="grid image branch of the timestep encoder (the original: cnn; mlp is cheaper on CPU)")
     p.add_argument("--mission_net", choices=["flat", "rnn"], default="flat", help="mission-token branch")
-    p.add_argument("--attempt_steps", type=int, default=None,
+    p.add_argument("--attempt_steps", type=positive_int, default=None,
                    help="longest attempt in steps, for the default max_seq_len (default: the tasks' max_steps)")
-    p.add_argument("--test_mult", type=int, default=3, help="final eval steps per env = test_mult * trial length")
+    p.add_argument("--test_mult", type=positive_int, default=3,
+                   help="final eval steps per env = test_mult * trial length")
 
 
 def main(argv=None):
@@ -72,8 +74,9 @@ def main(argv=None):
     from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, timestep_encoder=encoder, rollout_horizon=trial_len,
-                           env_name=f"MultitaskMetaBabyAI-k{args.k_episodes}", task_names=eval_tasks)
-    return trainer.run("10_babyai", final_eval_timesteps=args.test_mult * (trial_len + 1))
+                           env_name=f"MultitaskMetaBabyAI-k{args.k_episodes}", task_names=eval_tasks,
+                           settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * (trial_len + 1))
 
 
 if __name__ == "__main__":

@@ -11,20 +11,21 @@ which one must be found and remembered across attempts). The defaults are a CPU-
 
     python examples/11_xland_minigrid.py --benchmark local-hidden-rule --grid_size 7 --k_episodes 3 --run_name xland
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int
 
 
 def extra(p):
     p.add_argument("--benchmark", type=str, default="local-hidden-rule",
                    help="ruleset benchmark: trivial-21k | small-1m | medium-1m | high-1m | ... | local-trivial | "
                         "local-hidden-rule")
-    p.add_argument("--k_episodes", type=int, default=3, help="attempts per ruleset (one trial); the original: 15-25")
-    p.add_argument("--rooms", type=int, default=1, help="rooms in the grid: 1, 2, 4, 6 or 9")
-    p.add_argument("--grid_size", type=int, default=7, help="the world is grid_size x grid_size (original: 9)")
-    p.add_argument("--max_steps", type=int, default=20,
+    p.add_argument("--k_episodes", type=positive_int, default=3,
+                   help="attempts per ruleset (one trial); the original: 15-25")
+    p.add_argument("--rooms", type=positive_int, default=1, help="rooms in the grid: 1, 2, 4, 6 or 9")
+    p.add_argument("--grid_size", type=positive_int, default=7, help="the world is grid_size x grid_size (original: 9)")
+    p.add_argument("--max_steps", type=nonneg_int, default=20,
                    help="steps per attempt (XLand's default is 3 * grid_size**2; 0 = that default)")
-    p.add_argument("--num_distractors", type=int, default=1, help="extra objects on the floor (local rulesets)")
-    p.add_argument("--final_eval_timesteps", type=int, default=None,
+    p.add_argument("--num_distractors", type=nonneg_int, default=1, help="extra objects on the floor (local rulesets)")
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=None,
                    help="final eval steps per eval env (default: 4 trials)")
 
 
@@ -60,10 +61,11 @@ def main(argv=None, make_envs=None):
         make_train, make_eval, _ = make_envs(args)
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_train, make_eval,
-                           env_name=f"XLand-{args.benchmark}-R{args.rooms}-{args.grid_size}x{args.grid_size}")
+    trainer = AMAGOTrainer(cfg, make_train, make_eval, rollout_horizon=trial_len,
+                           env_name=f"XLand-{args.benchmark}-R{args.rooms}-{args.grid_size}x{args.grid_size}",
+                           settings=example_flags(args, "final_eval_timesteps"))
     final = args.final_eval_timesteps if args.final_eval_timesteps is not None else 4 * trial_len
-    return trainer.run("11_xland_minigrid", final_eval_timesteps=final)
+    return trainer.run(final_eval_timesteps=final)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,19 @@ not learned within 40k updates here):
     python examples/12_half_cheetah_vel.py --run_name cheetah_vel
     python examples/12_half_cheetah_vel.py --traj_encoder transformer --pos_emb rope --max_seq_len 32 --batch_size 8
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, finite_float, nonneg_int, parse_config,
+                                    positive_int)
 
 
 def extra(p):
-    p.add_argument("--task_min_velocity", type=float, default=0.0, help="lowest target velocity")
-    p.add_argument("--task_max_velocity", type=float, default=3.0, help="highest target velocity")
+    p.add_argument("--task_min_velocity", type=finite_float, default=0.0, help="lowest target velocity")
+    p.add_argument("--task_max_velocity", type=finite_float, default=3.0, help="highest target velocity")
     p.add_argument("--cheetah_version", type=str, default="v4", choices=["v4", "v5"],
                    help="gymnasium HalfCheetah version (the original subclasses v4)")
-    p.add_argument("--episode_length", type=int, default=1000, help="steps per episode (one task per episode)")
-    p.add_argument("--velocity_buckets", type=int, default=3,
+    p.add_argument("--episode_length", type=positive_int, default=1000, help="steps per episode (one task per episode)")
+    p.add_argument("--velocity_buckets", type=nonneg_int, default=3,
                    help="log eval returns per target-velocity bucket (0: off)")
-    p.add_argument("--eval_episodes_per_env", type=int, default=1, help="final eval episodes per eval env")
+    p.add_argument("--eval_episodes_per_env", type=positive_int, default=1, help="final eval episodes per eval env")
 
 
 #: The settings of the run that learned (docs/domains/half_cheetah_vel.md). Changed from the small setup
@@ -63,8 +64,9 @@ def main(argv=None, make_gym=None):
     names = velocity_bucket_names(lo, hi, args.velocity_buckets) if args.velocity_buckets > 0 else None
     from torchrl_amago.trainers import AMAGOTrainer
 
-    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"HalfCheetahVel-{lo:g}-{hi:g}", task_names=names)
-    return trainer.run("12_half_cheetah_vel", final_eval_timesteps=args.eval_episodes_per_env * ep)
+    trainer = AMAGOTrainer(cfg, make_env, make_env, env_name=f"HalfCheetahVel-{lo:g}-{hi:g}", task_names=names,
+                           settings=example_flags(args, "eval_episodes_per_env", "velocity_buckets"))
+    return trainer.run(final_eval_timesteps=args.eval_episodes_per_env * ep)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,20 @@ pure reward function `mazerunner_relabel_rewards`), and a timestep encoder restr
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel some
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel none
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import (at_least, checked, cpu_preset, example_args, example_flags, parse_config,
+                                    positive_int)
 
 
 def extra(p):
-    p.add_argument("--maze_size", type=int, default=9, help="maze is size x size, forced odd (the original uses 11)")
-    p.add_argument("--goals", type=int, default=2, help="goals to visit in order (the original uses 3)")
-    p.add_argument("--time_limit", type=int, default=80, help="steps per trial (the original uses 250)")
+    p.add_argument("--maze_size", type=checked(int, at_least(7)), default=9,
+                   help="maze is size x size, forced odd (the original uses 11)")
+    p.add_argument("--goals", type=positive_int, default=2, help="goals to visit in order (the original uses 3)")
+    p.add_argument("--time_limit", type=positive_int, default=80, help="steps per trial (the original uses 250)")
     p.add_argument("--randomized_actions", action="store_true", help="permute the action -> direction map per maze")
     p.add_argument("--relabel", choices=("none", "all", "some"), default="some",
                    help="hindsight relabeling strategy (none = plain replay)")
-    p.add_argument("--test_mult", type=int, default=4, help="final eval steps per env = test_mult * time_limit")
+    p.add_argument("--test_mult", type=positive_int, default=4,
+                   help="final eval steps per env = test_mult * time_limit")
 
 
 def make_relabeler(strategy: str, time_limit: int):
@@ -52,8 +55,9 @@ def main(argv=None):
     from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg, make_env, make_env, trial_transform=make_relabeler(args.relabel, args.time_limit),
-                           success_threshold=float(a.goals), env_name=f"MazeRunner-{dim}x{dim}-k{a.goals}")
-    return trainer.run("13_mazerunner_relabeling", final_eval_timesteps=args.test_mult * a.time_limit)
+                           success_threshold=float(a.goals), env_name=f"MazeRunner-{dim}x{dim}-k{a.goals}",
+                           settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * a.time_limit)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from torchrl_amago import require
 from torchrl_amago.data import DATASET_FORMATS, load_dataset_trials, write_cartpole_dataset
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs import gym_action_info, gym_time_limit, make_gym_envs
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int,
+                                    probability)
 
 NEVER = 10 ** 9
 
@@ -28,16 +29,17 @@ def extra(p):
                    help="D4RL-format .hdf5 file, or a Minari dataset folder / id (with --format minari)")
     p.add_argument("--format", type=str, default="d4rl", choices=DATASET_FORMATS, help="dataset format")
     p.add_argument("--env", type=str, default="CartPole-v1", help="gymnasium env id for evaluation / online data")
-    p.add_argument("--max_episode_steps", type=int, default=200, help="time limit of --env (0: the env's own)")
-    p.add_argument("--online_after_epoch", type=int, default=None,
+    p.add_argument("--max_episode_steps", type=nonneg_int, default=200, help="time limit of --env (0: the env's own)")
+    p.add_argument("--online_after_epoch", type=nonneg_int, default=None,
                    help="start collecting online data at this epoch (default: never, pure offline)")
-    p.add_argument("--offline_weight", type=float, default=0.8, help="share of offline windows once online")
+    p.add_argument("--offline_weight", type=probability, default=0.8, help="share of offline windows once online")
     p.add_argument("--make_dataset", action="store_true",
                    help="write a scripted noisy-expert CartPole dataset to --dataset (D4RL format) if it is missing")
-    p.add_argument("--dataset_episodes", type=int, default=100, help="episodes in the --make_dataset dataset")
-    p.add_argument("--dataset_min_noise", type=float, default=0.3,
+    p.add_argument("--dataset_episodes", type=positive_int, default=100, help="episodes in the --make_dataset dataset")
+    p.add_argument("--dataset_min_noise", type=probability, default=0.3,
                    help="--make_dataset: per-episode random-action probability drawn from [this, 1]")
-    p.add_argument("--final_eval_timesteps", type=int, default=None, help="final eval steps per env (default 3x limit)")
+    p.add_argument("--final_eval_timesteps", type=positive_int, default=None,
+                   help="final eval steps per env (default 3x limit)")
 
 
 def main(argv=None):
@@ -50,8 +52,6 @@ def main(argv=None):
         padded_sampling="right", sample_actions_train=False, sample_actions_eval=False, continuous_dist="beta",
         online_coeff=0.0, offline_coeff=1.0, gamma=0.997, num_critics=5, fbc_filter="exp", reward_multiplier=1.0,
         eps_start=0.05, eps_end=0.01, eps_steps_anneal=15_000))
-    if not 0.0 <= args.offline_weight <= 1.0:
-        sys.exit(f"14_offline: --offline_weight must be in [0, 1], got {args.offline_weight}")
     require("h5py", "h5py" if args.format == "d4rl" else "h5py (or minari)", "examples/14_offline.py")
     if args.make_dataset and not os.path.exists(args.dataset):
         if args.format != "d4rl" or a.env != "CartPole-v1":
@@ -74,9 +74,11 @@ def main(argv=None):
     from torchrl_amago.trainers import AMAGOTrainer
 
     trainer = AMAGOTrainer(cfg.replace(dset_max_size=max(cfg.dset_max_size, trials.batch_size[0])), make_env,
-                           make_env, offline_data=trials, offline_weight=args.offline_weight, env_name=args.env)
+                           make_env, offline_data=trials, offline_weight=args.offline_weight, env_name=args.env,
+                           settings=example_flags(args, "final_eval_timesteps", "make_dataset", "dataset_episodes",
+                                                  "dataset_min_noise"))
     final = args.final_eval_timesteps if args.final_eval_timesteps is not None else 3 * limit
-    return trainer.run("14_offline", final_eval_timesteps=final)
+    return trainer.run(final_eval_timesteps=final)
 
 
 if __name__ == "__main__":

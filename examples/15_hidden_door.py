@@ -10,15 +10,18 @@ against the Bayes optimum.
     python examples/15_hidden_door.py --run_name door5            # reward-only: memory across soft resets
     python examples/15_hidden_door.py --reveal --run_name door5_reveal
 """
-from torchrl_amago.trainers import cpu_preset, example_args, parse_config
+from torchrl_amago.trainers import (at_least, checked, cpu_preset, example_args, example_flags, parse_config,
+                                    positive_int)
 
 
 def extra(p):
-    p.add_argument("--n_doors", type=int, default=5, help="doors, one of which is the goal of the trial")
-    p.add_argument("--k_attempts", type=int, default=3, help="attempts per trial on the same goal")
-    p.add_argument("--picks_per_attempt", type=int, default=2, help="doors picked per attempt at most")
+    p.add_argument("--n_doors", type=checked(int, at_least(2)), default=5,
+                   help="doors, one of which is the goal of the trial")
+    p.add_argument("--k_attempts", type=positive_int, default=3, help="attempts per trial on the same goal")
+    p.add_argument("--picks_per_attempt", type=positive_int, default=2, help="doors picked per attempt at most")
     p.add_argument("--reveal", action="store_true", help="show the doors tried and the goal found (the belief)")
-    p.add_argument("--test_mult", type=int, default=40, help="final eval steps per env = test_mult * trial length")
+    p.add_argument("--test_mult", type=positive_int, default=40,
+                   help="final eval steps per env = test_mult * trial length")
 
 
 def main(argv=None):
@@ -40,8 +43,9 @@ def main(argv=None):
     print(f"15_hidden_door: Bayes-optimal return per attempt {[round(r, 3) for r in env.optimal_returns()]}",
           flush=True)
     trainer = AMAGOTrainer(cfg, make_env, make_env, rollout_horizon=trial,
-                           env_name=f"HiddenDoor-{args.n_doors}-k{args.k_attempts}-m{args.picks_per_attempt}")
-    return trainer.run("15_hidden_door", final_eval_timesteps=args.test_mult * trial)
+                           env_name=f"HiddenDoor-{args.n_doors}-k{args.k_attempts}-m{args.picks_per_attempt}",
+                           settings=example_flags(args, "test_mult"))
+    return trainer.run(final_eval_timesteps=args.test_mult * trial)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,25 @@ def test_examples_import_public_names_only(name):
 def test_examples_are_short(name):
     """An example only configures: its flags, its defaults, its env factory and `trainer.run()`."""
     assert len((EXAMPLES / f"{name}.py").read_text().splitlines()) <= 100
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_numeric_flag_of_an_example_is_checked_where_it_is_defined(name, monkeypatch):
+    """The example's own int / float flags parse through `trainers.checked` types (range and finiteness checked by
+    argparse, so an error names the flag the user typed), never a bare `int` / `float`."""
+    group = next(g for g in _parser(name, monkeypatch)._action_groups if g.title == "example options")
+    for action in group._group_actions:
+        assert action.type not in (int, float), (name, action.option_strings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--horizon", "0"], "argument --horizon: must be >= 1, got 0"),
+    (["--horizon", "-3"], "argument --horizon: must be >= 1, got -3"),
+    (["--test_mult", "-1"], "argument --test_mult: must be >= 1, got -1"),
+    (["--timesteps_per_epoch", "0"], "--eps_steps_anneal must be >= 1, got 0 (--eps_steps_anneal was not given: its "
+                                     "default here is 1 x epochs x timesteps_per_epoch; check those flags or set"),
+])
+def test_a_bad_example_flag_is_a_usage_error_naming_it(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_example("04_tmaze").main(argv)
+    assert e.value.code == 2 and message in " ".join(capsys.readouterr().err.split())

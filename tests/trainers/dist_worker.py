@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
                     return learn()
 
                 tr.learn = learn_then_die
-            summary = tr.run("dist_worker")
+            summary = tr.run()
             with open(os.path.join(out_dir, f"summary_rank{rank}.json"), "w") as f:
                 json.dump({"summary": summary, "grad_steps": tr.grad_steps, "env_steps": tr.env_steps}, f)
         else:

@@ -37,7 +37,7 @@ def test_help_is_grouped_by_section_and_shows_each_default_once(capsys):
     flat = " ".join(out.split())
     assert "{binary, exp, leaky_relu} (default: binary)" in flat
     assert "(default: 0.001 0.99)" in flat and "(default: 0.003)" in flat  # discrete_clip, tau
-    assert "torch's own) (default: 1)" in flat  # the example's value after what unset means
+    assert "idle machine) (default: 1)" in flat  # the example's value after what unset means
     assert flat.count("(default:") == sum(1 for f in dataclasses.fields(TrainConfig)
                                           if f.name in ("num_threads", "max_seq_len") or field_default(f.name) is not None)
 

@@ -166,7 +166,8 @@ def test_a_dead_rank_stops_the_other_with_a_clear_error_and_the_checkpoint_survi
     assert time.time() - t0 < 150
     ck = load_checkpoint(str(tmp_path / "runs" / "dist" / "ckpts" / "latest.pt"))  # intact, loadable
     assert ck["counters"]["epoch"] == 2 and ck["counters"]["grad_steps"] == 2 * cfg["grads_per_epoch"]
-    again = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, epochs=6)), make_env, None)
+    again = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, epochs=6)), make_env, None,
+                         settings={"script": "dist_worker.py"})  # the run dist_worker.py started
     assert again.resume() and again.epoch == 2
     again.close()
 

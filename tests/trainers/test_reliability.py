@@ -84,7 +84,7 @@ def test_payload_in_every_file_of_a_run_dir_never_runs(tmp_path):
     tr.close()
     files = [os.path.join(d, f) for d, _, fs in os.walk(run_dir(tmp_path)) for f in fs if not f.endswith(".memmap")]
     assert any(f.endswith("latest.pt") for f in files) and any(f.endswith("metrics.csv") for f in files)
-    read_at_resume = {"latest.pt", "metrics.csv"}  # + undo files, planted in the wrap-around test
+    read_at_resume = {"latest.pt", "metrics.csv", "run.json", "commits.json"}  # + undo files: the wrap-around test
     tried = named = 0
     for f in files:
         with open(f, "rb") as fh:

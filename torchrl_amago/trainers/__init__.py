@@ -6,8 +6,9 @@ Names are imported on first use, so an example's `--help` (config and CLI only) 
 import importlib
 
 _EXPORTS = {
-    "cli": ["Derived", "build_parser", "example_args", "parse_config", "parse_key_values"],
-    "config": ["TrainConfig", "SECTIONS", "RETIRED", "field_default"],
+    "cli": ["Derived", "build_parser", "checked", "example_args", "example_flags", "parse_config", "parse_key_values",
+            "positive_int", "nonneg_int", "probability", "finite_float"],
+    "config": ["TrainConfig", "SECTIONS", "RETIRED", "field_default", "at_least", "between", "positive"],
     "presets": ["CPU_PRESET", "cpu_preset", "MANY_ACTIONS", "MANY_ACTION_PRESET", "many_action_preset",
                 "SAMPLED_DISCRETE_PRESET", "sampled_discrete_preset", "LONG_HORIZON_PRESET", "share_of_run",
                 "action_presets", "ACTION_PRESETS_HELP", "derived_from"],

@@ -1,13 +1,8 @@
-"""The common CLI of every example: one flag per `TrainConfig` field, grouped by section, plus the example's flags.
+"""The common CLI of every example: the example's own flags (checked argparse types), then one group per
+`TrainConfig` section; a `Derived` default is computed after parsing unless the flag is given. No torch import.
 
-`parse_config(defaults=..., extra=...)` gives every example the same `--help`: the example's own flags first, then
-one group per `TrainConfig` section, each flag with its help, choices and the default the example runs with. A
-default may be `Derived`: computed after parsing from the parsed values (e.g. `eps_steps_anneal` from `--epochs`)
-unless the flag is given. Nothing here imports torch, so `--help` answers at once.
-
-Plugins: the modules named in the environment variable `TORCHRL_AMAGO_PLUGINS` (comma-separated, importable) are
-imported before parsing, so what they register (e.g. `register_trajectory_encoder("mine", Mine)`) is selectable
-in every example: `TORCHRL_AMAGO_PLUGINS=my_encoders python examples/04_tmaze.py --traj_encoder mine`.
+Plugins: the modules named in `$TORCHRL_AMAGO_PLUGINS` (comma-separated) are imported before parsing, so what they
+register is selectable: `TORCHRL_AMAGO_PLUGINS=my_encoders python examples/04_tmaze.py --traj_encoder mine`.
 """
 from __future__ import annotations
 
@@ -15,10 +10,12 @@ import argparse
 import ast
 import dataclasses
 import importlib
+import math
 import os
 from typing import Any, Callable
 
-from .config import RETIRED, SECTIONS, TrainConfig, _value_type, field_default, retired_error, sections
+from .config import (RETIRED, SECTIONS, TrainConfig, _value_type, at_least, between, field_default,
+                     retired_error, sections)
 
 
 class Derived:
@@ -36,6 +33,32 @@ class Derived:
 
 
 _UNSET = object()  # argparse default of a Derived field: replaced after parsing
+
+
+def checked(tp: type, check: Callable[[Any], str | None] | None = None) -> Callable[[str], Any]:
+    """An argparse `type` for an example's own flag: a `tp` value (a float must be finite) that passes `check`
+    (`at_least(1)`, `between(0, 1)`, `positive`: trainers.config), so a bad value is a usage error naming the flag,
+    e.g. ``p.add_argument("--horizon", type=checked(int, at_least(1)))``."""
+    def parse(text: str):
+        try:
+            value = tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {tp.__name__} value: {text!r}") from None
+        problem = "must be a finite number" if tp is float and not math.isfinite(value) else check and check(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
+        return value
+
+    parse.__name__ = tp.__name__
+    parse.__doc__ = f"argparse type: {tp.__name__}{' (finite)' if tp is float else ''}, checked by {check}"
+    return parse
+
+
+#: The argparse types of the examples' own flags (every flag of an example is checked where it is defined).
+positive_int, nonneg_int = checked(int, at_least(1)), checked(int, at_least(0))
+probability, finite_float = checked(float, between(0, 1)), checked(float)
+positive_int.__doc__, nonneg_int.__doc__ = "argparse type: an integer >= 1", "argparse type: an integer >= 0"
+probability.__doc__, finite_float.__doc__ = "argparse type: a number in [0, 1]", "argparse type: a finite number"
 
 
 def _shown(value: Any) -> str:
@@ -126,6 +149,14 @@ def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def example_flags(args: argparse.Namespace, *but: str) -> dict[str, Any]:
+    """An example's own flags in a `parse_config` namespace (those that are no TrainConfig field), except `but`
+    (flags that only steer the final eval): the settings that, beside the config, define the run
+    (`AMAGOTrainer(settings=...)`; a resume must give the same)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k not in fields and k not in but}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     kw = {}
     for f in dataclasses.fields(TrainConfig):
@@ -182,7 +213,20 @@ def parse_config(description: str = "", defaults: dict | None = None,
         args = resolve_derived(args, defaults or {})
         return config_from_args(args), args
     except ValueError as e:
-        parser.error(str(e))
+        parser.error(blame_defaults(str(e), defaults or {}, argv))
+
+
+def blame_defaults(message: str, defaults: dict, argv: list[str]) -> str:
+    """`message` of a bad value, plus, when the flag it names was not typed, where its value came from (a `Derived`
+    default or the example's), so the user looks at the flags they gave."""
+    flag = message.split(" ", 1)[0].split("=", 1)[0]
+    name = flag[2:]
+    typed = any(a.split("=", 1)[0] in (flag, f"--no-{name}") for a in argv)
+    if not flag.startswith("--") or typed or name not in defaults:
+        return message
+    how = (f"its default here is {defaults[name]!r}" if isinstance(defaults[name], Derived)
+           else "the example derives its default from its own flags")
+    return f"{message} ({flag} was not given: {how}; check those flags or set {flag})"
 
 
 def markdown_table() -> str:

@@ -1,16 +1,7 @@
-"""`TrainConfig`: one AMAGO training run, every field a flag of every example.
-
-Each field is declared once, with its default, its help, its section and (where it has them) its choices and its
-check: `opt(default, help, choices=..., check=...)`. `--help` (trainers/cli.py), the flag reference in
-docs/api/trainers.md and `TrainConfig.validate` all read that declaration. Names follow the original's CLI where one
-exists (`--epochs`, `--timesteps_per_epoch`, `--traj_encoder`, `--memory_size`; `--grads_per_epoch` is its
-`--batches_per_epoch`, `--parallel_envs` its `--parallel_actors`).
-
-The config is flat (`cfg.max_seq_len`, `--max_seq_len`) and grouped into sections for reading; an example's own
-defaults are one dict (`parse_config(defaults=...)`, `trainers/presets.py`). Why a flat dataclass rather than nested
-sections or a YAML file: docs/design_decisions.md. This module imports no torch, so `--help` answers at once; the
-lower layers validate their own arguments again, and `tests/trainers/test_config.py` checks that the choices and
-defaults written here are theirs.
+"""`TrainConfig`: one AMAGO training run, every field a flag of every example, declared once with its default, help,
+section, choices and check (`opt(...)`); `--help`, the flag table of docs/api/trainers.md and `validate` read that
+declaration. Names follow the original's CLI where one exists. No torch import, so `--help` answers at once (why a
+flat dataclass: docs/design_decisions.md).
 """
 from __future__ import annotations
 
@@ -41,10 +32,12 @@ LR_DECAYS = ("none", "cosine", "linear")
 
 # ------------------------------------------------------------------------------------------- checks
 def at_least(lo) -> Callable[[Any], Optional[str]]:
+    """A check: the value is >= `lo` (a check returns what is wrong, or None)."""
     return lambda v: None if v >= lo else f"must be >= {lo}"
 
 
 def between(lo, hi, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], Optional[str]]:
+    """A check: the value is in [lo, hi] (`lo_open` / `hi_open`: the bound excluded)."""
     def check(v):
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
         return None if ok else f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
@@ -52,7 +45,15 @@ def between(lo, hi, *, lo_open: bool = False, hi_open: bool = False) -> Callable
 
 
 def positive(v) -> Optional[str]:
+    """A check: the value is > 0."""
     return None if v > 0 else "must be > 0"
+
+
+def folder_name(v) -> Optional[str]:
+    """A check: a run's folder name, not a path."""
+    if not v or v in (".", "..") or any(c in v for c in "/\\\0"):
+        return "must be a folder name (not empty, '.' or '..', no '/'): the run's folder is <buffer_dir>/<run_name>"
+    return None
 
 
 def each(check) -> Callable[[Any], Optional[str]]:
@@ -85,7 +86,8 @@ class TrainConfig:
     """One AMAGO training run. Env steps are per env unless the name says otherwise."""
 
     # ---- run
-    run_name: str = run("amago", "name of the run: its folder is <buffer_dir>/<run_name> (a name, not a path)")
+    run_name: str = run("amago", "name of the run: its folder is <buffer_dir>/<run_name> (a name, not a path)",
+                        check=folder_name)
     buffer_dir: str = run("runs", "folder that holds the runs: <buffer_dir>/<run_name>/{buffer,ckpts,logs}")
     seed: int = run(0, "seed of torch (every weight initialisation), the replay and the envs", check=at_least(0))
     epochs: int = run(100, "training epochs (collect, update, eval, checkpoint)", check=at_least(1))
@@ -168,7 +170,8 @@ class TrainConfig:
                                                          "term is off before START and reaches --cql_coeff at END, "
                                                          "linearly (unset: full weight from the first update)",
                                                    check=ordered_pair(0.0, 1.0), metavar=("START", "END"))
-    reward_multiplier: float = loss(10.0, "rewards are scaled by this inside the loss", check=positive)
+    reward_multiplier: float = loss(10.0, "rewards are scaled by this inside the loss",
+                                    check=between(0, 1e6, lo_open=True))
     popart: bool = loss(True, "PopArt-normalise the critic targets (two-hot critics use its statistics only for the "
                               "DPG term)")
     n_step: int = loss(1, "n-step TD returns (they stop at terminated and at padding; truncated bootstraps)",
@@ -214,7 +217,9 @@ class TrainConfig:
     l2_coeff: float = optim(1e-3, "AdamW weight decay", check=at_least(0))
     # ---- scale
     device: str = scale("cpu", "learner device, e.g. cpu or cuda")
-    num_threads: Optional[int] = scale(None, "torch CPU threads (unset: torch's own)", check=at_least(1))
+    num_threads: Optional[int] = scale(1, "torch CPU threads of the learner (one: runs that share a CPU slow down in "
+                                          "proportion; unset: torch's own, for one run on an idle machine)",
+                                       check=at_least(1))
     collect: str = scale("sync", "sync: collect an epoch, then update; async: TorchRL MultiAsyncCollector workers "
                                  "collect while the learner updates; distributed: workers on other machines "
                                  "(docs/scaling.md)", choices=COLLECT_MODES)
@@ -259,6 +264,9 @@ class TrainConfig:
         if per_epoch > self.dset_max_size:
             raise ValueError(f"--dset_max_size={self.dset_max_size} is smaller than one epoch of collection "
                              f"(--parallel_envs x --timesteps_per_epoch = {per_epoch} steps)")
+        if self.max_seq_len > self.dset_max_size:
+            raise ValueError(f"--max_seq_len={self.max_seq_len} is longer than the replay (--dset_max_size="
+                             f"{self.dset_max_size}): no window could ever be filled")
         if self.traj_save_len is not None and self.traj_save_len > self.dset_max_size:
             raise ValueError(f"--traj_save_len={self.traj_save_len} exceeds --dset_max_size={self.dset_max_size}")
         if self.final_eval != "last" and not self.eval_interval:
@@ -309,7 +317,7 @@ def check_field(f: dataclasses.Field, value) -> None:
     """One field's value against its declaration: type (floats finite), choices, range check."""
     flag = f"--{f.name}"
     if value is None:
-        if f.default is None:
+        if f.type.startswith("Optional["):
             return
         raise ValueError(f"{flag} must be set (got None)")
     tp, container = _value_type(f)

@@ -34,11 +34,6 @@ class AgentModules:
     action_space: ActionSpace
 
 
-def _single_env_spec(spec):
-    """Strip batch dims from a (batched) env spec."""
-    return spec[(0,) * len(spec.shape)] if len(spec.shape) else spec
-
-
 def build_timestep_encoder(cfg: TrainConfig, observation_spec, action_spec, image_key: str | None = None,
                            **kw) -> nn.Module:
     """An MLP timestep encoder, or a CNN on `image_key` (default `cfg.image_key`) with `--cnn`, `--drqv2_aug`,

@@ -1,10 +1,5 @@
-"""Run logging through TorchRL loggers (CSV always, wandb on request) plus one wide `metrics.csv` and a PNG curve.
-
-Every record carries `env_steps`, `grad_steps` and `wall_s`, so curves can be drawn against env steps or
-wall time. TorchRL's `CSVLogger` writes one file per scalar; `metrics.csv` holds whole records (one row
-per `log` call) so that a run can be compared by scripts. Also: the sums of update outputs an epoch reports, the
-progress bar, and the one JSON line every example ends with.
-"""
+"""Run logging: TorchRL's loggers (CSV, wandb on request), one wide `metrics.csv` (one row per record, each with
+`env_steps`, `grad_steps` and `wall_s`), the learning-curve PNG, the progress bar and the examples' JSON line."""
 from __future__ import annotations
 
 import csv
@@ -51,38 +46,55 @@ class RunLogger:
             self.loggers.append(self.wandb)
         else:
             self.wandb = None
-        if config:
-            for lg in self.loggers:
-                lg.log_hparams({k: str(v) for k, v in dict(config).items()})
+        self.hparams = {k: str(v) for k, v in dict(config).items()} if config else None  # logged with the 1st row
         self.csv_path = os.path.join(log_dir, "metrics.csv")
         self.records: list[dict] = []
+        self._rewrite = self.cut_row = False  # a last row was cut short: rewrite before the next row
+        self._fields: list[str] = []
         if resume and os.path.exists(self.csv_path):
-            try:
-                with open(self.csv_path, newline="") as f:
-                    self.records = [{k: float(v) for k, v in row.items() if v not in ("", None)}
-                                    for row in csv.DictReader(f)]
-            except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
-                raise ValueError(f"{self.csv_path} is not a metrics CSV written by this logger ({type(e).__name__}: "
-                                 f"{e}); move it away to resume the run") from e
-        self._fields: list[str] = list(self.records[0].keys()) if self.records else []
+            self.records = self._read()
         self.t0 = time.time()
         self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
+
+    def _read(self) -> list[dict]:
+        """The rows of an existing metrics.csv; a last row cut short (a stop in the middle of writing it) is dropped
+        and the file rewritten before the next row."""
+        try:
+            with open(self.csv_path, newline="", encoding="utf-8") as f:
+                text = f.read()
+            if text and not text.endswith("\n"):
+                text, self._rewrite = text[:text.rfind("\n") + 1], True
+                self.cut_row = True
+            reader = csv.DictReader(text.splitlines(True))
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in reader]
+            self._fields = list(reader.fieldnames or [])
+            return rows
+        except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"{self.csv_path} is not a metrics CSV written by this logger ({type(e).__name__}: "
+                             f"{e}); move it away to resume the run") from e
 
     def drop_records_after(self, epoch: int) -> int:
         """Forget rows of epochs >= ``epoch`` (logged after the checkpoint being resumed, e.g. by a run killed
         between logging and saving), so the resumed run does not log them twice. Returns the rows dropped."""
         keep = [r for r in self.records if r.get("epoch", -1.0) < epoch]
         dropped = len(self.records) - len(keep)
-        if dropped:
+        if dropped or self._rewrite:
             self.records = keep
-            tmp = self.csv_path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self._fields)
-                w.writeheader()
-                w.writerows(self.records)
-            os.replace(tmp, self.csv_path)
+            self._write_all()
             self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
         return dropped
+
+    def _write_all(self) -> None:
+        """Rewrite metrics.csv with every row (a temporary file and a rename: the old file or the new one)."""
+        tmp = self.csv_path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self._fields)
+            w.writeheader()
+            w.writerows(self.records)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.csv_path)
+        self._rewrite = False
 
     def close(self) -> None:
         """Finish the wandb run, if any (its offline files or upload are complete after this); CSVs need nothing."""
@@ -101,24 +113,23 @@ class RunLogger:
             if s is not None:
                 rec[k] = s
         for lg in self.loggers:
+            if self.hparams:
+                lg.log_hparams(self.hparams)
             for k, v in rec.items():
                 if k != "env_steps" and not math.isnan(v):
                     lg.log_scalar(k, v, step=int(env_steps))
+        self.hparams = None
         self.records.append(rec)
-        self._write_csv(rec)
-        return rec
-
-    def _write_csv(self, rec: dict) -> None:
         new_fields = [k for k in rec if k not in self._fields]
-        if new_fields:  # rewrite with the widened header
+        if new_fields or self._rewrite:  # a widened header
             self._fields += new_fields
-            with open(self.csv_path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self._fields)
-                w.writeheader()
-                w.writerows(self.records)
-            return
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._fields).writerow(rec)
+            self._write_all()
+        else:
+            with open(self.csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._fields).writerow(rec)
+                f.flush()
+                os.fsync(f.fileno())  # durable before the epoch's checkpoint, which resume checks it against
+        return rec
 
     def plot_curve(self, key: str | list[str] = "eval/return", path: str | None = None) -> str | None:
         """`key` (or one line per key of a list) against env steps and wall time, a PNG next to the CSV (default

@@ -29,7 +29,7 @@ CQL_COEFF = 0.1
 
 #: Small widths, one thread, no periodic checkpoints, epsilon annealed over the first half of the run.
 CPU_PRESET = dict(
-    num_threads=1, ckpt_interval=0, tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2,
+    ckpt_interval=0, tstep_layers=2, tstep_hidden=128, tstep_out=64, memory_size=64, memory_layers=2,
     n_heads=4, actor_hidden=128, critic_hidden=128, learning_rate=3e-4, lr_warmup_steps=200, dset_max_size=200_000,
     eps_steps_anneal=share_of_run(Fraction(1, 2)))
 

@@ -1,8 +1,5 @@
-"""The off-policy sequence trainer: per epoch, eval -> collect and learn -> log -> checkpoint -> hooks.
-
-Built only from public pieces (Collector, the sequence replay, AMAGOLoss, AMAGOSoftUpdate, AMAGOPolicy), so a
-TorchRL user can rebuild the same loop by hand (docs/torchrl_composability.md). Collection modes, torchrun, devices
-and CUDA graphs are ``scale/``; checkpoints, resume, NaN/inf guards and the best eval's weights are ``run/``.
+"""The off-policy sequence trainer: per epoch, eval -> collect and learn -> log -> checkpoint -> hooks, built only
+from public pieces (docs/torchrl_composability.md rebuilds it by hand); scale-out is ``scale/``, run safety ``run/``.
 """
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -26,7 +24,8 @@ from .factory import AgentModules, build_agent_modules, build_exploration, build
 from .logging import ProgressBar, add_scalars, eval_record, print_summary, run_logger
 from .run.best_eval import BestEval, final_evals, final_summary, keep_if_best, load_best_state
 from .run.checkpoint import RunCheckpoints
-from .run.guards import FiniteGuard, check_collected, check_run_args, guard_env, skipped_update
+from .run.guards import FiniteGuard, check_collected, check_run_args, check_steps, guard_env, skipped_update
+from .run.run_dir import RunDir, run_settings
 from .scale.collection import WithActionCounts, make_collection
 from .scale.device import autocast, autocast_dtype, learner_forward, on_device
 from .scale.distributed import start_process
@@ -64,43 +63,51 @@ class AMAGOTrainer:
         success_threshold: a trial with return >= this counts as a success (`eval/success`), e.g. 1 on T-Maze.
         task_names: names of a multi-task env's tasks, indexed by its `"task_id"` key: eval returns are then also
             logged per task (`eval/return/<task name>`).
+        settings: an example's env flags (e.g. ``{"horizon": 5}``): with the script's name and the four arguments
+            above, the run's identity (``<run>/run.json``); a run is only resumed with the same ones.
 
-    Hooks (:meth:`register_hook`) run research workflows beside the loop without changing it.
+    The run's folder, ``<config.buffer_dir>/<config.run_name>``, is locked for this trainer until :meth:`close`.
+    Hooks (:meth:`register_hook`) run research workflows beside the loop.
     """
 
     def __init__(self, config: TrainConfig, make_train_env: EnvFactory, make_eval_env: EnvFactory | None = None, *,
                  modules: AgentModules | None = None, loss: LossModule | None = None, timestep_encoder=None,
                  exploration="config", trial_transform=None, offline_data=None, offline_weight: float = 0.8,
                  rollout_horizon: int | None = None, env_name: str = "env",
-                 success_threshold: float | None = None, task_names: list[str] | None = None):
+                 success_threshold: float | None = None, task_names: list[str] | None = None,
+                 settings: dict | None = None):
         self.cfg = cfg = config
         self.hooks: dict[str, list[Callable]] = {point: [] for point in HOOK_POINTS}  # register_hook
         self.env_name, self.success_threshold = env_name, success_threshold
         self.task_names = list(task_names) if task_names else None
         check_run_args(cfg, make_eval_env is not None, rollout_horizon)
+        identity = run_settings(settings, env_name=env_name, rollout_horizon=rollout_horizon,
+                                task_names=self.task_names, success_threshold=success_threshold)
         self.dist = start_process(cfg)  # torchrun's group (a bad --device fails first), the seed, torch's threads
         self.device = self.dist.device
-        self.run_dir = os.path.join(cfg.buffer_dir, cfg.run_name)
-        self.collection = make_collection(cfg, self.dist.world_size)  # sync, or workers beside the learner
-        make_train_env = self.build_envs(make_train_env, make_eval_env)
-        self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec, self.train_env.action_spec,
-                                                      timestep_encoder=timestep_encoder)
-        self.build_learner(loss)
-        self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
-        primer = self.build_actor(exploration, rollout_horizon)
-        self.params = [p for p in self.loss.parameters() if p.requires_grad]
-        self.optimizer = self.build_optimizer(self.params)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, run_lr_factor(cfg))
-        self.target_updater = self.build_target_updater()
-        self.checkpoints = RunCheckpoints(self.run_dir, self.dist)  # ckpts/ and the replay's generation folders
-        self.build_replay(trial_transform, offline_data, offline_weight)
-        self.collector = self.collection.build_collector(self, make_train_env, primer)
-        self.epoch = self.env_steps = self.grad_steps = 0
-        self._ready, self.partial_trials_closed = False, 0  # enough trials to learn; trials the last resume closed
-        self.logger = run_logger(cfg, self.run_dir, self.dist.is_main, resume=self.checkpoints.resuming)
-        self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
-        self.best_eval = BestEval("eval/success" if success_threshold is not None else "eval/return")
-        self.register_hook("post_eval", keep_if_best)  # ckpts/best.pt (run/best_eval.py)
+        self.run_folder = RunDir(cfg.buffer_dir, cfg.run_name, self.dist.rank, identity)  # locked until close()
+        self.run_dir = self.run_folder.path
+        with self.run_folder.released_on_error():
+            self.checkpoints = RunCheckpoints(self.run_folder, self.dist)  # identity, ckpts/, replay generations
+            self.collection = make_collection(cfg, self.dist.world_size)  # sync, or workers beside the learner
+            make_train_env = self.build_envs(make_train_env, make_eval_env)
+            self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec,
+                                                          self.train_env.action_spec, timestep_encoder=timestep_encoder)
+            self.build_learner(loss)
+            self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
+            primer = self.build_actor(exploration, rollout_horizon)
+            self.params = [p for p in self.loss.parameters() if p.requires_grad]
+            self.optimizer = self.build_optimizer(self.params)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, run_lr_factor(cfg))
+            self.target_updater = self.build_target_updater()
+            self.build_replay(trial_transform, offline_data, offline_weight)
+            self.collector = self.collection.build_collector(self, make_train_env, primer)
+            self.epoch = self.env_steps = self.grad_steps = 0
+            self._ready, self.partial_trials_closed = False, 0  # enough trials to learn; trials the last resume closed
+            self.logger = run_logger(cfg, self.run_dir, self.dist.is_main, resume=self.checkpoints.resuming)
+            self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
+            self.best_eval = BestEval("eval/success" if self.success_threshold is not None else "eval/return")
+            self.register_hook("post_eval", keep_if_best)  # ckpts/best.pt (run/best_eval.py)
 
     # ------------------------------------------------------------------ setup
     def build_envs(self, make_train_env: EnvFactory, make_eval_env: EnvFactory | None) -> EnvFactory:
@@ -364,9 +371,14 @@ class AMAGOTrainer:
             self.logger.plot_curve(attempts, os.path.join(self.logger.log_dir, "attempts.png"))
         return final_summary(self, finals)
 
-    def run(self, example: str, final_eval_timesteps: int | None = None) -> dict:
+    def run(self, final_eval_timesteps: int | None = None) -> dict:
         """What every example does: resume if a checkpoint exists, train, final eval + curve, close, and print
-        the one JSON summary line. Returns the summary."""
+        the one JSON summary line (``"example"``: the script's name). Returns the summary."""
+        if isinstance(final_eval_timesteps, str):  # the label argument of an earlier release
+            self.close()
+            raise TypeError(f"run({final_eval_timesteps!r}): run() takes no name; the run's folder is "
+                            f"config.run_name (--run_name), here {self.run_dir}")
+        check_steps(final_eval_timesteps, "final_eval_timesteps")
         try:
             with self.dist.guard(self.checkpoints.path("latest")):
                 self.resume()
@@ -375,16 +387,20 @@ class AMAGOTrainer:
         finally:
             self.close()
         if self.dist.is_main:
-            print_summary(example, summary)
+            print_summary(Path(self.run_folder.settings["script"]).stem, summary)
         return summary
 
     def close(self) -> None:
-        self.collection.close()  # async: stops the feed thread and the workers
-        for env in (self.train_env, self.eval_env):
-            if env is not None and not env.is_closed:
-                env.close()
-        self.logger.close()
-        self.dist.close()
+        """Stop the workers, close the envs and the logger, and release the run folder."""
+        try:
+            self.collection.close()  # async: stops the feed thread and the workers
+            for env in (self.train_env, self.eval_env):
+                if env is not None and not env.is_closed:
+                    env.close()
+            self.logger.close()
+            self.dist.close()
+        finally:
+            self.run_folder.close()
 
     # ------------------------------------------------------------------ checkpoints (run/checkpoint.py)
     def save(self, tag: str = "latest") -> str:
@@ -398,4 +414,4 @@ class AMAGOTrainer:
     def load_best(self) -> dict:
         """Copy the weights of the best periodic eval (ckpts/best.pt) into the model, in place (the acting caches see
         them); the optimizer and counters stay the run's. Returns the file's record (metric, value, counters)."""
-        return load_best_state(self.checkpoints.path("best"), self.loss)
+        return load_best_state(self.checkpoints.path("best"), self.loss, self.run_folder.identity)

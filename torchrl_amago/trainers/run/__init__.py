@@ -1,4 +1,2 @@
-"""Run safety: checkpoints and the replay's generation folders committed together (``checkpoint.py``), which settings
-may change on resume (``resume_config.py``), NaN/inf guards (``guards.py``) and the best periodic eval's weights
-(``best_eval.py``, a ``post_eval`` hook of the trainer).
-"""
+"""Run safety: the run folder (``run_dir.py``), checkpoints and resume (``checkpoint.py``, ``resume_config.py``),
+NaN/inf guards (``guards.py``) and the best eval's weights (``best_eval.py``)."""

@@ -1,12 +1,7 @@
-"""The best periodic evaluation of a run and the weights it evaluated: ``<run>/ckpts/best.pt``; the final evals.
-
-A policy can lose late in a run what it learned earlier. After every periodic eval (:func:`keep_if_best`, a
-``post_eval`` hook) an eval that scores at least the best so far (``eval/success`` with a success threshold, else
-``eval/return``; a tie goes to the later eval) writes the loss's whole state, checked finite, with its counters, score
-and config to ``best.pt`` (the atomic write of ``latest.pt``, without optimizer or replay). ``latest.pt`` carries the
-record too (key ``best_eval``), so a resumed run goes on comparing against it. ``--final_eval best`` evaluates
-``best.pt``'s weights at the end, ``both`` the last weights and then the best (:func:`final_evals`).
-"""
+"""The best periodic eval and its weights, ``<run>/ckpts/best.pt`` (:func:`keep_if_best`, a ``post_eval`` hook: an
+eval scoring at least the best so far, ``eval/success`` or else ``eval/return``, writes the loss's state), and the
+final evals of ``--final_eval`` (:func:`final_evals`). ``latest.pt`` carries the record, so a resumed run goes on
+comparing against it."""
 from __future__ import annotations
 
 import math
@@ -42,8 +37,8 @@ class BestEval:
         return {"metric": self.metric, "value": self.value, "counters": self.counters}
 
     def load_state(self, state: dict | None) -> None:
-        """Restore :meth:`state` (from a checkpoint); one of another metric (or none: an older checkpoint, a
-        branched run) leaves the record empty."""
+        """Restore :meth:`state` (from a checkpoint, checked by `check_checkpoint`); one of another metric (or none:
+        an older checkpoint, a branched run) leaves the record empty."""
         if state and state.get("metric") == self.metric and state.get("counters"):
             self.value, self.counters = float(state["value"]), dict(state["counters"])
         else:
@@ -57,19 +52,23 @@ class BestEval:
                 "best_env_steps": self.counters["env_steps"]}
 
 
-def save_best(path: str, module: torch.nn.Module, best: BestEval, config: dict) -> None:
-    """Write `module`'s state with the record of `best` to `path` (atomic, as every checkpoint)."""
-    save_checkpoint(path, {"loss": module.state_dict(), "config": config, BEST_EVAL: best.state()})
+def save_best(path: str, module: torch.nn.Module, best: BestEval, config: dict, run: dict | None = None) -> None:
+    """Write `module`'s state with the record of `best` (and the run's identity `run`) to `path` (atomic)."""
+    save_checkpoint(path, {"loss": module.state_dict(), "config": config, BEST_EVAL: best.state(), "run": run})
 
 
-def load_best_state(path: str, module: torch.nn.Module) -> dict:
+def load_best_state(path: str, module: torch.nn.Module, identity: dict | None = None) -> dict:
     """Load the weights of a ``best.pt`` into `module` (the run's loss, or a module with its keys); returns the
     file's record (``metric``, ``value``, ``counters``). Raises CheckpointError naming the file when it is missing,
-    unsafe, or does not fit `module`."""
+    unsafe, holds NaN/inf, does not fit `module`, or (given the run's `identity`) belongs to another run."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path} does not exist: it is written at the first periodic eval of a run with "
-                              f"--keep_best (the default) and --eval_interval > 0")
+                              f"--eval_interval > 0")
     ckpt = load_checkpoint(path, required=BEST_REQUIRED)
+    run = ckpt.get("run")
+    if identity is not None and isinstance(run, dict) and run.get("run_id") != identity["run_id"]:
+        raise CheckpointError(f"{path} belongs to run {run.get('run_id')!r}, this run is {identity['run_id']!r}: it "
+                              f"comes from another run; refused")
     load_module_state(module, ckpt["loss"], "model", path)
     return ckpt[BEST_EVAL]
 
@@ -83,7 +82,7 @@ def keep_if_best(trainer, evaluated: dict) -> None:
     check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
     trainer.best_eval.record(evaluated, {"epoch": trainer.epoch, "env_steps": trainer.env_steps,
                                          "grad_steps": trainer.grad_steps})
-    save_best(path, trainer.loss, trainer.best_eval, trainer.cfg.to_dict())
+    save_best(path, trainer.loss, trainer.best_eval, trainer.cfg.to_dict(), trainer.run_folder.entry())
 
 
 def final_evals(trainer, timesteps: int | None = None) -> dict[str, dict]:

@@ -1,29 +1,31 @@
-"""A run's checkpoints: ``<run>/ckpts/<tag>.pt`` (model, optimizer, schedule, exploration, counters, RNG, config,
-best eval) and the replay's generation folders, committed together (:class:`RunCheckpoints`: the trainer's ``save``
-and ``resume``; docs/api/trainers.md).
+"""A run's checkpoints, ``<run>/ckpts/<tag>.pt``, and the replay's generation folders, committed together: the
+trainer's ``save`` and ``resume`` (:class:`RunCheckpoints`; the contract: docs/api/trainers.md, "Run folders, resume
+and loaders").
 
-Files are read without unpickling code (:func:`torchrl_amago.data.safe_files.load_tensors`): a crafted ``.pt``
-raises ``CheckpointError`` naming the file. The live replay is ``<run>/buffer/<gen>/storage/*.memmap`` (+ ``undo/``:
-rows of the last checkpoint saved before a write overwrote them); ``latest.pt`` carries its table
-(``data/replay_persist.py``) and is written last, after the memmaps are fsynced, so one rename commits both. A resume
-re-attaches the generation it names, in place; other generations are deleted once a newer checkpoint is durable,
-never by a failed resume. Under torchrun every rank keeps its own replay (``buffer_rank<r>``; rank r > 0 writes its
-table to ``ckpts/replay_rank<r>_e<epoch>_g<grad_steps>.pt``, which rank 0's ``latest.pt`` names); on resume rank r
-takes old rank ``r % old_world_size``'s replay, copied when it is another rank's (docs/scaling.md).
+Files are read without unpickling (:func:`~torchrl_amago.data.safe_files.load_tensors`), and a resume checks the whole
+file against the run (:func:`check_checkpoint`) before anything is loaded or written. The live replay is
+``buffer/<gen>/storage/*.memmap`` (+ ``undo/``); ``latest.pt`` carries its table and is written last, after the
+memmaps are fsynced and ``commits.json`` names it, so one rename commits both. Under torchrun each rank keeps its own
+replay (``buffer_rank<r>``; its table in ``ckpts/replay_rank<r>_e<epoch>_g<grad_steps>.pt``), and on resume rank r
+takes old rank ``r % old_world_size``'s (docs/scaling.md).
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import shutil
+import uuid
+import zipfile
 
 import numpy as np
 import torch
 
 from ...data import make_sequence_replay
 from ...data.replay_persist import (STORAGE_DIR, ReplayStateError, UndoLog, fsync_dir, replay_state, restore_replay,
-                                    sync_storage)
-from ...data.safe_files import UnsafeFileError, load_tensors
+                                    sync_storage, validate_replay_state)
+from ...data.safe_files import UnsafeFileError, load_json, load_tensors
 from .guards import check_finite_state
 from .resume_config import apply_optimizer_settings, check_resume_config, current_config
 
@@ -47,13 +49,13 @@ def rng_state() -> dict:
                        "gauss": gauss}}
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+def set_rng_state(state: dict, gens: tuple | None = None) -> None:
+    """Set the torch, numpy and Python generators `gens` (default: the global ones) to `state`."""
+    torch_gen, np_gen, py_gen = gens or (torch.default_generator, np.random, random)
+    torch_gen.set_state(state["torch"])
+    n, p = state["numpy"], state["python"]
+    np_gen.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    py_gen.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
 
 
 def fault_point(name: str) -> None:
@@ -62,25 +64,47 @@ def fault_point(name: str) -> None:
 
 def save_checkpoint(path: str, payload: dict) -> None:
     """Atomic, durable write (tmp file + fsync + rename + directory fsync): a crash at any point leaves
-    either the old file or the new one, never a truncated one."""
+    either the old file or the new one, never a truncated one. A failed write (a full disk) removes the temporary
+    file and raises CheckpointError naming `path`; the previous file is kept."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **payload}, f)
-        fault_point("checkpoint_tmp_written")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            fault_point("checkpoint_tmp_written")
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        cause = next((c for c in (e, e.__context__, e.__cause__) if isinstance(c, OSError)), e)
+        raise CheckpointError(f"could not write checkpoint {path} ({str(cause).splitlines()[0][:200]}); the temporary "
+                              f"file was removed and the last good checkpoint is kept") from e
     fault_point("checkpoint_tmp_synced")
     os.replace(tmp, path)
     fsync_dir(folder)
     fault_point("checkpoint_renamed")
 
 
+#: largest pickle record (``data.pkl``: everything but the tensors' bytes) a checkpoint may declare
+MAX_RECORD_BYTES = 16 * 2**20
+
+
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
     """Read a checkpoint (or another rank's replay file, with its own `required` entries) without unpickling code."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    try:  # declared sizes, before anything is decompressed: torch.save stores its records uncompressed
+        with zipfile.ZipFile(path) as z:
+            size = sum(i.file_size for i in z.infolist() if i.filename.endswith(".pkl"))
+            total, packed = sum(i.file_size for i in z.infolist()), any(i.compress_type for i in z.infolist())
+        if size > MAX_RECORD_BYTES or packed and total > os.path.getsize(path):
+            raise CheckpointError(f"checkpoint {path} declares {total} bytes ({size} of pickle record, at most "
+                                  f"MAX_RECORD_BYTES={MAX_RECORD_BYTES}) in a {os.path.getsize(path)}-byte file; "
+                                  f"refused before reading it")
+    except (zipfile.BadZipFile, OSError):
+        pass  # load_tensors names what is wrong with the file
     try:
         ckpt = load_tensors(path)
     except UnsafeFileError as e:  # a crafted, foreign or damaged file: refused before anything was unpickled
@@ -96,13 +120,24 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
     return ckpt
 
 
-def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
-    """load_state_dict with an error that names mismatched keys/shapes instead of a raw traceback."""
+def _kind(t: torch.Tensor) -> str:
+    return "bool" if t.dtype == torch.bool else "float" if t.is_floating_point() or t.is_complex() else "int"
+
+
+def check_module_state(module: torch.nn.Module, state, what: str, path: str) -> None:
+    """Raise CheckpointError naming every key, shape and dtype kind of `state` that does not fit `module`, and the
+    first weight holding NaN/inf."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: the {what} state must be a dict of tensors")
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    both = [k for k in own if k in state and isinstance(own[k], torch.Tensor)]
+    odd = [k for k in both if not isinstance(state[k], torch.Tensor)]
+    if odd:
+        raise CheckpointError(f"checkpoint {path}: {what} entries {odd[:8]} are not tensors")
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} {state[k].dtype} vs model {tuple(own[k].shape)} {own[k].dtype}"
+              for k in both if state[k].shape != own[k].shape or _kind(state[k]) != _kind(own[k])]
     if missing or unexpected or shapes:
         msg = [f"checkpoint {path} does not match the current {what} (was it made with another config?)"]
         if missing:
@@ -112,7 +147,29 @@ def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str
         if shapes:
             msg.append("shape mismatches: " + "; ".join(shapes[:8]))
         raise CheckpointError("\n  ".join(msg))
+    bad = next((k for k in both if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path}: {what} weight {bad!r} holds NaN/inf; refused (resume or evaluate "
+                              f"an earlier checkpoint)")
+
+
+def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
+    """load_state_dict after :func:`check_module_state` (an error names the key instead of a raw traceback)."""
+    check_module_state(module, state, what, path)
     module.load_state_dict(state)
+
+
+COMMITS = "commits.json"  # in a replay generation folder: the ids of the checkpoints that describe its data
+
+
+def save_text(path: str, text: str) -> None:
+    """Write a small file atomically and durably (temporary file, fsync, rename, folder fsync)."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    fsync_dir(os.path.dirname(path))
 
 
 class ReplayGenerations:
@@ -121,6 +178,7 @@ class ReplayGenerations:
     def __init__(self, root: str):
         self.root = root
         self.undo: UndoLog | None = None
+        self.committed: str | None = None  # the commit id of the durable checkpoint that describes the replay
         os.makedirs(root, exist_ok=True)
 
     def existing(self) -> list[int]:
@@ -141,12 +199,21 @@ class ReplayGenerations:
         self.undo.protect(rb._writer.index.write_count)  # what a resumed checkpoint holds (0 for a fresh run)
 
     def commit_payload(self, rb, gen: int) -> dict:
-        """fsync the memmaps, then return the replay entries of the checkpoint payload."""
+        """fsync the memmaps and record a new commit id in the generation's ``commits.json`` beside the durable one
+        (which a failed save leaves in force); return the checkpoint's replay entries."""
         fault_point("replay_before_sync")
         sync_storage(rb)
         fault_point("replay_synced")
         self.undo.protect(rb._writer.index.write_count)  # from now on these rows are saved before overwriting
-        return {"replay_generation": gen, "replay": replay_state(rb)}
+        commit, f = uuid.uuid4().hex, os.path.join(self.path(gen), COMMITS)
+        os.makedirs(self.path(gen), exist_ok=True)  # (a replay never written to has no folder yet)
+        save_text(f, json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
+        return {"replay_generation": gen, "replay": replay_state(rb), "replay_commit": commit}
+
+    def commits(self, gen: int) -> list:
+        f = os.path.join(self.path(gen), COMMITS)
+        data = load_json(f) if os.path.exists(f) else {}
+        return list(data.get("commits", [])) if isinstance(data, dict) else []
 
     def remove_others(self, keep: int) -> None:
         """After a durable checkpoint: drop the undo files of older checkpoints and the other generations."""
@@ -169,8 +236,14 @@ def restore_run_replay(gens: ReplayGenerations, rb, ckpt: dict, path: str, curre
     if not os.path.isdir(gens.path(gen)):
         raise CheckpointError(f"checkpoint {path} refers to replay data {gens.path(gen)}, which is missing")
     try:
+        commits = gens.commits(gen)
+        if "replay_commit" in ckpt and ckpt["replay_commit"] not in commits:  # (an earlier release wrote none)
+            raise ReplayStateError(f"it names replay commit {ckpt['replay_commit']!r}, but {COMMITS} there records "
+                                   f"{commits}: the folder holds other data than the checkpoint describes (a "
+                                   f"checkpoint of another state of the run)")
         restore_replay(rb, ckpt["replay"], gens.path(gen))
-    except (ReplayStateError, ValueError, KeyError, TypeError) as e:
+        gens.committed = ckpt.get("replay_commit")
+    except (ReplayStateError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path}: replay in {gens.path(gen)} cannot be resumed: {e}") from e
     gens.attach(rb, gen)
     if current_gen != gen and not any(fs for _, _, fs in os.walk(gens.path(current_gen))):
@@ -230,16 +303,20 @@ def restore_rank_replay(dist, gens: ReplayGenerations, rb, ckpt: dict, path: str
 
 
 class RunCheckpoints:
-    """The checkpoints of the run in ``run_dir``: what ``AMAGOTrainer.save`` and ``AMAGOTrainer.resume`` do.
+    """The checkpoints of the run in the :class:`~.run_dir.RunDir` `run`: what ``AMAGOTrainer.save`` and
+    ``AMAGOTrainer.resume`` do. A run that finds ``ckpts/latest.pt`` at its start never overwrites it before it has
+    resumed it; one that starts fresh gets a new identity (``run.json``)."""
 
-    A run that finds ``ckpts/latest.pt`` at its start never overwrites it before it has resumed it."""
-
-    def __init__(self, run_dir: str, dist):
-        self.run_dir, self.dist = run_dir, dist
-        self.dir = os.path.join(run_dir, "ckpts")
+    def __init__(self, run, dist):
+        self.run, self.run_dir, self.dist = run, run.path, dist
+        self.dir = os.path.join(run.path, "ckpts")
         self.resuming = os.path.exists(self.path("latest"))
         self.latest_is_ours = not self.resuming
-        self.generations = ReplayGenerations(dist.rank_path(os.path.join(run_dir, "buffer")))  # one replay per rank
+        if not self.resuming:
+            run.start_fresh()
+        elif run.identity is not None:  # refused before anything of the run is touched
+            run.check_settings(run.identity["settings"], "run.json")
+        self.generations = ReplayGenerations(dist.rank_path(os.path.join(run.path, "buffer")))  # one replay per rank
         self.gen = self.generations.fresh()
 
     def path(self, tag: str) -> str:
@@ -268,6 +345,7 @@ class RunCheckpoints:
             "counters": {"epoch": trainer.epoch, "env_steps": trainer.env_steps, "grad_steps": trainer.grad_steps},
             "rng": rng_state(),
             "config": trainer.cfg.to_dict(),
+            "run": self.run.entry(),
             BEST_EVAL: trainer.best_eval.state(),
         }
         if latest:
@@ -277,7 +355,7 @@ class RunCheckpoints:
             save_checkpoint(path, payload)  # the file is the manifest: written last, by one rename
         if latest:
             self.dist.barrier()  # rank 0's file names every rank's new replay before old ones go
-            self.latest_is_ours = True
+            self.latest_is_ours, self.generations.committed = True, payload["replay_commit"]
             self.generations.remove_others(self.gen)
             remove_old_rank_files(self.dist, self.dir, trainer.epoch, trainer.grad_steps)
         return path
@@ -288,14 +366,14 @@ class RunCheckpoints:
             self.dist.check_same_counters(False, 0, path)
             return False
         ckpt = load_checkpoint(path)
-        check_resume(ckpt, trainer.cfg, path)  # refuses unsafe config changes, listing them
-        load_module_state(trainer.loss, ckpt["loss"], "model", path)
+        identity = check_checkpoint(ckpt, trainer, path, tag)  # everything, before anything is loaded or written
+        trainer.loss.load_state_dict(ckpt["loss"])
         try:
             trainer.optimizer.load_state_dict(ckpt["optimizer"])
             trainer.scheduler.load_state_dict(ckpt["scheduler"])
             if trainer.exploration is not None and ckpt.get("exploration") is not None:
                 trainer.exploration.load_state_dict(ckpt["exploration"])
-        except (ValueError, KeyError, RuntimeError) as e:
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
             raise CheckpointError(f"checkpoint {path}: optimizer/schedule/exploration state does not match ({e})") from e
         apply_optimizer_settings(trainer.optimizer, trainer.scheduler, trainer.cfg.learning_rate, trainer.cfg.l2_coeff)
         c = ckpt["counters"]
@@ -310,6 +388,7 @@ class RunCheckpoints:
         trainer.logger.drop_records_after(trainer.epoch)  # rows logged after this checkpoint (a kill before save)
         trainer.best_eval.load_state(ckpt.get(BEST_EVAL))
         set_rng_state(ckpt["rng"])
+        self.run.keep(identity)
         self.dist.reseed(trainer.cfg.seed, step=trainer.grad_steps)
         self.dist.check_same_counters(True, trainer.grad_steps, path)
         self.latest_is_ours = True
@@ -318,7 +397,94 @@ class RunCheckpoints:
 
 def check_resume(ckpt: dict, cfg, path: str) -> dict:
     """`check_resume_config` between the checkpoint's settings (in today's flags, `current_config`) and `cfg`."""
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"checkpoint {path}: entry 'config' must be a dict of flags, got {ckpt.get('config')!r}")
     try:
         return check_resume_config(current_config(ckpt, path), cfg.to_dict(), path)
     except ValueError as e:
         raise CheckpointError(str(e)) from e
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
+    """Everything of `ckpt` a resume uses, against the run and itself, before anything is loaded or written: the
+    run's identity and settings, the config (safe changes only), the counters against the replay, the schedule and the
+    metrics log, weights, optimizer state (shapes and values against the parameters), RNG states and the replay state.
+    Raises CheckpointError naming the field and both values. Returns the identity the run goes on with."""
+    def refuse(msg):
+        raise CheckpointError(f"checkpoint {path}: {msg}")
+
+    identity = trainer.checkpoints.run.identity_of(ckpt.get("run"), path)
+    check_resume(ckpt, trainer.cfg, path)
+    c = ckpt["counters"]
+    if not isinstance(c, dict) or not all(_count(c.get(k)) for k in ("epoch", "env_steps", "grad_steps")):
+        refuse(f"counters must hold epoch, env_steps and grad_steps as integers >= 0, got {c!r}")
+    check_module_state(trainer.loss, ckpt["loss"], "model", path)
+    check_optimizer_state(trainer.optimizer, ckpt["optimizer"], dict(trainer.loss.named_parameters()), path)
+    sched = ckpt["scheduler"]
+    if not isinstance(sched, dict) or sched.get("last_epoch") != c["grad_steps"]:
+        refuse(f"scheduler.last_epoch is {sched.get('last_epoch') if isinstance(sched, dict) else sched!r}, "
+               f"counters.grad_steps {c['grad_steps']}: they must be equal")
+    try:
+        set_rng_state(ckpt["rng"], (torch.Generator(), np.random.RandomState(), random.Random()))
+    except Exception as e:  # noqa: BLE001 - any damage: name the entry
+        refuse(f"entry 'rng' is not a random-generator state ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    best = ckpt.get(BEST_EVAL)
+    if best is not None and not (isinstance(best, dict) and isinstance(best.get("value"), (int, float))
+                                 and not math.isnan(best["value"])):
+        refuse(f"best_eval must hold a score ('value', a number), got {best!r}")
+    if "replay" in ckpt:
+        gen = ckpt.get("replay_generation")
+        if not _count(gen):
+            refuse(f"replay_generation must be an integer >= 0, got {gen!r}")
+        try:
+            validate_replay_state(trainer.replay, ckpt["replay"], "the checkpoint's replay")
+        except ReplayStateError as e:
+            refuse(f"replay: {e}")
+        ranks = len(ckpt.get("replay_rank_files") or [None])
+        stored = ckpt["replay"]["writer"]["index"]["write_count"]
+        if c["env_steps"] != stored * ranks:
+            refuse(f"counters.env_steps is {c['env_steps']}, but the replay holds {stored} written steps"
+                   f"{f' on each of {ranks} ranks' if ranks > 1 else ''}: the counters do not match the stored data")
+    rows = {r["epoch"]: r for r in getattr(trainer.logger, "records", []) if "epoch" in r}
+    if tag == "latest" and rows:  # metrics.csv's last row is that of epoch E - 1 (or E: a stop before saving)
+        last = rows.get(c["epoch"] - 1)  # its counters: async collection may store more steps before saving
+        if max(rows) > c["epoch"] or (last["grad_steps"] != c["grad_steps"] or last["env_steps"] > c["env_steps"]
+                                      if last else not trainer.logger.cut_row):
+            refuse(f"counters (epoch {c['epoch']}, env_steps {c['env_steps']}, grad_steps {c['grad_steps']}) do not "
+                   f"match {trainer.logger.csv_path} (epochs up to {max(rows):g}; at the end of epoch "
+                   f"{c['epoch'] - 1}: {last and {k: last[k] for k in ('env_steps', 'grad_steps')}})")
+    return identity
+
+
+def check_optimizer_state(optimizer, state, named: dict, path: str) -> None:
+    """The optimizer state of a checkpoint against the parameters it will update: groups, one entry per parameter,
+    every per-parameter tensor of its parameter's shape, float and finite (``load_state_dict`` checks none of this, and
+    a wrong shape corrupts memory at the first step)."""
+    names = {id(p): n for n, p in named.items()}
+    groups, saved = optimizer.param_groups, state.get("param_groups") if isinstance(state, dict) else None
+    now = [len(g["params"]) for g in groups]
+    if not isinstance(saved, list) or [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in saved] != now:
+        raise CheckpointError(f"checkpoint {path}: optimizer.param_groups does not hold {now} parameters per group")
+    params = {i: p for g, s in zip(groups, saved) for i, p in zip(s["params"], g["params"])}
+    entries = state.get("state")
+    if not isinstance(entries, dict):
+        raise CheckpointError(f"checkpoint {path}: optimizer.state must be a dict")
+    for i, entry in entries.items():
+        p = params.get(i)
+        if p is None or not isinstance(entry, dict):
+            raise CheckpointError(f"checkpoint {path}: optimizer.state[{i!r}] names no parameter of the model")
+        for k, v in entry.items():
+            where = f"optimizer state {k!r} of {names.get(id(p), f'parameter {i}')}"
+            if not isinstance(v, torch.Tensor):
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    continue
+                raise CheckpointError(f"checkpoint {path}: {where} is {v!r}, not a tensor")
+            if v.dim() and (tuple(v.shape) != tuple(p.shape) or not v.is_floating_point()):
+                raise CheckpointError(f"checkpoint {path}: {where} is {v.dtype} {tuple(v.shape)}, the parameter "
+                                      f"{p.dtype} {tuple(p.shape)}")
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise CheckpointError(f"checkpoint {path}: {where} holds NaN/inf")

@@ -1,15 +1,9 @@
-"""Finite-value guards: non-finite data, losses, gradients and weights are caught, named and counted.
-
-- :class:`FiniteGuard` (learner): an update whose batch, loss or gradient holds NaN/inf is skipped (no
-  optimizer, schedule or target step) and counted; ``max_consecutive`` skipped updates in a row stop the run
-  with :class:`NonFiniteError` naming the first bad key and gradient step.
-- :func:`check_finite_state`: a checkpoint is never written with non-finite weights.
-- :func:`nonfinite_keys`: which float keys of a TensorDict hold NaN/inf (env batches, offline trials).
-- :class:`FiniteCheck` / :func:`guard_env`: an env step or reset with NaN/inf raises, naming the key, before
-  the policy acts on it (online data has no drop mode: a trial continues across collector batches).
-- :func:`check_run_args`: a run that could never evaluate or never learn fails before any work.
-"""
+"""Guards: non-finite data, losses, gradients and weights are caught, named and counted (:class:`FiniteGuard`
+skips an update, :func:`check_finite_state` refuses a checkpoint, :class:`FiniteCheck` an env step); the trainer's
+arguments are checked before any work (:func:`check_run_args`)."""
 from __future__ import annotations
+
+import warnings
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -46,9 +40,17 @@ def nonfinite_keys(td: TensorDictBase) -> dict[str, int]:
     return out
 
 
+def check_steps(value, name: str) -> None:
+    """`value` is None or an integer >= 1 (a ValueError names `name`)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def check_run_args(cfg, has_eval_env: bool, trial_len: int | None) -> None:
-    """The trainer's arguments against its config: periodic evals need an eval env, and a trial longer than the
-    replay could never be stored whole (so learning would never start)."""
+    """The trainer's arguments against its config: periodic evals need an eval env, a trial longer than the
+    replay could never be stored whole (so learning would never start), and a context shorter than a trial cannot
+    remember its start (a warning)."""
+    check_steps(trial_len, "rollout_horizon")
     if not has_eval_env and cfg.eval_interval > 0:  # else every eval would log NaN, silently
         raise ValueError(f"AMAGOTrainer(make_eval_env=None) cannot evaluate every --eval_interval={cfg.eval_interval} "
                          f"epochs: pass make_eval_env (e.g. the training factory again: AMAGOTrainer(config, make_env, "
@@ -56,6 +58,10 @@ def check_run_args(cfg, has_eval_env: bool, trial_len: int | None) -> None:
     if trial_len is not None and cfg.traj_save_len is None and trial_len > cfg.dset_max_size:
         raise ValueError(f"--dset_max_size={cfg.dset_max_size} is smaller than one trial ({trial_len} steps): no "
                          f"trial would ever be stored whole; raise --dset_max_size or set --traj_save_len")
+    if trial_len is not None and cfg.max_seq_len < trial_len:
+        warnings.warn(f"--max_seq_len={cfg.max_seq_len} is shorter than a trial ({trial_len} steps): the policy sees "
+                      f"only its last {cfg.max_seq_len} steps, so what a trial showed earlier is forgotten",
+                      stacklevel=3)
 
 
 def check_collected(data: TensorDictBase, env_steps: int) -> None:

@@ -1,10 +1,5 @@
-"""Honest resume: compare the checkpoint's config with the new one; apply safe changes, refuse the rest.
-
-A resumed run keeps the checkpoint's weights, optimizer state, replay and counters. Settings that only steer
-the loop from now on may change, and the new values are used and recorded in the next checkpoint:
-:data:`SAFE_ON_RESUME`. Everything else (model shape, loss and return settings, gammas, replay layout,
-exploration schedule, env layout) would silently mix two runs, so a change there is refused with one
-message listing every refused flag. ``run_name`` / ``buffer_dir`` locate the run and are never compared.
+"""Which settings may change on resume: those that only steer the loop from now on (:data:`SAFE_ON_RESUME`); any other
+change would mix two runs and is refused, every refused flag listed. ``run_name`` / ``buffer_dir`` are not compared.
 """
 from __future__ import annotations
 
