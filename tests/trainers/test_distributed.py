@@ -145,7 +145,8 @@ def test_two_rank_run_resumes_on_one_rank_and_on_three(tmp_path):
     # rank 1's replay table: its own file, named by latest.pt; the older checkpoint's file is gone
     assert ck["replay_rank_files"] == [None, f"replay_rank1_e2_g{2 * cfg['grads_per_epoch']}.pt"]
     assert sorted(f for f in os.listdir(run / "ckpts") if f.startswith("replay_rank")) == [ck["replay_rank_files"][1]]
-    one = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, epochs=3)), make_env, None)
+    one = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, epochs=3)), make_env, None,
+                       settings={"script": "dist_worker.py"})  # the run dist_worker.py started
     assert one.resume() and one.grad_steps == 4 and len(one.replay) == 2 * cfg["parallel_envs"] * (H + 1)
     one.train()
     assert one.grad_steps == 6

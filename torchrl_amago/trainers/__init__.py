@@ -1,8 +1,4 @@
-"""The ready trainer: typed config and common CLI, the epoch loop (`trainer.py`), logging; `scale/` (collection
-modes, torchrun, devices, CUDA graphs) and `run/` (checkpoints, resume, guards, best eval) beside it.
-
-Names are imported on first use, so an example's `--help` (config and CLI only) does not wait for torch.
-"""
+"""The ready trainer: config and CLI, the epoch loop, logging, `scale/`, `run/` (imported on first use)."""
 import importlib
 
 _EXPORTS = {

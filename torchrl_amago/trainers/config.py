@@ -1,8 +1,5 @@
-"""`TrainConfig`: one AMAGO training run, every field a flag of every example, declared once with its default, help,
-section, choices and check (`opt(...)`); `--help`, the flag table of docs/api/trainers.md and `validate` read that
-declaration. Names follow the original's CLI where one exists. No torch import, so `--help` answers at once (why a
-flat dataclass: docs/design_decisions.md).
-"""
+"""`TrainConfig`: one AMAGO training run, every field a flag declared once with its default, help, section,
+choices and check (`opt(...)`). No torch import."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +27,6 @@ COLLECT_MODES = ("sync", "async", "distributed")
 LR_DECAYS = ("none", "cosine", "linear")
 
 
-# ------------------------------------------------------------------------------------------- checks
 def at_least(lo) -> Callable[[Any], Optional[str]]:
     """A check: the value is >= `lo` (a check returns what is wrong, or None)."""
     return lambda v: None if v >= lo else f"must be >= {lo}"
@@ -57,13 +53,7 @@ def folder_name(v) -> Optional[str]:
 
 
 def each(check) -> Callable[[Any], Optional[str]]:
-    def check_all(values):
-        for v in values:
-            problem = check(v)
-            if problem:
-                return f"{problem} (each value)"
-        return None
-    return check_all
+    return lambda values: next((f"{p} (each value)" for p in map(check, values) if p), None)
 
 
 def ordered_pair(lo, hi) -> Callable[[Any], Optional[str]]:
@@ -71,10 +61,8 @@ def ordered_pair(lo, hi) -> Callable[[Any], Optional[str]]:
 
 
 def opt(default, help: str, *, section: str, choices=None, check=None, metavar=None):
-    """One config field: its default, `--help` text, section, allowed values and range check, in one place."""
+    """One config field: its default, `--help` text, section, allowed values and check."""
     meta = {"help": help, "section": section, "choices": choices, "check": check, "metavar": metavar}
-    if isinstance(default, list):
-        return field(default_factory=functools.partial(list, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -85,7 +73,6 @@ run, env, model, loss, replay, collection, optim, scale = (functools.partial(opt
 class TrainConfig:
     """One AMAGO training run. Env steps are per env unless the name says otherwise."""
 
-    # ---- run
     run_name: str = run("amago", "name of the run: its folder is <buffer_dir>/<run_name> (a name, not a path)",
                         check=folder_name)
     buffer_dir: str = run("runs", "folder that holds the runs: <buffer_dir>/<run_name>/{buffer,ckpts,logs}")
@@ -108,7 +95,6 @@ class TrainConfig:
     progress_bar: bool = run(True, "show a progress bar per epoch")
     wandb_project: Optional[str] = run(None, "also log to this Weights & Biases project (pip install wandb; "
                                              "unset: no wandb)")
-    # ---- env
     parallel_envs: int = env(8, "batched training envs (the original's --parallel_actors)", check=at_least(1))
     eval_envs: int = env(8, "batched eval envs", check=at_least(1))
     obs_keys: Optional[list[str]] = env(None, "observation keys the MLP timestep encoder reads (unset: all of the "
@@ -117,17 +103,14 @@ class TrainConfig:
                                          "(unset: an MLP)")
     nonfinite_data: str = env("error", "NaN/inf in offline trials: error (name the key) or drop (drop those trials, "
                                        "counted); NaN/inf in env data is always an error", choices=("error", "drop"))
-    # ---- model
     traj_encoder: str = model("transformer", "trajectory encoder, the memory (plugins may register more names)",
                               choices=BUILTIN_TRAJ_ENCODERS)
     memory_size: int = model(256, "width of the trajectory encoder (d_model / hidden size)", check=at_least(1))
     memory_layers: int = model(3, "depth of the trajectory encoder", check=at_least(1))
-    n_heads: int = model(8, "attention heads of the transformer (--memory_size must be a multiple)",
-                         check=at_least(1))
+    n_heads: int = model(8, "attention heads of the transformer (--memory_size must be a multiple)", check=at_least(1))
     pos_emb: str = model("fixed", "transformer positions: fixed sinusoid, learnable table (needs --max_time_idx) or "
                                   "rope", choices=("fixed", "learnable", "rope"))
-    max_time_idx: Optional[int] = model(None, "largest time_idx + 1 of the learnable position table",
-                                        check=at_least(1))
+    max_time_idx: Optional[int] = model(None, "largest time_idx + 1 of the learnable position table", check=at_least(1))
     dropout: float = model(0.05, "transformer dropout (feed-forward and embedding)", check=between(0, 1, hi_open=True))
     tstep_hidden: int = model(512, "width of the timestep encoder's MLP (CNN encoder: image feature size)",
                               check=at_least(1))
@@ -147,7 +130,6 @@ class TrainConfig:
     discrete_clip: tuple[float, float] = model((1e-3, 0.99), "LOW HIGH clip of the discrete policy's probabilities "
                                                              "(the loss softens buffer actions with it)",
                                                check=ordered_pair(0.0, 1.0))
-    # ---- loss
     agent_type: str = loss("agent", "agent (AMAGO: scalar critics, DPG + filtered BC) or multitask (AMAGO-2: two-hot "
                                     "critic, filtered BC only)", choices=("agent", "multitask"))
     gamma: float = loss(0.999, "the acting discount (the last of the trained gammas)",
@@ -186,7 +168,6 @@ class TrainConfig:
     two_hot_range: tuple[float, float] = loss((-1e5, 1e5), "LOW HIGH returns of the two-hot critic's first and last "
                                                            "bins (multitask)",
                                               check=lambda v: None if v[0] < v[1] else "must be LOW < HIGH")
-    # ---- replay
     max_seq_len: int = replay(128, "context length: steps per training window and the acting policy's context",
                               check=at_least(1))
     dset_max_size: int = replay(1_000_000, "replay capacity in env steps, FIFO by whole trials", check=at_least(1))
@@ -199,7 +180,6 @@ class TrainConfig:
     trim_windows: bool = replay(True, "cut each batch to its longest valid window (--no-trim_windows: always "
                                       "--max_seq_len steps, fixed shapes for --compile_loss / --cuda_graph)")
     min_trials_to_learn: int = replay(2, "finished trials in the replay before the first update", check=at_least(1))
-    # ---- collection
     exploration: str = collection("egreedy", "egreedy (annealed epsilon), bilevel (also decays within each trial) or "
                                              "none", choices=("egreedy", "bilevel", "none"))
     eps_start: float = collection(1.0, "epsilon at the start of training (bilevel: at the start of a trial)",
@@ -208,14 +188,12 @@ class TrainConfig:
     eps_steps_anneal: int = collection(1_000_000, "batched env steps over which epsilon anneals", check=at_least(1))
     sample_actions_train: bool = collection(True, "sample actions while collecting (else the policy's mode)")
     sample_actions_eval: bool = collection(True, "sample actions while evaluating (else the policy's mode)")
-    # ---- optim
     learning_rate: float = optim(1e-4, "AdamW learning rate", check=positive)
     lr_warmup_steps: int = optim(500, "linear learning-rate warm-up, in updates", check=at_least(0))
     lr_decay: str = optim("none", "after the warm-up, bring the learning rate down to a tenth of it by the run's last "
                                   "update (cosine or linear), or keep it (none, the original's)", choices=LR_DECAYS)
     grad_clip: float = optim(1.0, "global gradient-norm clip", check=positive)
     l2_coeff: float = optim(1e-3, "AdamW weight decay", check=at_least(0))
-    # ---- scale
     device: str = scale("cpu", "learner device, e.g. cpu or cuda")
     num_threads: Optional[int] = scale(1, "torch CPU threads of the learner (one: runs that share a CPU slow down in "
                                           "proportion; unset: torch's own, for one run on an idle machine)",
@@ -245,9 +223,6 @@ class TrainConfig:
         """Raise ValueError naming the flag: types, choices and ranges of every field, then the rules between flags."""
         for f in dataclasses.fields(self):
             check_field(f, getattr(self, f.name))
-        self._check_combinations()
-
-    def _check_combinations(self) -> None:
         if self.traj_encoder not in BUILTIN_TRAJ_ENCODERS:  # a plugin's name: the registry is the authority
             from ..modules.trajectory.registry import trajectory_encoder_names
 
@@ -292,7 +267,6 @@ def gammas_of(multigammas, gamma: float) -> list[float]:
     return list(multigammas) + [gamma]
 
 
-# ---------------------------------------------------------------------------------------- validation
 def _value_type(f: dataclasses.Field):
     """(base type, container) of a field's annotation: `Optional[list[float]]` -> (float, list)."""
     text = f.type.replace("Optional[", "").rstrip("]") if f.type.startswith("Optional[") else f.type
@@ -304,12 +278,10 @@ def _value_type(f: dataclasses.Field):
 
 
 def _type_ok(value, tp) -> bool:
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is bool or isinstance(value, bool):
+        return tp is bool and isinstance(value, bool)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return isinstance(value, (int, float)) and math.isfinite(value)
     return isinstance(value, tp)
 
 
@@ -334,12 +306,10 @@ def check_field(f: dataclasses.Field, value) -> None:
     if choices is not None and value not in choices and f.name != "traj_encoder":
         raise ValueError(f"{flag}={value!r} is not one of {list(choices)}")
     check = f.metadata.get("check")
-    problem = check(value) if check is not None else None
-    if problem:
+    if check is not None and (problem := check(value)):
         raise ValueError(f"{flag} {problem}, got {value!r}")
 
 
-# ------------------------------------------------------------------------------------------ retired
 #: Flags of earlier releases: using one is an error that says what to do instead (kept for one release).
 RETIRED = {
     "keep_best": "ckpts/best.pt is always written when the run evaluates (--eval_interval > 0)",
@@ -353,20 +323,15 @@ RETIRED = {
     "max_nonfinite_updates": "retired: the run stops after trainers.run.guards.MAX_NONFINITE_UPDATES skipped updates "
                              "in a row",
     "critic_zero_init": "retired: pass zero_init_output= to the critic head you build (AMAGOTrainer(modules=...))",
-    "critic_loss_weight": "retired as a flag: AMAGOLoss(critic_loss_weight=...) (AMAGOTrainer(loss=...))",
-    "num_critics_td": "retired as a flag: AMAGOLoss(num_critics_td=...) (AMAGOTrainer(loss=...))",
-    "popart_beta": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
-    "popart_init_nu": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
-    "popart_min_sigma": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
-    "popart_min_sigma_ratio": "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))",
-    "num_actions_for_value_in_critic_loss": "retired as a flag: AMAGOLoss(num_actions_for_value_in_critic_loss=...)",
-    "num_actions_for_value_in_actor_loss": "retired as a flag: AMAGOLoss(num_actions_for_value_in_actor_loss=...)",
-    "use_target_actor": "retired as a flag: AMAGOLoss(use_target_actor=...) (AMAGOTrainer(loss=...))",
-    "gumbel_temperature": "retired as a flag: AMAGOLoss(gumbel_temperature=...) (AMAGOTrainer(loss=...))",
+    **{n: f"retired as a flag: AMAGOLoss({n}=...) (AMAGOTrainer(loss=...))"
+       for n in ("critic_loss_weight", "num_critics_td", "use_target_actor", "gumbel_temperature")},
+    **{n: "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))"
+       for n in ("popart_beta", "popart_init_nu", "popart_min_sigma", "popart_min_sigma_ratio")},
+    **{n: f"retired as a flag: AMAGOLoss({n}=...)" for n in ("num_actions_for_value_in_critic_loss",
+                                                             "num_actions_for_value_in_actor_loss")},
     "fbc_filter_kwargs": "retired as a flag: AMAGOLoss(fbc_filter=make_filter(name, **kwargs))",
-    "n_step_stop_explored": "retired (its ablation showed no gain: docs/design_decisions.md)",
-    "n_step_min_gamma": "retired (its ablation showed no gain: docs/design_decisions.md)",
-    "tree_backup": "retired (its ablation showed no gain: docs/design_decisions.md)",
+    **{n: "retired (its ablation showed no gain: docs/design_decisions.md)"
+       for n in ("n_step_stop_explored", "n_step_min_gamma", "tree_backup")},
     "actor_encoder_grad": "retired: a subclass recipe in docs/swapping.md",
     "target_backbone": "use --target_encoders (nothing switches on by a discount threshold; "
                        "trainers.LONG_HORIZON_PRESET)",
@@ -386,28 +351,22 @@ def retired_error(name: str) -> str:
     return f"--{name} was retired: {RETIRED[name]}"
 
 
-_dataclass_init = TrainConfig.__init__
+def _refuse_retired(init):
+    @functools.wraps(init)
+    def checked_init(self, *args, **kwargs):
+        old = sorted(set(kwargs) & set(RETIRED))
+        if old:
+            raise TypeError("; ".join(f"TrainConfig({name}=...) was retired: {RETIRED[name]}" for name in old))
+        init(self, *args, **kwargs)
+    return checked_init
 
 
-@functools.wraps(_dataclass_init)
-def _init(self, *args, **kwargs):
-    old = sorted(set(kwargs) & set(RETIRED))
-    if old:
-        raise TypeError("; ".join(f"TrainConfig({name}=...) was retired: {RETIRED[name]}" for name in old))
-    _dataclass_init(self, *args, **kwargs)
-
-
-TrainConfig.__init__ = _init
+TrainConfig.__init__ = _refuse_retired(TrainConfig.__init__)
 
 
 def field_default(name: str):
     """`TrainConfig`'s default of the field `name`."""
-    f = TrainConfig.__dataclass_fields__[name]
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
-def config_fields() -> list[dataclasses.Field]:
-    return list(dataclasses.fields(TrainConfig))
+    return TrainConfig.__dataclass_fields__[name].default
 
 
 def sections() -> dict[str, list[dataclasses.Field]]:
@@ -416,6 +375,3 @@ def sections() -> dict[str, list[dataclasses.Field]]:
     for f in dataclasses.fields(TrainConfig):
         out[f.metadata["section"]].append(f)
     return out
-
-
-__all__ = ["TrainConfig", "config_fields", "field_default", "sections", "SECTIONS", "RETIRED", "gammas_of"]

@@ -1,8 +1,4 @@
-"""Build the AMAGO modules, loss, acting policy and exploration from a `TrainConfig` and env specs.
-
-These are the only places where config flags become constructor arguments; a user who wants a custom
-encoder builds the modules themselves and passes them to `AMAGOTrainer(modules=...)`.
-"""
+"""Build the AMAGO modules, loss, policy and exploration from a `TrainConfig` and env specs."""
 from __future__ import annotations
 
 import inspect
@@ -36,8 +32,7 @@ class AgentModules:
 
 def build_timestep_encoder(cfg: TrainConfig, observation_spec, action_spec, image_key: str | None = None,
                            **kw) -> nn.Module:
-    """An MLP timestep encoder, or a CNN on `image_key` (default `cfg.image_key`) with `--cnn`, `--drqv2_aug`,
-    image features `--tstep_hidden` and output `--tstep_out`; `kw` override the constructor's arguments."""
+    """An MLP timestep encoder, or a CNN on `image_key` (default `cfg.image_key`); `kw` override."""
     image_key = image_key or cfg.image_key
     if image_key is not None:
         kw = dict(dict(cnn_type=cfg.cnn, img_features=cfg.tstep_hidden, d_output=cfg.tstep_out,
@@ -49,8 +44,7 @@ def build_timestep_encoder(cfg: TrainConfig, observation_spec, action_spec, imag
 
 
 def build_trajectory_encoder(cfg: TrainConfig, input_dim: int) -> nn.Module:
-    """The configured trajectory encoder (`--traj_encoder`, `--memory_size`, `--memory_layers`, positions, dropout)
-    for `input_dim`-wide timestep embeddings; a plain tensor module (`tstep_emb` -> `state_emb` in the loss)."""
+    """The configured trajectory encoder for `input_dim`-wide timestep embeddings (a plain tensor module)."""
     kw = {}
     if cfg.traj_encoder == "transformer":
         kw = dict(n_heads=cfg.n_heads, d_ff=4 * cfg.memory_size, pos_emb=cfg.pos_emb, dropout_ff=cfg.dropout,
@@ -64,9 +58,7 @@ def build_trajectory_encoder(cfg: TrainConfig, input_dim: int) -> nn.Module:
 
 
 def build_heads(cfg: TrainConfig, state_dim: int, action_space: ActionSpace) -> tuple[nn.Module, nn.Module]:
-    """(actor, critic) for the config's gammas: an `ActorHead` and a `DiscreteCritic`, `ContinuousCritic` or (with
-    `--agent_type multitask`) `TwoHotCritic`; plain tensor modules reading `state_emb`. With `--count_heads`: a
-    `CountActorHead` and a `CountDiscreteCritic` that read ``[state_emb (state_dim), action_counts]``."""
+    """(actor, critic) for the config's gammas and action space (`--agent_type`, `--count_heads`)."""
     gammas = torch.tensor(cfg.gammas, dtype=torch.float32)
     actor_cls, critic_cls = (CountActorHead, CountDiscreteCritic) if cfg.count_heads else (ActorHead, DiscreteCritic)
     actor = actor_cls(state_dim, action_space, num_gammas=len(gammas), d_hidden=cfg.actor_hidden,
@@ -89,9 +81,7 @@ TimestepEncoderFactory = Callable[[object, object], nn.Module]  # (observation_s
 
 def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
                         timestep_encoder: nn.Module | TimestepEncoderFactory | None = None) -> AgentModules:
-    """Default modules for an env: the configured timestep encoder (or `timestep_encoder`: a module, or a factory
-    `(observation_spec, action_spec) -> module` called here, so that it is initialised after the trainer seeds
-    torch), the configured trajectory encoder, heads."""
+    """The configured modules for an env; `timestep_encoder`: a module, or a factory of the specs."""
     action_space = action_space_from_spec(action_spec)
     if cfg.count_heads and (not action_space.discrete or cfg.agent_type == "multitask"):
         raise ValueError("--count_heads needs discrete actions and --agent_type agent (a per-action critic); "
@@ -104,15 +94,14 @@ def build_agent_modules(cfg: TrainConfig, observation_spec, action_spec,
         tstep = timestep_encoder(observation_spec, action_spec)
     traj = build_trajectory_encoder(cfg, tstep.emb_dim)
     actor, critic = build_heads(cfg, encoder_emb_dim(traj), action_space)
-    if cfg.count_heads:  # the counts travel beside the embeddings to the heads (modules/count_heads.py)
+    if cfg.count_heads:  # the counts travel beside the embeddings to the heads
         tstep = CountsBesideEmbedding(tstep, action_space.dim)
         traj = CountsPassThrough(traj, action_space.dim)
     return AgentModules(tstep, traj, actor, critic, action_space)
 
 
 def loss_options(cfg: TrainConfig) -> dict:
-    """The loss section's fields that are `AMAGOLoss` arguments of the same name, as the config sets them (a field
-    left at None keeps the loss's own default for the agent type), and the discounts."""
+    """The loss section's fields that are `AMAGOLoss` arguments (unless None), and the discounts."""
     params = inspect.signature(AMAGOLoss).parameters
     kw = {f.name: getattr(cfg, f.name) for f in sections()["loss"]
           if f.name in params and getattr(cfg, f.name) is not None}
@@ -127,20 +116,18 @@ def build_loss(cfg: TrainConfig, m: AgentModules) -> AMAGOLoss:
     if cfg.agent_type == "multitask":
         return AMAGOLoss.multi_task(m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic,
                                     action_space=m.action_space, **kw)
-    if m.action_space.kind == "multibinary":  # no reparameterised sample: filtered BC only (as the original)
+    if m.action_space.kind == "multibinary":  # filtered BC only (as the original)
         kw.setdefault("online_coeff", 0.0)
     return AMAGOLoss(m.timestep_encoder, m.trajectory_encoder, m.actor, m.critic, action_space=m.action_space, **kw)
 
 
 def build_policy(m: AgentModules) -> AMAGOPolicy:
-    """The acting `AMAGOPolicy` sharing the modules' weights (reads the timestep encoder's keys, `time_idx`,
-    `is_init`; writes `action`)."""
+    """The acting `AMAGOPolicy` sharing the modules' weights."""
     return AMAGOPolicy(m.timestep_encoder, m.trajectory_encoder, m.actor, m.action_space)
 
 
 def build_exploration(cfg: TrainConfig, action_spec, rollout_horizon: int | None = None) -> nn.Module | None:
-    """The configured exploration module (`--exploration`: `EpsilonGreedy`, `BilevelEpsilonGreedy`, which needs
-    `rollout_horizon`, or None) that rewrites `action` after the policy."""
+    """The configured exploration module rewriting `action` after the policy (bilevel needs `rollout_horizon`)."""
     if cfg.exploration == "none":
         return None
     if cfg.exploration == "bilevel":

@@ -1,12 +1,4 @@
-"""Per-update schedules of a trainer run: the learning rate (warm-up, then an optional decay) and the conservative
-term's ramp. Each is a function of the updates done, so a resumed run continues it from its update count.
-
-`lr_factor(...)(i)` multiplies `--learning_rate` for update `i + 1` (a `LambdaLR` lambda: `i` updates done): a linear
-warm-up over `--lr_warmup_steps`, then 1 (`--lr_decay none`, the original's) or a `cosine` / `linear` decay to
-`LR_FINAL_RATIO` at the run's last update. `ramp_factor(start, end, n)(i)` is the share of `--cql_coeff` at update
-`i + 1`: 0 before `start` x the run's updates, rising linearly to 1 at `end` x the run's updates (`--cql_ramp START
-END`); the trainer writes it into `AMAGOLoss.cql_scale` before each update.
-"""
+"""Per-update schedules, functions of the updates done (a resume continues them): learning rate, CQL ramp."""
 from __future__ import annotations
 
 import math
@@ -20,8 +12,8 @@ LR_FINAL_RATIO = 0.1
 
 def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0,
               final_ratio: float = LR_FINAL_RATIO) -> Callable[[int], float]:
-    """The learning-rate multiplier of update `i + 1`: `min(1, (i + 1) / warmup_steps)`, times the decay from 1 at
-    the end of the warm-up to `final_ratio` at update `total_steps`, the run's last (and after it)."""
+    """The learning-rate factor of update `i + 1`: a linear warm-up, then `decay` to `final_ratio` at
+    `total_steps`."""
     if decay not in LR_DECAYS:
         raise ValueError(f"--lr_decay={decay!r} is not one of {list(LR_DECAYS)}")
     if not 0.0 <= final_ratio <= 1.0:
@@ -49,7 +41,7 @@ def run_lr_factor(cfg) -> Callable[[int], float]:
 
 
 def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int], float]:
-    """The share of the term's weight at update `i + 1` (`i` updates done) of a run of `total_updates`."""
+    """The conservative term's share at update `i + 1`: 0 before `start`, 1 from `end` (shares of the run)."""
     if not 0.0 <= start <= end <= 1.0:
         raise ValueError(f"--cql_ramp {start} {end}: needs 0 <= START <= END <= 1 (shares of the run's updates)")
 
@@ -65,10 +57,8 @@ def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int],
 
 
 def run_cql_factor(cfg, loss) -> Callable[[int], float] | None:
-    """`ramp_factor` of the run's `--cql_ramp` for `loss`; None where nothing ramps (no ramp, or `--cql_coeff 0`: the
-    long-horizon preset's ramp then scales a term that is off).
-    A ramp needs a loss with the conservative term on and a `cql_scale` buffer to write (AMAGOLoss)."""
-    if cfg.cql_ramp is None or cfg.cql_ramp[1] <= 0 or cfg.cql_coeff == 0:  # nothing ramps: no term, or full weight
+    """`ramp_factor` of `--cql_ramp` for `loss`; None where nothing ramps."""
+    if cfg.cql_ramp is None or cfg.cql_ramp[1] <= 0 or cfg.cql_coeff == 0:
         return None
     coeff = float(getattr(loss, "cql_coeff", 0.0))
     if coeff <= 0 or not hasattr(loss, "cql_scale"):

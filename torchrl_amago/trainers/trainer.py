@@ -1,6 +1,4 @@
-"""The off-policy sequence trainer: per epoch, eval -> collect and learn -> log -> checkpoint -> hooks, built only
-from public pieces (docs/torchrl_composability.md rebuilds it by hand); scale-out is ``scale/``, run safety ``run/``.
-"""
+"""The off-policy sequence trainer: per epoch, eval -> collect and learn -> log -> checkpoint -> hooks."""
 from __future__ import annotations
 
 import os
@@ -38,36 +36,23 @@ HOOK_POINTS = ("post_eval", "post_epoch")
 
 
 class AMAGOTrainer:
-    """Epoch loop of the original `Experiment.learn`, over TorchRL pieces.
+    """Epoch loop of the original `Experiment.learn`, over TorchRL pieces; locks the run's folder,
+    ``<config.buffer_dir>/<config.run_name>``, until :meth:`close`.
 
     Args:
         config: the run's `TrainConfig`.
-        make_train_env / make_eval_env: `num_envs -> batched env` (the standard AMAGO transform stack applied).
-            `make_eval_env=None` needs `config.eval_interval == 0` (a ValueError names both otherwise); `finish()` then
-            reports `eval_return` NaN.
-        modules: prebuilt `AgentModules` (default: built from the config and the env specs); the acting policy
-            is built from them.
-        loss: any TorchRL `LossModule` to train instead of the configured `AMAGOLoss` (e.g. a subclass with another
-            actor objective; docs/swapping.md). It should hold `modules`' networks, which the policy acts with.
-            The update sums every differentiable `loss_*` entry of its output; the optimizer takes its trainable
-            parameters and `AMAGOSoftUpdate` runs if it has target parameters. Subclasses may instead override
-            `build_loss`, `build_policy`, `build_optimizer` or `build_target_updater`.
-        timestep_encoder: only replace the default timestep encoder: a module, or a factory
-            `(observation_spec, action_spec) -> module` built after torch is seeded (so `--seed` decides its weights).
+        make_train_env / make_eval_env: `num_envs -> batched env`; `make_eval_env=None` needs `eval_interval == 0`.
+        modules: prebuilt `AgentModules` (default: from the config and the env specs).
+        loss: a TorchRL `LossModule` to train instead of the configured `AMAGOLoss`, holding `modules`' networks
+            (docs/swapping.md); or override `build_loss`, `build_policy`, `build_optimizer`, `build_target_updater`.
+        timestep_encoder: a module, or a factory `(observation_spec, action_spec) -> module` called after seeding.
         exploration: module rewriting `"action"` after the policy (default: from the config; None = off).
         trial_transform: whole-trial replay transform (e.g. hindsight relabeling).
-        offline_data: optional list of trial TensorDicts loaded into a second (protected) replay buffer that is
-            mixed with the online one at `offline_weight`.
-        rollout_horizon: trial length, used by the bilevel exploration schedule.
-        env_name: name used in the per-env eval metrics (`eval/return/<env_name>`).
-        success_threshold: a trial with return >= this counts as a success (`eval/success`), e.g. 1 on T-Maze.
-        task_names: names of a multi-task env's tasks, indexed by its `"task_id"` key: eval returns are then also
-            logged per task (`eval/return/<task name>`).
-        settings: an example's env flags (e.g. ``{"horizon": 5}``): with the script's name and the four arguments
-            above, the run's identity (``<run>/run.json``); a run is only resumed with the same ones.
-
-    The run's folder, ``<config.buffer_dir>/<config.run_name>``, is locked for this trainer until :meth:`close`.
-    Hooks (:meth:`register_hook`) run research workflows beside the loop.
+        offline_data: trial TensorDicts for a protected replay mixed with the online one at `offline_weight`.
+        rollout_horizon: trial length (the bilevel exploration schedule).
+        env_name / task_names: names in the eval metrics (`eval/return/<name>`; tasks by the env's `"task_id"`).
+        success_threshold: a trial with return >= this is a success (`eval/success`).
+        settings: an example's env flags: with the script's name and the arguments above, the run's identity.
     """
 
     def __init__(self, config: TrainConfig, make_train_env: EnvFactory, make_eval_env: EnvFactory | None = None, *,
@@ -77,19 +62,19 @@ class AMAGOTrainer:
                  success_threshold: float | None = None, task_names: list[str] | None = None,
                  settings: dict | None = None):
         self.cfg = cfg = config
-        self.hooks: dict[str, list[Callable]] = {point: [] for point in HOOK_POINTS}  # register_hook
+        self.hooks: dict[str, list[Callable]] = {point: [] for point in HOOK_POINTS}
         self.env_name, self.success_threshold = env_name, success_threshold
         self.task_names = list(task_names) if task_names else None
         check_run_args(cfg, make_eval_env is not None, rollout_horizon)
         identity = run_settings(settings, env_name=env_name, rollout_horizon=rollout_horizon,
                                 task_names=self.task_names, success_threshold=success_threshold)
-        self.dist = start_process(cfg)  # torchrun's group (a bad --device fails first), the seed, torch's threads
+        self.dist = start_process(cfg)  # torchrun's group, the seed, torch's threads
         self.device = self.dist.device
         self.run_folder = RunDir(cfg.buffer_dir, cfg.run_name, self.dist.rank, identity)  # locked until close()
         self.run_dir = self.run_folder.path
         with self.run_folder.released_on_error():
-            self.checkpoints = RunCheckpoints(self.run_folder, self.dist)  # identity, ckpts/, replay generations
-            self.collection = make_collection(cfg, self.dist.world_size)  # sync, or workers beside the learner
+            self.checkpoints = RunCheckpoints(self.run_folder, self.dist)
+            self.collection = make_collection(cfg, self.dist.world_size)
             make_train_env = self.build_envs(make_train_env, make_eval_env)
             self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec,
                                                           self.train_env.action_spec, timestep_encoder=timestep_encoder)
@@ -103,18 +88,16 @@ class AMAGOTrainer:
             self.build_replay(trial_transform, offline_data, offline_weight)
             self.collector = self.collection.build_collector(self, make_train_env, primer)
             self.epoch = self.env_steps = self.grad_steps = 0
-            self._ready, self.partial_trials_closed = False, 0  # enough trials to learn; trials the last resume closed
+            self._ready, self.partial_trials_closed = False, 0  # trials the last resume closed
             self.logger = run_logger(cfg, self.run_dir, self.dist.is_main, resume=self.checkpoints.resuming)
             self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
             self.best_eval = BestEval("eval/success" if self.success_threshold is not None else "eval/return")
-            self.register_hook("post_eval", keep_if_best)  # ckpts/best.pt (run/best_eval.py)
+            self.register_hook("post_eval", keep_if_best)  # ckpts/best.pt
 
-    # ------------------------------------------------------------------ setup
     def build_envs(self, make_train_env: EnvFactory, make_eval_env: EnvFactory | None) -> EnvFactory:
-        """The training env (async: one env that only gives the specs) and, on rank 0, the eval env: guarded against
-        NaN/inf and seeded. Returns the training factory the collector uses."""
+        """The training env and, on rank 0, the eval env, guarded and seeded; returns the training factory."""
         cfg = self.cfg
-        if cfg.count_heads:  # the heads read the counts
+        if cfg.count_heads:
             make_train_env = WithActionCounts(make_train_env)
             make_eval_env = make_eval_env and WithActionCounts(make_eval_env)
         self.train_env = guard_env(make_train_env(self.collection.local_envs), "training env")
@@ -126,34 +109,29 @@ class AMAGOTrainer:
         return make_train_env
 
     def build_learner(self, loss: LossModule | None) -> None:
-        """The loss on the learner's device, the conservative term's ramp (`--cql_ramp`; None: constant) and the
-        callable the update runs the loss with (DDP under torchrun, compiled if asked: scale/device.py)."""
+        """The loss on the learner's device, the `--cql_ramp` factor and the loss forward (scale/device.py)."""
         self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
         self.cql_factor = run_cql_factor(self.cfg, self.loss)
-        self.guard = FiniteGuard()  # skips and counts updates with NaN/inf (run/guards.py)
+        self.guard = FiniteGuard()
         self.loss_forward = learner_forward(self.loss, self.cfg, self.dist)
-        self.graphed: GraphedUpdate | None = None  # --cuda_graph: built at the first update (after a resume)
+        self.graphed: GraphedUpdate | None = None  # --cuda_graph: built at the first update
 
     def build_actor(self, exploration, rollout_horizon: int | None):
-        """The acting policy and its exploration; `self.actor` acts in the training envs. Returns the memory primer
-        of a TorchRL recurrent policy (async workers add it to their own envs), or None."""
+        """The policy and its exploration (`self.actor`); returns a TorchRL recurrent policy's primer, or None."""
         self.policy = self.build_policy()
         make_primer = getattr(self.policy, "make_tensordict_primer", lambda: None)
-        primer = make_primer()  # TorchRL recurrent memories keep their state in TensorDict keys: the envs add them
+        primer = make_primer()
         for env in [e for e in (self.train_env, self.eval_env) if e is not None and primer is not None]:
-            env.append_transform(make_primer())  # a TransformedEnv (guard_env)
+            env.append_transform(make_primer())
         self.policy.deterministic = None if self.cfg.sample_actions_train else True
         self.exploration = (build_exploration(self.cfg, self.train_env.action_spec, rollout_horizon)
                             if exploration == "config" else exploration)
         actor = self.policy if self.exploration is None else TensorDictSequential(self.policy, self.exploration)
-        # every tensor where the learner is: TorchRL's Collector acts with a *copy* of a policy that has one elsewhere,
-        # whose weights share storage but not version counters (its sigma-reparam caches would never refresh)
-        self.actor = actor.to(self.device)
+        self.actor = actor.to(self.device)  # on the learner's device: the Collector would act with a copy
         return primer
 
     def build_replay(self, trial_transform, offline_data, offline_weight: float) -> None:
-        """The online replay, in the generation folder a checkpoint names (run/checkpoint.py), and with
-        `offline_data` a protected offline replay mixed in at `offline_weight`; `self.sampler` draws batches."""
+        """The online replay (run/checkpoint.py) and, with `offline_data`, an offline one mixed in; `self.sampler`."""
         cfg = self.cfg
         kw = dict(padded_sampling=cfg.padded_sampling, trial_transform=trial_transform, max_trial_len=cfg.traj_save_len,
                   trim=cfg.trim_windows)
@@ -164,7 +142,7 @@ class AMAGOTrainer:
             from ..data import MixedReplay, load_offline_trials
 
             offline_dir = self.dist.rank_path(os.path.join(self.run_dir, "offline_buffer"))
-            shutil.rmtree(offline_dir, ignore_errors=True)  # rebuilt from `offline_data` at every start
+            shutil.rmtree(offline_dir, ignore_errors=True)  # rebuilt at every start
             self.offline_replay = make_sequence_replay(max(cfg.dset_max_size, 1), cfg.max_seq_len, cfg.batch_size,
                                                        scratch_dir=offline_dir, **kw)
             self.offline_report: dict = {}  # trials dropped for NaN/inf (--nonfinite_data drop), by key
@@ -173,7 +151,6 @@ class AMAGOTrainer:
             self.sampler = MixedReplay([self.offline_replay, self.replay], [offline_weight, 1 - offline_weight],
                                        batch_size=cfg.batch_size)
 
-    # ------------------------------------------------------------------ parts (override to swap one)
     def build_loss(self) -> LossModule:
         """The configured `AMAGOLoss` on `self.modules` (used when no `loss=` is given)."""
         return build_loss(self.cfg, self.modules)
@@ -183,19 +160,18 @@ class AMAGOTrainer:
         return build_policy(self.modules)
 
     def build_optimizer(self, params: list) -> torch.optim.Optimizer:
-        """AdamW over the loss's trainable parameters (fused: one kernel for all, ~3x cheaper on CPU and CUDA)."""
+        """Fused AdamW over the loss's trainable parameters."""
         return torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.l2_coeff, fused=True)
 
     def build_target_updater(self):
-        """`AMAGOSoftUpdate(loss, tau)` (TorchRL's `SoftUpdate`; the encoders' copy moves at its own rate) if the
-        loss has target parameters (`target_*_params`), else None."""
+        """`AMAGOSoftUpdate(loss, tau)` if the loss has target parameters (`target_*_params`), else None."""
         if not any(n.startswith("target_") and n.endswith("_params") for n, _ in self.loss.named_children()):
             return None
         return AMAGOSoftUpdate(self.loss, tau=self.cfg.tau)
 
     @staticmethod
     def total_loss(out) -> torch.Tensor:
-        """Sum of every differentiable `loss_*` entry (TorchRL's convention; diagnostics never start with `loss`)."""
+        """Sum of every differentiable `loss_*` entry (TorchRL's convention)."""
         terms = [v for k, v in out.items() if isinstance(k, str) and k.startswith("loss_")
                  and isinstance(v, torch.Tensor) and v.requires_grad]
         if not terms:
@@ -203,19 +179,12 @@ class AMAGOTrainer:
         return sum(terms[1:], terms[0])
 
     def register_hook(self, point: str, fn: Callable) -> Callable:
-        """Call `fn` at `point` of every epoch of :meth:`train` (as TorchRL's `Trainer.register_op`), so research
-        workflows live outside the loop (e.g. `benchmarks/branching.py`):
-
-        - ``"post_eval"``: ``fn(trainer, eval_metrics)`` after each periodic eval (ckpts/best.pt is written by one);
-        - ``"post_epoch"``: ``fn(trainer, record)`` after the epoch's record is logged and its checkpoint written.
-
-        Hooks run in the order registered; ``trainer.hooks[point]`` is their list. Returns `fn`."""
+        """Call `fn(trainer, metrics)` at `point` of every epoch ("post_eval", "post_epoch"); returns `fn`."""
         if point not in self.hooks:
             raise ValueError(f"register_hook: {point!r} is not one of {list(self.hooks)}")
         self.hooks[point].append(fn)
         return fn
 
-    # ------------------------------------------------------------------ loop
     def train(self, epochs: int | None = None) -> dict:
         """Run until `epochs` (default: config.epochs); returns the last logged record."""
         cfg, last = self.cfg, {}
@@ -225,11 +194,11 @@ class AMAGOTrainer:
             epoch = self.epoch
             rec: dict = {"epoch": epoch}
             if cfg.eval_interval and epoch % cfg.eval_interval == 0:
-                evaluated = self.evaluate()  # async: the workers keep collecting meanwhile
+                evaluated = self.evaluate()
                 for hook in self.hooks["post_eval"]:
                     hook(self, evaluated)
                 rec.update(evaluated)
-            rec.update(self.collection.run_epoch(self, epoch))  # collect + learn (scale/collection.py)
+            rec.update(self.collection.run_epoch(self, epoch))  # collect + learn
             self.epoch = epoch + 1
             last = self.logger.log(rec, self.env_steps, self.grad_steps)
             if cfg.ckpt_interval and self.epoch % cfg.ckpt_interval == 0:
@@ -249,11 +218,11 @@ class AMAGOTrainer:
         """Check a collected batch, write it to the replay, count its steps; returns its finished trials' returns."""
         check_collected(data, self.env_steps)
         self.replay.extend(data)
-        self.env_steps += data.numel() * self.dist.world_size  # all ranks collect the same number of steps
+        self.env_steps += data.numel() * self.dist.world_size  # every rank collects as many
         return self.collection.finished_returns(data)
 
     def ready_to_learn(self) -> bool:
-        """Enough finished trials (online + offline); once true it stays true. All torchrun ranks decide alike."""
+        """Enough finished trials (online + offline), on every rank; once true it stays true."""
         if not self._ready:
             self._ready = self.dist.all_true(self.sampler.num_trials() >= self.cfg.min_trials_to_learn)
         return self._ready
@@ -266,16 +235,14 @@ class AMAGOTrainer:
         return self.update_metrics(sums, n, time.time() - t0)
 
     def update(self) -> TensorDict:
-        """One gradient step: loss -> backward -> clip -> AdamW -> SoftUpdate -> LR schedule. An update whose batch,
-        loss or gradients hold NaN/inf is skipped and counted (run/guards.py; under torchrun all ranks skip it)."""
+        """One gradient step (loss, backward, clip, AdamW, SoftUpdate, LR); NaN/inf skips and counts it."""
         self.loss.train()
-        if self.cql_factor is not None:  # in place: a captured graph reads the buffer
+        if self.cql_factor is not None:  # in place: a captured graph reads it
             self.loss.cql_scale.fill_(self.cql_factor(self.grad_steps))
         batch = self.sampler.sample()
-        # checked where it was sampled (the replay's device), before it moves: no GPU sync for it
         if not self.dist.all_true(self.guard.batch_ok(batch, self.grad_steps)):
             return skipped_update()
-        if self.cfg.cuda_graph or self.graphed is not None:  # the same steps, captured (scale/graphed_update.py)
+        if self.cfg.cuda_graph or self.graphed is not None:
             return self._graphed_update(batch)
         batch = batch.to(self.device)
         with autocast(self.device, self.autocast):
@@ -286,8 +253,6 @@ class AMAGOTrainer:
             return skipped_update()
         self.collection.fit_threads()
         total.backward()
-        # norm first, clip after the check: clipping by a NaN norm would turn every gradient into NaN and hide
-        # which parameter's gradient was non-finite
         gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         if not self.guard.grads_ok(self.loss.named_parameters(), gnorm, self.grad_steps):
             self.optimizer.zero_grad(set_to_none=True)
@@ -324,25 +289,22 @@ class AMAGOTrainer:
         return res
 
     def refresh_acting_caches(self) -> None:
-        """Graph replays write the weights without bumping their version counters, so the acting caches derived
-        from them (sigma-reparam W_hat, InputNorm constants) are dropped before the policy acts."""
+        """Drop the policy's weight caches after graph replays (they do not bump version counters)."""
         if self.graphed is not None:
             self.policy.clear_weight_caches()
 
-    # ------------------------------------------------------------------ async collection (scale/collection.py)
     feed = property(lambda self: self.collection.feed, doc="The async workers' `CollectorFeed` (None: sync).")
     weight_pushes = property(lambda self: self.collection.weight_pushes, doc="Weight pushes to the workers so far.")
     replay_ratio = property(lambda self: self.collection.replay_ratio, doc="Updates per stored env step (async).")
 
     def push_weights(self, wait: bool = True) -> None:
-        """Send the acting weights to the workers; `wait=False` returns at once (`AsyncCollection.push_weights`)."""
+        """Send the acting weights to the workers; `wait=False` returns at once."""
         self.collection.push_weights(self, wait)
 
     def wait_for_push(self) -> None:
         """Wait until the last weight push has reached every worker."""
         self.collection.wait_for_push()
 
-    # ------------------------------------------------------------------ evaluation and the end of a run
     @torch.no_grad()
     def evaluate(self, timesteps: int | None = None) -> dict:
         """Fresh acting state, fresh envs, `eval_timesteps` steps; returns of finished trials."""
@@ -352,7 +314,7 @@ class AMAGOTrainer:
         policy = self.policy.fresh_copy()
         policy.deterministic = None
         policy.eval()
-        policy = on_device(policy, self.device, self.eval_env.device)  # e.g. CPU envs, CUDA learner
+        policy = on_device(policy, self.device, self.eval_env.device)
         etype = ExplorationType.RANDOM if self.cfg.sample_actions_eval else ExplorationType.DETERMINISTIC
         t0 = time.time()
         with set_exploration_type(etype):
@@ -362,19 +324,17 @@ class AMAGOTrainer:
                            self.success_threshold)
 
     def finish(self, final_eval_timesteps: int | None = None) -> dict:
-        """Final evaluation (`--final_eval`: the last weights, ckpts/best.pt's or both; run/best_eval.py) and the
-        learning-curve PNG; returns the summary the examples print as JSON."""
-        finals = final_evals(self, final_eval_timesteps)  # run/best_eval.py
+        """Final evaluation (`--final_eval`) and the learning curves; returns the summary the examples print."""
+        finals = final_evals(self, final_eval_timesteps)
         self.logger.plot_curve("eval/return")
         attempts = sorted({k for r in self.logger.records for k in r if re.fullmatch(r"eval/episode_\d+_return", k)})
-        if attempts:  # meta-RL: the return of each attempt over training (in-context adaptation)
+        if attempts:  # meta-RL: the return of each attempt over training
             self.logger.plot_curve(attempts, os.path.join(self.logger.log_dir, "attempts.png"))
         return final_summary(self, finals)
 
     def run(self, final_eval_timesteps: int | None = None) -> dict:
-        """What every example does: resume if a checkpoint exists, train, final eval + curve, close, and print
-        the one JSON summary line (``"example"``: the script's name). Returns the summary."""
-        if isinstance(final_eval_timesteps, str):  # the label argument of an earlier release
+        """Resume if a checkpoint exists, train, finish, close, print the JSON summary line; returns the summary."""
+        if isinstance(final_eval_timesteps, str):
             self.close()
             raise TypeError(f"run({final_eval_timesteps!r}): run() takes no name; the run's folder is "
                             f"config.run_name (--run_name), here {self.run_dir}")
@@ -393,7 +353,7 @@ class AMAGOTrainer:
     def close(self) -> None:
         """Stop the workers, close the envs and the logger, and release the run folder."""
         try:
-            self.collection.close()  # async: stops the feed thread and the workers
+            self.collection.close()
             for env in (self.train_env, self.eval_env):
                 if env is not None and not env.is_closed:
                     env.close()
@@ -402,7 +362,6 @@ class AMAGOTrainer:
         finally:
             self.run_folder.close()
 
-    # ------------------------------------------------------------------ checkpoints (run/checkpoint.py)
     def save(self, tag: str = "latest") -> str:
         """Write `ckpts/<tag>.pt`; `latest` also commits the replay (run/checkpoint.py). Returns the path."""
         return self.checkpoints.save(self, tag)
@@ -412,6 +371,5 @@ class AMAGOTrainer:
         return self.checkpoints.resume(self, tag)
 
     def load_best(self) -> dict:
-        """Copy the weights of the best periodic eval (ckpts/best.pt) into the model, in place (the acting caches see
-        them); the optimizer and counters stay the run's. Returns the file's record (metric, value, counters)."""
+        """Load ckpts/best.pt's weights into the model in place (optimizer and counters stay); returns its record."""
         return load_best_state(self.checkpoints.path("best"), self.loss, self.run_folder.identity)

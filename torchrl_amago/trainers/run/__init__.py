@@ -1,2 +1,1 @@
-"""Run safety: the run folder (``run_dir.py``), checkpoints and resume (``checkpoint.py``, ``resume_config.py``),
-NaN/inf guards (``guards.py``) and the best eval's weights (``best_eval.py``)."""
+"""Run safety: the run folder, checkpoints and resume, NaN/inf guards, the best eval's weights."""

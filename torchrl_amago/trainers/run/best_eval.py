@@ -1,7 +1,4 @@
-"""The best periodic eval and its weights, ``<run>/ckpts/best.pt`` (:func:`keep_if_best`, a ``post_eval`` hook: an
-eval scoring at least the best so far, ``eval/success`` or else ``eval/return``, writes the loss's state), and the
-final evals of ``--final_eval`` (:func:`final_evals`). ``latest.pt`` carries the record, so a resumed run goes on
-comparing against it."""
+"""The best periodic eval's weights (``ckpts/best.pt``, :func:`keep_if_best`) and the final evals."""
 from __future__ import annotations
 
 import math
@@ -13,7 +10,7 @@ from .checkpoint import BEST_EVAL, CheckpointError, load_checkpoint, load_module
 from .guards import check_finite_state
 
 BEST_REQUIRED = ("format", "loss", "config", BEST_EVAL)
-FINAL_EVALS = {"last": ("last",), "best": ("best",), "both": ("last", "best")}  # --final_eval: the weights, in order
+FINAL_EVALS = {"last": ("last",), "best": ("best",), "both": ("last", "best")}  # --final_eval: weights, in order
 
 
 class BestEval:
@@ -25,7 +22,7 @@ class BestEval:
         self.counters: dict[str, int] | None = None  # epoch, env_steps, grad_steps of the best eval
 
     def improved_by(self, eval_result: dict) -> bool:
-        """Whether `eval_result` (an `evaluate()` dict) scores at least the best so far (NaN / missing: no)."""
+        """Whether `eval_result` scores at least the best so far (NaN / missing: no)."""
         value = eval_result.get(self.metric)
         return value is not None and math.isfinite(value) and value >= self.value
 
@@ -37,30 +34,22 @@ class BestEval:
         return {"metric": self.metric, "value": self.value, "counters": self.counters}
 
     def load_state(self, state: dict | None) -> None:
-        """Restore :meth:`state` (from a checkpoint, checked by `check_checkpoint`); one of another metric (or none:
-        an older checkpoint, a branched run) leaves the record empty."""
+        """Restore :meth:`state`; one of another metric, or None, leaves the record empty."""
         if state and state.get("metric") == self.metric and state.get("counters"):
             self.value, self.counters = float(state["value"]), dict(state["counters"])
         else:
             self.value, self.counters = -math.inf, None
 
     def summary(self) -> dict:
-        """The summary line's entries: ``best_eval_success`` (or ``best_eval_return``) and where it was scored."""
+        """The summary line's ``best_eval_success`` (or ``_return``) and where it was scored."""
         if self.counters is None:
             return {}
         return {f"best_{self.metric.replace('/', '_')}": self.value, "best_grad_steps": self.counters["grad_steps"],
                 "best_env_steps": self.counters["env_steps"]}
 
 
-def save_best(path: str, module: torch.nn.Module, best: BestEval, config: dict, run: dict | None = None) -> None:
-    """Write `module`'s state with the record of `best` (and the run's identity `run`) to `path` (atomic)."""
-    save_checkpoint(path, {"loss": module.state_dict(), "config": config, BEST_EVAL: best.state(), "run": run})
-
-
 def load_best_state(path: str, module: torch.nn.Module, identity: dict | None = None) -> dict:
-    """Load the weights of a ``best.pt`` into `module` (the run's loss, or a module with its keys); returns the
-    file's record (``metric``, ``value``, ``counters``). Raises CheckpointError naming the file when it is missing,
-    unsafe, holds NaN/inf, does not fit `module`, or (given the run's `identity`) belongs to another run."""
+    """Load a ``best.pt``'s checked weights into `module`; returns its record (metric, value, counters)."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path} does not exist: it is written at the first periodic eval of a run with "
                               f"--eval_interval > 0")
@@ -74,21 +63,19 @@ def load_best_state(path: str, module: torch.nn.Module, identity: dict | None = 
 
 
 def keep_if_best(trainer, evaluated: dict) -> None:
-    """The trainer's ``post_eval`` hook: record a periodic eval that scores at least the best so far, and write the
-    weights it evaluated to ``ckpts/best.pt`` (never non-finite ones: NonFiniteError, the file is kept)."""
+    """``post_eval`` hook: an eval scoring at least the best so far writes its (finite) weights to ckpts/best.pt."""
     if not trainer.best_eval.improved_by(evaluated):
         return
     path = trainer.checkpoints.path("best")
     check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
     trainer.best_eval.record(evaluated, {"epoch": trainer.epoch, "env_steps": trainer.env_steps,
                                          "grad_steps": trainer.grad_steps})
-    save_best(path, trainer.loss, trainer.best_eval, trainer.cfg.to_dict(), trainer.run_folder.entry())
+    save_checkpoint(path, {"loss": trainer.loss.state_dict(), "config": trainer.cfg.to_dict(),
+                           BEST_EVAL: trainer.best_eval.state(), "run": trainer.run_folder.entry()})
 
 
 def final_evals(trainer, timesteps: int | None = None) -> dict[str, dict]:
-    """The final evals of ``--final_eval``: the last weights, ``best.pt``'s, or both, the last first; each is logged,
-    the best weights' as ``eval_best/*`` (the ``eval/*`` curve stays that of the run's own weights). After an eval
-    of the best weights the model holds them. Returns ``{"last" / "best": eval metrics}``."""
+    """The final evals of ``--final_eval`` (the best weights' as ``eval_best/*``); ``{"last" / "best": metrics}``."""
     finals = {}
     for weights in FINAL_EVALS[trainer.cfg.final_eval]:
         if weights == "best" and trainer.dist.is_main:
@@ -102,8 +89,7 @@ def final_evals(trainer, timesteps: int | None = None) -> dict[str, dict]:
 
 
 def final_summary(trainer, finals: dict[str, dict]) -> dict:
-    """The summary line of a run: counters, wall time, the first final eval's return / success / episode metrics
-    (``--final_eval both``: also ``eval_best_*`` of the best weights), the weights evaluated and the best eval."""
+    """The summary line: counters, wall time, the first final eval's metrics and the best eval."""
     res = finals[FINAL_EVALS[trainer.cfg.final_eval][0]]
     summary = {"env_steps": trainer.env_steps, "grad_steps": trainer.grad_steps,
                "wall_s": round(trainer.logger.wall_time(), 1), "eval_return": res.get("eval/return", math.nan)}

@@ -1,14 +1,5 @@
-"""A run's checkpoints, ``<run>/ckpts/<tag>.pt``, and the replay's generation folders, committed together: the
-trainer's ``save`` and ``resume`` (:class:`RunCheckpoints`; the contract: docs/api/trainers.md, "Run folders, resume
-and loaders").
-
-Files are read without unpickling (:func:`~torchrl_amago.data.safe_files.load_tensors`), and a resume checks the whole
-file against the run (:func:`check_checkpoint`) before anything is loaded or written. The live replay is
-``buffer/<gen>/storage/*.memmap`` (+ ``undo/``); ``latest.pt`` carries its table and is written last, after the
-memmaps are fsynced and ``commits.json`` names it, so one rename commits both. Under torchrun each rank keeps its own
-replay (``buffer_rank<r>``; its table in ``ckpts/replay_rank<r>_e<epoch>_g<grad_steps>.pt``), and on resume rank r
-takes old rank ``r % old_world_size``'s (docs/scaling.md).
-"""
+"""A run's checkpoints, ``<run>/ckpts/<tag>.pt``, and the replay's generation folders, committed together
+(:class:`RunCheckpoints`; the contract: docs/api/trainers.md); files are read without unpickling."""
 from __future__ import annotations
 
 import json
@@ -31,7 +22,7 @@ from .resume_config import apply_optimizer_settings, check_resume_config, curren
 
 FORMAT = "torchrl_amago.checkpoint.v1"
 REQUIRED = ("format", "loss", "optimizer", "scheduler", "counters", "config")
-BEST_EVAL = "best_eval"  # the best periodic eval's record in latest.pt and best.pt (best_eval.py)
+BEST_EVAL = "best_eval"  # the best periodic eval's record (best_eval.py)
 
 
 class CheckpointError(RuntimeError):
@@ -63,9 +54,7 @@ def fault_point(name: str) -> None:
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic, durable write (tmp file + fsync + rename + directory fsync): a crash at any point leaves
-    either the old file or the new one, never a truncated one. A failed write (a full disk) removes the temporary
-    file and raises CheckpointError naming `path`; the previous file is kept."""
+    """Atomic, durable write; a failed one raises CheckpointError naming `path` and keeps the previous file."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
@@ -87,15 +76,15 @@ def save_checkpoint(path: str, payload: dict) -> None:
     fault_point("checkpoint_renamed")
 
 
-#: largest pickle record (``data.pkl``: everything but the tensors' bytes) a checkpoint may declare
+#: largest pickle record (``data.pkl``) a checkpoint may declare
 MAX_RECORD_BYTES = 16 * 2**20
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
-    """Read a checkpoint (or another rank's replay file, with its own `required` entries) without unpickling code."""
+    """Read a checkpoint (with its `required` entries) without unpickling code."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:  # declared sizes, before anything is decompressed: torch.save stores its records uncompressed
+    try:  # declared sizes, before anything is decompressed
         with zipfile.ZipFile(path) as z:
             size = sum(i.file_size for i in z.infolist() if i.filename.endswith(".pkl"))
             total, packed = sum(i.file_size for i in z.infolist()), any(i.compress_type for i in z.infolist())
@@ -107,7 +96,7 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
         pass  # load_tensors names what is wrong with the file
     try:
         ckpt = load_tensors(path)
-    except UnsafeFileError as e:  # a crafted, foreign or damaged file: refused before anything was unpickled
+    except UnsafeFileError as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or holds objects other than tensors and plain values; "
                               f"it was not loaded ({str(e).removeprefix(f'{path} ')})") from e
     except OSError as e:
@@ -125,8 +114,7 @@ def _kind(t: torch.Tensor) -> str:
 
 
 def check_module_state(module: torch.nn.Module, state, what: str, path: str) -> None:
-    """Raise CheckpointError naming every key, shape and dtype kind of `state` that does not fit `module`, and the
-    first weight holding NaN/inf."""
+    """Raise CheckpointError naming what of `state` does not fit `module`, or a weight holding NaN/inf."""
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: the {what} state must be a dict of tensors")
     own = module.state_dict()
@@ -140,12 +128,9 @@ def check_module_state(module: torch.nn.Module, state, what: str, path: str) -> 
               for k in both if state[k].shape != own[k].shape or _kind(state[k]) != _kind(own[k])]
     if missing or unexpected or shapes:
         msg = [f"checkpoint {path} does not match the current {what} (was it made with another config?)"]
-        if missing:
-            msg.append(f"missing keys: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            msg.append(f"unexpected keys: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        if shapes:
-            msg.append("shape mismatches: " + "; ".join(shapes[:8]))
+        msg += [f"{name} keys: {keys[:8]}{' ...' if len(keys) > 8 else ''}"
+                for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        msg += ["shape mismatches: " + "; ".join(shapes[:8])] if shapes else []
         raise CheckpointError("\n  ".join(msg))
     bad = next((k for k in both if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())), None)
     if bad is not None:
@@ -154,16 +139,16 @@ def check_module_state(module: torch.nn.Module, state, what: str, path: str) -> 
 
 
 def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
-    """load_state_dict after :func:`check_module_state` (an error names the key instead of a raw traceback)."""
+    """`module.load_state_dict(state)` after :func:`check_module_state`."""
     check_module_state(module, state, what, path)
     module.load_state_dict(state)
 
 
-COMMITS = "commits.json"  # in a replay generation folder: the ids of the checkpoints that describe its data
+COMMITS = "commits.json"  # in a generation folder: the ids of the checkpoints that describe its data
 
 
 def save_text(path: str, text: str) -> None:
-    """Write a small file atomically and durably (temporary file, fsync, rename, folder fsync)."""
+    """Write a small file atomically and durably."""
     with open(path + ".tmp", "w") as f:
         f.write(text)
         f.flush()
@@ -177,135 +162,22 @@ class ReplayGenerations:
 
     def __init__(self, root: str):
         self.root = root
-        self.undo: UndoLog | None = None
-        self.committed: str | None = None  # the commit id of the durable checkpoint that describes the replay
         os.makedirs(root, exist_ok=True)
 
     def existing(self) -> list[int]:
         return sorted(int(d) for d in os.listdir(self.root) if d.isdigit())
 
-    def fresh(self) -> int:
-        return 1 + max(self.existing(), default=-1)
-
     def path(self, gen: int) -> str:
         return os.path.join(self.root, str(gen))
 
-    def storage_dir(self, gen: int) -> str:
-        return os.path.join(self.path(gen), STORAGE_DIR)
 
-    def attach(self, rb, gen: int) -> None:
-        rb._storage.scratch_dir = self.storage_dir(gen)
-        self.undo = UndoLog(rb, self.path(gen)).install()
-        self.undo.protect(rb._writer.index.write_count)  # what a resumed checkpoint holds (0 for a fresh run)
-
-    def commit_payload(self, rb, gen: int) -> dict:
-        """fsync the memmaps and record a new commit id in the generation's ``commits.json`` beside the durable one
-        (which a failed save leaves in force); return the checkpoint's replay entries."""
-        fault_point("replay_before_sync")
-        sync_storage(rb)
-        fault_point("replay_synced")
-        self.undo.protect(rb._writer.index.write_count)  # from now on these rows are saved before overwriting
-        commit, f = uuid.uuid4().hex, os.path.join(self.path(gen), COMMITS)
-        os.makedirs(self.path(gen), exist_ok=True)  # (a replay never written to has no folder yet)
-        save_text(f, json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
-        return {"replay_generation": gen, "replay": replay_state(rb), "replay_commit": commit}
-
-    def commits(self, gen: int) -> list:
-        f = os.path.join(self.path(gen), COMMITS)
-        data = load_json(f) if os.path.exists(f) else {}
-        return list(data.get("commits", [])) if isinstance(data, dict) else []
-
-    def remove_others(self, keep: int) -> None:
-        """After a durable checkpoint: drop the undo files of older checkpoints and the other generations."""
-        self.undo.discard_except(self.undo.protected)
-        fault_point("undo_discarded")
-        for gen in self.existing():
-            if gen != keep:
-                shutil.rmtree(self.path(gen), ignore_errors=True)
-                fault_point("generation_removed")
-
-
-def restore_run_replay(gens: ReplayGenerations, rb, ckpt: dict, path: str, current_gen: int) -> int:
-    """Attach the replay named by the checkpoint; return the generation now in use."""
-    if "replay" not in ckpt:
-        if ckpt.get("replay_generation") is not None:
-            raise CheckpointError(f"checkpoint {path} stores its replay in TorchRL's pickle-based format (an older "
-                                  f"torchrl_amago); it is not loaded, since loading it could run code. Start a new run")
-        return current_gen
-    gen = int(ckpt["replay_generation"])
-    if not os.path.isdir(gens.path(gen)):
-        raise CheckpointError(f"checkpoint {path} refers to replay data {gens.path(gen)}, which is missing")
-    try:
-        commits = gens.commits(gen)
-        if "replay_commit" in ckpt and ckpt["replay_commit"] not in commits:  # (an earlier release wrote none)
-            raise ReplayStateError(f"it names replay commit {ckpt['replay_commit']!r}, but {COMMITS} there records "
-                                   f"{commits}: the folder holds other data than the checkpoint describes (a "
-                                   f"checkpoint of another state of the run)")
-        restore_replay(rb, ckpt["replay"], gens.path(gen))
-        gens.committed = ckpt.get("replay_commit")
-    except (ReplayStateError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {path}: replay in {gens.path(gen)} cannot be resumed: {e}") from e
-    gens.attach(rb, gen)
-    if current_gen != gen and not any(fs for _, _, fs in os.walk(gens.path(current_gen))):
-        shutil.rmtree(gens.path(current_gen), ignore_errors=True)  # the unused, empty folder of this process
-    return gen
-
-
-REPLAY_REQUIRED = ("replay_generation", "replay")
-
-
-def _rank_file(rank: int, epoch: int, grad_steps: int) -> str:
-    return f"replay_rank{rank}_e{epoch}_g{grad_steps}.pt"
-
-
-def commit_rank_replays(dist, gens: ReplayGenerations, rb, gen: int, ckpt_dir: str, epoch: int,
-                        grad_steps: int) -> dict:
-    """Every rank fsyncs its replay; ranks > 0 write their table to their own file. Returns the replay entries of
-    rank 0's ``latest.pt`` (its own replay, every rank's generation and the other ranks' files)."""
-    entry = gens.commit_payload(rb, gen)
-    if dist.rank > 0:
-        save_checkpoint(os.path.join(ckpt_dir, _rank_file(dist.rank, epoch, grad_steps)), entry)
-    generations = dist.all_gather_int(gen)
-    if dist.world_size > 1:
-        entry["replay_generations"] = generations
-        entry["replay_rank_files"] = [None] + [_rank_file(r, epoch, grad_steps) for r in range(1, dist.world_size)]
-    return entry
-
-
-def remove_old_rank_files(dist, ckpt_dir: str, epoch: int, grad_steps: int) -> None:
-    """After a durable ``latest.pt``: this rank's replay files of older checkpoints."""
-    if dist.rank == 0:
-        return
-    keep, prefix = _rank_file(dist.rank, epoch, grad_steps), f"replay_rank{dist.rank}_"
-    for name in os.listdir(ckpt_dir):
-        if name.startswith(prefix) and name != keep:
-            os.remove(os.path.join(ckpt_dir, name))
-
-
-def restore_rank_replay(dist, gens: ReplayGenerations, rb, ckpt: dict, path: str, current_gen: int,
-                        run_buffer_root: str) -> int:
-    """This rank's replay on resume (see the module docstring); returns the generation now in use."""
-    files = ckpt.get("replay_rank_files") or [None]
-    old = dist.rank % len(files)
-    state, state_path = ckpt, path
-    if old > 0:
-        state_path = os.path.join(os.path.dirname(path), files[old])
-        state = load_checkpoint(state_path, required=REPLAY_REQUIRED)
-    source_root = dist.rank_path(run_buffer_root, old)
-    if "replay" in state and os.path.abspath(source_root) != os.path.abspath(gens.root):
-        source = os.path.join(source_root, str(state["replay_generation"]))  # another rank's: copy, never share
-        if not os.path.isdir(source):
-            raise CheckpointError(f"checkpoint {state_path} refers to replay data {source}, which is missing")
-        shutil.copytree(source, gens.path(current_gen), symlinks=True, dirs_exist_ok=True)  # a link stays a link
-        state = {**state, "replay_generation": current_gen}
-    dist.barrier()  # every copy is taken before any rank restores its own replay in place
-    return restore_run_replay(gens, rb, state, state_path, current_gen)
+def _rank_file(rank: int, trainer) -> str:
+    return f"replay_rank{rank}_e{trainer.epoch}_g{trainer.grad_steps}.pt"
 
 
 class RunCheckpoints:
-    """The checkpoints of the run in the :class:`~.run_dir.RunDir` `run`: what ``AMAGOTrainer.save`` and
-    ``AMAGOTrainer.resume`` do. A run that finds ``ckpts/latest.pt`` at its start never overwrites it before it has
-    resumed it; one that starts fresh gets a new identity (``run.json``)."""
+    """The checkpoints of the :class:`~.run_dir.RunDir` `run` and its replay's generation folders; a
+    ``latest.pt`` found at the start is never overwritten before it is resumed."""
 
     def __init__(self, run, dist):
         self.run, self.run_dir, self.dist = run, run.path, dist
@@ -313,30 +185,38 @@ class RunCheckpoints:
         self.resuming = os.path.exists(self.path("latest"))
         self.latest_is_ours = not self.resuming
         if not self.resuming:
-            run.start_fresh()
-        elif run.identity is not None:  # refused before anything of the run is touched
+            run.keep(run.new_identity())
+        elif run.identity is not None:
             run.check_settings(run.identity["settings"], "run.json")
-        self.generations = ReplayGenerations(dist.rank_path(os.path.join(run.path, "buffer")))  # one replay per rank
-        self.gen = self.generations.fresh()
+        self.generations = ReplayGenerations(dist.rank_path(os.path.join(run.path, "buffer")))  # one per rank
+        self.undo: UndoLog | None = None
+        self.committed: str | None = None  # the commit id of the durable checkpoint
+        self.gen = 1 + max(self.generations.existing(), default=-1)
 
     def path(self, tag: str) -> str:
         return os.path.join(self.dir, f"{tag}.pt")
 
+    def _attach(self, rb, gen: int) -> None:
+        rb._storage.scratch_dir = os.path.join(self.generations.path(gen), STORAGE_DIR)
+        self.undo = UndoLog(rb, self.generations.path(gen)).install()
+        self.undo.protect(rb._writer.index.write_count)  # what a resumed checkpoint holds (0 for a fresh run)
+
     def new_replay(self, *args, **kwargs):
-        """`make_sequence_replay(*args, **kwargs)` keeping its memmaps in this process's fresh generation folder."""
-        replay = make_sequence_replay(*args, scratch_dir=self.generations.storage_dir(self.gen), **kwargs)
-        self.generations.attach(replay, self.gen)
+        """`make_sequence_replay(*args, **kwargs)` in this process's fresh generation folder."""
+        replay = make_sequence_replay(*args, scratch_dir=os.path.join(self.generations.path(self.gen), STORAGE_DIR),
+                                      **kwargs)
+        self._attach(replay, self.gen)
         return replay
 
     def save(self, trainer, tag: str = "latest") -> str:
-        path = self.path(tag)
+        path, rank = self.path(tag), self.dist.rank
         check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
         latest = tag == "latest"
         if latest and not self.latest_is_ours and os.path.exists(path):
             raise CheckpointError(f"{path} exists and was not resumed by this trainer; call resume() first (or use "
                                   f"another --run_name) so the run's checkpoint and replay are not overwritten")
         if latest:
-            trainer.collection.before_checkpoint(trainer)  # async: every batch delivered is in the checkpoint
+            trainer.collection.before_checkpoint(trainer)
         payload = {
             "loss": trainer.loss.state_dict(),
             "optimizer": trainer.optimizer.state_dict(),
@@ -348,16 +228,38 @@ class RunCheckpoints:
             "run": self.run.entry(),
             BEST_EVAL: trainer.best_eval.state(),
         }
-        if latest:
-            payload.update(commit_rank_replays(self.dist, self.generations, trainer.replay, self.gen, self.dir,
-                                               trainer.epoch, trainer.grad_steps))  # memmaps fsynced
+        if latest:  # every rank fsyncs its replay and records a new commit beside the durable one
+            fault_point("replay_before_sync")
+            sync_storage(trainer.replay)
+            fault_point("replay_synced")
+            self.undo.protect(trainer.replay._writer.index.write_count)
+            commit = uuid.uuid4().hex
+            os.makedirs(self.generations.path(self.gen), exist_ok=True)
+            save_text(os.path.join(self.generations.path(self.gen), COMMITS),
+                      json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
+            entry = {"replay_generation": self.gen, "replay": replay_state(trainer.replay), "replay_commit": commit}
+            if rank > 0:
+                save_checkpoint(os.path.join(self.dir, _rank_file(rank, trainer)), entry)
+            generations = self.dist.all_gather_int(self.gen)
+            if self.dist.world_size > 1:
+                entry["replay_generations"] = generations
+                entry["replay_rank_files"] = [None] + [_rank_file(r, trainer) for r in range(1, self.dist.world_size)]
+            payload.update(entry)
         if self.dist.is_main:
-            save_checkpoint(path, payload)  # the file is the manifest: written last, by one rename
+            save_checkpoint(path, payload)  # written last: the commit
         if latest:
             self.dist.barrier()  # rank 0's file names every rank's new replay before old ones go
-            self.latest_is_ours, self.generations.committed = True, payload["replay_commit"]
-            self.generations.remove_others(self.gen)
-            remove_old_rank_files(self.dist, self.dir, trainer.epoch, trainer.grad_steps)
+            self.latest_is_ours, self.committed = True, payload["replay_commit"]
+            self.undo.discard_except(self.undo.protected)
+            fault_point("undo_discarded")
+            for gen in self.generations.existing():
+                if gen != self.gen:
+                    shutil.rmtree(self.generations.path(gen), ignore_errors=True)
+                    fault_point("generation_removed")
+            if rank > 0:  # this rank's older replay files
+                for name in os.listdir(self.dir):
+                    if name.startswith(f"replay_rank{rank}_") and name != _rank_file(rank, trainer):
+                        os.remove(os.path.join(self.dir, name))
         return path
 
     def resume(self, trainer, tag: str = "latest") -> bool:
@@ -366,7 +268,7 @@ class RunCheckpoints:
             self.dist.check_same_counters(False, 0, path)
             return False
         ckpt = load_checkpoint(path)
-        identity = check_checkpoint(ckpt, trainer, path, tag)  # everything, before anything is loaded or written
+        identity = check_checkpoint(ckpt, trainer, path, tag)
         trainer.loss.load_state_dict(ckpt["loss"])
         try:
             trainer.optimizer.load_state_dict(ckpt["optimizer"])
@@ -378,14 +280,10 @@ class RunCheckpoints:
         apply_optimizer_settings(trainer.optimizer, trainer.scheduler, trainer.cfg.learning_rate, trainer.cfg.l2_coeff)
         c = ckpt["counters"]
         trainer.epoch, trainer.env_steps, trainer.grad_steps = c["epoch"], c["env_steps"], c["grad_steps"]
-        # the envs restart fresh trials, so partial returns of the cut trials are dropped (their steps are kept)
-        trainer.collection.on_resume()
-        self.gen = restore_rank_replay(self.dist, self.generations, trainer.replay, ckpt, path, self.gen,
-                                       os.path.join(self.run_dir, "buffer"))
-        # trials in progress at the checkpoint (their stored steps are kept) are closed as shorter finished trials:
-        # the restarted collectors begin new trials and number their trajectories from 0 again
-        trainer.partial_trials_closed = trainer.replay.end_trials()
-        trainer.logger.drop_records_after(trainer.epoch)  # rows logged after this checkpoint (a kill before save)
+        trainer.collection.on_resume()  # the envs restart fresh trials
+        self.restore_replay(trainer.replay, ckpt, path)
+        trainer.partial_trials_closed = trainer.replay.end_trials()  # open trials end as shorter finished ones
+        trainer.logger.drop_records_after(trainer.epoch)
         trainer.best_eval.load_state(ckpt.get(BEST_EVAL))
         set_rng_state(ckpt["rng"])
         self.run.keep(identity)
@@ -393,6 +291,47 @@ class RunCheckpoints:
         self.dist.check_same_counters(True, trainer.grad_steps, path)
         self.latest_is_ours = True
         return True
+
+    def restore_replay(self, rb, ckpt: dict, path: str) -> None:
+        """Attach the replay a checkpoint names (rank r takes old rank ``r % old_world_size``'s, copied)."""
+        files = ckpt.get("replay_rank_files") or [None]
+        old = self.dist.rank % len(files)
+        if old > 0:
+            path = os.path.join(os.path.dirname(path), files[old])
+            ckpt = load_checkpoint(path, required=("replay_generation", "replay"))
+        source_root = self.dist.rank_path(os.path.join(self.run_dir, "buffer"), old)
+        if "replay" in ckpt and os.path.abspath(source_root) != os.path.abspath(self.generations.root):
+            source = os.path.join(source_root, str(ckpt["replay_generation"]))
+            if not os.path.isdir(source):
+                raise CheckpointError(f"checkpoint {path} refers to replay data {source}, which is missing")
+            shutil.copytree(source, self.generations.path(self.gen), symlinks=True, dirs_exist_ok=True)
+            ckpt = {**ckpt, "replay_generation": self.gen}
+        self.dist.barrier()  # every copy is taken before any rank restores in place
+        if "replay" not in ckpt:
+            if ckpt.get("replay_generation") is not None:
+                raise CheckpointError(f"checkpoint {path} stores its replay in TorchRL's pickle-based format (an older "
+                                      f"torchrl_amago); it is not loaded, since loading it could run code. Start a new "
+                                      f"run")
+            return
+        gen = int(ckpt["replay_generation"])
+        folder = self.generations.path(gen)
+        if not os.path.isdir(folder):
+            raise CheckpointError(f"checkpoint {path} refers to replay data {folder}, which is missing")
+        try:
+            commits = load_json(os.path.join(folder, COMMITS)) if os.path.exists(os.path.join(folder, COMMITS)) else {}
+            commits = list(commits.get("commits", [])) if isinstance(commits, dict) else []
+            if "replay_commit" in ckpt and ckpt["replay_commit"] not in commits:
+                raise ReplayStateError(f"it names replay commit {ckpt['replay_commit']!r}, but {COMMITS} there records "
+                                       f"{commits}: the folder holds other data than the checkpoint describes (a "
+                                       f"checkpoint of another state of the run)")
+            restore_replay(rb, ckpt["replay"], folder)
+            self.committed = ckpt.get("replay_commit")
+        except (ReplayStateError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {path}: replay in {folder} cannot be resumed: {e}") from e
+        self._attach(rb, gen)
+        if self.gen != gen and not any(fs for _, _, fs in os.walk(self.generations.path(self.gen))):
+            shutil.rmtree(self.generations.path(self.gen), ignore_errors=True)
+        self.gen = gen
 
 
 def check_resume(ckpt: dict, cfg, path: str) -> dict:
@@ -410,10 +349,8 @@ def _count(v) -> bool:
 
 
 def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
-    """Everything of `ckpt` a resume uses, against the run and itself, before anything is loaded or written: the
-    run's identity and settings, the config (safe changes only), the counters against the replay, the schedule and the
-    metrics log, weights, optimizer state (shapes and values against the parameters), RNG states and the replay state.
-    Raises CheckpointError naming the field and both values. Returns the identity the run goes on with."""
+    """Check everything of `ckpt` a resume uses against the run and itself (CheckpointError naming the field);
+    returns the identity the run goes on with."""
     def refuse(msg):
         raise CheckpointError(f"checkpoint {path}: {msg}")
 
@@ -430,7 +367,7 @@ def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
                f"counters.grad_steps {c['grad_steps']}: they must be equal")
     try:
         set_rng_state(ckpt["rng"], (torch.Generator(), np.random.RandomState(), random.Random()))
-    except Exception as e:  # noqa: BLE001 - any damage: name the entry
+    except Exception as e:  # noqa: BLE001
         refuse(f"entry 'rng' is not a random-generator state ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     best = ckpt.get(BEST_EVAL)
     if best is not None and not (isinstance(best, dict) and isinstance(best.get("value"), (int, float))
@@ -450,8 +387,8 @@ def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
             refuse(f"counters.env_steps is {c['env_steps']}, but the replay holds {stored} written steps"
                    f"{f' on each of {ranks} ranks' if ranks > 1 else ''}: the counters do not match the stored data")
     rows = {r["epoch"]: r for r in getattr(trainer.logger, "records", []) if "epoch" in r}
-    if tag == "latest" and rows:  # metrics.csv's last row is that of epoch E - 1 (or E: a stop before saving)
-        last = rows.get(c["epoch"] - 1)  # its counters: async collection may store more steps before saving
+    if tag == "latest" and rows:  # metrics.csv ends with epoch E - 1 (async may store more steps before saving)
+        last = rows.get(c["epoch"] - 1)
         if max(rows) > c["epoch"] or (last["grad_steps"] != c["grad_steps"] or last["env_steps"] > c["env_steps"]
                                       if last else not trainer.logger.cut_row):
             refuse(f"counters (epoch {c['epoch']}, env_steps {c['env_steps']}, grad_steps {c['grad_steps']}) do not "
@@ -461,9 +398,7 @@ def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
 
 
 def check_optimizer_state(optimizer, state, named: dict, path: str) -> None:
-    """The optimizer state of a checkpoint against the parameters it will update: groups, one entry per parameter,
-    every per-parameter tensor of its parameter's shape, float and finite (``load_state_dict`` checks none of this, and
-    a wrong shape corrupts memory at the first step)."""
+    """A checkpoint's optimizer state against the parameters: groups, entries, shapes, finite values."""
     names = {id(p): n for n, p in named.items()}
     groups, saved = optimizer.param_groups, state.get("param_groups") if isinstance(state, dict) else None
     now = [len(g["params"]) for g in groups]

@@ -1,6 +1,4 @@
-"""Guards: non-finite data, losses, gradients and weights are caught, named and counted (:class:`FiniteGuard`
-skips an update, :func:`check_finite_state` refuses a checkpoint, :class:`FiniteCheck` an env step); the trainer's
-arguments are checked before any work (:func:`check_run_args`)."""
+"""Guards: NaN/inf in env steps, batches, losses, gradients and weights is named (and an update skipped)."""
 from __future__ import annotations
 
 import warnings
@@ -18,19 +16,14 @@ def _key(k) -> str:
     return "/".join(k) if isinstance(k, tuple) else str(k)
 
 
-def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """One host sync per device: a step's TensorDict can mix devices (CPU env data, CUDA policy outputs)."""
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for v in tensors:
-        by_device.setdefault(v.device, []).append(torch.isfinite(v).all())
-    return all(bool(torch.stack(flags).all()) for flags in by_device.values())
-
-
 def nonfinite_keys(td: TensorDictBase) -> dict[str, int]:
     """``{key: number of non-finite elements}`` over the floating-point leaves of ``td`` (empty if all finite)."""
     leaves = [(k, v) for k, v in td.items(include_nested=True, leaves_only=True)
               if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())]
-    if not leaves or _all_finite([v for _, v in leaves]):
+    by_device: dict[torch.device, list[torch.Tensor]] = {}  # one host sync per device
+    for _, v in leaves:
+        by_device.setdefault(v.device, []).append(torch.isfinite(v).all())
+    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
         return {}
     out = {}
     for k, v in leaves:
@@ -47,11 +40,9 @@ def check_steps(value, name: str) -> None:
 
 
 def check_run_args(cfg, has_eval_env: bool, trial_len: int | None) -> None:
-    """The trainer's arguments against its config: periodic evals need an eval env, a trial longer than the
-    replay could never be stored whole (so learning would never start), and a context shorter than a trial cannot
-    remember its start (a warning)."""
+    """The trainer's arguments against its config (a context shorter than a trial is a warning)."""
     check_steps(trial_len, "rollout_horizon")
-    if not has_eval_env and cfg.eval_interval > 0:  # else every eval would log NaN, silently
+    if not has_eval_env and cfg.eval_interval > 0:
         raise ValueError(f"AMAGOTrainer(make_eval_env=None) cannot evaluate every --eval_interval={cfg.eval_interval} "
                          f"epochs: pass make_eval_env (e.g. the training factory again: AMAGOTrainer(config, make_env, "
                          f"make_env)), or set eval_interval=0 (--eval_interval 0) to train without evaluation")
@@ -90,13 +81,12 @@ MAX_NONFINITE_UPDATES = 10
 
 
 class FiniteGuard:
-    """Skip-and-count policy for non-finite updates (see module docstring)."""
+    """Skips and counts updates with non-finite values; `max_consecutive` in a row raise NonFiniteError."""
 
     def __init__(self, max_consecutive: int = MAX_NONFINITE_UPDATES):
         self.max_consecutive = int(max_consecutive)
-        self.skipped = 0  # total skipped updates in this process
-        self.streak = 0  # skipped updates in a row
-        self.first: str | None = None  # what went wrong first in the current streak
+        self.skipped = self.streak = 0  # skipped updates: in all, in a row
+        self.first: str | None = None  # what went wrong first in the streak
 
     def ok(self) -> None:
         self.streak = 0
@@ -131,8 +121,7 @@ class FiniteGuard:
 
 
 class FiniteCheck(Transform):
-    """Env transform that raises NonFiniteError naming the key as soon as a step or reset returns NaN/inf,
-    before the policy sees it (the trainer appends it to its envs)."""
+    """Env transform raising NonFiniteError naming the key when a step or reset returns NaN/inf in any key."""
 
     def __init__(self, what: str = "env"):
         super().__init__()

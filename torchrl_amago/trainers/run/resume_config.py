@@ -1,8 +1,5 @@
-"""Which settings may change on resume: those that only steer the loop from now on (:data:`SAFE_ON_RESUME`); any other
-change would mix two runs and is refused, every refused flag listed. ``run_name`` / ``buffer_dir`` are not compared.
-"""
+"""Which settings may change on resume (:data:`SAFE_ON_RESUME`); any other change is refused by name."""
 from __future__ import annotations
-
 
 from ..config import TrainConfig, field_default, gammas_of
 
@@ -31,8 +28,7 @@ def _norm(v):
 
 
 def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
-    """``{flag: (stored value, new value)}`` for every flag that differs (a flag missing from an older
-    checkpoint counts as its default)."""
+    """``{flag: (stored value, new value)}`` for every flag that differs (a missing one counts as its default)."""
     changes = {}
     for name, value in new.items():
         if name in RUN_IDENTITY or name not in TrainConfig.__dataclass_fields__:
@@ -43,9 +39,7 @@ def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
     return changes
 
 
-#: What the settings of an older checkpoint (before flags were retired and the long-horizon switches were made
-#: explicit) mean today: `cql_resolved` held the conservative term as its run used it; a copy of the encoders was built
-#: where `--target_backbone` was on and a discount reached `--target_backbone_min_gamma`.
+#: An older checkpoint's settings: `cql_resolved` held the conservative term as its run used it; retired flags.
 _OLD_CQL = "cql_resolved"
 _OLD_DEFAULTS = {"target_backbone_all_gammas": True, "n_step_stop_explored": False, "n_step_min_gamma": 0.0,
                  "tree_backup": False, "actor_encoder_grad": "all", "critic_loss_weight": 10.0, "num_critics_td": 2,
@@ -55,9 +49,7 @@ _OLD_DEFAULTS = {"target_backbone_all_gammas": True, "n_step_stop_explored": Fal
 
 
 def current_config(ckpt: dict, path: str) -> dict:
-    """The checkpoint's config in today's flags. An older checkpoint's conservative term and encoder copy become
-    the explicit settings its run used; a retired flag it set to another value than the one that stays is refused
-    by name (the run could not continue as it was)."""
+    """The checkpoint's config in today's flags (a retired flag set otherwise than today is refused)."""
     stored = dict(ckpt["config"])
     if _OLD_CQL in ckpt:
         used = ckpt[_OLD_CQL]
@@ -94,13 +86,12 @@ def check_resume_config(stored: dict, new: dict, path: str) -> dict[str, tuple]:
 
 
 def apply_optimizer_settings(optimizer, scheduler, learning_rate: float, weight_decay: float) -> None:
-    """Write the current learning rate / weight decay into a loaded optimizer and LambdaLR schedule (the
-    loaded state carries the old run's values)."""
+    """Write the current learning rate and weight decay into a loaded optimizer and LambdaLR schedule."""
     scheduler.base_lrs = [learning_rate for _ in optimizer.param_groups]
     for group, lam in zip(optimizer.param_groups, scheduler.lr_lambdas):
         group["initial_lr"] = learning_rate
         group["weight_decay"] = weight_decay
-        group["lr"] = learning_rate * lam(scheduler.last_epoch)  # a float: --cuda_graph makes its tensor later
-        if "capturable" in group:  # a --cuda_graph checkpoint: eager from here on (made capturable again if asked)
+        group["lr"] = learning_rate * lam(scheduler.last_epoch)  # a float: --cuda_graph makes a tensor later
+        if "capturable" in group:  # eager from here on (capturable again with --cuda_graph)
             group["capturable"] = False
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

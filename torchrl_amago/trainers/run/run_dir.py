@@ -1,9 +1,4 @@
-"""A run's folder, ``<buffer_dir>/<run_name>``: one run, one process, plain files only (docs/api/trainers.md).
-
-:class:`RunDir` is opened before anything is written there. ``run.lock`` is ``flock``-ed and names its holder (the
-kernel frees it when the holder dies); ``run.json`` is the run's identity: an id (also in every checkpoint) and the
-settings that define the run beyond its config.
-"""
+"""A run's folder, ``<buffer_dir>/<run_name>``: one run, one process, plain files only (docs/api/trainers.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -38,19 +33,16 @@ class RunDir:
             raise ValueError(f"--run_name {problem}, got {run_name!r}")
         self.path = os.path.join(buffer_dir, run_name)
         self.rank = rank
-        self.settings = json.loads(json.dumps(settings or {}, default=str, sort_keys=True))  # as run.json gives back
+        self.settings = json.loads(json.dumps(settings or {}, default=str, sort_keys=True))  # as run.json has them
         if os.path.islink(self.path):
             raise RunDirError(f"{self.path} is a symlink: a run folder is a plain folder inside --buffer_dir (point "
                               f"--buffer_dir elsewhere instead)")
         os.makedirs(self.path, exist_ok=True)
         self._fd = self._lock(os.path.join(self.path, "run.lock" if rank == 0 else f"run_rank{rank}.lock"))
         self._release = weakref.finalize(self, os.close, self._fd)
-        try:
+        with self.released_on_error():
             self.check_plain()
             self.identity = self._read_identity()
-        except BaseException:
-            self.close()
-            raise
 
     def _lock(self, path: str) -> int:
         try:
@@ -66,7 +58,7 @@ class RunDir:
             except BlockingIOError:
                 holder = os.pread(fd, 300, 0).decode(errors="replace").strip()
                 if attempt == 0 and holder.startswith(f"pid {os.getpid()} "):
-                    gc.collect()  # an AMAGOTrainer of this process that nothing references any more
+                    gc.collect()  # an unreferenced AMAGOTrainer of this process
                     continue
                 os.close(fd)
                 raise RunDirError(f"{self.path} is in use by another trainer ({holder or 'holder unknown'}): one run "
@@ -82,12 +74,12 @@ class RunDir:
         return fd
 
     def close(self) -> None:
-        """Release the lock (idempotent; also done when the object is garbage-collected)."""
+        """Release the lock (idempotent; also on garbage collection)."""
         self._release()
 
     @contextlib.contextmanager
     def released_on_error(self):
-        """Release the lock if the block raises (a trainer that failed to build holds no run)."""
+        """Release the lock if the block raises."""
         try:
             yield
         except BaseException:
@@ -95,13 +87,13 @@ class RunDir:
             raise
 
     def check_plain(self) -> None:
-        """Refuse a symlink, FIFO or device anywhere in the run folder (nothing of a run is followed out of it)."""
+        """Refuse a symlink, FIFO or device anywhere in the run folder."""
         for folder, dirs, files in os.walk(self.path):
             for name in dirs + files:
                 p = os.path.join(folder, name)
                 try:
                     mode = os.lstat(p).st_mode
-                except FileNotFoundError:  # a temporary file another rank just renamed
+                except FileNotFoundError:  # renamed by another rank meanwhile
                     continue
                 if stat.S_ISLNK(mode):
                     raise RunDirError(f"{p} is a symlink: a run folder holds plain files and folders only, so "
@@ -136,12 +128,8 @@ class RunDir:
     def new_identity(self) -> dict:
         return {"format": IDENTITY_FORMAT, "run_id": uuid.uuid4().hex, "settings": self.settings}
 
-    def start_fresh(self) -> None:
-        self.keep(self.new_identity())
-
     def identity_of(self, ckpt_run, path: str) -> dict:
-        """The identity of a checkpoint being resumed, checked against run.json and this run's settings (nothing is
-        written; a checkpoint of an earlier release, without one, keeps the run's or gets a new one)."""
+        """The identity of a checkpoint being resumed, checked against run.json and this run's settings."""
         if ckpt_run is None:
             return self.identity or self.new_identity()
         if not (isinstance(ckpt_run, dict) and isinstance(ckpt_run.get("run_id"), str)
@@ -154,30 +142,23 @@ class RunDir:
         return self.identity or {"format": IDENTITY_FORMAT, "run_id": ckpt_run["run_id"], "settings": self.settings}
 
     def keep(self, identity: dict) -> None:
-        """Go on as `identity` (rank 0 writes it to run.json if it is not the run's yet)."""
+        """Go on as `identity` (rank 0 writes a new one to run.json)."""
         if identity is not self.identity and self.rank == 0:
             save_text(os.path.join(self.path, IDENTITY_FILE), json.dumps(identity, indent=1))
         self.identity = identity
 
     def entry(self) -> dict:
-        """What a checkpoint stores of the identity (key ``run``)."""
+        """The identity as a checkpoint stores it (key ``run``)."""
         return {"run_id": self.identity["run_id"], "settings": self.identity["settings"]}
 
 
-def calling_script() -> str:
-    """File name of the script that built the trainer: the first caller outside this package that is not an
-    ``__init__`` (a subclass's); "interactive" where it is no file (a notebook cell, ``python -c``)."""
+def run_settings(settings: dict | None, **known) -> dict:
+    """The settings that define a run beyond its config: the script that built the trainer, `known` (what
+    the trainer is told about the env) and `settings` (an example's env flags, which may replace the others)."""
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     f = sys._getframe(1)
     while f is not None and (f.f_code.co_name == "__init__" or os.path.abspath(f.f_code.co_filename).startswith(
             package + os.sep)):
         f = f.f_back
     name = f.f_code.co_filename if f is not None else ""
-    return os.path.basename(name) if os.path.isfile(name) else "interactive"
-
-
-def run_settings(settings: dict | None, **known) -> dict:
-    """The settings that define a run beyond its config: the script that built the trainer, what the trainer is told
-    about the env (`known`: env name, trial length, task names, success threshold) and `settings` (an example's env
-    flags; they may also replace the others, e.g. ``{"script": ...}`` after renaming the script)."""
-    return {"script": calling_script(), **known, **(settings or {})}
+    return {"script": os.path.basename(name) if os.path.isfile(name) else "interactive", **known, **(settings or {})}

@@ -1,20 +1,5 @@
-"""How env steps reach the replay during an epoch: one interface, two modes.
-
-:class:`SyncCollection` (``--collect sync``, the default and the reference for every number) collects the epoch's
-``parallel_envs x timesteps_per_epoch`` steps in this process, then makes the epoch's ``grads_per_epoch`` updates.
-:class:`AsyncCollection` (``--collect async`` / ``distributed``) has collector workers act beside the learner
-(``feed.py``): it stores the epoch's steps as the workers deliver them and makes the epoch's updates in between,
-holding ``replay_ratio`` updates per stored env step.
-
-Both are a :class:`Collection`, whose methods the trainer calls:
-
-- ``build_collector(trainer, make_env, primer)``: the TorchRL collector acting with ``trainer.actor``;
-- ``run_epoch(trainer, epoch) -> metrics``: the epoch's collection and updates (batches go through ``trainer.store``,
-  updates through ``trainer.update``; sync: ``trainer.collect`` and ``trainer.learn``);
-- ``finished_returns(data)``: the returns of the trials a stored batch finished;
-- ``fit_threads()``: before the backward pass and the optimizer step of every update;
-- ``before_checkpoint(trainer)``, ``on_resume()``, ``close()``.
-"""
+"""How env steps reach the replay during an epoch: :class:`SyncCollection` collects, then updates;
+:class:`AsyncCollection` stores what workers beside the learner deliver and updates in between."""
 from __future__ import annotations
 
 import time
@@ -27,27 +12,19 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType
 
 from ...envs.transforms import add_action_counts
+from ..config import COLLECT_MODES
 from ..logging import add_scalars
 from ..metrics import TrialReturnsById, episode_metrics, finished_trial_returns, return_metrics
-from .feed import (CollectorFeed, build_multiprocess_collector, build_remote_collector, local_collector_workers,
-                   sync_exploration_step)
+from .feed import CollectorFeed, build_worker_collector, sync_exploration_step
 from .threads import LearnerThreads
 
 
-COLLECT_MODES = ("sync", "async", "distributed")
-
-
-def target_replay_ratio(cfg) -> float:
-    """Updates per stored env step the async learner holds (``--replay_ratio``, default the epoch's own ratio)."""
-    if cfg.replay_ratio is not None:
-        return cfg.replay_ratio
-    return cfg.grads_per_epoch / max(1, cfg.parallel_envs * cfg.timesteps_per_epoch)
-
-
-def check_async_config(cfg, offline_only: bool, world_size: int) -> None:
-    """Combinations that cannot run asynchronously, each named."""
+def make_collection(cfg, world_size: int) -> "Collection":
+    """The run's collection mode (``--collect``), its settings checked first (async combinations each named)."""
+    if cfg.collect not in COLLECT_MODES:
+        raise ValueError(f"--collect={cfg.collect!r} is not one of {list(COLLECT_MODES)}")
     if cfg.collect == "sync":
-        return
+        return SyncCollection(cfg)
     if cfg.num_collectors < 1:
         raise ValueError(f"--num_collectors must be >= 1 with --collect {cfg.collect}, got {cfg.num_collectors}")
     if cfg.num_collectors > cfg.parallel_envs:
@@ -56,25 +33,17 @@ def check_async_config(cfg, offline_only: bool, world_size: int) -> None:
     if cfg.parallel_envs % cfg.num_collectors:
         raise ValueError(f"--parallel_envs={cfg.parallel_envs} is not a multiple of --num_collectors="
                          f"{cfg.num_collectors} (each collector runs parallel_envs / num_collectors envs)")
-    if offline_only or cfg.timesteps_per_epoch == 0:
+    if cfg.start_collecting_at_epoch >= cfg.epochs or cfg.timesteps_per_epoch == 0:
         raise ValueError(f"--collect {cfg.collect} needs env collection, but this run collects nothing "
                          f"(--timesteps_per_epoch 0 or an offline-only run): use --collect sync")
     if world_size > 1:
         raise ValueError(f"--collect {cfg.collect} under torchrun is not supported: each rank's learner would wait "
                          f"on its own collectors at different times; use --collect sync with torchrun")
-
-
-def make_collection(cfg, world_size: int) -> "Collection":
-    """The run's collection mode (``--collect``), its settings checked first."""
-    check_async_config(cfg, offline_only=cfg.start_collecting_at_epoch >= cfg.epochs, world_size=world_size)
-    if cfg.collect not in COLLECT_MODES:
-        raise ValueError(f"--collect={cfg.collect!r} is not one of {list(COLLECT_MODES)}")
-    return SyncCollection(cfg) if cfg.collect == "sync" else AsyncCollection(cfg)
+    return AsyncCollection(cfg)
 
 
 class WithActionCounts:
-    """An env factory whose envs also write ``action_counts`` (``envs.ActionCounts``; the count heads read them).
-    A class, not a closure, so that collector workers can unpickle it."""
+    """An env factory whose envs also write ``action_counts`` (``envs.ActionCounts``), picklable for workers."""
 
     def __init__(self, make_env: Callable[[int], EnvBase]):
         self.make_env = make_env
@@ -84,7 +53,7 @@ class WithActionCounts:
 
 
 class Collection:
-    """What the two modes share; see the module docstring for the methods the trainer calls."""
+    """What the two modes share."""
 
     feed: CollectorFeed | None = None  # async only
     weight_pushes = 0  # async only
@@ -92,19 +61,20 @@ class Collection:
     def __init__(self, cfg, local_envs: int):
         self.cfg = cfg
         self.local_envs = local_envs  # envs of the training env this process builds
-        self.replay_ratio = target_replay_ratio(cfg)
+        # updates per stored env step of the async learner (default: the sync epoch's)
+        self.replay_ratio = cfg.replay_ratio if cfg.replay_ratio is not None else (
+            cfg.grads_per_epoch / max(1, cfg.parallel_envs * cfg.timesteps_per_epoch))
         self.collector = None
 
     def fit_threads(self) -> None:
-        """Set the learner's torch threads for the next phase of an update (async; sync: nothing)."""
+        """Set the learner's torch threads for the next phase of an update (async)."""
 
     def before_checkpoint(self, trainer) -> None:
         """Called before ``latest.pt`` is written (async: store what the workers delivered)."""
 
 
 class SyncCollection(Collection):
-    """``--collect sync``: one batch of ``parallel_envs x timesteps_per_epoch`` steps per epoch, collected in this
-    process by TorchRL's ``Collector``, then the epoch's updates."""
+    """``--collect sync``: one ``Collector`` batch of the epoch's steps, then the epoch's updates."""
 
     def __init__(self, cfg):
         super().__init__(cfg, local_envs=cfg.parallel_envs)
@@ -112,9 +82,7 @@ class SyncCollection(Collection):
         self._running = None  # each env's partial trial return, carried over to the next batch
 
     def build_collector(self, trainer, make_env, primer) -> Collector:
-        # the policy runs on the learner's device; envs and stored data stay where the env is. An env without a
-        # device (a batch of gymnasium envs) steps on the CPU: naming it lets the collector bring the policy's
-        # outputs back there (else a partial reset mixes CUDA and CPU tensors)
+        # an env without a device steps on the CPU: naming it brings the policy's outputs back there
         self.collector = Collector(trainer.train_env, trainer.actor,
                                    frames_per_batch=self.cfg.parallel_envs * self.cfg.timesteps_per_epoch,
                                    total_frames=-1, exploration_type=ExplorationType.RANDOM,
@@ -156,37 +124,29 @@ class SyncCollection(Collection):
 
 
 class AsyncCollection(Collection):
-    """``--collect async`` / ``distributed``: workers collect while the learner updates.
-
-    An epoch stores ``parallel_envs x timesteps_per_epoch`` env steps and makes ``grads_per_epoch`` updates, the
-    learner holding ``replay_ratio`` updates per stored env step (it waits for data when it is ahead; it stops taking
-    batches, so the workers pause, when behind). Weights go to the workers every ``--policy_sync_interval`` updates."""
+    """``--collect async`` / ``distributed``: the epoch's steps from the workers and its updates, holding
+    ``replay_ratio`` updates per stored step; weights go to the workers every ``--policy_sync_interval`` updates."""
 
     def __init__(self, cfg):
-        super().__init__(cfg, local_envs=1)  # the workers build their own envs; this one only gives the specs
+        super().__init__(cfg, local_envs=1)  # the workers build their own envs; this one gives the specs
         self.threads: LearnerThreads | None = None
         self.weight_pushes = 0
-        self._push = None  # the weight push in flight (push_weights(wait=False))
-        self._env_goal = 0  # env steps stored by the end of this epoch; goals add up across epochs
+        self._push = None  # the weight push in flight
+        self._env_goal = 0  # env steps stored by the end of this epoch
         self.stored_at_checkpoint = 0  # batches stored right before a checkpoint
         self._pending: list[float] = []  # returns of trials stored by a checkpoint, reported with the next epoch
-        self._returns = TrialReturnsById()  # batches of different workers: partial returns per trajectory id
+        self._returns = TrialReturnsById()
 
     def build_collector(self, trainer, make_env, primer):
-        cfg = self.cfg
-        if cfg.collect == "distributed":
-            self.collector = build_remote_collector(cfg, make_env, trainer.actor, seed=cfg.seed, primer=primer)
-        else:
-            self.collector = build_multiprocess_collector(cfg, make_env, trainer.actor, seed=cfg.seed, primer=primer,
-                                                          learner_threads=cfg.num_threads)
-        # the learner's threads leave a core to each worker of this machine while it acts (threads.py)
-        self.threads = LearnerThreads(torch.get_num_threads(), local_collector_workers(cfg))
+        self.collector = build_worker_collector(self.cfg, make_env, trainer.actor, primer)
+        local = self.cfg.collect == "async" or self.cfg.collector_address is None  # workers on this machine
+        self.threads = LearnerThreads(torch.get_num_threads(), self.cfg.num_collectors if local else 0)
         return self.collector
 
     def start(self, trainer) -> None:
-        """Start the feed (at the first epoch: after a resume) with the learner's weights."""
+        """Start the feed with the learner's weights (at the first epoch, after a resume)."""
         self.feed = CollectorFeed(self.collector, max_batches=2 * self.cfg.num_collectors, timeout_s=self.cfg.timeout_s)
-        trainer.push_weights()  # e.g. weights and exploration step restored by resume()
+        trainer.push_weights()
         self.feed.start()
         self._env_goal = trainer.env_steps
 
@@ -194,7 +154,7 @@ class AsyncCollection(Collection):
         cfg = self.cfg
         if self.feed is None:
             self.start(trainer)
-        if epoch >= cfg.start_collecting_at_epoch:  # goals add up, so batches stored by a checkpoint count
+        if epoch >= cfg.start_collecting_at_epoch:  # goals add up: batches stored by a checkpoint count
             self._env_goal += cfg.parallel_envs * cfg.timesteps_per_epoch
         grads_left = cfg.grads_per_epoch if epoch >= cfg.start_learning_at_epoch else 0
         t0, steps0, pushes0 = time.time(), trainer.env_steps, self.weight_pushes
@@ -216,7 +176,7 @@ class AsyncCollection(Collection):
             tw = time.time()
             data = self.feed.get()
             if learning:
-                learner_wait += time.time() - tw  # the learner is ahead of the ratio: it waits for data
+                learner_wait += time.time() - tw  # ahead of the ratio: waiting for data
             returns += trainer.store(data)
         self.threads.restore()
         dt = time.time() - t0
@@ -232,33 +192,27 @@ class AsyncCollection(Collection):
         return out
 
     def push_weights(self, trainer, wait: bool = True) -> None:
-        """Send the acting policy's current weights to the workers (TorchRL's weight-update API).
-
-        `wait=False` pushes a copy of the weights from a helper thread and returns at once, so the learner goes on
-        updating while the workers take them; the next push, checkpoint or close waits for it first."""
+        """Send the acting weights to the workers; `wait=False` pushes a copy from a helper thread."""
         self.wait_for_push()
-        if trainer.exploration is not None:
-            sync_exploration_step(trainer.exploration, trainer.env_steps, self.cfg.parallel_envs)
-        if hasattr(trainer.policy, "bump_weights_version"):  # the workers' copies then drop their weight caches
+        sync_exploration_step(trainer.exploration, trainer.env_steps, self.cfg.parallel_envs)
+        if hasattr(trainer.policy, "bump_weights_version"):  # the workers' copies drop their weight caches
             trainer.policy.bump_weights_version()
         weights = TensorDict.from_module(trainer.actor)
         if not wait:
-            weights = weights.detach().clone()  # the learner's own weights change while the push runs
-        # a push waits for every worker's answer: the feed checks the workers meanwhile (never waits on a dead one)
+            weights = weights.detach().clone()  # the learner's own change while the push runs
         self._push = self.feed.start_call(lambda: self.collector.update_policy_weights_(weights), "weight push")
         self.weight_pushes += 1
         if wait:
             self.wait_for_push()
 
     def wait_for_push(self) -> None:
-        """Wait until the last weight push has reached every worker (no-op when none is in flight)."""
+        """Wait until the last weight push has reached every worker."""
         push, self._push = self._push, None
         if push is not None:
             self.feed.wait_call(push)
 
     def fit_threads(self) -> None:
-        """Leave a core to each worker of this machine that acts now and uses its core (threads.py). Checked before
-        the forward pass, the backward pass and the optimizer step: a worker's batch often ends inside an update."""
+        """Leave a core to each local worker that acts now (threads.py)."""
         if self.feed is not None:
             self.threads.apply(self.feed.acting_workers(), self.feed.workers_cpu_s())
 
@@ -266,8 +220,7 @@ class AsyncCollection(Collection):
         return self._returns.add(data)
 
     def before_checkpoint(self, trainer) -> None:
-        """Store every batch the workers have delivered (nothing delivered is lost); their finished trials' returns
-        are reported with the next epoch. The exploration schedule's step is the run's."""
+        """Store every batch the workers have delivered (their returns are reported with the next epoch)."""
         if self.feed is None:
             return
         self.wait_for_push()
@@ -283,8 +236,8 @@ class AsyncCollection(Collection):
         if self.feed is None:
             self.collector.shutdown()
             return
-        if self._push is not None:  # a push in flight ends before the workers go (bounded: one may be dead)
+        if self._push is not None:  # bounded: a worker may be dead
             self._push.thread.join(timeout=5.0)
             self._push = None
-        self.feed.close()  # stops the feed thread and shuts the collector down
+        self.feed.close()
         self.feed = None

@@ -1,8 +1,4 @@
-"""Where the learner runs: the `--device` check, the autocast dtype, the loss forward the learner calls (DDP, compiled),
-and acting on one device for envs on another.
-
-Everything here is decided before any work, so a run on the wrong machine fails in its first second.
-"""
+"""Where the learner runs: `--device`, autocast, the loss forward (DDP, compiled), acting across devices."""
 from __future__ import annotations
 
 import contextlib
@@ -41,10 +37,7 @@ def device_from_flag(name: str) -> torch.device:
 
 
 def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
-    """`--mixed_precision` -> the learner's autocast dtype on `device` (None: fp32), or a ValueError naming the flag.
-
-    bf16 needs a GPU with bf16 units (Ampere or newer) on CUDA; on CPU it runs everywhere (attention stays fp32 on
-    CPU, see modules/trajectory/transformer.py). fp16 has no loss scaling here: prefer bf16."""
+    """`--mixed_precision` -> the autocast dtype on `device` (None: fp32), or a ValueError naming the flag."""
     if mixed_precision not in PRECISION_DTYPES:
         raise ValueError(f"--mixed_precision {mixed_precision!r} is not one of {list(PRECISION_DTYPES)}")
     dtype = PRECISION_DTYPES[mixed_precision]
@@ -54,11 +47,7 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
 
 
 def compile_loss(loss_forward, mode: str, *, trim_windows: bool, packs: bool):
-    """`--compile_loss` -> the loss forward the learner calls: `loss_forward` itself ("no"), or
-    `torch.compile(loss_forward, mode=mode, dynamic=False)`. The backward pass is compiled with it (AOTAutograd);
-    "reduce-overhead" replays both as CUDA graphs on a GPU. One graph needs one batch shape, so batches must not be
-    trimmed to their longest window nor packed (`packs`: whether the loss packs batches on the learner's device);
-    a ValueError names the flags otherwise."""
+    """`--compile_loss` -> `loss_forward`, compiled unless "no" (one batch shape: not trimmed, not `packs`)."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"--compile_loss {mode!r} is not one of {list(COMPILE_MODES)}")
     if mode == "no":
@@ -76,9 +65,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def learner_forward(loss, cfg, dist):
-    """The callable the learner runs the loss with: DDP over `loss` under torchrun (`dist.wrap`), else `loss` itself,
-    compiled with `--compile_loss`. A compiled or captured (`--cuda_graph`) update needs one batch shape, so such a
-    loss never packs windows (one window per row); the `--cuda_graph` combinations are checked here."""
+    """The learner's loss forward: `dist.wrap(loss)`, compiled with `--compile_loss` (never packing then)."""
     if (cfg.compile_loss != "no" or cfg.cuda_graph) and hasattr(loss, "pack_windows"):
         loss.pack_windows = "never"
     packs = packs_here(getattr(loss, "pack_windows", "never"), torch.empty(0, device=dist.device))
@@ -87,9 +74,7 @@ def learner_forward(loss, cfg, dist):
 
 
 class OnDevice(TensorDictModuleBase):
-    """Runs `module` on `device` for tensordicts that live elsewhere (an eval env on CPU, the policy on CUDA):
-    inputs go to `device`, outputs come back to the input's device. The training collector does the same through
-    its `policy_device` / `env_device`."""
+    """Runs `module` on `device` for tensordicts elsewhere; its `out_keys` come back to the input's device."""
 
     def __init__(self, module: TensorDictModuleBase, device: torch.device):
         super().__init__()

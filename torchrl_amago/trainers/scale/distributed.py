@@ -1,18 +1,4 @@
-"""The multi-process learner under `torchrun`: process group, DDP over the loss, rank-0 gating, synced statistics.
-
-One rule for every example (docs/scaling.md):
-- every rank builds the same model from `--seed`; DDP broadcasts rank 0's weights and buffers at the start;
-- every rank collects with its own envs (seeded `seed + rank * SEED_STRIDE`) into its own replay
-  (`<run>/buffer` for rank 0, `<run>/buffer_rank<r>` for the others) and samples its own batch from it;
-- DDP averages the gradients; grad clipping, AdamW, the LR schedule and the target SoftUpdate then run on
-  identical values on every rank, so weights and targets stay identical;
-- PopArt and InputNorm update their statistics from the *global* batch: their per-rank masked count / sum /
-  sum of squares are all-reduced (`moment_reducer`), so every rank applies the same update;
-- only rank 0 logs, evaluates and writes checkpoint files; every rank dumps its own replay at each `latest`.
-
-Without `torchrun` (no `WORLD_SIZE` > 1 in the environment and no process group) everything here is a no-op
-and the trainer is the single-process one, bit for bit.
-"""
+"""The learner under `torchrun` (docs/scaling.md): process group, DDP, per-rank seeds; no-op without it."""
 from __future__ import annotations
 
 import contextlib
@@ -37,11 +23,6 @@ class DistributedError(RuntimeError):
     """Ranks disagree (configs, checkpoints) or a rank stopped responding."""
 
 
-def _moment_modules(module: nn.Module) -> list[nn.Module]:
-    """Submodules that update running statistics from the batch (PopArt, InputNorm: `moment_reducer`)."""
-    return [m for m in module.modules() if hasattr(m, "moment_reducer")]
-
-
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
@@ -54,41 +35,26 @@ class DistContext:
                  timeout_s: float | None = None):
         self.device, self.rank, self.world_size = device, rank, world_size
         self.owns_group, self.timeout_s = owns_group, timeout_s
-        # nccl only moves CUDA tensors; gloo only CPU ones
+        self.enabled, self.is_main, self.seed_offset = world_size > 1, rank == 0, rank * SEED_STRIDE
         self._comm_device = device if world_size > 1 and dist.get_backend() == "nccl" else torch.device("cpu")
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def seed_offset(self) -> int:
-        return self.rank * SEED_STRIDE
-
-    # -------------------------------------------------------------------------------------------- model
     def wrap(self, loss: nn.Module) -> nn.Module:
-        """The module the trainer calls for the loss: DDP over `loss` (gradients averaged over ranks) with its
-        batch statistics all-reduced, or `loss` itself in a single process."""
+        """DDP over `loss` with its batch statistics all-reduced, or `loss` itself in a single process."""
         if not self.enabled:
             return loss
-        for m in _moment_modules(loss):
-            m.moment_reducer = _all_reduce_sum
+        for m in loss.modules():  # the modules that update running statistics from the batch
+            if hasattr(m, "moment_reducer"):
+                m.moment_reducer = _all_reduce_sum
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # rank 0's weights and buffers are copied to every rank at construction; after that buffers (PopArt,
-        # InputNorm, target heads) stay equal by construction, so they are not broadcast at every forward
+        # buffers stay equal after DDP's first broadcast: no broadcast at every forward
         names = inspect.signature(DistributedDataParallel.__init__).parameters
         no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in names else {"broadcast_buffers": False}
         return DistributedDataParallel(loss, device_ids=ids, **no_sync)
 
     def reseed(self, seed: int, step: int = 0) -> None:
-        """Give ranks > 0 their own torch / numpy / python random streams (rank 0 keeps the single-process one).
-        `step` (e.g. grad steps after a resume) moves the stream on so a resumed rank does not repeat itself."""
+        """Give ranks > 0 their own torch / numpy / python random streams, moved on by `step` (after a resume)."""
         if self.rank == 0:
             return
         s = seed + self.seed_offset + step
@@ -96,7 +62,6 @@ class DistContext:
         np.random.seed(s % 2**32)
         random.seed(s)
 
-    # --------------------------------------------------------------------------------------- agreement
     def _gather(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.to(self._comm_device)
         out = [torch.empty_like(x) for _ in range(self.world_size)]
@@ -104,60 +69,49 @@ class DistContext:
         return [o.cpu() for o in out]
 
     def all_gather_int(self, value: int) -> list[int]:
-        if not self.enabled:
-            return [int(value)]
-        return [int(t) for t in self._gather(torch.tensor([int(value)], dtype=torch.int64))]
+        return [int(t) for t in self._gather(torch.tensor([int(value)]))] if self.enabled else [int(value)]
 
     def all_true(self, flag: bool) -> bool:
-        """The same decision on every rank (e.g. 'enough trials to learn': all ranks must run the same updates)."""
+        """True on every rank if `flag` is true on all of them."""
         return all(self.all_gather_int(int(bool(flag))))
 
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
 
-    def _gather_text(self, text: str) -> list[str]:
-        data = torch.tensor(list(text.encode()), dtype=torch.uint8)
-        n = max(self.all_gather_int(data.numel()))
-        padded = torch.zeros(n, dtype=torch.uint8)
-        padded[: data.numel()] = data
-        return [bytes(t.tolist()).rstrip(b"\0").decode() for t in self._gather(padded)]
-
     def check_same_config(self, config: dict) -> None:
-        """Raise DistributedError on every rank if the ranks were started with different configs."""
+        """Raise DistributedError on every rank if the ranks have different configs."""
         if not self.enabled:
             return
         text = json.dumps(config, sort_keys=True, default=str)
         digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
         if len(set(self.all_gather_int(digest))) == 1:
             return
-        configs = [json.loads(t) for t in self._gather_text(text)]
-        diffs = []
-        for r, c in enumerate(configs[1:], start=1):
-            for k in sorted(set(c) | set(configs[0])):
-                if c.get(k) != configs[0].get(k):
-                    diffs.append(f"rank {r} --{k}={c.get(k)!r} vs rank 0 --{k}={configs[0].get(k)!r}")
+        data = torch.tensor(list(text.encode()), dtype=torch.uint8)
+        padded = torch.zeros(max(self.all_gather_int(data.numel())), dtype=torch.uint8)
+        padded[: data.numel()] = data
+        first, *others = [json.loads(bytes(t.tolist()).rstrip(b"\0").decode()) for t in self._gather(padded)]
+        diffs = [f"rank {r} --{k}={c.get(k)!r} vs rank 0 --{k}={first.get(k)!r}" for r, c in enumerate(others, start=1)
+                 for k in sorted(set(c) | set(first)) if c.get(k) != first.get(k)]
         raise DistributedError("torchrun ranks were started with different configs (every rank must get the same "
                                "flags): " + "; ".join(diffs[:10]))
 
     def check_same_counters(self, found: bool, grad_steps: int, path: str) -> None:
-        """After resume: every rank must have loaded the same checkpoint (the run dir must be shared)."""
+        """After resume: every rank must have loaded the same checkpoint."""
         seen = self.all_gather_int(grad_steps if found else -1)
         if len(set(seen)) > 1:
             raise DistributedError(f"ranks resumed from different checkpoints ({path}: grad_steps per rank {seen}, "
                                    f"-1 = not found); every rank must see the same --buffer_dir (a shared "
                                    f"filesystem on multi-node runs)")
 
-    # ---------------------------------------------------------------------------------------- files
     def rank_path(self, path: str, rank: int | None = None) -> str:
-        """Per-rank folder: `path` for rank 0 (the single-process layout), `path_rank<r>` for the others."""
+        """Per-rank folder: `path` for rank 0, `path_rank<r>` for the others."""
         r = self.rank if rank is None else rank
         return path if r == 0 else f"{path}_rank{r}"
 
-    # -------------------------------------------------------------------------------------- failures
     @contextlib.contextmanager
     def guard(self, last_checkpoint: str):
-        """Turn a collective that failed because another rank died or hung into one clear error."""
+        """Turn a collective that failed because another rank died or hung into a DistributedError."""
         try:
             yield
         except RuntimeError as e:
@@ -175,31 +129,23 @@ class DistContext:
 
 
 def _is_comm_error(e: BaseException) -> bool:
-    if isinstance(e, getattr(dist, "DistError", ())):
-        return True
-    msg = str(e).lower()
-    return any(s in msg for s in ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout",
-                                  "broken pipe", "process group"))
-
-
-def launched_world_size() -> int:
-    """WORLD_SIZE set by torchrun (1 when started with plain `python`)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError as e:
-        raise DistributedError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from e
+    return isinstance(e, getattr(dist, "DistError", ())) or any(s in str(e).lower() for s in (
+        "gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe",
+        "process group"))
 
 
 def setup_distributed(device: str, timeout_s: float) -> DistContext:
-    """Check `--device`, join the process group when launched by torchrun (gloo on CPU, nccl on CUDA), and pick
-    this rank's device (`cuda` -> `cuda:<LOCAL_RANK>`). A process group the caller already initialised is used
-    as it is."""
+    """Check `--device`, join torchrun's process group, pick this rank's device (`cuda:<LOCAL_RANK>`)."""
     dev = device_from_flag(device)
     if not timeout_s > 0:
         raise ValueError(f"--timeout_s must be > 0, got {timeout_s}")
     owns = False
     if not dist.is_initialized():
-        if launched_world_size() <= 1:
+        try:  # WORLD_SIZE set by torchrun
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        except ValueError as e:
+            raise DistributedError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from e
+        if world_size <= 1:
             return DistContext(dev)
         if dev.type == "mps":
             raise ValueError("--device mps: torchrun with more than one process supports cpu (gloo) and cuda (nccl)")
@@ -211,12 +157,11 @@ def setup_distributed(device: str, timeout_s: float) -> DistContext:
         owns = True
     elif dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    ctx = DistContext(dev, dist.get_rank(), dist.get_world_size(), owns_group=owns, timeout_s=timeout_s)
-    return ctx
+    return DistContext(dev, dist.get_rank(), dist.get_world_size(), owns_group=owns, timeout_s=timeout_s)
 
 
 def start_process(cfg) -> DistContext:
-    """A trainer's process: `setup_distributed` (ranks then compare their configs), the seed and torch's threads."""
+    """A trainer's process: `setup_distributed`, the same config on every rank, the seed and torch's threads."""
     dist = setup_distributed(cfg.device, cfg.timeout_s)
     dist.check_same_config(cfg.to_dict())
     torch.manual_seed(cfg.seed)

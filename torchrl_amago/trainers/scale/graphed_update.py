@@ -1,20 +1,4 @@
-"""`--cuda_graph`: the whole learner update captured as two CUDA graphs, each replayed with one launch.
-
-On a GPU at the example sizes the eager update is bound by kernel launches (docs/scaling.md: ~830 kernels, 19 ms of
-CPU for 3.8 ms of GPU work at T = 128). :class:`GraphedUpdate` captures the update in two graphs over static buffers:
-
-1. ``forward_backward``: the loss forward (under autocast if asked), the total loss, its backward and the global
-   gradient norm, reading the batch from a static TensorDict that every update copies the sampled batch into;
-2. ``step``: gradient clipping with that norm, the optimizer step and the target-network update.
-
-Between the two the host reads two flags in one transfer (loss finite, gradient norm finite), so an update with
-non-finite values is skipped as in eager mode (:meth:`GraphedUpdate.guarded_update`, run/guards.py). The learning
-rate lives in a device tensor that the LR schedule fills in place (a ``capturable`` optimizer).
-
-The first ``warmup`` completed updates run eagerly (on a side stream, as capture requires; they also create the
-optimizer's state); the update after them captures both graphs and replays them. Off CUDA (``capture=False``) every
-update runs eagerly through the same static buffers (the CPU tests' path).
-"""
+"""`--cuda_graph`: the learner update captured as two CUDA graphs over static buffers (docs/scaling.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +9,7 @@ from tensordict import TensorDictBase
 
 
 def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Put the optimizer in the form a captured step needs: ``capturable`` groups whose learning rate is a tensor on
-    ``device`` (an LR scheduler then fills it in place) and whose ``step`` counters live on ``device``."""
+    """Make the optimizer capturable: learning rates and ``step`` counters as tensors on ``device``."""
     for group in optimizer.param_groups:
         if "capturable" not in group:
             raise ValueError(f"{type(optimizer).__name__} has no capturable mode; --cuda_graph needs an optimizer "
@@ -41,7 +24,7 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
 
 
 def check_cuda_graph(cfg, device: torch.device, packs: bool, world_size: int) -> None:
-    """`--cuda_graph` combinations that cannot be captured, each named (checked before any work)."""
+    """`--cuda_graph` combinations that cannot be captured, each named."""
     if not cfg.cuda_graph:
         return
     if device.type != "cuda":
@@ -59,13 +42,8 @@ def check_cuda_graph(cfg, device: torch.device, packs: bool, world_size: int) ->
 
 
 class GraphedUpdate:
-    """One learner update in two parts, eager for the first ``warmup`` completed steps, then CUDA-graph replays.
-
-    ``loss_forward(batch) -> TensorDict`` and ``total_loss(out) -> scalar`` are the trainer's; ``params`` are the
-    trained parameters (their ``.grad`` become static buffers once captured); ``target_updater`` is a TorchRL
-    ``TargetNetUpdater`` or None. Call ``forward_backward(batch)``, then ``finite()``, then ``step()`` if both flags
-    are true (else skip the update: the next ``forward_backward`` overwrites the gradients).
-    """
+    """One learner update as ``forward_backward(batch)``, ``finite()``, ``step()``: eager (on a side stream) for
+    the first ``warmup`` steps, then captured and replayed (``capture=False``: always eager)."""
 
     def __init__(self, loss_forward: Callable, total_loss: Callable, optimizer: torch.optim.Optimizer, params: list,
                  grad_clip: float, target_updater=None, autocast: torch.dtype | None = None, warmup: int = 3,
@@ -86,7 +64,6 @@ class GraphedUpdate:
         self.fwd_graph = self.step_graph = None
         self.side = torch.cuda.Stream(self.device) if self.capture else None
 
-    # ------------------------------------------------------------------ the two parts
     def _forward_backward(self) -> None:
         ctx = (torch.autocast(self.device.type, dtype=self.autocast, cache_enabled=False)
                if self.autocast is not None else contextlib.nullcontext())
@@ -96,8 +73,7 @@ class GraphedUpdate:
         total.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
         gnorm = torch.nn.utils.get_total_norm(grads)
-        # detached: a loss output that kept the autograd graph alive would keep the warm-up's AccumulateGrad nodes
-        # (created on the side stream) alive into the capture, which PyTorch warns about
+        # detached: no autograd graph of the warm-up may live into the capture
         self.out, self.total, self.gnorm = out.detach(), total.detach(), gnorm
         self.flags = torch.stack([torch.isfinite(self.total).all(), torch.isfinite(gnorm)])
 
@@ -107,17 +83,17 @@ class GraphedUpdate:
         if self.target_updater is not None:
             self.target_updater.step()
 
-    def _on_side_stream(self):
+    @contextlib.contextmanager
+    def _eager(self):
+        """Run the block eagerly, on the side stream where a capture follows (as capture requires)."""
         if self.side is None:
-            return contextlib.nullcontext()
+            yield
+            return
         self.side.wait_stream(torch.cuda.current_stream(self.device))
-        return torch.cuda.stream(self.side)
+        with torch.cuda.stream(self.side):
+            yield
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
 
-    def _join_side_stream(self) -> None:
-        if self.side is not None:
-            torch.cuda.current_stream(self.device).wait_stream(self.side)
-
-    # ------------------------------------------------------------------ API
     @property
     def captured(self) -> bool:
         return self.fwd_graph is not None
@@ -136,16 +112,18 @@ class GraphedUpdate:
     def forward_backward(self, batch: TensorDictBase) -> tuple[TensorDictBase, torch.Tensor, torch.Tensor]:
         """Loss outputs (a copy), total loss and gradient norm of ``batch``; the gradients are in ``p.grad``."""
         self.load_batch(batch)
+        if not self.captured and self.capture and self.steps >= self.warmup:
+            torch.cuda.synchronize(self.device)
+            self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the static gradients
+            self.fwd_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.fwd_graph, capture_error_mode="thread_local"):  # weight pushes may use CUDA
+                self._forward_backward()
         if self.captured:
-            self.fwd_graph.replay()
-        elif self.capture and self.steps >= self.warmup:
-            self._capture_forward_backward()
             self.fwd_graph.replay()
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            with self._on_side_stream():
+            with self._eager():
                 self._forward_backward()
-            self._join_side_stream()
         return self.out.clone(), self.total.clone(), self.gnorm.clone()
 
     def finite(self) -> tuple[bool, bool]:
@@ -155,20 +133,20 @@ class GraphedUpdate:
 
     def step(self) -> None:
         """Clip, optimizer step, target update (captured at the first step after the forward graph)."""
+        if self.step_graph is None and self.captured:
+            torch.cuda.synchronize(self.device)
+            self.step_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.step_graph, pool=self.fwd_graph.pool(), capture_error_mode="thread_local"):
+                self._step()
         if self.step_graph is not None:
             self.step_graph.replay()
-        elif self.captured:
-            self._capture_step()
-            self.step_graph.replay()
         else:
-            with self._on_side_stream():
+            with self._eager():
                 self._step()
-            self._join_side_stream()
         self.steps += 1
 
     def guarded_update(self, batch: TensorDictBase, guard, named_params, step: int):
-        """``forward_backward``, the finite checks of ``guard`` (a ``FiniteGuard``: only on a flag that is false),
-        then ``step``. Returns (outputs, gradient norm), or None for an update skipped for non-finite values."""
+        """``forward_backward``, ``guard``'s checks, ``step``; (outputs, gradient norm), or None if skipped."""
         out, total, gnorm = self.forward_backward(batch)
         loss_ok, grads_ok = self.finite()
         if not loss_ok and not guard.loss_ok(total, out, step):
@@ -178,18 +156,3 @@ class GraphedUpdate:
         guard.ok()
         self.step()
         return out, gnorm
-
-    # ------------------------------------------------------------------ capture
-    def _capture_forward_backward(self) -> None:
-        torch.cuda.synchronize(self.device)
-        self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the static gradients
-        self.fwd_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.fwd_graph, capture_error_mode="thread_local"):  # other threads (async weight
-            # pushes) may use CUDA meanwhile
-            self._forward_backward()
-
-    def _capture_step(self) -> None:
-        torch.cuda.synchronize(self.device)
-        self.step_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.step_graph, pool=self.fwd_graph.pool(), capture_error_mode="thread_local"):
-            self._step()

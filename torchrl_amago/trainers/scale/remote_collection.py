@@ -1,22 +1,5 @@
-"""Collection on many nodes: TorchRL's `RayCollector`, one remote `Collector` per env factory.
-
-`make_remote_collector(env_fns, policy, frames_per_batch=..., address=...)` returns a collector that a training
-loop uses like a `MultiAsyncCollector`: iterating it yields one worker's batch `[N_w, T]` at a time (first ready,
-first served), `update_policy_weights_()` pushes the main process policy's current parameters **and buffers**
-(e.g. InputNorm statistics) to every worker, `shutdown()` stops the workers.
-
-Ray because a cluster is started by one command per node (`ray start --head` / `--address=...`) and the learner
-joins it by address; TorchRL's `DistributedCollector` and `RPCCollector` start their own workers (local processes or
-SLURM jobs). What this module adds to `RayCollector` (and nothing else):
-- globally unique `("collector", "traj_ids")`: every remote `Collector` numbers its trajectories from 0, so two
-  workers would hand the replay the same ids; each worker maps its ids `i -> i * n_workers + worker_index`
-  (`GlobalTrajIds`), so `id % n_workers` is the worker and ids never collide;
-- clear errors in bounded time: a worker that dies, raises, or sends nothing for `batch_timeout_s` stops the
-  iteration with a `RemoteCollectorError` naming the worker, its node and pid; the other workers are stopped;
-- checks before any worker starts: factories that cannot be pickled, a cluster without enough CPUs, an address
-  that cannot be reached.
-`ray` is an optional dependency (`pip install torchrl_amago[ray]`), imported when a collector is made.
-"""
+"""Collection on many nodes: TorchRL's `RayCollector` with unique trajectory ids, errors in bounded time
+that name the worker, and checks before any worker starts. Needs `ray` (`pip install torchrl_amago[ray]`)."""
 from __future__ import annotations
 
 import os
@@ -41,10 +24,7 @@ class RemoteCollectorError(RuntimeError):
 
 
 class GlobalTrajIds:
-    """Postproc of worker `worker_index` of `num_workers`: trajectory id `i -> i * num_workers + worker_index`.
-
-    Ids stay unique across workers (each worker's own ids are unique and the residue mod `num_workers` is the
-    worker), and `id // num_workers` is the worker's own id. Negative ids (TorchRL's -1 padding) are kept."""
+    """Postproc of worker `worker_index`: trajectory id `i -> i * num_workers + worker_index` (negatives kept)."""
 
     def __init__(self, worker_index: int, num_workers: int):
         if not 0 <= worker_index < num_workers:
@@ -55,32 +35,29 @@ class GlobalTrajIds:
         ids = td.get(TRAJ_IDS_KEY, None)
         if ids is None:
             raise KeyError(f"GlobalTrajIds: the collector's batch has no {TRAJ_IDS_KEY!r} (track_traj_ids=False?)")
-        td = td.clone(False)  # a new structure: the worker's own rollout buffer keeps its raw ids
+        td = td.clone(False)  # the worker's own rollout buffer keeps its raw ids
         td.set(TRAJ_IDS_KEY, torch.where(ids >= 0, ids * self.num_workers + self.worker_index, ids))
         return td
 
 
 class WorkerCollector(Collector):
-    """The `Collector` that runs inside each Ray actor (one per env factory). It only adds three small queries
-    used for error messages and tests; collection is TorchRL's."""
+    """The `Collector` inside each Ray actor, with queries for error messages and tests."""
 
-    def __repr__(self) -> str:  # Ray prefixes every log line of the actor with its repr: keep it one line
+    def __repr__(self) -> str:  # Ray prefixes the actor's log lines with it
         return f"{type(self).__name__}(worker={self.worker_idx})"
 
     def print_remote_collector_info(self) -> None:
-        """RayCollector calls this on every worker at start; TorchRL's prints the whole collector."""
+        """Prints nothing (TorchRL's prints the whole collector at start)."""
 
     def set_seed(self, seed: int, static_seed: bool = False) -> int:
-        """TorchRL's env seeding, plus this process's torch RNG (the policy's action sampling) from the same seed,
-        then a reset of every env (the Collector reset them once at start, before any seed): the first batch
-        already starts from seeded trials, with `is_init` set, so the policy clears its acting state."""
+        """TorchRL's env seeding, this process's torch RNG, then a reset of every env."""
         out = super().set_seed(seed, static_seed=static_seed)
         torch.manual_seed(seed)
         self.reset()
         return out
 
     def worker_info(self) -> dict:
-        """Where this worker runs: node address, Ray node id, host name, process id."""
+        """Node address, Ray node id, host name and process id of this worker."""
         import ray
 
         return {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -92,10 +69,7 @@ class WorkerCollector(Collector):
 
 
 class AMAGORayCollector(RayCollector):
-    """`RayCollector` in asynchronous mode with globally unique trajectory ids and bounded-time failures.
-
-    Build it with `make_remote_collector`. `batch_timeout_s`: a worker whose batch is not ready that long after
-    it was requested is reported as stuck (`RemoteCollectorError`); None waits forever."""
+    """`RayCollector`, asynchronous, whose worker not ready `batch_timeout_s` after a request is an error."""
 
     def __init__(self, *args, batch_timeout_s: float | None = 600.0, address: str | None = None, **kwargs):
         self._batch_timeout_s = batch_timeout_s
@@ -104,11 +78,10 @@ class AMAGORayCollector(RayCollector):
         super().__init__(*args, **kwargs)
         import ray
 
-        self._worker_handles = list(self.remote_collectors)  # `shutdown()` empties remote_collectors
+        self._worker_handles = list(self.remote_collectors)  # shutdown() empties remote_collectors
         self._workers_info = self._guarded(lambda: ray.get([w.worker_info.remote() for w in self._worker_handles]),
                                            "report where it runs")
 
-    # ------------------------------------------------------------------ errors
     def _where(self, i: int) -> str:
         info = self._workers_info[i] if i < len(self._workers_info) else None
         where = f" on node {info['node']} ({info['host']}, pid {info['pid']})" if info else ""
@@ -143,7 +116,7 @@ class AMAGORayCollector(RayCollector):
         self._fail(f"{self._where(i)} died or became unreachable while it {doing} ({type(err).__name__})", err)
 
     def _guarded(self, call: Callable[[], Any], doing: str):
-        """Run a call on every worker; a Ray failure becomes a RemoteCollectorError naming the dead workers."""
+        """Run `call`; a Ray failure becomes a RemoteCollectorError naming the first dead worker."""
         import ray
 
         try:
@@ -154,10 +127,8 @@ class AMAGORayCollector(RayCollector):
                 raise
             self._failed_worker(dead[0], err, doing)
 
-    # ------------------------------------------------------------------ iteration
     def _async_iterator(self):
-        """First ready, first served, one pending request per worker (as TorchRL's), with a deadline per
-        request and errors that name the worker."""
+        """First ready, first served, one pending request per worker, each with a deadline."""
         import ray
 
         pending: dict = {}  # object ref -> (worker index, time requested)
@@ -198,28 +169,24 @@ class AMAGORayCollector(RayCollector):
         return self.num_collectors
 
     def running_workers(self) -> int | None:
-        """Workers stepping their envs now: those with a requested batch that is not finished. A finished batch waits
-        in Ray's object store, and a worker whose batch was taken idles until the iterator asks for its next one.
-        None before iteration starts or if Ray cannot tell."""
+        """Workers with a requested batch that is not finished; None before iteration starts or if unknown."""
         import ray
 
         pending = getattr(self, "_pending", None)
         if pending is None:
             return None
         try:
-            refs = list(pending)  # the iterator's thread may change it meanwhile
+            refs = list(pending)  # the iterator's thread may change it
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False) if refs else ([], [])
-        except Exception:  # noqa: BLE001 - a dead worker is reported by the iterator, not here
+        except Exception:  # noqa: BLE001 - the iterator reports a dead worker
             return None
         return len(refs) - len(ready)
 
     def update_policy_weights_(self, *args, **kwargs) -> None:
-        """TorchRL's weight push (parameters and buffers of the main policy, to every worker); a dead worker
-        gives a RemoteCollectorError naming it."""
+        """TorchRL's push of the policy's parameters and buffers to every worker; a dead one is named."""
         return self._guarded(lambda: super(AMAGORayCollector, self).update_policy_weights_(*args, **kwargs),
                              "received new policy weights")
 
-    # ------------------------------------------------------------------ queries
     def worker_info(self) -> list[dict]:
         """Node, host and pid of every worker, in worker order."""
         return list(self._workers_info)
@@ -238,53 +205,26 @@ class AMAGORayCollector(RayCollector):
         super().shutdown(timeout=timeout, shutdown_ray=shutdown_ray)
 
 
-def _check_env_fns(env_fns) -> list[Callable[[], EnvBase]]:
-    if isinstance(env_fns, (str, bytes)) or not isinstance(env_fns, Sequence) or not env_fns:
-        raise ValueError(f"env_fns must be a non-empty list of env factories (one per remote worker), got {env_fns!r}")
-    import ray.cloudpickle as cloudpickle
-
-    for i, fn in enumerate(env_fns):
-        if not callable(fn) or isinstance(fn, EnvBase):
-            raise ValueError(f"env_fns[{i}] must be a callable returning an EnvBase (a factory, not an env), "
-                             f"got {type(fn).__name__}")
-        try:
-            cloudpickle.dumps(fn)
-        except Exception as e:
-            raise ValueError(f"env_fns[{i}] ({getattr(fn, '__qualname__', fn)!r}) cannot be pickled to send it to "
-                             f"a remote worker ({type(e).__name__}: {e}). Use a module-level function or a "
-                             f"functools.partial of one, and open files / sockets inside the factory") from e
-    return list(env_fns)
-
-
-def _probe(address: str, timeout_s: float = 10.0) -> None:
-    """A TCP connect to `host:port` (Ray's own client retries an unreachable address without end)."""
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"address {address!r} (--collector_address) must be <head-ip>:<port> as printed by "
-                         f"`ray start --head`, or 'auto'")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise RemoteCollectorError(
-            f"cannot reach the Ray head at {address} (--collector_address): {e}. Start it with "
-            f"`ray start --head --port={port}` on that node and check that this machine can reach the port") from e
-
-
 def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float):
-    """Join the cluster at `address` (or start a local Ray instance) and check it has the CPUs the workers ask
-    for; returns TorchRL's runtime lease (released by `shutdown`)."""
+    """Join the cluster at `address` (or a local instance) with `need_cpus` free CPUs; TorchRL's runtime lease."""
     import ray
     from torchrl._comm.ray_runtime import _RayRuntimeLease
 
     cfg = dict(ray_init_config or {})
     if address is not None:
-        _probe(address)
+        host, _, port = address.split("://", 1)[-1].rpartition(":")
+        if address != "auto" and (not host or not port.isdigit()):
+            raise ValueError(f"address {address!r} (--collector_address) must be <head-ip>:<port> as printed by "
+                             f"`ray start --head`, or 'auto'")
+        try:
+            if address != "auto":
+                socket.create_connection((host, int(port)), timeout=10.0).close()
+        except OSError as e:
+            raise RemoteCollectorError(
+                f"cannot reach the Ray head at {address} (--collector_address): {e}. Start it with "
+                f"`ray start --head --port={port}` on that node and check that this machine can reach the port") from e
         cfg["address"] = address
-    else:  # a private local instance with a CPU slot for every worker (Ray would queue workers without one);
-        # "local": never join a cluster that `ray start` left registered on this machine
+    else:  # a private local instance ("local": never one `ray start` left) with a CPU for every worker
         cfg.setdefault("address", "local")
         cfg.setdefault("num_cpus", max(os.cpu_count() or 1, int(need_cpus + 0.999)))
         cfg.setdefault("include_dashboard", False)
@@ -294,8 +234,7 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
         raise RemoteCollectorError(
             f"cannot join the Ray cluster at address {address!r} (--collector_address): {e}. Start it with "
             f"`ray start --head --port=6379` on the head node and pass `--collector_address <head-ip>:6379`")from e
-    # Ray queues an actor until its CPUs are free, and TorchRL then waits for it forever: refuse up front
-    # (CPUs of workers killed a moment ago come back within seconds: wait a little for them)
+    # Ray would queue an actor until its CPUs are free, forever: refuse up front (freed CPUs return within seconds)
     deadline = time.monotonic() + 5.0
     while True:
         total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
@@ -314,29 +253,26 @@ def _connect(address: str | None, ray_init_config: dict | None, need_cpus: float
 def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frames_per_batch: int,
                           address: str | None = None, exploration_type: ExplorationType = ExplorationType.RANDOM,
                           batch_timeout_s: float | None = 600.0, seed: int | None = None) -> AMAGORayCollector:
-    """A Ray collector with one remote `Collector` per env factory (one Ray CPU each); use it like a
-    `MultiAsyncCollector`.
-
-    Args:
-        env_fns: one factory per worker; worker i runs `env_fns[i]()` (a batched env [N_i]) on its node.
-        policy: the acting policy (e.g. `AMAGOPolicy`, or it followed by an exploration module). Each worker
-            gets its own pickled copy, hence its own acting state (KV cache / RNN state) for its own envs.
-        frames_per_batch: frames of one yielded batch, i.e. of one worker's rollout: the batch is
-            `[N_i, frames_per_batch // N_i]` (a multiple of every N_i).
-        address: the Ray cluster to join (`"<head-ip>:6379"`, `"auto"` on a cluster node); None starts a
-            local Ray instance on this machine.
-        exploration_type: the collectors' exploration type (the trainer collects with RANDOM).
-        batch_timeout_s: a worker whose batch is not ready this long after it was requested is an error.
-        seed: seeds worker 0's envs and its torch RNG (action sampling) with `seed`, and every next worker with
-            the seed TorchRL's `set_seed` chain hands on (distinct per env); None leaves them unseeded.
-
-    Returns:
-        an `AMAGORayCollector` whose workers already hold the policy's current weights. Keep one iterator for
-        the whole run: each `iter(collector)` sends every worker a new request, and the batches that an
-        abandoned iterator had requested are never handed out (their trials then have a gap).
-    """
+    """A Ray collector with one remote `Collector` (one Ray CPU) per env factory, used like a `MultiAsyncCollector`
+    (keep one iterator for the whole run): worker i runs `env_fns[i]()` with its own copy of `policy`, in batches of
+    `frames_per_batch` frames, on the Ray cluster at `address` (`"<head-ip>:6379"`, `"auto"`; None: a local
+    instance); a batch not ready `batch_timeout_s` after it was requested is an error; `seed` seeds the workers."""
     require("ray", RAY_EXTRA, "collection on remote workers (--collect distributed)")
-    env_fns = _check_env_fns(env_fns)
+    if isinstance(env_fns, (str, bytes)) or not isinstance(env_fns, Sequence) or not env_fns:
+        raise ValueError(f"env_fns must be a non-empty list of env factories (one per remote worker), got {env_fns!r}")
+    import ray.cloudpickle as cloudpickle
+
+    for i, fn in enumerate(env_fns):
+        if not callable(fn) or isinstance(fn, EnvBase):
+            raise ValueError(f"env_fns[{i}] must be a callable returning an EnvBase (a factory, not an env), "
+                             f"got {type(fn).__name__}")
+        try:
+            cloudpickle.dumps(fn)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"env_fns[{i}] ({getattr(fn, '__qualname__', fn)!r}) cannot be pickled to send it to "
+                             f"a remote worker ({type(e).__name__}: {e}). Use a module-level function or a "
+                             f"functools.partial of one, and open files / sockets inside the factory") from e
+    env_fns = list(env_fns)
     if int(frames_per_batch) != frames_per_batch or frames_per_batch <= 0:
         raise ValueError(f"frames_per_batch must be a positive integer, got {frames_per_batch!r}")
     n = len(env_fns)
@@ -349,9 +285,9 @@ def make_remote_collector(env_fns: list[Callable[[], EnvBase]], policy, *, frame
             remote_configs=[{"num_cpus": 1} for _ in range(n)], sync=False,
             ray_init_config=None, batch_timeout_s=batch_timeout_s, address=address)
     finally:
-        lease.release()  # the collector holds its own lease on the same runtime
-    collector.total_frames = float("inf")  # RayCollector's loop compares with total_frames: -1 = endless
+        lease.release()  # the collector holds its own lease
+    collector.total_frames = float("inf")  # endless
     if seed is not None:
         collector._guarded(lambda: collector.set_seed(int(seed)), "was seeded")
-    collector.update_policy_weights_()  # sets up the weight channel; workers then hold exactly these weights
+    collector.update_policy_weights_()  # sets up the weight channel
     return collector

@@ -1,14 +1,4 @@
-"""The learner's torch threads while collector workers on the same machine act beside it.
-
-A learner whose intra-op threads share cores with acting workers is slowed far more than by the lost cores: every
-parallel op waits for its slowest thread. So while workers act the learner takes only the cores they leave free, and
-all of them again when the workers wait for it (2 cores, 20 ms of CPU per env step, `benchmarks/async_collect.py`:
-3.77 s per epoch, against 4.07 s keeping both threads and 4.28 s for the sync loop). The learner checks the workers
-only between phases of an update (forward, backward, optimizer step), so bursts of acting shorter than a few phases
-are shared instead (plain T-Maze: 3.15 s per epoch, against 3.20 s handing a core back at every burst). Where the
-workers' CPU time can be read (Linux), they get only the cores they used while acting, so workers whose envs wait (a
-simulator elsewhere, a robot) leave the learner its cores (docs/scaling.md).
-"""
+"""The learner's torch threads while collector workers on its machine act (docs/scaling.md)."""
 from __future__ import annotations
 
 import math
@@ -24,15 +14,14 @@ IDLE_SLACK = 0.3  # cores the workers used, less this, rounded up, is what they 
 
 
 def process_cpu_seconds(pids) -> float | None:
-    """User + system CPU seconds of the processes `pids` so far, from /proc (Linux); None where it cannot be read
-    (another OS, or a process that has ended)."""
+    """User + system CPU seconds of the processes `pids`, from /proc (Linux); None where it cannot be read."""
     total = 0
     try:
         tick = os.sysconf("SC_CLK_TCK")
         for pid in pids:
             with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+                fields = f.read().rsplit(b")", 1)[1].split()  # after the command name
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     except (OSError, ValueError, IndexError, AttributeError):
         return None
     return total / tick
@@ -48,23 +37,8 @@ def machine_cores() -> int:
 
 class LearnerThreads:
     """Sets `torch.set_num_threads` at each check (:meth:`apply`): `min(max_threads, cores - acting workers x
-    threads_per_worker)`, at least 1, while workers act in long bursts; `max_threads` otherwise.
-
-    A burst is a stretch of checks that see at least one worker acting; its length and the time between checks are
-    running means. A burst that lasts fewer than :data:`SHORT_BURST_PHASES` check intervals is shared (the learner
-    keeps `max_threads`). Until a first burst has been seen, bursts count as long.
-
-    Where a check also gives the workers' CPU seconds so far, the cores they take while acting are the cores they
-    used while acting over the last :data:`BUSY_WINDOW_S` seconds of acting (less :data:`IDLE_SLACK`, rounded up),
-    at most one per acting worker: workers that wait on their envs leave the learner its cores.
-
-    Args:
-        max_threads: the learner's threads when no worker acts (`--num_threads`, default torch's).
-        num_workers: collector workers on this machine (all of them are assumed to act when the count is unknown).
-        threads_per_worker: torch threads of each worker (the collectors use 1).
-        cores: the machine's cores (default: :func:`machine_cores`).
-        clock: seconds, monotonic (tests pass a fake one).
-    """
+    threads_per_worker)`, at least 1, while `num_workers` workers act in bursts longer than :data:`SHORT_BURST_PHASES`
+    checks, else `max_threads`; given their CPU seconds, acting workers take only the cores they used while acting."""
 
     def __init__(self, max_threads: int, num_workers: int, threads_per_worker: int = 1, cores: int | None = None,
                  clock=time.monotonic):
@@ -75,13 +49,10 @@ class LearnerThreads:
         self.threads_per_worker = int(threads_per_worker)
         self.cores = int(cores or machine_cores())
         self.clock = clock
-        self.burst_s: float | None = None  # running mean length of a burst of acting
-        self.phase_s: float | None = None  # running mean time between checks
-        self._last_check: float | None = None
-        self._burst_start: float | None = None
+        self.burst_s = self.phase_s = None  # running means: length of a burst of acting, time between checks
+        self._last_check = self._burst_start = self._last_cpu = None  # _last_cpu: the workers' CPU seconds
         self._acting = False  # whether the last check saw a worker acting
-        self._last_cpu: float | None = None  # the workers' CPU seconds at the last check
-        self.acting_wall_s = self.acting_cpu_s = 0.0  # decayed sums over intervals that began with workers acting
+        self.acting_wall_s = self.acting_cpu_s = 0.0  # decayed sums over intervals begun with workers acting
 
     def busy_cores(self) -> float | None:
         """Cores the workers used while acting, over the last seconds of acting; None until measured."""
@@ -98,13 +69,10 @@ class LearnerThreads:
 
     def short_bursts(self) -> bool:
         """Whether the workers' bursts of acting are too short to be worth a core."""
-        if self.burst_s is None or self.phase_s is None:
-            return False
-        return self.burst_s < SHORT_BURST_PHASES * self.phase_s
+        return None not in (self.burst_s, self.phase_s) and self.burst_s < SHORT_BURST_PHASES * self.phase_s
 
     def observe(self, acting_workers: int | None, workers_cpu_s: float | None = None) -> None:
-        """Record one check: the time since the last, whether a burst of acting starts or ends, and (given the
-        workers' CPU seconds so far) the CPU they used over an interval that began with them acting."""
+        """Record one check: the time since the last, a burst's start or end, the workers' CPU while acting."""
         now = self.clock()
         if self._last_check is not None:
             self.phase_s = _mean(self.phase_s, now - self._last_check)
@@ -114,8 +82,7 @@ class LearnerThreads:
                 if self.acting_wall_s > BUSY_WINDOW_S:  # forget older acting, keep the ratio
                     self.acting_wall_s, self.acting_cpu_s = self.acting_wall_s / 2, self.acting_cpu_s / 2
         self._last_check, self._last_cpu = now, workers_cpu_s
-        acting = acting_workers is None or acting_workers > 0
-        self._acting = acting
+        self._acting = acting = acting_workers is None or acting_workers > 0
         if acting and self._burst_start is None:
             self._burst_start = now
         elif not acting and self._burst_start is not None:
@@ -131,7 +98,7 @@ class LearnerThreads:
         return n
 
     def restore(self) -> None:
-        """Back to `max_threads` (e.g. when the workers stop); the next check starts a new interval."""
+        """Back to `max_threads`; the next check starts a new interval."""
         self._last_check = self._burst_start = self._last_cpu = None
         self._acting = False
         if torch.get_num_threads() != self.max_threads:
