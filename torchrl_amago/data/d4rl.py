@@ -1,7 +1,6 @@
-"""D4RL-format HDF5 datasets (flat ``observations``, ``actions``, ``rewards``, ``terminals``, ``timeouts`` and
-optionally ``next_observations``) -> AMAGO trials for the sequence replay, with no download (needs ``h5py``), and
-:func:`write_cartpole_dataset`, a small such dataset written locally.
-"""
+"""D4RL-format HDF5 datasets (flat ``observations``, ``actions``, ``rewards``, ``terminals``, ``timeouts``, optional
+``next_observations``) -> AMAGO trials, with no download (needs ``h5py``); :func:`write_cartpole_dataset` writes a
+small such dataset locally."""
 from __future__ import annotations
 
 import os
@@ -22,8 +21,7 @@ D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "nex
 
 
 def read_d4rl_hdf5(path: str | os.PathLike) -> dict:
-    """The D4RL keys of an HDF5 file as numpy arrays (read with :func:`~torchrl_amago.data.safe_files.read_hdf5`);
-    a missing file is a FileNotFoundError, missing required keys a KeyError."""
+    """The D4RL keys of an HDF5 file as numpy arrays (via ``read_hdf5``); FileNotFoundError / KeyError when missing."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"D4RL dataset file {path!r} does not exist")
@@ -51,8 +49,7 @@ def rescale_actions(actions, low, high) -> np.ndarray:
 def trials_from_arrays(data: Mapping, *, num_actions: int | None = None, one_hot_actions: bool = False,
                        action_bounds: Sequence | None = None, obs_key: NestedKey = "observation",
                        use_next_observations: bool = True) -> TensorDict:
-    """D4RL-style dict of arrays -> flat trial TensorDict (float64 becomes float32); with ``action_bounds`` the
-    actions are checked against them and rescaled to ``[-1, 1]``."""
+    """D4RL-style arrays -> flat trials (float64 -> float32); ``action_bounds``: checked, rescaled to ``[-1, 1]``."""
     acts = np.asarray(data["actions"])
     if action_bounds is not None:
         check_action_range(acts, *action_bounds)
@@ -68,10 +65,8 @@ def load_d4rl_trials(path: str | os.PathLike, *, num_actions: int | None = None,
                      action_bounds: Sequence | None = None, obs_key: NestedKey = "observation",
                      use_next_observations: bool = True) -> TensorDict:
     """A D4RL-format HDF5 file split into AMAGO trials: a flat TensorDict ``[M]`` (see :func:`arrays_to_trials`).
-
     ``action_bounds``: ``(low, high)`` of Box actions not already in ``[-1, 1]`` (rescaled to it);
-    ``use_next_observations``: read ``next_observations`` when the file has them. Errors name the file.
-    """
+    ``use_next_observations``: read ``next_observations`` when the file has them. Errors name the file."""
     data = read_d4rl_hdf5(path)
     try:
         return trials_from_arrays(data, num_actions=num_actions, one_hot_actions=one_hot_actions,
@@ -85,8 +80,7 @@ def load_d4rl_trials(path: str | os.PathLike, *, num_actions: int | None = None,
 
 def write_d4rl_hdf5(path: str | os.PathLike, observations, actions, rewards, terminals, timeouts,
                     next_observations=None, **extra) -> str:
-    """Write flat transition arrays (dict observations as groups, ``extra`` as is) as a D4RL-format HDF5 file;
-    returns the path."""
+    """Write flat transition arrays (dict observations as groups, ``extra`` as is) as a D4RL HDF5 file at ``path``."""
     h5py = require("h5py", "h5py", _FEATURE)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -115,8 +109,7 @@ _EXPERT_WEIGHTS = np.array([0.1, 0.5, 10.0, 2.0])
 
 def write_cartpole_dataset(path: str | os.PathLike, episodes: int = 100, min_noise: float = 0.3,
                            max_episode_steps: int = 200, seed: int = 0) -> dict:
-    """Roll out the noisy controller on CartPole-v1, save a D4RL-format HDF5 file at ``path`` and return the
-    dataset's statistics (steps, episodes, mean / min / max episode return)."""
+    """Save a noisy CartPole-v1 controller's rollouts as a D4RL HDF5 file; returns steps, episodes and return stats."""
     if episodes < 1 or not 0.0 <= min_noise <= 1.0:
         raise ValueError(f"write_cartpole_dataset needs episodes >= 1 and min_noise in [0, 1], got "
                          f"({episodes}, {min_noise})")

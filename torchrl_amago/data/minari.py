@@ -1,9 +1,7 @@
-"""Local Minari datasets (no download) -> AMAGO trials for the sequence replay.
-
-A dataset's ``data/`` folder (under ``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) holds
-``metadata.json`` and ``main_data.hdf5``, one group ``episode_<i>`` per episode. :func:`load_minari_trials` reads
-it directly (``h5py``), or with the ``minari`` package for other formats, and makes every episode one trial.
-"""
+"""Local Minari datasets (no download) -> AMAGO trials for the sequence replay. A dataset's ``data/`` folder (under
+``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) holds ``metadata.json`` and ``main_data.hdf5``, one group
+``episode_<i>`` per episode. :func:`load_minari_trials` reads it directly (``h5py``), or with the ``minari`` package
+for other formats, and makes every episode one trial."""
 from __future__ import annotations
 
 import json

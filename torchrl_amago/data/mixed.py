@@ -67,15 +67,11 @@ class MixedReplay:
         batch_size = batch_size or self.batch_size
         if batch_size is None:
             raise ValueError("MixedReplay.sample needs a batch_size (here or in the constructor)")
-        probs = self.current_weights()
-        src = torch.multinomial(probs, batch_size, replacement=True, generator=self.generator)
+        src = torch.multinomial(self.current_weights(), batch_size, replacement=True, generator=self.generator)
         counts = torch.bincount(src, minlength=len(self.buffers))
-        parts = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Got conflicting batch_sizes")
-            for buf, c in zip(self.buffers, counts.tolist()):
-                if c:
-                    parts.append(buf.sample(c))
+            parts = [buf.sample(c) for buf, c in zip(self.buffers, counts.tolist()) if c]
         keys = set(parts[0].keys(True, True))
         for p in parts[1:]:
             keys &= set(p.keys(True, True))

@@ -57,9 +57,8 @@ def check_action_range(actions, low=-1.0, high=1.0, name: str = "actions") -> No
     bad = torch.isfinite(a) & ((a < lo - tol) | (a > hi + tol))
     if bool(bad.any()):
         i = _first(bad)
-        raise ValueError(f"{name}: row {i} holds {_fmt(a[i])}, outside the action range "
-                         f"[{_fmt(lo) if lo.numel() > 1 else _fmt(lo)[1:-1]}, "
-                         f"{_fmt(hi) if hi.numel() > 1 else _fmt(hi)[1:-1]}]"
+        lo_s, hi_s = (_fmt(b) if b.numel() > 1 else _fmt(b)[1:-1] for b in (lo, hi))
+        raise ValueError(f"{name}: row {i} holds {_fmt(a[i])}, outside the action range [{lo_s}, {hi_s}]"
                          + ("; continuous actions must already be in [-1, 1] (the range the policy acts in): pass "
                             "action_bounds=(low, high) to rescale env-native actions" if (low, high) == (-1.0, 1.0)
                             else ""))
@@ -107,8 +106,7 @@ def arrays_to_trials(observations, actions, rewards, terminals, timeouts=None, n
     Trials end at ``terminals`` (``terminated``), ``timeouts`` and the end of the arrays (``truncated``). Discrete
     actions need ``num_actions`` (stored one-hot with ``one_hot_actions``); continuous ones must be in ``[-1, 1]``.
     Without ``next_observations`` the successor is the next row, a terminal step repeats its own observation and a
-    timeout step is dropped. A ValueError names the key and its first bad row (docs/api/data.md).
-    """
+    timeout step is dropped. A ValueError names the key and its first bad row (docs/api/data.md)."""
     obs = _obs_dict(observations, "observations", obs_key)
     rew = _as_tensor(rewards, "rewards").float()
     n = rew.numel()
@@ -140,13 +138,9 @@ def arrays_to_trials(observations, actions, rewards, terminals, timeouts=None, n
         nxt = {k: torch.cat([v[1:], v[-1:]], 0) for k, v in obs.items()}
         for k in nxt:  # terminal step: repeat its own observation
             nxt[k][term] = obs[k][term]
-        keep = ~tout
-        prev_in_trial = torch.zeros(n, dtype=torch.bool)
-        prev_in_trial[:-1] = ~(term | tout)[:-1]  # step t+1 belongs to step t's trial
-        new_trunc = torch.zeros(n, dtype=torch.bool)
-        new_trunc[:-1] = tout[1:] & prev_in_trial[:-1]  # the step before a dropped timeout ends the trial
-        tout = new_trunc
-        idx = keep.nonzero().squeeze(-1)
+        idx = (~tout).nonzero().squeeze(-1)
+        # a dropped timeout step truncates its trial at the step before it (if that one does not end a trial)
+        tout = torch.cat([tout[1:] & ~(term | tout)[:-1], torch.zeros(1, dtype=torch.bool)])
         if idx.numel() == 0:
             raise ValueError("no transition left: every trial ends in a timeout of length 1 and "
                              "next_observations were not given")

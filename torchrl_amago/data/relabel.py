@@ -1,16 +1,14 @@
-"""Hindsight relabeling of whole trials (AMAGO's "hindsight instruction replay"), as a trial transform.
-
-Pass ``make_sequence_replay(..., trial_transform=HindsightRelabel(...))``: every sampled trial is relabeled whole,
-then cut into a window. The env-specific part (reward and termination for the new goals) is a user function;
-:func:`sequential_goal_rewards` is the MazeRunner rule.
-"""
+"""Hindsight relabeling of whole trials (AMAGO's "hindsight instruction replay"): with
+``make_sequence_replay(..., trial_transform=HindsightRelabel(...))`` every sampled trial is relabeled whole, then cut
+into a window. The env-specific part (reward and termination for the new goals) is a user function;
+:func:`sequential_goal_rewards` is the MazeRunner rule."""
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 
 from .. import keys as K
 
@@ -59,15 +57,12 @@ class HindsightRelabel:
     terminal masked). Semantics: docs/api/data.md, "Relabeling".
 
     Args:
-        relabel_fn: ``(achieved [L+1, *G], new_goals [k, *G]) -> RelabelResult``, reproducing the env exactly
-            (e.g. :func:`sequential_goal_rewards`).
+        relabel_fn: ``(achieved [L+1, *G], new_goals [k, *G]) -> RelabelResult`` reproducing the env exactly.
         strategy: ``"none"``, ``"all"`` (fill every unreached goal slot with achieved positions) or ``"some"`` (a
             uniform number of them; the original's default).
         goals_key / achieved_key: observation keys (root and ``"next"``) of the goal sequence ``[k, *G]`` and the
             achieved position; reward_key, prev_reward_key, terminated_key, done_key, init_key: key names.
-        time_key: steps since the hard reset: a slice starts a trial iff it is 0 there.
-        mask_keys: validity masks of a batch. generator: RNG for the random choices.
-    """
+        time_key: steps since the hard reset (0 starts a trial). mask_keys: batch validity masks. generator: RNG."""
 
     def __init__(self, relabel_fn: RelabelFn = sequential_goal_rewards, strategy: str = "some", *,
                  goals_key: NestedKey = "goals", achieved_key: NestedKey = "achieved",
@@ -77,16 +72,11 @@ class HindsightRelabel:
                  mask_keys: tuple = (K.MASK, K.TORCHRL_MASK), generator: torch.Generator | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        self.relabel_fn, self.strategy = relabel_fn, strategy
+        self.relabel_fn, self.strategy, self.generator = relabel_fn, strategy, generator
         self.goals_key, self.achieved_key = goals_key, achieved_key
         self.reward_key, self.prev_reward_key = reward_key, prev_reward_key
         self.terminated_key, self.done_key = terminated_key, done_key
         self.init_key, self.time_key, self.mask_keys = init_key, time_key, tuple(mask_keys)
-        self.generator = generator
-
-    @staticmethod
-    def _next(key: NestedKey) -> tuple:
-        return ("next", *((key,) if isinstance(key, str) else key))
 
     def choose_goals(self, trial: TensorDictBase) -> torch.Tensor | None:
         """New goal sequence ``[k, *G]`` for this trial, or None when nothing changes."""
@@ -112,7 +102,7 @@ class HindsightRelabel:
 
     def achieved_sequence(self, trial: TensorDictBase, gshape: torch.Size) -> torch.Tensor:
         """Achieved position at obs index 0..L: ``[L+1, *G]``."""
-        seq = torch.cat([trial.get(self.achieved_key)[:1], trial.get(self._next(self.achieved_key))], 0)
+        seq = torch.cat([trial.get(self.achieved_key)[:1], trial.get(unravel_key(("next", self.achieved_key)))], 0)
         return seq.reshape(seq.shape[0], *gshape)
 
     def __call__(self, data: TensorDictBase) -> TensorDictBase:
@@ -137,8 +127,7 @@ class HindsightRelabel:
                          f"batch {tuple(data.batch_size)}")
 
     def slice_starts(self, flat: TensorDictBase) -> torch.Tensor:
-        """Where a slice starts in a flat batch ``[N]``: 0, ``init_key`` set, ``time_key`` not counting up by one,
-        or a new trial / trajectory id."""
+        """Slice starts in a flat batch ``[N]``: 0, ``init_key``, ``time_key`` not counting up, a new trial/traj id."""
         n = flat.batch_size[0]
         new = torch.zeros(n, dtype=torch.bool)
         new[0] = True
@@ -194,8 +183,7 @@ class HindsightRelabel:
         if new_goals is None:
             return trial
         achieved = self.achieved_sequence(trial, new_goals.shape[1:])
-        res = RelabelResult(*self.relabel_fn(achieved, new_goals))
-        return self.apply(trial, res)
+        return self.apply(trial, RelabelResult(*self.relabel_fn(achieved, new_goals)))
 
     def apply(self, trial: TensorDictBase, res: RelabelResult) -> TensorDictBase:
         """Write a :class:`RelabelResult` into the trial (cut after the first terminated step)."""
@@ -207,14 +195,14 @@ class HindsightRelabel:
         out = trial[:length].clone()
         goals = out.get(self.goals_key)
         out.set(self.goals_key, res.goals[:length].to(goals.dtype).reshape(goals.shape))
-        out.set(self._next(self.goals_key), res.goals[1: length + 1].to(goals.dtype).reshape(goals.shape))
+        out.set(unravel_key(("next", self.goals_key)), res.goals[1: length + 1].to(goals.dtype).reshape(goals.shape))
         rew_old = out.get(self.reward_key)
         rew = res.rewards[:length].to(rew_old.dtype).reshape(rew_old.shape)
         out.set(self.reward_key, rew)
         if self.prev_reward_key in out.keys(True):
             prev = out.get(self.prev_reward_key)
             out.set(self.prev_reward_key, torch.cat([prev[:1], rew[:-1].reshape(-1, *prev.shape[1:])], 0))
-            nk = self._next(self.prev_reward_key)
+            nk = unravel_key(("next", self.prev_reward_key))
             if nk in out.keys(True):
                 out.set(nk, rew.reshape(out.get(nk).shape).to(out.get(nk).dtype))
         if cut:  # truncated is left as stored: False before the original end, the env's own value at it

@@ -1,11 +1,8 @@
-"""Sequence replay: a TorchRL ReplayBuffer on LazyMemmapStorage that samples [B, T] windows of one trial.
-
-``rb.extend(collector_batch)`` writes a TorchRL Collector's output (trials may span batches, see
-:mod:`~torchrl_amago.data.writer`); ``rb.sample()`` returns ``[B, T]`` windows with every stored key plus ``"mask"``
-(False on padding); ``rb.dumps``/``rb.loads`` save and restore it without pickles (docs/api/data.md). Its storage,
-:class:`TrialStorage`, refuses readers that would misread it: a trial is stored as one segment per collector batch,
-so TorchRL's ``SliceSampler`` must read it by trial id and step (``fragmented=True``).
-"""
+"""Sequence replay: a TorchRL ReplayBuffer on LazyMemmapStorage. ``rb.extend`` writes a Collector's output (trials
+may span batches, :mod:`~torchrl_amago.data.writer`); ``rb.sample()`` returns ``[B, T]`` windows of one trial plus
+``"mask"`` (False on padding); ``rb.dumps``/``rb.loads`` save and restore it without pickles (docs/api/data.md). A
+trial is stored as one segment per collector batch, so :class:`TrialStorage` refuses a ``SliceSampler`` unless it
+reads by trial id and step (``fragmented=True``)."""
 from __future__ import annotations
 
 import contextlib
@@ -63,18 +60,15 @@ class TrialStorage(LazyMemmapStorage):
             f"tensordict's load_memmap, which can unpickle (run) code a folder holds. Load a replay dump with "
             f"SequenceReplayBuffer.loads(path) (a folder written by SequenceReplayBuffer.dumps)")
 
-    def load(self, path) -> None:
-        self.loads(path)
+    load = loads
 
 
 class SequenceReplayBuffer(ReplayBuffer):
     """ReplayBuffer holding whole trials (build it with :func:`make_sequence_replay`); ``len(rb)`` = stored steps.
 
-    Keys: ``extend`` stores every key of the batch and reads ``("next", "done")``, ``is_init``,
-    ``("collector", "traj_ids")`` and ``("collector", "mask")`` to cut trials; it adds ``("replay", "trial_id")`` and
-    ``("replay", "step")``. ``sample`` returns ``[B, T]`` windows plus ``mask`` (False on padding), also written as
-    TorchRL's ``("collector", "mask")``.
-    """
+    Keys: ``extend`` stores every key and reads ``("next", "done")``, ``is_init``, ``("collector", "traj_ids")`` and
+    ``("collector", "mask")`` to cut trials, adding ``("replay", "trial_id")`` and ``("replay", "step")``; ``sample``
+    returns ``[B, T]`` windows plus ``mask`` (False on padding), also as TorchRL's ``("collector", "mask")``."""
 
     def __init__(self, *, storage, writer: TrialWriter, sampler: TrialWindowSampler, batch_size: int | None,
                  trial_transform: TrialTransform | None = None, mask_key: NestedKey = "mask", **kwargs):
@@ -86,8 +80,7 @@ class SequenceReplayBuffer(ReplayBuffer):
             raise ValueError(f"SequenceReplayBuffer needs a flat storage (ndim=1), got ndim={storage.ndim}")
         super().__init__(storage=storage, writer=writer, sampler=sampler, batch_size=batch_size, **kwargs)
         self._sampler.attach(self._writer.index)
-        self.trial_transform = trial_transform
-        self.mask_key = mask_key
+        self.trial_transform, self.mask_key = trial_transform, mask_key
 
     @property
     def seq_len(self) -> int:
@@ -116,8 +109,7 @@ class SequenceReplayBuffer(ReplayBuffer):
             return self._writer.num_open_trials()
 
     def end_trials(self) -> int:
-        """Close every in-progress trial (its steps stay as a shorter finished trial); call it when the collector
-        changes, e.g. after ``loads()`` on resume. Returns the number of trials closed."""
+        """Close every in-progress trial, keeping its steps (e.g. after ``loads()`` on resume); returns how many."""
         with self._replay_lock, self._write_lock:
             return self._writer.end_trials()
 
@@ -126,8 +118,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         return self._writer.register_write_hook(hook)
 
     def dumps(self, path) -> None:
-        """Save the whole buffer to the folder ``path`` (new, empty or an earlier dump, replaced atomically); see
-        :func:`~torchrl_amago.data.replay_dump.dump_replay`."""
+        """Save the buffer into ``path`` (new, empty or an earlier dump, replaced atomically; see ``dump_replay``)."""
         with self._replay_lock, self._write_lock:
             dump_replay(self, path)
 
@@ -144,13 +135,12 @@ class SequenceReplayBuffer(ReplayBuffer):
         with self._replay_lock, self._write_lock:
             if self.trial_transform is None:
                 index, info = self._sampler.sample(self._storage, batch_size)
-                data = self._collate_fn(self._storage.get(index))
                 info["index"] = index
             else:
                 index, info = self._sampler.sample_whole_trials(batch_size)
-                flat = self._collate_fn(self._storage.get(index))
+            data = self._collate_fn(self._storage.get(index))
         if self.trial_transform is not None:
-            data, info = self._window_transformed(flat, info.pop("length"), info)
+            data, info = self._window_transformed(data, info.pop("length"), info)
         with data.unlock_() if data.is_locked else contextlib.nullcontext():
             set_masks(data, info["mask"], self.mask_key)
         if self._transform is not None and len(self._transform):
@@ -195,8 +185,7 @@ def make_sequence_replay(capacity_steps: int, seq_len: int, batch_size: int | No
         trial_transform: callable applied to each sampled whole trial ``[L]`` before windowing.
         max_trial_len, done_key, init_key, traj_key, valid_key, trial_id_key, trial_step_key: see
             :class:`TrialWriter`. mask_key: where ``sample`` writes the mask.
-        transform: a TorchRL transform of the ``[B, T]`` batch. generator: the sampling RNG (checkpointed).
-    """
+        transform: a TorchRL transform of the ``[B, T]`` batch. generator: the sampling RNG (checkpointed)."""
     temp = scratch_dir is None
     if temp:  # an explicit temp folder, so a buffer restored by loads() is on disk too (not anonymous memory)
         scratch_dir = tempfile.mkdtemp(prefix="torchrl_amago_replay_")

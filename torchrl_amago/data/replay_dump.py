@@ -70,8 +70,7 @@ def not_a_replay_dump(path) -> str | None:
 
 
 def check_dump_target(path: Path, what: str, why_not_ours: Callable[[Path], str | None]) -> None:
-    """Raise a ValueError naming ``path`` unless ``dumps`` may replace it: missing, empty, or a ``what``
-    (``why_not_ours(path)`` is None)."""
+    """Raise a ValueError unless ``dumps`` may replace ``path``: missing, empty, or a ``what`` per ``why_not_ours``."""
     if path.is_symlink():
         raise ValueError(f"dumps({path}): refused: it is a symlink; a {what} is a folder of its own")
     if not path.exists():
@@ -178,14 +177,13 @@ def load_replay(rb, path) -> None:
         if state["storage"]["initialized"] and not st.initialized:
             _check_room(rb, state)
         td = map_storage(state, path / STORAGE_DIR, writable=False)
-        if td is None:
-            if st.initialized:
-                st._empty()
-        else:
+        if td is not None:
             if not st.initialized:
                 st._init(td[0])
             st._storage.update_(td)
             st._len = int(state["storage"]["len"])
+        elif st.initialized:
+            st._empty()
         load_table(rb, state)
         rb._batch_size = state["batch_size"]
         if state["transform"]:

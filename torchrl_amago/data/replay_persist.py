@@ -1,11 +1,8 @@
-"""Pickle-free, crash-safe persistence of a :class:`SequenceReplayBuffer` whose memmaps live in one folder.
-
-The trainer checkpoints the replay in place: :func:`replay_state` (saved inside its checkpoint file),
-:func:`sync_storage` before that file is written, :func:`restore_replay` on resume, and :class:`UndoLog`, which saves
-checkpointed rows before a write overwrites them. ``SequenceReplayBuffer.dumps``/``loads`` copy the same state into a
-folder (:mod:`~torchrl_amago.data.replay_dump`). Every state is checked first (:func:`validate_replay_state`); the
-format and its checks are described in docs/api/data.md.
-"""
+"""Pickle-free, crash-safe persistence of a :class:`SequenceReplayBuffer` whose memmaps live in one folder. The
+trainer checkpoints it in place: :func:`replay_state` (inside its checkpoint file), :func:`sync_storage` before that
+file is written, :func:`restore_replay` on resume, and :class:`UndoLog`, which saves checkpointed rows before a write
+overwrites them; ``SequenceReplayBuffer.dumps``/``loads`` copy the same state into a folder (:mod:`.replay_dump`).
+Every state is checked first (:func:`validate_replay_state`; the format and its checks: docs/api/data.md)."""
 from __future__ import annotations
 
 import hashlib
@@ -86,13 +83,12 @@ def sync_storage(rb) -> None:
         return
     for _, v in _leaves(st):
         fn = getattr(v, "filename", None)
-        if fn is None:
-            continue
-        fd = os.open(fn, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if fn is not None:
+            fd = os.open(fn, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 _INSTALLED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # buffer -> its installed UndoLog
@@ -136,10 +132,9 @@ class UndoLog:
             return
         gpos = torch.arange(lo, hi)
         rows = self.rb._storage._storage[gpos % cap]
-        keys, values = [], []
-        for key, v in rows.items(include_nested=True, leaves_only=True):
-            keys.append(list(key) if isinstance(key, tuple) else [key])
-            values.append(v.clone())
+        items = list(rows.items(include_nested=True, leaves_only=True))
+        keys = [list(key) if isinstance(key, tuple) else [key] for key, _ in items]
+        values = [v.clone() for _, v in items]
         self.dir.mkdir(parents=True, exist_ok=True)
         save_durably(self.dir / f"{w}_{lo}.pt", {"protects": w, "gpos": gpos, "keys": keys, "values": values})
 
@@ -356,9 +351,7 @@ def restore_replay(rb, state: dict, gen_dir) -> dict:
     st = rb._storage
     st.scratch_dir = str(folder)
     if td is not None:
-        st._storage = td
-        st.initialized = True
-        st._len = int(state["storage"]["len"])
+        st._storage, st.initialized, st._len = td, True, int(state["storage"]["len"])
     elif st.initialized:
         st._empty()
     load_table(rb, state)

@@ -1,7 +1,6 @@
 """Reading files a user can be handed (replay dumps, run checkpoints, offline datasets) as data, never as code:
 every loader reads through these functions, which check a file *before* anything in it is deserialised and raise
-:class:`UnsafeFileError` naming it (docs/api/data.md, "Loading files safely").
-"""
+:class:`UnsafeFileError` naming it (docs/api/data.md, "Loading files safely")."""
 from __future__ import annotations
 
 import contextlib
@@ -143,14 +142,12 @@ def available_memory() -> int:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             avail = 2**63 - 1
-    try:
+    with contextlib.suppress(ImportError, OSError, ValueError):
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
         if soft != resource.RLIM_INFINITY:
             avail = min(avail, soft)
-    except (ImportError, OSError, ValueError):
-        pass
     return int(avail)
 
 

@@ -1,9 +1,7 @@
 """TrialWindowSampler: draws [B, T] windows of consecutive steps of one trial, as storage indices + mask.
-
 ``sampling``: ``"trial"`` (trials uniformly, the original) or ``"timestep"`` (trials by length). ``padded_sampling``:
 window start uniform in ``[0, max(L - T, 0)]`` (``"none"``) or ``[0, L - 1]`` (``"right"``). Steps past a trial's
-end repeat its last step, with ``mask`` False. ``trim=True`` cuts each batch to its longest valid window.
-"""
+end repeat its last step, with ``mask`` False. ``trim=True`` cuts each batch to its longest valid window."""
 from __future__ import annotations
 
 import json
@@ -23,18 +21,14 @@ PADDING_MODES = ("none", "right")
 def draw_starts(lengths: torch.Tensor, seq_len: int, padded_sampling: str,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Window start per trial of length ``lengths`` (see module docstring)."""
-    if padded_sampling == "none":
-        n_starts = (lengths - seq_len).clamp(min=0) + 1
-    else:
-        n_starts = lengths
+    n_starts = (lengths - seq_len).clamp(min=0) + 1 if padded_sampling == "none" else lengths
     u = torch.rand(lengths.shape, generator=generator, dtype=torch.float64)
     return torch.minimum((u * n_starts).long(), n_starts - 1)
 
 
 def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int,
                    trim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offsets ``[B, T]`` inside each trial (clamped to its last step) and the mask (False past the end);
-    ``trim``: ``T`` = the batch's longest valid window (at most ``seq_len``)."""
+    """Offsets ``[B, T]`` in each trial (clamped to its end), mask; ``trim``: T = longest valid window (<= seq_len)."""
     if trim:
         seq_len = max(1, min(seq_len, int((lengths - starts).max())))
     offsets = starts[:, None] + torch.arange(seq_len)
@@ -43,10 +37,8 @@ def window_offsets(lengths: torch.Tensor, starts: torch.Tensor, seq_len: int,
 
 
 class TrialWindowSampler(Sampler):
-    """Sampler over the trials of a :class:`~torchrl_amago.data.writer.TrialWriter`'s index (``attach``).
-
-    ``sample(storage, B)`` returns the storage index ``[B, T]`` and ``{"mask": [B, T], "trial": [B], "start": [B]}``.
-    """
+    """Sampler over the trials of a :class:`~torchrl_amago.data.writer.TrialWriter`'s index (``attach``);
+    ``sample(storage, B)`` returns the storage index ``[B, T]`` and ``{"mask": [B, T], "trial": [B], "start": [B]}``."""
 
     def __init__(self, seq_len: int, *, sampling: str = "trial", padded_sampling: str = "none", trim: bool = True):
         if seq_len <= 0:
@@ -55,9 +47,7 @@ class TrialWindowSampler(Sampler):
             raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
         if padded_sampling not in PADDING_MODES:
             raise ValueError(f"padded_sampling must be one of {PADDING_MODES}, got {padded_sampling!r}")
-        self.seq_len = int(seq_len)
-        self.sampling = sampling
-        self.padded_sampling = padded_sampling
+        self.seq_len, self.sampling, self.padded_sampling = int(seq_len), sampling, padded_sampling
         self.trim = bool(trim)
         self.index: TrialIndex | None = None
 
@@ -79,15 +69,13 @@ class TrialWindowSampler(Sampler):
         return ids[pick], lengths[pick]
 
     def windows(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One window per trial of length ``lengths`` [B]: the starts [B], the offsets [B, T] inside each trial
-        (clamped to its last step) and the mask [B, T] (False past the end)."""
+        """One window per trial (``lengths`` [B]): starts [B], offsets [B, T] (clamped to its end) and mask [B, T]."""
         starts = draw_starts(lengths, self.seq_len, self.padded_sampling, self._rng)
         offsets, mask = window_offsets(lengths, starts, self.seq_len, self.trim)
         return starts, offsets, mask
 
     def sample_whole_trials(self, batch_size: int) -> tuple[torch.Tensor, dict]:
-        """Draw ``batch_size`` trials; the storage index of all their steps ``[sum(lengths)]`` and
-        ``{"trial": ids, "length": lengths}``."""
+        """Draw ``batch_size`` trials: the storage index of their steps and ``{"trial": ids, "length": lengths}``."""
         ids, lengths = self.sample_trials(batch_size)
         unit = torch.repeat_interleave(ids, lengths)
         offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
@@ -102,12 +90,9 @@ class TrialWindowSampler(Sampler):
     def _sampleable_count(self, storage, batch_size: int) -> int:
         return 0 if self.index is None else int(self.index.sampleable()[0].numel())
 
-    def _config(self) -> dict:
+    def state_dict(self) -> dict:
         return {"seq_len": self.seq_len, "sampling": self.sampling, "padded_sampling": self.padded_sampling,
                 "trim": self.trim}
-
-    def state_dict(self) -> dict:
-        return self._config()
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not isinstance(state_dict, dict):
@@ -116,8 +101,8 @@ class TrialWindowSampler(Sampler):
         self._check(state_dict)
 
     def _check(self, cfg: dict) -> None:
-        if cfg != self._config():
-            warnings.warn(f"sampling settings changed since the checkpoint: {cfg} -> {self._config()}")
+        if cfg != self.state_dict():
+            warnings.warn(f"sampling settings changed since the checkpoint: {cfg} -> {self.state_dict()}")
 
     def _empty(self) -> None:
         return
@@ -126,7 +111,7 @@ class TrialWindowSampler(Sampler):
         path = Path(path).absolute()
         path.mkdir(parents=True, exist_ok=True)
         with open(path / "sampler_metadata.json", "w") as f:
-            json.dump(self._config(), f)
+            json.dump(self.state_dict(), f)
 
     def loads(self, path) -> None:
         file = Path(path).absolute() / "sampler_metadata.json"
@@ -136,5 +121,4 @@ class TrialWindowSampler(Sampler):
         self._check(cfg)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(seq_len={self.seq_len}, sampling={self.sampling!r}, "
-                f"padded_sampling={self.padded_sampling!r}, trim={self.trim})")
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.state_dict().items()) + ")"

@@ -1,9 +1,7 @@
 """Bookkeeping for trials stored step by step in a circular storage: a trial is stored as several *segments* (one
 per collector batch), and this table maps ``(unit, offset)`` to a storage slot with one vectorised ``searchsorted``.
-
-A *unit* is what the sampler draws: a whole trial, or a snippet of at most ``max_trial_len`` steps of one; unit ids
-grow with the write position of their first step, so FIFO eviction removes a prefix of ids.
-"""
+A *unit* is what the sampler draws (a whole trial, or a snippet of at most ``max_trial_len`` steps of one); unit ids
+grow with the write position of their first step, so FIFO eviction removes a prefix of ids."""
 from __future__ import annotations
 
 import torch
@@ -56,8 +54,7 @@ class TrialIndex:
         """Storage slots of ``offset`` (any shape, broadcast against ``unit``) inside ``unit``."""
         self._sort()
         keys = self.s_unit * _KEY_SHIFT + self.s_off
-        query = unit * _KEY_SHIFT + offset
-        seg = torch.searchsorted(keys, query, right=True) - 1
+        seg = torch.searchsorted(keys, unit * _KEY_SHIFT + offset, right=True) - 1
         return (self.s_gpos[seg] + (offset - self.s_off[seg])) % self.capacity
 
     def _sort(self) -> None:
@@ -91,10 +88,9 @@ class TrialIndex:
     def add_segments(self, unit: torch.Tensor, gpos: torch.Tensor, length: torch.Tensor) -> None:
         """Append segments (each at most one per unit per call) at the current end of their units."""
         local = unit - self.unit_base
-        off = self.u_len[local]
+        self.s_off = torch.cat([self.s_off, self.u_len[local]])  # the units' current ends
         self.u_len = self.u_len.index_add(0, local, length)
         self.s_unit = torch.cat([self.s_unit, unit])
-        self.s_off = torch.cat([self.s_off, off])
         self.s_gpos = torch.cat([self.s_gpos, gpos])
         self._sorted = False
 

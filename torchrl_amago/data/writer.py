@@ -1,11 +1,7 @@
-"""TrialWriter: writes collector batches step by step into a circular storage and tracks trial membership.
-
-Every step of a ``[N, T]`` batch is written at once (one storage write per batch, FIFO) and
-:class:`~torchrl_amago.data.trial_index.TrialIndex` records which trial each step belongs to. A trial continues by
-the collector's trajectory id (``("collector", "traj_ids")``) in whatever row, worker or batch it arrives, or by row
-for data without ids; padded ``split_trajs=True`` batches store their valid steps only. The rules: docs/api/data.md,
-"Semantics".
-"""
+"""TrialWriter: writes each collector batch into a circular storage at once (FIFO) while a
+:class:`~torchrl_amago.data.trial_index.TrialIndex` records each step's trial. A trial continues by the collector's
+trajectory id (``("collector", "traj_ids")``) in whatever row, worker or batch it arrives (by row for data without
+ids); padded ``split_trajs=True`` batches store their valid steps only. Rules: docs/api/data.md, "Semantics"."""
 from __future__ import annotations
 
 import json
@@ -29,13 +25,11 @@ WriteHook = Callable[[int, int], None]
 def plan_pieces(done: torch.Tensor, init: torch.Tensor | None, open_unit: torch.Tensor, open_len: torch.Tensor,
                 max_len: int | None, traj: torch.Tensor | None = None, open_traj: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Split ``[N, T]`` rows into pieces that each belong to one unit (vectorised, no per-env loop).
-
-    A unit starts after ``done``, at ``init``, where ``traj`` changes (or differs from ``open_traj``, the id of each
-    row's open unit), where a row has no open unit, and every ``max_len`` steps; every row start starts a piece.
-    ``valid`` [N, T]: each row's valid prefix (the padding is left out). Returns flat ``pos``, ``length``, ``row``,
-    ``is_new``, ``ends_done``, ``cut`` (a later piece of the row closes the unit) and ``closes_open`` [N].
-    """
+    """Split ``[N, T]`` rows into pieces that each belong to one unit (vectorised, no per-env loop). A unit starts
+    after ``done``, at ``init``, where ``traj`` changes (or differs from ``open_traj``, the id of each row's open unit),
+    where a row has no open unit, and every ``max_len`` steps; every row start starts a piece. ``valid`` [N, T]: each
+    row's valid prefix (the padding is left out). Returns flat ``pos``, ``length``, ``row``, ``is_new``,
+    ``ends_done``, ``cut`` (a later piece of the row closes the unit) and ``closes_open`` [N]."""
     n_env, t_len = done.shape
     t = torch.arange(t_len)
     start = torch.zeros_like(done)
@@ -97,12 +91,10 @@ class TrialWriter(Writer):
         max_trial_len: store longer trials as consecutive snippets of at most this many steps.
         trial_id_key / trial_step_key: written with every step (int64): its unit's id and its offset in the unit,
             for TorchRL's ``SliceSampler(..., fragmented=True)``; ``None`` writes neither.
-        valid_key: the padding mask of ``Collector(split_trajs=True)`` batches: only valid steps are stored, the mask
-            is not (``None``: store it as any other key).
+        valid_key: the padding mask of ``Collector(split_trajs=True)`` batches, not stored: only valid steps are
+            (``None``: store it as any other key).
 
-    Keys in: ``done_key``, ``init_key``, ``traj_key``, ``valid_key`` (every other key is stored); keys out (stored):
-    ``trial_id_key``, ``trial_step_key``.
-    """
+    Keys in: ``done_key``, ``init_key``, ``traj_key``, ``valid_key``; keys out: ``trial_id_key``, ``trial_step_key``."""
 
     def __init__(self, capacity: int, *, done_key: NestedKey = ("next", "done"),
                  init_key: NestedKey | None = "is_init", traj_key: NestedKey | None = ("collector", "traj_ids"),
@@ -113,8 +105,7 @@ class TrialWriter(Writer):
             raise ValueError(f"max_trial_len must be in [1, capacity_steps={capacity}], got {max_trial_len}")
         self.index = TrialIndex(capacity)
         self.done_key, self.init_key, self.traj_key, self.valid_key = done_key, init_key, traj_key, valid_key
-        self.max_trial_len = max_trial_len
-        self.trial_id_key, self.trial_step_key = trial_id_key, trial_step_key
+        self.max_trial_len, self.trial_id_key, self.trial_step_key = max_trial_len, trial_id_key, trial_step_key
         self._write_count = 0
         self._write_count_offset = 0  # _write_count - index.write_count (empty(empty_write_count=False) keeps counting)
         self._write_hooks: OrderedDict[int, WriteHook] = OrderedDict()
@@ -144,30 +135,22 @@ class TrialWriter(Writer):
         if isinstance(data, LazyStackedTensorDict):  # e.g. stacked worker outputs
             data = data.contiguous()
         rows = data.reshape(-1, data.batch_size[-1])
+        has = lambda key: key is not None and key in rows.keys(include_nested=True)  # noqa: E731
         valid = None
-        if self.valid_key is not None and self.valid_key in rows.keys(include_nested=True):
+        if has(self.valid_key):
             valid = _flag(rows, self.valid_key, rows.batch_size)
-            rows = rows.exclude(self.valid_key)
-            if bool(valid.all()):
-                valid = None
-            else:
-                rows, valid = self._valid_rows(rows, valid)
+            rows, valid = self._valid_rows(rows.exclude(self.valid_key), valid)
         n_env, t_len = rows.batch_size
         done = _flag(rows, self.done_key, rows.batch_size)
-        init = None
-        if self.init_key is not None and self.init_key in rows.keys(include_nested=True):
-            init = _flag(rows, self.init_key, rows.batch_size)
-        traj = None
-        if self.traj_key is not None and self.traj_key in rows.keys(include_nested=True):
-            traj = rows.get(self.traj_key).reshape(n_env, t_len).long()
+        init = _flag(rows, self.init_key, rows.batch_size) if has(self.init_key) else None
+        traj = rows.get(self.traj_key).reshape(n_env, t_len).long() if has(self.traj_key) else None
         idx = self.index
         if traj is not None:
             if idx.env_traj is None:  # switch to trials keyed by trajectory id
                 if idx.num_open():
                     raise ValueError(f"extend() got data with trajectory ids {self.traj_key!r} but trials written "
                                      f"without them are in progress; call end_trials() first")
-                idx.env_unit = torch.zeros(0, dtype=torch.long)
-                idx.env_traj = torch.zeros(0, dtype=torch.long)
+                idx.env_unit, idx.env_traj = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
             return self._write(rows, done, init, online=True, traj=traj, valid=valid)
         if valid is not None:
             raise ValueError(
@@ -187,8 +170,10 @@ class TrialWriter(Writer):
             idx.env_unit = torch.full((n_env,), -1, dtype=torch.long)
         return self._write(rows, done, init, online=True)
 
-    def _valid_rows(self, rows: TensorDictBase, valid: torch.Tensor) -> tuple[TensorDictBase, torch.Tensor]:
-        """The rows holding a valid step, and their mask; the valid steps of a row must come first (right padding)."""
+    def _valid_rows(self, rows: TensorDictBase, valid: torch.Tensor) -> tuple[TensorDictBase, torch.Tensor | None]:
+        """The rows holding a valid step, and their mask (None: all valid); a row's valid steps must come first."""
+        if bool(valid.all()):
+            return rows, None
         gap = valid[:, 1:] & ~valid[:, :-1]
         if bool(gap.any()):
             r, t = (int(i) for i in gap.nonzero()[0])
@@ -200,8 +185,7 @@ class TrialWriter(Writer):
         return rows, valid
 
     def write_trials(self, data: TensorDictBase, lengths: torch.Tensor) -> torch.Tensor:
-        """Write whole, finished trials (``data``: their concatenation, ``lengths``: their sizes); the in-progress
-        trials of the online stream are not touched."""
+        """Write whole, finished trials (their concatenation, their ``lengths``); open trials stay untouched."""
         lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
         if data.batch_dims != 1 or int(lengths.sum()) != data.batch_size[0] or bool((lengths <= 0).any()):
             raise ValueError(f"write_trials() needs flat data [sum(lengths)] and positive lengths; got batch "
@@ -215,8 +199,7 @@ class TrialWriter(Writer):
         return self.index.num_open()
 
     def end_trials(self) -> int:
-        """Finish every in-progress trial of the online stream (e.g. before changing collectors); their steps stay
-        as shorter finished trials. Returns the number of trials closed."""
+        """Finish every in-progress trial (e.g. before changing collectors; its steps stay); returns how many closed."""
         idx = self.index
         closed = idx.num_open()
         if idx.env_unit is not None:
@@ -360,8 +343,7 @@ class TrialWriter(Writer):
         self._write_count, self._write_count_offset = count, offset
 
     def check_state(self, state_dict: dict) -> tuple[int, int]:
-        """Raise a ValueError naming the field if ``state_dict`` does not fit this writer or is inconsistent;
-        returns the write count and its offset."""
+        """The write count and its offset of a ``state_dict`` fit for this writer; else a ValueError naming a field."""
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("index"), dict):
             raise ValueError("expected a dict with the trial table under 'index'")
         self.check_compatible(state_dict)

@@ -41,8 +41,7 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
         self.eps_end_start, self.eps_end_end = float(eps_end_start), float(eps_end_end)
         self.steps_anneal, self.randomize_eps = int(steps_anneal), bool(randomize_eps)
         self.action_key, self.time_key, self.init_key, self.explored_key = action_key, time_key, init_key, explored_key
-        self.in_keys = [action_key, time_key, init_key]
-        self.out_keys = [action_key, explored_key]
+        self.in_keys, self.out_keys = [action_key, time_key, init_key], [action_key, explored_key]
         self.schedule_hook = schedule_hook
         self.register_buffer("global_step", torch.zeros((), dtype=torch.int64))
         self._gen = None if seed is None else torch.Generator().manual_seed(int(seed))
@@ -51,11 +50,8 @@ class BilevelEpsilonGreedy(TensorDictModuleBase):
     def trial_bounds(self, global_step: int | None = None) -> tuple[float, float]:
         """(ep_start, ep_end): epsilon at the start and at the end of a trial for this global step."""
         g = float(self.global_step.item() if global_step is None else global_step)
-        ep_start = max(self.eps_start_start - (self.eps_start_start - self.eps_start_end) / self.steps_anneal * g,
-                       self.eps_start_end)
-        ep_end = max(self.eps_end_start - (self.eps_end_start - self.eps_end_end) / self.steps_anneal * g,
-                     self.eps_end_end)
-        return ep_start, ep_end
+        anneal = lambda start, end: max(start - (start - end) / self.steps_anneal * g, end)  # noqa: E731
+        return anneal(self.eps_start_start, self.eps_start_end), anneal(self.eps_end_start, self.eps_end_end)
 
     def epsilon(self, local_step: torch.Tensor, multiplier: torch.Tensor | float = 1.0,
                 global_step: int | None = None) -> torch.Tensor:

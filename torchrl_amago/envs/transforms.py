@@ -26,22 +26,18 @@ BOOKKEEPING_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPIS
 
 def episode_stats_spec(batch_shape, device=None, success: bool = False) -> dict:
     """Specs of the per-episode bookkeeping keys for an env with batch shape ``batch_shape``."""
-    B = tuple(batch_shape)
-    specs = {
-        EPISODE_END_KEY: Categorical(2, (*B, 1), dtype=torch.bool, device=device),
-        EPISODE_RETURN_KEY: Unbounded((*B, 1), dtype=torch.float32, device=device),
-        EPISODE_COUNT_KEY: Unbounded((*B, 1), dtype=torch.int64, device=device),
-    }
+    shape = (*batch_shape, 1)
+    specs = {EPISODE_END_KEY: Categorical(2, shape, dtype=torch.bool, device=device),
+             EPISODE_RETURN_KEY: Unbounded(shape, dtype=torch.float32, device=device),
+             EPISODE_COUNT_KEY: Unbounded(shape, dtype=torch.int64, device=device)}
     if success:
-        specs[EPISODE_SUCCESS_KEY] = Categorical(2, (*B, 1), dtype=torch.bool, device=device)
+        specs[EPISODE_SUCCESS_KEY] = Categorical(2, shape, dtype=torch.bool, device=device)
     return specs
 
 
 def _reset_mask(tensordict: TensorDictBase | None, batch_shape) -> torch.Tensor | None:
     """The ``"_reset"`` mask reshaped to ``batch_shape`` (None = everything is reset)."""
-    if tensordict is None:
-        return None
-    m = tensordict.get("_reset", None)
+    m = None if tensordict is None else tensordict.get("_reset", None)
     return None if m is None else m.reshape(batch_shape)
 
 
@@ -50,7 +46,14 @@ def _bcast(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim)))
 
 
-class PrevActionReward(Transform):
+class _EnvOnly:
+    """Mixin for env transforms that are not replay-buffer transforms: ``forward`` passes the data through."""
+
+    def forward(self, tensordict):
+        return tensordict
+
+
+class PrevActionReward(_EnvOnly, Transform):
     """Writes ``prev_action`` ``[*, A]`` (one-hot for discrete) and ``prev_reward`` ``[*, 1]`` under ``"next"`` every
     step, zeros on resets. Keys in: ``action``, ``("next", "reward")``. ``action_spec`` None: the parent env's."""
 
@@ -88,8 +91,7 @@ class PrevActionReward(Transform):
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         B = next_tensordict.batch_size
         next_tensordict.set(self.prev_action_key, self._features(tensordict.get(self.action_key), B))
-        r = next_tensordict.get(self.reward_key)
-        next_tensordict.set(self.prev_reward_key, r.reshape(*B, 1).float())
+        next_tensordict.set(self.prev_reward_key, next_tensordict.get(self.reward_key).reshape(*B, 1).float())
         return next_tensordict
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
@@ -104,11 +106,8 @@ class PrevActionReward(Transform):
         observation_spec[self.prev_reward_key] = Unbounded((*B, 1), dtype=torch.float32, device=dev)
         return observation_spec
 
-    def forward(self, tensordict):  # not a replay-buffer transform
-        return tensordict
 
-
-class ActionCounts(Transform):
+class ActionCounts(_EnvOnly, Transform):
     """Writes ``action_counts`` ``[*, A]`` float: the running sum of ``prev_action`` since the hard reset (an
     observation). Key in: ``("next", "prev_action")``. Place it after :class:`PrevActionReward`."""
 
@@ -121,8 +120,7 @@ class ActionCounts(Transform):
         self._prev_action_transform()
 
     def _prev_action_transform(self) -> PrevActionReward:
-        parent = self.parent
-        transforms = parent.transform if parent is not None else None
+        transforms = self.parent.transform if self.parent is not None else None
         found = [t for t in (transforms if isinstance(transforms, Compose) else [transforms])
                  if isinstance(t, PrevActionReward)]
         if not found:
@@ -134,15 +132,13 @@ class ActionCounts(Transform):
         return found[0]
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
-        prev = next_tensordict.get(self.prev_action_key)
-        counts = tensordict.get(self.counts_key, None)
+        prev, counts = next_tensordict.get(self.prev_action_key), tensordict.get(self.counts_key, None)
         next_tensordict.set(self.counts_key, prev if counts is None else counts + prev)
         return next_tensordict
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
         B, dev = tensordict_reset.batch_size, tensordict_reset.device
-        dim = tensordict_reset.get(self.prev_action_key).shape[-1]
-        zeros = torch.zeros(*B, dim, device=dev)
+        zeros = torch.zeros(*B, tensordict_reset.get(self.prev_action_key).shape[-1], device=dev)
         mask = _reset_mask(tensordict, B)
         counts = None if tensordict is None else tensordict.get(self.counts_key, None)
         if mask is not None and counts is not None:
@@ -156,9 +152,6 @@ class ActionCounts(Transform):
         observation_spec[self.counts_key] = Unbounded((*B, dim), dtype=torch.float32, device=dev)
         return observation_spec
 
-    def forward(self, tensordict):  # not a replay-buffer transform
-        return tensordict
-
 
 def add_action_counts(env: EnvBase) -> TransformedEnv:
     """``env`` (made by :func:`make_amago_env`, possibly with more transforms) with :class:`ActionCounts` last."""
@@ -171,7 +164,7 @@ def add_action_counts(env: EnvBase) -> TransformedEnv:
     return env
 
 
-class EpisodeTime(StepCounter):
+class EpisodeTime(_EnvOnly, StepCounter):
     """TorchRL's ``StepCounter`` writing the ``time_idx`` key (+1 per step); truncates the trial at ``max_steps``."""
 
     def __init__(self, max_steps: int | None = None, *, time_key=K.TIME_IDX):
@@ -179,9 +172,6 @@ class EpisodeTime(StepCounter):
             raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
         super().__init__(max_steps=max_steps, step_count_key=time_key)
         self.time_key = time_key
-
-    def forward(self, tensordict):  # not a replay-buffer transform
-        return tensordict
 
 
 def _base_env(env: EnvBase) -> EnvBase:
@@ -201,7 +191,7 @@ def keeps_task_on_soft_reset(env: EnvBase) -> bool | None:
     return None if isinstance(base, BatchedEnvBase) else False
 
 
-class MetaTrial(Transform):
+class MetaTrial(_EnvOnly, Transform):
     """Runs ``k_episodes`` inner episodes (or ``horizon`` steps) of the parent env as one trial, soft-resetting it in
     between (``reset_mode`` ``"same_step"`` or ``"dummy_step"``; ``same_task``: docs/api/envs.md). Keys in:
     ``done``, ``terminated``, ``reward``; out: ``soft_reset`` ``[*, 1]`` float and the ``episode_*`` keys."""
@@ -218,21 +208,18 @@ class MetaTrial(Transform):
             raise ValueError(f"reset_mode must be 'same_step' or 'dummy_step', got {reset_mode!r}")
         if same_task not in (None, True, False):
             raise ValueError(f"same_task must be None, True or False, got {same_task!r}")
-        self.same_task = same_task
         self._soft_kwargs: dict | None = None  # decided at the first reset, when the parent env is known
         super().__init__(in_keys=[], out_keys=[soft_reset_key, *BOOKKEEPING_KEYS[:3]])
         self.k_episodes, self.horizon, self.reset_mode = k_episodes, horizon, reset_mode
-        self.max_episode_steps = max_episode_steps
+        self.max_episode_steps, self.same_task = max_episode_steps, same_task
         self.soft_reset_key, self.reward_key = soft_reset_key, reward_key
-        self._st: dict[str, torch.Tensor] | None = None
-        self._obs_keys = None
+        self._st, self._obs_keys = None, None  # per-slot trial state (set at reset); observation keys
 
     def _write_obs(self, td: TensorDictBase, soft, end, ret, count):
         B = td.batch_size
-        td.set(self.soft_reset_key, soft.reshape(*B, 1).float())
-        td.set(EPISODE_END_KEY, end.reshape(*B, 1).clone())
-        td.set(EPISODE_RETURN_KEY, ret.reshape(*B, 1).float())
-        td.set(EPISODE_COUNT_KEY, count.reshape(*B, 1).clone())
+        for k, v in ((self.soft_reset_key, soft.float()), (EPISODE_END_KEY, end.clone()),
+                     (EPISODE_RETURN_KEY, ret.float()), (EPISODE_COUNT_KEY, count.clone())):
+            td.set(k, v.reshape(*B, 1))
 
     def _soft_reset_kwargs(self) -> dict:
         keeps = keeps_task_on_soft_reset(self.parent)
@@ -271,13 +258,12 @@ class MetaTrial(Transform):
         return tensordict_reset
 
     def _soft_reset_parent(self, mask: torch.Tensor, next_td: TensorDictBase) -> TensorDictBase:
-        parent = self.parent
         B = next_td.batch_size
         td = TensorDict({"_reset": mask.reshape(*B, 1)}, batch_size=B, device=next_td.device)
         for k in ("done", "terminated", "truncated"):
             if k in next_td.keys():
                 td.set(k, next_td.get(k).clone())
-        return parent.reset(td, **self._soft_kwargs)
+        return self.parent.reset(td, **self._soft_kwargs)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         B, dev = next_tensordict.batch_size, next_tensordict.device
@@ -291,12 +277,11 @@ class MetaTrial(Transform):
         inner_term = next_tensordict.get("terminated", next_tensordict.get("done")).reshape(B)
         reward = next_tensordict.get(self.reward_key)
         pend = st["pending"]
-        live = ~pend
         t = st["t"] + 1
         ep_steps = torch.where(pend, 0, st["ep_steps"] + 1)
         if self.max_episode_steps is not None:
             inner_done = inner_done | (ep_steps >= self.max_episode_steps)
-        ep_end = inner_done & live
+        ep_end = inner_done & ~pend
         r = torch.where(_bcast(pend, reward), torch.zeros_like(reward), reward)
         ep_ret = st["ep_ret"] + r.reshape(B).float()
         count = st["count"] + ep_end.long()
@@ -307,13 +292,9 @@ class MetaTrial(Transform):
             trial_end = trial_end | (t >= self.horizon)
         new_ep = ep_end & ~trial_end
         if self.reset_mode == "same_step":
-            show_start = new_ep
-            reset_now = new_ep
-            next_pending = torch.zeros_like(pend)
+            show_start, reset_now, next_pending = new_ep, new_ep, torch.zeros_like(pend)
         else:
-            show_start = pend
-            reset_now = new_ep | pend
-            next_pending = new_ep
+            show_start, reset_now, next_pending = pend, new_ep | pend, new_ep
             next_tensordict.set(self.reward_key, r)
         if reset_now.any():
             td_r = self._soft_reset_parent(reset_now, next_tensordict)
@@ -344,13 +325,6 @@ class MetaTrial(Transform):
                 done_spec[k] = Categorical(2, (*B, 1), dtype=torch.bool, device=dev)
         return done_spec
 
-    def forward(self, tensordict):
-        return tensordict
-
-
-def _has_double(spec) -> bool:
-    return any(getattr(s, "dtype", None) == torch.float64 for s in spec.values(True, True))
-
 
 def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int | None = None,
                    reset_mode: str = "same_step", max_episode_steps: int | None = None,
@@ -359,8 +333,8 @@ def make_amago_env(env: EnvBase, *, k_episodes: int | None = None, horizon: int 
     """Wrap any TorchRL env into AMAGO's per-step format: [``DoubleToFloat``] → [``MetaTrial``] → ``InitTracker`` →
     ``PrevActionReward`` → [``ActionCounts``] → ``EpisodeTime(max_steps)`` (docs/api/envs.md)."""
     ts = []
-    if _has_double(env.full_observation_spec) or _has_double(env.full_reward_spec) or \
-            _has_double(env.full_action_spec):
+    specs = (getattr(env, f"full_{k}_spec") for k in ("observation", "reward", "action"))
+    if any(getattr(s, "dtype", None) == torch.float64 for spec in specs for s in spec.values(True, True)):
         ts.append(DoubleToFloat())
     if k_episodes is not None or horizon is not None:
         ts.append(MetaTrial(k_episodes=k_episodes, horizon=horizon, reset_mode=reset_mode,

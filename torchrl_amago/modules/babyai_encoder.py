@@ -1,5 +1,4 @@
-"""Timestep encoder for BabyAI-style observations (AMAGO's ``BabyTstepEncoder``): image, mission-token and extras
-branches, concatenated and projected."""
+"""BabyAI timestep encoder (AMAGO's ``BabyTstepEncoder``): image, mission-token and extras branches, concatenated."""
 from __future__ import annotations
 
 import math
@@ -19,14 +18,12 @@ DEFAULT_VOCAB_SIZE = 31
 
 
 class BabyAITimestepEncoder(TimestepEncoderBase):
-    """Image + mission tokens + extra features + rl2s -> ``tstep_emb`` ``[*, emb_dim]`` (module docstring).
-
-    Keys in: ``image_key``, ``mission_key``, ``extra_key`` (None: no extras), ``prev_action``, ``prev_reward``."""
+    """Image + mission tokens + extra features + rl2s -> ``tstep_emb`` ``[*, emb_dim]``. Keys in: ``image_key``,
+    ``mission_key``, ``extra_key`` (None: no extras), ``prev_action``, ``prev_reward``."""
 
     def __init__(self, obs_shapes: Mapping[NestedKey, tuple], action_dim: int, *, image_key: NestedKey = "image",
-                 mission_key: NestedKey = "mission", extra_key: NestedKey | None = "extra",
-                 image_mode: str = "auto", grid_net: str = "cnn", grid_vocab: int = 16, cell_dim: int = 8,
-                 img_features: int = 128,
+                 mission_key: NestedKey = "mission", extra_key: NestedKey | None = "extra", image_mode: str = "auto",
+                 grid_net: str = "cnn", grid_vocab: int = 16, cell_dim: int = 8, img_features: int = 128,
                  vocab_size: int = DEFAULT_VOCAB_SIZE, token_dim: int = 16, mission_net: str = "flat",
                  mission_hidden: int = 64, mission_dim: int = 48, extras_dim: int = 16, emb_dim: int = 256,
                  activation: str = "leaky_relu", out_norm: str | None = "layer", hide_rl2s: bool = False,
@@ -58,9 +55,8 @@ class BabyAITimestepEncoder(TimestepEncoderBase):
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
         H, W, C = img_shape
-        self.grid_net = grid_net if image_mode == "grid" else None
-        self.image_mode, self.mission_net, self.vocab_size, self.grid_vocab = image_mode, mission_net, vocab_size, \
-            grid_vocab
+        self.image_mode, self.mission_net, self.vocab_size = image_mode, mission_net, vocab_size
+        self.grid_net, self.grid_vocab = (grid_net if image_mode == "grid" else None), grid_vocab
         # image branch
         if image_mode == "grid":
             self.cell_emb = nn.Embedding(C * grid_vocab, cell_dim)
@@ -103,8 +99,7 @@ class BabyAITimestepEncoder(TimestepEncoderBase):
         """Build from env specs; by default reads ``image_key``, ``mission_key`` and ``extra_key`` (if present)."""
         if obs_keys is None:
             leaves = {unravel_key(k) for k in observation_spec.keys(True, True)}
-            obs_keys = [unravel_key(kwargs.get("image_key", "image")), unravel_key(kwargs.get("mission_key",
-                                                                                             "mission"))]
+            obs_keys = [unravel_key(kwargs.get(f"{name}_key", name)) for name in ("image", "mission")]
             extra = kwargs.get("extra_key", "extra")
             if extra is not None and unravel_key(extra) in leaves:
                 obs_keys.append(unravel_key(extra))
@@ -126,12 +121,8 @@ class BabyAITimestepEncoder(TimestepEncoderBase):
     def encode_mission(self, tokens: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """[M, L] ints -> [M, mission_dim]."""
         e = self.token_emb(tokens.long().clamp(0, self.vocab_size - 1)).to(dtype)  # [M, L, token_dim]
-        if self.mission_rnn is None:
-            h = self.mission_mlp(e.flatten(1))
-        else:
-            _, last = self.mission_rnn(e)
-            h = self.mission_mlp(last[-1])
-        return self.mission_norm(h)
+        h = e.flatten(1) if self.mission_rnn is None else self.mission_rnn(e)[1][-1]  # flat tokens or the GRU's last h
+        return self.mission_norm(self.mission_mlp(h))
 
     def encode(self, obs, rl2s, mask):
         lead = rl2s.shape[:-1]

@@ -1,5 +1,4 @@
-"""CNN backbones for image timesteps (AMAGO's `cnn.py`), float `[M, C, H, W]` -> feature maps, and the DrQ-v2
-random-shift augmentation. Nature / DrQ use AMAGO's delta-orthogonal init."""
+"""CNN backbones for image timesteps (AMAGO's `cnn.py`): float `[M, C, H, W]` -> feature maps; DrQ-v2 random shift."""
 from __future__ import annotations
 
 import torch
@@ -14,16 +13,14 @@ def delta_orthogonal_init(module: nn.Module) -> None:
     """Conv2d: zero except an orthogonal [out, in] centre tap (leaky-relu gain); Linear: orthogonal, zero bias."""
     if isinstance(module, nn.Conv2d):
         module.weight.zero_()
-        if module.bias is not None:
-            module.bias.zero_()
         kh, kw = module.weight.shape[-2:]
         centre = torch.empty(module.weight.shape[:2])
         nn.init.orthogonal_(centre, gain=nn.init.calculate_gain("leaky_relu"))
         module.weight[:, :, kh // 2, kw // 2] = centre
     elif isinstance(module, nn.Linear):
         nn.init.orthogonal_(module.weight)
-        if module.bias is not None:
-            module.bias.zero_()
+    if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+        module.bias.zero_()
 
 
 class NatureCNN(nn.Sequential):
@@ -52,10 +49,8 @@ class GridworldCNN(nn.Sequential):
     def __init__(self, in_channels: int, act: str = "leaky_relu", channels=(16, 32, 48), kernels=(2, 2, 2),
                  strides=(1, 1, 1)):
         layers: list[nn.Module] = []
-        c = in_channels
-        for ch, k, s in zip(channels, kernels, strides):
+        for c, ch, k, s in zip((in_channels, *channels), channels, kernels, strides):
             layers += [nn.Conv2d(c, ch, k, s), activation(act)]
-            c = ch
         super().__init__(*layers)
 
 
@@ -78,11 +73,9 @@ class IMPALACNN(nn.Sequential):
 
     def __init__(self, in_channels: int, act: str = "leaky_relu", depths=(16, 32, 32), post_group_norm: bool = True):
         layers: list[nn.Module] = []
-        c = in_channels
-        for d in depths:
+        for c, d in zip((in_channels, *depths), depths):
             layers += [nn.Conv2d(c, d, 3, padding=1), nn.MaxPool2d(3, 2),
                        _ImpalaResBlock(d, act, post_group_norm), _ImpalaResBlock(d, act, post_group_norm)]
-            c = d
         super().__init__(*layers)
 
 

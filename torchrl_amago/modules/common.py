@@ -37,13 +37,8 @@ class SlowAdaptiveRational(nn.Module):
         return p / q
 
 
-ACTIVATIONS = {
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "mish": nn.Mish,
-    "adaptive": SlowAdaptiveRational,
-}
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.01), "relu": nn.ReLU, "gelu": nn.GELU, "mish": nn.Mish,
+               "adaptive": SlowAdaptiveRational}
 
 
 def debiased_ema_step(count: torch.Tensor, total: torch.Tensor, sq_total: torch.Tensor, t: torch.Tensor,
@@ -110,14 +105,8 @@ def normalization(method: str | None, d: int) -> nn.Module:
     """Last-dim norm by name: None/'none', 'layer', 'rmsnorm', 'unitball'(-detach), 'hypersphere', 'simnorm'."""
     if method is None or method == "none":
         return nn.Identity()
-    table = {
-        "layer": lambda: nn.LayerNorm(d),
-        "rmsnorm": lambda: RMSNorm(d),
-        "unitball": lambda: UnitBall(False),
-        "unitball-detach": lambda: UnitBall(True),
-        "hypersphere": lambda: Hypersphere(d),
-        "simnorm": lambda: SimNorm(),
-    }
+    table = {"layer": lambda: nn.LayerNorm(d), "rmsnorm": lambda: RMSNorm(d), "unitball": lambda: UnitBall(False),
+             "unitball-detach": lambda: UnitBall(True), "hypersphere": lambda: Hypersphere(d), "simnorm": SimNorm}
     if method not in table:
         raise ValueError(f"unknown normalization {method!r}; expected None or one of {sorted(table)}")
     return table[method]()
@@ -132,11 +121,10 @@ class MLP(nn.Module):
         if n_layers < 1:
             raise ValueError(f"MLP needs n_layers >= 1, got {n_layers}")
         layers: list[nn.Module] = []
-        d = d_inp
-        for _ in range(n_layers):
-            layers += [nn.Linear(d, d_hidden), normalization(norm, d_hidden), activation(act), nn.Dropout(dropout)]
-            d = d_hidden
-        layers.append(nn.Linear(d, d_output))
+        for i in range(n_layers):
+            layers += [nn.Linear(d_hidden if i else d_inp, d_hidden), normalization(norm, d_hidden), activation(act),
+                       nn.Dropout(dropout)]
+        layers.append(nn.Linear(d_hidden, d_output))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

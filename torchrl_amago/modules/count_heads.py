@@ -64,8 +64,7 @@ class CountsPassThrough(TrajectoryEncoder):
                              f"(TrajectoryEncoder), got {type(encoder).__name__}")
         super().__init__(encoder.input_dim + int(num_actions), encoder.max_seq_len)
         self.encoder, self.num_actions = encoder, int(num_actions)
-        self.emb_dim = encoder.emb_dim + self.num_actions
-        self.packable = encoder.packable
+        self.emb_dim, self.packable = encoder.emb_dim + self.num_actions, encoder.packable
 
     def forward(self, x: torch.Tensor, time_idx: torch.Tensor, **kwargs) -> torch.Tensor:
         emb, counts = split_counts(x, self.num_actions, "CountsPassThrough")
@@ -82,9 +81,6 @@ class CountsPassThrough(TrajectoryEncoder):
         emb, counts = split_counts(x, self.num_actions, "CountsPassThrough")
         out, state = self.encoder.step(emb, time_idx, state)
         return torch.cat([out, counts.to(out.dtype)], dim=-1), state
-
-    def _stateless(self) -> bool:
-        return self.encoder._stateless()
 
     def state_shapes(self):
         return self.encoder.state_shapes()

@@ -80,9 +80,7 @@ class TanhGaussian(D.Independent):
     def mean(self) -> torch.Tensor:
         return torch.tanh(self.loc)
 
-    @property
-    def mode(self) -> torch.Tensor:
-        return torch.tanh(self.loc)
+    mode = mean
 
     def entropy(self) -> torch.Tensor:
         return -self.log_prob(self.rsample())
@@ -179,6 +177,4 @@ CONTINUOUS_OUTPUTS = {"tanh_gaussian": TanhGaussianOutput, "beta": BetaOutput}
 def discrete_clip_of(actor_head) -> tuple[float, float]:
     """The (low, high) probability clip of an actor's `DiscreteOutput` (else `DEFAULT_DISCRETE_CLIP`)."""
     out = getattr(actor_head, "policy_output", None)
-    if isinstance(out, DiscreteOutput):
-        return (float(out.clip_low), float(out.clip_high))
-    return DEFAULT_DISCRETE_CLIP
+    return (float(out.clip_low), float(out.clip_high)) if isinstance(out, DiscreteOutput) else DEFAULT_DISCRETE_CLIP

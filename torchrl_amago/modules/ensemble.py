@@ -29,12 +29,9 @@ class EnsembleLinear(nn.Module):
 
     def forward_members(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
         """x [C, N, d_in] (or [N, d_in], broadcast to every member) -> [C, N, d_out], one (bad)dbmm."""
-        w = self.weight
         if x.ndim == 2:
             x = x.expand(self.ensemble_size, *x.shape)
-        if bias:
-            return torch.baddbmm(self.bias.unsqueeze(1), x, w)
-        return torch.bmm(x, w)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight) if bias else torch.bmm(x, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared_input:

@@ -70,12 +70,9 @@ class ActorHead(nn.Module):
         """Action of the acting gamma: discrete int64 index [*]; continuous / multibinary float [*, A]."""
         if type(self.policy_output) is DiscreteOutput:  # acting hot path: no Distribution object per env step
             return self._act_discrete(params[..., -1, :], deterministic)
-        d = self.dist(params[..., -1, :])
-        if self.action_space.kind == "discrete":
-            return (d.mode if deterministic else d.sample()).long()
-        if self.action_space.kind == "multibinary":
-            return d.mode if deterministic else d.sample()
-        return d.mean if deterministic else d.sample()
+        d, kind = self.dist(params[..., -1, :]), self.action_space.kind
+        a = (d.mode if kind in ("discrete", "multibinary") else d.mean) if deterministic else d.sample()
+        return a.long() if kind == "discrete" else a
 
     def _act_discrete(self, params: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Same numbers as `dist(params).sample()` / `.mode` (a seeded sample included), without a Distribution."""
@@ -87,7 +84,6 @@ class ActorHead(nn.Module):
             return probs.argmax(-1)
         probs = probs / probs.sum(-1, keepdim=True)  # torch.distributions.Categorical normalises once more
         return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).reshape(probs.shape[:-1])
-
 
 
 class DiscreteCritic(nn.Module):
@@ -175,9 +171,7 @@ class TwoHotCritic(_ActionInputCritic):
         if label_type not in ("twohot", "hl_gauss"):
             raise ValueError(f"label_type must be 'twohot' or 'hl_gauss', got {label_type!r}")
         self.num_bins, self.use_symlog, self.label_type, self.sigma = num_bins, use_symlog, label_type, sigma
-        lo, hi = torch.tensor(float(min_return)), torch.tensor(float(max_return))
-        if use_symlog:
-            lo, hi = symlog(lo), symlog(hi)
+        lo, hi = self._fwd(torch.tensor(float(min_return))), self._fwd(torch.tensor(float(max_return)))
         self.register_buffer("bins", torch.linspace(float(lo), float(hi), num_bins))
         self.bin_width = (float(hi) - float(lo)) / (num_bins - 1)
         if init_value is not None:
@@ -212,22 +206,18 @@ class TwoHotCritic(_ActionInputCritic):
         n, bins = self.num_bins, self.bins
         below = ((bins <= y).sum(-1, keepdim=True) - 1).clamp(0, n - 1)
         above = (n - (bins > y).sum(-1, keepdim=True)).clamp(0, n - 1)
-        d_below = (bins[below] - y).abs()
-        d_above = (bins[above] - y).abs()
+        d_below, d_above = (bins[below] - y).abs(), (bins[above] - y).abs()
         same = below == above
         total = torch.where(same, torch.ones_like(d_below), d_below + d_above)
         w_below = torch.where(same, torch.ones_like(d_below), d_above / total)
         w_above = torch.where(same, torch.zeros_like(d_above), d_below / total)
         out = torch.zeros(*y.shape[:-1], n, dtype=bins.dtype, device=bins.device)
-        out.scatter_add_(-1, below, w_below)
-        out.scatter_add_(-1, above, w_above)
-        return out
+        return out.scatter_add_(-1, below, w_below).scatter_add_(-1, above, w_above)
 
     def _hl_gauss(self, y: torch.Tensor) -> torch.Tensor:
         w = self.bin_width
-        sigma_abs = self.sigma * w
         edges = torch.cat([self.bins[:1] - w / 2, self.bins + w / 2])
-        cdf = torch.special.ndtr((edges - y) / sigma_abs)
+        cdf = torch.special.ndtr((edges - y) / (self.sigma * w))
         probs = cdf[..., 1:] - cdf[..., :-1]
         return probs / probs.sum(-1, keepdim=True).clamp(min=1e-8)
 
@@ -286,16 +276,13 @@ class PopArt(nn.Module):
         """EMA of the per-gamma masked mean / mean-square of raw `values [..., G]` (empty gammas keep their stats)."""
         self._check(values, "values")
         v = values.detach().to(self.mu.dtype)
-        if mask is None:
-            m = torch.ones_like(v)
-        else:
-            if mask.ndim < v.ndim and tuple(mask.shape) == tuple(v.shape[:mask.ndim]):
-                mask = mask.reshape(*mask.shape, *([1] * (v.ndim - mask.ndim)))  # leading-aligned, e.g. [B, T]
-            try:
-                m = torch.broadcast_to(mask, v.shape).to(v.dtype)
-            except RuntimeError as e:
-                raise ValueError(f"PopArt mask of shape {tuple(mask.shape)} does not broadcast to values of shape "
-                                 f"{tuple(v.shape)}") from e
+        if mask is not None and mask.ndim < v.ndim and tuple(mask.shape) == tuple(v.shape[:mask.ndim]):
+            mask = mask.reshape(*mask.shape, *([1] * (v.ndim - mask.ndim)))  # leading-aligned, e.g. [B, T]
+        try:
+            m = torch.ones_like(v) if mask is None else torch.broadcast_to(mask, v.shape).to(v.dtype)
+        except RuntimeError as e:
+            raise ValueError(f"PopArt mask of shape {tuple(mask.shape)} does not broadcast to values of shape "
+                             f"{tuple(v.shape)}") from e
         v = torch.where(m > 0, v, torch.zeros((), dtype=v.dtype, device=v.device))
         dims = tuple(range(v.ndim - 1))
         count, total, sq_total = m.sum(dims), (v * m).sum(dims), (v.square() * m).sum(dims)

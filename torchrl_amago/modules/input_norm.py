@@ -39,16 +39,13 @@ class InputNorm(nn.Module):
         """EMA update from the rows of `x [..., dim]` where `mask [...]` is True (all rows if None), no host sync."""
         self._check(x, mask)
         x = x.detach().reshape(-1, self.dim).to(self.mu.dtype)
-        if mask is None:
-            w = torch.ones(x.shape[0], 1, device=x.device, dtype=x.dtype)
-        else:
-            w = mask.reshape(-1, 1).to(x.dtype)
+        w = (torch.ones(x.shape[0], 1, device=x.device, dtype=x.dtype) if mask is None
+             else mask.reshape(-1, 1).to(x.dtype))
         x = torch.where(w > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))  # NaN/inf on padding is harmless
         count, total, sq_total = w.sum().expand(self.dim), (x * w).sum(0), (x.square() * w).sum(0)
         if self.moment_reducer is not None:  # data-parallel: the moments of the global batch
             count, total, sq_total = self.moment_reducer(torch.stack([count, total, sq_total])).unbind(0)
-        count = count[0]
-        mean, sq_mean, t, beta_t = debiased_ema_step(count, total, sq_total, self._t, self.beta)
+        mean, sq_mean, t, beta_t = debiased_ema_step(count[0], total, sq_total, self._t, self.beta)
         self._t.copy_(t)
         self.mu.mul_(1.0 - beta_t).add_(beta_t * mean)
         self.nu.mul_(1.0 - beta_t).add_(beta_t * sq_mean)

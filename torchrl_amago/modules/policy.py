@@ -68,15 +68,13 @@ class AMAGOPolicy(TensorDictModuleBase):
             raise ValueError(f"tensordict_state=True is for torchrl_amago's TrajectoryEncoders; "
                              f"{type(trajectory_encoder).__name__} keeps its state where it always does")
         self.tensordict_state = bool(tensordict_state)
-        self.timestep_encoder = timestep_encoder
-        self.trajectory_encoder = trajectory_encoder
+        self.timestep_encoder, self.trajectory_encoder = timestep_encoder, trajectory_encoder
         self.actor_head = actor_head
         # plain attributes (not submodules / buffers): the state_dict is exactly the three submodules
         self.action_space = action_space
         self.time_key, self.init_key, self.action_key = time_key, init_key, action_key
         self.eval_when_acting = eval_when_acting
-        # None: follow the exploration type; True/False: always argmax-or-mean / always sample
-        self.deterministic = deterministic
+        self.deterministic = deterministic  # None: follow the exploration type; else always argmax-or-mean / sample
         tin = list(getattr(timestep_encoder, "in_keys", None) or [])
         if not tin:
             raise ValueError("timestep_encoder must be a TensorDict module with in_keys (e.g. MLPTimestepEncoder)")
@@ -112,21 +110,16 @@ class AMAGOPolicy(TensorDictModuleBase):
         self._last_n: int | None = None
         # bumped by whoever pushes weights by other means than TorchRL's; a copy that sees a new value drops its caches
         self.register_buffer("weights_version", torch.zeros((), dtype=torch.long), persistent=False)
-        self._seen_weights_version = 0
-        self._clears_left = 0
-        self._next_state: dict = {}
+        self._seen_weights_version, self._clears_left, self._next_state = 0, 0, {}
         self._mode_cache: tuple | None = None  # (ids of the 3 submodules, flat module list or None)
 
     def make_tensordict_primer(self):
         """The env transform that creates the memory's state entries, or None (state not in the tensordict)."""
-        if self._td_memory is None:
-            return None
-        return self._td_memory.make_tensordict_primer()
+        return None if self._td_memory is None else self._td_memory.make_tensordict_primer()
 
     def reset_state(self) -> None:
         """Forget every env's context, for every number of envs (the next call allocates a fresh state)."""
-        self._states, self._last_n = {}, None
-        self._mode_cache = None
+        self._states, self._last_n, self._mode_cache = {}, None, None
 
     def fresh_copy(self) -> "AMAGOPolicy":
         """A policy sharing the same modules (weights) but with its own, empty state (e.g. for eval envs)."""
@@ -145,10 +138,6 @@ class AMAGOPolicy(TensorDictModuleBase):
         if val is None:
             raise KeyError(f"AMAGOPolicy: key {key!r} is missing from the env output ({hint})")
         return val
-
-    def _training_submodules(self) -> list[nn.Module]:
-        # top-level flags only: `.train()` / `.eval()` recurse, so a submodule in eval mode has eval children
-        return [m for m in (self.timestep_encoder, self.trajectory_encoder, self.actor_head) if m.training]
 
     def _flat_modules(self) -> list[nn.Module] | None:
         """Every module under the three submodules (cached), or None if one of them overrides `train()`."""
@@ -195,18 +184,17 @@ class AMAGOPolicy(TensorDictModuleBase):
         if not self.eval_when_acting:
             action = self._act(flat, time_idx, is_init, n)
         elif (mods := self._flat_modules()) is not None:
-            flags = [m.training for m in mods]
-            if any(flags):
-                for m in mods:
-                    object.__setattr__(m, "training", False)
+            switched = [m for m in mods if m.training]
+            for m in switched:  # as .eval() (no module overrides train()), without nn.Module.__setattr__
+                object.__setattr__(m, "training", False)
             try:
                 action = self._act(flat, time_idx, is_init, n)
             finally:
-                if any(flags):
-                    for m, f in zip(mods, flags):
-                        object.__setattr__(m, "training", f)
+                for m in switched:
+                    object.__setattr__(m, "training", True)
         else:
-            to_restore = self._training_submodules()
+            # top-level flags only: `.train()` / `.eval()` recurse, so a submodule in eval mode has eval children
+            to_restore = [m for m in (self.timestep_encoder, self.trajectory_encoder, self.actor_head) if m.training]
             for m in to_restore:
                 m.train(False)
             try:
@@ -230,9 +218,7 @@ class AMAGOPolicy(TensorDictModuleBase):
         enc = self.trajectory_encoder
         if self._memory_kind == "encoder" and not self.tensordict_state:
             state = self._states.get(n)
-            if state is None:
-                state = enc.init_state(n, dev)
-            state = enc.reset_state(state, is_init.to(dev))
+            state = enc.reset_state(enc.init_state(n, dev) if state is None else state, is_init.to(dev))
             state_emb, self._states[n] = enc.step(tstep, time_idx.to(dev), state)
             self._last_n = n
             return state_emb

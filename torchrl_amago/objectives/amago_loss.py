@@ -3,8 +3,7 @@
 ``forward`` runs the public steps ``read_batch``, ``encode``, ``policy``, ``critic_target``, ``critic_loss``,
 ``actor_loss`` and ``diagnostics`` in this order (a variant overrides one; docs/api/objectives.md). The target copies
 follow ``AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)``. Unlike the original, DPG reads the current critic through detached
-parameters (not a one-step-lagged copy), and a ``DiscreteCritic``'s E_pi Q reuses the online critic pass.
-"""
+parameters (not a one-step-lagged copy), and a ``DiscreteCritic``'s E_pi Q reuses the online critic pass."""
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +46,7 @@ class AMAGOLoss(AMAGOLossIO):
 
     Keys in: ``loss.tensor_keys`` (``set_keys``; see ``_AcceptedKeys``) and the encoders' inputs, at the root and under
     ``"next"``; the mask follows ``loss_mask_key``. Keys out: ``loss_actor``, ``loss_critic`` and detached
-    diagnostics (``out_keys``); the priority key (``"td_error"``, ``[B, T, 1]``) is written into the input batch.
-    """
+    diagnostics (``out_keys``); the priority key (``"td_error"``, ``[B, T, 1]``) is written into the input batch."""
 
     def __init__(self, timestep_encoder: TensorDictModuleBase, trajectory_encoder: nn.Module, actor_head: nn.Module,
                  critic_head: nn.Module, *, action_space: ActionSpace,
@@ -70,9 +68,8 @@ class AMAGOLoss(AMAGOLossIO):
         self.action_space, self.num_critics = action_space, int(getattr(critic_head, "num_critics", 1))
         self.cql_coeff = check_cql_coeff(cql_coeff, self.q_per_action)
         self.register_buffer("cql_scale", torch.ones(()), persistent=False)  # a schedule may fill it in place
-        self.num_critics_td = int(num_critics_td)
+        self.num_critics_td, self.entropy_coeff = int(num_critics_td), float(entropy_coeff)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
-        self.entropy_coeff = float(entropy_coeff)
         self.critic_loss_weight, self.reward_multiplier = float(critic_loss_weight), float(reward_multiplier)
         self.n_step = check_n_step(n_step, n_step_cut, action_space.discrete, action_space.kind)
         self.n_step_cut = float(n_step_cut)
@@ -166,18 +163,15 @@ class AMAGOLoss(AMAGOLossIO):
     def critic_loss(self, batch: AMAGOBatch, states: States, td_target: torch.Tensor):
         """Step 5: the critic loss (before ``critic_loss_weight``) and :class:`CriticOutputs`: PopArt-normalised
         squared error (two-hot cross-entropy with a ``TwoHotCritic``) plus the conservative term."""
-        s, q_all = states.s, None
+        s, q_all, a_buf = states.s, None, batch.action_features
+        if self.action_space.discrete:  # the original's softened one-hot buffer action
+            a_buf = a_buf.clamp(*self.discrete_clip)
+            a_buf = a_buf / a_buf.sum(-1, keepdim=True)
         if self.q_per_action:
             q_all = self._critic(self.critic_head_params, s).float()  # [B, T, C, G, A]
-            soft = batch.action_features.clamp(*self.discrete_clip)
-            soft = soft / soft.sum(-1, keepdim=True)  # the original's softened one-hot buffer action
-            q_sa = (q_all * soft[:, :, None, None, :]).sum(-1)  # [B, T, C, G]
+            q_sa = (q_all * a_buf[:, :, None, None, :]).sum(-1)  # [B, T, C, G]
         else:
-            a_crit = batch.action_features
-            if self.action_space.discrete:
-                a_crit = a_crit.clamp(*self.discrete_clip)
-                a_crit = a_crit / a_crit.sum(-1, keepdim=True)
-            q_out = self._critic(self.critic_head_params, s, a_crit).float()
+            q_out = self._critic(self.critic_head_params, s, a_buf).float()
             q_sa = self._values(q_out) if self.two_hot else q_out
         td_norm = self.popart.normalize_values(td_target) if self.use_popart else td_target
         if self.two_hot:
@@ -196,17 +190,15 @@ class AMAGOLoss(AMAGOLossIO):
         """Step 6: ``online_coeff * DPG + offline_coeff * filtered BC - entropy_coeff * H(pi)`` -> (loss, terms);
         ``terms``: the per-step ``dpg``, ``bc``, ``adv``, ``weights`` and ``logp`` (None when off)."""
         s = states.s
-        B, T = batch.mask.shape
-        G = self.gammas.numel()
+        (B, T), G = batch.mask.shape, self.gammas.numel()
         actor_el = torch.zeros((), device=s.device)
         q_pi = self._policy_value(s, dist, critic)  # E_pi Q(s, .) per member [B, T, C, G] or None
         dpg = None
         if self.online_coeff > 0:
             q_min = q_pi.amin(2)  # min over all C critics, [B, T, G]
-            if self.two_hot:
-                dpg = -(self.popart.normalize_values(q_min) if self.use_popart else q_min)
-            else:
-                dpg = -(self.popart(q_min) if self.use_popart else q_min)
+            if self.use_popart:
+                q_min = self.popart.normalize_values(q_min) if self.two_hot else self.popart(q_min)
+            dpg = -q_min
             actor_el = actor_el + self.online_coeff * dpg
         bc = adv = weights = logp = None
         if self.offline_coeff > 0:
@@ -216,11 +208,8 @@ class AMAGOLoss(AMAGOLossIO):
                     q_pi = self._values(self._critic(self.critic_head_params, s.detach(), a_v).float()).mean(0)
                 adv = critic.q_sa.detach().mean(2) - q_pi.detach().mean(2)  # [B, T, G]
                 weights = self.fbc_filter(adv).float()
-            if self.action_space.discrete:
-                logp = dist.log_prob(batch.action_index.unsqueeze(-1).expand(B, T, G))
-            else:
-                a_feat = batch.action_features
-                logp = dist.log_prob(a_feat.unsqueeze(-2).expand(B, T, G, a_feat.shape[-1]))
+            a = batch.action_index.unsqueeze(-1) if self.action_space.discrete else batch.action_features.unsqueeze(-2)
+            logp = dist.log_prob(a.expand(B, T, G, *a.shape[3:]))
             bc = -(weights * logp)
             actor_el = actor_el + self.offline_coeff * bc
         if self.entropy_coeff > 0:  # [B, T, G]: every gamma's policy
@@ -231,13 +220,11 @@ class AMAGOLoss(AMAGOLossIO):
     def _policy_value(self, s: torch.Tensor, dist: Distribution, critic: CriticOutputs) -> Optional[torch.Tensor]:
         """E_pi Q(s, .) per member ``[B, T, C, G]`` with grad through pi only, where an actor term needs it now
         (a ``DiscreteCritic``'s pass reused, or reparameterised samples for DPG); else None."""
-        if self.q_per_action:
+        if self.q_per_action and (self.online_coeff > 0 or self.offline_coeff > 0):
             # critic evaluated on detached s with detached params == q_all.detach(): reuse it
-            if self.online_coeff > 0 or self.offline_coeff > 0:
-                probs = dist.probs if self.online_coeff > 0 else dist.probs.detach()
-                return (critic.q_all.detach() * probs.unsqueeze(-3)).sum(-1)
-            return None
-        if self.online_coeff > 0:
+            probs = dist.probs if self.online_coeff > 0 else dist.probs.detach()
+            return (critic.q_all.detach() * probs.unsqueeze(-3)).sum(-1)
+        if self.online_coeff > 0:  # a DiscreteCritic with online_coeff > 0 returned above
             a_pi = self._sample(dist, self.k_actor, reparam=True)
             q_out = self._call_with(self.critic_head, self.critic_head_params, s.detach(), a_pi, detach=True)
             return self._values(q_out.float()).mean(0)
@@ -278,11 +265,9 @@ class AMAGOLoss(AMAGOLossIO):
     def td_error(self, critic: CriticOutputs, td_target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """TorchRL's priority signal ``[B, T]`` (0 on padding): ``|Q(s, a_buffer) - TD target|`` in the critic's
         training units, the largest over the ensemble, averaged over the gammas."""
-        q = critic.q_sa.detach()
-        if not self.use_popart:
-            pred, target = q, td_target
-        else:
-            pred = self.popart.normalize_values(q) if self.two_hot else self.popart(q)
+        pred, target = critic.q_sa.detach(), td_target
+        if self.use_popart:
+            pred = self.popart.normalize_values(pred) if self.two_hot else self.popart(pred)
             target = self.popart.normalize_values(td_target) if critic.target is None else critic.target
         err = (pred - target.unsqueeze(2)).abs().amax(2).mean(-1)
         return torch.where(mask, err, torch.zeros((), dtype=err.dtype, device=err.device))
@@ -309,8 +294,7 @@ class AMAGOLoss(AMAGOLossIO):
                                        **(critic_kwargs or {}))
         elif not isinstance(critic_head, TwoHotCritic):
             raise ValueError(f"multi_task expects a TwoHotCritic critic_head, got {type(critic_head).__name__}")
-        defaults = dict(online_coeff=0.0, offline_coeff=1.0, num_actions_for_value_in_actor_loss=3)
-        defaults.update(kwargs)
+        defaults = {"online_coeff": 0.0, "offline_coeff": 1.0, "num_actions_for_value_in_actor_loss": 3, **kwargs}
         return cls(timestep_encoder, trajectory_encoder, actor_head, critic_head, action_space=action_space,
                    gammas=gammas, **defaults)
 

@@ -1,6 +1,5 @@
 """Reading a ``[B, T]`` replay window for the loss: the T+1 model sequence, buffer actions, masked reductions.
-Values at padded steps are replaced with ``where`` (never multiplied by the mask), so NaN padding reaches nothing.
-"""
+Values at padded steps are replaced with ``where`` (never multiplied by the mask), so NaN padding reaches nothing."""
 from __future__ import annotations
 
 from typing import Iterable, NamedTuple, Optional

@@ -1,6 +1,5 @@
 """Advantage filters f(A) of AMAGO's filtered behaviour cloning term ``-f(A) * log pi(a|s)``, as the original's:
-each maps an advantage tensor to weights of the same shape (bool for the binary filter).
-"""
+each maps an advantage tensor to weights of the same shape (bool for the binary filter)."""
 from __future__ import annotations
 
 from functools import partial

@@ -1,6 +1,5 @@
 """``AMAGOLossIO``, the base class of ``AMAGOLoss``: its batch keys, reading a ``[B, T]`` window, the T+1 encoder
-pass (packed or not), functional calls of the heads, TorchRL's reductions, and the constructor's checks.
-"""
+pass (packed or not), functional calls of the heads, TorchRL's reductions, and the constructor's checks."""
 from __future__ import annotations
 
 import warnings
@@ -9,7 +8,7 @@ from typing import Optional, Union
 
 import torch
 from tensordict import TensorDictBase, TensorDictParams
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -48,8 +47,7 @@ class AMAGOLossIO(LossModule):
                 (``"auto"``: this key AND ``("collector", "mask")``, whichever are present; ``None``: all valid).
             time_idx, prev_action, prev_reward (NestedKey): encoder inputs, read at the root and under ``"next"``.
             is_init (NestedKey): read under ``"next"`` (optional): a trial starts inside the window.
-            priority (NestedKey): written: the per-step TD error ``[B, T, 1]``.
-        """
+            priority (NestedKey): written: the per-step TD error ``[B, T, 1]``."""
 
         action: NestedKey = K.ACTION
         reward: NestedKey = ("next", K.REWARD)
@@ -80,8 +78,8 @@ class AMAGOLossIO(LossModule):
         """Every batch key the loss reads (model inputs at the root and under ``"next"``, action, reward, ...)."""
         k, keys = self.tensor_keys, []
         for _, src in self._input_pairs():  # read at the root (step 0) and under "next" (steps 1..T)
-            keys += [src, _under_next(src)]
-        keys += [k.action, k.reward, k.terminated, k.mask, _under_next(k.is_init)]
+            keys += [src, unravel_key(("next", src))]
+        keys += [k.action, k.reward, k.terminated, k.mask, unravel_key(("next", k.is_init))]
         return list(dict.fromkeys(keys))
 
     @property
@@ -104,9 +102,7 @@ class AMAGOLossIO(LossModule):
         if tensordict.batch_dims != 2:
             raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
         B, T = tensordict.batch_size
-        reward = tensordict.get(k.reward, None)
-        term = tensordict.get(k.terminated, None)
-        action = tensordict.get(k.action, None)
+        reward, term, action = (tensordict.get(key, None) for key in (k.reward, k.terminated, k.action))
         for name, v in ((k.reward, reward), (k.terminated, term), (k.action, action)):
             if v is None:
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
@@ -264,10 +260,6 @@ class AMAGOLossIO(LossModule):
             f"ValueEstimator (one gamma, one value network) cannot compute. Set the discounts with "
             f"AMAGOLoss(gammas=[...]) (the last is the acting gamma) and the return length with AMAGOLoss(n_step=n); "
             f"for a TorchRL estimator, train our memory inside a TorchRL loss instead (docs/swapping.md)")
-
-
-def _under_next(key: NestedKey) -> tuple:
-    return ("next", *(key if isinstance(key, tuple) else (key,)))
 
 
 #: retired constructor options -> how to get the same now (``AMAGOLoss(**retired)`` raises a TypeError with it)

@@ -1,7 +1,6 @@
 """Our memory inside TorchRL's own losses (``DQNLoss``, ``DiscreteSACLoss``, ...): the state embeddings of a
 ``[B, T]`` window from ONE sequence-mode pass over its T+1 observations, written where those losses read them
-(the root entry: position t of the pass, the ``"next"`` entry: position t+1; docs/swapping.md).
-"""
+(the root entry: position t of the pass, the ``"next"`` entry: position t+1; docs/swapping.md)."""
 from __future__ import annotations
 
 import torch
@@ -22,10 +21,8 @@ class MemoryEmbedding(TensorDictModuleBase):
     TorchRL loss; train its parameters with the loss's, and set the loss's ``loss_mask_key`` to ``mask_key``.
 
     Keys in (``[B, T]``): the timestep encoder's ``in_keys`` and the memory's ``time_key``, at the root and under
-    ``"next"``; ``mask_key`` (False on padding); optionally ``("next", init_key)``. Keys out: ``out_key``
-    ``[B, T, D]`` (positions 0..T-1, with grad) and ``("next", out_key)`` (positions 1..T, detached with
-    ``detach_next``).
-    """
+    ``"next"``; ``mask_key`` (False on padding); optionally ``("next", init_key)``. Keys out: ``out_key`` ``[B, T, D]``
+    (positions 0..T-1, with grad) and ``("next", out_key)`` (positions 1..T, detached with ``detach_next``)."""
 
     def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, *, mask_key: NestedKey = K.MASK,
                  init_key: NestedKey = K.IS_INIT, detach_next: bool = True):
@@ -39,8 +36,7 @@ class MemoryEmbedding(TensorDictModuleBase):
         self.trajectory_encoder = as_sequence_module(trajectory_encoder)
         self.mask_key, self.init_key, self.detach_next = mask_key, init_key, bool(detach_next)
         self.out_key = getattr(self.trajectory_encoder, "out_key", None) or self.trajectory_encoder.out_keys[0]
-        enc_mask = getattr(timestep_encoder, "mask_key", K.MASK)
-        self._enc_mask_key = enc_mask
+        self._enc_mask_key = enc_mask = getattr(timestep_encoder, "mask_key", K.MASK)
         time_key = getattr(self.trajectory_encoder, "time_key", K.TIME_IDX)
         self._pairs = [(key, key) for key in tin if key != enc_mask] + [(time_key, time_key)]
         srcs = [src for _, src in self._pairs]

@@ -1,10 +1,8 @@
-"""Sequence packing: a batch's short windows share rows, so the loss runs on fewer, fuller rows.
-
-Windows are placed first-fit, longest first, in ``R <= B`` rows of ``T + 1`` positions, each keeping its whole T+1
-span; every step sees the same inputs and mask as before, so the loss, PopArt statistics and gradients are those of
-the padded batch. The trajectory encoder must keep windows apart (``segment`` ids). Planning reads the mask on the
-host, so by default (``"cpu"``) only CPU batches are packed (docs/api/objectives.md, "Packed windows").
-"""
+"""Sequence packing: a batch's short windows share rows, so the loss runs on fewer, fuller rows. Windows are placed
+first-fit, longest first, in ``R <= B`` rows of ``T + 1`` positions, each keeping its whole T+1 span; every step sees
+the same inputs and mask as before, so the loss, PopArt statistics and gradients are those of the padded batch. The
+trajectory encoder must keep windows apart (``segment`` ids). Planning reads the mask on the host, so by default
+(``"cpu"``) only CPU batches are packed (docs/api/objectives.md, "Packed windows")."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -14,7 +12,6 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
 from .batch import zero_where_invalid
-
 
 #: `AMAGOLoss(pack_windows=...)`: which batches are packed (True / False mean always / never)
 PACK_MODES = ("cpu", "always", "never")
@@ -56,8 +53,7 @@ class PackPlan(NamedTuple):
 
     def pack_sequence(self, seq: TensorDictBase, mask_key: NestedKey, init_key: NestedKey,
                       segment_key: NestedKey) -> TensorDictBase:
-        """The loss's ``[B, T+1]`` model inputs -> ``[R, T+1]`` (zeros where unused), with the mask, each window's
-        start at ``init_key`` and the window ids at ``segment_key``."""
+        """``[B, T+1]`` model inputs -> ``[R, T+1]`` (0 where unused), with the mask, window starts and ids."""
         valid = self.seq_valid
         packed = seq[self.segment.clamp(min=0), self.pos].apply(lambda x: zero_where_invalid(x, valid))
         packed.set(mask_key, valid)

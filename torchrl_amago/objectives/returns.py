@@ -1,7 +1,6 @@
 """Multi-gamma n-step TD targets that stop at terminals and at padding (``truncated`` never stops them), and the
-``n_step_cut`` rule: a return also stops before a buffer action the target policy rates below ``n_step_cut`` x the
-probability of its mode.
-"""
+``n_step_cut`` rule: a return also stops before a buffer action the target policy rates below ``n_step_cut`` x its
+mode's probability."""
 from __future__ import annotations
 
 import torch
@@ -36,8 +35,7 @@ def nstep_return(reward: torch.Tensor, terminated: torch.Tensor, valid: torch.Te
 
     ``reward``, ``terminated``, ``valid``: ``[B, T(, 1)]``; ``next_value``: V(s_{t+1}) of step t ``[B, T, ..., G]``,
     in the units of ``reward * reward_multiplier``; ``continues`` (optional, ``[B, T]`` or ``[B, T, ..., G]``):
-    False stops a return before step t (bootstrapping from s_t).
-    """
+    False stops a return before step t (bootstrapping from s_t)."""
     if n < 1:
         raise ValueError(f"n_step must be >= 1, got {n}")
     if next_value.ndim < 3:
@@ -58,9 +56,8 @@ def nstep_return(reward: torch.Tensor, terminated: torch.Tensor, valid: torch.Te
     for i in range(n):
         r_i = _shift_left(r, i, 0.0)
         term_i = _shift_left(term, i, True)
-        valid_i = _shift_left(val, i, False)
         q_i = _shift_left(next_value, i, 0.0)
-        active = alive & valid_i
+        active = alive & _shift_left(val, i, False)
         ret = ret + torch.where(active, gammas**i * r_i, 0.0)
         next_ok = _shift_left(go_on, i + 1, False) if i + 1 < n else torch.zeros_like(go_on)
         stop = active & ~term_i & ~next_ok  # last accumulated step, non-terminal: bootstrap from its successor

@@ -1,8 +1,6 @@
-"""The encoders' target copy (``AMAGOLoss(target_encoders=True)``) and ``AMAGOSoftUpdate``, which moves it.
-
-With the copy, every discount's TD targets read s_{t+1} from a gradient-free pass (eval mode) of Polyak-averaged
-encoders, ``loss.target_backbone_params``, which TorchRL's ``SoftUpdate`` pairs with ``loss.backbone_params``.
-"""
+"""The encoders' target copy (``AMAGOLoss(target_encoders=True)``) and ``AMAGOSoftUpdate``, which moves it. With
+the copy, every discount's TD targets read s_{t+1} from a gradient-free pass (eval mode) of Polyak-averaged encoders,
+``loss.target_backbone_params``, which TorchRL's ``SoftUpdate`` pairs with ``loss.backbone_params``."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -62,8 +60,7 @@ def target_states(loss: nn.Module, encode: Callable[[], torch.Tensor]) -> torch.
 
 
 class AMAGOSoftUpdate(SoftUpdate):
-    """``SoftUpdate(loss, tau=...)`` for the heads' target copies and ``backbone_tau`` for the encoders' one
-    (``None``: ``tau``, TorchRL's ``SoftUpdate``); use it wherever ``SoftUpdate`` goes."""
+    """Use it as ``SoftUpdate``: ``tau`` moves the heads' target copies, ``backbone_tau`` (None: tau) the encoders'."""
 
     def __init__(self, loss_module, *, eps: float | None = None, tau: float | None = None,
                  backbone_tau: float | None = DEFAULT_BACKBONE_TAU):

@@ -16,16 +16,14 @@ class BatchedTorchEnv(EnvBase):
 
     batch_locked = True
     n_actions: int = 0
-    # state attributes accepted by reset(task=...) and returned by get_task()
-    task_keys: tuple[str, ...] = ()
+    task_keys: tuple[str, ...] = ()  # state attributes accepted by reset(task=...) and returned by get_task()
     supports_soft_reset = True
 
     def __init__(self, num_envs: int | None, *, categorical_action_encoding: bool = False, device="cpu",
                  seed: int | None = None):
         if num_envs is not None and (not isinstance(num_envs, int) or num_envs < 1):
             raise ValueError(f"num_envs must be a positive int or None (unbatched), got {num_envs!r}")
-        batch = torch.Size([]) if num_envs is None else torch.Size([num_envs])
-        super().__init__(device=device, batch_size=batch)
+        super().__init__(device=device, batch_size=torch.Size([] if num_envs is None else [num_envs]))
         self.n = 1 if num_envs is None else num_envs
         self.categorical_action_encoding = bool(categorical_action_encoding)
         self.rng = torch.Generator(device=self.device)
@@ -34,18 +32,21 @@ class BatchedTorchEnv(EnvBase):
         if self.categorical_action_encoding:
             self.action_spec = Categorical(self.n_actions, shape=B, dtype=torch.int64, device=self.device)
         else:
-            self.action_spec = OneHot(self.n_actions, shape=(*B, self.n_actions), dtype=torch.int64,
-                                      device=self.device)
+            self.action_spec = OneHot(self.n_actions, shape=(*B, self.n_actions), dtype=torch.int64, device=self.device)
         self.reward_spec = Unbounded((*B, 1), dtype=torch.float32, device=self.device)
-        self.done_spec = Composite(
-            {k: Categorical(2, (*B, 1), dtype=torch.bool, device=self.device)
-             for k in ("done", "terminated", "truncated")}, shape=B, device=self.device)
+        self.done_spec = Composite({k: Categorical(2, (*B, 1), dtype=torch.bool, device=self.device)
+                                    for k in ("done", "terminated", "truncated")}, shape=B, device=self.device)
 
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(shape, generator=self.rng, device=self.device)
 
     def _randint(self, high, *shape) -> torch.Tensor:
         return torch.randint(int(high), shape, generator=self.rng, device=self.device)
+
+    def _zero_where(self, mask: torch.Tensor, *names: str) -> None:
+        """Zero the [n, ...] state attributes ``names`` where the [n] ``mask`` is set."""
+        for k in names:
+            setattr(self, k, where_mask(mask, torch.zeros_like(getattr(self, k)), getattr(self, k)))
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         """Internal [n, ...] -> external [*batch_size, ...]."""
@@ -90,8 +91,7 @@ class BatchedTorchEnv(EnvBase):
                 raise ValueError(f"unknown task key {k!r}; {type(self).__name__} accepts {self.task_keys}")
             cur = getattr(self, k)
             v = torch.as_tensor(v, device=self.device).to(cur.dtype).reshape(self.n, *cur.shape[1:])
-            m = mask.view(self.n, *([1] * (cur.ndim - 1)))
-            setattr(self, k, torch.where(m, v, cur))
+            setattr(self, k, where_mask(mask, v, cur))
 
     def _reset(self, tensordict: TensorDictBase | None = None, *, soft_reset: bool = False, task=None,
                **kwargs) -> TensorDictBase:
@@ -103,24 +103,26 @@ class BatchedTorchEnv(EnvBase):
             if task is not None:
                 self._apply_task(task, mask)
                 self._on_task_set(mask)
-        return self._make_td(self._obs(), None)
+        return self._make_td()
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        reward, terminated, truncated = self._advance(self._action_index(tensordict))
-        flags = {"terminated": self._flag(terminated), "truncated": self._flag(truncated),
-                 "done": self._flag(terminated | truncated)}
-        return self._make_td(self._obs(), reward, flags)
+        reward, term, trunc = self._advance(self._action_index(tensordict))
+        return self._make_td({"reward": self._out(reward.reshape(self.n, 1).float()), "terminated": self._flag(term),
+                              "truncated": self._flag(trunc), "done": self._flag(term | trunc)})
 
-    def _make_td(self, obs: dict, reward, extra: dict | None = None) -> TensorDict:
-        data = {k: self._out(v) for k, v in obs.items()}
-        if reward is not None:
-            data["reward"] = self._out(reward.reshape(self.n, 1).float())
-        if extra:
-            data.update(extra)
-        return TensorDict(data, batch_size=self.batch_size, device=self.device)
+    def _make_td(self, extra: dict | None = None) -> TensorDict:
+        data = {k: self._out(v) for k, v in self._obs().items()}
+        return TensorDict({**data, **(extra or {})}, batch_size=self.batch_size, device=self.device)
 
     def _set_seed(self, seed: int | None):
         self.rng.manual_seed(int(seed) if seed is not None else 0)
+
+    def close(self, *, raise_if_closed: bool = True):
+        for envs in getattr(self, "_envs", ()):  # subclasses' per-slot dicts of Python sub-envs
+            for env in envs.values():
+                env.close()
+            envs.clear()
+        return super().close(raise_if_closed=raise_if_closed)
 
     def _hard_reset(self, mask: torch.Tensor) -> None:  # draw a new task where mask, then start a trial
         raise NotImplementedError
@@ -155,15 +157,13 @@ class HostAttemptsEnv(BatchedTorchEnv):
         self._count = np.zeros(n, dtype=np.int64)  # attempts finished in this trial
         self._pending = np.zeros(n, dtype=bool)  # the next step is the dummy (restart) step
         self._ep_ret = np.zeros(n, dtype=np.float64)
-        self._ep_end = np.zeros(n, dtype=bool)
-        self._ep_success = np.zeros(n, dtype=bool)
+        self._ep_end, self._ep_success = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         self._last_ret = np.zeros(n, dtype=np.float32)
 
     def _soft_reset(self, mask):  # restart the trial on the same task
         for i in mask.nonzero().squeeze(-1).tolist():
-            self._count[i] = 0
+            self._count[i], self._last_ret[i] = 0, 0.0
             self._pending[i] = self._ep_end[i] = self._ep_success[i] = False
-            self._last_ret[i] = 0.0
             self._start_attempt(i)
 
     _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
@@ -177,8 +177,7 @@ class HostAttemptsEnv(BatchedTorchEnv):
         n = self.n
         reward = np.zeros(n, dtype=np.float32)
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        self._ep_end[:] = False
-        self._ep_success[:] = False
+        self._ep_end[:] = self._ep_success[:] = False
         self._last_ret[:] = 0.0
         for i, a in enumerate(action.cpu().tolist()):
             if self._pending[i]:  # dummy step: the action is ignored, the next attempt starts
@@ -192,11 +191,8 @@ class HostAttemptsEnv(BatchedTorchEnv):
                 self._count[i] += 1
                 self._ep_end[i], self._ep_success[i], self._last_ret[i] = True, success, self._ep_ret[i]
                 if self._count[i] >= self.attempts:
-                    terminated[i] = terminal
-                    truncated[i] = not terminal
+                    terminated[i], truncated[i] = terminal, not terminal
                 else:
                     self._pending[i] = True
             self._show(i, obs)
-        dev = self.device
-        return (torch.from_numpy(reward).to(dev), torch.from_numpy(terminated).to(dev),
-                torch.from_numpy(truncated).to(dev))
+        return tuple(torch.from_numpy(x).to(self.device) for x in (reward, terminated, truncated))

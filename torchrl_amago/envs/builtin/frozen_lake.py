@@ -58,9 +58,8 @@ class MetaFrozenLake(BatchedTorchEnv):
             raise ValueError(f"size must be >= 2 and k_episodes >= 1, got size={size}, k_episodes={k_episodes}")
         if not 0.0 <= slip_chance < 1.0:
             raise ValueError(f"slip_chance must be in [0, 1), got {slip_chance}")
-        self.size, self.k_episodes, self.hard_mode, self.recover_mode = int(size), int(k_episodes), hard_mode, \
-            recover_mode
-        self.slip_chance, self.show_k_progress = float(slip_chance), show_k_progress
+        self.size, self.k_episodes, self.hard_mode = int(size), int(k_episodes), hard_mode
+        self.recover_mode, self.slip_chance, self.show_k_progress = recover_mode, float(slip_chance), show_k_progress
         if max_episode_steps is None:
             max_episode_steps = size ** 2 * (2 if hard_mode else 1)
             if slip_chance > 0:
@@ -74,11 +73,10 @@ class MetaFrozenLake(BatchedTorchEnv):
         self.pos = torch.zeros(n, 2, dtype=torch.int64, device=dev)
         self.k = torch.zeros(n, dtype=torch.int64, device=dev)
         self.ep_steps = torch.zeros_like(self.k)
-        self.ep_ret = torch.zeros(n, device=dev)
+        self.ep_ret, self.last_ret = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
         self.reset_signal = torch.ones(n, dtype=torch.bool, device=dev)
         self.ep_end = torch.zeros(n, dtype=torch.bool, device=dev)
         self.ep_success = torch.zeros_like(self.ep_end)
-        self.last_ret = torch.zeros(n, device=dev)
         self._moves = _MOVES.to(dev)
         self.observation_spec = Composite(observation=Bounded(0.0, 1.0, (*B, 4), dtype=torch.float32, device=dev),
                                           **episode_stats_spec(B, dev, success=True), shape=B, device=dev)
@@ -95,19 +93,14 @@ class MetaFrozenLake(BatchedTorchEnv):
         self._soft_reset(mask)
 
     def _soft_reset(self, mask):  # restart the trial on the same map
-        self.k = torch.where(mask, 0, self.k)
+        self._zero_where(mask, "k", "ep_end", "ep_success", "last_ret")
         self._new_attempt(mask)
-        for name in ("ep_end", "ep_success"):
-            setattr(self, name, torch.where(mask, False, getattr(self, name)))
-        self.last_ret = torch.where(mask, 0.0, self.last_ret)
 
     _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
 
     def _new_attempt(self, mask):
         self.active_holes = where_mask(mask, self.holes, self.active_holes)
-        self.pos = where_mask(mask, torch.zeros_like(self.pos), self.pos)
-        self.ep_steps = torch.where(mask, 0, self.ep_steps)
-        self.ep_ret = torch.where(mask, 0.0, self.ep_ret)
+        self._zero_where(mask, "pos", "ep_steps", "ep_ret")
         self.reset_signal = self.reset_signal | mask
 
     def _obs(self):
@@ -127,19 +120,15 @@ class MetaFrozenLake(BatchedTorchEnv):
         move = self._moves[self.action_perm.gather(1, action.unsqueeze(-1)).squeeze(-1)]
         nxt = (self.pos + move).clamp(0, s - 1)
         if self.hard_mode:
-            moved = (nxt != self.pos).any(-1)
-            melt = moved & (self._rand(n) < 0.33)
+            melt = (nxt != self.pos).any(-1) & (self._rand(n) < 0.33)
             self.active_holes[ar[melt], self.pos[melt, 0], self.pos[melt, 1]] = True
         on_goal = (nxt == s - 1).all(-1)
         on_hole = self.active_holes[ar, nxt[:, 0], nxt[:, 1]] & ~on_goal
         if self.recover_mode:
-            reward = torch.where(on_hole, -0.1, on_goal.float())
+            reward, soft = torch.where(on_hole, -0.1, on_goal.float()), on_goal
             self.pos = torch.where(on_hole.unsqueeze(-1), self.pos, nxt)
-            soft = on_goal
         else:
-            reward = on_goal.float()
-            self.pos = nxt
-            soft = on_goal | on_hole
+            reward, self.pos, soft = on_goal.float(), nxt, on_goal | on_hole
         soft = soft | (self.ep_steps >= self.max_episode_steps)
         self.ep_ret = self.ep_ret + reward
         self.ep_end, self.ep_success = soft, on_goal & soft

@@ -1,12 +1,11 @@
-"""Hidden door: a diagnostic k-attempt task with an exact Bayes-optimal return per attempt, batched in torch
-(docs/api/envs.md, "Diagnostic tasks with a known optimum")."""
+"""Hidden door: a diagnostic k-attempt task with an exact Bayes-optimal return per attempt (docs/api/envs.md)."""
 from __future__ import annotations
 
 import torch
 from torchrl.data import Bounded, Composite
 
 from ..transforms import episode_stats_spec
-from ._base import BatchedTorchEnv, where_mask
+from ._base import BatchedTorchEnv
 
 
 def hidden_door_optimal_returns(n_doors: int = 5, k_attempts: int = 3, picks_per_attempt: int = 2,
@@ -69,15 +68,8 @@ class HiddenDoor(BatchedTorchEnv):
         self._soft_reset(mask)
 
     def _soft_reset(self, mask):  # restart the trial on the same goal
-        self.k = torch.where(mask, 0, self.k)
-        self.picks = torch.where(mask, 0, self.picks)
-        self.ep_ret = torch.where(mask, 0.0, self.ep_ret)
-        self.last_ret = torch.where(mask, 0.0, self.last_ret)
+        self._zero_where(mask, "k", "picks", "ep_ret", "last_ret", "ep_end", "ep_success", "found", "tried")
         self.attempt_start = self.attempt_start | mask
-        self.ep_end = self.ep_end & ~mask
-        self.ep_success = self.ep_success & ~mask
-        self.found = self.found & ~mask
-        self.tried = where_mask(mask, torch.zeros_like(self.tried), self.tried)
 
     _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
 
@@ -97,11 +89,9 @@ class HiddenDoor(BatchedTorchEnv):
         self.found = self.found | hit
         self.ep_ret = self.ep_ret + reward
         end = hit | (self.picks >= self.picks_per_attempt)
-        self.ep_end, self.ep_success = end, hit
+        self.ep_end, self.ep_success, self.attempt_start = end, hit, end
         self.last_ret = torch.where(end, self.ep_ret, 0.0)
         self.k = self.k + end.long()
-        self.attempt_start = end
-        self.picks = torch.where(end, 0, self.picks)
-        self.ep_ret = torch.where(end, 0.0, self.ep_ret)
+        self._zero_where(end, "picks", "ep_ret")
         terminated = self.k >= self.k_attempts
         return reward, terminated, torch.zeros_like(terminated)

@@ -35,11 +35,10 @@ class DarkKeyDoor(BatchedTorchEnv):
         self.start, self.key, self.goal, self.pos = z2.clone(), z2.clone(), z2.clone(), z2.clone()
         self.action_perm = torch.arange(5, device=dev).repeat(n, 1)
         z = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.ep_time, self.global_time = z.clone(), z.clone()
+        self.ep_time, self.global_time, self.count = z.clone(), z.clone(), z.clone()
         f = torch.zeros(n, dtype=torch.bool, device=dev)
         self.has_key, self.reset_next, self.ep_end, self.ep_success = f.clone(), f.clone(), f.clone(), f.clone()
         self.ep_ret, self.last_ret = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
-        self.count = z.clone()
         self._dirs = _DIRS.to(dev)
         self.observation_spec = Composite(
             observation=Bounded(0.0, 1.0, (*B, 4 if dark else 8), dtype=torch.float32, device=dev),
@@ -51,26 +50,18 @@ class DarkKeyDoor(BatchedTorchEnv):
                 torch.tensor(loc, dtype=torch.int64, device=self.device).expand(self.n, 2)
             setattr(self, name, where_mask(mask, new, getattr(self, name)))
         if self.randomize_actions:
-            perm = self._rand(self.n, 5).argsort(-1)
-            self.action_perm = where_mask(mask, perm, self.action_perm)
+            self.action_perm = where_mask(mask, self._rand(self.n, 5).argsort(-1), self.action_perm)
         self._soft_reset(mask)
 
     def _soft_reset(self, mask):  # restart the trial in the same room
-        self.global_time = torch.where(mask, 0, self.global_time)
-        self.count = torch.where(mask, 0, self.count)
-        self.last_ret = torch.where(mask, 0.0, self.last_ret)
-        self.ep_end = self.ep_end & ~mask
-        self.ep_success = self.ep_success & ~mask
+        self._zero_where(mask, "global_time", "count", "last_ret", "ep_end", "ep_success")
         self._new_attempt(mask)
 
     _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
 
     def _new_attempt(self, mask):
         self.pos = where_mask(mask, self.start, self.pos)
-        self.ep_time = torch.where(mask, 0, self.ep_time)
-        self.has_key = self.has_key & ~mask
-        self.reset_next = self.reset_next & ~mask
-        self.ep_ret = torch.where(mask, 0.0, self.ep_ret)
+        self._zero_where(mask, "ep_time", "has_key", "reset_next", "ep_ret")
 
     def _obs(self):
         s = float(self.size)
@@ -92,9 +83,8 @@ class DarkKeyDoor(BatchedTorchEnv):
         self.has_key = self.has_key | got_key
         reward = (door | got_key).float()
         end = door | (live & (self.ep_time >= self.H))
-        self.reset_next = end
         self.ep_ret = self.ep_ret + reward
-        self.ep_end, self.ep_success = end, door
+        self.ep_end, self.ep_success, self.reset_next = end, door, end
         self.last_ret = torch.where(end, self.ep_ret, 0.0)
         self.count = self.count + end.long()
         over = self.global_time >= self.meta_horizon

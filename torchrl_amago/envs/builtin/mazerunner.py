@@ -33,9 +33,8 @@ def mazerunner_relabel_rewards(achieved: torch.Tensor, goals: torch.Tensor, time
     hits = []
     for j in range(k):  # goal j can only be reached on a step strictly after goal j-1
         cand = match[..., j] & (steps > prev.unsqueeze(-1))
-        first = torch.where(cand.any(-1), cand.long().argmax(-1), torch.full_like(prev, T))
-        hits.append(first)
-        prev = first
+        prev = torch.where(cand.any(-1), cand.long().argmax(-1), torch.full_like(prev, T))
+        hits.append(prev)
     hit = torch.stack(hits, -1) if k else torch.zeros(*batch, 0, dtype=torch.long, device=dev)  # [..., k]; T = never
     reached = hit < T
     rewards = torch.zeros(*batch, T + 1, device=dev)
@@ -43,8 +42,7 @@ def mazerunner_relabel_rewards(achieved: torch.Tensor, goals: torch.Tensor, time
     rewards = rewards[..., :T]
     terminated = torch.zeros(*batch, T + 1, dtype=torch.bool, device=dev)
     if k:
-        last = hit[..., -1:]
-        terminated.scatter_(-1, last.clamp(max=T), reached[..., -1:])
+        terminated.scatter_(-1, hit[..., -1:].clamp(max=T), reached[..., -1:])
     terminated = terminated[..., :T]
     if time_limit is not None:
         terminated = terminated | (steps + 1 >= time_limit)
@@ -69,15 +67,8 @@ def random_maze(dim: int, rnd: random.Random, complexity: float = 0.75, density:
         y, x = rnd.randint(0, half) * 2, rnd.randint(0, half) * 2
         wall[y * dim + x] = 1
         for _ in range(c):
-            nbrs = []
-            if x > 1:
-                nbrs.append((y, x - 2))
-            if x < dim - 2:
-                nbrs.append((y, x + 2))
-            if y > 1:
-                nbrs.append((y - 2, x))
-            if y < dim - 2:
-                nbrs.append((y + 2, x))
+            nbrs = [(a, b) for a, b in ((y, x - 2), (y, x + 2), (y - 2, x), (y + 2, x))
+                    if 0 <= a < dim and 0 <= b < dim]
             y2, x2 = nbrs[rnd.randrange(len(nbrs))]
             if not wall[y2 * dim + x2]:
                 wall[y2 * dim + x2] = 1
@@ -86,8 +77,7 @@ def random_maze(dim: int, rnd: random.Random, complexity: float = 0.75, density:
     grid = torch.tensor(list(wall), dtype=torch.bool).view(dim, dim)
     # spawn pocket: clear the bottom rows, then wall off a 1-wide pocket around the start column
     grid[dim - 5:dim - 1, 1:dim - 1] = False
-    grid[dim - 4:dim - 1, dim // 2 - 1] = True
-    grid[dim - 4:dim - 1, dim // 2 + 1] = True
+    grid[dim - 4:dim - 1, [dim // 2 - 1, dim // 2 + 1]] = True
     return grid
 
 
@@ -135,14 +125,12 @@ class MazeRunner(BatchedTorchEnv):
             cells = score.topk(self.k, dim=-1).indices  # a uniformly random ordered subset of free cells
             self.goals[ids] = torch.stack([cells // self.dim, cells % self.dim], -1)
             if self.randomized_actions:
-                perm = torch.rand(len(ids), 5, generator=self.rng, device=self.device).argsort(-1)
-                self.action_perm[ids] = perm
+                self.action_perm[ids] = torch.rand(len(ids), 5, generator=self.rng, device=self.device).argsort(-1)
         self._soft_reset(mask)
 
     def _soft_reset(self, mask):  # one episode per trial: restart it
         self.pos = where_mask(mask, self.start.expand_as(self.pos), self.pos)
-        self.active = torch.where(mask, 0, self.active)
-        self.timer = torch.where(mask, 0, self.timer)
+        self._zero_where(mask, "active", "timer")
 
     def _free_counts(self) -> torch.Tensor:
         """[n, 4] empty cells in each direction (W, N, E, S) before the next wall."""

@@ -1,11 +1,10 @@
-"""No-repeat: ``num_actions`` steps, ``1 / num_actions`` for an action not yet taken in the episode, 0 for a repeat;
-the observation is only the time (docs/results/ablations/no_repeat.md)."""
+"""No-repeat: ``num_actions`` steps, ``1 / num_actions`` per action new to the episode, 0 per repeat; obs: the time."""
 from __future__ import annotations
 
 import torch
 from torchrl.data import Bounded, Composite
 
-from ._base import BatchedTorchEnv, where_mask
+from ._base import BatchedTorchEnv
 
 
 def random_return(num_actions: int) -> float:
@@ -28,8 +27,7 @@ class NoRepeat(BatchedTorchEnv):
                                           shape=B, device=dev)
 
     def _hard_reset(self, mask):
-        self.t = torch.where(mask, 0, self.t)
-        self.taken = where_mask(mask, torch.zeros_like(self.taken), self.taken)
+        self._zero_where(mask, "t", "taken")
 
     _soft_reset = _hard_reset
 

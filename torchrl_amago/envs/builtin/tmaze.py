@@ -28,9 +28,7 @@ class TMaze(BatchedTorchEnv):
         n, dev, B = self.n, self.device, self.batch_size
         self.end_x = self.oracle_length + self.corridor_length
         self.x = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.y = torch.zeros_like(self.x)
-        self.t = torch.zeros_like(self.x)
-        self.goal_y = torch.ones_like(self.x)
+        self.y, self.t, self.goal_y = torch.zeros_like(self.x), torch.zeros_like(self.x), torch.ones_like(self.x)
         self.visited = torch.zeros(n, dtype=torch.bool, device=dev)  # oracle cell seen before
         self.first_visit = torch.zeros_like(self.visited)  # this observation is the first at the oracle cell
         self._moves = _MOVES.to(dev)
@@ -43,8 +41,7 @@ class TMaze(BatchedTorchEnv):
 
     def _soft_reset(self, mask):
         self.x = torch.where(mask, self.oracle_length, self.x)
-        self.y = torch.where(mask, 0, self.y)
-        self.t = torch.where(mask, 0, self.t)
+        self._zero_where(mask, "y", "t")
         at_oracle = self.x == 0
         self.first_visit = torch.where(mask, at_oracle, self.first_visit)
         self.visited = torch.where(mask, at_oracle, self.visited)
@@ -59,11 +56,9 @@ class TMaze(BatchedTorchEnv):
         move = self._moves[action]
         nx, ny = self.x + move[:, 0], self.y + move[:, 1]
         valid = ((ny == 0) & (nx >= 0) & (nx <= self.end_x)) | ((nx == self.end_x) & (ny.abs() == 1))
-        self.x = torch.where(valid, nx, self.x)
-        self.y = torch.where(valid, ny, self.y)
+        self.x, self.y = torch.where(valid, nx, self.x), torch.where(valid, ny, self.y)
         at_oracle = self.x == 0
-        self.first_visit = at_oracle & ~self.visited
-        self.visited = self.visited | at_oracle
+        self.first_visit, self.visited = at_oracle & ~self.visited, self.visited | at_oracle
         done = self.t >= self.episode_length
         step_cost = self.penalty * ((action != 0) & (self.t > self.oracle_length)).float()
         reward = torch.where(done, self.goal_reward * (self.y == self.goal_y).float(), step_cost)

@@ -1,13 +1,10 @@
 """Adapters for third-party suites, each importing its package lazily (docs/domains/ for each one)."""
 from .alchemy import (ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length,
                       make_alchemy_env, symbolic_alchemy_module)
-from .atari import ACTION_SPACES as ATARI_ACTION_SPACES
-from .atari import DEFAULT_GAMES as ATARI_GAMES
-from .atari import TIME_LIMIT_FRAMES as ATARI_TIME_LIMIT_FRAMES
-from .atari import atari_game_names, make_atari_env, make_atari_gym
-from .babyai import OBS_KINDS as BABYAI_OBS_KINDS
-from .babyai import MultitaskMetaBabyAI, babyai_max_steps, babyai_task_names, full_task_name, make_babyai_env
-from .babyai import max_trial_length as babyai_max_trial_length
+from .atari import (ACTION_SPACES as ATARI_ACTION_SPACES, DEFAULT_GAMES as ATARI_GAMES,
+                    TIME_LIMIT_FRAMES as ATARI_TIME_LIMIT_FRAMES, atari_game_names, make_atari_env, make_atari_gym)
+from .babyai import (OBS_KINDS as BABYAI_OBS_KINDS, MultitaskMetaBabyAI, babyai_max_steps, babyai_task_names,
+                     full_task_name, make_babyai_env, max_trial_length as babyai_max_trial_length)
 from .dm_env_bridge import DMEnvWrapper, make_dm_env
 from .gym import SameTaskGymEnv, gym_action_info, gym_time_limit, make_gym_env, make_gym_envs
 from .gymnax import gymnax_env_names, make_gymnax_env

@@ -33,8 +33,7 @@ _FIRE = {(0, 0): 1, (1, 0): 10, (0, 1): 11, (0, -1): 12, (-1, 0): 13, (1, 1): 14
 def buttons_to_action(buttons) -> int:
     """5 buttons ``[up, down, left, right, fire]`` (0/1) -> ALE's full-action index (opposite directions cancel)."""
     up, down, left, right, fire = (bool(b) for b in np.asarray(buttons).reshape(5))
-    key = (int(up) - int(down), int(right) - int(left))
-    return (_FIRE if fire else _NO_FIRE)[key]
+    return (_FIRE if fire else _NO_FIRE)[(int(up) - int(down), int(right) - int(left))]
 
 
 def _ale():
@@ -131,8 +130,7 @@ class AtariPreprocess(gym.Wrapper):
                                           dtype=np.uint8),
             "task_id": gym.spaces.Box(0, n_tasks - 1, (1,), dtype=np.int64),
         })
-        self.frames = 0
-        self.lives = 0
+        self.frames = self.lives = 0
 
     def _screen(self, frame: np.ndarray) -> np.ndarray:
         img = np.asarray(frame)
@@ -156,8 +154,7 @@ class AtariPreprocess(gym.Wrapper):
 
     def reset(self, *, seed=None, options=None):
         frame, info = self.env.reset(seed=seed, options=options)
-        self.frames = 0
-        self.lives = int(info.get("lives", 0))
+        self.frames, self.lives = 0, int(info.get("lives", 0))
         return self._obs(frame), info
 
     def step(self, action):
@@ -193,11 +190,10 @@ def make_atari_gym(game: str, *, task_id: int = 0, num_tasks: int | None = None,
               obs_type="grayscale" if grayscale else "rgb", max_num_frames_per_episode=int(time_limit_frames))
     if action_space == "continuous":
         kw["continuous"] = True
-    inner = gym.make(env_id, **kw)
-    return AtariPreprocess(inner, task_id=task_id, num_tasks=num_tasks, frame_skip=frame_skip, resolution=resolution,
-                           grayscale=grayscale, channels_last=channels_last, action_space=action_space,
-                           time_limit_frames=time_limit_frames, terminal_on_life_loss=terminal_on_life_loss,
-                           clip_rewards=clip_rewards)
+    return AtariPreprocess(gym.make(env_id, **kw), task_id=task_id, num_tasks=num_tasks, frame_skip=frame_skip,
+                           resolution=resolution, grayscale=grayscale, channels_last=channels_last,
+                           action_space=action_space, time_limit_frames=time_limit_frames,
+                           terminal_on_life_loss=terminal_on_life_loss, clip_rewards=clip_rewards)
 
 
 def make_atari_torchrl(game: str, categorical_action_encoding: bool = False, **kwargs) -> GymWrapper:

@@ -116,12 +116,10 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
             unknown = [t for t in task_names if t not in gym.envs.registry]
             if unknown:
                 raise ValueError(f"unknown BabyAI task(s) {unknown}; choose from babyai_task_names()")
-            kind = obs_kind
-            env_factory = lambda task: make_minigrid_env(task, kind)  # noqa: E731
+            env_factory = lambda task: make_minigrid_env(task, obs_kind)  # noqa: E731
         self.task_names = list(task_names)
         self.k_episodes, self.seed_range, self.obs_kind = k_episodes, (lo, hi), obs_kind
-        self.timeout_terminates = bool(timeout_terminates)
-        self.env_factory = env_factory
+        self.timeout_terminates, self.env_factory = bool(timeout_terminates), env_factory
         super().__init__(num_envs, **kw)
         n, dev, B = self.n, self.device, self.batch_size
         self.img_shape = OBS_KINDS[obs_kind]
@@ -159,7 +157,7 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
         out[:h, :w] = img[:h, :w, : self.img_shape[2]]
         return out
 
-    def _store(self, i: int, obs: dict, new_attempt: bool) -> None:
+    def _show(self, i: int, obs: dict, new_attempt: bool = False) -> None:
         self._img[i] = self._image(obs["image"])
         self._dir[i] = int(obs["direction"])
         if new_attempt:
@@ -167,7 +165,7 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
 
     def _start_attempt(self, i: int) -> None:
         obs, _ = self._env(i).reset(seed=int(self.layout_seed[i]))
-        self._store(i, obs, True)
+        self._show(i, obs, True)
         self._ep_ret[i] = 0.0
 
     def _hard_reset(self, mask):
@@ -190,16 +188,6 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
     def _slot_step(self, i: int, action: int):
         obs, r, term, trunc, _ = self._env(i).step(int(action))
         return obs, r, term or trunc, r > 0.0, bool(term) or self.timeout_terminates
-
-    def _show(self, i: int, obs) -> None:
-        self._store(i, obs, False)
-
-    def close(self, *, raise_if_closed: bool = True):
-        for envs in getattr(self, "_envs", []):
-            for env in envs.values():
-                env.close()
-            envs.clear()
-        return super().close(raise_if_closed=raise_if_closed)
 
     def current_tasks(self) -> list[str]:
         """Task name of every sub-env's current trial."""

@@ -135,8 +135,7 @@ class DMEnvWrapper(EnvBase):
             raise ValueError("pass exactly one of env= or env_fn=")
         if recreate_on_reset and env_fn is None:
             raise ValueError("recreate_on_reset=True needs env_fn=")
-        self.env_fn = env_fn
-        self.recreate_on_reset = recreate_on_reset
+        self.env_fn, self.recreate_on_reset = env_fn, recreate_on_reset
         self._rng = np.random.default_rng(seed)
         self._env = env if env is not None else env_fn(self._draw_seed())
         obs_spec = self._env.observation_spec()
@@ -163,9 +162,8 @@ class DMEnvWrapper(EnvBase):
                                   int(np.prod(getattr(rspec, "shape", ()))) != 1):
             raise ValueError(f"only scalar rewards are supported, got reward spec {rspec}")
         self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32)
-        self.done_spec = Composite(done=Categorical(2, (1,), dtype=torch.bool),
-                                   terminated=Categorical(2, (1,), dtype=torch.bool),
-                                   truncated=Categorical(2, (1,), dtype=torch.bool))
+        self.done_spec = Composite({k: Categorical(2, (1,), dtype=torch.bool)
+                                    for k in ("done", "terminated", "truncated")})
         self.last_timestep = None
 
     @property
@@ -176,45 +174,37 @@ class DMEnvWrapper(EnvBase):
     def _draw_seed(self) -> int:
         return int(self._rng.integers(0, 2 ** 31 - 1))
 
-    def _obs_td(self, observation) -> dict:
-        out = {}
-        for key, spec in self._obs_specs.items():
+    def _make_td(self, observation, extra: dict | None = None) -> TensorDictBase:
+        td = TensorDict({}, batch_size=[], device=self.device)
+        for key in self._obs_specs:
             value = observation
             if self._dict_obs:
                 for k in key:
                     value = value[k]
             leaf = self.observation_spec[key]
-            out[key] = torch.as_tensor(np.asarray(value).reshape(leaf.shape), dtype=leaf.dtype, device=self.device)
-        return out
-
-    def _make_td(self, observation, extra: dict | None = None) -> TensorDictBase:
-        td = TensorDict({}, batch_size=[], device=self.device)
-        for key, value in {**self._obs_td(observation), **(extra or {})}.items():
+            td.set(key, torch.as_tensor(np.asarray(value).reshape(leaf.shape), dtype=leaf.dtype, device=self.device))
+        for key, value in (extra or {}).items():
             td.set(key, value)
         return td
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         if self.recreate_on_reset:
-            old = self._env
-            self._env = self.env_fn(self._draw_seed())
+            old, self._env = self._env, self.env_fn(self._draw_seed())
             if old is not None and old is not self._env and hasattr(old, "close"):
                 old.close()
-        ts = self._env.reset()
-        self.last_timestep = ts
+        self.last_timestep = ts = self._env.reset()
         false = torch.zeros(1, dtype=torch.bool, device=self.device)
         return self._make_td(ts.observation, {"done": false, "terminated": false.clone(), "truncated": false.clone()})
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        ts = self._env.step(self.action_map.to_native(tensordict.get("action")))
-        self.last_timestep = ts
+        self.last_timestep = ts = self._env.step(self.action_map.to_native(tensordict.get("action")))
         last = int(ts.step_type) == _LAST
         terminated = last and ts.discount is not None and float(np.asarray(ts.discount).reshape(-1)[0]) == 0.0
-        truncated = last and not terminated
         reward = 0.0 if ts.reward is None else float(np.asarray(ts.reward).reshape(-1)[0])
         flag = lambda b: torch.tensor([b], dtype=torch.bool, device=self.device)  # noqa: E731
         return self._make_td(ts.observation, {
             "reward": torch.tensor([reward], dtype=torch.float32, device=self.device),
-            "done": flag(last), "terminated": flag(terminated), "truncated": flag(truncated)})
+            "done": flag(last), "terminated": flag(terminated), "truncated": flag(last and not terminated)})
 
     def _set_seed(self, seed: int | None) -> None:
         self._rng = np.random.default_rng(seed)

@@ -1,5 +1,4 @@
-"""gymnax (JAX) envs as one batched TorchRL env through :class:`~torchrl_amago.envs.libs.jax_bridge.JaxBatchedEnv`
-(docs/domains/gymnax.md). ``pip install gymnax``."""
+"""gymnax (JAX) envs as one batched TorchRL env, a :class:`.jax_bridge.JaxBatchedEnv` (docs/domains/gymnax.md)."""
 from __future__ import annotations
 
 import numpy as np

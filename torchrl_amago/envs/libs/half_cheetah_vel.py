@@ -1,5 +1,4 @@
-"""HalfCheetah with a hidden target velocity (AMAGO's ``HalfCheetahV4_MetaVelocity``) as TorchRL envs
-(docs/domains/half_cheetah_vel.md). ``pip install "gymnasium[mujoco]"``."""
+"""Hidden-target-velocity HalfCheetah (AMAGO's ``HalfCheetahV4_MetaVelocity``; docs/domains/half_cheetah_vel.md)."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -31,8 +30,7 @@ class MetaVelocity(gym.Wrapper):
         self.ctrl_cost_weight, self.velocity_reward_weight = float(ctrl_cost_weight), float(velocity_reward_weight)
         self.max_episode_steps, self.velocity_buckets = int(max_episode_steps), int(velocity_buckets)
         self.target_velocity = 0.5 * (self.task_min_velocity + self.task_max_velocity)
-        self.t = 0
-        self._vels: list[float] = []
+        self.t, self._vels = 0, []  # steps and x velocities of the current episode
 
     def _x(self) -> float:
         return float(self.env.unwrapped.data.qpos[0])
@@ -52,8 +50,7 @@ class MetaVelocity(gym.Wrapper):
             self.target_velocity = float(options["target_velocity"])
         else:
             self.target_velocity = float(self.np_random.uniform(self.task_min_velocity, self.task_max_velocity))
-        self.t = 0
-        self._vels = []
+        self.t, self._vels = 0, []
         info = dict(info, target_velocity=self.target_velocity)
         if self.velocity_buckets > 0:
             info["task_id"] = np.array([self.task_id], dtype=np.int64)

@@ -98,7 +98,7 @@ class JaxBackend:
 
     def __init__(self, device: torch.device, feature: str = "JAX envs (torchrl_amago.envs.libs.jax_bridge)"):
         self.jax = jax = require("jax", "jax", feature)
-        self.jnp = require("jax.numpy", "jax", feature)
+        self.xp = self.jnp = require("jax.numpy", "jax", feature)
         device = torch.device(device)
         if device.type == "cuda":
             gpus = [d for d in jax.devices() if d.platform == "gpu"]
@@ -108,7 +108,6 @@ class JaxBackend:
             self.device = gpus[device.index or 0]
         else:
             self.device = jax.devices("cpu")[0]
-        self.xp = self.jnp
 
     def one_hot(self, x, n: int, dtype):
         return self.jax.nn.one_hot(x, n, dtype=dtype)
@@ -231,8 +230,7 @@ class JaxBatchedEnv(EnvBase):
         self._reset_all, self._reset_where, self._step_fn = batched_functions(fenv, num_envs, self.be)
         self._key = self.be.key(int(torch.empty((), dtype=torch.int64).random_().item()) if seed is None else seed)
         self._state = self._cur_obs = None
-        # slots already reset inside the last step (their reset obs is _cur_obs)
-        self._fresh = torch.zeros(num_envs, dtype=torch.bool)
+        self._fresh = torch.zeros(num_envs, dtype=torch.bool)  # slots reset inside the last step (obs: _cur_obs)
 
     def _obs_td(self, obs, extra: dict | None = None) -> TensorDict:
         specs = self.observation_spec
@@ -256,9 +254,8 @@ class JaxBatchedEnv(EnvBase):
         return self.be.to_torch(x, self.device).bool().reshape(self.num_envs, 1)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
-        mask = None
-        if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict.get("_reset").reshape(self.num_envs).cpu().bool()
+        mask = tensordict.get("_reset").reshape(self.num_envs).cpu().bool() \
+            if tensordict is not None and "_reset" in tensordict.keys() else None
         if mask is None or self._state is None:
             self._key, self._cur_obs, self._state = self._reset_all(self._key)
             self._fresh.zero_()

@@ -28,19 +28,15 @@ def canonical_benchmark_name(benchmark: str) -> str:
     b = benchmark.strip()
     if b.lower() in ("ml10", "ml45"):
         return b.lower()
-    if b.endswith("-v2"):
-        b = b[:-3] + "-v3"
-    return b
+    return b[:-3] + "-v3" if b.endswith("-v2") else b
 
 
 def make_benchmark(benchmark: str, seed: int | None = None):
     """The Meta-World benchmark object (``metaworld.ML1(name)``, ``ML10()`` or ``ML45()``), seeded."""
     mw = _metaworld()
     name = canonical_benchmark_name(benchmark)
-    if name == "ml10":
-        return mw.ML10(seed=seed)
-    if name == "ml45":
-        return mw.ML45(seed=seed)
+    if name in ("ml10", "ml45"):
+        return getattr(mw, name.upper())(seed=seed)
     known = sorted(mw.ALL_V3_ENVIRONMENTS)
     if name not in known:
         raise ValueError(f"unknown Meta-World benchmark {benchmark!r}: use 'ml10', 'ml45' or a task name, one of "

@@ -52,14 +52,12 @@ class POPGymObservation(gym.Wrapper):
         self.truncated_is_done = truncated_is_done
         self.timer_scale = float(timer_scale)
         self.timer = 0
-        inner_obs = env.observation_space
-        flat = gym.spaces.utils.flatten_space(inner_obs)
+        flat = gym.spaces.utils.flatten_space(env.observation_space)
         low = np.append(np.asarray(flat.low, dtype=np.float32), 0.0).astype(np.float32)
         high = np.append(np.asarray(flat.high, dtype=np.float32), np.inf).astype(np.float32)
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
         act = env.action_space
-        self._unravel = None
-        self._loc = self._scale = None
+        self._unravel = self._loc = self._scale = None
         if isinstance(act, gym.spaces.MultiDiscrete):
             self._unravel = act.nvec
             self.action_space = gym.spaces.Discrete(int(np.prod(act.nvec)))

@@ -31,10 +31,7 @@ GameFactory = Callable[[], gym.Env]
 
 
 def _factories(games) -> dict[str, GameFactory]:
-    if games is None:
-        games = MULTIDOMAIN_POPGYM_GAMES
-    if isinstance(games, str):
-        games = [games]
+    games = MULTIDOMAIN_POPGYM_GAMES if games is None else [games] if isinstance(games, str) else games
     if isinstance(games, Mapping):
         out = dict(games)
         for name, f in out.items():
@@ -96,13 +93,9 @@ class MultiDomainPOPGym(BatchedTorchEnv):
         self.game = torch.zeros(n, dtype=torch.int64)  # task key (reset(task={"game": ...}))
         self._envs: list[dict[int, gym.Env]] = [{} for _ in range(n)]
         self._obs_buf = np.zeros((n, self.obs_size + 4), dtype=np.float32)
-        self._timer = np.zeros(n, dtype=np.int64)
-        self._episode = np.zeros(n, dtype=np.int64)
-        self._reset_next = np.zeros(n, dtype=bool)
-        self._ep_ret = np.zeros(n, dtype=np.float64)
-        self._ep_end = np.zeros(n, dtype=bool)
-        self._last_ret = np.zeros(n, dtype=np.float32)
-        self._count = np.zeros(n, dtype=np.int64)
+        self._timer, self._episode, self._count = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        self._reset_next, self._ep_end = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        self._ep_ret, self._last_ret = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.float32)
 
     def _make_game(self, name: str) -> POPGymObservation:
         env = POPGymObservation(self._factories[name](), truncated_is_done=True)
@@ -124,8 +117,7 @@ class MultiDomainPOPGym(BatchedTorchEnv):
     def _write_obs(self, i: int, flat: np.ndarray, valid: bool, reward: float) -> None:
         buf = self._obs_buf[i]
         buf[:] = 0.0
-        raw = flat[:-1]  # drop POPGymObservation's per-episode timer
-        buf[: raw.shape[0]] = raw
+        buf[: len(flat) - 1] = flat[:-1]  # drop POPGymObservation's per-episode timer
         buf[-4] = self._timer[i] / 1000.0
         buf[-3] = self._episode[i] / self.warmup_episodes if self.warmup_episodes else self._episode[i]
         buf[-2] = float(valid)
@@ -169,43 +161,29 @@ class MultiDomainPOPGym(BatchedTorchEnv):
             self._ep_end[i] = False
             if self._reset_next[i]:  # dummy step: the action is ignored, the next episode starts
                 flat, _ = env.reset(seed=self._seed())
-                self._reset_next[i] = False
+                self._reset_next[i], reward = False, 0.0
                 self._episode[i] += 1
-                reward = 0.0
             else:
                 flat, reward, terminated, truncated, _ = env.step(a)
                 reward = float(reward)
                 self._ep_ret[i] += reward
                 if terminated or truncated:
-                    self._reset_next[i] = True
-                    self._ep_end[i] = True
-                    self._last_ret[i] = self._ep_ret[i]
-                    self._ep_ret[i] = 0.0
+                    self._reset_next[i] = self._ep_end[i] = True
+                    self._last_ret[i], self._ep_ret[i] = self._ep_ret[i], 0.0
                     self._count[i] += 1
             self._write_obs(i, flat, valid, reward)
             done[i] = self._episode[i] > self.warmup_episodes
             shown[i] = 0.0 if self._episode[i] < self.warmup_episodes else reward
-        dev = self.device
-        return (torch.from_numpy(shown).to(dev), torch.from_numpy(done).to(dev),
-                torch.zeros(self.n, dtype=torch.bool, device=dev))
+        return (torch.from_numpy(shown).to(self.device), torch.from_numpy(done).to(self.device),
+                torch.zeros(self.n, dtype=torch.bool, device=self.device))
 
     def _obs(self) -> dict:
         dev, n = self.device, self.n
         end = torch.from_numpy(self._ep_end.copy())
-        return {
-            "observation": torch.from_numpy(self._obs_buf.copy()).to(dev),
-            TASK_ID_KEY: self.game.reshape(n, 1).to(dev),
-            EPISODE_END_KEY: end.reshape(n, 1).to(dev),
-            EPISODE_RETURN_KEY: torch.where(end, torch.from_numpy(self._last_ret), 0.0).reshape(n, 1).to(dev),
-            EPISODE_COUNT_KEY: torch.from_numpy(self._count.copy()).reshape(n, 1).to(dev),
-        }
-
-    def close(self, *, raise_if_closed: bool = True) -> None:
-        for envs in getattr(self, "_envs", ()):
-            for env in envs.values():
-                env.close()
-            envs.clear()
-        super().close(raise_if_closed=raise_if_closed)
+        return {"observation": torch.from_numpy(self._obs_buf.copy()).to(dev),
+                TASK_ID_KEY: self.game.reshape(n, 1).to(dev), EPISODE_END_KEY: end.reshape(n, 1).to(dev),
+                EPISODE_RETURN_KEY: torch.where(end, torch.from_numpy(self._last_ret), 0.0).reshape(n, 1).to(dev),
+                EPISODE_COUNT_KEY: torch.from_numpy(self._count.copy()).reshape(n, 1).to(dev)}
 
 
 def make_multidomain_popgym_env(num_envs: int, games: Sequence[str] | Mapping[str, GameFactory] | None = None,

@@ -1,5 +1,4 @@
-"""Two-attempt multi-game Procgen (AMAGO's ``TwoAttemptMTProcgen``) as one batched TorchRL env
-(docs/domains/procgen.md). ``pip install procgen-mirror``; ``game_factory`` replaces procgen, e.g. in tests."""
+"""Two-attempt multi-game Procgen (AMAGO's ``TwoAttemptMTProcgen``) as one batched env (docs/domains/procgen.md)."""
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
@@ -94,9 +93,8 @@ class TwoAttemptMTProcgen(HostAttemptsEnv):
             game_factory = make_procgen_level
         self.games = list(games)
         self.distribution_mode, self.seed_range = distribution_mode, (lo, hi)
-        self.reward_scales = reward_scales
+        self.reward_scales, self.game_factory = reward_scales, game_factory
         self._scale = np.array([float(reward_scales.get(g, 1.0)) for g in self.games], dtype=np.float64)
-        self.game_factory = game_factory
         super().__init__(num_envs, **kw)
         n, dev, B = self.n, self.device, self.batch_size
         z = torch.zeros(n, dtype=torch.int64, device=dev)
@@ -111,8 +109,7 @@ class TwoAttemptMTProcgen(HostAttemptsEnv):
 
     def _show(self, i: int, ob) -> None:
         rgb = ob["rgb"] if isinstance(ob, Mapping) else ob
-        frame = np.asarray(rgb, dtype=np.uint8).reshape(FRAME_SHAPE)
-        self._frame[i] = frame
+        self._frame[i] = np.asarray(rgb, dtype=np.uint8).reshape(FRAME_SHAPE)
         if self._count[i] > 0:
             paint_attempt_marker(self._frame[i])
 
@@ -165,11 +162,6 @@ class TwoAttemptMTProcgen(HostAttemptsEnv):
     def current_games(self) -> list[str]:
         """Game name of every sub-env's current trial."""
         return [self.games[int(i)] for i in self.task_id]
-
-
-def max_trial_length(max_attempt_steps: int, attempts: int = 2) -> int:
-    """Longest trial: ``attempts`` attempts of ``max_attempt_steps`` plus one dummy step between attempts."""
-    return attempts * max_attempt_steps + (attempts - 1)
 
 
 def make_procgen_env(games: Sequence[str], num_envs: int, distribution_mode: str = "easy",

@@ -60,14 +60,10 @@ class XLandTrialEnv:
         self.max_steps = int(params.max_steps)
         v = int(params.view_size)
         self.observation_specs = {
-            "grid": ArraySpec((v, v, 2), "uint8", 0, 14),
-            "direction": ArraySpec((4,), "uint8", 0, 1),
-            "goal": ArraySpec((goal_len,), "uint8", 0, 14),
-            "soft_reset": ArraySpec((1,), "float32"),
-            "episode_end": ArraySpec((1,), "bool"),
-            "episode_return": ArraySpec((1,), "float32"),
-            "episode_count": ArraySpec((1,), "int32"),
-        }
+            "grid": ArraySpec((v, v, 2), "uint8", 0, 14), "direction": ArraySpec((4,), "uint8", 0, 1),
+            "goal": ArraySpec((goal_len,), "uint8", 0, 14), "soft_reset": ArraySpec((1,), "float32"),
+            "episode_end": ArraySpec((1,), "bool"), "episode_return": ArraySpec((1,), "float32"),
+            "episode_count": ArraySpec((1,), "int32")}
         self.action_spec = ArraySpec((), "int32", n=int(env.num_actions(params)))
 
     @classmethod
@@ -116,15 +112,13 @@ class XLandTrialEnv:
 
     def _obs(self, ts, first, end, ret, count):
         xp = self.be.xp
-        return {
-            "grid": xp.asarray(ts.observation).astype(xp.uint8),
-            "direction": self.be.one_hot(ts.state.agent.direction, 4, xp.uint8),
-            "goal": xp.asarray(ts.state.goal_encoding).astype(xp.uint8),
-            "soft_reset": xp.asarray(first, dtype=xp.float32).reshape(1),
-            "episode_end": xp.asarray(end, dtype=bool).reshape(1),
-            "episode_return": xp.asarray(ret, dtype=xp.float32).reshape(1),
-            "episode_count": xp.asarray(count, dtype=xp.int32).reshape(1),
-        }
+        return {"grid": xp.asarray(ts.observation).astype(xp.uint8),
+                "direction": self.be.one_hot(ts.state.agent.direction, 4, xp.uint8),
+                "goal": xp.asarray(ts.state.goal_encoding).astype(xp.uint8),
+                "soft_reset": xp.asarray(first, dtype=xp.float32).reshape(1),
+                "episode_end": xp.asarray(end, dtype=bool).reshape(1),
+                "episode_return": xp.asarray(ret, dtype=xp.float32).reshape(1),
+                "episode_count": xp.asarray(count, dtype=xp.int32).reshape(1)}
 
     def reset(self, key):
         xp = self.be.xp

@@ -1,5 +1,4 @@
-"""The memories the acting policy and the loss accept (docs/api/modules.md); :func:`as_sequence_module` maps each to
-the module the loss runs."""
+"""Memories the policy and loss accept (docs/api/modules.md); `as_sequence_module` maps each to what the loss runs."""
 from __future__ import annotations
 
 from tensordict import TensorDictBase
@@ -11,22 +10,17 @@ from .base import TrajectoryEncoder
 from .module import TrajectoryEncoderModule
 
 
-def _torchrl_recurrent_types() -> tuple[type, ...]:
-    from torchrl.modules import GRUModule, LSTMModule
-
-    return LSTMModule, GRUModule
-
-
 def is_torchrl_recurrent(module) -> bool:
     """True for TorchRL's ``LSTMModule`` / ``GRUModule``."""
-    return isinstance(module, _torchrl_recurrent_types())
+    from torchrl.modules import GRUModule, LSTMModule
+
+    return isinstance(module, (LSTMModule, GRUModule))
 
 
 def encoder_emb_dim(module: nn.Module) -> int:
     """Width of the state embedding a memory writes (what the heads read)."""
     if is_torchrl_recurrent(module):
-        rnn = getattr(module, "lstm", None) or getattr(module, "gru")
-        return int(rnn.hidden_size)
+        return int((getattr(module, "lstm", None) or getattr(module, "gru")).hidden_size)
     if isinstance(module, RecurrentSequenceModule):
         return module.emb_dim
     dim = getattr(module, "emb_dim", None)
@@ -47,8 +41,7 @@ class RecurrentSequenceModule(TensorDictModuleBase):
                              f"{type(module).__name__}")
         self.module = module
         self.in_key, self.init_key, self.out_key = module.in_keys[0], K.IS_INIT, module.out_keys[0]
-        self.in_keys = [self.in_key, self.init_key]
-        self.out_keys = [self.out_key]
+        self.in_keys, self.out_keys = [self.in_key, self.init_key], [self.out_key]
 
     @property
     def emb_dim(self) -> int:

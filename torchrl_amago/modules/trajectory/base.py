@@ -58,8 +58,7 @@ class TrajectoryEncoder(nn.Module):
             raise ValueError(f"input_dim must be >= 1, got {input_dim}")
         if max_seq_len < 1:
             raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
-        self.input_dim = int(input_dim)
-        self.max_seq_len = int(max_seq_len)
+        self.input_dim, self.max_seq_len = int(input_dim), int(max_seq_len)
 
     def forward(self, x: torch.Tensor, time_idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -78,26 +77,23 @@ class TrajectoryEncoder(nn.Module):
     def _stateless(self) -> bool:
         return type(self).init_state is TrajectoryEncoder.init_state
 
-    def _no_tensor_state(self, what: str):
-        return NotImplementedError(
+    def _empty_state_or_raise(self, what: str, empty):
+        """`empty` for a stateless encoder, else raise: the subclass must implement `what`."""
+        if self._stateless():
+            return empty
+        raise NotImplementedError(
             f"{type(self).__name__} keeps a step-mode state but does not say how to store it in a TensorDict "
             f"({what} is missing): implement `state_shapes`, `state_to_tensors` and `state_from_tensors` to act with "
             "TrajectoryEncoderModule / AMAGOPolicy(tensordict_state=True), or act with AMAGOPolicy's own state")
 
     def state_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """``{name: (per-env shape, dtype)}`` of the step-mode state as TensorDict entries; all zeros = empty memory."""
-        if self._stateless():
-            return {}
-        raise self._no_tensor_state("state_shapes")
+        return self._empty_state_or_raise("state_shapes", {})
 
     def state_to_tensors(self, state: Any) -> dict[str, torch.Tensor]:
         """The state of N envs as ``{name: [N, *shape]}`` (the names and shapes of `state_shapes`)."""
-        if self._stateless():
-            return {}
-        raise self._no_tensor_state("state_to_tensors")
+        return self._empty_state_or_raise("state_to_tensors", {})
 
     def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> Any:
         """Inverse of `state_to_tensors`. May return views of ``tensors`` that `step` then writes in place."""
-        if self._stateless():
-            return None
-        raise self._no_tensor_state("state_from_tensors")
+        return self._empty_state_or_raise("state_from_tensors", None)

@@ -34,11 +34,9 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         self.encoder = encoder
         self.in_key, self.time_key, self.out_key, self.segment_key = in_key, time_key, out_key, segment_key
         self.init_key, self.state_prefix = init_key, state_prefix
-        self._recurrent_mode = default_recurrent_mode
-        self.split_trajectories = bool(split_trajectories)
+        self._recurrent_mode, self.split_trajectories = default_recurrent_mode, bool(split_trajectories)
         try:
-            self._state_names = list(encoder.state_shapes())
-            self._state_error = None
+            self._state_names, self._state_error = list(encoder.state_shapes()), None
         except NotImplementedError as err:  # sequence mode still works; step mode raises this
             self._state_names, self._state_error = [], err
         self.state_keys = [f"{state_prefix}_{name}" for name in self._state_names]
@@ -73,9 +71,8 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
 
         if self._state_error is not None:
             raise self._state_error
-        shapes = self.encoder.state_shapes()
         return TensorDictPrimer({key: Unbounded(shape=shape, dtype=dtype) for key, (shape, dtype) in
-                                 zip(self.state_keys, shapes.values())}, expand_specs=True)
+                                 zip(self.state_keys, self.encoder.state_shapes().values())}, expand_specs=True)
 
     def _required(self, td: TensorDictBase, key: NestedKey, hint: str) -> torch.Tensor:
         val = td.get(key, None)
@@ -84,9 +81,7 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         return val
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        if self.recurrent_mode:
-            return self._sequence(tensordict)
-        return self._step(tensordict)
+        return self._sequence(tensordict) if self.recurrent_mode else self._step(tensordict)
 
     def _sequence(self, tensordict: TensorDictBase) -> TensorDictBase:
         x = self._required(tensordict, self.in_key, "the timestep encoder's output")

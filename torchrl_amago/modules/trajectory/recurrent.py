@@ -27,10 +27,18 @@ class _RNNTrajEncoder(TrajectoryEncoder):
         h, _ = self.rnn(x)
         return self.norm(self.out(h))
 
-    def _zeros(self, batch_size: int, device) -> torch.Tensor:
+    def init_state(self, batch_size: int, device=None):
         p = self.out.weight
         device = p.device if device is None else torch.device(device)
-        return torch.zeros(self.n_layers, batch_size, self.d_hidden, device=device, dtype=p.dtype)
+        parts = tuple(torch.zeros(self.n_layers, batch_size, self.d_hidden, device=device, dtype=p.dtype)
+                      for _ in self._state_names)
+        return parts if len(parts) > 1 else parts[0]
+
+    def reset_state(self, state, is_init: torch.Tensor):
+        parts = tuple(state) if len(self._state_names) > 1 else (state,)
+        keep = (~check_is_init(is_init, parts[0].shape[1]).to(parts[0].device))[None, :, None].to(parts[0].dtype)
+        parts = tuple(p * keep for p in parts)
+        return parts if len(parts) > 1 else parts[0]
 
     def step(self, x: torch.Tensor, time_idx: torch.Tensor, state):
         check_step_inputs(x, time_idx, self.input_dim)
@@ -58,25 +66,9 @@ class GRUTrajEncoder(_RNNTrajEncoder):
     rnn_cls = nn.GRU
     _state_names = ("h",)
 
-    def init_state(self, batch_size: int, device=None) -> torch.Tensor:
-        return self._zeros(batch_size, device)
-
-    def reset_state(self, state: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
-        keep = ~check_is_init(is_init, state.shape[1]).to(state.device)
-        return state * keep[None, :, None].to(state.dtype)
-
 
 class LSTMTrajEncoder(_RNNTrajEncoder):
     """nn.LSTM variant. State: (h, c), each [n_layers, N, d_hidden]."""
 
     rnn_cls = nn.LSTM
     _state_names = ("h", "c")
-
-    def init_state(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._zeros(batch_size, device), self._zeros(batch_size, device)
-
-    def reset_state(self, state, is_init: torch.Tensor):
-        h, c = state
-        keep = ~check_is_init(is_init, h.shape[1]).to(h.device)
-        keep = keep[None, :, None].to(h.dtype)
-        return h * keep, c * keep

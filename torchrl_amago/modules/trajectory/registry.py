@@ -1,5 +1,4 @@
-"""Trajectory encoders by name (the ``--traj_encoder`` choices): ``make_trajectory_encoder``,
-``register_trajectory_encoder(name, cls, builder=None)``."""
+"""Trajectory encoders by name (``--traj_encoder``): ``make_trajectory_encoder``, ``register_trajectory_encoder``."""
 from __future__ import annotations
 
 import inspect
@@ -33,11 +32,12 @@ def _by_signature(cls) -> Builder:
     return build
 
 
-def _rnn(cls) -> Builder:
+def _widths(cls, **per_d_model: int) -> Builder:
+    """Defaults `name = multiple * d_model` for each of `per_d_model`, and `n_layers`."""
     def build(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
         if d_model is not None:
-            kw.setdefault("d_hidden", d_model)
-            kw.setdefault("d_output", d_model)
+            for name, mult in per_d_model.items():
+                kw.setdefault(name, mult * d_model)
         if n_layers is not None:
             kw.setdefault("n_layers", n_layers)
         return cls(input_dim, max_seq_len, **kw)
@@ -45,22 +45,8 @@ def _rnn(cls) -> Builder:
     return build
 
 
-def _transformer(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
-    if d_model is not None:
-        kw.setdefault("d_model", d_model)
-        kw.setdefault("d_ff", 4 * d_model)  # as the original's CLI helper
-    if n_layers is not None:
-        kw.setdefault("n_layers", n_layers)
-    return TransformerTrajEncoder(input_dim, max_seq_len, **kw)
-
-
-def _identity(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
-    return IdentityTrajEncoder(input_dim, max_seq_len, **kw)
-
-
-def _torchrl_rnn(kind: str) -> Builder:
+def _torchrl_rnn(cls) -> Builder:
     def build(input_dim, max_seq_len, d_model=None, n_layers=None, **kw):
-        cls = LSTMModule if kind == "lstm" else GRUModule
         return cls(input_size=input_dim, hidden_size=d_model or 256, num_layers=n_layers or 1,
                    in_key=K.TSTEP_EMB, out_key=K.STATE_EMB, **kw)
 
@@ -99,14 +85,14 @@ def make_trajectory_encoder(name: str, input_dim: int, max_seq_len: int, d_model
     return _REGISTRY[name][1](input_dim, max_seq_len, d_model=d_model, n_layers=n_layers, **kw)
 
 
-for _name, _cls, _builder in (  # the built-ins, with their width/depth mappings
-        ("transformer", TransformerTrajEncoder, _transformer),
-        ("gru", GRUTrajEncoder, _rnn(GRUTrajEncoder)),
-        ("rnn", GRUTrajEncoder, _rnn(GRUTrajEncoder)),
-        ("lstm", LSTMTrajEncoder, _rnn(LSTMTrajEncoder)),
+for _name, _cls, _builder in (  # the built-ins, with their width/depth mappings (d_ff = 4 d_model: the original CLI's)
+        ("transformer", TransformerTrajEncoder, _widths(TransformerTrajEncoder, d_model=1, d_ff=4)),
+        ("gru", GRUTrajEncoder, _widths(GRUTrajEncoder, d_hidden=1, d_output=1)),
+        ("rnn", GRUTrajEncoder, _widths(GRUTrajEncoder, d_hidden=1, d_output=1)),
+        ("lstm", LSTMTrajEncoder, _widths(LSTMTrajEncoder, d_hidden=1, d_output=1)),
         ("ff", FFTrajEncoder, None),
-        ("identity", IdentityTrajEncoder, _identity),
+        ("identity", IdentityTrajEncoder, None),
         ("mamba", MambaTrajEncoder, None),
-        ("torchrl_lstm", LSTMModule, _torchrl_rnn("lstm")),
-        ("torchrl_gru", GRUModule, _torchrl_rnn("gru"))):
+        ("torchrl_lstm", LSTMModule, _torchrl_rnn(LSTMModule)),
+        ("torchrl_gru", GRUModule, _torchrl_rnn(GRUModule))):
     register_trajectory_encoder(_name, _cls, builder=_builder)

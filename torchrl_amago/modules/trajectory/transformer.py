@@ -27,11 +27,6 @@ def _linear(d_in: int, d_out: int, sigma_reparam: bool, bias: bool = True) -> nn
     return SigmaReparam(d_in, d_out, bias=bias) if sigma_reparam else nn.Linear(d_in, d_out, bias=bias)
 
 
-def _sdpa_fp32_on_cpu(q: torch.Tensor) -> bool:
-    """On CPU, SDPA runs in fp32 with autocast off (the CPU kernel's bf16 backward is slow at small head dims)."""
-    return q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
-
-
 def _norm_fast(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`m(x)` without nn.Module.__call__ for the common cases (acting fast path only)."""
     if type(m) is nn.LayerNorm:
@@ -49,15 +44,12 @@ def _linear_fast(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def _act_fast(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if type(m) is nn.LeakyReLU:
-        return F.leaky_relu(x, m.negative_slope)
-    return m.forward(x)
+    return F.leaky_relu(x, m.negative_slope) if type(m) is nn.LeakyReLU else m.forward(x)
 
 
 def _has_hooks(mods: list[nn.Module]) -> bool:
-    if _module_mod._global_forward_hooks or _module_mod._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in mods)
+    return (bool(_module_mod._global_forward_hooks or _module_mod._global_forward_pre_hooks)
+            or any(m._forward_hooks or m._forward_pre_hooks for m in mods))
 
 
 class AttentionLayer(nn.Module):
@@ -66,9 +58,7 @@ class AttentionLayer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout_qkv: float = 0.0, head_scaling: bool = True,
                  sigma_reparam: bool = True, rope: RotaryPosEmb | None = None):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads  # TransformerTrajEncoder checks divisibility
         self.qkv = _linear(d_model, 3 * d_model, sigma_reparam, bias=False)
         self.drop_qkv = nn.Dropout(dropout_qkv)
         self.head_scaler = nn.Parameter(torch.ones(1, 1, n_heads, 1), requires_grad=head_scaling)
@@ -146,10 +136,9 @@ class TransformerTrajEncoder(TrajectoryEncoder):
                  normformer_norms: bool = True, head_scaling: bool = True, attention: str = "auto",
                  compile: bool = False):
         super().__init__(input_dim, max_seq_len)
-        if pos_emb not in POS_EMBS:
-            raise ValueError(f"unknown pos_emb {pos_emb!r}; expected one of {POS_EMBS}")
-        if attention not in ATTENTIONS:
-            raise ValueError(f"unknown attention {attention!r}; expected one of {ATTENTIONS}")
+        for name, value, choices in (("pos_emb", pos_emb, POS_EMBS), ("attention", attention, ATTENTIONS)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if n_layers < 1:
@@ -159,19 +148,12 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         self.attention = attention
         self._flash_installed = attention != "sdpa" and available("flash_attn")
         self.d_model, self.n_heads, self.head_dim, self.n_layers = d_model, n_heads, d_model // n_heads, n_layers
-        self.emb_dim = d_model
-        self.pos_emb_type = pos_emb
-        self.dropout_attn = dropout_attn
+        self.emb_dim, self.pos_emb_type, self.dropout_attn = d_model, pos_emb, dropout_attn
 
         self.inp = nn.Linear(input_dim, d_model)
-        self.pos_emb = None
-        self.rope = None
-        if pos_emb == "fixed":
-            self.pos_emb = FixedPosEmb(d_model)
-        elif pos_emb == "learnable":
-            self.pos_emb = LearnablePosEmb(d_model, max_time_idx)
-        else:
-            self.rope = RotaryPosEmb(self.head_dim)
+        self.pos_emb = (FixedPosEmb(d_model) if pos_emb == "fixed" else
+                        LearnablePosEmb(d_model, max_time_idx) if pos_emb == "learnable" else None)
+        self.rope = RotaryPosEmb(self.head_dim) if pos_emb == "rope" else None
         self.drop_emb = nn.Dropout(dropout_emb)
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, n_heads, d_ff, dropout_ff, dropout_qkv, activation, norm, sigma_reparam,
@@ -188,9 +170,7 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         return self.drop_emb(h)
 
     def _use_flash(self, x: torch.Tensor) -> bool:
-        if self.attention == "flash":
-            return True
-        return self.attention == "auto" and self._flash_installed and x.is_cuda
+        return self.attention == "flash" or (self.attention == "auto" and self._flash_installed and x.is_cuda)
 
     def _seq_attend(self, h: torch.Tensor, use_flash: bool, window: int | None,
                     segment: torch.Tensor | None = None) -> Attend:
@@ -215,14 +195,13 @@ class TransformerTrajEncoder(TrajectoryEncoder):
                 allowed = (allowed & (segment[:, :, None] == segment[:, None, :])).unsqueeze(1)  # [B, 1, T, T]
 
         def sdpa(q, k, v):
-            if allowed is None:
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, is_causal=allowed is None)
 
         def attend(q, k, v):
             dtype = q.dtype
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            if _sdpa_fp32_on_cpu(q):
+            # on CPU, fp32 with autocast off: the CPU kernel's bf16 backward is slow at small head dims
+            if q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
                 with torch.autocast("cpu", enabled=False):
                     out = sdpa(q.float(), k.float(), v.float())
             else:
@@ -330,8 +309,7 @@ class TransformerTrajEncoder(TrajectoryEncoder):
                     for m in part.modules()]
             per_layer = [(ly.norm1, ly.attn.qkv, ly.attn, ly.attn.out_proj, ly.norm2, ly.norm3, ly.ff1,
                           ly.act, ly.norm4, ly.ff2) for ly in self.layers]
-            plan = (mods, per_layer)
-            self.__dict__["_step_fast_plan_cache"] = plan
+            self.__dict__["_step_fast_plan_cache"] = plan = (mods, per_layer)
         return plan
 
     def _step_fast(self, x, t, state: KVCacheState, rows, write, smax: int, mask) -> torch.Tensor:
