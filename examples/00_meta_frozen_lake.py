@@ -47,7 +47,7 @@ def main(argv=None):
     trial = Derived(trial_length, "steps per attempt x --k_episodes")
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
         run_name=f"lake{a.lake_size}_k{a.k_episodes}", max_seq_len=trial, timesteps_per_epoch=trial,
-        parallel_envs=16, grads_per_epoch=50, epochs=40, eval_interval=5,
+        parallel_envs=16, grads_per_epoch=50, epochs=80, eval_interval=5,
         eval_timesteps=Derived(lambda ns: 2 * trial_length(ns), "2 x steps per attempt x --k_episodes"),
         eval_envs=32, tstep_layers=1, tstep_normalize_inputs=False, actor_hidden=256, critic_hidden=256, tau=0.004))
     make_env, trial_len = make_env_factory(args), trial_length(args)
