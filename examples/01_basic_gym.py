@@ -19,7 +19,7 @@ def extra(p):
     p.add_argument("--final_eval_timesteps", type=positive_int, default=1000, help="final eval steps per eval env")
 
 
-#: Settings that matter on CartPole-v1 (docs/domains/gym.md; run: docs/results/ablations/01_cartpole_tuned_gammas.csv).
+#: Settings that matter on CartPole-v1 (docs/domains/gym.md; run: docs/results/ablations/01_cartpole_gammas.jsonl).
 #: No gamma 0.1 among the multigammas here (the recorded run's list). With a constant +1 reward that gamma's return
 #: is almost constant and its PopArt sigma shrinks to ~0.02; the loss floors it at 0.1 x the widest gamma's sigma
 #: (--popart_min_sigma_ratio), and the original's list reaches 500 too (docs/domains/gym.md).

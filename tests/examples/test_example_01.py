@@ -17,7 +17,7 @@ def _config(argv=()):
 
 def test_defaults_are_the_recorded_cartpole_settings():
     cfg, mod = _config()
-    # the run of docs/results/ablations/01_cartpole_tuned_gammas.csv (docs/domains/gym.md): eval return 500 at 8,200 updates
+    # the run of docs/results/ablations/01_cartpole_gammas.jsonl (docs/domains/gym.md): eval return 500 at 8,200 updates
     recorded = dict(gamma=0.99, multigammas=[0.9, 0.95, 0.97, 0.995], n_step=5, tau=0.05, learning_rate=5e-4,
                     eps_steps_anneal=1500, max_seq_len=32, batch_size=32, grads_per_epoch=200, timesteps_per_epoch=200,
                     parallel_envs=4, reward_multiplier=1.0, memory_size=64, memory_layers=2, tstep_out=64)
