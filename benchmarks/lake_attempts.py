@@ -67,6 +67,8 @@ def record_trials(env, policy, steps: int) -> list[list[dict]]:
 
 def summarize(trials: list[list[dict]]) -> dict:
     """The rates named in the module docstring, over complete trials."""
+    if not trials:
+        raise ValueError("lake_attempts: no trial finished; give it more steps (--trials_per_env)")
     k = len(trials[0])
 
     def rate(pairs):

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 import torch
 
-from run_files import example_trainer, load_example, split_argv
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_files import example_trainer, load_example, split_argv  # noqa: E402
 
 
 def record(trainer, steps: int) -> dict[tuple[int, str], tuple]:
@@ -38,7 +41,7 @@ def record(trainer, steps: int) -> dict[tuple[int, str], tuple]:
         start, k, goal, picks = base.attempt_start.clone(), base.k.clone(), base.goal.clone(), base.picks.clone()
         ceiling = torch.where(base.found, 1.0, 1.0 / (base.n_doors - base.tried.sum(-1)).float())
         td = policy(td)
-        action = td["action"].argmax(-1) if td["action"].shape[-1] == base.n_doors else td["action"].reshape(n)
+        action = base._action_index(td)
         for j in (start & (k > 0)).nonzero().flatten().tolist():
             rows.setdefault((int(k[j]), "goal"), []).append((seen[-1][j], goal[j], ceiling[j]))
             if prev_first[j] >= 0:

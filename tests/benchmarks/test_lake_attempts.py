@@ -58,6 +58,11 @@ def test_summary_of_hand_made_trials():
     assert out["known_hole_steps"] == 0.25  # only the last attempt of the second trial steps on a known hole
 
 
+def test_no_finished_trial_is_a_clear_error():
+    with pytest.raises(ValueError, match="no trial finished"):
+        _script().summarize([])
+
+
 def test_refuses_a_lake_that_is_not_deterministic():
     env = make_amago_env(MetaFrozenLake(2, size=4, k_episodes=2, slip_chance=0.1))
     with pytest.raises(ValueError, match="deterministic"):

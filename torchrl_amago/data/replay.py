@@ -60,7 +60,8 @@ class TrialStorage(LazyMemmapStorage):
             f"tensordict's load_memmap, which can unpickle (run) code a folder holds. Load a replay dump with "
             f"SequenceReplayBuffer.loads(path) (a folder written by SequenceReplayBuffer.dumps)")
 
-    load = loads
+    def load(self, path) -> None:
+        self.loads(path)
 
 
 class SequenceReplayBuffer(ReplayBuffer):

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .replay_persist import (DUMP_FORMAT, DUMP_STATE_FILE, STORAGE_DIR, ReplayStateError, check_files, fsync_dir,
+from .replay_persist import (DUMP_FORMAT, DUMP_STATE_FILE, STORAGE_DIR, ReplayStateError, fsync_dir,
                              leaf_bytes, load_table, map_storage, replay_state, save_durably, validate_replay_state)
 from .safe_files import UnsafeFileError, check_folder, load_tensors
 
@@ -169,7 +169,6 @@ def load_replay(rb, path) -> None:
             raise ReplayStateError(f"format: not a replay dump (format {DUMP_FORMAT!r} expected)")
         validate_replay_state(rb, state, "the dump")
         _check_transform(rb, state)
-        check_files(state, path / STORAGE_DIR)
         extra = _unnamed(files, state)
         if extra:
             raise UnsafeFileError(f"{path / extra} is not named by {state_file}; nothing was loaded")

@@ -182,16 +182,26 @@ class UndoLog:
                 f.unlink(missing_ok=True)
 
 
-def save_durably(path, obj) -> None:
-    """``torch.save`` to ``path`` through a fsynced temporary file and a rename (old file or new one, never half)."""
+def write_durably(path, write) -> None:
+    """``write(f)`` into ``path`` (binary) through a fsynced temporary file and a rename: the old file or the new one,
+    never half of it. A failed write removes the temporary file and raises."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def save_durably(path, obj) -> None:
+    """``torch.save(obj)`` to ``path`` with :func:`write_durably`."""
+    write_durably(path, lambda f: torch.save(obj, f))
 
 
 def fsync_dir(path) -> None:

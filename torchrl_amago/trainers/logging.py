@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -11,6 +12,7 @@ from typing import Mapping
 import torch
 
 from .._optional import require
+from ..data.replay_persist import write_durably
 from .metrics import adaptation_report, finished_trial_returns, per_task_return_metrics, return_metrics
 
 
@@ -73,15 +75,12 @@ class RunLogger:
         return dropped
 
     def _write_all(self) -> None:
-        """Rewrite metrics.csv with every row (a temporary file and a rename)."""
-        tmp = self.csv_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields)
-            w.writeheader()
-            w.writerows(self.records)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.csv_path)
+        """Rewrite metrics.csv with every row, atomically and durably."""
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=self._fields)
+        w.writeheader()
+        w.writerows(self.records)
+        write_durably(self.csv_path, lambda f: f.write(text.getvalue().encode()))
         self._rewrite = False
 
     def close(self) -> None:

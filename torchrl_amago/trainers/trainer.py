@@ -327,7 +327,8 @@ class AMAGOTrainer:
         """Final evaluation (`--final_eval`) and the learning curves; returns the summary the examples print."""
         finals = final_evals(self, final_eval_timesteps)
         self.logger.plot_curve("eval/return")
-        attempts = sorted({k for r in self.logger.records for k in r if re.fullmatch(r"eval/episode_\d+_return", k)})
+        attempts = sorted({k for r in self.logger.records for k in r if re.fullmatch(r"eval/episode_\d+_return", k)},
+                          key=lambda k: int(k.split("_")[1]))  # episode_2 before episode_10
         if attempts:  # meta-RL: the return of each attempt over training
             self.logger.plot_curve(attempts, os.path.join(self.logger.log_dir, "attempts.png"))
         return final_summary(self, finals)

@@ -46,7 +46,8 @@ class BatchedTorchEnv(EnvBase):
     def _zero_where(self, mask: torch.Tensor, *names: str) -> None:
         """Zero the [n, ...] state attributes ``names`` where the [n] ``mask`` is set."""
         for k in names:
-            setattr(self, k, where_mask(mask, torch.zeros_like(getattr(self, k)), getattr(self, k)))
+            x = getattr(self, k)
+            setattr(self, k, where_mask(mask, x.new_zeros(()), x))
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         """Internal [n, ...] -> external [*batch_size, ...]."""
@@ -166,7 +167,8 @@ class HostAttemptsEnv(BatchedTorchEnv):
             self._pending[i] = self._ep_end[i] = self._ep_success[i] = False
             self._start_attempt(i)
 
-    _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
+    def _on_task_set(self, mask):  # reset(task=...): restart the trial on the new task
+        self._soft_reset(mask)
 
     def _attempt_stats(self, success: bool) -> dict:
         t = lambda x: torch.from_numpy(x.copy()).to(self.device).unsqueeze(-1)  # noqa: E731

@@ -71,7 +71,8 @@ class HiddenDoor(BatchedTorchEnv):
         self._zero_where(mask, "k", "picks", "ep_ret", "last_ret", "ep_end", "ep_success", "found", "tried")
         self.attempt_start = self.attempt_start | mask
 
-    _on_task_set = _soft_reset  # reset(task=...): restart the trial on the new task
+    def _on_task_set(self, mask):  # reset(task=...): restart the trial on the new task
+        self._soft_reset(mask)
 
     def _obs(self):
         parts = [self.attempt_start.float().unsqueeze(-1), (self.picks.float() / self.picks_per_attempt)[:, None],

@@ -15,7 +15,7 @@ import torch
 
 from ...data import make_sequence_replay
 from ...data.replay_persist import (STORAGE_DIR, ReplayStateError, UndoLog, fsync_dir, replay_state, restore_replay,
-                                    sync_storage, validate_replay_state)
+                                    sync_storage, validate_replay_state, write_durably)
 from ...data.safe_files import UnsafeFileError, load_json, load_tensors
 from .guards import check_finite_state
 from .resume_config import apply_optimizer_settings, check_resume_config, current_config
@@ -148,13 +148,8 @@ COMMITS = "commits.json"  # in a generation folder: the ids of the checkpoints t
 
 
 def save_text(path: str, text: str) -> None:
-    """Write a small file atomically and durably."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-    fsync_dir(os.path.dirname(path))
+    """Write a small text file atomically and durably."""
+    write_durably(path, lambda f: f.write(text.encode()))
 
 
 class ReplayGenerations:
@@ -209,7 +204,7 @@ class RunCheckpoints:
         return replay
 
     def save(self, trainer, tag: str = "latest") -> str:
-        path, rank = self.path(tag), self.dist.rank
+        path = self.path(tag)
         check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
         latest = tag == "latest"
         if latest and not self.latest_is_ours and os.path.exists(path):
@@ -228,39 +223,49 @@ class RunCheckpoints:
             "run": self.run.entry(),
             BEST_EVAL: trainer.best_eval.state(),
         }
-        if latest:  # every rank fsyncs its replay and records a new commit beside the durable one
-            fault_point("replay_before_sync")
-            sync_storage(trainer.replay)
-            fault_point("replay_synced")
-            self.undo.protect(trainer.replay._writer.index.write_count)
-            commit = uuid.uuid4().hex
-            os.makedirs(self.generations.path(self.gen), exist_ok=True)
-            save_text(os.path.join(self.generations.path(self.gen), COMMITS),
-                      json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
-            entry = {"replay_generation": self.gen, "replay": replay_state(trainer.replay), "replay_commit": commit}
-            if rank > 0:
-                save_checkpoint(os.path.join(self.dir, _rank_file(rank, trainer)), entry)
-            generations = self.dist.all_gather_int(self.gen)
-            if self.dist.world_size > 1:
-                entry["replay_generations"] = generations
-                entry["replay_rank_files"] = [None] + [_rank_file(r, trainer) for r in range(1, self.dist.world_size)]
-            payload.update(entry)
+        if latest:
+            payload.update(self._commit_replay(trainer))
         if self.dist.is_main:
             save_checkpoint(path, payload)  # written last: the commit
         if latest:
             self.dist.barrier()  # rank 0's file names every rank's new replay before old ones go
             self.latest_is_ours, self.committed = True, payload["replay_commit"]
-            self.undo.discard_except(self.undo.protected)
-            fault_point("undo_discarded")
-            for gen in self.generations.existing():
-                if gen != self.gen:
-                    shutil.rmtree(self.generations.path(gen), ignore_errors=True)
-                    fault_point("generation_removed")
-            if rank > 0:  # this rank's older replay files
-                for name in os.listdir(self.dir):
-                    if name.startswith(f"replay_rank{rank}_") and name != _rank_file(rank, trainer):
-                        os.remove(os.path.join(self.dir, name))
+            self._prune_after_commit(trainer)
         return path
+
+    def _commit_replay(self, trainer) -> dict:
+        """Every rank fsyncs its replay and records a new commit beside the durable one (which a failed save leaves
+        in force); ranks > 0 write their table to their own file. Returns the entries of rank 0's ``latest.pt``."""
+        rank, folder = self.dist.rank, self.generations.path(self.gen)
+        fault_point("replay_before_sync")
+        sync_storage(trainer.replay)
+        fault_point("replay_synced")
+        self.undo.protect(trainer.replay._writer.index.write_count)
+        commit = uuid.uuid4().hex
+        os.makedirs(folder, exist_ok=True)
+        save_text(os.path.join(folder, COMMITS), json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
+        entry = {"replay_generation": self.gen, "replay": replay_state(trainer.replay), "replay_commit": commit}
+        if rank > 0:
+            save_checkpoint(os.path.join(self.dir, _rank_file(rank, trainer)), entry)
+        generations = self.dist.all_gather_int(self.gen)
+        if self.dist.world_size > 1:
+            entry["replay_generations"] = generations
+            entry["replay_rank_files"] = [None] + [_rank_file(r, trainer) for r in range(1, self.dist.world_size)]
+        return entry
+
+    def _prune_after_commit(self, trainer) -> None:
+        """After a durable ``latest.pt``: older undo files, the other generations, this rank's older replay files."""
+        self.undo.discard_except(self.undo.protected)
+        fault_point("undo_discarded")
+        for gen in self.generations.existing():
+            if gen != self.gen:
+                shutil.rmtree(self.generations.path(gen), ignore_errors=True)
+                fault_point("generation_removed")
+        rank = self.dist.rank
+        if rank > 0:
+            for name in os.listdir(self.dir):
+                if name.startswith(f"replay_rank{rank}_") and name != _rank_file(rank, trainer):
+                    os.remove(os.path.join(self.dir, name))
 
     def resume(self, trainer, tag: str = "latest") -> bool:
         path = self.path(tag)
