@@ -92,6 +92,7 @@ def test_specs_and_suggested_context():
     assert spec["direction"].shape == (2, 4) and spec["goal"].shape == (2, 5)
     assert spec["episode_end"].dtype == torch.bool and spec["episode_count"].dtype == torch.int64
     assert spec["episode_return"].dtype == torch.float32 and spec["soft_reset"].dtype == torch.float32
+    assert spec["episode_success"].dtype == torch.bool
     assert fenv.suggested_max_seq_len == (4 + 1) * 3
     assert env.action_spec.n == 6
 
@@ -109,6 +110,7 @@ def test_k_failed_episodes_make_one_trial():
     assert done.nonzero().flatten().tolist() == [11] and torch.equal(done, term)
     assert not nxt["truncated"].any()
     assert torch.equal(nxt["episode_return"], torch.zeros_like(nxt["episode_return"]))
+    assert not nxt["episode_success"].any()  # every attempt ran out of time
     # the ruleset (goal) is kept for the whole trial and redrawn at the next one
     goal = ro["goal"][0, :, 1]
     assert (goal[:12] == goal[0]).all()
@@ -132,10 +134,12 @@ def test_successes_give_episode_returns_and_trainer_metrics():
     r = 1.0 - 0.9 * 2 / 4  # success at the 2nd step of each attempt
     assert torch.allclose(nxt["episode_return"][end].squeeze(-1), torch.full((int(end.sum()),), r))
     assert torch.allclose(nxt["reward"][:, 1, 0], torch.full((3,), r))
+    assert torch.equal(nxt["episode_success"].squeeze(-1), end)  # success exactly where a rewarded attempt ends
     assert nxt["done"][:, 3].all() and not nxt["done"][:, :3].any()
     m = episode_metrics(ro, "eval")
     assert math.isclose(m["eval/episode_0_return"], r, rel_tol=1e-6)
     assert math.isclose(m["eval/episode_1_return"], r, rel_tol=1e-6)
+    assert m["eval/episode_0_success"] == m["eval/episode_1_success"] == 1.0
 
 
 def test_full_amago_stack_on_the_stand_in():

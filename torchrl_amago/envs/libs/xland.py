@@ -48,7 +48,8 @@ def local_ruleset_sampler(kind: str, num_distractors: int = 2):
 
 
 class XLandTrialEnv:
-    """One XLand-MiniGrid slot as a functional env of k-episode trials on one ruleset (:meth:`from_xminigrid`)."""
+    """One XLand-MiniGrid slot as a functional env of k-episode trials on one ruleset (:meth:`from_xminigrid`).
+    ``episode_success``: the episode ended with a reward (XLand rewards only reaching the goal)."""
 
     def __init__(self, env, params, sample_ruleset, k_episodes: int, *, backend="jax", goal_len: int = 5):
         if not isinstance(k_episodes, int) or k_episodes < 1:
@@ -63,7 +64,7 @@ class XLandTrialEnv:
             "grid": ArraySpec((v, v, 2), "uint8", 0, 14), "direction": ArraySpec((4,), "uint8", 0, 1),
             "goal": ArraySpec((goal_len,), "uint8", 0, 14), "soft_reset": ArraySpec((1,), "float32"),
             "episode_end": ArraySpec((1,), "bool"), "episode_return": ArraySpec((1,), "float32"),
-            "episode_count": ArraySpec((1,), "int32")}
+            "episode_count": ArraySpec((1,), "int32"), "episode_success": ArraySpec((1,), "bool")}
         self.action_spec = ArraySpec((), "int32", n=int(env.num_actions(params)))
 
     @classmethod
@@ -118,7 +119,8 @@ class XLandTrialEnv:
                 "soft_reset": xp.asarray(first, dtype=xp.float32).reshape(1),
                 "episode_end": xp.asarray(end, dtype=bool).reshape(1),
                 "episode_return": xp.asarray(ret, dtype=xp.float32).reshape(1),
-                "episode_count": xp.asarray(count, dtype=xp.int32).reshape(1)}
+                "episode_count": xp.asarray(count, dtype=xp.int32).reshape(1),
+                "episode_success": (xp.asarray(end, dtype=bool) & (xp.asarray(ret) > 0)).reshape(1)}
 
     def reset(self, key):
         xp = self.be.xp
