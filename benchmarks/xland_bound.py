@@ -4,8 +4,9 @@ An informed agent sees the whole room (the real agent sees 5x5 in front of it) b
 attempt it walks to the nearer floor object and picks it up; if that was the wrong one it puts it back down (one step)
 and walks to the other. From the second attempt on it walks straight to the right object. Walking is a shortest path
 over (cell, direction) with forward / turn moves around walls and objects. An attempt succeeds when the right object is
-picked up within `--max_steps`; its reward is XLand's `1 - 0.9 * steps / max_steps`. Its per-attempt success and
-return bound what an agent with the real (partial) view can reach, hence the largest gain the task allows.
+picked up within `--max_steps`; its reward is XLand's `1 - 0.9 * steps / max_steps`. From attempt 2 on its success
+and return bound what an agent with the real (partial) view can reach; in attempt 1 the nearer-first order is a good
+policy, not a searched optimum. Their difference is about the largest gain the task allows.
 Prints one JSON line; needs `.[xland]`.
 
     python benchmarks/xland_bound.py --grid_size 7 --max_steps 20 --num_distractors 1 --layouts 2000
