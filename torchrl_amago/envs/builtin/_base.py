@@ -131,8 +131,8 @@ class BatchedTorchEnv(EnvBase):
     def _soft_reset(self, mask: torch.Tensor) -> None:  # new attempt on the same task (default: full restart)
         raise NotImplementedError
 
-    def _on_task_set(self, mask: torch.Tensor) -> None:  # recompute derived state after reset(task=...)
-        pass
+    def _on_task_set(self, mask: torch.Tensor) -> None:  # after reset(task=...): restart the trial on the new task
+        self._soft_reset(mask)
 
     def _obs(self) -> dict:
         raise NotImplementedError
@@ -166,9 +166,6 @@ class HostAttemptsEnv(BatchedTorchEnv):
             self._count[i], self._last_ret[i] = 0, 0.0
             self._pending[i] = self._ep_end[i] = self._ep_success[i] = False
             self._start_attempt(i)
-
-    def _on_task_set(self, mask):  # reset(task=...): restart the trial on the new task
-        self._soft_reset(mask)
 
     def _attempt_stats(self, success: bool) -> dict:
         t = lambda x: torch.from_numpy(x.copy()).to(self.device).unsqueeze(-1)  # noqa: E731

@@ -96,9 +96,6 @@ class MetaFrozenLake(BatchedTorchEnv):
         self._zero_where(mask, "k", "ep_end", "ep_success", "last_ret")
         self._new_attempt(mask)
 
-    def _on_task_set(self, mask):  # reset(task=...): restart the trial on the new task
-        self._soft_reset(mask)
-
     def _new_attempt(self, mask):
         self.active_holes = where_mask(mask, self.holes, self.active_holes)
         self._zero_where(mask, "pos", "ep_steps", "ep_ret")

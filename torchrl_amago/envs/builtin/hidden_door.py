@@ -71,9 +71,6 @@ class HiddenDoor(BatchedTorchEnv):
         self._zero_where(mask, "k", "picks", "ep_ret", "last_ret", "ep_end", "ep_success", "found", "tried")
         self.attempt_start = self.attempt_start | mask
 
-    def _on_task_set(self, mask):  # reset(task=...): restart the trial on the new task
-        self._soft_reset(mask)
-
     def _obs(self):
         parts = [self.attempt_start.float().unsqueeze(-1), (self.picks.float() / self.picks_per_attempt)[:, None],
                  (self.k.float() / self.k_attempts)[:, None]]

@@ -57,9 +57,6 @@ class DarkKeyDoor(BatchedTorchEnv):
         self._zero_where(mask, "global_time", "count", "last_ret", "ep_end", "ep_success")
         self._new_attempt(mask)
 
-    def _on_task_set(self, mask):  # reset(task=...): restart the trial on the new task
-        self._soft_reset(mask)
-
     def _new_attempt(self, mask):
         self.pos = where_mask(mask, self.start, self.pos)
         self._zero_where(mask, "ep_time", "has_key", "reset_next", "ep_ret")
