@@ -128,7 +128,7 @@ class BatchedTorchEnv(EnvBase):
     def _hard_reset(self, mask: torch.Tensor) -> None:  # draw a new task where mask, then start a trial
         raise NotImplementedError
 
-    def _soft_reset(self, mask: torch.Tensor) -> None:  # new attempt on the same task (default: full restart)
+    def _soft_reset(self, mask: torch.Tensor) -> None:  # new attempt on the same task; also ends reset(task=...)
         raise NotImplementedError
 
     def _on_task_set(self, mask: torch.Tensor) -> None:  # after reset(task=...): restart the trial on the new task
