@@ -9,6 +9,7 @@ sleeps $HANG_S seconds in its third epoch, then exits; rank 0 must time out firs
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -52,6 +53,8 @@ def loss_state(trainer) -> dict:
 
 def main(argv: list[str]) -> int:
     mode, cfg_json, out_dir = argv[:3]
+    # a rank still running after DUMP_S seconds prints every thread's stack (the test prints it when it kills us)
+    faulthandler.dump_traceback_later(float(os.environ.get("DUMP_S", "150")), exit=False)
     torch.set_num_threads(1)
     cfg = TrainConfig(**json.loads(cfg_json))
     rank = int(os.environ["RANK"])

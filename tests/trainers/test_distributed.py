@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -34,9 +35,24 @@ def _cfg(tmp_path, **kw) -> dict:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a rank connecting to a port in that range while rank 0 is
+    not yet listening can be handed that same port as its own source port and connect to itself (TCP self-connect),
+    after which rendezvous waits for a peer that is not there."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
 
 
 def _spawn(mode: str, cfgs: list[dict], out_dir, *extra: str, timeout: float = 180.0) -> list[int]:
@@ -46,7 +62,8 @@ def _spawn(mode: str, cfgs: list[dict], out_dir, *extra: str, timeout: float = 1
     for rank, cfg in enumerate(cfgs):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(len(cfgs)),
                    LOCAL_WORLD_SIZE=str(len(cfgs)), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   OMP_NUM_THREADS="1", DUMP_S=str(max(5.0, timeout - 20)),
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         procs.append(subprocess.Popen([sys.executable, "-m", "tests.trainers.dist_worker", mode, json.dumps(cfg),
                                        str(out_dir), *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
@@ -57,6 +74,12 @@ def _spawn(mode: str, cfgs: list[dict], out_dir, *extra: str, timeout: float = 1
             codes.append(p.returncode)
             if p.returncode not in (0, 2, 3):
                 print(out)
+    except subprocess.TimeoutExpired:  # a rank hung: show what every rank printed (its stacks, see DUMP_S)
+        for p in procs:
+            p.kill()
+        outs = [p.communicate()[0] for p in procs]
+        pytest.fail(f"ranks still running after {timeout:.0f} s:\n" + "\n".join(
+            f"--- rank {r} ---\n{o[-6000:]}" for r, o in enumerate(outs)), pytrace=False)
     finally:
         for p in procs:
             if p.poll() is None:
