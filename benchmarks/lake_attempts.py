@@ -15,7 +15,6 @@ Flags after `--` go to the example and must build the same model as the run's.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_files import example_trainer, load_example, split_argv  # noqa: E402
+from run_files import attempts_parser, load_example, split_argv, trained_policy  # noqa: E402
 
 
 def record_trials(env, policy, steps: int) -> list[list[dict]]:
@@ -89,25 +88,11 @@ def summarize(trials: list[list[dict]]) -> dict:
 
 def main(argv=None):
     own, passed = split_argv(argv)
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a run folder of examples/00_meta_frozen_lake.py")
-    ap.add_argument("--ckpt", default="latest", choices=("latest", "best"))
-    ap.add_argument("--greedy", action="store_true", help="act greedily (default: sample, as the example's eval)")
-    ap.add_argument("--eval_envs", type=int, default=256)
-    ap.add_argument("--trials_per_env", type=int, default=4)
-    args = ap.parse_args(own)
+    args = attempts_parser(__doc__, "00_meta_frozen_lake", eval_envs=256, trials_per_env=4).parse_args(own)
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from torchrl_amago.trainers.run.checkpoint import load_checkpoint, load_module_state
-
-    path = os.path.join(args.run, "ckpts", f"{args.ckpt}.pt")
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = example_trainer(load_example("00_meta_frozen_lake"),
-                                  ["--buffer_dir", tmp, "--run_name", "probe", "--no-progress_bar", "--eval_envs",
-                                   str(args.eval_envs), *passed], train=False)
-        load_module_state(trainer.loss, load_checkpoint(path)["loss"], "model", path)
-        policy = trainer.policy.fresh_copy().eval()
-        policy.deterministic = None
+        trainer, policy = trained_policy(load_example("00_meta_frozen_lake"), args, passed, tmp)
         base = trainer.eval_env.base_env
         steps = args.trials_per_env * base.max_episode_steps * base.k_episodes
         with set_exploration_type(ExplorationType.DETERMINISTIC if args.greedy else ExplorationType.RANDOM):

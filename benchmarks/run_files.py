@@ -53,6 +53,34 @@ def example_trainer(example, argv: list[str], train: bool):
     return held["trainer"]
 
 
+def attempts_parser(doc: str, example: str, eval_envs: int, trials_per_env: int):
+    """The flags of a script that replays a finished run of `examples/<example>.py` attempt by attempt."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help=f"a run folder of examples/{example}.py")
+    ap.add_argument("--ckpt", default="latest", choices=("latest", "best"))
+    ap.add_argument("--greedy", action="store_true", help="act greedily (default: sample, as the example's eval)")
+    ap.add_argument("--eval_envs", type=int, default=eval_envs)
+    ap.add_argument("--trials_per_env", type=int, default=trials_per_env)
+    return ap
+
+
+def trained_policy(example, args, passed: list[str], buffer_dir: str):
+    """(trainer, policy): the trainer `example.main` builds from `passed` (no run; its files in `buffer_dir`, eval
+    envs `args.eval_envs`), with the weights of `args.run`'s `ckpts/<args.ckpt>.pt` (read without unpickling), and an
+    eval-mode copy of its policy that acts as the exploration type in force says."""
+    from torchrl_amago.trainers.run.checkpoint import load_checkpoint, load_module_state
+
+    path = os.path.join(args.run, "ckpts", f"{args.ckpt}.pt")
+    trainer = example_trainer(example, ["--buffer_dir", buffer_dir, "--run_name", "probe", "--no-progress_bar",
+                                        "--eval_envs", str(args.eval_envs), *passed], train=False)
+    load_module_state(trainer.loss, load_checkpoint(path)["loss"], "model", path)
+    policy = trainer.policy.fresh_copy().eval()
+    policy.deterministic = None
+    return trainer, policy
+
+
 def read_metrics(path: str) -> list[dict]:
     """A run's `logs/metrics.csv`, one dict per record (a key a record did not log holds "")."""
     with open(path, newline="") as f:

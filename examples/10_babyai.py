@@ -31,7 +31,8 @@ def extra(p):
                    help="grid image branch of the timestep encoder (the original: cnn; mlp is cheaper on CPU)")
     p.add_argument("--mission_net", choices=["flat", "rnn"], default="flat", help="mission-token branch")
     p.add_argument("--attempt_steps", type=positive_int, default=None,
-                   help="longest attempt in steps, for the default max_seq_len (default: the tasks' max_steps)")
+                   help="time limit of one attempt in steps (minigrid's max_steps, which also sets the reward's "
+                        "step penalty); sets the default max_seq_len (default: each task's own)")
     p.add_argument("--test_mult", type=positive_int, default=3,
                    help="final eval steps per env = test_mult * trial length")
 
@@ -61,11 +62,11 @@ def main(argv=None):
 
     def make_train_env(n):
         return make_amago_env(make_babyai_env(tasks, n, k_episodes=args.k_episodes, seed_range=lo,
-                                              obs_kind=args.obs_kind))
+                                              obs_kind=args.obs_kind, max_steps=args.attempt_steps))
 
     def make_eval_env(n):
         return make_amago_env(make_babyai_env(eval_tasks, n, k_episodes=args.k_episodes, seed_range=hi,
-                                              obs_kind=args.obs_kind))
+                                              obs_kind=args.obs_kind, max_steps=args.attempt_steps))
 
     def encoder(observation_spec, action_spec):  # built by the trainer after it seeds torch
         return BabyAITimestepEncoder.from_specs(observation_spec, action_spec, grid_net=args.grid_net,

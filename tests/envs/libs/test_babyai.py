@@ -155,6 +155,16 @@ def test_timeout_of_last_attempt_terminates_unless_asked():
         assert bool(steps[-1]["truncated"]) == (not term) and not any(bool(s["done"]) for s in steps[:-1])
 
 
+def test_max_steps_caps_every_attempt_and_sets_the_step_penalty():
+    env = fake_env(num_envs=1, k=2, max_steps=3)  # the stand-in's own limit is 5
+    td = env.reset()
+    secret = int(env.layout_seed[0]) % 7
+    wrong = (secret + 1) % 7
+    steps = run(env, [[wrong]] * 3 + [[wrong]] + [[wrong], [secret]], td)  # attempt 1 times out; dummy; solve at 2
+    assert [bool(s["episode_end"]) for s in steps] == [False, False, True, False, False, True]
+    assert float(steps[-1]["reward"]) == pytest.approx(1 - 0.9 * 2 / 3)
+
+
 def test_new_trial_draws_new_task_and_seed_and_set_seed_repeats():
     env = fake_env(num_envs=4, seed_range=(10, 20))
     seen = set()
@@ -207,6 +217,8 @@ def test_bad_arguments():
         MultitaskMetaBabyAI(["FakeGoTo-v0"], 1, seed_range=(5, 1), env_factory=FakeMiniGrid)
     with pytest.raises(ValueError, match="num_envs"):
         make_babyai_env(["FakeGoTo-v0"], 0, env_factory=FakeMiniGrid)
+    with pytest.raises(ValueError, match="max_steps"):
+        MultitaskMetaBabyAI(["FakeGoTo-v0"], 1, max_steps=0, env_factory=FakeMiniGrid)
 
 
 def test_full_grid_is_zero_padded_to_22():
@@ -276,3 +288,16 @@ def test_real_babyai_obs_kinds_shapes():
             assert td["image"].float().std() > 0
         finally:
             env.close()
+
+
+def test_real_babyai_max_steps_is_the_attempt_limit():
+    pytest.importorskip("minigrid")
+    env = make_babyai_env(["BabyAI-OneRoomS12-v0"], 1, k_episodes=1, max_steps=7, seed=0,
+                          categorical_action_encoding=True)  # its own limit: 144
+    try:
+        td = env.reset()
+        assert env._env(0).unwrapped.max_steps == 7
+        steps = run(env, [[6]] * 7, td)  # "done" does nothing in this level: the attempt runs out of time
+        assert [bool(s["done"]) for s in steps] == [False] * 6 + [True] and float(steps[-1]["episode_return"]) == 0.0
+    finally:
+        env.close()

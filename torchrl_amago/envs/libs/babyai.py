@@ -59,15 +59,17 @@ def babyai_task_names(include_banned: bool = False) -> list[str]:
     return sorted(names)
 
 
-def make_minigrid_env(task: str, obs_kind: str = "partial-grid") -> gym.Env:
-    """One gymnasium BabyAI env with the minigrid observation wrapper ``obs_kind`` needs (``minigrid`` required)."""
+def make_minigrid_env(task: str, obs_kind: str = "partial-grid", max_steps: int | None = None) -> gym.Env:
+    """One gymnasium BabyAI env with the minigrid observation wrapper ``obs_kind`` needs (``minigrid`` required).
+    ``max_steps``: the attempt's time limit, which also sets minigrid's reward ``1 - 0.9 * steps / max_steps``
+    (None: the task's own)."""
     mg = _minigrid()
     from minigrid import wrappers
 
     task = full_task_name(task)
     if task not in gym.envs.registry:
         raise ValueError(f"unknown BabyAI task {task!r}; choose from babyai_task_names() (minigrid {mg.__version__})")
-    env = gym.make(task)
+    env = gym.make(task) if max_steps is None else gym.make(task, max_steps=max_steps)
     if obs_kind == "full-grid":
         env = wrappers.FullyObsWrapper(env)
     elif obs_kind == "partial-image":
@@ -93,14 +95,18 @@ def max_trial_length(max_steps: int, k_episodes: int) -> int:
 
 
 class MultitaskMetaBabyAI(HostAttemptsEnv):
-    """Batched k-attempt multi-task BabyAI (module docstring). Task keys: ``task_index``, ``layout_seed``."""
+    """Batched k-attempt multi-task BabyAI (module docstring). Task keys: ``task_index``, ``layout_seed``.
+
+    ``max_steps`` caps every attempt (minigrid's time limit, which also sets the step penalty of its reward; None:
+    each task's own); a custom ``env_factory(task)`` then gets it as ``env_factory(task, max_steps=...)``."""
 
     n_actions = 7
     task_keys = ("task_index", "layout_seed")
 
     def __init__(self, task_names: Sequence[str], num_envs: int | None = 1, k_episodes: int = 2,
                  seed_range: tuple[int, int] = (0, 1_000_000), obs_kind: str = "partial-grid",
-                 timeout_terminates: bool = True, env_factory: Callable[[str], gym.Env] | None = None, **kw):
+                 max_steps: int | None = None, timeout_terminates: bool = True,
+                 env_factory: Callable[..., gym.Env] | None = None, **kw):
         if isinstance(task_names, str) or not task_names:
             raise ValueError(f"task_names must be a non-empty list of BabyAI env ids, got {task_names!r}")
         if not isinstance(k_episodes, int) or k_episodes < 1:
@@ -110,14 +116,17 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
             raise ValueError(f"seed_range must be (low, high) with 0 <= low <= high, got {seed_range!r}")
         if obs_kind not in OBS_KINDS:
             raise ValueError(f"obs_kind must be one of {list(OBS_KINDS)}, got {obs_kind!r}")
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
         if env_factory is None:
             _minigrid()
             task_names = [full_task_name(t) for t in task_names]
             unknown = [t for t in task_names if t not in gym.envs.registry]
             if unknown:
                 raise ValueError(f"unknown BabyAI task(s) {unknown}; choose from babyai_task_names()")
-            env_factory = lambda task: make_minigrid_env(task, obs_kind)  # noqa: E731
+            env_factory = lambda task, **kw: make_minigrid_env(task, obs_kind, **kw)  # noqa: E731
         self.task_names = list(task_names)
+        self._make_kwargs = {} if max_steps is None else {"max_steps": max_steps}
         self.k_episodes, self.seed_range, self.obs_kind = k_episodes, (lo, hi), obs_kind
         self.timeout_terminates, self.env_factory = bool(timeout_terminates), env_factory
         super().__init__(num_envs, **kw)
@@ -141,7 +150,7 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
         t = int(self.task_index[i])
         env = self._envs[i].get(t)
         if env is None:
-            env = self._envs[i][t] = self.env_factory(self.task_names[t])
+            env = self._envs[i][t] = self.env_factory(self.task_names[t], **self._make_kwargs)
         return env
 
     def _image(self, raw) -> np.ndarray:
