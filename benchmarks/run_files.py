@@ -61,8 +61,9 @@ def attempts_parser(doc: str, example: str, eval_envs: int, trials_per_env: int)
     ap.add_argument("--run", required=True, help=f"a run folder of examples/{example}.py")
     ap.add_argument("--ckpt", default="latest", choices=("latest", "best"))
     ap.add_argument("--greedy", action="store_true", help="act greedily (default: sample, as the example's eval)")
-    ap.add_argument("--eval_envs", type=int, default=eval_envs)
-    ap.add_argument("--trials_per_env", type=int, default=trials_per_env)
+    ap.add_argument("--eval_envs", type=int, default=eval_envs, help="eval envs stepped together")
+    ap.add_argument("--trials_per_env", type=int, default=trials_per_env,
+                    help="rollout length: this many of the longest possible trials per env")
     return ap
 
 
