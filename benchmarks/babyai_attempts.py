@@ -1,13 +1,15 @@
-"""Does a trained BabyAI agent use what attempt 1 showed? Its eval trials, and the same trials with every later
-attempt moved to a fresh unseen layout.
+"""Does a trained BabyAI agent use what attempt 1 showed? Its eval trials, the same trials with every later attempt
+moved to a fresh unseen layout, and with the agent's memory emptied when a later attempt starts.
 
 Loads the weights of a finished `examples/10_babyai.py` run (`--run DIR`, its `ckpts/<--ckpt>.pt`, read without
 unpickling), acts in its eval envs and prints one JSON line per condition with the package's `adaptation_report`
 (per-attempt return and success, the gain last - first with its 95 % interval):
 - `same`: the example's trials (every attempt on one layout);
-- `new_layout`: attempts after the first start on a fresh unseen layout, so what attempt 1 showed is of no use.
+- `new_layout`: attempts after the first start on a fresh unseen layout, so what attempt 1 showed is of no use;
+- `no_memory`: the same layout, but the policy's memory is emptied when a later attempt starts (positions go on).
 Attempt 2 of `same` above attempt 2 of `new_layout` is what the agent draws from having seen this layout (a memory
-that is used, not only kept); `same`'s gain says whether that outweighs the cost of being later in the trial.
+that is used, not only kept); `no_memory`'s attempt 2 against attempt 1 is the cost of being later in the trial
+alone, and `same` against `no_memory` what the memory is worth.
 
     python benchmarks/babyai_attempts.py --run runs/cap48_s0 -- --tasks BabyAI-OneRoomS12-v0 --attempt_steps 48
 Flags after `--` go to the example and must build the same model as the run's.
@@ -24,25 +26,44 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_files import attempts_parser, load_example, split_argv, trained_policy  # noqa: E402
 
-CONDITIONS = ("same", "new_layout")
+CONDITIONS = ("same", "new_layout", "no_memory")
 
 
-def rollout(env, policy, steps: int, new_layout: bool, generator: torch.Generator):
-    """`env.rollout(steps)` of a `make_amago_env(MultitaskMetaBabyAI(...))`; with `new_layout`, every attempt after
-    the first starts on a layout seed drawn from the env's `seed_range`."""
+def rollout(env, policy, steps: int, condition: str, generator: torch.Generator):
+    """`env.rollout(steps)` of a `make_amago_env(MultitaskMetaBabyAI(...))` under one of `CONDITIONS` (module
+    docstring): `new_layout` draws each later attempt's layout seed from the env's `seed_range`; `no_memory` shows the
+    policy `is_init` at a later attempt's first step (the recorded data keeps the env's own `is_init`)."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     base = env.base_env
-    start = base._start_attempt
+    start, n = base._start_attempt, env.batch_size[0]
+    later = torch.zeros(n, dtype=torch.bool)  # a later attempt started at the last env step
 
-    def fresh_start(i: int) -> None:
-        if new_layout and base._count[i] > 0:
-            lo, hi = base.seed_range
-            base.layout_seed[i] = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    def start_attempt(i: int) -> None:
+        if base._count[i] > 0:
+            later[i] = True
+            if condition == "new_layout":
+                lo, hi = base.seed_range
+                base.layout_seed[i] = int(torch.randint(lo, hi + 1, (1,), generator=generator))
         start(i)
 
-    base._start_attempt = fresh_start
+    def act(td):
+        if condition != "no_memory" or not later.any():
+            return policy(td)
+        shown = td.clone(False)
+        shown.set("is_init", td.get("is_init") | later.view(n, 1).to(td.device))
+        td.set("action", policy(shown).get("action"))
+        return td
+
+    def step(td):
+        td = act(td)
+        later.zero_()
+        return td
+
+    base._start_attempt = start_attempt
     try:
         with torch.no_grad():
-            return env.rollout(steps, policy, break_when_any_done=False)
+            return env.rollout(steps, step, break_when_any_done=False)
     finally:
         del base._start_attempt
 
@@ -65,8 +86,7 @@ def main(argv=None):
                 trainer.eval_env.set_seed(args.seed)
                 mode = ExplorationType.DETERMINISTIC if args.greedy else ExplorationType.RANDOM
                 with set_exploration_type(mode):
-                    data = rollout(trainer.eval_env, policy, steps, condition == "new_layout",
-                                   torch.Generator().manual_seed(args.seed))
+                    data = rollout(trainer.eval_env, policy, steps, condition, torch.Generator().manual_seed(args.seed))
                 report = {k.split("/", 1)[1]: round(v, 4) for k, v in adaptation_report(data).items()}
                 print(json.dumps({"run": args.run, "ckpt": args.ckpt, "greedy": args.greedy, "condition": condition,
                                   **report}), flush=True)

@@ -1,10 +1,11 @@
-"""benchmarks/babyai_attempts.py on the minigrid stand-in: the new-layout condition moves every later attempt to a
-fresh layout, a scripted policy that remembers attempt 1's answer gains only on the same layout, and the script runs
-end to end on a tiny run of example 10."""
+"""benchmarks/babyai_attempts.py on the minigrid stand-in: `new_layout` moves every later attempt to a fresh layout,
+`no_memory` empties the policy's memory there, a scripted policy that remembers attempt 1's answer gains only in
+`same`, and the script runs end to end on a tiny run of example 10."""
 import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.envs.libs.test_babyai import FakeMiniGrid
@@ -44,7 +45,7 @@ def _remembering_policy(env):
     return act
 
 
-def test_new_layout_moves_later_attempts_and_removes_what_memory_buys(monkeypatch):
+def test_conditions_move_the_layout_or_empty_the_memory_and_remove_what_memory_buys(monkeypatch):
     script, out, starts = _script(), {}, []
     start = MultitaskMetaBabyAI._start_attempt
 
@@ -53,12 +54,13 @@ def test_new_layout_moves_later_attempts_and_removes_what_memory_buys(monkeypatc
         starts.append((i, int(self._count[i]), int(self.layout_seed[i])))
 
     monkeypatch.setattr(MultitaskMetaBabyAI, "_start_attempt", recorded)
-    for new_layout in (False, True):
+    for condition in script.CONDITIONS:
         env = _fake_env()
         starts.clear()
-        data = script.rollout(env, _remembering_policy(env), 11 * 6, new_layout, torch.Generator().manual_seed(0))
+        data = script.rollout(env, _remembering_policy(env), 11 * 6, condition, torch.Generator().manual_seed(0))
         assert "_start_attempt" not in vars(env.base_env)  # the patch is gone afterwards
-        out[new_layout] = adaptation_report(data)
+        assert torch.equal(data["is_init"], data["time_idx"] == 0)  # the recorded trials keep the env's is_init
+        out[condition] = adaptation_report(data)
         first, pairs = {}, []
         for i, attempt, seed in starts:
             if attempt == 0:
@@ -66,13 +68,17 @@ def test_new_layout_moves_later_attempts_and_removes_what_memory_buys(monkeypatc
             elif i in first:
                 pairs.append((first[i], seed))
         assert len(pairs) >= 8 and all(0 <= b <= 10**6 for _, b in pairs)
-        assert all((a != b) == new_layout for a, b in pairs), pairs
+        assert all((a != b) == (condition == "new_layout") for a, b in pairs), pairs
         env.close()
-    same, moved = out[False], out[True]
+    same = out["same"]
     assert same["eval/episode_0_return"] > 0 and same["eval/adaptation_gain_return_ci_low"] > 0
-    assert moved["eval/episode_1_return"] < same["eval/episode_1_return"]
-    # on a fresh layout the remembered action is a guess: attempt 2 is no better than attempt 1 there
-    assert moved["eval/adaptation_gain_return"] < same["eval/adaptation_gain_return"] / 2
+    for condition in ("new_layout", "no_memory"):  # the remembered action is a guess, or forgotten
+        assert out[condition]["eval/episode_1_return"] < same["eval/episode_1_return"]
+        assert out[condition]["eval/adaptation_gain_return"] < same["eval/adaptation_gain_return"] / 2
+    env = _fake_env()
+    with pytest.raises(ValueError, match="condition"):
+        script.rollout(env, _remembering_policy(env), 4, "other", torch.Generator())
+    env.close()
 
 
 def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
@@ -87,6 +93,6 @@ def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(script, "load_example", lambda name: example)
     script.main(["--run", str(tmp_path / "r"), "--eval_envs", "4", "--trials_per_env", "3", "--", *TINY, *flags])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert [x["condition"] for x in lines] == ["same", "new_layout"]
+    assert [x["condition"] for x in lines] == ["same", "new_layout", "no_memory"]
     for x in lines:
         assert x["adaptation_trials"] >= 4 and 0 <= x["episode_0_success"] <= 1 and 0 <= x["episode_1_success"] <= 1
