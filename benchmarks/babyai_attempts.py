@@ -48,22 +48,19 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator)
         start(i)
 
     def act(td):
-        if condition != "no_memory" or not later.any():
-            return policy(td)
-        shown = td.clone(False)
-        shown.set("is_init", td.get("is_init") | later.view(n, 1).to(td.device))
-        td.set("action", policy(shown).get("action"))
-        return td
-
-    def step(td):
-        td = act(td)
+        if condition == "no_memory" and later.any():
+            shown = td.clone(False)
+            shown.set("is_init", td.get("is_init") | later.view(n, 1).to(td.device))
+            td.set("action", policy(shown).get("action"))
+        else:
+            td = policy(td)
         later.zero_()
         return td
 
     base._start_attempt = start_attempt
     try:
         with torch.no_grad():
-            return env.rollout(steps, step, break_when_any_done=False)
+            return env.rollout(steps, act, break_when_any_done=False)
     finally:
         del base._start_attempt
 

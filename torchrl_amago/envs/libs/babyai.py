@@ -126,8 +126,7 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
                 raise ValueError(f"unknown BabyAI task(s) {unknown}; choose from babyai_task_names()")
             env_factory = lambda task, **kw: make_minigrid_env(task, obs_kind, **kw)  # noqa: E731
         self.task_names = list(task_names)
-        self._make_kwargs = {} if max_steps is None else {"max_steps": max_steps}
-        self.k_episodes, self.seed_range, self.obs_kind = k_episodes, (lo, hi), obs_kind
+        self.k_episodes, self.seed_range, self.obs_kind, self.max_steps = k_episodes, (lo, hi), obs_kind, max_steps
         self.timeout_terminates, self.env_factory = bool(timeout_terminates), env_factory
         super().__init__(num_envs, **kw)
         n, dev, B = self.n, self.device, self.batch_size
@@ -150,7 +149,8 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
         t = int(self.task_index[i])
         env = self._envs[i].get(t)
         if env is None:
-            env = self._envs[i][t] = self.env_factory(self.task_names[t], **self._make_kwargs)
+            limit = {} if self.max_steps is None else {"max_steps": self.max_steps}
+            env = self._envs[i][t] = self.env_factory(self.task_names[t], **limit)
         return env
 
     def _image(self, raw) -> np.ndarray:
