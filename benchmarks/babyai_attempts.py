@@ -9,7 +9,8 @@ unpickling), acts in its eval envs and prints one JSON line per condition with t
 - `no_memory`: the same layout, but the policy's memory is emptied when a later attempt starts (positions go on).
 Attempt 2 of `same` above attempt 2 of `new_layout` is what the agent draws from having seen this layout (a memory
 that is used, not only kept); `no_memory`'s attempt 2 against attempt 1 is the cost of being later in the trial
-alone, and `same` against `no_memory` what the memory is worth.
+alone, and `same` against `no_memory` what the memory is worth. `--walks` (one-room levels) adds each attempt's steps
+against the shortest walk of `benchmarks/babyai_bound.py`, where the target was in view at the start and where not.
 
     python benchmarks/babyai_attempts.py --run runs/cap48_s0 -- --tasks BabyAI-OneRoomS12-v0 --attempt_steps 48
 Flags after `--` go to the example and must build the same model as the run's.
@@ -21,6 +22,7 @@ import os
 import sys
 import tempfile
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,15 +31,17 @@ from run_files import attempts_parser, load_example, split_argv, trained_policy 
 CONDITIONS = ("same", "new_layout", "no_memory")
 
 
-def rollout(env, policy, steps: int, condition: str, generator: torch.Generator):
+def rollout(env, policy, steps: int, condition: str, generator: torch.Generator, walks: list | None = None):
     """`env.rollout(steps)` of a `make_amago_env(MultitaskMetaBabyAI(...))` under one of `CONDITIONS` (module
     docstring): `new_layout` draws each later attempt's layout seed from the env's `seed_range`; `no_memory` shows the
-    policy `is_init` at a later attempt's first step (the recorded data keeps the env's own `is_init`)."""
+    policy `is_init` at a later attempt's first step (the recorded data keeps the env's own `is_init`). A `walks` list
+    receives ``(task, layout seed, attempt, steps, success)`` for every attempt that ends."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     base = env.base_env
-    start, n = base._start_attempt, env.batch_size[0]
+    start, slot_step, n = base._start_attempt, base._slot_step, env.batch_size[0]
     later = torch.zeros(n, dtype=torch.bool)  # a later attempt started at the last env step
+    taken = [0] * n  # steps of each slot's attempt so far
 
     def start_attempt(i: int) -> None:
         if base._count[i] > 0:
@@ -45,7 +49,16 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator)
             if condition == "new_layout":
                 lo, hi = base.seed_range
                 base.layout_seed[i] = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        taken[i] = 0
         start(i)
+
+    def counted_step(i: int, action):
+        out = slot_step(i, action)  # (obs, reward, attempt over, success, ...)
+        taken[i] += 1
+        if out[2]:
+            walks.append((base.task_names[int(base.task_index[i])], int(base.layout_seed[i]), int(base._count[i]),
+                          taken[i], bool(out[3])))
+        return out
 
     def act(td):
         if condition == "no_memory" and later.any():
@@ -58,22 +71,70 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator)
         return td
 
     base._start_attempt = start_attempt
+    if walks is not None:
+        base._slot_step = counted_step
     try:
         with torch.no_grad():
             return env.rollout(steps, act, break_when_any_done=False)
     finally:
         del base._start_attempt
+        vars(base).pop("_slot_step", None)
+
+
+def walk_report(walks: list, layout_of) -> dict:
+    """Per attempt ``episode_<k>`` (0-based), over its successful attempts in ``walks`` (`rollout`'s): mean `steps`,
+    mean `shortest` (the informed walk of `benchmarks/babyai_bound.py`), the mean excess steps - shortest where the
+    target was in view at the start (`excess_in_view`) and where it was not (`excess_out_of_view`), and that share
+    (`out_of_view`). ``layout_of(task, seed)`` returns `babyai_bound.layout`'s tuple for that layout."""
+    from babyai_bound import informed_actions, view
+
+    rows = []
+    for task, seed, k, steps, success in walks:
+        if success:
+            walkable, _, pose, target, pickup = layout_of(task, seed)
+            x, y = view(walkable.shape, pose)
+            rows.append((k, steps, len(informed_actions(walkable, pose, target, pickup)),
+                         x.start <= target[0] < x.stop and y.start <= target[1] < y.stop))
+    out = {}
+    for k in sorted({r[0] for r in rows}):
+        steps, shortest, in_view = (np.array(c) for c in zip(*(r[1:] for r in rows if r[0] == k)))
+        excess = steps - shortest
+        out[f"episode_{k}"] = {key: round(float(v.mean()), 3) if v.size else float("nan") for key, v in (
+            ("steps", steps), ("shortest", shortest), ("excess_in_view", excess[in_view]),
+            ("excess_out_of_view", excess[~in_view]), ("out_of_view", ~in_view))}
+        out[f"episode_{k}"]["attempts"] = len(steps)
+    return out
+
+
+def minigrid_layouts():
+    """``layout_of(task, seed)`` for `walk_report`: the real level's layout (needs minigrid)."""
+    from babyai_bound import layout
+
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    envs = {}
+
+    def layout_of(task: str, seed: int):
+        if task not in envs:
+            envs[task] = make_minigrid_env(task)
+        envs[task].reset(seed=seed)
+        return layout(envs[task].unwrapped)
+
+    return layout_of
 
 
 def main(argv=None):
     own, passed = split_argv(argv)
     ap = attempts_parser(__doc__, "10_babyai", eval_envs=64, trials_per_env=6)
     ap.add_argument("--seed", type=int, default=0, help="seeds the eval envs, the actions and the fresh layouts")
+    ap.add_argument("--walks", action="store_true",
+                    help="also report each attempt's steps against the shortest walk (one-room levels)")
     args = ap.parse_args(own)
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     from torchrl_amago.trainers.metrics import adaptation_report
 
+    layout_of = minigrid_layouts() if args.walks else None
     with tempfile.TemporaryDirectory() as tmp:
         trainer, policy = trained_policy(load_example("10_babyai"), args, passed, tmp)
         try:
@@ -82,9 +143,13 @@ def main(argv=None):
                 torch.manual_seed(args.seed)
                 trainer.eval_env.set_seed(args.seed)
                 mode = ExplorationType.DETERMINISTIC if args.greedy else ExplorationType.RANDOM
+                walks = [] if args.walks else None
                 with set_exploration_type(mode):
-                    data = rollout(trainer.eval_env, policy, steps, condition, torch.Generator().manual_seed(args.seed))
+                    data = rollout(trainer.eval_env, policy, steps, condition, torch.Generator().manual_seed(args.seed),
+                                   walks)
                 report = {k.split("/", 1)[1]: round(v, 4) for k, v in adaptation_report(data).items()}
+                if args.walks:
+                    report["walks"] = walk_report(walks, layout_of)
                 print(json.dumps({"run": args.run, "ckpt": args.ckpt, "greedy": args.greedy, "condition": condition,
                                   **report}), flush=True)
         finally:

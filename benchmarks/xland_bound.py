@@ -92,16 +92,23 @@ def sample_layouts(n: int, grid_size: int, num_distractors: int, seed: int):
     return out
 
 
-def bound(layouts, max_steps: int) -> dict:
-    """Per-attempt success and return of the informed agent: attempt 1 (rule unknown), attempt 2+ (rule known)."""
+def per_attempt(steps: dict, max_steps: int) -> dict:
+    """Mean success and return of the walks ``steps = {"attempt_1": [...], "attempt_2_on": [...]}`` (actions per
+    layout), and the gain from attempt 1 to 2+."""
     res = {}
-    for name, know in (("attempt_1", False), ("attempt_2_on", True)):
-        outs = [attempt_outcome(attempt_steps(t, p, d, r, w, know), max_steps) for t, p, d, r, w in layouts]
+    for name in ("attempt_1", "attempt_2_on"):
+        outs = [attempt_outcome(n, max_steps) for n in steps[name]]
         res[f"{name}_success"] = float(np.mean([o[0] for o in outs]))
         res[f"{name}_return"] = float(np.mean([o[1] for o in outs]))
     res["gain_success"] = res["attempt_2_on_success"] - res["attempt_1_success"]
     res["gain_return"] = res["attempt_2_on_return"] - res["attempt_1_return"]
     return res
+
+
+def bound(layouts, max_steps: int) -> dict:
+    """Per-attempt success and return of the informed agent: attempt 1 (rule unknown), attempt 2+ (rule known)."""
+    return per_attempt({name: [attempt_steps(t, p, d, r, w, know) for t, p, d, r, w in layouts]
+                        for name, know in (("attempt_1", False), ("attempt_2_on", True))}, max_steps)
 
 
 def main(argv=None):

@@ -81,6 +81,35 @@ def test_conditions_move_the_layout_or_empty_the_memory_and_remove_what_memory_b
     env.close()
 
 
+def test_walks_count_each_attempts_steps():
+    """The stand-in's answer is `seed % 7` within 5 steps; the remembering policy tries actions 0, 1, ... in attempt 1
+    (answer + 1 steps, or 5 and no success) and answers at once in attempt 2 when attempt 1 found it."""
+    script, env, walks = _script(), _fake_env(), []
+    script.rollout(env, _remembering_policy(env), 11 * 6, "same", torch.Generator().manual_seed(0), walks)
+    assert "_slot_step" not in vars(env.base_env)
+    env.close()
+    assert {k for _, _, k, _, _ in walks} == {0, 1} and len(walks) >= 16
+    for task, seed, k, steps, success in walks:
+        found = seed % 7 < 5
+        assert task == "FakeGoTo-v0" and success == found
+        assert steps == ((seed % 7 + 1 if k == 0 else 1) if found else 5)
+
+
+def test_walk_report_compares_steps_with_the_shortest_walk():
+    from tests.benchmarks.test_babyai_bound import _room
+
+    corridor = (*_room(21, 3, (19, 1)), ((10, 1), 3), (19, 1), True)  # the ball out of view, shortest walk 10
+    room = (*_room(8, 8, (5, 3)), ((2, 3), 0), (5, 3), True)  # the ball in view, shortest walk 3
+    rooms = {1: corridor, 2: room}
+    walks = [("T", 1, 0, 12, True), ("T", 2, 0, 4, True), ("T", 1, 1, 10, True), ("T", 2, 1, 3, True),
+             ("T", 1, 1, 48, False)]
+    out = _script().walk_report(walks, lambda task, seed: rooms[seed])
+    assert out["episode_0"] == {"steps": 8.0, "shortest": 6.5, "excess_in_view": 1.0, "excess_out_of_view": 2.0,
+                                "out_of_view": 0.5, "attempts": 2}
+    assert out["episode_1"] == {"steps": 6.5, "shortest": 6.5, "excess_in_view": 0.0, "excess_out_of_view": 0.0,
+                                "out_of_view": 0.5, "attempts": 2}
+
+
 def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
     example = load_example("10_babyai")
     monkeypatch.setattr(example, "require", lambda *a, **k: None)
@@ -91,8 +120,15 @@ def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
     capsys.readouterr()
     script = _script()
     monkeypatch.setattr(script, "load_example", lambda name: example)
-    script.main(["--run", str(tmp_path / "r"), "--eval_envs", "4", "--trials_per_env", "3", "--", *TINY, *flags])
+    from tests.benchmarks.test_babyai_bound import _room
+
+    room = (*_room(8, 8, (5, 3)), ((2, 3), 0), (5, 3), True)  # every stand-in layout read as this room
+    monkeypatch.setattr(script, "minigrid_layouts", lambda: lambda task, seed: room)
+    script.main(["--run", str(tmp_path / "r"), "--eval_envs", "4", "--trials_per_env", "3", "--walks", "--",
+                 *TINY, *flags])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [x["condition"] for x in lines] == ["same", "new_layout", "no_memory"]
     for x in lines:
         assert x["adaptation_trials"] >= 4 and 0 <= x["episode_0_success"] <= 1 and 0 <= x["episode_1_success"] <= 1
+        walks = x["walks"]["episode_0"]
+        assert walks["shortest"] == 3.0 and walks["out_of_view"] == 0.0 and 1 <= walks["steps"] <= 5

@@ -1,0 +1,153 @@
+"""How much can any agent gain across attempts of a one-room BabyAI level (`examples/10_babyai.py`)?
+
+Two scripted agents walk the layouts of unseen seeds, with minigrid's moves (turn left, turn right, forward):
+- informed: knows where the target object is and takes a shortest path to face it (then picks it up on pickup
+  levels). No attempt 2 returns more; an agent that remembers attempt 1 can match it.
+- searching: sees what the real agent sees (the 7x7 square in front of it; in one room nothing inside hides a cell)
+  and, until the target is in view, takes the first step of a shortest path to the pose that shows the most unseen
+  cells per step of the way (ties: the nearer, then left turn, right turn, forward); then it walks as the informed
+  one. It is a policy for attempt 1, so the Bayes-optimal attempt 1 returns at least as much.
+Informed minus searching bounds from above the gain across attempts that the level allows. Returns are BabyAI's
+`1 - 0.9 * steps / max_steps` (0 past `--max_steps`, the example's `--attempt_steps`). Prints one JSON line; needs
+`.[babyai]`.
+
+    python benchmarks/babyai_bound.py --task BabyAI-OneRoomS12-v0 --max_steps 48 --layouts 2000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import deque
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from xland_bound import per_attempt  # noqa: E402  (XLand's reward is BabyAI's)
+
+MOVES = ((1, 0), (0, 1), (-1, 0), (0, -1))  # minigrid's directions over (x, y): right, down, left, up
+LEFT, RIGHT, FORWARD, PICKUP, DONE = 0, 1, 2, 3, 6  # minigrid's action numbers
+VIEW = 7  # minigrid's agent_view_size
+
+
+def successors(walkable: np.ndarray, pose):
+    """``(action, pose)`` reachable in one action from ``pose = ((x, y), direction)``, in tie-break order."""
+    (x, y), d = pose
+    yield LEFT, ((x, y), (d - 1) % 4)
+    yield RIGHT, ((x, y), (d + 1) % 4)
+    nx, ny = x + MOVES[d][0], y + MOVES[d][1]
+    if 0 <= nx < walkable.shape[0] and 0 <= ny < walkable.shape[1] and walkable[nx, ny]:
+        yield FORWARD, ((nx, ny), d)
+
+
+def poses_by_distance(walkable: np.ndarray, start):
+    """Every pose reachable from ``start``, nearest first, with the actions of a shortest path to it."""
+    seen, queue = {start}, deque([(start, ())])
+    while queue:
+        pose, path = queue.popleft()
+        yield pose, path
+        for action, nxt in successors(walkable, pose):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append((nxt, path + (action,)))
+
+
+def view(shape, pose) -> tuple[slice, slice]:
+    """The cells (x, y) that minigrid shows an agent at ``pose``: 7 deep ahead (its own row included), 3 to each side."""
+    (x, y), d = pose
+    r, deep = VIEW // 2, VIEW - 1
+    top_x, top_y = {0: (x, y - r), 1: (x - r, y), 2: (x - deep, y - r), 3: (x - r, y - deep)}[d]  # get_view_exts
+    return (slice(max(top_x, 0), min(top_x + VIEW, shape[0])), slice(max(top_y, 0), min(top_y + VIEW, shape[1])))
+
+
+def faces(pose, target) -> bool:
+    (x, y), d = pose
+    return (x + MOVES[d][0], y + MOVES[d][1]) == tuple(target)
+
+
+def informed_actions(walkable: np.ndarray, pose, target, pickup: bool) -> list[int] | None:
+    """A shortest action sequence from ``pose`` that faces the target and then picks it up (``pickup``) or, on a go-to
+    level, ends there (`done` when already facing it: the level checks after an action). None if out of reach."""
+    for p, path in poses_by_distance(walkable, pose):
+        if faces(p, target):
+            return list(path) + [PICKUP] if pickup else list(path) or [DONE]
+    return None
+
+
+def search_actions(walkable: np.ndarray, may_hold: np.ndarray, pose, target, pickup: bool,
+                   max_steps: int) -> list[int] | None:
+    """The searching agent's actions (module docstring) until it has the target; None if not within ``max_steps``.
+    ``may_hold``: the cells where the target could be (every cell that is not a wall); the agent looks for unseen ones."""
+    unseen, actions = may_hold.copy(), []
+    while len(actions) <= max_steps:
+        unseen[view(walkable.shape, pose)] = False
+        if not unseen[tuple(target)]:
+            rest = informed_actions(walkable, pose, target, pickup)
+            return None if rest is None else actions + rest
+        best, path = 0.0, None
+        for p, way in poses_by_distance(walkable, pose):
+            rate = unseen[view(walkable.shape, p)].sum() / len(way) if way else 0.0
+            if rate > best:
+                best, path = rate, way
+        if path is None:  # nothing left to see and no target in view: the layout hides it
+            return None
+        actions.append(path[0])
+        pose = next(nxt for a, nxt in successors(walkable, pose) if a == path[0])
+    return None
+
+
+def layout(env):
+    """``(walkable, may_hold, pose, target, pickup)`` of a reset one-room BabyAI env (``env.unwrapped``): where the
+    agent can step, which cells are not walls, its pose, the one object its mission names, and whether to pick it up."""
+    from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr
+
+    grid, instrs, name = env.grid, env.instrs, env.spec.id if env.spec else type(env).__name__
+    if not isinstance(instrs, (GoToInstr, PickupInstr)) or len(instrs.desc.obj_poss) != 1:
+        raise ValueError(f"{name}: the bound needs a 'go to' or 'pick up' mission with one matching object, got "
+                         f"{env.mission!r}")
+    cells = [[grid.get(x, y) for y in range(grid.height)] for x in range(grid.width)]
+    walkable = np.array([[c is None or c.can_overlap() for c in col] for col in cells])
+    may_hold = np.array([[c is None or c.type != "wall" for c in col] for col in cells])
+    inner_walls = [tuple(int(v) for v in c) for c in np.argwhere(~may_hold[1:-1, 1:-1]) + 1]
+    if inner_walls:
+        raise ValueError(f"{name}: the bound covers one-room levels (walls inside would hide cells), found walls at "
+                         f"{inner_walls[:3]}")
+    pose = (tuple(int(v) for v in env.agent_pos), int(env.agent_dir))
+    return walkable, may_hold, pose, tuple(int(v) for v in instrs.desc.obj_poss[0]), isinstance(instrs, PickupInstr)
+
+
+def bound(task: str, layouts: int, first_seed: int, max_steps: int) -> dict:
+    """Per-attempt success and return of the searching (attempt 1) and informed (attempt 2 on) agents."""
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    env = make_minigrid_env(task, max_steps=max_steps)
+    walks = {"attempt_1": [], "attempt_2_on": []}
+    for seed in range(first_seed, first_seed + layouts):
+        env.reset(seed=seed)
+        walkable, may_hold, pose, target, pickup = layout(env.unwrapped)
+        for name, actions in (("attempt_1", search_actions(walkable, may_hold, pose, target, pickup, max_steps)),
+                              ("attempt_2_on", informed_actions(walkable, pose, target, pickup))):
+            walks[name].append(max_steps + 1 if actions is None else len(actions))
+    env.close()
+    return per_attempt(walks, max_steps)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="BabyAI-OneRoomS12-v0", help="a one-room BabyAI level with one target object")
+    p.add_argument("--max_steps", type=int, default=48, help="steps per attempt (the example's --attempt_steps)")
+    p.add_argument("--layouts", type=int, default=2000, help="layouts, one per seed")
+    p.add_argument("--first_seed", type=int, default=5001,
+                   help="seed of the first layout (5001: the first the example's default --train_seeds leaves unseen)")
+    a = p.parse_args(argv)
+    if a.max_steps < 1 or a.layouts < 1:
+        p.error(f"--max_steps and --layouts must be positive, got {a.max_steps} and {a.layouts}")
+    out = {"task": a.task, "max_steps": a.max_steps, "layouts": a.layouts, "first_seed": a.first_seed,
+           **bound(a.task, a.layouts, a.first_seed, a.max_steps)}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""benchmarks/babyai_bound.py: the scripted agents' walks, counted by hand on made-up rooms (no minigrid needed), and
+checked against the real BabyAI env (its view, reward and end of attempt) when minigrid is installed."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.examples.test_examples_smoke import load_module
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RIGHT_, DOWN_, LEFT_, UP_ = 0, 1, 2, 3  # minigrid directions
+
+
+def _bound():
+    return load_module(Path(ROOT) / "benchmarks" / "babyai_bound.py", "babyai_bound")
+
+
+def _room(width: int, height: int, target):
+    """Walls around a floor of (width - 2) x (height - 2); the target object blocks its cell."""
+    may_hold = np.zeros((width, height), dtype=bool)
+    may_hold[1:-1, 1:-1] = True
+    walkable = may_hold.copy()
+    walkable[target] = False
+    return walkable, may_hold
+
+
+def test_searching_agent_heads_where_most_is_unseen_per_step():
+    """A one-row corridor x = 1..19, the agent at x = 10 facing up (it sees x = 7..13), the ball at x = 19.
+    Turning either way shows 3 unseen cells for 1 step: it turns left (x = 4..10). Then the 3 cells left of x = 4 cost
+    a step each, while turning round (2 steps) shows 14..16: it turns round, walks while each step shows one more cell
+    (x = 11, 12, 13; the ball in view at 13), on to 18, picks up: 3 + 3 + 5 + 1 = 12 actions. The informed agent:
+    turn right, 8 forward, pick up = 10."""
+    b = _bound()
+    walkable, may_hold = _room(21, 3, (19, 1))
+    start = ((10, 1), UP_)
+    informed = b.informed_actions(walkable, start, (19, 1), pickup=True)
+    assert informed == [b.RIGHT] + [b.FORWARD] * 8 + [b.PICKUP]
+    search = b.search_actions(walkable, may_hold, start, (19, 1), pickup=True, max_steps=48)
+    assert search == [b.LEFT] * 3 + [b.FORWARD] * 8 + [b.PICKUP]
+    out = b.per_attempt({"attempt_1": [len(search)], "attempt_2_on": [len(informed)]}, 48)
+    assert out["attempt_1_return"] == pytest.approx(1 - 0.9 * 12 / 48)
+    assert out["gain_return"] == pytest.approx(0.9 * 2 / 48)
+    assert b.per_attempt({"attempt_1": [12], "attempt_2_on": [10]}, 11)["attempt_1_success"] == 0.0  # past the limit
+    assert b.search_actions(walkable, may_hold, start, (19, 1), pickup=True, max_steps=5) is None
+
+
+def test_target_in_view_at_the_start_costs_no_search_and_go_to_ends_facing_it():
+    b = _bound()
+    walkable, may_hold = _room(8, 8, (5, 3))
+    start = ((2, 3), RIGHT_)  # the ball 3 cells ahead, in view
+    assert b.search_actions(walkable, may_hold, start, (5, 3), True, 48) == [b.FORWARD, b.FORWARD, b.PICKUP]
+    assert b.informed_actions(walkable, start, (5, 3), pickup=False) == [b.FORWARD, b.FORWARD]
+    assert b.informed_actions(walkable, ((4, 3), RIGHT_), (5, 3), pickup=False) == [b.DONE]  # already facing it
+
+
+def test_view_is_minigrids_square_clipped_to_the_grid():
+    b = _bound()
+    shape = (12, 12)
+    assert b.view(shape, ((5, 5), RIGHT_)) == (slice(5, 12), slice(2, 9))
+    assert b.view(shape, ((5, 5), DOWN_)) == (slice(2, 9), slice(5, 12))
+    assert b.view(shape, ((5, 5), LEFT_)) == (slice(0, 6), slice(2, 9))
+    assert b.view(shape, ((1, 1), UP_)) == (slice(0, 5), slice(0, 2))
+
+
+def test_search_never_beats_the_informed_walk_and_ends_facing_the_target():
+    b = _bound()
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        target = tuple(int(v) for v in rng.integers(1, 9, size=2))
+        walkable, may_hold = _room(10, 10, target)
+        free = np.argwhere(walkable)
+        start = (tuple(int(v) for v in free[rng.integers(len(free))]), int(rng.integers(4)))
+        informed = b.informed_actions(walkable, start, target, pickup=True)
+        search = b.search_actions(walkable, may_hold, start, target, pickup=True, max_steps=200)
+        assert len(search) >= len(informed)
+        pose = start
+        for a in search[:-1]:
+            pose = next(nxt for act, nxt in b.successors(walkable, pose) if act == a)
+        assert b.faces(pose, target) and search[-1] == b.PICKUP
+
+
+def test_walks_match_the_real_env():
+    """On real OneRoomS12 layouts: the target is in the modelled view exactly when minigrid shows it, and replaying
+    either agent's actions ends the attempt on the last action with the reward the bound counts."""
+    pytest.importorskip("minigrid")
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    b = _bound()
+    env = make_minigrid_env("BabyAI-OneRoomS12-v0", max_steps=48)
+    searched = 0
+    for seed in range(5001, 5031):
+        for agent in ("search", "informed"):
+            env.reset(seed=seed)
+            u = env.unwrapped
+            walkable, may_hold, pose, target, pickup = b.layout(u)
+            acts = (b.search_actions(walkable, may_hold, pose, target, pickup, 48) if agent == "search"
+                    else b.informed_actions(walkable, pose, target, pickup))
+            total = 0.0
+            for i, a in enumerate(acts):
+                if not u.carrying:
+                    here = ((int(u.agent_pos[0]), int(u.agent_pos[1])), int(u.agent_dir))
+                    x, y = b.view(walkable.shape, here)
+                    assert (x.start <= target[0] < x.stop and y.start <= target[1] < y.stop) == u.agent_sees(*target)
+                _, r, term, trunc, _ = env.step(a)
+                total += r
+                assert (term or trunc) == (i == len(acts) - 1)
+            assert term and total == pytest.approx(1 - 0.9 * len(acts) / 48)
+            searched += agent == "search" and len(acts) > len(b.informed_actions(walkable, pose, target, pickup))
+    assert searched > 0  # some layouts hide the ball at the start
+    env.close()
+
+
+def test_main_prints_the_bound_and_refuses_rooms_it_does_not_cover():
+    pytest.importorskip("minigrid")
+    b = _bound()
+    out = b.main(["--layouts", "20", "--max_steps", "48"])
+    assert out["attempt_2_on_success"] == 1.0
+    assert out["attempt_2_on_return"] >= out["attempt_1_return"] > 0.5
+    assert out["gain_return"] == pytest.approx(out["attempt_2_on_return"] - out["attempt_1_return"])
+    with pytest.raises(ValueError, match="one-room levels"):
+        b.main(["--task", "BabyAI-GoToObjMaze-v0", "--layouts", "1"])
+    with pytest.raises(SystemExit):
+        b.main(["--layouts", "0"])
