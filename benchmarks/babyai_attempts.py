@@ -86,15 +86,14 @@ def walk_report(walks: list, layout_of) -> dict:
     mean `shortest` (the informed walk of `benchmarks/babyai_bound.py`), the mean excess steps - shortest where the
     target was in view at the start (`excess_in_view`) and where it was not (`excess_out_of_view`), and that share
     (`out_of_view`). ``layout_of(task, seed)`` returns `babyai_bound.layout`'s tuple for that layout."""
-    from babyai_bound import informed_actions, view
+    from babyai_bound import in_view, informed_actions
 
     rows = []
     for task, seed, k, steps, success in walks:
         if success:
             walkable, _, pose, target, pickup = layout_of(task, seed)
-            x, y = view(walkable.shape, pose)
             rows.append((k, steps, len(informed_actions(walkable, pose, target, pickup)),
-                         x.start <= target[0] < x.stop and y.start <= target[1] < y.stop))
+                         in_view(walkable.shape, pose, target)))
     out = {}
     for k in sorted({r[0] for r in rows}):
         steps, shortest, in_view = (np.array(c) for c in zip(*(r[1:] for r in rows if r[0] == k)))

@@ -61,6 +61,12 @@ def view(shape, pose) -> tuple[slice, slice]:
     return (slice(max(top_x, 0), min(top_x + VIEW, shape[0])), slice(max(top_y, 0), min(top_y + VIEW, shape[1])))
 
 
+def in_view(shape, pose, cell) -> bool:
+    """Whether minigrid shows ``cell`` to an agent at ``pose`` (one room: nothing inside hides it)."""
+    x, y = view(shape, pose)
+    return x.start <= cell[0] < x.stop and y.start <= cell[1] < y.stop
+
+
 def faces(pose, target) -> bool:
     (x, y), d = pose
     return (x + MOVES[d][0], y + MOVES[d][1]) == tuple(target)

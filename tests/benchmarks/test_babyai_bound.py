@@ -61,6 +61,7 @@ def test_view_is_minigrids_square_clipped_to_the_grid():
     assert b.view(shape, ((5, 5), DOWN_)) == (slice(2, 9), slice(5, 12))
     assert b.view(shape, ((5, 5), LEFT_)) == (slice(0, 6), slice(2, 9))
     assert b.view(shape, ((1, 1), UP_)) == (slice(0, 5), slice(0, 2))
+    assert b.in_view(shape, ((5, 5), RIGHT_), (11, 8)) and not b.in_view(shape, ((5, 5), RIGHT_), (4, 5))
 
 
 def test_search_never_beats_the_informed_walk_and_ends_facing_the_target():
@@ -100,8 +101,7 @@ def test_walks_match_the_real_env():
             for i, a in enumerate(acts):
                 if not u.carrying:
                     here = ((int(u.agent_pos[0]), int(u.agent_pos[1])), int(u.agent_dir))
-                    x, y = b.view(walkable.shape, here)
-                    assert (x.start <= target[0] < x.stop and y.start <= target[1] < y.stop) == u.agent_sees(*target)
+                    assert b.in_view(walkable.shape, here, target) == u.agent_sees(*target)
                 _, r, term, trunc, _ = env.step(a)
                 total += r
                 assert (term or trunc) == (i == len(acts) - 1)
