@@ -32,10 +32,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_files import attempts_parser, load_example, split_argv, trained_policy  # noqa: E402
+from xland_bound import MOVES  # noqa: E402  (XLand's directions over (row, col))
+
+from torchrl_amago.envs.libs.xland import _PICKABLE as PICKABLE  # noqa: E402  (the local rulesets' objects)
 
 PICK_UP = 3  # XLand's pick-up action
-PICKABLE = (3, 4, 5, 7, 11, 12)  # XLand tiles that can be picked up: ball, square, pyramid, key, hex, star
-MOVES = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)])  # XLand's directions over (row, col): up, right, down, left
 
 
 def can_pick(front, holding: bool) -> bool:

@@ -75,9 +75,9 @@ def test_rollout_records_follow_the_real_env():
     from torchrl_amago.envs.libs import make_xland_env
 
     t = _tool()
-    n = 8
+    n, max_steps = 8, 15
     env = make_amago_env(make_xland_env(n, k_episodes=3, rooms=1, grid_size=6, ruleset_benchmark="local-hidden-rule",
-                                        max_steps=15, num_distractors=1, seed=0))
+                                        max_steps=max_steps, num_distractors=1, seed=0))
     g = torch.Generator().manual_seed(0)
 
     def policy(td):
@@ -94,7 +94,7 @@ def test_rollout_records_follow_the_real_env():
         taken = 0  # steps of the current attempt before this one
         for now, nxt in zip(rows, rows[1:]):
             slot, trial, attempt, front, action, right, holding, _ = now
-            last_step = taken == 15 - 1  # the attempt ends here whatever the action
+            last_step = taken == max_steps - 1  # the attempt ends here whatever the action
             taken = taken + 1 if (nxt[1], nxt[2]) == (trial, attempt) else 0
             if action == PICK and front[0] in t.PICKABLE and not holding and not last_step:
                 moved_on = (nxt[1], nxt[2]) != (trial, attempt)
