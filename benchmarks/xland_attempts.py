@@ -9,8 +9,9 @@ floor object: the right one (it turns into the goal: success), a wrong one, or n
   after a wrong pick; one that does not takes the same object equally often after both;
 - `q_pick_up`: the critic's value of picking up (return units, the acting discount, the critics' mean) wherever the
   agent faces a floor object with an empty pocket in a later attempt, by the previous attempt's first pick and by
-  whether the faced object is the right one. Picking up the right object earns the same reward after either outcome:
-  a critic that reads its memory values it alike after a right and a wrong previous pick.
+  whether the faced object is the right one, with the share of those steps where the agent did pick up. Picking up
+  the right object earns the same reward after either outcome: a critic that reads its memory values it alike after a
+  right and a wrong previous pick.
 Objects are told apart by (tile, color), as XLand does; the example draws a new layout for every attempt, so "the
 same" is the same kind of object, not the same cell.
 
@@ -61,14 +62,16 @@ def first_picks(steps) -> dict:
 
 def pick_up_values(steps, picks: dict) -> dict:
     """Mean ``q_pick_up`` of the records (`first_picks`') where the agent can pick something in an attempt after one
-    that picked, keyed ``"after_<right|wrong>/faces_<right|wrong>"``, with their counts (rounded to 3 places)."""
+    that picked, keyed ``"after_<right|wrong>/faces_<right|wrong>"``, with the share of them where it picked up and
+    their counts (rounded to 3 places)."""
     cells: dict[str, list] = {}
-    for slot, trial, attempt, front, _, right, holding, q in steps:
+    for slot, trial, attempt, front, action, right, holding, q in steps:
         before = picks.get((slot, trial, attempt - 1))
         if before is not None and can_pick(front, holding):
             key = f"after_{'right' if before[1] else 'wrong'}/faces_{'right' if right else 'wrong'}"
-            cells.setdefault(key, []).append(q)
-    return {k: {"mean": round(float(np.mean(v)), 3), "steps": len(v)} for k, v in sorted(cells.items())}
+            cells.setdefault(key, []).append((q, action == PICK_UP))
+    return {k: {"mean": round(float(np.mean([q for q, _ in v])), 3),
+                "picked": round(float(np.mean([p for _, p in v])), 3), "steps": len(v)} for k, v in sorted(cells.items())}
 
 
 def choice_report(picks: dict, k_episodes: int) -> dict:

@@ -60,11 +60,12 @@ def test_pick_up_values_group_by_the_previous_pick_and_the_faced_object():
     steps = _steps()
     values = t.pick_up_values(steps, t.first_picks(steps))
     # later attempts, facing an object with an empty pocket (q = record index): after a wrong pick (0,0,1) faces A at
-    # 5 and B at 6, (1,1,1) faces B at 13; after a right pick (0,0,2) faces A at 7, (1,0,1) faces B at 9
-    assert values == {"after_right/faces_right": {"mean": 9.0, "steps": 1},
-                      "after_right/faces_wrong": {"mean": 7.0, "steps": 1},
-                      "after_wrong/faces_right": {"mean": 9.5, "steps": 2},
-                      "after_wrong/faces_wrong": {"mean": 5.0, "steps": 1}}
+    # 5 and B at 6, (1,1,1) faces B at 13; after a right pick (0,0,2) faces A at 7, (1,0,1) faces B at 9; all pick
+    # up there but the step at 5, which walks on
+    assert values == {"after_right/faces_right": {"mean": 9.0, "picked": 1.0, "steps": 1},
+                      "after_right/faces_wrong": {"mean": 7.0, "picked": 1.0, "steps": 1},
+                      "after_wrong/faces_right": {"mean": 9.5, "picked": 1.0, "steps": 2},
+                      "after_wrong/faces_wrong": {"mean": 5.0, "picked": 0.0, "steps": 1}}
 
 
 def test_rollout_records_follow_the_real_env():
