@@ -59,20 +59,26 @@ def record(trainer, steps: int) -> dict[tuple[int, str], tuple]:
     return {key: tuple(torch.stack(x) for x in zip(*r)) for key, r in sorted(rows.items())}
 
 
+def fit_linear(x: torch.Tensor, labels: torch.Tensor, classes: int):
+    """A linear classifier of standardized `x` ``[n, D]`` fitted to `labels` (300 full-batch Adam steps); returns
+    ``predict(x_new) -> class [m]``."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    clf = torch.nn.Linear(x.shape[-1], classes)
+    opt = torch.optim.Adam(clf.parameters(), lr=0.05, weight_decay=1e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(clf((x - mu) / sd), labels).backward()
+        opt.step()
+    return lambda x_new: clf((x_new - mu) / sd).argmax(-1)
+
+
 def probe(emb: torch.Tensor, labels: torch.Tensor, classes: int, seed: int) -> float:
     """Test accuracy of a linear classifier fitted on a random half of the samples (the other half scores it)."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=g)
     train, test = order[: len(order) // 2], order[len(order) // 2:]
-    mu, sd = emb[train].mean(0), emb[train].std(0) + 1e-6
-    x = (emb - mu) / sd
-    clf = torch.nn.Linear(x.shape[-1], classes)
-    opt = torch.optim.Adam(clf.parameters(), lr=0.05, weight_decay=1e-3)
-    for _ in range(300):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(clf(x[train]), labels[train]).backward()
-        opt.step()
-    return float((clf(x[test]).argmax(-1) == labels[test]).float().mean())
+    predict = fit_linear(emb[train], labels[train], classes)
+    return float((predict(emb[test]) == labels[test]).float().mean())
 
 
 def main(argv=None):

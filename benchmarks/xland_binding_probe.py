@@ -9,7 +9,7 @@ fitted on four fifths of the trials and scored on the rest:
 - `fresh`: the run's architecture (timestep + trajectory encoder, from the run's flags) newly initialized and trained
   end to end with a linear head on the labels alone, at the run's batch size and learning rate: can this network
   learn to tell them apart from this data?
-- `trained`: a logistic regression on the run's own state embedding (frozen): did RL put it into the memory?
+- `trained`: a linear classifier on the run's own state embedding (frozen): did RL put it into the memory?
 Prints one JSON line for the data (trials, labelled steps, the majority label's share), then one per probe and
 checkpoint: test accuracy over all labelled steps and split by the previous pick's outcome.
 
@@ -28,6 +28,7 @@ import torch
 from tensordict import TensorDictBase
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory_probe import fit_linear  # noqa: E402
 from run_files import load_example, split_argv, trained_policy  # noqa: E402
 from xland_attempts import PICK_UP  # noqa: E402
 
@@ -94,9 +95,9 @@ def collect(trainer, trials: int) -> TensorDictBase:
     return trial_windows(td, steps)
 
 
-def accuracy(logits: torch.Tensor, label: torch.Tensor, outcome: torch.Tensor) -> dict:
-    """Share of labelled steps where ``logits > 0`` agrees with ``label``: all, after a right and a wrong pick."""
-    hit = (logits > 0).long() == label
+def accuracy(pred: torch.Tensor, label: torch.Tensor, outcome: torch.Tensor) -> dict:
+    """Share of labelled steps where ``pred`` (0 / 1) agrees with ``label``: all, after a right and a wrong pick."""
+    hit = pred.long() == label
     out = {}
     for name, sel in (("all", label >= 0), ("after_right", outcome == 1), ("after_wrong", outcome == 0)):
         out[name] = round(float(hit[sel].float().mean()), 3) if sel.any() else None
@@ -128,27 +129,20 @@ def fresh_probe(loss, data, label, outcome, train_rows, test_rows, steps: int, b
             with torch.no_grad():
                 logits = torch.cat([head(states(loss, data, test_rows[k:k + 64]))[..., 0]
                                     for k in range(0, len(test_rows), 64)])
-            yield step, accuracy(logits, label[test_rows], outcome[test_rows])
+            yield step, accuracy(logits > 0, label[test_rows], outcome[test_rows])
 
 
 def linear_read(loss, data, label, outcome, train_rows, test_rows) -> dict:
-    """Test accuracy of a logistic regression on `loss`'s state embedding (eval mode, frozen) at the labelled steps,
-    fitted on the training trials' steps (standardized, 300 full-batch Adam steps)."""
+    """Test accuracy of `memory_probe.fit_linear` on `loss`'s state embedding (eval mode, frozen) at the labelled
+    steps, fitted on the training trials' steps."""
     loss.eval()
     with torch.no_grad():
         emb = {name: torch.cat([states(loss, data, rows[k:k + 64]) for k in range(0, len(rows), 64)])
                for name, rows in (("train", train_rows), ("test", test_rows))}
-    x, y = emb["train"][label[train_rows] >= 0], label[train_rows][label[train_rows] >= 0].float()
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    clf = torch.nn.Linear(x.shape[-1], 1)
-    opt = torch.optim.Adam(clf.parameters(), lr=0.05, weight_decay=1e-3)
-    for _ in range(300):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(clf((x - mu) / sd)[:, 0], y).backward()
-        opt.step()
+    known = label[train_rows] >= 0
+    predict = fit_linear(emb["train"][known], label[train_rows][known], 2)
     with torch.no_grad():
-        logits = clf((emb["test"] - mu) / sd)[..., 0]
-    return accuracy(logits, label[test_rows], outcome[test_rows])
+        return accuracy(predict(emb["test"]), label[test_rows], outcome[test_rows])
 
 
 def main(argv=None):
