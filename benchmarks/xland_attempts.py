@@ -1,8 +1,9 @@
 """Does a trained XLand hidden-rule agent choose by what attempt 1 revealed? Which object it picks, attempt by attempt.
 
-Loads the weights of a finished `examples/11_xland_minigrid.py --benchmark local-hidden-rule` run (`--run DIR`, its
-`ckpts/<--ckpt>.pt`, read without unpickling), acts in its eval envs and records every attempt's first pickup of a
-floor object: the right one (it turns into the goal: success), a wrong one, or none. Prints one JSON line:
+Loads the weights of a finished `examples/11_xland_minigrid.py` run on `local-hidden-rule` or `local-one-pick`
+(`--run DIR`, its `ckpts/<--ckpt>.pt`, read without unpickling), acts in its eval envs and records every attempt's
+first pickup of a floor object: the right one (it turns into the goal: success), a wrong one, or none. Prints one
+JSON line:
 - `episode_<k>`: shares of attempts whose first pick was right / wrong / none;
 - `after_<right|wrong>`: attempt k+1's first pick after attempt k's first pick was right or wrong: the same object
   again or another, right or wrong. An agent that remembers takes the same object after a right pick and another one
@@ -71,7 +72,8 @@ def pick_up_values(steps, picks: dict) -> dict:
             key = f"after_{'right' if before[1] else 'wrong'}/faces_{'right' if right else 'wrong'}"
             cells.setdefault(key, []).append((q, action == PICK_UP))
     return {k: {"mean": round(float(np.mean([q for q, _ in v])), 3),
-                "picked": round(float(np.mean([p for _, p in v])), 3), "steps": len(v)} for k, v in sorted(cells.items())}
+                "picked": round(float(np.mean([p for _, p in v])), 3), "steps": len(v)}
+            for k, v in sorted(cells.items())}
 
 
 def choice_report(picks: dict, k_episodes: int) -> dict:
@@ -165,9 +167,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         trainer, policy = trained_policy(example, args, passed, tmp)
         try:
-            if trainer.eval_env.base_env.fenv.ruleset_benchmark != "local-hidden-rule":
-                raise SystemExit("xland_attempts.py reads the local-hidden-rule ruleset; the run's flags after `--` "
-                                 "must include its --benchmark (local-hidden-rule, the example's default)")
+            if trainer.eval_env.base_env.fenv.ruleset_benchmark not in ("local-hidden-rule", "local-one-pick"):
+                raise SystemExit("xland_attempts.py reads the hidden-rule rulesets; the run's flags after `--` must "
+                                 "include its --benchmark (local-hidden-rule, the default, or local-one-pick)")
             if not trainer.loss.q_per_action or trainer.loss.two_hot:
                 raise SystemExit("xland_attempts.py reads per-action scalar critics (--agent_type agent, the "
                                  "example's default)")

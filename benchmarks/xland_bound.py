@@ -1,15 +1,18 @@
-"""How much can any agent gain across attempts of `examples/11_xland_minigrid.py --benchmark local-hidden-rule`?
+"""How much can any agent gain across attempts of `examples/11_xland_minigrid.py` (hidden-rule or one-pick rulesets)?
 
 An informed agent sees the whole room (the real agent sees 5x5 in front of it) but not the hidden rule: in the first
 attempt it walks to the nearer floor object and picks it up; if that was the wrong one it puts it back down (one step)
-and walks to the other. From the second attempt on it walks straight to the right object. Walking is a shortest path
-over (cell, direction) with forward / turn moves around walls and objects. An attempt succeeds when the right object is
-picked up within `--max_steps`; its reward is XLand's `1 - 0.9 * steps / max_steps`. From attempt 2 on its success
-and return bound what an agent with the real (partial) view can reach; in attempt 1 the nearer-first order is a good
-policy, not a searched optimum. Their difference is about the largest gain the task allows.
+and walks to the other (with `--benchmark local-one-pick` a wrong pick ends the attempt unrewarded, so attempt 1
+succeeds only when the nearer object is the right one). From the second attempt on it walks straight to the right
+object. Walking is a shortest path over (cell, direction) with forward / turn moves around walls and objects. An
+attempt succeeds when the right object is picked up within `--max_steps`; its reward is XLand's
+`1 - 0.9 * steps / max_steps`. From attempt 2 on its success and return bound what an agent with the real (partial)
+view can reach; in attempt 1 the nearer-first order is a good policy, not a searched optimum. Their difference is
+about the largest gain the task allows.
 Prints one JSON line; needs `.[xland]`.
 
     python benchmarks/xland_bound.py --grid_size 7 --max_steps 20 --num_distractors 1 --layouts 2000
+    python benchmarks/xland_bound.py --benchmark local-one-pick
 """
 from __future__ import annotations
 
@@ -44,12 +47,14 @@ def steps_to_face(grid_tiles: np.ndarray, pos, direction: int, target) -> tuple[
     return 10 ** 6, start[0], start[1]
 
 
-def attempt_steps(grid_tiles: np.ndarray, pos, direction: int, right, wrong: list, know_rule: bool) -> int:
+def attempt_steps(grid_tiles: np.ndarray, pos, direction: int, right, wrong: list, know_rule: bool,
+                  one_pick: bool = False) -> int:
     """Actions until the right object is picked up: straight to it when the rule is known, else nearest object first,
-    putting each wrong one back down where it was (one step) before walking on."""
+    putting each wrong one back down where it was (one step) before walking on; a large number when `one_pick` and
+    the first pick is wrong (the attempt failed)."""
     if know_rule:
         return steps_to_face(grid_tiles, pos, direction, right)[0] + 1
-    total, todo = 0, [tuple(right)] + [tuple(o) for o in wrong]
+    total, todo = 0, sorted([tuple(right)] + [tuple(o) for o in wrong])  # ties: by cell, not by which is right
     while todo:
         costs = [steps_to_face(grid_tiles, pos, direction, o) for o in todo]
         i = min(range(len(todo)), key=lambda j: costs[j][0])
@@ -57,6 +62,8 @@ def attempt_steps(grid_tiles: np.ndarray, pos, direction: int, right, wrong: lis
         total += n + 1  # walk, pick up
         if todo[i] == tuple(right):
             return total
+        if one_pick:
+            return 10 ** 6
         total += 1  # put it back down in front (the cell it came from is free again)
         todo.pop(i)
     return total
@@ -105,14 +112,16 @@ def per_attempt(steps: dict, max_steps: int) -> dict:
     return res
 
 
-def bound(layouts, max_steps: int) -> dict:
+def bound(layouts, max_steps: int, one_pick: bool = False) -> dict:
     """Per-attempt success and return of the informed agent: attempt 1 (rule unknown), attempt 2+ (rule known)."""
-    return per_attempt({name: [attempt_steps(t, p, d, r, w, know) for t, p, d, r, w in layouts]
+    return per_attempt({name: [attempt_steps(t, p, d, r, w, know, one_pick) for t, p, d, r, w in layouts]
                         for name, know in (("attempt_1", False), ("attempt_2_on", True))}, max_steps)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--benchmark", choices=("local-hidden-rule", "local-one-pick"), default="local-hidden-rule",
+                   help="the example's --benchmark (the layouts are the same; one-pick ends an attempt at its pick)")
     p.add_argument("--grid_size", type=int, default=7)
     p.add_argument("--max_steps", type=int, default=20)
     p.add_argument("--num_distractors", type=int, default=1)
@@ -120,8 +129,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     layouts = sample_layouts(a.layouts, a.grid_size, a.num_distractors, a.seed)
-    out = {"grid_size": a.grid_size, "max_steps": a.max_steps, "num_distractors": a.num_distractors,
-           "layouts": a.layouts, **bound(layouts, a.max_steps)}
+    out = {"benchmark": a.benchmark, "grid_size": a.grid_size, "max_steps": a.max_steps,
+           "num_distractors": a.num_distractors, "layouts": a.layouts,
+           **bound(layouts, a.max_steps, one_pick=a.benchmark == "local-one-pick")}
     print(json.dumps(out))
     return out
 

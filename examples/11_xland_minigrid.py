@@ -6,8 +6,9 @@ trial as the Transformer's context, and per-attempt returns (the final JSON line
 `--benchmark` takes the official rulesets (`trivial-21k`, `small-1m`, ...; downloaded once by xminigrid, needs
 internet) or the local procedural ones that need no download: `local-trivial` (pick up the goal object) and
 `local-hidden-rule` (the goal object is not on the floor; picking up one of the floor objects turns into it, and
-which one must be found and remembered across attempts). The defaults are a CPU-sized setting; the original used
-`--benchmark small-1m --k_episodes 15 --rooms 1 --grid_size 9` with XLand's own episode length.
+which one must be found and remembered across attempts) and `local-one-pick` (the same, but the first pick-up ends the
+attempt: a wrong one fails it, so only later attempts can succeed reliably). The defaults are a CPU-sized setting;
+the original used `--benchmark small-1m --k_episodes 15 --rooms 1 --grid_size 9` with XLand's own episode length.
 
     python examples/11_xland_minigrid.py --benchmark local-hidden-rule --grid_size 7 --k_episodes 3 --run_name xland
 """
@@ -17,7 +18,7 @@ from torchrl_amago.trainers import cpu_preset, example_args, example_flags, nonn
 def extra(p):
     p.add_argument("--benchmark", type=str, default="local-hidden-rule",
                    help="ruleset benchmark: trivial-21k | small-1m | medium-1m | high-1m | ... | local-trivial | "
-                        "local-hidden-rule")
+                        "local-hidden-rule | local-one-pick")
     p.add_argument("--k_episodes", type=positive_int, default=3,
                    help="attempts per ruleset (one trial); the original: 15-25")
     p.add_argument("--rooms", type=positive_int, default=1, help="rooms in the grid: 1, 2, 4, 6 or 9")

@@ -44,6 +44,9 @@ def test_attempt_steps_nearest_first_and_put_back():
     assert near_wrong == 5
     assert b.attempt_steps(room, (1, 2), LEFT, right=(1, 3), wrong=[(1, 1)], know_rule=True) == 3  # turn twice, pick
     assert b.attempt_steps(room, (1, 2), RIGHT, right=(1, 3), wrong=[(1, 1)], know_rule=False) == 1
+    # one pick: the wrong one first fails the attempt; the right one first is the same walk
+    assert b.attempt_steps(room, (1, 2), LEFT, right=(1, 3), wrong=[(1, 1)], know_rule=False, one_pick=True) >= 10 ** 6
+    assert b.attempt_steps(room, (1, 2), RIGHT, right=(1, 3), wrong=[(1, 1)], know_rule=False, one_pick=True) == 1
     assert b.attempt_outcome(5, 20) == (True, pytest.approx(1 - 0.9 * 5 / 20))
     assert b.attempt_outcome(21, 20) == (False, 0.0)
 
@@ -69,3 +72,6 @@ def test_sampled_layouts_of_the_real_env():
     res = b.bound(layouts, max_steps=200)
     assert res["attempt_1_success"] == res["attempt_2_on_success"] == 1.0
     assert res["gain_return"] > 0
+    one = b.bound(layouts, max_steps=200, one_pick=True)  # the nearest of 3 objects is right about a third of the time
+    assert 0.15 < one["attempt_1_success"] < 0.5 and one["attempt_2_on_success"] == 1.0
+    assert one["attempt_2_on_return"] == res["attempt_2_on_return"]

@@ -18,6 +18,7 @@ from tests.missing_package import assert_missing_package_named
 
 class Agent(NamedTuple):
     direction: np.ndarray
+    pocket: np.ndarray  # (tile, color); (0, 0) is empty
 
 
 class State(NamedTuple):
@@ -48,14 +49,15 @@ class Params(NamedTuple):
 
 class ToyXLand:
     """xminigrid-API stand-in: the ruleset hides a target action in 0..5; taking it succeeds (reward
-    1 - 0.9 * t / max_steps); the goal encoding shows only the ruleset id; episodes are cut at max_steps."""
+    1 - 0.9 * t / max_steps); the action after it (mod 6) picks up a wrong object (the pocket fills, nothing ends);
+    the goal encoding shows only the ruleset id; episodes are cut at max_steps."""
 
     def num_actions(self, params):
         return 6
 
     def reset(self, params, key):
         r = params.ruleset
-        st = State(Agent(np.int64(np.random.default_rng(int(key)).integers(0, 4))),
+        st = State(Agent(np.int64(np.random.default_rng(int(key)).integers(0, 4)), np.zeros(2, dtype=np.uint8)),
                    np.array([1, r["id"], 0, 0, 0], dtype=np.uint8), np.int64(0), np.int64(r["target"]))
         obs = np.zeros((params.view_size, params.view_size, 2), dtype=np.uint8)
         return TimeStep(st, np.uint8(0), np.float32(0.0), obs)
@@ -66,7 +68,9 @@ class ToyXLand:
         trunc = t == params.max_steps
         obs = np.full((params.view_size, params.view_size, 2), min(int(t), 14), dtype=np.uint8)
         reward = np.float32(np.where(success, 1.0 - 0.9 * t / params.max_steps, 0.0))
-        st = ts.state._replace(step_num=np.int64(t))
+        picked = success | (np.asarray(action) == (ts.state.target + 1) % 6)
+        pocket = np.where(picked, np.array([3, 1], dtype=np.uint8), ts.state.agent.pocket)
+        st = ts.state._replace(step_num=np.int64(t), agent=ts.state.agent._replace(pocket=pocket))
         return TimeStep(st, np.uint8(np.where(success | trunc, 2, 1)), reward, obs)
 
 
@@ -75,8 +79,9 @@ def sample_ruleset(key):
     return {"id": np.int64(rid), "target": np.int64(rid % 6)}
 
 
-def _env(n=2, k=3, max_steps=4, **kw):
-    fenv = XLandTrialEnv(ToyXLand(), Params(max_steps=max_steps), sample_ruleset, k, backend="numpy")
+def _env(n=2, k=3, max_steps=4, end_on_pick=False, **kw):
+    fenv = XLandTrialEnv(ToyXLand(), Params(max_steps=max_steps), sample_ruleset, k, backend="numpy",
+                         end_on_pick=end_on_pick)
     return JaxBatchedEnv(fenv, n, backend="numpy", categorical_action_encoding=True, **kw)
 
 
@@ -142,6 +147,24 @@ def test_successes_give_episode_returns_and_trainer_metrics():
     assert m["eval/episode_0_success"] == m["eval/episode_1_success"] == 1.0
 
 
+@pytest.mark.parametrize("end_on_pick", [False, True])
+def test_one_pick_rulesets_end_an_attempt_at_a_wrong_pick(end_on_pick):
+    env = _env(n=2, k=2, max_steps=4, end_on_pick=end_on_pick, seed=3)
+
+    def policy(td):  # pick the wrong object at the first step of every attempt, then take the target action
+        tgt = td["goal"][:, 1].long() % 6
+        return torch.where(td["soft_reset"].squeeze(-1) > 0, (tgt + 1) % 6, tgt)
+
+    nxt = _rollout(env, 4, policy)["next"]
+    end, success = nxt["episode_end"][0, :, 0], nxt["episode_success"][0, :, 0]
+    if end_on_pick:  # each attempt: the wrong pick ends it unrewarded; the trial (2 attempts) ends at step 2
+        assert end.tolist() == [True, True, True, True] and not success.any()
+        assert nxt["done"][0, :, 0].tolist() == [False, True, False, True]
+        assert torch.equal(nxt["reward"], torch.zeros_like(nxt["reward"]))
+    else:  # the wrong pick changes nothing; the target action at step 2 succeeds
+        assert end.tolist() == [False, True, False, True] and success.tolist() == [False, True, False, True]
+
+
 def test_full_amago_stack_on_the_stand_in():
     data = check_amago_env(make_amago_env(_env(n=3, k=2, max_steps=3, seed=2)), steps_per_env=14)
     assert data["next", "done"].any() and data["next", "episode_end"].sum() > data["next", "done"].sum()
@@ -179,3 +202,24 @@ def test_real_xland_local_rulesets():
             assert (goal[i, a:b] == goal[i, a]).all()
     # hidden-rule goal: hold an object that is not on the floor (goal id 1 = AgentHoldGoal)
     assert (goal[..., 0] == 1).all()
+
+
+@pytest.mark.slow  # compiles XLand's step
+def test_real_xland_one_pick_ends_unrewarded_attempts_early():
+    pytest.importorskip("jax")
+    pytest.importorskip("xminigrid")
+
+    def early_failures(benchmark):  # unrewarded attempts that ended before the step limit, under random actions
+        env = make_xland_env(16, k_episodes=3, rooms=1, grid_size=5, ruleset_benchmark=benchmark, max_steps=12,
+                             num_distractors=1, seed=0)
+        ro = env.rollout(120, break_when_any_done=False)  # random actions
+        nxt, n = ro["next"], 0
+        for i in range(16):
+            ends = nxt["episode_end"][i, :, 0].nonzero().flatten().tolist()
+            for a, b in zip([-1] + ends[:-1], ends):
+                n += int(b - a < 12 and not nxt["episode_success"][i, b, 0])
+        return n, int(nxt["episode_success"].sum())
+
+    assert early_failures("local-hidden-rule")[0] == 0  # a wrong pick can be put back: attempts end by success or time
+    fails, wins = early_failures("local-one-pick")
+    assert fails >= 8 and wins >= 2, (fails, wins)  # both objects get picked; only the right one is rewarded

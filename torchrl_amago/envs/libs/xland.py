@@ -6,7 +6,7 @@ from ..._optional import require
 from .jax_bridge import ArraySpec, JaxBatchedEnv, make_backend
 
 _FEATURE = "XLand-MiniGrid (torchrl_amago.envs.libs.xland)"
-LOCAL_BENCHMARKS = ("local-trivial", "local-hidden-rule")
+LOCAL_BENCHMARKS = ("local-trivial", "local-hidden-rule", "local-one-pick")
 _PICKABLE = (3, 4, 5, 7, 11, 12)  # ball, square, pyramid, key, hex, star
 _NUM_COLORS = 11  # colors 1..11 (0 is "empty")
 
@@ -37,10 +37,10 @@ def local_ruleset_sampler(kind: str, num_distractors: int = 2):
     def sample(key):
         idx = jax.random.choice(key, len(_PICKABLE) * _NUM_COLORS, shape=(n_obj + 1,), replace=False)
         objs = jnp.stack([pickable[idx // _NUM_COLORS], (1 + idx % _NUM_COLORS).astype(jnp.uint8)], -1)
-        target = objs[0] if kind == "local-trivial" else objs[-1]
+        target = objs[0] if kind == "local-trivial" else objs[-1]  # hidden rule (both other kinds): not on the floor
         goal = jnp.zeros(5, dtype=jnp.uint8).at[0].set(1).at[1:3].set(target)  # AgentHoldGoal(target)
         rule = jnp.zeros((1, 7), dtype=jnp.uint8)
-        if kind == "local-hidden-rule":  # AgentHoldRule(objs[0] -> target)
+        if kind != "local-trivial":  # AgentHoldRule(objs[0] -> target)
             rule = rule.at[0, 0].set(1).at[0, 1:3].set(objs[0]).at[0, 3:5].set(target)
         return RuleSet(goal=goal, rules=rule, init_tiles=objs[:n_obj])
 
@@ -49,14 +49,17 @@ def local_ruleset_sampler(kind: str, num_distractors: int = 2):
 
 class XLandTrialEnv:
     """One XLand-MiniGrid slot as a functional env of k-episode trials on one ruleset (:meth:`from_xminigrid`).
-    ``episode_success``: the episode ended with a reward (XLand rewards only reaching the goal)."""
+    ``episode_success``: the episode ended with a reward (XLand rewards only reaching the goal). ``end_on_pick``: an
+    episode also ends when the agent picks up anything (the ``local-one-pick`` rulesets: a wrong pick is final)."""
 
-    def __init__(self, env, params, sample_ruleset, k_episodes: int, *, backend="jax", goal_len: int = 5):
+    def __init__(self, env, params, sample_ruleset, k_episodes: int, *, backend="jax", goal_len: int = 5,
+                 end_on_pick: bool = False):
         if not isinstance(k_episodes, int) or k_episodes < 1:
             raise ValueError(f"k_episodes must be a positive int, got {k_episodes!r}")
         if params.max_steps is None:
             raise ValueError("XLand params.max_steps must be set (XLand's default_params sets 3 * height * width)")
         self.env, self.params, self.sample_ruleset, self.k_episodes = env, params, sample_ruleset, k_episodes
+        self.end_on_pick = bool(end_on_pick)
         self.be = make_backend(backend, "cpu", _FEATURE)
         self.max_steps = int(params.max_steps)
         v = int(params.view_size)
@@ -100,7 +103,7 @@ class XLandTrialEnv:
         else:
             raise ValueError(f"unknown ruleset_benchmark {ruleset_benchmark!r}; choose one of "
                              f"{list(xminigrid.registered_benchmarks()) + list(LOCAL_BENCHMARKS)}")
-        out = cls(env, params, sample, k_episodes, backend="jax")
+        out = cls(env, params, sample, k_episodes, backend="jax", end_on_pick=ruleset_benchmark == "local-one-pick")
         out.rooms, out.grid_size, out.ruleset_benchmark = rooms, grid_size, ruleset_benchmark
         return out
 
@@ -136,6 +139,8 @@ class XLandTrialEnv:
         ts = self.env.step(params, state["ts"], action)
         reward = xp.asarray(ts.reward, dtype=xp.float32)
         ep_end = xp.asarray(ts.last(), dtype=bool)
+        if self.end_on_pick:  # the pocket holds something: a pick-up happened (XLand's empty pocket is (0, 0))
+            ep_end = ep_end | (xp.asarray(ts.state.agent.pocket) != 0).any()
         ep_ret = state["ret"] + reward
         count = state["count"] + ep_end.astype(xp.int32)
         trial_end = count >= self.k_episodes
