@@ -182,7 +182,7 @@ def test_missing_xminigrid_names_the_pip_package(monkeypatch):
 def test_real_xland_local_rulesets():
     pytest.importorskip("jax")
     pytest.importorskip("xminigrid")
-    assert {"small-1m", "local-trivial", "local-hidden-rule"} <= set(xland_benchmark_names())
+    assert {"small-1m", "local-trivial", "local-hidden-rule", "local-one-pick"} <= set(xland_benchmark_names())
     with pytest.raises(ValueError, match="unknown ruleset_benchmark"):
         make_xland_env(2, ruleset_benchmark="nope", rooms=1, grid_size=7)
     env = make_xland_env(4, k_episodes=2, rooms=1, grid_size=7, ruleset_benchmark="local-hidden-rule", max_steps=5,
