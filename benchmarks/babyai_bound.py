@@ -8,14 +8,21 @@ Two scripted agents walk the layouts of unseen seeds, with minigrid's moves (tur
   cells per step of the way (ties: the nearer, then left turn, right turn, forward); then it walks as the informed
   one. It is a policy for attempt 1, so the Bayes-optimal attempt 1 returns at least as much.
 Informed minus searching bounds from above the gain across attempts that the level allows. Returns are BabyAI's
-`1 - 0.9 * steps / max_steps` (0 past `--max_steps`, the example's `--attempt_steps`). Prints one JSON line; needs
-`.[babyai]`.
+`1 - 0.9 * steps / max_steps` (0 past `--max_steps`, the example's `--attempt_steps`).
+
+`--hide_mission` (PickupDistDebug, the example's `--hide_mission`): the mission is blank, so the target set is one of
+15 equally likely ones (the level names one of its 5 objects by type, colour or both); a wrong pick ends the attempt.
+The Bayes-optimal success of each attempt is exact: an agent repeats a pick that succeeded, so its policy is the order
+of its first picks, and the bound takes the order with the most expected successes over `--k_episodes` attempts, among
+the objects it can pick up within `--max_steps` (others block some). Prints one JSON line; needs `.[babyai]`.
 
     python benchmarks/babyai_bound.py --task BabyAI-OneRoomS12-v0 --max_steps 48 --layouts 2000
+    python benchmarks/babyai_bound.py --task BabyAI-PickupDistDebug-v0 --hide_mission --max_steps 20 --layouts 2000
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -29,6 +36,8 @@ from xland_bound import per_attempt  # noqa: E402  (XLand's reward is BabyAI's)
 MOVES = ((1, 0), (0, 1), (-1, 0), (0, -1))  # minigrid's directions over (x, y): right, down, left, up
 LEFT, RIGHT, FORWARD, PICKUP, DONE = 0, 1, 2, 3, 6  # minigrid's action numbers
 VIEW = 7  # minigrid's agent_view_size
+PICKABLE = ("ball", "box", "key")
+SELECT_BY = ("type", "color", "both")  # how PickupDist names its target object, each equally likely
 
 
 def successors(walkable: np.ndarray, pose):
@@ -139,6 +148,60 @@ def bound(task: str, layouts: int, first_seed: int, max_steps: int) -> dict:
     return per_attempt(walks, max_steps)
 
 
+def hidden_targets(objects) -> list[frozenset]:
+    """The target sets a PickupDist layout with ``objects`` (``(type, color)`` of each pickable object) may have drawn,
+    one per (named object, ``SELECT_BY``), each equally likely: the indices of the objects that match the name."""
+    return [frozenset(i for i, (ty, co) in enumerate(objects)
+                      if (by == "color" or ty == named_ty) and (by == "type" or co == named_co))
+            for named_ty, named_co in objects for by in SELECT_BY]
+
+
+def best_pick_order(objects, k: int, can_pick=None) -> tuple[tuple[int, ...], list[float]]:
+    """``(order, success per attempt)`` of the Bayes-optimal agent over ``k`` attempts when the mission is hidden:
+    attempt j succeeds when one of its first j picks is a target (a success is repeated), and ``order``, of the
+    objects in ``can_pick`` (default: all), maximises the expected successes (the first such order)."""
+    targets = hidden_targets(objects)
+    can_pick = range(len(objects)) if can_pick is None else sorted(can_pick)
+    best_order, best = (), [0.0] * k
+    for order in itertools.permutations(can_pick, min(k, len(can_pick))):
+        hit = [float(np.mean([bool(t.intersection(order[:j + 1])) for t in targets])) for j in range(k)]
+        if not best_order or sum(hit) > sum(best) + 1e-12:
+            best_order, best = order, hit
+    return best_order, best
+
+
+def pickup_objects(env):
+    """``(walkable, pose, objects, cells)`` of a reset PickupDistDebug env (``env.unwrapped``): ``objects`` the
+    ``(type, color)`` of every pickable object, ``cells`` where each lies."""
+    name = env.spec.id if env.spec else type(env).__name__
+    if type(env).__name__ != "PickupDist" or not env.debug:
+        raise ValueError(f"{name}: --hide_mission covers BabyAI-PickupDistDebug-v0 (a wrong pick ends the attempt)")
+    grid = env.grid
+    cells = [(x, y) for x in range(grid.width) for y in range(grid.height)
+             if grid.get(x, y) is not None and grid.get(x, y).type in PICKABLE]
+    walkable = np.array([[grid.get(x, y) is None or grid.get(x, y).can_overlap() for y in range(grid.height)]
+                         for x in range(grid.width)])
+    objects = [(grid.get(*c).type, grid.get(*c).color) for c in cells]
+    return walkable, (tuple(int(v) for v in env.agent_pos), int(env.agent_dir)), objects, cells
+
+
+def hidden_bound(task: str, layouts: int, first_seed: int, max_steps: int, k: int) -> dict:
+    """Per-attempt Bayes-optimal success with the mission hidden (module docstring), over unseen layouts."""
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    env = make_minigrid_env(task, max_steps=max_steps)
+    hits = []
+    for seed in range(first_seed, first_seed + layouts):
+        env.reset(seed=seed)
+        walkable, pose, objects, cells = pickup_objects(env.unwrapped)
+        walks = [informed_actions(walkable, pose, c, pickup=True) for c in cells]
+        hits.append(best_pick_order(objects, k, [i for i, w in enumerate(walks) if w and len(w) <= max_steps])[1])
+    env.close()
+    success = np.mean(hits, axis=0)
+    return {**{f"attempt_{j + 1}_success": round(float(v), 5) for j, v in enumerate(success)},
+            "gain_success": round(float(success[-1] - success[0]), 5)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="BabyAI-OneRoomS12-v0", help="a one-room BabyAI level with one target object")
@@ -146,11 +209,19 @@ def main(argv=None):
     p.add_argument("--layouts", type=int, default=2000, help="layouts, one per seed")
     p.add_argument("--first_seed", type=int, default=5001,
                    help="seed of the first layout (5001: the first the example's default --train_seeds leaves unseen)")
+    p.add_argument("--hide_mission", action="store_true",
+                   help="the Bayes-optimal success per attempt with the mission hidden (BabyAI-PickupDistDebug-v0)")
+    p.add_argument("--k_episodes", type=int, default=2, help="attempts per trial (with --hide_mission)")
     a = p.parse_args(argv)
-    if a.max_steps < 1 or a.layouts < 1:
-        p.error(f"--max_steps and --layouts must be positive, got {a.max_steps} and {a.layouts}")
-    out = {"task": a.task, "max_steps": a.max_steps, "layouts": a.layouts, "first_seed": a.first_seed,
-           **bound(a.task, a.layouts, a.first_seed, a.max_steps)}
+    if a.max_steps < 1 or a.layouts < 1 or a.k_episodes < 1:
+        p.error(f"--max_steps, --layouts and --k_episodes must be positive, got {a.max_steps}, {a.layouts} and "
+                f"{a.k_episodes}")
+    out = {"task": a.task, "max_steps": a.max_steps, "layouts": a.layouts, "first_seed": a.first_seed}
+    if a.hide_mission:
+        out.update(hide_mission=True, k_episodes=a.k_episodes,
+                   **hidden_bound(a.task, a.layouts, a.first_seed, a.max_steps, a.k_episodes))
+    else:
+        out.update(bound(a.task, a.layouts, a.first_seed, a.max_steps))
     print(json.dumps(out))
     return out
 

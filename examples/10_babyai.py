@@ -33,6 +33,9 @@ def extra(p):
     p.add_argument("--attempt_steps", type=positive_int, default=None,
                    help="time limit of one attempt in steps (minigrid's max_steps, which also sets the reward's "
                         "step penalty); sets the default max_seq_len (default: each task's own)")
+    p.add_argument("--hide_mission", action="store_true",
+                   help="blank every mission token: the task is told only by reward (a hidden-goal meta-RL task, "
+                        "e.g. BabyAI-PickupDistDebug-v0, where a wrong pick ends the attempt)")
     p.add_argument("--test_mult", type=positive_int, default=3,
                    help="final eval steps per env = test_mult * trial length")
 
@@ -62,11 +65,13 @@ def main(argv=None):
 
     def make_train_env(n):
         return make_amago_env(make_babyai_env(tasks, n, k_episodes=args.k_episodes, seed_range=lo,
-                                              obs_kind=args.obs_kind, max_steps=args.attempt_steps))
+                                              obs_kind=args.obs_kind, max_steps=args.attempt_steps,
+                                              hide_mission=args.hide_mission))
 
     def make_eval_env(n):
         return make_amago_env(make_babyai_env(eval_tasks, n, k_episodes=args.k_episodes, seed_range=hi,
-                                              obs_kind=args.obs_kind, max_steps=args.attempt_steps))
+                                              obs_kind=args.obs_kind, max_steps=args.attempt_steps,
+                                              hide_mission=args.hide_mission))
 
     def encoder(observation_spec, action_spec):  # built by the trainer after it seeds torch
         return BabyAITimestepEncoder.from_specs(observation_spec, action_spec, grid_net=args.grid_net,

@@ -122,3 +122,60 @@ def test_main_prints_the_bound_and_refuses_rooms_it_does_not_cover():
         b.main(["--task", "BabyAI-GoToObjMaze-v0", "--layouts", "1"])
     with pytest.raises(SystemExit):
         b.main(["--layouts", "0"])
+
+
+def test_hidden_mission_targets_and_best_pick_order_by_hand():
+    """Red ball, blue ball, green key. Named by type, colour or both (9 equally likely target sets): the red ball is a
+    target in 4 (red ball x 3, blue ball by type), the blue ball in 4, the key in 3. Picking the red ball, then the
+    key, hits 4 and then 7 of the 9 (two balls first: 6); only the key allowed: 3 and 3."""
+    b = _bound()
+    objects = [("ball", "red"), ("ball", "blue"), ("key", "green")]
+    targets = b.hidden_targets(objects)
+    assert len(targets) == 9 and sorted(map(sorted, set(targets))) == [[0], [0, 1], [1], [2]]
+    order, hit = b.best_pick_order(objects, 2)
+    assert order == (0, 2) and hit == pytest.approx([4 / 9, 7 / 9])
+    assert b.best_pick_order(objects, 3)[1] == pytest.approx([4 / 9, 7 / 9, 1.0])
+    assert b.best_pick_order(objects, 2, can_pick=[2]) == ((2,), pytest.approx([3 / 9, 3 / 9]))
+
+
+def test_hidden_mission_model_is_the_real_levels():
+    """On real PickupDistDebug layouts: the level's own target set is one of `hidden_targets`; how often an object is a
+    target matches the model's equal-odds prediction; picking up any object ends the attempt, with reward exactly when
+    it is a target."""
+    pytest.importorskip("minigrid")
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    b = _bound()
+    env = make_minigrid_env("BabyAI-PickupDistDebug-v0", max_steps=20)
+    predicted, seen, picked = [], [], 0
+    for seed in range(5001, 5301):
+        env.reset(seed=seed)
+        u = env.unwrapped
+        walkable, pose, objects, cells = b.pickup_objects(u)
+        truth = frozenset(i for i, c in enumerate(cells) if any(o is u.grid.get(*c) for o in u.instrs.desc.obj_set))
+        assert truth in b.hidden_targets(objects)
+        predicted.append(np.mean([0 in t for t in b.hidden_targets(objects)]))
+        seen.append(0 in truth)
+        i = seed % len(cells)
+        acts = b.informed_actions(walkable, pose, cells[i], pickup=True)
+        if acts is not None:
+            picked += 1
+            for n, a in enumerate(acts):
+                _, r, term, trunc, _ = env.step(a)
+                assert (term or trunc) == (n == len(acts) - 1)
+            assert term and (r > 0) == (i in truth)
+    assert picked > 200
+    assert abs(np.mean(predicted) - np.mean(seen)) < 3 * np.sqrt(np.mean(predicted) * (1 - np.mean(predicted)) / 300)
+    env.close()
+
+
+def test_main_hide_mission_prints_the_bayes_success_and_refuses_other_levels():
+    pytest.importorskip("minigrid")
+    b = _bound()
+    out = b.main(["--task", "BabyAI-PickupDistDebug-v0", "--hide_mission", "--max_steps", "20", "--layouts", "30",
+                  "--k_episodes", "3"])
+    assert 0.2 < out["attempt_1_success"] < out["attempt_2_success"] < out["attempt_3_success"] <= 1.0
+    assert out["gain_success"] == pytest.approx(out["attempt_3_success"] - out["attempt_1_success"], abs=1e-4)
+    for task in ("BabyAI-PickupDist-v0", "BabyAI-OneRoomS12-v0"):
+        with pytest.raises(ValueError, match="PickupDistDebug"):
+            b.main(["--task", task, "--hide_mission", "--layouts", "1"])

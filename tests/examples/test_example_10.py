@@ -40,6 +40,22 @@ def test_tiny_run_on_the_stand_in(monkeypatch, tmp_path):
     assert "eval/episode_1_success" in header
 
 
+def test_hide_mission_reaches_train_and_eval_envs(monkeypatch, tmp_path):
+    mod = load_example("10_babyai")
+    made = []
+
+    def make(tasks, n, **kw):
+        made.append(kw["hide_mission"])
+        return make_babyai_env(tasks, n, env_factory=FakeMiniGrid, **kw)
+
+    monkeypatch.setattr(mod, "require", lambda *a, **k: None)
+    monkeypatch.setattr(mod, "make_babyai_env", make)
+    argv = TINY + ["--timesteps_per_epoch", "11", "--buffer_dir", str(tmp_path), "--run_name", "hidden",
+                   "--tasks", "FakeGoTo-v0", "--attempt_steps", "5", "--test_mult", "1"]
+    mod.main(argv + ["--hide_mission"])
+    assert len(made) >= 2 and all(made)  # train and eval envs
+
+
 def test_missing_minigrid(monkeypatch, tmp_path):
     assert_missing_package_named(monkeypatch, "minigrid", "pip install minigrid",
                                  lambda: load_example("10_babyai").main(["--buffer_dir", str(tmp_path), "--run_name", "x"]))

@@ -116,6 +116,20 @@ def test_reset_values_specs_and_task_ids():
         assert td["mission"][pick[0], 3] == 1
 
 
+def test_hide_mission_blanks_every_token_and_keeps_the_rest():
+    """With hide_mission the mission is blank at every step of every attempt; image and extra are as without it."""
+    shown, hidden = fake_env(num_envs=3), fake_env(num_envs=3, hide_mission=True)
+    td_s, td_h = shown.reset(), hidden.reset()
+    assert (td_s["mission"] != 0).any(dim=-1).all()
+    for _ in range(8):  # through attempt ends and new attempts
+        assert (td_h["mission"] == 0).all()
+        assert torch.equal(td_h["image"], td_s["image"]) and torch.equal(td_h["extra"], td_s["extra"])
+        action = torch.full((3,), 2, dtype=torch.int64)
+        td_s = shown.step(td_s.set("action", action))["next"].clone()
+        td_h = hidden.step(td_h.set("action", action))["next"].clone()
+    assert (td_h["episode_count"] > 0).any()
+
+
 def test_k_attempts_same_layout_dummy_step_and_bookkeeping():
     env = fake_env(num_envs=1, k=3)
     td = env.reset()

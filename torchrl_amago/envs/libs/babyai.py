@@ -98,14 +98,16 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
     """Batched k-attempt multi-task BabyAI (module docstring). Task keys: ``task_index``, ``layout_seed``.
 
     ``max_steps`` caps every attempt (minigrid's time limit, which also sets the step penalty of its reward; None:
-    each task's own); a custom ``env_factory(task)`` then gets it as ``env_factory(task, max_steps=...)``."""
+    each task's own); a custom ``env_factory(task)`` then gets it as ``env_factory(task, max_steps=...)``.
+    ``hide_mission``: every ``mission`` token is blank, so the task is told only by reward, as in a hidden-goal
+    meta-RL task (e.g. ``PickupDistDebug``: which object to pick up, where a wrong pick ends the attempt)."""
 
     n_actions = 7
     task_keys = ("task_index", "layout_seed")
 
     def __init__(self, task_names: Sequence[str], num_envs: int | None = 1, k_episodes: int = 2,
                  seed_range: tuple[int, int] = (0, 1_000_000), obs_kind: str = "partial-grid",
-                 max_steps: int | None = None, timeout_terminates: bool = True,
+                 max_steps: int | None = None, timeout_terminates: bool = True, hide_mission: bool = False,
                  env_factory: Callable[..., gym.Env] | None = None, **kw):
         if isinstance(task_names, str) or not task_names:
             raise ValueError(f"task_names must be a non-empty list of BabyAI env ids, got {task_names!r}")
@@ -127,7 +129,8 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
             env_factory = lambda task, **kw: make_minigrid_env(task, obs_kind, **kw)  # noqa: E731
         self.task_names = list(task_names)
         self.k_episodes, self.seed_range, self.obs_kind, self.max_steps = k_episodes, (lo, hi), obs_kind, max_steps
-        self.timeout_terminates, self.env_factory = bool(timeout_terminates), env_factory
+        self.timeout_terminates, self.hide_mission = bool(timeout_terminates), bool(hide_mission)
+        self.env_factory = env_factory
         super().__init__(num_envs, **kw)
         n, dev, B = self.n, self.device, self.batch_size
         self.img_shape = OBS_KINDS[obs_kind]
@@ -169,7 +172,7 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
     def _show(self, i: int, obs: dict, new_attempt: bool = False) -> None:
         self._img[i] = self._image(obs["image"])
         self._dir[i] = int(obs["direction"])
-        if new_attempt:
+        if new_attempt and not self.hide_mission:
             self._mission[i] = tokenize_mission(obs["mission"])
 
     def _start_attempt(self, i: int) -> None:
