@@ -11,6 +11,8 @@ Attempt 2 of `same` above attempt 2 of `new_layout` is what the agent draws from
 that is used, not only kept); `no_memory`'s attempt 2 against attempt 1 is the cost of being later in the trial
 alone, and `same` against `no_memory` what the memory is worth. `--walks` (one-room levels) adds each attempt's steps
 against the shortest walk of `benchmarks/babyai_bound.py`, where the target was in view at the start and where not.
+`--picks` (pickup levels) adds how often an attempt picks up what the one before it on the same layout picked, after
+a wrong pick (Bayes-optimal: never) and after a right one (always).
 
     python benchmarks/babyai_attempts.py --run runs/cap48_s0 -- --tasks BabyAI-OneRoomS12-v0 --attempt_steps 48
 Flags after `--` go to the example and must build the same model as the run's.
@@ -26,16 +28,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from babyai_bound import PICKUP  # noqa: E402
 from run_files import attempts_parser, load_example, split_argv, trained_policy  # noqa: E402
 
 CONDITIONS = ("same", "new_layout", "no_memory")
 
 
-def rollout(env, policy, steps: int, condition: str, generator: torch.Generator, walks: list | None = None):
+def rollout(env, policy, steps: int, condition: str, generator: torch.Generator, walks: list | None = None,
+            picks: list | None = None):
     """`env.rollout(steps)` of a `make_amago_env(MultitaskMetaBabyAI(...))` under one of `CONDITIONS` (module
     docstring): `new_layout` draws each later attempt's layout seed from the env's `seed_range`; `no_memory` shows the
     policy `is_init` at a later attempt's first step (the recorded data keeps the env's own `is_init`). A `walks` list
-    receives ``(task, layout seed, attempt, steps, success)`` for every attempt that ends."""
+    receives ``(task, layout seed, attempt, steps, success)`` for every attempt that ends, a `picks` list
+    ``(slot, layout seed, attempt, cell, success)`` with the cell of what the attempt's last action picked up (or
+    None)."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     base = env.base_env
@@ -53,11 +59,18 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator,
         start(i)
 
     def counted_step(i: int, action):
+        level = base._env(i).unwrapped
+        picking = int(action) == PICKUP and hasattr(level, "front_pos")
+        faced = tuple(int(v) for v in level.front_pos) if picking else None
         out = slot_step(i, action)  # (obs, reward, attempt over, success, ...)
+        faced = faced if faced and getattr(level, "carrying", None) is not None else None  # it picked something up
         taken[i] += 1
         if out[2]:
-            walks.append((base.task_names[int(base.task_index[i])], int(base.layout_seed[i]), int(base._count[i]),
-                          taken[i], bool(out[3])))
+            seed, k, success = int(base.layout_seed[i]), int(base._count[i]), bool(out[3])
+            if walks is not None:
+                walks.append((base.task_names[int(base.task_index[i])], seed, k, taken[i], success))
+            if picks is not None:
+                picks.append((i, seed, k, faced, success))
         return out
 
     def act(td):
@@ -71,7 +84,7 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator,
         return td
 
     base._start_attempt = start_attempt
-    if walks is not None:
+    if walks is not None or picks is not None:
         base._slot_step = counted_step
     try:
         with torch.no_grad():
@@ -105,6 +118,23 @@ def walk_report(walks: list, layout_of) -> dict:
     return out
 
 
+def repeat_report(picks: list) -> dict:
+    """From `rollout`'s ``picks``: over consecutive attempts of one trial (same slot and layout), the share whose later
+    attempt ends picking up the cell the earlier one picked, after a wrong pick (`repeat_after_wrong`) and after a right
+    one (`repeat_after_right`), with their counts."""
+    last, after = {}, {False: [], True: []}
+    for slot, seed, k, cell, success in picks:
+        before = last.get(slot)
+        if before is not None and before[0] == seed and before[1] == k - 1 and before[2] is not None:
+            after[before[3]].append(cell == before[2])
+        last[slot] = (seed, k, cell, success)
+    out = {}
+    for right, name in ((False, "wrong"), (True, "right")):
+        out[f"repeat_after_{name}"] = round(float(np.mean(after[right])), 4) if after[right] else None
+        out[f"attempts_after_{name}"] = len(after[right])
+    return out
+
+
 def minigrid_layouts():
     """``layout_of(task, seed)`` for `walk_report`: the real level's layout (needs minigrid)."""
     from babyai_bound import layout
@@ -128,6 +158,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seeds the eval envs, the actions and the fresh layouts")
     ap.add_argument("--walks", action="store_true",
                     help="also report each attempt's steps against the shortest walk (one-room levels)")
+    ap.add_argument("--picks", action="store_true",
+                    help="also report how often an attempt picks up what the attempt before it picked (pickup levels)")
     args = ap.parse_args(own)
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -142,13 +174,15 @@ def main(argv=None):
                 torch.manual_seed(args.seed)
                 trainer.eval_env.set_seed(args.seed)
                 mode = ExplorationType.DETERMINISTIC if args.greedy else ExplorationType.RANDOM
-                walks = [] if args.walks else None
+                walks, picks = ([] if args.walks else None), ([] if args.picks else None)
                 with set_exploration_type(mode):
                     data = rollout(trainer.eval_env, policy, steps, condition, torch.Generator().manual_seed(args.seed),
-                                   walks)
+                                   walks, picks)
                 report = {k.split("/", 1)[1]: round(v, 4) for k, v in adaptation_report(data).items()}
                 if args.walks:
                     report["walks"] = walk_report(walks, layout_of)
+                if args.picks:
+                    report["picks"] = repeat_report(picks)
                 print(json.dumps({"run": args.run, "ckpt": args.ckpt, "greedy": args.greedy, "condition": condition,
                                   **report}), flush=True)
         finally:

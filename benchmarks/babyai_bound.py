@@ -211,8 +211,11 @@ def main(argv=None):
                    help="seed of the first layout (5001: the first the example's default --train_seeds leaves unseen)")
     p.add_argument("--hide_mission", action="store_true",
                    help="the Bayes-optimal success per attempt with the mission hidden (BabyAI-PickupDistDebug-v0)")
-    p.add_argument("--k_episodes", type=int, default=2, help="attempts per trial (with --hide_mission)")
+    p.add_argument("--k_episodes", type=int, default=None, help="attempts per trial (with --hide_mission; default: 2)")
     a = p.parse_args(argv)
+    if a.k_episodes is not None and not a.hide_mission:
+        p.error("--k_episodes needs --hide_mission (the walking bound compares attempt 1 with any later one)")
+    a.k_episodes = 2 if a.k_episodes is None else a.k_episodes
     if a.max_steps < 1 or a.layouts < 1 or a.k_episodes < 1:
         p.error(f"--max_steps, --layouts and --k_episodes must be positive, got {a.max_steps}, {a.layouts} and "
                 f"{a.k_episodes}")

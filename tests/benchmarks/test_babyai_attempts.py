@@ -132,3 +132,44 @@ def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
         assert x["adaptation_trials"] >= 4 and 0 <= x["episode_0_success"] <= 1 and 0 <= x["episode_1_success"] <= 1
         walks = x["walks"]["episode_0"]
         assert walks["shortest"] == 3.0 and walks["out_of_view"] == 0.0 and 1 <= walks["steps"] <= 5
+
+
+def test_repeat_report_pairs_consecutive_attempts_of_one_trial():
+    """Slot 0: a wrong pick of (1, 1), then the same cell again; then a new trial (seed 8) whose right pick is repeated.
+    Slot 1: a wrong pick, then a different cell; then a timeout (no cell), after which nothing is counted. A later
+    attempt on another layout (seed 9 after 8 in slot 1) is not a repeat of anything."""
+    picks = [(0, 7, 0, (1, 1), False), (1, 5, 0, (2, 3), False), (0, 7, 1, (1, 1), False), (1, 5, 1, (4, 4), True),
+             (0, 8, 0, (3, 2), True), (1, 8, 0, None, False), (0, 8, 1, (3, 2), True), (1, 8, 1, (2, 2), False),
+             (1, 9, 1, (2, 2), False)]
+    out = _script().repeat_report(picks)
+    assert out == {"repeat_after_wrong": 0.5, "attempts_after_wrong": 2, "repeat_after_right": 1.0,
+                   "attempts_after_right": 1}
+
+
+def test_picks_record_the_faced_cell_on_real_pickup_levels():
+    """On PickupDistDebug random turns, steps and pickups end an attempt by picking up what the agent faces or by the
+    time limit: every recorded cell held a pickable object at the start, a success exactly when it is the mission's;
+    a timeout records none."""
+    pytest.importorskip("minigrid")
+    script, gen = _script(), torch.Generator().manual_seed(0)
+    env = make_amago_env(make_babyai_env(["BabyAI-PickupDistDebug-v0"], 8, k_episodes=2, max_steps=10, seed=0))
+    env.set_seed(0)
+
+    def wander(td):
+        td["action"] = torch.nn.functional.one_hot(torch.randint(0, 4, (8,), generator=gen), 7).float()
+        return td
+
+    picks = []
+    script.rollout(env, wander, 21 * 6, "same", torch.Generator().manual_seed(0), None, picks)
+    env.close()
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    level = make_minigrid_env("BabyAI-PickupDistDebug-v0", max_steps=10)
+    picked = [p for p in picks if p[3] is not None]
+    assert len(picks) >= 48 and 0 < len(picked) < len(picks)
+    for _, seed, _, cell, success in picked:
+        level.reset(seed=seed)
+        u = level.unwrapped
+        assert u.grid.get(*cell) is not None and u.grid.get(*cell).type in ("ball", "box", "key")
+        assert success == any(o is u.grid.get(*cell) for o in u.instrs.desc.obj_set)
+    level.close()

@@ -179,3 +179,5 @@ def test_main_hide_mission_prints_the_bayes_success_and_refuses_other_levels():
     for task in ("BabyAI-PickupDist-v0", "BabyAI-OneRoomS12-v0"):
         with pytest.raises(ValueError, match="PickupDistDebug"):
             b.main(["--task", task, "--hide_mission", "--layouts", "1"])
+    with pytest.raises(SystemExit):
+        b.main(["--k_episodes", "3", "--layouts", "1"])  # the walking bound has no attempts to count

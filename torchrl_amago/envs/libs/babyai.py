@@ -107,8 +107,8 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
 
     def __init__(self, task_names: Sequence[str], num_envs: int | None = 1, k_episodes: int = 2,
                  seed_range: tuple[int, int] = (0, 1_000_000), obs_kind: str = "partial-grid",
-                 max_steps: int | None = None, timeout_terminates: bool = True, hide_mission: bool = False,
-                 env_factory: Callable[..., gym.Env] | None = None, **kw):
+                 max_steps: int | None = None, timeout_terminates: bool = True,
+                 env_factory: Callable[..., gym.Env] | None = None, hide_mission: bool = False, **kw):
         if isinstance(task_names, str) or not task_names:
             raise ValueError(f"task_names must be a non-empty list of BabyAI env ids, got {task_names!r}")
         if not isinstance(k_episodes, int) or k_episodes < 1:
