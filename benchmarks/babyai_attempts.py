@@ -60,10 +60,10 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator,
 
     def counted_step(i: int, action):
         level = base._env(i).unwrapped
-        picking = int(action) == PICKUP and hasattr(level, "front_pos")
+        picking = int(action) == PICKUP and hasattr(level, "front_pos") and level.carrying is None
         faced = tuple(int(v) for v in level.front_pos) if picking else None
         out = slot_step(i, action)  # (obs, reward, attempt over, success, ...)
-        faced = faced if faced and getattr(level, "carrying", None) is not None else None  # it picked something up
+        faced = faced if picking and level.carrying is not None else None  # what it picked up
         taken[i] += 1
         if out[2]:
             seed, k, success = int(base.layout_seed[i]), int(base._count[i]), bool(out[3])
