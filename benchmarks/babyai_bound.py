@@ -112,6 +112,12 @@ def search_actions(walkable: np.ndarray, may_hold: np.ndarray, pose, target, pic
     return None
 
 
+def grid_cells(grid) -> tuple[list, np.ndarray]:
+    """``(cells, walkable)`` of a minigrid grid: ``cells[x][y]`` its object (or None), where the agent can step."""
+    cells = [[grid.get(x, y) for y in range(grid.height)] for x in range(grid.width)]
+    return cells, np.array([[c is None or c.can_overlap() for c in col] for col in cells])
+
+
 def layout(env):
     """``(walkable, may_hold, pose, target, pickup)`` of a reset one-room BabyAI env (``env.unwrapped``): where the
     agent can step, which cells are not walls, its pose, the one object its mission names, and whether to pick it up."""
@@ -121,8 +127,7 @@ def layout(env):
     if not isinstance(instrs, (GoToInstr, PickupInstr)) or len(instrs.desc.obj_poss) != 1:
         raise ValueError(f"{name}: the bound needs a 'go to' or 'pick up' mission with one matching object, got "
                          f"{env.mission!r}")
-    cells = [[grid.get(x, y) for y in range(grid.height)] for x in range(grid.width)]
-    walkable = np.array([[c is None or c.can_overlap() for c in col] for col in cells])
+    cells, walkable = grid_cells(grid)
     may_hold = np.array([[c is None or c.type != "wall" for c in col] for col in cells])
     inner_walls = [tuple(int(v) for v in c) for c in np.argwhere(~may_hold[1:-1, 1:-1]) + 1]
     if inner_walls:
@@ -176,12 +181,9 @@ def pickup_objects(env):
     name = env.spec.id if env.spec else type(env).__name__
     if type(env).__name__ != "PickupDist" or not env.debug:
         raise ValueError(f"{name}: --hide_mission covers BabyAI-PickupDistDebug-v0 (a wrong pick ends the attempt)")
-    grid = env.grid
-    cells = [(x, y) for x in range(grid.width) for y in range(grid.height)
-             if grid.get(x, y) is not None and grid.get(x, y).type in PICKABLE]
-    walkable = np.array([[grid.get(x, y) is None or grid.get(x, y).can_overlap() for y in range(grid.height)]
-                         for x in range(grid.width)])
-    objects = [(grid.get(*c).type, grid.get(*c).color) for c in cells]
+    grid, walkable = grid_cells(env.grid)
+    cells = [(x, y) for x, col in enumerate(grid) for y, c in enumerate(col) if c is not None and c.type in PICKABLE]
+    objects = [(grid[x][y].type, grid[x][y].color) for x, y in cells]
     return walkable, (tuple(int(v) for v in env.agent_pos), int(env.agent_dir)), objects, cells
 
 

@@ -129,8 +129,8 @@ class MultitaskMetaBabyAI(HostAttemptsEnv):
             env_factory = lambda task, **kw: make_minigrid_env(task, obs_kind, **kw)  # noqa: E731
         self.task_names = list(task_names)
         self.k_episodes, self.seed_range, self.obs_kind, self.max_steps = k_episodes, (lo, hi), obs_kind, max_steps
-        self.timeout_terminates, self.hide_mission = bool(timeout_terminates), bool(hide_mission)
-        self.env_factory = env_factory
+        self.timeout_terminates, self.env_factory = bool(timeout_terminates), env_factory
+        self.hide_mission = bool(hide_mission)
         super().__init__(num_envs, **kw)
         n, dev, B = self.n, self.device, self.batch_size
         self.img_shape = OBS_KINDS[obs_kind]
