@@ -10,14 +10,21 @@ Two scripted agents walk the layouts of unseen seeds, with minigrid's moves (tur
 Informed minus searching bounds from above the gain across attempts that the level allows. Returns are BabyAI's
 `1 - 0.9 * steps / max_steps` (0 past `--max_steps`, the example's `--attempt_steps`).
 
-`--hide_mission` (PickupDistDebug, the example's `--hide_mission`): the mission is blank, so the target set is one of
-15 equally likely ones (the level names one of its 5 objects by type, colour or both); a wrong pick ends the attempt.
-The Bayes-optimal success of each attempt is exact: an agent repeats a pick that succeeded, so its policy is the order
-of its first picks, and the bound takes the order with the most expected successes over `--k_episodes` attempts, among
-the objects it can pick up within `--max_steps` (others block some). Prints one JSON line; needs `.[babyai]`.
+`--hide_mission` (the example's `--hide_mission`): the mission is blank, so only reward tells which object is meant.
+- PickupDistDebug: the target set is one of 15 equally likely ones (the level names one of its 5 objects by type,
+  colour or both); a wrong pick ends the attempt. The Bayes-optimal success of each attempt is exact: an agent
+  repeats a pick that succeeded, so its policy is the order of its first picks, and the bound takes the order with the
+  most expected successes over `--k_episodes` attempts, among the objects it can pick up within `--max_steps`.
+- GoToLocal: the level names one of its objects by type and colour (any object of that kind counts); facing one ends
+  the attempt, facing another does not. The layout-aware agent sees the whole room but not the target: each attempt
+  it walks to the objects still possible in the order with the best expected return (a success is walked to again;
+  objects reached before a timeout are ruled out). A scripted yardstick, not an optimum: the real agent sees only 7x7
+  ahead, and the walks ignore targets faced on the way to another object.
+Prints one JSON line; needs `.[babyai]`.
 
     python benchmarks/babyai_bound.py --task BabyAI-OneRoomS12-v0 --max_steps 48 --layouts 2000
     python benchmarks/babyai_bound.py --task BabyAI-PickupDistDebug-v0 --hide_mission --max_steps 20 --layouts 2000
+    python benchmarks/babyai_bound.py --task BabyAI-GoToLocalS8N4-v0 --hide_mission --max_steps 12 --layouts 2000
 """
 from __future__ import annotations
 
@@ -153,12 +160,13 @@ def bound(task: str, layouts: int, first_seed: int, max_steps: int) -> dict:
     return per_attempt(walks, max_steps)
 
 
-def hidden_targets(objects) -> list[frozenset]:
-    """The target sets a PickupDist layout with ``objects`` (``(type, color)`` of each pickable object) may have drawn,
-    one per (named object, ``SELECT_BY``), each equally likely: the indices of the objects that match the name."""
+def hidden_targets(objects, select_by=SELECT_BY) -> list[frozenset]:
+    """The target sets a layout with ``objects`` (``(type, color)`` of each object) may have drawn, one per (named
+    object, way of naming it in ``select_by``), each equally likely: the indices of the objects that match the name.
+    PickupDist names by type, colour or both; GoToLocal by both (``("both",)``)."""
     return [frozenset(i for i, (ty, co) in enumerate(objects)
                       if (by == "color" or ty == named_ty) and (by == "type" or co == named_co))
-            for named_ty, named_co in objects for by in SELECT_BY]
+            for named_ty, named_co in objects for by in select_by]
 
 
 def best_pick_order(objects, k: int, can_pick=None) -> tuple[tuple[int, ...], list[float]]:
@@ -175,33 +183,103 @@ def best_pick_order(objects, k: int, can_pick=None) -> tuple[tuple[int, ...], li
     return best_order, best
 
 
-def pickup_objects(env):
-    """``(walkable, pose, objects, cells)`` of a reset PickupDistDebug env (``env.unwrapped``): ``objects`` the
-    ``(type, color)`` of every pickable object, ``cells`` where each lies."""
+HIDDEN_LEVELS = {"PickupDist": SELECT_BY, "GoToLocal": ("both",)}  # level class -> how it names its target
+
+
+def hidden_objects(env):
+    """``(walkable, pose, objects, cells)`` of a reset PickupDistDebug or GoToLocal env (``env.unwrapped``): ``objects``
+    the ``(type, color)`` of every pickable object, ``cells`` where each lies."""
     name = env.spec.id if env.spec else type(env).__name__
-    if type(env).__name__ != "PickupDist" or not env.debug:
-        raise ValueError(f"{name}: --hide_mission covers BabyAI-PickupDistDebug-v0 (a wrong pick ends the attempt)")
+    if type(env).__name__ not in HIDDEN_LEVELS or (type(env).__name__ == "PickupDist" and not env.debug):
+        raise ValueError(f"{name}: --hide_mission covers BabyAI-PickupDistDebug-v0 (a wrong pick ends the attempt) "
+                         "and the BabyAI-GoToLocal levels")
     grid, walkable = grid_cells(env.grid)
     cells = [(x, y) for x, col in enumerate(grid) for y, c in enumerate(col) if c is not None and c.type in PICKABLE]
     objects = [(grid[x][y].type, grid[x][y].color) for x, y in cells]
     return walkable, (tuple(int(v) for v in env.agent_pos), int(env.agent_dir)), objects, cells
 
 
+def walk_to_face(walkable: np.ndarray, pose, cell):
+    """``(steps, pose)`` of a shortest walk from ``pose`` to face ``cell`` (at least one action: GoTo levels check
+    after an action); ``(None, None)`` if out of reach."""
+    acts = informed_actions(walkable, pose, cell, pickup=False)
+    if acts is None:
+        return None, None
+    for a in acts:
+        if a != DONE:
+            pose = next(nxt for act, nxt in successors(walkable, pose) if act == a)
+    return len(acts), pose
+
+
+def visit_times(walkable: np.ndarray, pose, cells, order) -> dict[int, int]:
+    """Steps after which an agent walking to face ``cells[i]`` for each ``i`` of ``order`` in turn arrives (objects
+    out of reach end the walk)."""
+    times, t = {}, 0
+    for i in order:
+        steps, pose = walk_to_face(walkable, pose, cells[i])
+        if steps is None:
+            break
+        t += steps
+        times[i] = t
+    return times
+
+
+def goto_returns(walkable: np.ndarray, pose, cells, targets, k: int, max_steps: int) -> tuple[list, list]:
+    """Per-attempt mean (return, success) of the layout-aware agent (module docstring) over the equally likely
+    ``targets`` of a GoToLocal layout with the mission hidden."""
+    reward = lambda t: 1 - 0.9 * t / max_steps if t is not None and t <= max_steps else 0.0  # noqa: E731
+    first = lambda times, t: min((times[i] for i in t if i in times), default=None)  # noqa: E731
+    orders = {}
+
+    def best_order(alive):  # the visit order with the best expected return over the target sets still possible
+        if alive not in orders:
+            objs = sorted(set().union(*alive))
+            orders[alive] = max((visit_times(walkable, pose, cells, o) for o in itertools.permutations(objs)),
+                                key=lambda times: sum(reward(first(times, t)) for t in alive))
+        return orders[alive]
+
+    returns, successes = np.zeros(k), np.zeros(k)
+    for truth in targets:
+        alive, found = frozenset(targets), None
+        for j in range(k):
+            times = {i: walk_to_face(walkable, pose, cells[i])[0] for i in found} if found else best_order(alive)
+            hit = first({i: t for i, t in times.items() if t is not None}, truth)
+            returns[j] += reward(hit)
+            successes[j] += reward(hit) > 0
+            if reward(hit) > 0:
+                found = truth
+            else:
+                reached = {i for i, t in times.items() if t is not None and t <= max_steps}
+                alive = frozenset(t for t in alive if not t & reached)
+    return list(returns / len(targets)), list(successes / len(targets))
+
+
 def hidden_bound(task: str, layouts: int, first_seed: int, max_steps: int, k: int) -> dict:
-    """Per-attempt Bayes-optimal success with the mission hidden (module docstring), over unseen layouts."""
+    """Per-attempt success (and on GoToLocal, return) with the mission hidden (module docstring), over unseen
+    layouts."""
     from torchrl_amago.envs.libs.babyai import make_minigrid_env
 
     env = make_minigrid_env(task, max_steps=max_steps)
-    hits = []
+    returns, hits = [], []
     for seed in range(first_seed, first_seed + layouts):
         env.reset(seed=seed)
-        walkable, pose, objects, cells = pickup_objects(env.unwrapped)
-        walks = [informed_actions(walkable, pose, c, pickup=True) for c in cells]
-        hits.append(best_pick_order(objects, k, [i for i, w in enumerate(walks) if w and len(w) <= max_steps])[1])
+        walkable, pose, objects, cells = hidden_objects(env.unwrapped)
+        level = type(env.unwrapped).__name__
+        if level == "GoToLocal":
+            ret, hit = goto_returns(walkable, pose, cells, hidden_targets(objects, HIDDEN_LEVELS[level]), k, max_steps)
+            returns.append(ret)
+        else:
+            walks = [informed_actions(walkable, pose, c, pickup=True) for c in cells]
+            hit = best_pick_order(objects, k, [i for i, w in enumerate(walks) if w and len(w) <= max_steps])[1]
+        hits.append(hit)
     env.close()
-    success = np.mean(hits, axis=0)
-    return {**{f"attempt_{j + 1}_success": round(float(v), 5) for j, v in enumerate(success)},
-            "gain_success": round(float(success[-1] - success[0]), 5)}
+    out = {}
+    for name, per in (("return", returns), ("success", hits)):
+        if per:
+            mean = np.mean(per, axis=0)
+            out.update({f"attempt_{j + 1}_{name}": round(float(v), 5) for j, v in enumerate(mean)})
+            out[f"gain_{name}"] = round(float(mean[-1] - mean[0]), 5)
+    return out
 
 
 def main(argv=None):
@@ -212,7 +290,7 @@ def main(argv=None):
     p.add_argument("--first_seed", type=int, default=5001,
                    help="seed of the first layout (5001: the first the example's default --train_seeds leaves unseen)")
     p.add_argument("--hide_mission", action="store_true",
-                   help="the Bayes-optimal success per attempt with the mission hidden (BabyAI-PickupDistDebug-v0)")
+                   help="the best success per attempt with the mission hidden (PickupDistDebug, GoToLocal levels)")
     p.add_argument("--k_episodes", type=int, default=None, help="attempts per trial (with --hide_mission; default: 2)")
     a = p.parse_args(argv)
     if a.k_episodes is not None and not a.hide_mission:

@@ -151,7 +151,7 @@ def test_hidden_mission_model_is_the_real_levels():
     for seed in range(5001, 5301):
         env.reset(seed=seed)
         u = env.unwrapped
-        walkable, pose, objects, cells = b.pickup_objects(u)
+        walkable, pose, objects, cells = b.hidden_objects(u)
         truth = frozenset(i for i, c in enumerate(cells) if any(o is u.grid.get(*c) for o in u.instrs.desc.obj_set))
         assert truth in b.hidden_targets(objects)
         predicted.append(np.mean([0 in t for t in b.hidden_targets(objects)]))
@@ -176,8 +176,64 @@ def test_main_hide_mission_prints_the_bayes_success_and_refuses_other_levels():
                   "--k_episodes", "3"])
     assert 0.2 < out["attempt_1_success"] < out["attempt_2_success"] < out["attempt_3_success"] <= 1.0
     assert out["gain_success"] == pytest.approx(out["attempt_3_success"] - out["attempt_1_success"], abs=1e-4)
+    out = b.main(["--task", "BabyAI-GoToLocalS8N4-v0", "--hide_mission", "--max_steps", "12", "--layouts", "10"])
+    assert 0.2 < out["attempt_1_return"] < out["attempt_2_return"] < 1.0 and out["attempt_2_success"] > 0.9
     for task in ("BabyAI-PickupDist-v0", "BabyAI-OneRoomS12-v0"):
         with pytest.raises(ValueError, match="PickupDistDebug"):
             b.main(["--task", task, "--hide_mission", "--layouts", "1"])
     with pytest.raises(SystemExit):
         b.main(["--k_episodes", "3", "--layouts", "1"])  # the walking bound has no attempts to count
+
+
+def test_hidden_go_to_layout_aware_agent_by_hand():
+    """A corridor x = 1..9 with a ball at each end (x = 1, x = 9), the agent at x = 3 facing right. Facing the left
+    ball takes 3 actions (turn, turn, forward), the right one 5, and one from the other 8. With 12 steps it visits left
+    then right (returns .775 and .175, mean .475; right first: .625 and 0) and walks straight in attempt 2 (.775,
+    .625). With 10 steps the right ball is out of time in attempt 1 (success .5); a timeout after facing the left one
+    rules it out, so attempt 2 walks right (.55)."""
+    b = _bound()
+    walkable = np.zeros((11, 3), dtype=bool)
+    walkable[2:9, 1] = True
+    cells, pose = [(1, 1), (9, 1)], ((3, 1), RIGHT_)
+    assert b.walk_to_face(walkable, pose, cells[0]) == (3, ((2, 1), LEFT_))
+    assert b.visit_times(walkable, pose, cells, (0, 1)) == {0: 3, 1: 11}
+    targets = b.hidden_targets([("ball", "red"), ("ball", "blue")], ("both",))
+    assert targets == [frozenset({0}), frozenset({1})]
+    ret, hit = b.goto_returns(walkable, pose, cells, targets, 2, 12)
+    assert ret == pytest.approx([(0.775 + 0.175) / 2, (0.775 + 0.625) / 2]) and hit == pytest.approx([1.0, 1.0])
+    ret, hit = b.goto_returns(walkable, pose, cells, targets, 2, 10)
+    assert ret == pytest.approx([0.73 / 2, (0.73 + 0.55) / 2]) and hit == pytest.approx([0.5, 1.0])
+    same = b.hidden_targets([("ball", "red"), ("ball", "red")], ("both",))  # either ball is the target
+    assert same == [frozenset({0, 1})] * 2
+    assert b.goto_returns(walkable, pose, cells, same, 2, 12)[0] == pytest.approx([0.775, 0.775])
+
+
+def test_hidden_go_to_model_is_the_real_level():
+    """On real GoToLocalS8N4 layouts: the level's own target set is one of `hidden_targets(.., ("both",))`, and
+    walking to the objects in turn ends the attempt exactly on facing the first target, with the reward counted."""
+    pytest.importorskip("minigrid")
+    from torchrl_amago.envs.libs.babyai import make_minigrid_env
+
+    b = _bound()
+    env = make_minigrid_env("BabyAI-GoToLocalS8N4-v0", max_steps=64)
+    for seed in range(5001, 5041):
+        env.reset(seed=seed)
+        u = env.unwrapped
+        walkable, pose, objects, cells = b.hidden_objects(u)
+        truth = frozenset(i for i, c in enumerate(cells) if any(o is u.grid.get(*c) for o in u.instrs.desc.obj_set))
+        assert truth in b.hidden_targets(objects, ("both",))
+        order = list(range(len(cells)))[::-1] if seed % 2 else list(range(len(cells)))
+        times = b.visit_times(walkable, pose, cells, order)
+        end = min(times[i] for i in truth)
+        steps, total, term = 0, 0.0, False
+        for i in order:
+            for a in b.informed_actions(walkable, (tuple(int(v) for v in u.agent_pos), int(u.agent_dir)), cells[i],
+                                        pickup=False):
+                _, r, term, trunc, _ = env.step(a)
+                steps, total = steps + 1, total + r
+                if term or trunc:
+                    break
+            if term or trunc:
+                break
+        assert term and steps == end and total == pytest.approx(1 - 0.9 * end / 64)
+    env.close()
