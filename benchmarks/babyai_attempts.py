@@ -9,10 +9,11 @@ unpickling), acts in its eval envs and prints one JSON line per condition with t
 - `no_memory`: the same layout, but the policy's memory is emptied when a later attempt starts (positions go on).
 Attempt 2 of `same` above attempt 2 of `new_layout` is what the agent draws from having seen this layout (a memory
 that is used, not only kept); `no_memory`'s attempt 2 against attempt 1 is the cost of being later in the trial
-alone, and `same` against `no_memory` what the memory is worth. `--walks` (one-room levels) adds each attempt's steps
-against the shortest walk of `benchmarks/babyai_bound.py`, where the target was in view at the start and where not.
-`--picks` (pickup levels) adds how often an attempt picks up what the one before it on the same layout picked, after
-a wrong pick (Bayes-optimal: never) and after a right one (always).
+alone, and `same` against `no_memory` what the memory is worth: each later condition's line has `same_minus_this_*`,
+the last attempt's mean in `same` minus its own, with a 95 % interval. `--walks` (one-room levels) adds each
+attempt's steps against the shortest walk of `benchmarks/babyai_bound.py`, where the target was in view at the start
+and where not. `--picks` (pickup levels) adds how often an attempt picks up what the one before it on the same layout
+picked, after a wrong pick (Bayes-optimal: never) and after a right one (always).
 
     python benchmarks/babyai_attempts.py --run runs/cap48_s0 -- --tasks BabyAI-OneRoomS12-v0 --attempt_steps 48
 Flags after `--` go to the example and must build the same model as the run's.
@@ -94,6 +95,21 @@ def rollout(env, policy, steps: int, condition: str, generator: torch.Generator,
         vars(base).pop("_slot_step", None)
 
 
+def same_minus_this(same: dict, this: dict) -> dict:
+    """``same_minus_this_{return,success}`` (and ``_ci_low`` / ``_ci_high``): the mean return and success of the last
+    attempt in `same`'s trials minus those in `this`'s (two conditions' `attempt_records`, the same attempts per trial),
+    with a 95 % Welch interval (normal quantile: each condition has hundreds of trials)."""
+    out = {}
+    for name, table in (("return", "returns"), ("success", "success")):
+        a, b = (r[table][:, -1] for r in (same, this))
+        a, b = a[~torch.isnan(a)], b[~torch.isnan(b)]
+        diff = float(a.mean() - b.mean())
+        half = 1.96 * float((a.var() / a.numel() + b.var() / b.numel()).sqrt())
+        key = f"same_minus_this_{name}"
+        out.update({key: diff, key + "_ci_low": diff - half, key + "_ci_high": diff + half})
+    return out
+
+
 def walk_report(walks: list, layout_of) -> dict:
     """Per attempt ``episode_<k>`` (0-based), over its successful attempts in ``walks`` (`rollout`'s): mean `steps`,
     mean `shortest` (the informed walk of `benchmarks/babyai_bound.py`), the mean excess steps - shortest where the
@@ -163,13 +179,14 @@ def main(argv=None):
     args = ap.parse_args(own)
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from torchrl_amago.trainers.metrics import adaptation_report
+    from torchrl_amago.trainers.metrics import adaptation_report, attempt_records
 
     layout_of = minigrid_layouts() if args.walks else None
     with tempfile.TemporaryDirectory() as tmp:
         trainer, policy = trained_policy(load_example("10_babyai"), args, passed, tmp)
         try:
             steps = args.trials_per_env * (trainer.cfg.max_seq_len + 1)  # rollout steps: this many longest trials
+            records = {}
             for condition in CONDITIONS:
                 torch.manual_seed(args.seed)
                 trainer.eval_env.set_seed(args.seed)
@@ -178,7 +195,11 @@ def main(argv=None):
                 with set_exploration_type(mode):
                     data = rollout(trainer.eval_env, policy, steps, condition, torch.Generator().manual_seed(args.seed),
                                    walks, picks)
-                report = {k.split("/", 1)[1]: round(v, 4) for k, v in adaptation_report(data).items()}
+                records[condition] = attempt_records(data)
+                report = adaptation_report(records[condition])
+                if condition != "same":
+                    report.update(same_minus_this(records["same"], records[condition]))
+                report = {k.split("/")[-1]: round(v, 4) for k, v in report.items()}
                 if args.walks:
                     report["walks"] = walk_report(walks, layout_of)
                 if args.picks:

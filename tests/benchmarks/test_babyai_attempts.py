@@ -12,7 +12,7 @@ from tests.envs.libs.test_babyai import FakeMiniGrid
 from tests.examples.test_examples_smoke import TINY, load_example, load_module
 from torchrl_amago.envs import make_amago_env
 from torchrl_amago.envs.libs.babyai import MultitaskMetaBabyAI, make_babyai_env
-from torchrl_amago.trainers.metrics import adaptation_report
+from torchrl_amago.trainers.metrics import adaptation_report, attempt_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,7 +46,7 @@ def _remembering_policy(env):
 
 
 def test_conditions_move_the_layout_or_empty_the_memory_and_remove_what_memory_buys(monkeypatch):
-    script, out, starts = _script(), {}, []
+    script, out, records, starts = _script(), {}, {}, []
     start = MultitaskMetaBabyAI._start_attempt
 
     def recorded(self, i):  # (slot, attempt, layout seed) of every attempt start
@@ -61,6 +61,7 @@ def test_conditions_move_the_layout_or_empty_the_memory_and_remove_what_memory_b
         assert "_start_attempt" not in vars(env.base_env)  # the patch is gone afterwards
         assert torch.equal(data["is_init"], data["time_idx"] == 0)  # the recorded trials keep the env's is_init
         out[condition] = adaptation_report(data)
+        records[condition] = attempt_records(data)
         first, pairs = {}, []
         for i, attempt, seed in starts:
             if attempt == 0:
@@ -75,10 +76,28 @@ def test_conditions_move_the_layout_or_empty_the_memory_and_remove_what_memory_b
     for condition in ("new_layout", "no_memory"):  # the remembered action is a guess, or forgotten
         assert out[condition]["eval/episode_1_return"] < same["eval/episode_1_return"]
         assert out[condition]["eval/adaptation_gain_return"] < same["eval/adaptation_gain_return"] / 2
+        worth = script.same_minus_this(records["same"], records[condition])
+        assert worth["same_minus_this_return"] == pytest.approx(
+            same["eval/episode_1_return"] - out[condition]["eval/episode_1_return"])
+        assert worth["same_minus_this_return_ci_low"] > 0
     env = _fake_env()
     with pytest.raises(ValueError, match="condition"):
         script.rollout(env, _remembering_policy(env), 4, "other", torch.Generator())
     env.close()
+
+
+def test_same_minus_this_is_the_last_attempts_difference_with_a_welch_interval():
+    nan = float("nan")
+    same = {"returns": torch.tensor([[0.1, 0.9], [0.2, 0.7], [0.0, 0.8]], dtype=torch.float64),
+            "success": torch.tensor([[0.0, 1.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)}
+    this = {"returns": torch.tensor([[0.3, 0.5], [0.1, 0.3], [nan, nan]], dtype=torch.float64),
+            "success": torch.tensor([[1.0, 1.0], [0.0, 0.0], [nan, nan]], dtype=torch.float64)}
+    out = _script().same_minus_this(same, this)
+    half = 1.96 * (0.01 / 3 + 0.02 / 2) ** 0.5  # sample variances .01 (.9, .7, .8) and .02 (.5, .3)
+    assert out["same_minus_this_return"] == pytest.approx(0.4)
+    assert out["same_minus_this_return_ci_low"] == pytest.approx(0.4 - half)
+    assert out["same_minus_this_return_ci_high"] == pytest.approx(0.4 + half)
+    assert out["same_minus_this_success"] == pytest.approx(0.5)  # 1 - mean(1, 0)
 
 
 def test_walks_count_each_attempts_steps():
@@ -128,6 +147,11 @@ def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
                  *TINY, *flags])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [x["condition"] for x in lines] == ["same", "new_layout", "no_memory"]
+    for x in lines[1:]:  # the means here are over each condition's trials with attempt 2, as the difference's
+        assert x["same_minus_this_return"] == pytest.approx(
+            lines[0]["episode_1_return"] - x["episode_1_return"], abs=2e-4)
+        assert x["same_minus_this_return_ci_low"] < x["same_minus_this_return"] < x["same_minus_this_return_ci_high"]
+    assert "same_minus_this_return" not in lines[0]
     for x in lines:
         assert x["adaptation_trials"] >= 4 and 0 <= x["episode_0_success"] <= 1 and 0 <= x["episode_1_success"] <= 1
         walks = x["walks"]["episode_0"]
