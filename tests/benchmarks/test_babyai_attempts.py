@@ -60,8 +60,8 @@ def test_conditions_move_the_layout_or_empty_the_memory_and_remove_what_memory_b
         data = script.rollout(env, _remembering_policy(env), 11 * 6, condition, torch.Generator().manual_seed(0))
         assert "_start_attempt" not in vars(env.base_env)  # the patch is gone afterwards
         assert torch.equal(data["is_init"], data["time_idx"] == 0)  # the recorded trials keep the env's is_init
-        out[condition] = adaptation_report(data)
         records[condition] = attempt_records(data)
+        out[condition] = adaptation_report(records[condition])
         first, pairs = {}, []
         for i, attempt, seed in starts:
             if attempt == 0:
