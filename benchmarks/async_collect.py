@@ -149,13 +149,13 @@ def one_run(mode: str, args) -> dict:
         trainer.train(epochs=args.warmup)
         timers = Timers()
         if mode == "sync":
-            timers.wrap(trainer, "collect", "acting")
-            timers.wrap(trainer, "learn", "learning")
+            timers.wrap(trainer.collection, "collect", "acting")
+            timers.wrap(trainer.learner, "learn", "learning")
         else:
-            timers.wrap(trainer, "update")
-            timers.wrap(trainer, "push_weights", "push")
+            timers.wrap(trainer.learner, "update")
+            timers.wrap(trainer.collection, "push_weights", "push")
             timers.wrap(trainer, "store")
-            timers.wrap(trainer.feed, "get", "wait")
+            timers.wrap(trainer.collection.feed, "get", "wait")
         timers.wrap(trainer, "save")
         steps0, grads0, t0 = trainer.env_steps, trainer.grad_steps, time.perf_counter()
         trainer.train()

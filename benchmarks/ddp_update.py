@@ -69,9 +69,9 @@ def main():
     batch = env.rollout(T, break_when_any_done=False)  # [24, 51]: one whole trial per env
     batch.set("mask", torch.ones(24, T, dtype=torch.bool))
     tr.sampler = OneBatch(batch)
-    ddp = tr.loss_forward if tr.dist.enabled else None
+    ddp = tr.learner.loss_forward if tr.dist.enabled else None
     for _ in range(2):  # warm-up
-        tr.update()
+        tr.learner.update()
     full, skip = [], []
     for _ in range(args.rounds):
         for mode, out in (("full", full), ("no_sync", skip)):
@@ -80,7 +80,7 @@ def main():
             t0 = time.perf_counter()
             with ctx:
                 for _ in range(args.updates):
-                    tr.update()
+                    tr.learner.update()
             out.append((time.perf_counter() - t0) / args.updates)
     per_rank = tr.dist.all_gather_int(int(1e6 * statistics.median(full)))
     t_full, t_skip = statistics.median(full), statistics.median(skip)
@@ -92,7 +92,7 @@ def main():
                           "allreduce_share": round(max(0.0, 1 - t_skip / t_full), 3) if tr.dist.enabled else 0.0,
                           "updates_per_s_per_rank": [round(1e6 / u, 3) for u in per_rank],
                           "global_samples_per_s": round(24 * tr.dist.world_size / t_full, 1),
-                          "n_params": sum(p.numel() for p in tr.params),
+                          "n_params": sum(p.numel() for p in tr.learner.params),
                           "load_avg_1m": round(os.getloadavg()[0], 2)}), flush=True)
     tr.close()
     shutil.rmtree(tr.run_dir, ignore_errors=True)

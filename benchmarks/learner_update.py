@@ -25,7 +25,10 @@ It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq
 batch cut to its longest valid window) and `"packed"` (trimmed, and the loss packs the windows several to a row:
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
-Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--bf16] [--threads N] [--repeats R]
+`--mixed-precision` is the trainer's `--mixed_precision` (default auto: bf16 autocast where the device computes bf16
+natively, see trainers/scale/device.py); every line says which precision it ran (`"precision"`, and `"bf16"`).
+The optimizer is the trainer's: fused AdamW.
+Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--mixed-precision auto|no|bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-encoders] [--n-step N] [--cql-coeff C]
        [--variable [--mean-trial-len L]]
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
@@ -61,7 +64,7 @@ from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss, AMAGOSoftUpdate
 from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
-from torchrl_amago.trainers.scale.device import COMPILE_MODES
+from torchrl_amago.trainers.scale.device import COMPILE_MODES, autocast_dtype
 from torchrl_amago.trainers.scale.device import compile_loss as compiled_forward
 from torchrl_amago.trainers.scale.graphed_update import GraphedUpdate
 
@@ -142,8 +145,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
     loss_forward = compiled_forward(loss, compile_loss, trim_windows=False, packs=False)
     updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
-    # fused on CUDA, as the trainer's (foreach on the CPU: the records against the original were taken so)
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3, fused=True)  # the trainer's optimizer
     batch = make_batch(B, T, device, continuous=critic == "continuous", counts=critic == "count")
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"--cuda-graph captures CUDA graphs: it needs --device cuda (got {device})")
@@ -193,7 +195,7 @@ def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile
             "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
             "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_encoders": loss.target_encoders,
             "n_step": loss.n_step, "cql_coeff": loss.cql_coeff,
-            "compile_s": round(compile_s, 2), "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
+            "compile_s": round(compile_s, 2), "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
@@ -222,7 +224,7 @@ def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, rep
     loss = build(T, 128, 2, 8, device, False, loss_options=loss_options)
     updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
     params = [p for p in loss.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3)
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3, fused=True)
     replays = {mode: variable_length_replay(T, B, mean_len, trim=mode != "fixed")[0]
                for mode in ("fixed", "trimmed", "packed")}
     lengths = variable_length_replay(T, B, mean_len, True, n_trials=400)[1]
@@ -255,7 +257,8 @@ def bench_variable(T: int, B: int, device, mean_len: float, min_time: float, rep
                     "trial_len_mean": round(statistics.mean(lengths), 1), "trial_len_max": max(lengths),
                     "mean_T": round(statistics.mean(seq[mode]), 1), "mean_rows": round(statistics.mean(rows[mode]), 1),
                     "updates_per_s": round(ups, 3),
-                    "updates_per_s_runs": [round(r, 3) for r in runs[mode]], "bf16": bf16, "device": str(device),
+                    "updates_per_s_runs": [round(r, 3) for r in runs[mode]], "precision": "bf16" if bf16 else "fp32",
+                    "bf16": bf16, "device": str(device),
                     "threads": torch.get_num_threads(),
                     "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None})
     out[1]["speedup"] = round(out[1]["updates_per_s"] / out[0]["updates_per_s"], 2)  # trimmed / fixed
@@ -272,7 +275,7 @@ def run_long(args) -> None:
     for T in seq_lens:
         cmd = [sys.executable, os.path.abspath(__file__), "--seq-lens", str(T), "--batch", str(batch), "--repeats",
                "1", "--device", args.device, "--min-time", "2", "--min-updates", "2", "--warmup", "1"] + (["--threads", str(args.threads)] if args.threads
-                                                                    else []) + (["--bf16"] if args.bf16 else [])
+                                                                    else []) + ["--mixed-precision", args.mixed_precision]
         out = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
         res = json.loads(lines[-1]) if lines else {"seq_len": T, "error": out.stderr.strip().splitlines()[-1:]}
@@ -301,7 +304,8 @@ def run_vs_original(args) -> None:
         check_original_path(args.original)  # a missing checkout fails before anything is built
     except ValueError as e:
         raise SystemExit(f"learner_update.py: error: {e}") from None
-    unsupported = [f for f, on in (("--bf16", args.bf16), ("--compile", args.compile),
+    # the original at its default, fp32 (`auto` is ignored here; an explicit bf16 is refused)
+    unsupported = [f for f, on in (("--mixed-precision bf16", args.mixed_precision == "bf16"), ("--compile", args.compile),
                                    ("--cuda-graph", args.cuda_graph), ("--compile-loss", args.compile_loss != "no"),
                                    ("--variable", args.variable), ("--critic", args.critic != "discrete")) if on]
     if unsupported or args.device != "cpu":
@@ -366,7 +370,8 @@ def main():
                          "all of it but the backward call")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="the whole update captured as CUDA graphs, as the trainer's --cuda_graph (CUDA only)")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the loss forward (fp32 master weights; "
+    ap.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto",
+                    help="the trainer's --mixed_precision: bf16 autocast for the loss forward (fp32 master weights; "
                     "the loss keeps targets, PopArt and distributions in fp32)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=3, help="timing windows per setting; the median is reported")
@@ -400,6 +405,7 @@ def main():
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.bf16 = autocast_dtype(args.mixed_precision, torch.device(args.device)) is torch.bfloat16
     if args.long:
         return run_long(args)
     if args.original:

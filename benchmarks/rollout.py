@@ -9,6 +9,11 @@ warm-up, then ``--batches`` batches are timed. One JSON object per line::
 
 ``env_steps_per_s`` is wall-clock throughput (median over ``--repeat`` runs); ``env_steps_per_cpu_s`` divides by
 the process CPU time instead, which is steadier on a shared machine (with 2 threads it counts both).
+``parts_cpu_ms_per_step`` says where one step of the batched env goes (process CPU ms per call of ``env.step``, i.e.
+per ``n_envs`` env steps, over the timed batches of the last run): ``policy`` (AMAGOPolicy: of it ``timestep_encoder``,
+``memory`` (the trajectory encoder's step) and ``actor_head``), ``exploration`` (EpsilonGreedy), ``env`` (the builtin
+env's own step and resets), ``transforms`` (make_amago_env's TorchRL transforms around it) and ``collector`` (the rest
+of TorchRL's Collector loop: moving ``next`` to the root, writing the batch, trajectory ids).
 
     python benchmarks/rollout.py            # transformer at 8, 64, 512 envs + GRU at 8, 64, 512
     python benchmarks/rollout.py --quick    # transformer at 8 envs only (< 60 s)
@@ -55,17 +60,57 @@ def build(n_envs: int, encoder: str, corridor: int, max_seq_len: int, seed: int 
     return env, TensorDictSequential(policy, explore)
 
 
+class PartTimer:
+    """Process CPU time spent inside chosen methods of chosen objects (instance attributes wrap the methods)."""
+
+    def __init__(self):
+        self.cpu: dict[str, float] = {}
+
+    def wrap(self, obj, method: str, part: str) -> None:
+        inner = getattr(obj, method)
+        self.cpu.setdefault(part, 0.0)
+
+        def timed(*args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.cpu[part] += time.process_time() - t0
+        setattr(obj, method, timed)
+
+    def reset(self) -> None:
+        self.cpu = dict.fromkeys(self.cpu, 0.0)
+
+
+def watch_parts(env, policy) -> PartTimer:
+    """A PartTimer on the parts of one step (the module docstring's ``parts_cpu_ms_per_step``)."""
+    parts = PartTimer()
+    amago, explore = policy[0], policy[1]
+    parts.wrap(amago, "forward", "policy")
+    parts.wrap(amago.timestep_encoder, "forward", "timestep_encoder")
+    parts.wrap(amago, "_memory_step", "memory")
+    parts.wrap(amago.actor_head, "forward", "actor_head")
+    parts.wrap(amago.actor_head, "act", "actor_head")
+    parts.wrap(explore, "forward", "exploration")
+    for method in ("_step", "_reset"):
+        parts.wrap(env.base_env, method, "env")
+        parts.wrap(env, method, "env_and_transforms")
+    return parts
+
+
 def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, max_seq_len: int,
             max_seconds: float | None = None) -> tuple:
-    """(wall env steps/s, process-CPU env steps/s) over `batches` collector batches after one warm-up batch
-    (fewer if `max_seconds` of timed collection have passed; at least one)."""
+    """(wall env steps/s, process-CPU env steps/s, CPU ms per batched env step by part) over `batches` collector
+    batches after one warm-up batch (fewer if `max_seconds` of timed collection have passed; at least one)."""
     env, policy = build(n_envs, encoder, corridor, max_seq_len)
+    parts = watch_parts(env, policy)
     fpb = n_envs * steps
     # same device arguments as AMAGOTrainer (no per-step TensorDict casts)
     coll = Collector(env, policy, frames_per_batch=fpb, total_frames=fpb * (batches + 1),
                      policy_device=env.device, env_device=env.device, storing_device="cpu")
     it = iter(coll)
     next(it)  # warm-up batch (allocation, first KV cache, lazy specs)
+    parts.reset()
     start, cpu0, frames = time.perf_counter(), time.process_time(), 0
     for data in it:
         frames += data.numel()
@@ -73,7 +118,12 @@ def measure(n_envs: int, encoder: str, steps: int, batches: int, corridor: int, 
             break
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     coll.shutdown()
-    return frames / elapsed, frames / cpu
+    p, per_step = parts.cpu, 1e3 * n_envs / frames  # seconds -> ms per batched step
+    split = {"policy": p["policy"], "timestep_encoder": p["timestep_encoder"], "memory": p["memory"],
+             "actor_head": p["actor_head"], "exploration": p["exploration"], "env": p["env"],
+             "transforms": p["env_and_transforms"] - p["env"],
+             "collector": cpu - p["policy"] - p["exploration"] - p["env_and_transforms"]}
+    return frames / elapsed, frames / cpu, {k: round(v * per_step, 4) for k, v in split.items()}
 
 
 def main():
@@ -106,6 +156,8 @@ def main():
             print(json.dumps({"env": "tmaze", "encoder": encoder, "n_envs": n,
                               "env_steps_per_s": round(statistics.median(wall), 1),
                               "env_steps_per_cpu_s": round(statistics.median(cpu), 1),
+                              "cpu_ms_per_step": round(1e3 * n / statistics.median(cpu), 4),
+                              "parts_cpu_ms_per_step": runs[-1][2],
                               "runs": [round(w, 1) for w in wall], "steps_per_batch": steps, "max_batches": batches,
                               "corridor_length": args.corridor, "max_seq_len": args.max_seq_len,
                               "threads": torch.get_num_threads()}), flush=True)

@@ -6,7 +6,7 @@ lists `eval_episode_<k>_success` for every attempt k).
     python examples/00_meta_frozen_lake.py --lake_size 4 --k_episodes 3 --run_name lake4
 """
 from torchrl_amago.trainers import (Derived, at_least, between, checked, cpu_preset, example_args, example_flags,
-                                    parse_config, positive_int, probability)
+                                    parse_config, positive_int, probability, run_main)
 
 
 def extra(p):
@@ -60,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

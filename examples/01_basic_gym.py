@@ -10,7 +10,7 @@ The defaults are tuned on CartPole-v1 (see docs/domains/gym.md): a Markov env wi
 that propagate over ~100 steps quickly, so the defaults use gamma 0.99, 5-step returns, a faster target update
 (tau 0.05), lr 5e-4 and a short epsilon anneal instead of AMAGO's long-horizon settings (gamma 0.999, 1-step, 0.003).
 """
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int, run_main
 
 
 def extra(p):
@@ -52,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

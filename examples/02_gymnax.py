@@ -6,7 +6,8 @@ context bit is shown only at the first step and must be recalled at the last one
 
     python examples/02_gymnax.py --env MemoryChain-bsuite --env_param memory_length=10 --run_name gymnax_mc10
 """
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, parse_key_values, positive_int
+from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, parse_config, parse_key_values,
+                                    positive_int, run_main)
 
 
 def extra(p):
@@ -55,4 +56,4 @@ def main(argv=None, make_env=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,7 +12,7 @@ returns per game. Its CPU settings are measured in docs/results/ablations/README
         --num_actions 0        # both games solved in ~11 min on 2 CPU cores
 """
 from torchrl_amago.trainers import (ACTION_PRESETS_HELP, action_presets, cpu_preset, derived_from, example_args,
-                                    example_flags, nonneg_int, parse_config, positive_int)
+                                    example_flags, nonneg_int, parse_config, positive_int, run_main)
 
 
 def extra(p):
@@ -97,4 +97,4 @@ def multidomain_main(a, argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,7 +8,7 @@ epsilon annealed over the whole run (the original anneals over 100,000 steps, lo
     python examples/04_tmaze.py --horizon 100 --eps_steps_anneal 100000   # the original's own schedule
 """
 from torchrl_amago.trainers import (LONG_HORIZON_PRESET, example_args, example_flags, parse_config, positive_int,
-                                    share_of_run)
+                                    share_of_run, run_main)
 
 
 def extra(p):
@@ -41,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

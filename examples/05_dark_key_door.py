@@ -6,7 +6,7 @@ trial; `rollout_horizon` = the meta horizon).
 
     python examples/05_dark_key_door.py --room_size 4 --episode_length 10 --meta_horizon 100 --run_name keydoor4
 """
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int, run_main
 
 
 def extra(p):
@@ -41,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,10 +8,8 @@ the agent must infer the chemistry in context. Original settings: max_seq_len 20
     pip install dm-env git+https://github.com/google-deepmind/dm_alchemy.git
     python examples/06_alchemy.py --run_name alchemy
 """
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import (ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length,
-                                     make_alchemy_env, symbolic_alchemy_module)
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
+from torchrl_amago.suites import ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int, run_main
 
 
 def extra(p):
@@ -32,6 +30,9 @@ def main(argv=None):
         epochs=300, eval_interval=10, eval_timesteps=H + 1, eval_envs=8, reward_multiplier=100.0,
         tstep_hidden=256, tstep_out=256, memory_size=128, memory_layers=3, n_heads=8, actor_hidden=256,
         critic_hidden=256, lr_warmup_steps=500, learning_rate=1e-4, dset_max_size=500_000, exploration="bilevel"))
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_alchemy_env, symbolic_alchemy_module
+
     symbolic_alchemy_module()  # ImportError with the install line when dm_alchemy (or dm-env) is missing
 
     def make_env(n):
@@ -45,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

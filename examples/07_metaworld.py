@@ -7,9 +7,8 @@ per attempt i, the original's "Trial {i} Success"), eval returns per task name, 
     python examples/07_metaworld.py --benchmark reach-v3 --k 3 --run_name mw_reach
 """
 from torchrl_amago import require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import canonical_benchmark_name, make_benchmark, make_metaworld_env, metaworld_task_names
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int
+from torchrl_amago.suites import canonical_benchmark_name
+from torchrl_amago.trainers import cpu_preset, example_args, example_flags, parse_config, positive_int, run_main
 
 
 def extra(p):
@@ -35,6 +34,9 @@ def main(argv=None, benchmark_obj=None):
         eval_timesteps=trial_len, eval_envs=8, reward_multiplier=0.1, learning_rate=5e-4, grad_clip=2.0,
         lr_warmup_steps=100, tstep_hidden=64, tstep_out=32, memory_size=32, n_heads=2, actor_hidden=64,
         critic_hidden=64, num_critics=2, batch_size=16, dset_max_size=400_000, exploration="bilevel"))
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_benchmark, make_metaworld_env, metaworld_task_names
+
     if benchmark_obj is None:
         require("metaworld", "metaworld", "examples/07_metaworld.py")
         bench = make_benchmark(args.benchmark, seed=args.seed)
@@ -57,4 +59,4 @@ def main(argv=None, benchmark_obj=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

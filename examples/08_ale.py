@@ -20,10 +20,9 @@ import sys
 from fractions import Fraction
 
 from torchrl_amago import require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import ATARI_ACTION_SPACES, ATARI_GAMES, ATARI_TIME_LIMIT_FRAMES, make_atari_env
+from torchrl_amago.suites import ATARI_ACTION_SPACES, ATARI_GAMES, ATARI_TIME_LIMIT_FRAMES
 from torchrl_amago.trainers import (Derived, cpu_preset, example_args, example_flags, parse_config, positive_int,
-                                    probability, share_of_run)
+                                    probability, share_of_run, run_main)
 
 
 def extra(p):
@@ -61,6 +60,9 @@ def main(argv=None):
             sys.exit(f"08_ale: {flag} ({count}) must be a multiple of the number of games ({n}) so every game gets "
                      "the same number of env slots")
     require("ale_py", "ale-py", "examples/08_ale.py")
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_atari_env
+
     env_kw = dict(frame_skip=args.frame_skip, sticky_action_prob=args.sticky_action_prob,
                   resolution=tuple(args.resolution), grayscale=args.grayscale, action_space=args.action_space,
                   time_limit_frames=args.time_limit_frames, terminal_on_life_loss=args.terminal_on_life_loss)
@@ -77,4 +79,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,11 +15,9 @@ import sys
 from fractions import Fraction
 
 from torchrl_amago import available
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import (PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX,
-                                     make_procgen_env)
+from torchrl_amago.suites import PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX
 from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int,
-                                    share_of_run)
+                                    share_of_run, run_main)
 
 
 def extra(p):
@@ -55,6 +53,9 @@ def main(argv=None, game_factory=None):
                  "package has no wheels for Python > 3.10)")
     if args.train_seeds < 0 or args.train_seeds + 1 >= PROCGEN_TEST_SEED_MAX:
         sys.exit(f"--train_seeds must be in [0, {PROCGEN_TEST_SEED_MAX - 1}), got {args.train_seeds}")
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_procgen_env
+
     kw = dict(distribution_mode=setting["distribution_mode"], reward_scales=setting["reward_scales"])
     if game_factory is not None:
         kw["game_factory"] = game_factory
@@ -76,4 +77,4 @@ def main(argv=None, game_factory=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

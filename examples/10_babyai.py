@@ -10,11 +10,9 @@ task. Training uses layout seeds [0, --train_seeds], evaluation unseen ones.
     python examples/10_babyai.py --tasks BabyAI-GoToRedBallNoDists-v0 BabyAI-GoToObj-v0 --run_name babyai2
 """
 from torchrl_amago import available, require
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import (BABYAI_OBS_KINDS, babyai_max_steps, babyai_max_trial_length, full_task_name,
-                                     make_babyai_env)
-from torchrl_amago.modules import BabyAITimestepEncoder
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int
+from torchrl_amago.suites import BABYAI_OBS_KINDS, babyai_max_trial_length, full_task_name
+from torchrl_amago.trainers import (cpu_preset, derived_from, example_flags, nonneg_int, parse_config,
+                                    positive_int, run_main)
 
 DEFAULT_TASKS = ["BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObj-v0"]
 
@@ -40,27 +38,40 @@ def extra(p):
                    help="final eval steps per env = test_mult * trial length")
 
 
+def trial_settings(ns) -> dict:
+    """What the longest trial sets: --k_episodes attempts of --attempt_steps (default: the tasks' longest own limit;
+    64 without minigrid) and a dummy step between attempts."""
+    attempt = ns.attempt_steps
+    if attempt is None and available("minigrid"):
+        from torchrl_amago.envs.libs import babyai_max_steps
+
+        attempt = max(babyai_max_steps(full_task_name(t)) for t in ns.tasks)
+    t = babyai_max_trial_length(attempt or 64, ns.k_episodes)
+    return dict(trial=t, max_seq_len=t + 1, timesteps_per_epoch=t // 2, eval_timesteps=t + 1)
+
+
+TRIAL = {"max_seq_len": "the longest trial + 1 (--k_episodes attempts of --attempt_steps)",
+         "timesteps_per_epoch": "half the longest trial", "eval_timesteps": "the longest trial + 1"}
+
+
 def main(argv=None):
-    a = example_args(extra, argv)
-    tasks = [full_task_name(t) for t in a.tasks]
-    eval_tasks = [full_task_name(t) for t in (a.eval_tasks or a.tasks)]
-    if a.attempt_steps is not None:
-        attempt = a.attempt_steps
-    elif available("minigrid"):
-        attempt = max(babyai_max_steps(t) for t in tasks)
-    else:
-        attempt = 64
-    trial_len = babyai_max_trial_length(attempt, a.k_episodes)
     # CPU-sized defaults (the original: --agent_type multitask with reward_multiplier 1000, memory 256 x 3, 4 critics,
     # the default gammas, max_seq_len 512). On 2 shared CPU cores the AMAGO-1 agent learned within 25 minutes and
     # the multi-task agent (filtered BC + two-hot critic) did not (docs/domains/babyai.md), hence agent_type=agent.
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name="babyai", agent_type="agent", two_hot_bins=32, two_hot_range=(-100.0, 3000.0),
-        max_seq_len=trial_len + 1, timesteps_per_epoch=trial_len // 2, parallel_envs=12, grads_per_epoch=20,
-        epochs=40, eval_interval=5, eval_timesteps=trial_len + 1, eval_envs=16, batch_size=16, actor_hidden=64,
+        run_name="babyai", agent_type="agent", two_hot_bins=32, two_hot_range=(-100.0, 3000.0), parallel_envs=12,
+        grads_per_epoch=20, epochs=40, eval_interval=5, eval_envs=16, batch_size=16, actor_hidden=64,
         critic_hidden=64, tstep_out=96, num_critics=2, multigammas=[0.9, 0.99], learning_rate=2e-4,
-        lr_warmup_steps=100, tau=0.004))
+        lr_warmup_steps=100, tau=0.004, **derived_from(trial_settings, TRIAL)))
     require("minigrid", "minigrid", "examples/10_babyai.py")
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import make_babyai_env
+    from torchrl_amago.modules import BabyAITimestepEncoder
+    from torchrl_amago.trainers import AMAGOTrainer
+
+    trial_len = trial_settings(args)["trial"]
+    tasks = [full_task_name(t) for t in args.tasks]
+    eval_tasks = [full_task_name(t) for t in (args.eval_tasks or args.tasks)]
     lo, hi = (0, args.train_seeds), (args.train_seeds + 1, 1_000_000)
 
     def make_train_env(n):
@@ -77,8 +88,6 @@ def main(argv=None):
         return BabyAITimestepEncoder.from_specs(observation_spec, action_spec, grid_net=args.grid_net,
                                                 mission_net=args.mission_net, emb_dim=cfg.tstep_out)
 
-    from torchrl_amago.trainers import AMAGOTrainer
-
     trainer = AMAGOTrainer(cfg, make_train_env, make_eval_env, timestep_encoder=encoder, rollout_horizon=trial_len,
                            env_name=f"MultitaskMetaBabyAI-k{args.k_episodes}", task_names=eval_tasks,
                            settings=example_flags(args, "test_mult"))
@@ -86,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,7 +12,8 @@ the original used `--benchmark small-1m --k_episodes 15 --rooms 1 --grid_size 9`
 
     python examples/11_xland_minigrid.py --benchmark local-hidden-rule --grid_size 7 --k_episodes 3 --run_name xland
 """
-from torchrl_amago.trainers import cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int
+from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int,
+                                    run_main)
 
 
 def extra(p):
@@ -70,4 +71,4 @@ def main(argv=None, make_envs=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

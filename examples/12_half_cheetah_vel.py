@@ -10,7 +10,7 @@ not learned within 40k updates here):
     python examples/12_half_cheetah_vel.py --traj_encoder transformer --pos_emb rope --max_seq_len 32 --batch_size 8
 """
 from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, finite_float, nonneg_int, parse_config,
-                                    positive_int)
+                                    positive_int, run_main)
 
 
 def extra(p):
@@ -70,4 +70,4 @@ def main(argv=None, make_gym=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,7 +9,7 @@ pure reward function `mazerunner_relabel_rewards`), and a timestep encoder restr
     python examples/13_mazerunner_relabeling.py --maze_size 9 --goals 2 --time_limit 80 --relabel none
 """
 from torchrl_amago.trainers import (at_least, checked, cpu_preset, example_args, example_flags, parse_config,
-                                    positive_int)
+                                    positive_int, run_main)
 
 
 def extra(p):
@@ -61,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

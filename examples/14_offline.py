@@ -15,11 +15,9 @@ import os
 import sys
 
 from torchrl_amago import require
-from torchrl_amago.data import DATASET_FORMATS, load_dataset_trials, write_cartpole_dataset
-from torchrl_amago.envs import make_amago_env
-from torchrl_amago.envs.libs import gym_action_info, gym_time_limit, make_gym_envs
-from torchrl_amago.trainers import (cpu_preset, example_args, example_flags, nonneg_int, parse_config, positive_int,
-                                    probability)
+from torchrl_amago.suites import DATASET_FORMATS
+from torchrl_amago.trainers import (cpu_preset, derived_from, example_args, example_flags, nonneg_int, parse_config,
+                                    positive_int, probability, run_main)
 
 NEVER = 10 ** 9
 
@@ -42,17 +40,31 @@ def extra(p):
                    help="final eval steps per env (default 3x limit)")
 
 
+def time_limit(ns) -> dict:
+    """What --env's time limit sets (--max_episode_steps, else the env's own)."""
+    from torchrl_amago.envs.libs import gym_time_limit
+
+    limit = gym_time_limit(ns.env, ns.max_episode_steps)
+    return dict(limit=limit, timesteps_per_epoch=limit, eval_timesteps=limit + 1)
+
+
 def main(argv=None):
     a = example_args(extra, argv)
-    limit = gym_time_limit(a.env, a.max_episode_steps)
     cfg, args = parse_config(__doc__, extra=extra, argv=argv, defaults=cpu_preset(
-        run_name=f"offline_{a.env.lower().replace('/', '_')}", max_seq_len=32, timesteps_per_epoch=limit,
-        parallel_envs=4, grads_per_epoch=100, epochs=30, eval_interval=3, eval_timesteps=limit + 1, eval_envs=8,
+        run_name=f"offline_{a.env.lower().replace('/', '_')}", max_seq_len=32, parallel_envs=4, grads_per_epoch=100,
+        epochs=30, eval_interval=3, eval_envs=8, **derived_from(time_limit, {
+            "timesteps_per_epoch": "--env's time limit", "eval_timesteps": "--env's time limit + 1"}),
         start_collecting_at_epoch=NEVER if a.online_after_epoch is None else a.online_after_epoch,
         padded_sampling="right", sample_actions_train=False, sample_actions_eval=False, continuous_dist="beta",
         online_coeff=0.0, offline_coeff=1.0, gamma=0.997, num_critics=5, fbc_filter="exp", reward_multiplier=1.0,
         eps_start=0.05, eps_end=0.01, eps_steps_anneal=15_000))
     require("h5py", "h5py" if args.format == "d4rl" else "h5py (or minari)", "examples/14_offline.py")
+    from torchrl_amago.data import load_dataset_trials, write_cartpole_dataset
+    from torchrl_amago.envs import make_amago_env
+    from torchrl_amago.envs.libs import gym_action_info, make_gym_envs
+    from torchrl_amago.trainers import AMAGOTrainer
+
+    limit = time_limit(args)["limit"]
     if args.make_dataset and not os.path.exists(args.dataset):
         if args.format != "d4rl" or a.env != "CartPole-v1":
             sys.exit("14_offline: --make_dataset writes a D4RL-format CartPole-v1 dataset (--format d4rl "
@@ -71,8 +83,6 @@ def main(argv=None):
     def make_env(n):
         return make_amago_env(make_gym_envs(args.env, n, a.max_episode_steps, categorical_actions=True))
 
-    from torchrl_amago.trainers import AMAGOTrainer
-
     trainer = AMAGOTrainer(cfg.replace(dset_max_size=max(cfg.dset_max_size, trials.batch_size[0])), make_env,
                            make_env, offline_data=trials, offline_weight=args.offline_weight, env_name=args.env,
                            settings=example_flags(args, "final_eval_timesteps", "make_dataset", "dataset_episodes",
@@ -82,4 +92,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

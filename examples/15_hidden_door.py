@@ -11,7 +11,7 @@ against the Bayes optimum.
     python examples/15_hidden_door.py --reveal --run_name door5_reveal
 """
 from torchrl_amago.trainers import (at_least, checked, cpu_preset, example_args, example_flags, parse_config,
-                                    positive_int)
+                                    positive_int, run_main)
 
 
 def extra(p):
@@ -49,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+# Ray on this machine binds to loopback only: its single-machine mode (Ray's own switch, read when ray is first
+# imported; without it a local instance listens on the machine's network address). Inherited by every subprocess.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(autouse=True)

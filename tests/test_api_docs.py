@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "docs" / "api"
 #: docs/api page -> the subpackages whose ``__all__`` it documents
 PAGES = {
-    "envs.md": ["torchrl_amago.envs", "torchrl_amago.envs.builtin", "torchrl_amago.envs.libs"],
+    "envs.md": ["torchrl_amago.envs", "torchrl_amago.envs.builtin", "torchrl_amago.envs.libs", "torchrl_amago.suites"],
     "data.md": ["torchrl_amago.data"],
     "modules.md": ["torchrl_amago.modules", "torchrl_amago.modules.trajectory"],
     "objectives.md": ["torchrl_amago.objectives"],

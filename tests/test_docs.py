@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 KINDS = {"python", "python no-run", "bash", "sh", "text"}
 TESTED_ELSEWHERE = {"docs/torchrl_composability.md": "tests/trainers/test_composability.py",
-                    "README.md": "tests/test_readme.py"}
+                    "README.md": "tests/test_readme.py", "docs/own_env.md": "tests/test_own_env.py"}
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 
 

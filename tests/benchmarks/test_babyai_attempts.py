@@ -132,7 +132,7 @@ def test_walk_report_compares_steps_with_the_shortest_walk():
 def test_runs_on_a_tiny_example_run(monkeypatch, tmp_path, capsys):
     example = load_example("10_babyai")
     monkeypatch.setattr(example, "require", lambda *a, **k: None)
-    monkeypatch.setattr(example, "make_babyai_env",
+    monkeypatch.setattr("torchrl_amago.envs.libs.make_babyai_env",
                         lambda tasks, n, **kw: make_babyai_env(tasks, n, env_factory=FakeMiniGrid, **kw))
     flags = ["--tasks", "FakeGoTo-v0", "--attempt_steps", "5"]
     example.main(TINY + flags + ["--timesteps_per_epoch", "11", "--buffer_dir", str(tmp_path), "--run_name", "r"])

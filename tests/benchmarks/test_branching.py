@@ -60,7 +60,7 @@ def test_branch_from_starts_with_the_branch_point_under_new_loss_settings(tmp_pa
     assert (b.epoch, b.env_steps, b.grad_steps) == (1, 10, bp["counters"]["grad_steps"])
     for k, v in bp["loss"].items():
         assert torch.equal(b.loss.state_dict()[k], v), k
-    assert b.loss.n_step == 3 and b.optimizer.param_groups[0]["initial_lr"] == 3e-4
+    assert b.loss.n_step == 3 and b.learner.optimizer.param_groups[0]["initial_lr"] == 3e-4
     assert len(b.replay) == 10  # the branch point's replay, not the source's 30 steps
     assert [r["epoch"] for r in b.logger.records] == [0.0]  # the source's rows before the branch epoch
     b.train()

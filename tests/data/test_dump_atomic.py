@@ -88,9 +88,10 @@ def test_a_dump_killed_midway_leaves_the_earlier_dump_whole(tmp_path, point):
     assert (rb.storage[: len(rb)]["observation"] == good.storage[: len(good)]["observation"]).all()
     assert float(rb.storage[: len(rb)]["observation"].max()) == 9.0  # the earlier data, not the child's 1000+
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".dump.tmp-")]
-    assert len(leftovers) == 1  # the killed dump's folder, beside the target: a new dumps does not touch it
-    good.dumps(target)  # and the target can be dumped over again
+    assert len(leftovers) == 1  # the killed dump's folder, beside the target (N05: it stayed there forever)
+    good.dumps(target)  # the target can be dumped over again, and the killed dump's folder goes
     assert loaded(tmp_path, target, "again").trial_lengths().tolist() == [5, 5, 5, 5]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".dump.")]
 
 
 def test_without_an_atomic_exchange_a_kill_between_renames_keeps_both_dumps(tmp_path):

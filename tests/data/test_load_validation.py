@@ -179,21 +179,32 @@ def test_trial_writer_loads_names_the_file_and_field(tmp_path):
 
 
 def test_a_pickle_record_beyond_the_cap_is_refused_from_its_declared_size(tmp_path, monkeypatch):
-    """Z02: a torch.save zip whose data.pkl is 64 MiB of NONE opcodes deflates to ~66 KB; the scan built a list of
-    every opcode (2.65 GB RSS) and died of a bare MemoryError. The record's declared size is now checked first, and
-    opcodes are scanned one at a time."""
+    """Z01/Z02: a torch.save zip whose data.pkl is 64 MiB of NONE opcodes (stored: 67 MB; deflated: ~66 KB) cost
+    load_tensors 77 s and 1 GB before it returned None. The declared sizes are now checked before anything is read
+    (a record over MAX_PICKLE_BYTES; a compressed record declaring more than the file holds, which torch.save never
+    writes), and a record under the cap is refused once its stack holds MAX_PICKLE_STACK values."""
     import zipfile
 
     import torchrl_amago.data.safe_files as safe_files
 
-    path = tmp_path / "bomb.pt"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("bomb/data.pkl", b"\x80\x02" + b"N" * 2**20 + b".")
-        z.writestr("bomb/version", b"3\n")
-    assert path.stat().st_size < 10_000
-    monkeypatch.setattr(safe_files, "MAX_PICKLE_BYTES", 2**19)
-    with pytest.raises(safe_files.UnsafeFileError, match=r"bomb\.pt: its pickle record bomb/data.pkl declares "
-                                                         r"1048579 bytes, more than MAX_PICKLE_BYTES=524288"):
-        load_tensors(path)
-    monkeypatch.undo()
-    assert load_tensors(path) is None  # under the cap (64 MiB): scanned one opcode at a time, then read
+    def bomb(name, n, compression):
+        with zipfile.ZipFile(tmp_path / name, "w", compression=compression) as z:
+            z.writestr("bomb/data.pkl", b"\x80\x02" + b"N" * n + b".")
+            z.writestr("bomb/version", b"3\n")
+        return tmp_path / name
+
+    deflated = bomb("deflated.pt", 2**26, zipfile.ZIP_DEFLATED)
+    assert deflated.stat().st_size < 100_000
+    with pytest.raises(safe_files.UnsafeFileError, match=r"deflated\.pt declares 67108869 bytes \(67108867 of pickle "
+                                                         r"record, at most MAX_PICKLE_BYTES=2097152\) in a \d+-byte "
+                                                         r"file; refused before reading it"):
+        load_tensors(deflated)
+    with pytest.raises(safe_files.UnsafeFileError, match=r"compressed records declaring more than the file holds"):
+        load_tensors(bomb("small_deflated.pt", 2**20, zipfile.ZIP_DEFLATED))
+    stored = bomb("stored.pt", safe_files.MAX_PICKLE_BYTES - 3, zipfile.ZIP_STORED)  # just under the cap
+    with pytest.raises(safe_files.UnsafeFileError, match=r"stored\.pt: its pickle stream holds more than "
+                                                         r"MAX_PICKLE_STACK=100000 values at once"):
+        load_tensors(stored)
+    monkeypatch.setattr(safe_files, "available_memory", lambda: 2**20)  # records must fit in memory
+    with pytest.raises(safe_files.UnsafeFileError, match=r"more than the 1048576 bytes of memory available"):
+        load_tensors(stored)

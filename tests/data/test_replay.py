@@ -326,3 +326,28 @@ def test_alternating_collector_workers_never_mix_trials():
     assert rb.num_trials() == before + n_open and rb.num_open_trials() == 0
     rb.extend(collect(lambda: CountingEnv(3, seed=5), 9, 1)[0])
     assert rb.num_open_trials() == 3
+
+
+def test_first_write_logs_no_torchrl_info_line_and_keeps_its_warnings():
+    """TorchRL logs "Initialized LazyMemmapStorage with ... shape" (INFO, coloured, on stdout) when a storage first
+    allocates: every run printed it. The replay's storage allocates without it; the torchrl logger keeps its level,
+    so TorchRL's warnings still show."""
+    import logging
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    seen, torchrl_log, handler = [], logging.getLogger("torchrl"), Keep()
+    level = torchrl_log.level
+    torchrl_log.addHandler(handler)
+    try:
+        rb = make_sequence_replay(1000, 4, 2)
+        for d in collect(lambda: CountingEnv(2, base_len=3), 2 * 4, 2):
+            rb.extend(d)
+        assert len(rb) == 16 and not any("Initialized" in m for m in seen), seen
+        assert torchrl_log.level == level
+        torchrl_log.warning("a TorchRL warning")
+        assert seen[-1:] == ["a TorchRL warning"]
+    finally:
+        torchrl_log.removeHandler(handler)

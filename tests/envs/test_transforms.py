@@ -182,6 +182,31 @@ def test_make_amago_env_stack_and_double_to_float():
     assert plain.transform[-1].max_steps == 3
 
 
+def test_a_reward_transform_after_make_amago_env_is_refused_and_first_is_right():
+    """A transform appended after make_amago_env that rescales the reward would leave prev_reward unscaled (0.1 vs 1.0
+    here, silently): refused before the next step, naming the fix; inserted first (or given to make_amago_env inside the
+    env) the policy sees the reward the loss trains on. Transforms that only read the reward stay allowed."""
+    from torchrl.envs import RewardScaling, RewardSum
+
+    def env():
+        return make_amago_env(TMaze(2, corridor_length=1, seed=0))  # reward 1 at the 2nd step when y == goal
+
+    late = env()
+    late.append_transform(RewardScaling(0.0, 10.0))
+    with pytest.raises(ValueError, match=r"RewardScaling writes 'reward' after make_amago_env.*insert_transform\(0"):
+        late.rollout(2)
+    with pytest.raises(ValueError, match="RewardScaling writes 'reward'"):  # TorchRL unwraps a nested env into one
+        TransformedEnv(env(), RewardScaling(0.0, 10.0)).rollout(2)
+    summed = env()
+    summed.append_transform(RewardSum())  # reads the reward, writes episode_reward
+    summed.rollout(2)
+    for first in (env().insert_transform(0, RewardScaling(0.0, 10.0)),
+                  make_amago_env(TransformedEnv(TMaze(2, corridor_length=1, seed=0), RewardScaling(0.0, 10.0)))):
+        torch.manual_seed(0)
+        data = check_amago_env(first, steps_per_env=8)  # asserts ("next", "prev_reward") == ("next", "reward")
+        assert set(data["next", "reward"].unique().tolist()) <= {0.0, 10.0}
+
+
 def test_action_counts_counts_each_action_since_the_hard_reset_across_soft_resets():
     # ToyTaskEnv: 3-step episodes, 2 episodes per trial (one soft reset at t = 3), trial of 6 steps
     env = make_amago_env(ToyTaskEnv(2), k_episodes=2, action_counts=True)

@@ -19,7 +19,7 @@ def test_tiny_run_on_the_stand_in(monkeypatch, tmp_path):
     FakeMiniGrid.resets.clear()
     mod = load_example("10_babyai")
     monkeypatch.setattr(mod, "require", lambda *a, **k: None)
-    monkeypatch.setattr(mod, "make_babyai_env",
+    monkeypatch.setattr("torchrl_amago.envs.libs.make_babyai_env",
                         lambda tasks, n, **kw: make_babyai_env(tasks, n, env_factory=FakeMiniGrid, **kw))
     trial = 2 * 5 + 1  # k = 2 attempts of at most 5 steps + the dummy step between them
     argv = TINY + ["--timesteps_per_epoch", str(trial), "--buffer_dir", str(tmp_path), "--run_name", "smoke",
@@ -49,7 +49,7 @@ def test_hide_mission_reaches_train_and_eval_envs(monkeypatch, tmp_path):
         return make_babyai_env(tasks, n, env_factory=FakeMiniGrid, **kw)
 
     monkeypatch.setattr(mod, "require", lambda *a, **k: None)
-    monkeypatch.setattr(mod, "make_babyai_env", make)
+    monkeypatch.setattr("torchrl_amago.envs.libs.make_babyai_env", make)
     argv = TINY + ["--timesteps_per_epoch", "11", "--buffer_dir", str(tmp_path), "--run_name", "hidden",
                    "--tasks", "FakeGoTo-v0", "--attempt_steps", "5", "--test_mult", "1"]
     mod.main(argv + ["--hide_mission"])

@@ -110,6 +110,20 @@ def test_example_runs_and_reports(name, tmp_path):
         if key.endswith("success"):
             assert 0.0 <= summary[key] <= 1.0
     assert os.path.exists(tmp_path / "smoke" / "logs" / "metrics.csv")
+    # the saved run, evaluated by its own command with no other flag retyped: nothing written, the same keys
+    before = _files(tmp_path / "smoke")
+    quick = sum(([f, v] for f, v in zip(flags, flags[1:]) if f in ("--test_mult", "--final_eval_timesteps")), [])
+    again = load_example(name).main(["--buffer_dir", str(tmp_path), "--run_name", "smoke", "--eval_only", "latest",
+                                     "--num_threads", "1"] + quick)
+    assert _files(tmp_path / "smoke") == before
+    assert again["eval_weights"] == "latest" and (again["env_steps"], again["grad_steps"]) == (2 * 2 * steps, 4)
+    assert set(again) >= {"eval_return", *eval_keys} and math.isfinite(again["eval_return"])
+
+
+def _files(folder) -> dict:
+    """Every file under `folder` with its size and modification time."""
+    return {os.path.join(d, f): (os.stat(os.path.join(d, f)).st_size, os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, fs in os.walk(folder) for f in fs}
 
 
 CUDA_CASES = {  # name -> extra flags; every example of CASES, bf16 autocast once, the multi-task agent (two-hot critic)

@@ -3,11 +3,14 @@ sampler vs the Distribution, InputNorm's no-grad constant cache vs a fresh compu
 AMAGOPolicy's cached mode switching (exact per-module flags restored) and its one-hot encoding."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from tensordict import TensorDict
 
 from torchrl_amago.modules import ActorHead, AMAGOPolicy, InputNorm, MLPTimestepEncoder, make_trajectory_encoder
+from torchrl_amago.modules.weight_cache import WeightProbe
 from torchrl_amago.spaces import ActionSpace
 
 
@@ -24,6 +27,17 @@ def test_discrete_act_equals_distribution_sample_and_mode():
         assert torch.equal(head.act(params, deterministic=True), head.dist(params[..., -1, :]).mode)
 
 
+@contextlib.contextmanager
+def _probed(module):
+    """A probed acting call (as AMAGOPolicy makes one): the only place acting caches are reused."""
+    probe = WeightProbe(module)
+    token = probe.enter()
+    try:
+        yield
+    finally:
+        probe.leave(token)
+
+
 def test_input_norm_cached_constants_follow_updates():
     norm = InputNorm(3)
     x = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]])
@@ -31,15 +45,16 @@ def test_input_norm_cached_constants_follow_updates():
     norm(x * 10)  # move the stats away from the init
     norm.eval()
     expected = norm.normalize(x)  # grad enabled: computed from scratch
-    with torch.no_grad():
+    with torch.no_grad(), _probed(norm):
         assert torch.equal(norm(x), expected)
-        assert torch.equal(norm(x), expected)  # second call: from the cache
+        cached = norm.__dict__["_norm_cache"]
+        assert torch.equal(norm(x), expected) and norm.__dict__["_norm_cache"] is cached  # second call: from the cache
     norm.train()
     norm(x)  # in-place stat update bumps the buffers' versions
     norm.eval()
     fresh = norm.normalize(x)
     assert not torch.equal(fresh, expected)
-    with torch.no_grad():
+    with torch.no_grad(), _probed(norm):
         assert torch.equal(norm(x), fresh)
         other = InputNorm(3)
         norm.load_state_dict(other.state_dict())  # back to mu=0, nu=1: x is unchanged (sigma ~ 1)

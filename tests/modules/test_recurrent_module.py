@@ -80,7 +80,7 @@ def test_step_mode_with_tensordict_state_equals_sequence_mode(name):
             for s, e in _segments(seq["is_init"][b, :, 0]):
                 ref = enc(seq["tstep_emb"][b:b + 1, s:e], seq["time_idx"][b:b + 1, s:e, 0], **window)[0]
                 torch.testing.assert_close(stepped[b, s:e], ref, atol=1e-5, rtol=0)
-        if enc.packable and name != "tf_rolling":  # sequence mode keeps the trials of a row apart by itself
+        if name != "tf_rolling":  # sequence mode keeps the trials of a row apart (segments, or a row per trial)
             with set_recurrent_mode(True):
                 torch.testing.assert_close(mod(seq.clone())["state_emb"], stepped, atol=1e-5, rtol=0)
     # the state really is TensorDict entries: the root holds the state before the step, "next" the state after
@@ -91,13 +91,19 @@ def test_step_mode_with_tensordict_state_equals_sequence_mode(name):
         torch.testing.assert_close(length, seq["time_idx"][..., 0] + 1)  # cleared at every is_init
 
 
-def test_rnn_sequence_mode_refuses_a_trial_start_inside_a_row():
-    mod = TrajectoryEncoderModule(ENCODERS["gru"](), default_recurrent_mode=True)
+def test_rnn_sequence_mode_restarts_its_memory_at_a_trial_start_inside_a_row():
+    """An encoder that cannot keep trials of one row apart (packable=False) runs each trial as its own row."""
+    enc = ENCODERS["gru"]()
+    mod = TrajectoryEncoderModule(enc, default_recurrent_mode=True)
     seq = _trials(2, 12, seed=3)
-    with pytest.raises(ValueError, match="cannot restart its memory inside a row"):
-        mod(seq)
-    seq["is_init"][:, 1:] = False
-    assert mod(seq)["state_emb"].shape == (2, 12, 16)
+    assert seq["is_init"][:, 1:].any()
+    out = mod(seq.clone())["state_emb"]
+    for b in range(2):
+        for s, e in _segments(seq["is_init"][b, :, 0]):
+            ref = enc(seq["tstep_emb"][b:b + 1, s:e], seq["time_idx"][b:b + 1, s:e, 0])[0]
+            torch.testing.assert_close(out[b, s:e], ref, atol=1e-6, rtol=0)
+    seq["is_init"][:, 1:] = False  # one trial per row: one pass over the whole row
+    torch.testing.assert_close(mod(seq.clone())["state_emb"], enc(seq["tstep_emb"], seq["time_idx"][..., 0]))
 
 
 def test_mode_follows_set_recurrent_mode_like_lstm_module():

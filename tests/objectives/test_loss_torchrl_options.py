@@ -96,7 +96,8 @@ def test_td_error_key_follows_set_keys():
 @pytest.mark.parametrize("args", [(), (ValueEstimators.TD0,), (ValueEstimators.TDLambda,)])
 def test_make_value_estimator_is_refused_with_the_reason(args):
     loss = build("discrete")
-    with pytest.raises(NotImplementedError, match=r"multi-gamma n-step.*AMAGOLoss\(gammas=.*n_step="):
+    with pytest.raises(NotImplementedError, match=r"multi-gamma n-step.*AMAGOLoss\(gammas=.*n_step=") as err:
         loss.make_value_estimator(*args, gamma=0.99)
+    assert "gamma=0.99" in str(err.value) and "None" not in str(err.value)  # names the call as it was made
     with pytest.raises(NotImplementedError, match="multi-gamma"):
         loss.value_estimator  # TorchRL builds the default estimator on first access

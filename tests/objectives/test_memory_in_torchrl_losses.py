@@ -30,10 +30,11 @@ TSTEP_KEYS = ("observation", "prev_action", "prev_reward")
 
 def _setup(seed=0):
     torch.manual_seed(seed)
-    env = make_amago_env(TMaze(B, corridor_length=2, seed=seed))  # trials of 3 steps: o_0 holds the goal side
+    env = make_amago_env(TMaze(B, corridor_length=T - 1, seed=seed))  # trials of T steps: o_0 holds the goal side
     tstep = MLPTimestepEncoder.from_specs(env.observation_spec, env.action_spec, d_hidden=D, d_output=D)
     traj = make_trajectory_encoder("transformer", D, max_seq_len=8, d_model=D, n_layers=1, n_heads=2)
-    with torch.no_grad():  # a random policy's window [B, T]; its first 3 steps are one whole trial
+    with torch.no_grad():  # a random policy's window [B, T]: one whole trial per row (crossing rows:
+        # tests/objectives/test_trial_crossing.py)
         batch = env.rollout(T, break_when_any_done=False)
     batch = batch[:, :T].clone()
     batch["mask"] = torch.ones(B, T, dtype=torch.bool)

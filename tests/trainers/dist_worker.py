@@ -65,21 +65,21 @@ def main(argv: list[str]) -> int:
             batch_dir, k = argv[3], int(argv[4])
             tr.sampler = FixedBatches(TensorDict.load_memmap(p).clone() for p in batch_files(batch_dir, rank, k))
             for _ in range(k):
-                tr.update()
+                tr.learner.update()
             torch.save(loss_state(tr), os.path.join(out_dir, f"state_rank{rank}.pt"))
             tr.close()
         elif mode in ("train", "die", "hang"):
             if mode in ("die", "hang") and rank == 1:
-                learn = tr.learn
+                learn = tr.learner.learn
 
-                def learn_then_die():
+                def learn_then_die(n):
                     if tr.epoch == 2:
                         if mode == "hang":  # alive but silent: the others must time out, then it exits
                             time.sleep(float(os.environ.get("HANG_S", "120")))
                         os._exit(3)  # a hard crash: no cleanup, no goodbye to the process group
-                    return learn()
+                    return learn(n)
 
-                tr.learn = learn_then_die
+                tr.learner.learn = learn_then_die
             summary = tr.run()
             with open(os.path.join(out_dir, f"summary_rank{rank}.json"), "w") as f:
                 json.dump({"summary": summary, "grad_steps": tr.grad_steps, "env_steps": tr.env_steps}, f)

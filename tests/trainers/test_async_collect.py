@@ -43,7 +43,7 @@ def test_async_run_holds_the_replay_ratio_and_stores_every_step(tmp_path):
     t = trainer(tmp_path)
     try:
         rec = t.train()
-        ratio = t.replay_ratio
+        ratio = t.collection.replay_ratio
         assert ratio == pytest.approx(6 / (4 * (H + 1)))
         assert t.grad_steps == 3 * 6  # every epoch makes its updates
         # the learner is never ahead of the ratio, and the collectors never far ahead of the learner
@@ -80,7 +80,7 @@ def test_async_stop_and_resume_loses_nothing(tmp_path):
     try:
         assert t2.resume()
         assert t2.env_steps == steps and t2.replay._writer._write_count == steps
-        assert t2.partial_trials_closed == open_trials and t2.replay.num_open_trials() == 0
+        assert t2.collection.partial_trials_closed == open_trials and t2.replay.num_open_trials() == 0
         again = t2.replay._storage.get(torch.arange(steps))
         for key in (("observation",), ("next", "reward"), ("collector", "traj_ids")):
             assert torch.equal(again[key], stored[key])  # the checkpointed steps, bit for bit
@@ -147,19 +147,19 @@ def test_eval_does_not_stop_collection(tmp_path):
     t = trainer(tmp_path, epochs=1, num_collectors=1, eval_envs=2)
     try:
         t.train()
-        t.feed.ready()  # empty the queue
+        t.collection.feed.ready()  # empty the queue
         t0 = time.monotonic()
         while time.monotonic() - t0 < 3.0:  # the learner's thread is busy elsewhere (e.g. evaluating)
             time.sleep(0.1)
         # the worker kept collecting: the queue is full (2 batches), more than the one batch it runs ahead
-        assert len(t.feed.ready()) == 2
+        assert len(t.collection.feed.ready()) == 2
     finally:
         t.close()
 
 
 def _greedy_actions(t, n_actions, batches=6):
-    t.feed.ready()
-    data = [t.feed.get() for _ in range(batches)][-2:]  # past the batches collected before the change
+    t.collection.feed.ready()
+    data = [t.collection.feed.get() for _ in range(batches)][-2:]  # past the batches collected before the change
     return torch.cat([d["action"].reshape(-1, n_actions) for d in data]).argmax(-1)
 
 
@@ -179,7 +179,7 @@ def test_workers_act_with_pushed_weights_only(tmp_path):
                 last.bias[wanted::n_actions].fill_(50.0)  # every gamma's logits favour `wanted`
             if wanted == first:  # the learner's weights alone do not reach the workers' copies...
                 assert torch.equal(_greedy_actions(t, n_actions), before)
-            t.push_weights()  # ...a push (TorchRL's update_policy_weights_) does
+            t.collection.push_weights(t.counters)  # ...a push (TorchRL's update_policy_weights_) does
             acts = _greedy_actions(t, n_actions)
             assert bool((acts == wanted).all()), acts.tolist()
     finally:
@@ -193,11 +193,11 @@ def test_distributed_mode_trains_with_two_ray_workers_on_this_machine(tmp_path):
     t = trainer(tmp_path, collect="distributed", epochs=2)  # no --collector_address: a private local Ray instance
     try:
         t.train()
-        assert t.grad_steps == 2 * 6 and t.grad_steps <= t.replay_ratio * t.env_steps + 1e-9
+        assert t.grad_steps == 2 * 6 and t.grad_steps <= t.collection.replay_ratio * t.env_steps + 1e-9
         assert t.replay._writer._write_count == t.env_steps >= 2 * 4 * (H + 1)
         ids = t.replay._storage.get(torch.arange(t.env_steps))["collector", "traj_ids"]
         assert set((ids % 2).unique().tolist()) == {0, 1}  # both remote workers delivered (id % n = worker)
-        assert t.weight_pushes >= 12
+        assert t.collection.weight_pushes >= 12
         assert t.replay.num_trials() >= 4
     finally:
         t.close()
@@ -230,8 +230,8 @@ def test_workers_act_exactly_as_the_learner_after_training_and_pushes(tmp_path):
         t.train()
         batches = []
         for _ in range(10):
-            t.push_weights()  # the same weights again: a push must never change how the workers act
-            batches.append(t.feed.get())
+            t.collection.push_weights(t.counters)  # the same weights again: a push must never change how the workers act
+            batches.append(t.collection.feed.get())
         d = torch.cat(batches[4:], dim=1)  # past the batches collected before the first push
         replay = t.policy.fresh_copy()
         with torch.no_grad():
@@ -261,13 +261,13 @@ def test_a_push_without_waiting_sends_the_weights_of_its_call(tmp_path):
                 last.bias[action::n_actions].fill_(50.0)  # every gamma's logits favour `action`
 
         favour(0)
-        t.push_weights(wait=False)
+        t.collection.push_weights(t.counters, wait=False)
         favour(n_actions - 1)  # the learner moves on before the push is known to be done
-        t.wait_for_push()
+        t.collection.wait_for_push()
         assert bool((_greedy_actions(t, n_actions) == 0).all())
-        t.push_weights(wait=False)
-        t.push_weights(wait=False)  # the second waits for the first: never two in flight
-        t.wait_for_push()
+        t.collection.push_weights(t.counters, wait=False)
+        t.collection.push_weights(t.counters, wait=False)  # the second waits for the first: never two in flight
+        t.collection.wait_for_push()
         assert bool((_greedy_actions(t, n_actions) == n_actions - 1).all())
     finally:
         t.close()
@@ -310,16 +310,16 @@ def test_the_feed_counts_the_workers_that_act(tmp_path):
     try:
         t.train()
         deadline = time.monotonic() + 30
-        while t.feed.acting_workers() != 0:  # nobody takes batches: the feed's queue fills, then the worker parks
+        while t.collection.feed.acting_workers() != 0:  # nobody takes batches: the feed's queue fills, then the worker parks
             assert time.monotonic() < deadline, "the worker never stopped"
             time.sleep(0.05)
         assert t.collector.parked_batches() == 1
         if sys.platform.startswith("linux"):  # a parked worker uses no CPU: its CPU seconds stand still
-            cpu = t.feed.workers_cpu_s()
+            cpu = t.collection.feed.workers_cpu_s()
             time.sleep(0.3)
-            assert 0 < cpu and t.feed.workers_cpu_s() - cpu < 0.05
-        t.feed.ready()  # the learner takes every waiting batch: room for the parked one, so the worker goes on
-        assert t.feed.acting_workers() == 1
+            assert 0 < cpu and t.collection.feed.workers_cpu_s() - cpu < 0.05
+        t.collection.feed.ready()  # the learner takes every waiting batch: room for the parked one, so the worker goes on
+        assert t.collection.feed.acting_workers() == 1
     finally:
         t.close()
 

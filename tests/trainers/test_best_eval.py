@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, NonFiniteError, TrainConfig
-from torchrl_amago.trainers.run.best_eval import BestEval, keep_if_best, load_best_state
+from torchrl_amago.trainers.run.best_eval import BestEval
 from torchrl_amago.trainers.run.checkpoint import load_checkpoint
 
 from .test_trainer import _make_env, _tiny_cfg
@@ -112,12 +112,12 @@ def test_a_resumed_run_compares_against_the_best_before_the_stop(tmp_path):
 def test_non_finite_weights_never_replace_the_best_file(tmp_path):
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, eval_interval=1), _make_env, _make_env, success_threshold=0.5)
     _scripted(tr, [0.5])
-    keep_if_best(tr, {"eval/success": 0.4, "eval/return": 0.4})
+    tr.keep_if_best({"eval/success": 0.4, "eval/return": 0.4})
     kept = _best_file(tr)
     with torch.no_grad():
         next(tr.loss.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(NonFiniteError, match="best.pt"):
-        keep_if_best(tr, {"eval/success": 0.9, "eval/return": 0.9})
+        tr.keep_if_best({"eval/success": 0.9, "eval/return": 0.9})
     assert _same_state(_best_file(tr)["loss"], kept["loss"]) and _best_file(tr)["best_eval"]["value"] == 0.4
     assert tr.best_eval.value == 0.4
     tr.close()
@@ -128,8 +128,10 @@ def test_bad_settings_name_the_flags(tmp_path):
         TrainConfig(final_eval="best", eval_interval=0)
     with pytest.raises(ValueError, match="--final_eval="):
         TrainConfig(final_eval="first")
-    with pytest.raises(CheckpointError, match="nothing.pt does not exist"):
-        load_best_state(str(tmp_path / "nothing.pt"), torch.nn.Linear(2, 2))
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, eval_interval=1), _make_env, _make_env)
+    with pytest.raises(CheckpointError, match="best.pt does not exist: it is written at the first periodic eval"):
+        tr.load_best()
+    tr.close()
 
 
 def test_best_eval_record_ignores_missing_and_nonfinite_scores():

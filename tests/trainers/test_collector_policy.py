@@ -2,7 +2,8 @@
 policy that has any weight or buffer off `policy_device`; the copy's weights share storage with the learner's but
 not their version counters, so its cached sigma-reparam weights (`SigmaReparam.cached_weight`, keyed on those
 counters) stayed those of its first step. On CUDA that copy collected every batch while the trained policy was
-evaluated: T-Maze training returns stayed near 0 while evals reached 0.45-0.6 (docs/scaling.md, "On a GPU")."""
+evaluated: T-Maze training returns stayed near 0 while evals reached 0.45-0.6 (docs/scaling.md, "On a GPU").
+Since the weight probe (`modules/weight_cache.py`) the copy sees those writes too."""
 import pytest
 import torch
 
@@ -18,16 +19,16 @@ def test_collector_acts_with_the_trainers_own_policy(tmp_path, device):
     tensors = list(tr.actor.parameters()) + list(tr.actor.buffers())
     assert tensors and all(t.device.type == device for t in tensors)  # nothing left for the collector to move
     assert tr.collector.get_weights_fn is None and tr.collector.policy is tr.actor  # no copy
-    tr.collect()
-    tr.learn()
+    tr.collection.collect(tr.store)
+    tr.learner.learn(tr.cfg.grads_per_epoch)
     assert tr.grad_steps > 0 and tr.collector.policy is tr.actor
     tr.close()
 
 
-def test_a_collector_copy_of_the_policy_keeps_stale_sigma_reparam_weights():
-    """Why the identity above matters: TorchRL's copy (`Collector._get_policy_and_device`, reproduced here on CPU)
-    sees the learner's in-place weight updates in its storage, yet acts with the sigma-reparam weights it cached
-    first, until its caches are cleared."""
+def test_a_collector_copy_of_the_policy_sees_the_learners_in_place_updates():
+    """TorchRL's copy (`Collector._get_policy_and_device`, reproduced here on CPU) shares the learner's storage but
+    not its version counters: it used to act with the sigma-reparam weights it cached first, until its caches were
+    cleared; its weight probe now sees the learner's in-place updates."""
     import functools
     from copy import deepcopy
 
@@ -51,10 +52,10 @@ def test_a_collector_copy_of_the_policy_keeps_stale_sigma_reparam_weights():
         with torch.no_grad():
             return p(td.clone())[p.params_key]
 
-    torch.testing.assert_close(params(copy), params(policy))
+    before = params(copy)
+    torch.testing.assert_close(before, params(policy))
     with torch.no_grad():  # an optimizer step: in place, on the learner's tensors
         for w in policy.parameters():
             w.add_(0.05 * torch.randn_like(w))
-    assert not torch.allclose(params(copy), params(policy), atol=1e-4)  # stale W_hat in the copy
-    copy.clear_weight_caches()
-    torch.testing.assert_close(params(copy), params(policy))
+    assert not torch.allclose(params(policy), before, atol=1e-4)
+    torch.testing.assert_close(params(copy), params(policy))  # no stale W_hat in the copy

@@ -118,6 +118,7 @@ def test_checkpoint_errors_are_clear(tmp_path):
 
 
 def test_run_logger_csv_records_and_curve(tmp_path):
+    """One readable metrics.csv and the curve; TorchRL's CSV tree (a file per scalar) only with --logger csv."""
     from torchrl_amago.trainers.logging import RunLogger
 
     lg = RunLogger(str(tmp_path), "run", {"a": 1})
@@ -125,18 +126,23 @@ def test_run_logger_csv_records_and_curve(tmp_path):
     lg.log({"eval/return": 3.0, "train/return": torch.tensor(2.0)}, env_steps=20, grad_steps=4)
     text = (tmp_path / "metrics.csv").read_text().splitlines()
     assert text[0].split(",")[:4] == ["env_steps", "grad_steps", "wall_s", "eval/return"] and len(text) == 3
-    assert (tmp_path / "run" / "scalars" / "eval" / "return.csv").exists()  # TorchRL's CSVLogger
     assert lg.plot_curve() == str(tmp_path / "learning_curve.png") and (tmp_path / "learning_curve.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curve.png", "metrics.csv"]
+    with_csv = RunLogger(str(tmp_path / "csv"), "run", logger="csv")
+    with_csv.log({"eval/return": 1.0}, env_steps=10, grad_steps=2)
+    assert (tmp_path / "csv" / "run" / "scalars" / "eval" / "return.csv").exists()  # TorchRL's CSVLogger
     resumed = RunLogger(str(tmp_path), "run", resume=True)
     assert [r["env_steps"] for r in resumed.records] == [10.0, 20.0]
 
 
-def test_run_logger_logs_to_wandb_offline_and_finishes_the_run(tmp_path, wandb_offline):
-    """--log_to_wandb for real, offline: the run's config and last values reach wandb; close() finishes the run."""
+def test_run_logger_logs_to_wandb_offline_and_finishes_the_run(tmp_path, wandb_offline, monkeypatch):
+    """--logger wandb for real, offline (the project from wandb's own $WANDB_PROJECT): the run's config and last
+    values reach wandb; close() finishes the run."""
     from torchrl_amago.trainers.logging import RunLogger
 
     wandb = wandb_offline
-    lg = RunLogger(str(tmp_path), "wb_run", {"lr": 3e-4}, use_wandb=True, wandb_project="proj")
+    monkeypatch.setenv("WANDB_PROJECT", "proj")
+    lg = RunLogger(str(tmp_path), "wb_run", {"lr": 3e-4}, logger="wandb")
     lg.log({"eval/return": 1.0}, env_steps=10, grad_steps=2)
     lg.log({"eval/return": 3.0, "train/return": torch.tensor(2.5)}, env_steps=20, grad_steps=4)
     run = wandb.run
@@ -155,8 +161,11 @@ def test_wandb_without_wandb_names_the_package(tmp_path, monkeypatch):
     from tests.missing_package import assert_missing_package_named
     from torchrl_amago.trainers.logging import RunLogger
 
-    assert_missing_package_named(monkeypatch, "wandb", "for --wandb_project but is not installed: `pip install wandb`",
-                                 lambda: RunLogger(str(tmp_path), "run", use_wandb=True))
+    assert_missing_package_named(monkeypatch, "wandb", "for --logger wandb but is not installed: `pip install wandb`",
+                                 lambda: RunLogger(str(tmp_path), "run", logger="wandb"))
+    assert_missing_package_named(monkeypatch, "tensorboard", "for --logger tensorboard but is not installed: "
+                                 "`pip install tensorboard`", lambda: RunLogger(str(tmp_path), "run",
+                                                                                logger="tensorboard"))
 
 
 def test_each_critic_starts_at_its_own_default_init():

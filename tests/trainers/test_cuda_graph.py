@@ -7,7 +7,7 @@ import torch
 
 from torchrl_amago.trainers import AMAGOTrainer
 from torchrl_amago.trainers.scale.graphed_update import GraphedUpdate, check_cuda_graph, make_capturable
-from torchrl_amago.trainers.run.resume_config import apply_optimizer_settings
+from torchrl_amago.trainers.learner import apply_optimizer_settings
 
 from .test_trainer import _make_env, _tiny_cfg
 from .update_equivalence import assert_updates_equal
@@ -25,16 +25,16 @@ def _copy_state_in_place(dst: AMAGOTrainer, src: AMAGOTrainer) -> None:
     """`src`'s weights, optimizer state, learning rate and schedule in `dst`'s own tensors (a captured graph reads
     the tensors it was captured with: `load_state_dict` on the optimizer would replace them)."""
     dst.loss.load_state_dict(src.loss.state_dict())
-    for p_dst, p_src in zip(dst.params, src.params):
-        for k, v in src.optimizer.state[p_src].items():
-            if k in dst.optimizer.state[p_dst]:
-                dst.optimizer.state[p_dst][k].copy_(v)
+    for p_dst, p_src in zip(dst.learner.params, src.learner.params):
+        for k, v in src.learner.optimizer.state[p_src].items():
+            if k in dst.learner.optimizer.state[p_dst]:
+                dst.learner.optimizer.state[p_dst][k].copy_(v)
             else:
-                dst.optimizer.state[p_dst][k] = v.to(p_dst.device, torch.float32) if k == "step" else v.clone()
-    for g_dst, g_src in zip(dst.optimizer.param_groups, src.optimizer.param_groups):
+                dst.learner.optimizer.state[p_dst][k] = v.to(p_dst.device, torch.float32) if k == "step" else v.clone()
+    for g_dst, g_src in zip(dst.learner.optimizer.param_groups, src.learner.optimizer.param_groups):
         lr = float(g_src["lr"])
         g_dst["lr"].fill_(lr) if isinstance(g_dst["lr"], torch.Tensor) else g_dst.__setitem__("lr", lr)
-    dst.scheduler.last_epoch = src.scheduler.last_epoch
+    dst.learner.scheduler.last_epoch = src.learner.scheduler.last_epoch
 
 
 def _assert_graphed_updates_equal(eager: AMAGOTrainer, graphed: AMAGOTrainer, n: int) -> None:
@@ -46,8 +46,8 @@ def _assert_graphed_updates_equal(eager: AMAGOTrainer, graphed: AMAGOTrainer, n:
         steps.append(dst.grad_steps)
 
     assert_updates_equal(eager, graphed, n, copy_state)
-    assert float(graphed.optimizer.param_groups[0]["lr"]) == pytest.approx(
-        float(eager.optimizer.param_groups[0]["lr"]), rel=1e-6)  # the schedule reached the (captured) step
+    assert float(graphed.learner.optimizer.param_groups[0]["lr"]) == pytest.approx(
+        float(eager.learner.optimizer.param_groups[0]["lr"]), rel=1e-6)  # the schedule reached the (captured) step
     assert graphed.grad_steps == steps[-1] + 1 == n
 
 
@@ -63,11 +63,12 @@ def test_static_buffer_update_equals_eager_on_cpu(tmp_path, kw):
     eager = _trainer(tmp_path, "eager", **kw)
     eager.train(epochs=2)  # a replay to sample from, and weights that have moved
     graphed = _trainer(tmp_path, "graphed", **kw)
-    graphed.graphed = GraphedUpdate(graphed.loss_forward, graphed.total_loss, graphed.optimizer, graphed.params,
-                                    graphed.cfg.grad_clip, graphed.target_updater, graphed.autocast, capture=False)
-    assert isinstance(graphed.optimizer.param_groups[0]["lr"], torch.Tensor)
+    g = graphed.learner
+    g.graphed = GraphedUpdate(g.loss_forward, graphed.total_loss,
+                              g.optimizer, g.params, graphed.cfg.grad_clip, g.target_updater, g.precision, capture=False)
+    assert isinstance(graphed.learner.optimizer.param_groups[0]["lr"], torch.Tensor)
     _assert_graphed_updates_equal(eager, graphed, n=4)
-    assert graphed.graphed.steps == 4
+    assert graphed.learner.graphed.steps == 4
     eager.close()
     graphed.close()
 
@@ -76,28 +77,29 @@ def test_a_non_finite_loss_is_skipped_like_eager(tmp_path):
     """A NaN in the loss: no optimizer, schedule or target step, the guard counts it; the next update steps."""
     tr = _trainer(tmp_path, "nan")
     tr.train(epochs=2)
-    tr.graphed = GraphedUpdate(tr.loss_forward, tr.total_loss, tr.optimizer, tr.params, tr.cfg.grad_clip,
-                               tr.target_updater, tr.autocast, capture=False)
+    g = tr.learner
+    g.graphed = GraphedUpdate(g.loss_forward, tr.total_loss, g.optimizer, g.params, tr.cfg.grad_clip, g.target_updater,
+                              g.precision, capture=False)
     before = {k: v.clone() for k, v in tr.loss.state_dict().items() if "target" in k or "critic" in k}
-    steps, lr = tr.grad_steps, float(tr.optimizer.param_groups[0]["lr"])
+    steps, lr = tr.grad_steps, float(tr.learner.optimizer.param_groups[0]["lr"])
     real_total = tr.total_loss
-    tr.graphed.total_loss = lambda out: real_total(out) * float("nan")
-    out = tr.update()
-    assert float(out["nonfinite_skipped"]) == 1 and tr.guard.skipped == 1 and tr.grad_steps == steps
-    assert float(tr.optimizer.param_groups[0]["lr"]) == lr and tr.graphed.steps == 0
+    tr.learner.graphed.total_loss = lambda out: real_total(out) * float("nan")
+    out = tr.learner.update()
+    assert float(out["nonfinite_skipped"]) == 1 and tr.learner.guard.skipped == 1 and tr.grad_steps == steps
+    assert float(tr.learner.optimizer.param_groups[0]["lr"]) == lr and tr.learner.graphed.steps == 0
     after = tr.loss.state_dict()
     for k, v in before.items():
         assert torch.equal(after[k], v), k
-    tr.graphed.total_loss = real_total
-    out = tr.update()
-    assert float(out["nonfinite_skipped"]) == 0 and tr.grad_steps == steps + 1 and tr.guard.streak == 0
+    tr.learner.graphed.total_loss = real_total
+    out = tr.learner.update()
+    assert float(out["nonfinite_skipped"]) == 0 and tr.grad_steps == steps + 1 and tr.learner.guard.streak == 0
     tr.close()
 
 
 @pytest.mark.parametrize("cfg_kw, packs, world, named", [
     (dict(device="cpu"), False, 1, "--device cuda"),
     (dict(trim_windows=True), False, 1, "--no-trim_windows"),
-    (dict(), True, 1, "--pack_windows"),
+    (dict(), True, 1, "pack_windows='never'"),
     (dict(compile_loss="reduce-overhead"), False, 1, "--compile_loss"),
     (dict(), False, 2, "torchrun"),
 ])
@@ -155,7 +157,8 @@ def test_captured_update_equals_eager_on_cuda(tmp_path, kw):
     eager.train(epochs=2)
     graphed = _trainer(tmp_path, "graphed", device="cuda", cuda_graph=True, **kw)
     _assert_graphed_updates_equal(eager, graphed, n=6)
-    assert graphed.graphed.captured and graphed.graphed.step_graph is not None and graphed.graphed.steps == 6
+    g = graphed.learner.graphed
+    assert g.captured and g.step_graph is not None and g.steps == 6
     eager.close()
     graphed.close()
 
@@ -166,8 +169,8 @@ def test_graphed_run_learns_and_acts_with_its_current_weights(tmp_path):
     weights (the acting caches of sigma-reparam and InputNorm are dropped before it acts)."""
     tr = _trainer(tmp_path, "run", device="cuda", cuda_graph=True, epochs=3)
     tr.train()
-    assert tr.graphed.captured and tr.grad_steps > tr.graphed.warmup
-    tr.collect()  # refreshes the caches, then acts
+    assert tr.learner.graphed.captured and tr.grad_steps > tr.learner.graphed.warmup
+    tr.collection.collect(tr.store)  # refreshes the caches, then acts
     for m in tr.policy.modules():
         if hasattr(m, "cached_weight"):
             torch.testing.assert_close(m.cached_weight(), m.effective_weight().detach())
@@ -181,7 +184,7 @@ def test_a_captured_update_reads_the_cql_scale_filled_after_capture(tmp_path):
     into the captured tensors) and RNG seed, differs by the term, critic_loss_weight x cql_coeff x the logged gap."""
     tr = _trainer(tmp_path, "cql", device="cuda", cuda_graph=True, cql_coeff=0.1, cql_ramp=(0.0, 1.0))
     tr.train(epochs=3)  # 6 updates: captured after the 3 eager warm-up steps
-    g = tr.graphed
+    g = tr.learner.graphed
     assert g.captured
     batch = tr.sampler.sample()
     state = {k: v.clone() for k, v in tr.loss.state_dict().items()}

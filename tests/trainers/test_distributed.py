@@ -29,7 +29,7 @@ def _cfg(tmp_path, **kw) -> dict:
                 max_seq_len=H + 1, batch_size=3, memory_size=16, memory_layers=1, n_heads=2, tstep_hidden=16,
                 tstep_out=16, actor_hidden=16, critic_hidden=16, dset_max_size=2000, progress_bar=False,
                 ckpt_interval=0, lr_warmup_steps=2, eps_steps_anneal=100, dropout=0.0, learning_rate=3e-3,
-                num_critics=1, timeout_s=60.0)
+                num_critics=1, timeout_s=60.0, mixed_precision="no")  # equal to one process in fp32
     base.update(kw)
     return base
 
@@ -107,7 +107,7 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
     cfg = _cfg(tmp_path)
     src = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, run_name="src", epochs=1)), make_env, None)
     for _ in range(2):
-        src.collect()
+        src.collection.collect(src.store)
     batches = [[src.replay.sample() for _ in range(K)] for _ in range(2)]
     src.close()
     for rank in range(2):
@@ -115,13 +115,13 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
             assert b["mask"].all()  # whole trials of H + 1 steps: equal valid counts per rank (see docstring)
             b.memmap(path)
     # a rank's half batch alone moves PopArt elsewhere: the test can tell the global update from a local one
-    ref = AMAGOTrainer(TrainConfig(**cfg), make_env, None)
+    ref = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, run_name="ref")), make_env, None)
     ref.sampler = FixedBatches(torch.cat([b1, b2]) for b1, b2 in zip(*batches))
     local = AMAGOTrainer(TrainConfig(**_cfg(tmp_path, run_name="local")), make_env, None)
     local.sampler = FixedBatches(batches[0])
     for _ in range(K):
-        ref.update()
-        local.update()
+        ref.learner.update()
+        local.learner.update()
     expected, half = loss_state(ref), loss_state(local)
     ref.close()
     local.close()

@@ -122,48 +122,48 @@ def _poison_replay(tr, key=("next", "reward")):
 
 def test_nonfinite_batch_skips_update_counts_and_stops_naming_key(tmp_path):
     tr = trainer(tmp_path)
-    tr.guard.max_consecutive = 3
-    tr.collect()
+    tr.learner.guard.max_consecutive = 3
+    tr.collection.collect(tr.store)
     before = {k: v.clone() for k, v in tr.loss.state_dict().items()}
     _poison_replay(tr)
-    out = tr.update()
-    assert float(out["nonfinite_skipped"]) == 1 and tr.guard.skipped == 1 and tr.grad_steps == 0
+    out = tr.learner.update()
+    assert float(out["nonfinite_skipped"]) == 1 and tr.learner.guard.skipped == 1 and tr.grad_steps == 0
     for k, v in tr.loss.state_dict().items():
         assert torch.equal(v, before[k]), k  # no optimizer / target / PopArt change
-    tr.update()
+    tr.learner.update()
     with pytest.raises(NonFiniteError, match=r"3 updates in a row.*'next/reward' at grad step 0"):
-        tr.update()
+        tr.learner.update()
     tr.close()
 
 
 def test_finite_update_resets_the_streak(tmp_path):
     tr = trainer(tmp_path)
-    tr.guard.max_consecutive = 2
-    tr.collect()
+    tr.learner.guard.max_consecutive = 2
+    tr.collection.collect(tr.store)
     good = tr.replay.storage._storage.get(("next", "reward")).clone()
     _poison_replay(tr)
-    tr.update()
+    tr.learner.update()
     tr.replay.storage._storage.get(("next", "reward")).copy_(good)
-    out = tr.update()
-    assert float(out["nonfinite_skipped"]) == 0 and tr.guard.streak == 0 and tr.grad_steps == 1
+    out = tr.learner.update()
+    assert float(out["nonfinite_skipped"]) == 0 and tr.learner.guard.streak == 0 and tr.grad_steps == 1
     tr.close()
 
 
 def test_nonfinite_gradient_is_skipped_and_named(tmp_path):
     tr = trainer(tmp_path)
-    tr.guard.max_consecutive = 1
-    tr.collect()
+    tr.learner.guard.max_consecutive = 1
+    tr.collection.collect(tr.store)
     name, p = next((n, p) for n, p in tr.loss.named_parameters() if "critic" in n and p.requires_grad)
     p.register_hook(lambda g: g * float("inf"))
     with pytest.raises(NonFiniteError, match=f"gradient of '{name}'"):
-        tr.update()
+        tr.learner.update()
     assert tr.grad_steps == 0
     tr.close()
 
 
 def test_nonfinite_weights_are_never_checkpointed(tmp_path):
     tr = trainer(tmp_path)
-    tr.guard.max_consecutive = 1
+    tr.learner.guard.max_consecutive = 1
     tr.train(epochs=1)
     path = run_dir(tmp_path) / "ckpts" / "latest.pt"
     good = path.read_bytes()
@@ -174,7 +174,7 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path):
         tr.save()
     assert path.read_bytes() == good
     with pytest.raises(NonFiniteError, match="loss '"):  # the NaN weight also makes the loss non-finite
-        tr.update()
+        tr.learner.update()
     tr.close()
 
 
@@ -200,7 +200,7 @@ def test_env_nan_observation_is_reported_by_key_and_not_stored(tmp_path):
 
     tr = trainer(tmp_path, make_env=make)
     with pytest.raises(NonFiniteError, match=r"training env returned NaN/inf at its step.*'observation': 1"):
-        tr.collect()
+        tr.collection.collect(tr.store)
     assert len(tr.replay) == 0 and tr.env_steps == 0
     tr.close()
 
@@ -316,7 +316,7 @@ def test_kill_in_the_middle_of_a_replay_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage, "set", half_set)
     with pytest.raises(Killed):
-        tr.collect()
+        tr.collection.collect(tr.store)
     tr.close()
     r = resume_fresh(tmp_path)
     assert_same_replay(snapshot(r), committed)
@@ -424,9 +424,9 @@ def test_safe_change_is_applied_and_recorded(tmp_path):
     tr.train(epochs=2)
     tr.close()
     r = resume_fresh(tmp_path, learning_rate=4e-4, epochs=30, grad_clip=0.5)
-    lam = r.scheduler.lr_lambdas[0](r.scheduler.last_epoch)
-    assert r.scheduler.base_lrs == [4e-4]
-    assert r.optimizer.param_groups[0]["lr"] == pytest.approx(4e-4 * lam)
+    lam = r.learner.scheduler.lr_lambdas[0](r.learner.scheduler.last_epoch)
+    assert r.learner.scheduler.base_lrs == [4e-4]
+    assert r.learner.optimizer.param_groups[0]["lr"] == pytest.approx(4e-4 * lam)
     r.train(epochs=3)
     r.close()
     stored = load_checkpoint(str(run_dir(tmp_path) / "ckpts" / "latest.pt"))["config"]
@@ -472,7 +472,7 @@ def test_trial_longer_than_the_replay_is_refused(tmp_path):
 
 def test_loss_batch_without_mask_is_an_error(tmp_path):
     tr = trainer(tmp_path)
-    tr.collect()
+    tr.collection.collect(tr.store)
     batch = tr.sampler.sample()
     del batch["mask"]  # the replay writes the mask twice: the loss reads TorchRL's ("collector", "mask") too
     assert tr.loss(batch.clone())["valid_steps"] == batch["collector", "mask"].sum()

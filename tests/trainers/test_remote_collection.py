@@ -215,7 +215,7 @@ def test_a_killed_worker_gives_a_clear_error_in_bounded_time(ray_runtime):
         it = iter(c)
         next(it)
         victim = c.worker_info()[0]
-        assert victim["pid"] != os.getpid()
+        assert victim["pid"] != os.getpid() and victim["node"] == "127.0.0.1"  # loopback only (tests/conftest.py)
         os.kill(victim["pid"], signal.SIGKILL)
         t0 = time.monotonic()
         with pytest.raises(RemoteCollectorError, match=rf"worker 0 of 1 .*pid {victim['pid']}.* died"):
@@ -311,14 +311,15 @@ def test_two_ray_nodes_started_per_node_on_loopback_collect_and_a_lost_node_is_a
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    address = f"{socket.gethostbyname(socket.gethostname())}:{port}"
-    head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", env=env)
+    address = f"127.0.0.1:{port}"  # loopback only: both "nodes" are processes of this machine
+    head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1", env=env)
     procs = [head]
     try:
         _wait_for_child(head.pid, "raylet")
-        node = _ray_cli("start", f"--address={address}", "--num-cpus=1", env=env)
+        node = _ray_cli("start", f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1", env=env)
         procs.append(node)
         raylet = _wait_for_child(node.pid, "raylet")
         done = subprocess.run([sys.executable, "-m", "tests.trainers.remote_driver", address, str(raylet)], env=env,

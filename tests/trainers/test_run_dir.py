@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.trainers.test_reliability import H, cfg_, env_, run_dir
-from torchrl_amago.data.safe_files import load_tensors
+from torchrl_amago.data.safe_files import MAX_PICKLE_BYTES, load_tensors
 from torchrl_amago.trainers import AMAGOTrainer, CheckpointError, TrainConfig
 from torchrl_amago.trainers.run import checkpoint as ckpt_mod
 from torchrl_amago.trainers.run.guards import check_run_args
@@ -268,9 +268,9 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_refused_before_anything_is_wr
 def test_a_checkpoint_declaring_a_huge_record_is_refused_before_reading_it(base, tmp_path):
     latest = copy_of(base, tmp_path) / "ckpts" / "latest.pt"
     latest.unlink()
-    with zipfile.ZipFile(latest, "w", zipfile.ZIP_DEFLATED) as z:  # ~17 KB on disk
-        z.writestr("archive/data.pkl", b"\x80\x02" + b"N" * (ckpt_mod.MAX_RECORD_BYTES + 1) + b".")
-    refused(tmp_path, r"declares 16777220 bytes \(16777220 of pickle record, at most MAX_RECORD_BYTES=16777216\)")
+    with zipfile.ZipFile(latest, "w", zipfile.ZIP_DEFLATED) as z:  # ~2 KB on disk
+        z.writestr("archive/data.pkl", b"\x80\x02" + b"N" * (MAX_PICKLE_BYTES + 1) + b".")
+    refused(tmp_path, r"declares 2097156 bytes \(2097156 of pickle record, at most MAX_PICKLE_BYTES=2097152\)")
 
 
 def test_a_checkpoint_whose_tensors_inflate_is_refused_before_reading_it(base, tmp_path):

@@ -38,23 +38,23 @@ def test_the_trainer_decays_the_rate_and_a_resume_switches_the_decay_on(tmp_path
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, learning_rate=1e-3, lr_decay="linear"), _make_env, _make_env)
     tr.train(epochs=2)
     # the rate of the next update, the 5th: 3 of the 6 decay updates done
-    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.9 * (1 - 3 / 6)))
+    assert tr.learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.9 * (1 - 3 / 6)))
     tr.train()
-    assert tr.grad_steps == 8 and tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert tr.grad_steps == 8 and tr.learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
     tr.close()
     plain = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="plain", learning_rate=1e-3), _make_env, _make_env)
     plain.train(epochs=4)
     plain.save()
-    assert plain.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert plain.learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     plain.close()
     resumed = AMAGOTrainer(_tiny_cfg(tmp_path, run_name="plain", learning_rate=1e-3, epochs=8, lr_decay="cosine"),
                            _make_env, _make_env)
     assert resumed.resume()
     # the 9th update's rate: 7 of the 14 decay updates done
-    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
+    assert resumed.learner.optimizer.param_groups[0]["lr"] == pytest.approx(
         1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 14))))
     resumed.train()
-    assert resumed.grad_steps == 16 and resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert resumed.grad_steps == 16 and resumed.learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
     resumed.close()
 
 
@@ -86,14 +86,14 @@ def test_the_scale_weights_the_term_and_nothing_else():
 
 
 def _record_scales(tr):
-    seen, update = [], tr.update
+    seen, update = [], tr.learner.update
 
     def recording_update():
         out = update()
         seen.append(float(tr.loss.cql_scale))
         return out
 
-    tr.update = recording_update
+    tr.learner.update = recording_update
     return seen
 
 
@@ -108,7 +108,7 @@ def test_the_trainer_ramps_the_scale_and_a_resume_continues_it(tmp_path):
     tr.close()
     resumed = AMAGOTrainer(_tiny_cfg(tmp_path, **kw), _make_env, _make_env)
     assert resumed.resume() and resumed.grad_steps == 4
-    metrics = resumed.learn()  # the 5th and 6th updates
+    metrics = resumed.learner.learn(resumed.cfg.grads_per_epoch)  # the 5th and 6th updates
     assert float(resumed.loss.cql_scale) == pytest.approx(0.75)
     assert metrics["train-update/cql_scale"] == pytest.approx(0.75)
     assert metrics["train-update/cql_gap"] > 0
@@ -120,7 +120,7 @@ def test_the_term_is_what_the_flags_say_whatever_the_discount(tmp_path, gamma):
     """Unset: off, at any gamma. The long-horizon preset: on, ramped in from a tenth of the run, with the encoders'
     copy."""
     plain = AMAGOTrainer(_tiny_cfg(tmp_path / "plain", gamma=gamma), _make_env, _make_env)
-    assert plain.loss.cql_coeff == 0.0 and plain.cql_factor is None
+    assert plain.loss.cql_coeff == 0.0 and plain.learner.cql_factor is None
     assert "target_backbone_params" not in dict(plain.loss.named_children())
     plain.close()
     tr = AMAGOTrainer(_tiny_cfg(tmp_path / "preset", gamma=gamma, **LONG_HORIZON_PRESET), _make_env, _make_env)

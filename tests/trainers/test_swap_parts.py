@@ -51,8 +51,8 @@ def test_stock_trainer_trains_a_user_loss(tmp_path):
                             action_space=modules.action_space, gammas=cfg.gammas)
     tr = AMAGOTrainer(cfg, _make_env, _make_env, modules=modules, loss=loss)
     try:
-        assert tr.loss is loss and tr.target_updater is not None
-        assert {id(p) for p in tr.params} == {id(p) for p in loss.parameters() if p.requires_grad}
+        assert tr.loss is loss and tr.learner.target_updater is not None
+        assert {id(p) for p in tr.learner.params} == {id(p) for p in loss.parameters() if p.requires_grad}
         before = {k: v.clone() for k, v in loss.actor_head_params.items(True, True)}
         rec = tr.train()
         assert tr.grad_steps == 2 * cfg.grads_per_epoch

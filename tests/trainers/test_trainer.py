@@ -63,7 +63,7 @@ def test_resume_matches_uninterrupted_run_and_continues(tmp_path):
     assert b.resume()
     assert (b.epoch, b.env_steps, b.grad_steps) == counters_a
     n_b, trials_b, data_b, writer_b = _buffer_state(b)
-    assert (n_b, trials_b) == (n_a, closed_trials_a) and b.partial_trials_closed == open_a
+    assert (n_b, trials_b) == (n_a, closed_trials_a) and b.collection.partial_trials_closed == open_a
     assert (data_b == data_a).all()
     _assert_same(writer_a, writer_b)  # in-progress (unfinished) trials survive the stop, closed
     for k, v in b.loss.state_dict().items():
@@ -191,12 +191,12 @@ def test_count_heads_act_as_they_learn_and_refuse_what_they_cannot_read(tmp_path
                      _make_env)
 
 
-def test_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wandb_offline):
-    """--wandb_project through the trainer (offline): the last eval reaches the wandb run; closing the trainer
-    finishes it, so a script that trains twice does not log into the first run."""
+def test_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wandb_offline, monkeypatch):
+    """--logger wandb through the trainer (offline, the project from $WANDB_PROJECT): the last eval reaches the wandb
+    run; closing the trainer finishes it, so a script that trains twice does not log into the first run."""
     wandb = wandb_offline
-    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, wandb_project="tiny_proj"), _make_env,
-                      _make_env)
+    monkeypatch.setenv("WANDB_PROJECT", "tiny_proj")
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, logger="wandb"), _make_env, _make_env)
     tr.train()
     last = tr.logger.records[-1]
     assert wandb.run is not None and wandb.run.project == "tiny_proj"
@@ -207,6 +207,36 @@ def test_wandb_records_the_run_offline_and_close_finishes_it(tmp_path, wandb_off
     assert len(list((tmp_path / "tiny" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
 
+def test_tensorboard_event_files_hold_the_csv_scalars(tmp_path):
+    """--logger tensorboard: TorchRL's TensorboardLogger writes event files in logs/<run_name>; read back with
+    TensorBoard's own reader, they hold every scalar of metrics.csv (each column but env_steps, the step), at each
+    row's env steps, with its value. Without --logger, logs/ holds metrics.csv and the figures only."""
+    pytest.importorskip("tensorboard")  # in the test extras
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=2, eval_interval=1, logger="tensorboard"), _make_env, _make_env)
+    tr.train()
+    tr.close()
+    logs = tmp_path / "tiny" / "logs"
+    with open(logs / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    events = EventAccumulator(str(logs / "tiny"), size_guidance={"scalars": 0})
+    events.Reload()
+    csv_scalars = {(k, int(float(r["env_steps"]))): float(v) for r in rows for k, v in r.items()
+                   if k != "env_steps" and v not in ("", "nan")}
+    tb_scalars = {(tag, e.step): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+    assert len(rows) == 2 and "eval/return" in rows[-1] and len(csv_scalars) > 20
+    assert tb_scalars.keys() == csv_scalars.keys()
+    for key, value in csv_scalars.items():
+        assert tb_scalars[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key  # float32 in the event file
+    plain = AMAGOTrainer(_tiny_cfg(tmp_path / "plain", epochs=1), _make_env, _make_env)
+    plain.train()
+    plain.close()
+    assert sorted(p.name for p in (tmp_path / "plain" / "tiny" / "logs").iterdir()) == ["metrics.csv"]
+
+
 def test_target_encoders_copy_moves_at_its_own_rate_and_nothing_switches_it_on(tmp_path):
     """--target_encoders: the loss keeps a target copy of the encoders for every discount's TD targets, which its
     AMAGOSoftUpdate moves at DEFAULT_BACKBONE_TAU while the heads' copies move at --tau. Without the flag there is no
@@ -215,9 +245,9 @@ def test_target_encoders_copy_moves_at_its_own_rate_and_nothing_switches_it_on(t
 
     tr = AMAGOTrainer(_tiny_cfg(tmp_path, epochs=1, gamma=0.9999, target_encoders=True, tau=0.25),
                       _make_env, _make_env)
-    assert "target_backbone_params" in dict(tr.loss.named_children()) and isinstance(tr.target_updater,
+    assert "target_backbone_params" in dict(tr.loss.named_children()) and isinstance(tr.learner.target_updater,
                                                                                        AMAGOSoftUpdate)
-    assert (tr.target_updater.backbone_tau, 1 - tr.target_updater.eps) == (DEFAULT_BACKBONE_TAU, 0.25)
+    assert (tr.learner.target_updater.backbone_tau, 1 - tr.learner.target_updater.eps) == (DEFAULT_BACKBONE_TAU, 0.25)
     target = {k: v.clone() for k, v in tr.loss.target_backbone_params.items(True, True)}
     tr.train()  # 2 updates
     online = dict(tr.loss.backbone_params.items(True, True))

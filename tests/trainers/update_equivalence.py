@@ -21,8 +21,8 @@ def assert_updates_equal(eager, other, n: int, copy_state: Callable) -> None:
         outs, grads = [], []
         for tr in (eager, other):
             torch.manual_seed(100 + i)
-            outs.append(tr.update().to("cpu"))
-            grads.append([p.grad.detach().cpu().clone() for p in tr.params])
+            outs.append(tr.learner.update().to("cpu"))
+            grads.append([p.grad.detach().cpu().clone() for p in tr.learner.params])
         assert float(outs[0]["nonfinite_skipped"]) == 0 and float(outs[1]["nonfinite_skipped"]) == 0
         for key in ("loss_actor", "loss_critic", "td_target_mean", "popart_mu", "popart_sigma", "grad_norm"):
             torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-4, atol=1e-5,

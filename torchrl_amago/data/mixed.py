@@ -12,7 +12,7 @@ import torch
 from tensordict import TensorDictBase
 
 from .replay import set_masks
-from .replay_dump import check_dump_target, not_a_replay_dump, write_folder
+from .replay_dump import check_dump_target, not_a_replay_dump, read_dump, write_folder
 from .safe_files import check_folder, load_json
 
 Schedule = Callable[[int], Sequence[float]]
@@ -38,10 +38,17 @@ class MixedReplay:
         self.last_counts = torch.zeros(len(self.buffers), dtype=torch.long)
 
     def set_weights(self, weights: Sequence[float]) -> None:
-        w = torch.as_tensor(list(weights), dtype=torch.float64)
-        if w.shape != (len(self.buffers),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
-            raise ValueError(f"weights must be {len(self.buffers)} finite non-negative numbers, got {list(weights)}")
-        self.weights = w
+        self.weights = self._checked_weights(weights)
+
+    def _checked_weights(self, weights) -> torch.Tensor:
+        try:
+            w = torch.as_tensor([float(x) for x in weights if not isinstance(x, (str, bytes, bool))],
+                                dtype=torch.float64)
+        except (TypeError, ValueError):
+            w = None
+        if w is None or w.shape != (len(self.buffers),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+            raise ValueError(f"weights must be {len(self.buffers)} finite non-negative numbers, got {weights!r}")
+        return w
 
     @property
     def seq_len(self) -> int:
@@ -118,15 +125,26 @@ class MixedReplay:
         return None
 
     def loads(self, path) -> None:
-        """Load a folder written by :meth:`dumps` (any other file raises an error naming it)."""
+        """Load a folder written by :meth:`dumps`: ``mixed.json`` and every buffer's dump are checked before any
+        buffer is replaced (any other file, or a bad field, raises an error naming it)."""
         path = Path(path).absolute()
         parts = {f"buffer_{i}" for i in range(len(self.buffers))}
         check_folder(path, lambda rel: rel == "mixed.json" or rel.split("/")[0] in parts, "mixed replay dump")
-        meta = load_json(path / "mixed.json")
+        meta_file = path / "mixed.json"
+        meta = load_json(meta_file)
+        num_batches, weights = meta.get("num_batches") if isinstance(meta, dict) else None, None
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 0:
+            raise ValueError(f"{meta_file}: num_batches must be an integer >= 0, got {num_batches!r}; nothing was "
+                             f"loaded")
+        try:
+            weights = self._checked_weights(meta.get("weights"))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{meta_file}: weights: {e}; nothing was loaded") from None
+        for i, b in enumerate(self.buffers):
+            read_dump(b, path / f"buffer_{i}")
         for i, b in enumerate(self.buffers):
             b.loads(path / f"buffer_{i}")
-        self.num_batches = int(meta["num_batches"])
-        self.set_weights(meta["weights"])
+        self.num_batches, self.weights = num_batches, weights
 
 
 def _pad_windows(windows: TensorDictBase, T: int, mask_key="mask") -> TensorDictBase:

@@ -10,6 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from .. import keys as K
+from ..suites import DATASET_FORMATS
 from .replay import SequenceReplayBuffer
 
 
@@ -245,9 +246,6 @@ def load_offline_trials(rb: SequenceReplayBuffer, trials, *, done_key: NestedKey
                          f"build it with capacity_steps >= {total}")
     rb.extend_trials(data, lengths)
     return int(lengths.numel())
-
-
-DATASET_FORMATS = ("d4rl", "minari")
 
 
 def load_dataset_trials(path: str | os.PathLike, format: str = "d4rl", *, num_actions: int | None = None,

@@ -6,13 +6,14 @@ reads by trial id and step (``fragmented=True``)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from typing import Callable
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
-from torchrl.data import LazyMemmapStorage, ReplayBuffer, SliceSampler
+from torchrl.data import LazyMemmapStorage, PrioritizedSliceSampler, ReplayBuffer, SliceSampler
 
 from .. import keys as K
 from .replay_dump import dump_replay, load_replay
@@ -26,8 +27,12 @@ SLICE_SAMPLER_RECIPE = (f"SliceSampler(slice_len=..., traj_key={K.TRIAL_ID!r}, s
 
 
 def check_reader(buffer) -> None:
-    """Raise ValueError if ``buffer``'s sampler is a ``SliceSampler`` that finds trajectories by storage order."""
+    """Raise ValueError if ``buffer``'s sampler is a ``SliceSampler`` that finds trajectories by storage order; a
+    ``PrioritizedSliceSampler`` on the trial ids passes (TorchRL gives it no fragmented mode): its windows never
+    straddle trials and end with each collector batch, exact when a batch holds whole trials (docs/api/data.md)."""
     sampler = getattr(buffer, "_sampler", None) or getattr(buffer, "_init_sampler", None)
+    if isinstance(sampler, PrioritizedSliceSampler) and sampler.traj_key == K.TRIAL_ID:
+        return
     if isinstance(sampler, SliceSampler) and not getattr(sampler, "fragmented", False):
         how = "end_key" if not getattr(sampler, "_fetch_traj", True) else f"traj_key={sampler.traj_key!r}"
         raise ValueError(
@@ -53,6 +58,17 @@ class TrialStorage(LazyMemmapStorage):
     def attach(self, buffer) -> None:
         check_reader(buffer)
         super().attach(buffer)
+
+    def _init(self, data) -> None:
+        """TorchRL's lazy allocation at the first write, without the INFO line it prints on every run's start
+        ("Initialized LazyMemmapStorage with ... shape"); its warnings still show."""
+        torchrl_log = logging.getLogger("torchrl")
+        level = torchrl_log.level
+        torchrl_log.setLevel(max(level, logging.WARNING))
+        try:
+            super()._init(data)
+        finally:
+            torchrl_log.setLevel(level)
 
     def loads(self, path) -> None:
         raise UnsafeFileError(

@@ -4,6 +4,7 @@ memmaps in ``<dump>/storage/``; written atomically, loaded only after every file
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
 import shutil
 import tempfile
@@ -11,10 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tensordict import TensorDict
 
 from .replay_persist import (DUMP_FORMAT, DUMP_STATE_FILE, STORAGE_DIR, ReplayStateError, fsync_dir,
-                             leaf_bytes, load_table, map_storage, replay_state, save_durably, validate_replay_state)
+                             check_trial_keys, leaf_bytes, load_table, map_storage, replay_state, save_durably,
+                             validate_replay_state, write_error)
 from .safe_files import UnsafeFileError, check_folder, load_tensors
+from .writer import reserve_rows
 
 
 def dump_replay(rb, path) -> None:
@@ -33,9 +37,12 @@ def dump_replay(rb, path) -> None:
         for leaf in state["storage"]["leaves"]:
             dst = folder / STORAGE_DIR / leaf["file"]
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src_root / leaf["file"], dst)  # the memmaps are shared mappings: the file has every write
-            with open(dst, "rb+") as f:
-                os.fsync(f.fileno())
+            try:
+                shutil.copyfile(src_root / leaf["file"], dst)  # shared mappings: the file has every write
+                with open(dst, "rb+") as f:
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise write_error(dst, e, "the dump was not written") from e
         save_durably(folder / DUMP_STATE_FILE, state)  # last: a folder without it is never loaded
 
     write_folder(path, write)
@@ -91,7 +98,8 @@ def write_folder(path: Path, write: Callable[[Path], None]) -> None:
     exchange the earlier folder is renamed aside first (a crash in between leaves both beside ``path``). A failure
     or a kill while writing leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_stale_folders(path)
+    tmp, lock = _locked_temp_folder(path)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -111,9 +119,78 @@ def write_folder(path: Path, write: Callable[[Path], None]) -> None:
             os.rename(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         fsync_dir(path.parent)
+        remove_stale_folders(path)  # an earlier dump moved aside by a killed dumps, now that path is whole
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if str(e.strerror).startswith("dumps("):  # a buffer of a mixed dump: named already
+            raise
+        raise OSError(e.errno, f"dumps({path}) failed: {e.strerror if e.filename else e}; {path} was left as it "
+                               f"was", e.filename) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
+
+
+def _locked_temp_folder(path: Path) -> tuple[Path, int]:
+    """A new hidden folder ``.<name>.tmp-XXXX`` beside ``path``, locked (``flock``) by this process while it writes;
+    a lock left by a killed process is free, which is how :func:`remove_stale_folders` tells a stale one."""
+    while True:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        fd = os.open(tmp, os.O_RDONLY)
+        if _lock(fd, block=True) and os.fstat(fd).st_nlink > 0:
+            return tmp, fd
+        os.close(fd)  # removed as stale between mkdtemp and the lock: make another
+
+
+def _lock(fd: int, block: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing is ever taken for stale
+        return block
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def remove_stale_folders(path: Path) -> list[Path]:
+    """Remove the hidden folders a killed ``dumps(path)`` left beside ``path``: ``.<name>.tmp-*`` folders no live
+    process holds (their lock is free), owned by this user and holding only files a dump writes; and
+    ``.<name>.old-*`` folders (an earlier dump moved aside) once ``path`` exists. Returns what was removed."""
+    removed = []
+    for p in sorted(path.parent.glob(f".{glob.escape(path.name)}.*-*")):
+        kind = p.name[len(path.name) + 2:].split("-", 1)[0]
+        if kind not in ("tmp", "old") or p.is_symlink() or not p.is_dir() or p.lstat().st_uid != os.getuid():
+            continue
+        if kind == "old" and not path.is_dir():
+            continue  # the only copy of the earlier dump
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            if not _lock(fd, block=False) or not _only_dump_files(p):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _only_dump_files(folder: Path) -> bool:
+    """Whether every entry under ``folder`` is a regular file or folder a dump (or mixed dump) writes."""
+    for sub, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(sub) / name
+            rel = p.relative_to(folder).as_posix()
+            if p.is_symlink() or not (p.is_dir() or p.is_file()):
+                return False
+            parts = rel.split("/")
+            inner = "/".join(parts[1:]) if parts[0].startswith("buffer_") or parts[0].startswith(".buffer_") else rel
+            if p.is_file() and not (_dump_entry(inner) or rel == "mixed.json" or inner == DUMP_STATE_FILE + ".tmp"):
+                return False
+    return True
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -153,10 +230,11 @@ def _check_transform(rb, state: dict) -> None:
                                    f"buffer's transform ({list(mine[k].shape)})")
 
 
-def load_replay(rb, path) -> None:
-    """Load a folder written by :func:`dump_replay` into ``rb`` (a copy: the dump is never written). The folder,
-    the state and every memmap are checked before anything is written into ``rb``; a failure raises
-    :class:`~torchrl_amago.data.safe_files.UnsafeFileError` or :class:`ReplayStateError` naming the file."""
+def read_dump(rb, path) -> tuple[dict, TensorDict | None]:
+    """Check the folder ``path`` (written by :func:`dump_replay`) against ``rb`` without writing anything: the
+    folder, the state, every memmap and the stored trial keys. Returns the state and its rows (mapped privately);
+    a failure raises :class:`~torchrl_amago.data.safe_files.UnsafeFileError` or :class:`ReplayStateError` naming the
+    file."""
     path = Path(path).absolute()
     state_file = path / DUMP_STATE_FILE
     if path.is_dir() and not state_file.exists():
@@ -172,13 +250,35 @@ def load_replay(rb, path) -> None:
         extra = _unnamed(files, state)
         if extra:
             raise UnsafeFileError(f"{path / extra} is not named by {state_file}; nothing was loaded")
-        st = rb._storage
-        if state["storage"]["initialized"] and not st.initialized:
+        if state["storage"]["initialized"] and not rb._storage.initialized:
             _check_room(rb, state)
         td = map_storage(state, path / STORAGE_DIR, writable=False)
+        check_trial_keys(rb._writer, state, td)
+        return state, td
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # ReplayStateError included
+        raise _cannot_load(path, e) from e
+
+
+def _cannot_load(path: Path, e: Exception) -> Exception:
+    if isinstance(e, UnsafeFileError):
+        return e
+    state_file = path / DUMP_STATE_FILE
+    why = (str(e) if str(path) in str(e) else f"{state_file}: {e}" if isinstance(e, ValueError)
+           else f"{state_file}: {type(e).__name__}: {e}")
+    return ReplayStateError(f"replay dump {path} cannot be loaded ({why})")
+
+
+def load_replay(rb, path) -> None:
+    """Load a folder written by :func:`dump_replay` into ``rb`` (a copy: the dump is never written), after
+    :func:`read_dump` checked all of it; the disk space of the rows is reserved before they are written."""
+    path = Path(path).absolute()
+    state, td = read_dump(rb, path)
+    try:
+        st = rb._storage
         if td is not None:
             if not st.initialized:
                 st._init(td[0])
+            reserve_rows(st._storage, 0, int(state["capacity"]))
             st._storage.update_(td)
             st._len = int(state["storage"]["len"])
         elif st.initialized:
@@ -187,9 +287,5 @@ def load_replay(rb, path) -> None:
         rb._batch_size = state["batch_size"]
         if state["transform"]:
             rb._transform.load_state_dict(state["transform"])
-    except UnsafeFileError:
-        raise
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # ReplayStateError included
-        why = (str(e) if str(path) in str(e) else f"{state_file}: {e}" if isinstance(e, ValueError)
-               else f"{state_file}: {type(e).__name__}: {e}")
-        raise ReplayStateError(f"replay dump {path} cannot be loaded ({why})") from e
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise _cannot_load(path, e) from e

@@ -5,9 +5,11 @@ overwrites them; ``SequenceReplayBuffer.dumps``/``loads`` copy the same state in
 Every state is checked first (:func:`validate_replay_state`; the format and its checks: docs/api/data.md)."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import weakref
 from pathlib import Path
 
@@ -192,11 +194,31 @@ def write_durably(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # a full disk (torch.save reports it as a RuntimeError)
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e, "the previous file is kept") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_error(path, e: BaseException, kept: str) -> OSError:
+    """An OSError naming `path` for a failed write `e` (errno kept; the free space when the disk is full)."""
+    code = getattr(e, "errno", None)
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if code is None and free == 0:
+        code = errno.ENOSPC
+    cause = (os.strerror(code) if code else str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+    room = f"; {free} bytes free on its disk" if free is not None and (code == errno.ENOSPC or free == 0) else ""
+    return OSError(code or errno.EIO, f"could not write {path} ({cause}{room}); {kept}", str(path))
 
 
 def save_durably(path, obj) -> None:
@@ -218,9 +240,10 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
-def check_files(state: dict, folder) -> None:
+def check_files(state: dict, folder, single_link: bool = False) -> None:
     """Raise ReplayStateError naming the first memmap of a validated ``state`` that is missing, lies outside
-    ``folder`` (symlinks resolved) or whose size is not dtype x shape."""
+    ``folder`` (symlinks resolved), has another name (``single_link``: a file that will be written) or whose size is
+    not dtype x shape."""
     root = Path(folder).absolute()
     for leaf in state["storage"]["leaves"]:
         name = _key_str(tuple(leaf["key"]))
@@ -229,6 +252,10 @@ def check_files(state: dict, folder) -> None:
             raise ReplayStateError(f"replay key {name!r}: file {leaf['file']!r} lies outside {root}")
         if not f.is_file():
             raise ReplayStateError(f"replay file {f} (key {name!r}) is missing")
+        if single_link and f.stat().st_nlink > 1:
+            raise ReplayStateError(f"replay file {f} (key {name!r}) has {f.stat().st_nlink} hard links: writing it "
+                                   f"would change the same file under its other names, which may lie outside the "
+                                   f"folder; replace it by a copy of its own")
         want, have = leaf_bytes(leaf), f.stat().st_size
         if have != want:
             raise ReplayStateError(f"replay file {f} (key {name!r}) has {have} bytes, expected {want} "
@@ -274,6 +301,63 @@ def _check_leaves(leaves, cap: int) -> dict:
     return layout
 
 
+def _as_tuple(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def check_layout(writer, layout: dict, source: str) -> None:
+    """A declared layout ``{key: (dtype, shape)}`` against what the writer stores: its trial keys are int64 of one
+    value per step, its done and reset flags bool, and every key ``k`` has the dtype and shape of ``("next", *k)``
+    (the same env output one step apart); a relabelled dtype or shape raises :class:`ReplayStateError`."""
+    cap = int(writer.index.capacity)
+    kinds = {_as_tuple(k): (dtype, shape) for k, dtype, shape in (
+        (writer.trial_id_key, "torch.int64", [cap]), (writer.trial_step_key, "torch.int64", [cap]),
+        (writer.traj_key, "torch.int64", [cap]), (writer.done_key, "torch.bool", None),
+        (writer.init_key, "torch.bool", None)) if k is not None}
+    for key, (dtype, shape) in sorted(layout.items()):
+        want = kinds.get(key)
+        pair = layout.get(key[1:]) if key[0] == "next" else None
+        if want is not None and (dtype != want[0] or (want[1] is not None and shape != want[1])):
+            raise ReplayStateError(f"storage.leaves (key {'/'.join(key)!r}): {source} declares {dtype} {shape}, but "
+                                   f"the replay writes it as {want[0]}{f' {want[1]}' if want[1] else ''}: the "
+                                   f"layout was edited")
+        if pair is not None and pair != (dtype, shape):
+            raise ReplayStateError(f"storage.leaves (key {'/'.join(key[1:])!r}): {source} declares {pair[0]} "
+                                   f"{pair[1]}, but {'/'.join(key)!r} {dtype} {shape}; they hold the same env output "
+                                   f"one step apart, so one was relabelled")
+
+
+def check_trial_keys(writer, state: dict, td: TensorDict | None) -> None:
+    """The stored trial keys of mapped rows ``td`` against the trial table of a validated ``state``: every stored
+    step of a unit holds the unit's id and its offset in it (a memmap of other data, or relabelled, raises
+    :class:`ReplayStateError` naming the key and the first slot)."""
+    keys = [_as_tuple(k) for k in (writer.trial_id_key, writer.trial_step_key) if k is not None]
+    if td is None or len(keys) < 2 or any(k not in td.keys(include_nested=True) for k in keys):
+        return
+    index, cap = state["writer"]["index"], int(state["capacity"])
+    unit, off, gpos = index["s_unit"], index["s_off"], index["s_gpos"]
+    if not unit.numel():
+        return
+    order = torch.argsort(unit * 2**32 + off)
+    unit, off, gpos = unit[order], off[order], gpos[order]
+    ends = torch.where(torch.cat([unit[1:] == unit[:-1], torch.tensor([False])]), torch.cat([off[1:], off[:1]]),
+                       index["u_len"][unit - int(index["unit_base"])])
+    length = (ends - off).clamp(min=0)
+    seg = torch.repeat_interleave(torch.arange(unit.numel()), length)
+    within = torch.arange(seg.numel()) - torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
+    pos = gpos[seg] + within
+    live = pos >= int(index["write_count"]) - cap
+    slots, want = pos[live] % cap, {keys[0]: unit[seg][live], keys[1]: (off[seg] + within)[live]}
+    for key in keys:
+        got = td.get(key)[slots].reshape(-1)
+        bad = (got != want[key]).nonzero()
+        if bad.numel():
+            i = int(bad[0])
+            raise ReplayStateError(f"replay key {'/'.join(key)!r}: slot {int(slots[i])} holds {int(got[i])}, but the "
+                                   f"trial table stores {'unit' if key == keys[0] else 'offset'} {int(want[key][i])} "
+                                   f"there: the memmap holds other data than the table describes")
+
+
 def validate_replay_state(rb, state, source: str = "the replay") -> None:
     """Check a replay state (:func:`replay_state`, a dump's ``replay_state.pt``) against itself and against ``rb``
     before anything of it is used: version, capacity, the trial table (``TrialWriter.check_state``), the storage length,
@@ -306,6 +390,7 @@ def validate_replay_state(rb, state, source: str = "the replay") -> None:
     layout = _check_leaves(st.get("leaves"), cap)
     if st["initialized"] and not layout:
         raise ReplayStateError("storage.leaves: empty, but the storage holds data")
+    check_layout(rb._writer, layout, source)
     if rb._storage.initialized and layout:
         mine = {k if isinstance(k, tuple) else (k,): (str(v.dtype), list(v.shape)) for k, v in _leaves(rb._storage)}
         for key in sorted(set(mine) | set(layout)):
@@ -329,7 +414,7 @@ def validate_replay_state(rb, state, source: str = "the replay") -> None:
 def map_storage(state: dict, folder: Path, writable: bool) -> TensorDict | None:
     """The stored rows as a TensorDict [capacity] of memmaps, after :func:`check_files`; ``writable=False`` maps
     them privately (the files are never written)."""
-    check_files(state, folder)
+    check_files(state, folder, single_link=writable)
     if not state["storage"]["initialized"]:
         return None
     td = TensorDict({}, batch_size=[int(state["capacity"])])
@@ -366,4 +451,5 @@ def restore_replay(rb, state: dict, gen_dir) -> dict:
         st._empty()
     load_table(rb, state)
     restored = UndoLog(rb, gen_dir).apply(rb._writer.index.write_count) if st.initialized else 0
+    check_trial_keys(rb._writer, state, td)  # with the undo rows back
     return {"restored_rows": restored}

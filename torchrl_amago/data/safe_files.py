@@ -26,8 +26,11 @@ _ALLOWED_GLOBALS = frozenset(
 _CODE_OPCODES = {"STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID"}
 _HDF5_KINDS = "biuf"  # bool, int, uint, float
 _HDF5_MAX_DEPTH = 8
-#: largest pickle record (``data.pkl``) of a ``torch.save`` file that is scanned (tensors live in other records)
-MAX_PICKLE_BYTES = 64 * 2**20
+#: largest pickle record (``data.pkl``) of a ``torch.save`` file that is read (tensors live in other records; a
+#: checkpoint's is ~10 KB plus ~100 bytes per tensor); scanning one takes up to a few seconds
+MAX_PICKLE_BYTES = 2 * 2**20
+#: most values a pickle stream may hold on its stack at once (a ``torch.save`` of nested dicts holds a few thousand)
+MAX_PICKLE_STACK = 100_000
 
 
 class UnsafeFileError(ValueError):
@@ -36,6 +39,60 @@ class UnsafeFileError(ValueError):
 
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def check_archive_sizes(path: Path, z: zipfile.ZipFile) -> None:
+    """Refuse a zip archive whose declared sizes do not fit, before anything in it is decompressed: a pickle record
+    over ``MAX_PICKLE_BYTES``, a compressed record declaring more than the file holds (``torch.save`` never
+    compresses), or records declaring more than :func:`available_memory`."""
+    infos = z.infolist()
+    pickled = sum(i.file_size for i in infos if i.filename.endswith(".pkl"))
+    total, size = sum(i.file_size for i in infos), path.stat().st_size
+    packed = any(i.compress_type != zipfile.ZIP_STORED for i in infos)
+    memory = available_memory()
+    if pickled > MAX_PICKLE_BYTES or (packed and total > size) or total > memory:
+        why = (f"{pickled} of pickle record, at most MAX_PICKLE_BYTES={MAX_PICKLE_BYTES}" if pickled > MAX_PICKLE_BYTES
+               else f"more than the {memory} bytes of memory available" if total > memory
+               else "compressed records declaring more than the file holds")
+        raise UnsafeFileError(f"{path} declares {total} bytes ({why}) in a {size}-byte file; refused before reading "
+                              f"it")
+
+
+def _scan_pickle(path: Path, stream: bytes) -> set[str]:
+    """The globals a pickle stream references, after a static walk over its opcodes (nothing is built or called)
+    that tracks its stack: a stream that would hold more than ``MAX_PICKLE_STACK`` values at once is refused."""
+    found, odd, stack, marks = set(), set(), 0, []
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name in _CODE_OPCODES:
+                odd.add(op.name)
+            elif op.name == "GLOBAL":
+                found.add(str(arg))
+            before, after = op.stack_before, op.stack_after
+            if pickletools.markobject in before or (op.name == "POP" and marks and marks[-1] == stack):
+                if not marks:
+                    raise ValueError(f"{op.name} without a MARK")
+                stack = marks.pop() - (before.index(pickletools.markobject) if pickletools.markobject in before
+                                       else 0)
+            else:
+                stack -= len(before)
+            if stack < 0:
+                raise ValueError(f"{op.name} pops from an empty stack")
+            if pickletools.markobject in after:
+                marks.append(stack)
+            else:
+                stack += len(after)
+            if stack + len(marks) > MAX_PICKLE_STACK:
+                raise UnsafeFileError(f"{path}: its pickle stream holds more than MAX_PICKLE_STACK="
+                                      f"{MAX_PICKLE_STACK} values at once (torch.save never writes that); refused")
+    except (ValueError, EOFError) as e:
+        if isinstance(e, UnsafeFileError):
+            raise
+        raise UnsafeFileError(f"{path}: malformed pickle stream ({_first_line(e)}); refused") from e
+    if odd:
+        raise UnsafeFileError(f"{path} holds pickle opcodes {sorted(odd)} (torch.save with its default protocol never "
+                              f"writes them); refused")
+    return found
 
 
 def _pickle_globals(path: Path) -> set[str]:
@@ -49,10 +106,7 @@ def _pickle_globals(path: Path) -> set[str]:
             records = [n for n in names if n.endswith(".pkl")]
             if len(records) != 1 or not records[0].endswith("/data.pkl") or any("/code/" in n for n in names):
                 raise UnsafeFileError(f"{path} is not a plain torch.save archive (pickle records {records}); refused")
-            size = z.getinfo(records[0]).file_size
-            if size > MAX_PICKLE_BYTES:
-                raise UnsafeFileError(f"{path}: its pickle record {records[0]} declares {size} bytes, more than "
-                                      f"MAX_PICKLE_BYTES={MAX_PICKLE_BYTES}; refused before reading it")
+            check_archive_sizes(path, z)
             with z.open(records[0]) as f:
                 stream = f.read(MAX_PICKLE_BYTES + 1)
             if len(stream) > MAX_PICKLE_BYTES:
@@ -60,24 +114,13 @@ def _pickle_globals(path: Path) -> set[str]:
                                       f"{MAX_PICKLE_BYTES} bytes; refused")
     except (zipfile.BadZipFile, OSError, RuntimeError) as e:
         raise UnsafeFileError(f"{path} is a damaged archive ({_first_line(e)}); refused") from e
-    found, odd = set(), set()
-    try:  # a static walk over the opcodes, one at a time: nothing is built, nothing is called
-        for op, arg, _ in pickletools.genops(stream):
-            if op.name in _CODE_OPCODES:
-                odd.add(op.name)
-            elif op.name == "GLOBAL":
-                found.add(str(arg))
-    except (ValueError, EOFError) as e:
-        raise UnsafeFileError(f"{path}: malformed pickle stream ({_first_line(e)}); refused") from e
-    if odd:
-        raise UnsafeFileError(f"{path} holds pickle opcodes {sorted(odd)} (torch.save with its default protocol never "
-                              f"writes them); refused")
-    return found
+    return _scan_pickle(path, stream)
 
 
 def load_tensors(path: str | os.PathLike) -> Any:
-    """Read a ``torch.save`` file of tensors, numbers, strings, bytes, ``None`` and containers of those: its pickle
-    stream is scanned first (any other global raises :class:`UnsafeFileError`), then read with
+    """Read a ``torch.save`` file of tensors, numbers, strings, bytes, ``None`` and containers of those: its declared
+    sizes are checked (:func:`check_archive_sizes`) and its pickle stream scanned first (any other global, or a stack
+    over ``MAX_PICKLE_STACK``, raises :class:`UnsafeFileError`), then read with
     ``torch.load(weights_only=True, map_location="cpu")``. A missing file is a FileNotFoundError."""
     path = Path(path)
     if not path.exists():
@@ -106,6 +149,8 @@ def load_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UnsafeFileError(f"{path} is not a JSON file ({_first_line(e)}); refused") from e
+    except RecursionError:
+        raise UnsafeFileError(f"{path} nests its values deeper than Python can read; refused") from None
 
 
 def check_folder(root: str | os.PathLike, allowed: Callable[[str], bool], what: str) -> list[str]:
@@ -197,4 +242,4 @@ def read_hdf5(group, name: str, file: str | os.PathLike, keys: Sequence[str] | N
 
 
 __all__ = ["UnsafeFileError", "load_tensors", "load_json", "check_folder", "read_hdf5", "open_hdf5",
-           "available_memory", "MAX_PICKLE_BYTES"]
+           "available_memory", "MAX_PICKLE_BYTES", "MAX_PICKLE_STACK"]

@@ -4,7 +4,10 @@ trajectory id (``("collector", "traj_ids")``) in whatever row, worker or batch i
 ids); padded ``split_trajs=True`` batches store their valid steps only. Rules: docs/api/data.md, "Semantics"."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -16,6 +19,7 @@ from torch.utils.hooks import RemovableHandle
 from torchrl.data.replay_buffers.writers import Writer
 
 from .. import keys as K
+from .replay_persist import save_durably, write_durably, write_error
 from .safe_files import load_tensors
 from .trial_index import TrialIndex, check_index_state
 
@@ -67,6 +71,31 @@ def plan_pieces(done: torch.Tensor, init: torch.Tensor | None, open_unit: torch.
     return plan
 
 
+def reserve_rows(storage: TensorDictBase, lo: int, hi: int) -> None:
+    """Allocate the disk blocks of rows ``[lo, hi)`` of every memmap of ``storage`` (``posix_fallocate``; where that
+    is missing, a check of the free space); a full disk raises an OSError naming the file, before any row is
+    written."""
+    for _, v in storage.items(include_nested=True, leaves_only=True):
+        fn = getattr(v, "filename", None)
+        if fn is None or not v.numel():
+            continue
+        row = v[0].numel() * v.element_size()
+        try:
+            fd = os.open(fn, os.O_RDWR)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, lo * row, (hi - lo) * row)
+                elif shutil.disk_usage(os.path.dirname(fn)).free < (hi - lo) * row:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+                continue  # a file system without fallocate: pages are allocated as they are written
+            raise write_error(fn, e, f"rows {lo}..{hi} of the replay's storage need {(hi - lo) * row} more bytes in "
+                                     f"it; nothing of this batch was stored") from e
+
+
 def _flag(data: TensorDictBase, key: NestedKey, shape: torch.Size) -> torch.Tensor:
     v = data.get(key)
     if v.numel() != shape.numel():
@@ -109,6 +138,8 @@ class TrialWriter(Writer):
         self._write_count = 0
         self._write_count_offset = 0  # _write_count - index.write_count (empty(empty_write_count=False) keeps counting)
         self._write_hooks: OrderedDict[int, WriteHook] = OrderedDict()
+        self._reserved: tuple = (None, 0)  # (the storage's memmaps, rows whose disk space is reserved)
+        self._dtypes: tuple = (None, {})  # (the storage's memmaps, their dtypes)
 
     def register_write_hook(self, hook: WriteHook) -> RemovableHandle:
         """Call ``hook(first_position, steps)`` before every storage write (its first global position and number of
@@ -233,8 +264,6 @@ class TrialWriter(Writer):
         unit[~is_new] = open_unit[plan["row"][~is_new]]
 
         slots = (gpos0 + torch.arange(n)) % idx.capacity
-        for hook in tuple(self._write_hooks.values()):
-            hook(gpos0, n)
         flat = rows.reshape(-1)
         if valid is not None:
             flat = flat[valid.reshape(-1)]
@@ -246,6 +275,10 @@ class TrialWriter(Writer):
             flat.set(self.trial_id_key, torch.repeat_interleave(unit, plan["length"]))
             flat.set(self.trial_step_key, torch.arange(n) + torch.repeat_interleave(first - plan["pos"],
                                                                                     plan["length"]))
+        self._check_dtypes(flat)
+        self._reserve(flat, min(gpos0 + n, idx.capacity))
+        for hook in tuple(self._write_hooks.values()):
+            hook(gpos0, n)
         self._storage.set(slots, flat)
         idx.write_count += n
         self._write_count += n
@@ -267,6 +300,39 @@ class TrialWriter(Writer):
             else:
                 self._update_open(traj if valid is None else traj[valid], last_traj, open_unit, row_open)
         return slots
+
+    def _check_dtypes(self, flat: TensorDictBase) -> None:
+        """Refuse data whose dtype differs from the stored key's (a copy would cast it silently, and a layout loaded
+        from a file that declares another dtype would reinterpret what is stored)."""
+        data = getattr(self._storage, "_storage", None) if self._storage.initialized else None
+        if data is None:
+            return
+        if self._dtypes[0] is not data:
+            self._dtypes = (data, {k: v.dtype for k, v in data.items(include_nested=True, leaves_only=True)})
+        stored = self._dtypes[1]
+        for k, v in flat.items(include_nested=True, leaves_only=True):
+            if k in stored and v.dtype != stored[k]:
+                raise ValueError(f"extend(): key {'/'.join(k) if isinstance(k, tuple) else k!r} holds {v.dtype}, the "
+                                 f"replay stores {stored[k]} (a storage created or loaded with another layout); "
+                                 f"nothing was stored")
+
+    def _reserve(self, flat: TensorDictBase, rows: int) -> None:
+        """Before the first write to storage rows below `rows`: their disk space (and as much again ahead, up to the
+        capacity), so a full disk is an OSError naming the file, not a SIGBUS on a sparse memmap page
+        (:func:`reserve_rows`; nothing is written yet)."""
+        st = self._storage
+        if not st.initialized and hasattr(st, "scratch_dir"):
+            try:
+                st._init(flat[0])
+            except (OSError, RuntimeError) as e:  # torch.from_file reports a full disk as a RuntimeError
+                raise write_error(st.scratch_dir, e, "the replay's memmaps could not be made there; nothing of this "
+                                                     "batch was stored") from e
+        data = getattr(st, "_storage", None)
+        done = self._reserved[1] if self._reserved[0] is data else 0
+        if rows > done and data is not None:
+            rows = min(self.index.capacity, max(rows, 2 * done, 1024))  # ahead, doubling: few calls in all
+            reserve_rows(data, done, rows)
+            self._reserved = (data, rows)
 
     def _stores_trial_keys(self) -> bool:
         """Write ``trial_id_key`` / ``trial_step_key``, unless disabled or the storage was written without them."""
@@ -315,11 +381,6 @@ class TrialWriter(Writer):
             self._write_count = 0
         self._write_count_offset = self._write_count
 
-    def _no_before_write(self, *_):
-        raise AttributeError("TrialWriter has no before_write: register hooks with writer.register_write_hook(fn)")
-
-    before_write = property(_no_before_write, _no_before_write)
-
     def state_dict(self) -> dict:
         return {"index": self.index.state_dict(), "_write_count": self._write_count,
                 "_write_count_offset": self._write_count_offset, "max_trial_len": self.max_trial_len}
@@ -361,11 +422,9 @@ class TrialWriter(Writer):
     def dumps(self, path) -> None:
         path = Path(path).absolute()
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "trial_writer.pt.tmp"
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path / "trial_writer.pt")
-        with open(path / "metadata.json", "w") as f:
-            json.dump({"write_count": self._write_count, "num_units": self.index.num_units}, f)
+        save_durably(path / "trial_writer.pt", self.state_dict())  # a failed write names the file
+        meta = json.dumps({"write_count": self._write_count, "num_units": self.index.num_units})
+        write_durably(path / "metadata.json", lambda f: f.write(meta.encode()))
 
     @staticmethod
     def read(path) -> dict:

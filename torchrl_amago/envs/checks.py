@@ -10,6 +10,39 @@ from torchrl.envs.utils import check_env_specs
 from ..spaces import action_space_from_spec
 
 
+#: The per-step keys `make_amago_env` adds (docs/api/envs.md, "Key layout").
+AMAGO_STEP_KEYS = ("prev_action", "prev_reward", "time_idx", "is_init")
+
+
+def require_amago_keys(env: EnvBase, what: str = "env") -> None:
+    """A ValueError naming `make_amago_env` when `env`'s observation spec lacks AMAGO's per-step keys."""
+    have = set(env.observation_spec.keys(True, True))
+    missing = [k for k in AMAGO_STEP_KEYS if k not in have]
+    if missing:
+        raise ValueError(f"the {what} ({type(env).__name__}) has no {missing} in its observation spec: wrap it with "
+                         f"torchrl_amago.envs.make_amago_env(env), which adds AMAGO's per-step keys "
+                         f"{list(AMAGO_STEP_KEYS)}")
+
+
+def spec_shapes(observation_spec) -> dict[str, list[int]]:
+    """``{key: per-env shape}`` of an observation spec's leaves (nested keys joined by "/"), batch dims left out."""
+    batch = len(observation_spec.shape)
+    return {"/".join(k) if isinstance(k, tuple) else k: list(v.shape[batch:])
+            for k, v in observation_spec.items(include_nested=True, leaves_only=True)}
+
+
+def require_spec_shapes(env: EnvBase, expected: dict[str, list[int]], what: str) -> None:
+    """A ValueError naming every observation key of `env` missing, extra or of another shape than `expected`
+    (a `spec_shapes` of the env an agent was trained on)."""
+    have = spec_shapes(env.observation_spec)
+    diff = [f"{k}: trained on {expected.get(k)}, this env {have.get(k)}" for k in sorted(set(have) | set(expected))
+            if have.get(k) != expected.get(k)]
+    if diff:
+        raise ValueError(f"this env's observations are not the ones {what} was trained on (key: shape per env): "
+                         + "; ".join(diff) + " - wrap and configure the env as the run's was (make_amago_env with "
+                         "the same k_episodes, horizon, action_counts, ...)")
+
+
 def collect_batch(env: EnvBase, frames: int, policy=None, seed: int = 0) -> TensorDictBase:
     """One `Collector` batch of `frames` steps from `env` (random actions without a policy), shaped [N, T]."""
     torch.manual_seed(seed)
@@ -44,7 +77,9 @@ def check_alignment(data: TensorDictBase, action_spec) -> None:
 
 
 def check_amago_env(env: EnvBase, steps_per_env: int = 30, policy=None) -> TensorDictBase:
-    """`check_env_specs(env)`, then `check_alignment` on `steps_per_env` steps per env; returns the data."""
+    """`require_amago_keys`, `check_env_specs(env)`, then `check_alignment` on `steps_per_env` steps per env;
+    returns the data."""
+    require_amago_keys(env, "env given to check_amago_env")
     check_env_specs(env)
     data = collect_batch(env, steps_per_env * max(env.batch_size.numel(), 1), policy)
     check_alignment(data, env.action_spec)

@@ -101,10 +101,32 @@ class PrevActionReward(_EnvOnly, Transform):
         return tensordict_reset
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        self._check_later_transforms()  # specs are recomputed after every append / insert, before the next step
         B, dev = observation_spec.shape, observation_spec.device
         observation_spec[self.prev_action_key] = Unbounded((*B, self.space.dim), dtype=torch.float32, device=dev)
         observation_spec[self.prev_reward_key] = Unbounded((*B, 1), dtype=torch.float32, device=dev)
         return observation_spec
+
+    def _check_later_transforms(self) -> None:
+        """A ValueError for a transform after this one that writes the reward: ``prev_reward`` would not be it."""
+        compose = getattr(self.container, "transform", self.container)
+        if not isinstance(compose, Compose):
+            return
+        later, seen = [], False
+        for t in _flat_transforms(compose):
+            later += [t] if seen else []
+            seen = seen or t is self
+        for t in later:
+            if self.reward_key in (getattr(t, "out_keys", None) or []):
+                raise ValueError(
+                    f"{type(t).__name__} writes {self.reward_key!r} after make_amago_env's transforms, so the policy's "
+                    f"{self.prev_reward_key!r} would not be the reward it is trained on: apply it to the env given to "
+                    f"make_amago_env, or put it first with env.insert_transform(0, transform)")
+
+
+def _flat_transforms(compose: Compose) -> list[Transform]:
+    """The transforms of ``compose`` in order, nested ``Compose``s flattened."""
+    return [u for t in compose for u in (_flat_transforms(t) if isinstance(t, Compose) else [t])]
 
 
 class ActionCounts(_EnvOnly, Transform):

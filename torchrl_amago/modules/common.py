@@ -37,6 +37,20 @@ class SlowAdaptiveRational(nn.Module):
         return p / q
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout`; on bf16 / fp16 activations in training the mask comes from 16-bit random integers, four per
+    64-bit draw of the generator (drop probability round(p * 2^16) / 2^16, kept values scaled to an unbiased mean):
+    ~4x cheaper than `bernoulli_` on a CPU. fp32 activations draw the same masks as `nn.Dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and 0 < self.p < 1 and x.dtype in (torch.bfloat16, torch.float16)):
+            return super().forward(x)
+        n, cut = x.numel(), round(self.p * 65536)
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, 2**63 - 1)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= cut - 32768
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - cut))
+
+
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.01), "relu": nn.ReLU, "gelu": nn.GELU, "mish": nn.Mish,
                "adaptive": SlowAdaptiveRational}
 
@@ -53,11 +67,15 @@ def debiased_ema_step(count: torch.Tensor, total: torch.Tensor, sq_total: torch.
     return mean, sq_mean, t, torch.where(has, beta_t, torch.zeros_like(beta_t))
 
 
-def activation(name: str) -> nn.Module:
-    """Activation module by name (leaky_relu is AMAGO's default everywhere)."""
+def activation(name: str, inplace: bool = False) -> nn.Module:
+    """Activation module by name (leaky_relu is AMAGO's default everywhere); `inplace`: the piecewise-linear ones
+    overwrite their input (for a fresh layer output nothing else reads: one buffer fewer per training step)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    act = ACTIVATIONS[name]()
+    if isinstance(act, (nn.LeakyReLU, nn.ReLU)):
+        act.inplace = inplace
+    return act
 
 
 class RMSNorm(nn.Module):
@@ -122,8 +140,9 @@ class MLP(nn.Module):
             raise ValueError(f"MLP needs n_layers >= 1, got {n_layers}")
         layers: list[nn.Module] = []
         for i in range(n_layers):
-            layers += [nn.Linear(d_hidden if i else d_inp, d_hidden), normalization(norm, d_hidden), activation(act),
-                       nn.Dropout(dropout)]
+            norm_i = normalization(norm, d_hidden)  # without one, the activation overwrites the Linear's fresh output
+            layers += [nn.Linear(d_hidden if i else d_inp, d_hidden), norm_i,
+                       activation(act, inplace=isinstance(norm_i, nn.Identity)), Dropout(dropout)]
         layers.append(nn.Linear(d_hidden, d_output))
         self.net = nn.Sequential(*layers)
 
@@ -139,7 +158,7 @@ class FFBlock(nn.Module):
         self.ff1, self.ff2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
         self.norm1, self.norm2 = normalization(norm, d_ff), normalization(norm, d_model)
         self.act1, self.act2 = activation(act), activation(act)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x):
         h = self.drop(self.act1(self.norm1(self.ff1(x))))

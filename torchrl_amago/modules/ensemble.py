@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import activation
+from .common import Dropout, activation
 
 
 class EnsembleLinear(nn.Module):
@@ -65,7 +65,7 @@ class EnsembleMLP(nn.Module):
         self.core = nn.ModuleList(EnsembleLinear(ensemble_size, d_hidden, d_hidden) for _ in range(n_layers - 1))
         self.out = EnsembleLinear(ensemble_size, d_hidden, d_out)
         self.acts = nn.ModuleList(activation(act) for _ in range(n_layers))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     @torch.no_grad()
     def zero_output_(self) -> "EnsembleMLP":

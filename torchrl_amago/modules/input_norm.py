@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .common import debiased_ema_step
+from .weight_cache import caches_trusted, note_cache_build
 
 
 class InputNorm(nn.Module):
@@ -54,9 +55,14 @@ class InputNorm(nn.Module):
         """Forget the acting cache (writes by another process do not bump the version counters)."""
         self.__dict__.pop("_norm_cache", None)
 
+    def cache_sources(self) -> tuple[torch.Tensor, ...]:
+        """The tensors the acting cache derives from (``modules/weight_cache.py`` watches them)."""
+        return self.mu, self.nu
+
     def _constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mu, sigma, nan_to_num(mu), sigma <= 0.01), cached under no_grad until `mu`/`nu` change."""
-        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        """(mu, sigma, nan_to_num(mu), sigma <= 0.01), cached inside a probed acting call (``AMAGOPolicy``) until
+        `mu`/`nu` change."""
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling() and caches_trusted()
         if cacheable:
             mu, nu = self.mu, self.nu
             key = (mu._version, nu._version, mu.data_ptr(), nu.data_ptr())
@@ -67,6 +73,7 @@ class InputNorm(nn.Module):
         consts = (self.mu, sigma, torch.nan_to_num(self.mu), sigma <= 0.01)
         if cacheable:
             self.__dict__["_norm_cache"] = (key, consts)
+            note_cache_build()
         return consts
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,11 @@ from ..spaces import ActionSpace
 from .trajectory.adapters import RecurrentSequenceModule, as_sequence_module, is_torchrl_recurrent
 from .trajectory.base import TrajectoryEncoder
 from .trajectory.module import TrajectoryEncoderModule
+from .weight_cache import WeightProbe
 
+#: What a missing per-step key means: the env was not wrapped (docs/api/envs.md).
+_WRAP = ("wrap the env with torchrl_amago.envs.make_amago_env(env), which adds time_idx, is_init, prev_action and "
+         "prev_reward")
 _DETERMINISTIC = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN, InteractionType.MEDIAN)
 
 
@@ -112,6 +116,7 @@ class AMAGOPolicy(TensorDictModuleBase):
         self.register_buffer("weights_version", torch.zeros((), dtype=torch.long), persistent=False)
         self._seen_weights_version, self._clears_left, self._next_state = 0, 0, {}
         self._mode_cache: tuple | None = None  # (ids of the 3 submodules, flat module list or None)
+        self.__dict__["_probe"] = WeightProbe(self)  # sees weight writes the version counters miss (`.data`)
 
     def make_tensordict_primer(self):
         """The env transform that creates the memory's state entries, or None (state not in the tensordict)."""
@@ -151,9 +156,7 @@ class AMAGOPolicy(TensorDictModuleBase):
 
     def clear_weight_caches(self) -> None:
         """Drop every acting cache derived from the weights (sigma-reparam W_hat, InputNorm constants)."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "clear_weight_cache"):
-                m.clear_weight_cache()
+        self._probe.clear()
 
     def bump_weights_version(self) -> None:
         """Mark this policy's weights as new for its copies, before a push by other means than TorchRL's weight sync."""
@@ -175,8 +178,8 @@ class AMAGOPolicy(TensorDictModuleBase):
         shape = tensordict.batch_size
         flat = tensordict.reshape(-1) if len(shape) != 1 else tensordict
         n = flat.batch_size[0]
-        time_idx = self._get(flat, self.time_key, "add the EpisodeTime transform").reshape(n, -1)
-        is_init = self._get(flat, self.init_key, "add TorchRL's InitTracker transform").reshape(n, -1)
+        time_idx = self._get(flat, self.time_key, _WRAP).reshape(n, -1)
+        is_init = self._get(flat, self.init_key, _WRAP).reshape(n, -1)
         if time_idx.shape[-1] != 1 or is_init.shape[-1] != 1:
             raise ValueError(f"{self.time_key!r} and {self.init_key!r} must be [N, 1] per env, got "
                              f"{tuple(time_idx.shape)} and {tuple(is_init.shape)}")
@@ -239,6 +242,14 @@ class AMAGOPolicy(TensorDictModuleBase):
         return out.get(mem.out_keys[0])
 
     def _act(self, flat: TensorDictBase, time_idx: torch.Tensor, is_init: torch.Tensor, n: int) -> torch.Tensor:
+        token = self._probe.enter()  # the acting caches are reused only once their weights were checked
+        try:
+            return self._act_probed(flat, time_idx, is_init, n)
+        finally:
+            self._probe.leave(token)
+
+    def _act_probed(self, flat: TensorDictBase, time_idx: torch.Tensor, is_init: torch.Tensor,
+                    n: int) -> torch.Tensor:
         sub = flat.select(*self._tstep_in_keys, strict=False)  # keeps tstep_emb out of the env data
         tstep = self.timestep_encoder(sub).get(self._tstep_key)
         state_emb = self._memory_step(flat, tstep, time_idx, is_init, n)

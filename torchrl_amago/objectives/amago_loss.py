@@ -21,8 +21,7 @@ from ..modules.trajectory.adapters import encoder_emb_dim
 from ..spaces import ActionSpace
 from .batch import AMAGOBatch, masked_mean, redq_reduce
 from .filters import make_filter
-from .loss_io import (REDUCTIONS, AMAGOLossIO, check_cql_coeff, check_gammas, check_heads, check_options, popart_of,
-                      refuse_retired)
+from .loss_io import REDUCTIONS, AMAGOLossIO, check_cql_coeff, check_gammas, check_heads, check_options, popart_of
 from .packing import PackPlan
 from .returns import check_n_step, greedy_continues, nstep_return
 from .target_encoders import target_states
@@ -34,9 +33,6 @@ __all__ = ["AMAGOLoss", "AMAGOBatch", "CriticOutputs", "Policy", "States", "DEFA
 DEFAULT_TAU = 0.003
 #: Auxiliary discounts trained beside the acting gamma (which is appended last).
 DEFAULT_MULTIGAMMAS = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995)
-#: Earlier private names of the steps (a subclass overriding one is refused: ``forward`` would never call it).
-RENAMED_STEPS = {"_read_batch": "read_batch", "_policy_outputs": "policy", "_targets": "critic_target",
-                 "_critic_loss": "critic_loss", "_actor_loss": "actor_loss", "_diagnostics": "diagnostics"}
 
 
 class AMAGOLoss(AMAGOLossIO):
@@ -58,8 +54,7 @@ class AMAGOLoss(AMAGOLossIO):
                  num_actions_for_value_in_critic_loss: int = 1, num_actions_for_value_in_actor_loss: int = 1,
                  popart: Union[bool, PopArt] = True, use_target_actor: bool = True, gumbel_temperature: float = 0.5,
                  cql_coeff: float = 0.0, target_encoders: bool = False,
-                 pack_windows: Union[bool, str] = "cpu", reduction: str = "mean", **retired):
-        refuse_retired(retired)
+                 pack_windows: Union[bool, str] = "cpu", reduction: str = "mean"):
         super().__init__()
         self.register_buffer("gammas", check_gammas(gammas, gamma, DEFAULT_MULTIGAMMAS))
         self.two_hot, self.q_per_action = check_heads(actor_head, critic_head, action_space, self.gammas)
@@ -89,13 +84,6 @@ class AMAGOLoss(AMAGOLossIO):
             self._copy_backbone_to_target()
             self._has_update_associated["backbone"] = False  # TorchRL warns until a target updater is attached
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        old = sorted(set(vars(cls)) & set(RENAMED_STEPS))
-        if old:
-            raise TypeError(f"{cls.__name__} overrides " + ", ".join(f"{n} (now {RENAMED_STEPS[n]})" for n in old)
-                            + ": AMAGOLoss.forward calls the public steps; rename the override")
-
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """The steps of the module docstring -> ``loss_actor``, ``loss_critic`` and detached diagnostics."""
         batch = self.read_batch(tensordict)
@@ -107,17 +95,17 @@ class AMAGOLoss(AMAGOLossIO):
         out = TensorDict({"loss_actor": actor_loss, "loss_critic": self.critic_loss_weight * critic_loss}, [])
         with torch.no_grad():
             self.diagnostics(out, batch, critic_loss, critic, td_target, policy.dist, terms)
-            self._write_priority(tensordict, states, critic, td_target, batch.mask)
+            self._write_priority(tensordict, states, critic, td_target, batch)
         return out
 
     def encode(self, tensordict: TensorDictBase, batch: AMAGOBatch) -> tuple[AMAGOBatch, States]:
         """Step 2: ONE pass of both encoders over the T+1 sequence -> (batch, :class:`States`), on packed rows when
         ``pack_windows`` packs; s_{t+1} is that pass detached, or the encoders' target copy's pass."""
         plan = self._packing_plan(batch.mask)
-        emb = self._encoder_pass(tensordict, batch.mask, plan)  # [B or R, T+1, D]
+        emb = self._encoder_pass(tensordict, batch, plan)  # [B or R, T+1, D]
         s_next = emb[:, 1:].detach()
         if self.target_encoders:
-            s_next = target_states(self, lambda: self._encoder_pass(tensordict, batch.mask, plan))
+            s_next = target_states(self, lambda: self._encoder_pass(tensordict, batch, plan))
         packed = batch if plan is None else self._pack_batch(batch, plan)
         return packed, States(emb[:, :-1], s_next, emb, plan, batch.mask.shape[0])
 
@@ -184,7 +172,7 @@ class AMAGOLoss(AMAGOLossIO):
         if self.cql_coeff > 0:  # per-action critic: pred is the softened buffer action's mix of q_all
             cql_gap = conservative_gap(q_all, pred, self.popart if self.use_popart else None)
             critic_el = critic_el + (self.cql_coeff * self.cql_scale) * cql_gap
-        return self._reduce(critic_el, batch.mask), CriticOutputs(q_sa, q_all, cql_gap, td_norm)
+        return self._reduce(critic_el, batch), CriticOutputs(q_sa, q_all, cql_gap, td_norm)
 
     def actor_loss(self, batch: AMAGOBatch, states: States, dist: Distribution, critic: CriticOutputs):
         """Step 6: ``online_coeff * DPG + offline_coeff * filtered BC - entropy_coeff * H(pi)`` -> (loss, terms);
@@ -215,7 +203,7 @@ class AMAGOLoss(AMAGOLossIO):
         if self.entropy_coeff > 0:  # [B, T, G]: every gamma's policy
             actor_el = actor_el - self.entropy_coeff * dist.entropy()
         actor_el = actor_el.expand(B, T, G) if actor_el.ndim == 0 else actor_el
-        return self._reduce(actor_el, batch.mask), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
+        return self._reduce(actor_el, batch), dict(dpg=dpg, bc=bc, adv=adv, weights=weights, logp=logp)
 
     def _policy_value(self, s: torch.Tensor, dist: Distribution, critic: CriticOutputs) -> Optional[torch.Tensor]:
         """E_pi Q(s, .) per member ``[B, T, C, G]`` with grad through pi only, where an actor term needs it now
@@ -273,11 +261,13 @@ class AMAGOLoss(AMAGOLossIO):
         return torch.where(mask, err, torch.zeros((), dtype=err.dtype, device=err.device))
 
     def _write_priority(self, tensordict: TensorDictBase, states: States, critic: CriticOutputs,
-                        td_target: torch.Tensor, mask: torch.Tensor) -> None:
-        """:meth:`td_error` into the input batch (its own rows: unpacked), ``[B, T, 1]``."""
-        td_error = self.td_error(critic, td_target, mask)
+                        td_target: torch.Tensor, batch: AMAGOBatch) -> None:
+        """:meth:`td_error` into the input batch (its own rows and steps: unpacked, uncut), ``[B, T, 1]``."""
+        td_error = self.td_error(critic, td_target, batch.mask)
         if states.plan is not None:
             td_error = states.plan.unpack_steps(td_error, states.rows)
+        if batch.cut is not None:
+            td_error = batch.cut.uncut(td_error)
         with tensordict.unlock_() if tensordict.is_locked else contextlib.nullcontext():
             tensordict.set(self.tensor_keys.priority, td_error.unsqueeze(-1))
 

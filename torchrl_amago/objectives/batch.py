@@ -2,27 +2,50 @@
 Values at padded steps are replaced with ``where`` (never multiplied by the mask), so NaN padding reaches nothing."""
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch.nn import functional as F
 
+from ..modules.trajectory.windows import trial_windows
 from ..spaces import ActionSpace
 
-__all__ = ["AMAGOBatch", "as_bt", "buffer_actions", "init_sequence", "masked_mean", "redq_reduce",
-           "t_plus_one_sequence"]
+__all__ = ["AMAGOBatch", "TrialCut", "as_bt", "buffer_actions", "cut_at_trial_starts", "init_sequence", "masked_mean",
+           "redq_reduce", "t_plus_one_sequence"]
+
+
+class TrialCut(NamedTuple):
+    """A ``[B, T]`` batch whose rows cross trial starts, as ``W`` windows of one trial each (``[W, T]``: a window
+    starts at position 0 and is padded at its end, as the sequence replay pads); see :func:`cut_at_trial_starts`."""
+
+    row: torch.Tensor  #: [W] the source row of each window
+    step: torch.Tensor  #: [W, T] the source step at each position (the window's last step repeated on padding)
+    mask: torch.Tensor  #: [W, T] bool: a valid step of this window
+    rows: int  #: B, the source batch's number of rows
+    td: Optional[TensorDictBase] = None  #: the selected keys of the source batch, cut (``[W, T]``)
+
+    def cut(self, x):
+        """A tensor or TensorDict ``[B, T, ...]`` of the source batch -> ``[W, T, ...]``."""
+        return x[self.row[:, None], self.step]
+
+    def uncut(self, x: torch.Tensor) -> torch.Tensor:
+        """``[W, T, ...]`` -> ``[B, T, ...]``: each valid step back to its source place, zeros elsewhere."""
+        rows = self.row[:, None].expand_as(self.mask)[self.mask]
+        return x.new_zeros(self.rows, *x.shape[1:]).index_put((rows, self.step[self.mask]), x[self.mask])
 
 
 class AMAGOBatch(NamedTuple):
-    """What ``AMAGOLoss.read_batch`` extracts from a ``[B, T]`` window (padding already neutralised)."""
+    """What ``AMAGOLoss.read_batch`` extracts from a ``[B, T]`` window (padding already neutralised); with ``cut``
+    set, every field holds the ``[W, T]`` windows of one trial each."""
 
     mask: torch.Tensor  #: [B, T] bool, False on padding
     reward: torch.Tensor  #: [B, T] raw env reward r_t
     terminated: torch.Tensor  #: [B, T] bool
     action_features: torch.Tensor  #: [B, T, A] float buffer action as critic input (one-hot for discrete)
     action_index: Optional[torch.Tensor]  #: [B, T] long for discrete spaces, else None
+    cut: Optional[TrialCut] = None  #: how the batch's rows were cut at trial starts (None: one trial per row)
 
 
 def as_bt(x: torch.Tensor, B: int, T: int, name) -> torch.Tensor:
@@ -45,7 +68,8 @@ def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, Nest
     """The T+1 model sequence of a ``[B, T]`` window, ``[root[:, 0], next[:, 0], ..., next[:, T-1]]``, so that one
     memory pass shows ``o_0`` to every state (docs/architecture.md): for each ``(dst, src)`` of ``keys``, ``dst``
     ``[B, T+1]`` from ``src`` at the root and ``("next", src)``, plus ``mask_key`` ``[B, T+1]`` (position t+1 is
-    valid iff step t is); invalid positions are zeroed."""
+    valid iff step t is); invalid positions are zeroed. Each row must hold one trial: cut a batch that crosses
+    trial starts with :func:`cut_at_trial_starts` first (its ``td``)."""
     B, T = mask.shape
     seq_mask = torch.cat([mask[:, :1], mask], dim=1)
     out = TensorDict({}, batch_size=[B, T + 1], device=td.device)
@@ -58,6 +82,34 @@ def t_plus_one_sequence(td: TensorDictBase, keys: Iterable[tuple[NestedKey, Nest
         out.set(dst, zero_where_invalid(torch.cat([root[:, :1], nxt], dim=1), seq_mask))
     out.set(mask_key, seq_mask)
     return out
+
+
+def cut_at_trial_starts(td: TensorDictBase, mask: torch.Tensor, init_key: NestedKey = "is_init",
+                        keys: Optional[Sequence[NestedKey]] = None) -> Optional[TrialCut]:
+    """How to cut a ``[B, T]`` batch into windows of one trial each, or None where no valid step after a row's first
+    starts a trial (the sequence replay's windows; TorchRL's rollouts and collector batches that stay in one trial).
+
+    A trial starts at step t > 0 where root ``init_key`` is True (TorchRL's layout: the reset observation is
+    ``root[t]``, never ``("next", ...)[t-1]``) or ``("next", init_key)`` is True at t-1. One host read of the mask
+    (none while a CUDA graph is captured: captured updates replay the sequence replay's windows). ``keys``: the keys
+    of ``td`` cut into ``TrialCut.td`` (None: every key)."""
+    B, T = mask.shape
+    nxt_key = ("next", *(init_key if isinstance(init_key, tuple) else (init_key,)))
+    root, nxt = td.get(init_key, None), td.get(nxt_key, None)
+    if (root is None and nxt is None) or (mask.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return None
+    starts = torch.zeros_like(mask)
+    if root is not None:
+        starts[:, 1:] |= as_bt(root, B, T, init_key)[:, 1:].bool()
+    if nxt is not None:
+        starts[:, 1:] |= as_bt(nxt, B, T, nxt_key)[:, :-1].bool()
+    starts &= mask
+    if not bool(starts.any()):
+        return None
+    row, step, inside = trial_windows(starts)
+    cut = TrialCut(row, step, inside & mask[row[:, None], step], B)
+    src = td if keys is None else td.select(*keys, strict=False)
+    return cut._replace(td=cut.cut(src))
 
 
 def init_sequence(td: TensorDictBase, init_key: NestedKey, mask: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ from .. import keys as K
 from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
 from ..modules.trajectory.adapters import as_sequence_module
 from ..spaces import ActionSpace
-from .batch import AMAGOBatch, as_bt, buffer_actions, init_sequence, masked_mean, t_plus_one_sequence
+from .batch import (AMAGOBatch, as_bt, buffer_actions, cut_at_trial_starts, init_sequence, masked_mean,
+                    t_plus_one_sequence)
 from .packing import PackPlan, pack_mode, packs_here, plan_packing
 from .target_encoders import ENCODERS, encoder_params
 
@@ -46,7 +47,8 @@ class AMAGOLossIO(LossModule):
             mask (NestedKey): ``[B, T]`` bool, False on padding; read as TorchRL's ``loss_mask_key`` says
                 (``"auto"``: this key AND ``("collector", "mask")``, whichever are present; ``None``: all valid).
             time_idx, prev_action, prev_reward (NestedKey): encoder inputs, read at the root and under ``"next"``.
-            is_init (NestedKey): read under ``"next"`` (optional): a trial starts inside the window.
+            is_init (NestedKey): read at the root and under ``"next"`` (optional): a window that crosses a trial
+                start is cut there into one window per trial (``cut_at_trial_starts``).
             priority (NestedKey): written: the per-step TD error ``[B, T, 1]``."""
 
         action: NestedKey = K.ACTION
@@ -79,7 +81,7 @@ class AMAGOLossIO(LossModule):
         k, keys = self.tensor_keys, []
         for _, src in self._input_pairs():  # read at the root (step 0) and under "next" (steps 1..T)
             keys += [src, unravel_key(("next", src))]
-        keys += [k.action, k.reward, k.terminated, k.mask, unravel_key(("next", k.is_init))]
+        keys += [k.action, k.reward, k.terminated, k.mask, k.is_init, unravel_key(("next", k.is_init))]
         return list(dict.fromkeys(keys))
 
     @property
@@ -97,7 +99,8 @@ class AMAGOLossIO(LossModule):
         return keys
 
     def read_batch(self, tensordict: TensorDictBase) -> AMAGOBatch:
-        """Step 1: validate the ``[B, T]`` window and read mask, reward, terminated and the buffer action."""
+        """Step 1: validate the ``[B, T]`` window and read mask, reward, terminated and the buffer action; rows that
+        cross a trial start (TorchRL's rollouts and collector batches) are cut into one window per trial."""
         k = self.tensor_keys
         if tensordict.batch_dims != 2:
             raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
@@ -108,12 +111,15 @@ class AMAGOLossIO(LossModule):
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
         reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
         mask = self._step_mask(tensordict, B, T, reward.device)
+        cut = cut_at_trial_starts(tensordict, mask, k.is_init, self.in_keys)
+        if cut is not None:
+            mask, reward, term, action = cut.mask, cut.cut(reward), cut.cut(term), cut.cut(action)
         if "priority_weight" in tensordict.keys() and not getattr(self, "_warned_weights", False):
             self._warned_weights = True
             warnings.warn("AMAGOLoss does not apply the importance weights of a prioritized sampler "
                           "('priority_weight' in the batch): the update is unweighted (docs/api/objectives.md)")
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
-        return AMAGOBatch(mask, reward, term, a_feat, a_idx)
+        return AMAGOBatch(mask, reward, term, a_feat, a_idx, cut)
 
     def _step_mask(self, tensordict: TensorDictBase, B: int, T: int, device) -> torch.Tensor:
         """``[B, T]`` bool, False on padding, read as ``loss_mask_key`` says (``"shifted_valid"`` is not read)."""
@@ -135,13 +141,17 @@ class AMAGOLossIO(LossModule):
                 f"an all-True mask")
         return mask
 
-    def _reduce(self, element: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-step loss terms ``[B, T, ...]`` -> the loss under ``self.reduction`` (padding never counts)."""
+    def _reduce(self, element: torch.Tensor, batch: AMAGOBatch) -> torch.Tensor:
+        """Per-step loss terms ``[B, T, ...]`` of ``batch`` -> the loss under ``self.reduction`` (padding never counts;
+        ``"none"``: per step of the input batch)."""
+        mask = batch.mask
         if self.reduction == "mean":
             return masked_mean(element, mask)
         per_step = element.reshape(*mask.shape, -1).mean(-1)
         per_step = torch.where(mask, per_step, torch.zeros((), dtype=per_step.dtype, device=per_step.device))
-        return per_step.sum() if self.reduction == "sum" else per_step
+        if self.reduction == "sum":
+            return per_step.sum()
+        return per_step if batch.cut is None else batch.cut.uncut(per_step)
 
     def _sequence(self, td: TensorDictBase, mask: torch.Tensor) -> TensorDictBase:
         """The T+1 model inputs under the names the encoders read, plus ``is_init`` (see :func:`init_sequence`)."""
@@ -178,11 +188,12 @@ class AMAGOLossIO(LossModule):
         packs = self.packable and self.reduction != "none" and packs_here(self.pack_windows, mask)
         return plan_packing(mask) if packs else None
 
-    def _encoder_pass(self, tensordict: TensorDictBase, mask: torch.Tensor, plan: Optional[PackPlan]) -> torch.Tensor:
-        """States ``[B, T+1, D]`` (`_backbone`), or ``[R, T+1, D]`` on the rows that ``plan`` packs."""
+    def _encoder_pass(self, tensordict: TensorDictBase, batch: AMAGOBatch, plan: Optional[PackPlan]) -> torch.Tensor:
+        """States ``[B, T+1, D]`` of the batch's windows (`_backbone`), or ``[R, T+1, D]`` on the rows of ``plan``."""
+        td, mask = tensordict if batch.cut is None else batch.cut.td, batch.mask
         if plan is None:
-            return self._backbone(tensordict, mask)
-        return self._encode(plan.pack_sequence(self._sequence(tensordict, mask),
+            return self._backbone(td, mask)
+        return self._encode(plan.pack_sequence(self._sequence(td, mask),
                                                getattr(self.timestep_encoder, "mask_key", K.MASK),
                                                getattr(self.trajectory_encoder, "init_key", K.IS_INIT), K.SEGMENT))
 
@@ -191,7 +202,8 @@ class AMAGOLossIO(LossModule):
         """The batch's steps moved to their packed places ``[R, T]``."""
         idx = batch.action_index
         return AMAGOBatch(plan.step_valid, plan.pack_steps(batch.reward), plan.pack_steps(batch.terminated),
-                          plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx))
+                          plan.pack_steps(batch.action_features), None if idx is None else plan.pack_steps(idx),
+                          batch.cut)
 
     @property
     def backbone_params(self):
@@ -253,40 +265,15 @@ class AMAGOLossIO(LossModule):
 
     def make_value_estimator(self, value_type=None, **hyperparams):
         """Refused with a ``NotImplementedError`` that says why (one TorchRL estimator is one gamma, one network)."""
+        call = ", ".join([*([repr(value_type)] if value_type is not None else []),
+                          *(f"{k}={v!r}" for k, v in hyperparams.items())])
         raise NotImplementedError(
-            f"AMAGOLoss has no TorchRL value estimator (asked for {value_type!r}): its TD targets are multi-gamma "
+            f"AMAGOLoss has no TorchRL value estimator (make_value_estimator({call})): its TD targets are multi-gamma "
             f"n-step returns for all {self.gammas.numel()} discounts at once (gammas={self.gammas.tolist()}, one "
             f"critic output per gamma) from a REDQ-reduced, PopArt-denormalised target ensemble, which a TorchRL "
             f"ValueEstimator (one gamma, one value network) cannot compute. Set the discounts with "
             f"AMAGOLoss(gammas=[...]) (the last is the acting gamma) and the return length with AMAGOLoss(n_step=n); "
             f"for a TorchRL estimator, train our memory inside a TorchRL loss instead (docs/swapping.md)")
-
-
-#: retired constructor options -> how to get the same now (``AMAGOLoss(**retired)`` raises a TypeError with it)
-RETIRED = {
-    "target_backbone": "pass target_encoders=True for the encoders' target copy (off by default; no discount "
-                       "threshold switches anything on)",
-    "target_backbone_min_gamma": "pass target_encoders=True (no discount threshold switches anything on)",
-    "target_backbone_all_gammas": "with target_encoders=True every discount's TD targets read the copy",
-    "n_step_stop_explored": "n-step returns stop at terminals, at padding and, with n_step_cut, before "
-                            "non-greedy buffer actions",
-    "n_step_min_gamma": "every discount gets n_step-step returns; stop them early with n_step_cut",
-    "tree_backup": "use n_step with n_step_cut for off-policy n-step targets",
-    "actor_encoder_grad": "subclass AMAGOLoss and detach the states the actor terms read (docs/swapping.md, "
-                          "'What trains the encoders')",
-    "two_hot": "the two-hot path follows the critic: pass a TwoHotCritic",
-    "fbc_filter_kwargs": "pass fbc_filter=make_filter(name, **kwargs)",
-    **{name: f"pass popart=PopArt(len(gammas), {name[7:]}=...)" for name in
-       ("popart_beta", "popart_init_nu", "popart_min_sigma", "popart_min_sigma_ratio")},
-}
-
-
-def refuse_retired(options: dict) -> None:
-    """A TypeError for the first option of ``options`` (what ``AMAGOLoss(**retired)`` caught) naming the new way."""
-    for name in options:
-        if name in RETIRED:
-            raise TypeError(f"AMAGOLoss({name}=...) was retired: {RETIRED[name]}")
-        raise TypeError(f"AMAGOLoss() got an unexpected keyword argument {name!r}")
 
 
 def check_gammas(gammas, gamma: float, default_multigammas) -> torch.Tensor:

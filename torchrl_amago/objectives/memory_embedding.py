@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import keys as K
 from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
-from .batch import as_bt, init_sequence, t_plus_one_sequence
+from .batch import as_bt, cut_at_trial_starts, init_sequence, t_plus_one_sequence
 
 __all__ = ["MemoryEmbedding"]
 
@@ -21,8 +21,10 @@ class MemoryEmbedding(TensorDictModuleBase):
     TorchRL loss; train its parameters with the loss's, and set the loss's ``loss_mask_key`` to ``mask_key``.
 
     Keys in (``[B, T]``): the timestep encoder's ``in_keys`` and the memory's ``time_key``, at the root and under
-    ``"next"``; ``mask_key`` (False on padding); optionally ``("next", init_key)``. Keys out: ``out_key`` ``[B, T, D]``
-    (positions 0..T-1, with grad) and ``("next", out_key)`` (positions 1..T, detached with ``detach_next``)."""
+    ``"next"``; ``mask_key`` (False on padding); optionally ``init_key`` at the root and under ``"next"`` (a row that
+    crosses a trial start is run as one window per trial, ``cut_at_trial_starts``). Keys out: ``out_key``
+    ``[B, T, D]`` (positions 0..T-1, with grad) and ``("next", out_key)`` (positions 1..T, detached with
+    ``detach_next``); 0 on padding when a row was cut."""
 
     def __init__(self, timestep_encoder: nn.Module, trajectory_encoder: nn.Module, *, mask_key: NestedKey = K.MASK,
                  init_key: NestedKey = K.IS_INIT, detach_next: bool = True):
@@ -41,6 +43,7 @@ class MemoryEmbedding(TensorDictModuleBase):
         self._pairs = [(key, key) for key in tin if key != enc_mask] + [(time_key, time_key)]
         srcs = [src for _, src in self._pairs]
         self.in_keys = [mask_key, *srcs, *(unravel_key(("next", src)) for src in srcs)]
+        self._cut_keys = [*self.in_keys, init_key, unravel_key(("next", init_key))]
         self.out_keys = [self.out_key, unravel_key(("next", self.out_key))]
 
     @property
@@ -59,11 +62,15 @@ class MemoryEmbedding(TensorDictModuleBase):
             raise KeyError(f"MemoryEmbedding: batch has no key {self.mask_key!r} (False on padding; torchrl_amago's "
                            "sequence replay writes it; pass all-True for unpadded windows)")
         mask = as_bt(mask, B, T, self.mask_key).bool()
-        seq = t_plus_one_sequence(tensordict, self._pairs, mask, self._enc_mask_key)
-        seq.set(getattr(self.trajectory_encoder, "init_key", K.IS_INIT), init_sequence(tensordict, self.init_key, mask))
+        cut = cut_at_trial_starts(tensordict, mask, self.init_key, self._cut_keys)
+        src, mask = (tensordict, mask) if cut is None else (cut.td, cut.mask)
+        seq = t_plus_one_sequence(src, self._pairs, mask, self._enc_mask_key)
+        seq.set(getattr(self.trajectory_encoder, "init_key", K.IS_INIT), init_sequence(src, self.init_key, mask))
         with set_recurrent_mode(True):
-            emb = self.trajectory_encoder(self.timestep_encoder(seq)).get(self.out_key)  # [B, T+1, D]
-        nxt = emb[:, 1:]
-        tensordict.set(self.out_key, emb[:, :-1])
+            emb = self.trajectory_encoder(self.timestep_encoder(seq)).get(self.out_key)  # [B or W, T+1, D]
+        now, nxt = emb[:, :-1], emb[:, 1:]
+        if cut is not None:
+            now, nxt = cut.uncut(now), cut.uncut(nxt)
+        tensordict.set(self.out_key, now)
         tensordict.set(self.out_keys[1], nxt.detach() if self.detach_next else nxt)
         return tensordict

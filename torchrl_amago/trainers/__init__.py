@@ -3,6 +3,7 @@ import importlib
 
 _EXPORTS = {
     "cli": ["Derived", "build_parser", "checked", "example_args", "example_flags", "parse_config", "parse_key_values",
+            "run_main",
             "positive_int", "nonneg_int", "probability", "finite_float"],
     "config": ["TrainConfig", "SECTIONS", "RETIRED", "field_default", "at_least", "between", "positive"],
     "presets": ["CPU_PRESET", "cpu_preset", "MANY_ACTIONS", "MANY_ACTION_PRESET", "many_action_preset",
@@ -17,6 +18,8 @@ _EXPORTS = {
                 "combine_adaptation_reports"],
     "scale.graphed_update": ["GraphedUpdate"],
     "trainer": ["AMAGOTrainer"],
+    "learner": ["Learner"],
+    "saved_run": ["SavedRun", "load_run"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)

@@ -6,12 +6,13 @@ import argparse
 import ast
 import dataclasses
 import importlib
+import json
 import math
 import os
 from typing import Any, Callable
 
-from .config import (RETIRED, SECTIONS, TrainConfig, _value_type, at_least, between, field_default,
-                     retired_error, sections)
+from .config import (CONFIG_FILE, CONFIG_FORMAT, IDENTITY_FILE, RETIRED, SECTIONS, TrainConfig, _value_type, at_least,
+                     between, field_default, retired_error, sections)
 
 
 class Derived:
@@ -123,16 +124,111 @@ def parse_key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
 
 def example_flags(args: argparse.Namespace, *but: str) -> dict[str, Any]:
     """An example's own flags in a `parse_config` namespace, except `but`: the run's `AMAGOTrainer(settings=...)`."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} | {"config"}  # --config: where flags came from
     return {k: v for k, v in vars(args).items() if k not in fields and k not in but}
+
+
+MAX_JSON_BYTES = 2**20  # a run's run.json / config.json, or a --config file
+
+
+def read_json(path: str, what: str) -> Any:
+    """A small JSON file a user points at (`what` names where from): not a link, at most `MAX_JSON_BYTES`."""
+    if os.path.islink(path):
+        raise ValueError(f"{what} {path} is a symlink; refused (point at the file itself)")
+    try:
+        if os.path.getsize(path) > MAX_JSON_BYTES:
+            raise ValueError(f"{what} {path} is larger than {MAX_JSON_BYTES} bytes; refused")
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} {path} is not a readable JSON file ({type(e).__name__}: {e})") from None
+
+
+#: Never read from a file: they say where the run is.
+LOCATION_FLAGS = ("buffer_dir", "run_name")
+
+
+def config_file_values(path: str, what: str = "--config", strict: bool = True, known: set[str] = frozenset()) -> dict:
+    """The flags of a config file, less `LOCATION_FLAGS`: a run's ``config.json`` (its ``config``, and its
+    ``settings`` for the example flags in `known`) or a plain ``{flag: value}`` object of `TrainConfig` fields and
+    `known` flags. Another name is a ValueError naming it and the file (not `strict`: left out, e.g. a flag an older
+    release had)."""
+    data = read_json(path, what)
+    if isinstance(data, dict) and data.get("format") == CONFIG_FORMAT:
+        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+        config = data.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"{what} {path} must hold an object of flags (or a run's {CONFIG_FILE})")
+        data = {**{k: v for k, v in settings.items() if k in known}, **config}
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold an object of flags (or a run's {CONFIG_FILE})")
+    fields = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - fields - set(known))
+    if unknown and strict:
+        raise ValueError(f"{what} {path}: unknown flags {unknown}")
+    return {k: v for k, v in data.items() if (k in fields or k in known) and k not in LOCATION_FLAGS}
+
+
+def run_settings_of(run_dir: str) -> dict:
+    """The settings a run recorded (``run.json``: its script, env arguments and the example's own flags), or {}."""
+    path = os.path.join(run_dir, IDENTITY_FILE)
+    if not os.path.isfile(path):
+        return {}
+    data = read_json(path, "the run's")
+    settings = data.get("settings") if isinstance(data, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+def _typed(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _locator(argv: list[str]) -> argparse.Namespace:
+    """`--buffer_dir`, `--run_name` and `--config` as typed in `argv` (None where not typed)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--buffer_dir", "--run_name", "--config"):
+        pre.add_argument(flag, default=None)
+    return pre.parse_known_args(argv)[0]
 
 
 def example_args(extra: Callable[[argparse.ArgumentParser], None], argv: list[str] | None = None
                  ) -> argparse.Namespace:
-    """The example's own flags only (others ignored), for defaults that depend on them."""
+    """The example's own flags only (others ignored), for defaults that depend on them. With a typed `--run_name`
+    whose folder holds a run, a flag not typed takes the value that run recorded; with `--config FILE`, the value in
+    FILE."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     extra(pre)
+    loc, known = _locator(argv), {a.dest for a in pre._actions} - {"help"}
+    recorded = {}
+    if loc.run_name is not None:
+        recorded = run_settings_of(os.path.join(loc.buffer_dir or field_default("buffer_dir"), loc.run_name))
+    if loc.config is not None:
+        recorded.update(config_file_values(loc.config, strict=False, known=known))
+    pre.set_defaults(**{k: v for k, v in recorded.items() if k in known})
     return pre.parse_known_args(argv)[0]
+
+
+def recorded_defaults(args: argparse.Namespace, argv: list[str], known: set[str]) -> dict[str, tuple[Any, str]]:
+    """``{flag: (value, where from)}`` that replace the defaults of a command: the run folder's ``config.json`` (a
+    run being resumed or evaluated), its ``run.json`` settings for the example's own flags (with a typed
+    `--run_name`, as `example_args` reads them), then a `--config` file's flags on top."""
+    out: dict[str, tuple[Any, str]] = {}
+    folder = os.path.join(args.buffer_dir, args.run_name)
+    stored = os.path.join(folder, CONFIG_FILE)
+    if os.path.isfile(stored):
+        out.update({k: (v, stored) for k, v in config_file_values(stored, "the run's", strict=False).items()})
+    if _typed(argv, "--run_name"):
+        fields = set(TrainConfig.__dataclass_fields__)
+        out.update({k: (v, os.path.join(folder, IDENTITY_FILE)) for k, v in run_settings_of(folder).items()
+                    if k in known and k not in fields})
+    if args.config is not None:
+        own = known - set(TrainConfig.__dataclass_fields__) - {"help", "config"}  # the example's own flags
+        out.update({k: (v, args.config) for k, v in config_file_values(args.config, known=own).items()})
+    out.pop("eval_only", None)  # never recorded: a run trains unless told otherwise
+    return out
 
 
 def resolve_derived(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
@@ -156,6 +252,23 @@ def resolve_derived(args: argparse.Namespace, defaults: dict) -> argparse.Namesp
     return args
 
 
+def run_main(main: Callable[[], Any]) -> Any:
+    """An example's entry point: ``main()``; a run that is refused (`CheckpointError`, `RunDirError`, or a file
+    refused by `UnsafeFileError`) ends with its message on one line and exit status 2, not a traceback."""
+    try:
+        return main()
+    except Exception as e:  # noqa: BLE001 - anything else is re-raised as it is
+        import sys
+
+        refusals = tuple(getattr(sys.modules.get(m), n, ()) for m, n in (
+            ("torchrl_amago.trainers.run.checkpoint", "CheckpointError"),
+            ("torchrl_amago.data.safe_files", "UnsafeFileError")))
+        if not any(isinstance(e, r) for r in refusals if isinstance(r, type)):
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def parse_config(description: str = "", defaults: dict | None = None,
                  extra: Callable[[argparse.ArgumentParser], None] | None = None,
                  argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -169,23 +282,39 @@ def parse_config(description: str = "", defaults: dict | None = None,
         if arg.startswith("--") and name in RETIRED:
             raise SystemExit(f"error: {retired_error(name)}")
     parser = build_parser(description, defaults, extra)
+    parser.add_argument_group("config file").add_argument(
+        "--config", default=None, metavar="FILE", help="start from the flags in FILE (a run's config.json, or a JSON "
+        "object of flags); flags typed here override them. A run being resumed or evaluated starts from its own "
+        "<buffer_dir>/<run_name>/config.json")
     args = parser.parse_args(argv)
+    where: dict[str, str] = {}
     try:
+        if isinstance(args.run_name, str) and isinstance(args.buffer_dir, str):
+            recorded = recorded_defaults(args, argv, {a.dest for a in parser._actions})
+            if recorded:
+                where = {k: w for k, (_, w) in recorded.items()}
+                parser.set_defaults(**{k: v for k, (v, _) in recorded.items()})
+                args = parser.parse_args(argv)
         args = resolve_derived(args, defaults or {})
         fields = dataclasses.fields(TrainConfig)
         tuples = {f.name for f in fields if _value_type(f)[1] == "tuple"}  # nargs gives lists
         kw = {f.name: getattr(args, f.name) for f in fields}
         return TrainConfig(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in kw.items()}), args
     except ValueError as e:
-        parser.error(blame_defaults(str(e), defaults or {}, argv))
+        parser.error(blame_defaults(str(e), defaults or {}, argv, where))
 
 
-def blame_defaults(message: str, defaults: dict, argv: list[str]) -> str:
-    """`message` of a bad value, plus, when its flag was not typed, where its default came from."""
+def blame_defaults(message: str, defaults: dict, argv: list[str], recorded: dict[str, str] | None = None) -> str:
+    """`message` of a bad value, plus, when its flag was not typed, where its default came from (`recorded`: the
+    file each recorded default was read from)."""
     flag = message.split(" ", 1)[0].split("=", 1)[0]
     name = flag[2:]
     typed = any(a.split("=", 1)[0] in (flag, f"--no-{name}") for a in argv)
-    if not flag.startswith("--") or typed or name not in defaults:
+    if not flag.startswith("--") or typed:
+        return message
+    if name in (recorded or {}):
+        return f"{message} ({flag} was not given: its value comes from {recorded[name]}; set {flag})"
+    if name not in defaults:
         return message
     how = (f"its default here is {defaults[name]!r}" if isinstance(defaults[name], Derived)
            else "the example derives its default from its own flags")

@@ -25,6 +25,11 @@ BUILTIN_TRAJ_ENCODERS = ("transformer", "gru", "lstm", "mamba", "ff")
 FINAL_EVALS = ("last", "best", "both")
 COLLECT_MODES = ("sync", "async", "distributed")
 LR_DECAYS = ("none", "cosine", "linear")
+EVAL_ONLY = ("best", "latest")
+LOGGERS = ("csv", "tensorboard", "wandb")  # TorchRL's, through torchrl.record.loggers.get_logger
+#: A run folder's readable files: its identity and settings (an example's own flags), and its resolved config.
+IDENTITY_FILE, CONFIG_FILE = "run.json", "config.json"
+CONFIG_FORMAT = "torchrl_amago.config.v1"
 
 
 def at_least(lo) -> Callable[[Any], Optional[str]]:
@@ -76,7 +81,8 @@ class TrainConfig:
     run_name: str = run("amago", "name of the run: its folder is <buffer_dir>/<run_name> (a name, not a path)",
                         check=folder_name)
     buffer_dir: str = run("runs", "folder that holds the runs: <buffer_dir>/<run_name>/{buffer,ckpts,logs}")
-    seed: int = run(0, "seed of torch (every weight initialisation), the replay and the envs", check=at_least(0))
+    seed: int = run(0, "seed of torch (every weight initialisation), the replay and the envs",
+                    check=between(0, 2**32 - 1))
     epochs: int = run(100, "training epochs (collect, update, eval, checkpoint)", check=at_least(1))
     timesteps_per_epoch: int = run(1000, "env steps per parallel env per epoch", check=at_least(0))
     grads_per_epoch: int = run(1000, "gradient updates per epoch (the original's --batches_per_epoch)",
@@ -92,9 +98,15 @@ class TrainConfig:
     start_learning_at_epoch: int = run(0, "first epoch with gradient updates", check=at_least(0))
     start_collecting_at_epoch: int = run(0, "first epoch that collects env data (before it: learn from offline "
                                             "data only)", check=at_least(0))
+    eval_only: Optional[str] = run(None, "evaluate the run's saved weights, best (ckpts/best.pt) or latest "
+                                         "(ckpts/latest.pt), print the summary line and stop: no training, nothing "
+                                         "written; every flag you do not type is the run's (unset: train)",
+                                   choices=EVAL_ONLY)
     progress_bar: bool = run(True, "show a progress bar per epoch")
-    wandb_project: Optional[str] = run(None, "also log to this Weights & Biases project (pip install wandb; "
-                                             "unset: no wandb)")
+    logger: Optional[str] = run(None, "also log through TorchRL's logger of this kind in <run>/logs: csv (its CSV "
+                                      "tree), tensorboard (pip install tensorboard) or wandb (pip install wandb; "
+                                      "project: $WANDB_PROJECT). Unset: logs/metrics.csv and the figures only",
+                                choices=LOGGERS)
     parallel_envs: int = env(8, "batched training envs (the original's --parallel_actors)", check=at_least(1))
     eval_envs: int = env(8, "batched eval envs", check=at_least(1))
     obs_keys: Optional[list[str]] = env(None, "observation keys the MLP timestep encoder reads (unset: all of the "
@@ -170,7 +182,8 @@ class TrainConfig:
                                               check=lambda v: None if v[0] < v[1] else "must be LOW < HIGH")
     max_seq_len: int = replay(128, "context length: steps per training window and the acting policy's context",
                               check=at_least(1))
-    dset_max_size: int = replay(1_000_000, "replay capacity in env steps, FIFO by whole trials", check=at_least(1))
+    dset_max_size: int = replay(1_000_000, "replay capacity in env steps, FIFO by whole trials",
+                                check=between(1, 2**32 - 1))
     traj_save_len: Optional[int] = replay(None, "store long trials as snippets of at most this many steps, so learning "
                                                 "starts before a long episode ends (unset: whole trials)",
                                           check=at_least(2))
@@ -210,7 +223,10 @@ class TrainConfig:
     collector_address: Optional[str] = scale(None, "distributed: address of the cluster of the collector workers")
     timeout_s: float = scale(600.0, "a collector worker or torchrun rank silent for this long stops the run with an "
                                     "error", check=positive)
-    mixed_precision: str = scale("no", "autocast dtype of the learner", choices=("no", "bf16", "fp16"))
+    mixed_precision: str = scale("no", "autocast dtype of the learner: no (fp32), bf16, fp16, or auto: bf16 where "
+                                       "the device computes it natively (a CPU with AVX-512 BF16 or AMX, a GPU with "
+                                       "bf16), else fp32; the run's summary says which it used",
+                                 choices=("no", "auto", "bf16", "fp16"))
     compile_loss: str = scale("no", "torch.compile the loss forward and backward with this mode (needs "
                                     "--no-trim_windows)", choices=("no", "default", "reduce-overhead", "max-autotune"))
     cuda_graph: bool = scale(False, "capture the whole update as CUDA graphs (needs --device cuda and "
@@ -252,6 +268,16 @@ class TrainConfig:
     def gammas(self) -> list[float]:
         """The loss's discounts: `multigammas` (default `objectives.DEFAULT_MULTIGAMMAS`) and the acting `gamma` last."""
         return gammas_of(self.multigammas, self.gamma)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config of `to_dict()`'s output, e.g. a run's ``config.json`` (lists become the tuples of tuple
+        fields); an unknown name is a ValueError naming it."""
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
+        tuples = {f.name for f in dataclasses.fields(cls) if _value_type(f)[1] == "tuple"}
+        return cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in values.items()})
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
@@ -310,40 +336,10 @@ def check_field(f: dataclasses.Field, value) -> None:
         raise ValueError(f"{flag} {problem}, got {value!r}")
 
 
-#: Flags of earlier releases: using one is an error that says what to do instead (kept for one release).
+#: Flags retired in this release: using one is an error that says what to do instead (kept for one release; the
+#: names retired before are listed in CHANGELOG.md).
 RETIRED = {
-    "keep_best": "ckpts/best.pt is always written when the run evaluates (--eval_interval > 0)",
-    "own_eval_rng": "retired: evals draw from the run's random streams, as its training steps do",
-    "branch_every": "branching moved out of the package: benchmarks/branch_run.py",
-    "branch_from": "branching moved out of the package: benchmarks/branch_run.py",
-    "action_counts": "use the envs.ActionCounts transform in your env factory (--count_heads adds it)",
-    "log_to_wandb": "use --wandb_project NAME",
-    "dist_timeout_s": "use --timeout_s",
-    "collector_timeout_s": "use --timeout_s",
-    "max_nonfinite_updates": "retired: the run stops after trainers.run.guards.MAX_NONFINITE_UPDATES skipped updates "
-                             "in a row",
-    "critic_zero_init": "retired: pass zero_init_output= to the critic head you build (AMAGOTrainer(modules=...))",
-    **{n: f"retired as a flag: AMAGOLoss({n}=...) (AMAGOTrainer(loss=...))"
-       for n in ("critic_loss_weight", "num_critics_td", "use_target_actor", "gumbel_temperature")},
-    **{n: "retired as a flag: AMAGOLoss(popart=PopArt(...)) (AMAGOTrainer(loss=...))"
-       for n in ("popart_beta", "popart_init_nu", "popart_min_sigma", "popart_min_sigma_ratio")},
-    **{n: f"retired as a flag: AMAGOLoss({n}=...)" for n in ("num_actions_for_value_in_critic_loss",
-                                                             "num_actions_for_value_in_actor_loss")},
-    "fbc_filter_kwargs": "retired as a flag: AMAGOLoss(fbc_filter=make_filter(name, **kwargs))",
-    **{n: "retired (its ablation showed no gain: docs/design_decisions.md)"
-       for n in ("n_step_stop_explored", "n_step_min_gamma", "tree_backup")},
-    "actor_encoder_grad": "retired: a subclass recipe in docs/swapping.md",
-    "target_backbone": "use --target_encoders (nothing switches on by a discount threshold; "
-                       "trainers.LONG_HORIZON_PRESET)",
-    "target_backbone_min_gamma": "use --target_encoders (nothing switches on by a discount threshold)",
-    "target_backbone_all_gammas": "retired: with --target_encoders every discount reads the copy",
-    "target_backbone_tau": "retired as a flag: AMAGOSoftUpdate(loss, tau, backbone_tau=...)",
-    "two_hot_min_return": "use --two_hot_range LOW HIGH",
-    "two_hot_max_return": "use --two_hot_range LOW HIGH",
-    "lr_final_ratio": "retired: --lr_decay ends at a tenth of --learning_rate",
-    "pack_windows": "retired as a flag: AMAGOLoss(pack_windows=...) (the loss packs CPU batches by default)",
-    "collector_batch_steps": "retired: a worker's batch is a quarter of an epoch of its envs' steps",
-    "sampling": "retired as a flag: make_sequence_replay(sampling=...)",
+    "wandb_project": "use --logger wandb (the project: $WANDB_PROJECT, wandb's own variable)",
 }
 
 

@@ -1,18 +1,22 @@
 """Run logging: TorchRL's loggers, one wide `metrics.csv`, curves, the progress bar, the JSON line."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
 import time
+import warnings
 from typing import Mapping
 
 import torch
 
 from .._optional import require
-from ..data.replay_persist import write_durably
+from ..data.replay_persist import write_durably, write_error
+from .config import LOGGERS
 from .metrics import adaptation_report, finished_trial_returns, per_task_return_metrics, return_metrics
 
 
@@ -24,23 +28,27 @@ def _scalar(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None  # bools too
 
 
+def torchrl_logger(kind: str, log_dir: str, run_name: str):
+    """TorchRL's `kind` logger (`torchrl.record.loggers.get_logger`): csv and tensorboard write `log_dir/<run_name>`,
+    wandb `log_dir/wandb`, its project from `$WANDB_PROJECT` (offline with `WANDB_MODE=offline`)."""
+    if kind not in LOGGERS:
+        raise ValueError(f"--logger {kind!r} is not one of {list(LOGGERS)}")
+    if kind != "csv":  # tensorboard and wandb: packages of their own
+        require(kind, kind, f"--logger {kind}")
+    from torchrl.record.loggers import get_logger
+
+    return get_logger(kind, log_dir, run_name)
+
+
 class RunLogger:
-    """Logs scalar records to TorchRL loggers and `log_dir/metrics.csv` (kept on `resume`); draws curves."""
+    """Logs scalar records to `log_dir/metrics.csv` (kept on `resume`) and, with `logger` (csv, tensorboard or
+    wandb), to TorchRL's logger of that kind (:func:`torchrl_logger`); draws curves."""
 
-    def __init__(self, log_dir: str, run_name: str, config: Mapping | None = None, use_wandb: bool = False,
-                 wandb_project: str = "torchrl_amago", resume: bool = False):
-        from torchrl.record import CSVLogger
-
+    def __init__(self, log_dir: str, run_name: str, config: Mapping | None = None, logger: str | None = None,
+                 resume: bool = False):
         os.makedirs(log_dir, exist_ok=True)
-        self.log_dir = log_dir
-        self.loggers, self.wandb = [CSVLogger(run_name, log_dir=log_dir)], None
-        if use_wandb:
-            require("wandb", "wandb", "--wandb_project")
-            from torchrl.record import WandbLogger
-
-            self.wandb = WandbLogger(exp_name=run_name, project=wandb_project, save_dir=log_dir,
-                                     offline=os.environ.get("WANDB_MODE", "") == "offline")
-            self.loggers.append(self.wandb)
+        self.log_dir, self.kind = log_dir, logger
+        self.loggers = [torchrl_logger(logger, log_dir, run_name)] if logger else []
         self.hparams = {k: str(v) for k, v in dict(config).items()} if config else None  # with the 1st row
         self.csv_path = os.path.join(log_dir, "metrics.csv")
         self._rewrite = self.cut_row = False  # a last row was cut short: rewrite before the next row
@@ -50,23 +58,50 @@ class RunLogger:
         self.wall_offset = self.records[-1].get("wall_s", 0.0) if self.records else 0.0
 
     def _read(self) -> list[dict]:
-        """The rows of an existing metrics.csv; a last row cut short is dropped (and rewritten before the next)."""
+        """The rows of an existing metrics.csv (one row per epoch, in order). A last row
+        without its newline is kept when it holds every field (else it was cut short and is dropped); a row
+        repeated exactly is dropped with a warning; both are rewritten before the next row."""
         try:
             with open(self.csv_path, newline="", encoding="utf-8") as f:
                 text = f.read()
-            if text and not text.endswith("\n"):
-                text, self._rewrite, self.cut_row = text[:text.rfind("\n") + 1], True, True
-            reader = csv.DictReader(text.splitlines(True))
-            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in reader]
+            lines = text.splitlines(True)
+            reader = csv.DictReader(lines)
             self._fields = list(reader.fieldnames or [])
-            return rows
+            if text and not text.endswith("\n"):
+                self._rewrite = True  # with the newline, or without the row
+                last = next(csv.reader(lines[-1:])) if len(lines) > 1 else []
+                if len(last) != len(self._fields) or any(v == "" for v in last[-1:]):
+                    self.cut_row, reader = True, csv.DictReader(lines[:-1])
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in reader]
         except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
             raise ValueError(f"{self.csv_path} is not a metrics CSV written by this logger ({type(e).__name__}: "
                              f"{e}); move it away to resume the run") from e
+        return self._one_row_per_epoch(rows)
+
+    def _one_row_per_epoch(self, rows: list[dict]) -> list[dict]:
+        """``rows`` without exact repeats (warned); rows of one epoch that differ, or out of order, are refused."""
+        kept, last = [], None
+        for row in rows:
+            if "epoch" not in row:  # a final eval's row
+                kept.append(row)
+                continue
+            if last is not None and row["epoch"] <= last["epoch"]:
+                if row == last:
+                    warnings.warn(f"{self.csv_path}: the row of epoch {row['epoch']:g} appears twice; the repeat is "
+                                  f"dropped", stacklevel=4)
+                    self._rewrite = True
+                    continue
+                raise ValueError(f"{self.csv_path}: the row of epoch {row['epoch']:g} comes after the row of epoch "
+                                 f"{last['epoch']:g} (epochs must increase, one row each); move the file away or "
+                                 f"remove the extra rows to resume the run")
+            kept.append(row)
+            last = row
+        return kept
 
     def drop_records_after(self, epoch: int) -> int:
-        """Forget rows of epochs >= ``epoch`` (logged after the checkpoint being resumed); returns how many."""
-        keep = [r for r in self.records if r.get("epoch", -1.0) < epoch]
+        """Forget rows of epochs >= ``epoch`` (logged after the checkpoint being resumed) and the final evals of
+        earlier ends of the run (rows without an epoch: a resumed run ends with its own); returns how many."""
+        keep = [r for r in self.records if r.get("epoch", math.inf) < epoch]
         dropped = len(self.records) - len(keep)
         if dropped or self._rewrite:
             self.records = keep
@@ -84,11 +119,13 @@ class RunLogger:
         self._rewrite = False
 
     def close(self) -> None:
-        """Finish the wandb run, if any."""
-        if self.wandb is not None:
-            self.wandb.experiment.finish()
-            self.loggers.remove(self.wandb)
-            self.wandb = None
+        """Finish the wandb run or close TensorBoard's writer (its event files complete), if any; idempotent."""
+        for lg in self.loggers:
+            if self.kind == "wandb":
+                lg.experiment.finish()
+            elif self.kind == "tensorboard":
+                lg.experiment.close()
+        self.loggers = []
 
     def wall_time(self) -> float:
         return self.wall_offset + time.time() - self.t0
@@ -97,11 +134,16 @@ class RunLogger:
         rec = {"env_steps": float(env_steps), "grad_steps": float(grad_steps), "wall_s": round(self.wall_time(), 3)}
         rec.update({k: s for k, v in metrics.items() if (s := _scalar(v)) is not None})
         for lg in self.loggers:
-            if self.hparams:
-                lg.log_hparams(self.hparams)
-            for k, v in rec.items():
-                if k != "env_steps" and not math.isnan(v):
-                    lg.log_scalar(k, v, step=int(env_steps))
+            try:
+                if self.hparams:
+                    lg.log_hparams(self.hparams)
+                for k, v in rec.items():
+                    if k != "env_steps" and not math.isnan(v):
+                        lg.log_scalar(k, v, step=int(env_steps))
+            except OSError as e:  # a full disk: name the file
+                where = e.filename or getattr(getattr(lg, "experiment", None), "log_dir", None) or self.log_dir
+                raise write_error(where, e,
+                                  "this epoch's metrics were not logged; the last checkpoint is kept") from e
         self.hparams = None
         self.records.append(rec)
         new_fields = [k for k in rec if k not in self._fields]
@@ -109,11 +151,27 @@ class RunLogger:
             self._fields += new_fields
             self._write_all()
         else:
-            with open(self.csv_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self._fields).writerow(rec)
-                f.flush()
-                os.fsync(f.fileno())  # durable before the epoch's checkpoint
+            self._append(rec)
         return rec
+
+    def _append(self, rec: dict) -> None:
+        """One row appended by one write, fsynced before the epoch's checkpoint; a failed write (a full disk) is
+        undone and raises an OSError naming the file."""
+        row = io.StringIO(newline="")
+        csv.DictWriter(row, fieldnames=self._fields).writerow(rec)
+        data = row.getvalue().encode()
+        fd = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND)
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise write_error(self.csv_path, e, "the row was not added; the file holds the rows before it") from e
+        finally:
+            os.close(fd)
 
     def plot_curve(self, key: str | list[str] = "eval/return", path: str | None = None) -> str | None:
         """`key` (or keys) against env steps and wall time, a PNG (default `learning_curve.png`); None if empty."""
@@ -171,8 +229,7 @@ def run_logger(cfg, run_dir: str, is_main: bool, resume: bool):
     """The run's logger: a `RunLogger` in `<run>/logs` on rank 0, a `SilentLogger` on the other torchrun ranks."""
     if not is_main:
         return SilentLogger()
-    return RunLogger(os.path.join(run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.wandb_project is not None,
-                     cfg.wandb_project, resume=resume)
+    return RunLogger(os.path.join(run_dir, "logs"), cfg.run_name, cfg.to_dict(), cfg.logger, resume=resume)
 
 
 def add_scalars(sums: dict[str, float], out) -> None:
@@ -191,18 +248,28 @@ def add_scalars(sums: dict[str, float], out) -> None:
 
 
 class ProgressBar:
-    """`--progress_bar`: a tqdm bar over the run's epochs with the counters and the last returns."""
+    """`--progress_bar`: a tqdm bar over the run's epochs with the counters and the last eval (per attempt for a
+    meta-RL run)."""
 
     def __init__(self, run_name: str, epoch: int, stop: int, shown: bool = True):
         from tqdm import tqdm
 
         self.bar = tqdm(total=stop, initial=epoch, desc=run_name, unit="epoch", disable=not shown)
         self.close = self.bar.close
+        self.last_eval: dict[str, str] = {}
 
     def update(self, record: dict, env_steps: int, grad_steps: int) -> None:
+        """Count an epoch; show the counters and the last eval: its return (success), or its return per attempt."""
         self.bar.update(1)
-        last = {k.split("/")[-1]: round(v, 3) for k, v in record.items() if k in ("eval/return", "train/return")}
-        self.bar.set_postfix(env_steps=env_steps, grads=grad_steps, **last)
+        attempts = sorted((int(k.split("_")[1]), v) for k, v in record.items()
+                          if k.startswith("eval/episode_") and k.endswith("_return"))
+        if attempts:
+            self.last_eval = {"eval": "/".join(f"{v:.2f}" for _, v in attempts)}
+        elif "eval/return" in record:
+            self.last_eval = {"eval": f"{record['eval/return']:.3g}"}
+        if "eval/success" in record:
+            self.last_eval["success"] = f"{record['eval/success']:.2f}"
+        self.bar.set_postfix(env_steps=f"{env_steps:,}", grads=f"{grad_steps:,}", **self.last_eval)
 
 
 def eval_record(rollout, seconds: float, env_name: str, task_names: list[str] | None,

@@ -1,4 +1,5 @@
-"""Per-update schedules, functions of the updates done (a resume continues them): learning rate, CQL ramp."""
+"""Per-update schedules, functions of the updates done (a resume continues them, over the number of updates the run
+was planned with): learning rate, CQL ramp."""
 from __future__ import annotations
 
 import math
@@ -35,9 +36,10 @@ def run_updates(cfg) -> int:
     return max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch
 
 
-def run_lr_factor(cfg) -> Callable[[int], float]:
-    """`lr_factor` of a `TrainConfig`: its warm-up and decay, the decay ending at the run's last update."""
-    return lr_factor(cfg.lr_warmup_steps, cfg.lr_decay, run_updates(cfg))
+def run_lr_factor(cfg, total_updates: int | None = None) -> Callable[[int], float]:
+    """`lr_factor` of a `TrainConfig`: its warm-up and decay, the decay ending at update `total_updates` (default:
+    the run's last, `run_updates(cfg)`)."""
+    return lr_factor(cfg.lr_warmup_steps, cfg.lr_decay, run_updates(cfg) if total_updates is None else total_updates)
 
 
 def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int], float]:
@@ -56,8 +58,9 @@ def ramp_factor(start: float, end: float, total_updates: int) -> Callable[[int],
     return factor
 
 
-def run_cql_factor(cfg, loss) -> Callable[[int], float] | None:
-    """`ramp_factor` of `--cql_ramp` for `loss`; None where nothing ramps."""
+def run_cql_factor(cfg, loss, total_updates: int | None = None) -> Callable[[int], float] | None:
+    """`ramp_factor` of `--cql_ramp` for `loss` over `total_updates` (default: the run's); None where nothing
+    ramps."""
     if cfg.cql_ramp is None or cfg.cql_ramp[1] <= 0 or cfg.cql_coeff == 0:
         return None
     coeff = float(getattr(loss, "cql_coeff", 0.0))
@@ -65,4 +68,4 @@ def run_cql_factor(cfg, loss) -> Callable[[int], float] | None:
         raise ValueError(f"--cql_ramp {cfg.cql_ramp[0]} {cfg.cql_ramp[1]} ramps the conservative term, which "
                          f"{type(loss).__name__} does not have on (cql_coeff={coeff}; AMAGOLoss with a per-action "
                          f"critic and --cql_coeff > 0 has it)")
-    return ramp_factor(*cfg.cql_ramp, run_updates(cfg))
+    return ramp_factor(*cfg.cql_ramp, run_updates(cfg) if total_updates is None else total_updates)

@@ -4,31 +4,35 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
-from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 
 from ..data import make_sequence_replay
+from ..envs import require_amago_keys, spec_shapes
 from ..objectives import AMAGOSoftUpdate
+from .collection import Acting, Counters, WithActionCounts, make_collection
 from .config import TrainConfig
 from .factory import AgentModules, build_agent_modules, build_exploration, build_loss, build_policy
-from .logging import ProgressBar, add_scalars, eval_record, print_summary, run_logger
-from .run.best_eval import BestEval, final_evals, final_summary, keep_if_best, load_best_state
-from .run.checkpoint import RunCheckpoints
-from .run.guards import FiniteGuard, check_collected, check_run_args, check_steps, guard_env, skipped_update
+from .learner import Learner, total_loss
+from .logging import ProgressBar, eval_record, print_summary, run_logger
+from .run.best_eval import BEST_EVAL, FINAL_EVALS, BestEval, final_summary, run_summary
+from .run.checkpoint import CheckpointError, RunCheckpoints, check_checkpoint, rng_state, set_rng_state
+from .run.guards import check_collected, check_env_sizes, check_learner_fed, check_run_args, check_steps, guard_env
+from .run.resume_config import extension_note
 from .run.run_dir import RunDir, run_settings
-from .scale.collection import WithActionCounts, make_collection
-from .scale.device import autocast, autocast_dtype, learner_forward, on_device
+from .run.signals import stop_on_signals
+from .saved_run import SavedRun
+from .scale.device import autocast_dtype, learner_forward, on_device, precision_name
 from .scale.distributed import start_process
-from .scale.graphed_update import GraphedUpdate
-from .schedules import run_cql_factor, run_lr_factor
 
 EnvFactory = Callable[[int], EnvBase]  # num_envs -> env with batch_size [num_envs]
 EVAL_STREAM = 10_000  # the eval envs are seeded with seed + this
@@ -37,7 +41,8 @@ HOOK_POINTS = ("post_eval", "post_epoch")
 
 class AMAGOTrainer:
     """Epoch loop of the original `Experiment.learn`, over TorchRL pieces; locks the run's folder,
-    ``<config.buffer_dir>/<config.run_name>``, until :meth:`close`.
+    ``<config.buffer_dir>/<config.run_name>``, until :meth:`close`. With ``config.eval_only`` set it only evaluates
+    the run's saved weights (:meth:`run`): it builds no replay, optimizer or collector and writes nothing.
 
     Args:
         config: the run's `TrainConfig`.
@@ -65,56 +70,58 @@ class AMAGOTrainer:
         self.hooks: dict[str, list[Callable]] = {point: [] for point in HOOK_POINTS}
         self.env_name, self.success_threshold = env_name, success_threshold
         self.task_names = list(task_names) if task_names else None
+        evaluating = cfg.eval_only is not None
         check_run_args(cfg, make_eval_env is not None, rollout_horizon)
+        if evaluating and make_eval_env is None:
+            raise ValueError(f"--eval_only {cfg.eval_only} evaluates in the eval envs: pass make_eval_env")
         identity = run_settings(settings, env_name=env_name, rollout_horizon=rollout_horizon,
                                 task_names=self.task_names, success_threshold=success_threshold)
         self.dist = start_process(cfg)  # torchrun's group, the seed, torch's threads
         self.device = self.dist.device
-        self.run_folder = RunDir(cfg.buffer_dir, cfg.run_name, self.dist.rank, identity)  # locked until close()
+        if evaluating and self.dist.world_size > 1:
+            raise ValueError(f"--eval_only {cfg.eval_only} runs in one process, not under torchrun")
+        self.run_folder = RunDir(cfg.buffer_dir, cfg.run_name, self.dist.rank, identity, read_only=evaluating)
         self.run_dir = self.run_folder.path
         with self.run_folder.released_on_error():
-            self.checkpoints = RunCheckpoints(self.run_folder, self.dist)
-            self.collection = make_collection(cfg, self.dist.world_size)
+            if not evaluating:
+                self.checkpoints = RunCheckpoints(self.run_folder, self.dist)
+                self.collection = make_collection(cfg, self.dist.world_size)
             make_train_env = self.build_envs(make_train_env, make_eval_env)
-            self.modules = modules or build_agent_modules(cfg, self.train_env.observation_spec,
-                                                          self.train_env.action_spec, timestep_encoder=timestep_encoder)
-            self.build_learner(loss)
+            check_env_sizes(cfg, self.train_env, self.run_dir)  # what the flags ask for, at the env's step size
+            specs = self.train_env if self.train_env is not None else self.eval_env
+            self.modules = modules or build_agent_modules(cfg, specs.observation_spec, specs.action_spec,
+                                                          timestep_encoder=timestep_encoder)
+            self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
             self.dist.reseed(cfg.seed)  # ranks > 0: own streams for sampling, dropout, exploration
             primer = self.build_actor(exploration, rollout_horizon)
-            self.params = [p for p in self.loss.parameters() if p.requires_grad]
-            self.optimizer = self.build_optimizer(self.params)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, run_lr_factor(cfg))
-            self.target_updater = self.build_target_updater()
-            self.build_replay(trial_transform, offline_data, offline_weight)
-            self.collector = self.collection.build_collector(self, make_train_env, primer)
-            self.epoch = self.env_steps = self.grad_steps = 0
-            self._ready, self.partial_trials_closed = False, 0  # trials the last resume closed
-            self.logger = run_logger(cfg, self.run_dir, self.dist.is_main, resume=self.checkpoints.resuming)
-            self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
             self.best_eval = BestEval("eval/success" if self.success_threshold is not None else "eval/return")
-            self.register_hook("post_eval", keep_if_best)  # ckpts/best.pt
+            if evaluating:
+                return
+            self.learner = self.build_learner()
+            self.build_replay(trial_transform, offline_data, offline_weight)
+            acting = Acting(self.actor, self.policy, self.exploration, primer, self.device, self.refresh_acting_caches)
+            self.collector = self.collection.build_collector(make_train_env, self.train_env, acting)
+            self.counters, self._ready, self._config_written = Counters(), False, False
+            self.logger = run_logger(cfg, self.run_dir, self.dist.is_main, resume=self.checkpoints.resuming)
 
     def build_envs(self, make_train_env: EnvFactory, make_eval_env: EnvFactory | None) -> EnvFactory:
-        """The training env and, on rank 0, the eval env, guarded and seeded; returns the training factory."""
+        """The training env (none when only evaluating) and, on rank 0, the eval env, guarded and seeded; returns
+        the training factory."""
         cfg = self.cfg
         if cfg.count_heads:
             make_train_env = WithActionCounts(make_train_env)
             make_eval_env = make_eval_env and WithActionCounts(make_eval_env)
-        self.train_env = guard_env(make_train_env(self.collection.local_envs), "training env")
-        self.train_env.set_seed(cfg.seed + self.dist.seed_offset)
+        self.train_env = None
+        if cfg.eval_only is None:
+            self.train_env = guard_env(make_train_env(self.collection.local_envs), "training env")
+            require_amago_keys(self.train_env, "training env")
+            self.train_env.set_seed(cfg.seed + self.dist.seed_offset)
         self.eval_env = (guard_env(make_eval_env(cfg.eval_envs), "eval env")
                          if make_eval_env is not None and self.dist.is_main else None)
         if self.eval_env is not None:
+            require_amago_keys(self.eval_env, "eval env")
             self.eval_env.set_seed(cfg.seed + EVAL_STREAM)
         return make_train_env
-
-    def build_learner(self, loss: LossModule | None) -> None:
-        """The loss on the learner's device, the `--cql_ramp` factor and the loss forward (scale/device.py)."""
-        self.loss = (loss if loss is not None else self.build_loss()).to(self.device)
-        self.cql_factor = run_cql_factor(self.cfg, self.loss)
-        self.guard = FiniteGuard()
-        self.loss_forward = learner_forward(self.loss, self.cfg, self.dist)
-        self.graphed: GraphedUpdate | None = None  # --cuda_graph: built at the first update
 
     def build_actor(self, exploration, rollout_horizon: int | None):
         """The policy and its exploration (`self.actor`); returns a TorchRL recurrent policy's primer, or None."""
@@ -124,11 +131,22 @@ class AMAGOTrainer:
         for env in [e for e in (self.train_env, self.eval_env) if e is not None and primer is not None]:
             env.append_transform(make_primer())
         self.policy.deterministic = None if self.cfg.sample_actions_train else True
-        self.exploration = (build_exploration(self.cfg, self.train_env.action_spec, rollout_horizon)
+        spec_env = self.train_env if self.train_env is not None else self.eval_env
+        self.exploration = (build_exploration(self.cfg, spec_env.action_spec, rollout_horizon)
                             if exploration == "config" else exploration)
         actor = self.policy if self.exploration is None else TensorDictSequential(self.policy, self.exploration)
         self.actor = actor.to(self.device)  # on the learner's device: the Collector would act with a copy
         return primer
+
+    def build_learner(self) -> Learner:
+        """The `Learner` of the loss: the optimizer, schedules, target updater and the loss as the learner calls it
+        (DDP under torchrun, compiled with --compile_loss)."""
+        cfg, params = self.cfg, [p for p in self.loss.parameters() if p.requires_grad]
+        return Learner(self.loss, self.build_optimizer(params), lambda: self.sampler.sample(), cfg,
+                       target_updater=self.build_target_updater(), device=self.device,
+                       loss_forward=learner_forward(self.loss, cfg, self.dist),
+                       precision=autocast_dtype(cfg.mixed_precision, self.device), all_true=self.dist.all_true,
+                       fit_threads=self.collection.fit_threads, on_graph_replay=self.policy.clear_weight_caches)
 
     def build_replay(self, trial_transform, offline_data, offline_weight: float) -> None:
         """The online replay (run/checkpoint.py) and, with `offline_data`, an offline one mixed in; `self.sampler`."""
@@ -169,14 +187,10 @@ class AMAGOTrainer:
             return None
         return AMAGOSoftUpdate(self.loss, tau=self.cfg.tau)
 
-    @staticmethod
-    def total_loss(out) -> torch.Tensor:
-        """Sum of every differentiable `loss_*` entry (TorchRL's convention)."""
-        terms = [v for k, v in out.items() if isinstance(k, str) and k.startswith("loss_")
-                 and isinstance(v, torch.Tensor) and v.requires_grad]
-        if not terms:
-            raise ValueError(f"the loss returned no differentiable 'loss_*' entry (keys: {sorted(out.keys())})")
-        return sum(terms[1:], terms[0])
+    total_loss = staticmethod(total_loss)
+    epoch = property(lambda self: self.counters.epoch, doc="Epochs done.")
+    env_steps = property(lambda self: self.counters.env_steps, doc="Env steps stored (all torchrun ranks).")
+    grad_steps = property(lambda self: self.learner.grad_steps, doc="Gradient steps made.")
 
     def register_hook(self, point: str, fn: Callable) -> Callable:
         """Call `fn(trainer, metrics)` at `point` of every epoch ("post_eval", "post_epoch"); returns `fn`."""
@@ -195,30 +209,28 @@ class AMAGOTrainer:
             rec: dict = {"epoch": epoch}
             if cfg.eval_interval and epoch % cfg.eval_interval == 0:
                 evaluated = self.evaluate()
+                self.keep_if_best(evaluated)
                 for hook in self.hooks["post_eval"]:
                     hook(self, evaluated)
                 rec.update(evaluated)
-            rec.update(self.collection.run_epoch(self, epoch))  # collect + learn
-            self.epoch = epoch + 1
+            rec.update(self.collection.run_epoch(epoch, self.learner, self.store, self.ready_to_learn, self.counters))
+            self.counters.epoch = epoch + 1
             last = self.logger.log(rec, self.env_steps, self.grad_steps)
             if cfg.ckpt_interval and self.epoch % cfg.ckpt_interval == 0:
                 self.save(tag=f"epoch_{self.epoch}")
             self.save(tag="latest")
+            check_learner_fed(cfg, self.env_name, self.replay, self.sampler, epoch, self.grad_steps)
             for hook in self.hooks["post_epoch"]:
                 hook(self, last)
             bar.update(last, self.env_steps, self.grad_steps)
         bar.close()
         return last
 
-    def collect(self) -> dict:
-        """Act in the training envs for one collector batch and store it (sync: the epoch's steps)."""
-        return self.collection.collect(self)
-
     def store(self, data) -> list[float]:
         """Check a collected batch, write it to the replay, count its steps; returns its finished trials' returns."""
         check_collected(data, self.env_steps)
         self.replay.extend(data)
-        self.env_steps += data.numel() * self.dist.world_size  # every rank collects as many
+        self.counters.env_steps += data.numel() * self.dist.world_size  # every rank collects as many
         return self.collection.finished_returns(data)
 
     def ready_to_learn(self) -> bool:
@@ -227,91 +239,18 @@ class AMAGOTrainer:
             self._ready = self.dist.all_true(self.sampler.num_trials() >= self.cfg.min_trials_to_learn)
         return self._ready
 
-    def learn(self) -> dict:
-        """The epoch's `grads_per_epoch` updates; returns their mean outputs."""
-        t0, sums, n = time.time(), {}, self.cfg.grads_per_epoch
-        for _ in range(n):
-            add_scalars(sums, self.update())
-        return self.update_metrics(sums, n, time.time() - t0)
-
-    def update(self) -> TensorDict:
-        """One gradient step (loss, backward, clip, AdamW, SoftUpdate, LR); NaN/inf skips and counts it."""
-        self.loss.train()
-        if self.cql_factor is not None:  # in place: a captured graph reads it
-            self.loss.cql_scale.fill_(self.cql_factor(self.grad_steps))
-        batch = self.sampler.sample()
-        if not self.dist.all_true(self.guard.batch_ok(batch, self.grad_steps)):
-            return skipped_update()
-        if self.cfg.cuda_graph or self.graphed is not None:
-            return self._graphed_update(batch)
-        batch = batch.to(self.device)
-        with autocast(self.device, self.autocast):
-            out = self.loss_forward(batch)
-        total = self.total_loss(out)
-        self.optimizer.zero_grad(set_to_none=True)
-        if not self.dist.all_true(self.guard.loss_ok(total, out, self.grad_steps)):
-            return skipped_update()
-        self.collection.fit_threads()
-        total.backward()
-        gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        if not self.guard.grads_ok(self.loss.named_parameters(), gnorm, self.grad_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            return skipped_update()
-        torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.grad_clip, gnorm)
-        self.guard.ok()
-        self.collection.fit_threads()
-        self.optimizer.step()
-        if self.target_updater is not None:
-            self.target_updater.step()
-        return self._stepped(out.detach(), gnorm.detach())
-
-    def _graphed_update(self, batch) -> TensorDict:
-        if self.graphed is None:
-            self.graphed = GraphedUpdate(self.loss_forward, self.total_loss, self.optimizer, self.params,
-                                         self.cfg.grad_clip, self.target_updater, self.autocast)
-        done = self.graphed.guarded_update(batch, self.guard, self.loss.named_parameters(), self.grad_steps)
-        return skipped_update() if done is None else self._stepped(*done)
-
-    def _stepped(self, out: TensorDict, gnorm: torch.Tensor) -> TensorDict:
-        self.scheduler.step()
-        self.grad_steps += 1
-        out.set("grad_norm", gnorm)
-        out.set("nonfinite_skipped", torch.zeros(()))
-        return out
-
-    def update_metrics(self, sums: dict, n: int, seconds: float) -> dict:
-        """The `train-update/*` record of `n` updates whose outputs add up to `sums`."""
-        res = {f"train-update/{k}": v / n for k, v in sums.items()} if n else {}
-        res["train-update/grad_steps_per_s"] = n / max(seconds, 1e-9)
-        res["train-update/lr"] = float(self.scheduler.get_last_lr()[0])  # a tensor under --cuda_graph
-        if self.cql_factor is not None:
-            res["train-update/cql_scale"] = self.cql_factor(max(0, self.grad_steps - 1))
-        return res
-
     def refresh_acting_caches(self) -> None:
         """Drop the policy's weight caches after graph replays (they do not bump version counters)."""
-        if self.graphed is not None:
+        if self.learner.graphed is not None:
             self.policy.clear_weight_caches()
-
-    feed = property(lambda self: self.collection.feed, doc="The async workers' `CollectorFeed` (None: sync).")
-    weight_pushes = property(lambda self: self.collection.weight_pushes, doc="Weight pushes to the workers so far.")
-    replay_ratio = property(lambda self: self.collection.replay_ratio, doc="Updates per stored env step (async).")
-
-    def push_weights(self, wait: bool = True) -> None:
-        """Send the acting weights to the workers; `wait=False` returns at once."""
-        self.collection.push_weights(self, wait)
-
-    def wait_for_push(self) -> None:
-        """Wait until the last weight push has reached every worker."""
-        self.collection.wait_for_push()
 
     @torch.no_grad()
     def evaluate(self, timesteps: int | None = None) -> dict:
         """Fresh acting state, fresh envs, `eval_timesteps` steps; returns of finished trials."""
         if self.eval_env is None:
             return {}
-        self.refresh_acting_caches()
         policy = self.policy.fresh_copy()
+        policy.clear_weight_caches()
         policy.deterministic = None
         policy.eval()
         policy = on_device(policy, self.device, self.eval_env.device)
@@ -323,28 +262,54 @@ class AMAGOTrainer:
         return eval_record(ro if ro.ndim == 2 else ro.unsqueeze(0), dt, self.env_name, self.task_names,
                            self.success_threshold)
 
+    def keep_if_best(self, evaluated: dict) -> None:
+        """An eval scoring at least the best so far writes its (finite) weights to ``ckpts/best.pt``."""
+        if self.best_eval.improved_by(evaluated):
+            self.best_eval.keep(evaluated, self.progress(), self.loss.state_dict(), self.cfg.to_dict(),
+                                self.run_folder.entry(), self.checkpoints.path("best"))
+
     def finish(self, final_eval_timesteps: int | None = None) -> dict:
         """Final evaluation (`--final_eval`) and the learning curves; returns the summary the examples print."""
-        finals = final_evals(self, final_eval_timesteps)
+        finals = {}
+        for weights in FINAL_EVALS[self.cfg.final_eval]:
+            if weights == "best" and self.dist.is_main:
+                self.load_best()
+            res = finals[weights] = self.evaluate(final_eval_timesteps)
+            if res:
+                named = res if weights == "last" else {k.replace("eval/", "eval_best/", 1): v for k, v in res.items()}
+                self.logger.log(named, self.env_steps, self.grad_steps)
         self.logger.plot_curve("eval/return")
         attempts = sorted({k for r in self.logger.records for k in r if re.fullmatch(r"eval/episode_\d+_return", k)},
                           key=lambda k: int(k.split("_")[1]))  # episode_2 before episode_10
         if attempts:  # meta-RL: the return of each attempt over training
             self.logger.plot_curve(attempts, os.path.join(self.logger.log_dir, "attempts.png"))
-        return final_summary(self, finals)
+        summary = final_summary(self.progress(), finals, self.cfg.final_eval, self.logger.wall_time(),
+                                self.best_eval)
+        return {**summary, "precision": precision_name(self.learner.precision)}  # what --mixed_precision chose
+
+    def evaluate_saved(self, tag: str, timesteps: int | None = None) -> dict:
+        """Load the run's `tag` weights ("best" or "latest", checked) and evaluate them; the summary the examples
+        print (the checkpoint's counters, the eval's return, success and per-attempt numbers)."""
+        counters = SavedRun(self.run_dir).load_weights(self.loss, tag, self.run_folder.identity)
+        return {**run_summary(counters, self.evaluate(timesteps)), "eval_weights": tag}
 
     def run(self, final_eval_timesteps: int | None = None) -> dict:
-        """Resume if a checkpoint exists, train, finish, close, print the JSON summary line; returns the summary."""
+        """Resume if a checkpoint exists, train, finish, close, print the JSON summary line; returns the summary.
+        With ``config.eval_only``: evaluate the saved weights instead, close, print."""
         if isinstance(final_eval_timesteps, str):
             self.close()
             raise TypeError(f"run({final_eval_timesteps!r}): run() takes no name; the run's folder is "
                             f"config.run_name (--run_name), here {self.run_dir}")
         check_steps(final_eval_timesteps, "final_eval_timesteps")
         try:
-            with self.dist.guard(self.checkpoints.path("latest")):
-                self.resume()
-                self.train()
-                summary = self.finish(final_eval_timesteps)
+            if self.cfg.eval_only is not None:
+                summary = self.evaluate_saved(self.cfg.eval_only, final_eval_timesteps)
+            else:
+                latest = self.checkpoints.path("latest")
+                with stop_on_signals(latest, self.cfg.epochs), self.dist.guard(latest):
+                    self.resume()
+                    self.train()
+                    summary = self.finish(final_eval_timesteps)
         finally:
             self.close()
         if self.dist.is_main:
@@ -354,23 +319,74 @@ class AMAGOTrainer:
     def close(self) -> None:
         """Stop the workers, close the envs and the logger, and release the run folder."""
         try:
-            self.collection.close()
+            if self.cfg.eval_only is None:
+                self.collection.close()
             for env in (self.train_env, self.eval_env):
                 if env is not None and not env.is_closed:
                     env.close()
-            self.logger.close()
+            if self.cfg.eval_only is None:
+                self.logger.close()
             self.dist.close()
         finally:
             self.run_folder.close()
 
+    def progress(self) -> dict:
+        """The counters: epochs done, env steps stored, gradient steps."""
+        return {"epoch": self.epoch, "env_steps": self.env_steps, "grad_steps": self.grad_steps}
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint holds besides the replay: the learner's state (loss, optimizer, schedule), the
+        exploration's, the counters, RNG states, the config and the best eval."""
+        return {**self.learner.state_dict(), "counters": self.progress(), "rng": rng_state(),
+                "config": self.cfg.to_dict(),
+                "exploration": self.exploration.state_dict() if self.exploration is not None else None,
+                BEST_EVAL: self.best_eval.state()}
+
+    def load_state_dict(self, state: dict, path: str = "state") -> None:
+        """Restore :meth:`state_dict` (checked beforehand: `check_checkpoint`); `path` names it in errors."""
+        counters = state["counters"]
+        try:
+            self.learner.load_state_dict(state, counters["grad_steps"])
+            if self.exploration is not None and state.get("exploration") is not None:
+                self.exploration.load_state_dict(state["exploration"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path}: optimizer/schedule/exploration state does not match "
+                                  f"({e})") from e
+        self.counters.epoch, self.counters.env_steps = counters["epoch"], counters["env_steps"]
+        self.best_eval.load_state(state.get(BEST_EVAL))
+        set_rng_state(state["rng"])
+
     def save(self, tag: str = "latest") -> str:
-        """Write `ckpts/<tag>.pt`; `latest` also commits the replay (run/checkpoint.py). Returns the path."""
-        return self.checkpoints.save(self, tag)
+        """Write `ckpts/<tag>.pt`; `latest` also commits the replay and `config.json`. Returns the path."""
+        if tag == "latest":
+            self.collection.before_checkpoint(self.store, self.counters)
+            if not self._config_written:
+                self.run_folder.write_config(self.cfg.to_dict(), precision=precision_name(self.learner.precision),
+                                             observations=spec_shapes(self.train_env.observation_spec))
+                self._config_written = True
+        return self.checkpoints.save(self.state_dict(), self.replay, tag)
 
     def resume(self, tag: str = "latest") -> bool:
         """Load `tag` if it exists (False otherwise). Raises CheckpointError on corrupt/mismatched files."""
-        return self.checkpoints.resume(self, tag)
+        found = self.checkpoints.load(tag, lambda ckpt, path: check_checkpoint(
+            ckpt, path, tag, run=self.run_folder, cfg=self.cfg, loss=self.loss, optimizer=self.learner.optimizer,
+            replay=self.replay, metrics=self.logger))
+        if found is None:
+            return False
+        ckpt, path, identity = found
+        self.load_state_dict(ckpt, path)
+        self.dist.reseed(self.cfg.seed, step=self.grad_steps)
+        self.collection.on_resume(self.checkpoints.resumed(self.replay, ckpt, path, identity))
+        self.logger.drop_records_after(self.epoch)
+        if self.dist.is_main:
+            print(f"resuming {self.run_dir} at epoch {self.epoch} ({self.env_steps} env steps, {self.grad_steps} "
+                  f"updates)", file=sys.stderr, flush=True)
+            note = extension_note(ckpt["config"], self.cfg, self.learner.planned_updates)
+            if note:
+                warnings.warn(note, stacklevel=2)
+        return True
 
     def load_best(self) -> dict:
         """Load ckpts/best.pt's weights into the model in place (optimizer and counters stay); returns its record."""
-        return load_best_state(self.checkpoints.path("best"), self.loss, self.run_folder.identity)
+        return SavedRun(self.run_dir).load_best(self.loss, self.run_folder.identity)
+

@@ -6,7 +6,7 @@ from .atari import (ACTION_SPACES as ATARI_ACTION_SPACES, DEFAULT_GAMES as ATARI
 from .babyai import (OBS_KINDS as BABYAI_OBS_KINDS, MultitaskMetaBabyAI, babyai_max_steps, babyai_task_names,
                      full_task_name, make_babyai_env, max_trial_length as babyai_max_trial_length)
 from .dm_env_bridge import DMEnvWrapper, make_dm_env
-from .gym import SameTaskGymEnv, gym_action_info, gym_time_limit, make_gym_env, make_gym_envs
+from .gym import SameTaskGymEnv, SameTaskGymWrapper, gym_action_info, gym_time_limit, make_gym_env, make_gym_envs
 from .gymnax import gymnax_env_names, make_gymnax_env
 from .half_cheetah_vel import (MetaVelocity, make_half_cheetah_vel_env, make_half_cheetah_vel_gym,
                                velocity_bucket_names)
@@ -26,7 +26,7 @@ __all__ = ["ALCHEMY_LEVEL", "ALCHEMY_NUM_TRIALS", "ALCHEMY_STEPS_PER_TRIAL", "al
            "ATARI_ACTION_SPACES", "ATARI_GAMES", "ATARI_TIME_LIMIT_FRAMES", "atari_game_names", "make_atari_env",
            "make_atari_gym", "MultitaskMetaBabyAI", "BABYAI_OBS_KINDS", "babyai_max_steps", "babyai_max_trial_length",
            "full_task_name", "babyai_task_names", "make_babyai_env", "DMEnvWrapper", "make_dm_env", "SameTaskGymEnv",
-           "gym_action_info", "gym_time_limit", "make_gym_env", "make_gym_envs", "gymnax_env_names", "make_gymnax_env",
+           "SameTaskGymWrapper", "gym_action_info", "gym_time_limit", "make_gym_env", "make_gym_envs", "gymnax_env_names", "make_gymnax_env",
            "MetaVelocity", "make_half_cheetah_vel_env", "make_half_cheetah_vel_gym", "velocity_bucket_names",
            "JaxBatchedEnv", "KShotMetaworld", "make_metaworld_env", "metaworld_task_names", "make_popgym_env",
            "make_popgym_gym", "make_popgym_torchrl", "popgym_env_names", "popgym_episode_length", "popgym_num_actions",

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from ..._optional import require
+from ...suites import ALCHEMY_LEVEL, ALCHEMY_NUM_TRIALS, ALCHEMY_STEPS_PER_TRIAL, alchemy_episode_length
 from .dm_env_bridge import DMEnvWrapper, make_dm_env
 
 ALCHEMY_PIP = "git+https://github.com/google-deepmind/dm_alchemy.git"
-ALCHEMY_LEVEL = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
 ALCHEMY_OBS_KEY = "symbolic_obs"
 ALCHEMY_OBS_DIM = 39  # MAX_STONES * (3 coords + reward + used) + MAX_POTIONS * (colour + used)
 ALCHEMY_NUM_ACTIONS = 40  # MAX_STONES * (MAX_POTIONS + 1) + 1 no-op (no end-trial action)
-ALCHEMY_NUM_TRIALS = 10
-ALCHEMY_STEPS_PER_TRIAL = 20
 _FEATURE = "symbolic Alchemy (torchrl_amago.envs.libs.alchemy)"
 
 
@@ -20,12 +18,6 @@ def symbolic_alchemy_module():
     require("dm_env", "dm-env", _FEATURE)
     require("dm_alchemy", ALCHEMY_PIP, _FEATURE)
     return require("dm_alchemy.symbolic_alchemy", ALCHEMY_PIP, _FEATURE)
-
-
-def alchemy_episode_length(num_trials: int = ALCHEMY_NUM_TRIALS,
-                           max_steps_per_trial: int = ALCHEMY_STEPS_PER_TRIAL) -> int:
-    """Steps of one dm_env episode (= one AMAGO trial): every Alchemy trial runs its full step budget."""
-    return num_trials * max_steps_per_trial
 
 
 def make_alchemy_torchrl(level_name: str = ALCHEMY_LEVEL, seed: int | None = None,

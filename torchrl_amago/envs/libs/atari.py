@@ -12,17 +12,14 @@ from torchrl.envs import GymWrapper, SerialEnv
 
 from ..._optional import require
 from ...spaces import unit_box_affine
+from ...suites import ATARI_ACTION_SPACES as ACTION_SPACES
+from ...suites import ATARI_GAMES as DEFAULT_GAMES
+from ...suites import ATARI_TIME_LIMIT_FRAMES as TIME_LIMIT_FRAMES
 
 _FEATURE = "Atari envs (torchrl_amago.envs.libs.atari)"
 PACKAGE = "ale-py"
 
-#: the original example's 10 default games
-DEFAULT_GAMES = ["Pong", "Boxing", "Breakout", "Gopher", "MsPacman", "ChopperCommand", "CrazyClimber", "BattleZone",
-                 "Qbert", "Seaquest"]
-#: ALE's standard episode cap (30 minutes at 60 frames/s)
-TIME_LIMIT_FRAMES = 108_000
 NUM_ACTIONS = 18
-ACTION_SPACES = ("discrete", "multibinary", "continuous")
 
 # ALE's full action set, indexed by (vertical, horizontal) with or without fire
 _NO_FIRE = {(0, 0): 0, (1, 0): 2, (0, 1): 3, (0, -1): 4, (-1, 0): 5, (1, 1): 6, (1, -1): 7, (-1, 1): 8, (-1, -1): 9}

@@ -10,6 +10,9 @@ import torch
 from torchrl.data import Bounded, Categorical, Composite
 
 from ..._optional import require
+from ...suites import BABYAI_OBS_KINDS as OBS_KINDS
+from ...suites import babyai_max_trial_length as max_trial_length
+from ...suites import full_task_name
 from ..builtin._base import HostAttemptsEnv
 from ..transforms import TASK_ID_KEY, episode_stats_spec
 
@@ -23,9 +26,6 @@ BLANK_TOKEN, UNKNOWN_TOKEN = 0, 1
 #: number of distinct mission tokens (blank + unknown + words)
 BABYAI_VOCAB_SIZE = len(BABYAI_WORDS) + 2
 MISSION_LENGTH = 9
-#: per-step image shape of each observation kind
-OBS_KINDS = {"partial-grid": (7, 7, 3), "full-grid": (22, 22, 3), "partial-image": (63, 63, 3),
-             "full-image": (63, 63, 3)}
 #: tasks the original leaves out of "all BabyAI tasks" (missions longer than 9 words or very hard levels)
 BANNED_BABYAI_TASKS = ("GoToSeq", "OpenRedBlueDoorsDebug", "OpenTwoDoors", "OpenDoorsOrderN4Debug", "OpenDoorsOrder",
                        "PutNextLocal", "PutNext", "MiniBossLevel", "BossLevel", "BossLevelNoUnlock", "SynthSeq",
@@ -43,11 +43,6 @@ def tokenize_mission(mission: str, length: int = MISSION_LENGTH) -> np.ndarray:
 
 def _minigrid():
     return require("minigrid", "minigrid", _FEATURE)
-
-
-def full_task_name(name: str) -> str:
-    """``"GoToObj-v0"`` or ``"BabyAI-GoToObj-v0"`` -> ``"BabyAI-GoToObj-v0"``."""
-    return name if name.startswith("BabyAI-") else f"BabyAI-{name}"
 
 
 def babyai_task_names(include_banned: bool = False) -> list[str]:
@@ -87,11 +82,6 @@ def babyai_max_steps(task: str) -> int:
         return int(env.unwrapped.max_steps)
     finally:
         env.close()
-
-
-def max_trial_length(max_steps: int, k_episodes: int) -> int:
-    """Longest possible trial: k attempts of ``max_steps`` plus one dummy step between attempts."""
-    return k_episodes * max_steps + (k_episodes - 1)
 
 
 class MultitaskMetaBabyAI(HostAttemptsEnv):

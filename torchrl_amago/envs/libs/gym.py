@@ -2,6 +2,8 @@
 inside the gym env (``RescaleAction``). ``SameTaskGymEnv`` keeps the task across a ``MetaTrial`` trial."""
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -53,10 +55,34 @@ def make_gym_envs(env_id: str, num_envs: int, max_episode_steps: int | None = No
     return SerialEnv(num_envs, lambda: make_gym_env(env_id, max_episode_steps, categorical_actions))
 
 
-class SameTaskGymEnv(GymEnv):
-    """A ``GymEnv`` whose soft reset replays the trial's reset seed (same task); keys: those of ``GymEnv``."""
+#: Attributes of a gymnasium env's ``unwrapped`` object compared between a trial's episodes (plain values and small
+#: arrays; a task is one of them).
+_MAX_COMPARED_ELEMENTS = 4096
+
+
+def task_state(env) -> dict:
+    """The plain attributes of a gymnasium env's ``unwrapped`` object (numbers, strings, tuples of them, small
+    arrays), except its random generator: what a seeded reset must reproduce."""
+    out = {}
+    for name, value in vars(env.unwrapped).items():
+        if "np_random" in name:
+            continue
+        if isinstance(value, (bool, int, float, str)) or (isinstance(value, tuple) and all(
+                isinstance(v, (bool, int, float, str)) for v in value)):
+            out[name] = value
+        elif isinstance(value, np.ndarray) and value.size <= _MAX_COMPARED_ELEMENTS:
+            out[name] = (value.dtype.str, value.shape, value.tobytes())
+    return out
+
+
+class _SameTask:
+    """Soft resets replay the trial's reset seed (the same task). The first `CHECKED_SOFT_RESETS` soft resets check that
+    the replayed reset rebuilt the env's state (`task_state`) and warn once naming what differs: a task drawn from
+    another generator than the env's own ``self.np_random`` (e.g. ``np.random``) changes in every episode."""
 
     supports_soft_reset = True
+    _soft_resets_checked = 0  # the first CHECKED_SOFT_RESETS soft resets are checked, until one differs
+    CHECKED_SOFT_RESETS = 8
 
     def _reset(self, tensordict: TensorDictBase | None = None, soft_reset: bool = False, **kwargs):
         task_seed = getattr(self, "_task_seed", None)
@@ -68,4 +94,33 @@ class SameTaskGymEnv(GymEnv):
             else:  # set_seed(seed): later hard resets draw their seeds from a generator seeded with it
                 self._task_rng = torch.Generator().manual_seed(int(kwargs["seed"]))
             self._task_seed = int(kwargs["seed"])
-        return super()._reset(tensordict, **kwargs)
+        out = super()._reset(tensordict, **kwargs)
+        if self._soft_resets_checked < self.CHECKED_SOFT_RESETS:
+            self._check_same_task(soft_reset and task_seed is not None)
+        return out
+
+    def _check_same_task(self, soft: bool) -> None:
+        state = task_state(self._env)
+        if not soft:
+            self._task_state = state
+            return
+        self._soft_resets_checked += 1
+        changed = sorted(k for k in set(state) | set(self._task_state) if state.get(k) != self._task_state.get(k))
+        if changed:
+            self._soft_resets_checked = self.CHECKED_SOFT_RESETS  # warned once
+            name = getattr(self._env.unwrapped, "spec", None)
+            warnings.warn(f"{type(self).__name__}({getattr(name, 'id', None) or type(self._env.unwrapped).__name__}): "
+                          f"after a soft reset replayed the trial's seed, the env's attributes {changed} differ from "
+                          f"the trial's first episode, so each episode may get a new task: draw the task from "
+                          f"self.np_random after super().reset(seed=seed), not from np.random or random (if these "
+                          f"attributes are not the task, this warning can be ignored)", stacklevel=2)
+
+
+class SameTaskGymEnv(_SameTask, GymEnv):
+    """A ``GymEnv`` (a registered gymnasium id) whose soft reset replays the trial's reset seed (same task); keys:
+    those of ``GymEnv``. An env instance: :class:`SameTaskGymWrapper`."""
+
+
+class SameTaskGymWrapper(_SameTask, GymWrapper):
+    """A ``GymWrapper`` (a gymnasium env instance, no registration needed) whose soft reset replays the trial's reset
+    seed (same task), as :class:`SameTaskGymEnv`; keys: those of ``GymWrapper``."""

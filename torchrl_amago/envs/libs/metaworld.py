@@ -12,6 +12,7 @@ from torchrl.envs import GymWrapper, SerialEnv
 from torchrl.envs.gym_like import default_info_dict_reader
 
 from ..._optional import require
+from ...suites import canonical_benchmark_name
 from ..transforms import (EPISODE_COUNT_KEY, EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_SUCCESS_KEY, TASK_ID_KEY,
                           episode_stats_spec)
 
@@ -21,14 +22,6 @@ INFO_KEYS = (EPISODE_END_KEY, EPISODE_RETURN_KEY, EPISODE_COUNT_KEY, EPISODE_SUC
 
 def _metaworld():
     return require("metaworld", "metaworld", _FEATURE)
-
-
-def canonical_benchmark_name(benchmark: str) -> str:
-    """``"ML10"`` -> ``"ml10"``; ``"reach-v2"`` -> ``"reach-v3"`` (Meta-World 3.x only has v3 tasks)."""
-    b = benchmark.strip()
-    if b.lower() in ("ml10", "ml45"):
-        return b.lower()
-    return b[:-3] + "-v3" if b.endswith("-v2") else b
 
 
 def make_benchmark(benchmark: str, seed: int | None = None):

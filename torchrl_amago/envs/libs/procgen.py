@@ -8,29 +8,14 @@ import torch
 from torchrl.data import Bounded, Categorical, Composite
 
 from ..._optional import require
+from ...suites import PROCGEN_GAMES, PROCGEN_PIP_PACKAGE, PROCGEN_SETTINGS, PROCGEN_TEST_SEED_MAX
 from ..builtin._base import HostAttemptsEnv
 from ..transforms import TASK_ID_KEY, episode_stats_spec
 
 _FEATURE = "Procgen envs (torchrl_amago.envs.libs.procgen)"
-#: pip package that provides ``import procgen`` on Python 3.11 (the official ``procgen`` stops at 3.10)
-PROCGEN_PIP_PACKAGE = "procgen-mirror"
-#: Level seeds above the train range, up to this bound, are the unseen evaluation levels.
-PROCGEN_TEST_SEED_MAX = 10_000_000
-
-#: the 16 procgen games, in the original's order
-PROCGEN_GAMES = ("dodgeball", "caveflyer", "heist", "jumper", "maze", "miner", "fruitbot", "plunder", "chaser",
-                 "leaper", "bigfish", "starpilot", "bossfight", "ninja", "coinrun", "climber")
 #: games with procgen's "memory" distribution (used by "memory-hard"; the others then use "hard")
 MEMORY_GAMES = ("dodgeball", "caveflyer", "heist", "jumper", "maze", "miner")
 DISTRIBUTION_MODES = ("easy", "hard", "memory-hard")
-#: the original example's settings per ``--distribution``
-PROCGEN_SETTINGS = {
-    "easy": dict(games=("climber", "coinrun", "jumper", "ninja", "leaper"), reward_scales={},
-                 distribution_mode="easy", horizon=2000),
-    "easy-rescaled": dict(games=("climber", "coinrun", "jumper", "ninja", "leaper"),
-                          reward_scales={"coinrun": 100.0, "climber": 0.1}, distribution_mode="easy", horizon=2000),
-    "memory-hard": dict(games=PROCGEN_GAMES, reward_scales={}, distribution_mode="memory-hard", horizon=5000),
-}
 FRAME_SHAPE = (64, 64, 3)
 N_ACTIONS = 15
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import FFBlock, normalization
+from ..common import Dropout, FFBlock, normalization
 from ..common import activation as make_activation
 from .base import TrajectoryEncoder, check_sequence_inputs
 
@@ -21,7 +21,7 @@ class FFTrajEncoder(TrajectoryEncoder):
         d_ff = d_ff or 4 * d_model
         self.inp = nn.Linear(input_dim, d_model)
         self.act = make_activation(activation)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.Sequential(*(FFBlock(d_model, d_ff, dropout, activation, norm) for _ in range(n_layers)))
         self.out = nn.Linear(d_model, d_model)
         self.out_norm = normalization(out_norm, d_model)

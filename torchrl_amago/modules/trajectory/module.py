@@ -7,7 +7,9 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 
 from ... import keys as K
+from ..weight_cache import WeightProbe
 from .base import TrajectoryEncoder
+from .windows import trial_windows
 
 #: default prefix of the state entries (TorchRL's recurrent modules use ``"recurrent_state_h"`` and so on)
 STATE_PREFIX = "recurrent_state"
@@ -32,6 +34,7 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
         if not isinstance(state_prefix, str) or not state_prefix:
             raise ValueError(f"state_prefix must be a non-empty string, got {state_prefix!r}")
         self.encoder = encoder
+        self.__dict__["_probe"] = WeightProbe(encoder)  # step mode reuses cached weights only once they are checked
         self.in_key, self.time_key, self.out_key, self.segment_key = in_key, time_key, out_key, segment_key
         self.init_key, self.state_prefix = init_key, state_prefix
         self._recurrent_mode, self.split_trajectories = default_recurrent_mode, bool(split_trajectories)
@@ -101,14 +104,17 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
                 raise ValueError(f"{type(self.encoder).__name__} cannot keep packed windows apart (packable=False); "
                                  f"drop the {self.segment_key!r} key or use AMAGOLoss(pack_windows='never')")
         elif self.split_trajectories:
-            segment = self._trajectory_segments(tensordict, lead)
+            starts = self._trial_starts(tensordict, lead)
+            if starts is not None and not self.encoder.packable:  # one window per trial, written back in place
+                return self._by_trial(tensordict, x, t, lead, starts)
+            segment = None if starts is None else starts.long().cumsum(-1)
         kw = {} if segment is None else {"segment": segment}
         out = self.encoder(x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1]), **kw)
         tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
         return tensordict
 
-    def _trajectory_segments(self, tensordict: TensorDictBase, lead: torch.Size) -> torch.Tensor | None:
-        """Trajectory ids ``[B, T]`` where ``init_key`` is True after a row's first step, else None."""
+    def _trial_starts(self, tensordict: TensorDictBase, lead: torch.Size) -> torch.Tensor | None:
+        """``init_key`` as ``[B, T]`` bool where it is True after a row's first step, else None."""
         is_init = tensordict.get(self.init_key, None)
         if is_init is None:
             return None
@@ -118,14 +124,18 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
             raise ValueError(f"{self.init_key!r} must have shape {tuple(lead)} or {(*lead, 1)}, got "
                              f"{tuple(is_init.shape)}")
         is_init = is_init.reshape(-1, lead[-1]).bool()
-        if not bool(is_init[:, 1:].any()):
-            return None
-        if not self.encoder.packable:
-            raise ValueError(f"{type(self.encoder).__name__} cannot restart its memory inside a row, and "
-                             f"{self.init_key!r} is True after a row's first step: sample windows that stay inside one "
-                             "trajectory (torchrl_amago's sequence replay, SliceSampler(traj_key=...)), or use a "
-                             "Transformer / feed-forward encoder")
-        return is_init.long().cumsum(-1)
+        return is_init if bool(is_init[:, 1:].any()) else None
+
+    def _by_trial(self, tensordict: TensorDictBase, x: torch.Tensor, t: torch.Tensor, lead: torch.Size,
+                  starts: torch.Tensor) -> TensorDictBase:
+        """Sequence mode for an encoder that cannot restart inside a row: each trial from position 0 of its own row."""
+        row, step, inside = trial_windows(starts)
+        x, t = x.reshape(-1, *x.shape[-2:]), t.reshape(-1, t.shape[-1])
+        out = self.encoder(x[row[:, None], step], t[row[:, None], step])  # [W, T, D]
+        at = (row[:, None].expand_as(step)[inside], step[inside])
+        out = out.new_zeros(*x.shape[:2], out.shape[-1]).index_put(at, out[inside])
+        tensordict.set(self.out_key, out.reshape(*lead, out.shape[-1]))
+        return tensordict
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self._state_error is not None:
@@ -142,7 +152,11 @@ class TrajectoryEncoderModule(TensorDictModuleBase):
                              f"{self.init_key!r} [*, 1]; got {tuple(x.shape)}, {tuple(t.shape)}, "
                              f"{tuple(is_init.shape)}")
         state = self.encoder.reset_state(state, is_init.squeeze(-1).to(x.device))
-        out, state = self.encoder.step(x, t.squeeze(-1).to(x.device), state)
+        token = self._probe.enter()
+        try:
+            out, state = self.encoder.step(x, t.squeeze(-1).to(x.device), state)
+        finally:
+            self._probe.leave(token)
         tensordict.set(self.out_key, out.reshape(*shape, out.shape[-1]))
         tensors = self.encoder.state_to_tensors(state)
         for name, key in zip(self._state_names, self.state_keys):

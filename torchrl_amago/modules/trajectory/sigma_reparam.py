@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..weight_cache import caches_trusted, note_cache_build
+
 
 class SigmaReparam(nn.Linear):
     """`W_hat = gamma / sigma(W) * W`, sigma = u^T W v by one power-iteration step per training forward."""
@@ -29,10 +31,13 @@ class SigmaReparam(nn.Linear):
             v.div_(torch.linalg.vector_norm(v).clamp_min_(1e-12))
 
     def sigma(self) -> torch.Tensor:
-        # in the weight's own precision even under autocast
-        w = self.weight
+        # in the weight's own precision even under autocast; autograd keeps copies of u, v (as torch's spectral_norm
+        # does): a later training call in the same graph updates the buffers in place
+        w, u, v = self.weight, self.u.detach(), self.v.detach()
+        if torch.is_grad_enabled():
+            u, v = u.clone(), v.clone()
         with torch.autocast(w.device.type, enabled=False):
-            return torch.dot(self.u.detach().to(w.dtype), torch.mv(w, self.v.detach().to(w.dtype)))
+            return torch.dot(u.to(w.dtype), torch.mv(w, v.to(w.dtype)))
 
     def effective_weight(self) -> torch.Tensor:
         return self.gamma / self.sigma() * self.weight
@@ -51,11 +56,20 @@ class SigmaReparam(nn.Linear):
         """Forget W_hat (the cache key cannot see weights written by another process)."""
         self._cached = None
 
+    def cache_sources(self) -> tuple[torch.Tensor, ...]:
+        """The tensor whose writes ``modules/weight_cache.py`` watches for W_hat (a write of new weights moves it;
+        ``gamma`` alone is left to the version counters)."""
+        return (self.weight,)
+
     def cached_weight(self) -> torch.Tensor:
-        """W_hat for eval + no-grad calls, reused until a parameter or buffer changes (version counters)."""
+        """W_hat for eval + no-grad calls: inside a probed acting call (``AMAGOPolicy``), reused until a parameter or
+        buffer changes (version counters, the probe); elsewhere computed afresh."""
+        if not caches_trusted():
+            return self.effective_weight()
         key = self._cache_key()
         if self._cached is None or self._cached[0] != key:
             self._cached = (key, self.effective_weight())
+            note_cache_build()
         return self._cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

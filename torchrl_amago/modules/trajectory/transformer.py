@@ -11,7 +11,7 @@ from torch.nn.modules import module as _module_mod
 
 from ..._optional import available, require
 from ..common import activation as make_activation
-from ..common import normalization
+from ..common import Dropout, normalization
 from .base import TrajectoryEncoder, check_is_init, check_sequence_inputs, check_step_inputs
 from .positional import FixedPosEmb, LearnablePosEmb, RotaryPosEmb
 from .sigma_reparam import SigmaReparam
@@ -60,14 +60,17 @@ class AttentionLayer(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, d_model // n_heads  # TransformerTrajEncoder checks divisibility
         self.qkv = _linear(d_model, 3 * d_model, sigma_reparam, bias=False)
-        self.drop_qkv = nn.Dropout(dropout_qkv)
+        self.drop_qkv = Dropout(dropout_qkv)
         self.head_scaler = nn.Parameter(torch.ones(1, 1, n_heads, 1), requires_grad=head_scaling)
         self.out_proj = _linear(d_model, d_model, sigma_reparam)
         self.rope = rope
 
     def forward(self, x: torch.Tensor, attend: Attend, rope_cs=None) -> torch.Tensor:
         b, l, _ = x.shape
-        q, k, v = self.drop_qkv(self.qkv(x)).view(b, l, 3, self.n_heads, self.head_dim).unbind(2)
+        qkv = self.drop_qkv(self.qkv(x))
+        if qkv.device.type == "cpu" and qkv.dtype in (torch.bfloat16, torch.float16):
+            qkv = qkv.float()  # CPU attention runs in fp32 (`_seq_attend`): one cast here, not one per q, k, v
+        q, k, v = qkv.view(b, l, 3, self.n_heads, self.head_dim).unbind(2)
         if rope_cs is not None:
             q, k = RotaryPosEmb.rotate(q, *rope_cs), RotaryPosEmb.rotate(k, *rope_cs)
         out = self.head_scaler * attend(q, k, v)
@@ -88,8 +91,8 @@ class TransformerLayer(nn.Module):
         self.norm4 = normalization(norm, d_ff) if normformer_norms else nn.Identity()
         self.ff1 = _linear(d_model, d_ff, sigma_reparam)
         self.ff2 = _linear(d_ff, d_model, sigma_reparam)
-        self.act = make_activation(activation)
-        self.drop_ff = nn.Dropout(dropout_ff)
+        self.act = make_activation(activation, inplace=True)  # on ff1's fresh output
+        self.drop_ff = Dropout(dropout_ff)
 
     def forward(self, x: torch.Tensor, attend: Attend, rope_cs=None) -> torch.Tensor:
         x = x + self.norm2(self.attn(self.norm1(x), attend, rope_cs))
@@ -154,7 +157,7 @@ class TransformerTrajEncoder(TrajectoryEncoder):
         self.pos_emb = (FixedPosEmb(d_model) if pos_emb == "fixed" else
                         LearnablePosEmb(d_model, max_time_idx) if pos_emb == "learnable" else None)
         self.rope = RotaryPosEmb(self.head_dim) if pos_emb == "rope" else None
-        self.drop_emb = nn.Dropout(dropout_emb)
+        self.drop_emb = Dropout(dropout_emb)
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, n_heads, d_ff, dropout_ff, dropout_qkv, activation, norm, sigma_reparam,
                              normformer_norms, head_scaling, self.rope)

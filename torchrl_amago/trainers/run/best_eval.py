@@ -1,12 +1,9 @@
-"""The best periodic eval's weights (``ckpts/best.pt``, :func:`keep_if_best`) and the final evals."""
+"""The best periodic eval's weights (``ckpts/best.pt``, :meth:`BestEval.keep`) and the run's summary line."""
 from __future__ import annotations
 
 import math
-import os
 
-import torch
-
-from .checkpoint import BEST_EVAL, CheckpointError, load_checkpoint, load_module_state, save_checkpoint
+from .checkpoint import BEST_EVAL, save_checkpoint
 from .guards import check_finite_state
 
 BEST_REQUIRED = ("format", "loss", "config", BEST_EVAL)
@@ -40,6 +37,12 @@ class BestEval:
         else:
             self.value, self.counters = -math.inf, None
 
+    def keep(self, eval_result: dict, counters: dict, loss_state: dict, config: dict, run: dict, path: str) -> None:
+        """Record `eval_result` as the best and write its (finite) weights to `path` (``ckpts/best.pt``)."""
+        check_finite_state(loss_state, f"checkpoint {path}")
+        self.record(eval_result, {k: counters[k] for k in ("epoch", "env_steps", "grad_steps")})
+        save_checkpoint(path, {"loss": loss_state, "config": config, BEST_EVAL: self.state(), "run": run})
+
     def summary(self) -> dict:
         """The summary line's ``best_eval_success`` (or ``_return``) and where it was scored."""
         if self.counters is None:
@@ -48,57 +51,26 @@ class BestEval:
                 "best_env_steps": self.counters["env_steps"]}
 
 
-def load_best_state(path: str, module: torch.nn.Module, identity: dict | None = None) -> dict:
-    """Load a ``best.pt``'s checked weights into `module`; returns its record (metric, value, counters)."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path} does not exist: it is written at the first periodic eval of a run with "
-                              f"--eval_interval > 0")
-    ckpt = load_checkpoint(path, required=BEST_REQUIRED)
-    run = ckpt.get("run")
-    if identity is not None and isinstance(run, dict) and run.get("run_id") != identity["run_id"]:
-        raise CheckpointError(f"{path} belongs to run {run.get('run_id')!r}, this run is {identity['run_id']!r}: it "
-                              f"comes from another run; refused")
-    load_module_state(module, ckpt["loss"], "model", path)
-    return ckpt[BEST_EVAL]
+def run_summary(counters: dict, result: dict, wall_s: float | None = None) -> dict:
+    """A summary line: the counters, the wall time, and an eval's return, success and per-attempt numbers."""
+    summary = {"env_steps": counters["env_steps"], "grad_steps": counters["grad_steps"]}
+    if wall_s is not None:
+        summary["wall_s"] = round(wall_s, 1)
+    summary["eval_return"] = result.get("eval/return", math.nan)
+    if "eval/success" in result:
+        summary["eval_success"] = result["eval/success"]
+    summary.update({k.replace("eval/", "eval_"): v for k, v in result.items()
+                    if "/episode_" in k or "/adaptation_" in k})
+    return summary
 
 
-def keep_if_best(trainer, evaluated: dict) -> None:
-    """``post_eval`` hook: an eval scoring at least the best so far writes its (finite) weights to ckpts/best.pt."""
-    if not trainer.best_eval.improved_by(evaluated):
-        return
-    path = trainer.checkpoints.path("best")
-    check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
-    trainer.best_eval.record(evaluated, {"epoch": trainer.epoch, "env_steps": trainer.env_steps,
-                                         "grad_steps": trainer.grad_steps})
-    save_checkpoint(path, {"loss": trainer.loss.state_dict(), "config": trainer.cfg.to_dict(),
-                           BEST_EVAL: trainer.best_eval.state(), "run": trainer.run_folder.entry()})
-
-
-def final_evals(trainer, timesteps: int | None = None) -> dict[str, dict]:
-    """The final evals of ``--final_eval`` (the best weights' as ``eval_best/*``); ``{"last" / "best": metrics}``."""
-    finals = {}
-    for weights in FINAL_EVALS[trainer.cfg.final_eval]:
-        if weights == "best" and trainer.dist.is_main:
-            trainer.load_best()
-        res = finals[weights] = trainer.evaluate(timesteps)
-        if res:
-            trainer.logger.log(res if weights == "last" else
-                               {k.replace("eval/", "eval_best/", 1): v for k, v in res.items()}, trainer.env_steps,
-                               trainer.grad_steps)
-    return finals
-
-
-def final_summary(trainer, finals: dict[str, dict]) -> dict:
-    """The summary line: counters, wall time, the first final eval's metrics and the best eval."""
-    res = finals[FINAL_EVALS[trainer.cfg.final_eval][0]]
-    summary = {"env_steps": trainer.env_steps, "grad_steps": trainer.grad_steps,
-               "wall_s": round(trainer.logger.wall_time(), 1), "eval_return": res.get("eval/return", math.nan)}
-    if "eval/success" in res:
-        summary["eval_success"] = res["eval/success"]
-    summary.update({k.replace("eval/", "eval_"): v for k, v in res.items() if "/episode_" in k or "/adaptation_" in k})
-    if trainer.cfg.final_eval == "both":
+def final_summary(counters: dict, finals: dict[str, dict], final_eval: str, wall_s: float, best: "BestEval") -> dict:
+    """The summary line of a run: :func:`run_summary` of the first final eval of ``--final_eval``, the best
+    weights' return and success with ``both``, and the best periodic eval."""
+    summary = run_summary(counters, finals[FINAL_EVALS[final_eval][0]], wall_s)
+    if final_eval == "both":
         summary.update({f"eval_best_{k[len('eval/'):]}": v for k, v in finals["best"].items()
                         if k in ("eval/return", "eval/success")})
-    summary["final_eval_weights"] = trainer.cfg.final_eval
-    summary.update(trainer.best_eval.summary())
+    summary["final_eval_weights"] = final_eval
+    summary.update(best.summary())
     return summary

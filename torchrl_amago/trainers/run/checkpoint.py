@@ -2,13 +2,13 @@
 (:class:`RunCheckpoints`; the contract: docs/api/trainers.md); files are read without unpickling."""
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import random
 import shutil
 import uuid
-import zipfile
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from ...data.replay_persist import (STORAGE_DIR, ReplayStateError, UndoLog, fsyn
                                     sync_storage, validate_replay_state, write_durably)
 from ...data.safe_files import UnsafeFileError, load_json, load_tensors
 from .guards import check_finite_state
-from .resume_config import apply_optimizer_settings, check_resume_config, current_config
+from .resume_config import check_resume_config, current_config
 
 FORMAT = "torchrl_amago.checkpoint.v1"
 REQUIRED = ("format", "loss", "optimizer", "scheduler", "counters", "config")
@@ -76,27 +76,16 @@ def save_checkpoint(path: str, payload: dict) -> None:
     fault_point("checkpoint_renamed")
 
 
-#: largest pickle record (``data.pkl``) a checkpoint may declare
-MAX_RECORD_BYTES = 16 * 2**20
-
-
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED) -> dict:
-    """Read a checkpoint (with its `required` entries) without unpickling code."""
+    """Read a checkpoint (with its `required` entries) without unpickling code, through ``load_tensors`` (its
+    declared sizes are checked before anything is decompressed)."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:  # declared sizes, before anything is decompressed
-        with zipfile.ZipFile(path) as z:
-            size = sum(i.file_size for i in z.infolist() if i.filename.endswith(".pkl"))
-            total, packed = sum(i.file_size for i in z.infolist()), any(i.compress_type for i in z.infolist())
-        if size > MAX_RECORD_BYTES or packed and total > os.path.getsize(path):
-            raise CheckpointError(f"checkpoint {path} declares {total} bytes ({size} of pickle record, at most "
-                                  f"MAX_RECORD_BYTES={MAX_RECORD_BYTES}) in a {os.path.getsize(path)}-byte file; "
-                                  f"refused before reading it")
-    except (zipfile.BadZipFile, OSError):
-        pass  # load_tensors names what is wrong with the file
     try:
         ckpt = load_tensors(path)
     except UnsafeFileError as e:
+        if "refused before reading it" in str(e):  # declared sizes
+            raise CheckpointError(f"checkpoint {e}") from e
         raise CheckpointError(f"checkpoint {path} is corrupt or holds objects other than tensors and plain values; "
                               f"it was not loaded ({str(e).removeprefix(f'{path} ')})") from e
     except OSError as e:
@@ -166,8 +155,8 @@ class ReplayGenerations:
         return os.path.join(self.root, str(gen))
 
 
-def _rank_file(rank: int, trainer) -> str:
-    return f"replay_rank{rank}_e{trainer.epoch}_g{trainer.grad_steps}.pt"
+def _rank_file(rank: int, counters: dict) -> str:
+    return f"replay_rank{rank}_e{counters['epoch']}_g{counters['grad_steps']}.pt"
 
 
 class RunCheckpoints:
@@ -203,57 +192,48 @@ class RunCheckpoints:
         self._attach(replay, self.gen)
         return replay
 
-    def save(self, trainer, tag: str = "latest") -> str:
+    def save(self, state: dict, replay, tag: str = "latest") -> str:
+        """Write `state` (a trainer's ``state_dict()``, with its ``counters``) and the run's identity to
+        ``ckpts/<tag>.pt``; ``latest`` also commits `replay` (fsynced first, named by the checkpoint). Returns the
+        path."""
         path = self.path(tag)
-        check_finite_state(trainer.loss.state_dict(), f"checkpoint {path}")
+        check_finite_state(state["loss"], f"checkpoint {path}")
         latest = tag == "latest"
         if latest and not self.latest_is_ours and os.path.exists(path):
             raise CheckpointError(f"{path} exists and was not resumed by this trainer; call resume() first (or use "
                                   f"another --run_name) so the run's checkpoint and replay are not overwritten")
+        payload = {**state, "run": self.run.entry()}
         if latest:
-            trainer.collection.before_checkpoint(trainer)
-        payload = {
-            "loss": trainer.loss.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "scheduler": trainer.scheduler.state_dict(),
-            "exploration": trainer.exploration.state_dict() if trainer.exploration is not None else None,
-            "counters": {"epoch": trainer.epoch, "env_steps": trainer.env_steps, "grad_steps": trainer.grad_steps},
-            "rng": rng_state(),
-            "config": trainer.cfg.to_dict(),
-            "run": self.run.entry(),
-            BEST_EVAL: trainer.best_eval.state(),
-        }
-        if latest:
-            payload.update(self._commit_replay(trainer))
+            payload.update(self._commit_replay(replay, state["counters"]))
         if self.dist.is_main:
             save_checkpoint(path, payload)  # written last: the commit
         if latest:
             self.dist.barrier()  # rank 0's file names every rank's new replay before old ones go
             self.latest_is_ours, self.committed = True, payload["replay_commit"]
-            self._prune_after_commit(trainer)
+            self._prune_after_commit(state["counters"])
         return path
 
-    def _commit_replay(self, trainer) -> dict:
+    def _commit_replay(self, replay, counters: dict) -> dict:
         """Every rank fsyncs its replay and records a new commit beside the durable one (which a failed save leaves
         in force); ranks > 0 write their table to their own file. Returns the entries of rank 0's ``latest.pt``."""
         rank, folder = self.dist.rank, self.generations.path(self.gen)
         fault_point("replay_before_sync")
-        sync_storage(trainer.replay)
+        sync_storage(replay)
         fault_point("replay_synced")
-        self.undo.protect(trainer.replay._writer.index.write_count)
+        self.undo.protect(replay._writer.index.write_count)
         commit = uuid.uuid4().hex
         os.makedirs(folder, exist_ok=True)
         save_text(os.path.join(folder, COMMITS), json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
-        entry = {"replay_generation": self.gen, "replay": replay_state(trainer.replay), "replay_commit": commit}
+        entry = {"replay_generation": self.gen, "replay": replay_state(replay), "replay_commit": commit}
         if rank > 0:
-            save_checkpoint(os.path.join(self.dir, _rank_file(rank, trainer)), entry)
+            save_checkpoint(os.path.join(self.dir, _rank_file(rank, counters)), entry)
         generations = self.dist.all_gather_int(self.gen)
         if self.dist.world_size > 1:
             entry["replay_generations"] = generations
-            entry["replay_rank_files"] = [None] + [_rank_file(r, trainer) for r in range(1, self.dist.world_size)]
+            entry["replay_rank_files"] = [None] + [_rank_file(r, counters) for r in range(1, self.dist.world_size)]
         return entry
 
-    def _prune_after_commit(self, trainer) -> None:
+    def _prune_after_commit(self, counters: dict) -> None:
         """After a durable ``latest.pt``: older undo files, the other generations, this rank's older replay files."""
         self.undo.discard_except(self.undo.protected)
         fault_point("undo_discarded")
@@ -264,38 +244,29 @@ class RunCheckpoints:
         rank = self.dist.rank
         if rank > 0:
             for name in os.listdir(self.dir):
-                if name.startswith(f"replay_rank{rank}_") and name != _rank_file(rank, trainer):
+                if name.startswith(f"replay_rank{rank}_") and name != _rank_file(rank, counters):
                     os.remove(os.path.join(self.dir, name))
 
-    def resume(self, trainer, tag: str = "latest") -> bool:
+    def load(self, tag: str, check) -> tuple[dict, str, dict] | None:
+        """``ckpts/<tag>.pt`` read safely and checked by `check(ckpt, path)` (which raises CheckpointError on anything
+        that does not fit this run, and returns the identity the run goes on with): (ckpt, path, identity), or None
+        if there is no such file."""
         path = self.path(tag)
         if not os.path.exists(path):
             self.dist.check_same_counters(False, 0, path)
-            return False
+            return None
         ckpt = load_checkpoint(path)
-        identity = check_checkpoint(ckpt, trainer, path, tag)
-        trainer.loss.load_state_dict(ckpt["loss"])
-        try:
-            trainer.optimizer.load_state_dict(ckpt["optimizer"])
-            trainer.scheduler.load_state_dict(ckpt["scheduler"])
-            if trainer.exploration is not None and ckpt.get("exploration") is not None:
-                trainer.exploration.load_state_dict(ckpt["exploration"])
-        except (ValueError, KeyError, RuntimeError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {path}: optimizer/schedule/exploration state does not match ({e})") from e
-        apply_optimizer_settings(trainer.optimizer, trainer.scheduler, trainer.cfg.learning_rate, trainer.cfg.l2_coeff)
-        c = ckpt["counters"]
-        trainer.epoch, trainer.env_steps, trainer.grad_steps = c["epoch"], c["env_steps"], c["grad_steps"]
-        trainer.collection.on_resume()  # the envs restart fresh trials
-        self.restore_replay(trainer.replay, ckpt, path)
-        trainer.partial_trials_closed = trainer.replay.end_trials()  # open trials end as shorter finished ones
-        trainer.logger.drop_records_after(trainer.epoch)
-        trainer.best_eval.load_state(ckpt.get(BEST_EVAL))
-        set_rng_state(ckpt["rng"])
+        return ckpt, path, check(ckpt, path)
+
+    def resumed(self, replay, ckpt: dict, path: str, identity: dict) -> int:
+        """After the trainer's state is restored from `ckpt`: re-attach the replay it names, go on as `identity`;
+        returns how many open trials were closed (they end as shorter finished ones)."""
+        self.restore_replay(replay, ckpt, path)
+        closed = replay.end_trials()
         self.run.keep(identity)
-        self.dist.reseed(trainer.cfg.seed, step=trainer.grad_steps)
-        self.dist.check_same_counters(True, trainer.grad_steps, path)
+        self.dist.check_same_counters(True, ckpt["counters"]["grad_steps"], path)
         self.latest_is_ours = True
-        return True
+        return closed
 
     def restore_replay(self, rb, ckpt: dict, path: str) -> None:
         """Attach the replay a checkpoint names (rank r takes old rank ``r % old_world_size``'s, copied)."""
@@ -347,25 +318,32 @@ def check_resume(ckpt: dict, cfg, path: str) -> dict:
         return check_resume_config(current_config(ckpt, path), cfg.to_dict(), path)
     except ValueError as e:
         raise CheckpointError(str(e)) from e
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {path}: entry 'config' nests its values deeper than a config does; "
+                              f"refused") from None
 
 
 def _count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
-    """Check everything of `ckpt` a resume uses against the run and itself (CheckpointError naming the field);
-    returns the identity the run goes on with."""
+def check_checkpoint(ckpt: dict, path: str, tag: str, *, run, cfg, loss, optimizer, replay, metrics) -> dict:
+    """Check everything of `ckpt` a resume uses against the run folder `run`, the config, the loss and optimizer
+    it is loaded into, the `replay` and the `metrics` logger (CheckpointError naming the field); returns the
+    identity the run goes on with."""
     def refuse(msg):
         raise CheckpointError(f"checkpoint {path}: {msg}")
 
-    identity = trainer.checkpoints.run.identity_of(ckpt.get("run"), path)
-    check_resume(ckpt, trainer.cfg, path)
+    identity = run.identity_of(ckpt.get("run"), path)
+    check_resume(ckpt, cfg, path)
     c = ckpt["counters"]
     if not isinstance(c, dict) or not all(_count(c.get(k)) for k in ("epoch", "env_steps", "grad_steps")):
         refuse(f"counters must hold epoch, env_steps and grad_steps as integers >= 0, got {c!r}")
-    check_module_state(trainer.loss, ckpt["loss"], "model", path)
-    check_optimizer_state(trainer.optimizer, ckpt["optimizer"], dict(trainer.loss.named_parameters()), path)
+    check_module_state(loss, ckpt["loss"], "model", path)
+    check_optimizer_state(optimizer, ckpt["optimizer"], dict(loss.named_parameters()), path)
+    planned = ckpt.get("schedule_updates", 0)
+    if not _count(planned):
+        refuse(f"schedule_updates must be an integer >= 0, got {planned!r}")
     sched = ckpt["scheduler"]
     if not isinstance(sched, dict) or sched.get("last_epoch") != c["grad_steps"]:
         refuse(f"scheduler.last_epoch is {sched.get('last_epoch') if isinstance(sched, dict) else sched!r}, "
@@ -383,7 +361,7 @@ def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
         if not _count(gen):
             refuse(f"replay_generation must be an integer >= 0, got {gen!r}")
         try:
-            validate_replay_state(trainer.replay, ckpt["replay"], "the checkpoint's replay")
+            validate_replay_state(replay, ckpt["replay"], "the checkpoint's replay")
         except ReplayStateError as e:
             refuse(f"replay: {e}")
         ranks = len(ckpt.get("replay_rank_files") or [None])
@@ -391,40 +369,84 @@ def check_checkpoint(ckpt: dict, trainer, path: str, tag: str) -> dict:
         if c["env_steps"] != stored * ranks:
             refuse(f"counters.env_steps is {c['env_steps']}, but the replay holds {stored} written steps"
                    f"{f' on each of {ranks} ranks' if ranks > 1 else ''}: the counters do not match the stored data")
-    rows = {r["epoch"]: r for r in getattr(trainer.logger, "records", []) if "epoch" in r}
+    rows = {r["epoch"]: r for r in getattr(metrics, "records", []) if "epoch" in r}
+    if tag == "latest" and getattr(metrics, "records", None) and not rows:
+        refuse(f"{metrics.csv_path} has no 'epoch' column, so its rows cannot be matched with the checkpoint's "
+               f"counters; move it away (or restore its header) to resume the run")
     if tag == "latest" and rows:  # metrics.csv ends with epoch E - 1 (async may store more steps before saving)
         last = rows.get(c["epoch"] - 1)
         if max(rows) > c["epoch"] or (last["grad_steps"] != c["grad_steps"] or last["env_steps"] > c["env_steps"]
-                                      if last else not trainer.logger.cut_row):
+                                      if last else not metrics.cut_row):
             refuse(f"counters (epoch {c['epoch']}, env_steps {c['env_steps']}, grad_steps {c['grad_steps']}) do not "
-                   f"match {trainer.logger.csv_path} (epochs up to {max(rows):g}; at the end of epoch "
+                   f"match {metrics.csv_path} (epochs up to {max(rows):g}; at the end of epoch "
                    f"{c['epoch'] - 1}: {last and {k: last[k] for k in ('env_steps', 'grad_steps')}})")
     return identity
 
 
+#: param-group entries a resume writes from the config (the learner's ``apply_optimizer_settings``); every other
+#: one must equal what the run's config builds
+OPTIMIZER_REWRITTEN = frozenset({"params", "param_names", "lr", "initial_lr", "weight_decay", "capturable"})
+
+
+def _plain(v):
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def _state_keys(optimizer) -> set | None:
+    """The state entries `optimizer`'s class keeps per parameter with its defaults (one step on a scratch copy)."""
+    try:
+        p = torch.zeros(1, requires_grad=True)
+        p.grad = torch.zeros(1)
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        scratch = type(optimizer)([p], **{k: v for k, v in optimizer.defaults.items() if k in accepted})
+        scratch.step()
+        return set(scratch.state[p])
+    except Exception:  # noqa: BLE001 - an optimizer that cannot be built this way: its entries are not compared
+        return None
+
+
 def check_optimizer_state(optimizer, state, named: dict, path: str) -> None:
-    """A checkpoint's optimizer state against the parameters: groups, entries, shapes, finite values."""
+    """A checkpoint's optimizer state against the freshly built `optimizer` and the parameters: each group's
+    settings (``maximize``, ``betas``, ``eps``, ``amsgrad``, ``fused`` ...) as the config builds them, one entry per
+    parameter holding the class's state keys, each tensor of its parameter's shape and finite, ``step`` an integer
+    >= 0 and second moments >= 0."""
     names = {id(p): n for n, p in named.items()}
     groups, saved = optimizer.param_groups, state.get("param_groups") if isinstance(state, dict) else None
     now = [len(g["params"]) for g in groups]
     if not isinstance(saved, list) or [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in saved] != now:
         raise CheckpointError(f"checkpoint {path}: optimizer.param_groups does not hold {now} parameters per group")
+    for gi, (g, s) in enumerate(zip(groups, saved)):
+        for k in sorted(set(s) - OPTIMIZER_REWRITTEN):
+            if k not in g or _plain(s[k]) != _plain(g[k]):
+                raise CheckpointError(f"checkpoint {path}: optimizer.param_groups[{gi}][{k!r}] is {s[k]!r}, but the "
+                                      f"run's config builds {g.get(k, 'no such setting')!r}; refused")
     params = {i: p for g, s in zip(groups, saved) for i, p in zip(s["params"], g["params"])}
-    entries = state.get("state")
+    entries, keys = state.get("state"), _state_keys(optimizer)
     if not isinstance(entries, dict):
         raise CheckpointError(f"checkpoint {path}: optimizer.state must be a dict")
     for i, entry in entries.items():
         p = params.get(i)
         if p is None or not isinstance(entry, dict):
             raise CheckpointError(f"checkpoint {path}: optimizer.state[{i!r}] names no parameter of the model")
+        if keys is not None and set(entry) != keys:
+            raise CheckpointError(f"checkpoint {path}: optimizer state of {names.get(id(p), f'parameter {i}')} holds "
+                                  f"{sorted(entry)}, {type(optimizer).__name__} keeps {sorted(keys)}")
         for k, v in entry.items():
             where = f"optimizer state {k!r} of {names.get(id(p), f'parameter {i}')}"
             if not isinstance(v, torch.Tensor):
-                if isinstance(v, (int, float)) and math.isfinite(v):
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != "step":
                     continue
-                raise CheckpointError(f"checkpoint {path}: {where} is {v!r}, not a tensor")
+                v = torch.tensor(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                if not isinstance(v, torch.Tensor):
+                    raise CheckpointError(f"checkpoint {path}: {where} is {v!r}, not a tensor")
             if v.dim() and (tuple(v.shape) != tuple(p.shape) or not v.is_floating_point()):
                 raise CheckpointError(f"checkpoint {path}: {where} is {v.dtype} {tuple(v.shape)}, the parameter "
                                       f"{p.dtype} {tuple(p.shape)}")
             if v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 raise CheckpointError(f"checkpoint {path}: {where} holds NaN/inf")
+            if k == "step" and (v.numel() != 1 or v.is_complex() or v.item() < 0 or v.item() != int(v.item())):
+                raise CheckpointError(f"checkpoint {path}: {where} is {v.tolist()!r}, not a count of steps >= 0")
+            if k.endswith("_sq") and bool((v < 0).any()):
+                raise CheckpointError(f"checkpoint {path}: {where} holds negative values (a second moment is >= 0)")

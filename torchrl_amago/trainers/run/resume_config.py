@@ -11,12 +11,13 @@ SAFE_ON_RESUME = frozenset({
     # optimisation from now on (learning rate and weight decay are written into the loaded optimizer)
     "learning_rate", "l2_coeff", "lr_warmup_steps", "lr_decay", "grad_clip", "tau", "batch_size", "mixed_precision",
     "compile_loss", "cuda_graph",
-    # how env data is collected from now on (open trials are closed at every resume)
-    "collect", "num_collectors", "policy_sync_interval", "replay_ratio", "timeout_s", "collector_address",
+    # how env data is collected from now on (open trials are closed at every resume; epsilon goes on from the
+    # exploration's step count with the schedule given now)
+    "eps_start", "eps_end", "eps_steps_anneal", "collect", "num_collectors", "policy_sync_interval", "replay_ratio", "timeout_s", "collector_address",
     # how windows are drawn from the (unchanged) replay
     "padded_sampling", "trim_windows",
     # guards, io, hardware
-    "nonfinite_data", "device", "num_threads", "seed", "progress_bar", "wandb_project",
+    "nonfinite_data", "device", "num_threads", "seed", "progress_bar", "logger", "eval_only",
 })
 RUN_IDENTITY = frozenset({"run_name", "buffer_dir"})
 
@@ -25,6 +26,16 @@ def _norm(v):
     if isinstance(v, (list, tuple)):
         return [_norm(x) for x in v]
     return v
+
+
+def _as_flag(name: str, value) -> str:
+    """`value` of `--name` as typed on a command line (the config field `name=value` from Python)."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    if value is None:
+        return f"{name}=None"
+    shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return f"--{name} {shown}"
 
 
 def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
@@ -78,20 +89,32 @@ def check_resume_config(stored: dict, new: dict, path: str) -> dict[str, tuple]:
     changes = config_changes(stored, new)
     refused = {k: v for k, v in changes.items() if k not in SAFE_ON_RESUME}
     if refused:
-        lines = "\n  ".join(f"--{k}: checkpoint {old!r} -> now {now!r}" for k, (old, now) in sorted(refused.items()))
+        lines = "\n  ".join(f"--{k}: checkpoint {old!r} -> now {now!r} (the run's value: {_as_flag(k, old)})"
+                            for k, (old, now) in sorted(refused.items()))
         raise ValueError(f"checkpoint {path} was made with other settings that cannot change on resume:\n  {lines}\n"
-                         f"use the checkpoint's values, or start a new run (another --run_name). Settings that may "
-                         f"change on resume: {sorted(SAFE_ON_RESUME)}")
+                         f"use the run's values (an example's command takes every flag you do not type from the run's "
+                         f"config.json), or start a new run (another --run_name). Settings that may change on resume: "
+                         f"{sorted(SAFE_ON_RESUME)}")
     return changes
 
 
-def apply_optimizer_settings(optimizer, scheduler, learning_rate: float, weight_decay: float) -> None:
-    """Write the current learning rate and weight decay into a loaded optimizer and LambdaLR schedule."""
-    scheduler.base_lrs = [learning_rate for _ in optimizer.param_groups]
-    for group, lam in zip(optimizer.param_groups, scheduler.lr_lambdas):
-        group["initial_lr"] = learning_rate
-        group["weight_decay"] = weight_decay
-        group["lr"] = learning_rate * lam(scheduler.last_epoch)  # a float: --cuda_graph makes a tensor later
-        if "capturable" in group:  # eager from here on (capturable again with --cuda_graph)
-            group["capturable"] = False
-    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+def extension_note(stored: dict, cfg, planned_updates: int) -> str | None:
+    """When a resumed run was started with fewer `epochs` than `cfg` asks for: which schedules end before the new end
+    (epsilon after `eps_steps_anneal` batched steps; the learning-rate decay and the conservative ramp after the
+    updates they were planned over) and the flag that stretches epsilon; None when none does."""
+    before = stored.get("epochs")
+    if not isinstance(before, int) or cfg.epochs <= before:
+        return None
+    ends = []
+    if cfg.exploration != "none" and cfg.eps_steps_anneal < cfg.epochs * cfg.timesteps_per_epoch:
+        ends.append(f"epsilon reaches --eps_end after --eps_steps_anneal {cfg.eps_steps_anneal} batched steps "
+                    f"(epoch {-(-cfg.eps_steps_anneal // max(1, cfg.timesteps_per_epoch))})")
+    total = max(0, cfg.epochs - cfg.start_learning_at_epoch) * cfg.grads_per_epoch
+    shaped = [f for f, on in (("--lr_decay", cfg.lr_decay != "none"), ("--cql_ramp", cfg.cql_ramp is not None)) if on]
+    if shaped and planned_updates < total:
+        ends.append(f"{' and '.join(shaped)} end at update {planned_updates} (of {total})")
+    if not ends:
+        return None
+    return (f"this run was started for {before} epochs and now goes on to {cfg.epochs}: " + "; ".join(ends) +
+            ". Type --eps_steps_anneal N to anneal epsilon over N steps from here on (a changed --lr_decay or "
+            "--lr_warmup_steps plans the learning-rate schedule over the new length)")

@@ -11,6 +11,10 @@ from ...objectives.packing import packs_here
 from .graphed_update import check_cuda_graph
 
 PRECISION_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: `--mixed_precision`: "auto" (bf16 where the device computes it natively, else fp32) or an autocast dtype
+PRECISIONS = ("auto", *PRECISION_DTYPES)
+#: /proc/cpuinfo flags of the x86 units that compute bf16 natively (AVX-512 BF16, AMX)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: `--compile_loss`: "no" (eager) or a `torch.compile` mode
 COMPILE_MODES = ("no", "default", "reduce-overhead", "max-autotune")
 
@@ -36,10 +40,32 @@ def device_from_flag(name: str) -> torch.device:
     return dev
 
 
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags, from the first `flags` line of `path` (empty where there is none: not Linux)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: a CPU with AVX-512 BF16 or AMX, a GPU with bf16."""
+    if device.type == "cpu":
+        return any(flag in cpu_flags() for flag in CPU_BF16_FLAGS)
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
-    """`--mixed_precision` -> the autocast dtype on `device` (None: fp32), or a ValueError naming the flag."""
-    if mixed_precision not in PRECISION_DTYPES:
-        raise ValueError(f"--mixed_precision {mixed_precision!r} is not one of {list(PRECISION_DTYPES)}")
+    """`--mixed_precision` -> the autocast dtype on `device` (None: fp32), or a ValueError naming the flag;
+    "auto" is bf16 where `device` computes it natively (`native_bf16`), else fp32."""
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"--mixed_precision {mixed_precision!r} is not one of {list(PRECISIONS)}")
+    if mixed_precision == "auto":
+        return torch.bfloat16 if native_bf16(device) else None
     dtype = PRECISION_DTYPES[mixed_precision]
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"--mixed_precision bf16: the GPU {device} has no bf16 support; use fp16 or no")
@@ -53,10 +79,15 @@ def compile_loss(loss_forward, mode: str, *, trim_windows: bool, packs: bool):
     if mode == "no":
         return loss_forward
     if trim_windows or packs:
-        raise ValueError(f"--compile_loss {mode} needs one batch shape for every update: add --no-trim_windows"
-                         + (" --pack_windows never" if packs else "")
-                         + " (batches of max_seq_len steps, one window per row)")
+        raise ValueError(f"--compile_loss {mode} needs one batch shape for every update: add --no-trim_windows "
+                         f"(batches of max_seq_len steps, one window per row)"
+                         + (" and AMAGOLoss(pack_windows='never')" if packs else ""))
     return torch.compile(loss_forward, mode=mode, dynamic=False)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The learner's precision as runs report it: "fp32", "bf16" or "fp16"."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

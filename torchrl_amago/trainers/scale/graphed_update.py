@@ -30,9 +30,9 @@ def check_cuda_graph(cfg, device: torch.device, packs: bool, world_size: int) ->
     if device.type != "cuda":
         raise ValueError(f"--cuda_graph captures CUDA graphs: it needs --device cuda (got --device {cfg.device})")
     if cfg.trim_windows or packs:
-        raise ValueError("--cuda_graph replays one batch shape for every update: add --no-trim_windows"
-                         + (" and --pack_windows cpu (or never)" if packs else "")
-                         + " (batches of max_seq_len steps, one window per row)")
+        raise ValueError("--cuda_graph replays one batch shape for every update: add --no-trim_windows (batches of "
+                         "max_seq_len steps, one window per row)" + (" and AMAGOLoss(pack_windows='never')" if packs
+                                                                     else ""))
     if cfg.compile_loss != "no":
         raise ValueError(f"--cuda_graph and --compile_loss {cfg.compile_loss} both capture the update: use one "
                          f"(--cuda_graph also captures the optimizer step)")
