@@ -34,9 +34,9 @@ test-default: $(TEST)
 	$(PYTEST) -n 2 --dist loadfile tests
 
 # the @pytest.mark.slow tests: torchrun DDP (gloo, loopback), Ray collectors, XLand (jax and xminigrid, installed
-# here), the soak, long learning runs
+# here), the soak, long learning runs; on two workers as the default suite
 test-slow: $(SLOW)
-	$(PYTEST) -m slow tests
+	$(PYTEST) -n 2 --dist loadfile -m slow tests
 
 # build the sdist and the wheel, install the wheel alone on torch 2.14.1, run an example and the extension tests
 release-check: $(TEST)

@@ -25,8 +25,9 @@ It prints one line per mode: `"windows": "fixed"` (every batch padded to max_seq
 batch cut to its longest valid window) and `"packed"` (trimmed, and the loss packs the windows several to a row:
 `pack_windows`, the default), interleaved `--repeats` times, with `mean_T`, the mean batch length, `mean_rows`,
 the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and packed / trimmed (packed line).
-`--mixed-precision` is the trainer's `--mixed_precision` (default auto: bf16 autocast where the device computes bf16
-natively, see trainers/scale/device.py); every line says which precision it ran (`"precision"`, and `"bf16"`).
+`--mixed-precision` is the trainer's `--mixed_precision`, with its default (auto: bf16 autocast where the device
+computes bf16 natively, see trainers/scale/device.py); every line says which precision it ran (`"precision"`, and
+`"bf16"`).
 The optimizer is the trainer's: fused AdamW.
 Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--mixed-precision auto|no|bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-encoders] [--n-step N] [--cql-coeff C]
@@ -64,6 +65,7 @@ from torchrl_amago.modules.trajectory import make_trajectory_encoder
 from torchrl_amago.objectives import DEFAULT_MULTIGAMMAS, DEFAULT_TAU, AMAGOLoss, AMAGOSoftUpdate
 from torchrl_amago.objectives.packing import PACK_MODES, plan_packing
 from torchrl_amago.spaces import ActionSpace
+from torchrl_amago.trainers.config import TrainConfig
 from torchrl_amago.trainers.scale.device import COMPILE_MODES, autocast_dtype
 from torchrl_amago.trainers.scale.device import compile_loss as compiled_forward
 from torchrl_amago.trainers.scale.graphed_update import GraphedUpdate
@@ -88,6 +90,7 @@ def make_batch(B: int, T: int, device, continuous: bool = False, counts: bool = 
             td.set(root + ("action_counts",), torch.randint(0, 8, (B, T, ACT), device=device).float())
     td.set("action", action() if continuous else torch.randint(0, ACT, (B, T), device=device))
     td.set(("next", "reward"), torch.randn(B, T, 1, device=device))
+    td.set(("next", "prev_reward"), td["next", "reward"].clone())  # what make_amago_env writes
     td.set(("next", "terminated"), torch.rand(B, T, 1, device=device) < 0.01)
     mask = torch.ones(B, T, dtype=torch.bool, device=device)
     mask[: B // 4, T - T // 8:] = False  # some right padding, as replay windows at trial ends
@@ -370,7 +373,7 @@ def main():
                          "all of it but the backward call")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="the whole update captured as CUDA graphs, as the trainer's --cuda_graph (CUDA only)")
-    ap.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto",
+    ap.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default=TrainConfig.mixed_precision,
                     help="the trainer's --mixed_precision: bf16 autocast for the loss forward (fp32 master weights; "
                     "the loss keeps targets, PopArt and distributions in fp32)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -61,7 +61,7 @@ def test_makefile_installs_the_pinned_versions_and_ci_runs_every_stage():
     assert re.search(r"^\$\(CORE\): setup\.py \$\(TESTED\)", text, re.M)  # a changed pin reinstalls
     assert re.search(r"^demo: \$\(CORE\)$", text, re.M)
     assert re.search(r"^test: test-default test-slow release-check$", text, re.M)
-    assert re.search(r"^\t\$\(PYTEST\) -m slow tests$", text, re.M)
+    assert re.search(r"^\t\$\(PYTEST\) (-n 2 --dist loadfile )?-m slow tests$", text, re.M)
     assert re.search(r"^\t\$\(PY\) \.ci/release_check\.py$", text, re.M)
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
 

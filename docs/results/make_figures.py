@@ -51,6 +51,8 @@ FIGURES = [
     Figure("15_hidden_door", "Hidden door, 5 doors, 3 attempts: return per attempt (Bayes optimum .4 / .8 / 1)",
            "15_hidden_door_seed*.csv",
            y=("eval/episode_0_return", "eval/episode_1_return", "eval/episode_2_return")),
+    Figure("01_bandit", "Bernoulli bandit, 5 arms x 10 pulls (example 01 defaults): return per trial",
+           "01_bandit_k5n10_seed*.csv", hline=(6.660, "Bayes optimum 6.660")),
     Figure("01_halfcheetah", "HalfCheetah-v4 (example 01, TD3-like sizes, FF memory)", "01_halfcheetah_ff256_seed*.csv"),
     Figure("02_gymnax_memorychain", "gymnax MemoryChain-bsuite, memory length 10", "02_gymnax_memorychain10_seed*.csv"),
     Figure("03_popgym_campaign", "POPGym: 8 tasks x 3 seeds (example 03 defaults)", "03_campaign_*_seed*.csv",

@@ -170,6 +170,7 @@ def test_eight_kills_during_dumps_leave_one_good_dump_and_no_hidden_folder(tmp_p
     rng = random.Random(0)
     good = filled(tmp_path, "good", 0.0)
     good.dumps(tmp_path / "dump")
+    midway = 0  # kills that left a dump's temporary folder (the next dumps removes it)
     for i in range(8):
         p = subprocess.Popen([sys.executable, "-c", KILL_CHILD.format(root=str(ROOT)), str(tmp_path), f"child{i}"],
                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -178,8 +179,8 @@ def test_eight_kills_during_dumps_leave_one_good_dump_and_no_hidden_folder(tmp_p
         p.send_signal(signal.SIGKILL)
         p.wait()
         p.stdout.close()
-    left = [q.name for q in tmp_path.iterdir() if q.name.startswith(".dump.tmp-")]
-    assert left  # the kills hit dumps midway (a dumps is mostly copying and fsyncing)
+        midway += any(q.name.startswith(".dump.tmp-") for q in tmp_path.iterdir())
+    assert midway  # some kills hit dumps midway (a dumps is mostly copying and fsyncing)
     good.dumps(tmp_path / "dump")
     assert not [q.name for q in tmp_path.iterdir() if q.name.startswith(".dump.")]
     assert loaded(tmp_path, tmp_path / "dump").trial_lengths().tolist() == [5, 5, 5, 5]

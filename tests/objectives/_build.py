@@ -52,6 +52,7 @@ def make_batch(kind="discrete", B=3, T=8, seed=0, one_hot=False, pad_from=(None,
     else:
         td.set("action", torch.rand(B, T, A, generator=g) * 2 - 1)
     td.set(("next", "reward"), torch.randn(B, T, 1, generator=g))
+    td.set(("next", "prev_reward"), td["next", "reward"].clone())  # what make_amago_env writes
     term = torch.zeros(B, T, 1, dtype=torch.bool)
     term[0, 3] = True
     td.set(("next", "terminated"), term)

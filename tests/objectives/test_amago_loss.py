@@ -178,7 +178,7 @@ def test_popart_update_preserves_denormalized_outputs():
         before = loss.popart(x, normalized=False)
         mu0, w0 = loss.popart.mu.clone(), loss.popart.w.clone()
     td = make_batch("discrete")
-    td["next", "reward"] = td["next", "reward"] * 20 + 5  # move the stats a lot
+    td["next", "reward"] = td["next", "prev_reward"] = td["next", "reward"] * 20 + 5  # move the stats a lot
     loss(td)
     with torch.no_grad():
         after = loss.popart(x, normalized=False)

@@ -120,3 +120,52 @@ def test_collector_batch_equals_its_trials(encoder):
     assert data.shape == (2, 7) and not data["is_init"][:, 0].any()
     data["mask"] = torch.ones(data.shape, dtype=torch.bool)
     _check(data.exclude("collector"), env, encoder)
+
+
+# ---------------------------------------------------------------- TorchRL batches the memory cannot read: refused
+def _collector_batch(env, frames: int = 20) -> TensorDict:
+    torch.manual_seed(0)
+    collector = Collector(env, None, frames_per_batch=frames, total_frames=frames)
+    try:
+        batch = next(iter(collector)).exclude("collector")
+    finally:
+        collector.shutdown()
+    batch["mask"] = torch.ones(batch.shape, dtype=torch.bool)
+    return batch
+
+
+def test_a_batch_from_torchrls_multistep_is_refused_naming_n_step():
+    """TorchRL's MultiStep postproc moves ("next", obs)[t] to o_{t+n}: the memory's T+1 sequence would skip steps
+    (MemoryEmbedding's states were off by 0.57, the critic loss 0.877 against 1.004 for n_step=3 on the raw batch)."""
+    from torchrl.data.postprocs import MultiStep
+
+    env = make_amago_env(TMaze(2, corridor_length=4, seed=0))
+    raw = _collector_batch(env)
+    nstep = MultiStep(gamma=0.99, n_steps=3)(raw.clone())
+    _loss(env, "gru", n_step=3)(raw.clone())  # the one-step batch is read
+    with pytest.raises(ValueError, match=r"MultiStep.*AMAGOLoss\(n_step=n\)"):
+        _loss(env, "gru")(nstep)
+    tstep, traj, *_ = _modules(env, "gru")
+    with pytest.raises(ValueError, match="MemoryEmbedding: the batch comes from TorchRL's MultiStep"):
+        MemoryEmbedding(tstep, traj)(nstep)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_reward_transform_on_a_batched_env_of_amago_envs_is_refused_by_the_loss(scaled):
+    """A reward transform on a SerialEnv of make_amago_env envs is out of the workers' sight (their check covers
+    their own transforms): the critics would learn a reward the memory never sees, so the loss's first batch is
+    refused naming make_amago_env; without the transform the same batch is read."""
+    from torchrl.envs import RewardScaling, SerialEnv, TransformedEnv
+
+    from torchrl_amago.envs import HiddenDoor
+
+    env = SerialEnv(2, lambda: make_amago_env(HiddenDoor(2, step_penalty=0.3, seed=0)))
+    env = TransformedEnv(env, RewardScaling(0.0, 10.0)) if scaled else env
+    batch = _collector_batch(env)
+    batch = batch.reshape(-1, batch.shape[-1])  # [workers, doors, T] -> [B, T]
+    loss = _loss(env, "gru")
+    if scaled:
+        with pytest.raises(ValueError, match=r"\('next', 'prev_reward'\) is .* make_amago_env"):
+            loss(batch)
+    else:
+        assert torch.isfinite(loss(batch)["loss_critic"])

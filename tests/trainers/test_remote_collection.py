@@ -307,7 +307,9 @@ def test_two_ray_nodes_started_per_node_on_loopback_collect_and_a_lost_node_is_a
     must stop the learner's iteration with a RemoteCollectorError within 60 s."""
     pytest.importorskip("ray")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=root, RAY_AUTH_MODE="token")
+    # two nodes on one machine: Ray's single-machine mode (conftest.py) refuses a second node, so it is off here;
+    # both nodes still listen on loopback only (--node-ip-address=127.0.0.1)
+    env = dict(os.environ, PYTHONPATH=root, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     with socket.socket() as s:

@@ -13,7 +13,7 @@ from ..modules.trajectory.windows import trial_windows
 from ..spaces import ActionSpace
 
 __all__ = ["AMAGOBatch", "TrialCut", "as_bt", "buffer_actions", "cut_at_trial_starts", "init_sequence", "masked_mean",
-           "redq_reduce", "t_plus_one_sequence"]
+           "redq_reduce", "refuse_multistep", "t_plus_one_sequence"]
 
 
 class TrialCut(NamedTuple):
@@ -110,6 +110,14 @@ def cut_at_trial_starts(td: TensorDictBase, mask: torch.Tensor, init_key: Nested
     cut = TrialCut(row, step, inside & mask[row[:, None], step], B)
     src = td if keys is None else td.select(*keys, strict=False)
     return cut._replace(td=cut.cut(src))
+
+
+def refuse_multistep(td: TensorDictBase, who: str, fix: str) -> None:
+    """A ValueError for a batch from TorchRL's ``MultiStep`` postproc (it writes ``steps_to_next_obs``): its
+    ``("next", ...)`` observations are n steps ahead, so the T+1 sequence would skip steps."""
+    if "steps_to_next_obs" in td.keys():
+        raise ValueError(f"{who}: the batch comes from TorchRL's MultiStep (it holds 'steps_to_next_obs'), whose "
+                         f"('next', ...) observations are n steps ahead, so the memory would skip steps: {fix}")
 
 
 def init_sequence(td: TensorDictBase, init_key: NestedKey, mask: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from ..modules.heads import DiscreteCritic, PopArt, TwoHotCritic
 from ..modules.trajectory.adapters import as_sequence_module
 from ..spaces import ActionSpace
 from .batch import (AMAGOBatch, as_bt, buffer_actions, cut_at_trial_starts, init_sequence, masked_mean,
-                    t_plus_one_sequence)
+                    refuse_multistep, t_plus_one_sequence)
 from .packing import PackPlan, pack_mode, packs_here, plan_packing
 from .target_encoders import ENCODERS, encoder_params
 
@@ -105,12 +105,16 @@ class AMAGOLossIO(LossModule):
         if tensordict.batch_dims != 2:
             raise ValueError(f"AMAGOLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}")
         B, T = tensordict.batch_size
+        refuse_multistep(tensordict, "AMAGOLoss", "feed the one-step data and set AMAGOLoss(n_step=n)")
         reward, term, action = (tensordict.get(key, None) for key in (k.reward, k.terminated, k.action))
         for name, v in ((k.reward, reward), (k.terminated, term), (k.action, action)):
             if v is None:
                 raise ValueError(f"AMAGOLoss: batch has no key {name!r}")
         reward, term = as_bt(reward, B, T, k.reward), as_bt(term, B, T, k.terminated)
         mask = self._step_mask(tensordict, B, T, reward.device)
+        if not getattr(self, "_checked_prev_reward", False):
+            self._checked_prev_reward = True  # once: a reward transform that breaks it does so in every batch
+            self._check_prev_reward(tensordict, reward, mask)
         cut = cut_at_trial_starts(tensordict, mask, k.is_init, self.in_keys)
         if cut is not None:
             mask, reward, term, action = cut.mask, cut.cut(reward), cut.cut(term), cut.cut(action)
@@ -120,6 +124,24 @@ class AMAGOLossIO(LossModule):
                           "('priority_weight' in the batch): the update is unweighted (docs/api/objectives.md)")
         a_feat, a_idx = buffer_actions(action, mask, self.action_space, k.action)
         return AMAGOBatch(mask, reward, term, a_feat, a_idx, cut)
+
+    def _check_prev_reward(self, tensordict: TensorDictBase, reward: torch.Tensor, mask: torch.Tensor) -> None:
+        """A ValueError where ``("next", prev_reward)`` (what the memory sees) is not the reward the critics learn:
+        a reward transform applied after make_amago_env's (e.g. on a SerialEnv / ParallelEnv of its envs)."""
+        k = self.tensor_keys
+        prev = tensordict.get(("next", *(k.prev_reward if isinstance(k.prev_reward, tuple) else (k.prev_reward,))),
+                              None)
+        if prev is None or k.reward != ("next", K.REWARD) or (mask.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return
+        prev, r = as_bt(prev, *mask.shape, k.prev_reward).float(), reward.float()
+        bad = ((prev - r).abs() > 1e-5 * (1 + r.abs())) & mask
+        if bool(bad.any()):
+            b, t = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"AMAGOLoss: ('next', {k.prev_reward!r}) is {prev[b, t]:.6g} where {k.reward!r} is "
+                             f"{r[b, t]:.6g} (row {b}, step {t}): a reward transform after make_amago_env's transforms "
+                             f"(e.g. on a SerialEnv / ParallelEnv of its envs) changes what the critics learn but not "
+                             f"what the memory sees. Apply it to each env given to make_amago_env (scaling for the "
+                             f"critics alone is AMAGOLoss(reward_multiplier=...))")
 
     def _step_mask(self, tensordict: TensorDictBase, B: int, T: int, device) -> torch.Tensor:
         """``[B, T]`` bool, False on padding, read as ``loss_mask_key`` says (``"shifted_valid"`` is not read)."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import keys as K
 from ..modules.trajectory.adapters import as_sequence_module, encoder_emb_dim
-from .batch import as_bt, cut_at_trial_starts, init_sequence, t_plus_one_sequence
+from .batch import as_bt, cut_at_trial_starts, init_sequence, refuse_multistep, t_plus_one_sequence
 
 __all__ = ["MemoryEmbedding"]
 
@@ -57,6 +57,7 @@ class MemoryEmbedding(TensorDictModuleBase):
             raise ValueError(f"MemoryEmbedding expects a [B, T] window, got batch_size {tuple(tensordict.batch_size)} "
                              "(reshape a flat SliceSampler batch with .reshape(num_slices, -1))")
         B, T = tensordict.batch_size
+        refuse_multistep(tensordict, "MemoryEmbedding", "feed the one-step data (n-step targets are the loss's)")
         mask = tensordict.get(self.mask_key, None)
         if mask is None:  # an all-valid default would silently train on padding
             raise KeyError(f"MemoryEmbedding: batch has no key {self.mask_key!r} (False on padding; torchrl_amago's "

@@ -23,6 +23,7 @@ from .resume_config import check_resume_config, current_config
 FORMAT = "torchrl_amago.checkpoint.v1"
 REQUIRED = ("format", "loss", "optimizer", "scheduler", "counters", "config")
 BEST_EVAL = "best_eval"  # the best periodic eval's record (best_eval.py)
+STEPS_OFFSET = "env_steps_offset"  # env steps counted beyond ranks x replay writes (RunCheckpoints.steps_offset)
 
 
 class CheckpointError(RuntimeError):
@@ -175,6 +176,9 @@ class RunCheckpoints:
         self.generations = ReplayGenerations(dist.rank_path(os.path.join(run.path, "buffer")))  # one per rank
         self.undo: UndoLog | None = None
         self.committed: str | None = None  # the commit id of the durable checkpoint
+        # env steps the counters hold beyond (ranks x this rank's replay writes): nonzero once a run resumes on
+        # another number of ranks (a rank's replay then holds a share of the counted steps, or a copy of another's)
+        self.steps_offset = 0
         self.gen = 1 + max(self.generations.existing(), default=-1)
 
     def path(self, tag: str) -> str:
@@ -225,6 +229,8 @@ class RunCheckpoints:
         os.makedirs(folder, exist_ok=True)
         save_text(os.path.join(folder, COMMITS), json.dumps({"commits": [c for c in (self.committed, commit) if c]}))
         entry = {"replay_generation": self.gen, "replay": replay_state(replay), "replay_commit": commit}
+        if self.steps_offset:
+            entry[STEPS_OFFSET] = self.steps_offset
         if rank > 0:
             save_checkpoint(os.path.join(self.dir, _rank_file(rank, counters)), entry)
         generations = self.dist.all_gather_int(self.gen)
@@ -262,6 +268,7 @@ class RunCheckpoints:
         """After the trainer's state is restored from `ckpt`: re-attach the replay it names, go on as `identity`;
         returns how many open trials were closed (they end as shorter finished ones)."""
         self.restore_replay(replay, ckpt, path)
+        self.steps_offset = ckpt["counters"]["env_steps"] - replay._writer.index.write_count * self.dist.world_size
         closed = replay.end_trials()
         self.run.keep(identity)
         self.dist.check_same_counters(True, ckpt["counters"]["grad_steps"], path)
@@ -366,9 +373,14 @@ def check_checkpoint(ckpt: dict, path: str, tag: str, *, run, cfg, loss, optimiz
             refuse(f"replay: {e}")
         ranks = len(ckpt.get("replay_rank_files") or [None])
         stored = ckpt["replay"]["writer"]["index"]["write_count"]
-        if c["env_steps"] != stored * ranks:
+        offset = ckpt.get(STEPS_OFFSET, 0)
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            refuse(f"{STEPS_OFFSET} must be an integer, got {offset!r}")
+        if c["env_steps"] != stored * ranks + offset:
             refuse(f"counters.env_steps is {c['env_steps']}, but the replay holds {stored} written steps"
-                   f"{f' on each of {ranks} ranks' if ranks > 1 else ''}: the counters do not match the stored data")
+                   f"{f' on each of {ranks} ranks' if ranks > 1 else ''}"
+                   f"{f' and {offset} counted before the rank count changed' if offset else ''}: the counters do not "
+                   f"match the stored data")
     rows = {r["epoch"]: r for r in getattr(metrics, "records", []) if "epoch" in r}
     if tag == "latest" and getattr(metrics, "records", None) and not rows:
         refuse(f"{metrics.csv_path} has no 'epoch' column, so its rows cannot be matched with the checkpoint's "
