@@ -207,6 +207,25 @@ def test_a_reward_transform_after_make_amago_env_is_refused_and_first_is_right()
         assert set(data["next", "reward"].unique().tolist()) <= {0.0, 10.0}
 
 
+def test_an_action_transform_after_make_amago_env_is_refused_and_first_is_right():
+    """An action transform appended after make_amago_env maps the policy's action before PrevActionReward sees it:
+    prev_action was the env's 4-action one-hot under a 6-action policy (refused then only by the timestep encoder's
+    shape check, naming neither). Refused before the next step; inside the env given to make_amago_env, prev_action
+    is the policy's action."""
+    from torchrl.envs import DiscreteActionProjection
+
+    from torchrl_amago.envs import HiddenDoor
+
+    late = make_amago_env(HiddenDoor(2, n_doors=4, seed=0))
+    late.append_transform(DiscreteActionProjection(4, 6))
+    with pytest.raises(ValueError, match=r"DiscreteActionProjection maps 'action' after make_amago_env.*Transformed"):
+        late.rollout(2)
+    inside = make_amago_env(TransformedEnv(HiddenDoor(2, n_doors=4, seed=0), DiscreteActionProjection(4, 6)))
+    data = inside.rollout(3)
+    assert data["next", "prev_action"].shape[-1] == 6
+    assert torch.equal(data["next", "prev_action"], data["action"].float())
+
+
 def test_action_counts_counts_each_action_since_the_hard_reset_across_soft_resets():
     # ToyTaskEnv: 3-step episodes, 2 episodes per trial (one soft reset at t = 3), trial of 6 steps
     env = make_amago_env(ToyTaskEnv(2), k_episodes=2, action_counts=True)

@@ -108,7 +108,8 @@ class PrevActionReward(_EnvOnly, Transform):
         return observation_spec
 
     def _check_later_transforms(self) -> None:
-        """A ValueError for a transform after this one that writes the reward: ``prev_reward`` would not be it."""
+        """A ValueError for a transform after this one that writes the reward (``prev_reward`` would not be it) or
+        maps the action on its way to the env (``prev_action`` would be the env's action, not the policy's)."""
         compose = getattr(self.container, "transform", self.container)
         if not isinstance(compose, Compose):
             return
@@ -122,6 +123,11 @@ class PrevActionReward(_EnvOnly, Transform):
                     f"{type(t).__name__} writes {self.reward_key!r} after make_amago_env's transforms, so the policy's "
                     f"{self.prev_reward_key!r} would not be the reward it is trained on: apply it to the env given to "
                     f"make_amago_env, or put it first with env.insert_transform(0, transform)")
+            if self.action_key in (getattr(t, "in_keys_inv", None) or []):
+                raise ValueError(
+                    f"{type(t).__name__} maps {self.action_key!r} after make_amago_env's transforms, so the policy's "
+                    f"{self.prev_action_key!r} would be the env's action, not the one it chose: apply it to the env "
+                    f"given to make_amago_env, make_amago_env(TransformedEnv(env, transform))")
 
 
 def _flat_transforms(compose: Compose) -> list[Transform]:
