@@ -90,7 +90,10 @@ def _spawn(mode: str, cfgs: list[dict], out_dir, *extra: str, timeout: float = 1
 
 def _error(out_dir, rank: int) -> str | None:
     path = os.path.join(out_dir, f"error_rank{rank}.txt")
-    return open(path).read() if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
 
 
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
