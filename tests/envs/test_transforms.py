@@ -207,7 +207,7 @@ def test_a_reward_transform_after_make_amago_env_is_refused_and_first_is_right()
         assert set(data["next", "reward"].unique().tolist()) <= {0.0, 10.0}
 
 
-def test_an_action_transform_after_make_amago_env_is_refused_and_first_is_right():
+def test_an_action_transform_after_make_amago_env_is_refused_and_inside_it_is_right():
     """An action transform appended after make_amago_env maps the policy's action before PrevActionReward sees it:
     prev_action was the env's 4-action one-hot under a 6-action policy (refused then only by the timestep encoder's
     shape check, naming neither). Refused before the next step; inside the env given to make_amago_env, prev_action
