@@ -38,9 +38,10 @@ the RSS growth with linear growth and with what a materialised [B, heads, T, T] 
 `--original PATH [--original-python PY] [--original-eager]`: also time the original AMAGO's learner update (its
 `Agent` at the same comparison point, see benchmarks/original_amago.py), imported from the checkout PATH by the
 interpreter PY in a worker process (never a dependency; no code of it is in this repository), its timing windows
-interleaved with ours (`--repeats` each, alternating which goes first). Prints our line, the original's line and
-{"compare": "learner_update", "ratio": ours / original updates/s, "ratio_cpu": original / ours CPU s per update,
-...}. Recorded runs: docs/results/speed/learner_vs_original.json.
+interleaved with ours (`--repeats` each, alternating which goes first), both in the precision `--mixed-precision`
+chooses (bf16: the original's forward under bf16 autocast, as its `mixed_precision="bf16"`). Prints our line, the
+original's line and {"compare": "learner_update", "ratio": ours / original updates/s, "ratio_cpu": original / ours
+CPU s per update, "precision": ...}. Recorded runs: docs/results/speed/learner_vs_original.json.
 """
 from __future__ import annotations
 
@@ -307,18 +308,18 @@ def run_vs_original(args) -> None:
         check_original_path(args.original)  # a missing checkout fails before anything is built
     except ValueError as e:
         raise SystemExit(f"learner_update.py: error: {e}") from None
-    # the original at its default, fp32 (`auto` is ignored here; an explicit bf16 is refused)
-    unsupported = [f for f, on in (("--mixed-precision bf16", args.mixed_precision == "bf16"), ("--compile", args.compile),
+    # both systems in the precision --mixed-precision chooses (the original: bf16 autocast over its forward)
+    unsupported = [f for f, on in (("--compile", args.compile),
                                    ("--cuda-graph", args.cuda_graph), ("--compile-loss", args.compile_loss != "no"),
                                    ("--variable", args.variable), ("--critic", args.critic != "discrete")) if on]
     if unsupported or args.device != "cpu":
-        raise SystemExit(f"--original compares the default fp32 eager discrete update on the CPU; drop "
+        raise SystemExit(f"--original compares the eager discrete update on the CPU; drop "
                          f"{', '.join(unsupported) or '--device ' + args.device}")
     min_time = args.min_time or (3.0 if args.quick else 8.0)
     threads = torch.get_num_threads()
     for T in args.seq_lens or [128]:
         worker = OriginalWorker(args.original, T, args.batch, threads, python=args.original_python,
-                                eager=args.original_eager)
+                                eager=args.original_eager, bf16=args.bf16)
         try:
             t0 = time.perf_counter()
             worker.warmup(3)  # the original's torch.compile decorators compile here
@@ -328,7 +329,7 @@ def run_vs_original(args) -> None:
                 for who in (("ours", "original") if r % 2 == 0 else ("original", "ours")):
                     if who == "ours":
                         last = bench(T, args.batch, 128, 2, 8, torch.device("cpu"), False, min_time=min_time,
-                                     min_updates=args.min_updates, warmup=2, repeats=1)
+                                     min_updates=args.min_updates, warmup=2, repeats=1, bf16=args.bf16)
                         ours.append((last["updates_per_s"], last["cpu_s_per_update"]))
                     else:
                         o = worker.time(min_time, args.min_updates)
@@ -346,14 +347,15 @@ def run_vs_original(args) -> None:
                           "updates_per_s_runs": [round(x[0], 3) for x in orig],
                           "cpu_s_per_update": round(med(orig, 1), 4),
                           "cpu_s_per_update_runs": [round(x[1], 4) for x in orig],
-                          "warmup_s": round(original_warmup_s, 1),
+                          "warmup_s": round(original_warmup_s, 1), "precision": "bf16" if args.bf16 else "fp32",
                           "versions": worker.versions, "load_avg_1m": load}), flush=True)
         print(json.dumps({"compare": "learner_update", "seq_len": T, "batch": args.batch, "threads": threads,
                           "ours_updates_per_s": round(med(ours, 0), 3),
                           "original_updates_per_s": round(med(orig, 0), 3),
                           "ratio": round(med(ours, 0) / med(orig, 0), 3),
                           "ratio_cpu": round(med(orig, 1) / med(ours, 1), 3),
-                          "original_eager": args.original_eager, "repeats": args.repeats}), flush=True)
+                          "original_eager": args.original_eager, "precision": "bf16" if args.bf16 else "fp32",
+                          "repeats": args.repeats}), flush=True)
 
 
 def main():
@@ -399,7 +401,8 @@ def main():
     ap.add_argument("--mean-trial-len", type=float, default=30.0, help="mean trial length for --variable")
     ap.add_argument("--original", metavar="PATH", default=None,
                     help="also time the original AMAGO imported from this checkout, interleaved with ours "
-                         "(discrete critic, fp32, eager; see benchmarks/original_amago.py)")
+                         "(discrete critic, eager, both in --mixed-precision's choice; see "
+                         "benchmarks/original_amago.py)")
     ap.add_argument("--original-python", metavar="PY", default=None,
                     help="the interpreter that imports --original (its own venv); default: this one")
     ap.add_argument("--original-eager", action="store_true",

@@ -10,8 +10,9 @@ Worker protocol (one JSON object per line): the parent writes {"cmd": "warmup", 
 {"cmd": "time", "min_time": S, "min_updates": N} and reads {"updates": n, "seconds": s, "cpu_s": c}; {"cmd": "quit"}
 ends it. The worker's first line is {"ready": true, "versions": {...}} or {"error": "..."}.
 
-One update of the original = what its `Experiment.train_step` does with one batch and mixed precision off:
-`Agent.forward(batch, log_step=False)` (one backbone pass over T+1 steps), backward, `clip_grad_norm_` (1.0, over
+One update of the original = what its `Experiment.train_step` does with one batch: `Agent.forward(batch,
+log_step=False)` (one backbone pass over T+1 steps; with `--bf16` under bf16 autocast, as its
+`mixed_precision="bf16"` casts the forward through accelerate), backward, `clip_grad_norm_` (1.0, over
 all the agent's parameters), `soft_sync_targets()`, AdamW step (lr 1e-4, weight decay 1e-3), warm-up LR schedule
 step. Its networks: `FFTstepEncoder` defaults (512/512 -> 256), `TformerTrajEncoder(d_model, n_heads, d_ff=4 *
 d_model, n_layers, attention_type=VanillaAttention)` (FlashAttention needs flash-attn and a GPU), `Actor` and
@@ -48,14 +49,16 @@ class OriginalWorker:
     """The original's learner in a subprocess of `python`, timed on request."""
 
     def __init__(self, path: str, seq_len: int, batch: int, threads: int | None, python: str | None = None,
-                 d_model: int = 128, layers: int = 2, heads: int = 8, eager: bool = False, acting: bool = False):
+                 d_model: int = 128, layers: int = 2, heads: int = 8, eager: bool = False, acting: bool = False,
+                 bf16: bool = False):
         root = check_original_path(path)
         env = dict(os.environ)
         if eager:
             env["TORCHDYNAMO_DISABLE"] = "1"
         cmd = [python or sys.executable, os.path.abspath(__file__), "--worker", "--path", str(root), "--seq-len",
                str(seq_len), "--batch", str(batch), "--d-model", str(d_model), "--layers", str(layers), "--heads",
-               str(heads)] + (["--threads", str(threads)] if threads else []) + (["--acting"] if acting else [])
+               str(heads)] + (["--threads", str(threads)] if threads else [])
+        cmd += [flag for flag, on in (("--acting", acting), ("--bf16", bf16)) if on]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         hello = self._read()
         if "error" in hello:
@@ -98,8 +101,10 @@ class OriginalWorker:
 
 # ---------------------------------------------------------------- worker side (runs in the original's interpreter)
 
-def _build_original(T: int, B: int, d_model: int, layers: int, heads: int, obs_dim: int = 10, n_actions: int = 4):
-    """The original's Agent at the comparison point, its optimizer and schedule, and one padded batch."""
+def _build_original(T: int, B: int, d_model: int, layers: int, heads: int, obs_dim: int = 10, n_actions: int = 4,
+                    bf16: bool = False):
+    """The original's Agent at the comparison point, its optimizer and schedule, and one padded batch; `bf16`: the
+    forward under bf16 autocast (its Experiment's `mixed_precision="bf16"`)."""
     from functools import partial
 
     from amago.agent import Agent  # first: a broken checkout fails on the module the option is about
@@ -151,7 +156,8 @@ def _build_original(T: int, B: int, d_model: int, layers: int, heads: int, obs_d
 
     def update():
         opt.zero_grad(set_to_none=True)
-        loss = agent(batch, log_step=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = agent(batch, log_step=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), 1.0)
         agent.soft_sync_targets()
@@ -225,11 +231,11 @@ def _worker(args) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         update = None if args.acting else _build_original(args.seq_len, args.batch, args.d_model, args.layers,
-                                                          args.heads)
+                                                          args.heads, bf16=args.bf16)
         actors = {}
         import amago
 
-        versions = {"amago": getattr(amago, "__version__", None), "torch": torch.__version__,
+        versions = {"amago": getattr(amago, "__version__", None), "torch": torch.__version__, "bf16": args.bf16,
                     "python": sys.version.split()[0], "threads": torch.get_num_threads(),
                     "dynamo_disabled": os.environ.get("TORCHDYNAMO_DISABLE") == "1"}
     except Exception as e:  # reported to the parent, which names --original
@@ -270,6 +276,7 @@ def main():
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--bf16", action="store_true", help="the learner's forward under bf16 autocast")
     ap.add_argument("--acting", action="store_true", help="time get_actions steps (encoder_step.py) instead; "
                     "--batch is then the number of envs")
     _worker(ap.parse_args())

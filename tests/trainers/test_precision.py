@@ -38,24 +38,41 @@ def test_auto_on_gpus_follows_bf16_support(monkeypatch):
     assert autocast_dtype("auto", torch.device("mps")) is None
 
 
-def test_fp32_is_the_default_until_learning_holds_under_auto_and_runs_name_their_precision():
-    assert TrainConfig().mixed_precision == "no"  # docs/scaling.md: the campaign under auto is not complete
+def test_auto_is_the_default_and_runs_name_their_precision():
+    assert TrainConfig().mixed_precision == "auto"  # docs/scaling.md: the campaign and T-Maze-100 hold in bf16
     assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
     with pytest.raises(ValueError, match="--mixed_precision 'fp8' is not one of"):
         autocast_dtype("fp8", CPU)
 
 
-def test_a_run_reports_the_precision_auto_chose(tmp_path, monkeypatch):
-    """A tiny 04_tmaze run on a CPU faked to have AMX: the summary line and config.json say bf16; the config keeps
-    "auto", so a run started from that config.json elsewhere chooses again."""
+@pytest.mark.parametrize("flags, want", [({"avx512f", "amx_bf16", "amx_tile"}, "bf16"), ({"avx512f", "avx2"}, "fp32")])
+def test_a_run_reports_the_precision_auto_chose(tmp_path, monkeypatch, flags, want):
+    """A tiny 04_tmaze run at the default on a CPU faked to have AMX (or not): the summary line and config.json say
+    which precision it used; the config keeps "auto", so a run started from that config.json elsewhere chooses again."""
     import json
 
     from tests.examples.test_examples_smoke import TINY, load_example
 
-    monkeypatch.setattr(dev, "cpu_flags", lambda path="/proc/cpuinfo": {"avx512f", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(dev, "cpu_flags", lambda path="/proc/cpuinfo": flags)
     summary = load_example("04_tmaze").main(TINY + ["--horizon", "4", "--timesteps_per_epoch", "5",
-                                                    "--buffer_dir", str(tmp_path), "--run_name", "t",
-                                                    "--mixed_precision", "auto"])
+                                                    "--buffer_dir", str(tmp_path), "--run_name", "t"])
     stored = json.loads((tmp_path / "t" / "config.json").read_text())
-    assert summary["precision"] == "bf16" and stored["precision"] == "bf16"
+    assert summary["precision"] == want and stored["precision"] == want
     assert stored["config"]["mixed_precision"] == "auto"
+
+
+def test_a_run_recorded_in_fp32_resumes_in_fp32(tmp_path, monkeypatch):
+    """A run whose config.json says `no` (e.g. one started before `auto` was the default) keeps fp32 when it is
+    trained longer without the flag, on a CPU that would choose bf16."""
+    import json
+
+    from tests.examples.test_examples_smoke import TINY, load_example
+
+    monkeypatch.setattr(dev, "cpu_flags", lambda path="/proc/cpuinfo": {"avx512f", "avx512_bf16"})
+    main = load_example("04_tmaze").main
+    flags = TINY + ["--horizon", "4", "--timesteps_per_epoch", "5", "--buffer_dir", str(tmp_path), "--run_name", "t"]
+    assert main(flags + ["--mixed_precision", "no"])["precision"] == "fp32"
+    longer = [f if f != "2" or flags[i - 1] != "--epochs" else "3" for i, f in enumerate(flags)]
+    summary = main(longer)
+    assert summary["precision"] == "fp32" and summary["grad_steps"] == 6  # resumed: 3 epochs of 2 updates
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["config"]["mixed_precision"] == "no"

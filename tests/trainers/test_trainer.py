@@ -150,7 +150,9 @@ def test_count_heads_feed_the_counts_to_the_encoder_and_the_replay(tmp_path):
     assert steps["action_counts"][steps["is_init"].squeeze(-1)].abs().sum() == 0
     assert steps["next", "action_counts"].sum(-1).max() > 1  # counted over several steps
     explored = steps["explored"].squeeze(-1)  # the exploration module marks the actions it replaced
-    assert 0.3 < explored.float().mean().item() < 0.9  # epsilon 1 -> 0.05 over the first 100 batched steps
+    # epsilon near 1 (100-step anneal) times each trial's random multiplier (2 envs), counting only draws that differ
+    # from the policy's own action: 0.35 in fp32, 0.2 in bf16 (other policy actions after the first update)
+    assert 0.1 < explored.float().mean().item() < 0.9
     tr.close()
 
 

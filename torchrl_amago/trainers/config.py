@@ -223,9 +223,9 @@ class TrainConfig:
     collector_address: Optional[str] = scale(None, "distributed: address of the cluster of the collector workers")
     timeout_s: float = scale(600.0, "a collector worker or torchrun rank silent for this long stops the run with an "
                                     "error", check=positive)
-    mixed_precision: str = scale("no", "autocast dtype of the learner: no (fp32), bf16, fp16, or auto: bf16 where "
-                                       "the device computes it natively (a CPU with AVX-512 BF16 or AMX, a GPU with "
-                                       "bf16), else fp32; the run's summary says which it used",
+    mixed_precision: str = scale("auto", "autocast dtype of the learner: auto: bf16 where the device computes it "
+                                         "natively (a CPU with AVX-512 BF16 or AMX, a GPU with bf16), else fp32; "
+                                         "no (fp32), bf16, fp16; the run's summary says which it used",
                                  choices=("no", "auto", "bf16", "fp16"))
     compile_loss: str = scale("no", "torch.compile the loss forward and backward with this mode (needs "
                                     "--no-trim_windows)", choices=("no", "default", "reduce-overhead", "max-autotune"))
