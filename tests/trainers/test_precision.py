@@ -72,7 +72,6 @@ def test_a_run_recorded_in_fp32_resumes_in_fp32(tmp_path, monkeypatch):
     main = load_example("04_tmaze").main
     flags = TINY + ["--horizon", "4", "--timesteps_per_epoch", "5", "--buffer_dir", str(tmp_path), "--run_name", "t"]
     assert main(flags + ["--mixed_precision", "no"])["precision"] == "fp32"
-    longer = [f if f != "2" or flags[i - 1] != "--epochs" else "3" for i, f in enumerate(flags)]
-    summary = main(longer)
+    summary = main(flags + ["--epochs", "3"])  # the last --epochs wins: train one epoch longer
     assert summary["precision"] == "fp32" and summary["grad_steps"] == 6  # resumed: 3 epochs of 2 updates
     assert json.loads((tmp_path / "t" / "config.json").read_text())["config"]["mixed_precision"] == "no"
