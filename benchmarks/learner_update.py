@@ -17,6 +17,8 @@ Prints one JSON object per setting, e.g.
  "timesteps_per_s": ...}
 `updates_per_s` is the median over `--repeats` timing windows. `cpu_s_per_update` is process CPU time per
 update: on a busy machine, with one thread, it is a better estimate of the quiet-machine time than the wall clock.
+`minor_faults_per_update`: pages the process touched for the first time per update (memory the allocator mapped
+afresh), system time that glibc's malloc settings change (docs/results/speed/cpu_update.json).
 `compile_s` is the warm-up time (it includes torch.compile's compilation with --compile).
 `--variable` measures the work of short and variable-length trials instead of full windows: trials with
 lengths drawn from a wide distribution (exponential, mean `--mean-trial-len` 30, at least 2 steps) stored in a
@@ -29,9 +31,13 @@ the mean rows the loss ran, and `speedup` = trimmed / fixed (trimmed line) and p
 computes bf16 natively, see trainers/scale/device.py); every line says which precision it ran (`"precision"`, and
 `"bf16"`).
 The optimizer is the trainer's: fused AdamW.
-Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--cuda-graph] [--mixed-precision auto|no|bf16] [--threads N] [--repeats R]
+Usage: python benchmarks/learner_update.py [--quick] [--long] [--compile] [--compile-loss MODE] [--compile-step] [--vs-eager] [--cuda-graph] [--mixed-precision auto|no|bf16] [--threads N] [--repeats R]
        [--device cpu|cuda] [--batch B] [--seq-lens T ...] [--pack-windows cpu|always|never] [--target-encoders] [--n-step N] [--cql-coeff C]
        [--variable [--mean-trial-len L]]
+`--vs-eager` (with `--compile-loss`, `--compile` or `--compile-step`): the same setting eager too, both built from
+the same seed, their timing windows alternating in one process (a busy machine's drift falls on both alike); prints
+the compiled line, the eager line and {"compare": "compiled_vs_eager", "ratio": compiled / eager updates/s,
+"ratio_cpu": eager / compiled CPU s per update, "ratio_cpu_runs": the same per pair of windows}.
 `--long`: long context on CPU (batch 4, T = 1,024 / 2,048 / 4,096 unless --seq-lens/--batch say otherwise), each T
 in its own subprocess so `peak_rss_mb` (the process's peak resident memory) is per T; a last JSON line compares
 the RSS growth with linear growth and with what a materialised [B, heads, T, T] attention matrix would take.
@@ -138,70 +144,123 @@ def update_step(loss_forward, opt, updater, params, batch, bf16: bool, after_bac
     after_backward(opt, updater, params)
 
 
+class Setting:
+    """One benchmarked learner setting, built and ready: `update()` runs one full update; `window()` times one."""
+
+    def __init__(self, T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool,
+                 bf16: bool = False, critic: str = "discrete", attention: str = "auto", pack_windows: str = "cpu",
+                 loss_options: dict | None = None, compile_loss: str = "no", cuda_graph: bool = False,
+                 compile_step: bool = False):
+        torch.manual_seed(0)
+        loss = build(T, d_model, layers, heads, device, compile_, critic, attention, loss_options)
+        fixed_shape = compile_loss != "no" or cuda_graph  # a compiled or captured loss needs one batch shape
+        loss.pack_windows = "never" if fixed_shape else pack_windows
+        loss_forward = compiled_forward(loss, compile_loss, trim_windows=False, packs=False)
+        updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
+        params = [p for p in loss.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3, fused=True)  # the trainer's optimizer
+        batch = make_batch(B, T, device, continuous=critic == "continuous", counts=critic == "count")
+        if cuda_graph and device.type != "cuda":
+            raise ValueError(f"--cuda-graph captures CUDA graphs: it needs --device cuda (got {device})")
+        if cuda_graph:  # the trainer's --cuda_graph update: two graph replays and one host read of the finite flags
+            graphed = GraphedUpdate(loss_forward, lambda out: out["loss_actor"] + out["loss_critic"], opt, params,
+                                    1.0, updater, torch.bfloat16 if bf16 else None)
+        after_backward = torch.compile(step_after_backward) if compile_step else step_after_backward
+
+        def update():
+            if cuda_graph:
+                graphed.forward_backward(batch)
+                if all(graphed.finite()):
+                    graphed.step()
+            else:
+                update_step(loss_forward, opt, updater, params, batch, bf16, after_backward)
+
+        self.update, self.loss, self.device = update, loss, device
+        self.runs, self.cpu_runs, self.n, self.cpu_s, self.faults, self.compile_s = [], [], 0, 0.0, 0, 0.0
+        transformer = loss.trajectory_encoder.encoder
+        if isinstance(transformer, CountsPassThrough):
+            transformer = transformer.encoder
+        self.info = {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
+                     "critic": critic, "heads": heads, "d_ff": getattr(transformer.layers[0].ff1, "out_features", None),
+                     "gammas": G, "critics": C, "compile": compile_, "compile_loss": compile_loss,
+                     "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows,
+                     "target_encoders": loss.target_encoders, "n_step": loss.n_step, "cql_coeff": loss.cql_coeff,
+                     "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "device": str(device)}
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def warm_up(self, updates: int) -> None:
+        """Untimed updates (torch.compile compiles here), their time added to `compile_s`."""
+        t0 = time.perf_counter()
+        for _ in range(updates):
+            self.update()
+        self.sync()
+        self.compile_s += time.perf_counter() - t0
+
+    def window(self, min_time: float, min_updates: int) -> None:
+        """One timing window: at least `min_updates` updates and `min_time` seconds."""
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        while n < min_updates or time.perf_counter() - t0 < min_time:
+            self.update()
+            n += 1
+            if self.device.type == "cuda" and n % 10 == 0:
+                self.sync()
+        self.sync()
+        self.runs.append(n / (time.perf_counter() - t0))
+        self.cpu_runs.append((time.process_time() - c0) / n)
+        self.cpu_s += time.process_time() - c0
+        self.faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+        self.n += n
+
+    def result(self) -> dict:
+        ups = statistics.median(self.runs)
+        T, B = self.info["seq_len"], self.info["batch"]
+        return {**{k: self.info[k] for k in ("encoder", "d_model", "layers", "seq_len", "batch")},
+                "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
+                "updates_per_s_runs": [round(r, 3) for r in self.runs],
+                "cpu_s_per_update": round(self.cpu_s / self.n, 4),
+                "minor_faults_per_update": round(self.faults / self.n), **self.info, "updates": self.n,
+                "compile_s": round(self.compile_s, 2), "threads": torch.get_num_threads(),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+                "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
 def bench(T: int, B: int, d_model: int, layers: int, heads: int, device, compile_: bool, min_time: float,
           min_updates: int, warmup: int, bf16: bool = False, repeats: int = 3, critic: str = "discrete",
           attention: str = "auto", pack_windows: str = "cpu", loss_options: dict | None = None,
           compile_loss: str = "no", cuda_graph: bool = False, compile_step: bool = False) -> dict:
-    torch.manual_seed(0)
-    loss = build(T, d_model, layers, heads, device, compile_, critic, attention, loss_options)
-    fixed_shape = compile_loss != "no" or cuda_graph  # a compiled or captured loss needs one batch shape
-    loss.pack_windows = "never" if fixed_shape else pack_windows
-    loss_forward = compiled_forward(loss, compile_loss, trim_windows=False, packs=False)
-    updater = AMAGOSoftUpdate(loss, tau=DEFAULT_TAU)
-    params = [p for p in loss.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-3, fused=True)  # the trainer's optimizer
-    batch = make_batch(B, T, device, continuous=critic == "continuous", counts=critic == "count")
-    if cuda_graph and device.type != "cuda":
-        raise ValueError(f"--cuda-graph captures CUDA graphs: it needs --device cuda (got {device})")
-    if cuda_graph:  # the trainer's --cuda_graph update: two graph replays and one host read of the finite flags
-        graphed = GraphedUpdate(loss_forward, lambda out: out["loss_actor"] + out["loss_critic"], opt, params, 1.0,
-                                updater, torch.bfloat16 if bf16 else None)
-
-    after_backward = torch.compile(step_after_backward) if compile_step else step_after_backward
-
-    def update():
-        if cuda_graph:
-            graphed.forward_backward(batch)
-            if all(graphed.finite()):
-                graphed.step()
-        else:
-            update_step(loss_forward, opt, updater, params, batch, bf16, after_backward)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        update()
-    sync()
-    compile_s = time.perf_counter() - t0
-    runs, n_total, cpu_total = [], 0, 0.0
+    setting = Setting(T, B, d_model, layers, heads, device, compile_, bf16, critic, attention, pack_windows,
+                      loss_options, compile_loss, cuda_graph, compile_step)
+    setting.warm_up(warmup)
     for _ in range(repeats):
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while n < min_updates or time.perf_counter() - t0 < min_time:
-            update()
-            n += 1
-            if device.type == "cuda" and n % 10 == 0:
-                sync()
-        sync()
-        runs.append(n / (time.perf_counter() - t0))
-        cpu_total += time.process_time() - c0
-        n_total += n
-    ups = statistics.median(runs)
-    transformer = loss.trajectory_encoder.encoder
-    if isinstance(transformer, CountsPassThrough):
-        transformer = transformer.encoder
-    d_ff = getattr(transformer.layers[0].ff1, "out_features", None)
-    return {"encoder": "transformer", "d_model": d_model, "layers": layers, "seq_len": T, "batch": B,
-            "updates_per_s": round(ups, 3), "timesteps_per_s": round(ups * B * T, 1),
-            "updates_per_s_runs": [round(r, 3) for r in runs], "cpu_s_per_update": round(cpu_total / n_total, 4),
-            "critic": critic, "heads": heads, "d_ff": d_ff, "gammas": G, "critics": C, "updates": n_total,
-            "compile": compile_, "compile_loss": compile_loss, "compile_step": compile_step, "cuda_graph": cuda_graph, "pack_windows": loss.pack_windows, "target_encoders": loss.target_encoders,
-            "n_step": loss.n_step, "cql_coeff": loss.cql_coeff,
-            "compile_s": round(compile_s, 2), "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "device": str(device), "threads": torch.get_num_threads(),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
-            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+        setting.window(min_time, min_updates)
+    return setting.result()
+
+
+def bench_vs_eager(T: int, B: int, device, min_time: float, min_updates: int, warmup: int, repeats: int,
+                   **options) -> list[dict]:
+    """`--vs-eager`: the compiled setting (`options`) and the same setting eager, built alike, their timing windows
+    alternating in one process (which goes first alternates too): their two lines and a `compare` line."""
+    compiled = Setting(T, B, 128, 2, 8, device, **options)
+    eager = Setting(T, B, 128, 2, 8, device, **dict(options, compile_=False, compile_loss="no", compile_step=False))
+    for s in (compiled, eager):
+        s.warm_up(warmup)
+    compiled.warm_up(1)  # the eager updates change state the compiled graph guards on: one more graph, once
+    for r in range(repeats):
+        for s in ((compiled, eager) if r % 2 == 0 else (eager, compiled)):
+            s.window(min_time, min_updates)
+    out = [compiled.result(), eager.result()]
+    out.append({"compare": "compiled_vs_eager", "seq_len": T, "batch": B, "threads": torch.get_num_threads(),
+                "precision": out[0]["precision"], "compile_loss": options.get("compile_loss", "no"),
+                "compile": options.get("compile_", False), "compile_step": options.get("compile_step", False),
+                "ratio": round(out[0]["updates_per_s"] / out[1]["updates_per_s"], 3),
+                "ratio_cpu": round(out[1]["cpu_s_per_update"] / out[0]["cpu_s_per_update"], 3),
+                "ratio_cpu_runs": [round(e / c, 3) for c, e in zip(compiled.cpu_runs, eager.cpu_runs)],
+                "repeats": repeats})
+    return out
 
 
 def variable_length_replay(T: int, B: int, mean_len: float, trim: bool, n_trials: int = 400):
@@ -373,6 +432,9 @@ def main():
     ap.add_argument("--compile-step", action="store_true",
                     help="torch.compile the rest of the update (clip, AdamW, target update); with --compile-loss: "
                          "all of it but the backward call")
+    ap.add_argument("--vs-eager", action="store_true",
+                    help="with --compile-loss / --compile / --compile-step: the same setting eager as well, built "
+                         "alike, timing windows alternating in one process; prints both lines and their ratio")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="the whole update captured as CUDA graphs, as the trainer's --cuda_graph (CUDA only)")
     ap.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default=TrainConfig.mixed_precision,
@@ -425,6 +487,20 @@ def main():
             print(json.dumps(res), flush=True)
         return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
+    compiles = args.compile or args.compile_loss != "no" or args.compile_step
+    if args.vs_eager:
+        if not compiles or args.cuda_graph:
+            raise SystemExit("--vs-eager compares a compiled setting with eager: add --compile-loss MODE, --compile "
+                             "or --compile-step (not --cuda-graph)")
+        for T in seq_lens:
+            for res in bench_vs_eager(T, args.batch, device, args.min_time or (3.0 if args.quick else 8.0),
+                                      args.min_updates, args.warmup if args.warmup is not None else 3, args.repeats,
+                                      compile_=args.compile, bf16=args.bf16, critic=args.critic,
+                                      pack_windows=args.pack_windows,
+                                      loss_options=dict(copy_options, n_step=args.n_step, cql_coeff=args.cql_coeff),
+                                      compile_loss=args.compile_loss, compile_step=args.compile_step):
+                print(json.dumps(res), flush=True)
+        return
     for T in seq_lens:
         try:
             res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),

@@ -29,3 +29,32 @@ def test_count_critic_benchmark_builds_the_count_agent_and_reads_the_counts():
     res = lu.bench(8, 2, 16, 1, 2, torch.device("cpu"), False, min_time=0.0, min_updates=1, warmup=1, repeats=1,
                    critic="count")
     assert res["critic"] == "count" and res["updates"] == 1 and res["d_ff"] is not None
+
+
+def test_vs_eager_times_the_same_model_compiled_and_eager_in_alternating_windows(monkeypatch):
+    """`--vs-eager`: both settings start from the same weights, only the compiled one compiles, their windows
+    alternate (which goes first alternates too), and the compare line is the ratio of the two lines."""
+    lu = load_module(Path(ROOT) / "benchmarks" / "learner_update.py", "learner_update")
+    compiled_fns = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled_fns.append(fn) or fn)  # no compiler needed
+    order = []
+    window = lu.Setting.window
+    monkeypatch.setattr(lu.Setting, "window", lambda self, *a: order.append(self.info["compile"]) or window(self, *a))
+    built = []
+    init = lu.Setting.__init__
+
+    def spy_init(self, *a, **kw):
+        init(self, *a, **kw)
+        built.append({k: v.clone() for k, v in self.loss.state_dict().items()})  # the weights as built
+
+    monkeypatch.setattr(lu.Setting, "__init__", spy_init)
+    lines = lu.bench_vs_eager(8, 2, torch.device("cpu"), min_time=0.0, min_updates=1, warmup=1, repeats=4,
+                              compile_=True)
+    compiled, eager, compare = lines
+    assert len(compiled_fns) == 1  # the compiled setting's layer stack, nothing of the eager one
+    assert (compiled["compile"], eager["compile"]) == (True, False)
+    assert order == [True, False, False, True, True, False, False, True]  # after the warm-up
+    a, b = built
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert compare["ratio_cpu"] == round(eager["cpu_s_per_update"] / compiled["cpu_s_per_update"], 3)
+    assert len(compare["ratio_cpu_runs"]) == 4 and compiled["updates"] == eager["updates"] == 4
