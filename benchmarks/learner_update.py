@@ -488,27 +488,28 @@ def main():
         return
     seq_lens = args.seq_lens or ([128] if args.quick else [128, 512])
     compiles = args.compile or args.compile_loss != "no" or args.compile_step
+    min_time = args.min_time or (3.0 if args.quick else 8.0)
+    loss_options = dict(copy_options, n_step=args.n_step, cql_coeff=args.cql_coeff)
     if args.vs_eager:
         if not compiles or args.cuda_graph:
             raise SystemExit("--vs-eager compares a compiled setting with eager: add --compile-loss MODE, --compile "
                              "or --compile-step (not --cuda-graph)")
         for T in seq_lens:
-            for res in bench_vs_eager(T, args.batch, device, args.min_time or (3.0 if args.quick else 8.0),
-                                      args.min_updates, args.warmup if args.warmup is not None else 3, args.repeats,
+            for res in bench_vs_eager(T, args.batch, device, min_time, args.min_updates,
+                                      args.warmup if args.warmup is not None else 3, args.repeats,
                                       compile_=args.compile, bf16=args.bf16, critic=args.critic,
-                                      pack_windows=args.pack_windows,
-                                      loss_options=dict(copy_options, n_step=args.n_step, cql_coeff=args.cql_coeff),
+                                      pack_windows=args.pack_windows, loss_options=loss_options,
                                       compile_loss=args.compile_loss, compile_step=args.compile_step):
                 print(json.dumps(res), flush=True)
         return
     for T in seq_lens:
         try:
-            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=args.min_time or (3.0 if args.quick else 8.0),
+            res = bench(T, args.batch, 128, 2, 8, device, args.compile, min_time=min_time,
                         min_updates=args.min_updates,
-                        warmup=args.warmup if args.warmup is not None else (3 if args.compile or args.compile_loss != "no" or args.compile_step or args.cuda_graph else 2), bf16=args.bf16, repeats=args.repeats,
-                        critic=args.critic, pack_windows=args.pack_windows,
-                        loss_options=dict(copy_options, n_step=args.n_step, cql_coeff=args.cql_coeff),
-                        compile_loss=args.compile_loss, cuda_graph=args.cuda_graph, compile_step=args.compile_step)
+                        warmup=args.warmup if args.warmup is not None else (3 if compiles or args.cuda_graph else 2),
+                        bf16=args.bf16, repeats=args.repeats, critic=args.critic, pack_windows=args.pack_windows,
+                        loss_options=loss_options, compile_loss=args.compile_loss, cuda_graph=args.cuda_graph,
+                        compile_step=args.compile_step)
         except RuntimeError as e:  # e.g. a module that is not autocast-safe under --bf16
             res = {"encoder": "transformer", "seq_len": T, "batch": args.batch, "error": str(e).splitlines()[0]}
         print(json.dumps(res), flush=True)
