@@ -370,6 +370,28 @@ def test_a_stop_signal_ends_the_block_with_one_line(base, tmp_path, capsys, sign
     assert signal.getsignal(signum) is before  # the handlers are put back
 
 
+def test_a_stop_that_a_librarys_cleanup_turned_into_another_error_still_stops_with_one_line(base, tmp_path, capsys):
+    """The signal can land inside library code whose cleanup then fails (tensordict's `to_module` raised "Converting
+    a tensordict to boolean value is not permitted" while the stop passed through it): still exit 130 and the line;
+    an error with no stop behind it goes through unchanged."""
+    latest = str(copy_of(base, tmp_path) / "ckpts" / "latest.pt")
+    module = torch.nn.Linear(2, 2)
+    params = TensorDict.from_module(module)
+    with pytest.raises(SystemExit) as stop:
+        with stop_on_signals(latest):
+            with params.to_module(module):  # AMAGOLoss._call_with: its __exit__ fails while the stop passes
+                os.kill(os.getpid(), signal.SIGINT)
+                pytest.fail("the signal did not stop the block")
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip().startswith(f"stopped by SIGINT: {latest} keeps epochs 0..1")
+    with pytest.raises(RuntimeError, match="boolean value"):
+        with stop_on_signals(latest):
+            try:
+                raise ValueError("not a stop")
+            except ValueError:
+                raise RuntimeError("Converting a tensordict to boolean value is not permitted")
+
+
 @pytest.mark.slow
 def test_a_stopped_run_prints_what_it_kept_and_resumes_with_the_same_command(tmp_path):
     """The whole path: SIGINT while a run trains -> exit code 130, one line, no traceback; the same command then

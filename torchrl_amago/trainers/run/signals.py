@@ -57,7 +57,8 @@ def stopped_line(signum: int, latest: str, epochs: int | None = None) -> str:
 def stop_on_signals(latest: str, epochs: int | None = None):
     """Within the block, SIGTERM and SIGINT raise :class:`RunStopped`; it ends the block with one line on stderr
     (:func:`stopped_line`, from the checkpoint `latest`) and ``SystemExit(128 + signal)``. What the checkpoint
-    holds is kept: a stop at any point is as safe as a kill. Outside the main thread this does nothing."""
+    holds is kept: a stop at any point is as safe as a kill. A stop that a library's cleanup turned into another error
+    is recognised by the error's context (:func:`_stop_behind`). Outside the main thread this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -68,7 +69,10 @@ def stop_on_signals(latest: str, epochs: int | None = None):
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         yield
-    except RunStopped as e:
+    except BaseException as error:
+        e = _stop_behind(error)
+        if e is None:
+            raise
         for s, handler in previous.items():  # a second signal while closing: the default behaviour
             signal.signal(s, handler)
         print(stopped_line(e.signum, latest, epochs), file=sys.stderr, flush=True)
@@ -76,3 +80,15 @@ def stop_on_signals(latest: str, epochs: int | None = None):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _stop_behind(error: BaseException) -> RunStopped | None:
+    """The RunStopped that `error` is, or that code handling it turned into `error` (a library's cleanup that fails
+    while the stop passes through it, e.g. tensordict's `to_module`): its chain of contexts, None when there is none."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, RunStopped):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
