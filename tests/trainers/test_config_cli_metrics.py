@@ -9,7 +9,7 @@ from torchrl_amago.trainers.run.checkpoint import CheckpointError, load_checkpoi
 from torchrl_amago.trainers.cli import build_parser, example_args, parse_config
 from torchrl_amago.trainers.config import TrainConfig
 from torchrl_amago.trainers.metrics import (TrialReturnsById, bottom_quintile, episode_metrics,
-                                           finished_trial_returns, per_task_return_metrics)
+                                           finished_trial_returns, per_task_return_metrics, return_metrics)
 
 
 def test_config_rejects_bad_flags():
@@ -82,14 +82,20 @@ def test_per_task_returns_follow_each_trials_task_id():
     m = per_task_return_metrics(ro, ret, "eval", ["a", "b"])  # t2 env1 (7, task 0)
     assert m["eval/return/a"] == pytest.approx(4.5) and m["eval/trials/a"] == 2
     assert m["eval/return/b"] == pytest.approx(1.5) and m["eval/trials/b"] == 2
+    # task a's trials returned 2 and 7: sample std 3.5355, over sqrt(2)
+    assert m["eval/return_se/a"] == pytest.approx(2.5) and m["eval/return_se/b"] == pytest.approx(0.5)
     assert per_task_return_metrics(_rollout([[1]], [[1]]), [1.0], "eval", ["a"]) == {}
     with pytest.raises(ValueError, match="task_id 1 has no name"):
         per_task_return_metrics(ro, ret, "eval", ["a"])
 
 
-def test_bottom_quintile_and_episode_metrics():
+def test_bottom_quintile_standard_error_and_episode_metrics():
     assert bottom_quintile(list(range(11))) == pytest.approx(2.0)
     assert math.isnan(bottom_quintile([]))
+    m = return_metrics([1.0, 2.0, 3.0, 6.0], "eval")  # mean 3, sample variance 14 / 3
+    assert m["eval/return_se"] == pytest.approx(math.sqrt(14 / 3) / 2) and m["eval/trials"] == 4
+    assert math.isnan(return_metrics([5.0], "eval")["eval/return_se"])  # one trial: no spread to estimate
+    assert math.isnan(return_metrics([], "eval")["eval/return_se"])
     T = 4
     td = TensorDict({"next": {
         "episode_end": torch.tensor([[0, 1, 0, 1]], dtype=torch.bool).unsqueeze(-1),

@@ -100,12 +100,19 @@ def bottom_quintile(values: list[float]) -> float:
     return float(torch.quantile(torch.tensor(values, dtype=torch.float64), 0.2)) if values else math.nan
 
 
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean of `values`: sample standard deviation / sqrt(n) (NaN below 2 values)."""
+    n = len(values)
+    return float(torch.tensor(values, dtype=torch.float64).std() / math.sqrt(n)) if n > 1 else math.nan
+
+
 def return_metrics(returns: list[float], prefix: str, env_name: str | None = None) -> dict[str, float]:
-    """Mean and bottom-quintile return (the original's val metrics); NaN when no trial finished."""
+    """Mean and bottom-quintile return (the original's val metrics), the mean's standard error and the number of
+    trials; NaN when no trial finished."""
     sfx = f"/{env_name}" if env_name else ""
     mean = float(sum(returns) / len(returns)) if returns else math.nan
     return {f"{prefix}/return{sfx}": mean, f"{prefix}/return_bottom_quintile{sfx}": bottom_quintile(returns),
-            f"{prefix}/trials{sfx}": float(len(returns))}
+            f"{prefix}/return_se{sfx}": standard_error(returns), f"{prefix}/trials{sfx}": float(len(returns))}
 
 
 def episode_metrics(rollout: TensorDictBase, prefix: str, end_key=("next", "episode_end"),
