@@ -100,10 +100,11 @@ def bottom_quintile(values: list[float]) -> float:
     return float(torch.quantile(torch.tensor(values, dtype=torch.float64), 0.2)) if values else math.nan
 
 
-def standard_error(values: list[float]) -> float:
+def standard_error(values: list[float] | torch.Tensor) -> float:
     """The standard error of the mean of `values`: sample standard deviation / sqrt(n) (NaN below 2 values)."""
-    n = len(values)
-    return float(torch.tensor(values, dtype=torch.float64).std() / math.sqrt(n)) if n > 1 else math.nan
+    x = torch.as_tensor(values, dtype=torch.float64)
+    n = x.numel()
+    return float(x.std()) / math.sqrt(n) if n > 1 else math.nan
 
 
 def return_metrics(returns: list[float], prefix: str, env_name: str | None = None) -> dict[str, float]:
@@ -159,7 +160,7 @@ def _mean_ci(x: torch.Tensor) -> tuple[float, float, float]:
     n = x.numel()
     if n < 2:
         return (float(x.mean()) if n else math.nan), math.nan, math.nan
-    mean, half = float(x.mean()), _t95(n - 1) * float(x.std()) / math.sqrt(n)
+    mean, half = float(x.mean()), _t95(n - 1) * standard_error(x)
     return mean, mean - half, mean + half
 
 
